@@ -1,0 +1,21 @@
+# SPECD_CUDA=AUTO|ON|OFF. AUTO enables CUDA when nvcc is found; every machine here has
+# nvcc, so CI compiles and links the CUDA backend even where no GPU exists to run it.
+include(CheckLanguage)
+set(SPECD_HAVE_CUDA OFF)
+if(NOT SPECD_CUDA STREQUAL "OFF")
+  if(NOT CMAKE_CUDA_COMPILER AND EXISTS /usr/local/cuda/bin/nvcc)
+    set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc)
+  endif()
+  check_language(CUDA)
+  if(CMAKE_CUDA_COMPILER)
+    if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+      # 80: A100, 89: L4/L40, 90: H100/H200.
+      set(CMAKE_CUDA_ARCHITECTURES "80;89;90")
+    endif()
+    enable_language(CUDA)
+    find_package(CUDAToolkit REQUIRED)
+    set(SPECD_HAVE_CUDA ON)
+  elseif(SPECD_CUDA STREQUAL "ON")
+    message(FATAL_ERROR "SPECD_CUDA=ON but no CUDA compiler (nvcc) was found")
+  endif()
+endif()

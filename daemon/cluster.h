@@ -1,0 +1,42 @@
+/* Bringing a cluster up and down under mpirun: the configuration from rank 0 to every
+ * rank, the layout check against the world size, the census and the role table, and
+ * the clean shutdown. daemon/main.c calls these in order; each is collective over
+ * MPI_COMM_WORLD and returns the same status on every rank, so no rank is left waiting
+ * for another that gave up. Main thread only (MPI_THREAD_FUNNELED). */
+#ifndef SPECD_DAEMON_CLUSTER_H
+#define SPECD_DAEMON_CLUSTER_H
+
+#include <stdio.h>
+
+#include "config.h"
+#include "parallel/census.h"
+#include "parallel/roles.h"
+
+struct cluster {
+	int rank, world_size;
+	struct cfg_cluster *cfg;     /* every rank's own parse of rank 0's bytes */
+	struct par_layout layout;
+	struct par_rank_info self;
+	struct par_rank_info *ranks; /* rank 0 only: the census of every rank */
+};
+
+/* Rank 0 reads `path`; every rank gets the same configuration. On a bad file rank 0
+ * prints the error to stderr and every rank returns SPECD_CONFIG (or the failing
+ * status). */
+enum specd_status cluster_load_config(struct cluster *c, const char *path);
+
+/* Checks the world size against the file (rank 0 prints the one message on a
+ * mismatch; every rank returns SPECD_CONFIG), sets the log identity and role, probes
+ * this rank's device, and gathers the census to rank 0. */
+enum specd_status cluster_assign_roles(struct cluster *c);
+
+/* Rank 0: prints the role table (rank, node, pid, role, device, memory) to f. */
+void cluster_print_roles(const struct cluster *c, FILE *f);
+
+/* Rank 0: tells every other rank to shut down. */
+enum specd_status cluster_shutdown_all(const struct cluster *c);
+
+/* Frees what the cluster holds; the struct may be reused after cluster_fini. */
+void cluster_fini(struct cluster *c);
+
+#endif

@@ -1,0 +1,311 @@
+/* The one schema of the cluster file: every key with its type, default, range, field
+ * and meaning. config_parse.c walks YAML against it, config_values.c converts values
+ * by it, config_doc.c prints docs/config.md from it; nothing else lists keys. */
+#include "config_int.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#define OFF(field) offsetof(struct cfg_cluster, field)
+
+static const char *const log_level_names[] = {"error", "warn", "info", "debug", NULL};
+/* Indexes match enum cfg_device, cfg_dtype, cfg_placement and draft_method. */
+static const char *const device_names[] = {"cpu", "cuda", NULL};
+static const char *const dtype_names[] = {"auto", "f32", "f16", "bf16", NULL};
+static const char *const placement_names[] = {"rank", "leader", NULL};
+static const char *const method_names[] = {"none",  "ngram",  "draft_model",
+					   "eagle", "medusa", NULL};
+
+_Static_assert(sizeof(enum cfg_device) == sizeof(int), "enums are stored as int");
+_Static_assert(sizeof(enum cfg_dtype) == sizeof(int), "enums are stored as int");
+_Static_assert(sizeof(enum cfg_placement) == sizeof(int), "enums are stored as int");
+_Static_assert(sizeof(enum draft_method) == sizeof(int), "enums are stored as int");
+
+#define KIB INT64_C(1024)
+#define GIB (KIB * KIB * KIB)
+
+const struct cfg_section cfg_sections[] = {
+	{"cluster", "What this cluster is called and how much it logs."},
+	{"server", "The leader's client socket and the limits every call is held to."},
+	{"target", "The model being served and how it is split across ranks."},
+	{"draft", "Where the drafter runs."},
+	{"speculation", "How tokens are proposed before the target verifies them."},
+	{"constraints", "What the method selector must respect when it chooses."},
+};
+const size_t cfg_section_count = sizeof(cfg_sections) / sizeof(cfg_sections[0]);
+
+const struct cfg_key cfg_schema[] = {
+	{.path = "cluster.name", .type = CFG_TYPE_STRING, .store = CFG_STORE_STR,
+	 .offset = OFF(name), .def = "specd",
+	 .doc = "Name shown in logs and by `specctl status`."},
+	{.path = "cluster.log_level", .type = CFG_TYPE_ENUM, .store = CFG_STORE_STR,
+	 .offset = OFF(log_level), .def = "info", .names = log_level_names,
+	 .doc = "Least severe log record written."},
+
+	{.path = "server.listen", .type = CFG_TYPE_STRING, .store = CFG_STORE_STR,
+	 .offset = OFF(listen), .def = "127.0.0.1:7070",
+	 .allowed = "`HOST:PORT`, `[IPv6]:PORT`, `unix:PATH`",
+	 .doc = "Where the leader accepts clients; `unix:PATH` resolves like other paths."},
+	{.path = "server.auth_token", .type = CFG_TYPE_STRING, .store = CFG_STORE_STR,
+	 .offset = OFF(auth_token),
+	 .doc = "Shared secret clients must present; required when `listen` is TCP on a "
+		"host other than 127.x.x.x, ::1 or localhost. Use `${VAR}` to keep it out "
+		"of the file."},
+	{.path = "server.limits.frame_bytes", .type = CFG_TYPE_SIZE, .store = CFG_STORE_U64,
+	 .offset = OFF(limits.frame_bytes), .def = "4MiB", .imin = KIB, .imax = GIB,
+	 .doc = "Largest frame accepted from a client."},
+	{.path = "server.limits.prompt_tokens", .type = CFG_TYPE_INT, .store = CFG_STORE_U32,
+	 .offset = OFF(limits.prompt_tokens), .def = "8192", .imin = 1, .imax = 1 << 20,
+	 .doc = "Longest prompt, in tokens."},
+	{.path = "server.limits.max_tokens", .type = CFG_TYPE_INT, .store = CFG_STORE_U32,
+	 .offset = OFF(limits.max_tokens), .def = "4096", .imin = 1, .imax = 1 << 20,
+	 .doc = "Largest `max_tokens` one request may ask for."},
+	{.path = "server.limits.jobs", .type = CFG_TYPE_INT, .store = CFG_STORE_U32,
+	 .offset = OFF(limits.jobs), .def = "64", .imin = 1, .imax = 65536,
+	 .doc = "Jobs queued or running at once; past it a call gets a busy error."},
+	{.path = "server.limits.connections", .type = CFG_TYPE_INT, .store = CFG_STORE_U32,
+	 .offset = OFF(limits.connections), .def = "128", .imin = 1, .imax = 65536,
+	 .doc = "Client connections open at once."},
+
+	{.path = "target.model", .type = CFG_TYPE_PATH, .store = CFG_STORE_STR,
+	 .offset = OFF(target_model), .flags = CFG_KEY_REQUIRED,
+	 .doc = "The target model: a GGUF file, or a folder holding a checkpoint."},
+	{.path = "target.tensor_parallel", .type = CFG_TYPE_INT, .store = CFG_STORE_INT,
+	 .offset = OFF(tensor_parallel), .def = "1", .imin = 1, .imax = 64,
+	 .doc = "Target shards T (ranks 0..T-1, Megatron-style tensor parallelism)."},
+	{.path = "target.device", .type = CFG_TYPE_ENUM, .store = CFG_STORE_INT,
+	 .offset = OFF(target_device), .def = "cpu", .names = device_names,
+	 .doc = "Where each target shard computes (`cuda`: one GPU per rank)."},
+	{.path = "target.dtype", .type = CFG_TYPE_ENUM, .store = CFG_STORE_INT,
+	 .offset = OFF(target_dtype), .def = "auto", .names = dtype_names,
+	 .doc = "Type unquantized weights are held in; `auto` keeps the file's types."},
+	{.path = "target.threads", .type = CFG_TYPE_INT, .store = CFG_STORE_INT,
+	 .offset = OFF(target_threads), .def = "1", .imin = 1, .imax = 256,
+	 .doc = "CPU threads per target rank."},
+
+	{.path = "draft.placement", .type = CFG_TYPE_ENUM, .store = CFG_STORE_INT,
+	 .offset = OFF(draft_placement), .def = "rank", .names = placement_names,
+	 .doc = "`rank`: a dedicated draft rank T (world size T+1); `leader`: the drafter "
+		"runs inside rank 0 (world size T)."},
+	{.path = "draft.device", .type = CFG_TYPE_ENUM, .store = CFG_STORE_INT,
+	 .offset = OFF(draft_device), .def = "cpu", .names = device_names,
+	 .doc = "Where the drafter computes."},
+	{.path = "draft.threads", .type = CFG_TYPE_INT, .store = CFG_STORE_INT,
+	 .offset = OFF(draft_threads), .def = "1", .imin = 1, .imax = 256,
+	 .doc = "CPU threads of the drafter."},
+
+	{.path = "speculation.method", .type = CFG_TYPE_ENUM, .store = CFG_STORE_INT,
+	 .offset = OFF(method), .auto_offset = OFF(method_auto), .flags = CFG_KEY_AUTO,
+	 .def = "auto", .names = method_names,
+	 .doc = "Speculation method; `auto` lets the selector choose among those configured."},
+	{.path = "speculation.num_speculative_tokens", .type = CFG_TYPE_INT_AUTO,
+	 .store = CFG_STORE_INT, .offset = OFF(num_speculative_tokens),
+	 .auto_offset = OFF(spec_tokens_auto), .flags = CFG_KEY_AUTO, .def = "auto",
+	 .imin = 1, .imax = 32,
+	 .doc = "Tokens K drafted per step (`--spec-tokens`); `auto`: the selector picks K."},
+	{.path = "speculation.pipeline", .type = CFG_TYPE_BOOL, .store = CFG_STORE_BOOL,
+	 .offset = OFF(pipeline), .def = "true",
+	 .doc = "Draft step t+1 while step t verifies (needs `draft.placement: rank`; "
+		"ignored otherwise)."},
+	{.path = "speculation.ngram.prompt_lookup_min", .type = CFG_TYPE_INT,
+	 .store = CFG_STORE_INT, .offset = OFF(prompt_lookup_min), .def = "2", .imin = 1,
+	 .imax = 32, .doc = "Shortest n-gram matched against the context."},
+	{.path = "speculation.ngram.prompt_lookup_max", .type = CFG_TYPE_INT,
+	 .store = CFG_STORE_INT, .offset = OFF(prompt_lookup_max), .def = "5", .imin = 1,
+	 .imax = 32, .doc = "Longest n-gram matched (at least `prompt_lookup_min`)."},
+	{.path = "speculation.draft_model.model", .type = CFG_TYPE_PATH,
+	 .store = CFG_STORE_STR, .offset = OFF(draft_model),
+	 .doc = "Draft model sharing the target's vocabulary; needed by `method: draft_model`."},
+	{.path = "speculation.eagle.heads", .type = CFG_TYPE_PATH, .store = CFG_STORE_STR,
+	 .offset = OFF(eagle_heads), .doc = "EAGLE head checkpoint; needed by `method: eagle`."},
+	{.path = "speculation.medusa.heads", .type = CFG_TYPE_PATH, .store = CFG_STORE_STR,
+	 .offset = OFF(medusa_heads),
+	 .doc = "Medusa heads checkpoint; needed by `method: medusa`."},
+
+	{.path = "constraints.target_speedup", .type = CFG_TYPE_FLOAT,
+	 .store = CFG_STORE_DOUBLE, .offset = OFF(target_speedup), .def = "0", .fmin = 0,
+	 .fmax = 100,
+	 .doc = "Speed-up over plain decoding the selector aims for; 0: no floor."},
+	{.path = "constraints.low_memory", .type = CFG_TYPE_BOOL, .store = CFG_STORE_BOOL,
+	 .offset = OFF(low_memory), .def = "false",
+	 .doc = "Rule out methods that load extra weights (draft_model, eagle, medusa)."},
+	{.path = "constraints.max_draft_memory", .type = CFG_TYPE_SIZE,
+	 .store = CFG_STORE_U64, .offset = OFF(max_draft_memory), .def = "0", .imin = 0,
+	 .imax = GIB * KIB * KIB, .doc = "Memory the drafter may use; 0: no cap."},
+};
+const size_t cfg_schema_count = sizeof(cfg_schema) / sizeof(cfg_schema[0]);
+
+const char *cfg_device_name(enum cfg_device d)
+{
+	if ((unsigned)d >= sizeof(device_names) / sizeof(device_names[0]) - 1)
+		return "?";
+	return device_names[d];
+}
+
+const char *cfg_placement_name(enum cfg_placement p)
+{
+	if ((unsigned)p >= sizeof(placement_names) / sizeof(placement_names[0]) - 1)
+		return "?";
+	return placement_names[p];
+}
+
+const char *cfg_dtype_name(enum cfg_dtype t)
+{
+	if ((unsigned)t >= sizeof(dtype_names) / sizeof(dtype_names[0]) - 1)
+		return "?";
+	return dtype_names[t];
+}
+
+int cfg_world_size(const struct cfg_cluster *cfg)
+{
+	return cfg->tensor_parallel + (cfg->draft_placement == CFG_PLACEMENT_RANK ? 1 : 0);
+}
+
+long cfg_schema_index(const char *path)
+{
+	for (size_t i = 0; i < cfg_schema_count; i++)
+		if (strcmp(cfg_schema[i].path, path) == 0)
+			return (long)i;
+	return -1;
+}
+
+/* When key path p lies under prefix, the start of its next component; else NULL. */
+static const char *below(const char *p, const char *prefix)
+{
+	size_t n = strlen(prefix);
+	if (n == 0)
+		return p;
+	if (strncmp(p, prefix, n) != 0 || p[n] != '.')
+		return NULL;
+	return p + n + 1;
+}
+
+long cfg_schema_find(const char *prefix, const char *name, size_t len, bool *is_section)
+{
+	*is_section = false;
+	for (size_t i = 0; i < cfg_schema_count; i++) {
+		const char *c = below(cfg_schema[i].path, prefix);
+		if (!c || strncmp(c, name, len) != 0 || memchr(name, '\0', len))
+			continue;
+		if (c[len] == '\0')
+			return (long)i;
+		if (c[len] == '.')
+			*is_section = true;
+	}
+	return -1;
+}
+
+static size_t edit_distance(const char *a, size_t na, const char *b, size_t nb)
+{
+	size_t row[64 + 1];
+	for (size_t j = 0; j <= nb; j++)
+		row[j] = j;
+	for (size_t i = 1; i <= na; i++) {
+		size_t diag = row[0];
+		row[0] = i;
+		for (size_t j = 1; j <= nb; j++) {
+			size_t up = row[j];
+			size_t best = diag + (a[i - 1] == b[j - 1] ? 0 : 1);
+			if (up + 1 < best)
+				best = up + 1;
+			if (row[j - 1] + 1 < best)
+				best = row[j - 1] + 1;
+			row[j] = best;
+			diag = up;
+		}
+	}
+	return row[nb];
+}
+
+const char *cfg_schema_suggest(const char *prefix, const char *name, size_t len,
+			       size_t *out_len)
+{
+	const char *best = NULL;
+	size_t best_len = 0, best_d = SIZE_MAX;
+	if (len > 64)
+		return NULL;
+	for (size_t i = 0; i < cfg_schema_count; i++) {
+		const char *c = below(cfg_schema[i].path, prefix);
+		if (!c)
+			continue;
+		size_t n = strcspn(c, ".");
+		if (n > 64)
+			continue;
+		size_t d = edit_distance(name, len, c, n);
+		/* close enough to be a typo: two edits, or a third of the word */
+		if ((d <= 2 || d * 3 <= n) && d < best_d) {
+			best = c;
+			best_len = n;
+			best_d = d;
+		}
+	}
+	*out_len = best_len;
+	return best;
+}
+
+const char *cfg_type_name(enum cfg_type t)
+{
+	switch (t) {
+	case CFG_TYPE_STRING: return "string";
+	case CFG_TYPE_PATH: return "path";
+	case CFG_TYPE_INT: return "integer";
+	case CFG_TYPE_INT_AUTO: return "integer or auto";
+	case CFG_TYPE_SIZE: return "size";
+	case CFG_TYPE_FLOAT: return "number";
+	case CFG_TYPE_BOOL: return "bool";
+	case CFG_TYPE_ENUM: return "enum";
+	}
+	return "?";
+}
+
+const char *cfg_type_describe(const struct cfg_key *k, char *buf, size_t size)
+{
+	const char *text = "?";
+	switch (k->type) {
+	case CFG_TYPE_STRING: text = "a string"; break;
+	case CFG_TYPE_PATH: text = "a path"; break;
+	case CFG_TYPE_INT: text = "an integer"; break;
+	case CFG_TYPE_INT_AUTO: text = "auto or an integer"; break;
+	case CFG_TYPE_SIZE: text = "a size like 4096, 64KiB or 4MiB"; break;
+	case CFG_TYPE_FLOAT: text = "a number"; break;
+	case CFG_TYPE_BOOL: text = "true or false"; break;
+	case CFG_TYPE_ENUM: {
+		size_t o = (size_t)snprintf(buf, size, "one of %s",
+					    (k->flags & CFG_KEY_AUTO) ? "auto" : "");
+		for (int i = 0; k->names[i] && o < size; i++)
+			o += (size_t)snprintf(buf + o, size - o, "%s%s",
+					      (i > 0 || (k->flags & CFG_KEY_AUTO)) ? ", " : "",
+					      k->names[i]);
+		return buf;
+	}
+	}
+	snprintf(buf, size, "%s", text);
+	return buf;
+}
+
+void cfg_size_format(uint64_t n, char *buf, size_t size)
+{
+	static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+	size_t u = 0;
+	while (n != 0 && n % 1024 == 0 && u + 1 < sizeof(units) / sizeof(units[0])) {
+		n /= 1024;
+		u++;
+	}
+	snprintf(buf, size, "%" PRIu64 "%s", n, units[u]);
+}
+
+void cfg_show(const char *text, size_t len, char *buf, size_t size)
+{
+	size_t o = 0;
+	for (size_t i = 0; i < len && o + 4 < size; i++) {
+		if (i == 48) {
+			memcpy(buf + o, "...", 3);
+			o += 3;
+			break;
+		}
+		unsigned char c = (unsigned char)text[i];
+		buf[o++] = (c >= 0x20 && c < 0x7f) ? (char)c : '?';
+	}
+	buf[o] = '\0';
+}

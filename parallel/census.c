@@ -1,0 +1,68 @@
+/* Start-up census of every rank; see census.h. */
+#include "census.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/sysinfo.h>
+#include <unistd.h>
+
+#include "mpi_check.h"
+
+/* MemAvailable from /proc/meminfo: what the kernel says can be had without
+ * swapping, which is what a model load competes for (MemFree undercounts page cache). */
+static uint64_t mem_available(void)
+{
+	FILE *f = fopen("/proc/meminfo", "r");
+	if (!f)
+		return 0;
+	char line[256];
+	unsigned long long kib = 0;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "MemAvailable: %llu kB", &kib) == 1)
+			break;
+	}
+	fclose(f);
+	return (uint64_t)kib * 1024;
+}
+
+static int32_t launcher_local_rank(void)
+{
+	static const char *const vars[] = {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID",
+					   "SLURM_LOCALID"};
+	for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++) {
+		const char *v = getenv(vars[i]);
+		if (v && *v)
+			return (int32_t)atoi(v);
+	}
+	return 0;
+}
+
+enum specd_status par_census_local(struct par_rank_info *out, int rank)
+{
+	struct par_rank_info info;
+	memset(&info, 0, sizeof(info));
+	info.rank = rank;
+	info.pid = (int32_t)getpid();
+	info.cores = (int32_t)sysconf(_SC_NPROCESSORS_ONLN);
+	info.local_rank = launcher_local_rank();
+	if (gethostname(info.node, sizeof(info.node) - 1) != 0)
+		return SPECD_IO;
+	struct sysinfo si;
+	if (sysinfo(&si) != 0)
+		return SPECD_IO;
+	info.host_mem_total = (uint64_t)si.totalram * si.mem_unit;
+	info.host_mem_free = mem_available();
+	snprintf(info.role, sizeof(info.role), "-");
+	snprintf(info.device, sizeof(info.device), "cpu");
+	*out = info;
+	return SPECD_OK;
+}
+
+enum specd_status par_census_gather(MPI_Comm comm, const struct par_rank_info *mine,
+				    struct par_rank_info *all)
+{
+	/* Plain bytes: every rank runs the same binary on the same architecture. */
+	return PAR_MPI(MPI_Gather(mine, (int)sizeof(*mine), MPI_BYTE, all, (int)sizeof(*mine),
+				  MPI_BYTE, 0, comm));
+}

@@ -1,0 +1,35 @@
+/* The cluster census: what every rank is and has, gathered to the leader at start-up.
+ * Today it feeds the role table; the selector (DESIGN.md §6) decides from it. */
+#ifndef SPECD_PARALLEL_CENSUS_H
+#define SPECD_PARALLEL_CENSUS_H
+
+#include <mpi.h>
+#include <stdint.h>
+
+#include "common/status.h"
+
+struct par_rank_info {
+	int32_t rank;
+	int32_t pid;
+	int32_t cores;             /* online CPUs on this node */
+	int32_t local_rank;        /* index among the ranks on this node */
+	uint64_t host_mem_total;   /* bytes */
+	uint64_t host_mem_free;    /* bytes available (MemAvailable) */
+	uint64_t device_mem_total; /* bytes; 0 for a CPU rank */
+	uint64_t device_mem_free;
+	char node[64];             /* host name */
+	char role[16];             /* par_role_label() */
+	char device[64];           /* "cpu" or "cuda:N NAME" */
+};
+
+/* Fills the host part of *out for this process (rank, pid, node, cores, memory,
+ * local_rank from the launcher's environment); role and device are the caller's.
+ * SPECD_IO when the host facts cannot be read. Any thread. */
+enum specd_status par_census_local(struct par_rank_info *out, int rank);
+
+/* Gathers every rank's info to rank 0: `all` (world-size entries) is written on rank 0
+ * only and may be NULL elsewhere. Collective over comm. SPECD_MPI on failure. */
+enum specd_status par_census_gather(MPI_Comm comm, const struct par_rank_info *mine,
+				    struct par_rank_info *all);
+
+#endif

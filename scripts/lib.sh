@@ -1,0 +1,36 @@
+# Shared by the scripts in this folder: where things are, and small helpers.
+# Source it; it sets SPECD_ROOT and BUILD_DIR.
+set -euo pipefail
+SPECD_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BUILD_DIR=${BUILD_DIR:-$SPECD_ROOT/build}
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+
+say() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+jobs_for_build() {
+	local n
+	n=$(nproc 2>/dev/null || echo 2)
+	echo "$n"
+}
+
+# configure_and_build DIR [cmake args...]: an incremental CMake + Ninja build.
+configure_and_build() {
+	local dir=$1
+	shift
+	if [ ! -f "$dir/build.ninja" ]; then
+		say "configuring $dir"
+		cmake -S "$SPECD_ROOT" -B "$dir" -G Ninja "$@" >"$dir.configure.log" 2>&1 ||
+			{ cat "$dir.configure.log" >&2; die "cmake configure failed ($dir)"; }
+	fi
+	say "building $dir"
+	cmake --build "$dir" -j "$(jobs_for_build)" || die "build failed ($dir)"
+}
+
+# ensure_models: makes $SPECD_MODELS (default ~/.cache/specd/models) hold the small
+# real model every test and the demo use, and exports SPECD_MODELS.
+ensure_models() {
+	export SPECD_MODELS=${SPECD_MODELS:-$HOME/.cache/specd/models}
+	"$SPECD_ROOT/tools/fetch-models" stories260K >&2 ||
+		die "could not get stories260K.gguf (see tools/fetch-models --help)"
+}

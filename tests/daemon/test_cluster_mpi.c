@@ -1,0 +1,342 @@
+/* specd under mpirun, end to end: the role table, SIGTERM to the leader ending every
+ * rank with exit 0, idle ranks not spinning, and a world-size mismatch giving one
+ * message and a non-zero exit on every rank (never a hang). */
+#include <errno.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "test_support.h"
+
+static char g_dir[256], g_specd[512], g_mpirun[256], g_model[512];
+
+static int setup(void **state)
+{
+	(void)state;
+	if (!ts_model_path("stories260K.gguf", g_model, sizeof(g_model))) {
+		print_message("stories260K.gguf not found (SPECD_MODELS, ../shared/models)\n");
+		return -1;
+	}
+	snprintf(g_specd, sizeof(g_specd), "%s/daemon/specd", ts_binary_dir());
+	snprintf(g_mpirun, sizeof(g_mpirun), "%s", MPIEXEC_PATH);
+	return ts_mkdtemp(g_dir, sizeof(g_dir)) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	ts_rmtree(g_dir);
+	return 0;
+}
+
+static void write_cluster(const char *name, int tp, const char *placement, char *path,
+			  size_t size)
+{
+	char text[1024];
+	snprintf(text, sizeof(text),
+		 "cluster:\n  name: test\n  log_level: info\n"
+		 "target:\n  model: %s\n  tensor_parallel: %d\n"
+		 "draft:\n  placement: %s\n",
+		 g_model, tp, placement);
+	assert_true(ts_write_file(g_dir, name, text, path, size));
+}
+
+static int count(const char *hay, const char *needle)
+{
+	int n = 0;
+	for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle))
+		n++;
+	return n;
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* CPU seconds (user + system) a process has used, from /proc/PID/stat. */
+static double cpu_seconds(int pid)
+{
+	char path[64], buf[1024];
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return -1;
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	const char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+	if (!p)
+		return -1;
+	unsigned long utime = 0, stime = 0;
+	/* after ") ": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime */
+	if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime, &stime) != 2)
+		return -1;
+	return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
+}
+
+struct running {
+	pid_t pid;
+	int fd;
+	char out[65536];
+	size_t len;
+};
+
+static void start(struct running *r, int np, const char *cluster)
+{
+	int fds[2];
+	assert_int_equal(pipe(fds), 0);
+	r->len = 0;
+	r->out[0] = '\0';
+	r->pid = fork();
+	assert_true(r->pid >= 0);
+	if (r->pid == 0) {
+		setpgid(0, 0);
+		dup2(fds[1], 1);
+		dup2(fds[1], 2);
+		close(fds[0]);
+		close(fds[1]);
+		char nps[16];
+		snprintf(nps, sizeof(nps), "%d", np);
+		execl(g_mpirun, g_mpirun, "--allow-run-as-root", "--oversubscribe", "--bind-to",
+		      "none", "-np", nps, g_specd, "--cluster", cluster, (char *)NULL);
+		_exit(127);
+	}
+	close(fds[1]);
+	r->fd = fds[0];
+}
+
+/* Reads output until `needle` has appeared `times` times or the timeout passes. */
+static bool read_until(struct running *r, const char *needle, int times, double timeout)
+{
+	double end = now_s() + timeout;
+	while (count(r->out, needle) < times) {
+		double left = end - now_s();
+		if (left <= 0)
+			return false;
+		struct pollfd p = {.fd = r->fd, .events = POLLIN};
+		if (poll(&p, 1, (int)(left * 1000) + 1) <= 0)
+			continue;
+		ssize_t n = read(r->fd, r->out + r->len, sizeof(r->out) - r->len - 1);
+		if (n <= 0)
+			return count(r->out, needle) >= times;
+		r->len += (size_t)n;
+		r->out[r->len] = '\0';
+	}
+	return true;
+}
+
+/* Reads whatever output arrives within `wait` seconds, then what is already there. */
+static void drain(struct running *r, double wait)
+{
+	int ms = (int)(wait * 1000);
+	for (;;) {
+		struct pollfd p = {.fd = r->fd, .events = POLLIN};
+		if (poll(&p, 1, ms) <= 0 || r->len >= sizeof(r->out) - 1)
+			return;
+		ssize_t n = read(r->fd, r->out + r->len, sizeof(r->out) - r->len - 1);
+		if (n <= 0)
+			return;
+		r->len += (size_t)n;
+		r->out[r->len] = '\0';
+		ms = 0;
+	}
+}
+
+/* Waits for mpirun to exit, reading its output meanwhile; its exit code, or -1 on
+ * timeout (the whole process group is then killed). */
+static int finish(struct running *r, double timeout)
+{
+	double end = now_s() + timeout;
+	int status = 0;
+	while (waitpid(r->pid, &status, WNOHANG) != r->pid) {
+		if (now_s() > end) {
+			kill(-r->pid, SIGKILL);
+			waitpid(r->pid, &status, 0);
+			close(r->fd);
+			return -1;
+		}
+		drain(r, 0.1);
+	}
+	drain(r, 0);
+	close(r->fd);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* The pid in the role table row of `rank`, or -1. */
+static int pid_of_rank(const char *out, int rank)
+{
+	const char *row = strstr(out, "\nrank ");
+	if (!row)
+		return -1;
+	for (const char *line = strchr(row + 1, '\n'); line; line = strchr(line + 1, '\n')) {
+		int r, pid;
+		char node[128];
+		if (sscanf(line + 1, "%d %127s %d", &r, node, &pid) == 3 && r == rank)
+			return pid;
+	}
+	return -1;
+}
+
+static void test_cluster__sigterm_to_leader_stops_every_rank_cleanly(void **state)
+{
+	(void)state;
+	char cluster[512];
+	write_cluster("three.yaml", 2, "rank", cluster, sizeof(cluster));
+	struct running *r = calloc(1, sizeof(*r));
+	assert_non_null(r);
+	start(r, 3, cluster);
+	assert_true(read_until(r, "\n2 ", 1, 60.0) || (print_message("%s", r->out), false));
+	int pids[3];
+	for (int i = 0; i < 3; i++)
+		pids[i] = pid_of_rank(r->out, i);
+	assert_non_null(strstr(r->out, "leader"));
+	assert_non_null(strstr(r->out, "target"));
+	assert_non_null(strstr(r->out, "draft"));
+	for (int i = 0; i < 3; i++)
+		assert_true(pids[i] > 0);
+
+	/* Idle ranks sleep: over 1.5 s none may use more than a sliver of a core (a
+	 * spinning Open MPI wait would take most of one). */
+	double before[3], after[3];
+	for (int i = 0; i < 3; i++)
+		before[i] = cpu_seconds(pids[i]);
+	read_until(r, "\x01never", 1, 1.5); /* lets 1.5 s pass while reading output */
+	for (int i = 0; i < 3; i++) {
+		after[i] = cpu_seconds(pids[i]);
+		assert_true(before[i] >= 0 && after[i] >= 0);
+		if (after[i] - before[i] > 0.25)
+			fail_msg("rank %d used %.2f s of CPU in 1.5 s while idle", i,
+				 after[i] - before[i]);
+	}
+
+	assert_int_equal(kill(pids[0], SIGTERM), 0);
+	int rc = finish(r, 30.0);
+	if (rc != 0)
+		print_message("%s", r->out);
+	assert_int_equal(rc, 0);
+	assert_int_equal(count(r->out, "stopped cleanly"), 3);
+	free(r);
+}
+
+static void test_cluster__leader_placement_runs_on_two_ranks(void **state)
+{
+	(void)state;
+	char cluster[512];
+	write_cluster("two.yaml", 2, "leader", cluster, sizeof(cluster));
+	struct running *r = calloc(1, sizeof(*r));
+	assert_non_null(r);
+	start(r, 2, cluster);
+	assert_true(read_until(r, "\n1 ", 1, 60.0) || (print_message("%s", r->out), false));
+	assert_non_null(strstr(r->out, "leader+draft"));
+	int leader = pid_of_rank(r->out, 0);
+	assert_true(leader > 0);
+	assert_int_equal(kill(leader, SIGINT), 0);
+	assert_int_equal(finish(r, 30.0), 0);
+	assert_int_equal(count(r->out, "stopped cleanly"), 2);
+	free(r);
+}
+
+static void test_cluster__world_size_mismatch_fails_every_rank_once(void **state)
+{
+	(void)state;
+	char cluster[512];
+	write_cluster("mismatch.yaml", 2, "rank", cluster, sizeof(cluster));
+	/* Each rank runs under a shell that reports its exit code, and mpirun is told not
+	 * to kill the others when the first exits non-zero, so every rank's own exit
+	 * code is seen. */
+	char script[2048];
+	snprintf(script, sizeof(script),
+		 "%s --cluster %s; rc=$?; echo \"rank-exit $rc\"; exit $rc", g_specd, cluster);
+	const char *argv[] = {g_mpirun, "--allow-run-as-root", "--oversubscribe", "--bind-to", "none",
+			"--mca", "orte_abort_on_non_zero_status", "0", "-np", "2", "/bin/sh",
+			"-c", script, NULL};
+	char *out = NULL;
+	int rc = ts_run(argv, &out, 60.0);
+	assert_non_null(out);
+	if (count(out, "rank-exit 1") != 2)
+		print_message("%s", out);
+	assert_int_equal(count(out, "world size mismatch"), 1);
+	assert_non_null(strstr(out, "started 2 ranks but the cluster file needs 3"));
+	assert_int_equal(count(out, "rank-exit 1"), 2);
+	free(out);
+
+	/* And as a user runs it: mpirun itself exits non-zero, with the one message. */
+	char np[] = "2";
+	const char *plain[] = {g_mpirun, "--allow-run-as-root", "--oversubscribe", "--bind-to",
+			       "none", "-np", np, g_specd, "--cluster", cluster, NULL};
+	rc = ts_run(plain, &out, 60.0);
+	assert_true(rc > 0);
+	assert_int_equal(count(out, "world size mismatch"), 1);
+	free(out);
+}
+
+static void test_check_config__valid_and_unknown_key(void **state)
+{
+	(void)state;
+	char good[512], bad[512];
+	write_cluster("good.yaml", 2, "rank", good, sizeof(good));
+	const char *argv[] = {g_specd, "--check-config", good, NULL};
+	char *out = NULL;
+	assert_int_equal(ts_run(argv, &out, 30.0), 0);
+	assert_non_null(strstr(out, "ok"));
+	free(out);
+
+	char text[1024];
+	snprintf(text, sizeof(text), "target:\n  model: %s\n  tensor_paralel: 2\n", g_model);
+	assert_true(ts_write_file(g_dir, "bad.yaml", text, bad, sizeof(bad)));
+	const char *argv2[] = {g_specd, "--check-config", bad, NULL};
+	assert_int_equal(ts_run(argv2, &out, 30.0), 1);
+	char want[600];
+	snprintf(want, sizeof(want), "%s:3: unknown key 'target.tensor_paralel'", bad);
+	if (!strstr(out, want))
+		fail_msg("expected '%s' in: %s", want, out);
+	free(out);
+}
+
+static void test_cli__help_version_and_bad_arguments(void **state)
+{
+	(void)state;
+	char *out = NULL;
+	const char *help[] = {g_specd, "--help", NULL};
+	assert_int_equal(ts_run(help, &out, 10.0), 0);
+	assert_non_null(strstr(out, "--cluster FILE"));
+	free(out);
+	const char *version[] = {g_specd, "--version", NULL};
+	assert_int_equal(ts_run(version, &out, 10.0), 0);
+	assert_non_null(strstr(out, "specd "));
+	free(out);
+	const char *bad[] = {g_specd, "--frobnicate", NULL};
+	assert_int_equal(ts_run(bad, &out, 10.0), 2);
+	assert_non_null(strstr(out, "unknown argument '--frobnicate'"));
+	free(out);
+	const char *missing[] = {g_specd, "--check-config", "/nonexistent/x.yaml", NULL};
+	assert_int_equal(ts_run(missing, &out, 10.0), 1);
+	assert_non_null(strstr(out, "/nonexistent/x.yaml"));
+	free(out);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_cli__help_version_and_bad_arguments),
+		cmocka_unit_test(test_check_config__valid_and_unknown_key),
+		cmocka_unit_test(test_cluster__sigterm_to_leader_stops_every_rank_cleanly),
+		cmocka_unit_test(test_cluster__leader_placement_runs_on_two_ranks),
+		cmocka_unit_test(test_cluster__world_size_mismatch_fails_every_rank_once),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -1,0 +1,115 @@
+/* parallel/control under mpirun: byte broadcast, control messages, a wait that times
+ * out instead of hanging, and census gathering. Run with 3 ranks. */
+#include <mpi.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "common/alloc.h"
+#include "common/clock.h"
+#include "parallel/census.h"
+#include "parallel/control.h"
+
+static int g_rank, g_size;
+
+static void test_bcast__every_rank_gets_the_bytes(void **state)
+{
+	(void)state;
+	/* bigger than one 64 KiB chunk, so the chunking is exercised */
+	const uint64_t n = 200000;
+	char *buf = NULL;
+	uint64_t len = 0;
+	if (g_rank == 0) {
+		buf = specd_malloc_array(n, 1);
+		assert_non_null(buf);
+		for (uint64_t i = 0; i < n; i++)
+			buf[i] = (char)('a' + i % 26);
+		len = n;
+	}
+	assert_int_equal(par_bcast_bytes(MPI_COMM_WORLD, 0, &buf, &len), SPECD_OK);
+	assert_int_equal(len, n);
+	for (uint64_t i = 0; i < n; i += 997)
+		assert_int_equal(buf[i], (char)('a' + i % 26));
+	if (g_rank != 0)
+		assert_int_equal(buf[n], '\0');
+	specd_free(buf);
+}
+
+static void test_ctrl__followers_receive_leader_messages(void **state)
+{
+	(void)state;
+	struct par_ctrl_msg msg = {.op = PAR_CTRL_SHUTDOWN, .arg = {7, 8, 9, 10}};
+	if (g_rank == 0) {
+		assert_int_equal(par_ctrl_send_all(MPI_COMM_WORLD, &msg), SPECD_OK);
+	} else {
+		struct par_ctrl_msg got;
+		memset(&got, 0, sizeof(got));
+		assert_int_equal(par_ctrl_wait(MPI_COMM_WORLD, &got, 30.0), SPECD_OK);
+		assert_int_equal(got.op, PAR_CTRL_SHUTDOWN);
+		assert_int_equal(got.arg[3], 10);
+	}
+	MPI_Barrier(MPI_COMM_WORLD);
+}
+
+static void test_ctrl__wait_times_out_when_leader_is_silent(void **state)
+{
+	(void)state;
+	if (g_rank != 0) {
+		struct par_ctrl_msg got;
+		double t0 = specd_now();
+		assert_int_equal(par_ctrl_wait(MPI_COMM_WORLD, &got, 0.2), SPECD_TIMEOUT);
+		assert_true(specd_now() - t0 >= 0.2);
+	}
+	MPI_Barrier(MPI_COMM_WORLD);
+}
+
+static void test_census__leader_gathers_every_rank(void **state)
+{
+	(void)state;
+	struct par_rank_info mine;
+	assert_int_equal(par_census_local(&mine, g_rank), SPECD_OK);
+	assert_int_equal(mine.pid, getpid());
+	assert_true(mine.host_mem_total > 0);
+	struct par_rank_info *all = NULL;
+	if (g_rank == 0) {
+		all = specd_calloc((size_t)g_size, sizeof(*all));
+		assert_non_null(all);
+	}
+	assert_int_equal(par_census_gather(MPI_COMM_WORLD, &mine, all), SPECD_OK);
+	if (g_rank == 0) {
+		for (int r = 0; r < g_size; r++) {
+			assert_int_equal(all[r].rank, r);
+			assert_true(all[r].pid > 0);
+			assert_string_equal(all[r].node, mine.node);
+		}
+	}
+	specd_free(all);
+}
+
+int main(int argc, char **argv)
+{
+	int provided;
+	MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+	MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+	MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
+	MPI_Comm_size(MPI_COMM_WORLD, &g_size);
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_bcast__every_rank_gets_the_bytes),
+		cmocka_unit_test(test_ctrl__followers_receive_leader_messages),
+		cmocka_unit_test(test_ctrl__wait_times_out_when_leader_is_silent),
+		cmocka_unit_test(test_census__leader_gathers_every_rank),
+	};
+	/* Only rank 0 reports to CTest; every rank's failures still fail the exit code. */
+	if (g_rank != 0)
+		cmocka_set_message_output(CM_OUTPUT_SUBUNIT);
+	int failed = cmocka_run_group_tests(tests, NULL, NULL);
+	int any = 0;
+	MPI_Allreduce(&failed, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+	MPI_Finalize();
+	return any ? 1 : 0;
+}

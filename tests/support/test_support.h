@@ -1,0 +1,39 @@
+/* Shared helpers for the cmocka suites: where the tree and the models are, scratch
+ * folders, and capturing log records. Tests only. */
+#ifndef SPECD_TEST_SUPPORT_H
+#define SPECD_TEST_SUPPORT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* The source tree (SPECD_SOURCE_DIR, set by CTest) or "." when unset. */
+const char *ts_source_dir(void);
+/* The build tree (SPECD_BINARY_DIR) or "." when unset. */
+const char *ts_binary_dir(void);
+
+/* Finds a real model file by name: $SPECD_MODELS/NAME, then
+ * $SPECD_SOURCE_DIR/../shared/models/NAME. Writes the path into buf and returns true
+ * when the file exists. */
+bool ts_model_path(const char *name, char *buf, size_t size);
+
+/* Creates a fresh scratch folder under $TMPDIR (or /tmp) and writes its path into
+ * buf; false on failure. ts_rmtree removes it again. */
+bool ts_mkdtemp(char *buf, size_t size);
+void ts_rmtree(const char *path);
+
+/* Writes `text` to DIR/NAME, returning the full path in buf. */
+bool ts_write_file(const char *dir, const char *name, const char *text, char *buf,
+		   size_t size);
+
+/* Captures every log record's message (joined by newlines) until ts_log_capture_end;
+ * ts_log_captured returns the text so far. */
+void ts_log_capture_begin(void);
+const char *ts_log_captured(void);
+void ts_log_capture_end(void);
+
+/* Runs argv (argv[0] a path) with stdout and stderr both captured into *out (malloc'd,
+ * NUL-terminated), waiting at most timeout_s; returns the exit status (0..255), 128+sig
+ * when killed by a signal, or -1 when it could not run or timed out (then killed). */
+int ts_run(const char *const argv[], char **out, double timeout_s);
+
+#endif
