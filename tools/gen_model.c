@@ -1,0 +1,504 @@
+/* specd-gen-model: writes a random-weight Llama-family GGUF of any shape and type,
+ * deterministic from a seed, for tests and benchmarks (DESIGN.md §8: no model file is
+ * committed). Tensors are generated row by row and streamed to disk, so a model of
+ * any size needs memory for one row, not one copy of the weights.
+ *
+ * Vocabulary: <unk>, <s>, </s>, the 256 byte tokens <0x00>..<0xFF> (byte fallback
+ * makes any text encodable), then "▁", the 94 printable ASCII characters, then
+ * "▁"-prefixed lower-case words and bare words of growing length, with descending
+ * scores. The minimum --vocab is 260 (specials, bytes and "▁"). */
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "kernels/dtype.h"
+#include "model/arch.h"
+#include "model/gguf.h"
+
+#define VOCAB_MIN 260
+#define N_SPECIAL 3
+#define N_BYTES 256
+
+struct opts {
+	const char *out;
+	enum model_arch arch;
+	uint64_t dim, layers, heads, kv_heads, ffn, vocab, ctx;
+	enum kern_dtype type;
+	bool tied;
+	uint64_t seed;
+	float rope_theta;
+	uint32_t version;
+	double params; /* 0: shape from the flags */
+};
+
+/* splitmix64: tiny, and the same everywhere (no libc rand). */
+static uint64_t rng_next(uint64_t *s)
+{
+	uint64_t z = (*s += 0x9e3779b97f4a7c15u);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
+	return z ^ (z >> 31);
+}
+
+/* Approximately standard normal: Irwin-Hall sum of four uniforms, scaled to unit
+ * variance. Only additions and one multiply, so bit-identical on every libm. */
+static float rng_normal(uint64_t *s)
+{
+	double sum = 0;
+	for (int i = 0; i < 4; i++)
+		sum += (double)(rng_next(s) >> 40) * 0x1p-24;
+	return (float)((sum - 2.0) * 1.7320508075688772);
+}
+
+static uint64_t name_seed(uint64_t seed, const char *name)
+{
+	uint64_t h = 0xcbf29ce484222325u;
+	for (const char *p = name; *p; p++)
+		h = (h ^ (unsigned char)*p) * 0x100000001b3u;
+	uint64_t s = seed ^ h;
+	return rng_next(&s);
+}
+
+/* The k-th piece after the byte tokens, written into buf (at most 64 bytes). */
+static void vocab_piece(uint64_t k, char *buf)
+{
+	static const char sp[] = "\xe2\x96\x81"; /* U+2581, SentencePiece's space */
+	if (k == 0) {
+		strcpy(buf, sp);
+		return;
+	}
+	if (k <= 94) {
+		buf[0] = (char)(32 + k);
+		buf[1] = '\0';
+		return;
+	}
+	k -= 95;
+	/* Words over a..z by length L: "▁" + w for every w, then bare w when L >= 2. */
+	for (uint64_t len = 1, n = 26;; len++, n *= 26) {
+		uint64_t in_len = len == 1 ? n : 2 * n;
+		if (k >= in_len) {
+			k -= in_len;
+			continue;
+		}
+		char *p = buf;
+		if (k < n) {
+			memcpy(p, sp, 3);
+			p += 3;
+		} else {
+			k -= n;
+		}
+		for (uint64_t i = len; i-- > 0; k /= 26)
+			p[i] = (char)('a' + k % 26);
+		p[len] = '\0';
+		return;
+	}
+}
+
+static enum specd_status add_vocab(struct gguf_writer *w, uint64_t vocab)
+{
+	enum specd_status st = SPECD_NOMEM;
+	char **tokens = specd_calloc((size_t)vocab, sizeof(char *));
+	float *scores = specd_malloc_array((size_t)vocab, sizeof(float));
+	int32_t *types = specd_malloc_array((size_t)vocab, sizeof(int32_t));
+	if (!tokens || !scores || !types)
+		goto fail;
+	for (uint64_t i = 0; i < vocab; i++) {
+		char piece[64];
+		if (i < N_SPECIAL) {
+			static const char *const special[] = {"<unk>", "<s>", "</s>"};
+			strcpy(piece, special[i]);
+			types[i] = i == 0 ? 2 : 3; /* UNKNOWN, CONTROL */
+			scores[i] = 0;
+		} else if (i < N_SPECIAL + N_BYTES) {
+			snprintf(piece, sizeof(piece), "<0x%02X>", (unsigned)(i - N_SPECIAL));
+			types[i] = 6; /* BYTE */
+			scores[i] = 0;
+		} else {
+			uint64_t k = i - N_SPECIAL - N_BYTES;
+			vocab_piece(k, piece);
+			types[i] = 1; /* NORMAL */
+			scores[i] = -(float)k;
+		}
+		if (!(tokens[i] = specd_strdup(piece)))
+			goto fail;
+	}
+	if ((st = gguf_writer_set_str(w, "tokenizer.ggml.model", "llama")) != SPECD_OK ||
+	    (st = gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)tokens, vocab)) != SPECD_OK ||
+	    (st = gguf_writer_set_arr(w, "tokenizer.ggml.scores", GGUF_TYPE_F32, scores, vocab)) != SPECD_OK ||
+	    (st = gguf_writer_set_arr(w, "tokenizer.ggml.token_type", GGUF_TYPE_I32, types, vocab)) != SPECD_OK ||
+	    (st = gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", 1)) != SPECD_OK ||
+	    (st = gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", 2)) != SPECD_OK ||
+	    (st = gguf_writer_set_u32(w, "tokenizer.ggml.unknown_token_id", 0)) != SPECD_OK ||
+	    (st = gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", true)) != SPECD_OK ||
+	    (st = gguf_writer_set_bool(w, "tokenizer.ggml.add_eos_token", false)) != SPECD_OK)
+		goto fail;
+fail:
+	for (uint64_t i = 0; tokens && i < vocab; i++)
+		specd_free(tokens[i]);
+	specd_free(tokens);
+	specd_free(scores);
+	specd_free(types);
+	return st;
+}
+
+static enum specd_status add_hparams(struct gguf_writer *w, const struct opts *o)
+{
+	const char *arch = model_arch_name(o->arch);
+	char key[128], name[64];
+	enum specd_status st;
+	snprintf(name, sizeof(name), "specd-random-%s", arch);
+#define SET(fn, suffix, v)                                              \
+	do {                                                            \
+		snprintf(key, sizeof(key), "%s.%s", arch, suffix);      \
+		if ((st = fn(w, key, v)) != SPECD_OK)                   \
+			return st;                                      \
+	} while (0)
+	if ((st = gguf_writer_set_str(w, "general.architecture", arch)) != SPECD_OK ||
+	    (st = gguf_writer_set_str(w, "general.name", name)) != SPECD_OK ||
+	    (st = gguf_writer_set_u32(w, "general.alignment", GGUF_DEFAULT_ALIGNMENT)) != SPECD_OK ||
+	    (st = gguf_writer_set_u64(w, "general.specd.seed", o->seed)) != SPECD_OK)
+		return st;
+	SET(gguf_writer_set_u32, "context_length", (uint32_t)o->ctx);
+	SET(gguf_writer_set_u32, "embedding_length", (uint32_t)o->dim);
+	SET(gguf_writer_set_u32, "block_count", (uint32_t)o->layers);
+	SET(gguf_writer_set_u32, "feed_forward_length", (uint32_t)o->ffn);
+	SET(gguf_writer_set_u32, "attention.head_count", (uint32_t)o->heads);
+	SET(gguf_writer_set_u32, "attention.head_count_kv", (uint32_t)o->kv_heads);
+	SET(gguf_writer_set_f32, "attention.layer_norm_rms_epsilon",
+	    o->arch == MODEL_ARCH_QWEN2 ? 1e-6f : 1e-5f);
+	SET(gguf_writer_set_f32, "rope.freq_base", o->rope_theta);
+	SET(gguf_writer_set_u32, "rope.dimension_count", (uint32_t)(o->dim / o->heads));
+	SET(gguf_writer_set_u32, "vocab_size", (uint32_t)o->vocab);
+#undef SET
+	return add_vocab(w, o->vocab);
+}
+
+enum init { INIT_MATRIX, INIT_NORM, INIT_BIAS };
+
+struct tensor_plan {
+	char name[64];
+	enum kern_dtype type;
+	uint32_t n_dims;
+	uint64_t ne[2];
+	enum init init;
+};
+
+/* The tensors of the model, in llama.cpp's names and order; returns how many. */
+static size_t plan_tensors(const struct opts *o, struct tensor_plan *p)
+{
+	uint64_t hd = o->dim / o->heads, q = o->heads * hd, kv = o->kv_heads * hd;
+	size_t n = 0;
+#define T(init_, type_, nd, a, b, ...)                                             \
+	do {                                                                       \
+		if (p) {                                                           \
+			snprintf(p[n].name, sizeof(p[n].name), __VA_ARGS__);      \
+			p[n].type = type_, p[n].n_dims = nd, p[n].ne[0] = a;       \
+			p[n].ne[1] = b, p[n].init = init_;                         \
+		}                                                                  \
+		n++;                                                               \
+	} while (0)
+	T(INIT_MATRIX, o->type, 2, o->dim, o->vocab, "token_embd.weight");
+	for (uint64_t l = 0; l < o->layers; l++) {
+		unsigned long long b = (unsigned long long)l;
+		T(INIT_NORM, KERN_F32, 1, o->dim, 1, "blk.%llu.attn_norm.weight", b);
+		T(INIT_MATRIX, o->type, 2, o->dim, q, "blk.%llu.attn_q.weight", b);
+		T(INIT_MATRIX, o->type, 2, o->dim, kv, "blk.%llu.attn_k.weight", b);
+		T(INIT_MATRIX, o->type, 2, o->dim, kv, "blk.%llu.attn_v.weight", b);
+		if (o->arch == MODEL_ARCH_QWEN2) {
+			T(INIT_BIAS, KERN_F32, 1, q, 1, "blk.%llu.attn_q.bias", b);
+			T(INIT_BIAS, KERN_F32, 1, kv, 1, "blk.%llu.attn_k.bias", b);
+			T(INIT_BIAS, KERN_F32, 1, kv, 1, "blk.%llu.attn_v.bias", b);
+		}
+		T(INIT_MATRIX, o->type, 2, q, o->dim, "blk.%llu.attn_output.weight", b);
+		T(INIT_NORM, KERN_F32, 1, o->dim, 1, "blk.%llu.ffn_norm.weight", b);
+		T(INIT_MATRIX, o->type, 2, o->dim, o->ffn, "blk.%llu.ffn_gate.weight", b);
+		T(INIT_MATRIX, o->type, 2, o->ffn, o->dim, "blk.%llu.ffn_down.weight", b);
+		T(INIT_MATRIX, o->type, 2, o->dim, o->ffn, "blk.%llu.ffn_up.weight", b);
+	}
+	T(INIT_NORM, KERN_F32, 1, o->dim, 1, "output_norm.weight");
+	if (!o->tied)
+		T(INIT_MATRIX, o->type, 2, o->dim, o->vocab, "output.weight");
+#undef T
+	return n;
+}
+
+static uint64_t model_params(const struct opts *o)
+{
+	uint64_t hd = o->dim / o->heads, q = o->heads * hd, kv = o->kv_heads * hd;
+	uint64_t layer = 2 * o->dim + o->dim * (q + 2 * kv) + q * o->dim + 3 * o->dim * o->ffn;
+	if (o->arch == MODEL_ARCH_QWEN2)
+		layer += q + 2 * kv;
+	return o->dim * o->vocab * (o->tied ? 1 : 2) + o->layers * layer + o->dim;
+}
+
+/* --params: head_dim 64, ffn about 8/3 dim (a multiple of 64), GQA 4:1 where heads
+ * allow, and as many layers as bring the count nearest the target. */
+static void shape_for_params(struct opts *o)
+{
+	double best = -1;
+	struct opts keep = *o;
+	for (uint64_t dim = 64; dim <= 16384; dim += 64) {
+		struct opts t = *o;
+		t.dim = dim;
+		t.heads = dim / 64;
+		t.kv_heads = t.heads % 4 == 0 ? t.heads / 4 : t.heads;
+		t.ffn = (dim * 8 / 3 + 63) / 64 * 64;
+		uint64_t max_layers = dim / 32 < 2 ? 2 : dim / 32;
+		t.layers = 1;
+		double base = (double)model_params(&t);
+		t.layers = 2;
+		double per = (double)model_params(&t) - base;
+		double want = (o->params - (base - per)) / per;
+		t.layers = want < 1 ? 1 : want >= (double)max_layers ? max_layers : (uint64_t)(want + 0.5);
+		double err = fabs((double)model_params(&t) - o->params);
+		if (best < 0 || err < best) {
+			best = err;
+			keep = t;
+		}
+	}
+	*o = keep;
+}
+
+static void fill_row(const struct tensor_plan *t, uint64_t *rng, float *row)
+{
+	float scale = 1.0f / sqrtf((float)t->ne[0]);
+	for (uint64_t i = 0; i < t->ne[0]; i++) {
+		float z = rng_normal(rng);
+		row[i] = t->init == INIT_MATRIX ? z * scale
+			 : t->init == INIT_NORM ? 1.0f + 0.05f * z
+						: 0.02f * z;
+	}
+}
+
+static int generate(const struct opts *o)
+{
+	struct gguf_writer *w = NULL;
+	struct specd_error err = {0};
+	struct tensor_plan *plan = NULL;
+	float *row = NULL;
+	void *qrow = NULL;
+	int rc = 1;
+	size_t n = plan_tensors(o, NULL);
+	uint64_t params = model_params(o), done = 0, next_report = 0;
+	bool report = params >= 20000000;
+
+	if (!(plan = specd_calloc(n, sizeof(*plan))) || gguf_writer_create(&w) != SPECD_OK) {
+		fprintf(stderr, "specd-gen-model: out of memory\n");
+		goto fail;
+	}
+	plan_tensors(o, plan);
+	uint64_t max_row = 0;
+	for (size_t i = 0; i < n; i++)
+		max_row = plan[i].ne[0] > max_row ? plan[i].ne[0] : max_row;
+	if (!(row = specd_malloc_array((size_t)max_row, sizeof(float))) ||
+	    !(qrow = specd_malloc_array((size_t)max_row, sizeof(float)))) {
+		fprintf(stderr, "specd-gen-model: out of memory\n");
+		goto fail;
+	}
+	enum specd_status st = add_hparams(w, o);
+	for (size_t i = 0; i < n && st == SPECD_OK; i++)
+		st = gguf_writer_add_tensor(w, plan[i].name, plan[i].type, plan[i].n_dims, plan[i].ne, NULL);
+	if (st != SPECD_OK) {
+		fprintf(stderr, "specd-gen-model: cannot build the model: %s\n", specd_status_str(st));
+		goto fail;
+	}
+	if (gguf_writer_begin(w, o->out, o->version, &err) != SPECD_OK)
+		goto io_fail;
+	for (size_t i = 0; i < n; i++) {
+		const struct tensor_plan *t = &plan[i];
+		uint64_t rng = name_seed(o->seed, t->name);
+		size_t rb = kern_dtype_row_bytes(t->type, (size_t)t->ne[0]);
+		for (uint64_t r = 0; r < t->ne[1]; r++) {
+			fill_row(t, &rng, row);
+			kern_quant_row(t->type, row, qrow, (size_t)t->ne[0]);
+			if (gguf_writer_stream(w, qrow, rb, &err) != SPECD_OK)
+				goto io_fail;
+		}
+		done += t->ne[0] * t->ne[1];
+		if (report && done >= next_report) {
+			fprintf(stderr, "specd-gen-model: %3.0f%% %s\n", 100.0 * (double)done / (double)params,
+				t->name);
+			next_report = done + params / 10;
+		}
+	}
+	if (gguf_writer_finish(w, &err) != SPECD_OK)
+		goto io_fail;
+	FILE *fp = fopen(o->out, "rb");
+	long bytes = -1;
+	if (fp && fseek(fp, 0, SEEK_END) == 0)
+		bytes = ftell(fp);
+	if (fp)
+		fclose(fp);
+	fprintf(stderr,
+		"specd-gen-model: %s: %s dim %llu layers %llu heads %llu/%llu ffn %llu vocab %llu %s%s, "
+		"%llu params, %ld bytes\n",
+		o->out, model_arch_name(o->arch), (unsigned long long)o->dim,
+		(unsigned long long)o->layers, (unsigned long long)o->heads,
+		(unsigned long long)o->kv_heads, (unsigned long long)o->ffn,
+		(unsigned long long)o->vocab, kern_dtype_name(o->type), o->tied ? " tied" : "",
+		(unsigned long long)params, bytes);
+	rc = 0;
+	goto fail;
+io_fail:
+	fprintf(stderr, "specd-gen-model: %s\n", err.msg);
+fail:
+	gguf_writer_destroy(w);
+	specd_free(plan);
+	specd_free(row);
+	specd_free(qrow);
+	return rc;
+}
+
+static void usage(FILE *to)
+{
+	fprintf(to,
+		"usage: specd-gen-model -o OUT.gguf [--arch llama|qwen2] [--dim 64] [--layers 2]\n"
+		"         [--heads 4] [--kv-heads 2] [--ffn 128] [--vocab 512] [--ctx 256]\n"
+		"         [--type f32|f16|bf16|q8_0|q4_0|q4_1] [--tied] [--seed 1]\n"
+		"         [--rope-theta 10000] [--gguf-version 3] [--params 50M]\n"
+		"Writes a random-weight model, identical bytes for identical flags.\n"
+		"--vocab is at least %d (<unk> <s> </s>, 256 byte tokens, \"\\u2581\").\n"
+		"--params N[K|M|B] picks dim, layers, heads and ffn for about N parameters;\n"
+		"explicit --dim/--layers/--heads/--kv-heads/--ffn given with it win.\n",
+		VOCAB_MIN);
+}
+
+static bool parse_u64(const char *s, uint64_t *out)
+{
+	char *end;
+	if (!s || !*s || *s == '-')
+		return false;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (*end)
+		return false;
+	*out = v;
+	return true;
+}
+
+static bool parse_count(const char *s, double *out)
+{
+	char *end;
+	double v = strtod(s, &end);
+	double mul = 1;
+	if (end == s)
+		return false;
+	switch (*end) {
+	case 'k': case 'K': mul = 1e3, end++; break;
+	case 'm': case 'M': mul = 1e6, end++; break;
+	case 'b': case 'B': case 'g': case 'G': mul = 1e9, end++; break;
+	default: break;
+	}
+	if (*end || !(v > 0) || !isfinite(v * mul))
+		return false;
+	*out = v * mul;
+	return true;
+}
+
+/* Checks the shape; prints why it is impossible. */
+static bool validate(const struct opts *o)
+{
+	const char *why = NULL;
+	uint64_t block = kern_dtype_block(o->type);
+	if (!o->out)
+		why = "-o OUT.gguf is required";
+	else if (!o->dim || !o->layers || !o->heads || !o->kv_heads || !o->ffn || !o->ctx)
+		why = "dim, layers, heads, kv-heads, ffn and ctx must be positive";
+	else if (o->dim > 65536 || o->ffn > 262144 || o->layers > 1024 || o->ctx > UINT32_MAX ||
+		 o->vocab > (1u << 24))
+		why = "shape too large (dim <= 65536, ffn <= 262144, layers <= 1024, vocab <= 2^24)";
+	else if (o->vocab < VOCAB_MIN)
+		why = "vocab must be at least 260 (specials, 256 byte tokens and \"\\u2581\")";
+	else if (o->dim % o->heads)
+		why = "dim must be a multiple of heads";
+	else if (o->heads % o->kv_heads)
+		why = "heads must be a multiple of kv-heads";
+	else if ((o->dim / o->heads) % 2)
+		why = "head dimension (dim / heads) must be even for RoPE";
+	else if (o->dim % block || o->ffn % block)
+		why = "dim and ffn must be multiples of the quantisation block (32) for this type";
+	else if (o->version != 2 && o->version != 3)
+		why = "--gguf-version must be 2 or 3";
+	if (why)
+		fprintf(stderr, "specd-gen-model: %s\n", why);
+	return !why;
+}
+
+int main(int argc, char **argv)
+{
+	struct opts o = {.arch = MODEL_ARCH_LLAMA, .dim = 64, .layers = 2, .heads = 4, .kv_heads = 2,
+			 .ffn = 128, .vocab = 512, .ctx = 256, .type = KERN_F32, .seed = 1,
+			 .rope_theta = 10000.0f, .version = 3};
+	enum { O_ARCH = 256, O_DIM, O_LAYERS, O_HEADS, O_KV, O_FFN, O_VOCAB, O_CTX, O_TYPE, O_TIED,
+	       O_SEED, O_THETA, O_VERSION, O_PARAMS };
+	static const struct option longs[] = {
+		{"out", required_argument, NULL, 'o'}, {"arch", required_argument, NULL, O_ARCH},
+		{"dim", required_argument, NULL, O_DIM}, {"layers", required_argument, NULL, O_LAYERS},
+		{"heads", required_argument, NULL, O_HEADS}, {"kv-heads", required_argument, NULL, O_KV},
+		{"ffn", required_argument, NULL, O_FFN}, {"vocab", required_argument, NULL, O_VOCAB},
+		{"ctx", required_argument, NULL, O_CTX}, {"type", required_argument, NULL, O_TYPE},
+		{"tied", no_argument, NULL, O_TIED}, {"seed", required_argument, NULL, O_SEED},
+		{"rope-theta", required_argument, NULL, O_THETA},
+		{"gguf-version", required_argument, NULL, O_VERSION},
+		{"params", required_argument, NULL, O_PARAMS}, {"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	bool set[O_PARAMS + 1] = {0};
+	uint64_t v = 0, dim = 0, layers = 0, heads = 0, kv = 0, ffn = 0;
+	double d = 0;
+	int c;
+	while ((c = getopt_long(argc, argv, "o:h", longs, NULL)) != -1) {
+		bool ok = true;
+		if (c >= O_ARCH && c <= O_PARAMS)
+			set[c] = true;
+		switch (c) {
+		case 'o': o.out = optarg; break;
+		case 'h': usage(stdout); return 0;
+		case O_ARCH: ok = model_arch_parse(optarg, &o.arch); break;
+		case O_DIM: ok = parse_u64(optarg, &dim); break;
+		case O_LAYERS: ok = parse_u64(optarg, &layers); break;
+		case O_HEADS: ok = parse_u64(optarg, &heads); break;
+		case O_KV: ok = parse_u64(optarg, &kv); break;
+		case O_FFN: ok = parse_u64(optarg, &ffn); break;
+		case O_VOCAB: ok = parse_u64(optarg, &o.vocab); break;
+		case O_CTX: ok = parse_u64(optarg, &o.ctx); break;
+		case O_TYPE: ok = kern_dtype_parse(optarg, &o.type); break;
+		case O_TIED: o.tied = true; break;
+		case O_SEED: ok = parse_u64(optarg, &o.seed); break;
+		case O_THETA: ok = parse_count(optarg, &d), o.rope_theta = (float)d; break;
+		case O_VERSION: ok = parse_u64(optarg, &v) && v <= 3, o.version = (uint32_t)v; break;
+		case O_PARAMS: ok = parse_count(optarg, &o.params); break;
+		default: usage(stderr); return 2;
+		}
+		if (!ok) {
+			const char *opt = "?";
+			for (const struct option *l = longs; l->name; l++)
+				if (l->val == c)
+					opt = l->name;
+			fprintf(stderr, "specd-gen-model: bad value '%s' for --%s\n", optarg, opt);
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "specd-gen-model: unexpected argument '%s'\n", argv[optind]);
+		usage(stderr);
+		return 2;
+	}
+	if (o.params > 0)
+		shape_for_params(&o);
+	if (set[O_DIM])
+		o.dim = dim;
+	if (set[O_LAYERS])
+		o.layers = layers;
+	if (set[O_HEADS])
+		o.heads = heads;
+	if (set[O_KV])
+		o.kv_heads = kv;
+	if (set[O_FFN])
+		o.ffn = ffn;
+	if (!validate(&o))
+		return 2;
+	return generate(&o);
+}
