@@ -1,0 +1,136 @@
+/* GGUF -> struct tok: reads the tokenizer.ggml.* keys of a weight file at model load
+ * and hands them to tok_create_spm as plain arrays. */
+#include "tokenizer.h"
+
+#include <string.h>
+
+#include "common/alloc.h"
+#include "model/gguf.h"
+
+#define KEY_MODEL "tokenizer.ggml.model"
+#define KEY_TOKENS "tokenizer.ggml.tokens"
+#define KEY_SCORES "tokenizer.ggml.scores"
+#define KEY_TYPES "tokenizer.ggml.token_type"
+
+/* An optional id key; the llama defaults when absent. */
+static enum specd_status tok_gguf_id(const struct gguf_file *f, const char *key, int32_t def,
+				     int32_t *out, struct specd_error *err)
+{
+	uint32_t v;
+
+	if (!gguf_has_key(f, key)) {
+		*out = def;
+		return SPECD_OK;
+	}
+	if (!gguf_get_u32(f, key, &v) || v > INT32_MAX)
+		return specd_errorf(err, SPECD_INVAL, "tokenizer: %s is not a token id", key);
+	*out = (int32_t)v;
+	return SPECD_OK;
+}
+
+static enum specd_status tok_gguf_flag(const struct gguf_file *f, const char *key, bool *out,
+				       struct specd_error *err)
+{
+	if (gguf_has_key(f, key) && !gguf_get_bool(f, key, out))
+		return specd_errorf(err, SPECD_INVAL, "tokenizer: %s is not a bool", key);
+	return SPECD_OK;
+}
+
+/* A numeric array of exactly n elements of type `want` (4-byte), copied out because
+ * the mapping may hold it unaligned. NULL *out when the key is absent. */
+static enum specd_status tok_gguf_arr(const struct gguf_file *f, const char *key,
+				      enum gguf_value_type want, uint64_t n, void **out,
+				      struct specd_error *err)
+{
+	enum gguf_value_type elem;
+	uint64_t count;
+	const void *data;
+	void *copy;
+
+	*out = NULL;
+	if (!gguf_has_key(f, key))
+		return SPECD_OK;
+	if (!gguf_get_arr(f, key, &elem, &count, &data) || !data ||
+	    !(elem == want || (want == GGUF_TYPE_I32 && elem == GGUF_TYPE_U32)))
+		return specd_errorf(err, SPECD_INVAL, "tokenizer: %s is not an array of %s", key,
+				    gguf_type_name(want));
+	if (count != n)
+		return specd_errorf(err, SPECD_INVAL,
+				    "tokenizer: %s has %llu entries for %llu tokens", key,
+				    (unsigned long long)count, (unsigned long long)n);
+	copy = specd_malloc_array(n, 4);
+	if (!copy)
+		return specd_errorf(err, SPECD_NOMEM, "tokenizer: out of memory for %s", key);
+	memcpy(copy, data, n * 4);
+	*out = copy;
+	return SPECD_OK;
+}
+
+enum specd_status tok_load_gguf(const struct gguf_file *f, struct tok **out,
+				struct specd_error *err)
+{
+	struct tok_spm_vocab v = { .add_bos = true, .add_space_prefix = true };
+	struct gguf_str model, s;
+	enum gguf_value_type elem;
+	uint64_t n = 0;
+	const char **pieces = NULL;
+	size_t *lens = NULL;
+	void *scores = NULL, *types = NULL;
+	enum specd_status st;
+
+	if (!gguf_get_str(f, KEY_MODEL, &model))
+		return specd_errorf(err, SPECD_INVAL, "tokenizer: %s missing", KEY_MODEL);
+	if (model.len != 5 || memcmp(model.ptr, "llama", 5) != 0)
+		return specd_errorf(err, SPECD_UNSUPPORTED,
+				    "tokenizer: %s \"%.*s\" (only \"llama\" is supported)",
+				    KEY_MODEL, (int)(model.len > 64 ? 64 : model.len), model.ptr);
+	if (!gguf_get_arr(f, KEY_TOKENS, &elem, &n, NULL) || elem != GGUF_TYPE_STRING ||
+	    n == 0 || n > INT32_MAX)
+		return specd_errorf(err, SPECD_INVAL, "tokenizer: %s is not a non-empty string "
+				    "array", KEY_TOKENS);
+
+	st = tok_gguf_id(f, "tokenizer.ggml.bos_token_id", 1, &v.bos, err);
+	if (st == SPECD_OK)
+		st = tok_gguf_id(f, "tokenizer.ggml.eos_token_id", 2, &v.eos, err);
+	if (st == SPECD_OK)
+		st = tok_gguf_id(f, "tokenizer.ggml.unknown_token_id", 0, &v.unk, err);
+	if (st == SPECD_OK)
+		st = tok_gguf_flag(f, "tokenizer.ggml.add_bos_token", &v.add_bos, err);
+	if (st == SPECD_OK)
+		st = tok_gguf_flag(f, "tokenizer.ggml.add_space_prefix", &v.add_space_prefix, err);
+	if (st == SPECD_OK)
+		st = tok_gguf_arr(f, KEY_SCORES, GGUF_TYPE_F32, n, &scores, err);
+	if (st == SPECD_OK)
+		st = tok_gguf_arr(f, KEY_TYPES, GGUF_TYPE_I32, n, &types, err);
+	if (st != SPECD_OK)
+		goto fail;
+
+	pieces = specd_malloc_array(n, sizeof(*pieces));
+	lens = specd_malloc_array(n, sizeof(*lens));
+	if (!pieces || !lens) {
+		st = specd_errorf(err, SPECD_NOMEM, "tokenizer: out of memory for %llu pieces",
+				  (unsigned long long)n);
+		goto fail;
+	}
+	for (uint64_t i = 0; i < n; i++) {
+		if (!gguf_get_arr_str(f, KEY_TOKENS, i, &s) || s.len > SIZE_MAX) {
+			st = specd_errorf(err, SPECD_INVAL, "tokenizer: %s[%llu] unreadable",
+					  KEY_TOKENS, (unsigned long long)i);
+			goto fail;
+		}
+		pieces[i] = s.ptr;
+		lens[i] = (size_t)s.len;
+	}
+	v.n = (size_t)n;
+	v.pieces = pieces;
+	v.piece_lens = lens;
+	v.scores = scores;
+	v.types = types;
+	st = tok_create_spm(&v, out, err);
+fail:
+	specd_free(pieces);
+	specd_free(lens);
+	specd_free(scores);
+	specd_free(types);
+	return st;
+}
