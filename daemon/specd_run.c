@@ -1,0 +1,642 @@
+/* specd-run: one-shot generation in one process, the baseline every speculative
+ * method is measured against (DESIGN.md §9). In order: flags, model and tokenizer
+ * load, prompt encoding, prefill, then sample / stream / decode until EOS, max tokens
+ * or the context ends; or, with --perplexity, the mean NLL of a text file.
+ * Text goes to stdout (the prompt, then tokens as they arrive, cut at UTF-8
+ * boundaries); statistics and errors go to stderr. */
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/alloc.h"
+#include "common/clock.h"
+#include "common/log.h"
+#include "common/version.h"
+#include "drafters/method.h"
+#include "kernels/kern.h"
+#include "model/gguf.h"
+#include "model/llama.h"
+#include "model/sampler.h"
+#include "model/tokenizer.h"
+
+enum { EXIT_USAGE = 2 };
+
+struct run_opts {
+	const char *model;
+	const char *prompt;
+	const char *perplexity; /* a text file: perplexity mode */
+	long max_tokens;
+	struct sampler_params sp;
+	bool seed_given;
+	long threads;
+	enum draft_method method;
+	long spec_tokens;
+	const char *draft;
+	const char *heads;
+	long tp;
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: specd-run -m MODEL.gguf [-p PROMPT] [options]\n"
+		"       specd-run -m MODEL.gguf --perplexity FILE\n"
+		"       specd-run --help | --version\n"
+		"\n"
+		"  -m, --model FILE       the model (GGUF: llama or qwen2)\n"
+		"  -p, --prompt TEXT      the prompt (default: empty, generation starts at BOS)\n"
+		"  -n, --max-tokens N     tokens to generate at most (default 128); generation\n"
+		"                         also stops at the end-of-sequence token or when the\n"
+		"                         model's context is full\n"
+		"  --temperature T        0 (the default) is greedy; otherwise sampling\n"
+		"  --top-k K              sample from the K most likely tokens (0: off)\n"
+		"  --top-p P              sample from the smallest set of mass P (1: off)\n"
+		"  --seed S               the sampling seed (default: from the clock, printed)\n"
+		"  --threads N            compute threads (default 1)\n"
+		"  --method M             speculation method: none (the default); ngram,\n"
+		"                         draft_model, eagle and medusa are not implemented yet\n"
+		"  --spec-tokens K        tokens drafted per step (for a speculation method)\n"
+		"  --draft MODEL          the draft model (--method draft_model)\n"
+		"  --heads FILE           EAGLE or Medusa heads (--method eagle|medusa)\n"
+		"  --tp T                 tensor-parallel shards (only 1 for now)\n"
+		"  --perplexity FILE      score FILE instead of generating: tokenized with BOS,\n"
+		"                         in windows of the model's context; prints the mean\n"
+		"                         negative log-likelihood and the perplexity over the\n"
+		"                         predicted tokens\n"
+		"  --help                 this text\n"
+		"  --version              the version\n"
+		"\n"
+		"The prompt and the generated text go to stdout; load time, token counts and\n"
+		"tokens/s to stderr. Log level: SPECD_LOG_LEVEL=error|warn|info|debug.\n");
+}
+
+/* ---- flags ---- */
+
+static bool parse_long(const char *text, long min, long max, long *out)
+{
+	char *end;
+	errno = 0;
+	long v = strtol(text, &end, 10);
+	if (errno || end == text || *end || v < min || v > max)
+		return false;
+	*out = v;
+	return true;
+}
+
+static bool parse_float(const char *text, float *out)
+{
+	char *end;
+	errno = 0;
+	double v = strtod(text, &end);
+	if (errno || end == text || *end || !isfinite(v))
+		return false;
+	*out = (float)v;
+	return true;
+}
+
+static bool parse_u64(const char *text, uint64_t *out)
+{
+	char *end;
+	errno = 0;
+	if (*text == '-')
+		return false;
+	unsigned long long v = strtoull(text, &end, 10);
+	if (errno || end == text || *end)
+		return false;
+	*out = v;
+	return true;
+}
+
+static int bad_value(const char *flag, const char *value, const char *want)
+{
+	fprintf(stderr, "specd-run: %s '%s': expected %s\n", flag, value, want);
+	return EXIT_USAGE;
+}
+
+/* Returns -1 to go on, or the exit status (0 after --help/--version). */
+static int parse_args(int argc, char **argv, struct run_opts *o)
+{
+	*o = (struct run_opts){
+		.max_tokens = 128,
+		.sp = {.temperature = 0.0f, .top_k = 0, .top_p = 1.0f},
+		.threads = 1,
+		.method = DRAFT_METHOD_NONE,
+		.tp = 1,
+	};
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+			usage(stdout);
+			return EXIT_SUCCESS;
+		}
+		if (strcmp(a, "--version") == 0) {
+			printf("specd-run %s\n", SPECD_VERSION);
+			return EXIT_SUCCESS;
+		}
+		/* Every other flag takes one value: "--flag VALUE" or "--flag=VALUE". */
+		char flag[32];
+		const char *v = NULL;
+		const char *eq = strncmp(a, "--", 2) == 0 ? strchr(a, '=') : NULL;
+		if (eq && (size_t)(eq - a) < sizeof(flag)) {
+			memcpy(flag, a, (size_t)(eq - a));
+			flag[eq - a] = '\0';
+			v = eq + 1;
+		} else {
+			snprintf(flag, sizeof(flag), "%s", a);
+		}
+		static const char *const known[] = {
+			"-m", "--model", "-p", "--prompt", "-n", "--max-tokens", "--temperature",
+			"--top-k", "--top-p", "--seed", "--threads", "--method", "--spec-tokens",
+			"--draft", "--heads", "--tp", "--perplexity"};
+		bool is_known = false;
+		for (size_t k = 0; k < sizeof(known) / sizeof(known[0]); k++)
+			is_known |= strcmp(flag, known[k]) == 0;
+		if (!is_known) {
+			fprintf(stderr, "specd-run: unknown argument '%s' (see --help)\n", a);
+			return EXIT_USAGE;
+		}
+		if (!v) {
+			if (i + 1 >= argc) {
+				fprintf(stderr, "specd-run: %s needs a value\n", flag);
+				return EXIT_USAGE;
+			}
+			v = argv[++i];
+		}
+		if (!strcmp(flag, "-m") || !strcmp(flag, "--model")) {
+			o->model = v;
+		} else if (!strcmp(flag, "-p") || !strcmp(flag, "--prompt")) {
+			o->prompt = v;
+		} else if (!strcmp(flag, "--perplexity")) {
+			o->perplexity = v;
+		} else if (!strcmp(flag, "-n") || !strcmp(flag, "--max-tokens")) {
+			if (!parse_long(v, 0, INT32_MAX, &o->max_tokens))
+				return bad_value(flag, v, "a count >= 0");
+		} else if (!strcmp(flag, "--temperature")) {
+			if (!parse_float(v, &o->sp.temperature) || o->sp.temperature < 0)
+				return bad_value(flag, v, "a number >= 0");
+		} else if (!strcmp(flag, "--top-k")) {
+			long k;
+			if (!parse_long(v, 0, INT32_MAX, &k))
+				return bad_value(flag, v, "a count >= 0");
+			o->sp.top_k = (int32_t)k;
+		} else if (!strcmp(flag, "--top-p")) {
+			if (!parse_float(v, &o->sp.top_p) || !(o->sp.top_p > 0) || o->sp.top_p > 1)
+				return bad_value(flag, v, "a number in (0, 1]");
+		} else if (!strcmp(flag, "--seed")) {
+			if (!parse_u64(v, &o->sp.seed))
+				return bad_value(flag, v, "an unsigned integer");
+			o->seed_given = true;
+		} else if (!strcmp(flag, "--threads")) {
+			if (!parse_long(v, 1, 1024, &o->threads))
+				return bad_value(flag, v, "a count from 1 to 1024");
+		} else if (!strcmp(flag, "--method")) {
+			if (!draft_method_parse(v, &o->method))
+				return bad_value(flag, v, "none, ngram, draft_model, eagle or medusa");
+		} else if (!strcmp(flag, "--spec-tokens")) {
+			if (!parse_long(v, 1, 64, &o->spec_tokens))
+				return bad_value(flag, v, "a count from 1 to 64");
+		} else if (!strcmp(flag, "--draft")) {
+			o->draft = v;
+		} else if (!strcmp(flag, "--heads")) {
+			o->heads = v;
+		} else if (!strcmp(flag, "--tp")) {
+			if (!parse_long(v, 1, 1024, &o->tp))
+				return bad_value(flag, v, "a shard count >= 1");
+		}
+	}
+	if (!o->model) {
+		fprintf(stderr, "specd-run: no model (-m MODEL.gguf); see --help\n");
+		return EXIT_USAGE;
+	}
+	if (o->method != DRAFT_METHOD_NONE) {
+		fprintf(stderr, "specd-run: --method %s is not implemented yet (only 'none' is)\n",
+			draft_method_name(o->method));
+		return EXIT_USAGE;
+	}
+	if (o->tp != 1) {
+		fprintf(stderr, "specd-run: --tp %ld: tensor parallelism is not implemented yet "
+				"(only --tp 1 is)\n", o->tp);
+		return EXIT_USAGE;
+	}
+	if (o->draft || o->heads || o->spec_tokens)
+		fprintf(stderr, "specd-run: note: --spec-tokens, --draft and --heads have no "
+				"effect with --method none\n");
+	if (o->perplexity && o->prompt) {
+		fprintf(stderr, "specd-run: --perplexity and --prompt exclude each other\n");
+		return EXIT_USAGE;
+	}
+	return -1;
+}
+
+/* ---- loading ---- */
+
+/* The file is opened once: the tokenizer reads it first, so the prompt's length can
+ * size the KV slot before the model is loaded from the same mapping. */
+struct run {
+	struct gguf_file *file;
+	struct tok *tok;
+	struct kern_ctx *kern;
+	struct model *model;
+	const struct model_hparams *hp;
+	double t_open; /* when loading began */
+	double load_s;
+};
+
+static void run_fini(struct run *r)
+{
+	model_destroy(r->model); /* before the file its weights point into */
+	tok_destroy(r->tok);
+	kern_destroy(r->kern);
+	gguf_close(r->file);
+}
+
+static enum specd_status run_open(struct run *r, const struct run_opts *o)
+{
+	struct specd_error err;
+	specd_error_clear(&err);
+	r->t_open = specd_now();
+	enum specd_status st = gguf_open(o->model, &r->file, &err);
+	if (st != SPECD_OK) {
+		fprintf(stderr, "specd-run: %s\n", err.msg);
+		return st;
+	}
+	if ((st = tok_load_gguf(r->file, &r->tok, &err)) != SPECD_OK) {
+		fprintf(stderr, "specd-run: %s: tokenizer: %s\n", o->model, err.msg);
+		return st;
+	}
+	return SPECD_OK;
+}
+
+/* The model, with one KV slot of n_ctx rows (0: the model's whole context). */
+static enum specd_status run_load_model(struct run *r, const struct run_opts *o, uint32_t n_ctx)
+{
+	struct specd_error err;
+	specd_error_clear(&err);
+	struct kern_cpu_config kc = {.n_threads = (unsigned)o->threads};
+	enum specd_status st = kern_cpu_create(&kc, &r->kern);
+	if (st != SPECD_OK) {
+		fprintf(stderr, "specd-run: cannot create the CPU backend: %s\n",
+			specd_status_str(st));
+		return st;
+	}
+	struct model_config mc = {.n_slots = 1, .n_ctx = n_ctx, .kern = r->kern};
+	if ((st = model_load_gguf(r->file, &mc, &r->model, &err)) != SPECD_OK) {
+		fprintf(stderr, "specd-run: %s: %s\n", o->model, err.msg);
+		return st;
+	}
+	r->hp = model_hparams(r->model);
+	if ((uint32_t)tok_vocab_size(r->tok) > r->hp->n_vocab) {
+		fprintf(stderr, "specd-run: %s: the tokenizer has %d tokens, the model %u\n",
+			o->model, tok_vocab_size(r->tok), r->hp->n_vocab);
+		return SPECD_INVAL;
+	}
+	r->load_s = specd_now() - r->t_open;
+	return SPECD_OK;
+}
+
+/* The context the file declares, before the model is loaded. */
+static uint32_t file_context(const struct gguf_file *f)
+{
+	struct gguf_str arch;
+	char key[96];
+	uint32_t ctx = 0;
+	if (gguf_get_str(f, "general.architecture", &arch) && arch.len < 64) {
+		snprintf(key, sizeof(key), "%.*s.context_length", (int)arch.len, arch.ptr);
+		gguf_get_u32(f, key, &ctx);
+	}
+	return ctx;
+}
+
+static void describe(const struct run *r, const struct run_opts *o)
+{
+	const struct model_hparams *hp = r->hp;
+	fprintf(stderr, "specd-run: %s: %s, %u layers, dim %u, %u/%u heads, vocab %u, %s; "
+			"loaded in %.3f s\n",
+		o->model, model_arch_name(hp->arch), hp->n_layers, hp->dim, hp->n_heads,
+		hp->n_kv_heads, hp->n_vocab, kern_dtype_name(hp->wtype), r->load_s);
+}
+
+static enum specd_status encode(const struct tok *t, const char *text, size_t len, bool bos,
+				int32_t **ids, size_t *n)
+{
+	size_t cap = tok_encode_bound(len, bos);
+	*ids = specd_malloc_array(cap ? cap : 1, sizeof(int32_t));
+	if (!*ids)
+		return SPECD_NOMEM;
+	enum specd_status st = tok_encode(t, text, len, bos, *ids, cap, n);
+	if (st != SPECD_OK) {
+		specd_free(*ids);
+		*ids = NULL;
+	}
+	return st;
+}
+
+/* Runs tokens[0..n) of slot 0 from position pos0 in batches of the model's maximum;
+ * logits for every token when all is set (out: n rows), else for the last only. */
+static enum specd_status forward_span(struct model *m, const int32_t *tokens, uint32_t n,
+				      uint32_t pos0, bool all, float *out)
+{
+	uint32_t mb = model_max_batch(m), V = model_hparams(m)->n_vocab;
+	uint32_t tok[MODEL_DEFAULT_MAX_BATCH], slot[MODEL_DEFAULT_MAX_BATCH] = {0};
+	uint32_t pos[MODEL_DEFAULT_MAX_BATCH], idx[MODEL_DEFAULT_MAX_BATCH];
+	if (mb > MODEL_DEFAULT_MAX_BATCH)
+		mb = MODEL_DEFAULT_MAX_BATCH;
+	for (uint32_t s = 0; s < n; s += mb) {
+		uint32_t c = n - s < mb ? n - s : mb;
+		for (uint32_t i = 0; i < c; i++) {
+			tok[i] = (uint32_t)tokens[s + i];
+			pos[i] = pos0 + s + i;
+			idx[i] = i;
+		}
+		bool last = s + c == n;
+		struct model_batch b = {
+			.n_tokens = c, .tokens = tok, .slots = slot, .pos = pos,
+			.n_out = all ? c : (last ? 1 : 0),
+			.out_idx = all ? idx : &idx[c - 1],
+			.logits = all ? out + (size_t)s * V : out,
+		};
+		struct specd_error err;
+		enum specd_status st = model_forward(m, &b, &err);
+		if (st != SPECD_OK) {
+			fprintf(stderr, "specd-run: %s\n", err.msg);
+			return st;
+		}
+	}
+	return SPECD_OK;
+}
+
+/* ---- generation ---- */
+
+/* Token text held back until it ends on a UTF-8 character boundary. */
+struct stream {
+	char *buf;
+	size_t len, cap;
+};
+
+static enum specd_status stream_put(struct stream *s, const char *text, size_t len)
+{
+	if (s->len + len > s->cap) {
+		size_t cap = (s->len + len) * 2;
+		char *p = specd_realloc_array(s->buf, cap, 1);
+		if (!p)
+			return SPECD_NOMEM;
+		s->buf = p;
+		s->cap = cap;
+	}
+	memcpy(s->buf + s->len, text, len);
+	s->len += len;
+	size_t ready = tok_utf8_complete(s->buf, s->len);
+	fwrite(s->buf, 1, ready, stdout);
+	fflush(stdout);
+	memmove(s->buf, s->buf + ready, s->len - ready);
+	s->len -= ready;
+	return SPECD_OK;
+}
+
+static double per_s(double n, double s)
+{
+	return s > 0 ? n / s : 0.0;
+}
+
+static int generate(const struct run_opts *o)
+{
+	struct run r = {0};
+	struct stream out = {0};
+	int32_t *ids = NULL;
+	float *logits = NULL;
+	struct sampler *smp = NULL;
+	struct specd_error err;
+	int rc = EXIT_FAILURE;
+	enum specd_status st;
+
+	if (run_open(&r, o) != SPECD_OK)
+		goto out;
+	const char *prompt = o->prompt ? o->prompt : "";
+	size_t n_prompt = 0;
+	if ((st = encode(r.tok, prompt, strlen(prompt), tok_add_bos(r.tok), &ids, &n_prompt))) {
+		fprintf(stderr, "specd-run: cannot encode the prompt: %s\n", specd_status_str(st));
+		goto out;
+	}
+	if (n_prompt == 0) {
+		fprintf(stderr, "specd-run: the prompt is empty and the model adds no BOS: "
+				"nothing to start from\n");
+		rc = EXIT_USAGE;
+		goto out;
+	}
+	/* The slot holds the prompt and what may follow, within the model's context
+	 * (a missing context_length is the model loader's error to report). */
+	uint32_t ctx = file_context(r.file);
+	if (ctx && n_prompt > ctx) {
+		fprintf(stderr, "specd-run: the prompt is %zu tokens; the model's context is %u\n",
+			n_prompt, ctx);
+		rc = EXIT_USAGE;
+		goto out;
+	}
+	uint64_t want = (uint64_t)n_prompt + (uint64_t)o->max_tokens;
+	if (run_load_model(&r, o, (uint32_t)(ctx && want > ctx ? ctx : want)) != SPECD_OK)
+		goto out;
+	describe(&r, o);
+
+	struct sampler_params sp = o->sp;
+	if (!o->seed_given)
+		sp.seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+	if (sampler_create((int32_t)r.hp->n_vocab, &sp, &smp, &err) != SPECD_OK) {
+		fprintf(stderr, "specd-run: %s\n", err.msg);
+		goto out;
+	}
+	if (!o->seed_given && !sampler_is_greedy(smp))
+		fprintf(stderr, "specd-run: seed %llu\n", (unsigned long long)sp.seed);
+	logits = specd_malloc_array(r.hp->n_vocab, sizeof(float));
+	if (!logits)
+		goto out;
+
+	fputs(prompt, stdout);
+	fflush(stdout);
+	double t0 = specd_now();
+	if (forward_span(r.model, ids, (uint32_t)n_prompt, 0, false, logits) != SPECD_OK)
+		goto out;
+	double t_prompt = specd_now() - t0;
+
+	const char *why = "max tokens";
+	int32_t prev = ids[n_prompt - 1];
+	long n_gen = 0;
+	t0 = specd_now();
+	while (n_gen < o->max_tokens) {
+		int32_t tok;
+		if ((st = sampler_sample(smp, logits, &tok)) != SPECD_OK) {
+			fprintf(stderr, "specd-run: sampling failed: %s\n", specd_status_str(st));
+			goto out;
+		}
+		if (tok == tok_eos(r.tok)) {
+			why = "end of sequence";
+			break;
+		}
+		const char *text;
+		size_t len;
+		if (tok_token_text(r.tok, prev, tok, &text, &len) != SPECD_OK ||
+		    stream_put(&out, text, len) != SPECD_OK) {
+			fprintf(stderr, "specd-run: cannot print token %d\n", tok);
+			goto out;
+		}
+		prev = tok;
+		if (++n_gen == o->max_tokens)
+			break;
+		uint32_t pos = kv_len(model_kv(r.model), 0);
+		if (pos == kv_n_ctx(model_kv(r.model))) {
+			why = "context full";
+			break;
+		}
+		if (forward_span(r.model, &tok, 1, pos, false, logits) != SPECD_OK)
+			goto out;
+	}
+	double t_gen = specd_now() - t0;
+	fwrite(out.buf, 1, out.len, stdout); /* bytes that never completed a character */
+	fputc('\n', stdout);
+	fflush(stdout);
+	fprintf(stderr, "specd-run: prompt %zu tokens in %.3f s (%.1f tokens/s)\n", n_prompt,
+		t_prompt, per_s((double)n_prompt, t_prompt));
+	fprintf(stderr, "specd-run: generated %ld tokens in %.3f s (%.1f tokens/s); stopped: %s\n",
+		n_gen, t_gen, per_s((double)n_gen, t_gen), why);
+	rc = EXIT_SUCCESS;
+out:
+	specd_free(out.buf);
+	specd_free(logits);
+	specd_free(ids);
+	sampler_destroy(smp);
+	run_fini(&r);
+	return rc;
+}
+
+/* ---- perplexity ---- */
+
+static char *read_file(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return NULL;
+	char *buf = NULL;
+	size_t n = 0, cap = 0;
+	for (;;) {
+		if (n == cap) {
+			cap = cap ? cap * 2 : 65536;
+			char *p = specd_realloc_array(buf, cap, 1);
+			if (!p) {
+				specd_free(buf);
+				fclose(f);
+				errno = ENOMEM;
+				return NULL;
+			}
+			buf = p;
+		}
+		size_t got = fread(buf + n, 1, cap - n, f);
+		n += got;
+		if (got == 0)
+			break;
+	}
+	bool bad = ferror(f);
+	fclose(f);
+	if (bad) {
+		specd_free(buf);
+		errno = EIO;
+		return NULL;
+	}
+	*len = n;
+	return buf;
+}
+
+static int perplexity(const struct run_opts *o)
+{
+	struct run r = {0};
+	int32_t *ids = NULL;
+	float *logits = NULL;
+	char *text = NULL;
+	int rc = EXIT_FAILURE;
+	size_t len = 0, n = 0;
+
+	if (!(text = read_file(o->perplexity, &len))) {
+		fprintf(stderr, "specd-run: %s: %s\n", o->perplexity, strerror(errno));
+		goto out;
+	}
+	if (run_open(&r, o) != SPECD_OK)
+		goto out;
+	if (encode(r.tok, text, len, true, &ids, &n) != SPECD_OK) {
+		fprintf(stderr, "specd-run: %s: cannot tokenize\n", o->perplexity);
+		goto out;
+	}
+	if (n < 2) {
+		fprintf(stderr, "specd-run: %s: %zu tokens, nothing to predict\n", o->perplexity, n);
+		rc = EXIT_USAGE;
+		goto out;
+	}
+	uint32_t ctx = file_context(r.file);
+	uint32_t window = ctx && n > ctx ? ctx : (n > UINT32_MAX ? UINT32_MAX : (uint32_t)n);
+	if (run_load_model(&r, o, window) != SPECD_OK)
+		goto out;
+	describe(&r, o);
+	uint32_t V = r.hp->n_vocab, mb = model_max_batch(r.model);
+	if (mb > MODEL_DEFAULT_MAX_BATCH)
+		mb = MODEL_DEFAULT_MAX_BATCH;
+	logits = specd_malloc_array((size_t)mb * V, sizeof(float));
+	if (!logits)
+		goto out;
+
+	/* Windows of the context's length, each scored from its second token on (the
+	 * first has no prefix in the window); the cache restarts per window. */
+	double nll = 0, t0 = specd_now();
+	size_t predicted = 0;
+	for (size_t w = 0; w + 1 < n; w += window) {
+		uint32_t wn = n - w < window ? (uint32_t)(n - w) : window;
+		if (kv_truncate(model_kv(r.model), 0, 0) != SPECD_OK)
+			goto out;
+		for (uint32_t s = 0; s + 1 < wn; s += mb) {
+			uint32_t c = wn - 1 - s < mb ? wn - 1 - s : mb;
+			if (forward_span(r.model, ids + w + s, c, s, true, logits) != SPECD_OK)
+				goto out;
+			for (uint32_t i = 0; i < c; i++) {
+				const float *l = logits + (size_t)i * V;
+				double max = -INFINITY, sum = 0;
+				for (uint32_t j = 0; j < V; j++)
+					max = fmax(max, l[j]);
+				for (uint32_t j = 0; j < V; j++)
+					sum += exp((double)l[j] - max);
+				nll -= (double)l[ids[w + s + i + 1]] - max - log(sum);
+				predicted++;
+			}
+		}
+	}
+	double dt = specd_now() - t0;
+	double mean = nll / (double)predicted;
+	printf("perplexity: %zu tokens, %zu predicted, mean NLL %.6f, perplexity %.4f\n", n,
+	       predicted, mean, exp(mean));
+	fprintf(stderr, "specd-run: scored %zu tokens in %.3f s (%.1f tokens/s)\n", n, dt,
+		per_s((double)n, dt));
+	rc = EXIT_SUCCESS;
+out:
+	specd_free(text);
+	specd_free(ids);
+	specd_free(logits);
+	run_fini(&r);
+	return rc;
+}
+
+int main(int argc, char **argv)
+{
+	log_init_from_env();
+	struct run_opts o;
+	int rc = parse_args(argc, argv, &o);
+	if (rc >= 0)
+		return rc;
+	struct specd_error err;
+	if (sampler_params_check(&o.sp, &err) != SPECD_OK) {
+		fprintf(stderr, "specd-run: %s\n", err.msg);
+		return EXIT_USAGE;
+	}
+	return o.perplexity ? perplexity(&o) : generate(&o);
+}

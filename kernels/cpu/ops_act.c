@@ -1,0 +1,32 @@
+/* Reference element-wise ops of the forward pass: the SwiGLU activation of the MLP
+ * and the residual add. Each element is independent, so they are trivially
+ * batch-invariant. */
+#include <math.h>
+
+#include "cpu_ops.h"
+
+enum specd_status cpu_silu_mul(struct kern_ctx *ctx, float *gate, const float *up, size_t n)
+{
+	(void)ctx;
+	if (n == 0)
+		return SPECD_OK;
+	if (!gate || !up)
+		return SPECD_INVAL;
+	for (size_t i = 0; i < n; i++) {
+		float g = gate[i];
+		gate[i] = g / (1.0f + expf(-g)) * up[i];
+	}
+	return SPECD_OK;
+}
+
+enum specd_status cpu_add(struct kern_ctx *ctx, float *y, const float *x, size_t n)
+{
+	(void)ctx;
+	if (n == 0)
+		return SPECD_OK;
+	if (!y || !x)
+		return SPECD_INVAL;
+	for (size_t i = 0; i < n; i++)
+		y[i] += x[i];
+	return SPECD_OK;
+}

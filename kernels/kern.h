@@ -1,0 +1,245 @@
+/* The backend interface: every computation of the forward pass goes through one
+ * struct kern_ops table (DESIGN.md §5). The CPU backend (kernels/cpu/) is the
+ * reference every other backend is tested against; model/ calls only the kern_*
+ * wrappers below and never knows which backend runs.
+ *
+ * Batch invariance (the property speculative decoding's exactness rests on): every
+ * op computes each output row with one fixed reduction order that does not depend on
+ * how many rows are computed together, so row i of an n-row call is bitwise equal to
+ * the same row computed alone. A backend never splits a reduction dimension and never
+ * picks an algorithm by row count.
+ *
+ * Memory: all float and weight pointers are in the backend's address space (host
+ * memory for the CPU backend). Activations are row-major; `ld*` arguments are the
+ * stride between rows, in elements. Ops never allocate: a backend reserves what it
+ * needs when it is created.
+ *
+ * Errors: every op returns SPECD_OK or SPECD_INVAL for arguments it cannot run with
+ * (a head size above KERN_MAX_HEAD_DIM, a row shorter than its stride, a visible row
+ * past the cache); it writes no output then. Threads: one kern_ctx is used by one
+ * thread at a time (the compute thread); distinct contexts are independent. */
+#ifndef SPECD_KERNELS_KERN_H
+#define SPECD_KERNELS_KERN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/status.h"
+#include "kernels/dtype.h"
+
+#define KERN_MAX_HEAD_DIM 256 /* largest attention head size the ops accept */
+
+/* A weight matrix of n_out rows, each n_in elements of `type` (GGUF's layout: ne[0] =
+ * n_in). row_bytes may exceed the packed row size, so a shard can address a block
+ * of rows of a bigger matrix in place. n_in must be a multiple of the type's block. */
+struct kern_mat {
+	enum kern_dtype type;
+	size_t n_in;
+	size_t n_out;
+	size_t row_bytes;
+	const void *data;
+};
+
+/* A kern_mat for a packed matrix (row_bytes = kern_dtype_row_bytes(type, n_in)). */
+static inline struct kern_mat kern_mat_packed(enum kern_dtype type, size_t n_in, size_t n_out,
+					      const void *data)
+{
+	struct kern_mat m = {
+		.type = type,
+		.n_in = n_in,
+		.n_out = n_out,
+		.row_bytes = kern_dtype_row_bytes(type, n_in),
+		.data = data,
+	};
+	return m;
+}
+
+/* The two RoPE layouts of model/arch.h, kept here so kernels need not see model/. */
+enum kern_rope_layout {
+	KERN_ROPE_ADJACENT, /* rotate (x[2i], x[2i+1]) */
+	KERN_ROPE_HALVES,   /* rotate (x[i], x[i + d/2]) */
+};
+
+/* One layer's K or V cache: float rows of n_kv_heads * head_dim, grouped in slots
+ * (one per sequence). Row r of slot s starts at base + s * slot_stride + r * row_stride. */
+struct kern_kv_view {
+	const float *k;
+	const float *v;
+	size_t slot_stride; /* floats between slots */
+	size_t row_stride;  /* floats between rows of one slot */
+	size_t n_rows;      /* rows per slot; no visible row may reach it */
+};
+
+/* Which cache rows each token of a batch attends to. Token t sees, in this order,
+ * rows [0, n_prefix[t]) of its slot, then the rows row[u] of the batch tokens u whose
+ * bit u is set in its tree mask, in increasing u. Because the order of a token's
+ * visible rows fixes its reduction order, a token sees bitwise the same result
+ * whether its earlier rows came from a causal batch or a tree.
+ *   causal: n_prefix[t] = pos[t] + 1 and tree = NULL (its own row is the last seen);
+ *   tree:   n_prefix[t] = the slot's committed length and tree[t] = the bits of its
+ *           ancestors in the batch and of itself (so every u with a bit is in t's slot
+ *           and row[u] >= n_prefix[t]). */
+struct kern_attn_mask {
+	const uint32_t *slot;     /* (n_tokens) the KV slot of each token */
+	const uint32_t *n_prefix; /* (n_tokens) */
+	const uint32_t *row;      /* (n_tokens) cache row of token u's K/V; NULL allowed without tree */
+	const uint64_t *tree;     /* (n_tokens, tree_words) bit u of word u/64, or NULL */
+	size_t tree_words;        /* >= ceil(n_tokens / 64) when tree is set */
+};
+
+/* Attention of n_tokens queries against a layer's cache (grouped-query: query head h
+ * reads KV head h / (n_heads / n_kv_heads)). q and out rows hold n_heads * head_dim
+ * floats; each head's output is softmax(q . k * scale) weighted sum of v over the
+ * visible rows. The K/V of the batch's own tokens must already be in the cache. */
+struct kern_attn {
+	size_t n_tokens;
+	size_t n_heads;
+	size_t n_kv_heads; /* divides n_heads */
+	size_t head_dim;   /* <= KERN_MAX_HEAD_DIM */
+	float scale;       /* usually 1 / sqrt(head_dim) */
+	const float *q;    /* (n_tokens, ldq) */
+	size_t ldq;
+	float *out;        /* (n_tokens, ldo); must not alias q or the cache */
+	size_t ldo;
+	struct kern_kv_view kv;
+	struct kern_attn_mask mask;
+};
+
+struct kern_ctx;
+
+/* The table a backend fills with designated initializers. Destination first, then
+ * sources; `rows` counts independent rows. */
+struct kern_ops {
+	const char *name;
+	void (*destroy)(struct kern_ctx *ctx);
+	/* y[r, o] = sum_i x[r, i] * W[o, i] (+ bias[o] when bias is not NULL), for r < rows,
+	 * o < w->n_out, i < w->n_in. y must not alias x. */
+	enum specd_status (*matmul)(struct kern_ctx *ctx, float *y, size_t ldy, const float *x,
+				    size_t ldx, size_t rows, const struct kern_mat *w,
+				    const float *bias);
+	/* y[r, :] = row ids[r] of `table` as floats (embedding lookup); ids < n_out. */
+	enum specd_status (*get_rows)(struct kern_ctx *ctx, float *y, size_t ldy,
+				      const struct kern_mat *table, const uint32_t *ids,
+				      size_t rows);
+	/* y[r, i] = x[r, i] / sqrt(mean_i(x[r, i]^2) + eps) * w[i]; y may equal x. */
+	enum specd_status (*rmsnorm)(struct kern_ctx *ctx, float *y, size_t ldy, const float *x,
+				     size_t ldx, size_t rows, size_t n, const float *w, float eps);
+	/* In place: rotates each of the n_heads heads (head_dim floats, contiguous) of row
+	 * r by angles pos[r] * freq_base^(-2j / head_dim), pairs chosen by `layout`. */
+	enum specd_status (*rope)(struct kern_ctx *ctx, float *x, size_t ldx, size_t rows,
+				  size_t n_heads, size_t head_dim, const uint32_t *pos,
+				  float freq_base, enum kern_rope_layout layout);
+	enum specd_status (*attention)(struct kern_ctx *ctx, const struct kern_attn *a);
+	/* gate[i] = silu(gate[i]) * up[i] for i < n (SwiGLU). */
+	enum specd_status (*silu_mul)(struct kern_ctx *ctx, float *gate, const float *up,
+				      size_t n);
+	/* y[i] += x[i] for i < n (the residual). */
+	enum specd_status (*add)(struct kern_ctx *ctx, float *y, const float *x, size_t n);
+	/* In place, each row of n floats becomes its softmax. */
+	enum specd_status (*softmax)(struct kern_ctx *ctx, float *x, size_t ldx, size_t rows,
+				     size_t n);
+	/* out[r] = index of the largest of row r's n floats (the lowest index on ties; NaN
+	 * never wins). n >= 1. */
+	enum specd_status (*argmax)(struct kern_ctx *ctx, uint32_t *out, const float *x,
+				    size_t ldx, size_t rows, size_t n);
+	/* memmove within the backend's memory. */
+	enum specd_status (*copy)(struct kern_ctx *ctx, void *dst, const void *src, size_t bytes);
+	/* Waits until every op issued so far has finished (a no-op on the CPU). */
+	enum specd_status (*sync)(struct kern_ctx *ctx);
+};
+
+/* The common head of every backend object; a backend's own state follows it. */
+struct kern_ctx {
+	const struct kern_ops *ops;
+};
+
+struct kern_cpu_config {
+	unsigned n_threads; /* 0 or 1: the calling thread only (all this backend does yet) */
+};
+
+/* Creates the CPU reference backend. cfg may be NULL (defaults). Errors: SPECD_NOMEM.
+ * *out is written only on success; free it with kern_destroy. */
+enum specd_status kern_cpu_create(const struct kern_cpu_config *cfg, struct kern_ctx **out);
+
+/* Frees a backend of any kind; NULL is a no-op. */
+static inline void kern_destroy(struct kern_ctx *ctx)
+{
+	if (ctx)
+		ctx->ops->destroy(ctx);
+}
+
+static inline const char *kern_name(const struct kern_ctx *ctx)
+{
+	return ctx->ops->name;
+}
+
+static inline enum specd_status kern_matmul(struct kern_ctx *ctx, float *y, size_t ldy,
+					    const float *x, size_t ldx, size_t rows,
+					    const struct kern_mat *w, const float *bias)
+{
+	return ctx->ops->matmul(ctx, y, ldy, x, ldx, rows, w, bias);
+}
+
+static inline enum specd_status kern_get_rows(struct kern_ctx *ctx, float *y, size_t ldy,
+					      const struct kern_mat *table, const uint32_t *ids,
+					      size_t rows)
+{
+	return ctx->ops->get_rows(ctx, y, ldy, table, ids, rows);
+}
+
+static inline enum specd_status kern_rmsnorm(struct kern_ctx *ctx, float *y, size_t ldy,
+					     const float *x, size_t ldx, size_t rows, size_t n,
+					     const float *w, float eps)
+{
+	return ctx->ops->rmsnorm(ctx, y, ldy, x, ldx, rows, n, w, eps);
+}
+
+static inline enum specd_status kern_rope(struct kern_ctx *ctx, float *x, size_t ldx,
+					  size_t rows, size_t n_heads, size_t head_dim,
+					  const uint32_t *pos, float freq_base,
+					  enum kern_rope_layout layout)
+{
+	return ctx->ops->rope(ctx, x, ldx, rows, n_heads, head_dim, pos, freq_base, layout);
+}
+
+static inline enum specd_status kern_attention(struct kern_ctx *ctx, const struct kern_attn *a)
+{
+	return ctx->ops->attention(ctx, a);
+}
+
+static inline enum specd_status kern_silu_mul(struct kern_ctx *ctx, float *gate,
+					      const float *up, size_t n)
+{
+	return ctx->ops->silu_mul(ctx, gate, up, n);
+}
+
+static inline enum specd_status kern_add(struct kern_ctx *ctx, float *y, const float *x,
+					 size_t n)
+{
+	return ctx->ops->add(ctx, y, x, n);
+}
+
+static inline enum specd_status kern_softmax(struct kern_ctx *ctx, float *x, size_t ldx,
+					     size_t rows, size_t n)
+{
+	return ctx->ops->softmax(ctx, x, ldx, rows, n);
+}
+
+static inline enum specd_status kern_argmax(struct kern_ctx *ctx, uint32_t *out,
+					    const float *x, size_t ldx, size_t rows, size_t n)
+{
+	return ctx->ops->argmax(ctx, out, x, ldx, rows, n);
+}
+
+static inline enum specd_status kern_copy(struct kern_ctx *ctx, void *dst, const void *src,
+					  size_t bytes)
+{
+	return ctx->ops->copy(ctx, dst, src, bytes);
+}
+
+static inline enum specd_status kern_sync(struct kern_ctx *ctx)
+{
+	return ctx->ops->sync(ctx);
+}
+
+#endif

@@ -1,0 +1,133 @@
+/* The Llama-family model (llama, qwen2): weights used in place from a GGUF mapping,
+ * the KV cache pool, and one forward pass over a batch of tokens from one or more
+ * sequences (DESIGN.md §5). The target ranks verify drafts with it; draft models and
+ * specd-run decode with it.
+ *
+ * Exactness: the forward is batch-invariant. A token's logits are bitwise the same
+ * whether it runs alone, with other sequences' tokens, as part of a longer causal run,
+ * or as a node of a token tree (with the same ancestors), and after kv_truncate and
+ * re-decoding, because every kernel computes a row with one fixed reduction order
+ * (kernels/kern.h) and attention visits a token's rows in position order.
+ *
+ * Threads: a struct model is used by one thread at a time (the compute thread). */
+#ifndef SPECD_MODEL_LLAMA_H
+#define SPECD_MODEL_LLAMA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/error.h"
+#include "common/status.h"
+#include "kernels/dtype.h"
+#include "kernels/kern.h"
+#include "model/arch.h"
+#include "model/comm.h"
+#include "model/kv.h"
+
+#define MODEL_DEFAULT_MAX_BATCH 64 /* tokens per forward when the config says 0 */
+#define MODEL_MAX_LAYERS 512
+
+/* Hyper-parameters, read from `<arch>.*` keys; n_vocab is the rows of token_embd. */
+struct model_hparams {
+	enum model_arch arch;
+	uint32_t n_vocab;
+	uint32_t dim;         /* embedding_length */
+	uint32_t n_layers;    /* block_count */
+	uint32_t n_heads;     /* attention.head_count */
+	uint32_t n_kv_heads;  /* attention.head_count_kv (default: n_heads) */
+	uint32_t head_dim;    /* attention.key_length, default dim / n_heads */
+	uint32_t ffn_dim;     /* feed_forward_length */
+	uint32_t n_ctx_train; /* context_length */
+	float rms_eps;        /* attention.layer_norm_rms_epsilon */
+	float rope_base;      /* rope.freq_base (default 10000) */
+	bool tied_output;     /* no output.weight: the LM head is token_embd */
+	enum kern_dtype wtype; /* the type of blk.0.attn_q.weight, for reports */
+};
+
+struct model_config {
+	uint32_t n_slots;   /* KV slots (sequences held at once); 0: 1 */
+	uint32_t n_ctx;     /* KV rows per slot; 0: n_ctx_train */
+	uint32_t max_batch; /* tokens per forward, activations sized for it; 0: the default */
+	/* The backend to run on, borrowed (must outlive the model); NULL: the model
+	 * creates and owns a CPU backend. */
+	struct kern_ctx *kern;
+	/* Tensor-parallel hook, borrowed; NULL (or size 1) runs the model whole. A size
+	 * above 1 is SPECD_UNSUPPORTED until the sharded loader exists. */
+	const struct model_comm *comm;
+};
+
+struct gguf_file;
+struct model;
+
+/* Opens a GGUF file and loads the model from it; the model owns the file. Errors:
+ * everything gguf_open and model_load_gguf return. *out is written only on success. */
+enum specd_status model_load(const char *path, const struct model_config *cfg,
+			     struct model **out, struct specd_error *err);
+
+/* Loads from an open file, which the model borrows: it must outlive the model, whose
+ * weights point into its mapping. cfg may be NULL (all defaults). Errors:
+ * SPECD_UNSUPPORTED (general.architecture is not one of model/arch.h; a tensor type
+ * the ops cannot use, such as a non-f32 norm), SPECD_INVAL (a key missing or
+ * impossible, a tensor missing or of the wrong shape; the message names the key or
+ * tensor, with the shape found and the one expected), SPECD_NOMEM. */
+enum specd_status model_load_gguf(const struct gguf_file *f, const struct model_config *cfg,
+				  struct model **out, struct specd_error *err);
+
+/* Frees the model, its KV cache and activations, its own backend and file if it owns
+ * them. NULL is a no-op. */
+void model_destroy(struct model *m);
+
+const struct model_hparams *model_hparams(const struct model *m);
+/* The file the weights come from (e.g. for tok_load_gguf). */
+const struct gguf_file *model_gguf(const struct model *m);
+/* The model's KV cache pool: kv_len, kv_truncate, kv_compact. */
+struct kv_cache *model_kv(struct model *m);
+struct kern_ctx *model_kern(struct model *m);
+uint32_t model_max_batch(const struct model *m);
+
+/* One batch of tokens and the outputs wanted from it. Arrays are caller-owned.
+ *
+ * Causal batch (parent == NULL): token i is appended to its slot: pos[i] must equal
+ * the slot's length at that point (kv_len plus the slot's earlier tokens in this
+ * batch), its K/V goes to row pos[i], and it sees rows 0..pos[i].
+ *
+ * Tree batch (parent != NULL): parent[i] is the batch index (< i, same slot) of token
+ * i's parent, or -1 for a root, which follows the slot's committed rows. pos[i] must be
+ * kv_len(slot) for a root and pos[parent] + 1 otherwise. A token sees the committed rows
+ * and its ancestors and itself. The tree tokens of a slot are written to rows
+ * kv_len, kv_len + 1, ... in batch order and the slot's length grows by their number;
+ * the caller then keeps the accepted branch with kv_compact (or drops all with
+ * kv_truncate). A chain (each parent the previous token) is the causal case.
+ *
+ * Outputs are for the batch tokens out_idx[0..n_out): logits (n_out, n_vocab), the final
+ * hidden state after the output norm (n_out, dim), and the residual stream after each
+ * layer layers[j] (0-based) at layer_hidden + (j * n_out + k) * dim. Any output pointer
+ * may be NULL when not wanted. */
+struct model_batch {
+	uint32_t n_tokens;       /* 1 .. model_max_batch */
+	const uint32_t *tokens;  /* (n_tokens) ids < n_vocab */
+	const uint32_t *slots;   /* (n_tokens) < n_slots */
+	const uint32_t *pos;     /* (n_tokens) */
+	const int32_t *parent;   /* (n_tokens) or NULL for causal */
+
+	uint32_t n_out;          /* 0 .. n_tokens */
+	const uint32_t *out_idx; /* (n_out) batch indices */
+	float *logits;           /* (n_out, n_vocab) or NULL */
+	float *hidden;           /* (n_out, dim) or NULL */
+	uint32_t n_layers_out;
+	const uint32_t *layers;  /* (n_layers_out) layer indices < n_layers */
+	float *layer_hidden;     /* (n_layers_out, n_out, dim) or NULL when n_layers_out is 0 */
+};
+
+/* Runs the batch: writes its tokens' K/V into the cache, advances the slots' lengths
+ * and fills the requested outputs. Makes no allocation. The batch is checked before
+ * anything is written: on SPECD_INVAL (a token, slot, position, parent or index out of
+ * range, a slot whose context is full; the message says which token and why) the
+ * cache is unchanged. A communication hook's error is passed up; the slots' lengths
+ * are then unchanged but rows past them may have been rewritten (harmless: they are
+ * never read before being written again). Compute thread only. */
+enum specd_status model_forward(struct model *m, const struct model_batch *b,
+				struct specd_error *err);
+
+#endif

@@ -1,0 +1,267 @@
+/* The forward pass: one batch of tokens from any number of sequences through every
+ * layer (RMSNorm, Q/K/V, RoPE, KV write, attention, O, residual, RMSNorm, SwiGLU MLP,
+ * residual), then the final norm and the LM head for the rows the caller asked for.
+ * The batch is planned (cache rows, visible prefixes, tree masks) and checked in full
+ * before anything is written, and nothing is allocated: the decode step's cost is the
+ * kernels' alone. */
+#include <math.h>
+#include <string.h>
+
+#include "llama_int.h"
+
+static enum specd_status check_outputs(const struct model *m, const struct model_batch *b,
+				       struct specd_error *err)
+{
+	if (b->n_out > b->n_tokens)
+		return specd_errorf(err, SPECD_INVAL, "forward: %u outputs for %u tokens",
+				    b->n_out, b->n_tokens);
+	if (b->n_out && !b->out_idx)
+		return specd_errorf(err, SPECD_INVAL, "forward: %u outputs but no indices",
+				    b->n_out);
+	for (uint32_t i = 0; i < b->n_out; i++) {
+		if (b->out_idx[i] >= b->n_tokens)
+			return specd_errorf(err, SPECD_INVAL,
+					    "forward: output %u asks for token %u of %u", i,
+					    b->out_idx[i], b->n_tokens);
+	}
+	if (b->n_layers_out && b->n_out && (!b->layers || !b->layer_hidden))
+		return specd_errorf(err, SPECD_INVAL,
+				    "forward: %u layer outputs but no layer list or buffer",
+				    b->n_layers_out);
+	for (uint32_t j = 0; b->n_out && j < b->n_layers_out; j++) {
+		if (b->layers[j] >= m->hp.n_layers)
+			return specd_errorf(err, SPECD_INVAL,
+					    "forward: layer output %u asks for layer %u of %u", j,
+					    b->layers[j], m->hp.n_layers);
+	}
+	return SPECD_OK;
+}
+
+/* Decides each token's cache row and what it sees (kern.h struct kern_attn_mask), into
+ * m->a, checking the batch against the cache. Writes nothing outside m->a. */
+static enum specd_status plan_batch(struct model *m, const struct model_batch *b,
+				    struct specd_error *err)
+{
+	struct llama_acts *a = &m->a;
+	uint32_t n_slots = kv_n_slots(m->kv), n_ctx = kv_n_ctx(m->kv);
+	if (b->n_tokens == 0 || b->n_tokens > m->max_batch)
+		return specd_errorf(err, SPECD_INVAL, "forward: %u tokens, expected 1..%u",
+				    b->n_tokens, m->max_batch);
+	if (!b->tokens || !b->slots || !b->pos)
+		return specd_errorf(err, SPECD_INVAL, "forward: tokens, slots and positions are required");
+	enum specd_status st = check_outputs(m, b, err);
+	if (st != SPECD_OK)
+		return st;
+
+	for (uint32_t s = 0; s < n_slots; s++)
+		a->len[s] = a->base[s] = kv_len(m->kv, s);
+	for (uint32_t i = 0; i < b->n_tokens; i++) {
+		uint32_t s = b->slots[i];
+		if (b->tokens[i] >= m->hp.n_vocab)
+			return specd_errorf(err, SPECD_INVAL, "forward: token %u: id %u, vocabulary %u",
+					    i, b->tokens[i], m->hp.n_vocab);
+		if (s >= n_slots)
+			return specd_errorf(err, SPECD_INVAL, "forward: token %u: slot %u of %u", i,
+					    s, n_slots);
+		if (a->len[s] >= n_ctx)
+			return specd_errorf(err, SPECD_INVAL,
+					    "forward: token %u: slot %u is full (%u rows)", i, s, n_ctx);
+		uint32_t want;
+		if (!b->parent) {
+			want = a->len[s];
+			a->n_prefix[i] = a->len[s] + 1;
+		} else {
+			int32_t p = b->parent[i];
+			if (p >= (int32_t)i || p < -1 || (p >= 0 && b->slots[p] != s))
+				return specd_errorf(err, SPECD_INVAL,
+						    "forward: token %u: parent %d is no earlier token "
+						    "of slot %u", i, p, s);
+			want = p < 0 ? a->base[s] : b->pos[p] + 1;
+			a->n_prefix[i] = a->base[s];
+			uint64_t *bits = a->tree + (size_t)i * a->tree_words;
+			if (p < 0)
+				memset(bits, 0, a->tree_words * sizeof(uint64_t));
+			else
+				memcpy(bits, a->tree + (size_t)p * a->tree_words,
+				       a->tree_words * sizeof(uint64_t));
+			bits[i / 64] |= (uint64_t)1 << (i % 64);
+		}
+		if (b->pos[i] != want)
+			return specd_errorf(err, SPECD_INVAL,
+					    "forward: token %u: position %u, expected %u (slot %u "
+					    "holds %u rows)", i, b->pos[i], want, s, a->base[s]);
+		a->row[i] = a->len[s]++;
+	}
+	return SPECD_OK;
+}
+
+static enum specd_status op_failed(struct specd_error *err, enum specd_status st, int layer,
+				   const char *what)
+{
+	if (layer < 0)
+		return specd_errorf(err, st, "forward: %s failed: %s", what, specd_status_str(st));
+	return specd_errorf(err, st, "forward: layer %d: %s failed: %s", layer, what,
+			    specd_status_str(st));
+}
+
+/* Sums a row-parallel projection's partial results across shards, when sharded. */
+static enum specd_status allreduce(const struct model *m, float *buf, size_t n)
+{
+	if (!m->comm)
+		return SPECD_OK;
+	return m->comm->allreduce_sum(buf, n, m->comm->user);
+}
+
+static enum specd_status attention_block(struct model *m, const struct model_batch *b,
+					 uint32_t l, struct specd_error *err)
+{
+	const struct llama_layer *ly = &m->layers[l];
+	struct llama_acts *a = &m->a;
+	struct kern_ctx *k = m->kern;
+	size_t n = b->n_tokens, dim = m->hp.dim, hd = m->hp.head_dim;
+	enum specd_status st;
+
+	if ((st = kern_rmsnorm(k, a->xb, dim, a->x, dim, n, dim, ly->attn_norm, m->hp.rms_eps)))
+		return op_failed(err, st, (int)l, "attn_norm");
+	if ((st = kern_matmul(k, a->q, m->q_dim, a->xb, dim, n, &ly->wq, ly->bq)) ||
+	    (st = kern_matmul(k, a->k, m->kv_dim, a->xb, dim, n, &ly->wk, ly->bk)) ||
+	    (st = kern_matmul(k, a->v, m->kv_dim, a->xb, dim, n, &ly->wv, ly->bv)))
+		return op_failed(err, st, (int)l, "q/k/v projection");
+	if ((st = kern_rope(k, a->q, m->q_dim, n, m->hp.n_heads, hd, b->pos, m->hp.rope_base,
+			    m->rope_layout)) ||
+	    (st = kern_rope(k, a->k, m->kv_dim, n, m->hp.n_kv_heads, hd, b->pos,
+			    m->hp.rope_base, m->rope_layout)))
+		return op_failed(err, st, (int)l, "rope");
+	for (size_t t = 0; t < n; t++) {
+		size_t bytes = m->kv_dim * sizeof(float);
+		if ((st = kern_copy(k, kv_k_row(m->kv, l, b->slots[t], a->row[t]),
+				    a->k + t * m->kv_dim, bytes)) ||
+		    (st = kern_copy(k, kv_v_row(m->kv, l, b->slots[t], a->row[t]),
+				    a->v + t * m->kv_dim, bytes)))
+			return op_failed(err, st, (int)l, "kv write");
+	}
+	struct kern_attn at = {
+		.n_tokens = n,
+		.n_heads = m->hp.n_heads,
+		.n_kv_heads = m->hp.n_kv_heads,
+		.head_dim = hd,
+		.scale = 1.0f / sqrtf((float)hd),
+		.q = a->q,
+		.ldq = m->q_dim,
+		.out = a->att,
+		.ldo = m->q_dim,
+		.kv = kv_layer_view(m->kv, l),
+		.mask = {
+			.slot = b->slots,
+			.n_prefix = a->n_prefix,
+			.row = a->row,
+			.tree = b->parent ? a->tree : NULL,
+			.tree_words = a->tree_words,
+		},
+	};
+	if ((st = kern_attention(k, &at)))
+		return op_failed(err, st, (int)l, "attention");
+	if ((st = kern_matmul(k, a->xb, dim, a->att, m->q_dim, n, &ly->wo, NULL)))
+		return op_failed(err, st, (int)l, "attn_output");
+	if ((st = allreduce(m, a->xb, n * dim)))
+		return specd_errorf(err, st, "forward: layer %u: all-reduce after attention: %s",
+				    l, specd_status_str(st));
+	if ((st = kern_add(k, a->x, a->xb, n * dim)))
+		return op_failed(err, st, (int)l, "residual");
+	return SPECD_OK;
+}
+
+static enum specd_status mlp_block(struct model *m, size_t n, uint32_t l,
+				   struct specd_error *err)
+{
+	const struct llama_layer *ly = &m->layers[l];
+	struct llama_acts *a = &m->a;
+	struct kern_ctx *k = m->kern;
+	size_t dim = m->hp.dim, ffn = m->hp.ffn_dim;
+	enum specd_status st;
+
+	if ((st = kern_rmsnorm(k, a->xb, dim, a->x, dim, n, dim, ly->ffn_norm, m->hp.rms_eps)))
+		return op_failed(err, st, (int)l, "ffn_norm");
+	if ((st = kern_matmul(k, a->hb, ffn, a->xb, dim, n, &ly->w_gate, NULL)) ||
+	    (st = kern_matmul(k, a->hb2, ffn, a->xb, dim, n, &ly->w_up, NULL)))
+		return op_failed(err, st, (int)l, "ffn_gate/up");
+	if ((st = kern_silu_mul(k, a->hb, a->hb2, n * ffn)))
+		return op_failed(err, st, (int)l, "silu");
+	if ((st = kern_matmul(k, a->xb, dim, a->hb, ffn, n, &ly->w_down, NULL)))
+		return op_failed(err, st, (int)l, "ffn_down");
+	if ((st = allreduce(m, a->xb, n * dim)))
+		return specd_errorf(err, st, "forward: layer %u: all-reduce after the MLP: %s", l,
+				    specd_status_str(st));
+	if ((st = kern_add(k, a->x, a->xb, n * dim)))
+		return op_failed(err, st, (int)l, "residual");
+	return SPECD_OK;
+}
+
+/* Copies the residual rows chosen for output after layer l, where asked for. */
+static enum specd_status layer_outputs(struct model *m, const struct model_batch *b,
+				       uint32_t l, struct specd_error *err)
+{
+	size_t dim = m->hp.dim;
+	for (uint32_t j = 0; b->n_out && j < b->n_layers_out; j++) {
+		if (b->layers[j] != l)
+			continue;
+		for (uint32_t i = 0; i < b->n_out; i++) {
+			enum specd_status st = kern_copy(
+				m->kern, b->layer_hidden + ((size_t)j * b->n_out + i) * dim,
+				m->a.x + (size_t)b->out_idx[i] * dim, dim * sizeof(float));
+			if (st)
+				return op_failed(err, st, (int)l, "layer output");
+		}
+	}
+	return SPECD_OK;
+}
+
+static enum specd_status head(struct model *m, const struct model_batch *b,
+			      struct specd_error *err)
+{
+	struct llama_acts *a = &m->a;
+	struct kern_ctx *k = m->kern;
+	size_t dim = m->hp.dim;
+	enum specd_status st;
+	if (b->n_out == 0 || (!b->logits && !b->hidden))
+		return SPECD_OK;
+	/* Only the chosen rows go through the final norm and the LM head: the vocabulary
+	 * projection is the largest matmul of a small model. */
+	for (uint32_t i = 0; i < b->n_out; i++) {
+		if ((st = kern_copy(k, a->out + (size_t)i * dim, a->x + (size_t)b->out_idx[i] * dim,
+				    dim * sizeof(float))))
+			return op_failed(err, st, -1, "output gather");
+	}
+	if ((st = kern_rmsnorm(k, a->out, dim, a->out, dim, b->n_out, dim, m->output_norm,
+			       m->hp.rms_eps)))
+		return op_failed(err, st, -1, "output_norm");
+	if (b->hidden && (st = kern_copy(k, b->hidden, a->out, b->n_out * dim * sizeof(float))))
+		return op_failed(err, st, -1, "hidden output");
+	if (b->logits &&
+	    (st = kern_matmul(k, b->logits, m->hp.n_vocab, a->out, dim, b->n_out, &m->output, NULL)))
+		return op_failed(err, st, -1, "output");
+	return SPECD_OK;
+}
+
+enum specd_status model_forward(struct model *m, const struct model_batch *b,
+				struct specd_error *err)
+{
+	enum specd_status st = plan_batch(m, b, err);
+	if (st != SPECD_OK)
+		return st;
+	size_t dim = m->hp.dim;
+	if ((st = kern_get_rows(m->kern, m->a.x, dim, &m->tok_embd, b->tokens, b->n_tokens)))
+		return op_failed(err, st, -1, "token_embd");
+	for (uint32_t l = 0; l < m->hp.n_layers; l++) {
+		if ((st = attention_block(m, b, l, err)) || (st = mlp_block(m, b->n_tokens, l, err)) ||
+		    (st = layer_outputs(m, b, l, err)))
+			return st;
+	}
+	if ((st = head(m, b, err)))
+		return st;
+	if ((st = kern_sync(m->kern)))
+		return op_failed(err, st, -1, "sync");
+	for (uint32_t i = 0; i < b->n_tokens; i++)
+		kv_set_len(m->kv, b->slots[i], m->a.len[b->slots[i]]);
+	return SPECD_OK;
+}

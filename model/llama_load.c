@@ -1,0 +1,431 @@
+/* Model load: hyper-parameters from the GGUF keys, every tensor found by llama.cpp's
+ * name and checked against them (an error names the tensor, the shape found and the
+ * one expected), weights used in place from the mapping, then the KV pool and the
+ * activations allocated once for max_batch tokens. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "common/log.h"
+#include "llama_int.h"
+#include "model/gguf.h"
+
+#define MAX_BATCH_LIMIT 4096
+
+struct loader {
+	const struct gguf_file *f;
+	const char *arch; /* key prefix */
+	struct specd_error *err;
+};
+
+static enum specd_status key_u32(const struct loader *ld, const char *suffix, bool required,
+				 uint32_t *out)
+{
+	char key[128];
+	snprintf(key, sizeof(key), "%s.%s", ld->arch, suffix);
+	if (gguf_get_u32(ld->f, key, out))
+		return SPECD_OK;
+	if (!required && !gguf_has_key(ld->f, key))
+		return SPECD_OK;
+	return specd_errorf(ld->err, SPECD_INVAL, "%s: %s", key,
+			    gguf_has_key(ld->f, key) ? "not an unsigned 32-bit integer"
+						    : "missing");
+}
+
+static enum specd_status key_f32(const struct loader *ld, const char *suffix, bool required,
+				 float *out)
+{
+	char key[128];
+	snprintf(key, sizeof(key), "%s.%s", ld->arch, suffix);
+	if (gguf_get_f32(ld->f, key, out))
+		return SPECD_OK;
+	if (!required && !gguf_has_key(ld->f, key))
+		return SPECD_OK;
+	return specd_errorf(ld->err, SPECD_INVAL, "%s: %s", key,
+			    gguf_has_key(ld->f, key) ? "not a float" : "missing");
+}
+
+/* The tensor `name`, which must have shape [ne0, ne1] (ne1 = 1 for a vector). */
+static enum specd_status tensor(const struct loader *ld, const char *name, uint64_t ne0,
+				uint64_t ne1, bool required, const struct gguf_tensor **out)
+{
+	const struct gguf_tensor *t = gguf_find_tensor(ld->f, name);
+	if (!t) {
+		if (!required) {
+			*out = NULL;
+			return SPECD_OK;
+		}
+		return specd_errorf(ld->err, SPECD_INVAL, "tensor %s: missing", name);
+	}
+	if (t->ne[0] != ne0 || t->ne[1] != ne1 || t->ne[2] != 1 || t->ne[3] != 1) {
+		char found[96];
+		if (t->ne[2] != 1 || t->ne[3] != 1)
+			snprintf(found, sizeof(found), "[%" PRIu64 ", %" PRIu64 ", %" PRIu64
+				 ", %" PRIu64 "]", t->ne[0], t->ne[1], t->ne[2], t->ne[3]);
+		else
+			snprintf(found, sizeof(found), "[%" PRIu64 ", %" PRIu64 "]", t->ne[0],
+				 t->ne[1]);
+		return specd_errorf(ld->err, SPECD_INVAL,
+				    "tensor %s: shape %s, expected [%" PRIu64 ", %" PRIu64 "]",
+				    name, found, ne0, ne1);
+	}
+	*out = t;
+	return SPECD_OK;
+}
+
+static enum specd_status vec_f32(const struct loader *ld, const char *name, uint64_t n,
+				 bool required, const float **out)
+{
+	const struct gguf_tensor *t;
+	enum specd_status st = tensor(ld, name, n, 1, required, &t);
+	if (st != SPECD_OK)
+		return st;
+	if (!t) {
+		*out = NULL;
+		return SPECD_OK;
+	}
+	if (t->type != KERN_F32)
+		return specd_errorf(ld->err, SPECD_UNSUPPORTED, "tensor %s: type %s, expected f32",
+				    name, kern_dtype_name(t->type));
+	*out = t->data;
+	return SPECD_OK;
+}
+
+/* A weight matrix of n_out rows of n_in, in any type the kernels take. */
+static enum specd_status mat(const struct loader *ld, const char *name, uint64_t n_in,
+			     uint64_t n_out, bool required, struct kern_mat *out, bool *found)
+{
+	const struct gguf_tensor *t;
+	enum specd_status st = tensor(ld, name, n_in, n_out, required, &t);
+	if (st != SPECD_OK)
+		return st;
+	if (found)
+		*found = t != NULL;
+	if (!t)
+		return SPECD_OK;
+	struct kern_mat m = kern_mat_packed(t->type, n_in, n_out, t->data);
+	if (m.row_bytes == 0)
+		return specd_errorf(ld->err, SPECD_INVAL,
+				    "tensor %s: rows of %" PRIu64 " are not whole %s blocks", name,
+				    n_in, kern_dtype_name(t->type));
+	*out = m;
+	return SPECD_OK;
+}
+
+static enum specd_status read_hparams(const struct loader *ld, struct model_hparams *hp)
+{
+	enum specd_status st;
+	hp->rope_base = 10000.0f;
+	if ((st = key_u32(ld, "embedding_length", true, &hp->dim)) != SPECD_OK ||
+	    (st = key_u32(ld, "block_count", true, &hp->n_layers)) != SPECD_OK ||
+	    (st = key_u32(ld, "feed_forward_length", true, &hp->ffn_dim)) != SPECD_OK ||
+	    (st = key_u32(ld, "attention.head_count", true, &hp->n_heads)) != SPECD_OK ||
+	    (st = key_u32(ld, "context_length", true, &hp->n_ctx_train)) != SPECD_OK ||
+	    (st = key_f32(ld, "attention.layer_norm_rms_epsilon", true, &hp->rms_eps)) != SPECD_OK ||
+	    (st = key_f32(ld, "rope.freq_base", false, &hp->rope_base)) != SPECD_OK)
+		return st;
+	hp->n_kv_heads = hp->n_heads;
+	if ((st = key_u32(ld, "attention.head_count_kv", false, &hp->n_kv_heads)) != SPECD_OK)
+		return st;
+	if (hp->dim == 0 || hp->n_layers == 0 || hp->ffn_dim == 0 || hp->n_heads == 0 ||
+	    hp->n_kv_heads == 0 || hp->n_ctx_train == 0)
+		return specd_errorf(ld->err, SPECD_INVAL,
+				    "%s: embedding_length %u, block_count %u, feed_forward_length "
+				    "%u, head_count %u, head_count_kv %u, context_length %u: none may be 0",
+				    ld->arch, hp->dim, hp->n_layers, hp->ffn_dim, hp->n_heads,
+				    hp->n_kv_heads, hp->n_ctx_train);
+	if (hp->n_heads > 65536)
+		return specd_errorf(ld->err, SPECD_INVAL, "%s.attention.head_count: %u heads",
+				    ld->arch, hp->n_heads);
+	if (hp->n_layers > MODEL_MAX_LAYERS)
+		return specd_errorf(ld->err, SPECD_INVAL, "%s.block_count: %u layers, at most %d",
+				    ld->arch, hp->n_layers, MODEL_MAX_LAYERS);
+	char key_length[128];
+	snprintf(key_length, sizeof(key_length), "%s.attention.key_length", ld->arch);
+	if (gguf_has_key(ld->f, key_length)) {
+		if ((st = key_u32(ld, "attention.key_length", true, &hp->head_dim)) != SPECD_OK)
+			return st;
+	} else if (hp->dim % hp->n_heads) {
+		return specd_errorf(ld->err, SPECD_INVAL,
+				    "%s.embedding_length %u is not a multiple of head_count %u",
+				    ld->arch, hp->dim, hp->n_heads);
+	} else {
+		hp->head_dim = hp->dim / hp->n_heads;
+	}
+	if (hp->head_dim == 0 || hp->head_dim % 2 || hp->head_dim > KERN_MAX_HEAD_DIM)
+		return specd_errorf(ld->err, SPECD_UNSUPPORTED,
+				    "%s: head size %u (must be even and at most %d)", ld->arch,
+				    hp->head_dim, KERN_MAX_HEAD_DIM);
+	if (hp->n_heads % hp->n_kv_heads)
+		return specd_errorf(ld->err, SPECD_INVAL,
+				    "%s: head_count %u is not a multiple of head_count_kv %u",
+				    ld->arch, hp->n_heads, hp->n_kv_heads);
+	if (!(hp->rms_eps >= 0.0f) || !(hp->rope_base > 0.0f))
+		return specd_errorf(ld->err, SPECD_INVAL,
+				    "%s: layer_norm_rms_epsilon %g and rope.freq_base %g must be "
+				    "non-negative and positive", ld->arch, (double)hp->rms_eps,
+				    (double)hp->rope_base);
+	return SPECD_OK;
+}
+
+static enum specd_status load_layer(const struct loader *ld, const struct model *m,
+				    uint32_t l, struct llama_layer *ly)
+{
+	const struct model_hparams *hp = &m->hp;
+	bool bias = model_arch_qkv_bias(hp->arch);
+	char name[96];
+	enum specd_status st;
+#define NAME(part) (snprintf(name, sizeof(name), "blk.%u." part, l), name)
+	if ((st = vec_f32(ld, NAME("attn_norm.weight"), hp->dim, true, &ly->attn_norm)) ||
+	    (st = mat(ld, NAME("attn_q.weight"), hp->dim, m->q_dim, true, &ly->wq, NULL)) ||
+	    (st = mat(ld, NAME("attn_k.weight"), hp->dim, m->kv_dim, true, &ly->wk, NULL)) ||
+	    (st = mat(ld, NAME("attn_v.weight"), hp->dim, m->kv_dim, true, &ly->wv, NULL)) ||
+	    (st = mat(ld, NAME("attn_output.weight"), m->q_dim, hp->dim, true, &ly->wo, NULL)) ||
+	    (st = vec_f32(ld, NAME("ffn_norm.weight"), hp->dim, true, &ly->ffn_norm)) ||
+	    (st = mat(ld, NAME("ffn_gate.weight"), hp->dim, hp->ffn_dim, true, &ly->w_gate, NULL)) ||
+	    (st = mat(ld, NAME("ffn_up.weight"), hp->dim, hp->ffn_dim, true, &ly->w_up, NULL)) ||
+	    (st = mat(ld, NAME("ffn_down.weight"), hp->ffn_dim, hp->dim, true, &ly->w_down, NULL)))
+		return st;
+	/* qwen2 files carry Q/K/V biases; a llama file may too (some fine-tunes do). */
+	if ((st = vec_f32(ld, NAME("attn_q.bias"), m->q_dim, bias, &ly->bq)) ||
+	    (st = vec_f32(ld, NAME("attn_k.bias"), m->kv_dim, bias, &ly->bk)) ||
+	    (st = vec_f32(ld, NAME("attn_v.bias"), m->kv_dim, bias, &ly->bv)))
+		return st;
+#undef NAME
+	return SPECD_OK;
+}
+
+static float *alloc_floats(size_t rows, size_t cols)
+{
+	if (cols && rows > SIZE_MAX / sizeof(float) / cols)
+		return NULL;
+	return specd_aligned_alloc(64, rows * cols * sizeof(float));
+}
+
+static enum specd_status alloc_acts(struct model *m, uint32_t n_slots)
+{
+	struct llama_acts *a = &m->a;
+	size_t b = m->max_batch;
+	a->tree_words = (b + 63) / 64;
+	a->x = alloc_floats(b, m->hp.dim);
+	a->xb = alloc_floats(b, m->hp.dim);
+	a->q = alloc_floats(b, m->q_dim);
+	a->k = alloc_floats(b, m->kv_dim);
+	a->v = alloc_floats(b, m->kv_dim);
+	a->att = alloc_floats(b, m->q_dim);
+	a->hb = alloc_floats(b, m->hp.ffn_dim);
+	a->hb2 = alloc_floats(b, m->hp.ffn_dim);
+	a->out = alloc_floats(b, m->hp.dim);
+	a->row = specd_malloc_array(b, sizeof(uint32_t));
+	a->n_prefix = specd_malloc_array(b, sizeof(uint32_t));
+	a->tree = specd_malloc_array(b * a->tree_words, sizeof(uint64_t));
+	a->len = specd_malloc_array(n_slots, sizeof(uint32_t));
+	a->base = specd_malloc_array(n_slots, sizeof(uint32_t));
+	if (!a->x || !a->xb || !a->q || !a->k || !a->v || !a->att || !a->hb || !a->hb2 ||
+	    !a->out || !a->row || !a->n_prefix || !a->tree || !a->len || !a->base)
+		return SPECD_NOMEM;
+	return SPECD_OK;
+}
+
+static void free_acts(struct llama_acts *a)
+{
+	specd_free(a->x);
+	specd_free(a->xb);
+	specd_free(a->q);
+	specd_free(a->k);
+	specd_free(a->v);
+	specd_free(a->att);
+	specd_free(a->hb);
+	specd_free(a->hb2);
+	specd_free(a->out);
+	specd_free(a->row);
+	specd_free(a->n_prefix);
+	specd_free(a->tree);
+	specd_free(a->len);
+	specd_free(a->base);
+}
+
+static enum specd_status check_config(const struct model_config *cfg, struct specd_error *err)
+{
+	const struct model_comm *c = cfg->comm;
+	if (cfg->max_batch > MAX_BATCH_LIMIT)
+		return specd_errorf(err, SPECD_INVAL, "max batch %u: at most %d tokens",
+				    cfg->max_batch, MAX_BATCH_LIMIT);
+	if (!c)
+		return SPECD_OK;
+	if (!c->allreduce_sum || c->size == 0 || c->rank >= c->size)
+		return specd_errorf(err, SPECD_INVAL,
+				    "communication hook: rank %u of %u, allreduce %s", c->rank,
+				    c->size, c->allreduce_sum ? "set" : "missing");
+	if (c->size > 1)
+		return specd_errorf(err, SPECD_UNSUPPORTED,
+				    "tensor-parallel loading (%u shards) is not implemented yet",
+				    c->size);
+	return SPECD_OK;
+}
+
+enum specd_status model_load_gguf(const struct gguf_file *f, const struct model_config *cfg,
+				  struct model **out, struct specd_error *err)
+{
+	static const struct model_config defaults;
+	if (!cfg)
+		cfg = &defaults;
+	enum specd_status st = check_config(cfg, err);
+	if (st != SPECD_OK)
+		return st;
+
+	struct gguf_str s;
+	char arch_name[32];
+	if (!gguf_get_str(f, "general.architecture", &s))
+		return specd_errorf(err, SPECD_INVAL, "general.architecture: missing");
+	if (s.len >= sizeof(arch_name))
+		return specd_errorf(err, SPECD_UNSUPPORTED,
+				    "general.architecture: unsupported (too long)");
+	memcpy(arch_name, s.ptr, s.len);
+	arch_name[s.len] = '\0';
+	enum model_arch arch;
+	if (!model_arch_parse(arch_name, &arch))
+		return specd_errorf(err, SPECD_UNSUPPORTED,
+				    "general.architecture '%s': unsupported (llama and qwen2 are)",
+				    arch_name);
+
+	struct model *m = specd_calloc(1, sizeof(*m));
+	if (!m)
+		return specd_errorf(err, SPECD_NOMEM, "model: out of memory");
+	struct loader ld = {.f = f, .arch = arch_name, .err = err};
+	m->file = f;
+	m->comm = cfg->comm;
+	m->hp.arch = arch;
+	m->rope_layout = model_arch_rope_layout(arch) == MODEL_ROPE_HALVES ? KERN_ROPE_HALVES
+									   : KERN_ROPE_ADJACENT;
+	if ((st = read_hparams(&ld, &m->hp)) != SPECD_OK)
+		goto fail;
+	struct model_hparams *hp = &m->hp;
+	m->q_dim = hp->n_heads * hp->head_dim;
+	m->kv_dim = hp->n_kv_heads * hp->head_dim;
+
+	const struct gguf_tensor *embd = gguf_find_tensor(f, "token_embd.weight");
+	if (!embd) {
+		st = specd_errorf(err, SPECD_INVAL, "tensor token_embd.weight: missing");
+		goto fail;
+	}
+	if (embd->ne[1] == 0 || embd->ne[1] > INT32_MAX) {
+		st = specd_errorf(err, SPECD_INVAL, "tensor token_embd.weight: %" PRIu64
+				  " rows is no vocabulary size", embd->ne[1]);
+		goto fail;
+	}
+	hp->n_vocab = (uint32_t)embd->ne[1];
+	bool has_output = false;
+	if ((st = mat(&ld, "token_embd.weight", hp->dim, hp->n_vocab, true, &m->tok_embd, NULL)) ||
+	    (st = vec_f32(&ld, "output_norm.weight", hp->dim, true, &m->output_norm)) ||
+	    (st = mat(&ld, "output.weight", hp->dim, hp->n_vocab, false, &m->output, &has_output)))
+		goto fail;
+	hp->tied_output = !has_output;
+	if (hp->tied_output)
+		m->output = m->tok_embd;
+
+	m->layers = specd_calloc(hp->n_layers, sizeof(*m->layers));
+	if (!m->layers) {
+		st = specd_errorf(err, SPECD_NOMEM, "model: out of memory");
+		goto fail;
+	}
+	for (uint32_t l = 0; l < hp->n_layers; l++) {
+		if ((st = load_layer(&ld, m, l, &m->layers[l])) != SPECD_OK)
+			goto fail;
+	}
+	hp->wtype = m->layers[0].wq.type;
+
+	if (cfg->kern) {
+		m->kern = cfg->kern;
+	} else {
+		if ((st = kern_cpu_create(NULL, &m->owned_kern)) != SPECD_OK) {
+			specd_errorf(err, st, "model: cannot create the CPU backend");
+			goto fail;
+		}
+		m->kern = m->owned_kern;
+	}
+
+	uint32_t n_slots = cfg->n_slots ? cfg->n_slots : 1;
+	m->max_batch = cfg->max_batch ? cfg->max_batch : MODEL_DEFAULT_MAX_BATCH;
+	struct kv_config kvc = {
+		.n_layers = hp->n_layers,
+		.n_slots = n_slots,
+		.n_ctx = cfg->n_ctx ? cfg->n_ctx : hp->n_ctx_train,
+		.row_floats = m->kv_dim,
+	};
+	if ((st = kv_create(&kvc, &m->kv, err)) != SPECD_OK)
+		goto fail;
+	if ((st = alloc_acts(m, n_slots)) != SPECD_OK) {
+		specd_errorf(err, st, "model: cannot allocate activations for %u tokens",
+			     m->max_batch);
+		goto fail;
+	}
+	LOG_DEBUG("model %s: dim %u, %u layers, %u/%u heads of %u, ffn %u, vocab %u, %s%s; "
+		  "kv %u slots x %u rows (%zu bytes)",
+		  arch_name, hp->dim, hp->n_layers, hp->n_heads, hp->n_kv_heads, hp->head_dim,
+		  hp->ffn_dim, hp->n_vocab, kern_dtype_name(hp->wtype),
+		  hp->tied_output ? ", tied output" : "", n_slots, kvc.n_ctx, kv_bytes(m->kv));
+	*out = m;
+	return SPECD_OK;
+fail:
+	model_destroy(m);
+	return st;
+}
+
+enum specd_status model_load(const char *path, const struct model_config *cfg,
+			     struct model **out, struct specd_error *err)
+{
+	struct gguf_file *f = NULL;
+	enum specd_status st = gguf_open(path, &f, err);
+	if (st != SPECD_OK)
+		return st;
+	struct model *m = NULL;
+	struct specd_error inner;
+	specd_error_clear(&inner);
+	st = model_load_gguf(f, cfg, &m, &inner);
+	if (st != SPECD_OK) {
+		gguf_close(f);
+		return specd_errorf(err, st, "%s: %s", path, inner.msg);
+	}
+	m->owned_file = f;
+	*out = m;
+	return SPECD_OK;
+}
+
+void model_destroy(struct model *m)
+{
+	if (!m)
+		return;
+	free_acts(&m->a);
+	kv_destroy(m->kv);
+	specd_free(m->layers);
+	kern_destroy(m->owned_kern);
+	gguf_close(m->owned_file);
+	specd_free(m);
+}
+
+const struct model_hparams *model_hparams(const struct model *m)
+{
+	return &m->hp;
+}
+
+const struct gguf_file *model_gguf(const struct model *m)
+{
+	return m->file;
+}
+
+struct kv_cache *model_kv(struct model *m)
+{
+	return m->kv;
+}
+
+struct kern_ctx *model_kern(struct model *m)
+{
+	return m->kern;
+}
+
+uint32_t model_max_batch(const struct model *m)
+{
+	return m->max_batch;
+}

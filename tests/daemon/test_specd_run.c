@@ -1,0 +1,219 @@
+/* specd-run end to end: greedy text and perplexity on stories260K as the numpy
+ * fixture has them (tests/fixtures/stories260K.json), reproducible sampling, stopping
+ * at the context, and the clear errors of bad flags, a missing model and a prompt
+ * longer than the context. Runs the program with ts_run (stdout and stderr merged). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "test_support.h"
+
+static char g_dir[512];
+static char g_small[600]; /* a generated model with a 32-token context */
+static char g_run[600];
+
+/* Runs specd-run with args (NULL-terminated); returns the exit status, *out the text. */
+static int run(char **out, const char *const *args)
+{
+	const char *argv[32];
+	int n = 0;
+	argv[n++] = g_run;
+	for (int i = 0; args[i]; i++)
+		argv[n++] = args[i];
+	argv[n] = NULL;
+	return ts_run(argv, out, 120);
+}
+
+static void expect(const char *text, const char *want)
+{
+	if (!strstr(text, want))
+		fail_msg("output lacks '%s':\n%s", want, text);
+}
+
+static int setup_all(void **state)
+{
+	(void)state;
+	snprintf(g_run, sizeof(g_run), "%s/daemon/specd-run", ts_binary_dir());
+	if (!ts_mkdtemp(g_dir, sizeof(g_dir)))
+		return -1;
+	snprintf(g_small, sizeof(g_small), "%s/small.gguf", g_dir);
+	char gen[600];
+	snprintf(gen, sizeof(gen), "%s/tools/specd-gen-model", ts_binary_dir());
+	const char *argv[] = {gen, "-o", g_small, "--ctx", "32", "--vocab", "300", "--seed", "3",
+			      NULL};
+	char *out = NULL;
+	int rc = ts_run(argv, &out, 60);
+	free(out);
+	return rc == 0 ? 0 : -1;
+}
+
+static int teardown_all(void **state)
+{
+	(void)state;
+	ts_rmtree(g_dir);
+	return 0;
+}
+
+static void test_specd_run__greedy_stories260k_matches_fixture(void **state)
+{
+	(void)state;
+	char model[600];
+	if (!ts_model_path("stories260K.gguf", model, sizeof(model)))
+		skip();
+	char *out = NULL;
+	const char *args[] = {"-m", model, "-p", "Once upon a time", "-n", "48", NULL};
+	assert_int_equal(run(&out, args), 0);
+	/* The prompt, then the fixture's greedy_text for this prompt, streamed. */
+	expect(out, "Once upon a time, there was a little girl named Lily. She loved to play "
+		    "outside in the park. One day, she saw a big, red ball. She wanted to play "
+		    "with it,\n");
+	expect(out, "prompt 5 tokens");
+	expect(out, "generated 48 tokens");
+	expect(out, "stopped: max tokens");
+	free(out);
+}
+
+static void test_specd_run__perplexity_matches_fixture(void **state)
+{
+	(void)state;
+	char model[600], fx[600], path[700];
+	if (!ts_model_path("stories260K.gguf", model, sizeof(model)))
+		skip();
+	/* The fixture's perplexity text, its JSON escapes (quote, backslash, newline) undone. */
+	snprintf(fx, sizeof(fx), "%s/tests/fixtures/stories260K.json", ts_source_dir());
+	FILE *f = fopen(fx, "rb");
+	assert_non_null(f);
+	static char json[1 << 20];
+	size_t n = fread(json, 1, sizeof(json) - 1, f);
+	fclose(f);
+	json[n] = '\0';
+	const char *p = strstr(json, "\"perplexity\": {");
+	assert_non_null(p);
+	p = strstr(p, "\"text\": \"");
+	assert_non_null(p);
+	p += strlen("\"text\": \"");
+	char *text = malloc(strlen(p) + 1);
+	size_t k = 0;
+	for (; *p && *p != '"'; p++) {
+		if (*p == '\\') {
+			p++;
+			assert_true(*p == '"' || *p == '\\' || *p == 'n');
+			text[k++] = *p == 'n' ? '\n' : *p;
+		} else {
+			text[k++] = *p;
+		}
+	}
+	text[k] = '\0';
+	assert_true(ts_write_file(g_dir, "ppl.txt", text, path, sizeof(path)));
+	free(text);
+
+	char *out = NULL;
+	const char *args[] = {"-m", model, "--perplexity", path, NULL};
+	assert_int_equal(run(&out, args), 0);
+	expect(out, "237 tokens, 236 predicted, mean NLL 0.9739"); /* fixture: 0.97389951 */
+	free(out);
+}
+
+static void test_specd_run__seeded_sampling_is_reproducible(void **state)
+{
+	(void)state;
+	char *a = NULL, *b = NULL, *c = NULL;
+	const char *args[] = {"-m", g_small, "-p", "hi", "-n", "20", "--temperature", "0.9",
+			      "--top-k", "50", "--top-p", "0.95", "--seed", "11", NULL};
+	const char *other[] = {"-m", g_small, "-p", "hi", "-n", "20", "--temperature", "0.9",
+			       "--top-k", "50", "--top-p", "0.95", "--seed", "12", NULL};
+	assert_int_equal(run(&a, args), 0);
+	assert_int_equal(run(&b, args), 0);
+	assert_int_equal(run(&c, other), 0);
+	/* Stats lines carry timings: compare the text line only (it starts with the prompt). */
+	char *ta = strstr(a, "\nhi"), *tb = strstr(b, "\nhi"), *tc = strstr(c, "\nhi");
+	assert_non_null(ta);
+	assert_non_null(tb);
+	assert_non_null(tc);
+	*strchr(ta + 1, '\n') = '\0';
+	*strchr(tb + 1, '\n') = '\0';
+	*strchr(tc + 1, '\n') = '\0';
+	assert_string_equal(ta, tb);
+	assert_string_not_equal(ta, tc);
+	free(a);
+	free(b);
+	free(c);
+}
+
+static void test_specd_run__stops_when_the_context_is_full(void **state)
+{
+	(void)state;
+	char *out = NULL;
+	const char *args[] = {"-m", g_small, "-p", "hello", "-n", "100", NULL};
+	assert_int_equal(run(&out, args), 0);
+	/* 7 prompt tokens (BOS, "▁" and 5 bytes) fill rows 0..6; 25 more rows, 26 tokens. */
+	expect(out, "generated 26 tokens");
+	expect(out, "stopped: context full");
+	free(out);
+}
+
+static void test_specd_run__clear_errors(void **state)
+{
+	(void)state;
+	struct {
+		int rc;
+		const char *want;
+		const char *args[8];
+	} cases[] = {
+		{1, "cannot open", {"-m", "/nonexistent/m.gguf", NULL}},
+		{2, "no model", {"-p", "x", NULL}},
+		{2, "unknown argument '--bogus'", {"-m", g_small, "--bogus", NULL}},
+		{2, "--max-tokens 'many'", {"-m", g_small, "--max-tokens", "many", NULL}},
+		{2, "--temperature needs a value", {"-m", g_small, "--temperature", NULL}},
+		{2, "--method eagle is not implemented yet", {"-m", g_small, "--method", "eagle", NULL}},
+		{2, "--method 'fast'", {"-m", g_small, "--method", "fast", NULL}},
+		{2, "--tp 2: tensor parallelism is not implemented yet", {"-m", g_small, "--tp=2", NULL}},
+		{2, "the prompt is 42 tokens; the model's context is 32",
+		 {"-m", g_small, "-p", "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", NULL}},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *out = NULL;
+		int rc = run(&out, cases[i].args);
+		if (rc != cases[i].rc)
+			fail_msg("case %zu: exit %d, expected %d:\n%s", i, rc, cases[i].rc, out);
+		expect(out, cases[i].want);
+		free(out);
+	}
+}
+
+static void test_specd_run__help_and_version(void **state)
+{
+	(void)state;
+	char *out = NULL;
+	const char *help[] = {"--help", NULL}, *version[] = {"--version", NULL};
+	assert_int_equal(run(&out, help), 0);
+	const char *flags[] = {"--model", "--prompt", "--max-tokens", "--temperature", "--top-k",
+			       "--top-p", "--seed", "--threads", "--method", "--spec-tokens",
+			       "--draft", "--heads", "--tp", "--perplexity", "--version"};
+	for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++)
+		expect(out, flags[i]);
+	free(out);
+	assert_int_equal(run(&out, version), 0);
+	expect(out, "specd-run ");
+	free(out);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_specd_run__greedy_stories260k_matches_fixture),
+		cmocka_unit_test(test_specd_run__perplexity_matches_fixture),
+		cmocka_unit_test(test_specd_run__seeded_sampling_is_reproducible),
+		cmocka_unit_test(test_specd_run__stops_when_the_context_is_full),
+		cmocka_unit_test(test_specd_run__clear_errors),
+		cmocka_unit_test(test_specd_run__help_and_version),
+	};
+	return cmocka_run_group_tests(tests, setup_all, teardown_all);
+}
