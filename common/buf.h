@@ -1,0 +1,31 @@
+/* A growable byte buffer: socket input and output queues, frame assembly, text
+ * accumulation. Caller-owned struct (specd_buf_init / specd_buf_fini); the bytes are
+ * heap memory it owns. Not thread-safe: one owner at a time. */
+#ifndef SPECD_COMMON_BUF_H
+#define SPECD_COMMON_BUF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "status.h"
+
+struct specd_buf {
+	uint8_t *data; /* data[0..len) is valid; NULL until the first growth */
+	size_t len;
+	size_t cap;
+};
+
+void specd_buf_init(struct specd_buf *b);
+/* Frees the bytes; the buffer is empty and reusable afterwards. */
+void specd_buf_fini(struct specd_buf *b);
+/* Makes room for `more` bytes past len (capacity at least doubles when it grows).
+ * SPECD_NOMEM on failure, with the buffer unchanged. */
+enum specd_status specd_buf_reserve(struct specd_buf *b, size_t more);
+/* Appends n bytes (data may be NULL when n is 0). SPECD_NOMEM on failure, unchanged. */
+enum specd_status specd_buf_append(struct specd_buf *b, const void *data, size_t n);
+/* Appends a NUL after the bytes without counting it in len (for text). */
+enum specd_status specd_buf_terminate(struct specd_buf *b);
+/* Drops the first n bytes (n <= len), moving the rest to the front. */
+void specd_buf_consume(struct specd_buf *b, size_t n);
+
+#endif

@@ -1,0 +1,196 @@
+/* daemon/wire: frames split anywhere, refused frames skipped without losing the
+ * connection, envelopes round-tripped, garbage refused. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "common/buf.h"
+#include "daemon/wire.h"
+
+static void pack_health(uint64_t call_id, struct specd_buf *out)
+{
+	Specd__V1__Envelope env = SPECD__V1__ENVELOPE__INIT;
+	env.has_call_id = 1;
+	env.call_id = call_id;
+	env.has_method = 1;
+	env.method = SPECD__V1__METHOD__HEALTH;
+	assert_int_equal(wire_pack(&env, out), SPECD_OK);
+}
+
+/* Feeds `n` bytes in pieces of `step` and collects the call ids of whole frames and the
+ * refusals, in order: call id for a frame, 1000000 + len for a refusal. */
+static size_t feed(struct wire_reader *r, const uint8_t *bytes, size_t n, size_t step,
+		   uint64_t *events, size_t cap)
+{
+	size_t got = 0;
+	for (size_t off = 0; off < n; off += step) {
+		size_t k = n - off < step ? n - off : step;
+		assert_int_equal(wire_reader_push(r, bytes + off, k), SPECD_OK);
+		for (;;) {
+			enum wire_event ev;
+			const uint8_t *frame = NULL;
+			uint32_t len = 0;
+			assert_int_equal(wire_reader_next(r, &ev, &frame, &len), SPECD_OK);
+			if (ev == WIRE_NEED_MORE)
+				break;
+			assert_true(got < cap);
+			if (ev == WIRE_FRAME) {
+				Specd__V1__Envelope *env = NULL;
+				assert_int_equal(wire_unpack(frame, len, &env), SPECD_OK);
+				events[got++] = env->call_id;
+				specd__v1__envelope__free_unpacked(env, NULL);
+			} else {
+				events[got++] = 1000000 + len;
+			}
+		}
+	}
+	return got;
+}
+
+static void test_reader__frames_split_at_every_size(void **state)
+{
+	(void)state;
+	struct specd_buf stream;
+	specd_buf_init(&stream);
+	pack_health(7, &stream);
+	pack_health(8, &stream);
+	pack_health(300, &stream);
+	for (size_t step = 1; step <= stream.len; step++) {
+		struct wire_reader r;
+		wire_reader_init(&r, 1024);
+		uint64_t ev[8];
+		size_t n = feed(&r, stream.data, stream.len, step, ev, 8);
+		assert_int_equal(n, 3);
+		assert_int_equal(ev[0], 7);
+		assert_int_equal(ev[1], 8);
+		assert_int_equal(ev[2], 300);
+		wire_reader_fini(&r);
+	}
+	specd_buf_fini(&stream);
+}
+
+static void test_reader__oversized_frame_is_skipped_and_next_served(void **state)
+{
+	(void)state;
+	struct specd_buf stream;
+	specd_buf_init(&stream);
+	uint8_t big[5 + 100] = {0, 0, 0, 0, 100};
+	memset(big + 5, 0xee, 100);
+	assert_int_equal(specd_buf_append(&stream, big, sizeof(big)), SPECD_OK);
+	pack_health(9, &stream);
+	for (size_t step = 1; step <= stream.len; step += 7) {
+		struct wire_reader r;
+		wire_reader_init(&r, 50);
+		uint64_t ev[4];
+		size_t n = feed(&r, stream.data, stream.len, step, ev, 4);
+		assert_int_equal(n, 2);
+		assert_int_equal(ev[0], 1000000 + 100);
+		assert_int_equal(ev[1], 9);
+		assert_true(r.buf.cap <= 256); /* the refused body was never stored whole */
+		wire_reader_fini(&r);
+	}
+	specd_buf_fini(&stream);
+}
+
+static void test_reader__compressed_frame_refused_and_skipped(void **state)
+{
+	(void)state;
+	struct wire_reader r;
+	wire_reader_init(&r, 1024);
+	const uint8_t compressed[] = {1, 0, 0, 0, 3, 'a', 'b', 'c'};
+	assert_int_equal(wire_reader_push(&r, compressed, sizeof(compressed)), SPECD_OK);
+	enum wire_event ev;
+	const uint8_t *f;
+	uint32_t len;
+	assert_int_equal(wire_reader_next(&r, &ev, &f, &len), SPECD_OK);
+	assert_int_equal(ev, WIRE_COMPRESSED);
+	assert_int_equal(wire_reader_next(&r, &ev, &f, &len), SPECD_OK);
+	assert_int_equal(ev, WIRE_NEED_MORE);
+	assert_int_equal(r.buf.len, 0);
+	wire_reader_fini(&r);
+}
+
+static void test_reader__bad_flag_and_huge_length(void **state)
+{
+	(void)state;
+	struct wire_reader r;
+	wire_reader_init(&r, 1024);
+	const uint8_t huge[] = {0, 0xff, 0xff, 0xff, 0xff, 1, 2, 3};
+	assert_int_equal(wire_reader_push(&r, huge, sizeof(huge)), SPECD_OK);
+	enum wire_event ev;
+	const uint8_t *f;
+	uint32_t len;
+	assert_int_equal(wire_reader_next(&r, &ev, &f, &len), SPECD_OK);
+	assert_int_equal(ev, WIRE_TOO_LARGE);
+	assert_int_equal(len, UINT32_MAX);
+	assert_int_equal(r.skip, UINT32_MAX - 3ull);
+	wire_reader_fini(&r);
+
+	wire_reader_init(&r, 1024);
+	const uint8_t bad[] = {7, 0, 0, 0, 1, 0};
+	assert_int_equal(wire_reader_push(&r, bad, sizeof(bad)), SPECD_OK);
+	assert_int_equal(wire_reader_next(&r, &ev, &f, &len), SPECD_PROTO);
+	wire_reader_fini(&r);
+}
+
+static void test_envelope__round_trip_and_garbage(void **state)
+{
+	(void)state;
+	Specd__V1__Envelope env = SPECD__V1__ENVELOPE__INIT;
+	env.has_call_id = 1;
+	env.call_id = 0xfedcba9876543210ull;
+	env.has_method = 1;
+	env.method = SPECD__V1__METHOD__GENERATE;
+	uint8_t payload[] = {1, 2, 3};
+	env.has_payload = 1;
+	env.payload.data = payload;
+	env.payload.len = sizeof(payload);
+	char token[] = "secret";
+	env.auth_token = token;
+	struct specd_buf b;
+	specd_buf_init(&b);
+	assert_int_equal(wire_pack(&env, &b), SPECD_OK);
+	assert_int_equal(b.data[0], 0);
+	uint32_t n = (uint32_t)b.data[1] << 24 | b.data[2] << 16 | b.data[3] << 8 | b.data[4];
+	assert_int_equal(n, b.len - WIRE_PREFIX_BYTES);
+	Specd__V1__Envelope *back = NULL;
+	assert_int_equal(wire_unpack(b.data + 5, n, &back), SPECD_OK);
+	assert_int_equal(back->call_id, env.call_id);
+	assert_int_equal(back->method, SPECD__V1__METHOD__GENERATE);
+	assert_int_equal(back->payload.len, 3);
+	assert_string_equal(back->auth_token, "secret");
+	specd__v1__envelope__free_unpacked(back, NULL);
+	specd_buf_fini(&b);
+
+	/* field 1 (call_id, a varint) sent as a length-delimited field: wrong wire type */
+	const uint8_t wrong_type[] = {0x0a, 0x02, 'h', 'i'};
+	assert_int_equal(wire_unpack(wrong_type, sizeof(wrong_type), &back), SPECD_PROTO);
+	const uint8_t truncated[] = {0x08, 0xff};
+	assert_int_equal(wire_unpack(truncated, sizeof(truncated), &back), SPECD_PROTO);
+}
+
+static void test_codes__status_mapping(void **state)
+{
+	(void)state;
+	assert_int_equal(wire_code_from_status(SPECD_BUSY), SPECD__V1__CODE__RESOURCE_EXHAUSTED);
+	assert_int_equal(wire_code_from_status(SPECD_CANCELLED), SPECD__V1__CODE__CANCELLED);
+	assert_string_equal(wire_code_name(SPECD__V1__CODE__UNAUTHENTICATED), "UNAUTHENTICATED");
+	assert_string_equal(wire_code_name((Specd__V1__Code)99), "UNKNOWN");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_reader__frames_split_at_every_size),
+		cmocka_unit_test(test_reader__oversized_frame_is_skipped_and_next_served),
+		cmocka_unit_test(test_reader__compressed_frame_refused_and_skipped),
+		cmocka_unit_test(test_reader__bad_flag_and_huge_length),
+		cmocka_unit_test(test_envelope__round_trip_and_garbage),
+		cmocka_unit_test(test_codes__status_mapping),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
