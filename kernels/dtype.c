@@ -16,7 +16,11 @@ static const struct dtype_info *info(enum kern_dtype t)
 {
 	static const struct dtype_info f32 = {"f32", 1, 4}, f16 = {"f16", 1, 2},
 				       bf16 = {"bf16", 1, 2}, q8_0 = {"q8_0", KERN_QK, 34},
-				       q4_0 = {"q4_0", KERN_QK, 18}, q4_1 = {"q4_1", KERN_QK, 20};
+				       q4_0 = {"q4_0", KERN_QK, 18}, q4_1 = {"q4_1", KERN_QK, 20},
+				       q5_0 = {"q5_0", KERN_QK, 22}, q5_1 = {"q5_1", KERN_QK, 24},
+				       q4_k = {"q4_k", KERN_QK_K, 144},
+				       q5_k = {"q5_k", KERN_QK_K, 176},
+				       q6_k = {"q6_k", KERN_QK_K, 210};
 	switch (t) {
 	case KERN_F32: return &f32;
 	case KERN_F16: return &f16;
@@ -24,6 +28,11 @@ static const struct dtype_info *info(enum kern_dtype t)
 	case KERN_Q8_0: return &q8_0;
 	case KERN_Q4_0: return &q4_0;
 	case KERN_Q4_1: return &q4_1;
+	case KERN_Q5_0: return &q5_0;
+	case KERN_Q5_1: return &q5_1;
+	case KERN_Q4_K: return &q4_k;
+	case KERN_Q5_K: return &q5_k;
+	case KERN_Q6_K: return &q6_k;
 	}
 	return NULL;
 }
@@ -42,7 +51,8 @@ const char *kern_dtype_name(enum kern_dtype t)
 bool kern_dtype_parse(const char *text, enum kern_dtype *out)
 {
 	static const enum kern_dtype all[] = {KERN_F32, KERN_F16, KERN_BF16,
-					      KERN_Q8_0, KERN_Q4_0, KERN_Q4_1};
+					      KERN_Q8_0, KERN_Q4_0, KERN_Q4_1, KERN_Q5_0,
+					      KERN_Q5_1, KERN_Q4_K, KERN_Q5_K, KERN_Q6_K};
 	for (size_t i = 0; text && i < sizeof(all) / sizeof(all[0]); i++) {
 		if (strcasecmp(text, info(all[i])->name) == 0) {
 			*out = all[i];
@@ -152,6 +162,110 @@ static void wr16(uint8_t *p, uint16_t v)
 	p[1] = (uint8_t)(v >> 8);
 }
 
+static uint32_t rd32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* Q5_0 (has_min false) and Q5_1 blocks. */
+static void dequant_q5(const uint8_t *s, float *dst, size_t n, bool has_min)
+{
+	size_t bytes = has_min ? 24 : 22;
+	for (size_t b = 0; b < n / KERN_QK; b++, s += bytes, dst += KERN_QK) {
+		float d = kern_f16_to_f32(rd16(s));
+		float m = has_min ? kern_f16_to_f32(rd16(s + 2)) : 0.0f;
+		const uint8_t *p = s + (has_min ? 4 : 2);
+		uint32_t qh = rd32(p);
+		const uint8_t *qs = p + 4;
+		for (int j = 0; j < KERN_QK / 2; j++) {
+			int lo = (qs[j] & 0x0f) | (int)((qh >> j) & 1) << 4;
+			int hi = (qs[j] >> 4) | (int)((qh >> (j + 16)) & 1) << 4;
+			if (has_min) {
+				dst[j] = d * (float)lo + m;
+				dst[j + 16] = d * (float)hi + m;
+			} else {
+				dst[j] = d * (float)(lo - 16);
+				dst[j + 16] = d * (float)(hi - 16);
+			}
+		}
+	}
+}
+
+/* Scale and min of sub-block j (0..7) from the 12 packed bytes of Q4_K/Q5_K: bytes
+ * 0..7 hold the 6-bit scale (0..3) and min (4..7) of sub-blocks 0..3 in their low
+ * bits; sub-blocks 4..7 keep their low 4 bits in bytes 8..11 and their top 2 bits in
+ * the spare top bits of bytes 0..7. */
+static void kq_scale_min(const uint8_t *q, int j, int *sc, int *m)
+{
+	if (j < 4) {
+		*sc = q[j] & 63;
+		*m = q[j + 4] & 63;
+	} else {
+		*sc = (q[j + 4] & 0x0f) | (q[j - 4] >> 6) << 4;
+		*m = (q[j + 4] >> 4) | (q[j] >> 6) << 4;
+	}
+}
+
+static void kq_scale_min_pack(uint8_t *q, const uint8_t sc[8], const uint8_t m[8])
+{
+	for (int j = 0; j < 4; j++) {
+		q[j] = (uint8_t)(sc[j] | (sc[j + 4] >> 4) << 6);
+		q[j + 4] = (uint8_t)(m[j] | (m[j + 4] >> 4) << 6);
+		q[j + 8] = (uint8_t)((sc[j + 4] & 0x0f) | (m[j + 4] & 0x0f) << 4);
+	}
+}
+
+/* Q4_K (qh NULL: 4-bit) and Q5_K super-blocks. */
+static void dequant_q45_k(const uint8_t *s, float *dst, size_t n, bool five)
+{
+	size_t bytes = five ? 176 : 144;
+	for (size_t b = 0; b < n / KERN_QK_K; b++, s += bytes) {
+		float d = kern_f16_to_f32(rd16(s));
+		float dmin = kern_f16_to_f32(rd16(s + 2));
+		const uint8_t *scales = s + 4;
+		const uint8_t *qh = five ? s + 16 : NULL;
+		const uint8_t *qs = s + (five ? 48 : 16);
+		for (int k = 0; k < 4; k++, qs += 32, dst += 64) {
+			int sc0, m0, sc1, m1;
+			kq_scale_min(scales, 2 * k, &sc0, &m0);
+			kq_scale_min(scales, 2 * k + 1, &sc1, &m1);
+			float d0 = d * (float)sc0, mm0 = dmin * (float)m0;
+			float d1 = d * (float)sc1, mm1 = dmin * (float)m1;
+			for (int l = 0; l < 32; l++) {
+				int lo = qs[l] & 0x0f, hi = qs[l] >> 4;
+				if (five) {
+					lo |= ((qh[l] >> (2 * k)) & 1) << 4;
+					hi |= ((qh[l] >> (2 * k + 1)) & 1) << 4;
+				}
+				dst[l] = d0 * (float)lo - mm0;
+				dst[l + 32] = d1 * (float)hi - mm1;
+			}
+		}
+	}
+}
+
+static void dequant_q6_k(const uint8_t *s, float *dst, size_t n)
+{
+	for (size_t b = 0; b < n / KERN_QK_K; b++, s += 210) {
+		const uint8_t *ql = s, *qh = s + 128;
+		const int8_t *sc = (const int8_t *)(s + 192);
+		float d = kern_f16_to_f32(rd16(s + 208));
+		for (int half = 0; half < 2; half++, ql += 64, qh += 32, sc += 8, dst += 128) {
+			for (int l = 0; l < 32; l++) {
+				int is = l / 16;
+				int q0 = ((ql[l] & 0x0f) | ((qh[l] >> 0) & 3) << 4) - 32;
+				int q1 = ((ql[l + 32] & 0x0f) | ((qh[l] >> 2) & 3) << 4) - 32;
+				int q2 = ((ql[l] >> 4) | ((qh[l] >> 4) & 3) << 4) - 32;
+				int q3 = ((ql[l + 32] >> 4) | ((qh[l] >> 6) & 3) << 4) - 32;
+				dst[l] = d * (float)sc[is + 0] * (float)q0;
+				dst[l + 32] = d * (float)sc[is + 2] * (float)q1;
+				dst[l + 64] = d * (float)sc[is + 4] * (float)q2;
+				dst[l + 96] = d * (float)sc[is + 6] * (float)q3;
+			}
+		}
+	}
+}
+
 void kern_dequant_row(enum kern_dtype t, const void *src, float *dst, size_t n)
 {
 	const uint8_t *s = src;
@@ -193,6 +307,170 @@ void kern_dequant_row(enum kern_dtype t, const void *src, float *dst, size_t n)
 			}
 		}
 		return;
+	case KERN_Q5_0:
+	case KERN_Q5_1:
+		dequant_q5(s, dst, n, t == KERN_Q5_1);
+		return;
+	case KERN_Q4_K:
+	case KERN_Q5_K:
+		dequant_q45_k(s, dst, n, t == KERN_Q5_K);
+		return;
+	case KERN_Q6_K:
+		dequant_q6_k(s, dst, n);
+		return;
+	}
+}
+
+static void wr32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static int clampi(int v, int lo, int hi)
+{
+	return v < lo ? lo : v > hi ? hi : v;
+}
+
+/* Q5_0 as Q4_0 (scale from the max-magnitude weight, which maps to -16) and Q5_1 as
+ * Q4_1, with 31 levels. */
+static void quant_q5(const float *src, uint8_t *o, size_t n, bool has_min)
+{
+	size_t bytes = has_min ? 24 : 22;
+	for (size_t b = 0; b < n / KERN_QK; b++, o += bytes) {
+		const float *x = src + b * KERN_QK;
+		float d, id, base;
+		if (has_min) {
+			float min = x[0], max = x[0];
+			for (int j = 1; j < KERN_QK; j++) {
+				min = fminf(min, x[j]);
+				max = fmaxf(max, x[j]);
+			}
+			d = (max - min) / 31.0f;
+			base = min;
+			wr16(o, kern_f32_to_f16(d));
+			wr16(o + 2, kern_f32_to_f16(min));
+		} else {
+			float amax = 0, max = 0;
+			for (int j = 0; j < KERN_QK; j++) {
+				if (fabsf(x[j]) > amax) {
+					amax = fabsf(x[j]);
+					max = x[j];
+				}
+			}
+			d = max / -16.0f;
+			base = 0.0f;
+			wr16(o, kern_f32_to_f16(d));
+		}
+		id = d ? 1.0f / d : 0.0f;
+		uint8_t *p = o + (has_min ? 4 : 2);
+		uint32_t qh = 0;
+		for (int j = 0; j < KERN_QK / 2; j++) {
+			int lo, hi;
+			if (has_min) {
+				lo = (int)fminf(31.0f, (x[j] - base) * id + 0.5f);
+				hi = (int)fminf(31.0f, (x[j + 16] - base) * id + 0.5f);
+			} else {
+				lo = (int)fminf(31.0f, x[j] * id + 16.5f);
+				hi = (int)fminf(31.0f, x[j + 16] * id + 16.5f);
+			}
+			p[4 + j] = (uint8_t)((lo & 0x0f) | (hi & 0x0f) << 4);
+			qh |= (uint32_t)(lo >> 4) << j | (uint32_t)(hi >> 4) << (j + 16);
+		}
+		wr32(p, qh);
+	}
+}
+
+/* Q4_K / Q5_K: each sub-block of 32 gets scale (max - min) / levels and min
+ * min(0, smallest weight); the 8 scales and 8 mins are then quantised to 6 bits
+ * against d = max scale / 63 and dmin = max min / 63, and the weights against the
+ * quantised values, so dequantisation reproduces what was chosen here. */
+static void quant_q45_k(const float *src, uint8_t *o, size_t n, bool five)
+{
+	size_t bytes = five ? 176 : 144;
+	int levels = five ? 31 : 15;
+	for (size_t b = 0; b < n / KERN_QK_K; b++, o += bytes) {
+		const float *x = src + b * KERN_QK_K;
+		float scale[8], mins[8], max_scale = 0, max_min = 0;
+		for (int s = 0; s < 8; s++) {
+			float lo = 0.0f, hi = x[32 * s];
+			for (int l = 0; l < 32; l++) {
+				lo = fminf(lo, x[32 * s + l]);
+				hi = fmaxf(hi, x[32 * s + l]);
+			}
+			scale[s] = (hi - lo) / (float)levels;
+			mins[s] = -lo;
+			max_scale = fmaxf(max_scale, scale[s]);
+			max_min = fmaxf(max_min, mins[s]);
+		}
+		uint16_t dh = kern_f32_to_f16(max_scale / 63.0f);
+		uint16_t mh = kern_f32_to_f16(max_min / 63.0f);
+		float d = kern_f16_to_f32(dh), dmin = kern_f16_to_f32(mh);
+		uint8_t sc[8], mq[8];
+		for (int s = 0; s < 8; s++) {
+			sc[s] = (uint8_t)clampi(d ? (int)lrintf(scale[s] / d) : 0, 0, 63);
+			mq[s] = (uint8_t)clampi(dmin ? (int)lrintf(mins[s] / dmin) : 0, 0, 63);
+		}
+		wr16(o, dh);
+		wr16(o + 2, mh);
+		kq_scale_min_pack(o + 4, sc, mq);
+		uint8_t *qh = five ? o + 16 : NULL;
+		uint8_t *qs = o + (five ? 48 : 16);
+		if (five)
+			memset(qh, 0, 32);
+		for (int s = 0; s < 8; s++) {
+			float ds = d * (float)sc[s], ms = dmin * (float)mq[s];
+			float ids = ds ? 1.0f / ds : 0.0f;
+			for (int l = 0; l < 32; l++) {
+				int q = clampi((int)lrintf((x[32 * s + l] + ms) * ids), 0, levels);
+				uint8_t *byte = &qs[32 * (s / 2) + l];
+				if (s % 2 == 0)
+					*byte = (uint8_t)(q & 0x0f);
+				else
+					*byte |= (uint8_t)((q & 0x0f) << 4);
+				if (five)
+					qh[l] |= (uint8_t)((q >> 4) << s);
+			}
+		}
+	}
+}
+
+/* Q6_K: each sub-block of 16 gets the signed scale that maps its max-magnitude weight
+ * to -32, quantised to int8 against d = the largest |scale| / 127. */
+static void quant_q6_k(const float *src, uint8_t *o, size_t n)
+{
+	for (size_t b = 0; b < n / KERN_QK_K; b++, o += 210) {
+		const float *x = src + b * KERN_QK_K;
+		float scale[16], amax_scale = 0;
+		for (int s = 0; s < 16; s++) {
+			float amax = 0, max = 0;
+			for (int l = 0; l < 16; l++) {
+				if (fabsf(x[16 * s + l]) > amax) {
+					amax = fabsf(x[16 * s + l]);
+					max = x[16 * s + l];
+				}
+			}
+			scale[s] = max / -32.0f;
+			amax_scale = fmaxf(amax_scale, fabsf(scale[s]));
+		}
+		uint16_t dh = kern_f32_to_f16(amax_scale / 127.0f);
+		float d = kern_f16_to_f32(dh);
+		int8_t sc[16];
+		for (int s = 0; s < 16; s++)
+			sc[s] = (int8_t)clampi(d ? (int)lrintf(scale[s] / d) : 0, -128, 127);
+		uint8_t *ql = o, *qh = o + 128;
+		memset(o, 0, 192);
+		for (int i = 0; i < KERN_QK_K; i++) {
+			float ds = d * (float)sc[i / 16];
+			int q = clampi(ds ? (int)lrintf(x[i] / ds) : 0, -32, 31) + 32;
+			/* inverse of dequant_q6_k's placement */
+			int half = i / 128, r = i % 128, quarter = r / 32, l = r % 32;
+			uint8_t *lb = &ql[64 * half + l + 32 * (quarter & 1)];
+			*lb |= (uint8_t)(quarter < 2 ? (q & 0x0f) : (q & 0x0f) << 4);
+			qh[32 * half + l] |= (uint8_t)((q >> 4) << (2 * quarter));
+		}
+		memcpy(o + 192, sc, 16);
+		wr16(o + 208, dh);
 	}
 }
 
@@ -259,6 +537,17 @@ void kern_quant_row(enum kern_dtype t, const float *src, void *dst, size_t n)
 				o[4 + j] = (uint8_t)(lo | (hi << 4));
 			}
 		}
+		return;
+	case KERN_Q5_0:
+	case KERN_Q5_1:
+		quant_q5(src, o, n, t == KERN_Q5_1);
+		return;
+	case KERN_Q4_K:
+	case KERN_Q5_K:
+		quant_q45_k(src, o, n, t == KERN_Q5_K);
+		return;
+	case KERN_Q6_K:
+		quant_q6_k(src, o, n);
 		return;
 	}
 }

@@ -153,13 +153,32 @@ struct kern_ctx {
 	const struct kern_ops *ops;
 };
 
+/* The CPU backend. Its matmul and attention run on a pool of n_threads threads made
+ * at create (the calling thread is one of them; the others sleep between ops). Threads
+ * split a matmul's output features and attention's (token, head) pairs, never a
+ * reduction, so results do not depend on n_threads.
+ *
+ * Instruction sets: the inner loops come in scalar (the reference), AVX2+FMA+F16C and
+ * AVX-512 versions, chosen at create as the best the CPU has, capped by SPECD_ISA and
+ * by `isa`. Batch invariance holds bitwise within one ISA: a row's result is the same
+ * whatever the number of rows and threads it is computed with. Results differ between
+ * ISAs (each sums in its own fixed order), by float rounding only; weights are
+ * dequantised to exactly the reference's values and activations stay f32 in every
+ * ISA. Two processes, or two backends, agree bitwise when they use the same ISA. */
 struct kern_cpu_config {
-	unsigned n_threads; /* 0 or 1: the calling thread only (all this backend does yet) */
+	unsigned n_threads; /* 0 or 1: the calling thread only */
+	/* "scalar", "avx2" or "avx512": use no ISA above this one; NULL: no cap. */
+	const char *isa;
 };
 
-/* Creates the CPU reference backend. cfg may be NULL (defaults). Errors: SPECD_NOMEM.
+/* Creates the CPU backend. cfg may be NULL (defaults). Errors: SPECD_NOMEM,
+ * SPECD_INVAL (an unknown isa name), SPECD_INTERNAL (a thread could not be started).
  * *out is written only on success; free it with kern_destroy. */
 enum specd_status kern_cpu_create(const struct kern_cpu_config *cfg, struct kern_ctx **out);
+
+/* The instruction set a CPU backend computes with ("scalar", "avx2", "avx512"), or
+ * NULL when ctx is another kind of backend. */
+const char *kern_cpu_isa_of(const struct kern_ctx *ctx);
 
 /* Frees a backend of any kind; NULL is a no-op. */
 static inline void kern_destroy(struct kern_ctx *ctx)

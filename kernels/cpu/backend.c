@@ -1,19 +1,17 @@
-/* The CPU reference backend object: the struct kern_ops table over the ops_*.c files.
- * It owns nothing yet; the thread pool and per-thread scratch of the SIMD issue will
- * live in struct cpu_backend, created here once, so ops keep never allocating. */
+/* The CPU backend object: the struct kern_ops table over the ops_*.c files, the
+ * thread pool its matmul and attention run on, and the ISA's inner loops, all chosen
+ * and created once here so that ops never allocate or decide anything per call. */
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/log.h"
 #include "cpu_ops.h"
-
-struct cpu_backend {
-	struct kern_ctx base; /* first: ops receive &base */
-	unsigned n_threads;
-};
 
 static void cpu_destroy(struct kern_ctx *ctx)
 {
-	specd_free(ctx); /* base is the first member, so ctx is the allocation */
+	struct cpu_backend *be = cpu_backend_of(ctx);
+	cpu_pool_destroy(be->pool);
+	specd_free(be); /* base is the first member, so ctx is the allocation */
 }
 
 static enum specd_status cpu_copy(struct kern_ctx *ctx, void *dst, const void *src,
@@ -50,13 +48,56 @@ static const struct kern_ops cpu_ops = {
 	.sync = cpu_sync,
 };
 
+static const struct cpu_isa_kernels *kernels_for(enum kern_isa isa)
+{
+#if defined(__x86_64__)
+	switch (isa) {
+	case KERN_ISA_AVX512: return &cpu_kernels_avx512;
+	case KERN_ISA_AVX2: return &cpu_kernels_avx2;
+	case KERN_ISA_SCALAR: break;
+	}
+#else
+	(void)isa;
+#endif
+	return &cpu_kernels_scalar;
+}
+
 enum specd_status kern_cpu_create(const struct kern_cpu_config *cfg, struct kern_ctx **out)
 {
+	enum kern_isa isa = kern_cpu_isa();
+	if (cfg && cfg->isa) {
+		enum kern_isa cap;
+		if (strcmp(cfg->isa, "scalar") == 0)
+			cap = KERN_ISA_SCALAR;
+		else if (strcmp(cfg->isa, "avx2") == 0)
+			cap = KERN_ISA_AVX2;
+		else if (strcmp(cfg->isa, "avx512") == 0)
+			cap = KERN_ISA_AVX512;
+		else
+			return SPECD_INVAL;
+		if (cap < isa)
+			isa = cap;
+	}
 	struct cpu_backend *be = specd_calloc(1, sizeof(*be));
 	if (!be)
 		return SPECD_NOMEM;
 	be->base.ops = &cpu_ops;
-	be->n_threads = cfg && cfg->n_threads > 1 ? cfg->n_threads : 1;
+	be->k = kernels_for(isa);
+	unsigned n_threads = cfg && cfg->n_threads > 1 ? cfg->n_threads : 1;
+	enum specd_status st = cpu_pool_create(n_threads, &be->pool);
+	if (st != SPECD_OK) {
+		specd_free(be);
+		return st;
+	}
+	LOG_DEBUG("cpu backend: %s, %u threads", kern_isa_name(be->k->isa), n_threads);
 	*out = &be->base;
 	return SPECD_OK;
+}
+
+const char *kern_cpu_isa_of(const struct kern_ctx *ctx)
+{
+	if (!ctx || ctx->ops != &cpu_ops)
+		return NULL;
+	const struct cpu_backend *be = (const struct cpu_backend *)(const void *)ctx;
+	return kern_isa_name(be->k->isa);
 }

@@ -1,7 +1,12 @@
 /* Run-time ISA detection for the CPU backend; see cpu_features.h. */
 #include "cpu_features.h"
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,8 +18,11 @@ static void detect(void)
 	g_hw = KERN_ISA_SCALAR;
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 	__builtin_cpu_init();
-	if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-	    __builtin_cpu_supports("f16c")) {
+	/* F16C by CPUID leaf 1 (ECX bit 29): clang's __builtin_cpu_supports has no name
+	 * for it. */
+	unsigned a = 0, b = 0, c = 0, d = 0;
+	bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+	if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c) {
 		g_hw = KERN_ISA_AVX2;
 		if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
 		    __builtin_cpu_supports("avx512vl"))

@@ -1,8 +1,9 @@
-/* Reference attention: each query token against the K/V cache rows its mask lets it
- * see (kern.h struct kern_attn_mask), causal or tree. Two passes per head (the max
- * score, then the weights and the weighted sum), recomputing the dot products instead
- * of keeping a score buffer, so nothing is allocated and the cost of a token depends
- * only on its own visible rows. */
+/* Attention: each query token against the K/V cache rows its mask lets it see (kern.h
+ * struct kern_attn_mask), causal or tree. Two passes per head (the max score, then the
+ * weights and the weighted sum), recomputing the dot products instead of keeping a
+ * score buffer, so nothing is allocated and the cost of a token depends only on its
+ * own visible rows. The pool's threads split the (token, head) pairs; the dot products
+ * and weighted sums are the ISA's (struct cpu_isa_kernels). */
 #include <math.h>
 #include <stdbool.h>
 
@@ -43,14 +44,6 @@ static enum specd_status check_args(const struct kern_attn *a)
 	return SPECD_OK;
 }
 
-static float dot(const float *a, const float *b, size_t n)
-{
-	float s = 0.0f;
-	for (size_t i = 0; i < n; i++)
-		s += a[i] * b[i];
-	return s;
-}
-
 /* How many rows token t sees; row_at() below is the one place that fixes their order. */
 static size_t visible_count(const struct kern_attn *a, size_t t)
 {
@@ -73,9 +66,65 @@ static size_t row_at(const struct kern_attn *a, size_t t, size_t i, size_t *curs
 	return m->row[(*cursor)++];
 }
 
+/* One (token, head) pair: the max score, then the weights and the weighted sum, over
+ * the token's visible rows in their fixed order. Depends on nothing but the pair, so
+ * any split of pairs over threads gives the same bits. */
+static void attend_one(const struct cpu_isa_kernels *k, const struct kern_attn *a, size_t t,
+		       size_t h, float *acc)
+{
+	size_t hd = a->head_dim, group = a->n_heads / a->n_kv_heads;
+	size_t n_vis = visible_count(a, t);
+	const float *kslot = a->kv.k + a->mask.slot[t] * a->kv.slot_stride;
+	const float *vslot = a->kv.v + a->mask.slot[t] * a->kv.slot_stride;
+	const float *q = a->q + t * a->ldq + h * hd;
+	size_t koff = (h / group) * hd;
+
+	float max = -INFINITY;
+	size_t cur = 0;
+	for (size_t i = 0; i < n_vis; i++) {
+		size_t row = row_at(a, t, i, &cur);
+		float s = k->dot(q, kslot + row * a->kv.row_stride + koff, hd) * a->scale;
+		max = s > max ? s : max;
+	}
+
+	for (size_t d = 0; d < hd; d++)
+		acc[d] = 0.0f;
+	float sum = 0.0f;
+	cur = 0;
+	for (size_t i = 0; i < n_vis; i++) {
+		size_t row = row_at(a, t, i, &cur);
+		float s = k->dot(q, kslot + row * a->kv.row_stride + koff, hd) * a->scale;
+		float p = expf(s - max);
+		sum += p;
+		k->axpy(acc, p, vslot + row * a->kv.row_stride + koff, hd);
+	}
+
+	float *o = a->out + t * a->ldo + h * hd;
+	float inv = 1.0f / sum;
+	for (size_t d = 0; d < hd; d++)
+		o[d] = acc[d] * inv;
+}
+
+struct attn_share {
+	const struct cpu_isa_kernels *k;
+	const struct kern_attn *a;
+};
+
+/* Share `index` of n: a contiguous run of the (token, head) pairs. */
+static void attn_share_run(void *arg, unsigned index, unsigned n)
+{
+	const struct attn_share *s = arg;
+	const struct kern_attn *a = s->a;
+	float acc[KERN_MAX_HEAD_DIM];
+	size_t pairs = a->n_tokens * a->n_heads;
+	size_t p1 = pairs * (index + 1) / n;
+	for (size_t p = pairs * index / n; p < p1; p++)
+		attend_one(s->k, a, p / a->n_heads, p % a->n_heads, acc);
+}
+
 enum specd_status cpu_attention(struct kern_ctx *ctx, const struct kern_attn *a)
 {
-	(void)ctx;
+	struct cpu_backend *be = cpu_backend_of(ctx);
 	if (!a)
 		return SPECD_INVAL;
 	if (a->n_tokens == 0)
@@ -83,44 +132,10 @@ enum specd_status cpu_attention(struct kern_ctx *ctx, const struct kern_attn *a)
 	enum specd_status st = check_args(a);
 	if (st != SPECD_OK)
 		return st;
-
-	size_t hd = a->head_dim, group = a->n_heads / a->n_kv_heads;
-	float acc[KERN_MAX_HEAD_DIM];
-	for (size_t t = 0; t < a->n_tokens; t++) {
-		size_t n_vis = visible_count(a, t);
-		const float *kslot = a->kv.k + a->mask.slot[t] * a->kv.slot_stride;
-		const float *vslot = a->kv.v + a->mask.slot[t] * a->kv.slot_stride;
-		for (size_t h = 0; h < a->n_heads; h++) {
-			const float *q = a->q + t * a->ldq + h * hd;
-			size_t koff = (h / group) * hd;
-
-			float max = -INFINITY;
-			size_t cur = 0;
-			for (size_t i = 0; i < n_vis; i++) {
-				size_t row = row_at(a, t, i, &cur);
-				float s = dot(q, kslot + row * a->kv.row_stride + koff, hd) * a->scale;
-				max = s > max ? s : max;
-			}
-
-			for (size_t d = 0; d < hd; d++)
-				acc[d] = 0.0f;
-			float sum = 0.0f;
-			cur = 0;
-			for (size_t i = 0; i < n_vis; i++) {
-				size_t row = row_at(a, t, i, &cur);
-				float s = dot(q, kslot + row * a->kv.row_stride + koff, hd) * a->scale;
-				float p = expf(s - max);
-				const float *v = vslot + row * a->kv.row_stride + koff;
-				sum += p;
-				for (size_t d = 0; d < hd; d++)
-					acc[d] += p * v[d];
-			}
-
-			float *o = a->out + t * a->ldo + h * hd;
-			float inv = 1.0f / sum;
-			for (size_t d = 0; d < hd; d++)
-				o[d] = acc[d] * inv;
-		}
-	}
+	struct attn_share share = {.k = be->k, .a = a};
+	if (a->n_tokens * a->n_heads < 2)
+		attn_share_run(&share, 0, 1);
+	else
+		cpu_pool_run(be->pool, attn_share_run, &share);
 	return SPECD_OK;
 }

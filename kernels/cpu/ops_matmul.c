@@ -1,13 +1,16 @@
-/* Reference matmul and embedding lookup: the weight-reading ops of the forward pass.
- * Weights stay in their file type; one block (32 weights) at a time is dequantised
- * into a stack buffer and used for a chunk of rows, so no call allocates. */
+/* Matmul and embedding lookup: the weight-reading ops of the forward pass. Weights
+ * stay in their file type. The pool's threads split the output features in fixed
+ * units (CPU_MATMUL_SPLIT) and each runs the ISA's inner loop over all rows for its
+ * features, so the weights are read once per call however many rows, and no element's
+ * result depends on the thread count. Nothing here allocates. */
 #include <stdbool.h>
 #include <string.h>
 
 #include "cpu_ops.h"
 
-/* Elements per chunk of a float-typed row; quantised rows use their block size. */
-#define CHUNK KERN_QK
+/* Below this many multiply-adds a call runs on the calling thread alone: waking the
+ * pool would cost more than the work (results are the same either way). */
+#define MATMUL_PARALLEL_MIN 32768
 
 static bool mat_valid(const struct kern_mat *w)
 {
@@ -17,68 +20,43 @@ static bool mat_valid(const struct kern_mat *w)
 	return w->row_bytes >= kern_dtype_row_bytes(w->type, w->n_in);
 }
 
-/* Weights [i0, i0 + len) of one row as floats: a pointer into the row itself for
- * aligned f32, else dequantised into buf (CHUNK floats). i0 is a multiple of CHUNK. */
-static const float *row_chunk(enum kern_dtype t, const unsigned char *row, size_t i0,
-			      size_t len, float *buf)
+struct matmul_share {
+	const struct cpu_isa_kernels *k;
+	const struct cpu_matmul_job *job;
+};
+
+static void matmul_share_run(void *arg, unsigned index, unsigned n)
 {
-	switch (t) {
-	case KERN_F32: {
-		const unsigned char *p = row + i0 * sizeof(float);
-		if (((uintptr_t)p & (sizeof(float) - 1)) == 0)
-			return (const float *)(const void *)p;
-		memcpy(buf, p, len * sizeof(float));
-		return buf;
-	}
-	case KERN_F16:
-	case KERN_BF16:
-		kern_dequant_row(t, row + i0 * 2, buf, len);
-		return buf;
-	case KERN_Q8_0:
-	case KERN_Q4_0:
-	case KERN_Q4_1:
-		kern_dequant_row(t, row + (i0 / KERN_QK) * kern_dtype_block_bytes(t), buf, len);
-		return buf;
-	}
-	return NULL;
+	const struct matmul_share *s = arg;
+	size_t n_out = s->job->w->n_out;
+	size_t units = (n_out + CPU_MATMUL_SPLIT - 1) / CPU_MATMUL_SPLIT;
+	size_t u0 = units * index / n, u1 = units * (index + 1) / n;
+	size_t o0 = u0 * CPU_MATMUL_SPLIT, o1 = u1 * CPU_MATMUL_SPLIT;
+	if (o1 > n_out)
+		o1 = n_out;
+	if (o0 < o1)
+		s->k->matmul_range(s->job, o0, o1);
 }
 
 enum specd_status cpu_matmul(struct kern_ctx *ctx, float *y, size_t ldy, const float *x,
 			     size_t ldx, size_t rows, const struct kern_mat *w,
 			     const float *bias)
 {
-	(void)ctx;
+	struct cpu_backend *be = cpu_backend_of(ctx);
 	if (rows == 0)
 		return SPECD_OK;
 	if (!y || !x || !w || !mat_valid(w) || ldx < w->n_in || ldy < w->n_out)
 		return SPECD_INVAL;
 
-	const unsigned char *base = w->data;
-	float buf[CHUNK];
-	float acc[CPU_MATMUL_ROW_CHUNK];
-	for (size_t r0 = 0; r0 < rows; r0 += CPU_MATMUL_ROW_CHUNK) {
-		size_t nr = rows - r0 < CPU_MATMUL_ROW_CHUNK ? rows - r0 : CPU_MATMUL_ROW_CHUNK;
-		for (size_t o = 0; o < w->n_out; o++) {
-			const unsigned char *row = base + o * w->row_bytes;
-			for (size_t r = 0; r < nr; r++)
-				acc[r] = 0.0f;
-			/* Each y[r, o] is summed in increasing i, one product at a time, the
-			 * same whatever nr is: that order is what batch invariance rests on. */
-			for (size_t i0 = 0; i0 < w->n_in; i0 += CHUNK) {
-				size_t len = w->n_in - i0 < CHUNK ? w->n_in - i0 : CHUNK;
-				const float *wc = row_chunk(w->type, row, i0, len, buf);
-				for (size_t r = 0; r < nr; r++) {
-					const float *xr = x + (r0 + r) * ldx + i0;
-					float a = acc[r];
-					for (size_t j = 0; j < len; j++)
-						a += xr[j] * wc[j];
-					acc[r] = a;
-				}
-			}
-			for (size_t r = 0; r < nr; r++)
-				y[(r0 + r) * ldy + o] = bias ? acc[r] + bias[o] : acc[r];
-		}
+	struct cpu_matmul_job job = {
+		.y = y, .ldy = ldy, .x = x, .ldx = ldx, .rows = rows, .w = w, .bias = bias,
+	};
+	if (w->n_in * w->n_out * rows < MATMUL_PARALLEL_MIN || cpu_pool_size(be->pool) == 1) {
+		be->k->matmul_range(&job, 0, w->n_out);
+		return SPECD_OK;
 	}
+	struct matmul_share share = {.k = be->k, .job = &job};
+	cpu_pool_run(be->pool, matmul_share_run, &share);
 	return SPECD_OK;
 }
 

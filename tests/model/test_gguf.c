@@ -682,8 +682,8 @@ static void test_gguf__rejects_bad_tensor_infos_naming_the_tensor(void **state)
 	one_tensor(&b, "output.weight", 2, zero, KERN_F32, 0, 64);
 	expect_fail(&b, SPECD_INVAL, "tensor 'output.weight': dimension 1 is 0", NULL);
 	const uint64_t ne2[2] = {256, 2};
-	one_tensor(&b, "blk.3.ffn_up.weight", 2, ne2, 12, 0, 4096);
-	expect_fail(&b, SPECD_UNSUPPORTED, "tensor 'blk.3.ffn_up.weight': type id 12 (q4_K)", NULL);
+	one_tensor(&b, "blk.3.ffn_up.weight", 2, ne2, 10, 0, 4096);
+	expect_fail(&b, SPECD_UNSUPPORTED, "tensor 'blk.3.ffn_up.weight': type id 10 (q2_K)", NULL);
 	one_tensor(&b, "blk.3.ffn_down.weight", 2, ne2, 250, 0, 4096);
 	expect_fail(&b, SPECD_UNSUPPORTED, "tensor 'blk.3.ffn_down.weight': type id 250 (unknown)", NULL);
 	const uint64_t ne33[2] = {33, 2};
@@ -799,8 +799,8 @@ static void test_gguf__rejects_mutations_of_a_written_file(void **state)
 	/* output.weight's type field: after name, n_dims, 2 x ne */
 	size_t info = find(p, n, "output.weight") + strlen("output.weight");
 	memcpy(m, p, n);
-	m[info + 4 + 16] = 14; /* q6_K */
-	expect_fail_at(m, n, SPECD_UNSUPPORTED, "tensor 'output.weight': type id 14 (q6_K)", NULL, __LINE__);
+	m[info + 4 + 16] = 11; /* q3_K */
+	expect_fail_at(m, n, SPECD_UNSUPPORTED, "tensor 'output.weight': type id 11 (q3_K)", NULL, __LINE__);
 	/* its offset, moved onto the other tensor's data */
 	memcpy(m, p, n);
 	memset(m + info + 4 + 16 + 4, 0, 8);
@@ -952,13 +952,13 @@ static void test_gguf__real_files_errors_name_the_path(void **state)
 	assert_non_null(strstr(err.msg, "truncated"));
 	/* a written file with an unsupported tensor type, through the mmap path */
 	size_t info = find(p, n, "output_norm.weight") + strlen("output_norm.weight");
-	p[info + 4 + 8] = 13; /* q5_K */
+	p[info + 4 + 8] = 10; /* q2_K */
 	fp = fopen(path, "wb");
 	assert_non_null(fp);
 	assert_int_equal(fwrite(p, 1, n, fp), n);
 	fclose(fp);
 	assert_int_equal(gguf_open(path, &f, &err), SPECD_UNSUPPORTED);
-	assert_non_null(strstr(err.msg, "tensor 'output_norm.weight': type id 13 (q5_K)"));
+	assert_non_null(strstr(err.msg, "tensor 'output_norm.weight': type id 10 (q2_K)"));
 	free(p);
 }
 
@@ -981,7 +981,7 @@ static void test_gguf_writer__rejects_bad_input(void **state)
 	assert_int_equal(gguf_writer_add_tensor(w, "t", KERN_F32, 2, ne, x), SPECD_OK);
 	assert_int_equal(gguf_writer_add_tensor(w, "t", KERN_F32, 2, ne, x), SPECD_INVAL);
 	assert_int_equal(gguf_writer_add_tensor(w, "q", KERN_Q8_0, 1, ne33, x), SPECD_INVAL);
-	assert_int_equal(gguf_writer_add_tensor(w, "q", (enum kern_dtype)12, 1, ne, x), SPECD_INVAL);
+	assert_int_equal(gguf_writer_add_tensor(w, "q", (enum kern_dtype)16, 1, ne, x), SPECD_INVAL);
 	assert_int_equal(gguf_writer_add_tensor(w, "q", KERN_F32, 5, ne, x), SPECD_INVAL);
 	path_in(path, sizeof(path), "w.gguf");
 	assert_int_equal(gguf_writer_write(w, path, 1, &err), SPECD_INVAL);

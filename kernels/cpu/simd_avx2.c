@@ -1,0 +1,74 @@
+/* The AVX2 + FMA + F16C inner loops of the CPU backend: the vector primitives for
+ * simd_body.h at 8 floats per vector. Compiled with those flags alone (cmake
+ * specd_simd_source) and called only when kern_cpu_isa() allows AVX2. */
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cpu_ops.h"
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#include <immintrin.h>
+
+#define VL 8
+typedef __m256 vec;
+
+static inline vec v_zero(void) { return _mm256_setzero_ps(); }
+static inline vec v_set1(float f) { return _mm256_set1_ps(f); }
+static inline vec v_loadu(const float *p) { return _mm256_loadu_ps(p); }
+static inline void v_storeu(float *p, vec v) { _mm256_storeu_ps(p, v); }
+static inline vec v_add(vec a, vec b) { return _mm256_add_ps(a, b); }
+static inline vec v_sub(vec a, vec b) { return _mm256_sub_ps(a, b); }
+static inline vec v_mul(vec a, vec b) { return _mm256_mul_ps(a, b); }
+static inline vec v_fma(vec a, vec b, vec c) { return _mm256_fmadd_ps(a, b, c); }
+
+/* Lanes summed in one fixed order: halves, then pairs, then the last two. */
+static inline float v_hsum(vec v)
+{
+	__m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+	s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+	s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+	return _mm_cvtss_f32(s);
+}
+
+static inline float f16_scalar(uint16_t h) { return _cvtsh_ss(h); }
+
+static inline vec v_load_f16(const uint16_t *p)
+{
+	return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)p));
+}
+
+static inline vec v_load_bf16(const uint16_t *p)
+{
+	__m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(const void *)p));
+	return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+}
+
+static inline vec v_load_i8(const int8_t *q)
+{
+	__m128i b = _mm_loadl_epi64((const __m128i *)(const void *)q);
+	return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
+}
+
+/* Chunk j (8 weights) of a Q4 block's 32 nibbles as floats 0..15: byte i's low nibble
+ * is weight i, its high nibble weight i + 16. */
+static inline vec v_q4_chunk(const unsigned char *qs, int j)
+{
+	__m128i b = _mm_loadl_epi64((const __m128i *)(const void *)(qs + (j & 1) * 8));
+	if (j >= 2)
+		b = _mm_srli_epi16(b, 4);
+	b = _mm_and_si128(b, _mm_set1_epi8(0x0f));
+	return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(b));
+}
+
+#include "simd_body.h"
+
+const struct cpu_isa_kernels cpu_kernels_avx2 = {
+	.isa = KERN_ISA_AVX2,
+	.matmul_range = simd_matmul_range,
+	.dot = simd_dot,
+	.axpy = simd_axpy,
+};
+#else
+/* Not an x86-64 build: no AVX2 kernels (backend.c never asks for them). */
+extern const struct cpu_isa_kernels cpu_kernels_avx2;
+#endif

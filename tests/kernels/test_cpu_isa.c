@@ -1,0 +1,431 @@
+/* kernels/cpu across instruction sets and thread counts: for every ISA this CPU runs
+ * (scalar, AVX2, AVX-512) and 1 or 2 threads, a matmul row of every weight type and an
+ * attention token are bitwise the same whatever the number of rows and threads they
+ * are computed with (odd shapes, 1..16 rows and more); each SIMD path agrees with the
+ * scalar reference within the rounding bound of a reordered sum; the thread pool runs
+ * every share exactly once; the ops allocate nothing. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "common/alloc.h"
+#include "kernels/cpu/cpu_features.h"
+#include "kernels/cpu/pool.h"
+#include "kernels/kern.h"
+
+static const enum kern_dtype all_types[] = {KERN_F32, KERN_F16, KERN_BF16,
+					    KERN_Q8_0, KERN_Q4_0, KERN_Q4_1};
+#define N_TYPES (sizeof(all_types) / sizeof(all_types[0]))
+static const char *const isa_names[] = {"scalar", "avx2", "avx512"};
+#define N_ISAS 3
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+
+static float rnd(void) /* uniform in [-1, 1) */
+{
+	rng_state ^= rng_state << 13;
+	rng_state ^= rng_state >> 7;
+	rng_state ^= rng_state << 17;
+	return (float)((double)(rng_state >> 11) * 0x1p-53 * 2.0 - 1.0);
+}
+
+static float *rnd_array(size_t n)
+{
+	float *a = malloc(n * sizeof(float));
+	assert_non_null(a);
+	for (size_t i = 0; i < n; i++)
+		a[i] = rnd();
+	return a;
+}
+
+/* A backend for ISA index i and n threads, or NULL when this CPU (or SPECD_ISA) does
+ * not offer that ISA: the cap would give a lower one, tested under its own name. */
+static struct kern_ctx *make_ctx(int isa, unsigned threads)
+{
+	struct kern_cpu_config cfg = {.n_threads = threads, .isa = isa_names[isa]};
+	struct kern_ctx *ctx = NULL;
+	assert_int_equal(kern_cpu_create(&cfg, &ctx), SPECD_OK);
+	if (strcmp(kern_cpu_isa_of(ctx), isa_names[isa]) != 0) {
+		kern_destroy(ctx);
+		return NULL;
+	}
+	return ctx;
+}
+
+struct test_mat {
+	struct kern_mat m;
+	unsigned char *bytes;
+	float *deq; /* (n_out, n_in) */
+};
+
+static void test_mat_make(struct test_mat *tm, enum kern_dtype t, size_t n_in, size_t n_out,
+			  size_t pad)
+{
+	size_t rb = kern_dtype_row_bytes(t, n_in) + pad;
+	tm->bytes = calloc(n_out, rb);
+	tm->deq = malloc(n_in * n_out * sizeof(float));
+	float *src = malloc(n_in * sizeof(float));
+	assert_non_null(tm->bytes);
+	assert_non_null(tm->deq);
+	assert_non_null(src);
+	for (size_t o = 0; o < n_out; o++) {
+		for (size_t i = 0; i < n_in; i++)
+			src[i] = rnd();
+		kern_quant_row(t, src, tm->bytes + o * rb, n_in);
+		kern_dequant_row(t, tm->bytes + o * rb, tm->deq + o * n_in, n_in);
+	}
+	free(src);
+	tm->m = (struct kern_mat){.type = t, .n_in = n_in, .n_out = n_out, .row_bytes = rb,
+				  .data = tm->bytes};
+}
+
+static void test_mat_free(struct test_mat *tm)
+{
+	free(tm->bytes);
+	free(tm->deq);
+}
+
+struct shape {
+	size_t n_in, n_out;
+};
+
+/* Odd shapes: whole blocks for the quantised types; for float types also lengths that
+ * end in a partial vector. 512 x 100 is large enough for the pool to split one row. */
+static const struct shape quant_shapes[] = {{32, 1}, {96, 13}, {160, 37}, {512, 100}};
+static const struct shape float_shapes[] = {{1, 3},   {7, 9},    {37, 13},
+					    {45, 67}, {200, 33}, {512, 100}};
+
+#define MAX_ROWS 70
+
+/* Row i of every n-row call (n = 1..16 and 70), with 1 and 2 threads, equals row i
+ * computed alone on one thread. */
+static void check_matmul_invariance(int isa, enum kern_dtype t, struct shape s)
+{
+	struct kern_ctx *one = make_ctx(isa, 1), *two = make_ctx(isa, 2);
+	if (!one) {
+		kern_destroy(two);
+		return;
+	}
+	struct test_mat tm;
+	size_t ldx = s.n_in + 5, ldy = s.n_out + 3;
+	test_mat_make(&tm, t, s.n_in, s.n_out, kern_dtype_block(t) > 1 ? 0 : 2);
+	float *x = rnd_array(MAX_ROWS * ldx), *bias = rnd_array(s.n_out);
+	float *alone = malloc(MAX_ROWS * ldy * sizeof(float));
+	float *y = malloc(MAX_ROWS * ldy * sizeof(float));
+	assert_non_null(alone);
+	assert_non_null(y);
+	for (size_t r = 0; r < MAX_ROWS; r++)
+		assert_int_equal(kern_matmul(one, alone + r * ldy, ldy, x + r * ldx, ldx, 1, &tm.m,
+					     bias),
+				 SPECD_OK);
+	struct kern_ctx *ctxs[2] = {one, two};
+	for (int c = 0; c < 2; c++) {
+		for (size_t n = 1; n <= 17; n++) {
+			size_t rows = n == 17 ? MAX_ROWS : n;
+			memset(y, 0xff, MAX_ROWS * ldy * sizeof(float));
+			assert_int_equal(kern_matmul(ctxs[c], y, ldy, x, ldx, rows, &tm.m, bias),
+					 SPECD_OK);
+			for (size_t r = 0; r < rows; r++) {
+				if (memcmp(y + r * ldy, alone + r * ldy, s.n_out * sizeof(float)) != 0)
+					fail_msg("%s %s %zux%zu: row %zu of %zu differs with %d threads",
+						 isa_names[isa], kern_dtype_name(t), s.n_out, s.n_in,
+						 r, rows, c + 1);
+			}
+		}
+	}
+	free(x);
+	free(bias);
+	free(alone);
+	free(y);
+	test_mat_free(&tm);
+	kern_destroy(one);
+	kern_destroy(two);
+}
+
+static void test_matmul__bitwise_invariant_over_rows_threads_types_isas(void **state)
+{
+	(void)state;
+	for (int isa = 0; isa < N_ISAS; isa++) {
+		for (size_t ti = 0; ti < N_TYPES; ti++) {
+			bool quant = kern_dtype_block(all_types[ti]) > 1;
+			const struct shape *sh = quant ? quant_shapes : float_shapes;
+			size_t n = quant ? sizeof(quant_shapes) / sizeof(quant_shapes[0])
+					 : sizeof(float_shapes) / sizeof(float_shapes[0]);
+			for (size_t i = 0; i < n; i++)
+				check_matmul_invariance(isa, all_types[ti], sh[i]);
+		}
+	}
+}
+
+/* The SIMD sums reorder the scalar's: both are within n_in * eps * sum|x w| of the exact
+ * value (weights dequantised identically), so they are within twice that of each other. */
+static void test_matmul__simd_matches_scalar_within_rounding(void **state)
+{
+	(void)state;
+	struct kern_ctx *ref = make_ctx(0, 1);
+	int tested = 0;
+	for (int isa = 1; isa < N_ISAS; isa++) {
+		struct kern_ctx *ctx = make_ctx(isa, 2);
+		if (!ctx)
+			continue;
+		tested++;
+		for (size_t ti = 0; ti < N_TYPES; ti++) {
+			enum kern_dtype t = all_types[ti];
+			bool quant = kern_dtype_block(t) > 1;
+			size_t n_in = quant ? 160 : 45, n_out = 37, rows = 11;
+			struct test_mat tm;
+			test_mat_make(&tm, t, n_in, n_out, 0);
+			float *x = rnd_array(rows * n_in), *bias = rnd_array(n_out);
+			float *y = malloc(rows * n_out * sizeof(float));
+			float *yr = malloc(rows * n_out * sizeof(float));
+			assert_int_equal(kern_matmul(ctx, y, n_out, x, n_in, rows, &tm.m, bias), SPECD_OK);
+			assert_int_equal(kern_matmul(ref, yr, n_out, x, n_in, rows, &tm.m, bias), SPECD_OK);
+			bool any_diff = false;
+			for (size_t r = 0; r < rows; r++) {
+				for (size_t o = 0; o < n_out; o++) {
+					double mag = fabs(bias[o]);
+					for (size_t i = 0; i < n_in; i++)
+						mag += fabs((double)x[r * n_in + i] * tm.deq[o * n_in + i]);
+					double tol = 2.0 * (double)(n_in + 2) * 0x1p-24 * mag;
+					float a = y[r * n_out + o], b = yr[r * n_out + o];
+					assert_true(fabs((double)a - (double)b) <= tol);
+					any_diff |= a != b;
+				}
+			}
+			(void)any_diff; /* orders differ; equality is allowed, not required */
+			free(x);
+			free(bias);
+			free(y);
+			free(yr);
+			test_mat_free(&tm);
+		}
+		kern_destroy(ctx);
+	}
+	kern_destroy(ref);
+	if (!tested)
+		skip();
+}
+
+/* ---- attention ---- */
+
+struct test_cache {
+	float *k, *v;
+	size_t n_slots, n_rows, row_floats;
+};
+
+static void cache_make(struct test_cache *c, size_t n_slots, size_t n_rows, size_t n_kv,
+		       size_t hd)
+{
+	c->n_slots = n_slots;
+	c->n_rows = n_rows;
+	c->row_floats = n_kv * hd;
+	c->k = rnd_array(n_slots * n_rows * c->row_floats);
+	c->v = rnd_array(n_slots * n_rows * c->row_floats);
+}
+
+static struct kern_kv_view cache_view(const struct test_cache *c)
+{
+	return (struct kern_kv_view){.k = c->k, .v = c->v, .slot_stride = c->n_rows * c->row_floats,
+				     .row_stride = c->row_floats, .n_rows = c->n_rows};
+}
+
+/* Causal tokens of K+1 verification style (1..16 at once, several slots) and odd head
+ * sizes: each token's output equals the token alone on one thread, bitwise, with 1 and
+ * 2 threads; SIMD outputs are within rounding of the scalar's. */
+static void test_attention__bitwise_invariant_and_close_to_scalar(void **state)
+{
+	(void)state;
+	const size_t head_dims[] = {8, 20, 64, 72};
+	struct kern_ctx *ref = make_ctx(0, 1);
+	for (int isa = 0; isa < N_ISAS; isa++) {
+		struct kern_ctx *one = make_ctx(isa, 1), *two = make_ctx(isa, 2);
+		if (!one) {
+			kern_destroy(two);
+			continue;
+		}
+		for (size_t hi = 0; hi < sizeof(head_dims) / sizeof(head_dims[0]); hi++) {
+			const size_t hd = head_dims[hi], n_heads = 6, n_kv = 2, ld = n_heads * hd;
+			struct test_cache c;
+			cache_make(&c, 3, 40, n_kv, hd);
+			float *q = rnd_array(16 * ld), *alone = malloc(16 * ld * sizeof(float));
+			float *all = malloc(16 * ld * sizeof(float)), *sc = malloc(16 * ld * sizeof(float));
+			uint32_t slot[16], n_prefix[16];
+			for (size_t t = 0; t < 16; t++) {
+				slot[t] = (uint32_t)(t % 3);
+				n_prefix[t] = (uint32_t)(1 + (t * 7) % 40);
+			}
+			struct kern_attn a = {.n_heads = n_heads, .n_kv_heads = n_kv, .head_dim = hd,
+					      .scale = 1.0f / sqrtf((float)hd), .ldq = ld, .ldo = ld,
+					      .kv = cache_view(&c)};
+			for (size_t t = 0; t < 16; t++) {
+				a.n_tokens = 1;
+				a.q = q + t * ld;
+				a.out = alone + t * ld;
+				a.mask = (struct kern_attn_mask){.slot = slot + t, .n_prefix = n_prefix + t};
+				assert_int_equal(kern_attention(one, &a), SPECD_OK);
+			}
+			a.q = q;
+			a.mask = (struct kern_attn_mask){.slot = slot, .n_prefix = n_prefix};
+			for (size_t n = 1; n <= 16; n++) {
+				a.n_tokens = n;
+				a.out = all;
+				assert_int_equal(kern_attention(one, &a), SPECD_OK);
+				assert_memory_equal(all, alone, n * ld * sizeof(float));
+				assert_int_equal(kern_attention(two, &a), SPECD_OK);
+				assert_memory_equal(all, alone, n * ld * sizeof(float));
+			}
+			a.n_tokens = 16;
+			a.out = sc;
+			assert_int_equal(kern_attention(ref, &a), SPECD_OK);
+			for (size_t i = 0; i < 16 * ld; i++) /* outputs are averages of |v| < 1 */
+				assert_float_equal(sc[i], alone[i], 1e-5);
+			free(q);
+			free(alone);
+			free(all);
+			free(sc);
+			free(c.k);
+			free(c.v);
+		}
+		kern_destroy(one);
+		kern_destroy(two);
+	}
+	kern_destroy(ref);
+}
+
+/* ---- the backend and its pool ---- */
+
+static void test_create__isa_cap_and_names(void **state)
+{
+	(void)state;
+	struct kern_cpu_config bad = {.n_threads = 2, .isa = "sse9"};
+	struct kern_ctx *ctx = NULL;
+	assert_int_equal(kern_cpu_create(&bad, &ctx), SPECD_INVAL);
+	assert_null(ctx);
+	struct kern_cpu_config scalar = {.n_threads = 3, .isa = "scalar"};
+	assert_int_equal(kern_cpu_create(&scalar, &ctx), SPECD_OK);
+	assert_string_equal(kern_cpu_isa_of(ctx), "scalar");
+	kern_destroy(ctx);
+	assert_int_equal(kern_cpu_create(NULL, &ctx), SPECD_OK);
+	assert_string_equal(kern_cpu_isa_of(ctx), kern_isa_name(kern_cpu_isa()));
+	kern_destroy(ctx);
+	/* The AVX-512 path is chosen only where the CPU has it. */
+	struct kern_cpu_config top = {.isa = "avx512"};
+	assert_int_equal(kern_cpu_create(&top, &ctx), SPECD_OK);
+	assert_string_equal(kern_cpu_isa_of(ctx), kern_isa_name(kern_cpu_isa()));
+	assert_true(kern_cpu_isa() <= kern_cpu_isa_hw());
+	kern_destroy(ctx);
+}
+
+struct pool_count {
+	atomic_int hits[8];
+	atomic_int bad;
+};
+
+static void count_share(void *arg, unsigned index, unsigned n)
+{
+	struct pool_count *c = arg;
+	if (index >= n || n > 8)
+		atomic_fetch_add(&c->bad, 1);
+	else
+		atomic_fetch_add(&c->hits[index], 1);
+}
+
+static void test_pool__runs_every_share_exactly_once(void **state)
+{
+	(void)state;
+	const unsigned sizes[] = {0, 1, 2, 3, 5};
+	for (size_t s = 0; s < sizeof(sizes) / sizeof(sizes[0]); s++) {
+		struct cpu_pool *p = NULL;
+		assert_int_equal(cpu_pool_create(sizes[s], &p), SPECD_OK);
+		unsigned n = cpu_pool_size(p);
+		assert_int_equal(n, sizes[s] ? sizes[s] : 1);
+		struct pool_count c;
+		memset(&c, 0, sizeof(c));
+		for (int run = 0; run < 2000; run++)
+			cpu_pool_run(p, count_share, &c);
+		assert_int_equal(atomic_load(&c.bad), 0);
+		for (unsigned i = 0; i < 8; i++)
+			assert_int_equal(atomic_load(&c.hits[i]), i < n ? 2000 : 0);
+		cpu_pool_destroy(p);
+	}
+	cpu_pool_destroy(NULL);
+}
+
+static void test_pool__create_failure_cleans_up(void **state)
+{
+	(void)state;
+	for (long k = 1; k <= 3; k++) {
+		struct cpu_pool *p = NULL;
+		specd_alloc_fail_after(k);
+		enum specd_status st = cpu_pool_create(4, &p);
+		specd_alloc_fail_reset();
+		if (st == SPECD_OK)
+			cpu_pool_destroy(p);
+		else
+			assert_int_equal(st, SPECD_NOMEM);
+	}
+	struct kern_cpu_config cfg = {.n_threads = 2};
+	for (long k = 1; k <= 3; k++) {
+		struct kern_ctx *ctx = NULL;
+		specd_alloc_fail_after(k);
+		enum specd_status st = kern_cpu_create(&cfg, &ctx);
+		specd_alloc_fail_reset();
+		if (st == SPECD_OK)
+			kern_destroy(ctx);
+		else
+			assert_null(ctx);
+	}
+}
+
+static void test_ops__allocate_nothing_with_threads(void **state)
+{
+	(void)state;
+	struct kern_ctx *ctx = NULL;
+	struct kern_cpu_config cfg = {.n_threads = 2};
+	assert_int_equal(kern_cpu_create(&cfg, &ctx), SPECD_OK);
+	struct test_mat tm;
+	test_mat_make(&tm, KERN_Q8_0, 512, 100, 0);
+	float *x = rnd_array(9 * 512), *y = malloc(9 * 100 * sizeof(float));
+	struct test_cache c;
+	cache_make(&c, 1, 16, 2, 64);
+	float *q = rnd_array(4 * 256), *out = malloc(4 * 256 * sizeof(float));
+	uint32_t slot[4] = {0}, n_prefix[4] = {13, 14, 15, 16};
+	struct kern_attn a = {.n_tokens = 4, .n_heads = 4, .n_kv_heads = 2, .head_dim = 64,
+			      .scale = 0.125f, .q = q, .ldq = 256, .out = out, .ldo = 256,
+			      .kv = cache_view(&c), .mask = {.slot = slot, .n_prefix = n_prefix}};
+	specd_alloc_fail_reset(); /* restarts the count */
+	for (size_t n = 1; n <= 9; n++)
+		assert_int_equal(kern_matmul(ctx, y, 100, x, 512, n, &tm.m, NULL), SPECD_OK);
+	assert_int_equal(kern_attention(ctx, &a), SPECD_OK);
+	assert_int_equal(specd_alloc_count(), 0);
+	free(x);
+	free(y);
+	free(q);
+	free(out);
+	free(c.k);
+	free(c.v);
+	test_mat_free(&tm);
+	kern_destroy(ctx);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_matmul__bitwise_invariant_over_rows_threads_types_isas),
+		cmocka_unit_test(test_matmul__simd_matches_scalar_within_rounding),
+		cmocka_unit_test(test_attention__bitwise_invariant_and_close_to_scalar),
+		cmocka_unit_test(test_create__isa_cap_and_names),
+		cmocka_unit_test(test_pool__runs_every_share_exactly_once),
+		cmocka_unit_test(test_pool__create_failure_cleans_up),
+		cmocka_unit_test(test_ops__allocate_nothing_with_threads),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
