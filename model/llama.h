@@ -52,8 +52,9 @@ struct model_config {
 	/* The backend to run on, borrowed (must outlive the model); NULL: the model
 	 * creates and owns a CPU backend. */
 	struct kern_ctx *kern;
-	/* Tensor-parallel hook, borrowed; NULL (or size 1) runs the model whole. A size
-	 * above 1 is SPECD_UNSUPPORTED until the sharded loader exists. */
+	/* Tensor-parallel hook, borrowed; NULL (or size 1) runs the model whole. With
+	 * size T > 1 this rank loads shard `rank` of T (model/shard.h: heads, FFN columns
+	 * and vocabulary rows split, the rest replicated). */
 	const struct model_comm *comm;
 };
 
@@ -113,7 +114,8 @@ struct model_batch {
 
 	uint32_t n_out;          /* 0 .. n_tokens */
 	const uint32_t *out_idx; /* (n_out) batch indices */
-	float *logits;           /* (n_out, n_vocab) or NULL */
+	float *logits;           /* (n_out, n_vocab) or NULL; a shard writes its vocabulary
+				    slice (n_out, model_shard(m)->n_vocab) */
 	float *hidden;           /* (n_out, dim) or NULL */
 	uint32_t n_layers_out;
 	const uint32_t *layers;  /* (n_layers_out) layer indices < n_layers */

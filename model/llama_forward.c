@@ -1,6 +1,8 @@
 /* The forward pass: one batch of tokens from any number of sequences through every
  * layer (RMSNorm, Q/K/V, RoPE, KV write, attention, O, residual, RMSNorm, SwiGLU MLP,
  * residual), then the final norm and the LM head for the rows the caller asked for.
+ * A tensor-parallel shard runs the same steps on its part of each matrix, with the
+ * hook's all-reduce after the embedding, the O projection and the down projection.
  * The batch is planned (cache rows, visible prefixes, tree masks) and checked in full
  * before anything is written, and nothing is allocated: the decode step's cost is the
  * kernels' alone. */
@@ -127,9 +129,9 @@ static enum specd_status attention_block(struct model *m, const struct model_bat
 	    (st = kern_matmul(k, a->k, m->kv_dim, a->xb, dim, n, &ly->wk, ly->bk)) ||
 	    (st = kern_matmul(k, a->v, m->kv_dim, a->xb, dim, n, &ly->wv, ly->bv)))
 		return op_failed(err, st, (int)l, "q/k/v projection");
-	if ((st = kern_rope(k, a->q, m->q_dim, n, m->hp.n_heads, hd, b->pos, m->hp.rope_base,
+	if ((st = kern_rope(k, a->q, m->q_dim, n, m->n_heads, hd, b->pos, m->hp.rope_base,
 			    m->rope_layout)) ||
-	    (st = kern_rope(k, a->k, m->kv_dim, n, m->hp.n_kv_heads, hd, b->pos,
+	    (st = kern_rope(k, a->k, m->kv_dim, n, m->n_kv_heads, hd, b->pos,
 			    m->hp.rope_base, m->rope_layout)))
 		return op_failed(err, st, (int)l, "rope");
 	for (size_t t = 0; t < n; t++) {
@@ -142,14 +144,14 @@ static enum specd_status attention_block(struct model *m, const struct model_bat
 	}
 	struct kern_attn at = {
 		.n_tokens = n,
-		.n_heads = m->hp.n_heads,
-		.n_kv_heads = m->hp.n_kv_heads,
+		.n_heads = m->n_heads,
+		.n_kv_heads = m->n_kv_heads,
 		.head_dim = hd,
 		.scale = 1.0f / sqrtf((float)hd),
 		.q = a->q,
 		.ldq = m->q_dim,
-		.out = a->att,
-		.ldo = m->q_dim,
+		.out = a->att + m->att_pad,
+		.ldo = m->att_ld,
 		.kv = kv_layer_view(m->kv, l),
 		.mask = {
 			.slot = b->slots,
@@ -159,9 +161,26 @@ static enum specd_status attention_block(struct model *m, const struct model_bat
 			.tree_words = a->tree_words,
 		},
 	};
-	if ((st = kern_attention(k, &at)))
-		return op_failed(err, st, (int)l, "attention");
-	if ((st = kern_matmul(k, a->xb, dim, a->att, m->q_dim, n, &ly->wo, NULL)))
+	if (m->uniform_groups) {
+		if ((st = kern_attention(k, &at)))
+			return op_failed(err, st, (int)l, "attention");
+	} else {
+		/* A shard whose query heads cover KV heads unevenly: one call per KV head,
+		 * each head computed exactly as in the single call. */
+		struct kern_kv_view kv = at.kv;
+		for (uint32_t j = 0; j < m->n_kv_heads; j++) {
+			const struct llama_kv_group *g = &m->groups[j];
+			at.n_heads = g->n_q;
+			at.n_kv_heads = 1;
+			at.q = a->q + g->q0 * hd;
+			at.out = a->att + m->att_pad + g->q0 * hd;
+			at.kv.k = kv.k + j * hd;
+			at.kv.v = kv.v + j * hd;
+			if ((st = kern_attention(k, &at)))
+				return op_failed(err, st, (int)l, "attention");
+		}
+	}
+	if ((st = kern_matmul(k, a->xb, dim, a->att, m->att_ld, n, &ly->wo, NULL)))
 		return op_failed(err, st, (int)l, "attn_output");
 	if ((st = allreduce(m, a->xb, n * dim)))
 		return specd_errorf(err, st, "forward: layer %u: all-reduce after attention: %s",
@@ -177,7 +196,7 @@ static enum specd_status mlp_block(struct model *m, size_t n, uint32_t l,
 	const struct llama_layer *ly = &m->layers[l];
 	struct llama_acts *a = &m->a;
 	struct kern_ctx *k = m->kern;
-	size_t dim = m->hp.dim, ffn = m->hp.ffn_dim;
+	size_t dim = m->hp.dim, ffn = m->n_ffn;
 	enum specd_status st;
 
 	if ((st = kern_rmsnorm(k, a->xb, dim, a->x, dim, n, dim, ly->ffn_norm, m->hp.rms_eps)))
@@ -238,8 +257,44 @@ static enum specd_status head(struct model *m, const struct model_batch *b,
 	if (b->hidden && (st = kern_copy(k, b->hidden, a->out, b->n_out * dim * sizeof(float))))
 		return op_failed(err, st, -1, "hidden output");
 	if (b->logits &&
-	    (st = kern_matmul(k, b->logits, m->hp.n_vocab, a->out, dim, b->n_out, &m->output, NULL)))
+	    (st = kern_matmul(k, b->logits, m->n_vocab, a->out, dim, b->n_out, &m->output, NULL)))
 		return op_failed(err, st, -1, "output");
+	return SPECD_OK;
+}
+
+enum specd_status model_batch_check(struct model *m, const struct model_batch *b,
+				    struct specd_error *err)
+{
+	return plan_batch(m, b, err); /* writes only the activations' bookkeeping */
+}
+
+/* The embedding rows of the batch into the residual stream. A shard holds a slice of
+ * the vocabulary: it writes the rows it has and zeros for the others, and the
+ * all-reduce sums the one non-zero contribution into every shard (exactly). */
+static enum specd_status embed(struct model *m, const struct model_batch *b,
+			       struct specd_error *err)
+{
+	size_t dim = m->hp.dim;
+	enum specd_status st;
+	if (!m->comm || m->comm->size == 1) {
+		if ((st = kern_get_rows(m->kern, m->a.x, dim, &m->tok_embd, b->tokens, b->n_tokens)))
+			return op_failed(err, st, -1, "token_embd");
+		return SPECD_OK;
+	}
+	uint32_t v0 = m->shard.vocab0;
+	for (uint32_t t = 0; t < b->n_tokens; t++) {
+		float *row = m->a.x + (size_t)t * dim;
+		uint32_t id = b->tokens[t] - v0;
+		if (b->tokens[t] >= v0 && id < m->n_vocab)
+			st = kern_get_rows(m->kern, row, dim, &m->tok_embd, &id, 1);
+		else
+			st = kern_copy(m->kern, row, m->a.zeros, dim * sizeof(float));
+		if (st)
+			return op_failed(err, st, -1, "token_embd");
+	}
+	if ((st = allreduce(m, m->a.x, b->n_tokens * dim)))
+		return specd_errorf(err, st, "forward: all-reduce of the embeddings: %s",
+				    specd_status_str(st));
 	return SPECD_OK;
 }
 
@@ -249,9 +304,8 @@ enum specd_status model_forward(struct model *m, const struct model_batch *b,
 	enum specd_status st = plan_batch(m, b, err);
 	if (st != SPECD_OK)
 		return st;
-	size_t dim = m->hp.dim;
-	if ((st = kern_get_rows(m->kern, m->a.x, dim, &m->tok_embd, b->tokens, b->n_tokens)))
-		return op_failed(err, st, -1, "token_embd");
+	if ((st = embed(m, b, err)))
+		return st;
 	for (uint32_t l = 0; l < m->hp.n_layers; l++) {
 		if ((st = attention_block(m, b, l, err)) || (st = mlp_block(m, b->n_tokens, l, err)) ||
 		    (st = layer_outputs(m, b, l, err)))

@@ -5,6 +5,7 @@
 #define SPECD_MODEL_LLAMA_INT_H
 
 #include "llama.h"
+#include "shard.h"
 
 struct llama_layer {
 	const float *attn_norm; /* (dim) */
@@ -29,7 +30,8 @@ struct llama_acts {
 	float *q;        /* (max_batch, q_dim) */
 	float *k;        /* (max_batch, kv_dim) */
 	float *v;        /* (max_batch, kv_dim) */
-	float *att;      /* (max_batch, q_dim) attention output */
+	float *att;      /* (max_batch, att_ld) attention output at column att_pad; the
+			  * columns around it stay zero (model.att_pad) */
 	float *hb;       /* (max_batch, ffn) gate, then silu(gate) * up */
 	float *hb2;      /* (max_batch, ffn) up */
 	float *out;      /* (max_batch, dim) rows chosen for output, final-normed */
@@ -39,12 +41,37 @@ struct llama_acts {
 	size_t tree_words;
 	uint32_t *len;      /* (n_slots) slot lengths as the batch advances them */
 	uint32_t *base;     /* (n_slots) slot lengths before the batch */
+	float *zeros;       /* (dim) embedding rows of ids outside this shard's vocabulary */
+	float *amax_val;    /* (max_batch) model_shard_argmax: local maxima */
+	int32_t *amax_idx;  /* (max_batch) and their whole-vocabulary ids */
+	uint32_t *amax_loc; /* (max_batch) local argmax */
+	size_t *counts;     /* (size) model_shard_gather_logits: vocab rows per shard */
+	size_t *displs;     /* (size) and their first row */
+};
+
+/* The KV heads of this shard, as groups of consecutive query heads reading one KV
+ * head: with uneven replicated splits a shard's groups may differ in size, and the
+ * attention op needs uniform groups, so the forward runs it once per group then. */
+struct llama_kv_group {
+	uint32_t q0, n_q; /* local query heads */
 };
 
 struct model {
 	struct model_hparams hp;
-	uint32_t q_dim;  /* n_heads * head_dim */
-	uint32_t kv_dim; /* n_kv_heads * head_dim */
+	/* This shard's sizes (the whole model's without a hook): */
+	uint32_t n_heads;    /* query heads */
+	uint32_t n_kv_heads; /* KV heads */
+	uint32_t q_dim;      /* n_heads * head_dim */
+	uint32_t kv_dim;     /* n_kv_heads * head_dim */
+	uint32_t n_ffn;      /* FFN columns */
+	uint32_t n_vocab;    /* vocabulary rows of tok_embd and output */
+	struct model_shard shard;
+	struct llama_kv_group *groups; /* (n_kv_heads) */
+	bool uniform_groups; /* every group the same size: one attention call */
+	/* The O projection's input: a shard whose heads start or end inside a
+	 * quantisation block keeps whole blocks of O's columns, and its attention
+	 * output sits att_pad columns into rows of att_ld, zeros around it. */
+	uint32_t att_pad, att_ld;
 	uint32_t max_batch;
 	enum kern_rope_layout rope_layout;
 
@@ -52,9 +79,10 @@ struct model {
 	const struct gguf_file *file;
 	struct kern_ctx *owned_kern;  /* set when the model created its backend */
 	struct kern_ctx *kern;
-	const struct model_comm *comm; /* NULL or size 1 today */
+	const struct model_comm *comm; /* NULL or borrowed; size 1 runs whole */
+	void *copies; /* the shard's own weight buffer (O and down column slices) */
 
-	struct kern_mat tok_embd; /* (n_vocab rows of dim) */
+	struct kern_mat tok_embd; /* (n_vocab rows of dim), this shard's rows */
 	const float *output_norm; /* (dim) */
 	struct kern_mat output;   /* (n_vocab rows of dim); token_embd when tied */
 	struct llama_layer *layers; /* (n_layers) */
@@ -62,5 +90,12 @@ struct model {
 	struct kv_cache *kv;
 	struct llama_acts a;
 };
+
+/* llama_shard.c: cuts the whole-model matrices the loader found down to shard `rank`
+ * of `size` (size 1: the whole model, nothing copied) and fills m->shard and the
+ * shard's sizes. SPECD_UNSUPPORTED when a shard would get no heads, FFN columns or
+ * vocabulary rows; SPECD_NOMEM. */
+enum specd_status llama_shard_apply(struct model *m, uint32_t rank, uint32_t size,
+				    struct specd_error *err);
 
 #endif

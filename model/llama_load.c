@@ -1,6 +1,7 @@
 /* Model load: hyper-parameters from the GGUF keys, every tensor found by llama.cpp's
  * name and checked against them (an error names the tensor, the shape found and the
- * one expected), weights used in place from the mapping, then the KV pool and the
+ * one expected), weights used in place from the mapping, cut to this shard's part
+ * when a tensor-parallel hook is given (llama_shard.c), then the KV pool and the
  * activations allocated once for max_batch tokens. */
 #include <inttypes.h>
 #include <stdio.h>
@@ -207,24 +208,41 @@ static enum specd_status alloc_acts(struct model *m, uint32_t n_slots)
 {
 	struct llama_acts *a = &m->a;
 	size_t b = m->max_batch;
+	uint32_t size = m->shard.size;
 	a->tree_words = (b + 63) / 64;
 	a->x = alloc_floats(b, m->hp.dim);
 	a->xb = alloc_floats(b, m->hp.dim);
 	a->q = alloc_floats(b, m->q_dim);
 	a->k = alloc_floats(b, m->kv_dim);
 	a->v = alloc_floats(b, m->kv_dim);
-	a->att = alloc_floats(b, m->q_dim);
-	a->hb = alloc_floats(b, m->hp.ffn_dim);
-	a->hb2 = alloc_floats(b, m->hp.ffn_dim);
+	a->att = alloc_floats(b, m->att_ld);
+	if (a->att) /* the padding columns are read by the O projection, never written */
+		memset(a->att, 0, b * m->att_ld * sizeof(float));
+	a->hb = alloc_floats(b, m->n_ffn);
+	a->hb2 = alloc_floats(b, m->n_ffn);
 	a->out = alloc_floats(b, m->hp.dim);
 	a->row = specd_malloc_array(b, sizeof(uint32_t));
 	a->n_prefix = specd_malloc_array(b, sizeof(uint32_t));
 	a->tree = specd_malloc_array(b * a->tree_words, sizeof(uint64_t));
 	a->len = specd_malloc_array(n_slots, sizeof(uint32_t));
 	a->base = specd_malloc_array(n_slots, sizeof(uint32_t));
+	a->zeros = specd_calloc(m->hp.dim, sizeof(float));
+	a->amax_val = specd_malloc_array(b, sizeof(float));
+	a->amax_idx = specd_malloc_array(b, sizeof(int32_t));
+	a->amax_loc = specd_malloc_array(b, sizeof(uint32_t));
+	a->counts = specd_malloc_array(size, sizeof(size_t));
+	a->displs = specd_malloc_array(size, sizeof(size_t));
 	if (!a->x || !a->xb || !a->q || !a->k || !a->v || !a->att || !a->hb || !a->hb2 ||
-	    !a->out || !a->row || !a->n_prefix || !a->tree || !a->len || !a->base)
+	    !a->out || !a->row || !a->n_prefix || !a->tree || !a->len || !a->base ||
+	    !a->zeros || !a->amax_val || !a->amax_idx || !a->amax_loc || !a->counts ||
+	    !a->displs)
 		return SPECD_NOMEM;
+	for (uint32_t r = 0; r < size; r++) {
+		uint64_t v0 = (uint64_t)m->hp.n_vocab * r / size;
+		uint64_t v1 = (uint64_t)m->hp.n_vocab * (r + 1) / size;
+		a->displs[r] = (size_t)v0;
+		a->counts[r] = (size_t)(v1 - v0);
+	}
 	return SPECD_OK;
 }
 
@@ -244,6 +262,12 @@ static void free_acts(struct llama_acts *a)
 	specd_free(a->tree);
 	specd_free(a->len);
 	specd_free(a->base);
+	specd_free(a->zeros);
+	specd_free(a->amax_val);
+	specd_free(a->amax_idx);
+	specd_free(a->amax_loc);
+	specd_free(a->counts);
+	specd_free(a->displs);
 }
 
 static enum specd_status check_config(const struct model_config *cfg, struct specd_error *err)
@@ -254,14 +278,13 @@ static enum specd_status check_config(const struct model_config *cfg, struct spe
 				    cfg->max_batch, MAX_BATCH_LIMIT);
 	if (!c)
 		return SPECD_OK;
-	if (!c->allreduce_sum || c->size == 0 || c->rank >= c->size)
+	if (!c->allreduce_sum || c->size == 0 || c->rank >= c->size ||
+	    (c->size > 1 && (!c->maxloc || !c->gather)))
 		return specd_errorf(err, SPECD_INVAL,
-				    "communication hook: rank %u of %u, allreduce %s", c->rank,
-				    c->size, c->allreduce_sum ? "set" : "missing");
-	if (c->size > 1)
-		return specd_errorf(err, SPECD_UNSUPPORTED,
-				    "tensor-parallel loading (%u shards) is not implemented yet",
-				    c->size);
+				    "communication hook: rank %u of %u, allreduce %s, maxloc %s, "
+				    "gather %s", c->rank, c->size,
+				    c->allreduce_sum ? "set" : "missing",
+				    c->maxloc ? "set" : "missing", c->gather ? "set" : "missing");
 	return SPECD_OK;
 }
 
@@ -335,6 +358,13 @@ enum specd_status model_load_gguf(const struct gguf_file *f, const struct model_
 			goto fail;
 	}
 	hp->wtype = m->layers[0].wq.type;
+	m->n_heads = hp->n_heads;
+	m->n_kv_heads = hp->n_kv_heads;
+	m->n_ffn = hp->ffn_dim;
+	m->n_vocab = hp->n_vocab;
+	if ((st = llama_shard_apply(m, cfg->comm ? cfg->comm->rank : 0,
+				    cfg->comm ? cfg->comm->size : 1, err)) != SPECD_OK)
+		goto fail;
 
 	if (cfg->kern) {
 		m->kern = cfg->kern;
@@ -366,6 +396,15 @@ enum specd_status model_load_gguf(const struct gguf_file *f, const struct model_
 		  arch_name, hp->dim, hp->n_layers, hp->n_heads, hp->n_kv_heads, hp->head_dim,
 		  hp->ffn_dim, hp->n_vocab, kern_dtype_name(hp->wtype),
 		  hp->tied_output ? ", tied output" : "", n_slots, kvc.n_ctx, kv_bytes(m->kv));
+	if (m->shard.size > 1)
+		LOG_INFO("model shard %u of %u: query heads %u..%u, kv heads %u..%u, ffn %u..%u, "
+			 "vocab %u..%u; resident weights %zu of %zu bytes (%zu copied)",
+			 m->shard.rank, m->shard.size, m->shard.head0,
+			 m->shard.head0 + m->shard.n_heads - 1, m->shard.kv_head0,
+			 m->shard.kv_head0 + m->shard.n_kv_heads - 1, m->shard.ffn0,
+			 m->shard.ffn0 + m->shard.n_ffn - 1, m->shard.vocab0,
+			 m->shard.vocab0 + m->shard.n_vocab - 1, m->shard.resident_bytes,
+			 m->shard.weight_bytes, m->shard.copied_bytes);
 	*out = m;
 	return SPECD_OK;
 fail:
@@ -400,6 +439,8 @@ void model_destroy(struct model *m)
 	free_acts(&m->a);
 	kv_destroy(m->kv);
 	specd_free(m->layers);
+	specd_free(m->groups);
+	specd_free(m->copies);
 	kern_destroy(m->owned_kern);
 	gguf_close(m->owned_file);
 	specd_free(m);

@@ -17,6 +17,7 @@ struct par_rank_info {
 	uint64_t host_mem_free;    /* bytes available (MemAvailable) */
 	uint64_t device_mem_total; /* bytes; 0 for a CPU rank */
 	uint64_t device_mem_free;
+	uint64_t resident_weights;  /* bytes of target weights this rank holds (after load) */
 	char node[64];             /* host name */
 	char role[16];             /* par_role_label() */
 	char device[64];           /* "cpu" or "cuda:N NAME" */

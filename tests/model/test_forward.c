@@ -606,10 +606,11 @@ static void test_forward__calls_the_comm_hook_twice_per_layer(void **state)
 	assert_int_equal(kv_len(model_kv(m), 0), 0);
 	model_destroy(m);
 
-	/* Sharded loading is not there yet: a clear refusal. */
+	/* A sharded load needs the max-loc and gather callbacks too (parallel/tp.c fills
+	 * them; tests/parallel/test_tp_mpi.c runs the shards). */
 	comm.size = 2;
-	assert_int_equal(model_load(g_llama, &cfg, &m, &err), SPECD_UNSUPPORTED);
-	assert_non_null(strstr(err.msg, "not implemented"));
+	assert_int_equal(model_load(g_llama, &cfg, &m, &err), SPECD_INVAL);
+	assert_non_null(strstr(err.msg, "maxloc missing"));
 	free(a);
 	free(b);
 	model_destroy(plain);
