@@ -6,7 +6,9 @@
  * Vocabulary: <unk>, <s>, </s>, the 256 byte tokens <0x00>..<0xFF> (byte fallback
  * makes any text encodable), then "▁", the 94 printable ASCII characters, then
  * "▁"-prefixed lower-case words and bare words of growing length, with descending
- * scores. The minimum --vocab is 260 (specials, bytes and "▁"). */
+ * scores. The minimum --vocab is 260 (specials, bytes and "▁"). Or, with --vocab-from
+ * FILE.gguf, every tokenizer.* key of another model, so that the random model shares
+ * its vocabulary (a draft model for a real target). */
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
@@ -32,6 +34,7 @@ struct opts {
 	float rope_theta;
 	uint32_t version;
 	double params; /* 0: shape from the flags */
+	const char *vocab_from; /* a GGUF whose tokenizer.* keys are copied */
 };
 
 /* splitmix64: tiny, and the same everywhere (no libc rand). */
@@ -144,6 +147,115 @@ fail:
 	return st;
 }
 
+/* One key of another file, any type, under the same name. */
+static enum specd_status copy_key(struct gguf_writer *w, const struct gguf_file *f,
+				  const char *key, enum gguf_value_type type)
+{
+	union { uint8_t u8; int8_t i8; uint16_t u16; int16_t i16; uint32_t u32; int32_t i32;
+		float f32; bool b; uint64_t u64; int64_t i64; double f64; } v;
+	struct gguf_str s;
+	const void *data;
+	enum gguf_value_type elem;
+	uint64_t n;
+
+	switch (type) {
+	case GGUF_TYPE_U32: return gguf_get_u32(f, key, &v.u32) ? gguf_writer_set_u32(w, key, v.u32) : SPECD_INVAL;
+	case GGUF_TYPE_I32: return gguf_get_i32(f, key, &v.i32) ? gguf_writer_set_i32(w, key, v.i32) : SPECD_INVAL;
+	case GGUF_TYPE_U64: return gguf_get_u64(f, key, &v.u64) ? gguf_writer_set_u64(w, key, v.u64) : SPECD_INVAL;
+	case GGUF_TYPE_I64: return gguf_get_i64(f, key, &v.i64) ? gguf_writer_set_i64(w, key, v.i64) : SPECD_INVAL;
+	case GGUF_TYPE_F32: return gguf_get_f32(f, key, &v.f32) ? gguf_writer_set_f32(w, key, v.f32) : SPECD_INVAL;
+	case GGUF_TYPE_F64: return gguf_get_f64(f, key, &v.f64) ? gguf_writer_set_f64(w, key, v.f64) : SPECD_INVAL;
+	case GGUF_TYPE_BOOL: return gguf_get_bool(f, key, &v.b) ? gguf_writer_set_bool(w, key, v.b) : SPECD_INVAL;
+	case GGUF_TYPE_STRING:
+		return gguf_get_str(f, key, &s) ? gguf_writer_set_strn(w, key, s.ptr, s.len) : SPECD_INVAL;
+	case GGUF_TYPE_ARRAY:
+		if (!gguf_get_arr(f, key, &elem, &n, &data))
+			return SPECD_INVAL;
+		if (elem != GGUF_TYPE_STRING)
+			return gguf_writer_set_arr(w, key, elem, data, n);
+		break;
+	default: /* the narrow integers: no tokenizer key uses them */
+		return SPECD_UNSUPPORTED;
+	}
+	enum specd_status st = SPECD_NOMEM;
+	char **strs = specd_calloc(n ? (size_t)n : 1, sizeof(char *));
+	for (uint64_t i = 0; strs && i < n; i++) {
+		if (!gguf_get_arr_str(f, key, i, &s) || memchr(s.ptr, '\0', s.len)) {
+			st = SPECD_UNSUPPORTED; /* a NUL inside a piece: the writer takes C strings */
+			goto fail;
+		}
+		if (!(strs[i] = specd_malloc_array(s.len + 1, 1)))
+			goto fail;
+		memcpy(strs[i], s.ptr, s.len);
+		strs[i][s.len] = '\0';
+	}
+	if (strs)
+		st = gguf_writer_set_arr_str(w, key, (const char *const *)strs, n);
+fail:
+	for (uint64_t i = 0; strs && i < n; i++)
+		specd_free(strs[i]);
+	specd_free(strs);
+	return st;
+}
+
+/* Every tokenizer.* key of `path`; *vocab gets the number of pieces. */
+static bool copy_vocab(struct gguf_writer *w, const char *path, uint64_t *vocab)
+{
+	struct gguf_file *f = NULL;
+	struct specd_error err = {0};
+	enum gguf_value_type type, elem;
+	struct gguf_str key;
+	char name[256];
+	bool ok = false;
+
+	if (gguf_open(path, &f, &err) != SPECD_OK) {
+		fprintf(stderr, "specd-gen-model: --vocab-from: %s\n", err.msg);
+		return false;
+	}
+	if (!gguf_get_arr(f, "tokenizer.ggml.tokens", &elem, vocab, NULL) ||
+	    elem != GGUF_TYPE_STRING) {
+		fprintf(stderr, "specd-gen-model: --vocab-from %s: no tokenizer.ggml.tokens\n", path);
+		goto out;
+	}
+	for (uint64_t i = 0; i < gguf_kv_count(f); i++) {
+		if (!gguf_key_at(f, i, &key, &type) || key.len >= sizeof(name) ||
+		    key.len < 10 || memcmp(key.ptr, "tokenizer.", 10) != 0)
+			continue;
+		memcpy(name, key.ptr, key.len);
+		name[key.len] = '\0';
+		enum specd_status st = copy_key(w, f, name, type);
+		if (st != SPECD_OK) {
+			fprintf(stderr, "specd-gen-model: --vocab-from %s: cannot copy %s: %s\n", path,
+				name, specd_status_str(st));
+			goto out;
+		}
+	}
+	ok = true;
+out:
+	gguf_close(f);
+	return ok;
+}
+
+/* The number of pieces in path's vocabulary (for the shapes, before anything is
+ * written); false with a message when there is none. */
+static bool vocab_from_size(const char *path, uint64_t *n)
+{
+	struct gguf_file *f = NULL;
+	struct specd_error err = {0};
+	enum gguf_value_type elem;
+	bool ok;
+
+	if (gguf_open(path, &f, &err) != SPECD_OK) {
+		fprintf(stderr, "specd-gen-model: --vocab-from: %s\n", err.msg);
+		return false;
+	}
+	ok = gguf_get_arr(f, "tokenizer.ggml.tokens", &elem, n, NULL) && elem == GGUF_TYPE_STRING;
+	if (!ok)
+		fprintf(stderr, "specd-gen-model: --vocab-from %s: no tokenizer.ggml.tokens\n", path);
+	gguf_close(f);
+	return ok;
+}
+
 static enum specd_status add_hparams(struct gguf_writer *w, const struct opts *o)
 {
 	const char *arch = model_arch_name(o->arch);
@@ -173,6 +285,12 @@ static enum specd_status add_hparams(struct gguf_writer *w, const struct opts *o
 	SET(gguf_writer_set_u32, "rope.dimension_count", (uint32_t)(o->dim / o->heads));
 	SET(gguf_writer_set_u32, "vocab_size", (uint32_t)o->vocab);
 #undef SET
+	if (o->vocab_from) {
+		uint64_t n = 0;
+		if (!copy_vocab(w, o->vocab_from, &n))
+			return SPECD_INVAL;
+		return n == o->vocab ? SPECD_OK : SPECD_INVAL; /* the file changed under us */
+	}
 	return add_vocab(w, o->vocab);
 }
 
@@ -359,10 +477,13 @@ static void usage(FILE *to)
 		"         [--heads 4] [--kv-heads 2] [--ffn 128] [--vocab 512] [--ctx 256]\n"
 		"         [--type f32|f16|bf16|q8_0|q4_0|q4_1] [--tied] [--seed 1]\n"
 		"         [--rope-theta 10000] [--gguf-version 3] [--params 50M]\n"
+		"         [--vocab-from MODEL.gguf]\n"
 		"Writes a random-weight model, identical bytes for identical flags.\n"
 		"--vocab is at least %d (<unk> <s> </s>, 256 byte tokens, \"\\u2581\").\n"
 		"--params N[K|M|B] picks dim, layers, heads and ffn for about N parameters;\n"
-		"explicit --dim/--layers/--heads/--kv-heads/--ffn given with it win.\n",
+		"explicit --dim/--layers/--heads/--kv-heads/--ffn given with it win.\n"
+		"--vocab-from copies every tokenizer.* key of MODEL.gguf (and its vocabulary\n"
+		"size), so the model can draft for MODEL.\n",
 		VOCAB_MIN);
 }
 
@@ -409,7 +530,7 @@ static bool validate(const struct opts *o)
 	else if (o->dim > 65536 || o->ffn > 262144 || o->layers > 1024 || o->ctx > UINT32_MAX ||
 		 o->vocab > (1u << 24))
 		why = "shape too large (dim <= 65536, ffn <= 262144, layers <= 1024, vocab <= 2^24)";
-	else if (o->vocab < VOCAB_MIN)
+	else if (o->vocab < VOCAB_MIN && !o->vocab_from)
 		why = "vocab must be at least 260 (specials, 256 byte tokens and \"\\u2581\")";
 	else if (o->dim % o->heads)
 		why = "dim must be a multiple of heads";
@@ -432,7 +553,7 @@ int main(int argc, char **argv)
 			 .ffn = 128, .vocab = 512, .ctx = 256, .type = KERN_F32, .seed = 1,
 			 .rope_theta = 10000.0f, .version = 3};
 	enum { O_ARCH = 256, O_DIM, O_LAYERS, O_HEADS, O_KV, O_FFN, O_VOCAB, O_CTX, O_TYPE, O_TIED,
-	       O_SEED, O_THETA, O_VERSION, O_PARAMS };
+	       O_SEED, O_THETA, O_VERSION, O_VOCAB_FROM, O_PARAMS };
 	static const struct option longs[] = {
 		{"out", required_argument, NULL, 'o'}, {"arch", required_argument, NULL, O_ARCH},
 		{"dim", required_argument, NULL, O_DIM}, {"layers", required_argument, NULL, O_LAYERS},
@@ -442,6 +563,7 @@ int main(int argc, char **argv)
 		{"tied", no_argument, NULL, O_TIED}, {"seed", required_argument, NULL, O_SEED},
 		{"rope-theta", required_argument, NULL, O_THETA},
 		{"gguf-version", required_argument, NULL, O_VERSION},
+		{"vocab-from", required_argument, NULL, O_VOCAB_FROM},
 		{"params", required_argument, NULL, O_PARAMS}, {"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -469,6 +591,7 @@ int main(int argc, char **argv)
 		case O_SEED: ok = parse_u64(optarg, &o.seed); break;
 		case O_THETA: ok = parse_count(optarg, &d), o.rope_theta = (float)d; break;
 		case O_VERSION: ok = parse_u64(optarg, &v) && v <= 3, o.version = (uint32_t)v; break;
+		case O_VOCAB_FROM: o.vocab_from = optarg; break;
 		case O_PARAMS: ok = parse_count(optarg, &o.params); break;
 		default: usage(stderr); return 2;
 		}
@@ -485,6 +608,17 @@ int main(int argc, char **argv)
 		fprintf(stderr, "specd-gen-model: unexpected argument '%s'\n", argv[optind]);
 		usage(stderr);
 		return 2;
+	}
+	if (o.vocab_from) {
+		uint64_t n = 0;
+		if (!vocab_from_size(o.vocab_from, &n))
+			return 2;
+		if (set[O_VOCAB] && o.vocab != n) {
+			fprintf(stderr, "specd-gen-model: --vocab %llu, but %s has %llu tokens\n",
+				(unsigned long long)o.vocab, o.vocab_from, (unsigned long long)n);
+			return 2;
+		}
+		o.vocab = n;
 	}
 	if (o.params > 0)
 		shape_for_params(&o);

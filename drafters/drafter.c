@@ -1,0 +1,147 @@
+/* The drafter table and the checked wrappers every caller goes through: the engine
+ * (engine.c) now, the draft rank later. Adding a method is one ops file and one entry
+ * in methods[] below. */
+#include "drafter.h"
+
+#include "common/alloc.h"
+#include "drafter_int.h"
+
+struct drafter {
+	const struct draft_ops *ops;
+	void *state;
+	struct draft_config cfg;
+};
+
+static const struct draft_ops *const methods[DRAFT_METHOD_COUNT] = {
+	[DRAFT_METHOD_NGRAM] = &draft_ngram_ops,
+	[DRAFT_METHOD_DRAFT_MODEL] = &draft_model_ops,
+};
+
+const struct draft_ops *draft_ops_for(enum draft_method m)
+{
+	if ((unsigned)m >= DRAFT_METHOD_COUNT)
+		return NULL;
+	return methods[m];
+}
+
+enum specd_status draft_create_ops(const struct draft_ops *ops, const struct draft_config *cfg,
+				   struct drafter **out, struct specd_error *err)
+{
+	struct drafter *d = NULL;
+	enum specd_status st;
+
+	if (!ops || !cfg)
+		return specd_errorf(err, SPECD_INVAL, "drafter: no method or no config");
+	if (cfg->k_max < 1 || cfg->k_max > DRAFT_MAX_TOKENS)
+		return specd_errorf(err, SPECD_INVAL, "drafter: %u speculative tokens; the range "
+				    "is 1 to %d", cfg->k_max, DRAFT_MAX_TOKENS);
+	if (cfg->n_slots < 1)
+		return specd_errorf(err, SPECD_INVAL, "drafter: no sequence slots");
+	if (!cfg->target)
+		return specd_errorf(err, SPECD_INVAL, "drafter: no target model");
+	if (!(d = specd_calloc(1, sizeof(*d))))
+		return specd_errorf(err, SPECD_NOMEM, "drafter: out of memory");
+	d->ops = ops;
+	d->cfg = *cfg;
+	d->cfg.method = ops->method;
+	d->cfg.draft_path = NULL; /* borrowed for create only */
+	if ((st = ops->create(cfg, &d->state, err)) != SPECD_OK)
+		goto fail;
+	if ((st = ops->supports(d->state, cfg->target, err)) != SPECD_OK)
+		goto fail;
+	*out = d;
+	return SPECD_OK;
+fail:
+	draft_destroy(d);
+	return st;
+}
+
+enum specd_status draft_create(const struct draft_config *cfg, struct drafter **out,
+			       struct specd_error *err)
+{
+	const struct draft_ops *ops;
+
+	if (!cfg)
+		return specd_errorf(err, SPECD_INVAL, "drafter: no config");
+	if (!(ops = draft_ops_for(cfg->method)))
+		return specd_errorf(err, SPECD_UNSUPPORTED, "drafter: method '%s' has no drafter%s",
+				    draft_method_name(cfg->method),
+				    cfg->method == DRAFT_METHOD_NONE ? "" : " yet");
+	return draft_create_ops(ops, cfg, out, err);
+}
+
+void draft_destroy(struct drafter *d)
+{
+	if (!d)
+		return;
+	if (d->state)
+		d->ops->destroy(d->state);
+	specd_free(d);
+}
+
+enum draft_method draft_method_of(const struct drafter *d)
+{
+	return d->ops->method;
+}
+
+uint32_t draft_k_max(const struct drafter *d)
+{
+	return d->cfg.k_max;
+}
+
+size_t draft_memory_bytes(const struct drafter *d)
+{
+	return d->ops->memory_bytes(d->state);
+}
+
+enum specd_status draft_supports(const struct drafter *d, const struct model *target,
+				 struct specd_error *err)
+{
+	return d->ops->supports(d->state, target, err);
+}
+
+static enum specd_status seq_check(const struct drafter *d, const struct draft_seq *seq,
+				   struct specd_error *err)
+{
+	if (!seq || !seq->tokens || seq->n_tokens < 1)
+		return specd_errorf(err, SPECD_INVAL, "drafter: an empty sequence");
+	if (seq->slot >= d->cfg.n_slots)
+		return specd_errorf(err, SPECD_INVAL, "drafter: slot %u of %u", seq->slot,
+				    d->cfg.n_slots);
+	return SPECD_OK;
+}
+
+enum specd_status draft_reset(struct drafter *d, const struct draft_seq *seq,
+			      struct specd_error *err)
+{
+	enum specd_status st = seq_check(d, seq, err);
+
+	return st != SPECD_OK ? st : d->ops->reset(d->state, seq, err);
+}
+
+enum specd_status draft_propose(struct drafter *d, const struct draft_seq *seq, uint32_t k,
+				struct draft_proposal *out, struct specd_error *err)
+{
+	enum specd_status st = seq_check(d, seq, err);
+
+	out->n = 0;
+	out->q_onehot = true;
+	if (st != SPECD_OK)
+		return st;
+	if (k > d->cfg.k_max)
+		k = d->cfg.k_max;
+	if (k == 0)
+		return SPECD_OK;
+	st = d->ops->propose(d->state, seq, k, out, err);
+	if (st != SPECD_OK)
+		out->n = 0;
+	return st;
+}
+
+enum specd_status draft_commit(struct drafter *d, const struct draft_seq *seq,
+			       uint32_t n_accepted, int32_t next, struct specd_error *err)
+{
+	enum specd_status st = seq_check(d, seq, err);
+
+	return st != SPECD_OK ? st : d->ops->commit(d->state, seq, n_accepted, next, err);
+}

@@ -1,0 +1,131 @@
+/* The drafter interface: what proposes the K tokens the target then verifies in one
+ * forward (DESIGN.md §2, §5). Every method is one struct draft_ops in one file
+ * (ngram.c, draft_model.c, ...) and one entry of the table in drafter.c; the engine
+ * (drafters/engine.h) and later the draft rank drive them only through this header.
+ *
+ * A drafter instance serves several sequences at once, one per slot (as the target's
+ * KV slots). The engine owns each sequence's history (prompt + output) and shows it to
+ * the drafter on every call; a drafter keeps per-slot state of its own only where it
+ * must (a draft model's KV cache).
+ *
+ * Exactness rests on one promise: a proposal that reports q (q_onehot false) sampled
+ * each token from exactly that q, with the sequence's draft sampler; one that reports
+ * q_onehot proposes a token deterministically (q is the one-hot on it).
+ *
+ * Threads: a drafter is used by one thread at a time (the compute thread). */
+#ifndef SPECD_DRAFTERS_DRAFTER_H
+#define SPECD_DRAFTERS_DRAFTER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/error.h"
+#include "common/status.h"
+#include "drafters/method.h"
+
+#define DRAFT_MAX_TOKENS 64 /* the largest K any drafter is asked for */
+
+struct kern_ctx;
+struct model;
+struct sampler;
+
+struct draft_config {
+	enum draft_method method;
+	uint32_t k_max;      /* most tokens one propose returns: 1 .. DRAFT_MAX_TOKENS */
+	uint32_t n_slots;    /* sequences held at once (the target's KV slots), >= 1 */
+	uint32_t n_ctx;      /* tokens a sequence can reach (the target's slot rows); 0: any */
+	/* The target, borrowed: supports() compares against it; it must outlive the
+	 * drafter. */
+	const struct model *target;
+	/* ngram: the n-gram lengths tried, longest first; 0: the defaults 2 and 5 (the
+	 * cluster file's speculation.ngram.*). */
+	uint32_t prompt_lookup_min, prompt_lookup_max;
+	/* draft_model: the GGUF file, and the backend to run it on (borrowed; NULL: the
+	 * draft model creates its own CPU backend). */
+	const char *draft_path;
+	struct kern_ctx *kern;
+};
+
+/* One sequence as the engine shows it to a drafter. tokens[0 .. n_tokens) is the
+ * prompt followed by every committed output token; the last of them is not yet in the
+ * target's KV cache (it opens the next verify batch). */
+struct draft_seq {
+	uint32_t slot;           /* < n_slots */
+	const int32_t *tokens;
+	uint32_t n_tokens;       /* >= 1 */
+	/* The sequence's draft sampler: the request's transform (temperature, top-k,
+	 * top-p) with a PRNG stream of its own. Drafters that sample draw only from it. */
+	struct sampler *sampler;
+};
+
+/* A proposal, in caller-owned buffers sized for k_max tokens. */
+struct draft_proposal {
+	uint32_t n;          /* tokens proposed, 0 .. k; 0: this step is plain decoding */
+	int32_t *tokens;     /* (k_max) */
+	/* (k_max, n_vocab) host: row i is the distribution tokens[i] was drawn from,
+	 * after the request's transform. Written only when q_onehot is false. */
+	float *q;
+	bool q_onehot;       /* q is the one-hot on each token (greedy, prompt lookup) */
+};
+
+/* One method. Every function gets the state its create returned. Status codes as the
+ * wrappers below document. */
+struct draft_ops {
+	enum draft_method method;
+	enum specd_status (*create)(const struct draft_config *cfg, void **state,
+				    struct specd_error *err);
+	void (*destroy)(void *state);
+	/* SPECD_OK when the drafter can draft for this target; otherwise SPECD_INVAL with
+	 * the reason (a draft model's vocabulary differs, ...). */
+	enum specd_status (*supports)(const void *state, const struct model *target,
+				      struct specd_error *err);
+	/* Bytes the drafter holds beyond the target: weights mapped and caches. */
+	size_t (*memory_bytes)(const void *state);
+	/* A new sequence in seq->slot: forget the slot's old one, take in the prompt. */
+	enum specd_status (*reset)(void *state, const struct draft_seq *seq,
+				   struct specd_error *err);
+	/* Up to k (<= k_max) tokens to follow seq->tokens; fewer, or none, is allowed. */
+	enum specd_status (*propose)(void *state, const struct draft_seq *seq, uint32_t k,
+				     struct draft_proposal *out, struct specd_error *err);
+	/* The verifier's verdict on the last proposal: seq now ends with the first
+	 * n_accepted proposed tokens and then `next` (the target's correction or bonus).
+	 * Also called, with n_accepted 0, after a step that proposed nothing. */
+	enum specd_status (*commit)(void *state, const struct draft_seq *seq,
+				    uint32_t n_accepted, int32_t next, struct specd_error *err);
+};
+
+struct drafter;
+
+/* The ops of a method, or NULL for DRAFT_METHOD_NONE and methods not built yet. */
+const struct draft_ops *draft_ops_for(enum draft_method m);
+
+/* Creates the drafter of cfg->method and checks it supports cfg->target. Errors:
+ * SPECD_UNSUPPORTED (a method without a drafter: none, eagle, medusa), SPECD_INVAL (a
+ * config field out of range, a draft model that does not fit the target: the message
+ * says why), SPECD_IO / SPECD_NOMEM / the model loader's errors. *out only on success. */
+enum specd_status draft_create(const struct draft_config *cfg, struct drafter **out,
+			       struct specd_error *err);
+/* As draft_create with a caller's ops table (tests; methods outside the table). */
+enum specd_status draft_create_ops(const struct draft_ops *ops, const struct draft_config *cfg,
+				   struct drafter **out, struct specd_error *err);
+/* NULL is a no-op. */
+void draft_destroy(struct drafter *d);
+
+enum draft_method draft_method_of(const struct drafter *d);
+uint32_t draft_k_max(const struct drafter *d);
+size_t draft_memory_bytes(const struct drafter *d);
+enum specd_status draft_supports(const struct drafter *d, const struct model *target,
+				 struct specd_error *err);
+
+/* Errors: SPECD_INVAL (slot out of range, an empty sequence), and what the method
+ * reports (a draft model's forward errors). */
+enum specd_status draft_reset(struct drafter *d, const struct draft_seq *seq,
+			      struct specd_error *err);
+/* k is clamped to k_max; out->n <= k on success. On error out->n is 0. */
+enum specd_status draft_propose(struct drafter *d, const struct draft_seq *seq, uint32_t k,
+				struct draft_proposal *out, struct specd_error *err);
+enum specd_status draft_commit(struct drafter *d, const struct draft_seq *seq,
+			       uint32_t n_accepted, int32_t next, struct specd_error *err);
+
+#endif

@@ -1,0 +1,431 @@
+/* The speculative step (engine.h): propose, one target forward over every job's
+ * [last token, proposal], verify, commit, metrics. Nothing here allocates after
+ * draft_engine_create / draft_job_create. */
+#include "engine.h"
+
+#include <string.h>
+
+#include "common/alloc.h"
+#include "common/clock.h"
+#include "model/kv.h"
+#include "model/llama.h"
+
+/* The draft sampler's stream: the request's seed, moved to a stream of its own so the
+ * verifier's draws never depend on how many the drafter made. */
+#define DRAFT_SEED_MIX 0xd1b54a32d192ed03ull
+
+struct draft_engine {
+	struct model *target;
+	struct drafter *drafter;
+	const struct draft_target_ops *ops; /* NULL: the local model */
+	void *ops_user;
+	uint32_t k;
+	draft_verify_fn *verify;
+	uint32_t n_vocab, n_ctx, n_slots;
+	uint32_t max_rows;    /* verify tokens per forward */
+	uint32_t *b_tok, *b_slot, *b_pos, *b_out; /* (max_rows) host */
+	float *logits;        /* (max_rows, n_vocab) host */
+	float *work;          /* (2 * n_vocab) host: the verifier's */
+};
+
+struct draft_job {
+	struct draft_engine *eng;
+	uint32_t slot;
+	bool started;
+	enum draft_stop stop;
+	int32_t *tokens;      /* (n_ctx + 1) host: prompt + output */
+	uint32_t n_tokens, n_prompt;
+	uint32_t n_out;       /* output tokens, after the cut at EOS / max tokens */
+	uint32_t max_tokens;
+	int32_t eos;
+	struct sampler *target_s, *draft_s;
+	struct draft_proposal prop; /* tokens (k), q (k, n_vocab) host */
+	struct draft_metrics m;
+	uint32_t row0;        /* where this step's verify rows begin in the batch */
+	bool in_step;
+};
+
+const char *draft_stop_name(enum draft_stop s)
+{
+	switch (s) {
+	case DRAFT_STOP_NONE: return "running";
+	case DRAFT_STOP_EOS: return "end of sequence";
+	case DRAFT_STOP_MAX_TOKENS: return "max tokens";
+	case DRAFT_STOP_CONTEXT: return "context full";
+	}
+	return "?";
+}
+
+void draft_engine_destroy(struct draft_engine *e)
+{
+	if (!e)
+		return;
+	specd_free(e->b_tok);
+	specd_free(e->b_slot);
+	specd_free(e->b_pos);
+	specd_free(e->b_out);
+	specd_free(e->logits);
+	specd_free(e->work);
+	specd_free(e);
+}
+
+enum specd_status draft_engine_create(const struct draft_engine_config *cfg,
+				      struct draft_engine **out, struct specd_error *err)
+{
+	struct draft_engine *e;
+	uint32_t k = 0, mb;
+
+	if (!cfg || !cfg->target)
+		return specd_errorf(err, SPECD_INVAL, "engine: no target model");
+	mb = model_max_batch(cfg->target);
+	if (cfg->drafter) {
+		k = cfg->spec_tokens;
+		if (k < 1 || k > draft_k_max(cfg->drafter))
+			return specd_errorf(err, SPECD_INVAL, "engine: %u speculative tokens; the "
+					    "drafter takes 1 to %u", k, draft_k_max(cfg->drafter));
+		if (k + 1 > mb)
+			return specd_errorf(err, SPECD_INVAL, "engine: %u speculative tokens need "
+					    "a batch of %u; the target's is %u", k, k + 1, mb);
+	}
+	if (!(e = specd_calloc(1, sizeof(*e))))
+		return specd_errorf(err, SPECD_NOMEM, "engine: out of memory");
+	e->target = cfg->target;
+	e->ops = cfg->target_ops;
+	e->ops_user = cfg->target_user;
+	e->drafter = cfg->drafter;
+	e->k = k;
+	e->verify = cfg->verify ? cfg->verify : draft_verify;
+	e->n_vocab = model_hparams(cfg->target)->n_vocab;
+	e->n_ctx = kv_n_ctx(model_kv(cfg->target));
+	e->n_slots = kv_n_slots(model_kv(cfg->target));
+	uint64_t rows = (uint64_t)e->n_slots * (k + 1);
+	e->max_rows = rows < mb ? (uint32_t)rows : mb;
+	e->b_tok = specd_malloc_array(e->max_rows, sizeof(uint32_t));
+	e->b_slot = specd_malloc_array(e->max_rows, sizeof(uint32_t));
+	e->b_pos = specd_malloc_array(e->max_rows, sizeof(uint32_t));
+	e->b_out = specd_malloc_array(e->max_rows, sizeof(uint32_t));
+	e->logits = specd_malloc_array((size_t)e->max_rows * e->n_vocab, sizeof(float));
+	e->work = specd_malloc_array(2 * (size_t)e->n_vocab, sizeof(float));
+	if (!e->b_tok || !e->b_slot || !e->b_pos || !e->b_out || !e->logits || !e->work) {
+		draft_engine_destroy(e);
+		return specd_errorf(err, SPECD_NOMEM, "engine: out of memory for %u verify rows "
+				    "of %u logits", rows < mb ? (uint32_t)rows : mb, model_hparams(cfg->target)->n_vocab);
+	}
+	*out = e;
+	return SPECD_OK;
+}
+
+void draft_job_destroy(struct draft_job *j)
+{
+	if (!j)
+		return;
+	sampler_destroy(j->target_s);
+	sampler_destroy(j->draft_s);
+	specd_free(j->tokens);
+	specd_free(j->prop.tokens);
+	specd_free(j->prop.q);
+	specd_free(j);
+}
+
+enum specd_status draft_job_create(struct draft_engine *e, uint32_t slot,
+				   struct draft_job **out, struct specd_error *err)
+{
+	struct sampler_params sp = {.temperature = 0.0f, .top_k = 0, .top_p = 1.0f};
+	struct draft_job *j;
+
+	if (!e || slot >= e->n_slots)
+		return specd_errorf(err, SPECD_INVAL, "engine: slot %u of %u", slot,
+				    e ? e->n_slots : 0);
+	if (!(j = specd_calloc(1, sizeof(*j))))
+		return specd_errorf(err, SPECD_NOMEM, "engine: out of memory");
+	j->eng = e;
+	j->slot = slot;
+	j->tokens = specd_malloc_array((size_t)e->n_ctx + 1, sizeof(int32_t));
+	if (!j->tokens ||
+	    sampler_create((int32_t)e->n_vocab, &sp, &j->target_s, NULL) != SPECD_OK ||
+	    sampler_create((int32_t)e->n_vocab, &sp, &j->draft_s, NULL) != SPECD_OK)
+		goto nomem;
+	if (e->drafter) {
+		j->prop.tokens = specd_malloc_array(e->k, sizeof(int32_t));
+		j->prop.q = specd_malloc_array((size_t)e->k * e->n_vocab, sizeof(float));
+		if (!j->prop.tokens || !j->prop.q)
+			goto nomem;
+	}
+	draft_metrics_init(&j->m, e->k);
+	*out = j;
+	return SPECD_OK;
+nomem:
+	draft_job_destroy(j);
+	return specd_errorf(err, SPECD_NOMEM, "engine: out of memory for a job of %u tokens",
+			    e->n_ctx);
+}
+
+static struct draft_seq job_seq(struct draft_job *j)
+{
+	struct draft_seq s = {
+		.slot = j->slot, .tokens = j->tokens, .n_tokens = j->n_tokens,
+		.sampler = j->draft_s,
+	};
+	return s;
+}
+
+/* Target prefill of tokens[0..n), no outputs, in batches. */
+/* The target's forward and truncation, local or through the caller's ops. */
+static enum specd_status target_forward(struct draft_engine *e, const struct model_batch *b,
+					struct specd_error *err)
+{
+	if (e->ops)
+		return e->ops->forward(e->ops_user, b, err);
+	return model_forward(e->target, b, err);
+}
+
+static enum specd_status target_truncate(struct draft_engine *e, uint32_t slot, uint32_t len,
+					 struct specd_error *err)
+{
+	if (e->ops)
+		return e->ops->truncate(e->ops_user, slot, len, err);
+	enum specd_status st = kv_truncate(model_kv(e->target), slot, len);
+	if (st != SPECD_OK)
+		return specd_errorf(err, st, "engine: slot %u", slot);
+	return SPECD_OK;
+}
+
+static enum specd_status prefill(struct draft_engine *e, uint32_t slot, const int32_t *tokens,
+				 uint32_t n, struct specd_error *err)
+{
+	for (uint32_t s = 0; s < n; s += e->max_rows) {
+		uint32_t c = n - s < e->max_rows ? n - s : e->max_rows;
+
+		for (uint32_t i = 0; i < c; i++) {
+			e->b_tok[i] = (uint32_t)tokens[s + i];
+			e->b_slot[i] = slot;
+			e->b_pos[i] = s + i;
+		}
+		struct model_batch b = {
+			.n_tokens = c, .tokens = e->b_tok, .slots = e->b_slot, .pos = e->b_pos,
+		};
+		enum specd_status st = target_forward(e, &b, err);
+		if (st != SPECD_OK)
+			return st;
+	}
+	return SPECD_OK;
+}
+
+enum specd_status draft_job_start(struct draft_job *j, const int32_t *prompt, uint32_t n_prompt,
+				  const struct draft_job_params *p, struct specd_error *err)
+{
+	struct draft_engine *e = j->eng;
+	struct sampler_params dsp;
+	enum specd_status st;
+	double t0 = specd_now();
+
+	j->started = false;
+	j->stop = DRAFT_STOP_NONE;
+	j->n_out = 0;
+	draft_metrics_init(&j->m, e->k);
+	if (!p || !prompt || n_prompt < 1)
+		return specd_errorf(err, SPECD_INVAL, "engine: an empty prompt");
+	if (n_prompt > e->n_ctx)
+		return specd_errorf(err, SPECD_INVAL, "engine: a prompt of %u tokens; the slot "
+				    "holds %u", n_prompt, e->n_ctx);
+	for (uint32_t i = 0; i < n_prompt; i++)
+		if (prompt[i] < 0 || (uint32_t)prompt[i] >= e->n_vocab)
+			return specd_errorf(err, SPECD_INVAL, "engine: prompt token %u is id %d; "
+					    "the vocabulary has %u", i, (int)prompt[i], e->n_vocab);
+	dsp = p->sampling;
+	dsp.seed ^= DRAFT_SEED_MIX;
+	if ((st = sampler_reset(j->target_s, &p->sampling, err)) != SPECD_OK ||
+	    (st = sampler_reset(j->draft_s, &dsp, err)) != SPECD_OK)
+		return st;
+	memcpy(j->tokens, prompt, n_prompt * sizeof(*prompt));
+	j->n_tokens = j->n_prompt = n_prompt;
+	j->max_tokens = p->max_tokens;
+	j->eos = p->eos;
+	j->m.n_prompt = n_prompt;
+	if ((st = target_truncate(e, j->slot, 0, err)) != SPECD_OK)
+		return st;
+	if ((st = prefill(e, j->slot, prompt, n_prompt - 1, err)) != SPECD_OK)
+		return st;
+	if (e->drafter) {
+		struct draft_seq seq = job_seq(j);
+		if ((st = draft_reset(e->drafter, &seq, err)) != SPECD_OK)
+			return st;
+	}
+	j->m.t_prefill = specd_now() - t0;
+	j->started = true;
+	if (j->max_tokens == 0)
+		j->stop = DRAFT_STOP_MAX_TOKENS;
+	return SPECD_OK;
+}
+
+/* Appends the step's accepted tokens and `next` to the history and cuts the output at
+ * EOS or max tokens. */
+static void job_emit(struct draft_job *j, const int32_t *acc, uint32_t n_acc, int32_t next)
+{
+	for (uint32_t i = 0; i <= n_acc; i++) {
+		int32_t t = i < n_acc ? acc[i] : next;
+
+		j->tokens[j->n_tokens++] = t;
+		if (j->stop != DRAFT_STOP_NONE)
+			continue; /* past the cut: kept in the history only, for the KV bookkeeping */
+		if (t == j->eos) {
+			j->stop = DRAFT_STOP_EOS;
+			continue;
+		}
+		if (++j->n_out == j->max_tokens)
+			j->stop = DRAFT_STOP_MAX_TOKENS;
+	}
+	if (j->stop == DRAFT_STOP_NONE && j->n_tokens - 1 == j->eng->n_ctx)
+		j->stop = DRAFT_STOP_CONTEXT;
+}
+
+/* Proposes for one job within `budget` batch rows; returns the rows it takes (0: it
+ * waits). The proposal is capped so that no more than the remaining output is drafted
+ * and the verify tokens fit the slot: the slot holds n - 1 rows and gains k + 1. */
+static enum specd_status job_propose(struct draft_job *j, uint32_t budget, uint32_t *rows,
+				     struct specd_error *err)
+{
+	struct draft_engine *e = j->eng;
+	uint32_t n = j->n_tokens, k = e->k, left = j->max_tokens - j->n_out;
+	enum specd_status st = SPECD_OK;
+
+	*rows = 0;
+	j->prop.n = 0;
+	j->prop.q_onehot = true;
+	if (budget == 0)
+		return SPECD_OK;
+	if (k > budget - 1)
+		k = budget - 1;
+	if (k > left - 1)
+		k = left - 1;
+	if (k > e->n_ctx - n)
+		k = e->n_ctx - n;
+	if (e->drafter && k > 0) {
+		struct draft_seq seq = job_seq(j);
+		double t0 = specd_now();
+
+		st = draft_propose(e->drafter, &seq, k, &j->prop, err);
+		j->m.t_draft += specd_now() - t0;
+	}
+	if (st == SPECD_OK)
+		*rows = j->prop.n + 1;
+	return st;
+}
+
+static enum specd_status job_commit(struct draft_job *j, const float *logits,
+				    struct specd_error *err)
+{
+	struct draft_engine *e = j->eng;
+	struct draft_verdict v;
+	uint32_t n = j->n_tokens;
+	double t0 = specd_now();
+	enum specd_status st = e->verify(j->target_s, logits, e->n_vocab, &j->prop, e->work, &v);
+
+	if (st != SPECD_OK)
+		return specd_errorf(err, st, "engine: verification failed (slot %u)", j->slot);
+	if (v.n_accepted > j->prop.n || v.next < 0 || (uint32_t)v.next >= e->n_vocab)
+		return specd_errorf(err, SPECD_INTERNAL, "engine: the verifier kept %u of %u "
+				    "and chose id %d", v.n_accepted, j->prop.n, (int)v.next);
+	/* Keep the old history and the accepted tokens; `next` is fed by the next step. */
+	if ((st = target_truncate(e, j->slot, n + v.n_accepted, err)) != SPECD_OK)
+		return st;
+	j->m.t_verify += specd_now() - t0;
+	job_emit(j, j->prop.tokens, v.n_accepted, v.next);
+	draft_metrics_add_step(&j->m, j->prop.n, v.n_accepted);
+	j->m.generated = j->n_out;
+	if (e->drafter) {
+		struct draft_seq seq = job_seq(j);
+
+		t0 = specd_now();
+		st = draft_commit(e->drafter, &seq, v.n_accepted, v.next, err);
+		j->m.t_draft += specd_now() - t0;
+	}
+	return st;
+}
+
+enum specd_status draft_engine_step(struct draft_engine *e, struct draft_job *const *jobs,
+				    uint32_t n_jobs, struct specd_error *err)
+{
+	uint32_t used = 0;
+	enum specd_status st;
+	double t_start = specd_now();
+
+	for (uint32_t i = 0; i < n_jobs; i++) {
+		if (jobs[i]->eng != e || !jobs[i]->started)
+			return specd_errorf(err, SPECD_INVAL, "engine: job %u was not started on "
+					    "this engine", i);
+		for (uint32_t k = 0; k < i; k++)
+			if (jobs[k]->slot == jobs[i]->slot)
+				return specd_errorf(err, SPECD_INVAL, "engine: jobs %u and %u share "
+						    "slot %u", k, i, jobs[i]->slot);
+	}
+	for (uint32_t i = 0; i < n_jobs; i++) {
+		struct draft_job *j = jobs[i];
+		uint32_t rows;
+
+		j->in_step = false;
+		if (j->stop != DRAFT_STOP_NONE)
+			continue;
+		if ((st = job_propose(j, e->max_rows - used, &rows, err)) != SPECD_OK)
+			return st;
+		if (rows == 0)
+			continue;
+		/* [last history token, d1 .. dn] at positions n-1 .. n-1+n. */
+		e->b_tok[used] = (uint32_t)j->tokens[j->n_tokens - 1];
+		for (uint32_t t = 1; t < rows; t++)
+			e->b_tok[used + t] = (uint32_t)j->prop.tokens[t - 1];
+		for (uint32_t t = 0; t < rows; t++) {
+			e->b_slot[used + t] = j->slot;
+			e->b_pos[used + t] = j->n_tokens - 1 + t;
+			e->b_out[used + t] = used + t;
+		}
+		j->row0 = used;
+		j->in_step = true;
+		used += rows;
+	}
+	if (used == 0)
+		return SPECD_OK;
+	struct model_batch b = {
+		.n_tokens = used, .tokens = e->b_tok, .slots = e->b_slot, .pos = e->b_pos,
+		.n_out = used, .out_idx = e->b_out, .logits = e->logits,
+	};
+	double t0 = specd_now();
+	if ((st = target_forward(e, &b, err)) != SPECD_OK)
+		return st;
+	double t_fwd = specd_now() - t0;
+	for (uint32_t i = 0; i < n_jobs; i++) {
+		struct draft_job *j = jobs[i];
+
+		if (!j->in_step)
+			continue;
+		j->m.t_verify += t_fwd;
+		if ((st = job_commit(j, e->logits + (size_t)j->row0 * e->n_vocab, err)) != SPECD_OK)
+			return st;
+	}
+	double t_step = specd_now() - t_start;
+	for (uint32_t i = 0; i < n_jobs; i++)
+		if (jobs[i]->in_step)
+			jobs[i]->m.t_decode += t_step;
+	return SPECD_OK;
+}
+
+enum specd_status draft_job_step(struct draft_job *j, struct specd_error *err)
+{
+	return draft_engine_step(j->eng, &j, 1, err);
+}
+
+enum draft_stop draft_job_stop(const struct draft_job *j)
+{
+	return j->stop;
+}
+
+const int32_t *draft_job_output(const struct draft_job *j, uint32_t *n)
+{
+	*n = j->n_out;
+	return j->tokens + j->n_prompt;
+}
+
+const struct draft_metrics *draft_job_metrics(const struct draft_job *j)
+{
+	return &j->m;
+}

@@ -1,0 +1,113 @@
+/* The speculative generation engine: one step is "propose K -> one target forward over
+ * [last token, d1..dK] -> verify -> commit: truncate the target's and the drafter's KV
+ * to what was kept -> metrics". specd-run drives it in one process; the daemon's
+ * scheduler will drive the same engine with many jobs (DESIGN.md §3).
+ *
+ * A struct draft_job is one sequence: its KV slot, its history (prompt + output), its
+ * samplers and its metrics. draft_engine_step advances several jobs with one target
+ * forward (each job's verify tokens side by side in the batch, the forward being
+ * batch-invariant); with one job that is plain speculative decoding.
+ *
+ * Exactness: with method none the engine is plain decoding (one token per forward,
+ * the same sampler draws as sampler_sample). With a drafter, greedy output is
+ * bit-identical to that, and sampled output follows the same distribution (verify.h).
+ * KV invariant between steps: the target's slot holds every history token but the
+ * last, which opens the next verify batch.
+ *
+ * Threads: the compute thread only (it runs the model). */
+#ifndef SPECD_DRAFTERS_ENGINE_H
+#define SPECD_DRAFTERS_ENGINE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/error.h"
+#include "common/status.h"
+#include "drafters/drafter.h"
+#include "drafters/metrics.h"
+#include "drafters/verify.h"
+#include "model/sampler.h"
+
+struct model;
+struct model_batch;
+
+/* How the engine reaches the target when it is not one local model: a tensor-parallel
+ * group driven from rank 0 (parallel/tp.h) runs each forward and KV truncation on every
+ * shard. With no ops the engine calls model_forward and kv_truncate on `target`. */
+struct draft_target_ops {
+	/* As model_forward, but b->logits receives whole-vocabulary rows. */
+	enum specd_status (*forward)(void *user, const struct model_batch *b,
+				     struct specd_error *err);
+	/* As kv_truncate on every copy of the target's cache. */
+	enum specd_status (*truncate)(void *user, uint32_t slot, uint32_t len,
+				      struct specd_error *err);
+};
+
+struct draft_engine_config {
+	/* borrowed; must outlive the engine. With target_ops, the leader's shard: its
+	 * hyper-parameters and KV lengths are the whole target's. */
+	struct model *target;
+	const struct draft_target_ops *target_ops; /* NULL: the local model */
+	void *target_user;                         /* passed to target_ops */
+	struct drafter *drafter;   /* borrowed; NULL: plain decoding (method none) */
+	uint32_t spec_tokens;      /* K: 1 .. draft_k_max(drafter), and K + 1 must fit
+				      model_max_batch; ignored without a drafter */
+	draft_verify_fn *verify;   /* NULL: draft_verify (the exact one) */
+};
+
+struct draft_engine;
+
+/* Errors: SPECD_INVAL (no target, K out of range), SPECD_NOMEM. *out only on success. */
+enum specd_status draft_engine_create(const struct draft_engine_config *cfg,
+				      struct draft_engine **out, struct specd_error *err);
+/* NULL is a no-op. Destroy the jobs first. */
+void draft_engine_destroy(struct draft_engine *e);
+
+enum draft_stop {
+	DRAFT_STOP_NONE = 0,     /* still generating */
+	DRAFT_STOP_EOS,          /* the end-of-sequence token (not part of the output) */
+	DRAFT_STOP_MAX_TOKENS,
+	DRAFT_STOP_CONTEXT,      /* the slot is full */
+};
+
+/* "running", "end of sequence", "max tokens", "context full". */
+const char *draft_stop_name(enum draft_stop s);
+
+struct draft_job_params {
+	struct sampler_params sampling;
+	uint32_t max_tokens;     /* 0: nothing is generated */
+	int32_t eos;             /* the end-of-sequence id; < 0: none */
+};
+
+struct draft_job;
+
+/* A job on KV slot `slot` of the target (and of the drafter), with its buffers sized
+ * for the slot's context. Errors: SPECD_INVAL (slot out of range), SPECD_NOMEM. */
+enum specd_status draft_job_create(struct draft_engine *e, uint32_t slot,
+				   struct draft_job **out, struct specd_error *err);
+/* NULL is a no-op. */
+void draft_job_destroy(struct draft_job *j);
+
+/* Starts a sequence: resets the samplers and both KV slots, prefills all but the last
+ * prompt token into the target and the drafter. Errors: SPECD_INVAL (an empty prompt, a
+ * prompt longer than the slot, an id outside the vocabulary, bad sampling parameters),
+ * and the forward's errors; the job is then stopped. */
+enum specd_status draft_job_start(struct draft_job *j, const int32_t *prompt, uint32_t n_prompt,
+				  const struct draft_job_params *p, struct specd_error *err);
+
+/* One step for each job not yet stopped (at most one job per slot): every job emits at
+ * least one token. Jobs whose tokens do not fit the batch wait for the next step.
+ * Errors: SPECD_INVAL (two jobs on one slot, a job not started), the forward's,
+ * drafter's and verifier's errors; the jobs' state is then undefined: restart them. */
+enum specd_status draft_engine_step(struct draft_engine *e, struct draft_job *const *jobs,
+				    uint32_t n_jobs, struct specd_error *err);
+/* draft_engine_step on this job alone. */
+enum specd_status draft_job_step(struct draft_job *j, struct specd_error *err);
+
+enum draft_stop draft_job_stop(const struct draft_job *j);
+/* The tokens generated so far (without the end-of-sequence token), owned by the job
+ * and valid until its next step or start. */
+const int32_t *draft_job_output(const struct draft_job *j, uint32_t *n);
+const struct draft_metrics *draft_job_metrics(const struct draft_job *j);
+
+#endif

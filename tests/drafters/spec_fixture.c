@@ -1,0 +1,161 @@
+/* Shared helpers of the drafters/ suites (see spec_fixture.h). */
+#include "spec_fixture.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "model/kv.h"
+#include "model/sampler.h"
+#include "test_support.h"
+
+void fx_gen_model(const char *out, const char *const *args)
+{
+	char gen[600];
+	const char *argv[40];
+	char *text = NULL;
+	int n = 0;
+
+	snprintf(gen, sizeof(gen), "%s/tools/specd-gen-model", ts_binary_dir());
+	argv[n++] = gen;
+	argv[n++] = "-o";
+	argv[n++] = out;
+	for (int i = 0; args[i] && n < 39; i++)
+		argv[n++] = args[i];
+	argv[n] = NULL;
+	int rc = ts_run(argv, &text, 60);
+	if (rc != 0)
+		fprintf(stderr, "specd-gen-model: %s\n", text ? text : "(no output)");
+	free(text);
+	assert_int_equal(rc, 0);
+}
+
+struct model *fx_load(const char *path, uint32_t n_slots, uint32_t n_ctx)
+{
+	struct model_config mc = {.n_slots = n_slots, .n_ctx = n_ctx};
+	struct specd_error err;
+	struct model *m = NULL;
+
+	if (model_load(path, &mc, &m, &err) != SPECD_OK)
+		fail_msg("%s: %s", path, err.msg);
+	return m;
+}
+
+struct drafter *fx_drafter(enum draft_method method, struct model *target, uint32_t k,
+			   uint32_t n_slots, const char *draft_path, uint32_t lookup_min)
+{
+	struct draft_config dc = {
+		.method = method, .k_max = k, .n_slots = n_slots,
+		.n_ctx = kv_n_ctx(model_kv(target)), .target = target,
+		.prompt_lookup_min = lookup_min, .draft_path = draft_path,
+	};
+	struct specd_error err;
+	struct drafter *d = NULL;
+
+	if (draft_create(&dc, &d, &err) != SPECD_OK)
+		fail_msg("draft_create %s: %s", draft_method_name(method), err.msg);
+	return d;
+}
+
+enum specd_status fx_generate(struct model *target, struct drafter *d, uint32_t k,
+			      draft_verify_fn *verify, const int32_t *prompt, uint32_t n_prompt,
+			      const struct sampler_params *sp, uint32_t max_tokens, int32_t eos,
+			      int32_t *out, uint32_t cap, uint32_t *n_out, struct draft_metrics *m,
+			      enum draft_stop *stop)
+{
+	struct draft_engine_config ec = {.target = target, .drafter = d, .spec_tokens = k,
+					 .verify = verify};
+	struct draft_job_params jp = {.sampling = *sp, .max_tokens = max_tokens, .eos = eos};
+	struct draft_engine *e = NULL;
+	struct draft_job *j = NULL;
+	struct specd_error err;
+	enum specd_status st;
+
+	if ((st = draft_engine_create(&ec, &e, &err)) != SPECD_OK ||
+	    (st = draft_job_create(e, 0, &j, &err)) != SPECD_OK ||
+	    (st = draft_job_start(j, prompt, n_prompt, &jp, &err)) != SPECD_OK)
+		goto out;
+	while (draft_job_stop(j) == DRAFT_STOP_NONE) {
+		uint32_t before, after;
+		draft_job_output(j, &before);
+		if ((st = draft_job_step(j, &err)) != SPECD_OK)
+			goto out;
+		draft_job_output(j, &after);
+		/* The KV invariant: the target holds every history token but the last. */
+		if (draft_job_stop(j) == DRAFT_STOP_NONE)
+			assert_int_equal(kv_len(model_kv(target), 0), n_prompt + after - 1);
+		assert_true(after > before || draft_job_stop(j) != DRAFT_STOP_NONE);
+	}
+	uint32_t n;
+	const int32_t *gen = draft_job_output(j, &n);
+	assert_true(n <= cap);
+	memcpy(out, gen, n * sizeof(*gen));
+	*n_out = n;
+	if (m)
+		*m = *draft_job_metrics(j);
+	if (stop)
+		*stop = draft_job_stop(j);
+out:
+	if (st != SPECD_OK)
+		fprintf(stderr, "fx_generate: %s\n", err.msg);
+	draft_job_destroy(j);
+	draft_engine_destroy(e);
+	return st;
+}
+
+uint32_t fx_plain_greedy(struct model *target, const int32_t *prompt, uint32_t n_prompt,
+			 uint32_t max_tokens, int32_t *out)
+{
+	uint32_t V = model_hparams(target)->n_vocab, n_ctx = kv_n_ctx(model_kv(target));
+	float *logits = malloc((size_t)V * sizeof(float));
+	struct specd_error err;
+	uint32_t n = 0, zero = 0, last = 0;
+
+	assert_non_null(logits);
+	assert_int_equal(kv_truncate(model_kv(target), 0, 0), SPECD_OK);
+	for (uint32_t i = 0; i < n_prompt; i++) {
+		uint32_t t = (uint32_t)prompt[i], pos = i;
+		struct model_batch b = {.n_tokens = 1, .tokens = &t, .slots = &zero, .pos = &pos,
+					.n_out = 1, .out_idx = &last, .logits = logits};
+		assert_int_equal(model_forward(target, &b, &err), SPECD_OK);
+	}
+	while (n < max_tokens) {
+		out[n] = sampler_argmax(logits, (int32_t)V);
+		n++;
+		uint32_t pos = n_prompt + n - 1;
+		if (n == max_tokens || pos == n_ctx)
+			break;
+		uint32_t t = (uint32_t)out[n - 1];
+		struct model_batch b = {.n_tokens = 1, .tokens = &t, .slots = &zero, .pos = &pos,
+					.n_out = 1, .out_idx = &last, .logits = logits};
+		assert_int_equal(model_forward(target, &b, &err), SPECD_OK);
+	}
+	free(logits);
+	return n;
+}
+
+enum specd_status fx_biased_verify(struct sampler *s, const float *logits, uint32_t n_vocab,
+				   const struct draft_proposal *prop, float *work,
+				   struct draft_verdict *out)
+{
+	float *p = work;
+	for (uint32_t i = 0; i < prop->n; i++) {
+		int32_t t = prop->tokens[i];
+		float q = prop->q_onehot ? 1.0f : prop->q[(size_t)i * n_vocab + (size_t)t];
+		if (sampler_probs(s, logits + (size_t)i * n_vocab, p) != SPECD_OK)
+			return SPECD_INVAL;
+		if (sampler_uniform(s) * q < p[t])
+			continue;
+		out->n_accepted = i;
+		return sampler_sample_probs(s, p, &out->next);
+	}
+	out->n_accepted = prop->n;
+	if (sampler_probs(s, logits + (size_t)prop->n * n_vocab, p) != SPECD_OK)
+		return SPECD_INVAL;
+	return sampler_sample_probs(s, p, &out->next);
+}

@@ -1,0 +1,43 @@
+/* Helpers shared by the drafters/ suites: generating models with specd-gen-model,
+ * loading them, and running one job of the engine to its end. Tests only. */
+#ifndef SPECD_TESTS_DRAFTERS_SPEC_FIXTURE_H
+#define SPECD_TESTS_DRAFTERS_SPEC_FIXTURE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "drafters/drafter.h"
+#include "drafters/engine.h"
+#include "model/llama.h"
+
+/* Runs specd-gen-model -o out args... (NULL-terminated); fails the test on error. */
+void fx_gen_model(const char *out, const char *const *args);
+
+/* Loads a model with n_slots slots of n_ctx rows; fails the test on error. */
+struct model *fx_load(const char *path, uint32_t n_slots, uint32_t n_ctx);
+
+/* A drafter of `method` for target (draft_path for draft_model); fails on error. */
+struct drafter *fx_drafter(enum draft_method method, struct model *target, uint32_t k,
+			   uint32_t n_slots, const char *draft_path, uint32_t lookup_min);
+
+/* One job on slot 0 from prompt to its stop: out gets the output (cap tokens at most),
+ * *n_out its length, *m (may be NULL) the metrics, *stop (may be NULL) why it stopped.
+ * verify NULL: the exact verifier. Returns the status of the first failing call. */
+enum specd_status fx_generate(struct model *target, struct drafter *d, uint32_t k,
+			      draft_verify_fn *verify, const int32_t *prompt, uint32_t n_prompt,
+			      const struct sampler_params *sp, uint32_t max_tokens, int32_t eos,
+			      int32_t *out, uint32_t cap, uint32_t *n_out, struct draft_metrics *m,
+			      enum draft_stop *stop);
+
+/* Plain greedy decoding written without the engine: one forward per token, argmax.
+ * Returns the number of tokens (stops at max_tokens or the slot's end; no EOS). */
+uint32_t fx_plain_greedy(struct model *target, const int32_t *prompt, uint32_t n_prompt,
+			 uint32_t max_tokens, int32_t *out);
+
+/* A deliberately wrong verifier (the classic mistake: on rejection it draws from p
+ * instead of norm(max(0, p - q))), so the distribution tests can show they fail. */
+enum specd_status fx_biased_verify(struct sampler *s, const float *logits, uint32_t n_vocab,
+				   const struct draft_proposal *prop, float *work,
+				   struct draft_verdict *out);
+
+#endif

@@ -1,0 +1,558 @@
+/* drafters/engine with the ngram and draft_model drafters: greedy output bit-identical
+ * to plain decoding (one forward per token, written here without the engine) for every
+ * method x K in {1, 3, 8} x several prompts, on random llama and qwen2 models and on
+ * stories260K (with a random draft sharing its vocabulary, and itself as draft). Also:
+ * rollback when all, none and some proposals are rejected (a scripted drafter, and a
+ * verifier that refuses correct tokens so the draft model must roll back), the cuts at
+ * EOS, max tokens and the end of the context, two jobs in one forward, the metrics, and
+ * a draft model with another vocabulary refused. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "common/alloc.h"
+#include "drafters/drafter.h"
+#include "drafters/engine.h"
+#include "model/gguf.h"
+#include "model/kv.h"
+#include "model/tokenizer.h"
+#include "spec_fixture.h"
+#include "test_support.h"
+
+#define MAX_GEN 40
+#define CAP 600
+
+static char g_dir[512];
+static char g_llama[600], g_llama_q8[600], g_llama_draft[600], g_other_vocab[600];
+static char g_qwen[600], g_qwen_draft[600];
+static char g_st[600], g_st_draft[600], g_st_synth[600];
+static bool g_have_st;
+static const struct sampler_params k_greedy = {.temperature = 0.0f, .top_k = 0, .top_p = 1.0f};
+
+static int setup_models(void **state)
+{
+	(void)state;
+	if (!ts_mkdtemp(g_dir, sizeof(g_dir)))
+		return -1;
+#define PATH(var, name) snprintf(var, sizeof(var), "%s/" name, g_dir)
+	PATH(g_llama, "llama.gguf");
+	PATH(g_llama_q8, "llama_q8.gguf");
+	PATH(g_llama_draft, "llama_draft.gguf");
+	PATH(g_other_vocab, "other_vocab.gguf");
+	PATH(g_qwen, "qwen.gguf");
+	PATH(g_qwen_draft, "qwen_draft.gguf");
+	PATH(g_st_draft, "st_draft.gguf");
+	PATH(g_st_synth, "st_synth.gguf");
+#undef PATH
+	const char *llama[] = {"--dim", "64", "--layers", "2", "--heads", "4", "--kv-heads", "2",
+			       "--ffn", "96", "--vocab", "300", "--ctx", "128", "--seed", "7", NULL};
+	/* The same weights rounded to q8_0: a draft that mostly agrees. */
+	const char *llama_q8[] = {"--dim", "64", "--layers", "2", "--heads", "4", "--kv-heads",
+				  "2", "--ffn", "96", "--vocab", "300", "--ctx", "128", "--seed",
+				  "7", "--type", "q8_0", NULL};
+	const char *llama_draft[] = {"--dim", "32", "--layers", "1", "--heads", "2", "--kv-heads",
+				     "1", "--ffn", "64", "--vocab", "300", "--ctx", "128", "--seed",
+				     "17", NULL};
+	const char *other[] = {"--dim", "32", "--layers", "1", "--heads", "2", "--kv-heads", "1",
+			       "--ffn", "64", "--vocab", "320", "--ctx", "128", NULL};
+	const char *qwen[] = {"--arch", "qwen2", "--dim", "64", "--layers", "2", "--heads", "4",
+			      "--kv-heads", "1", "--ffn", "128", "--vocab", "280", "--ctx", "128",
+			      "--type", "q8_0", "--seed", "8", NULL};
+	const char *qwen_draft[] = {"--arch", "qwen2", "--dim", "32", "--layers", "1", "--heads",
+				    "2", "--kv-heads", "2", "--ffn", "32", "--vocab", "280",
+				    "--ctx", "128", "--seed", "18", NULL};
+	fx_gen_model(g_llama, llama);
+	fx_gen_model(g_llama_q8, llama_q8);
+	fx_gen_model(g_llama_draft, llama_draft);
+	fx_gen_model(g_other_vocab, other);
+	fx_gen_model(g_qwen, qwen);
+	fx_gen_model(g_qwen_draft, qwen_draft);
+	g_have_st = ts_model_path("stories260K.gguf", g_st, sizeof(g_st));
+	if (g_have_st) {
+		const char *st_draft[] = {"--vocab-from", g_st, "--dim", "32", "--layers", "1",
+					  "--heads", "2", "--kv-heads", "1", "--ffn", "64", "--ctx",
+					  "512", "--seed", "5", NULL};
+		const char *st_synth[] = {"--dim", "32", "--layers", "1", "--heads", "2",
+					  "--kv-heads", "1", "--ffn", "64", "--vocab", "512",
+					  "--ctx", "512", NULL};
+		fx_gen_model(g_st_draft, st_draft);
+		fx_gen_model(g_st_synth, st_synth);
+	}
+	return 0;
+}
+
+static int teardown_models(void **state)
+{
+	(void)state;
+	ts_rmtree(g_dir);
+	return 0;
+}
+
+struct prompt {
+	int32_t ids[32];
+	uint32_t n;
+};
+
+/* Greedy output of every method and K equals plain decoding of `target_path`. */
+static void check_all_methods(const char *target_path, const char *const *drafts,
+			      const struct prompt *prompts, int n_prompts)
+{
+	struct model *t = fx_load(target_path, 1, 0);
+	static const uint32_t ks[] = {1, 3, 8};
+	int32_t ref[CAP], got[CAP];
+
+	for (int p = 0; p < n_prompts; p++) {
+		uint32_t n_ref = fx_plain_greedy(t, prompts[p].ids, prompts[p].n, MAX_GEN, ref), n;
+		struct draft_metrics m;
+		assert_int_equal(n_ref, MAX_GEN);
+		assert_int_equal(fx_generate(t, NULL, 0, NULL, prompts[p].ids, prompts[p].n,
+					     &k_greedy, MAX_GEN, -1, got, CAP, &n, &m, NULL),
+				 SPECD_OK);
+		assert_int_equal(n, n_ref);
+		assert_memory_equal(got, ref, n * sizeof(int32_t));
+		assert_int_equal(m.steps, n_ref);
+		assert_int_equal(m.drafted, 0);
+		for (size_t k = 0; k < sizeof(ks) / sizeof(ks[0]); k++) {
+			struct drafter *ds[8];
+			int nd = 0;
+			ds[nd++] = fx_drafter(DRAFT_METHOD_NGRAM, t, ks[k], 1, NULL, 1);
+			ds[nd++] = fx_drafter(DRAFT_METHOD_NGRAM, t, ks[k], 1, NULL, 0);
+			for (int d = 0; drafts[d]; d++)
+				ds[nd++] = fx_drafter(DRAFT_METHOD_DRAFT_MODEL, t, ks[k], 1,
+						      drafts[d], 0);
+			for (int d = 0; d < nd; d++) {
+				assert_int_equal(fx_generate(t, ds[d], ks[k], NULL, prompts[p].ids,
+							     prompts[p].n, &k_greedy, MAX_GEN, -1,
+							     got, CAP, &n, &m, NULL),
+						 SPECD_OK);
+				if (n != n_ref || memcmp(got, ref, n * sizeof(int32_t)) != 0)
+					fail_msg("%s: prompt %d, drafter %d (%s), K=%u: output "
+						 "differs from plain decoding", target_path, p, d,
+						 draft_method_name(draft_method_of(ds[d])), ks[k]);
+				if (getenv("FX_VERBOSE"))
+					fprintf(stderr, "p%d d%d K%u: steps %llu drafted %llu accepted %llu\n",
+						p, d, ks[k], (unsigned long long)m.steps,
+						(unsigned long long)m.drafted, (unsigned long long)m.accepted);
+				assert_int_equal(m.generated, n);
+				assert_int_equal(m.emitted, m.accepted + m.steps);
+				assert_true(m.steps <= n);
+				/* Self-drafting accepts everything (also after the KV catch-up). */
+				if (d >= 2 && strcmp(drafts[d - 2], target_path) == 0)
+					assert_int_equal(m.accepted, m.drafted);
+			}
+			for (int d = 0; d < nd; d++)
+				draft_destroy(ds[d]);
+		}
+	}
+	model_destroy(t);
+}
+
+static void test_engine__greedy_matches_plain_on_random_llama(void **state)
+{
+	(void)state;
+	const char *drafts[] = {g_llama_draft, g_llama_q8, g_llama, NULL};
+	struct prompt prompts[] = {
+		{{1}, 1},
+		{{1, 100, 101, 102}, 4},
+		{{1, 50, 60, 50, 60, 50, 60, 50}, 8},
+		{{1, 200, 3, 4, 5, 6, 200, 3, 4, 5, 200, 3}, 12},
+	};
+	check_all_methods(g_llama, drafts, prompts, 4);
+}
+
+static void test_engine__greedy_matches_plain_on_random_qwen2(void **state)
+{
+	(void)state;
+	const char *drafts[] = {g_qwen_draft, g_qwen, NULL};
+	struct prompt prompts[] = {
+		{{1, 270, 271}, 3},
+		{{1, 40, 41, 42, 40, 41, 42, 40}, 8},
+	};
+	check_all_methods(g_qwen, drafts, prompts, 2);
+}
+
+static void encode(const char *model_path, const char *text, struct prompt *p)
+{
+	struct gguf_file *f;
+	struct tok *t;
+	size_t n;
+	assert_int_equal(gguf_open(model_path, &f, NULL), SPECD_OK);
+	assert_int_equal(tok_load_gguf(f, &t, NULL), SPECD_OK);
+	assert_int_equal(tok_encode(t, text, strlen(text), true, p->ids, 32, &n), SPECD_OK);
+	p->n = (uint32_t)n;
+	tok_destroy(t);
+	gguf_close(f);
+}
+
+static void test_engine__greedy_matches_plain_on_stories260k(void **state)
+{
+	(void)state;
+	if (!g_have_st)
+		skip();
+	const char *drafts[] = {g_st_draft, g_st, NULL};
+	struct prompt prompts[3];
+	encode(g_st, "Once upon a time", &prompts[0]);
+	encode(g_st, "Lily and Tom went to the park. Lily and Tom", &prompts[1]);
+	encode(g_st, "The cat sat on the mat. The cat", &prompts[2]);
+	check_all_methods(g_st, drafts, prompts, 3);
+}
+
+/* ---- rollback with a scripted drafter ---- */
+
+enum script { SCRIPT_ALL, SCRIPT_NONE, SCRIPT_SECOND_WRONG };
+
+struct scripted {
+	const int32_t *truth; /* prompt + plain greedy output */
+	uint32_t n_truth;
+	uint32_t n_vocab;
+	enum script mode;
+};
+
+static struct scripted g_script;
+
+static enum specd_status sc_create(const struct draft_config *cfg, void **state,
+				   struct specd_error *err)
+{
+	(void)cfg;
+	(void)err;
+	*state = &g_script;
+	return SPECD_OK;
+}
+
+static void sc_destroy(void *state)
+{
+	(void)state;
+}
+
+static enum specd_status sc_supports(const void *state, const struct model *target,
+				     struct specd_error *err)
+{
+	(void)state;
+	(void)target;
+	(void)err;
+	return SPECD_OK;
+}
+
+static size_t sc_memory(const void *state)
+{
+	(void)state;
+	return 0;
+}
+
+static enum specd_status sc_reset(void *state, const struct draft_seq *seq,
+				  struct specd_error *err)
+{
+	(void)state;
+	(void)seq;
+	(void)err;
+	return SPECD_OK;
+}
+
+static enum specd_status sc_propose(void *state, const struct draft_seq *seq, uint32_t k,
+				    struct draft_proposal *out, struct specd_error *err)
+{
+	struct scripted *s = state;
+	uint32_t n = seq->n_tokens;
+	(void)err;
+	/* The engine's history is always the truth's prefix: rollback kept nothing wrong. */
+	assert_true(n <= s->n_truth);
+	assert_memory_equal(seq->tokens, s->truth, n * sizeof(int32_t));
+	uint32_t m = s->n_truth - n < k ? s->n_truth - n : k;
+	memcpy(out->tokens, s->truth + n, m * sizeof(int32_t));
+	if (s->mode == SCRIPT_NONE && m >= 1)
+		out->tokens[0] = (out->tokens[0] + 1) % (int32_t)s->n_vocab;
+	if (s->mode == SCRIPT_SECOND_WRONG && m >= 2)
+		out->tokens[1] = (out->tokens[1] + 1) % (int32_t)s->n_vocab;
+	out->n = m;
+	out->q_onehot = true;
+	return SPECD_OK;
+}
+
+static enum specd_status sc_commit(void *state, const struct draft_seq *seq, uint32_t n_acc,
+				   int32_t next, struct specd_error *err)
+{
+	struct scripted *s = state;
+	(void)err;
+	(void)n_acc;
+	assert_int_equal(next, s->truth[seq->n_tokens - 1]);
+	return SPECD_OK;
+}
+
+static const struct draft_ops scripted_ops = {
+	.method = DRAFT_METHOD_NGRAM, .create = sc_create, .destroy = sc_destroy,
+	.supports = sc_supports, .memory_bytes = sc_memory, .reset = sc_reset,
+	.propose = sc_propose, .commit = sc_commit,
+};
+
+static void test_engine__rolls_back_all_none_and_some_rejections(void **state)
+{
+	(void)state;
+	struct model *t = fx_load(g_llama, 1, 0);
+	int32_t truth[CAP], got[CAP];
+	struct prompt p = {{1, 100, 101, 102}, 4};
+	memcpy(truth, p.ids, p.n * sizeof(int32_t));
+	uint32_t n_ref = fx_plain_greedy(t, p.ids, p.n, MAX_GEN, truth + p.n);
+	g_script = (struct scripted){.truth = truth, .n_truth = p.n + n_ref, .n_vocab = 300};
+
+	for (int mode = SCRIPT_ALL; mode <= SCRIPT_SECOND_WRONG; mode++) {
+		struct draft_config dc = {.k_max = 8, .n_slots = 1, .target = t};
+		struct drafter *d;
+		struct draft_metrics m;
+		uint32_t n;
+		g_script.mode = (enum script)mode;
+		assert_int_equal(draft_create_ops(&scripted_ops, &dc, &d, NULL), SPECD_OK);
+		assert_int_equal(fx_generate(t, d, 3, NULL, p.ids, p.n, &k_greedy, MAX_GEN, -1, got,
+					     CAP, &n, &m, NULL), SPECD_OK);
+		assert_int_equal(n, n_ref);
+		assert_memory_equal(got, truth + p.n, n * sizeof(int32_t));
+		assert_true(m.drafted > 0);
+		switch (mode) {
+		case SCRIPT_ALL:
+			assert_int_equal(m.accepted, m.drafted);
+			assert_true(m.steps < n / 3 + 2); /* 4 tokens a step */
+			break;
+		case SCRIPT_NONE:
+			assert_int_equal(m.accepted, 0);
+			assert_int_equal(m.steps, n);
+			break;
+		default:
+			assert_int_equal(m.accepted_at[0], m.proposed_at[0]);
+			assert_int_equal(m.accepted_at[1], 0);
+			assert_true(m.proposed_at[2] > 0);
+			assert_int_equal(m.accepted_at[2], 0);
+			assert_true(draft_metrics_position_rate(&m, 1) == 1.0);
+			break;
+		}
+		draft_destroy(d);
+	}
+	model_destroy(t);
+}
+
+/* Greedy, but never keeps more than one proposed token (correct ones included): the
+ * output is unchanged, and the draft model must roll back its KV every step. */
+static int g_mismatch;
+static enum specd_status stingy_verify(struct sampler *s, const float *logits,
+				       uint32_t n_vocab, const struct draft_proposal *prop,
+				       float *work, struct draft_verdict *out)
+{
+	struct draft_verdict v;
+	enum specd_status st = draft_verify(s, logits, n_vocab, prop, work, &v);
+	if (st != SPECD_OK)
+		return st;
+	if (v.n_accepted != prop->n)
+		g_mismatch++; /* a self-draft that is not in sync with the target */
+	if (v.n_accepted > 1) {
+		v.n_accepted = 1;
+		v.next = prop->tokens[1]; /* the target's argmax there, as accepted */
+	}
+	*out = v;
+	return SPECD_OK;
+}
+
+static void test_engine__draft_model_rolls_back_its_cache(void **state)
+{
+	(void)state;
+	struct model *t = fx_load(g_llama, 1, 0);
+	int32_t ref[CAP], got[CAP];
+	struct prompt p = {{1, 50, 60, 50, 60}, 5};
+	uint32_t n_ref = fx_plain_greedy(t, p.ids, p.n, MAX_GEN, ref), n;
+	struct drafter *d = fx_drafter(DRAFT_METHOD_DRAFT_MODEL, t, 4, 1, g_llama, 0);
+	struct draft_metrics m;
+
+	g_mismatch = 0;
+	assert_int_equal(fx_generate(t, d, 4, stingy_verify, p.ids, p.n, &k_greedy, MAX_GEN, -1,
+				     got, CAP, &n, &m, NULL), SPECD_OK);
+	assert_int_equal(n, n_ref);
+	assert_memory_equal(got, ref, n * sizeof(int32_t));
+	assert_int_equal(g_mismatch, 0);
+	assert_true(m.steps >= n / 2);
+	assert_true(m.accepted < m.drafted);
+	draft_destroy(d);
+	model_destroy(t);
+}
+
+static void test_engine__cuts_at_eos_max_tokens_and_context(void **state)
+{
+	(void)state;
+	struct model *t = fx_load(g_llama, 1, 0);
+	struct drafter *d = fx_drafter(DRAFT_METHOD_DRAFT_MODEL, t, 8, 1, g_llama, 0);
+	int32_t ref[CAP], got[CAP];
+	struct prompt p = {{1, 100, 101, 102}, 4};
+	uint32_t n_ref = fx_plain_greedy(t, p.ids, p.n, MAX_GEN, ref), n;
+	enum draft_stop stop;
+
+	/* Max tokens inside an accepted run. */
+	assert_int_equal(fx_generate(t, d, 8, NULL, p.ids, p.n, &k_greedy, 5, -1, got, CAP, &n,
+				     NULL, &stop), SPECD_OK);
+	assert_int_equal(n, 5);
+	assert_int_equal(stop, DRAFT_STOP_MAX_TOKENS);
+	assert_memory_equal(got, ref, 5 * sizeof(int32_t));
+	/* EOS: an id that greedy decoding produces; the output ends before its first use. */
+	int32_t eos = ref[6];
+	uint32_t first = 0;
+	while (ref[first] != eos)
+		first++;
+	assert_int_equal(fx_generate(t, d, 8, NULL, p.ids, p.n, &k_greedy, MAX_GEN, eos, got, CAP,
+				     &n, NULL, &stop), SPECD_OK);
+	assert_int_equal(stop, DRAFT_STOP_EOS);
+	assert_int_equal(n, first);
+	assert_memory_equal(got, ref, n * sizeof(int32_t));
+	/* max_tokens 0: nothing. */
+	assert_int_equal(fx_generate(t, d, 8, NULL, p.ids, p.n, &k_greedy, 0, -1, got, CAP, &n,
+				     NULL, &stop), SPECD_OK);
+	assert_int_equal(n, 0);
+	assert_int_equal(stop, DRAFT_STOP_MAX_TOKENS);
+	draft_destroy(d);
+	model_destroy(t);
+
+	/* The context: a 20-row slot holds the prompt and 16 more tokens; plain decoding
+	 * also emits the token sampled from the last row. */
+	t = fx_load(g_llama, 1, 20);
+	n_ref = fx_plain_greedy(t, p.ids, p.n, 100, ref);
+	assert_int_equal(n_ref, 20 - p.n + 1);
+	static const enum draft_method methods[] = {DRAFT_METHOD_NONE, DRAFT_METHOD_NGRAM,
+						    DRAFT_METHOD_DRAFT_MODEL};
+	for (int i = 0; i < 3; i++) {
+		d = methods[i] == DRAFT_METHOD_NONE ? NULL
+			: fx_drafter(methods[i], t, 8, 1, g_llama_q8, 1);
+		assert_int_equal(fx_generate(t, d, 8, NULL, p.ids, p.n, &k_greedy, 100, -1, got,
+					     CAP, &n, NULL, &stop), SPECD_OK);
+		assert_int_equal(stop, DRAFT_STOP_CONTEXT);
+		assert_int_equal(n, n_ref);
+		assert_memory_equal(got, ref, n * sizeof(int32_t));
+		draft_destroy(d);
+	}
+	model_destroy(t);
+}
+
+/* Two sequences verified in one forward give what each gives alone. */
+static void test_engine__two_jobs_share_a_forward(void **state)
+{
+	(void)state;
+	struct model *t = fx_load(g_llama, 2, 0);
+	struct prompt p[2] = {{{1, 100, 101, 102}, 4}, {{1, 50, 60, 50, 60, 50}, 6}};
+	int32_t ref[2][CAP];
+	static const enum draft_method methods[] = {DRAFT_METHOD_NGRAM, DRAFT_METHOD_DRAFT_MODEL};
+
+	for (int i = 0; i < 2; i++) {
+		struct model *alone = fx_load(g_llama, 1, 0);
+		assert_int_equal(fx_plain_greedy(alone, p[i].ids, p[i].n, MAX_GEN, ref[i]), MAX_GEN);
+		model_destroy(alone);
+	}
+	for (int mi = 0; mi < 2; mi++) {
+		struct drafter *d = fx_drafter(methods[mi], t, 3, 2, g_llama_q8, 1);
+		struct draft_engine_config ec = {.target = t, .drafter = d, .spec_tokens = 3};
+		struct draft_job_params jp = {.sampling = k_greedy, .max_tokens = MAX_GEN, .eos = -1};
+		struct draft_engine *e;
+		struct draft_job *j[2];
+		assert_int_equal(draft_engine_create(&ec, &e, NULL), SPECD_OK);
+		for (uint32_t i = 0; i < 2; i++) {
+			assert_int_equal(draft_job_create(e, i, &j[i], NULL), SPECD_OK);
+			assert_int_equal(draft_job_start(j[i], p[i].ids, p[i].n, &jp, NULL), SPECD_OK);
+		}
+		struct draft_job *same[2] = {j[0], j[0]};
+		assert_int_equal(draft_engine_step(e, same, 2, NULL), SPECD_INVAL);
+		while (draft_job_stop(j[0]) == DRAFT_STOP_NONE || draft_job_stop(j[1]) == DRAFT_STOP_NONE)
+			assert_int_equal(draft_engine_step(e, j, 2, NULL), SPECD_OK);
+		for (int i = 0; i < 2; i++) {
+			uint32_t n;
+			const int32_t *out = draft_job_output(j[i], &n);
+			assert_int_equal(n, MAX_GEN);
+			assert_memory_equal(out, ref[i], n * sizeof(int32_t));
+			draft_job_destroy(j[i]);
+		}
+		draft_engine_destroy(e);
+		draft_destroy(d);
+	}
+	model_destroy(t);
+}
+
+static void test_engine__refuses_a_draft_with_another_vocabulary(void **state)
+{
+	(void)state;
+	struct model *t = fx_load(g_llama, 1, 0);
+	struct draft_config dc = {.method = DRAFT_METHOD_DRAFT_MODEL, .k_max = 4, .n_slots = 1,
+				  .target = t, .draft_path = g_other_vocab};
+	struct specd_error err;
+	struct drafter *d = NULL;
+
+	assert_int_equal(draft_create(&dc, &d, &err), SPECD_INVAL);
+	assert_null(d);
+	assert_non_null(strstr(err.msg, "vocabulary is not the target's"));
+	assert_non_null(strstr(err.msg, "320 tokens in the draft, 300 in the target"));
+	dc.draft_path = NULL;
+	assert_int_equal(draft_create(&dc, &d, &err), SPECD_INVAL);
+	dc.draft_path = "/nonexistent/draft.gguf";
+	assert_int_not_equal(draft_create(&dc, &d, &err), SPECD_OK);
+	assert_non_null(strstr(err.msg, "/nonexistent/draft.gguf"));
+	dc.method = DRAFT_METHOD_EAGLE;
+	assert_int_equal(draft_create(&dc, &d, &err), SPECD_UNSUPPORTED);
+	model_destroy(t);
+
+	if (!g_have_st)
+		return;
+	/* Same size, other pieces. */
+	t = fx_load(g_st, 1, 0);
+	dc.target = t;
+	dc.method = DRAFT_METHOD_DRAFT_MODEL;
+	dc.draft_path = g_st_synth;
+	assert_int_equal(draft_create(&dc, &d, &err), SPECD_INVAL);
+	if (!strstr(err.msg, "vocabulary is not the target's: token "))
+		fail_msg("%s", err.msg);
+	/* The generated draft with stories260K's vocabulary is accepted. */
+	dc.draft_path = g_st_draft;
+	assert_int_equal(draft_create(&dc, &d, &err), SPECD_OK);
+	assert_true(draft_memory_bytes(d) > 0);
+	draft_destroy(d);
+	model_destroy(t);
+}
+
+static void test_engine__metrics_definitions(void **state)
+{
+	(void)state;
+	struct draft_metrics m;
+	char buf[1024];
+	draft_metrics_init(&m, 3);
+	draft_metrics_add_step(&m, 3, 3); /* 4 tokens */
+	draft_metrics_add_step(&m, 3, 1); /* 2 */
+	draft_metrics_add_step(&m, 0, 0); /* 1: nothing proposed */
+	assert_int_equal(m.drafted, 6);
+	assert_int_equal(m.accepted, 4);
+	assert_int_equal(m.emitted, 7);
+	assert_true(draft_metrics_mean_accept_len(&m) == 7.0 / 3.0);
+	assert_true(draft_metrics_efficiency(&m) == 7.0 / 12.0);
+	assert_true(draft_metrics_acceptance_rate(&m) == 4.0 / 6.0);
+	assert_true(draft_metrics_position_rate(&m, 1) == 1.0);
+	assert_true(draft_metrics_position_rate(&m, 2) == 0.5);
+	assert_true(draft_metrics_position_rate(&m, 4) == 0.0);
+	size_t len = draft_metrics_format(&m, "x: ", buf, sizeof(buf));
+	assert_int_equal(len, strlen(buf));
+	assert_non_null(strstr(buf, "x: steps 3, drafted 6, accepted 4 (66.7%)"));
+	assert_non_null(strstr(buf, "mean acceptance length 2.33"));
+	assert_non_null(strstr(buf, "acceptance by position: 1:100% 2:50% 3:50%"));
+	char small[10];
+	assert_int_equal(draft_metrics_format(&m, "x: ", small, sizeof(small)), len);
+	assert_int_equal(strlen(small), 9);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_engine__metrics_definitions),
+		cmocka_unit_test(test_engine__greedy_matches_plain_on_random_llama),
+		cmocka_unit_test(test_engine__greedy_matches_plain_on_random_qwen2),
+		cmocka_unit_test(test_engine__greedy_matches_plain_on_stories260k),
+		cmocka_unit_test(test_engine__rolls_back_all_none_and_some_rejections),
+		cmocka_unit_test(test_engine__draft_model_rolls_back_its_cache),
+		cmocka_unit_test(test_engine__cuts_at_eos_max_tokens_and_context),
+		cmocka_unit_test(test_engine__two_jobs_share_a_forward),
+		cmocka_unit_test(test_engine__refuses_a_draft_with_another_vocabulary),
+	};
+	return cmocka_run_group_tests(tests, setup_models, teardown_models);
+}
