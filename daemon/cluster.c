@@ -128,6 +128,13 @@ enum specd_status cluster_assign_roles(struct cluster *c)
 	st = agree(st);
 	if (st == SPECD_OK)
 		st = par_census_gather(MPI_COMM_WORLD, &c->self, c->ranks);
+	if (st == SPECD_OK) {
+		/* The shards' own communicator: their collectives never involve the draft
+		 * rank. */
+		int color = c->rank < c->layout.tensor_parallel ? 0 : MPI_UNDEFINED;
+		st = PAR_MPI(MPI_Comm_split(MPI_COMM_WORLD, color, c->rank, &c->target_comm));
+		c->have_target_comm = st == SPECD_OK && color == 0;
+	}
 	return st;
 }
 
@@ -167,6 +174,8 @@ enum specd_status cluster_shutdown_all(const struct cluster *c)
 
 void cluster_fini(struct cluster *c)
 {
+	if (c->have_target_comm)
+		MPI_Comm_free(&c->target_comm);
 	cfg_destroy(c->cfg);
 	specd_free(c->ranks);
 	memset(c, 0, sizeof(*c));

@@ -6,6 +6,8 @@
 #ifndef SPECD_DAEMON_CLUSTER_H
 #define SPECD_DAEMON_CLUSTER_H
 
+#include <mpi.h>
+#include <stdbool.h>
 #include <stdio.h>
 
 #include "config.h"
@@ -18,6 +20,8 @@ struct cluster {
 	struct par_layout layout;
 	struct par_rank_info self;
 	struct par_rank_info *ranks; /* rank 0 only: the census of every rank */
+	MPI_Comm target_comm;        /* ranks 0..T-1 (the shards); MPI_COMM_NULL elsewhere */
+	bool have_target_comm;
 };
 
 /* Rank 0 reads `path`; every rank gets the same configuration. On a bad file rank 0
@@ -27,7 +31,8 @@ enum specd_status cluster_load_config(struct cluster *c, const char *path);
 
 /* Checks the world size against the file (rank 0 prints the one message on a
  * mismatch; every rank returns SPECD_CONFIG), sets the log identity and role, probes
- * this rank's device, and gathers the census to rank 0. */
+ * this rank's device, gathers the census to rank 0, and makes the target group's
+ * communicator (ranks 0..T-1). */
 enum specd_status cluster_assign_roles(struct cluster *c);
 
 /* Rank 0: prints the role table (rank, node, pid, role, device, memory) to f. */

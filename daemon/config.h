@@ -60,6 +60,8 @@ struct cfg_cluster {
 	enum cfg_device target_device;
 	enum cfg_dtype target_dtype;
 	int target_threads;
+	int target_slots;   /* sequences in the KV cache at once */
+	int target_context; /* KV rows per sequence; 0: the model's own context */
 
 	/* draft */
 	enum cfg_placement draft_placement;

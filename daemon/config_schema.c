@@ -83,6 +83,14 @@ const struct cfg_key cfg_schema[] = {
 	{.path = "target.threads", .type = CFG_TYPE_INT, .store = CFG_STORE_INT,
 	 .offset = OFF(target_threads), .def = "1", .imin = 1, .imax = 256,
 	 .doc = "CPU threads per target rank."},
+	{.path = "target.slots", .type = CFG_TYPE_INT, .store = CFG_STORE_INT,
+	 .offset = OFF(target_slots), .def = "4", .imin = 1, .imax = 1024,
+	 .doc = "Sequences held in the KV cache at once: jobs that run together; the rest "
+		"queue. The cache is allocated at load, slots x context rows per layer."},
+	{.path = "target.context", .type = CFG_TYPE_INT, .store = CFG_STORE_INT,
+	 .offset = OFF(target_context), .def = "4096", .imin = 0, .imax = 1 << 20,
+	 .doc = "KV rows per sequence (prompt plus output), at most the model's own "
+		"context; 0: the model's own context."},
 
 	{.path = "draft.placement", .type = CFG_TYPE_ENUM, .store = CFG_STORE_INT,
 	 .offset = OFF(draft_placement), .def = "rank", .names = placement_names,

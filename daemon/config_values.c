@@ -257,7 +257,7 @@ enum specd_status cfg_value_set(struct cfg_cluster *cfg, const struct cfg_key *k
 			store_int(cfg, k, 0);
 			return SPECD_OK;
 		}
-		/* fall through */
+		__attribute__((fallthrough)); /* a number: parsed as for CFG_TYPE_INT */
 	case CFG_TYPE_INT:
 		if (!parse_int(text, len, &iv, &overflow))
 			return bad_text(k, text, len, why, why_size);

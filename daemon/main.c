@@ -8,10 +8,10 @@
 #include <string.h>
 
 #include "cluster.h"
-#include "common/clock.h"
 #include "common/log.h"
 #include "common/version.h"
 #include "config.h"
+#include "leader.h"
 #include "parallel/control.h"
 #include "parallel/mpi_check.h"
 #include "signals.h"
@@ -52,16 +52,6 @@ static int check_config(const char *path)
 	       cfg->method_auto ? "auto" : draft_method_name(cfg->method));
 	cfg_destroy(cfg);
 	return EXIT_SUCCESS;
-}
-
-/* The leader's loop: until the server lands it only waits for the signal that stops the
- * cluster, sleeping between checks so an idle leader costs no CPU. */
-static void leader_loop(void)
-{
-	int sig;
-	while ((sig = sig_take()) == 0)
-		specd_sleep(0.05);
-	LOG_INFO("signal %d received: shutting the cluster down", sig);
 }
 
 /* Every other rank: wait (without spinning) for the leader's instructions. */
@@ -125,10 +115,19 @@ static int run_cluster(const char *path)
 	}
 	if (st == SPECD_OK) {
 		if (rank == 0) {
-			leader_loop();
-			st = cluster_shutdown_all(&c);
+			/* Serve until drained; the other ranks are told to stop whatever the
+			 * outcome, so a failed model load still ends every rank cleanly. */
+			st = leader_serve(&c);
+			enum specd_status down = cluster_shutdown_all(&c);
+			if (st == SPECD_OK)
+				st = down;
 		} else {
-			st = follower_loop();
+			/* Target shards serve the leader's forwards until it releases them;
+			 * then every rank but the leader waits for the word to exit. */
+			if (c.have_target_comm)
+				st = leader_follow(&c);
+			if (st == SPECD_OK)
+				st = follower_loop();
 		}
 	}
 	if (st == SPECD_OK)

@@ -1,10 +1,12 @@
-/* specd-run: one-shot generation in one process, the baseline every speculative
- * method is measured against (DESIGN.md §9). In order: flags, model and tokenizer
- * load, prompt encoding, prefill, then sample / stream / decode until EOS, max tokens
- * or the context ends; or, with --perplexity, the mean NLL of a text file.
- * Text goes to stdout (the prompt, then tokens as they arrive, cut at UTF-8
- * boundaries); statistics and errors go to stderr. */
+/* specd-run: one-shot generation in one process, plain or speculative (DESIGN.md §9).
+ * In order: flags, model and tokenizer load, prompt encoding, the drafter (ngram, or a
+ * draft model checked against the target's vocabulary), then the engine of
+ * drafters/engine.h steps the job (propose, verify, commit) and the text is streamed
+ * until EOS, max tokens or the context ends; or, with --perplexity, the mean NLL of a
+ * text file. Text goes to stdout (the prompt, then tokens as they arrive, cut at UTF-8
+ * boundaries); statistics, speculation metrics and errors go to stderr. */
 #include <errno.h>
+#include <mpi.h>
 #include <limits.h>
 #include <math.h>
 #include <stdbool.h>
@@ -19,14 +21,20 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/version.h"
+#include "drafters/drafter.h"
+#include "drafters/engine.h"
 #include "drafters/method.h"
 #include "kernels/kern.h"
 #include "model/gguf.h"
 #include "model/llama.h"
 #include "model/sampler.h"
 #include "model/tokenizer.h"
+#include "model/shard.h"
+#include "runtime.h"
 
 enum { EXIT_USAGE = 2 };
+
+#define DEFAULT_SPEC_TOKENS 4
 
 struct run_opts {
 	const char *model;
@@ -41,6 +49,7 @@ struct run_opts {
 	const char *draft;
 	const char *heads;
 	long tp;
+	long lookup_min, lookup_max; /* 0: the drafter's defaults */
 };
 
 static void usage(FILE *f)
@@ -60,12 +69,17 @@ static void usage(FILE *f)
 		"  --top-p P              sample from the smallest set of mass P (1: off)\n"
 		"  --seed S               the sampling seed (default: from the clock, printed)\n"
 		"  --threads N            compute threads (default 1)\n"
-		"  --method M             speculation method: none (the default); ngram,\n"
-		"                         draft_model, eagle and medusa are not implemented yet\n"
-		"  --spec-tokens K        tokens drafted per step (for a speculation method)\n"
-		"  --draft MODEL          the draft model (--method draft_model)\n"
+		"  --method M             speculation method: none (the default: plain\n"
+		"                         decoding), ngram (prompt lookup) or draft_model;\n"
+		"                         eagle and medusa are not implemented yet\n"
+		"  --spec-tokens K        tokens drafted per step, 1 to 64 (default %d)\n"
+		"  --draft MODEL          the draft model (--method draft_model): a smaller\n"
+		"                         model with exactly the target's vocabulary\n"
+		"  --prompt-lookup-min N  ngram: shortest n-gram matched (default 2)\n"
+		"  --prompt-lookup-max N  ngram: longest n-gram matched (default 5)\n"
 		"  --heads FILE           EAGLE or Medusa heads (--method eagle|medusa)\n"
-		"  --tp T                 tensor-parallel shards (only 1 for now)\n"
+		"  --tp T                 tensor-parallel shards: run under mpirun -np T; rank 0\n"
+		"                         prints, the others hold their shard\n"
 		"  --perplexity FILE      score FILE instead of generating: tokenized with BOS,\n"
 		"                         in windows of the model's context; prints the mean\n"
 		"                         negative log-likelihood and the perplexity over the\n"
@@ -73,8 +87,12 @@ static void usage(FILE *f)
 		"  --help                 this text\n"
 		"  --version              the version\n"
 		"\n"
-		"The prompt and the generated text go to stdout; load time, token counts and\n"
-		"tokens/s to stderr. Log level: SPECD_LOG_LEVEL=error|warn|info|debug.\n");
+		"The prompt and the generated text go to stdout; load time, token counts,\n"
+		"tokens/s and the speculation metrics (drafted, accepted, acceptance by\n"
+		"position, system efficiency, time in draft and verify) to stderr. Output is\n"
+		"the same for every method: identical at temperature 0, the same distribution\n"
+		"when sampling. Log level: SPECD_LOG_LEVEL=error|warn|info|debug.\n",
+		DEFAULT_SPEC_TOKENS);
 }
 
 /* ---- flags ---- */
@@ -154,7 +172,8 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 		static const char *const known[] = {
 			"-m", "--model", "-p", "--prompt", "-n", "--max-tokens", "--temperature",
 			"--top-k", "--top-p", "--seed", "--threads", "--method", "--spec-tokens",
-			"--draft", "--heads", "--tp", "--perplexity"};
+			"--draft", "--heads", "--tp", "--perplexity", "--prompt-lookup-min",
+			"--prompt-lookup-max"};
 		bool is_known = false;
 		for (size_t k = 0; k < sizeof(known) / sizeof(known[0]); k++)
 			is_known |= strcmp(flag, known[k]) == 0;
@@ -206,6 +225,12 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 			o->draft = v;
 		} else if (!strcmp(flag, "--heads")) {
 			o->heads = v;
+		} else if (!strcmp(flag, "--prompt-lookup-min")) {
+			if (!parse_long(v, 1, 32, &o->lookup_min))
+				return bad_value(flag, v, "a length from 1 to 32");
+		} else if (!strcmp(flag, "--prompt-lookup-max")) {
+			if (!parse_long(v, 1, 32, &o->lookup_max))
+				return bad_value(flag, v, "a length from 1 to 32");
 		} else if (!strcmp(flag, "--tp")) {
 			if (!parse_long(v, 1, 1024, &o->tp))
 				return bad_value(flag, v, "a shard count >= 1");
@@ -215,19 +240,29 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 		fprintf(stderr, "specd-run: no model (-m MODEL.gguf); see --help\n");
 		return EXIT_USAGE;
 	}
-	if (o->method != DRAFT_METHOD_NONE) {
-		fprintf(stderr, "specd-run: --method %s is not implemented yet (only 'none' is)\n",
-			draft_method_name(o->method));
+	if (o->method != DRAFT_METHOD_NONE && !draft_ops_for(o->method)) {
+		fprintf(stderr, "specd-run: --method %s is not implemented yet (none, ngram and "
+				"draft_model are)\n", draft_method_name(o->method));
 		return EXIT_USAGE;
 	}
-	if (o->tp != 1) {
-		fprintf(stderr, "specd-run: --tp %ld: tensor parallelism is not implemented yet "
-				"(only --tp 1 is)\n", o->tp);
+	if (o->method == DRAFT_METHOD_DRAFT_MODEL && !o->draft) {
+		fprintf(stderr, "specd-run: --method draft_model needs --draft MODEL.gguf\n");
 		return EXIT_USAGE;
 	}
-	if (o->draft || o->heads || o->spec_tokens)
+	if (o->lookup_min && o->lookup_max && o->lookup_min > o->lookup_max) {
+		fprintf(stderr, "specd-run: --prompt-lookup-min %ld is greater than "
+				"--prompt-lookup-max %ld\n", o->lookup_min, o->lookup_max);
+		return EXIT_USAGE;
+	}
+	if (o->tp != 1 && o->perplexity) {
+		fprintf(stderr, "specd-run: --perplexity runs in one process (no --tp)\n");
+		return EXIT_USAGE;
+	}
+	if (o->method == DRAFT_METHOD_NONE && (o->draft || o->heads || o->spec_tokens))
 		fprintf(stderr, "specd-run: note: --spec-tokens, --draft and --heads have no "
 				"effect with --method none\n");
+	if (!o->spec_tokens)
+		o->spec_tokens = DEFAULT_SPEC_TOKENS;
 	if (o->perplexity && o->prompt) {
 		fprintf(stderr, "specd-run: --perplexity and --prompt exclude each other\n");
 		return EXIT_USAGE;
@@ -239,88 +274,63 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 
 /* The file is opened once: the tokenizer reads it first, so the prompt's length can
  * size the KV slot before the model is loaded from the same mapping. */
+/* The generation stack (daemon/runtime.h) and the one job specd-run runs. */
 struct run {
-	struct gguf_file *file;
-	struct tok *tok;
-	struct kern_ctx *kern;
-	struct model *model;
+	struct runtime rt;
 	const struct model_hparams *hp;
-	double t_open; /* when loading began */
-	double load_s;
+	struct draft_job *job;
+	bool mpi;  /* MPI initialised (--tp) */
+	int rank;  /* in the target group; 0 without --tp */
 };
 
 static void run_fini(struct run *r)
 {
-	model_destroy(r->model); /* before the file its weights point into */
-	tok_destroy(r->tok);
-	kern_destroy(r->kern);
-	gguf_close(r->file);
+	draft_job_destroy(r->job);
+	runtime_close(&r->rt); /* with --tp, rank 0 releases the other shards first */
 }
 
-static enum specd_status run_open(struct run *r, const struct run_opts *o)
+/* Opens the stack with a slot of at most max_ctx rows. */
+static enum specd_status run_open(struct run *r, const struct run_opts *o, uint32_t max_ctx)
 {
 	struct specd_error err;
 	specd_error_clear(&err);
-	r->t_open = specd_now();
-	enum specd_status st = gguf_open(o->model, &r->file, &err);
+	struct runtime_config rc = {
+		.model_path = o->model,
+		.threads = (uint32_t)o->threads,
+		.n_slots = 1,
+		.max_ctx = max_ctx,
+		.method = o->method,
+		.spec_tokens = (uint32_t)o->spec_tokens,
+		.prompt_lookup_min = (uint32_t)o->lookup_min,
+		.prompt_lookup_max = (uint32_t)o->lookup_max,
+		.draft_path = o->draft,
+		.tp = r->mpi,
+		.tp_comm = MPI_COMM_WORLD,
+	};
+	enum specd_status st = runtime_open(&rc, &r->rt, &err);
 	if (st != SPECD_OK) {
-		fprintf(stderr, "specd-run: %s\n", err.msg);
-		return st;
-	}
-	if ((st = tok_load_gguf(r->file, &r->tok, &err)) != SPECD_OK) {
-		fprintf(stderr, "specd-run: %s: tokenizer: %s\n", o->model, err.msg);
-		return st;
-	}
-	return SPECD_OK;
-}
-
-/* The model, with one KV slot of n_ctx rows (0: the model's whole context). */
-static enum specd_status run_load_model(struct run *r, const struct run_opts *o, uint32_t n_ctx)
-{
-	struct specd_error err;
-	specd_error_clear(&err);
-	struct kern_cpu_config kc = {.n_threads = (unsigned)o->threads};
-	enum specd_status st = kern_cpu_create(&kc, &r->kern);
-	if (st != SPECD_OK) {
-		fprintf(stderr, "specd-run: cannot create the CPU backend: %s\n",
-			specd_status_str(st));
-		return st;
-	}
-	struct model_config mc = {.n_slots = 1, .n_ctx = n_ctx, .kern = r->kern};
-	if ((st = model_load_gguf(r->file, &mc, &r->model, &err)) != SPECD_OK) {
 		fprintf(stderr, "specd-run: %s: %s\n", o->model, err.msg);
 		return st;
 	}
-	r->hp = model_hparams(r->model);
-	if ((uint32_t)tok_vocab_size(r->tok) > r->hp->n_vocab) {
-		fprintf(stderr, "specd-run: %s: the tokenizer has %d tokens, the model %u\n",
-			o->model, tok_vocab_size(r->tok), r->hp->n_vocab);
-		return SPECD_INVAL;
-	}
-	r->load_s = specd_now() - r->t_open;
+	r->hp = model_hparams(r->rt.model);
+	if (r->rt.drafter)
+		fprintf(stderr, "specd-run: method %s, K=%ld, drafter memory %.1f MiB\n",
+			draft_method_name(o->method), o->spec_tokens,
+			(double)draft_memory_bytes(r->rt.drafter) / (1024.0 * 1024.0));
 	return SPECD_OK;
-}
-
-/* The context the file declares, before the model is loaded. */
-static uint32_t file_context(const struct gguf_file *f)
-{
-	struct gguf_str arch;
-	char key[96];
-	uint32_t ctx = 0;
-	if (gguf_get_str(f, "general.architecture", &arch) && arch.len < 64) {
-		snprintf(key, sizeof(key), "%.*s.context_length", (int)arch.len, arch.ptr);
-		gguf_get_u32(f, key, &ctx);
-	}
-	return ctx;
 }
 
 static void describe(const struct run *r, const struct run_opts *o)
 {
 	const struct model_hparams *hp = r->hp;
 	fprintf(stderr, "specd-run: %s: %s, %u layers, dim %u, %u/%u heads, vocab %u, %s; "
-			"loaded in %.3f s\n",
+			"loaded in %.3f s",
 		o->model, model_arch_name(hp->arch), hp->n_layers, hp->dim, hp->n_heads,
-		hp->n_kv_heads, hp->n_vocab, kern_dtype_name(hp->wtype), r->load_s);
+		hp->n_kv_heads, hp->n_vocab, kern_dtype_name(hp->wtype), r->rt.load_s);
+	if (o->tp > 1)
+		fprintf(stderr, "; %ld shards, %.1f MiB of weights on this one", o->tp,
+			(double)model_resident_bytes(r->rt.model) / (1024.0 * 1024.0));
+	fputc('\n', stderr);
 }
 
 static enum specd_status encode(const struct tok *t, const char *text, size_t len, bool bos,
@@ -405,22 +415,45 @@ static double per_s(double n, double s)
 	return s > 0 ? n / s : 0.0;
 }
 
-static int generate(const struct run_opts *o)
+/* The engine's one job on slot 0; it starts with the prompt's prefill. */
+static enum specd_status run_start_job(struct run *r, const struct run_opts *o,
+				       const int32_t *ids, uint32_t n, const struct sampler_params *sp)
 {
-	struct run r = {0};
+	struct specd_error err;
+	struct draft_job_params jp = {
+		.sampling = *sp, .max_tokens = (uint32_t)o->max_tokens, .eos = tok_eos(r->rt.tok),
+	};
+	enum specd_status st;
+	if ((st = draft_job_create(r->rt.engine, 0, &r->job, &err)) != SPECD_OK ||
+	    (st = draft_job_start(r->job, ids, n, &jp, &err)) != SPECD_OK)
+		fprintf(stderr, "specd-run: %s\n", err.msg);
+	return st;
+}
+
+static int generate(const struct run_opts *o, struct run *r)
+{
 	struct stream out = {0};
 	int32_t *ids = NULL;
-	float *logits = NULL;
-	struct sampler *smp = NULL;
 	struct specd_error err;
 	int rc = EXIT_FAILURE;
 	enum specd_status st;
 
-	if (run_open(&r, o) != SPECD_OK)
-		goto out;
+	/* The slot holds the prompt (at most a token per byte, plus BOS) and what may
+	 * follow, within the model's context. */
 	const char *prompt = o->prompt ? o->prompt : "";
+	uint64_t want = (uint64_t)strlen(prompt) + 2 + (uint64_t)o->max_tokens;
+	if (run_open(r, o, want > UINT32_MAX ? UINT32_MAX : (uint32_t)want) != SPECD_OK)
+		goto out;
+	if (r->rt.follower) {
+		/* Shards 1..T-1 serve rank 0's forwards until it is done. */
+		if ((st = runtime_follow(&r->rt, &err)) != SPECD_OK)
+			fprintf(stderr, "specd-run: shard %d: %s\n", r->rank, err.msg);
+		rc = st == SPECD_OK ? EXIT_SUCCESS : EXIT_FAILURE;
+		goto out;
+	}
 	size_t n_prompt = 0;
-	if ((st = encode(r.tok, prompt, strlen(prompt), tok_add_bos(r.tok), &ids, &n_prompt))) {
+	if ((st = encode(r->rt.tok, prompt, strlen(prompt), tok_add_bos(r->rt.tok), &ids,
+			 &n_prompt))) {
 		fprintf(stderr, "specd-run: cannot encode the prompt: %s\n", specd_status_str(st));
 		goto out;
 	}
@@ -430,87 +463,65 @@ static int generate(const struct run_opts *o)
 		rc = EXIT_USAGE;
 		goto out;
 	}
-	/* The slot holds the prompt and what may follow, within the model's context
-	 * (a missing context_length is the model loader's error to report). */
-	uint32_t ctx = file_context(r.file);
-	if (ctx && n_prompt > ctx) {
+	uint32_t ctx = kv_n_ctx(model_kv(r->rt.model));
+	if (n_prompt > ctx) {
 		fprintf(stderr, "specd-run: the prompt is %zu tokens; the model's context is %u\n",
 			n_prompt, ctx);
 		rc = EXIT_USAGE;
 		goto out;
 	}
-	uint64_t want = (uint64_t)n_prompt + (uint64_t)o->max_tokens;
-	if (run_load_model(&r, o, (uint32_t)(ctx && want > ctx ? ctx : want)) != SPECD_OK)
-		goto out;
-	describe(&r, o);
+	describe(r, o);
 
 	struct sampler_params sp = o->sp;
 	if (!o->seed_given)
 		sp.seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
-	if (sampler_create((int32_t)r.hp->n_vocab, &sp, &smp, &err) != SPECD_OK) {
-		fprintf(stderr, "specd-run: %s\n", err.msg);
-		goto out;
-	}
-	if (!o->seed_given && !sampler_is_greedy(smp))
+	if (!o->seed_given && !(sp.temperature == 0.0f || sp.top_k == 1))
 		fprintf(stderr, "specd-run: seed %llu\n", (unsigned long long)sp.seed);
-	logits = specd_malloc_array(r.hp->n_vocab, sizeof(float));
-	if (!logits)
-		goto out;
 
 	fputs(prompt, stdout);
 	fflush(stdout);
-	double t0 = specd_now();
-	if (forward_span(r.model, ids, (uint32_t)n_prompt, 0, false, logits) != SPECD_OK)
+	if (run_start_job(r, o, ids, (uint32_t)n_prompt, &sp) != SPECD_OK)
 		goto out;
-	double t_prompt = specd_now() - t0;
 
-	const char *why = "max tokens";
+	/* Step until the job stops, streaming each step's new tokens. */
 	int32_t prev = ids[n_prompt - 1];
-	long n_gen = 0;
-	t0 = specd_now();
-	while (n_gen < o->max_tokens) {
-		int32_t tok;
-		if ((st = sampler_sample(smp, logits, &tok)) != SPECD_OK) {
-			fprintf(stderr, "specd-run: sampling failed: %s\n", specd_status_str(st));
+	uint32_t printed = 0, n_gen = 0;
+	while (draft_job_stop(r->job) == DRAFT_STOP_NONE) {
+		if ((st = draft_job_step(r->job, &err)) != SPECD_OK) {
+			fprintf(stderr, "specd-run: %s\n", err.msg);
 			goto out;
 		}
-		if (tok == tok_eos(r.tok)) {
-			why = "end of sequence";
-			break;
+		const int32_t *gen = draft_job_output(r->job, &n_gen);
+		for (; printed < n_gen; printed++) {
+			const char *text;
+			size_t len;
+			int32_t tok = gen[printed];
+			if (tok_token_text(r->rt.tok, prev, tok, &text, &len) != SPECD_OK ||
+			    stream_put(&out, text, len) != SPECD_OK) {
+				fprintf(stderr, "specd-run: cannot print token %d\n", tok);
+				goto out;
+			}
+			prev = tok;
 		}
-		const char *text;
-		size_t len;
-		if (tok_token_text(r.tok, prev, tok, &text, &len) != SPECD_OK ||
-		    stream_put(&out, text, len) != SPECD_OK) {
-			fprintf(stderr, "specd-run: cannot print token %d\n", tok);
-			goto out;
-		}
-		prev = tok;
-		if (++n_gen == o->max_tokens)
-			break;
-		uint32_t pos = kv_len(model_kv(r.model), 0);
-		if (pos == kv_n_ctx(model_kv(r.model))) {
-			why = "context full";
-			break;
-		}
-		if (forward_span(r.model, &tok, 1, pos, false, logits) != SPECD_OK)
-			goto out;
 	}
-	double t_gen = specd_now() - t0;
 	fwrite(out.buf, 1, out.len, stdout); /* bytes that never completed a character */
 	fputc('\n', stdout);
 	fflush(stdout);
+
+	const struct draft_metrics *m = draft_job_metrics(r->job);
+	char report[2048];
 	fprintf(stderr, "specd-run: prompt %zu tokens in %.3f s (%.1f tokens/s)\n", n_prompt,
-		t_prompt, per_s((double)n_prompt, t_prompt));
-	fprintf(stderr, "specd-run: generated %ld tokens in %.3f s (%.1f tokens/s); stopped: %s\n",
-		n_gen, t_gen, per_s((double)n_gen, t_gen), why);
+		m->t_prefill, per_s((double)n_prompt, m->t_prefill));
+	fprintf(stderr, "specd-run: generated %u tokens in %.3f s (%.1f tokens/s); stopped: %s\n",
+		n_gen, m->t_decode, draft_metrics_tokens_per_s(m),
+		draft_stop_name(draft_job_stop(r->job)));
+	draft_metrics_format(m, "specd-run: ", report, sizeof(report));
+	fputs(report, stderr);
 	rc = EXIT_SUCCESS;
 out:
 	specd_free(out.buf);
-	specd_free(logits);
 	specd_free(ids);
-	sampler_destroy(smp);
-	run_fini(&r);
+	run_fini(r);
 	return rc;
 }
 
@@ -553,7 +564,8 @@ static char *read_file(const char *path, size_t *len)
 
 static int perplexity(const struct run_opts *o)
 {
-	struct run r = {0};
+	struct run r;
+	memset(&r, 0, sizeof(r));
 	int32_t *ids = NULL;
 	float *logits = NULL;
 	char *text = NULL;
@@ -564,9 +576,10 @@ static int perplexity(const struct run_opts *o)
 		fprintf(stderr, "specd-run: %s: %s\n", o->perplexity, strerror(errno));
 		goto out;
 	}
-	if (run_open(&r, o) != SPECD_OK)
+	/* At most a token per byte, plus BOS: the window need not exceed that. */
+	if (run_open(&r, o, len + 2 > UINT32_MAX ? UINT32_MAX : (uint32_t)(len + 2)) != SPECD_OK)
 		goto out;
-	if (encode(r.tok, text, len, true, &ids, &n) != SPECD_OK) {
+	if (encode(r.rt.tok, text, len, true, &ids, &n) != SPECD_OK) {
 		fprintf(stderr, "specd-run: %s: cannot tokenize\n", o->perplexity);
 		goto out;
 	}
@@ -575,12 +588,10 @@ static int perplexity(const struct run_opts *o)
 		rc = EXIT_USAGE;
 		goto out;
 	}
-	uint32_t ctx = file_context(r.file);
-	uint32_t window = ctx && n > ctx ? ctx : (n > UINT32_MAX ? UINT32_MAX : (uint32_t)n);
-	if (run_load_model(&r, o, window) != SPECD_OK)
-		goto out;
+	uint32_t ctx = kv_n_ctx(model_kv(r.rt.model));
+	uint32_t window = n > ctx ? ctx : (uint32_t)n;
 	describe(&r, o);
-	uint32_t V = r.hp->n_vocab, mb = model_max_batch(r.model);
+	uint32_t V = r.hp->n_vocab, mb = model_max_batch(r.rt.model);
 	if (mb > MODEL_DEFAULT_MAX_BATCH)
 		mb = MODEL_DEFAULT_MAX_BATCH;
 	logits = specd_malloc_array((size_t)mb * V, sizeof(float));
@@ -593,11 +604,11 @@ static int perplexity(const struct run_opts *o)
 	size_t predicted = 0;
 	for (size_t w = 0; w + 1 < n; w += window) {
 		uint32_t wn = n - w < window ? (uint32_t)(n - w) : window;
-		if (kv_truncate(model_kv(r.model), 0, 0) != SPECD_OK)
+		if (kv_truncate(model_kv(r.rt.model), 0, 0) != SPECD_OK)
 			goto out;
 		for (uint32_t s = 0; s + 1 < wn; s += mb) {
 			uint32_t c = wn - 1 - s < mb ? wn - 1 - s : mb;
-			if (forward_span(r.model, ids + w + s, c, s, true, logits) != SPECD_OK)
+			if (forward_span(r.rt.model, ids + w + s, c, s, true, logits) != SPECD_OK)
 				goto out;
 			for (uint32_t i = 0; i < c; i++) {
 				const float *l = logits + (size_t)i * V;
@@ -638,5 +649,34 @@ int main(int argc, char **argv)
 		fprintf(stderr, "specd-run: %s\n", err.msg);
 		return EXIT_USAGE;
 	}
-	return o.perplexity ? perplexity(&o) : generate(&o);
+	if (o.perplexity)
+		return perplexity(&o);
+	struct run r;
+	memset(&r, 0, sizeof(r));
+	if (o.tp > 1) {
+		/* --tp T: one process per shard under mpirun -np T; rank 0 prints. */
+		int provided = 0, size = 0;
+		if (MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS ||
+		    provided < MPI_THREAD_FUNNELED) {
+			fprintf(stderr, "specd-run: --tp needs MPI with MPI_THREAD_FUNNELED\n");
+			return EXIT_FAILURE;
+		}
+		MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+		MPI_Comm_rank(MPI_COMM_WORLD, &r.rank);
+		MPI_Comm_size(MPI_COMM_WORLD, &size);
+		log_set_identity(r.rank, r.rank ? "shard" : "leader");
+		if (size != o.tp) {
+			if (r.rank == 0)
+				fprintf(stderr, "specd-run: --tp %ld but mpirun started %d rank%s; run "
+						"mpirun -np %ld specd-run ...\n", o.tp, size,
+					size == 1 ? "" : "s", o.tp);
+			MPI_Finalize();
+			return EXIT_USAGE;
+		}
+		r.mpi = true;
+	}
+	rc = generate(&o, &r);
+	if (r.mpi)
+		MPI_Finalize();
+	return rc;
 }

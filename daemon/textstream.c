@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "model/tokenizer.h"
 #include "utf8.h"
 
 enum specd_status textstream_init(struct textstream *ts, const char *const *stops,
@@ -109,7 +110,7 @@ enum specd_status textstream_take(struct textstream *ts, bool at_end, size_t *le
 	} else if (at_end) {
 		ready = n;
 	} else {
-		ready = utf8_complete_prefix(s, n - held_back(ts, s, n));
+		ready = tok_utf8_complete(s, n - held_back(ts, s, n));
 	}
 	ts->out.len = 0;
 	enum specd_status st = append_sanitised(&ts->out, s, ready);

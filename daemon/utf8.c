@@ -47,16 +47,3 @@ bool utf8_valid(const char *s, size_t n)
 	}
 	return true;
 }
-
-size_t utf8_complete_prefix(const char *s, size_t n)
-{
-	const unsigned char *u = (const unsigned char *)s;
-	/* Only the last three bytes can be the start of an unfinished character. */
-	size_t from = n > 3 ? n - 3 : 0;
-	for (size_t i = from; i < n; i++) {
-		bool cut = false;
-		if (u[i] >= 0xc0 && utf8_char_len(u + i, n - i, &cut) == 0 && cut)
-			return i;
-	}
-	return n;
-}

@@ -1,6 +1,7 @@
 /* UTF-8 checks for the server: protobuf-c does not validate `string` fields, so the
  * server checks every text field a client sends, and makes sure every text piece it
- * sends is valid UTF-8 cut at character boundaries. Pure functions; any thread. */
+ * sends is valid UTF-8 (cutting at character boundaries is tok_utf8_complete's job).
+ * Pure functions; any thread. */
 #ifndef SPECD_DAEMON_UTF8_H
 #define SPECD_DAEMON_UTF8_H
 
@@ -14,9 +15,5 @@ size_t utf8_char_len(const unsigned char *s, size_t n, bool *cut);
 
 /* True when s[0..n) is entirely valid UTF-8. */
 bool utf8_valid(const char *s, size_t n);
-
-/* The length of the longest prefix of s[0..n) that does not end inside a character
- * that more bytes could still complete: what can be sent now. */
-size_t utf8_complete_prefix(const char *s, size_t n);
 
 #endif

@@ -9,8 +9,9 @@ PACKAGES=(
 	libyaml-dev libprotobuf-c-dev protobuf-c-compiler
 	libcmocka-dev libpcre2-dev libjansson-dev
 	python3 curl
+	clang libclang-rt-14-dev
 )
-# clang's runtime for LeakSanitizer under gcc is not needed: gcc ships libasan/liblsan.
+# gcc ships ASan/UBSan/LSan; clang and its runtime are for the libFuzzer targets.
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -14,7 +14,8 @@ jobs_for_build() {
 	echo "$n"
 }
 
-# configure_and_build DIR [cmake args...]: an incremental CMake + Ninja build.
+# configure_and_build DIR [cmake args...]: an incremental CMake + Ninja build (of
+# $BUILD_TARGETS only, when set).
 configure_and_build() {
 	local dir=$1
 	shift
@@ -24,7 +25,9 @@ configure_and_build() {
 			{ cat "$dir.configure.log" >&2; die "cmake configure failed ($dir)"; }
 	fi
 	say "building $dir"
-	cmake --build "$dir" -j "$(jobs_for_build)" || die "build failed ($dir)"
+	# shellcheck disable=SC2086 # BUILD_TARGETS is a list
+	cmake --build "$dir" -j "$(jobs_for_build)" ${BUILD_TARGETS:+--target $BUILD_TARGETS} ||
+		die "build failed ($dir)"
 }
 
 # ensure_models: makes $SPECD_MODELS (default ~/.cache/specd/models) hold the small

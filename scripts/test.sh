@@ -2,7 +2,8 @@
 # The whole test suite from a fresh clone: install what is missing, build (with the
 # CUDA backend when nvcc is there: it must compile and link even without a GPU), run
 # every test but `heavy` and `gpu`, then rebuild under ASan+UBSan and run the unit and
-# MPI tests again. Exit status 0 only if all of it passed.
+# MPI tests again, then fuzz the protocol decoding for a bounded time (clang's
+# libFuzzer). Exit status 0 only if all of it passed.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 "$SPECD_ROOT/scripts/install-deps.sh"
@@ -18,4 +19,18 @@ configure_and_build "$SAN_DIR" -DCMAKE_BUILD_TYPE=Debug -DSPECD_CUDA=OFF \
 say "running the unit and MPI tests under ASan+UBSan"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	ctest --test-dir "$SAN_DIR" --output-on-failure -L 'unit|mpi' -LE 'heavy|gpu|slow' -j 2
+FUZZ_DIR=${FUZZ_DIR:-$SPECD_ROOT/build-fuzz}
+BUILD_TARGETS=fuzz_frames configure_and_build "$FUZZ_DIR" -DCMAKE_C_COMPILER=clang -DSPECD_FUZZ=ON -DSPECD_CUDA=OFF \
+	-DSPECD_SANITIZE=address,undefined -DCMAKE_BUILD_TYPE=RelWithDebInfo
+FUZZ_SECONDS=${FUZZ_SECONDS:-60}
+for target in fuzz_frames; do
+	say "fuzzing $target for ${FUZZ_SECONDS} s"
+	corpus=$(mktemp -d)
+	cp "$SPECD_ROOT/tests/fuzz/corpus/${target#fuzz_}"/* "$corpus"/
+	"$FUZZ_DIR/tests/fuzz/$target" -max_total_time="$FUZZ_SECONDS" -print_final_stats=1 \
+		"$corpus" 2>"$FUZZ_DIR/$target.log" ||
+		{ tail -50 "$FUZZ_DIR/$target.log"; die "$target found a crash (see above)"; }
+	grep -E '^stat::number_of_executed_units' "$FUZZ_DIR/$target.log" | sed 's/^/    /'
+	rm -rf "$corpus"
+done
 say "all tests passed"

@@ -75,6 +75,8 @@ static void test_defaults__apply_when_sections_omitted(void **state)
 	assert_int_equal(c->target_device, CFG_DEVICE_CPU);
 	assert_int_equal(c->target_dtype, CFG_DTYPE_AUTO);
 	assert_int_equal(c->target_threads, 1);
+	assert_int_equal(c->target_slots, 4);
+	assert_int_equal(c->target_context, 4096);
 	assert_int_equal(c->draft_placement, CFG_PLACEMENT_RANK);
 	assert_int_equal(c->draft_device, CFG_DEVICE_CPU);
 	assert_int_equal(c->draft_threads, 1);
@@ -112,6 +114,8 @@ static const char full_yaml[] =
 	"  device: cuda\n"
 	"  dtype: bf16\n"
 	"  threads: 8\n"
+	"  slots: 16\n"
+	"  context: 1024\n"
 	"draft:\n"
 	"  placement: leader\n"
 	"  device: cuda\n"
@@ -160,6 +164,8 @@ static void test_full__every_key_parsed(void **state)
 	assert_int_equal(c->target_device, CFG_DEVICE_CUDA);
 	assert_int_equal(c->target_dtype, CFG_DTYPE_BF16);
 	assert_int_equal(c->target_threads, 8);
+	assert_int_equal(c->target_slots, 16);
+	assert_int_equal(c->target_context, 1024);
 	assert_int_equal(c->draft_placement, CFG_PLACEMENT_LEADER);
 	assert_int_equal(c->draft_device, CFG_DEVICE_CUDA);
 	assert_int_equal(c->draft_threads, 2);

@@ -23,16 +23,6 @@ static void test_utf8__valid_and_invalid(void **state)
 		assert_false(utf8_valid(bad[i], strlen(bad[i])));
 }
 
-static void test_utf8__complete_prefix_waits_for_unfinished_character(void **state)
-{
-	(void)state;
-	const char *s = "ab\xe2\x9c"; /* the first two bytes of U+2713 */
-	assert_int_equal(utf8_complete_prefix(s, 4), 2);
-	assert_int_equal(utf8_complete_prefix("ab\xe2\x9c\x93", 5), 5);
-	/* an invalid byte is not "unfinished": it goes now (and is replaced on output) */
-	assert_int_equal(utf8_complete_prefix("ab\xff", 3), 3);
-}
-
 /* Pushes pieces one by one and concatenates everything taken. */
 static void run(const char *const *pieces, size_t n, const char *const *stops, size_t n_stops,
 		char *got, size_t cap, bool *stopped)
@@ -122,7 +112,6 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_utf8__valid_and_invalid),
-		cmocka_unit_test(test_utf8__complete_prefix_waits_for_unfinished_character),
 		cmocka_unit_test(test_textstream__character_split_across_tokens),
 		cmocka_unit_test(test_textstream__stop_string_across_tokens),
 		cmocka_unit_test(test_textstream__partial_stop_prefix_is_released_when_it_fails),

@@ -1,0 +1,167 @@
+/* Opening the generation stack; see runtime.h. */
+#include "runtime.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "drafters/drafter.h"
+#include "drafters/engine.h"
+#include "kernels/kern.h"
+#include "model/gguf.h"
+#include "model/llama.h"
+#include "model/tokenizer.h"
+#include "parallel/tp.h"
+
+/* The model's trained context from `<arch>.context_length`, or 0 when absent. */
+static uint32_t trained_context(const struct gguf_file *f)
+{
+	struct gguf_str arch;
+	char key[96];
+	uint32_t n = 0;
+	if (!gguf_get_str(f, "general.architecture", &arch) || arch.len > 64)
+		return 0;
+	snprintf(key, sizeof(key), "%.*s.context_length", (int)arch.len, arch.ptr);
+	return gguf_get_u32(f, key, &n) ? n : 0;
+}
+
+/* The engine's view of a tensor-parallel target: every forward and truncation runs on
+ * all shards. A communicator failure (a stalled shard) cannot be recovered from with a
+ * collective half done: say why, then end the whole job. */
+static enum specd_status tp_failed(struct par_tp_model *tp, enum specd_status st,
+				   const struct specd_error *err)
+{
+	if (st == SPECD_TIMEOUT || st == SPECD_MPI) {
+		LOG_ERROR("tensor-parallel target failed, ending the job: %s", err ? err->msg : "");
+		par_tp_abort(tp, 3);
+	}
+	return st;
+}
+
+static enum specd_status tp_forward(void *user, const struct model_batch *b,
+				    struct specd_error *err)
+{
+	enum par_tp_want want = b->logits && b->n_out ? PAR_TP_WANT_LOGITS : PAR_TP_WANT_NONE;
+	return tp_failed(user, par_tp_step(user, b, want, NULL, err), err);
+}
+
+static enum specd_status tp_truncate(void *user, uint32_t slot, uint32_t len,
+				     struct specd_error *err)
+{
+	return tp_failed(user, par_tp_truncate(user, slot, len, err), err);
+}
+
+static const struct draft_target_ops tp_target_ops = {
+	.forward = tp_forward,
+	.truncate = tp_truncate,
+};
+
+enum specd_status runtime_follow(struct runtime *rt, struct specd_error *err)
+{
+	enum specd_status st = par_tp_follow(rt->tp, err);
+	return tp_failed(rt->tp, st, err);
+}
+
+void runtime_close(struct runtime *rt)
+{
+	if (rt->tp && !rt->follower) {
+		struct specd_error err;
+		if (par_tp_stop(rt->tp, &err) != SPECD_OK)
+			LOG_WARN("releasing the tensor-parallel shards: %s", err.msg);
+	}
+	draft_engine_destroy(rt->engine);
+	draft_destroy(rt->drafter); /* before the target it was checked against */
+	if (rt->tp)
+		par_tp_model_destroy(rt->tp); /* owns rt->model */
+	else
+		model_destroy(rt->model); /* before the file its weights point into */
+	tok_destroy(rt->tok);
+	kern_destroy(rt->kern);
+	gguf_close(rt->file);
+	memset(rt, 0, sizeof(*rt));
+}
+
+enum specd_status runtime_open(const struct runtime_config *cfg, struct runtime *rt,
+			       struct specd_error *err)
+{
+	memset(rt, 0, sizeof(*rt));
+	double t0 = specd_now();
+	enum specd_status st = gguf_open(cfg->model_path, &rt->file, err);
+	if (st != SPECD_OK)
+		goto fail;
+	if ((st = tok_load_gguf(rt->file, &rt->tok, err)) != SPECD_OK)
+		goto fail;
+	struct kern_cpu_config kc = {.n_threads = cfg->threads ? cfg->threads : 1};
+	if ((st = kern_cpu_create(&kc, &rt->kern)) != SPECD_OK) {
+		specd_errorf(err, st, "cannot create the CPU backend: %s", specd_status_str(st));
+		goto fail;
+	}
+	bool spec = cfg->method != DRAFT_METHOD_NONE;
+	/* A verify batch holds K + 1 tokens of each running sequence. */
+	uint32_t n_slots = cfg->n_slots ? cfg->n_slots : 1;
+	uint32_t batch = spec ? n_slots * (cfg->spec_tokens + 1) : n_slots;
+	uint32_t n_ctx = trained_context(rt->file);
+	if (cfg->max_ctx && (n_ctx == 0 || cfg->max_ctx < n_ctx))
+		n_ctx = cfg->max_ctx;
+	struct model_config mc = {
+		.n_slots = n_slots,
+		.n_ctx = n_ctx,
+		.max_batch = batch > MODEL_DEFAULT_MAX_BATCH ? batch : 0,
+		.kern = rt->kern,
+	};
+	int tp_size = 1, tp_rank = 0;
+	if (cfg->tp) {
+		MPI_Comm_size(cfg->tp_comm, &tp_size);
+		MPI_Comm_rank(cfg->tp_comm, &tp_rank);
+	}
+	if (tp_size > 1) {
+		struct par_tp_config tc = {.deadline_s = cfg->tp_deadline_s};
+		if ((st = par_tp_model_load_gguf(cfg->tp_comm, rt->file, &mc, &tc, &rt->tp, err)) !=
+		    SPECD_OK)
+			goto fail;
+		rt->model = par_tp_model_get(rt->tp);
+		rt->follower = tp_rank != 0;
+		if (rt->follower) {
+			rt->load_s = specd_now() - t0;
+			return SPECD_OK; /* a shard needs no tokenizer check, drafter or engine */
+		}
+	} else if ((st = model_load_gguf(rt->file, &mc, &rt->model, err)) != SPECD_OK) {
+		goto fail;
+	}
+	const struct model_hparams *hp = model_hparams(rt->model);
+	if ((uint32_t)tok_vocab_size(rt->tok) > hp->n_vocab) {
+		st = specd_errorf(err, SPECD_INVAL, "the tokenizer has %d tokens, the model %u",
+				  tok_vocab_size(rt->tok), hp->n_vocab);
+		goto fail;
+	}
+	if (spec) {
+		struct draft_config dc = {
+			.method = cfg->method,
+			.k_max = cfg->spec_tokens,
+			.n_slots = n_slots,
+			.n_ctx = kv_n_ctx(model_kv(rt->model)),
+			.target = rt->model,
+			.prompt_lookup_min = cfg->prompt_lookup_min,
+			.prompt_lookup_max = cfg->prompt_lookup_max,
+			.draft_path = cfg->draft_path,
+			.kern = rt->kern,
+		};
+		if ((st = draft_create(&dc, &rt->drafter, err)) != SPECD_OK)
+			goto fail;
+	}
+	struct draft_engine_config ec = {
+		.target = rt->model,
+		.target_ops = rt->tp ? &tp_target_ops : NULL,
+		.target_user = rt->tp,
+		.drafter = rt->drafter,
+		.spec_tokens = spec ? cfg->spec_tokens : 0,
+	};
+	if ((st = draft_engine_create(&ec, &rt->engine, err)) != SPECD_OK)
+		goto fail;
+	rt->load_s = specd_now() - t0;
+	return SPECD_OK;
+fail:
+	runtime_close(rt);
+	return st;
+}

@@ -1,0 +1,69 @@
+/* Everything one process needs to generate: the target's GGUF file, its tokenizer,
+ * a CPU backend, the model with its KV slots, the drafter of the chosen method and the
+ * speculative engine over them. The daemon's leader and specd-run open the same
+ * stack through this one function, so they cannot drift apart.
+ *
+ * Threads: open and close from the thread that will run the model (compute thread). */
+#ifndef SPECD_DAEMON_RUNTIME_H
+#define SPECD_DAEMON_RUNTIME_H
+
+#include <mpi.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/error.h"
+#include "drafters/method.h"
+
+struct gguf_file;
+struct tok;
+struct kern_ctx;
+struct model;
+struct drafter;
+struct draft_engine;
+struct par_tp_model;
+
+struct runtime_config {
+	const char *model_path;
+	uint32_t threads;          /* CPU threads of the backend; 0: 1 */
+	uint32_t n_slots;          /* sequences at once; 0: 1 */
+	uint32_t max_ctx;          /* KV rows per slot at most; 0: the model's context */
+	enum draft_method method;  /* none: plain decoding */
+	uint32_t spec_tokens;      /* K (ignored for none) */
+	uint32_t prompt_lookup_min, prompt_lookup_max; /* ngram; 0: defaults */
+	const char *draft_path;    /* draft_model */
+	/* Tensor parallelism when tp is set: tp_comm is the target group (ranks 0..T-1;
+	 * every one of them calls runtime_open with the same config; a group of one loads
+	 * the whole model). Rank 0 of the group gets the whole stack and drives the
+	 * others; the others get only their shard and serve it with runtime_follow. */
+	bool tp;
+	MPI_Comm tp_comm;
+	double tp_deadline_s;      /* per collective; 0: the communicator's default */
+};
+
+struct runtime {
+	struct gguf_file *file;
+	struct tok *tok;
+	struct kern_ctx *kern;
+	struct model *model;
+	struct drafter *drafter;   /* NULL for method none */
+	struct draft_engine *engine;  /* NULL on tensor-parallel followers */
+	struct par_tp_model *tp;      /* NULL without tensor parallelism */
+	bool follower;                /* a shard other than 0: call runtime_follow */
+	double load_s;                /* seconds to open everything */
+};
+
+/* Opens the whole stack. On failure everything opened is closed again, *rt is zeroed
+ * and err says which part failed and why (the file, the tokenizer, a tensor, the
+ * drafter's compatibility). Errors: those of the parts (SPECD_IO, SPECD_INVAL,
+ * SPECD_UNSUPPORTED, SPECD_NOMEM). */
+enum specd_status runtime_open(const struct runtime_config *cfg, struct runtime *rt,
+			       struct specd_error *err);
+/* Tensor-parallel followers: serves the leader's forwards until it closes its runtime
+ * (SPECD_OK). A stalled or failed shard ends the whole job (logged, then aborted). */
+enum specd_status runtime_follow(struct runtime *rt, struct specd_error *err);
+
+/* Closes what runtime_open opened, in the right order; on a tensor-parallel leader it
+ * first releases the followers. Idempotent. */
+void runtime_close(struct runtime *rt);
+
+#endif

@@ -1,0 +1,555 @@
+/* specctl: the command-line client of a specd cluster. Sends one call over the
+ * protocol of docs/protocol.md and prints the reply: streamed text for generate (stats
+ * at the end on stderr, or one JSON object with --json), the cluster for status.
+ *
+ * Exit codes: 0 done, 1 the server answered with an error, 2 bad usage, 3 cannot
+ * connect, 4 the connection broke or the server spoke nonsense. */
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client.h"
+#include "common/version.h"
+#include "request.h"
+
+enum {
+	EXIT_OK = 0,
+	EXIT_SERVER = 1,
+	EXIT_USAGE = 2,
+	EXIT_CONNECT = 3,
+	EXIT_BROKEN = 4,
+};
+
+#define DEFAULT_ADDR "127.0.0.1:7070"
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: specctl [--addr ADDR] [--token TOKEN] COMMAND [options]\n"
+		"\n"
+		"  --addr ADDR     HOST:PORT, [IPv6]:PORT or unix:PATH (default $SPECD_ADDR or %s)\n"
+		"  --token TOKEN   the cluster's auth_token (default $SPECD_AUTH_TOKEN)\n"
+		"\n"
+		"commands:\n"
+		"  generate --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K]\n"
+		"           [--top-p P] [--seed S] [--stop TEXT]... [--request-id ID]\n"
+		"           [--method M] [--spec-tokens K] [--json]\n"
+		"      streams the text to stdout; method, acceptance and tokens/s at the end\n"
+		"      on stderr (--json: one JSON object on stdout instead)\n"
+		"  status [--json]   ranks, devices, memory, the speculation decision, counters\n"
+		"  cancel ID         cancels the job with request id ID\n"
+		"  health            exit 0 when the cluster is serving\n"
+		"  shutdown          drains running jobs, then every rank exits\n"
+		"\n"
+		"exit codes: 0 done, 1 the server answered with an error, 2 bad usage,\n"
+		"3 cannot connect, 4 the connection broke\n",
+		DEFAULT_ADDR);
+}
+
+struct gen_opts {
+	const char *prompt, *request_id, *method;
+	const char *stops[REQ_MAX_STOPS];
+	size_t n_stops;
+	long max_tokens, top_k, spec_tokens;
+	double temperature, top_p;
+	unsigned long long seed;
+	int has_max_tokens, has_temperature, has_top_k, has_top_p, has_seed, has_spec_tokens;
+	int json;
+};
+
+static int bad_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int bad_usage(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fprintf(stderr, "specctl: ");
+	vfprintf(stderr, fmt, ap);
+	fprintf(stderr, "\n(specctl --help for usage)\n");
+	va_end(ap);
+	return EXIT_USAGE;
+}
+
+static int parse_num(const char *flag, const char *v, double lo, double hi, double *out)
+{
+	char *end = NULL;
+	errno = 0;
+	double x = strtod(v, &end);
+	if (!v[0] || *end || errno || !isfinite(x) || x < lo || x > hi) {
+		fprintf(stderr, "specctl: %s expects a number in %g..%g, got '%s'\n", flag, lo, hi, v);
+		return -1;
+	}
+	*out = x;
+	return 0;
+}
+
+static int parse_generate(int argc, char **argv, struct gen_opts *o)
+{
+	memset(o, 0, sizeof(*o));
+	for (int i = 0; i < argc; i++) {
+		const char *a = argv[i];
+		if (strcmp(a, "--json") == 0) {
+			o->json = 1;
+			continue;
+		}
+		if (i + 1 >= argc)
+			return bad_usage("%s needs a value", a);
+		const char *v = argv[++i];
+		double x;
+		if (strcmp(a, "--prompt") == 0 || strcmp(a, "-p") == 0) {
+			o->prompt = v;
+		} else if (strcmp(a, "--request-id") == 0) {
+			o->request_id = v;
+		} else if (strcmp(a, "--method") == 0) {
+			o->method = v;
+		} else if (strcmp(a, "--stop") == 0) {
+			if (o->n_stops == REQ_MAX_STOPS)
+				return bad_usage("at most %d --stop strings", REQ_MAX_STOPS);
+			o->stops[o->n_stops++] = v;
+		} else if (strcmp(a, "--max-tokens") == 0 || strcmp(a, "-n") == 0) {
+			if (parse_num(a, v, 0, 1e9, &x))
+				return EXIT_USAGE;
+			o->max_tokens = (long)x;
+			o->has_max_tokens = 1;
+		} else if (strcmp(a, "--temperature") == 0) {
+			if (parse_num(a, v, 0, 100, &x))
+				return EXIT_USAGE;
+			o->temperature = x;
+			o->has_temperature = 1;
+		} else if (strcmp(a, "--top-k") == 0) {
+			if (parse_num(a, v, 0, 1e9, &x))
+				return EXIT_USAGE;
+			o->top_k = (long)x;
+			o->has_top_k = 1;
+		} else if (strcmp(a, "--top-p") == 0) {
+			if (parse_num(a, v, 0, 1, &x))
+				return EXIT_USAGE;
+			o->top_p = x;
+			o->has_top_p = 1;
+		} else if (strcmp(a, "--seed") == 0) {
+			char *end = NULL;
+			errno = 0;
+			o->seed = strtoull(v, &end, 10);
+			if (!v[0] || *end || errno)
+				return bad_usage("--seed expects an unsigned integer, got '%s'", v);
+			o->has_seed = 1;
+		} else if (strcmp(a, "--spec-tokens") == 0) {
+			if (parse_num(a, v, 1, REQ_MAX_SPEC_TOKENS, &x))
+				return EXIT_USAGE;
+			o->spec_tokens = (long)x;
+			o->has_spec_tokens = 1;
+		} else {
+			return bad_usage("unknown generate option '%s'", a);
+		}
+	}
+	if (!o->prompt)
+		return bad_usage("generate needs --prompt TEXT");
+	return EXIT_OK;
+}
+
+/* The error an envelope carries, printed; EXIT_SERVER, or EXIT_OK when none. */
+static int envelope_error(const Specd__V1__Envelope *env)
+{
+	if (!env->has_code || env->code == SPECD__V1__CODE__OK)
+		return EXIT_OK;
+	fprintf(stderr, "specctl: %s: %s\n", wire_code_name(env->code),
+		env->message ? env->message : "");
+	return EXIT_SERVER;
+}
+
+static const char *finish_name(Specd__V1__FinishReason r)
+{
+	const ProtobufCEnumValue *v =
+		protobuf_c_enum_descriptor_get_value(&specd__v1__finish_reason__descriptor, (int)r);
+	return v ? v->name : "?";
+}
+
+static json_t *stats_json(const Specd__V1__Stats *s)
+{
+	json_t *per = json_array();
+	for (size_t i = 0; i < s->n_acceptance_per_position; i++)
+		json_array_append_new(per, json_real(s->acceptance_per_position[i]));
+	return json_pack("{s:i, s:i, s:s, s:i, s:I, s:I, s:f, s:o, s:f, s:f, s:f, s:f, s:I}",
+			 "prompt_tokens", (int)s->prompt_tokens, "generated_tokens",
+			 (int)s->generated_tokens, "method", s->method ? s->method : "",
+			 "spec_tokens", (int)s->spec_tokens, "drafted", (json_int_t)s->drafted,
+			 "accepted", (json_int_t)s->accepted, "mean_accepted_length",
+			 s->mean_accepted_length, "acceptance_per_position", per,
+			 "tokens_per_second", s->tokens_per_second, "time_to_first_token_s",
+			 s->time_to_first_token_s, "draft_seconds", s->draft_seconds,
+			 "verify_seconds", s->verify_seconds, "seed", (json_int_t)s->seed);
+}
+
+static void print_stats(const Specd__V1__Stats *s, Specd__V1__FinishReason why)
+{
+	fprintf(stderr, "\n[%s", s->method ? s->method : "?");
+	if (s->spec_tokens)
+		fprintf(stderr, " K=%u", s->spec_tokens);
+	fprintf(stderr, " | %u prompt + %u generated tokens, %.1f tokens/s, first token after "
+		"%.3f s", s->prompt_tokens, s->generated_tokens, s->tokens_per_second,
+		s->time_to_first_token_s);
+	if (s->drafted)
+		fprintf(stderr, " | accepted %llu of %llu drafted (%.0f%%), %.2f tokens/step",
+			(unsigned long long)s->accepted, (unsigned long long)s->drafted,
+			100.0 * (double)s->accepted / (double)s->drafted, s->mean_accepted_length);
+	fprintf(stderr, " | %s]\n", finish_name(why));
+}
+
+static int cmd_generate(struct client *c, const struct gen_opts *opts)
+{
+	struct gen_opts o = *opts;
+	int rc;
+	Specd__V1__GenerateRequest req = SPECD__V1__GENERATE_REQUEST__INIT;
+	Specd__V1__Sampling samp = SPECD__V1__SAMPLING__INIT;
+	Specd__V1__Speculation spec = SPECD__V1__SPECULATION__INIT;
+	char *prompt = strdup(o.prompt), *rid = o.request_id ? strdup(o.request_id) : NULL;
+	char *method = o.method ? strdup(o.method) : NULL;
+	char *stops[REQ_MAX_STOPS];
+	for (size_t i = 0; i < o.n_stops; i++)
+		stops[i] = strdup(o.stops[i]);
+	req.prompt = prompt;
+	req.request_id = rid;
+	req.n_stop = o.n_stops;
+	req.stop = stops;
+	req.has_max_tokens = o.has_max_tokens;
+	req.max_tokens = (uint32_t)o.max_tokens;
+	samp.has_temperature = o.has_temperature;
+	samp.temperature = (float)o.temperature;
+	samp.has_top_k = o.has_top_k;
+	samp.top_k = (uint32_t)o.top_k;
+	samp.has_top_p = o.has_top_p;
+	samp.top_p = (float)o.top_p;
+	samp.has_seed = o.has_seed;
+	samp.seed = o.seed;
+	req.sampling = &samp;
+	if (method || o.has_spec_tokens) {
+		spec.method = method;
+		spec.has_spec_tokens = o.has_spec_tokens;
+		spec.spec_tokens = (uint32_t)o.spec_tokens;
+		req.speculation = &spec;
+	}
+	struct specd_error err;
+	specd_error_clear(&err);
+	uint64_t call = 0;
+	rc = client_send(c, SPECD__V1__METHOD__GENERATE, &req.base, &call, &err) == SPECD_OK
+		     ? EXIT_OK
+		     : EXIT_BROKEN;
+	free(prompt);
+	free(rid);
+	free(method);
+	for (size_t i = 0; i < o.n_stops; i++)
+		free(stops[i]);
+	if (rc != EXIT_OK) {
+		fprintf(stderr, "specctl: %s\n", err.msg);
+		return rc;
+	}
+	json_t *tokens = json_array();
+	struct specd_buf text;
+	specd_buf_init(&text);
+	for (;;) {
+		Specd__V1__Envelope *env = NULL;
+		if (client_recv(c, &env, -1, &err) != SPECD_OK) {
+			fprintf(stderr, "\nspecctl: %s\n", err.msg);
+			rc = EXIT_BROKEN;
+			break;
+		}
+		if (env->call_id != call && env->call_id != 0) {
+			specd__v1__envelope__free_unpacked(env, NULL);
+			continue;
+		}
+		if ((rc = envelope_error(env)) != EXIT_OK) {
+			specd__v1__envelope__free_unpacked(env, NULL);
+			break;
+		}
+		Specd__V1__GenerateResponse *r = specd__v1__generate_response__unpack(
+			NULL, env->has_payload ? env->payload.len : 0,
+			env->has_payload ? env->payload.data : NULL);
+		bool end = env->has_end && env->end;
+		specd__v1__envelope__free_unpacked(env, NULL);
+		if (!r) {
+			fprintf(stderr, "\nspecctl: the server sent a bad GenerateResponse\n");
+			rc = EXIT_BROKEN;
+			break;
+		}
+		for (size_t i = 0; i < r->n_tokens; i++)
+			json_array_append_new(tokens, json_integer(r->tokens[i]));
+		if (r->text) {
+			if (o.json) {
+				specd_buf_append(&text, r->text, strlen(r->text));
+			} else {
+				fputs(r->text, stdout);
+				fflush(stdout);
+			}
+		}
+		if (end) {
+			Specd__V1__FinishReason why = r->has_finish_reason ? r->finish_reason : 0;
+			if (o.json) {
+				specd_buf_terminate(&text);
+				json_t *out = json_pack("{s:s, s:o, s:s}", "text",
+							text.data ? (char *)text.data : "", "tokens",
+							tokens, "finish_reason", finish_name(why));
+				tokens = NULL;
+				if (r->stats)
+					json_object_set_new(out, "stats", stats_json(r->stats));
+				json_dumpf(out, stdout, JSON_INDENT(2));
+				fputc('\n', stdout);
+				json_decref(out);
+			} else if (r->stats) {
+				print_stats(r->stats, why);
+			}
+			specd__v1__generate_response__free_unpacked(r, NULL);
+			break;
+		}
+		specd__v1__generate_response__free_unpacked(r, NULL);
+	}
+	json_decref(tokens);
+	specd_buf_fini(&text);
+	return rc;
+}
+
+/* Sends a call with an empty or given payload and returns its one reply envelope. */
+static int simple_call(struct client *c, Specd__V1__Method m, const ProtobufCMessage *payload,
+		       Specd__V1__Envelope **out)
+{
+	struct specd_error err;
+	specd_error_clear(&err);
+	uint64_t call = 0;
+	if (client_send(c, m, payload, &call, &err) != SPECD_OK) {
+		fprintf(stderr, "specctl: %s\n", err.msg);
+		return EXIT_BROKEN;
+	}
+	for (;;) {
+		Specd__V1__Envelope *env = NULL;
+		if (client_recv(c, &env, 30.0, &err) != SPECD_OK) {
+			fprintf(stderr, "specctl: %s\n", err.msg);
+			return EXIT_BROKEN;
+		}
+		if (env->call_id == call || env->call_id == 0) {
+			int rc = envelope_error(env);
+			if (rc != EXIT_OK) {
+				specd__v1__envelope__free_unpacked(env, NULL);
+				return rc;
+			}
+			*out = env;
+			return EXIT_OK;
+		}
+		specd__v1__envelope__free_unpacked(env, NULL);
+	}
+}
+
+static double gib(uint64_t b)
+{
+	return (double)b / (double)(1ull << 30);
+}
+
+static int cmd_status(struct client *c, bool json)
+{
+	Specd__V1__StatusRequest req = SPECD__V1__STATUS_REQUEST__INIT;
+	Specd__V1__Envelope *env = NULL;
+	int rc = simple_call(c, SPECD__V1__METHOD__STATUS, &req.base, &env);
+	if (rc != EXIT_OK)
+		return rc;
+	Specd__V1__StatusResponse *r = specd__v1__status_response__unpack(
+		NULL, env->has_payload ? env->payload.len : 0,
+		env->has_payload ? env->payload.data : NULL);
+	specd__v1__envelope__free_unpacked(env, NULL);
+	if (!r) {
+		fprintf(stderr, "specctl: the server sent a bad StatusResponse\n");
+		return EXIT_BROKEN;
+	}
+	const Specd__V1__Decision *d = r->decision;
+	if (json) {
+		json_t *ranks = json_array();
+		for (size_t i = 0; i < r->n_ranks; i++) {
+			const Specd__V1__RankStatus *k = r->ranks[i];
+			json_array_append_new(
+				ranks, json_pack("{s:i, s:s, s:i, s:s, s:s, s:I, s:I, s:I, s:I, s:I}", "rank",
+						 (int)k->rank, "node", k->node ? k->node : "", "pid",
+						 k->pid, "role", k->role ? k->role : "", "device",
+						 k->device ? k->device : "", "host_memory_total",
+						 (json_int_t)k->host_memory_total, "host_memory_free",
+						 (json_int_t)k->host_memory_free, "device_memory_total",
+						 (json_int_t)k->device_memory_total, "device_memory_free",
+						 (json_int_t)k->device_memory_free, "resident_weight_bytes",
+						 (json_int_t)k->resident_weight_bytes));
+		}
+		json_t *reasons = json_array();
+		for (size_t i = 0; d && i < d->n_reasons; i++)
+			json_array_append_new(reasons, json_string(d->reasons[i]));
+		json_t *out = json_pack(
+			"{s:s, s:s, s:o, s:{s:s, s:i, s:o}, s:i, s:i, s:I, s:f}", "cluster",
+			r->cluster ? r->cluster : "", "version", r->version ? r->version : "",
+			"ranks", ranks, "decision", "method", d && d->method ? d->method : "",
+			"spec_tokens", d ? (int)d->spec_tokens : 0, "reasons", reasons,
+			"jobs_running", (int)r->jobs_running, "jobs_queued", (int)r->jobs_queued,
+			"tokens_generated", (json_int_t)r->tokens_generated, "uptime_s",
+			r->uptime_s);
+		if (r->recent)
+			json_object_set_new(out, "recent", stats_json(r->recent));
+		json_dumpf(out, stdout, JSON_INDENT(2));
+		fputc('\n', stdout);
+		json_decref(out);
+	} else {
+		printf("cluster '%s' (specd %s), up %.0f s\n", r->cluster ? r->cluster : "?",
+		       r->version ? r->version : "?", r->uptime_s);
+		printf("%-5s %-20s %-8s %-13s %-24s %-12s %s\n", "rank", "node", "pid", "role",
+		       "device", "weights", "host memory free/total");
+		for (size_t i = 0; i < r->n_ranks; i++) {
+			const Specd__V1__RankStatus *k = r->ranks[i];
+			char weights[32] = "-";
+			if (k->has_resident_weight_bytes)
+				snprintf(weights, sizeof(weights), "%.1f MiB",
+					 (double)k->resident_weight_bytes / (1024.0 * 1024.0));
+			printf("%-5u %-20s %-8d %-13s %-24s %-12s %.1f / %.1f GiB\n", k->rank,
+			       k->node ? k->node : "", k->pid, k->role ? k->role : "",
+			       k->device ? k->device : "", weights, gib(k->host_memory_free),
+			       gib(k->host_memory_total));
+		}
+		if (d) {
+			printf("speculation: %s, K = %u\n", d->method ? d->method : "?", d->spec_tokens);
+			for (size_t i = 0; i < d->n_reasons; i++)
+				printf("  because: %s\n", d->reasons[i]);
+		}
+		printf("jobs: %u running, %u queued; %llu tokens generated\n", r->jobs_running,
+		       r->jobs_queued, (unsigned long long)r->tokens_generated);
+		if (r->recent && r->recent->drafted)
+			printf("acceptance so far: %llu of %llu drafted, %.2f tokens/step\n",
+			       (unsigned long long)r->recent->accepted,
+			       (unsigned long long)r->recent->drafted,
+			       r->recent->mean_accepted_length);
+	}
+	specd__v1__status_response__free_unpacked(r, NULL);
+	return EXIT_OK;
+}
+
+static int cmd_cancel(struct client *c, char *request_id)
+{
+	Specd__V1__CancelRequest req = SPECD__V1__CANCEL_REQUEST__INIT;
+	req.request_id = request_id;
+	Specd__V1__Envelope *env = NULL;
+	int rc = simple_call(c, SPECD__V1__METHOD__CANCEL, &req.base, &env);
+	if (rc != EXIT_OK)
+		return rc;
+	Specd__V1__CancelResponse *r = specd__v1__cancel_response__unpack(
+		NULL, env->has_payload ? env->payload.len : 0,
+		env->has_payload ? env->payload.data : NULL);
+	printf("cancelled %u job(s)\n", r ? r->cancelled : 0);
+	if (r)
+		specd__v1__cancel_response__free_unpacked(r, NULL);
+	specd__v1__envelope__free_unpacked(env, NULL);
+	return EXIT_OK;
+}
+
+static int cmd_health(struct client *c)
+{
+	Specd__V1__HealthRequest req = SPECD__V1__HEALTH_REQUEST__INIT;
+	Specd__V1__Envelope *env = NULL;
+	int rc = simple_call(c, SPECD__V1__METHOD__HEALTH, &req.base, &env);
+	if (rc != EXIT_OK)
+		return rc;
+	Specd__V1__HealthResponse *r = specd__v1__health_response__unpack(
+		NULL, env->has_payload ? env->payload.len : 0,
+		env->has_payload ? env->payload.data : NULL);
+	bool serving = r && r->serving;
+	printf("%s\n", serving ? "serving" : "not serving (shutting down)");
+	if (r)
+		specd__v1__health_response__free_unpacked(r, NULL);
+	specd__v1__envelope__free_unpacked(env, NULL);
+	return serving ? EXIT_OK : EXIT_SERVER;
+}
+
+static int cmd_shutdown(struct client *c)
+{
+	Specd__V1__ShutdownRequest req = SPECD__V1__SHUTDOWN_REQUEST__INIT;
+	Specd__V1__Envelope *env = NULL;
+	int rc = simple_call(c, SPECD__V1__METHOD__SHUTDOWN, &req.base, &env);
+	if (rc != EXIT_OK)
+		return rc;
+	Specd__V1__ShutdownResponse *r = specd__v1__shutdown_response__unpack(
+		NULL, env->has_payload ? env->payload.len : 0,
+		env->has_payload ? env->payload.data : NULL);
+	printf("shutting down; %u job(s) draining\n", r ? r->draining_jobs : 0);
+	if (r)
+		specd__v1__shutdown_response__free_unpacked(r, NULL);
+	specd__v1__envelope__free_unpacked(env, NULL);
+	return EXIT_OK;
+}
+
+int main(int argc, char **argv)
+{
+	const char *addr = getenv("SPECD_ADDR");
+	const char *token = getenv("SPECD_AUTH_TOKEN");
+	int i = 1;
+	for (; i < argc && argv[i][0] == '-'; i++) {
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+			usage(stdout);
+			return EXIT_OK;
+		}
+		if (strcmp(argv[i], "--version") == 0) {
+			printf("specctl %s\n", SPECD_VERSION);
+			return EXIT_OK;
+		}
+		if ((strcmp(argv[i], "--addr") == 0 || strcmp(argv[i], "--token") == 0) &&
+		    i + 1 < argc) {
+			if (argv[i][2] == 'a')
+				addr = argv[++i];
+			else
+				token = argv[++i];
+			continue;
+		}
+		return bad_usage("unknown option '%s'", argv[i]);
+	}
+	if (i >= argc) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	const char *cmd = argv[i++];
+	int nargs = argc - i;
+	char **args = argv + i;
+	/* Arguments are checked before connecting: bad usage is exit 2 whatever the server. */
+	struct gen_opts gen;
+	bool json = false;
+	if (strcmp(cmd, "generate") == 0) {
+		int rc = parse_generate(nargs, args, &gen);
+		if (rc != EXIT_OK)
+			return rc;
+	} else if (strcmp(cmd, "status") == 0) {
+		json = nargs == 1 && strcmp(args[0], "--json") == 0;
+		if (nargs > 1 || (nargs == 1 && !json))
+			return bad_usage("status takes only --json");
+	} else if (strcmp(cmd, "cancel") == 0) {
+		if (nargs != 1)
+			return bad_usage("cancel takes one request id");
+	} else if (strcmp(cmd, "health") == 0 || strcmp(cmd, "shutdown") == 0) {
+		if (nargs)
+			return bad_usage("%s takes no options", cmd);
+	} else {
+		return bad_usage("unknown command '%s'", cmd);
+	}
+	struct client c;
+	struct specd_error err;
+	specd_error_clear(&err);
+	if (client_open(&c, addr && *addr ? addr : DEFAULT_ADDR, token && *token ? token : NULL,
+			&err) != SPECD_OK) {
+		fprintf(stderr, "specctl: %s\n", err.msg);
+		return EXIT_CONNECT;
+	}
+	int rc;
+	if (strcmp(cmd, "generate") == 0)
+		rc = cmd_generate(&c, &gen);
+	else if (strcmp(cmd, "status") == 0)
+		rc = cmd_status(&c, json);
+	else if (strcmp(cmd, "cancel") == 0)
+		rc = cmd_cancel(&c, args[0]);
+	else if (strcmp(cmd, "health") == 0)
+		rc = cmd_health(&c);
+	else
+		rc = cmd_shutdown(&c);
+	client_close(&c);
+	return rc;
+}

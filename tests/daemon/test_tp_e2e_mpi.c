@@ -1,0 +1,157 @@
+/* Tensor parallelism end to end: specd-run --tp 2 under mpirun gives the same greedy
+ * text as one process on stories260K, and a specd cluster with tensor_parallel 2 serves
+ * through specctl exactly what specd-run --tp 2 prints (same T, bit-identical). */
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "test_support.h"
+
+#define PROMPT "Lily and Ben went to the park"
+
+static char g_dir[256], g_model[512], g_run[512], g_specd[512], g_ctl[512];
+
+static int setup(void **state)
+{
+	(void)state;
+	if (!ts_model_path("stories260K.gguf", g_model, sizeof(g_model)) ||
+	    !ts_mkdtemp(g_dir, sizeof(g_dir)))
+		return -1;
+	snprintf(g_run, sizeof(g_run), "%s/daemon/specd-run", ts_binary_dir());
+	snprintf(g_specd, sizeof(g_specd), "%s/daemon/specd", ts_binary_dir());
+	snprintf(g_ctl, sizeof(g_ctl), "%s/daemon/specctl", ts_binary_dir());
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	ts_rmtree(g_dir);
+	return 0;
+}
+
+/* specd-run's stdout (the prompt and the text), under mpirun -np T with --tp T when
+ * T > 1. stdout goes to a file, so its statistics on stderr stay out of it. */
+static char *run_text(int tp)
+{
+	char file[320], launch[768] = "", cmd[2048];
+	snprintf(file, sizeof(file), "%s/tp%d.txt", g_dir, tp);
+	if (tp > 1)
+		snprintf(launch, sizeof(launch),
+			 "%s --allow-run-as-root --oversubscribe --bind-to none -np %d ",
+			 MPIEXEC_PATH, tp);
+	snprintf(cmd, sizeof(cmd), "%s%s -m %s -p '" PROMPT "' -n 48 --tp %d > %s", launch,
+		 g_run, g_model, tp, file);
+	const char *argv[] = {"/bin/sh", "-c", cmd, NULL};
+	char *log = NULL;
+	int rc = ts_run(argv, &log, 120);
+	if (rc != 0)
+		print_message("%s", log);
+	free(log);
+	assert_int_equal(rc, 0);
+	FILE *f = fopen(file, "r");
+	assert_non_null(f);
+	char *out = calloc(1, 65536);
+	assert_non_null(out);
+	size_t n = fread(out, 1, 65535, f);
+	out[n] = '\0';
+	fclose(f);
+	return out;
+}
+
+static void test_specd_run__tp2_greedy_equals_one_process(void **state)
+{
+	(void)state;
+	char *one = run_text(1), *two = run_text(2);
+	assert_true(strlen(two) > strlen(PROMPT) + 20);
+	assert_string_equal(one, two);
+	free(one);
+	free(two);
+}
+
+static void test_daemon__tp2_serves_what_specd_run_tp2_prints(void **state)
+{
+	(void)state;
+	char sock[320], cluster[512], text[1024], addr[340];
+	snprintf(sock, sizeof(sock), "%s/tp.sock", g_dir);
+	snprintf(addr, sizeof(addr), "unix:%s", sock);
+	snprintf(text, sizeof(text),
+		 "server: {listen: 'unix:%s'}\n"
+		 "target: {model: %s, tensor_parallel: 2}\n"
+		 "draft: {placement: leader}\n"
+		 "speculation: {method: ngram, num_speculative_tokens: 3}\n",
+		 sock, g_model);
+	assert_true(ts_write_file(g_dir, "tp.yaml", text, cluster, sizeof(cluster)));
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		setpgid(0, 0);
+		int devnull = open("/dev/null", O_WRONLY);
+		dup2(devnull, 1);
+		dup2(devnull, 2);
+		execl(MPIEXEC_PATH, MPIEXEC_PATH, "--allow-run-as-root", "--oversubscribe",
+		      "--bind-to", "none", "-np", "2", g_specd, "--cluster", cluster, (char *)NULL);
+		_exit(127);
+	}
+	char *out = NULL;
+	const char *health[] = {g_ctl, "--addr", addr, "health", NULL};
+	int up = -1;
+	for (int i = 0; i < 300 && up != 0; i++) {
+		usleep(100000);
+		free(out);
+		up = ts_run(health, &out, 10);
+	}
+	free(out);
+	assert_int_equal(up, 0);
+	/* specctl prints the text on stdout and its stats on stderr: keep stdout. */
+	char file[320], cmd[2048];
+	snprintf(file, sizeof(file), "%s/served.txt", g_dir);
+	snprintf(cmd, sizeof(cmd), "%s --addr %s generate --prompt '" PROMPT "' -n 48 > %s",
+		 g_ctl, addr, file);
+	const char *gen[] = {"/bin/sh", "-c", cmd, NULL};
+	assert_int_equal(ts_run(gen, &out, 60), 0);
+	free(out);
+	const char *down[] = {g_ctl, "--addr", addr, "shutdown", NULL};
+	assert_int_equal(ts_run(down, &out, 30), 0);
+	free(out);
+	int status = 0;
+	for (int i = 0; i < 300 && waitpid(pid, &status, WNOHANG) == 0; i++)
+		usleep(100000);
+	if (waitpid(pid, &status, WNOHANG) == 0) {
+		kill(-pid, SIGKILL);
+		waitpid(pid, &status, 0);
+		fail_msg("the cluster did not stop");
+	}
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+	FILE *f = fopen(file, "r");
+	assert_non_null(f);
+	char served[8192] = "";
+	size_t n = fread(served, 1, sizeof(served) - 1, f);
+	served[n] = '\0';
+	fclose(f);
+	char *want = run_text(2);
+	char expect[8300];
+	snprintf(expect, sizeof(expect), "%s%s\n", PROMPT, served);
+	assert_string_equal(want, expect);
+	free(want);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_specd_run__tp2_greedy_equals_one_process),
+		cmocka_unit_test(test_daemon__tp2_serves_what_specd_run_tp2_prints),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
