@@ -44,7 +44,7 @@ static int teardown(void **state)
  * T > 1. stdout goes to a file, so its statistics on stderr stay out of it. */
 static char *run_text(int tp)
 {
-	char file[320], launch[768] = "", cmd[2048];
+	char file[320], launch[768] = "", cmd[4096];
 	snprintf(file, sizeof(file), "%s/tp%d.txt", g_dir, tp);
 	if (tp > 1)
 		snprintf(launch, sizeof(launch),
