@@ -296,7 +296,8 @@ enum specd_status par_tp_step(struct par_tp_model *tp, const struct model_batch 
 		memcpy(w + 2 * n, b->pos, n * sizeof(uint32_t));
 		if (b->parent)
 			memcpy(w + 3 * n, b->parent, n * sizeof(uint32_t));
-		memcpy(w + 4 * n, b->out_idx, b->n_out * sizeof(uint32_t));
+		if (b->n_out) /* a prefill has no outputs, and no out_idx */
+			memcpy(w + 4 * n, b->out_idx, b->n_out * sizeof(uint32_t));
 		if ((st = par_comm_bcast(tp->comm, &h, sizeof(h), 0, err)) != SPECD_OK ||
 		    (st = par_comm_bcast(tp->comm, w, (4 * (size_t)n + b->n_out) * sizeof(uint32_t),
 					 0, err)) != SPECD_OK)
