@@ -115,7 +115,7 @@ const struct cfg_key cfg_schema[] = {
 	{.path = "speculation.pipeline", .type = CFG_TYPE_BOOL, .store = CFG_STORE_BOOL,
 	 .offset = OFF(pipeline), .def = "true",
 	 .doc = "Draft step t+1 while step t verifies (needs `draft.placement: rank`; "
-		"ignored otherwise)."},
+		"ignored otherwise). Greedy jobs only: sampling jobs are drafted on request."},
 	{.path = "speculation.ngram.prompt_lookup_min", .type = CFG_TYPE_INT,
 	 .store = CFG_STORE_INT, .offset = OFF(prompt_lookup_min), .def = "2", .imin = 1,
 	 .imax = 32, .doc = "Shortest n-gram matched against the context."},

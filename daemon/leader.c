@@ -5,6 +5,7 @@
 #include <stdio.h>
 
 #include "common/log.h"
+#include "drafters/remote.h"
 #include "model/shard.h"
 #include "parallel/mpi_check.h"
 #include "runtime.h"
@@ -41,9 +42,10 @@ static void choose_method(const struct cfg_cluster *cfg, enum draft_method *meth
 		*k = 0;
 }
 
-/* What every target rank opens: the same file and shape, so the shards agree. */
+/* What every target rank opens: the same file and shape, so the shards agree. The
+ * draft rank opens the same config with its own thread count. */
 static struct runtime_config stack_config(const struct cluster *c, enum draft_method method,
-					  uint32_t k)
+					  uint32_t k, struct draft_link *link)
 {
 	const struct cfg_cluster *cfg = c->cfg;
 	struct runtime_config rc = {
@@ -58,6 +60,8 @@ static struct runtime_config stack_config(const struct cluster *c, enum draft_me
 		.draft_path = cfg->draft_model,
 		.tp = c->have_target_comm,
 		.tp_comm = c->target_comm,
+		.draft_link = link,
+		.pipeline = cfg->pipeline,
 	};
 	return rc;
 }
@@ -89,7 +93,7 @@ enum specd_status leader_follow(struct cluster *c)
 	uint32_t k;
 	const char *why;
 	choose_method(c->cfg, &method, &k, &why);
-	struct runtime_config rc = stack_config(c, method, k);
+	struct runtime_config rc = stack_config(c, method, k, NULL);
 	struct specd_error err;
 	specd_error_clear(&err);
 	struct runtime rt;
@@ -104,6 +108,44 @@ enum specd_status leader_follow(struct cluster *c)
 	if (st != SPECD_OK)
 		LOG_ERROR("shard: %s", err.msg);
 	runtime_close(&rt);
+	return st;
+}
+
+/* The leader's end of the link to the dedicated draft rank; collective with
+ * leader_draft's. */
+static enum specd_status draft_link_open(const struct cluster *c, struct draft_link **out)
+{
+	struct draft_link_config lc = {
+		.leader = 0,
+		.draft = par_layout_draft_rank(&c->layout),
+	};
+	struct specd_error err;
+	specd_error_clear(&err);
+	enum specd_status st = draft_link_create(MPI_COMM_WORLD, &lc, out, &err);
+	if (st != SPECD_OK)
+		LOG_ERROR("cannot reach the draft rank: %s", err.msg);
+	return st;
+}
+
+enum specd_status leader_draft(struct cluster *c)
+{
+	enum draft_method method;
+	uint32_t k;
+	const char *why;
+	choose_method(c->cfg, &method, &k, &why);
+	struct draft_link *link = NULL;
+	enum specd_status st = draft_link_open(c, &link);
+	if (st != SPECD_OK)
+		return st;
+	struct runtime_config rc = stack_config(c, method, k, NULL);
+	rc.threads = (uint32_t)c->cfg->draft_threads;
+	struct specd_error err;
+	specd_error_clear(&err);
+	LOG_INFO("draft rank: serving the leader's drafting requests");
+	st = runtime_serve_draft(&rc, link, &err);
+	if (st != SPECD_OK)
+		LOG_ERROR("draft rank: %s", err.msg);
+	draft_link_destroy(link);
 	return st;
 }
 
@@ -124,24 +166,28 @@ enum specd_status leader_serve(struct cluster *c)
 	const char *why;
 	choose_method(cfg, &method, &k, &why);
 
-	struct runtime_config rc = stack_config(c, method, k);
+	/* The draft rank waits for this link whatever happens next; closing it (below,
+	 * also after a failed load) releases it. */
+	struct draft_link *link = NULL;
+	if (c->layout.dedicated_draft && draft_link_open(c, &link) != SPECD_OK)
+		return SPECD_MPI;
+	struct runtime_config rc = stack_config(c, method, k, link);
 	struct specd_error err;
 	specd_error_clear(&err);
 	struct runtime rt;
 	enum specd_status st = runtime_open(&rc, &rt, &err);
 	if (st == SPECD_OK) {
-		LOG_INFO("model %s loaded in %.2f s (%d shard%s); method %s, K %u (%s)",
+		LOG_INFO("model %s loaded in %.2f s (%d shard%s); method %s, K %u (%s); drafter %s",
 			 cfg->target_model, rt.load_s, cfg->tensor_parallel,
-			 cfg->tensor_parallel == 1 ? "" : "s", draft_method_name(method), k, why);
+			 cfg->tensor_parallel == 1 ? "" : "s", draft_method_name(method), k, why,
+			 link ? (cfg->pipeline ? "on the draft rank, pipelined" : "on the draft rank")
+			      : "in the leader");
 	} else {
 		fprintf(stderr, "specd: cannot load %s: %s\n", cfg->target_model, err.msg);
+		draft_link_destroy(link);
 		return st;
 	}
 	gather_resident(c, &rt);
-	if (c->layout.dedicated_draft)
-		LOG_WARN("the drafter runs inside the leader: the dedicated draft rank (rank %d) "
-			 "is not wired into the daemon yet and waits idle",
-			 c->layout.tensor_parallel);
 
 	struct srv_config sc = {
 		.listen = cfg->listen,
@@ -183,5 +229,6 @@ done:
 	sched_destroy(sched);
 	srv_destroy(srv);
 	runtime_close(&rt);
+	draft_link_destroy(link); /* the draft rank stops before the shutdown word */
 	return st;
 }

@@ -14,4 +14,8 @@ enum specd_status leader_serve(struct cluster *c);
  * serve the leader's forwards until it releases them. */
 enum specd_status leader_follow(struct cluster *c);
 
+/* The dedicated draft rank (placement "rank"): runs the drafter the leader asks for
+ * and answers its requests (drafters/remote.h) until the leader releases it. */
+enum specd_status leader_draft(struct cluster *c);
+
 #endif

@@ -122,10 +122,13 @@ static int run_cluster(const char *path)
 			if (st == SPECD_OK)
 				st = down;
 		} else {
-			/* Target shards serve the leader's forwards until it releases them;
-			 * then every rank but the leader waits for the word to exit. */
+			/* Target shards serve the leader's forwards and the draft rank its
+			 * drafting requests until it releases them; then every rank but the
+			 * leader waits for the word to exit. */
 			if (c.have_target_comm)
 				st = leader_follow(&c);
+			else if (par_layout_role(&c.layout, rank) == PAR_ROLE_DRAFT)
+				st = leader_draft(&c);
 			if (st == SPECD_OK)
 				st = follower_loop();
 		}

@@ -8,6 +8,7 @@
 #include "common/log.h"
 #include "drafters/drafter.h"
 #include "drafters/engine.h"
+#include "drafters/remote.h"
 #include "kernels/kern.h"
 #include "model/gguf.h"
 #include "model/llama.h"
@@ -147,7 +148,14 @@ enum specd_status runtime_open(const struct runtime_config *cfg, struct runtime 
 			.draft_path = cfg->draft_path,
 			.kern = rt->kern,
 		};
-		if ((st = draft_create(&dc, &rt->drafter, err)) != SPECD_OK)
+		struct draft_remote_config drc = {
+			.link = cfg->draft_link,
+			.pipeline = cfg->pipeline,
+			.transport = DRAFT_Q_FULL,
+		};
+		st = cfg->draft_link ? draft_remote_create(&drc, &dc, &rt->drafter, err)
+				     : draft_create(&dc, &rt->drafter, err);
+		if (st != SPECD_OK)
 			goto fail;
 	}
 	struct draft_engine_config ec = {
@@ -163,5 +171,39 @@ enum specd_status runtime_open(const struct runtime_config *cfg, struct runtime 
 	return SPECD_OK;
 fail:
 	runtime_close(rt);
+	return st;
+}
+
+enum specd_status runtime_serve_draft(const struct runtime_config *cfg, struct draft_link *link,
+				      struct specd_error *err)
+{
+	struct gguf_file *file = NULL;
+	struct kern_ctx *kern = NULL;
+	struct model *target = NULL;
+	struct specd_error why;
+	specd_error_clear(&why);
+	struct kern_cpu_config kc = {.n_threads = cfg->threads ? cfg->threads : 1};
+	/* The target only answers a drafter's supports(): one row, one token a batch. */
+	struct model_config mc = {.n_slots = 1, .n_ctx = 1, .max_batch = 1};
+	enum specd_status st = gguf_open(cfg->model_path, &file, &why);
+	if (st == SPECD_OK && (st = kern_cpu_create(&kc, &kern)) != SPECD_OK)
+		specd_errorf(&why, st, "cannot create the CPU backend: %s", specd_status_str(st));
+	mc.kern = kern;
+	if (st == SPECD_OK)
+		st = model_load_gguf(file, &mc, &target, &why);
+	if (st != SPECD_OK)
+		LOG_ERROR("the draft rank cannot open the target %s: %s", cfg->model_path, why.msg);
+	/* Serve even when broken: the leader learns why at its first request. */
+	struct draft_server_config sc = {
+		.target = target,
+		.draft_path = cfg->draft_path,
+		.kern = kern,
+		.broken = st,
+		.broken_msg = why.msg,
+	};
+	st = draft_serve(link, &sc, err);
+	model_destroy(target);
+	kern_destroy(kern);
+	gguf_close(file);
 	return st;
 }

@@ -21,6 +21,7 @@ struct model;
 struct drafter;
 struct draft_engine;
 struct par_tp_model;
+struct draft_link;
 
 struct runtime_config {
 	const char *model_path;
@@ -38,6 +39,11 @@ struct runtime_config {
 	bool tp;
 	MPI_Comm tp_comm;
 	double tp_deadline_s;      /* per collective; 0: the communicator's default */
+	/* The dedicated draft rank (placement "rank"; borrowed, the leader's side of the
+	 * link): the drafter runs there (drafters/remote.h) instead of in this process.
+	 * NULL: the drafter lives here. */
+	struct draft_link *draft_link;
+	bool pipeline;             /* with draft_link: draft step t+1 while t verifies */
 };
 
 struct runtime {
@@ -61,6 +67,15 @@ enum specd_status runtime_open(const struct runtime_config *cfg, struct runtime 
 /* Tensor-parallel followers: serves the leader's forwards until it closes its runtime
  * (SPECD_OK). A stalled or failed shard ends the whole job (logged, then aborted). */
 enum specd_status runtime_follow(struct runtime *rt, struct specd_error *err);
+
+/* The dedicated draft rank: opens what checking a drafter against the target needs
+ * (the target's file and a model over it without KV rows: its pages are mapped, not
+ * read) and the draft model's backend (cfg->threads threads), then serves the
+ * leader's drafting requests (draft_serve) until it destroys its link. Uses
+ * cfg->model_path, threads and draft_path. Errors: opening the target's, and
+ * draft_serve's (the leader's drafter could not be made here: both ranks fail). */
+enum specd_status runtime_serve_draft(const struct runtime_config *cfg, struct draft_link *link,
+				      struct specd_error *err);
 
 /* Closes what runtime_open opened, in the right order; on a tensor-parallel leader it
  * first releases the followers. Idempotent. */

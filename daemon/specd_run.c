@@ -24,6 +24,7 @@
 #include "drafters/drafter.h"
 #include "drafters/engine.h"
 #include "drafters/method.h"
+#include "drafters/remote.h"
 #include "kernels/kern.h"
 #include "model/gguf.h"
 #include "model/llama.h"
@@ -50,6 +51,9 @@ struct run_opts {
 	const char *heads;
 	long tp;
 	long lookup_min, lookup_max; /* 0: the drafter's defaults */
+	bool draft_rank;       /* --placement rank: rank T drafts (mpirun -np T+1) */
+	bool pipeline;         /* --pipeline: the draft rank drafts ahead (greedy) */
+	double draft_deadline; /* --draft-deadline: seconds; 0: the default */
 };
 
 static void usage(FILE *f)
@@ -80,6 +84,14 @@ static void usage(FILE *f)
 		"  --heads FILE           EAGLE or Medusa heads (--method eagle|medusa)\n"
 		"  --tp T                 tensor-parallel shards: run under mpirun -np T; rank 0\n"
 		"                         prints, the others hold their shard\n"
+		"  --placement P          where the drafter runs: leader (the default: inside\n"
+		"                         rank 0) or rank (a dedicated draft rank T: run under\n"
+		"                         mpirun -np T+1, also with --tp 1)\n"
+		"  --pipeline on|off      with --placement rank: the draft rank drafts step t+1\n"
+		"                         while step t verifies (default on; greedy jobs only)\n"
+		"  --draft-deadline S     with --placement rank: seconds the leader waits for\n"
+		"                         the draft rank (default 30); past it the job goes on\n"
+		"                         as plain decoding, and says so\n"
 		"  --perplexity FILE      score FILE instead of generating: tokenized with BOS,\n"
 		"                         in windows of the model's context; prints the mean\n"
 		"                         negative log-likelihood and the perplexity over the\n"
@@ -147,6 +159,7 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 		.threads = 1,
 		.method = DRAFT_METHOD_NONE,
 		.tp = 1,
+		.pipeline = true,
 	};
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
@@ -173,7 +186,7 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 			"-m", "--model", "-p", "--prompt", "-n", "--max-tokens", "--temperature",
 			"--top-k", "--top-p", "--seed", "--threads", "--method", "--spec-tokens",
 			"--draft", "--heads", "--tp", "--perplexity", "--prompt-lookup-min",
-			"--prompt-lookup-max"};
+			"--prompt-lookup-max", "--placement", "--pipeline", "--draft-deadline"};
 		bool is_known = false;
 		for (size_t k = 0; k < sizeof(known) / sizeof(known[0]); k++)
 			is_known |= strcmp(flag, known[k]) == 0;
@@ -231,6 +244,19 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 		} else if (!strcmp(flag, "--prompt-lookup-max")) {
 			if (!parse_long(v, 1, 32, &o->lookup_max))
 				return bad_value(flag, v, "a length from 1 to 32");
+		} else if (!strcmp(flag, "--placement")) {
+			if (strcmp(v, "rank") && strcmp(v, "leader"))
+				return bad_value(flag, v, "rank or leader");
+			o->draft_rank = strcmp(v, "rank") == 0;
+		} else if (!strcmp(flag, "--pipeline")) {
+			if (strcmp(v, "on") && strcmp(v, "off"))
+				return bad_value(flag, v, "on or off");
+			o->pipeline = strcmp(v, "on") == 0;
+		} else if (!strcmp(flag, "--draft-deadline")) {
+			float d;
+			if (!parse_float(v, &d) || !(d > 0))
+				return bad_value(flag, v, "a number of seconds > 0");
+			o->draft_deadline = d;
 		} else if (!strcmp(flag, "--tp")) {
 			if (!parse_long(v, 1, 1024, &o->tp))
 				return bad_value(flag, v, "a shard count >= 1");
@@ -254,8 +280,9 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 				"--prompt-lookup-max %ld\n", o->lookup_min, o->lookup_max);
 		return EXIT_USAGE;
 	}
-	if (o->tp != 1 && o->perplexity) {
-		fprintf(stderr, "specd-run: --perplexity runs in one process (no --tp)\n");
+	if ((o->tp != 1 || o->draft_rank) && o->perplexity) {
+		fprintf(stderr, "specd-run: --perplexity runs in one process (no --tp, no "
+				"--placement rank)\n");
 		return EXIT_USAGE;
 	}
 	if (o->method == DRAFT_METHOD_NONE && (o->draft || o->heads || o->spec_tokens))
@@ -279,14 +306,18 @@ struct run {
 	struct runtime rt;
 	const struct model_hparams *hp;
 	struct draft_job *job;
-	bool mpi;  /* MPI initialised (--tp) */
-	int rank;  /* in the target group; 0 without --tp */
+	bool mpi;  /* MPI initialised (--tp, --placement rank) */
+	int rank;  /* in the world; 0 without MPI */
+	MPI_Comm target_comm;     /* ranks 0..T-1; MPI_COMM_NULL on the draft rank */
+	struct draft_link *link;  /* --placement rank: on rank 0 and rank T */
 };
 
 static void run_fini(struct run *r)
 {
 	draft_job_destroy(r->job);
 	runtime_close(&r->rt); /* with --tp, rank 0 releases the other shards first */
+	draft_link_destroy(r->link); /* then the draft rank */
+	r->link = NULL;
 }
 
 /* Opens the stack with a slot of at most max_ctx rows. */
@@ -305,7 +336,9 @@ static enum specd_status run_open(struct run *r, const struct run_opts *o, uint3
 		.prompt_lookup_max = (uint32_t)o->lookup_max,
 		.draft_path = o->draft,
 		.tp = r->mpi,
-		.tp_comm = MPI_COMM_WORLD,
+		.tp_comm = r->target_comm,
+		.draft_link = r->link,
+		.pipeline = o->pipeline,
 	};
 	enum specd_status st = runtime_open(&rc, &r->rt, &err);
 	if (st != SPECD_OK) {
@@ -314,9 +347,11 @@ static enum specd_status run_open(struct run *r, const struct run_opts *o, uint3
 	}
 	r->hp = model_hparams(r->rt.model);
 	if (r->rt.drafter)
-		fprintf(stderr, "specd-run: method %s, K=%ld, drafter memory %.1f MiB\n",
+		fprintf(stderr, "specd-run: method %s, K=%ld, drafter memory %.1f MiB%s\n",
 			draft_method_name(o->method), o->spec_tokens,
-			(double)draft_memory_bytes(r->rt.drafter) / (1024.0 * 1024.0));
+			(double)draft_memory_bytes(r->rt.drafter) / (1024.0 * 1024.0),
+			!r->link ? "" : o->pipeline ? " on the draft rank, pipelined"
+						    : " on the draft rank");
 	return SPECD_OK;
 }
 
@@ -517,12 +552,41 @@ static int generate(const struct run_opts *o, struct run *r)
 		draft_stop_name(draft_job_stop(r->job)));
 	draft_metrics_format(m, "specd-run: ", report, sizeof(report));
 	fputs(report, stderr);
+	if (r->link && r->rt.drafter) {
+		struct draft_link_stats ls;
+		draft_link_get_stats(r->link, &ls);
+		fprintf(stderr, "specd-run: draft rank: %llu proposals, %llu drafted ahead "
+				"(pipelining), %.3f s waited for them%s\n",
+			(unsigned long long)ls.proposals, (unsigned long long)ls.pipelined,
+			ls.t_wait, ls.dead ? "; it stalled: plain decoding since" : "");
+	}
 	rc = EXIT_SUCCESS;
 out:
 	specd_free(out.buf);
 	specd_free(ids);
 	run_fini(r);
 	return rc;
+}
+
+/* The dedicated draft rank: drafts for rank 0 until it is done. */
+static int serve_draft(const struct run_opts *o, struct run *r)
+{
+	struct runtime_config rc = {
+		.model_path = o->model,
+		.threads = (uint32_t)o->threads,
+		.draft_path = o->draft,
+	};
+	struct specd_error err;
+	specd_error_clear(&err);
+	/* The pid lets a harness stop this rank (tests/drafters/test_draft_rank_stall.c). */
+	fprintf(stderr, "specd-run: draft rank %d (pid %d) drafting for rank 0\n", r->rank,
+		(int)getpid());
+	enum specd_status st = runtime_serve_draft(&rc, r->link, &err);
+	if (st != SPECD_OK)
+		fprintf(stderr, "specd-run: draft rank %d: %s\n", r->rank, err.msg);
+	draft_link_destroy(r->link);
+	r->link = NULL;
+	return st == SPECD_OK ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 
 /* ---- perplexity ---- */
@@ -653,29 +717,58 @@ int main(int argc, char **argv)
 		return perplexity(&o);
 	struct run r;
 	memset(&r, 0, sizeof(r));
-	if (o.tp > 1) {
-		/* --tp T: one process per shard under mpirun -np T; rank 0 prints. */
+	r.target_comm = MPI_COMM_NULL;
+	if (o.tp > 1 || o.draft_rank) {
+		/* --tp T: one process per shard under mpirun -np T; rank 0 prints. With
+		 * --placement rank one more process, rank T, drafts. */
 		int provided = 0, size = 0;
+		long want = o.tp + (o.draft_rank ? 1 : 0);
 		if (MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS ||
 		    provided < MPI_THREAD_FUNNELED) {
-			fprintf(stderr, "specd-run: --tp needs MPI with MPI_THREAD_FUNNELED\n");
+			fprintf(stderr, "specd-run: --tp and --placement rank need MPI with "
+					"MPI_THREAD_FUNNELED\n");
 			return EXIT_FAILURE;
 		}
 		MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
 		MPI_Comm_rank(MPI_COMM_WORLD, &r.rank);
 		MPI_Comm_size(MPI_COMM_WORLD, &size);
-		log_set_identity(r.rank, r.rank ? "shard" : "leader");
-		if (size != o.tp) {
-			if (r.rank == 0)
+		bool drafts = o.draft_rank && r.rank == o.tp;
+		log_set_identity(r.rank, drafts ? "draft" : r.rank ? "shard" : "leader");
+		if (size != want) {
+			if (r.rank == 0 && !o.draft_rank)
 				fprintf(stderr, "specd-run: --tp %ld but mpirun started %d rank%s; run "
 						"mpirun -np %ld specd-run ...\n", o.tp, size,
 					size == 1 ? "" : "s", o.tp);
+			else if (r.rank == 0)
+				fprintf(stderr, "specd-run: --tp %ld with --placement rank needs %ld "
+						"ranks (T shards + 1 draft rank) but mpirun started %d; "
+						"run mpirun -np %ld specd-run ...\n", o.tp, want, size,
+					want);
 			MPI_Finalize();
 			return EXIT_USAGE;
 		}
 		r.mpi = true;
+		/* Every rank takes part in the split; the draft rank is in no target group. */
+		if (MPI_Comm_split(MPI_COMM_WORLD, drafts ? MPI_UNDEFINED : 0, r.rank,
+				   &r.target_comm) != MPI_SUCCESS) {
+			fprintf(stderr, "specd-run: rank %d: cannot make the target group\n", r.rank);
+			MPI_Abort(MPI_COMM_WORLD, EXIT_FAILURE);
+		}
+		if (o.draft_rank && (r.rank == 0 || drafts)) {
+			struct draft_link_config lc = {
+				.leader = 0, .draft = (int)o.tp, .deadline_s = o.draft_deadline,
+			};
+			if (draft_link_create(MPI_COMM_WORLD, &lc, &r.link, &err) != SPECD_OK) {
+				fprintf(stderr, "specd-run: rank %d: %s\n", r.rank, err.msg);
+				MPI_Abort(MPI_COMM_WORLD, EXIT_FAILURE);
+			}
+		}
+		rc = drafts ? serve_draft(&o, &r) : generate(&o, &r);
+	} else {
+		rc = generate(&o, &r);
 	}
-	rc = generate(&o, &r);
+	if (r.target_comm != MPI_COMM_NULL)
+		MPI_Comm_free(&r.target_comm);
 	if (r.mpi)
 		MPI_Finalize();
 	return rc;

@@ -123,6 +123,11 @@ void sampler_destroy(struct sampler *s)
 	specd_free(s);
 }
 
+const struct sampler_params *sampler_get_params(const struct sampler *s)
+{
+	return &s->p;
+}
+
 int32_t sampler_vocab_size(const struct sampler *s)
 {
 	return s->n_vocab;

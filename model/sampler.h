@@ -47,6 +47,10 @@ enum specd_status sampler_reset(struct sampler *s, const struct sampler_params *
 				struct specd_error *err);
 
 int32_t sampler_vocab_size(const struct sampler *s);
+/* The parameters of the last sampler_create or sampler_reset, seed included (the seed
+ * given, not the PRNG's state since): what a remote draft rank needs to rebuild the
+ * same stream (drafters/remote.h). */
+const struct sampler_params *sampler_get_params(const struct sampler *s);
 /* Whether the parameters make the transform a one-hot (temperature 0 or top_k 1). */
 bool sampler_is_greedy(const struct sampler *s);
 

@@ -1,0 +1,384 @@
+/* The leader's side of the dedicated draft rank (remote.h): the link over the
+ * {leader, draft rank} pair, and a struct draft_ops whose calls are messages to the
+ * draft rank's server (remote_server.c). The engine drives it like any drafter. */
+#include "remote.h"
+
+#include <stdint.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "common/clock.h"
+#include "common/log.h"
+#include "model/llama.h"
+#include "model/sampler.h"
+#include "parallel/mpi_check.h"
+#include "remote_int.h"
+
+#define RD_GROUP_TAG 0x5d1
+
+const char *draft_q_transport_name(enum draft_q_transport t)
+{
+	switch (t) {
+	case DRAFT_Q_FULL: return "full";
+	case DRAFT_Q_TOPK: return "topk";
+	case DRAFT_Q_COUNT: break;
+	}
+	return "?";
+}
+
+/* ---- the link ---- */
+
+enum specd_status draft_link_create(MPI_Comm world, const struct draft_link_config *cfg,
+				    struct draft_link **out, struct specd_error *err)
+{
+	struct draft_link *l = NULL;
+	MPI_Group all = MPI_GROUP_NULL, two = MPI_GROUP_NULL;
+	enum specd_status st;
+	int me = -1;
+
+	if (!cfg || cfg->leader < 0 || cfg->draft < 0 || cfg->leader == cfg->draft)
+		return specd_errorf(err, SPECD_INVAL, "draft link: leader rank %d, draft rank %d",
+				    cfg ? cfg->leader : -1, cfg ? cfg->draft : -1);
+	MPI_Comm_rank(world, &me);
+	if (me != cfg->leader && me != cfg->draft)
+		return specd_errorf(err, SPECD_INVAL, "draft link: rank %d is neither the leader "
+				    "(%d) nor the draft rank (%d)", me, cfg->leader, cfg->draft);
+	if (!(l = specd_calloc(1, sizeof(*l))))
+		return specd_errorf(err, SPECD_NOMEM, "draft link: out of memory");
+	l->pair = MPI_COMM_NULL;
+	l->leader = me == cfg->leader;
+	l->draft_world = cfg->draft;
+	int ranks[2] = {cfg->leader, cfg->draft}; /* the pair's order: RD_LEADER, RD_DRAFT */
+	if (PAR_MPI(MPI_Comm_group(world, &all)) != SPECD_OK ||
+	    PAR_MPI(MPI_Group_incl(all, 2, ranks, &two)) != SPECD_OK ||
+	    PAR_MPI(MPI_Comm_create_group(world, two, RD_GROUP_TAG, &l->pair)) != SPECD_OK) {
+		st = specd_errorf(err, SPECD_MPI, "draft link: cannot make the {%d, %d} "
+				  "communicator", cfg->leader, cfg->draft);
+		goto fail;
+	}
+	MPI_Comm_set_errhandler(l->pair, MPI_ERRORS_RETURN);
+	struct par_comm_config pc = {.deadline_s = cfg->deadline_s};
+	if ((st = par_comm_mpi_create(l->pair, &pc, &l->comm, err)) != SPECD_OK)
+		goto fail;
+	MPI_Group_free(&two);
+	MPI_Group_free(&all);
+	*out = l;
+	return SPECD_OK;
+fail:
+	if (two != MPI_GROUP_NULL)
+		MPI_Group_free(&two);
+	if (all != MPI_GROUP_NULL)
+		MPI_Group_free(&all);
+	if (l->pair != MPI_COMM_NULL)
+		MPI_Comm_free(&l->pair);
+	specd_free(l);
+	return st;
+}
+
+/* Leader: one request, its tokens past RD_INLINE in a second message. */
+static enum specd_status link_send(struct draft_link *l, struct rd_req *req,
+				   const int32_t *tokens, struct specd_error *err)
+{
+	bool inl = req->n_new <= RD_INLINE;
+	if (inl && req->n_new)
+		memcpy(req->tokens, tokens, req->n_new * sizeof(*tokens));
+	enum specd_status st = par_comm_bcast(l->comm, req, sizeof(*req), RD_LEADER, err);
+	if (st == SPECD_OK && !inl)
+		st = par_comm_bcast(l->comm, (void *)(uintptr_t)tokens,
+				    (size_t)req->n_new * sizeof(*tokens), RD_LEADER, err);
+	return st;
+}
+
+void draft_link_destroy(struct draft_link *l)
+{
+	if (!l)
+		return;
+	if (l->leader) {
+		/* Also to a stalled draft rank: continued later, it finds the word and exits
+		 * instead of waiting for ever. */
+		struct rd_req req = {.op = RD_STOP};
+		struct specd_error err;
+		if (link_send(l, &req, NULL, &err) != SPECD_OK)
+			LOG_WARN("draft rank %d: cannot tell it to stop: %s", l->draft_world, err.msg);
+	}
+	par_comm_destroy(l->comm);
+	if (l->pair != MPI_COMM_NULL)
+		MPI_Comm_free(&l->pair);
+	specd_free(l);
+}
+
+void draft_link_get_stats(const struct draft_link *l, struct draft_link_stats *out)
+{
+	*out = l->stats;
+}
+
+/* ---- the remote drafter ---- */
+
+struct remote {
+	struct draft_link *link;
+	uint32_t n_slots, n_vocab, k_max;
+	uint64_t memory_bytes;  /* the draft rank's drafter */
+	uint32_t *told;         /* (n_slots) tokens of each slot the draft rank holds */
+	struct rd_req req;
+	struct rd_rep rep;
+};
+
+/* draft_create_ops hands ops->create only the struct draft_config; the remote part
+ * waits here for the one create in progress (creation runs on the MPI thread). */
+static _Thread_local const struct draft_remote_config *pending;
+
+/* A missed deadline: the draft rank is stalled (or gone). Everything after this is
+ * plain decoding, which is exact whatever the drafter did before. */
+static enum specd_status went_silent(struct remote *r, enum specd_status st,
+				     const struct specd_error *why, struct specd_error *err)
+{
+	if (st != SPECD_TIMEOUT)
+		return st;
+	if (!r->link->stats.dead)
+		LOG_WARN("draft rank %d stalled: falling back to plain decoding (%s)",
+			 r->link->draft_world, why->msg);
+	r->link->stats.dead = true;
+	specd_error_clear(err);
+	return SPECD_OK;
+}
+
+static enum specd_status rd_reply(struct remote *r, struct specd_error *err)
+{
+	enum specd_status st = par_comm_recv(r->link->comm, &r->rep, sizeof(r->rep), RD_DRAFT,
+					     RD_TAG_REPLY, err);
+	if (st != SPECD_OK)
+		return st;
+	r->rep.msg[RD_MSG_BYTES - 1] = '\0';
+	return SPECD_OK;
+}
+
+static void rd_destroy(void *state)
+{
+	struct remote *r = state;
+	if (!r)
+		return;
+	specd_free(r->told);
+	specd_free(r);
+}
+
+static enum specd_status rd_create(const struct draft_config *cfg, void **state,
+				   struct specd_error *err)
+{
+	const struct draft_remote_config *rc = pending;
+	struct remote *r = NULL;
+	struct specd_error e;
+	enum specd_status st;
+
+	if (!rc || !rc->link || !rc->link->leader)
+		return specd_errorf(err, SPECD_INVAL, "remote drafter: no link to a draft rank "
+				    "from the leader");
+	if (rc->transport != DRAFT_Q_FULL)
+		return specd_errorf(err, SPECD_UNSUPPORTED, "remote drafter: q transport '%s' is "
+				    "not implemented yet (only 'full')",
+				    draft_q_transport_name(rc->transport));
+	if (!cfg->n_ctx)
+		return specd_errorf(err, SPECD_INVAL, "remote drafter: the context length is "
+				    "needed to size the draft rank's histories");
+	if (rc->link->stats.dead)
+		return specd_errorf(err, SPECD_TIMEOUT, "remote drafter: draft rank %d stalled "
+				    "earlier", rc->link->draft_world);
+	if (!(r = specd_calloc(1, sizeof(*r))) ||
+	    !(r->told = specd_calloc(cfg->n_slots, sizeof(uint32_t)))) {
+		rd_destroy(r);
+		return specd_errorf(err, SPECD_NOMEM, "remote drafter: out of memory");
+	}
+	r->link = rc->link;
+	r->n_slots = cfg->n_slots;
+	r->n_vocab = model_hparams(cfg->target)->n_vocab;
+	r->k_max = cfg->k_max;
+	r->req = (struct rd_req){
+		.op = RD_HELLO,
+		.flags = rc->pipeline ? RD_HELLO_PIPELINE : 0,
+		.method = (int32_t)cfg->method,
+		.k_max = cfg->k_max,
+		.n_slots = cfg->n_slots,
+		.n_ctx = cfg->n_ctx,
+		.n_vocab = r->n_vocab,
+		.lookup_min = cfg->prompt_lookup_min,
+		.lookup_max = cfg->prompt_lookup_max,
+		.transport = (int32_t)rc->transport,
+	};
+	specd_error_clear(&e);
+	if ((st = link_send(r->link, &r->req, NULL, &e)) != SPECD_OK ||
+	    (st = rd_reply(r, &e)) != SPECD_OK) {
+		specd_errorf(err, st, "draft rank %d: %s", r->link->draft_world, e.msg);
+		goto fail;
+	}
+	if (r->rep.status != SPECD_OK) {
+		st = specd_errorf(err, (enum specd_status)r->rep.status, "draft rank %d: %s",
+				  r->link->draft_world, r->rep.msg);
+		goto fail;
+	}
+	r->memory_bytes = r->rep.memory_bytes;
+	*state = r;
+	return SPECD_OK;
+fail:
+	rd_destroy(r);
+	return st;
+}
+
+static enum specd_status rd_supports(const void *state, const struct model *target,
+				     struct specd_error *err)
+{
+	(void)state;
+	(void)target;
+	(void)err;
+	return SPECD_OK; /* the draft rank checked its drafter against the target at hello */
+}
+
+static size_t rd_memory_bytes(const void *state)
+{
+	const struct remote *r = state;
+	return (size_t)r->memory_bytes;
+}
+
+/* A request for seq's slot with the tokens the draft rank has not seen yet. */
+static enum specd_status rd_send(struct remote *r, enum rd_op op, const struct draft_seq *seq,
+				 struct specd_error *err)
+{
+	uint32_t from = r->told[seq->slot];
+	if (from > seq->n_tokens)
+		return specd_errorf(err, SPECD_INTERNAL, "remote drafter: slot %u shrank from %u "
+				    "to %u tokens without a reset", seq->slot, from, seq->n_tokens);
+	r->req.op = op;
+	r->req.slot = seq->slot;
+	r->req.n_total = seq->n_tokens;
+	r->req.n_new = seq->n_tokens - from;
+	enum specd_status st = link_send(r->link, &r->req, seq->tokens + from, err);
+	if (st == SPECD_OK)
+		r->told[seq->slot] = seq->n_tokens;
+	return st;
+}
+
+static enum specd_status rd_reset(void *state, const struct draft_seq *seq,
+				  struct specd_error *err)
+{
+	struct remote *r = state;
+	static const struct sampler_params greedy = {.temperature = 0.0f, .top_p = 1.0f};
+	const struct sampler_params *sp = seq->sampler ? sampler_get_params(seq->sampler) : &greedy;
+	struct specd_error e;
+
+	if (r->link->stats.dead)
+		return SPECD_OK;
+	r->told[seq->slot] = 0;
+	memset(&r->req, 0, sizeof(r->req));
+	r->req.temperature = sp->temperature;
+	r->req.top_k = sp->top_k;
+	r->req.top_p = sp->top_p;
+	r->req.seed = sp->seed;
+	specd_error_clear(&e);
+	enum specd_status st = rd_send(r, RD_RESET, seq, &e);
+	if (st != SPECD_OK && st != SPECD_TIMEOUT)
+		return specd_errorf(err, st, "draft rank %d: %s", r->link->draft_world, e.msg);
+	return went_silent(r, st, &e, err);
+}
+
+static enum specd_status rd_propose(void *state, const struct draft_seq *seq, uint32_t k,
+				    struct draft_proposal *out, struct specd_error *err)
+{
+	struct remote *r = state;
+	struct specd_error e;
+	enum specd_status st;
+	double t0 = specd_now();
+
+	out->n = 0;
+	out->q_onehot = true;
+	if (r->link->stats.dead)
+		return SPECD_OK;
+	memset(&r->req, 0, sizeof(r->req));
+	r->req.k = k;
+	specd_error_clear(&e);
+	if ((st = rd_send(r, RD_PROPOSE, seq, &e)) != SPECD_OK || (st = rd_reply(r, &e)) != SPECD_OK)
+		goto link_failed;
+	const struct rd_rep *rep = &r->rep;
+	if (rep->status != SPECD_OK)
+		return specd_errorf(err, (enum specd_status)rep->status, "draft rank %d: %s",
+				    r->link->draft_world, rep->msg);
+	if (rep->n > k || (rep->q_rows && rep->q_rows != rep->n))
+		return specd_errorf(err, SPECD_PROTO, "draft rank %d: %u tokens and %u q rows "
+				    "for a proposal of at most %u", r->link->draft_world, rep->n,
+				    rep->q_rows, k);
+	for (uint32_t i = 0; i < rep->n; i++)
+		if (rep->tokens[i] < 0 || (uint32_t)rep->tokens[i] >= r->n_vocab)
+			return specd_errorf(err, SPECD_PROTO, "draft rank %d: proposed id %d; "
+					    "the vocabulary has %u", r->link->draft_world,
+					    (int)rep->tokens[i], r->n_vocab);
+	if (rep->q_rows) {
+		if (!out->q)
+			return specd_errorf(err, SPECD_INVAL, "remote drafter: sampling needs a q "
+					    "buffer");
+		st = par_comm_recv(r->link->comm, out->q,
+				   (size_t)rep->q_rows * r->n_vocab * sizeof(float), RD_DRAFT,
+				   RD_TAG_Q, &e);
+		if (st != SPECD_OK)
+			goto link_failed;
+	}
+	memcpy(out->tokens, rep->tokens, rep->n * sizeof(int32_t));
+	out->n = rep->n;
+	out->q_onehot = rep->q_rows == 0;
+	r->link->stats.proposals++;
+	if (rep->flags & RD_REP_PIPELINED)
+		r->link->stats.pipelined++;
+	r->link->stats.t_wait += specd_now() - t0;
+	return SPECD_OK;
+link_failed:
+	out->n = 0;
+	out->q_onehot = true;
+	if (st != SPECD_TIMEOUT)
+		return specd_errorf(err, st, "draft rank %d: %s", r->link->draft_world, e.msg);
+	return went_silent(r, st, &e, err);
+}
+
+static enum specd_status rd_commit(void *state, const struct draft_seq *seq,
+				   uint32_t n_accepted, int32_t next, struct specd_error *err)
+{
+	struct remote *r = state;
+	struct specd_error e;
+
+	if (r->link->stats.dead)
+		return SPECD_OK;
+	memset(&r->req, 0, sizeof(r->req));
+	r->req.n_accepted = n_accepted;
+	r->req.next = next;
+	specd_error_clear(&e);
+	enum specd_status st = rd_send(r, RD_COMMIT, seq, &e);
+	if (st != SPECD_OK && st != SPECD_TIMEOUT)
+		return specd_errorf(err, st, "draft rank %d: %s", r->link->draft_world, e.msg);
+	return went_silent(r, st, &e, err);
+}
+
+#define REMOTE_OPS(m)                                                                   \
+	{                                                                                \
+		.method = (m), .create = rd_create, .destroy = rd_destroy,               \
+		.supports = rd_supports, .memory_bytes = rd_memory_bytes,                \
+		.reset = rd_reset, .propose = rd_propose, .commit = rd_commit,           \
+	}
+
+/* One table per method so draft_method_of() names the method the draft rank runs;
+ * the draft rank refuses those it has no drafter for. */
+static const struct draft_ops remote_ops[DRAFT_METHOD_COUNT] = {
+	[DRAFT_METHOD_NGRAM] = REMOTE_OPS(DRAFT_METHOD_NGRAM),
+	[DRAFT_METHOD_DRAFT_MODEL] = REMOTE_OPS(DRAFT_METHOD_DRAFT_MODEL),
+	[DRAFT_METHOD_EAGLE] = REMOTE_OPS(DRAFT_METHOD_EAGLE),
+	[DRAFT_METHOD_MEDUSA] = REMOTE_OPS(DRAFT_METHOD_MEDUSA),
+};
+
+enum specd_status draft_remote_create(const struct draft_remote_config *rc,
+				      const struct draft_config *cfg, struct drafter **out,
+				      struct specd_error *err)
+{
+	if (!rc || !cfg)
+		return specd_errorf(err, SPECD_INVAL, "remote drafter: no config");
+	if ((unsigned)cfg->method >= DRAFT_METHOD_COUNT || cfg->method == DRAFT_METHOD_NONE)
+		return specd_errorf(err, SPECD_UNSUPPORTED, "remote drafter: method '%s' has no "
+				    "drafter", draft_method_name(cfg->method));
+	pending = rc;
+	enum specd_status st = draft_create_ops(&remote_ops[cfg->method], cfg, out, err);
+	pending = NULL;
+	return st;
+}

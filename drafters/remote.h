@@ -1,0 +1,117 @@
+/* The dedicated draft rank (DESIGN.md §3): the leader's engine drives a drafter whose
+ * work runs on another rank. Three pieces:
+ *   - struct draft_link: the leader <-> draft rank channel (a parallel/comm.h
+ *     communicator over the pair, every call with a deadline);
+ *   - the remote drafter (leader): a struct draft_ops whose reset/propose/commit are
+ *     messages, so drafters/engine.c runs unchanged on top of it;
+ *   - draft_serve (draft rank): runs the real drafter (ngram, draft_model) and answers.
+ *
+ * Messages (remote_int.h): reset carries the prompt and the draft sampler's parameters
+ * and seed (the draft rank owns the draft sampler, so q and the tokens drawn from it
+ * come from one distribution); propose carries K and gets back the tokens and, when
+ * sampling with a draft model, q; commit carries (n_accepted, next) and the tokens the
+ * sequence gained. Each message carries only the tokens the draft rank has not seen;
+ * it keeps every slot's history itself.
+ *
+ * Pipelining (greedy only): after answering propose(K) the draft rank drafts the next
+ * step at once, assuming all K are accepted and the bonus is its own (K+1)-th token; a
+ * commit that matches makes the next proposal ready before it is asked for, any other
+ * commit rolls that work back. Output never depends on it: only speed does.
+ *
+ * Failure: a draft rank that misses a deadline is taken for stalled. The remote
+ * drafter logs "draft rank N stalled: falling back to plain decoding" once, proposes
+ * nothing from then on and ignores commits, so every job continues, exactly, as plain
+ * decoding.
+ *
+ * Threads: the thread that owns MPI, on the leader and on the draft rank. */
+#ifndef SPECD_DRAFTERS_REMOTE_H
+#define SPECD_DRAFTERS_REMOTE_H
+
+#include <mpi.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/error.h"
+#include "common/status.h"
+#include "drafters/drafter.h"
+
+struct kern_ctx;
+struct model;
+
+/* What of q crosses the link when a drafter samples (greedy and prompt lookup ship
+ * tokens only, whatever this says). */
+enum draft_q_transport {
+	DRAFT_Q_FULL = 0, /* whole rows: K x vocab floats (implemented) */
+	DRAFT_Q_TOPK,     /* the top-k of each row, renormalised (not yet: refused) */
+	DRAFT_Q_COUNT
+};
+
+/* "full", "topk"; "?" outside the enum. */
+const char *draft_q_transport_name(enum draft_q_transport t);
+
+struct draft_link_config {
+	int leader;        /* world rank of the leader (0) */
+	int draft;         /* world rank of the draft rank (T) */
+	double deadline_s; /* per message on the leader; 0: PAR_COMM_DEFAULT_DEADLINE_S */
+};
+
+/* What the leader has seen of the draft rank, for reports and tests. */
+struct draft_link_stats {
+	uint64_t proposals;     /* proposals received */
+	uint64_t pipelined;     /* of them, drafted ahead by pipelining */
+	double t_wait;          /* seconds the leader waited for proposals */
+	bool dead;              /* the draft rank stalled: plain decoding since */
+};
+
+struct draft_link;
+
+/* Collective over the leader and the draft rank only (the other ranks of world do not
+ * call it). Errors: SPECD_INVAL (equal or negative ranks, this rank is neither),
+ * SPECD_MPI, SPECD_NOMEM. *out only on success. */
+enum specd_status draft_link_create(MPI_Comm world, const struct draft_link_config *cfg,
+				    struct draft_link **out, struct specd_error *err);
+
+/* On the leader: tells the draft rank to stop serving (also when it never got a
+ * drafter, or after it stalled: a stopped rank that is continued later finds the word
+ * and exits), then frees. On the draft rank: frees. NULL is a no-op. Not collective. */
+void draft_link_destroy(struct draft_link *l);
+
+void draft_link_get_stats(const struct draft_link *l, struct draft_link_stats *out);
+
+struct draft_remote_config {
+	struct draft_link *link;  /* borrowed, the leader's side; outlives the drafter */
+	bool pipeline;            /* draft ahead on the draft rank (greedy jobs only) */
+	enum draft_q_transport transport;
+};
+
+/* Leader only: a drafter of cfg->method running on the draft rank, with cfg's K,
+ * slots and context. The draft rank creates the real drafter and checks it against
+ * its own view of the target; its answer is this call's. Errors: SPECD_UNSUPPORTED (a
+ * transport other than full), the draft rank's (SPECD_INVAL for a draft model that
+ * does not fit the target, ..., with its message), SPECD_TIMEOUT / SPECD_MPI (the link).
+ * *out only on success; destroy it with draft_destroy. */
+enum specd_status draft_remote_create(const struct draft_remote_config *rc,
+				      const struct draft_config *cfg, struct drafter **out,
+				      struct specd_error *err);
+
+struct draft_server_config {
+	/* The target, borrowed: what supports() checks against (a draft model's
+	 * vocabulary). It needs no KV rows: a model loaded with one slot of one row. */
+	const struct model *target;
+	const char *draft_path;  /* draft_model: the file, as this rank sees it */
+	struct kern_ctx *kern;   /* the draft model's backend, borrowed; NULL: its own */
+	/* Not SPECD_OK: this rank could not get ready (its target file is missing, ...);
+	 * every hello is refused with this status and `broken_msg`, so the leader fails
+	 * with the reason instead of waiting. target may then be NULL. */
+	enum specd_status broken;
+	const char *broken_msg;
+};
+
+/* Draft rank only: answers the leader until it destroys its link. Errors: `broken`,
+ * the first failure to create the drafter the leader asked for (the leader fails with the same
+ * message, so both ranks exit non-zero), SPECD_MPI, SPECD_NOMEM. A leader that stops
+ * answering never makes this return: it ends the job or continues it. */
+enum specd_status draft_serve(struct draft_link *link, const struct draft_server_config *sc,
+			      struct specd_error *err);
+
+#endif

@@ -1,0 +1,74 @@
+/* drafters/ private: the messages between the leader's remote drafter (remote.c) and
+ * the draft rank's server (remote_server.c), and the link both sides hold. Requests
+ * travel leader -> draft rank as broadcasts over the pair (the draft rank waits for the
+ * next one idle: no deadline, no spinning); replies travel back point to point, under
+ * the leader's deadline. Fixed-size structs, sent as bytes between ranks of one build. */
+#ifndef SPECD_DRAFTERS_REMOTE_INT_H
+#define SPECD_DRAFTERS_REMOTE_INT_H
+
+#include <stdint.h>
+
+#include "drafter.h"
+#include "parallel/comm.h"
+#include "remote.h"
+
+#define RD_INLINE 72      /* new tokens carried in the request itself; more follow it */
+#define RD_MSG_BYTES SPECD_ERROR_MSG_MAX /* an error message in a reply */
+
+enum rd_op {
+	RD_HELLO = 1, /* create the drafter: method, K, slots, context; replied */
+	RD_RESET,     /* a new sequence in a slot: prompt and draft sampling; one-way */
+	RD_PROPOSE,   /* up to k tokens; replied (tokens, then q rows when sampling) */
+	RD_COMMIT,    /* the verifier's verdict and the tokens the slot gained; one-way */
+	RD_STOP,      /* stop serving */
+};
+
+enum { RD_HELLO_PIPELINE = 1u << 0 };     /* rd_req.flags of a hello */
+enum { RD_REP_PIPELINED = 1u << 0 };      /* rd_rep.flags: drafted ahead */
+
+enum { RD_TAG_REPLY = 11, RD_TAG_Q = 12 }; /* point-to-point tags of replies */
+
+struct rd_req {
+	int32_t op;          /* enum rd_op */
+	uint32_t slot;
+	uint32_t n_total;    /* the slot's sequence length once the new tokens are in */
+	uint32_t n_new;      /* new tokens: in tokens[] up to RD_INLINE, else a second message */
+	uint32_t k;          /* propose */
+	uint32_t n_accepted; /* commit */
+	int32_t next;        /* commit */
+	uint32_t flags;
+	/* hello */
+	int32_t method;      /* enum draft_method */
+	uint32_t k_max, n_slots, n_ctx, n_vocab, lookup_min, lookup_max;
+	int32_t transport;   /* enum draft_q_transport */
+	/* reset: the draft sampler (the engine's draft stream, seed included) */
+	float temperature;
+	int32_t top_k;
+	float top_p;
+	uint32_t pad;
+	uint64_t seed;
+	int32_t tokens[RD_INLINE];
+};
+
+struct rd_rep {
+	int32_t status;      /* enum specd_status of the request on the draft rank */
+	uint32_t n;          /* proposed tokens */
+	uint32_t q_rows;     /* q rows that follow (RD_TAG_Q); 0: one-hot */
+	uint32_t flags;
+	uint64_t memory_bytes; /* hello: the drafter's */
+	int32_t tokens[DRAFT_MAX_TOKENS];
+	char msg[RD_MSG_BYTES];
+};
+
+/* The pair's ranks: the leader is 0, the draft rank 1. */
+enum { RD_LEADER = 0, RD_DRAFT = 1 };
+
+struct draft_link {
+	MPI_Comm pair;          /* {leader, draft rank}, ours */
+	struct par_comm *comm;  /* over pair, with the deadline */
+	bool leader;            /* this side */
+	int draft_world;        /* for messages */
+	struct draft_link_stats stats;
+};
+
+#endif
