@@ -204,6 +204,7 @@ enum specd_status leader_serve(struct cluster *c)
 		.srv = srv,
 		.target = rt.model,
 		.tok = rt.tok,
+		.file = rt.file,
 		.engine = rt.engine,
 		.n_slots = (uint32_t)cfg->target_slots,
 		.limits = cfg->limits,

@@ -14,6 +14,7 @@
 #include "common/log.h"
 #include "common/version.h"
 #include "drafters/engine.h"
+#include "model/chat.h"
 #include "model/llama.h"
 #include "model/tokenizer.h"
 #include "request.h"
@@ -47,6 +48,8 @@ struct sched {
 	uint32_t n_queued;
 	bool draining;
 	double t_created;
+	char *chat_system;  /* the template's default system prompt; NULL: no chat template */
+	const char *chat_why; /* why chat is not available, when chat_system is NULL */
 
 	/* What Status reports, written by the compute thread under the lock. */
 	pthread_mutex_t lock;
@@ -71,6 +74,14 @@ enum specd_status sched_create(const struct sched_config *cfg, struct sched **ou
 		sched_destroy(s);
 		return specd_errorf(err, SPECD_NOMEM, "scheduler: out of memory");
 	}
+	/* Chat requests need the model's ChatML template and its default system prompt. */
+	char sys[1024];
+	size_t sys_len = 0;
+	struct specd_error cerr;
+	if (cfg->file && chat_default_system(cfg->file, sys, sizeof(sys), &sys_len, &cerr) == SPECD_OK)
+		s->chat_system = specd_strdup(sys);
+	else
+		s->chat_why = "this model has no ChatML chat template; send prompt";
 	for (uint32_t i = 0; i < cfg->n_slots; i++) {
 		enum specd_status st = draft_job_create(cfg->engine, i, &s->jobs[i].dj, err);
 		if (st != SPECD_OK) {
@@ -97,6 +108,7 @@ void sched_destroy(struct sched *s)
 		srv_cmd_free((struct srv_cmd *)it);
 	}
 	pthread_mutex_destroy(&s->lock);
+	specd_free(s->chat_system);
 	specd_free(s->jobs);
 	specd_free(s->step_jobs);
 	specd_free(s);
@@ -199,9 +211,30 @@ static enum specd_status prompt_ids(struct sched *s, const Specd__V1__GenerateRe
 				    int32_t **ids, uint32_t *n, struct specd_error *err)
 {
 	const struct tok *t = s->cfg.tok;
-	if (r->n_messages)
-		return specd_errorf(err, SPECD_UNSUPPORTED,
-				    "chat messages are not supported by this server yet; send prompt");
+	if (r->n_messages) {
+		if (!s->chat_system)
+			return specd_errorf(err, SPECD_UNSUPPORTED, "%s", s->chat_why);
+		struct chat_msg *msgs = specd_calloc(r->n_messages, sizeof(*msgs));
+		if (!msgs)
+			return specd_errorf(err, SPECD_NOMEM, "out of memory");
+		for (size_t i = 0; i < r->n_messages; i++) {
+			msgs[i].role = r->messages[i]->role;
+			msgs[i].content = r->messages[i]->content ? r->messages[i]->content : "";
+		}
+		size_t cap = chat_format_bound(msgs, r->n_messages, s->chat_system), got = 0;
+		int32_t *v = specd_malloc_array(cap ? cap : 1, sizeof(int32_t));
+		enum specd_status st = v ? chat_format(t, msgs, r->n_messages, s->chat_system, true,
+						       v, cap, &got, err)
+					 : specd_errorf(err, SPECD_NOMEM, "out of memory");
+		specd_free(msgs);
+		if (st != SPECD_OK) {
+			specd_free(v);
+			return st;
+		}
+		*ids = v;
+		*n = (uint32_t)got;
+		return SPECD_OK;
+	}
 	if (r->n_prompt_tokens) {
 		int32_t *v = specd_malloc_array(r->n_prompt_tokens, sizeof(int32_t));
 		if (!v)

@@ -23,6 +23,7 @@
 
 struct srv;
 struct tok;
+struct gguf_file;
 struct model;
 struct draft_engine;
 struct cluster;
@@ -31,6 +32,7 @@ struct sched_config {
 	struct srv *srv;              /* commands in, replies out */
 	struct model *target;         /* borrowed: the model the engine runs */
 	const struct tok *tok;        /* borrowed */
+	const struct gguf_file *file; /* borrowed: the target's file (its chat template) */
 	struct draft_engine *engine;  /* borrowed */
 	uint32_t n_slots;             /* jobs running at once (the target's KV slots) */
 	struct cfg_limits limits;

@@ -36,10 +36,13 @@ static void usage(FILE *f)
 		"  --token TOKEN   the cluster's auth_token (default $SPECD_AUTH_TOKEN)\n"
 		"\n"
 		"commands:\n"
-		"  generate --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K]\n"
+		"  generate --prompt TEXT | --chat TEXT [--system TEXT]\n"
+		"           [--max-tokens N] [--temperature T] [--top-k K]\n"
 		"           [--top-p P] [--seed S] [--stop TEXT]... [--request-id ID]\n"
 		"           [--method M] [--spec-tokens K] [--json]\n"
-		"      streams the text to stdout; method, acceptance and tokens/s at the end\n"
+		"      --chat sends a user message (and --system a system prompt) through the\n"
+		"      model's chat template; streams the text to stdout; method, acceptance and\n"
+		"      tokens/s at the end\n"
 		"      on stderr (--json: one JSON object on stdout instead)\n"
 		"  status [--json]   ranks, devices, memory, the speculation decision, counters\n"
 		"  cancel ID         cancels the job with request id ID\n"
@@ -53,6 +56,7 @@ static void usage(FILE *f)
 
 struct gen_opts {
 	const char *prompt, *request_id, *method;
+	const char *chat, *system; /* a chat request: the user's message, a system prompt */
 	const char *stops[REQ_MAX_STOPS];
 	size_t n_stops;
 	long max_tokens, top_k, spec_tokens;
@@ -103,6 +107,10 @@ static int parse_generate(int argc, char **argv, struct gen_opts *o)
 		double x;
 		if (strcmp(a, "--prompt") == 0 || strcmp(a, "-p") == 0) {
 			o->prompt = v;
+		} else if (strcmp(a, "--chat") == 0) {
+			o->chat = v;
+		} else if (strcmp(a, "--system") == 0) {
+			o->system = v;
 		} else if (strcmp(a, "--request-id") == 0) {
 			o->request_id = v;
 		} else if (strcmp(a, "--method") == 0) {
@@ -147,8 +155,10 @@ static int parse_generate(int argc, char **argv, struct gen_opts *o)
 			return bad_usage("unknown generate option '%s'", a);
 		}
 	}
-	if (!o->prompt)
-		return bad_usage("generate needs --prompt TEXT");
+	if (!o->prompt == !o->chat)
+		return bad_usage("generate needs --prompt TEXT or --chat TEXT (one of them)");
+	if (o->system && !o->chat)
+		return bad_usage("--system goes with --chat");
 	return EXIT_OK;
 }
 
@@ -207,7 +217,26 @@ static int cmd_generate(struct client *c, const struct gen_opts *opts)
 	Specd__V1__GenerateRequest req = SPECD__V1__GENERATE_REQUEST__INIT;
 	Specd__V1__Sampling samp = SPECD__V1__SAMPLING__INIT;
 	Specd__V1__Speculation spec = SPECD__V1__SPECULATION__INIT;
-	char *prompt = strdup(o.prompt), *rid = o.request_id ? strdup(o.request_id) : NULL;
+	char *prompt = o.prompt ? strdup(o.prompt) : NULL;
+	char *rid = o.request_id ? strdup(o.request_id) : NULL;
+	char role_system[] = "system", role_user[] = "user";
+	char *chat = o.chat ? strdup(o.chat) : NULL, *system = o.system ? strdup(o.system) : NULL;
+	Specd__V1__ChatMessage m_sys = SPECD__V1__CHAT_MESSAGE__INIT;
+	Specd__V1__ChatMessage m_user = SPECD__V1__CHAT_MESSAGE__INIT;
+	Specd__V1__ChatMessage *msgs[2];
+	if (chat) {
+		size_t n = 0;
+		if (system) {
+			m_sys.role = role_system;
+			m_sys.content = system;
+			msgs[n++] = &m_sys;
+		}
+		m_user.role = role_user;
+		m_user.content = chat;
+		msgs[n++] = &m_user;
+		req.n_messages = n;
+		req.messages = msgs;
+	}
 	char *method = o.method ? strdup(o.method) : NULL;
 	char *stops[REQ_MAX_STOPS];
 	for (size_t i = 0; i < o.n_stops; i++)
@@ -240,6 +269,8 @@ static int cmd_generate(struct client *c, const struct gen_opts *opts)
 		     ? EXIT_OK
 		     : EXIT_BROKEN;
 	free(prompt);
+	free(chat);
+	free(system);
 	free(rid);
 	free(method);
 	for (size_t i = 0; i < o.n_stops; i++)

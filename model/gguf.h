@@ -6,10 +6,10 @@
  *
  * Supported: GGUF versions 2 and 3, little-endian. Version 1 (32-bit counts) and
  * big-endian files are rejected with a message saying so. Tensor types are those of
- * kern_dtype_known() (F32, F16, BF16, Q8_0, Q4_0, Q4_1). Nested arrays (an array whose
- * element type is ARRAY) are allowed by the format's grammar but used by no real file
- * and by nothing in specd: the reader rejects them, naming the key, and the writer
- * cannot produce them.
+ * kern_dtype_known() (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K).
+ * Nested arrays (an array whose element type is ARRAY) are allowed by the format's
+ * grammar but used by no real file and by nothing in specd: the reader rejects them,
+ * naming the key, and the writer cannot produce them.
  *
  * Threads: a struct gguf_file is immutable after gguf_open; any thread may read it
  * concurrently. A struct gguf_writer belongs to one thread at a time. */

@@ -1,6 +1,7 @@
 /* Tokenizer vocabulary and decoding: builds struct tok from plain arrays (the GGUF
- * glue in tokenizer_gguf.c and tests feed it), answers id lookups, and turns ids back
- * into text for the streamer. Encoding lives in tokenizer_encode.c. */
+ * glue in tokenizer_gguf.c and tests feed it), answers id lookups, splits out special
+ * tokens, and turns ids back into text for the streamer. Encoding lives in
+ * tokenizer_encode.c (SPM) and tokenizer_bpe.c (byte-level BPE). */
 #include "tokenizer_int.h"
 
 #include <string.h>
@@ -93,7 +94,7 @@ static int tok_parse_byte_piece(const char *p, size_t len)
 }
 
 /* Decoded text of one piece into dst (NULL: only measure); returns its length. */
-static size_t tok_piece_text(uint8_t type, const char *p, size_t len, char *dst)
+static size_t tok_piece_text(uint8_t type, const char *p, size_t len, bool bpe, char *dst)
 {
 	size_t n = 0;
 	int b;
@@ -114,11 +115,16 @@ static size_t tok_piece_text(uint8_t type, const char *p, size_t len, char *dst)
 			return 1;
 		}
 		break; /* a malformed byte piece reads as text */
+	case TOK_TYPE_NORMAL:
+	case TOK_TYPE_UNDEFINED:
+		if (bpe)
+			return tok_bpe_piece_text(p, len, dst);
+		break;
 	default:
 		break;
 	}
 	for (size_t i = 0; i < len; i++) {
-		if (i + TOK_SPACE_MARK_LEN <= len &&
+		if (!bpe && i + TOK_SPACE_MARK_LEN <= len &&
 		    memcmp(p + i, TOK_SPACE_MARK, TOK_SPACE_MARK_LEN) == 0) {
 			if (dst)
 				dst[n] = ' ';
@@ -164,8 +170,48 @@ static enum specd_status tok_check_vocab(const struct tok_spm_vocab *v, size_t *
 	return SPECD_OK;
 }
 
+static bool tok_is_special_type(uint8_t type)
+{
+	return type == TOK_TYPE_CONTROL || type == TOK_TYPE_USER_DEFINED;
+}
+
+/* Lists the special pieces longest first (insertion sort: there are few). */
+static enum specd_status tok_collect_special(struct tok *t)
+{
+	int32_t n = 0;
+
+	for (int32_t i = 0; i < t->n; i++)
+		n += tok_is_special_type(t->types[i]) && t->piece_len[i] > 0;
+	if (n == 0)
+		return SPECD_OK;
+	t->special = specd_malloc_array((size_t)n, sizeof(*t->special));
+	if (!t->special)
+		return SPECD_NOMEM;
+	for (int32_t i = 0; i < t->n; i++) {
+		int32_t k;
+
+		if (!tok_is_special_type(t->types[i]) || t->piece_len[i] == 0)
+			continue;
+		k = t->n_special++;
+		while (k > 0 && t->piece_len[t->special[k - 1]] < t->piece_len[i]) {
+			t->special[k] = t->special[k - 1];
+			k--;
+		}
+		t->special[k] = i;
+		unsigned char c = (unsigned char)t->arena[t->piece_off[i]];
+		t->special_first[c / 8] |= (uint8_t)(1u << (c % 8));
+	}
+	return SPECD_OK;
+}
+
 enum specd_status tok_create_spm(const struct tok_spm_vocab *v, struct tok **out,
 				 struct specd_error *err)
+{
+	return tok_build(v, false, out, err);
+}
+
+enum specd_status tok_build(const struct tok_spm_vocab *v, bool bpe, struct tok **out,
+			    struct specd_error *err)
 {
 	struct tok *t = NULL;
 	size_t arena_size = 0, pos = 0, n_slots = 1;
@@ -217,7 +263,7 @@ enum specd_status tok_create_spm(const struct tok_spm_vocab *v, struct tok **out
 		t->arena[pos + len] = '\0';
 		pos += len + 1;
 		t->text_off[i] = pos;
-		t->text_len[i] = (uint32_t)tok_piece_text(type, p, len, t->arena + pos);
+		t->text_len[i] = (uint32_t)tok_piece_text(type, p, len, bpe, t->arena + pos);
 		pos += t->text_len[i];
 		t->arena[pos++] = '\0';
 
@@ -233,6 +279,8 @@ enum specd_status tok_create_spm(const struct tok_spm_vocab *v, struct tok **out
 			t->slots[s] = (int32_t)i;
 		}
 	}
+	if (tok_collect_special(t) != SPECD_OK)
+		goto nomem;
 	*out = t;
 	return SPECD_OK;
 nomem:
@@ -252,6 +300,8 @@ void tok_destroy(struct tok *t)
 	specd_free(t->scores);
 	specd_free(t->types);
 	specd_free(t->slots);
+	specd_free(t->special);
+	tok_bpe_destroy(t->bpe);
 	specd_free(t);
 }
 
@@ -278,6 +328,86 @@ int32_t tok_unk(const struct tok *t)
 bool tok_add_bos(const struct tok *t)
 {
 	return t->add_bos;
+}
+
+bool tok_is_bpe(const struct tok *t)
+{
+	return t->bpe != NULL;
+}
+
+const char *tok_pre_name(const struct tok *t)
+{
+	return t->bpe ? tok_bpe_pre_name(t->bpe) : "";
+}
+
+int32_t tok_special_id(const struct tok *t, const char *text)
+{
+	size_t len = text ? strlen(text) : 0;
+
+	for (int32_t k = 0; k < t->n_special; k++) {
+		int32_t id = t->special[k];
+
+		if (t->piece_len[id] == len && memcmp(t->arena + t->piece_off[id], text, len) == 0)
+			return id;
+	}
+	return -1;
+}
+
+/* The longest special piece starting at s[0..len), or -1. */
+static int32_t tok_special_at(const struct tok *t, const char *s, size_t len)
+{
+	unsigned char c = (unsigned char)s[0];
+
+	if (!(t->special_first[c / 8] & (1u << (c % 8))))
+		return -1;
+	for (int32_t k = 0; k < t->n_special; k++) {
+		int32_t id = t->special[k];
+		size_t pl = t->piece_len[id];
+
+		if (pl <= len && memcmp(t->arena + t->piece_off[id], s, pl) == 0)
+			return id;
+	}
+	return -1;
+}
+
+enum specd_status tok_encode_special(const struct tok *t, const char *text, size_t len,
+				     bool add_bos, int32_t *ids, size_t cap, size_t *n_out)
+{
+	size_t n = 0, start = 0, got;
+	enum specd_status st;
+
+	if ((len > 0 && !text) || (cap > 0 && !ids))
+		return SPECD_INVAL;
+	if (add_bos) {
+		if (cap > 0)
+			ids[0] = t->bos;
+		n = 1;
+	}
+	for (size_t i = 0; i <= len; i++) {
+		int32_t id = i < len ? tok_special_at(t, text + i, len - i) : -1;
+
+		if (id < 0 && i < len)
+			continue;
+		if (i > start) {
+			/* tok_encode reports the count it needs when ids run out; keep counting
+			 * past the end so the caller learns the total. */
+			got = 0;
+			st = tok_encode(t, text + start, i - start, false, n < cap ? ids + n : NULL,
+					n < cap ? cap - n : 0, &got);
+			if (st != SPECD_OK && !(st == SPECD_INVAL && got > (n < cap ? cap - n : 0)))
+				return st;
+			n += got;
+		}
+		if (id >= 0) {
+			if (n < cap)
+				ids[n] = id;
+			n++;
+			i += t->piece_len[id] - 1;
+			start = i + 1;
+		}
+	}
+	*n_out = n;
+	return n <= cap ? SPECD_OK : SPECD_INVAL;
 }
 
 enum tok_type tok_token_type(const struct tok *t, int32_t id)

@@ -1,7 +1,9 @@
-/* Text <-> token ids for SentencePiece-style ("llama") vocabularies as GGUF stores
- * them: the leader encodes a prompt before prefill and decodes sampled ids into the
- * text it streams back to the client (DESIGN.md §3, §7).
+/* Text <-> token ids for the two vocabulary kinds GGUF stores: SentencePiece-style
+ * ("llama") and GPT-2-style byte-level BPE ("gpt2": SmolLM2, Qwen2.5). The leader
+ * encodes a prompt before prefill and decodes sampled ids into the text it streams
+ * back to the client (DESIGN.md §3, §7).
  *
+ * SPM:
  * Encoding follows llama.cpp's SPM tokenizer: spaces become U+2581 "▁", one "▁" is
  * prefixed (add_space_prefix), the text is split into UTF-8 characters, and the
  * adjacent pair whose concatenation is a vocabulary piece with the highest score is
@@ -10,6 +12,16 @@
  * UNDEFINED pieces are ever produced from text (text spelling "<s>" or "<0x41>" stays
  * text), user-defined pieces are merged like normal ones rather than split out first,
  * and invalid UTF-8 falls back byte by byte.
+ *
+ * BPE (tokenizer_bpe.c), as Hugging Face tokenizers and llama.cpp do it: the text is
+ * split by the pre-tokenizer's regular expressions (PCRE2, Unicode classes; chosen by
+ * tokenizer.ggml.pre: "qwen2", "smollm", "gpt2"/"default", "llama-bpe"), each split is
+ * mapped byte by byte to GPT-2's printable byte alphabet, and the adjacent pair with the
+ * lowest merge rank (tokenizer.ggml.merges) is merged, leftmost on ties, until none
+ * merges. No Unicode normalisation (Qwen's Hugging Face tokenizer applies NFC first:
+ * text that is not NFC may tokenize differently there). Invalid UTF-8 bytes form their
+ * own splits. As for SPM, tok_encode never produces control tokens from text;
+ * tok_encode_special does.
  *
  * Threads: a struct tok is immutable after creation; any thread may encode and decode
  * with it concurrently. */
@@ -59,13 +71,36 @@ struct tok_spm_vocab {
 enum specd_status tok_create_spm(const struct tok_spm_vocab *v, struct tok **out,
 				 struct specd_error *err);
 
+/* A byte-level BPE vocabulary, all borrowed for the duration of tok_create_bpe only. */
+struct tok_bpe_vocab {
+	size_t n;                   /* pieces; 1..INT32_MAX */
+	const char *const *pieces;  /* in GPT-2's byte alphabet ("Ġthe" for " the") */
+	const size_t *piece_lens;   /* NULL: pieces are NUL-terminated */
+	const int32_t *types;       /* enum tok_type values; NULL: all NORMAL */
+	size_t n_merges;
+	const char *const *merges;  /* "left right", rank = index */
+	const size_t *merge_lens;   /* NULL: merges are NUL-terminated */
+	const char *pre;            /* pre-tokenizer name; NULL: "gpt2" */
+	int32_t bos, eos, unk;      /* ids, each < n */
+	bool add_bos;
+};
+
+/* Builds a BPE tokenizer (copies everything it needs; merges whose parts or result are
+ * no piece are skipped, as they can never apply). Errors: SPECD_UNSUPPORTED (an unknown
+ * pre-tokenizer name), SPECD_INVAL (as tok_create_spm, or a merge without a space),
+ * SPECD_NOMEM. Any thread. */
+enum specd_status tok_create_bpe(const struct tok_bpe_vocab *v, struct tok **out,
+				 struct specd_error *err);
+
 struct gguf_file;
 
-/* The vocabulary of a GGUF file (tokenizer.ggml.*; bos/eos/unk default to 1/2/0,
- * add_bos_token and add_space_prefix to true when absent). The file may be closed
- * afterwards. Errors: SPECD_UNSUPPORTED (tokenizer.ggml.model is not "llama"),
- * SPECD_INVAL (a key missing or of the wrong type, array lengths that disagree, and
- * everything tok_create_spm rejects; the message names the key), SPECD_NOMEM. */
+/* The vocabulary of a GGUF file: tokenizer.ggml.model "llama" gives SPM, "gpt2" BPE
+ * (with tokenizer.ggml.merges and .pre). bos/eos/unk default to 1/2/0; add_bos_token
+ * defaults to true for SPM and false for BPE, add_space_prefix to true (SPM only). The
+ * file may be closed afterwards. Errors: SPECD_UNSUPPORTED (another tokenizer model,
+ * an unknown pre-tokenizer), SPECD_INVAL (a key missing or of the wrong type, array
+ * lengths that disagree, and everything tok_create_* rejects; the message names the
+ * key), SPECD_NOMEM. */
 enum specd_status tok_load_gguf(const struct gguf_file *f, struct tok **out,
 				struct specd_error *err);
 
@@ -89,6 +124,13 @@ const char *tok_piece(const struct tok *t, int32_t id, size_t *len);
 /* An upper bound on the ids tok_encode can produce for len bytes (saturating). */
 size_t tok_encode_bound(size_t len, bool add_bos);
 
+/* Whether t is byte-level BPE; the pre-tokenizer's name ("" for SPM). */
+bool tok_is_bpe(const struct tok *t);
+const char *tok_pre_name(const struct tok *t);
+/* The id of the CONTROL or USER_DEFINED token spelled exactly text (as "<|im_end|>"),
+ * or -1. */
+int32_t tok_special_id(const struct tok *t, const char *text);
+
 /* Encodes len bytes of text (any bytes; NUL is an ordinary byte) into ids[0..*n_out),
  * BOS first when add_bos. An empty text gives just BOS (or nothing). Allocates one
  * workspace sized from len for the call (about 60 bytes per character), nothing else.
@@ -98,11 +140,22 @@ size_t tok_encode_bound(size_t len, bool add_bos);
 enum specd_status tok_encode(const struct tok *t, const char *text, size_t len, bool add_bos,
 			     int32_t *ids, size_t cap, size_t *n_out);
 
+/* As tok_encode, but text spelling a CONTROL or USER_DEFINED piece ("<|im_start|>",
+ * the longest at each place) becomes that token, and the text between is encoded as
+ * by tok_encode, each stretch on its own (what Hugging Face's encode does with added
+ * tokens). For SPM vocabularies each stretch gets the space prefix. Use it for text the
+ * program builds (templates), not for a client's text. Same errors and workspace
+ * bound as tok_encode (a special token is never longer than its text). */
+enum specd_status tok_encode_special(const struct tok *t, const char *text, size_t len,
+				     bool add_bos, int32_t *ids, size_t cap, size_t *n_out);
+
 /* The text token `id` contributes when it follows `prev` (TOK_NONE at the start):
  * control and unused tokens give "", byte tokens their byte, unknown "▅", others their
  * piece with "▁" as " ", minus one leading space when prev is TOK_NONE or BOS. (llama.cpp
  * drops it only at TOK_NONE; dropping it after BOS too gives decode(encode(text)) ==
- * text with or without BOS, and a reply to an empty prompt no leading space.) Points
+ * text with or without BOS, and a reply to an empty prompt no leading space.) For BPE:
+ * normal pieces give their bytes (GPT-2's alphabet undone), user-defined ones their
+ * piece, and no space is ever dropped. Points
  * into t, not NUL-terminated. A sequence's text is exactly the concatenation of these,
  * so a streamer can emit each token's text as it arrives; a byte token may end inside a
  * UTF-8 character, which tok_utf8_complete helps hold back. Errors: SPECD_INVAL (id

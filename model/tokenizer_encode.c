@@ -118,6 +118,13 @@ enum specd_status tok_encode(const struct tok *t, const char *text, size_t len, 
 	 * gigabytes is no prompt. */
 	if (len > ((size_t)1 << 30))
 		return SPECD_INVAL;
+	if (t->bpe) {
+		enum specd_status st = tok_bpe_encode(t, text, len, ids, cap, &n);
+
+		if (st != SPECD_OK)
+			return st;
+		goto done;
+	}
 
 	for (size_t i = 0; i < len; i += tok_utf8_char_len(in + i, len - i)) {
 		n_spaces += in[i] == ' ';

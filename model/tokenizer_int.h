@@ -27,7 +27,24 @@ struct tok {
 	int32_t bos, eos, unk;
 	bool add_bos;
 	bool add_space_prefix;
+	int32_t *special;     /* CONTROL and USER_DEFINED ids with a non-empty piece, longest
+			       * piece first, for tok_encode_special */
+	int32_t n_special;
+	uint8_t special_first[32]; /* bitmap of the first bytes of those pieces */
+	struct tok_bpe *bpe;  /* NULL for SPM; tokenizer_bpe.c owns the layout */
 };
+
+/* Builds the vocabulary part of struct tok (pieces, texts, lookup, specials): SPM
+ * texts when bpe is false, byte-level BPE texts otherwise. */
+enum specd_status tok_build(const struct tok_spm_vocab *v, bool bpe, struct tok **out,
+			    struct specd_error *err);
+
+/* BPE halves, in tokenizer_bpe.c. */
+size_t tok_bpe_piece_text(const char *p, size_t len, char *dst);
+enum specd_status tok_bpe_encode(const struct tok *t, const char *text, size_t len,
+				 int32_t *ids, size_t cap, size_t *n);
+void tok_bpe_destroy(struct tok_bpe *b);
+const char *tok_bpe_pre_name(const struct tok_bpe *b);
 
 /* The id of the mergeable piece spelled by s[0..len), or -1. */
 int32_t tok_lookup(const struct tok *t, const char *s, size_t len);

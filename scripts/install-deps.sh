@@ -8,7 +8,7 @@ PACKAGES=(
 	openmpi-bin libopenmpi-dev
 	libyaml-dev libprotobuf-c-dev protobuf-c-compiler
 	libcmocka-dev libpcre2-dev libjansson-dev
-	python3 curl
+	python3 python3-pip curl
 	clang libclang-rt-14-dev
 )
 # gcc ships ASan/UBSan/LSan; clang and its runtime are for the libFuzzer targets.

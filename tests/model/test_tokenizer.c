@@ -670,7 +670,7 @@ static void test_tok_load_gguf__rejects_other_models_and_bad_arrays(void **state
 	for (int kind = 0; kind < 2; kind++) {
 		assert_int_equal(gguf_writer_create(&w), SPECD_OK);
 		assert_int_equal(gguf_writer_set_str(w, "tokenizer.ggml.model",
-						     kind == 0 ? "gpt2" : "llama"), SPECD_OK);
+						     kind == 0 ? "bert" : "llama"), SPECD_OK);
 		assert_int_equal(gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", tokens, 3),
 				 SPECD_OK);
 		assert_int_equal(gguf_writer_set_arr(w, "tokenizer.ggml.scores", GGUF_TYPE_F32,
@@ -680,7 +680,7 @@ static void test_tok_load_gguf__rejects_other_models_and_bad_arrays(void **state
 		assert_int_equal(gguf_open(path, &f, &err), SPECD_OK);
 		assert_int_equal(tok_load_gguf(f, &t, &err),
 				 kind == 0 ? SPECD_UNSUPPORTED : SPECD_INVAL);
-		assert_non_null(strstr(err.msg, kind == 0 ? "gpt2" : "tokenizer.ggml.scores"));
+		assert_non_null(strstr(err.msg, kind == 0 ? "bert" : "tokenizer.ggml.scores"));
 		assert_null(t);
 		gguf_close(f);
 	}

@@ -1,0 +1,512 @@
+/* Byte-level BPE tokenizer and ChatML prompts: merge order, pre-tokenizer splits and
+ * special tokens on a tiny vocabulary, then the real vocabularies (SmolLM2, Qwen2.5)
+ * against Hugging Face tokenizers' ids for 200 hard strings and two chats, from the
+ * fixtures tools/reference/real_reference.py wrote. Real models absent: those skip. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <yaml.h>
+
+#include "common/alloc.h"
+#include "model/chat.h"
+#include "model/gguf.h"
+#include "model/tokenizer.h"
+#include "test_support.h"
+
+/* ---- a tiny vocabulary: the bytes a, b, c, space (Ġ), newline (Ċ), 1, 2, merges ---- */
+
+static const char *const tiny_pieces[] = {
+	"<|end|>", "a", "b", "c", "\xc4\xa0" /* Ġ */, "\xc4\x8a" /* Ċ */, "1", "2",
+	"ab", "bc", "abc", "\xc4\xa0" "a", "<|im_start|>", "<|im_end|>", "user", "u", "s", "e",
+	"r", "us", "er", "user", "\xc3\xa9" /* é: byte 0xe9 */, "\xc3\x83" /* Ã: byte 0xc3 */,
+	"\xc2\xa9" /* ©: byte 0xa9 */,
+};
+static const int32_t tiny_types[] = {3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 3, 3, 1, 1, 1, 1,
+				     1, 1, 1, 1, 1, 1, 1};
+/* rank = index: "b c" before "a b", so "abc" -> a + bc, then no "a bc" merge. */
+static const char *const tiny_merges[] = {
+	"b c", "a b", "\xc4\xa0 a", "u s", "e r", "us er", "ab c",
+};
+
+static struct tok *tiny_create(const char *pre)
+{
+	struct tok_bpe_vocab v = {
+		.n = sizeof(tiny_pieces) / sizeof(tiny_pieces[0]),
+		.pieces = tiny_pieces,
+		.types = tiny_types,
+		.n_merges = sizeof(tiny_merges) / sizeof(tiny_merges[0]),
+		.merges = tiny_merges,
+		.pre = pre,
+		.bos = 0, .eos = 13, .unk = 0,
+	};
+	struct tok *t = NULL;
+	struct specd_error err;
+	assert_int_equal(tok_create_bpe(&v, &t, &err), SPECD_OK);
+	return t;
+}
+
+static size_t enc(const struct tok *t, const char *s, bool special, int32_t *ids, size_t cap)
+{
+	size_t n = 0;
+	enum specd_status st = special ? tok_encode_special(t, s, strlen(s), false, ids, cap, &n)
+				       : tok_encode(t, s, strlen(s), false, ids, cap, &n);
+	assert_int_equal(st, SPECD_OK);
+	return n;
+}
+
+static void test_bpe_tiny__merges_by_rank(void **state)
+{
+	(void)state;
+	struct tok *t = tiny_create("gpt2");
+	int32_t ids[16];
+
+	/* "abc": b+c (rank 0) first, then a + bc has no merge: [a, bc] */
+	assert_int_equal(enc(t, "abc", false, ids, 16), 2);
+	assert_int_equal(ids[0], 1);
+	assert_int_equal(ids[1], 9);
+	/* "ab": [ab] */
+	assert_int_equal(enc(t, "ab", false, ids, 16), 1);
+	assert_int_equal(ids[0], 8);
+	/* "user": u+s, e+r, us+er */
+	assert_int_equal(enc(t, "user", false, ids, 16), 1);
+	assert_int_equal(ids[0], 14); /* the first of the two "user" pieces */
+	assert_true(tok_is_bpe(t));
+	assert_string_equal(tok_pre_name(t), "gpt2");
+	tok_destroy(t);
+}
+
+static void test_bpe_tiny__pre_tokenizer_splits_words(void **state)
+{
+	(void)state;
+	struct tok *t = tiny_create("gpt2");
+	int32_t ids[16];
+
+	/* " a ab": GPT-2 splits " a", " ab" -> [Ġa] [Ġ, ab]: " ab" has no Ġ+ab merge */
+	assert_int_equal(enc(t, " a ab", false, ids, 16), 3);
+	assert_int_equal(ids[0], 11);
+	assert_int_equal(ids[1], 4);
+	assert_int_equal(ids[2], 8);
+	/* "ab12": letters and digits split apart ("12" is one GPT-2 split, no merge) */
+	assert_int_equal(enc(t, "ab12", false, ids, 16), 3);
+	assert_int_equal(ids[0], 8);
+	assert_int_equal(ids[1], 6);
+	assert_int_equal(ids[2], 7);
+	tok_destroy(t);
+}
+
+static void test_bpe_tiny__bytes_map_to_the_gpt2_alphabet(void **state)
+{
+	(void)state;
+	struct tok *t = tiny_create("qwen2");
+	int32_t ids[16];
+	char buf[32];
+	size_t len;
+
+	/* "é" is bytes c3 a9: symbols Ã and © */
+	assert_int_equal(enc(t, "\xc3\xa9", false, ids, 16), 2);
+	assert_int_equal(ids[0], 23);
+	assert_int_equal(ids[1], 24);
+	assert_int_equal(tok_decode(t, ids, 2, buf, sizeof(buf), &len), SPECD_OK);
+	assert_string_equal(buf, "\xc3\xa9");
+	/* the piece "é" (one symbol, code point U+00E9) decodes to the byte e9 */
+	ids[0] = 22;
+	assert_int_equal(tok_decode(t, ids, 1, buf, sizeof(buf), &len), SPECD_OK);
+	assert_int_equal(len, 1);
+	assert_int_equal((unsigned char)buf[0], 0xe9);
+	/* spaces and newlines: Ġ and Ċ decode to " " and "\n"; a control token to "" */
+	ids[0] = 4;
+	ids[1] = 5;
+	ids[2] = 12;
+	assert_int_equal(tok_decode(t, ids, 3, buf, sizeof(buf), &len), SPECD_OK);
+	assert_string_equal(buf, " \n");
+	tok_destroy(t);
+}
+
+static void test_bpe_tiny__special_tokens_split_out_only_on_request(void **state)
+{
+	(void)state;
+	struct tok *t = tiny_create("qwen2");
+	int32_t ids[64];
+	size_t n, need = 0;
+
+	n = enc(t, "<|im_start|>user<|im_end|>", true, ids, 64);
+	assert_int_equal(n, 3);
+	assert_int_equal(ids[0], 12);
+	assert_int_equal(ids[1], 14);
+	assert_int_equal(ids[2], 13);
+	/* plain encoding keeps the marker as text: many pieces, none of them 12 */
+	n = enc(t, "<|im_start|>", false, ids, 64);
+	assert_true(n > 1);
+	for (size_t i = 0; i < n; i++)
+		assert_int_not_equal(ids[i], 12);
+	assert_int_equal(tok_special_id(t, "<|im_end|>"), 13);
+	assert_int_equal(tok_special_id(t, "user"), -1);
+	/* too small a buffer reports the size needed */
+	assert_int_equal(tok_encode_special(t, "ab<|im_end|>ab", 14, true, ids, 2, &need),
+			 SPECD_INVAL);
+	assert_int_equal(need, 4);
+	tok_destroy(t);
+}
+
+/* One split of 100k letters: merges stay O(n log n), so this is quick. */
+static void test_bpe_tiny__long_word(void **state)
+{
+	(void)state;
+	struct tok *t = tiny_create("gpt2");
+	enum { N = 100000 };
+	char *s = malloc(N + 1);
+	int32_t *ids = malloc(sizeof(int32_t) * N);
+	size_t n = 0;
+
+	assert_non_null(s);
+	assert_non_null(ids);
+	for (int i = 0; i < N; i++)
+		s[i] = i % 2 ? 'b' : 'a';
+	s[N] = '\0';
+	assert_int_equal(tok_encode(t, s, N, false, ids, N, &n), SPECD_OK);
+	assert_int_equal(n, N / 2);
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(ids[i], 8);
+	free(s);
+	free(ids);
+	tok_destroy(t);
+}
+
+static void test_bpe_tiny__rejects_unknown_pre_tokenizer(void **state)
+{
+	(void)state;
+	struct tok_bpe_vocab v = {.n = 3, .pieces = tiny_pieces, .pre = "no-such-pre"};
+	struct tok *t = NULL;
+	struct specd_error err;
+
+	assert_int_equal(tok_create_bpe(&v, &t, &err), SPECD_UNSUPPORTED);
+	assert_null(t);
+	assert_non_null(strstr(err.msg, "no-such-pre"));
+}
+
+static void test_bpe_tiny__nomem_paths_clean_up(void **state)
+{
+	(void)state;
+	struct tok *t;
+	int32_t ids[16];
+	size_t n;
+
+	for (long k = 0; k < 64; k++) {
+		struct tok_bpe_vocab v = {
+			.n = sizeof(tiny_pieces) / sizeof(tiny_pieces[0]), .pieces = tiny_pieces,
+			.types = tiny_types, .n_merges = 3, .merges = tiny_merges, .pre = "smollm",
+		};
+		struct specd_error err;
+		t = NULL;
+		specd_alloc_fail_after(k);
+		enum specd_status st = tok_create_bpe(&v, &t, &err);
+		if (st == SPECD_OK)
+			st = tok_encode(t, "ab 12", 5, false, ids, 16, &n);
+		specd_alloc_fail_reset();
+		tok_destroy(t);
+		assert_true(st == SPECD_OK || st == SPECD_NOMEM);
+	}
+}
+
+static void test_chat__formats_chatml_with_default_system(void **state)
+{
+	(void)state;
+	struct tok *t = tiny_create("qwen2");
+	struct chat_msg msgs[] = {{"user", "ab"}};
+	int32_t ids[64];
+	size_t n = 0;
+	struct specd_error err;
+
+	assert_int_equal(chat_format(t, msgs, 1, "c", true, ids, 64, &n, &err), SPECD_OK);
+	/* <s>system\nc<e>\n<s>user\nab<e>\n<s>assistant\n: "system" and "assistant" spell
+	 * letters this vocabulary lacks, which come out as unk (0) */
+	assert_int_equal(ids[0], 12);
+	size_t ends = 0, starts = 0;
+	for (size_t i = 0; i < n; i++) {
+		ends += ids[i] == 13;
+		starts += ids[i] == 12;
+	}
+	assert_int_equal(starts, 3);
+	assert_int_equal(ends, 2);
+	assert_int_equal(ids[n - 1], 5); /* "\n" after "assistant" */
+	/* an explicit system message replaces the default */
+	struct chat_msg two[] = {{"system", "a"}, {"user", "b"}};
+	assert_int_equal(chat_format(t, two, 2, "c", false, ids, 64, &n, &err), SPECD_OK);
+	starts = 0;
+	for (size_t i = 0; i < n; i++)
+		starts += ids[i] == 12;
+	assert_int_equal(starts, 2);
+	assert_int_equal(chat_format(t, two, 2, NULL, false, ids, 3, &n, &err), SPECD_INVAL);
+	assert_true(n > 3);
+	tok_destroy(t);
+}
+
+/* ---- the real vocabularies ---- */
+
+struct real_vocab {
+	const char *name, *file, *system;
+};
+
+static const struct real_vocab vocabs[] = {
+	{"smollm2-135m", "SmolLM2-135M-Instruct.Q4_1.gguf",
+	 "You are a helpful AI assistant named SmolLM, trained by Hugging Face"},
+	{"qwen2.5-coder-1.5b", "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+	 "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."},
+	{"qwen2.5-coder-0.5b", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+	 "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."},
+};
+
+struct real {
+	const struct real_vocab *v;
+	struct gguf_file *f;
+	struct tok *t;
+	yaml_document_t doc;
+	bool have_doc;
+};
+
+static yaml_node_t *fx_get(yaml_document_t *d, yaml_node_t *map, const char *key)
+{
+	if (!map || map->type != YAML_MAPPING_NODE)
+		return NULL;
+	for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
+	     p++) {
+		yaml_node_t *k = yaml_document_get_node(d, p->key);
+		if (k && k->type == YAML_SCALAR_NODE && strcmp((char *)k->data.scalar.value, key) == 0)
+			return yaml_document_get_node(d, p->value);
+	}
+	return NULL;
+}
+
+static size_t fx_len(yaml_node_t *seq)
+{
+	assert_non_null(seq);
+	assert_int_equal(seq->type, YAML_SEQUENCE_NODE);
+	return (size_t)(seq->data.sequence.items.top - seq->data.sequence.items.start);
+}
+
+static yaml_node_t *fx_at(yaml_document_t *d, yaml_node_t *seq, size_t i)
+{
+	assert_true(i < fx_len(seq));
+	return yaml_document_get_node(d, seq->data.sequence.items.start[i]);
+}
+
+static const char *fx_str(yaml_node_t *n)
+{
+	assert_non_null(n);
+	assert_int_equal(n->type, YAML_SCALAR_NODE);
+	return (const char *)n->data.scalar.value;
+}
+
+static size_t fx_ids(yaml_document_t *d, yaml_node_t *seq, int32_t *ids, size_t cap)
+{
+	size_t n = fx_len(seq);
+	assert_true(n <= cap);
+	for (size_t i = 0; i < n; i++)
+		ids[i] = (int32_t)strtol(fx_str(fx_at(d, seq, i)), NULL, 10);
+	return n;
+}
+
+/* Hex text -> bytes in buf (NUL-terminated); returns the length. */
+static size_t fx_hex(const char *hex, char *buf, size_t cap)
+{
+	size_t n = strlen(hex) / 2;
+	assert_true(n < cap);
+	for (size_t i = 0; i < n; i++) {
+		unsigned v;
+		assert_int_equal(sscanf(hex + 2 * i, "%2x", &v), 1);
+		buf[i] = (char)v;
+	}
+	buf[n] = '\0';
+	return n;
+}
+
+static int setup_vocab_load(void **state, const struct real_vocab *v)
+{
+	struct real *r = calloc(1, sizeof(*r));
+	char path[1024];
+	struct specd_error err;
+	yaml_parser_t parser;
+	FILE *fp;
+
+	if (!r)
+		return -1;
+	*state = r;
+	r->v = v;
+	if (!ts_model_path(v->file, path, sizeof(path))) {
+		fprintf(stderr, "%s: not in SPECD_MODELS (tools/fetch-models %s); skipping\n",
+			v->file, v->name);
+		return 0;
+	}
+	if (gguf_open(path, &r->f, &err) != SPECD_OK || tok_load_gguf(r->f, &r->t, &err) != SPECD_OK) {
+		fprintf(stderr, "%s: %s\n", path, err.msg);
+		return -1;
+	}
+	snprintf(path, sizeof(path), "%s/tests/fixtures/%s.json", ts_source_dir(), v->name);
+	fp = fopen(path, "rb");
+	if (!fp) {
+		fprintf(stderr, "%s: missing\n", path);
+		return -1;
+	}
+	yaml_parser_initialize(&parser);
+	yaml_parser_set_input_file(&parser, fp);
+	r->have_doc = yaml_parser_load(&parser, &r->doc) &&
+		      yaml_document_get_root_node(&r->doc) != NULL;
+	yaml_parser_delete(&parser);
+	fclose(fp);
+	return r->have_doc ? 0 : -1;
+}
+
+static int teardown_vocab(void **state);
+/* cmocka runs no teardown after a failed setup: clean up here then. */
+static int setup_vocab(void **state, const struct real_vocab *v)
+{
+	int rc = setup_vocab_load(state, v);
+	if (rc != 0) {
+		teardown_vocab(state);
+		*state = NULL;
+	}
+	return rc;
+}
+
+static int setup_smollm(void **state)
+{
+	return setup_vocab(state, &vocabs[0]);
+}
+
+static int setup_qwen15(void **state)
+{
+	return setup_vocab(state, &vocabs[1]);
+}
+
+static int setup_qwen05(void **state)
+{
+	return setup_vocab(state, &vocabs[2]);
+}
+
+static int teardown_vocab(void **state)
+{
+	struct real *r = *state;
+	if (!r)
+		return 0;
+	if (r->have_doc)
+		yaml_document_delete(&r->doc);
+	tok_destroy(r->t);
+	gguf_close(r->f);
+	free(r);
+	return 0;
+}
+
+static bool has_special_text(const struct tok *t, const char *s, size_t len)
+{
+	int32_t ids[256];
+	size_t n = 0;
+	if (tok_encode_special(t, s, len, false, ids, 256, &n) != SPECD_OK)
+		return true;
+	for (size_t i = 0; i < n; i++) {
+		enum tok_type ty = tok_token_type(t, ids[i]);
+		if (ty == TOK_TYPE_CONTROL || ty == TOK_TYPE_USER_DEFINED)
+			return true;
+	}
+	return false;
+}
+
+/* Every hard string gives Hugging Face's ids, and decodes back to itself. */
+static void test_bpe_real__matches_hugging_face_ids(void **state)
+{
+	struct real *r = *state;
+	if (!r->t)
+		skip();
+	yaml_document_t *d = &r->doc;
+	yaml_node_t *cases = fx_get(d, yaml_document_get_root_node(d), "tokenize");
+	char text[1024], back[1024];
+	int32_t want[1024], got[1024];
+	size_t bad = 0;
+
+	assert_string_equal(tok_pre_name(r->t),
+			    fx_str(fx_get(d, yaml_document_get_root_node(d), "pre")));
+	assert_int_equal(fx_len(cases), 200);
+	for (size_t i = 0; i < fx_len(cases); i++) {
+		yaml_node_t *c = fx_at(d, cases, i);
+		size_t len = fx_hex(fx_str(fx_get(d, c, "hex")), text, sizeof(text));
+		size_t nw = fx_ids(d, fx_get(d, c, "ids"), want, 1024), ng = 0, nb = 0;
+
+		assert_int_equal(tok_encode_special(r->t, text, len, false, got, 1024, &ng), SPECD_OK);
+		if (ng != nw || memcmp(got, want, nw * sizeof(int32_t)) != 0) {
+			fprintf(stderr, "%s: case %zu (%s): %zu ids, Hugging Face %zu\n", r->v->name,
+				i, fx_str(fx_get(d, c, "hex")), ng, nw);
+			bad++;
+			continue;
+		}
+		if (has_special_text(r->t, text, len))
+			continue; /* control tokens decode to nothing */
+		assert_int_equal(tok_decode(r->t, got, ng, back, sizeof(back), &nb), SPECD_OK);
+		assert_int_equal(nb, len);
+		assert_memory_equal(back, text, len);
+	}
+	assert_int_equal(bad, 0);
+}
+
+static void test_bpe_real__chat_matches_template(void **state)
+{
+	struct real *r = *state;
+	if (!r->t)
+		skip();
+	yaml_document_t *d = &r->doc;
+	yaml_node_t *chats = fx_get(d, yaml_document_get_root_node(d), "chat");
+	char sys[256];
+	size_t sl = 0;
+	struct specd_error err;
+
+	assert_int_equal(chat_default_system(r->f, sys, sizeof(sys), &sl, &err), SPECD_OK);
+	assert_string_equal(sys, r->v->system);
+	for (size_t i = 0; i < fx_len(chats); i++) {
+		yaml_node_t *c = fx_at(d, chats, i), *msgs = fx_get(d, c, "messages");
+		struct chat_msg m[8];
+		int32_t want[1024], got[1024];
+		size_t nw = fx_ids(d, fx_get(d, c, "ids"), want, 1024), ng = 0;
+		size_t nm = fx_len(msgs);
+
+		assert_true(nm <= 8);
+		for (size_t k = 0; k < nm; k++) {
+			m[k].role = fx_str(fx_get(d, fx_at(d, msgs, k), "role"));
+			m[k].content = fx_str(fx_get(d, fx_at(d, msgs, k), "content"));
+		}
+		assert_int_equal(chat_format(r->t, m, nm, sys, true, got, 1024, &ng, &err), SPECD_OK);
+		assert_true(ng <= chat_format_bound(m, nm, sys));
+		assert_int_equal(ng, nw);
+		assert_memory_equal(got, want, nw * sizeof(int32_t));
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_bpe_tiny__merges_by_rank),
+		cmocka_unit_test(test_bpe_tiny__pre_tokenizer_splits_words),
+		cmocka_unit_test(test_bpe_tiny__bytes_map_to_the_gpt2_alphabet),
+		cmocka_unit_test(test_bpe_tiny__special_tokens_split_out_only_on_request),
+		cmocka_unit_test(test_bpe_tiny__long_word),
+		cmocka_unit_test(test_bpe_tiny__rejects_unknown_pre_tokenizer),
+		cmocka_unit_test(test_bpe_tiny__nomem_paths_clean_up),
+		cmocka_unit_test(test_chat__formats_chatml_with_default_system),
+		cmocka_unit_test_setup_teardown(test_bpe_real__matches_hugging_face_ids,
+						setup_smollm, teardown_vocab),
+		cmocka_unit_test_setup_teardown(test_bpe_real__chat_matches_template, setup_smollm,
+						teardown_vocab),
+		cmocka_unit_test_setup_teardown(test_bpe_real__matches_hugging_face_ids,
+						setup_qwen15, teardown_vocab),
+		cmocka_unit_test_setup_teardown(test_bpe_real__chat_matches_template, setup_qwen15,
+						teardown_vocab),
+		cmocka_unit_test_setup_teardown(test_bpe_real__matches_hugging_face_ids,
+						setup_qwen05, teardown_vocab),
+		cmocka_unit_test_setup_teardown(test_bpe_real__chat_matches_template, setup_qwen05,
+						teardown_vocab),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
