@@ -78,7 +78,7 @@ static char *run_text(int tp)
 	return run_text_with(g_model, PROMPT, "", tp);
 }
 
-static void test_specd_run__tp2_greedy_equals_one_process(void **state)
+static void test_tp__specd_run_tp2_equals_one_process(void **state)
 {
 	(void)state;
 	char *one = run_text(1), *two = run_text(2);
@@ -88,7 +88,7 @@ static void test_specd_run__tp2_greedy_equals_one_process(void **state)
 	free(two);
 }
 
-static void test_daemon__tp2_serves_what_specd_run_tp2_prints(void **state)
+static void test_tp__cluster_serves_what_specd_run_tp2_prints(void **state)
 {
 	(void)state;
 	char sock[320], cluster[512], text[1024], addr[340];
@@ -191,8 +191,12 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_smollm2__speculation_and_shards_equal_plain_decoding),
-		cmocka_unit_test(test_specd_run__tp2_greedy_equals_one_process),
-		cmocka_unit_test(test_daemon__tp2_serves_what_specd_run_tp2_prints),
+		cmocka_unit_test(test_tp__specd_run_tp2_equals_one_process),
+		cmocka_unit_test(test_tp__cluster_serves_what_specd_run_tp2_prints),
 	};
+	/* CTest runs the SmolLM2 case on its own (label slow: minutes under sanitizers). */
+	const char *filter = getenv("SPECD_TEST_FILTER");
+	if (filter && *filter)
+		cmocka_set_test_filter(filter);
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
