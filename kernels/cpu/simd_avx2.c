@@ -60,6 +60,15 @@ static inline vec v_q4_chunk(const unsigned char *qs, int j)
 	return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(b));
 }
 
+/* Chunk j (0..3) of 32 small signed ints held one per byte: bytes 8j..8j+7 as floats. */
+static inline vec v_i8x32_chunk(__m256i q, int j)
+{
+	__m128i h = j >= 2 ? _mm256_extracti128_si256(q, 1) : _mm256_castsi256_si128(q);
+	if (j & 1)
+		h = _mm_unpackhi_epi64(h, h);
+	return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(h));
+}
+
 #include "simd_body.h"
 
 const struct cpu_isa_kernels cpu_kernels_avx2 = {

@@ -64,6 +64,13 @@ static inline vec v_q4_chunk(const unsigned char *qs, int j)
 	return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(b));
 }
 
+/* Chunk j (0..1) of 32 small signed ints held one per byte: bytes 16j..16j+15 as floats. */
+static inline vec v_i8x32_chunk(__m256i q, int j)
+{
+	__m128i h = j ? _mm256_extracti128_si256(q, 1) : _mm256_castsi256_si128(q);
+	return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(h));
+}
+
 #include "simd_body.h"
 
 const struct cpu_isa_kernels cpu_kernels_avx512 = {

@@ -2,7 +2,8 @@
  * primitives and included by each ISA file (simd_avx2.c, simd_avx512.c), which defines
  * before including it: VL (floats per vector), `vec`, and the
  * primitives v_zero v_set1 v_loadu v_storeu v_add v_sub v_mul v_fma v_hsum v_load_f16
- * v_load_bf16 v_load_i8 v_q4_chunk f16_scalar.
+ * v_load_bf16 v_load_i8 v_q4_chunk v_i8x32_chunk f16_scalar. Both ISAs have AVX2, whose
+ * 256-bit integer operations unpack the 5-bit and K-quant blocks.
  *
  * Batch invariance: every output element has one vector accumulator, fed by FMAs over
  * its n_in in increasing chunks of VL (the row's last partial chunk zero-padded), then
@@ -65,7 +66,7 @@ static SIMD_INLINE struct group group_open(enum kern_dtype t, const unsigned cha
 		gr.q = b + 4;
 		break;
 	}
-	default: /* never: simd_matmul_range sends other types to the scalar loop */
+	default: /* never: the other types go to tile_bblock */
 		gr.q = row;
 		break;
 	}
@@ -116,11 +117,253 @@ static SIMD_INLINE vec x_partial(const float *x, size_t len)
 	return v_loadu(tmp);
 }
 
+/* ---- Q5_0, Q5_1 and the K-quants: 32 weights at a time as 32 small ints ----
+ *
+ * These types are read a block at a time (32 weights for Q5_x, a super-block of 256
+ * for Q4_K/Q5_K/Q6_K): its header (scales, mins, high bits) is decoded once per tile
+ * row into floats, then each group of 32 weights is unpacked into one 256-bit vector
+ * of signed bytes (the integer the reference multiplies, offset included), and each
+ * VL-chunk of it becomes floats by the same one or two float operations the reference
+ * does: d * q, d * q + m, or (d * sc) * q - dmin * m. The chunks are summed in
+ * increasing index order into the output's single accumulator, as above. */
+
+static SIMD_INLINE bool is_byte_group_type(enum kern_dtype t)
+{
+	return t == KERN_Q5_0 || t == KERN_Q5_1 || t == KERN_Q4_K || t == KERN_Q5_K ||
+	       t == KERN_Q6_K;
+}
+
+static SIMD_INLINE uint32_t rd32(const unsigned char *p)
+{
+	uint32_t v;
+	memcpy(&v, p, sizeof(v));
+	return v;
+}
+
+static SIMD_INLINE __m256i ld256(const unsigned char *p)
+{
+	return _mm256_loadu_si256((const __m256i *)(const void *)p);
+}
+
+/* One block of one output row, opened once per tile row. mul holds the multiplier of
+ * each group of 32 (Q4_K/Q5_K: d * sc; Q5_x: d) or of each 16 (Q6_K: d * sc), off the
+ * matching offset, added (Q4_K/Q5_K: -dmin * m; Q5_1: m). */
+struct bblock {
+	float mul[16];
+	float off[8];
+	const unsigned char *p;
+};
+
+static SIMD_INLINE size_t bblock_weights(enum kern_dtype t)
+{
+	return t == KERN_Q5_0 || t == KERN_Q5_1 ? KERN_QK : KERN_QK_K;
+}
+
+static SIMD_INLINE size_t bblock_bytes(enum kern_dtype t)
+{
+	switch (t) {
+	case KERN_Q5_0: return 22;
+	case KERN_Q5_1: return 24;
+	case KERN_Q4_K: return 144;
+	case KERN_Q5_K: return 176;
+	default: return 210; /* Q6_K */
+	}
+}
+
+/* 8 unsigned bytes (the low 64 bits of b) times the scalar s, as 8 floats into out. */
+static SIMD_INLINE void scale_u8x8(float *out, __m128i b, float s)
+{
+	__m256 f = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(b));
+	_mm256_storeu_ps(out, _mm256_mul_ps(_mm256_set1_ps(s), f));
+}
+
+static SIMD_INLINE void bblock_open(enum kern_dtype t, const unsigned char *p,
+				    struct bblock *bb)
+{
+	bb->p = p;
+	switch (t) {
+	case KERN_Q5_0: bb->mul[0] = f16_scalar(rd16(p)); break;
+	case KERN_Q5_1:
+		bb->mul[0] = f16_scalar(rd16(p));
+		bb->off[0] = f16_scalar(rd16(p + 2));
+		break;
+	case KERN_Q4_K:
+	case KERN_Q5_K: {
+		/* The 12 scale bytes as three words: a = bytes 0..3 (scales 0..3 and the
+		 * top bits of scales 4..7), b = 4..7 (mins 0..3, top bits of mins 4..7),
+		 * c = 8..11 (low nibble: scales 4..7, high nibble: mins 4..7). */
+		uint32_t a = rd32(p + 4), b = rd32(p + 8), c = rd32(p + 12);
+		uint32_t sc_lo = a & 0x3f3f3f3fu, m_lo = b & 0x3f3f3f3fu;
+		uint32_t sc_hi = (c & 0x0f0f0f0fu) | ((a >> 6) & 0x03030303u) << 4;
+		uint32_t m_hi = ((c >> 4) & 0x0f0f0f0fu) | ((b >> 6) & 0x03030303u) << 4;
+		scale_u8x8(bb->mul, _mm_set_epi32(0, 0, (int)sc_hi, (int)sc_lo),
+			   f16_scalar(rd16(p)));
+		scale_u8x8(bb->off, _mm_set_epi32(0, 0, (int)m_hi, (int)m_lo),
+			   -f16_scalar(rd16(p + 2)));
+		break;
+	}
+	default: { /* Q6_K: 16 int8 scales at 192, f16 d at 208 */
+		__m128i sc = _mm_loadu_si128((const __m128i *)(const void *)(p + 192));
+		__m256 d = _mm256_set1_ps(f16_scalar(rd16(p + 208)));
+		__m256 lo = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc));
+		__m256 hi = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(sc, sc)));
+		_mm256_storeu_ps(bb->mul, _mm256_mul_ps(d, lo));
+		_mm256_storeu_ps(bb->mul + 8, _mm256_mul_ps(d, hi));
+		break;
+	}
+	}
+}
+
+/* Each byte of v shifted right by c (0..7), in 16-bit lanes: callers mask away the
+ * bits that cross from the neighbouring byte. c may vary at run time. */
+static SIMD_INLINE __m256i srl8(__m256i v, int c)
+{
+	return _mm256_srl_epi16(v, _mm_cvtsi32_si128(c));
+}
+
+/* Group g (weights 32g..32g+31 of the block) as 32 signed bytes: the integer each
+ * weight's reference dequantisation multiplies (offset of Q5_0 and Q6_K included). */
+static SIMD_INLINE __m256i bblock_group(enum kern_dtype t, const struct bblock *bb, int g)
+{
+	const __m256i low4 = _mm256_set1_epi8(0x0f);
+	const unsigned char *p = bb->p;
+	switch (t) {
+	case KERN_Q5_0:
+	case KERN_Q5_1: {
+		const unsigned char *h = p + (t == KERN_Q5_1 ? 4 : 2);
+		__m128i qs = _mm_loadu_si128((const __m128i *)(const void *)(h + 4));
+		/* weights 0..15: low nibbles; 16..31: high nibbles */
+		__m256i q = _mm256_and_si256(
+			_mm256_set_m128i(_mm_srli_epi16(qs, 4), qs), low4);
+		/* byte j takes byte j / 8 of qh, then keeps bit j % 8 of it as 0x10 */
+		__m256i qh = _mm256_shuffle_epi8(
+			_mm256_set1_epi32((int)rd32(h)),
+			_mm256_set_epi64x(0x0303030303030303, 0x0202020202020202,
+					  0x0101010101010101, 0x0000000000000000));
+		const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+		qh = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit),
+				      _mm256_set1_epi8(0x10));
+		q = _mm256_or_si256(q, qh);
+		return t == KERN_Q5_0 ? _mm256_sub_epi8(q, _mm256_set1_epi8(16)) : q;
+	}
+	case KERN_Q4_K:
+	case KERN_Q5_K: {
+		/* Each 64 weights share 32 bytes: group 2k in the low nibbles, 2k+1 high. */
+		const unsigned char *qs = p + (t == KERN_Q5_K ? 48 : 16) + 32 * (g / 2);
+		__m256i v = ld256(qs);
+		__m256i q = _mm256_and_si256(g & 1 ? _mm256_srli_epi16(v, 4) : v, low4);
+		if (t == KERN_Q5_K) { /* qh[l] bit g is the 5th bit of weight l of group g */
+			__m256i hb = _mm256_and_si256(srl8(ld256(p + 16), g), _mm256_set1_epi8(1));
+			q = _mm256_or_si256(q, _mm256_slli_epi16(hb, 4));
+		}
+		return q;
+	}
+	default: { /* Q6_K: group g = 4 * half + i, as dtype.h describes */
+		int half = g / 4, i = g % 4;
+		__m256i ql = ld256(p + 64 * half + 32 * (i & 1));
+		__m256i q = _mm256_and_si256(i >= 2 ? _mm256_srli_epi16(ql, 4) : ql, low4);
+		/* bits 2i, 2i + 1 of qh[l] become bits 4, 5 (i is a constant here) */
+		__m256i qh = ld256(p + 128 + 32 * half);
+		qh = i < 2 ? _mm256_slli_epi16(qh, 4 - 2 * i)
+			   : i == 3 ? _mm256_srli_epi16(qh, 2) : qh;
+		q = _mm256_or_si256(q, _mm256_and_si256(qh, _mm256_set1_epi8(0x30)));
+		return _mm256_sub_epi8(q, _mm256_set1_epi8(32));
+	}
+	}
+}
+
+/* Weights [32g + j * VL, 32g + (j + 1) * VL) of the block as the reference's floats.
+ * Where the reference multiplies and then adds (Q5_1: d * q + m; Q4_K/Q5_K:
+ * (d * sc) * q - dmin * m), one FMA gives the same float: the product is exact (d and
+ * dmin are f16, 11 significant bits; sc, m < 64; |q| < 32: at most 22 bits), so the
+ * reference's first rounding does nothing and both round only the sum. */
+static SIMD_INLINE vec bblock_chunk(enum kern_dtype t, const struct bblock *bb, __m256i q,
+				    int g, int j)
+{
+	vec f = v_i8x32_chunk(q, j);
+	switch (t) {
+	case KERN_Q5_0: return v_mul(v_set1(bb->mul[0]), f);
+	case KERN_Q5_1: return v_fma(v_set1(bb->mul[0]), f, v_set1(bb->off[0]));
+	case KERN_Q4_K:
+	case KERN_Q5_K: return v_fma(v_set1(bb->mul[g]), f, v_set1(bb->off[g]));
+	default: /* Q6_K: one scale per 16 weights, VL <= 16 */
+		return v_mul(v_set1(bb->mul[2 * g + j * VL / 16]), f);
+	}
+}
+
+/* tile() for the types above: same accumulators, same order, blocks of their size. */
+static SIMD_INLINE void tile_bblock(enum kern_dtype t, const int no, const int nr,
+				    const struct cpu_matmul_job *jb, size_t o0, size_t r0)
+{
+	const struct kern_mat *w = jb->w;
+	const unsigned char *wr[TILE_MAX_OUT];
+	const float *xr[TILE_MAX_ROWS];
+	vec acc[TILE_MAX_ROWS][TILE_MAX_OUT];
+	const size_t bw = bblock_weights(t), bbytes = bblock_bytes(t);
+	const int ng = (int)(bw / KERN_QK);
+#pragma GCC unroll 8
+	for (int o = 0; o < no; o++)
+		wr[o] = (const unsigned char *)w->data + (o0 + o) * w->row_bytes;
+#pragma GCC unroll 4
+	for (int r = 0; r < nr; r++) {
+		xr[r] = jb->x + (r0 + r) * jb->ldx;
+#pragma GCC unroll 8
+		for (int o = 0; o < no; o++)
+			acc[r][o] = v_zero();
+	}
+	size_t nb = w->n_in / bw;
+	for (size_t b = 0; b < nb; b++) {
+		struct bblock bb[TILE_MAX_OUT];
+#pragma GCC unroll 8
+		for (int o = 0; o < no; o++)
+			bblock_open(t, wr[o] + b * bbytes, &bb[o]);
+		/* Groups in runs of gu, unrolled so that each group's shifts are constants
+		 * (Q6_K: the four groups of a 128-weight half; Q4_K/Q5_K: the two groups
+		 * sharing 32 bytes of nibbles). */
+		const int gu = t == KERN_Q6_K ? 4 : ng == 8 ? 2 : 1;
+		for (int k = 0; k < ng / gu; k++) {
+#pragma GCC unroll 4
+		for (int u = 0; u < gu; u++) {
+			const int g = k * gu + u;
+			size_t xo = b * bw + (size_t)g * KERN_QK;
+			/* Output by output: one output's unpacked group, scales and weight
+			 * vector live at a time (activations are re-read from L1), which keeps
+			 * the accumulators in registers. */
+#pragma GCC unroll 8
+			for (int o = 0; o < no; o++) {
+				__m256i q = bblock_group(t, &bb[o], g);
+#pragma GCC unroll 4
+				for (int j = 0; j < NV; j++) {
+					vec wv = bblock_chunk(t, &bb[o], q, g, j);
+#pragma GCC unroll 4
+					for (int r = 0; r < nr; r++)
+						acc[r][o] = v_fma(wv, v_loadu(xr[r] + xo + j * VL),
+								  acc[r][o]);
+				}
+			}
+		}
+		}
+	}
+#pragma GCC unroll 4
+	for (int r = 0; r < nr; r++) {
+		float *yr = jb->y + (r0 + r) * jb->ldy + o0;
+#pragma GCC unroll 8
+		for (int o = 0; o < no; o++) {
+			float s = v_hsum(acc[r][o]);
+			yr[o] = jb->bias ? s + jb->bias[o0 + o] : s;
+		}
+	}
+}
+
 /* y for outputs [o0, o0 + no) and rows [r0, r0 + nr): one register tile. no and nr
  * are constants after inlining, so the accumulators live in registers. */
 static SIMD_INLINE void tile(enum kern_dtype t, const int no, const int nr,
 			     const struct cpu_matmul_job *jb, size_t o0, size_t r0)
 {
+	if (is_byte_group_type(t)) {
+		tile_bblock(t, no, nr, jb, o0, r0);
+		return;
+	}
 	const struct kern_mat *w = jb->w;
 	const unsigned char *wr[TILE_MAX_OUT];
 	const float *xr[TILE_MAX_ROWS];
@@ -245,6 +488,11 @@ SIMD_RANGE(KERN_BF16, range_bf16)
 SIMD_RANGE(KERN_Q8_0, range_q8_0)
 SIMD_RANGE(KERN_Q4_0, range_q4_0)
 SIMD_RANGE(KERN_Q4_1, range_q4_1)
+SIMD_RANGE(KERN_Q5_0, range_q5_0)
+SIMD_RANGE(KERN_Q5_1, range_q5_1)
+SIMD_RANGE(KERN_Q4_K, range_q4_k)
+SIMD_RANGE(KERN_Q5_K, range_q5_k)
+SIMD_RANGE(KERN_Q6_K, range_q6_k)
 
 static void simd_matmul_range(const struct cpu_matmul_job *jb, size_t o_begin, size_t o_end)
 {
@@ -255,9 +503,11 @@ static void simd_matmul_range(const struct cpu_matmul_job *jb, size_t o_begin, s
 	case KERN_Q8_0: range_q8_0(jb, o_begin, o_end); break;
 	case KERN_Q4_0: range_q4_0(jb, o_begin, o_end); break;
 	case KERN_Q4_1: range_q4_1(jb, o_begin, o_end); break;
-	default: /* types without a vector loop yet: the reference's (still one order) */
-		cpu_kernels_scalar.matmul_range(jb, o_begin, o_end);
-		break;
+	case KERN_Q5_0: range_q5_0(jb, o_begin, o_end); break;
+	case KERN_Q5_1: range_q5_1(jb, o_begin, o_end); break;
+	case KERN_Q4_K: range_q4_k(jb, o_begin, o_end); break;
+	case KERN_Q5_K: range_q5_k(jb, o_begin, o_end); break;
+	case KERN_Q6_K: range_q6_k(jb, o_begin, o_end); break;
 	}
 }
 

@@ -1,7 +1,8 @@
 /* kernels/cpu under the whole forward pass: for every ISA this CPU runs and 1 or 2
- * threads, on generated models of every weight type with odd shapes, a forward over n
- * tokens gives bitwise the logits of n single-token forwards, the thread count changes
- * no bit, and a decode step with a threaded backend allocates nothing. */
+ * threads, on generated models of every weight type (Q5_x and the K-quants included)
+ * with odd shapes, a forward over n tokens gives bitwise the logits of n single-token
+ * forwards, the thread count changes no bit, and a decode step with a threaded backend
+ * allocates nothing. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -19,8 +20,9 @@
 #include "model/llama.h"
 #include "test_support.h"
 
-static const char *const type_names[] = {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_1"};
-#define N_TYPES 6
+static const char *const type_names[] = {"f32",  "f16",  "bf16", "q8_0", "q4_0", "q4_1",
+					 "q5_0", "q5_1", "q4_k", "q5_k", "q6_k"};
+#define N_TYPES 11
 static const char *const isa_names[] = {"scalar", "avx2", "avx512"};
 #define N_ISAS 3
 #define N_TOK 9
@@ -37,11 +39,17 @@ static int setup_models(void **state)
 	snprintf(gen, sizeof(gen), "%s/tools/specd-gen-model", ts_binary_dir());
 	for (int t = 0; t < N_TYPES; t++) {
 		snprintf(g_paths[t], sizeof(g_paths[t]), "%s/%s.gguf", g_dir, type_names[t]);
-		/* dim 96 (3 heads of 32, GQA 3:1), ffn 160, vocab 301: no power of two. */
-		const char *argv[] = {gen, "-o", g_paths[t], "--dim", "96", "--layers", "2",
-				      "--heads", "3", "--kv-heads", "1", "--ffn", "160",
-				      "--vocab", "301", "--ctx", "64", "--type", type_names[t],
-				      "--seed", "11", NULL};
+		/* dim 96 (3 heads of 32, GQA 3:1), ffn 160, vocab 301: no power of two. The
+		 * K-quants need multiples of their 256-weight super-block: dim 768 (12 heads
+		 * of 64, GQA 3:1), ffn 1280. */
+		enum kern_dtype dt;
+		if (!kern_dtype_parse(type_names[t], &dt))
+			return -1;
+		bool k = kern_dtype_block(dt) == KERN_QK_K;
+		const char *argv[] = {gen, "-o", g_paths[t], "--dim", k ? "768" : "96",
+				      "--layers", "2", "--heads", k ? "12" : "3", "--kv-heads",
+				      k ? "4" : "1", "--ffn", k ? "1280" : "160", "--vocab", "301",
+				      "--ctx", "64", "--type", type_names[t], "--seed", "11", NULL};
 		char *text = NULL;
 		int rc = ts_run(argv, &text, 60);
 		if (rc != 0)

@@ -1,7 +1,8 @@
 /* kernels/cpu across instruction sets and thread counts: for every ISA this CPU runs
- * (scalar, AVX2, AVX-512) and 1 or 2 threads, a matmul row of every weight type and an
- * attention token are bitwise the same whatever the number of rows and threads they
- * are computed with (odd shapes, 1..16 rows and more); each SIMD path agrees with the
+ * (scalar, AVX2, AVX-512) and 1 or 2 threads, a matmul row of every weight type (the
+ * K-quants and Q5_x included) and an attention token are bitwise the same whatever the
+ * number of rows and threads they are computed with (odd shapes, 1..16 rows and more);
+ * each SIMD path dequantises to exactly the reference's weights and agrees with the
  * scalar reference within the rounding bound of a reordered sum; the thread pool runs
  * every share exactly once; the ops allocate nothing. */
 #include <math.h>
@@ -21,8 +22,9 @@
 #include "kernels/cpu/pool.h"
 #include "kernels/kern.h"
 
-static const enum kern_dtype all_types[] = {KERN_F32, KERN_F16, KERN_BF16,
-					    KERN_Q8_0, KERN_Q4_0, KERN_Q4_1};
+static const enum kern_dtype all_types[] = {KERN_F32,  KERN_F16,  KERN_BF16, KERN_Q8_0,
+					    KERN_Q4_0, KERN_Q4_1, KERN_Q5_0, KERN_Q5_1,
+					    KERN_Q4_K, KERN_Q5_K, KERN_Q6_K};
 #define N_TYPES (sizeof(all_types) / sizeof(all_types[0]))
 static const char *const isa_names[] = {"scalar", "avx2", "avx512"};
 #define N_ISAS 3
@@ -97,11 +99,29 @@ struct shape {
 	size_t n_in, n_out;
 };
 
-/* Odd shapes: whole blocks for the quantised types; for float types also lengths that
- * end in a partial vector. 512 x 100 is large enough for the pool to split one row. */
+/* Odd shapes: whole blocks for the quantised types (super-blocks of 256 for the
+ * K-quants); for float types also lengths that end in a partial vector. 512 x 100 is
+ * large enough for the pool to split one row. */
 static const struct shape quant_shapes[] = {{32, 1}, {96, 13}, {160, 37}, {512, 100}};
+static const struct shape kquant_shapes[] = {{256, 1}, {768, 13}, {1280, 37}, {512, 100}};
 static const struct shape float_shapes[] = {{1, 3},   {7, 9},    {37, 13},
 					    {45, 67}, {200, 33}, {512, 100}};
+#define N_SHAPES(a) (sizeof(a) / sizeof((a)[0]))
+
+static const struct shape *shapes_of(enum kern_dtype t, size_t *n)
+{
+	size_t block = kern_dtype_block(t);
+	if (block == KERN_QK_K) {
+		*n = N_SHAPES(kquant_shapes);
+		return kquant_shapes;
+	}
+	if (block > 1) {
+		*n = N_SHAPES(quant_shapes);
+		return quant_shapes;
+	}
+	*n = N_SHAPES(float_shapes);
+	return float_shapes;
+}
 
 #define MAX_ROWS 70
 
@@ -155,10 +175,8 @@ static void test_matmul__bitwise_invariant_over_rows_threads_types_isas(void **s
 	(void)state;
 	for (int isa = 0; isa < N_ISAS; isa++) {
 		for (size_t ti = 0; ti < N_TYPES; ti++) {
-			bool quant = kern_dtype_block(all_types[ti]) > 1;
-			const struct shape *sh = quant ? quant_shapes : float_shapes;
-			size_t n = quant ? sizeof(quant_shapes) / sizeof(quant_shapes[0])
-					 : sizeof(float_shapes) / sizeof(float_shapes[0]);
+			size_t n;
+			const struct shape *sh = shapes_of(all_types[ti], &n);
 			for (size_t i = 0; i < n; i++)
 				check_matmul_invariance(isa, all_types[ti], sh[i]);
 		}
@@ -179,8 +197,9 @@ static void test_matmul__simd_matches_scalar_within_rounding(void **state)
 		tested++;
 		for (size_t ti = 0; ti < N_TYPES; ti++) {
 			enum kern_dtype t = all_types[ti];
-			bool quant = kern_dtype_block(t) > 1;
-			size_t n_in = quant ? 160 : 45, n_out = 37, rows = 11;
+			size_t block = kern_dtype_block(t);
+			size_t n_in = block == KERN_QK_K ? 768 : block > 1 ? 160 : 45;
+			size_t n_out = 37, rows = 11;
 			struct test_mat tm;
 			test_mat_make(&tm, t, n_in, n_out, 0);
 			float *x = rnd_array(rows * n_in), *bias = rnd_array(n_out);
@@ -212,6 +231,47 @@ static void test_matmul__simd_matches_scalar_within_rounding(void **state)
 	kern_destroy(ref);
 	if (!tested)
 		skip();
+}
+
+/* Every ISA turns the weights into exactly the reference's floats: with one-hot
+ * activation rows, y[r, o] is the single product 1 * w[o, r], so y is the transposed
+ * dequantised matrix, equal bit for bit whatever the summation order. */
+static void test_matmul__dequantises_exactly_as_reference(void **state)
+{
+	(void)state;
+	for (int isa = 0; isa < N_ISAS; isa++) {
+		struct kern_ctx *ctx = make_ctx(isa, 2);
+		if (!ctx)
+			continue;
+		for (size_t ti = 0; ti < N_TYPES; ti++) {
+			enum kern_dtype t = all_types[ti];
+			size_t block = kern_dtype_block(t);
+			size_t n_in = block == KERN_QK_K ? 512 : 64, n_out = 19;
+			struct test_mat tm;
+			test_mat_make(&tm, t, n_in, n_out, 0);
+			float *x = calloc(n_in * n_in, sizeof(float));
+			float *y = malloc(n_in * n_out * sizeof(float));
+			assert_non_null(x);
+			assert_non_null(y);
+			for (size_t r = 0; r < n_in; r++)
+				x[r * n_in + r] = 1.0f;
+			assert_int_equal(kern_matmul(ctx, y, n_out, x, n_in, n_in, &tm.m, NULL),
+					 SPECD_OK);
+			for (size_t r = 0; r < n_in; r++) {
+				for (size_t o = 0; o < n_out; o++) {
+					if (y[r * n_out + o] != tm.deq[o * n_in + r])
+						fail_msg("%s %s: weight (%zu, %zu) is %.9g, reference %.9g",
+							 isa_names[isa], kern_dtype_name(t), o, r,
+							 (double)y[r * n_out + o],
+							 (double)tm.deq[o * n_in + r]);
+				}
+			}
+			free(x);
+			free(y);
+			test_mat_free(&tm);
+		}
+		kern_destroy(ctx);
+	}
 }
 
 /* ---- attention ---- */
@@ -421,6 +481,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_matmul__bitwise_invariant_over_rows_threads_types_isas),
 		cmocka_unit_test(test_matmul__simd_matches_scalar_within_rounding),
+		cmocka_unit_test(test_matmul__dequantises_exactly_as_reference),
 		cmocka_unit_test(test_attention__bitwise_invariant_and_close_to_scalar),
 		cmocka_unit_test(test_create__isa_cap_and_names),
 		cmocka_unit_test(test_pool__runs_every_share_exactly_once),
