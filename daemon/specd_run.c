@@ -30,6 +30,7 @@
 #include "model/llama.h"
 #include "model/sampler.h"
 #include "model/tokenizer.h"
+#include "model/chat.h"
 #include "model/shard.h"
 #include "runtime.h"
 
@@ -41,6 +42,7 @@ struct run_opts {
 	const char *model;
 	const char *prompt;
 	const char *perplexity; /* a text file: perplexity mode */
+	bool chat;              /* -p is a user message for the model's chat template */
 	long max_tokens;
 	struct sampler_params sp;
 	bool seed_given;
@@ -92,6 +94,8 @@ static void usage(FILE *f)
 		"  --draft-deadline S     with --placement rank: seconds the leader waits for\n"
 		"                         the draft rank (default 30); past it the job goes on\n"
 		"                         as plain decoding, and says so\n"
+		"  --chat                 PROMPT is a user message: rendered with the model's ChatML\n"
+		"                         template and default system prompt (instruct models)\n"
 		"  --perplexity FILE      score FILE instead of generating: tokenized with BOS,\n"
 		"                         in windows of the model's context; prints the mean\n"
 		"                         negative log-likelihood and the perplexity over the\n"
@@ -170,6 +174,10 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 		if (strcmp(a, "--version") == 0) {
 			printf("specd-run %s\n", SPECD_VERSION);
 			return EXIT_SUCCESS;
+		}
+		if (strcmp(a, "--chat") == 0) {
+			o->chat = true;
+			continue;
 		}
 		/* Every other flag takes one value: "--flag VALUE" or "--flag=VALUE". */
 		char flag[32];
@@ -465,6 +473,32 @@ static enum specd_status run_start_job(struct run *r, const struct run_opts *o,
 	return st;
 }
 
+/* --chat: the prompt as one user message in the model's ChatML template, with the
+ * file's default system prompt and the assistant header, so the model writes the reply
+ * (which ends at <|im_end|>, the EOS of the instruct files). */
+static enum specd_status chat_ids(struct run *r, const char *prompt, int32_t **ids, size_t *n)
+{
+	struct specd_error err;
+	char sys[1024];
+	size_t sys_len = 0;
+	if (chat_default_system(r->rt.file, sys, sizeof(sys), &sys_len, &err) != SPECD_OK) {
+		fprintf(stderr, "specd-run: --chat: %s\n", err.msg);
+		return SPECD_UNSUPPORTED;
+	}
+	struct chat_msg m = {.role = "user", .content = prompt};
+	size_t cap = chat_format_bound(&m, 1, sys);
+	*ids = specd_malloc_array(cap ? cap : 1, sizeof(int32_t));
+	if (!*ids)
+		return SPECD_NOMEM;
+	enum specd_status st = chat_format(r->rt.tok, &m, 1, sys, true, *ids, cap, n, &err);
+	if (st != SPECD_OK) {
+		fprintf(stderr, "specd-run: --chat: %s\n", err.msg);
+		specd_free(*ids);
+		*ids = NULL;
+	}
+	return st;
+}
+
 static int generate(const struct run_opts *o, struct run *r)
 {
 	struct stream out = {0};
@@ -476,7 +510,8 @@ static int generate(const struct run_opts *o, struct run *r)
 	/* The slot holds the prompt (at most a token per byte, plus BOS) and what may
 	 * follow, within the model's context. */
 	const char *prompt = o->prompt ? o->prompt : "";
-	uint64_t want = (uint64_t)strlen(prompt) + 2 + (uint64_t)o->max_tokens;
+	/* A chat template adds its markers and the default system prompt. */
+	uint64_t want = (uint64_t)strlen(prompt) + 2 + (uint64_t)o->max_tokens + (o->chat ? 1024 : 0);
 	if (run_open(r, o, want > UINT32_MAX ? UINT32_MAX : (uint32_t)want) != SPECD_OK)
 		goto out;
 	if (r->rt.follower) {
@@ -487,8 +522,13 @@ static int generate(const struct run_opts *o, struct run *r)
 		goto out;
 	}
 	size_t n_prompt = 0;
-	if ((st = encode(r->rt.tok, prompt, strlen(prompt), tok_add_bos(r->rt.tok), &ids,
-			 &n_prompt))) {
+	if (o->chat) {
+		if (chat_ids(r, prompt, &ids, &n_prompt) != SPECD_OK) {
+			rc = EXIT_USAGE;
+			goto out;
+		}
+	} else if ((st = encode(r->rt.tok, prompt, strlen(prompt), tok_add_bos(r->rt.tok), &ids,
+				&n_prompt))) {
 		fprintf(stderr, "specd-run: cannot encode the prompt: %s\n", specd_status_str(st));
 		goto out;
 	}
@@ -514,6 +554,8 @@ static int generate(const struct run_opts *o, struct run *r)
 		fprintf(stderr, "specd-run: seed %llu\n", (unsigned long long)sp.seed);
 
 	fputs(prompt, stdout);
+	if (o->chat)
+		fputc('\n', stdout); /* the user's message, then the reply on its own line */
 	fflush(stdout);
 	if (run_start_job(r, o, ids, (uint32_t)n_prompt, &sp) != SPECD_OK)
 		goto out;

@@ -475,7 +475,7 @@ static void usage(FILE *to)
 	fprintf(to,
 		"usage: specd-gen-model -o OUT.gguf [--arch llama|qwen2] [--dim 64] [--layers 2]\n"
 		"         [--heads 4] [--kv-heads 2] [--ffn 128] [--vocab 512] [--ctx 256]\n"
-		"         [--type f32|f16|bf16|q8_0|q4_0|q4_1] [--tied] [--seed 1]\n"
+		"         [--type f32|f16|bf16|q8_0|q4_0|q4_1|q5_0|q5_1|q4_k|q5_k|q6_k] [--tied] [--seed 1]\n"
 		"         [--rope-theta 10000] [--gguf-version 3] [--params 50M]\n"
 		"         [--vocab-from MODEL.gguf]\n"
 		"Writes a random-weight model, identical bytes for identical flags.\n"
@@ -539,7 +539,7 @@ static bool validate(const struct opts *o)
 	else if ((o->dim / o->heads) % 2)
 		why = "head dimension (dim / heads) must be even for RoPE";
 	else if (o->dim % block || o->ffn % block)
-		why = "dim and ffn must be multiples of the quantisation block (32) for this type";
+		why = "dim and ffn must be multiples of the quantisation block (32; 256 for the K-quants)";
 	else if (o->version != 2 && o->version != 3)
 		why = "--gguf-version must be 2 or 3";
 	if (why)

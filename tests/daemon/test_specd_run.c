@@ -175,6 +175,7 @@ static void test_specd_run__clear_errors(void **state)
 		{2, "--method eagle is not implemented yet", {"-m", g_small, "--method", "eagle", NULL}},
 		{2, "--method 'fast'", {"-m", g_small, "--method", "fast", NULL}},
 		{2, "--tp 2 but mpirun started 1 rank", {"-m", g_small, "--tp=2", NULL}},
+		{2, "--chat: chat: the file has no chat template", {"-m", g_small, "--chat", "-p", "hi", NULL}},
 		{2, "the prompt is 42 tokens; the model's context is 32",
 		 {"-m", g_small, "-p", "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", NULL}},
 	};

@@ -185,6 +185,11 @@ static void test_smollm2__speculation_and_shards_equal_plain_decoding(void **sta
 		free(got);
 	}
 	free(plain);
+	/* --chat renders the ChatML template: the instruct model answers the question. */
+	char *chat = run_text_with(smol, "What is the capital of France?", "--chat", 1);
+	if (!strstr(chat, "\nThe capital of France is Paris"))
+		fail_msg("--chat answered: %s", chat);
+	free(chat);
 }
 
 int main(void)
