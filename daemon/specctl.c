@@ -373,6 +373,25 @@ static int simple_call(struct client *c, Specd__V1__Method m, const ProtobufCMes
 	}
 }
 
+/* One call and its reply's payload unpacked as `desc` (free with
+ * protobuf_c_message_free_unpacked). EXIT_BROKEN when the payload is not that message. */
+static int call_reply(struct client *c, Specd__V1__Method m, const ProtobufCMessage *req,
+		      const ProtobufCMessageDescriptor *desc, ProtobufCMessage **out)
+{
+	Specd__V1__Envelope *env = NULL;
+	int rc = simple_call(c, m, req, &env);
+	if (rc != EXIT_OK)
+		return rc;
+	*out = protobuf_c_message_unpack(desc, NULL, env->has_payload ? env->payload.len : 0,
+					 env->has_payload ? env->payload.data : NULL);
+	specd__v1__envelope__free_unpacked(env, NULL);
+	if (!*out) {
+		fprintf(stderr, "specctl: the server sent a bad %s\n", desc->short_name);
+		return EXIT_BROKEN;
+	}
+	return EXIT_OK;
+}
+
 static double gib(uint64_t b)
 {
 	return (double)b / (double)(1ull << 30);
@@ -462,52 +481,41 @@ static int cmd_cancel(struct client *c, char *request_id)
 {
 	Specd__V1__CancelRequest req = SPECD__V1__CANCEL_REQUEST__INIT;
 	req.request_id = request_id;
-	Specd__V1__Envelope *env = NULL;
-	int rc = simple_call(c, SPECD__V1__METHOD__CANCEL, &req.base, &env);
+	ProtobufCMessage *msg = NULL;
+	int rc = call_reply(c, SPECD__V1__METHOD__CANCEL, &req.base,
+			    &specd__v1__cancel_response__descriptor, &msg);
 	if (rc != EXIT_OK)
 		return rc;
-	Specd__V1__CancelResponse *r = specd__v1__cancel_response__unpack(
-		NULL, env->has_payload ? env->payload.len : 0,
-		env->has_payload ? env->payload.data : NULL);
-	printf("cancelled %u job(s)\n", r ? r->cancelled : 0);
-	if (r)
-		specd__v1__cancel_response__free_unpacked(r, NULL);
-	specd__v1__envelope__free_unpacked(env, NULL);
+	printf("cancelled %u job(s)\n", ((Specd__V1__CancelResponse *)msg)->cancelled);
+	protobuf_c_message_free_unpacked(msg, NULL);
 	return EXIT_OK;
 }
 
 static int cmd_health(struct client *c)
 {
 	Specd__V1__HealthRequest req = SPECD__V1__HEALTH_REQUEST__INIT;
-	Specd__V1__Envelope *env = NULL;
-	int rc = simple_call(c, SPECD__V1__METHOD__HEALTH, &req.base, &env);
+	ProtobufCMessage *msg = NULL;
+	int rc = call_reply(c, SPECD__V1__METHOD__HEALTH, &req.base,
+			    &specd__v1__health_response__descriptor, &msg);
 	if (rc != EXIT_OK)
 		return rc;
-	Specd__V1__HealthResponse *r = specd__v1__health_response__unpack(
-		NULL, env->has_payload ? env->payload.len : 0,
-		env->has_payload ? env->payload.data : NULL);
-	bool serving = r && r->serving;
+	bool serving = ((Specd__V1__HealthResponse *)msg)->serving;
 	printf("%s\n", serving ? "serving" : "not serving (shutting down)");
-	if (r)
-		specd__v1__health_response__free_unpacked(r, NULL);
-	specd__v1__envelope__free_unpacked(env, NULL);
+	protobuf_c_message_free_unpacked(msg, NULL);
 	return serving ? EXIT_OK : EXIT_SERVER;
 }
 
 static int cmd_shutdown(struct client *c)
 {
 	Specd__V1__ShutdownRequest req = SPECD__V1__SHUTDOWN_REQUEST__INIT;
-	Specd__V1__Envelope *env = NULL;
-	int rc = simple_call(c, SPECD__V1__METHOD__SHUTDOWN, &req.base, &env);
+	ProtobufCMessage *msg = NULL;
+	int rc = call_reply(c, SPECD__V1__METHOD__SHUTDOWN, &req.base,
+			    &specd__v1__shutdown_response__descriptor, &msg);
 	if (rc != EXIT_OK)
 		return rc;
-	Specd__V1__ShutdownResponse *r = specd__v1__shutdown_response__unpack(
-		NULL, env->has_payload ? env->payload.len : 0,
-		env->has_payload ? env->payload.data : NULL);
-	printf("shutting down; %u job(s) draining\n", r ? r->draining_jobs : 0);
-	if (r)
-		specd__v1__shutdown_response__free_unpacked(r, NULL);
-	specd__v1__envelope__free_unpacked(env, NULL);
+	printf("shutting down; %u job(s) draining\n",
+	       ((Specd__V1__ShutdownResponse *)msg)->draining_jobs);
+	protobuf_c_message_free_unpacked(msg, NULL);
 	return EXIT_OK;
 }
 

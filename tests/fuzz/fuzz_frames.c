@@ -55,6 +55,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			if (wire_reader_next(&r, &ev, &frame, &len) != SPECD_OK ||
 			    ev == WIRE_NEED_MORE)
 				break;
+			/* The reader's contract, checked on every input: a frame is within the
+			 * limit and inside the bytes the reader holds. */
+			if (ev == WIRE_FRAME &&
+			    (len > r.max_frame || frame < r.buf.data ||
+			     frame + len > r.buf.data + r.buf.len))
+				__builtin_trap();
 			if (ev == WIRE_FRAME)
 				handle_frame(frame, len);
 		}
