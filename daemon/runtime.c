@@ -11,6 +11,7 @@
 #include "drafters/remote.h"
 #include "kernels/kern.h"
 #include "model/gguf.h"
+#include "model/model_file.h"
 #include "model/llama.h"
 #include "model/tokenizer.h"
 #include "parallel/tp.h"
@@ -88,7 +89,7 @@ enum specd_status runtime_open(const struct runtime_config *cfg, struct runtime 
 {
 	memset(rt, 0, sizeof(*rt));
 	double t0 = specd_now();
-	enum specd_status st = gguf_open(cfg->model_path, &rt->file, err);
+	enum specd_status st = model_file_open(cfg->model_path, &rt->file, err);
 	if (st != SPECD_OK)
 		goto fail;
 	if ((st = tok_load_gguf(rt->file, &rt->tok, err)) != SPECD_OK)
@@ -185,7 +186,7 @@ enum specd_status runtime_serve_draft(const struct runtime_config *cfg, struct d
 	struct kern_cpu_config kc = {.n_threads = cfg->threads ? cfg->threads : 1};
 	/* The target only answers a drafter's supports(): one row, one token a batch. */
 	struct model_config mc = {.n_slots = 1, .n_ctx = 1, .max_batch = 1};
-	enum specd_status st = gguf_open(cfg->model_path, &file, &why);
+	enum specd_status st = model_file_open(cfg->model_path, &file, &why);
 	if (st == SPECD_OK && (st = kern_cpu_create(&kc, &kern)) != SPECD_OK)
 		specd_errorf(&why, st, "cannot create the CPU backend: %s", specd_status_str(st));
 	mc.kern = kern;

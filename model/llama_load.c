@@ -11,6 +11,7 @@
 #include "common/log.h"
 #include "llama_int.h"
 #include "model/gguf.h"
+#include "model/model_file.h"
 
 #define MAX_BATCH_LIMIT 4096
 
@@ -111,6 +112,26 @@ static enum specd_status mat(const struct loader *ld, const char *name, uint64_t
 				    "tensor %s: rows of %" PRIu64 " are not whole %s blocks", name,
 				    n_in, kern_dtype_name(t->type));
 	*out = m;
+	return SPECD_OK;
+}
+
+/* A Hugging Face view says its RoPE pairing in MODEL_KEY_ROPE_LAYOUT (model_file.h);
+ * a GGUF file has no such key and keeps its architecture's layout. */
+static enum specd_status read_rope_layout(const struct gguf_file *f,
+					  enum kern_rope_layout *layout, struct specd_error *err)
+{
+	struct gguf_str s;
+	if (!gguf_has_key(f, MODEL_KEY_ROPE_LAYOUT))
+		return SPECD_OK;
+	if (!gguf_get_str(f, MODEL_KEY_ROPE_LAYOUT, &s))
+		return specd_errorf(err, SPECD_INVAL, "%s: not a string", MODEL_KEY_ROPE_LAYOUT);
+	if (s.len == 6 && memcmp(s.ptr, "halves", 6) == 0)
+		*layout = KERN_ROPE_HALVES;
+	else if (s.len == 8 && memcmp(s.ptr, "adjacent", 8) == 0)
+		*layout = KERN_ROPE_ADJACENT;
+	else
+		return specd_errorf(err, SPECD_INVAL, "%s: '%.*s' (halves or adjacent expected)",
+				    MODEL_KEY_ROPE_LAYOUT, (int)(s.len > 32 ? 32 : s.len), s.ptr);
 	return SPECD_OK;
 }
 
@@ -322,6 +343,8 @@ enum specd_status model_load_gguf(const struct gguf_file *f, const struct model_
 	m->hp.arch = arch;
 	m->rope_layout = model_arch_rope_layout(arch) == MODEL_ROPE_HALVES ? KERN_ROPE_HALVES
 									   : KERN_ROPE_ADJACENT;
+	if ((st = read_rope_layout(f, &m->rope_layout, err)) != SPECD_OK)
+		goto fail;
 	if ((st = read_hparams(&ld, &m->hp)) != SPECD_OK)
 		goto fail;
 	struct model_hparams *hp = &m->hp;
@@ -416,7 +439,7 @@ enum specd_status model_load(const char *path, const struct model_config *cfg,
 			     struct model **out, struct specd_error *err)
 {
 	struct gguf_file *f = NULL;
-	enum specd_status st = gguf_open(path, &f, err);
+	enum specd_status st = model_file_open(path, &f, err);
 	if (st != SPECD_OK)
 		return st;
 	struct model *m = NULL;

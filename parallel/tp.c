@@ -9,6 +9,7 @@
 #include "common/alloc.h"
 #include "common/log.h"
 #include "model/gguf.h"
+#include "model/model_file.h"
 #include "model/kv.h"
 
 enum tp_op { TP_OP_FORWARD = 1, TP_OP_TRUNCATE, TP_OP_COMPACT, TP_OP_STOP };
@@ -188,7 +189,7 @@ enum specd_status par_tp_model_load(MPI_Comm comm, const char *path,
 	struct specd_error open_err;
 	specd_error_clear(&open_err);
 	/* A rank that cannot open the file still takes part in the vote. */
-	enum specd_status ost = gguf_open(path, &f, &open_err);
+	enum specd_status ost = model_file_open(path, &f, &open_err);
 	struct par_tp_model *tp = NULL;
 	struct specd_error inner;
 	specd_error_clear(&inner);
