@@ -290,20 +290,24 @@ static enum specd_status job_start(struct sched *s, struct sjob *j, const struct
 				   struct specd_error *err)
 {
 	const Specd__V1__GenerateRequest *r = c->generate;
-	if (r->has_logprobs && r->logprobs > 0)
-		return specd_errorf(err, SPECD_UNSUPPORTED, "logprobs are not supported yet");
-	if (r->speculation) {
-		enum draft_method m = DRAFT_METHOD_NONE;
-		if (r->speculation->method)
-			draft_method_parse(r->speculation->method, &m);
-		if ((r->speculation->method && strcmp(r->speculation->method, s->cfg.method)) ||
-		    (r->speculation->has_spec_tokens &&
-		     r->speculation->spec_tokens != s->cfg.spec_tokens))
-			return specd_errorf(err, SPECD_UNSUPPORTED,
-					    "a per-request speculation override is not supported yet; "
-					    "this cluster runs %s with K = %u", s->cfg.method,
-					    s->cfg.spec_tokens);
-	}
+	struct draft_job_params p = {
+		.sampling = {.temperature = 0.0f, .top_k = 0, .top_p = 1.0f},
+		.eos = tok_eos(s->cfg.tok),
+		.logprobs = r->has_logprobs,
+		.top_logprobs = r->has_logprobs ? r->logprobs : 0,
+	};
+	const Specd__V1__Speculation *over = r->speculation;
+	if (over && over->method && strcmp(over->method, "none") != 0 &&
+	    strcmp(over->method, s->cfg.method) != 0)
+		return specd_errorf(err, SPECD_UNSUPPORTED, "speculation.method %s: this cluster "
+				    "runs %s, so a request may ask for %s or none", over->method,
+				    s->cfg.method, s->cfg.method);
+	if (over && over->has_spec_tokens && over->spec_tokens > s->cfg.spec_tokens)
+		return specd_errorf(err, SPECD_INVAL, "speculation.spec_tokens %u: this cluster "
+				    "drafts at most %u per step", over->spec_tokens,
+				    s->cfg.spec_tokens);
+	p.plain = over && over->method && strcmp(over->method, "none") == 0;
+	p.spec_tokens = over && over->has_spec_tokens ? over->spec_tokens : 0;
 	int32_t *ids = NULL;
 	uint32_t n = 0;
 	enum specd_status st = prompt_ids(s, r, &ids, &n, err);
@@ -318,11 +322,7 @@ static enum specd_status job_start(struct sched *s, struct sjob *j, const struct
 		st = specd_errorf(err, SPECD_INVAL,
 				  "the prompt (%u tokens) plus max_tokens (%u) exceeds the context "
 				  "of %u tokens", n, max_tokens, n_ctx);
-	struct draft_job_params p = {
-		.sampling = {.temperature = 0.0f, .top_k = 0, .top_p = 1.0f},
-		.max_tokens = max_tokens,
-		.eos = tok_eos(s->cfg.tok),
-	};
+	p.max_tokens = max_tokens;
 	const Specd__V1__Sampling *sp = r->sampling;
 	if (sp) {
 		if (sp->has_temperature)
@@ -379,8 +379,8 @@ static void job_finish(struct sched *s, struct sjob *j, Specd__V1__FinishReason 
 	st.has_prompt_tokens = st.has_generated_tokens = st.has_spec_tokens = 1;
 	st.prompt_tokens = j->n_prompt;
 	st.generated_tokens = j->sent;
-	st.method = (char *)(uintptr_t)s->cfg.method;
-	st.spec_tokens = s->cfg.spec_tokens;
+	st.spec_tokens = draft_job_spec_tokens(j->dj);
+	st.method = (char *)(uintptr_t)(st.spec_tokens ? s->cfg.method : "none");
 	st.has_drafted = st.has_accepted = st.has_mean_accepted_length = 1;
 	st.drafted = m->drafted;
 	st.accepted = m->accepted;
@@ -457,6 +457,34 @@ static void job_emit(struct sched *s, struct sjob *j)
 		tokens[nt++] = (uint32_t)out[i];
 	resp.n_tokens = nt;
 	resp.tokens = tokens;
+	/* Each token's log-probabilities point into the job's table: nothing to free. */
+	uint32_t stride = 0;
+	const struct sampler_logprob *lp = draft_job_logprobs(j->dj, &stride);
+	Specd__V1__Logprobs lps[DRAFT_MAX_TOKENS + 1], *lpp[DRAFT_MAX_TOKENS + 1];
+	Specd__V1__TokenLogprob tops[(DRAFT_MAX_TOKENS + 1) * SAMPLER_MAX_TOP_LOGPROBS];
+	Specd__V1__TokenLogprob *topp[(DRAFT_MAX_TOKENS + 1) * SAMPLER_MAX_TOP_LOGPROBS];
+	if (lp) {
+		for (size_t i = 0; i < nt; i++) {
+			const struct sampler_logprob *row = lp + (size_t)(j->sent + i) * stride;
+			size_t base = i * SAMPLER_MAX_TOP_LOGPROBS, n_top = 0;
+			specd__v1__logprobs__init(&lps[i]);
+			lps[i].has_logprob = 1;
+			lps[i].logprob = row[0].logprob;
+			for (uint32_t t = 1; t < stride && row[t].token >= 0; t++, n_top++) {
+				Specd__V1__TokenLogprob *tl = &tops[base + n_top];
+				specd__v1__token_logprob__init(tl);
+				tl->has_token = tl->has_logprob = 1;
+				tl->token = (uint32_t)row[t].token;
+				tl->logprob = row[t].logprob;
+				topp[base + n_top] = tl;
+			}
+			lps[i].n_top = n_top;
+			lps[i].top = topp + base;
+			lpp[i] = &lps[i];
+		}
+		resp.n_logprobs = nt;
+		resp.logprobs = lpp;
+	}
 	if (have_text)
 		resp.text = (char *)j->text.out.data;
 	resp.has_accepted = 1;

@@ -39,11 +39,14 @@ static void usage(FILE *f)
 		"  generate --prompt TEXT | --chat TEXT [--system TEXT]\n"
 		"           [--max-tokens N] [--temperature T] [--top-k K]\n"
 		"           [--top-p P] [--seed S] [--stop TEXT]... [--request-id ID]\n"
-		"           [--method M] [--spec-tokens K] [--json]\n"
+		"           [--method M] [--spec-tokens K] [--json [--logprobs N]]\n"
 		"      --chat sends a user message (and --system a system prompt) through the\n"
 		"      model's chat template; streams the text to stdout; method, acceptance and\n"
 		"      tokens/s at the end\n"
-		"      on stderr (--json: one JSON object on stdout instead)\n"
+		"      on stderr (--json: one JSON object on stdout instead); --method none\n"
+		"      or a smaller --spec-tokens than the cluster's change only the speed;\n"
+		"      --logprobs N adds each token's log-probability and the N most likely\n"
+		"      tokens' (0..20) to the JSON\n"
 		"  status [--json]   ranks, devices, memory, the speculation decision, counters\n"
 		"  cancel ID         cancels the job with request id ID\n"
 		"  health            exit 0 when the cluster is serving\n"
@@ -59,10 +62,11 @@ struct gen_opts {
 	const char *chat, *system; /* a chat request: the user's message, a system prompt */
 	const char *stops[REQ_MAX_STOPS];
 	size_t n_stops;
-	long max_tokens, top_k, spec_tokens;
+	long max_tokens, top_k, spec_tokens, logprobs;
 	double temperature, top_p;
 	unsigned long long seed;
 	int has_max_tokens, has_temperature, has_top_k, has_top_p, has_seed, has_spec_tokens;
+	int has_logprobs;
 	int json;
 };
 
@@ -151,6 +155,11 @@ static int parse_generate(int argc, char **argv, struct gen_opts *o)
 				return EXIT_USAGE;
 			o->spec_tokens = (long)x;
 			o->has_spec_tokens = 1;
+		} else if (strcmp(a, "--logprobs") == 0) {
+			if (parse_num(a, v, 0, REQ_MAX_LOGPROBS, &x))
+				return EXIT_USAGE;
+			o->logprobs = (long)x;
+			o->has_logprobs = 1;
 		} else {
 			return bad_usage("unknown generate option '%s'", a);
 		}
@@ -159,6 +168,8 @@ static int parse_generate(int argc, char **argv, struct gen_opts *o)
 		return bad_usage("generate needs --prompt TEXT or --chat TEXT (one of them)");
 	if (o->system && !o->chat)
 		return bad_usage("--system goes with --chat");
+	if (o->has_logprobs && !o->json)
+		return bad_usage("--logprobs goes with --json");
 	return EXIT_OK;
 }
 
@@ -193,6 +204,15 @@ static json_t *stats_json(const Specd__V1__Stats *s)
 			 "tokens_per_second", s->tokens_per_second, "time_to_first_token_s",
 			 s->time_to_first_token_s, "draft_seconds", s->draft_seconds,
 			 "verify_seconds", s->verify_seconds, "seed", (json_int_t)s->seed);
+}
+
+static json_t *logprobs_json(const Specd__V1__Logprobs *l)
+{
+	json_t *top = json_array();
+	for (size_t i = 0; i < l->n_top; i++)
+		json_array_append_new(top, json_pack("{s:i, s:f}", "token", (int)l->top[i]->token,
+						     "logprob", (double)l->top[i]->logprob));
+	return json_pack("{s:f, s:o}", "logprob", (double)l->logprob, "top", top);
 }
 
 static void print_stats(const Specd__V1__Stats *s, Specd__V1__FinishReason why)
@@ -245,6 +265,8 @@ static int cmd_generate(struct client *c, const struct gen_opts *opts)
 	req.request_id = rid;
 	req.n_stop = o.n_stops;
 	req.stop = stops;
+	req.has_logprobs = o.has_logprobs;
+	req.logprobs = (uint32_t)o.logprobs;
 	req.has_max_tokens = o.has_max_tokens;
 	req.max_tokens = (uint32_t)o.max_tokens;
 	samp.has_temperature = o.has_temperature;
@@ -279,7 +301,7 @@ static int cmd_generate(struct client *c, const struct gen_opts *opts)
 		fprintf(stderr, "specctl: %s\n", err.msg);
 		return rc;
 	}
-	json_t *tokens = json_array();
+	json_t *tokens = json_array(), *logprobs = o.has_logprobs ? json_array() : NULL;
 	struct specd_buf text;
 	specd_buf_init(&text);
 	for (;;) {
@@ -309,6 +331,8 @@ static int cmd_generate(struct client *c, const struct gen_opts *opts)
 		}
 		for (size_t i = 0; i < r->n_tokens; i++)
 			json_array_append_new(tokens, json_integer(r->tokens[i]));
+		for (size_t i = 0; logprobs && i < r->n_logprobs; i++)
+			json_array_append_new(logprobs, logprobs_json(r->logprobs[i]));
 		if (r->text) {
 			if (o.json) {
 				specd_buf_append(&text, r->text, strlen(r->text));
@@ -325,6 +349,8 @@ static int cmd_generate(struct client *c, const struct gen_opts *opts)
 							text.data ? (char *)text.data : "", "tokens",
 							tokens, "finish_reason", finish_name(why));
 				tokens = NULL;
+				if (logprobs)
+					json_object_set(out, "logprobs", logprobs);
 				if (r->stats)
 					json_object_set_new(out, "stats", stats_json(r->stats));
 				json_dumpf(out, stdout, JSON_INDENT(2));
@@ -339,6 +365,7 @@ static int cmd_generate(struct client *c, const struct gen_opts *opts)
 		specd__v1__generate_response__free_unpacked(r, NULL);
 	}
 	json_decref(tokens);
+	json_decref(logprobs);
 	specd_buf_fini(&text);
 	return rc;
 }

@@ -41,6 +41,10 @@ struct draft_job {
 	struct sampler *target_s, *draft_s;
 	struct draft_proposal prop; /* tokens (k), q (k, n_vocab) host */
 	struct draft_metrics m;
+	uint32_t k;           /* drafted per step: 0 (plain) .. the engine's K */
+	bool plain;           /* no drafter for this job */
+	struct sampler_logprob *lp; /* (n_ctx + 1, lp_stride) host, or NULL */
+	uint32_t lp_stride, lp_cap; /* entries per token (0: none wanted); rows allocated */
 	uint32_t row0;        /* where this step's verify rows begin in the batch */
 	bool in_step;
 };
@@ -124,6 +128,7 @@ void draft_job_destroy(struct draft_job *j)
 	specd_free(j->tokens);
 	specd_free(j->prop.tokens);
 	specd_free(j->prop.q);
+	specd_free(j->lp);
 	specd_free(j);
 }
 
@@ -151,6 +156,8 @@ enum specd_status draft_job_create(struct draft_engine *e, uint32_t slot,
 		if (!j->prop.tokens || !j->prop.q)
 			goto nomem;
 	}
+	j->k = e->k;
+	j->plain = !e->drafter;
 	draft_metrics_init(&j->m, e->k);
 	*out = j;
 	return SPECD_OK;
@@ -211,6 +218,23 @@ static enum specd_status prefill(struct draft_engine *e, uint32_t slot, const in
 	return SPECD_OK;
 }
 
+/* Room for the job's log-probabilities: one row of lp_stride per output token. */
+static enum specd_status job_logprobs_reserve(struct draft_job *j, const struct draft_job_params *p)
+{
+	uint32_t stride = p->logprobs ? 1 + p->top_logprobs : 0;
+	uint32_t rows = p->max_tokens < j->eng->n_ctx ? p->max_tokens : j->eng->n_ctx;
+
+	j->lp_stride = stride;
+	if (!stride || (j->lp && (uint64_t)rows * stride <= j->lp_cap))
+		return SPECD_OK;
+	specd_free(j->lp);
+	j->lp_cap = 0;
+	if (!(j->lp = specd_malloc_array((size_t)rows * stride + 1, sizeof(*j->lp))))
+		return SPECD_NOMEM;
+	j->lp_cap = rows * stride + 1;
+	return SPECD_OK;
+}
+
 enum specd_status draft_job_start(struct draft_job *j, const int32_t *prompt, uint32_t n_prompt,
 				  const struct draft_job_params *p, struct specd_error *err)
 {
@@ -232,6 +256,17 @@ enum specd_status draft_job_start(struct draft_job *j, const int32_t *prompt, ui
 		if (prompt[i] < 0 || (uint32_t)prompt[i] >= e->n_vocab)
 			return specd_errorf(err, SPECD_INVAL, "engine: prompt token %u is id %d; "
 					    "the vocabulary has %u", i, (int)prompt[i], e->n_vocab);
+	if (p->spec_tokens > e->k)
+		return specd_errorf(err, SPECD_INVAL, "engine: %u speculative tokens for a job; "
+				    "this engine drafts at most %u", p->spec_tokens, e->k);
+	if (p->logprobs && p->top_logprobs > SAMPLER_MAX_TOP_LOGPROBS)
+		return specd_errorf(err, SPECD_INVAL, "engine: %u top log-probabilities, at most %d",
+				    p->top_logprobs, SAMPLER_MAX_TOP_LOGPROBS);
+	if ((st = job_logprobs_reserve(j, p)) != SPECD_OK)
+		return specd_errorf(err, st, "engine: out of memory for log-probabilities");
+	j->plain = p->plain || !e->drafter;
+	j->k = j->plain ? 0 : p->spec_tokens ? p->spec_tokens : e->k;
+	draft_metrics_init(&j->m, j->k);
 	dsp = p->sampling;
 	dsp.seed ^= DRAFT_SEED_MIX;
 	if ((st = sampler_reset(j->target_s, &p->sampling, err)) != SPECD_OK ||
@@ -246,7 +281,7 @@ enum specd_status draft_job_start(struct draft_job *j, const int32_t *prompt, ui
 		return st;
 	if ((st = prefill(e, j->slot, prompt, n_prompt - 1, err)) != SPECD_OK)
 		return st;
-	if (e->drafter) {
+	if (!j->plain) {
 		struct draft_seq seq = job_seq(j);
 		if ((st = draft_reset(e->drafter, &seq, err)) != SPECD_OK)
 			return st;
@@ -260,8 +295,11 @@ enum specd_status draft_job_start(struct draft_job *j, const int32_t *prompt, ui
 
 /* Appends the step's accepted tokens and `next` to the history and cuts the output at
  * EOS or max tokens. */
-static void job_emit(struct draft_job *j, const int32_t *acc, uint32_t n_acc, int32_t next)
+static void job_emit(struct draft_job *j, const int32_t *acc, uint32_t n_acc, int32_t next,
+		     const float *logits)
 {
+	const uint32_t n_vocab = j->eng->n_vocab;
+
 	for (uint32_t i = 0; i <= n_acc; i++) {
 		int32_t t = i < n_acc ? acc[i] : next;
 
@@ -272,6 +310,11 @@ static void job_emit(struct draft_job *j, const int32_t *acc, uint32_t n_acc, in
 			j->stop = DRAFT_STOP_EOS;
 			continue;
 		}
+		/* Row i of the verify logits is the distribution token i was drawn against;
+		 * its logits are finite (the verifier drew from them), so this cannot fail. */
+		if (j->lp_stride)
+			sampler_logprobs(logits + (size_t)i * n_vocab, (int32_t)n_vocab, t,
+					 j->lp_stride - 1, j->lp + (size_t)j->n_out * j->lp_stride);
 		if (++j->n_out == j->max_tokens)
 			j->stop = DRAFT_STOP_MAX_TOKENS;
 	}
@@ -286,7 +329,7 @@ static enum specd_status job_propose(struct draft_job *j, uint32_t budget, uint3
 				     struct specd_error *err)
 {
 	struct draft_engine *e = j->eng;
-	uint32_t n = j->n_tokens, k = e->k, left = j->max_tokens - j->n_out;
+	uint32_t n = j->n_tokens, k = j->k, left = j->max_tokens - j->n_out;
 	enum specd_status st = SPECD_OK;
 
 	*rows = 0;
@@ -300,7 +343,7 @@ static enum specd_status job_propose(struct draft_job *j, uint32_t budget, uint3
 		k = left - 1;
 	if (k > e->n_ctx - n)
 		k = e->n_ctx - n;
-	if (e->drafter && k > 0) {
+	if (!j->plain && k > 0) {
 		struct draft_seq seq = job_seq(j);
 		double t0 = specd_now();
 
@@ -330,10 +373,10 @@ static enum specd_status job_commit(struct draft_job *j, const float *logits,
 	if ((st = target_truncate(e, j->slot, n + v.n_accepted, err)) != SPECD_OK)
 		return st;
 	j->m.t_verify += specd_now() - t0;
-	job_emit(j, j->prop.tokens, v.n_accepted, v.next);
+	job_emit(j, j->prop.tokens, v.n_accepted, v.next, logits);
 	draft_metrics_add_step(&j->m, j->prop.n, v.n_accepted);
 	j->m.generated = j->n_out;
-	if (e->drafter) {
+	if (!j->plain) {
 		struct draft_seq seq = job_seq(j);
 
 		t0 = specd_now();
@@ -428,4 +471,15 @@ const int32_t *draft_job_output(const struct draft_job *j, uint32_t *n)
 const struct draft_metrics *draft_job_metrics(const struct draft_job *j)
 {
 	return &j->m;
+}
+
+const struct sampler_logprob *draft_job_logprobs(const struct draft_job *j, uint32_t *stride)
+{
+	*stride = j->lp_stride;
+	return j->lp_stride ? j->lp : NULL;
+}
+
+uint32_t draft_job_spec_tokens(const struct draft_job *j)
+{
+	return j->k;
 }

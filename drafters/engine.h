@@ -77,6 +77,15 @@ struct draft_job_params {
 	struct sampler_params sampling;
 	uint32_t max_tokens;     /* 0: nothing is generated */
 	int32_t eos;             /* the end-of-sequence id; < 0: none */
+	/* Speculation for this job: plain decoding (the drafter is neither told nor
+	 * asked), or spec_tokens drafted per step, 1 .. the engine's K (0: the engine's K).
+	 * Neither changes the output (greedy: bitwise; sampling: in distribution). */
+	bool plain;
+	uint32_t spec_tokens;
+	/* Log-probabilities of each output token (sampler_logprobs: the chosen token and
+	 * the top_logprobs most likely, top_logprobs <= SAMPLER_MAX_TOP_LOGPROBS). */
+	bool logprobs;
+	uint32_t top_logprobs;
 };
 
 struct draft_job;
@@ -109,5 +118,10 @@ enum draft_stop draft_job_stop(const struct draft_job *j);
  * and valid until its next step or start. */
 const int32_t *draft_job_output(const struct draft_job *j, uint32_t *n);
 const struct draft_metrics *draft_job_metrics(const struct draft_job *j);
+/* With params.logprobs: 1 + top_logprobs entries per output token (as draft_job_output
+ * counts them), in *stride; NULL without. Owned by the job, valid as the output is. */
+const struct sampler_logprob *draft_job_logprobs(const struct draft_job *j, uint32_t *stride);
+/* The tokens this job drafts per step (0 for plain decoding). */
+uint32_t draft_job_spec_tokens(const struct draft_job *j);
 
 #endif

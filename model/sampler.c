@@ -193,6 +193,47 @@ static void cand_heapify(struct sampler_cand *h, size_t n)
 		cand_sift(h, n, i);
 }
 
+static float logit_or_ninf(float z)
+{
+	return isnan(z) ? -INFINITY : z;
+}
+
+enum specd_status sampler_logprobs(const float *logits, int32_t n, int32_t chosen, uint32_t top,
+				   struct sampler_logprob *out)
+{
+	struct sampler_cand best[SAMPLER_MAX_TOP_LOGPROBS];
+	uint32_t n_best = 0;
+
+	if (!logits || !out || n < 1 || chosen < 0 || chosen >= n || top > SAMPLER_MAX_TOP_LOGPROBS)
+		return SPECD_INVAL;
+	int32_t arg = sampler_argmax(logits, n);
+	if (arg < 0 || logits[arg] == -INFINITY)
+		return SPECD_INVAL;
+	double max = logits[arg], sum = 0;
+	for (int32_t i = 0; i < n; i++) {
+		struct sampler_cand c = {.z = logit_or_ninf(logits[i]), .id = i};
+
+		sum += exp((double)c.z - max);
+		/* Insertion into the kept few, best first: top is small. */
+		if (top == 0 || (n_best == top && !cand_before(&c, &best[top - 1])))
+			continue;
+		uint32_t at = n_best < top ? n_best++ : top - 1;
+		while (at > 0 && cand_before(&c, &best[at - 1])) {
+			best[at] = best[at - 1];
+			at--;
+		}
+		best[at] = c;
+	}
+	double norm = max + log(sum);
+	out[0].token = chosen;
+	out[0].logprob = (float)(logit_or_ninf(logits[chosen]) - norm);
+	for (uint32_t i = 0; i < top; i++) {
+		out[1 + i].token = i < n_best ? best[i].id : -1;
+		out[1 + i].logprob = i < n_best ? (float)(best[i].z - norm) : -INFINITY;
+	}
+	return SPECD_OK;
+}
+
 static enum specd_status sampler_greedy_probs(const struct sampler *s, const float *logits,
 					      float *probs)
 {

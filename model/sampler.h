@@ -73,6 +73,24 @@ enum specd_status sampler_probs(struct sampler *s, const float *logits, float *p
  * Errors: SPECD_INVAL (NULL arguments, a negative or non-finite weight, total 0). */
 enum specd_status sampler_sample_probs(struct sampler *s, const float *probs, int32_t *token);
 
+/* One token's log-probability under the model's own distribution (log-softmax of the
+ * raw logits: before temperature, top-k and top-p). */
+struct sampler_logprob {
+	int32_t token;
+	float logprob;
+};
+
+#define SAMPLER_MAX_TOP_LOGPROBS 20
+
+/* Log-probabilities from n logits: out[0] is `chosen`'s, out[1..top] the `top` most
+ * likely tokens' in the sampler's order (logit descending, id ascending), fewer when
+ * n < top (the rest get token -1). The normaliser is summed in double in id order, so
+ * the result depends on the row alone. NaN logits count as -inf. top is at most
+ * SAMPLER_MAX_TOP_LOGPROBS. Errors: SPECD_INVAL (NULL arguments, n < 1, chosen out of
+ * range, top too large, no logit above -inf). Any thread; draws nothing. */
+enum specd_status sampler_logprobs(const float *logits, int32_t n, int32_t chosen, uint32_t top,
+				   struct sampler_logprob *out);
+
 /* A uniform draw in [0, 1) with 24 random bits (every value exactly a float), for the
  * verifier's acceptance test. */
 float sampler_uniform(struct sampler *s);

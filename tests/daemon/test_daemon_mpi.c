@@ -141,27 +141,22 @@ struct gen_result {
 	Specd__V1__FinishReason finish;
 	Specd__V1__Code code;
 	uint64_t drafted;
+	uint32_t spec_tokens;      /* from the stats */
+	char method[32];
+	float logprob[512];        /* each token's, when asked for */
+	uint32_t top_first[512];   /* the most likely token at each step */
+	size_t n_logprobs, n_top_min, n_top_max;
 };
 
-static void generate(struct client *c, const char *prompt, uint32_t max_tokens,
-		     const char *stop, struct gen_result *out)
+/* Sends req and collects every reply of the call into out. */
+static void generate_req(struct client *c, Specd__V1__GenerateRequest *req,
+			 struct gen_result *out)
 {
 	memset(out, 0, sizeof(*out));
-	Specd__V1__GenerateRequest req = SPECD__V1__GENERATE_REQUEST__INIT;
-	char p[1024], s[64];
-	snprintf(p, sizeof(p), "%s", prompt);
-	req.prompt = p;
-	req.has_max_tokens = 1;
-	req.max_tokens = max_tokens;
-	char *stops[1] = {s};
-	if (stop) {
-		snprintf(s, sizeof(s), "%s", stop);
-		req.n_stop = 1;
-		req.stop = stops;
-	}
+	out->n_top_min = SIZE_MAX;
 	struct specd_error err;
 	uint64_t call;
-	assert_int_equal(client_send(c, SPECD__V1__METHOD__GENERATE, &req.base, &call, &err),
+	assert_int_equal(client_send(c, SPECD__V1__METHOD__GENERATE, &req->base, &call, &err),
 			 SPECD_OK);
 	size_t tlen = 0;
 	for (;;) {
@@ -175,6 +170,16 @@ static void generate(struct client *c, const char *prompt, uint32_t max_tokens,
 			NULL, env->payload.len, env->payload.data);
 		specd__v1__envelope__free_unpacked(env, NULL);
 		assert_non_null(r);
+		assert_true(r->n_logprobs == 0 || r->n_logprobs == r->n_tokens);
+		for (size_t i = 0; i < r->n_logprobs && out->n_logprobs < 512; i++) {
+			const Specd__V1__Logprobs *l = r->logprobs[i];
+			out->logprob[out->n_logprobs] = l->logprob;
+			out->top_first[out->n_logprobs++] = l->n_top ? l->top[0]->token : UINT32_MAX;
+			if (l->n_top < out->n_top_min)
+				out->n_top_min = l->n_top;
+			if (l->n_top > out->n_top_max)
+				out->n_top_max = l->n_top;
+		}
 		for (size_t i = 0; i < r->n_tokens && out->n_tokens < 512; i++)
 			out->tokens[out->n_tokens++] = r->tokens[i];
 		if (r->text) {
@@ -185,13 +190,35 @@ static void generate(struct client *c, const char *prompt, uint32_t max_tokens,
 		}
 		if (end) {
 			out->finish = r->finish_reason;
-			if (r->stats)
+			if (r->stats) {
 				out->drafted = r->stats->drafted;
+				out->spec_tokens = r->stats->spec_tokens;
+				snprintf(out->method, sizeof(out->method), "%s",
+					 r->stats->method ? r->stats->method : "");
+			}
 			specd__v1__generate_response__free_unpacked(r, NULL);
 			return;
 		}
 		specd__v1__generate_response__free_unpacked(r, NULL);
 	}
+}
+
+static void generate(struct client *c, const char *prompt, uint32_t max_tokens,
+		     const char *stop, struct gen_result *out)
+{
+	Specd__V1__GenerateRequest req = SPECD__V1__GENERATE_REQUEST__INIT;
+	char p[1024], s[64];
+	snprintf(p, sizeof(p), "%s", prompt);
+	req.prompt = p;
+	req.has_max_tokens = 1;
+	req.max_tokens = max_tokens;
+	char *stops[1] = {s};
+	if (stop) {
+		snprintf(s, sizeof(s), "%s", stop);
+		req.n_stop = 1;
+		req.stop = stops;
+	}
+	generate_req(c, &req, out);
 }
 
 /* Plain greedy decoding in this process (method none): the reference. */
@@ -352,6 +379,75 @@ static void test_hostile__requests_refused_with_reasons(void **state)
 	assert_true(healthy());
 }
 
+/* A request's own speculation (none, a smaller K) and its log-probabilities: the same
+ * tokens as the cluster's setting, stats that say what ran, and what the cluster
+ * cannot do refused with a reason. */
+static void test_generate__speculation_override_and_logprobs(void **state)
+{
+	(void)state;
+	const char *prompt = "Lily and Ben went to the park. Lily and Ben";
+	uint32_t want[512];
+	size_t n_want = reference_greedy(prompt, 48, want);
+	char p[128], none[] = "none", ngram[] = "ngram", draft[] = "draft_model";
+	snprintf(p, sizeof(p), "%s", prompt);
+	const struct { char *method; int has_k; uint32_t k; uint32_t want_k; } cases[] = {
+		{NULL, 0, 0, 4}, {none, 0, 0, 0}, {ngram, 1, 2, 2}, {NULL, 1, 1, 1},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		Specd__V1__GenerateRequest req = SPECD__V1__GENERATE_REQUEST__INIT;
+		Specd__V1__Speculation sp = SPECD__V1__SPECULATION__INIT;
+		req.prompt = p;
+		req.has_max_tokens = 1;
+		req.max_tokens = 48;
+		req.has_logprobs = 1;
+		req.logprobs = 2;
+		sp.method = cases[i].method;
+		sp.has_spec_tokens = cases[i].has_k;
+		sp.spec_tokens = cases[i].k;
+		req.speculation = &sp;
+		struct client c;
+		connect_client(&c, TOKEN);
+		struct gen_result *r = calloc(1, sizeof(*r));
+		generate_req(&c, &req, r);
+		client_close(&c);
+		assert_int_equal(r->code, SPECD__V1__CODE__OK);
+		assert_int_equal(r->n_tokens, n_want);
+		assert_memory_equal(r->tokens, want, n_want * sizeof(uint32_t));
+		assert_int_equal(r->spec_tokens, cases[i].want_k);
+		assert_string_equal(r->method, cases[i].want_k ? "ngram" : "none");
+		if (!cases[i].want_k)
+			assert_int_equal(r->drafted, 0);
+		/* Greedy: each token is the most likely, its log-probability <= 0. */
+		assert_int_equal(r->n_logprobs, n_want);
+		assert_int_equal(r->n_top_min, 2);
+		assert_int_equal(r->n_top_max, 2);
+		for (size_t t = 0; t < n_want; t++) {
+			assert_int_equal(r->top_first[t], want[t]);
+			assert_true(r->logprob[t] <= 0.0f);
+		}
+		free(r);
+	}
+	/* A method the cluster has not loaded, a K above its own, too many logprobs. */
+	Specd__V1__GenerateRequest g = SPECD__V1__GENERATE_REQUEST__INIT;
+	Specd__V1__Speculation sp = SPECD__V1__SPECULATION__INIT;
+	g.prompt = p;
+	g.speculation = &sp;
+	sp.method = draft;
+	assert_int_equal(call_code(TOKEN, SPECD__V1__METHOD__GENERATE, &g.base),
+			 SPECD__V1__CODE__UNIMPLEMENTED);
+	sp.method = NULL;
+	sp.has_spec_tokens = 1;
+	sp.spec_tokens = 5;
+	assert_int_equal(call_code(TOKEN, SPECD__V1__METHOD__GENERATE, &g.base),
+			 SPECD__V1__CODE__INVALID_ARGUMENT);
+	g.speculation = NULL;
+	g.has_logprobs = 1;
+	g.logprobs = 21;
+	assert_int_equal(call_code(TOKEN, SPECD__V1__METHOD__GENERATE, &g.base),
+			 SPECD__V1__CODE__INVALID_ARGUMENT);
+	assert_true(healthy());
+}
+
 static void test_hostile__trickled_frame_and_too_many_connections(void **state)
 {
 	(void)state;
@@ -501,6 +597,7 @@ int main(void)
 		cmocka_unit_test(test_generate__stop_string_cuts_text),
 		cmocka_unit_test(test_hostile__frames_each_answered_and_next_client_served),
 		cmocka_unit_test(test_hostile__requests_refused_with_reasons),
+		cmocka_unit_test(test_generate__speculation_override_and_logprobs),
 		cmocka_unit_test(test_hostile__trickled_frame_and_too_many_connections),
 		cmocka_unit_test(test_cancel__from_another_connection_and_by_disconnect),
 		cmocka_unit_test(test_status__lists_ranks_and_decision),

@@ -473,6 +473,85 @@ static void test_engine__two_jobs_share_a_forward(void **state)
 	model_destroy(t);
 }
 
+/* A job's own speculation setting (plain, or fewer tokens than the engine drafts)
+ * changes nothing in its output, and its log-probabilities are bitwise those of plain
+ * decoding: the verify rows are the same batch-invariant logits. */
+static void test_engine__per_job_speculation_and_logprobs(void **state)
+{
+	(void)state;
+	struct model *t = fx_load(g_llama, 1, 0);
+	struct prompt p = {{1, 50, 60, 50, 60, 50, 60}, 7};
+	struct drafter *d = fx_drafter(DRAFT_METHOD_NGRAM, t, 4, 1, NULL, 1);
+	struct draft_engine_config plain_cfg = {.target = t};
+	struct draft_engine_config spec_cfg = {.target = t, .drafter = d, .spec_tokens = 4};
+	struct draft_engine *plain_e, *spec_e;
+	struct draft_job *pj, *sj;
+	enum { TOP = 3 };
+	struct draft_job_params jp = {.sampling = k_greedy, .max_tokens = MAX_GEN, .eos = -1,
+				      .logprobs = true, .top_logprobs = TOP};
+	assert_int_equal(draft_engine_create(&plain_cfg, &plain_e, NULL), SPECD_OK);
+	assert_int_equal(draft_engine_create(&spec_cfg, &spec_e, NULL), SPECD_OK);
+	assert_int_equal(draft_job_create(plain_e, 0, &pj, NULL), SPECD_OK);
+	assert_int_equal(draft_job_create(spec_e, 0, &sj, NULL), SPECD_OK);
+	assert_int_equal(draft_job_start(pj, p.ids, p.n, &jp, NULL), SPECD_OK);
+	while (draft_job_stop(pj) == DRAFT_STOP_NONE)
+		assert_int_equal(draft_job_step(pj, NULL), SPECD_OK);
+	uint32_t n_ref, stride;
+	const int32_t *ref = draft_job_output(pj, &n_ref);
+	const struct sampler_logprob *ref_lp = draft_job_logprobs(pj, &stride);
+	assert_non_null(ref_lp);
+	assert_int_equal(stride, 1 + TOP);
+	for (uint32_t i = 0; i < n_ref; i++) {
+		/* Greedy: the chosen token is the most likely. */
+		assert_int_equal(ref_lp[i * stride].token, ref[i]);
+		assert_int_equal(ref_lp[i * stride + 1].token, ref[i]);
+		assert_true(ref_lp[i * stride].logprob <= 0);
+		assert_true(ref_lp[i * stride + 1].logprob >= ref_lp[i * stride + 2].logprob);
+	}
+	static const struct { bool plain; uint32_t k, want_k; } cases[] = {
+		{false, 0, 4}, {false, 2, 2}, {false, 4, 4}, {true, 0, 0}, {true, 3, 0},
+	};
+	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+		jp.plain = cases[c].plain;
+		jp.spec_tokens = cases[c].k;
+		assert_int_equal(draft_job_start(sj, p.ids, p.n, &jp, NULL), SPECD_OK);
+		assert_int_equal(draft_job_spec_tokens(sj), cases[c].want_k);
+		while (draft_job_stop(sj) == DRAFT_STOP_NONE)
+			assert_int_equal(draft_job_step(sj, NULL), SPECD_OK);
+		uint32_t n, s2;
+		const int32_t *out = draft_job_output(sj, &n);
+		const struct sampler_logprob *lp = draft_job_logprobs(sj, &s2);
+		const struct draft_metrics *m = draft_job_metrics(sj);
+		assert_int_equal(n, n_ref);
+		assert_memory_equal(out, ref, n * sizeof(int32_t));
+		assert_int_equal(s2, stride);
+		assert_memory_equal(lp, ref_lp, (size_t)n * stride * sizeof(*lp));
+		if (cases[c].want_k == 0)
+			assert_int_equal(m->drafted, 0);
+		else
+			assert_true(m->drafted > 0 && m->steps < n); /* the repeats are drafted */
+		assert_true(m->drafted <= m->steps * cases[c].want_k);
+	}
+	/* More than the engine drafts, or too many alternatives: refused. */
+	jp.plain = false;
+	jp.spec_tokens = 5;
+	assert_int_equal(draft_job_start(sj, p.ids, p.n, &jp, NULL), SPECD_INVAL);
+	jp.spec_tokens = 0;
+	jp.top_logprobs = SAMPLER_MAX_TOP_LOGPROBS + 1;
+	assert_int_equal(draft_job_start(sj, p.ids, p.n, &jp, NULL), SPECD_INVAL);
+	/* Without logprobs: none kept. */
+	jp.logprobs = false;
+	assert_int_equal(draft_job_start(sj, p.ids, p.n, &jp, NULL), SPECD_OK);
+	assert_null(draft_job_logprobs(sj, &stride));
+	assert_int_equal(stride, 0);
+	draft_job_destroy(pj);
+	draft_job_destroy(sj);
+	draft_engine_destroy(plain_e);
+	draft_engine_destroy(spec_e);
+	draft_destroy(d);
+	model_destroy(t);
+}
+
 static void test_engine__refuses_a_draft_with_another_vocabulary(void **state)
 {
 	(void)state;
@@ -552,6 +631,7 @@ int main(void)
 		cmocka_unit_test(test_engine__draft_model_rolls_back_its_cache),
 		cmocka_unit_test(test_engine__cuts_at_eos_max_tokens_and_context),
 		cmocka_unit_test(test_engine__two_jobs_share_a_forward),
+		cmocka_unit_test(test_engine__per_job_speculation_and_logprobs),
 		cmocka_unit_test(test_engine__refuses_a_draft_with_another_vocabulary),
 	};
 	return cmocka_run_group_tests(tests, setup_models, teardown_models);

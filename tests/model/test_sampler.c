@@ -453,6 +453,44 @@ static void test_sampler_sample__allocates_nothing(void **state)
 	sampler_destroy(sp);
 }
 
+/* Log-probabilities: exact log-softmax of the raw logits, the top list in the
+ * sampler's order (ties to the lower id), NaN as -inf, and bad arguments refused. */
+static void test_sampler_logprobs__log_softmax_and_ordered_top(void **state)
+{
+	(void)state;
+	const float logits[6] = {1.0f, 3.0f, NAN, 3.0f, -2.0f, 0.5f};
+	struct sampler_logprob out[1 + 8];
+	double z = 0;
+	for (int i = 0; i < 6; i++)
+		if (!isnan(logits[i]))
+			z += exp((double)logits[i]);
+	assert_int_equal(sampler_logprobs(logits, 6, 4, 4, out), SPECD_OK);
+	assert_int_equal(out[0].token, 4);
+	assert_float_equal(out[0].logprob, -2.0 - log(z), 1e-6);
+	static const int32_t order[4] = {1, 3, 0, 5};
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(out[1 + i].token, order[i]);
+		assert_float_equal(out[1 + i].logprob, logits[order[i]] - log(z), 1e-6);
+	}
+	/* More alternatives than tokens: the NaN one comes last as -inf, then none. */
+	assert_int_equal(sampler_logprobs(logits, 6, 2, 8, out), SPECD_OK);
+	assert_true(isinf(out[0].logprob) && out[0].logprob < 0);
+	assert_int_equal(out[6].token, 2);
+	assert_int_equal(out[7].token, -1);
+	assert_int_equal(out[8].token, -1);
+	/* top 0: the chosen token only. */
+	out[1].token = 99;
+	assert_int_equal(sampler_logprobs(logits, 6, 1, 0, out), SPECD_OK);
+	assert_float_equal(out[0].logprob, 3.0 - log(z), 1e-6);
+	assert_int_equal(out[1].token, 99);
+	const float dead[2] = {-INFINITY, NAN};
+	assert_int_equal(sampler_logprobs(dead, 2, 0, 1, out), SPECD_INVAL);
+	assert_int_equal(sampler_logprobs(logits, 6, 6, 1, out), SPECD_INVAL);
+	assert_int_equal(sampler_logprobs(logits, 6, -1, 1, out), SPECD_INVAL);
+	assert_int_equal(sampler_logprobs(logits, 6, 0, SAMPLER_MAX_TOP_LOGPROBS + 1, out),
+			 SPECD_INVAL);
+}
+
 static void test_sampler_create__nomem(void **state)
 {
 	struct sampler_params p = { .temperature = 1.0f, .top_p = 1.0f };
@@ -494,6 +532,7 @@ int main(void)
 		cmocka_unit_test(test_sampler_params__rejects_bad_values),
 		cmocka_unit_test(test_sampler_logits__nan_and_inf),
 		cmocka_unit_test(test_sampler_sample__allocates_nothing),
+		cmocka_unit_test(test_sampler_logprobs__log_softmax_and_ordered_top),
 		cmocka_unit_test(test_sampler_create__nomem),
 	};
 
