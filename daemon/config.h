@@ -62,6 +62,7 @@ struct cfg_cluster {
 	int target_threads;
 	int target_slots;   /* sequences in the KV cache at once */
 	int target_context; /* KV rows per sequence; 0: the model's own context */
+	int target_batch_tokens; /* tokens per target forward at most; 0: slots x (K + 1) */
 
 	/* draft */
 	enum cfg_placement draft_placement;

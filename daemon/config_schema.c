@@ -87,6 +87,12 @@ const struct cfg_key cfg_schema[] = {
 	 .offset = OFF(target_slots), .def = "4", .imin = 1, .imax = 1024,
 	 .doc = "Sequences held in the KV cache at once: jobs that run together; the rest "
 		"queue. The cache is allocated at load, slots x context rows per layer."},
+	{.path = "target.batch_tokens", .type = CFG_TYPE_INT, .store = CFG_STORE_INT,
+	 .offset = OFF(target_batch_tokens), .def = "0", .imin = 0, .imax = 65536,
+	 .doc = "Tokens one target forward carries at most: the verify tokens (K + 1) of "
+		"every running sequence together. When they do not fit, each sequence drafts "
+		"fewer tokens (down to plain decoding) for that step. 0: slots x (K + 1), so "
+		"speculation is never cut; raised to K + 1 when lower."},
 	{.path = "target.context", .type = CFG_TYPE_INT, .store = CFG_STORE_INT,
 	 .offset = OFF(target_context), .def = "4096", .imin = 0, .imax = 1 << 20,
 	 .doc = "KV rows per sequence (prompt plus output), at most the model's own "

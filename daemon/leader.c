@@ -53,6 +53,7 @@ static struct runtime_config stack_config(const struct cluster *c, enum draft_me
 		.threads = (uint32_t)cfg->target_threads,
 		.n_slots = (uint32_t)cfg->target_slots,
 		.max_ctx = (uint32_t)cfg->target_context,
+		.batch_tokens = (uint32_t)cfg->target_batch_tokens,
 		.method = method,
 		.spec_tokens = k,
 		.prompt_lookup_min = (uint32_t)cfg->prompt_lookup_min,

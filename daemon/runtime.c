@@ -103,13 +103,16 @@ enum specd_status runtime_open(const struct runtime_config *cfg, struct runtime 
 	/* A verify batch holds K + 1 tokens of each running sequence. */
 	uint32_t n_slots = cfg->n_slots ? cfg->n_slots : 1;
 	uint32_t batch = spec ? n_slots * (cfg->spec_tokens + 1) : n_slots;
+	if (cfg->batch_tokens)
+		batch = spec && cfg->batch_tokens < cfg->spec_tokens + 1 ? cfg->spec_tokens + 1
+									   : cfg->batch_tokens;
 	uint32_t n_ctx = trained_context(rt->file);
 	if (cfg->max_ctx && (n_ctx == 0 || cfg->max_ctx < n_ctx))
 		n_ctx = cfg->max_ctx;
 	struct model_config mc = {
 		.n_slots = n_slots,
 		.n_ctx = n_ctx,
-		.max_batch = batch > MODEL_DEFAULT_MAX_BATCH ? batch : 0,
+		.max_batch = batch > MODEL_DEFAULT_MAX_BATCH || cfg->batch_tokens ? batch : 0,
 		.kern = rt->kern,
 	};
 	int tp_size = 1, tp_rank = 0;

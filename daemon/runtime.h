@@ -28,6 +28,7 @@ struct runtime_config {
 	uint32_t threads;          /* CPU threads of the backend; 0: 1 */
 	uint32_t n_slots;          /* sequences at once; 0: 1 */
 	uint32_t max_ctx;          /* KV rows per slot at most; 0: the model's context */
+	uint32_t batch_tokens;     /* tokens per forward at most (raised to K + 1); 0: n_slots x (K + 1) */
 	enum draft_method method;  /* none: plain decoding */
 	uint32_t spec_tokens;      /* K (ignored for none) */
 	uint32_t prompt_lookup_min, prompt_lookup_max; /* ngram; 0: defaults */

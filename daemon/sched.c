@@ -151,14 +151,31 @@ static void queue_push(struct sched *s, struct srv_cmd *c)
 	s->n_queued++;
 }
 
-static struct srv_cmd *queue_pop(struct sched *s)
+/* Takes the queued call of the client (connection) with the fewest running jobs, the
+ * oldest among equals: one client's burst cannot hold every slot while others wait. */
+static struct srv_cmd *queue_pop_fair(struct sched *s)
 {
-	struct mbox_item *it = s->queue_head;
-	if (!it)
+	struct mbox_item **best = NULL, *prev_of_best = NULL, *prev = NULL;
+	uint32_t best_running = UINT32_MAX;
+	for (struct mbox_item **pp = &s->queue_head; *pp; prev = *pp, pp = &(*pp)->next) {
+		uint64_t conn = ((struct srv_cmd *)*pp)->conn_id;
+		uint32_t n = 0;
+		for (uint32_t i = 0; i < s->cfg.n_slots; i++)
+			n += s->jobs[i].active && s->jobs[i].conn_id == conn;
+		if (n < best_running) {
+			best_running = n;
+			best = pp;
+			prev_of_best = prev;
+		}
+		if (n == 0)
+			break;
+	}
+	if (!best)
 		return NULL;
-	s->queue_head = it->next;
-	if (!s->queue_head)
-		s->queue_tail = NULL;
+	struct mbox_item *it = *best;
+	*best = it->next;
+	if (s->queue_tail == it)
+		s->queue_tail = prev_of_best;
 	s->n_queued--;
 	return (struct srv_cmd *)it;
 }
@@ -509,7 +526,7 @@ static void admit(struct sched *s)
 		struct sjob *j = &s->jobs[i];
 		if (j->active)
 			continue;
-		struct srv_cmd *c = queue_pop(s);
+		struct srv_cmd *c = queue_pop_fair(s);
 		struct specd_error err;
 		specd_error_clear(&err);
 		enum specd_status st = job_start(s, j, c, &err);

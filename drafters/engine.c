@@ -402,14 +402,20 @@ enum specd_status draft_engine_step(struct draft_engine *e, struct draft_job *co
 				return specd_errorf(err, SPECD_INVAL, "engine: jobs %u and %u share "
 						    "slot %u", k, i, jobs[i]->slot);
 	}
+	/* Each running job's fair share of the batch: when the drafts of all do not fit,
+	 * every job drafts fewer tokens (down to none) rather than some waiting a step. */
+	uint32_t live = 0;
+	for (uint32_t i = 0; i < n_jobs; i++)
+		live += jobs[i]->stop == DRAFT_STOP_NONE;
+	uint32_t share = live && e->max_rows / live > 1 ? e->max_rows / live : 1;
 	for (uint32_t i = 0; i < n_jobs; i++) {
 		struct draft_job *j = jobs[i];
-		uint32_t rows;
+		uint32_t rows, left = e->max_rows - used;
 
 		j->in_step = false;
 		if (j->stop != DRAFT_STOP_NONE)
 			continue;
-		if ((st = job_propose(j, e->max_rows - used, &rows, err)) != SPECD_OK)
+		if ((st = job_propose(j, share < left ? share : left, &rows, err)) != SPECD_OK)
 			return st;
 		if (rows == 0)
 			continue;

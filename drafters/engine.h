@@ -105,7 +105,10 @@ enum specd_status draft_job_start(struct draft_job *j, const int32_t *prompt, ui
 				  const struct draft_job_params *p, struct specd_error *err);
 
 /* One step for each job not yet stopped (at most one job per slot): every job emits at
- * least one token. Jobs whose tokens do not fit the batch wait for the next step.
+ * least one token. The batch (model_max_batch rows) is shared evenly: a job drafts at
+ * most share - 1 tokens, share = max(1, rows / running jobs), so under load every job
+ * drafts less instead of some waiting; only when there are more running jobs than rows
+ * do the last wait for the next step.
  * Errors: SPECD_INVAL (two jobs on one slot, a job not started), the forward's,
  * drafter's and verifier's errors; the jobs' state is then undefined: restart them. */
 enum specd_status draft_engine_step(struct draft_engine *e, struct draft_job *const *jobs,

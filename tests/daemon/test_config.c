@@ -77,6 +77,7 @@ static void test_defaults__apply_when_sections_omitted(void **state)
 	assert_int_equal(c->target_threads, 1);
 	assert_int_equal(c->target_slots, 4);
 	assert_int_equal(c->target_context, 4096);
+	assert_int_equal(c->target_batch_tokens, 0);
 	assert_int_equal(c->draft_placement, CFG_PLACEMENT_RANK);
 	assert_int_equal(c->draft_device, CFG_DEVICE_CPU);
 	assert_int_equal(c->draft_threads, 1);
@@ -116,6 +117,7 @@ static const char full_yaml[] =
 	"  threads: 8\n"
 	"  slots: 16\n"
 	"  context: 1024\n"
+	"  batch_tokens: 48\n"
 	"draft:\n"
 	"  placement: leader\n"
 	"  device: cuda\n"
@@ -166,6 +168,7 @@ static void test_full__every_key_parsed(void **state)
 	assert_int_equal(c->target_threads, 8);
 	assert_int_equal(c->target_slots, 16);
 	assert_int_equal(c->target_context, 1024);
+	assert_int_equal(c->target_batch_tokens, 48);
 	assert_int_equal(c->draft_placement, CFG_PLACEMENT_LEADER);
 	assert_int_equal(c->draft_device, CFG_DEVICE_CUDA);
 	assert_int_equal(c->draft_threads, 2);

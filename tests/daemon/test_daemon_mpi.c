@@ -27,7 +27,7 @@
 #include "test_support.h"
 
 #define TOKEN "s3cret-token"
-#define MAX_CONNS 4
+#define MAX_CONNS 10
 
 static char g_dir[256], g_model[512], g_sock[300], g_addr[320];
 static pid_t g_mpirun = -1;
@@ -76,7 +76,7 @@ static int setup(void **state)
 		 "cluster: {name: e2e}\n"
 		 "server:\n  listen: unix:%s\n  auth_token: " TOKEN "\n"
 		 "  limits: {frame_bytes: 64KiB, max_tokens: 200, jobs: 8, connections: %d}\n"
-		 "target: {model: %s, tensor_parallel: 1}\n"
+		 "target: {model: %s, tensor_parallel: 1, slots: 4, batch_tokens: 8}\n"
 		 "draft: {placement: leader}\n"
 		 "speculation: {method: ngram, num_speculative_tokens: 4}\n",
 		 g_sock, MAX_CONNS, g_model);
@@ -148,16 +148,21 @@ struct gen_result {
 	size_t n_logprobs, n_top_min, n_top_max;
 };
 
-/* Sends req and collects every reply of the call into out. */
-static void generate_req(struct client *c, Specd__V1__GenerateRequest *req,
-			 struct gen_result *out)
+static uint64_t generate_send(struct client *c, Specd__V1__GenerateRequest *req)
 {
-	memset(out, 0, sizeof(*out));
-	out->n_top_min = SIZE_MAX;
 	struct specd_error err;
 	uint64_t call;
 	assert_int_equal(client_send(c, SPECD__V1__METHOD__GENERATE, &req->base, &call, &err),
 			 SPECD_OK);
+	return call;
+}
+
+/* Collects every reply of Generate call `call` into out. */
+static void generate_collect(struct client *c, uint64_t call, struct gen_result *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->n_top_min = SIZE_MAX;
+	struct specd_error err;
 	size_t tlen = 0;
 	for (;;) {
 		Specd__V1__Envelope *env = NULL;
@@ -201,6 +206,12 @@ static void generate_req(struct client *c, Specd__V1__GenerateRequest *req,
 		}
 		specd__v1__generate_response__free_unpacked(r, NULL);
 	}
+}
+
+static void generate_req(struct client *c, Specd__V1__GenerateRequest *req,
+			 struct gen_result *out)
+{
+	generate_collect(c, generate_send(c, req), out);
 }
 
 static void generate(struct client *c, const char *prompt, uint32_t max_tokens,
@@ -448,6 +459,83 @@ static void test_generate__speculation_override_and_logprobs(void **state)
 	assert_true(healthy());
 }
 
+/* Continuous batching: more concurrent clients than KV slots (4), with different
+ * prompts, lengths, speculation and sampling. The extra jobs queue; with 4 running, the
+ * 8-token batch leaves each job 1 draft token a step instead of 4. Each greedy output
+ * equals the same prompt decoded alone; a job cancelled mid-batch leaves the others'
+ * outputs intact. */
+static void test_batch__concurrent_clients_each_equal_their_solo_run(void **state)
+{
+	(void)state;
+	enum { N = 7, CANCELLED = 5 };
+	static const char *const prompts[N] = {
+		"Once upon a time", "Lily and Ben went to the park. Lily and Ben",
+		"The cat sat on the mat. The cat", "Tom had a red ball.", "One day, a little bird",
+		"Sara liked to play with her doll.", "The sun was hot and the",
+	};
+	static const uint32_t lengths[N] = {120, 60, 90, 30, 150, 200, 75};
+	struct client c[N];
+	uint64_t call[N];
+	char text[N][128], none[] = "none", rid[] = "batch-cancel-me";
+	for (int i = 0; i < N; i++) {
+		Specd__V1__GenerateRequest req = SPECD__V1__GENERATE_REQUEST__INIT;
+		Specd__V1__Speculation sp = SPECD__V1__SPECULATION__INIT;
+		Specd__V1__Sampling samp = SPECD__V1__SAMPLING__INIT;
+		snprintf(text[i], sizeof(text[i]), "%s", prompts[i]);
+		req.prompt = text[i];
+		req.has_max_tokens = 1;
+		req.max_tokens = lengths[i];
+		if (i % 3 == 1) { /* this job alone without speculation */
+			sp.method = none;
+			req.speculation = &sp;
+		}
+		if (i % 3 == 2) { /* a smaller K */
+			sp.has_spec_tokens = 1;
+			sp.spec_tokens = 2;
+			req.speculation = &sp;
+		}
+		if (i == 3) { /* sampled: only its length is checked */
+			samp.has_temperature = samp.has_seed = 1;
+			samp.temperature = 0.8f;
+			samp.seed = 11;
+			req.sampling = &samp;
+		}
+		if (i == CANCELLED)
+			req.request_id = rid;
+		connect_client(&c[i], TOKEN);
+		call[i] = generate_send(&c[i], &req);
+	}
+	Specd__V1__CancelRequest cr = SPECD__V1__CANCEL_REQUEST__INIT;
+	cr.request_id = rid;
+	int code = call_code(TOKEN, SPECD__V1__METHOD__CANCEL, &cr.base);
+	struct gen_result *r = calloc(1, sizeof(*r));
+	for (int i = 0; i < N; i++) {
+		generate_collect(&c[i], call[i], r);
+		client_close(&c[i]);
+		assert_int_equal(r->code, SPECD__V1__CODE__OK);
+		if (i == CANCELLED) {
+			/* Cancelled while queued or running: either way it says so (or it had
+			 * finished first, when the cancel found nothing). */
+			assert_true(code == SPECD__V1__CODE__OK || code == SPECD__V1__CODE__NOT_FOUND);
+			assert_int_equal(r->finish, code == SPECD__V1__CODE__OK
+							    ? SPECD__V1__FINISH_REASON__CANCELLED_BY_CLIENT
+							    : SPECD__V1__FINISH_REASON__LENGTH);
+			continue;
+		}
+		if (i == 3) {
+			assert_true(r->n_tokens >= 1 && r->n_tokens <= lengths[i]);
+			continue;
+		}
+		uint32_t want[512];
+		size_t n = reference_greedy(prompts[i], lengths[i], want);
+		if (r->n_tokens != n || memcmp(r->tokens, want, n * sizeof(uint32_t)) != 0)
+			fail_msg("job %d (\"%s\"): its output in the batch differs from its solo run",
+				 i, prompts[i]);
+	}
+	free(r);
+	assert_true(healthy());
+}
+
 static void test_hostile__trickled_frame_and_too_many_connections(void **state)
 {
 	(void)state;
@@ -598,6 +686,7 @@ int main(void)
 		cmocka_unit_test(test_hostile__frames_each_answered_and_next_client_served),
 		cmocka_unit_test(test_hostile__requests_refused_with_reasons),
 		cmocka_unit_test(test_generate__speculation_override_and_logprobs),
+		cmocka_unit_test(test_batch__concurrent_clients_each_equal_their_solo_run),
 		cmocka_unit_test(test_hostile__trickled_frame_and_too_many_connections),
 		cmocka_unit_test(test_cancel__from_another_connection_and_by_disconnect),
 		cmocka_unit_test(test_status__lists_ranks_and_decision),

@@ -552,6 +552,57 @@ static void test_engine__per_job_speculation_and_logprobs(void **state)
 	model_destroy(t);
 }
 
+/* A batch too small for every job's K + 1: each job drafts its fair share (6 rows, 2
+ * jobs: 2 tokens each) and the outputs are still those of plain decoding. */
+static void test_engine__small_batch_lowers_each_jobs_k(void **state)
+{
+	(void)state;
+	struct model_config mc = {.n_slots = 2, .max_batch = 6};
+	struct model *t = NULL;
+	struct specd_error err;
+	assert_int_equal(model_load(g_llama, &mc, &t, &err), SPECD_OK);
+	struct prompt p[2] = {{{1, 50, 60, 50, 60, 50}, 6}, {{1, 70, 80, 70, 80, 70}, 6}};
+	int32_t ref[2][CAP];
+	for (int i = 0; i < 2; i++) {
+		struct model *alone = fx_load(g_llama, 1, 0);
+		assert_int_equal(fx_plain_greedy(alone, p[i].ids, p[i].n, MAX_GEN, ref[i]), MAX_GEN);
+		model_destroy(alone);
+	}
+	struct drafter *d = fx_drafter(DRAFT_METHOD_DRAFT_MODEL, t, 4, 2, g_llama, 0);
+	struct draft_engine_config ec = {.target = t, .drafter = d, .spec_tokens = 4};
+	struct draft_job_params jp = {.sampling = k_greedy, .max_tokens = MAX_GEN, .eos = -1};
+	struct draft_engine *e;
+	struct draft_job *j[2];
+	assert_int_equal(draft_engine_create(&ec, &e, NULL), SPECD_OK);
+	for (uint32_t i = 0; i < 2; i++) {
+		assert_int_equal(draft_job_create(e, i, &j[i], NULL), SPECD_OK);
+		assert_int_equal(draft_job_start(j[i], p[i].ids, p[i].n, &jp, NULL), SPECD_OK);
+	}
+	uint32_t steps = 0;
+	while (draft_job_stop(j[0]) == DRAFT_STOP_NONE && draft_job_stop(j[1]) == DRAFT_STOP_NONE) {
+		uint64_t before[2] = {draft_job_metrics(j[0])->drafted, draft_job_metrics(j[1])->drafted};
+		assert_int_equal(draft_engine_step(e, j, 2, NULL), SPECD_OK);
+		/* Self-drafting would take all 4; the shared batch allows 2 each. */
+		for (int i = 0; i < 2; i++)
+			assert_true(draft_job_metrics(j[i])->drafted - before[i] <= 2);
+		steps++;
+	}
+	while (draft_job_stop(j[0]) == DRAFT_STOP_NONE || draft_job_stop(j[1]) == DRAFT_STOP_NONE)
+		assert_int_equal(draft_engine_step(e, j, 2, NULL), SPECD_OK);
+	assert_true(steps > 0);
+	for (int i = 0; i < 2; i++) {
+		uint32_t n;
+		const int32_t *out = draft_job_output(j[i], &n);
+		assert_int_equal(n, MAX_GEN);
+		assert_memory_equal(out, ref[i], n * sizeof(int32_t));
+		assert_true(draft_job_metrics(j[i])->accepted > 0);
+		draft_job_destroy(j[i]);
+	}
+	draft_engine_destroy(e);
+	draft_destroy(d);
+	model_destroy(t);
+}
+
 static void test_engine__refuses_a_draft_with_another_vocabulary(void **state)
 {
 	(void)state;
@@ -632,6 +683,7 @@ int main(void)
 		cmocka_unit_test(test_engine__cuts_at_eos_max_tokens_and_context),
 		cmocka_unit_test(test_engine__two_jobs_share_a_forward),
 		cmocka_unit_test(test_engine__per_job_speculation_and_logprobs),
+		cmocka_unit_test(test_engine__small_batch_lowers_each_jobs_k),
 		cmocka_unit_test(test_engine__refuses_a_draft_with_another_vocabulary),
 	};
 	return cmocka_run_group_tests(tests, setup_models, teardown_models);
