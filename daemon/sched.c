@@ -311,6 +311,7 @@ static enum specd_status job_start(struct sched *s, struct sjob *j, const struct
 		.sampling = {.temperature = 0.0f, .top_k = 0, .top_p = 1.0f},
 		.eos = tok_eos(s->cfg.tok),
 		.logprobs = r->has_logprobs,
+		.defer_prefill = true,
 		.top_logprobs = r->has_logprobs ? r->logprobs : 0,
 	};
 	const Specd__V1__Speculation *over = r->speculation;

@@ -23,7 +23,8 @@ struct draft_engine {
 	draft_verify_fn *verify;
 	uint32_t n_vocab, n_ctx, n_slots;
 	uint32_t max_rows;    /* verify tokens per forward */
-	uint32_t *b_tok, *b_slot, *b_pos, *b_out; /* (max_rows) host */
+	uint32_t batch_rows;  /* tokens per forward: verify and deferred prefill together */
+	uint32_t *b_tok, *b_slot, *b_pos, *b_out; /* (batch_rows) host */
 	float *logits;        /* (max_rows, n_vocab) host */
 	float *work;          /* (2 * n_vocab) host: the verifier's */
 };
@@ -46,6 +47,8 @@ struct draft_job {
 	struct sampler_logprob *lp; /* (n_ctx + 1, lp_stride) host, or NULL */
 	uint32_t lp_stride, lp_cap; /* entries per token (0: none wanted); rows allocated */
 	uint32_t row0;        /* where this step's verify rows begin in the batch */
+	uint32_t n_prefilled; /* prompt tokens in the target's cache (deferred prefill) */
+	uint32_t pf_rows;     /* prompt tokens this step prefills */
 	bool in_step;
 };
 
@@ -104,10 +107,11 @@ enum specd_status draft_engine_create(const struct draft_engine_config *cfg,
 	e->n_slots = kv_n_slots(model_kv(cfg->target));
 	uint64_t rows = (uint64_t)e->n_slots * (k + 1);
 	e->max_rows = rows < mb ? (uint32_t)rows : mb;
-	e->b_tok = specd_malloc_array(e->max_rows, sizeof(uint32_t));
-	e->b_slot = specd_malloc_array(e->max_rows, sizeof(uint32_t));
-	e->b_pos = specd_malloc_array(e->max_rows, sizeof(uint32_t));
-	e->b_out = specd_malloc_array(e->max_rows, sizeof(uint32_t));
+	e->batch_rows = mb;
+	e->b_tok = specd_malloc_array(mb, sizeof(uint32_t));
+	e->b_slot = specd_malloc_array(mb, sizeof(uint32_t));
+	e->b_pos = specd_malloc_array(mb, sizeof(uint32_t));
+	e->b_out = specd_malloc_array(mb, sizeof(uint32_t));
 	e->logits = specd_malloc_array((size_t)e->max_rows * e->n_vocab, sizeof(float));
 	e->work = specd_malloc_array(2 * (size_t)e->n_vocab, sizeof(float));
 	if (!e->b_tok || !e->b_slot || !e->b_pos || !e->b_out || !e->logits || !e->work) {
@@ -200,8 +204,8 @@ static enum specd_status target_truncate(struct draft_engine *e, uint32_t slot, 
 static enum specd_status prefill(struct draft_engine *e, uint32_t slot, const int32_t *tokens,
 				 uint32_t n, struct specd_error *err)
 {
-	for (uint32_t s = 0; s < n; s += e->max_rows) {
-		uint32_t c = n - s < e->max_rows ? n - s : e->max_rows;
+	for (uint32_t s = 0; s < n; s += e->batch_rows) {
+		uint32_t c = n - s < e->batch_rows ? n - s : e->batch_rows;
 
 		for (uint32_t i = 0; i < c; i++) {
 			e->b_tok[i] = (uint32_t)tokens[s + i];
@@ -279,8 +283,12 @@ enum specd_status draft_job_start(struct draft_job *j, const int32_t *prompt, ui
 	j->m.n_prompt = n_prompt;
 	if ((st = target_truncate(e, j->slot, 0, err)) != SPECD_OK)
 		return st;
-	if ((st = prefill(e, j->slot, prompt, n_prompt - 1, err)) != SPECD_OK)
-		return st;
+	j->n_prefilled = 0;
+	if (!p->defer_prefill) {
+		if ((st = prefill(e, j->slot, prompt, n_prompt - 1, err)) != SPECD_OK)
+			return st;
+		j->n_prefilled = n_prompt - 1;
+	}
 	if (!j->plain) {
 		struct draft_seq seq = job_seq(j);
 		if ((st = draft_reset(e->drafter, &seq, err)) != SPECD_OK)
@@ -320,6 +328,12 @@ static void job_emit(struct draft_job *j, const int32_t *acc, uint32_t n_acc, in
 	}
 	if (j->stop == DRAFT_STOP_NONE && j->n_tokens - 1 == j->eng->n_ctx)
 		j->stop = DRAFT_STOP_CONTEXT;
+}
+
+/* Whether the job's prompt is still being prefilled inside the steps. */
+static bool job_prefilling(const struct draft_job *j)
+{
+	return j->n_prefilled + 1 < j->n_prompt;
 }
 
 /* Proposes for one job within `budget` batch rows; returns the rows it takes (0: it
@@ -403,17 +417,19 @@ enum specd_status draft_engine_step(struct draft_engine *e, struct draft_job *co
 						    "slot %u", k, i, jobs[i]->slot);
 	}
 	/* Each running job's fair share of the batch: when the drafts of all do not fit,
-	 * every job drafts fewer tokens (down to none) rather than some waiting a step. */
+	 * every job drafts fewer tokens (down to none) rather than some waiting a step,
+	 * and a prompt being prefilled gets at least its share too. */
 	uint32_t live = 0;
 	for (uint32_t i = 0; i < n_jobs; i++)
-		live += jobs[i]->stop == DRAFT_STOP_NONE;
+		live += jobs[i]->stop == DRAFT_STOP_NONE; /* a prompt being prefilled counts too */
 	uint32_t share = live && e->max_rows / live > 1 ? e->max_rows / live : 1;
 	for (uint32_t i = 0; i < n_jobs; i++) {
 		struct draft_job *j = jobs[i];
 		uint32_t rows, left = e->max_rows - used;
 
 		j->in_step = false;
-		if (j->stop != DRAFT_STOP_NONE)
+		j->pf_rows = 0;
+		if (j->stop != DRAFT_STOP_NONE || job_prefilling(j))
 			continue;
 		if ((st = job_propose(j, share < left ? share : left, &rows, err)) != SPECD_OK)
 			return st;
@@ -432,11 +448,27 @@ enum specd_status draft_engine_step(struct draft_engine *e, struct draft_job *co
 		j->in_step = true;
 		used += rows;
 	}
+	/* Deferred prompts fill the rest of the batch, after the verify rows (whose
+	 * logits rows are then their batch indices), a chunk at a time. */
+	uint32_t n_verify = used;
+	for (uint32_t i = 0; i < n_jobs && used < e->batch_rows; i++) {
+		struct draft_job *j = jobs[i];
+		if (j->stop != DRAFT_STOP_NONE || !job_prefilling(j))
+			continue;
+		uint32_t want = j->n_prompt - 1 - j->n_prefilled, room = e->batch_rows - used;
+		j->pf_rows = want < room ? want : room;
+		for (uint32_t t = 0; t < j->pf_rows; t++) {
+			e->b_tok[used + t] = (uint32_t)j->tokens[j->n_prefilled + t];
+			e->b_slot[used + t] = j->slot;
+			e->b_pos[used + t] = j->n_prefilled + t;
+		}
+		used += j->pf_rows;
+	}
 	if (used == 0)
 		return SPECD_OK;
 	struct model_batch b = {
 		.n_tokens = used, .tokens = e->b_tok, .slots = e->b_slot, .pos = e->b_pos,
-		.n_out = used, .out_idx = e->b_out, .logits = e->logits,
+		.n_out = n_verify, .out_idx = e->b_out, .logits = e->logits,
 	};
 	double t0 = specd_now();
 	if ((st = target_forward(e, &b, err)) != SPECD_OK)
@@ -445,6 +477,10 @@ enum specd_status draft_engine_step(struct draft_engine *e, struct draft_job *co
 	for (uint32_t i = 0; i < n_jobs; i++) {
 		struct draft_job *j = jobs[i];
 
+		if (j->pf_rows) {
+			j->n_prefilled += j->pf_rows;
+			j->m.t_prefill += t_fwd;
+		}
 		if (!j->in_step)
 			continue;
 		j->m.t_verify += t_fwd;

@@ -86,6 +86,11 @@ struct draft_job_params {
 	 * the top_logprobs most likely, top_logprobs <= SAMPLER_MAX_TOP_LOGPROBS). */
 	bool logprobs;
 	uint32_t top_logprobs;
+	/* Prefill the prompt inside draft_engine_step, in the rows the other jobs' verify
+	 * tokens leave free, rather than all at once in draft_job_start: a long prompt
+	 * then does not stall the running jobs (the daemon). The job emits nothing until
+	 * its prompt is in. The drafter's own prefill stays in draft_job_start. */
+	bool defer_prefill;
 };
 
 struct draft_job;
@@ -104,11 +109,13 @@ void draft_job_destroy(struct draft_job *j);
 enum specd_status draft_job_start(struct draft_job *j, const int32_t *prompt, uint32_t n_prompt,
 				  const struct draft_job_params *p, struct specd_error *err);
 
-/* One step for each job not yet stopped (at most one job per slot): every job emits at
- * least one token. The batch (model_max_batch rows) is shared evenly: a job drafts at
- * most share - 1 tokens, share = max(1, rows / running jobs), so under load every job
- * drafts less instead of some waiting; only when there are more running jobs than rows
- * do the last wait for the next step.
+/* One step for each job not yet stopped (at most one job per slot): every job past its
+ * prompt emits at least one token; a job still prefilling (defer_prefill) advances its
+ * prompt by as many tokens as the batch has room for after the verify rows. The batch
+ * (model_max_batch rows) is shared evenly: a job drafts at most share - 1 tokens,
+ * share = max(1, rows / running jobs, prefilling ones included), so under load every
+ * job drafts less instead of some waiting, and a prompt gets room to advance; only
+ * when there are more running jobs than rows do the last wait for the next step.
  * Errors: SPECD_INVAL (two jobs on one slot, a job not started), the forward's,
  * drafter's and verifier's errors; the jobs' state is then undefined: restart them. */
 enum specd_status draft_engine_step(struct draft_engine *e, struct draft_job *const *jobs,

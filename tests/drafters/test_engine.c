@@ -514,6 +514,7 @@ static void test_engine__per_job_speculation_and_logprobs(void **state)
 	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
 		jp.plain = cases[c].plain;
 		jp.spec_tokens = cases[c].k;
+		jp.defer_prefill = c % 2; /* the prompt through the steps: the same again */
 		assert_int_equal(draft_job_start(sj, p.ids, p.n, &jp, NULL), SPECD_OK);
 		assert_int_equal(draft_job_spec_tokens(sj), cases[c].want_k);
 		while (draft_job_stop(sj) == DRAFT_STOP_NONE)
@@ -533,6 +534,7 @@ static void test_engine__per_job_speculation_and_logprobs(void **state)
 		assert_true(m->drafted <= m->steps * cases[c].want_k);
 	}
 	/* More than the engine drafts, or too many alternatives: refused. */
+	jp.defer_prefill = false;
 	jp.plain = false;
 	jp.spec_tokens = 5;
 	assert_int_equal(draft_job_start(sj, p.ids, p.n, &jp, NULL), SPECD_INVAL);
@@ -561,7 +563,8 @@ static void test_engine__small_batch_lowers_each_jobs_k(void **state)
 	struct model *t = NULL;
 	struct specd_error err;
 	assert_int_equal(model_load(g_llama, &mc, &t, &err), SPECD_OK);
-	struct prompt p[2] = {{{1, 50, 60, 50, 60, 50}, 6}, {{1, 70, 80, 70, 80, 70}, 6}};
+	struct prompt p[2] = {{{1, 50, 60, 50, 60, 50}, 6},
+			      {{1, 70, 80, 70, 80, 70, 90, 91, 92, 93, 70, 80, 70}, 13}};
 	int32_t ref[2][CAP];
 	for (int i = 0; i < 2; i++) {
 		struct model *alone = fx_load(g_llama, 1, 0);
@@ -575,9 +578,18 @@ static void test_engine__small_batch_lowers_each_jobs_k(void **state)
 	struct draft_job *j[2];
 	assert_int_equal(draft_engine_create(&ec, &e, NULL), SPECD_OK);
 	for (uint32_t i = 0; i < 2; i++) {
+		/* The second prompt (12 tokens to prefill) goes through the 6-row steps. */
+		jp.defer_prefill = i == 1;
 		assert_int_equal(draft_job_create(e, i, &j[i], NULL), SPECD_OK);
 		assert_int_equal(draft_job_start(j[i], p[i].ids, p[i].n, &jp, NULL), SPECD_OK);
 	}
+	/* Step 1: job 0 verifies 3 rows (its share of 6), job 1 prefills the other 3. */
+	assert_int_equal(draft_engine_step(e, j, 2, NULL), SPECD_OK);
+	uint32_t n0, n1;
+	draft_job_output(j[0], &n0);
+	draft_job_output(j[1], &n1);
+	assert_true(n0 >= 1);
+	assert_int_equal(n1, 0);
 	uint32_t steps = 0;
 	while (draft_job_stop(j[0]) == DRAFT_STOP_NONE && draft_job_stop(j[1]) == DRAFT_STOP_NONE) {
 		uint64_t before[2] = {draft_job_metrics(j[0])->drafted, draft_job_metrics(j[1])->drafted};
