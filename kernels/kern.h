@@ -10,9 +10,14 @@
  * picks an algorithm by row count.
  *
  * Memory: all float and weight pointers are in the backend's address space (host
- * memory for the CPU backend). Activations are row-major; `ld*` arguments are the
- * stride between rows, in elements. Ops never allocate: a backend reserves what it
- * needs when it is created.
+ * memory for the CPU backend, device memory for CUDA), allocated with kern_alloc and
+ * filled with kern_upload / kern_upload_mat; kern_download brings results back. The
+ * integer arrays an op reads or writes (get_rows' ids, rope's positions, attention's
+ * mask, argmax's out) are host memory in every backend: a device backend uploads and
+ * downloads them itself. A backend whose ops_host_memory is set computes on host
+ * memory, so callers may use a file's mapping in place and pass their own buffers.
+ * Activations are row-major; `ld*` arguments are the stride between rows, in
+ * elements. Ops never allocate: a backend reserves what it needs when it is created.
  *
  * Errors: every op returns SPECD_OK or SPECD_INVAL for arguments it cannot run with
  * (a head size above KERN_MAX_HEAD_DIM, a row shorter than its stride, a visible row
@@ -21,9 +26,11 @@
 #ifndef SPECD_KERNELS_KERN_H
 #define SPECD_KERNELS_KERN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/error.h"
 #include "common/status.h"
 #include "kernels/dtype.h"
 
@@ -111,7 +118,28 @@ struct kern_ctx;
  * sources; `rows` counts independent rows. */
 struct kern_ops {
 	const char *name;
+	/* Backend pointers are ordinary host pointers (the CPU): the memory ops below are
+	 * then malloc and memcpy, and callers may skip them. */
+	bool host_memory;
 	void (*destroy)(struct kern_ctx *ctx);
+	/* Memory in the backend's address space, zeroed, aligned to 64 bytes. Errors:
+	 * SPECD_NOMEM (SPECD_CUDA for a device error). *out written only on success. */
+	enum specd_status (*alloc)(struct kern_ctx *ctx, size_t bytes, void **out);
+	/* Frees what alloc returned (after the ops using it have finished); NULL is a no-op. */
+	void (*free)(struct kern_ctx *ctx, void *p);
+	/* Host -> backend; src may be reused as soon as it returns. */
+	enum specd_status (*upload)(struct kern_ctx *ctx, void *dst, const void *src,
+				    size_t bytes);
+	/* Backend -> host, after every op issued so far: dst holds the data on return. */
+	enum specd_status (*download)(struct kern_ctx *ctx, void *dst, const void *src,
+				      size_t bytes);
+	/* The backend's own copy of a weight matrix in host memory, in a form its matmul
+	 * and get_rows take: out->type may differ from src->type (CUDA keeps f32, f16 and
+	 * bf16 and dequantises every other type to f32, exactly the CPU's values) and
+	 * out->row_bytes from src's. Free out->data with free. Errors: SPECD_INVAL (a
+	 * matrix the backend cannot hold), those of alloc. */
+	enum specd_status (*upload_mat)(struct kern_ctx *ctx, const struct kern_mat *src,
+					struct kern_mat *out);
 	/* y[r, o] = sum_i x[r, i] * W[o, i] (+ bias[o] when bias is not NULL), for r < rows,
 	 * o < w->n_out, i < w->n_in. y must not alias x. */
 	enum specd_status (*matmul)(struct kern_ctx *ctx, float *y, size_t ldy, const float *x,
@@ -138,11 +166,12 @@ struct kern_ops {
 	/* In place, each row of n floats becomes its softmax. */
 	enum specd_status (*softmax)(struct kern_ctx *ctx, float *x, size_t ldx, size_t rows,
 				     size_t n);
-	/* out[r] = index of the largest of row r's n floats (the lowest index on ties; NaN
-	 * never wins). n >= 1. */
+	/* out[r] (host memory) = index of the largest of row r's n floats (the lowest index
+	 * on ties; NaN never wins). n >= 1. Returns once out is written. */
 	enum specd_status (*argmax)(struct kern_ctx *ctx, uint32_t *out, const float *x,
 				    size_t ldx, size_t rows, size_t n);
-	/* memmove within the backend's memory. */
+	/* Copy within the backend's memory (memmove on the CPU; the CUDA backend needs
+	 * dst and src not to overlap). */
 	enum specd_status (*copy)(struct kern_ctx *ctx, void *dst, const void *src, size_t bytes);
 	/* Waits until every op issued so far has finished (a no-op on the CPU). */
 	enum specd_status (*sync)(struct kern_ctx *ctx);
@@ -180,6 +209,32 @@ enum specd_status kern_cpu_create(const struct kern_cpu_config *cfg, struct kern
  * NULL when ctx is another kind of backend. */
 const char *kern_cpu_isa_of(const struct kern_ctx *ctx);
 
+/* The CUDA backend (kernels/cuda/): one device, one stream, ops issued
+ * asynchronously on it (kern_sync and kern_download wait). Matmul is the backend's
+ * own kernel, not cuBLAS: one warp per output feature reads the weight row once per
+ * group of 8 rows, each lane sums a fixed stride of the row in f32 and a fixed
+ * shuffle tree combines the lanes, so an element's reduction order depends only on
+ * n_in (batch-invariant, no split-K). Weights are f32, f16 or bf16 on the device;
+ * quantised files are dequantised to f32 by kern_upload_mat (exact, 4-8x the memory
+ * of the file). Results agree with the CPU backend within float rounding (different
+ * summation orders), and bitwise with themselves whatever the row count.
+ *
+ * Built only with SPECD_CUDA; elsewhere kern_cuda_create returns SPECD_UNSUPPORTED. */
+struct kern_cuda_config {
+	int device; /* CUDA device index */
+	/* Bytes reserved for the host integer arrays ops upload (positions, masks, ids)
+	 * between two syncs; 0: 8 MiB. A batch needing more fails with SPECD_INVAL. */
+	size_t stage_bytes;
+};
+
+/* Creates the CUDA backend on cfg->device (cfg may be NULL: device 0). Errors:
+ * SPECD_UNSUPPORTED (built without CUDA, or no device: the message says which, with
+ * the runtime's words), SPECD_INVAL (a device index out of range), SPECD_CUDA,
+ * SPECD_NOMEM; err (may be NULL) says why. *out is written only on success; free it
+ * with kern_destroy. Compute thread: the backend binds the device to that thread. */
+enum specd_status kern_cuda_create(const struct kern_cuda_config *cfg, struct kern_ctx **out,
+				   struct specd_error *err);
+
 /* Frees a backend of any kind; NULL is a no-op. */
 static inline void kern_destroy(struct kern_ctx *ctx)
 {
@@ -190,6 +245,40 @@ static inline void kern_destroy(struct kern_ctx *ctx)
 static inline const char *kern_name(const struct kern_ctx *ctx)
 {
 	return ctx->ops->name;
+}
+
+static inline bool kern_host_memory(const struct kern_ctx *ctx)
+{
+	return ctx->ops->host_memory;
+}
+
+static inline enum specd_status kern_alloc(struct kern_ctx *ctx, size_t bytes, void **out)
+{
+	return ctx->ops->alloc(ctx, bytes, out);
+}
+
+static inline void kern_free(struct kern_ctx *ctx, void *p)
+{
+	ctx->ops->free(ctx, p);
+}
+
+static inline enum specd_status kern_upload(struct kern_ctx *ctx, void *dst, const void *src,
+					    size_t bytes)
+{
+	return ctx->ops->upload(ctx, dst, src, bytes);
+}
+
+static inline enum specd_status kern_download(struct kern_ctx *ctx, void *dst,
+					      const void *src, size_t bytes)
+{
+	return ctx->ops->download(ctx, dst, src, bytes);
+}
+
+static inline enum specd_status kern_upload_mat(struct kern_ctx *ctx,
+						const struct kern_mat *src,
+						struct kern_mat *out)
+{
+	return ctx->ops->upload_mat(ctx, src, out);
 }
 
 static inline enum specd_status kern_matmul(struct kern_ctx *ctx, float *y, size_t ldy,

@@ -176,6 +176,13 @@ enum specd_status gguf_writer_add_tensor(struct gguf_writer *w, const char *name
 enum specd_status gguf_writer_write(struct gguf_writer *w, const char *path, uint32_t version,
 				    struct specd_error *err);
 
+/* The file gguf_writer_write would write, for a writer holding keys only (no tensors),
+ * as a buffer the caller frees with specd_free: gguf_open_memory reads it (the views of
+ * model_file.h build their metadata so). Errors: SPECD_INVAL (tensors declared, bad
+ * version, a write under way), SPECD_NOMEM. */
+enum specd_status gguf_writer_image(struct gguf_writer *w, uint32_t version, void **out,
+				    size_t *size);
+
 /* Streaming, for models larger than memory: declare every tensor with data NULL, then
  * gguf_writer_begin writes header, metadata and tensor infos; then the tensors' bytes
  * are given in declaration order with gguf_writer_stream (any number of calls per

@@ -480,18 +480,27 @@ static enum specd_status parse(struct parser *ps)
 	return check_data(ps);
 }
 
-static enum specd_status open_common(const char *src, const void *data, size_t size, bool mapped,
-				     struct gguf_file **out, struct specd_error *err)
+/* Releases a base or an owned block as its kind says. */
+static void release(enum gguf_base kind, const void *p, size_t size)
+{
+	if (kind == GGUF_BASE_MAPPED)
+		munmap((void *)(uintptr_t)p, size);
+	else if (kind == GGUF_BASE_OWNED)
+		specd_free((void *)(uintptr_t)p);
+}
+
+static enum specd_status open_common(const char *src, const void *data, size_t size,
+				     enum gguf_base kind, struct gguf_file **out,
+				     struct specd_error *err)
 {
 	struct gguf_file *f = specd_calloc(1, sizeof(*f));
 	if (!f) {
-		if (mapped)
-			munmap((void *)(uintptr_t)data, size);
+		release(kind, data, size);
 		return specd_errorf(err, SPECD_NOMEM, "%s: no memory", src);
 	}
 	f->base = data;
 	f->size = size;
-	f->mapped = mapped;
+	f->base_kind = kind;
 	struct parser ps = {.src = src, .p = data, .size = size, .err = err, .f = f};
 	enum specd_status st = parse(&ps);
 	if (st != SPECD_OK) {
@@ -507,7 +516,7 @@ enum specd_status gguf_open_memory(const void *data, size_t size, struct gguf_fi
 {
 	if (!out || (!data && size))
 		return specd_errorf(err, SPECD_INVAL, "gguf_open_memory: NULL argument");
-	return open_common("<memory>", size ? data : "", size, false, out, err);
+	return open_common("<memory>", size ? data : "", size, GGUF_BASE_BORROWED, out, err);
 }
 
 enum specd_status gguf_open(const char *path, struct gguf_file **out, struct specd_error *err)
@@ -541,7 +550,7 @@ enum specd_status gguf_open(const char *path, struct gguf_file **out, struct spe
 	if (m == MAP_FAILED)
 		return specd_errorf(err, SPECD_IO, "%s: cannot map %lld bytes: %s", path,
 				    (long long)sb.st_size, strerror(e));
-	return open_common(path, m, (size_t)sb.st_size, true, out, err);
+	return open_common(path, m, (size_t)sb.st_size, GGUF_BASE_MAPPED, out, err);
 }
 
 void gguf_close(struct gguf_file *f)
@@ -556,7 +565,60 @@ void gguf_close(struct gguf_file *f)
 	specd_free(f->tensors);
 	specd_free(f->kv_hash);
 	specd_free(f->t_hash);
-	if (f->mapped)
-		munmap((void *)(uintptr_t)f->base, f->size);
+	for (uint64_t i = 0; i < f->n_owned; i++)
+		release(f->owned[i].map_size ? GGUF_BASE_MAPPED : GGUF_BASE_OWNED, f->owned[i].ptr,
+			f->owned[i].map_size);
+	specd_free(f->owned);
+	release(f->base_kind, f->base, f->size);
 	specd_free(f);
+}
+
+enum specd_status gguf_view_open(void *image, size_t size, const char *src,
+				 struct gguf_file **out, struct specd_error *err)
+{
+	return open_common(src, image, size, GGUF_BASE_OWNED, out, err);
+}
+
+enum specd_status gguf_view_own(struct gguf_file *f, void *ptr, size_t map_size)
+{
+	if (!grow((void **)&f->owned, f->n_owned, &f->owned_cap, sizeof(*f->owned))) {
+		release(map_size ? GGUF_BASE_MAPPED : GGUF_BASE_OWNED, ptr, map_size);
+		return SPECD_NOMEM;
+	}
+	f->owned[f->n_owned++] = (struct gguf_owned){.ptr = ptr, .map_size = map_size};
+	return SPECD_OK;
+}
+
+enum specd_status gguf_view_add_tensor(struct gguf_file *f, const char *name,
+				       enum kern_dtype type, uint32_t n_dims,
+				       const uint64_t *ne, const void *data)
+{
+	struct gguf_tensor t = {.type = type, .n_dims = n_dims, .n_elements = 1, .data = data};
+	if (!kern_dtype_known(type) || n_dims < 1 || n_dims > GGUF_MAX_DIMS)
+		return SPECD_INVAL;
+	for (uint32_t d = 0; d < GGUF_MAX_DIMS; d++) {
+		t.ne[d] = d < n_dims ? ne[d] : 1;
+		if (t.ne[d] == 0 || t.ne[d] > INT64_MAX / t.n_elements)
+			return SPECD_INVAL;
+		t.n_elements *= t.ne[d];
+	}
+	uint64_t rows = t.n_elements / t.ne[0];
+	size_t row = t.ne[0] <= SIZE_MAX ? kern_dtype_row_bytes(type, (size_t)t.ne[0]) : 0;
+	if (!row || row > INT64_MAX / rows)
+		return SPECD_INVAL;
+	t.nbytes = row * rows;
+	if (!grow((void **)&f->tensors, f->n_tensors, &f->tensors_cap, sizeof(*f->tensors)) ||
+	    !(t.name = specd_strdup(name)))
+		return SPECD_NOMEM;
+	f->tensors[f->n_tensors++] = t;
+	return SPECD_OK;
+}
+
+enum specd_status gguf_view_index(struct gguf_file *f, const char *src, struct specd_error *err)
+{
+	struct parser ps = {.src = src, .err = err, .f = f};
+	specd_free(f->t_hash); /* the empty index of gguf_view_open */
+	f->t_hash = NULL;
+	f->t_hash_cap = 0;
+	return build_hash(&ps, false);
 }

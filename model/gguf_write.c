@@ -374,6 +374,42 @@ static enum specd_status flush_held(struct gguf_writer *w, struct specd_error *e
 	return st;
 }
 
+/* Header, keys and tensor infos as they start the file; tensor offsets assigned. */
+static bool build_header(struct gguf_writer *w, uint32_t version, struct buf *h)
+{
+	bool ok = buf_put(h, GGUF_MAGIC, 4) && buf_u32(h, version) && buf_u64(h, w->n_t) &&
+		  buf_u64(h, w->n_kv);
+	for (size_t i = 0; ok && i < w->n_kv; i++)
+		ok = buf_str(h, w->kvs[i].key, strlen(w->kvs[i].key)) && buf_u32(h, w->kvs[i].type) &&
+		     buf_put(h, w->kvs[i].val.p, w->kvs[i].val.len);
+	uint64_t off = 0;
+	for (size_t i = 0; ok && i < w->n_t; i++) {
+		struct wtensor *t = &w->ts[i];
+		t->offset = off;
+		off += t->nbytes + (w->alignment - t->nbytes % w->alignment) % w->alignment;
+		ok = buf_str(h, t->name, strlen(t->name)) && buf_u32(h, t->n_dims);
+		for (uint32_t d = 0; ok && d < t->n_dims; d++)
+			ok = buf_u64(h, t->ne[d]);
+		ok = ok && buf_u32(h, (uint32_t)t->type) && buf_u64(h, t->offset);
+	}
+	return ok;
+}
+
+enum specd_status gguf_writer_image(struct gguf_writer *w, uint32_t version, void **out,
+				    size_t *size)
+{
+	struct buf h = {0};
+	if (!w || !out || !size || w->n_t || w->fp || (version != 2 && version != 3))
+		return SPECD_INVAL;
+	if (!build_header(w, version, &h)) {
+		specd_free(h.p);
+		return SPECD_NOMEM;
+	}
+	*out = h.p;
+	*size = h.len;
+	return SPECD_OK;
+}
+
 enum specd_status gguf_writer_begin(struct gguf_writer *w, const char *path, uint32_t version,
 				    struct specd_error *err)
 {
@@ -383,22 +419,7 @@ enum specd_status gguf_writer_begin(struct gguf_writer *w, const char *path, uin
 		return specd_errorf(err, SPECD_INVAL, "gguf writer: bad arguments or state");
 	if (version != 2 && version != 3)
 		return specd_errorf(err, SPECD_INVAL, "%s: cannot write GGUF version %u (2 or 3)", path, version);
-	bool ok = buf_put(&h, GGUF_MAGIC, 4) && buf_u32(&h, version) && buf_u64(&h, w->n_t) &&
-		  buf_u64(&h, w->n_kv);
-	for (size_t i = 0; ok && i < w->n_kv; i++)
-		ok = buf_str(&h, w->kvs[i].key, strlen(w->kvs[i].key)) && buf_u32(&h, w->kvs[i].type) &&
-		     buf_put(&h, w->kvs[i].val.p, w->kvs[i].val.len);
-	uint64_t off = 0;
-	for (size_t i = 0; ok && i < w->n_t; i++) {
-		struct wtensor *t = &w->ts[i];
-		t->offset = off;
-		off += t->nbytes + (w->alignment - t->nbytes % w->alignment) % w->alignment;
-		ok = buf_str(&h, t->name, strlen(t->name)) && buf_u32(&h, t->n_dims);
-		for (uint32_t d = 0; ok && d < t->n_dims; d++)
-			ok = buf_u64(&h, t->ne[d]);
-		ok = ok && buf_u32(&h, (uint32_t)t->type) && buf_u64(&h, t->offset);
-	}
-	if (!ok) {
+	if (!build_header(w, version, &h)) {
 		specd_free(h.p);
 		return specd_errorf(err, SPECD_NOMEM, "%s: no memory for the header", path);
 	}

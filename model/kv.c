@@ -14,8 +14,9 @@ struct kv_cache {
 	struct kv_config cfg;
 	size_t slot_floats;  /* n_ctx * row_floats */
 	size_t layer_floats; /* n_slots * slot_floats */
-	float *k;            /* (n_layers, n_slots, n_ctx, row_floats) host */
+	float *k;            /* (n_layers, n_slots, n_ctx, row_floats) host, or the device's */
 	float *v;            /* same */
+	struct kern_ctx *dev; /* the device backend holding k and v; NULL: host memory */
 	uint32_t *len;       /* (n_slots) rows committed */
 };
 
@@ -40,14 +41,25 @@ enum specd_status kv_create(const struct kv_config *cfg, struct kv_cache **out,
 	kv->cfg = *cfg;
 	kv->slot_floats = slot_floats;
 	kv->layer_floats = layer_floats;
-	/* calloc, not malloc + memset: pages of a large pool are touched only when used. */
-	kv->k = specd_calloc(total, sizeof(float));
-	kv->v = specd_calloc(total, sizeof(float));
+	enum specd_status st = SPECD_NOMEM;
+	if (cfg->kern && !kern_host_memory(cfg->kern)) {
+		void *k = NULL, *v = NULL;
+		kv->dev = cfg->kern;
+		if ((st = kern_alloc(kv->dev, total * sizeof(float), &k)) == SPECD_OK)
+			kv->k = k;
+		if (st == SPECD_OK && (st = kern_alloc(kv->dev, total * sizeof(float), &v)) == SPECD_OK)
+			kv->v = v;
+	} else {
+		/* calloc, not malloc + memset: pages of a large pool are touched only when used. */
+		kv->k = specd_calloc(total, sizeof(float));
+		kv->v = specd_calloc(total, sizeof(float));
+	}
 	kv->len = specd_calloc(cfg->n_slots, sizeof(uint32_t));
 	if (!kv->k || !kv->v || !kv->len) {
 		kv_destroy(kv);
-		return specd_errorf(err, SPECD_NOMEM, "kv cache: cannot allocate %zu bytes",
-				    2 * total * sizeof(float));
+		return specd_errorf(err, st == SPECD_OK ? SPECD_NOMEM : st,
+				    "kv cache: cannot allocate %zu bytes%s",
+				    2 * total * sizeof(float), cfg->kern ? " on the backend" : "");
 	}
 	*out = kv;
 	return SPECD_OK;
@@ -57,8 +69,13 @@ void kv_destroy(struct kv_cache *kv)
 {
 	if (!kv)
 		return;
-	specd_free(kv->k);
-	specd_free(kv->v);
+	if (kv->dev) {
+		kern_free(kv->dev, kv->k);
+		kern_free(kv->dev, kv->v);
+	} else {
+		specd_free(kv->k);
+		specd_free(kv->v);
+	}
 	specd_free(kv->len);
 	specd_free(kv);
 }
@@ -92,6 +109,16 @@ enum specd_status kv_truncate(struct kv_cache *kv, uint32_t slot, uint32_t len)
 	return SPECD_OK;
 }
 
+/* Distinct rows never overlap, which a device copy needs. */
+static enum specd_status row_copy(struct kv_cache *kv, float *dst, const float *src,
+				  size_t bytes)
+{
+	if (kv->dev)
+		return kern_copy(kv->dev, dst, src, bytes);
+	memcpy(dst, src, bytes);
+	return SPECD_OK;
+}
+
 enum specd_status kv_compact(struct kv_cache *kv, uint32_t slot, uint32_t base,
 			     const uint32_t *rows, uint32_t n)
 {
@@ -103,15 +130,17 @@ enum specd_status kv_compact(struct kv_cache *kv, uint32_t slot, uint32_t base,
 	}
 	/* rows[i] >= base + i (increasing from >= base), so copying in increasing i never
 	 * overwrites a row still to be read. */
-	size_t rf = kv->cfg.row_floats;
+	size_t bytes = kv->cfg.row_floats * sizeof(float);
 	for (uint32_t l = 0; l < kv->cfg.n_layers; l++) {
 		for (uint32_t i = 0; i < n; i++) {
 			if (rows[i] == base + i)
 				continue;
-			memcpy(kv_k_row(kv, l, slot, base + i), kv_k_row(kv, l, slot, rows[i]),
-			       rf * sizeof(float));
-			memcpy(kv_v_row(kv, l, slot, base + i), kv_v_row(kv, l, slot, rows[i]),
-			       rf * sizeof(float));
+			enum specd_status st;
+			if ((st = row_copy(kv, kv_k_row(kv, l, slot, base + i),
+					   kv_k_row(kv, l, slot, rows[i]), bytes)) != SPECD_OK ||
+			    (st = row_copy(kv, kv_v_row(kv, l, slot, base + i),
+					   kv_v_row(kv, l, slot, rows[i]), bytes)) != SPECD_OK)
+				return st;
 		}
 	}
 	kv->len[slot] = base + n;

@@ -23,12 +23,16 @@ struct kv_config {
 	uint32_t n_slots;    /* sequences held at once, >= 1 */
 	uint32_t n_ctx;      /* rows per slot, >= 1 */
 	uint32_t row_floats; /* floats per row of one layer: n_kv_heads * head_dim of this shard */
+	/* The backend whose memory holds the pool, borrowed; NULL or a host-memory
+	 * backend: host memory. Rows (kv_k_row, kv_layer_view) are in its memory. */
+	struct kern_ctx *kern;
 };
 
 struct kv_cache;
 
 /* Allocates the pool (zeroed, every slot empty). Errors: SPECD_INVAL (a zero field, or
- * a size that overflows), SPECD_NOMEM (the message says how many bytes). */
+ * a size that overflows), SPECD_NOMEM (the message says how many bytes), a device
+ * backend's allocation error. */
 enum specd_status kv_create(const struct kv_config *cfg, struct kv_cache **out,
 			    struct specd_error *err);
 /* NULL is a no-op. */
@@ -50,7 +54,7 @@ enum specd_status kv_truncate(struct kv_cache *kv, uint32_t slot, uint32_t len);
  * that order, as rows base .. base + n - 1, and sets the slot's length to base + n.
  * This is how the verifier keeps the accepted branch of a token tree. rows must be
  * increasing, each >= base and < kv_len. Errors: SPECD_INVAL (slot out of range,
- * base > kv_len, rows not as required). */
+ * base > kv_len, rows not as required), a device backend's copy error. */
 enum specd_status kv_compact(struct kv_cache *kv, uint32_t slot, uint32_t base,
 			     const uint32_t *rows, uint32_t n);
 

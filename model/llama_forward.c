@@ -106,12 +106,29 @@ static enum specd_status op_failed(struct specd_error *err, enum specd_status st
 			    specd_status_str(st));
 }
 
-/* Sums a row-parallel projection's partial results across shards, when sharded. */
+/* Sums a row-parallel projection's partial results across shards, when sharded. The
+ * hook takes host memory: a device backend's rows go through the host stage. */
 static enum specd_status allreduce(const struct model *m, float *buf, size_t n)
 {
 	if (!m->comm)
 		return SPECD_OK;
-	return m->comm->allreduce_sum(buf, n, m->comm->user);
+	if (kern_host_memory(m->kern) || m->comm->size == 1)
+		return m->comm->allreduce_sum(buf, n, m->comm->user);
+	enum specd_status st;
+	float *h = m->a.stage;
+	if ((st = kern_download(m->kern, h, buf, n * sizeof(float))) ||
+	    (st = m->comm->allreduce_sum(h, n, m->comm->user)))
+		return st;
+	return kern_upload(m->kern, buf, h, n * sizeof(float));
+}
+
+/* Activation rows into a caller's (host) buffer. */
+static enum specd_status to_host(const struct model *m, void *dst, const void *src,
+				 size_t bytes)
+{
+	if (kern_host_memory(m->kern))
+		return kern_copy(m->kern, dst, src, bytes);
+	return kern_download(m->kern, dst, src, bytes);
 }
 
 static enum specd_status attention_block(struct model *m, const struct model_batch *b,
@@ -225,8 +242,8 @@ static enum specd_status layer_outputs(struct model *m, const struct model_batch
 		if (b->layers[j] != l)
 			continue;
 		for (uint32_t i = 0; i < b->n_out; i++) {
-			enum specd_status st = kern_copy(
-				m->kern, b->layer_hidden + ((size_t)j * b->n_out + i) * dim,
+			enum specd_status st = to_host(
+				m, b->layer_hidden + ((size_t)j * b->n_out + i) * dim,
 				m->a.x + (size_t)b->out_idx[i] * dim, dim * sizeof(float));
 			if (st)
 				return op_failed(err, st, (int)l, "layer output");
@@ -254,11 +271,17 @@ static enum specd_status head(struct model *m, const struct model_batch *b,
 	if ((st = kern_rmsnorm(k, a->out, dim, a->out, dim, b->n_out, dim, m->output_norm,
 			       m->hp.rms_eps)))
 		return op_failed(err, st, -1, "output_norm");
-	if (b->hidden && (st = kern_copy(k, b->hidden, a->out, b->n_out * dim * sizeof(float))))
+	if (b->hidden && (st = to_host(m, b->hidden, a->out, b->n_out * dim * sizeof(float))))
 		return op_failed(err, st, -1, "hidden output");
-	if (b->logits &&
-	    (st = kern_matmul(k, b->logits, m->n_vocab, a->out, dim, b->n_out, &m->output, NULL)))
+	if (!b->logits)
+		return SPECD_OK;
+	/* A host backend writes the caller's rows directly; a device one its own. */
+	float *logits = a->logits ? a->logits : b->logits;
+	if ((st = kern_matmul(k, logits, m->n_vocab, a->out, dim, b->n_out, &m->output, NULL)))
 		return op_failed(err, st, -1, "output");
+	if (logits != b->logits &&
+	    (st = kern_download(k, b->logits, logits, (size_t)b->n_out * m->n_vocab * sizeof(float))))
+		return op_failed(err, st, -1, "logits download");
 	return SPECD_OK;
 }
 

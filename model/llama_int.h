@@ -23,7 +23,8 @@ struct llama_layer {
 };
 
 /* Activations and per-batch bookkeeping for max_batch tokens, allocated at load so
- * the forward never allocates. All host memory (the CPU backend's). */
+ * the forward never allocates. The float buffers up to `logits` are the backend's
+ * memory (kern_alloc: the device's for CUDA); the rest is host memory. */
 struct llama_acts {
 	float *x;        /* (max_batch, dim) the residual stream */
 	float *xb;       /* (max_batch, dim) normed input / projection output */
@@ -35,13 +36,17 @@ struct llama_acts {
 	float *hb;       /* (max_batch, ffn) gate, then silu(gate) * up */
 	float *hb2;      /* (max_batch, ffn) up */
 	float *out;      /* (max_batch, dim) rows chosen for output, final-normed */
+	float *zeros;    /* (dim) embedding rows of ids outside this shard's vocabulary */
+	float *logits;   /* (max_batch, n_vocab) device backends only: the LM head's
+			  * output before it is downloaded; NULL on a host backend */
+	float *stage;    /* (max_batch, dim) host, device backends with a hook only: the
+			  * all-reduce's buffer (the hook takes host memory) */
 	uint32_t *row;      /* (max_batch) cache row each token writes */
 	uint32_t *n_prefix; /* (max_batch) committed rows each token sees */
 	uint64_t *tree;     /* (max_batch, tree_words) ancestor-and-self bits, tree batches */
 	size_t tree_words;
 	uint32_t *len;      /* (n_slots) slot lengths as the batch advances them */
 	uint32_t *base;     /* (n_slots) slot lengths before the batch */
-	float *zeros;       /* (dim) embedding rows of ids outside this shard's vocabulary */
 	float *amax_val;    /* (max_batch) model_shard_argmax: local maxima */
 	int32_t *amax_idx;  /* (max_batch) and their whole-vocabulary ids */
 	uint32_t *amax_loc; /* (max_batch) local argmax */
@@ -81,6 +86,10 @@ struct model {
 	struct kern_ctx *kern;
 	const struct model_comm *comm; /* NULL or borrowed; size 1 runs whole */
 	void *copies; /* the shard's own weight buffer (O and down column slices) */
+	/* A device backend's copies of every weight (kern_upload_mat / kern_upload),
+	 * made once at load; the matrices and vectors below then point into them. */
+	void **dev_weights;
+	size_t n_dev_weights;
 
 	struct kern_mat tok_embd; /* (n_vocab rows of dim), this shard's rows */
 	const float *output_norm; /* (dim) */

@@ -79,7 +79,7 @@ static enum specd_status tensor(const struct loader *ld, const char *name, uint6
 static enum specd_status vec_f32(const struct loader *ld, const char *name, uint64_t n,
 				 bool required, const float **out)
 {
-	const struct gguf_tensor *t;
+	const struct gguf_tensor *t = NULL;
 	enum specd_status st = tensor(ld, name, n, 1, required, &t);
 	if (st != SPECD_OK)
 		return st;
@@ -98,7 +98,7 @@ static enum specd_status vec_f32(const struct loader *ld, const char *name, uint
 static enum specd_status mat(const struct loader *ld, const char *name, uint64_t n_in,
 			     uint64_t n_out, bool required, struct kern_mat *out, bool *found)
 {
-	const struct gguf_tensor *t;
+	const struct gguf_tensor *t = NULL;
 	enum specd_status st = tensor(ld, name, n_in, n_out, required, &t);
 	if (st != SPECD_OK)
 		return st;
@@ -218,45 +218,54 @@ static enum specd_status load_layer(const struct loader *ld, const struct model 
 	return SPECD_OK;
 }
 
-static float *alloc_floats(size_t rows, size_t cols)
+/* rows x cols floats of the backend's memory, zeroed; NULL when it cannot be had. */
+static float *alloc_floats(struct kern_ctx *k, size_t rows, size_t cols)
 {
+	void *p = NULL;
 	if (cols && rows > SIZE_MAX / sizeof(float) / cols)
 		return NULL;
-	return specd_aligned_alloc(64, rows * cols * sizeof(float));
+	if (kern_alloc(k, rows * cols * sizeof(float), &p) != SPECD_OK)
+		return NULL;
+	return p;
 }
 
 static enum specd_status alloc_acts(struct model *m, uint32_t n_slots)
 {
 	struct llama_acts *a = &m->a;
+	struct kern_ctx *k = m->kern;
 	size_t b = m->max_batch;
 	uint32_t size = m->shard.size;
+	bool device = !kern_host_memory(k);
 	a->tree_words = (b + 63) / 64;
-	a->x = alloc_floats(b, m->hp.dim);
-	a->xb = alloc_floats(b, m->hp.dim);
-	a->q = alloc_floats(b, m->q_dim);
-	a->k = alloc_floats(b, m->kv_dim);
-	a->v = alloc_floats(b, m->kv_dim);
-	a->att = alloc_floats(b, m->att_ld);
-	if (a->att) /* the padding columns are read by the O projection, never written */
-		memset(a->att, 0, b * m->att_ld * sizeof(float));
-	a->hb = alloc_floats(b, m->n_ffn);
-	a->hb2 = alloc_floats(b, m->n_ffn);
-	a->out = alloc_floats(b, m->hp.dim);
+	a->x = alloc_floats(k, b, m->hp.dim);
+	a->xb = alloc_floats(k, b, m->hp.dim);
+	a->q = alloc_floats(k, b, m->q_dim);
+	a->k = alloc_floats(k, b, m->kv_dim);
+	a->v = alloc_floats(k, b, m->kv_dim);
+	/* Zeroed: the padding columns are read by the O projection, never written. */
+	a->att = alloc_floats(k, b, m->att_ld);
+	a->hb = alloc_floats(k, b, m->n_ffn);
+	a->hb2 = alloc_floats(k, b, m->n_ffn);
+	a->out = alloc_floats(k, b, m->hp.dim);
+	a->zeros = alloc_floats(k, 1, m->hp.dim);
+	if (device)
+		a->logits = alloc_floats(k, b, m->n_vocab);
+	if (device && size > 1)
+		a->stage = specd_malloc_array(b * m->hp.dim, sizeof(float));
 	a->row = specd_malloc_array(b, sizeof(uint32_t));
 	a->n_prefix = specd_malloc_array(b, sizeof(uint32_t));
 	a->tree = specd_malloc_array(b * a->tree_words, sizeof(uint64_t));
 	a->len = specd_malloc_array(n_slots, sizeof(uint32_t));
 	a->base = specd_malloc_array(n_slots, sizeof(uint32_t));
-	a->zeros = specd_calloc(m->hp.dim, sizeof(float));
 	a->amax_val = specd_malloc_array(b, sizeof(float));
 	a->amax_idx = specd_malloc_array(b, sizeof(int32_t));
 	a->amax_loc = specd_malloc_array(b, sizeof(uint32_t));
 	a->counts = specd_malloc_array(size, sizeof(size_t));
 	a->displs = specd_malloc_array(size, sizeof(size_t));
 	if (!a->x || !a->xb || !a->q || !a->k || !a->v || !a->att || !a->hb || !a->hb2 ||
-	    !a->out || !a->row || !a->n_prefix || !a->tree || !a->len || !a->base ||
-	    !a->zeros || !a->amax_val || !a->amax_idx || !a->amax_loc || !a->counts ||
-	    !a->displs)
+	    !a->out || !a->zeros || (device && !a->logits) || (device && size > 1 && !a->stage) ||
+	    !a->row || !a->n_prefix || !a->tree || !a->len || !a->base || !a->amax_val ||
+	    !a->amax_idx || !a->amax_loc || !a->counts || !a->displs)
 		return SPECD_NOMEM;
 	for (uint32_t r = 0; r < size; r++) {
 		uint64_t v0 = (uint64_t)m->hp.n_vocab * r / size;
@@ -267,28 +276,118 @@ static enum specd_status alloc_acts(struct model *m, uint32_t n_slots)
 	return SPECD_OK;
 }
 
-static void free_acts(struct llama_acts *a)
+static void free_acts(struct kern_ctx *k, struct llama_acts *a)
 {
-	specd_free(a->x);
-	specd_free(a->xb);
-	specd_free(a->q);
-	specd_free(a->k);
-	specd_free(a->v);
-	specd_free(a->att);
-	specd_free(a->hb);
-	specd_free(a->hb2);
-	specd_free(a->out);
+	float *dev[] = {a->x, a->xb, a->q, a->k, a->v, a->att, a->hb, a->hb2, a->out,
+			a->zeros, a->logits};
+	for (size_t i = 0; k && i < sizeof(dev) / sizeof(dev[0]); i++)
+		kern_free(k, dev[i]);
+	specd_free(a->stage);
 	specd_free(a->row);
 	specd_free(a->n_prefix);
 	specd_free(a->tree);
 	specd_free(a->len);
 	specd_free(a->base);
-	specd_free(a->zeros);
 	specd_free(a->amax_val);
 	specd_free(a->amax_idx);
 	specd_free(a->amax_loc);
 	specd_free(a->counts);
 	specd_free(a->displs);
+}
+
+/* Weights on a device backend: each matrix and vector copied once into the backend's
+ * memory (quantised types as the backend keeps them, kern_upload_mat) and the model's
+ * pointers moved to the copies; the mapping is not read again. A host backend uses
+ * the mapping in place and nothing happens here. */
+#define WEIGHTS_PER_LAYER 12 /* 7 matrices, 2 norms, 3 biases */
+
+struct weight_upload {
+	struct model *m;
+	int layer; /* for messages; -1 outside the blocks */
+	struct specd_error *err;
+};
+
+static enum specd_status upload_failed(const struct weight_upload *u, enum specd_status st,
+				       const char *what)
+{
+	if (u->layer < 0)
+		return specd_errorf(u->err, st, "model: cannot upload %s to %s: %s", what,
+				    kern_name(u->m->kern), specd_status_str(st));
+	return specd_errorf(u->err, st, "model: cannot upload blk.%d.%s to %s: %s", u->layer,
+			    what, kern_name(u->m->kern), specd_status_str(st));
+}
+
+static enum specd_status upload_mat(struct weight_upload *u, struct kern_mat *w,
+				    const char *what)
+{
+	struct model *m = u->m;
+	struct kern_mat d;
+	enum specd_status st = kern_upload_mat(m->kern, w, &d);
+	if (st != SPECD_OK)
+		return upload_failed(u, st, what);
+	m->dev_weights[m->n_dev_weights++] = (void *)(uintptr_t)d.data;
+	*w = d;
+	return SPECD_OK;
+}
+
+static enum specd_status upload_vec(struct weight_upload *u, const float **v, size_t n,
+				    const char *what)
+{
+	struct model *m = u->m;
+	void *d = NULL;
+	if (!*v)
+		return SPECD_OK;
+	enum specd_status st = kern_alloc(m->kern, n * sizeof(float), &d);
+	if (st == SPECD_OK && (st = kern_upload(m->kern, d, *v, n * sizeof(float))) != SPECD_OK)
+		kern_free(m->kern, d);
+	if (st != SPECD_OK)
+		return upload_failed(u, st, what);
+	m->dev_weights[m->n_dev_weights++] = d;
+	*v = d;
+	return SPECD_OK;
+}
+
+static enum specd_status upload_weights(struct model *m, struct specd_error *err)
+{
+	struct weight_upload u = {.m = m, .layer = -1, .err = err};
+	size_t dim = m->hp.dim;
+	bool tied = m->output.data == m->tok_embd.data && m->output.n_out == m->tok_embd.n_out;
+	enum specd_status st;
+	m->dev_weights = specd_malloc_array(3 + (size_t)WEIGHTS_PER_LAYER * m->hp.n_layers,
+					    sizeof(void *));
+	if (!m->dev_weights)
+		return specd_errorf(err, SPECD_NOMEM, "model: out of memory");
+	if ((st = upload_mat(&u, &m->tok_embd, "token_embd")) ||
+	    (st = upload_vec(&u, &m->output_norm, dim, "output_norm")))
+		return st;
+	if (tied)
+		m->output = m->tok_embd;
+	else if ((st = upload_mat(&u, &m->output, "output")))
+		return st;
+	for (uint32_t l = 0; l < m->hp.n_layers; l++) {
+		struct llama_layer *ly = &m->layers[l];
+		u.layer = (int)l;
+		if ((st = upload_vec(&u, &ly->attn_norm, dim, "attn_norm")) ||
+		    (st = upload_vec(&u, &ly->ffn_norm, dim, "ffn_norm")) ||
+		    (st = upload_vec(&u, &ly->bq, m->q_dim, "attn_q.bias")) ||
+		    (st = upload_vec(&u, &ly->bk, m->kv_dim, "attn_k.bias")) ||
+		    (st = upload_vec(&u, &ly->bv, m->kv_dim, "attn_v.bias")) ||
+		    (st = upload_mat(&u, &ly->wq, "attn_q")) ||
+		    (st = upload_mat(&u, &ly->wk, "attn_k")) ||
+		    (st = upload_mat(&u, &ly->wv, "attn_v")) ||
+		    (st = upload_mat(&u, &ly->wo, "attn_output")) ||
+		    (st = upload_mat(&u, &ly->w_gate, "ffn_gate")) ||
+		    (st = upload_mat(&u, &ly->w_up, "ffn_up")) ||
+		    (st = upload_mat(&u, &ly->w_down, "ffn_down")))
+			return st;
+	}
+	/* The shard's column copies now live on the device. */
+	specd_free(m->copies);
+	m->copies = NULL;
+	if ((st = kern_sync(m->kern)) != SPECD_OK)
+		return specd_errorf(err, st, "model: weight upload to %s: %s", kern_name(m->kern),
+				    specd_status_str(st));
+	return SPECD_OK;
 }
 
 static enum specd_status check_config(const struct model_config *cfg, struct specd_error *err)
@@ -399,6 +498,9 @@ enum specd_status model_load_gguf(const struct gguf_file *f, const struct model_
 		m->kern = m->owned_kern;
 	}
 
+	if (!kern_host_memory(m->kern) && (st = upload_weights(m, err)) != SPECD_OK)
+		goto fail;
+
 	uint32_t n_slots = cfg->n_slots ? cfg->n_slots : 1;
 	m->max_batch = cfg->max_batch ? cfg->max_batch : MODEL_DEFAULT_MAX_BATCH;
 	struct kv_config kvc = {
@@ -406,6 +508,7 @@ enum specd_status model_load_gguf(const struct gguf_file *f, const struct model_
 		.n_slots = n_slots,
 		.n_ctx = cfg->n_ctx ? cfg->n_ctx : hp->n_ctx_train,
 		.row_floats = m->kv_dim,
+		.kern = m->kern,
 	};
 	if ((st = kv_create(&kvc, &m->kv, err)) != SPECD_OK)
 		goto fail;
@@ -459,8 +562,11 @@ void model_destroy(struct model *m)
 {
 	if (!m)
 		return;
-	free_acts(&m->a);
+	free_acts(m->kern, &m->a);
 	kv_destroy(m->kv);
+	for (size_t i = 0; i < m->n_dev_weights; i++)
+		kern_free(m->kern, m->dev_weights[i]);
+	specd_free(m->dev_weights);
 	specd_free(m->layers);
 	specd_free(m->groups);
 	specd_free(m->copies);

@@ -254,8 +254,16 @@ enum specd_status model_shard_argmax(struct model *m, const float *logits, uint3
 	if (rows == 0 || rows > m->max_batch || !logits || !out)
 		return specd_errorf(err, SPECD_INVAL, "argmax: %u rows, expected 1..%u", rows,
 				    m->max_batch);
-	enum specd_status st = kern_argmax(m->kern, a->amax_loc, logits, m->n_vocab, rows,
-					   m->n_vocab);
+	/* The logits are the caller's host rows; a device backend takes them back to run
+	 * its own argmax (the same op the forward's backend would use). */
+	const float *x = logits;
+	enum specd_status st = SPECD_OK;
+	if (a->logits) {
+		st = kern_upload(m->kern, a->logits, logits, (size_t)rows * m->n_vocab * sizeof(float));
+		x = a->logits;
+	}
+	if (st == SPECD_OK)
+		st = kern_argmax(m->kern, a->amax_loc, x, m->n_vocab, rows, m->n_vocab);
 	if (st != SPECD_OK)
 		return specd_errorf(err, st, "argmax: %s", specd_status_str(st));
 	if (!sharded(m)) {

@@ -12,9 +12,24 @@
  * architecture) and `specd.tokenizer.pre_regex` (the pre-tokenizer's regexes, taken
  * from tokenizer.json rather than from a name).
  *
+ * A folder holds config.json (model_type llama or qwen2, or their architectures
+ * class; rope_scaling and sliding windows are refused), model.safetensors or shards
+ * named by model.safetensors.index.json's weight_map, tokenizer.json (byte-level BPE:
+ * its pre_tokenizer must have a ByteLevel step; SentencePiece-style files are refused)
+ * and optionally tokenizer_config.json (bos/eos/unk tokens, add_bos_token,
+ * chat_template) and chat_template.jinja. Tensors may be F32, F16 or BF16; 1-D ones
+ * (norms, biases) are converted to f32 copies the view owns, as the loader wants, and
+ * so is a tensor whose data is not aligned for its type; everything else stays in the
+ * shards' mappings, so a tensor-parallel rank touches only its own slices. Unknown
+ * tensors (rotary_emb.inv_freq) and a tied lm_head are left out. gguf_mapping of a view
+ * gives its metadata only.
+ *
  * Threads: as gguf.h (the view is immutable once open). */
 #ifndef SPECD_MODEL_MODEL_FILE_H
 #define SPECD_MODEL_MODEL_FILE_H
+
+#include <stdbool.h>
+#include <stddef.h>
 
 #include "common/error.h"
 #include "common/status.h"
@@ -32,5 +47,11 @@ struct gguf_file;
  * tokenizer kind specd does not run), SPECD_NOMEM. *out is written only on success. */
 enum specd_status model_file_open(const char *path, struct gguf_file **out,
 				  struct specd_error *err);
+
+/* The names model_file_open gives Hugging Face tensors, both ways:
+ * "model.layers.3.self_attn.q_proj.weight" <-> "blk.3.attn_q.weight" (tools write
+ * folders with it). False when the name has no counterpart or does not fit in cap. */
+bool model_file_gguf_name(const char *hf_name, char *buf, size_t cap);
+bool model_file_hf_name(const char *gguf_name, char *buf, size_t cap);
 
 #endif

@@ -81,21 +81,31 @@ struct tok_bpe_vocab {
 	const char *const *merges;  /* "left right", rank = index */
 	const size_t *merge_lens;   /* NULL: merges are NUL-terminated */
 	const char *pre;            /* pre-tokenizer name; NULL: "gpt2" */
+	const char *const *pre_regex; /* n_pre_regex > 0: these regexes (PCRE2, applied in
+				       * order) instead of the name's; pre then only names
+				       * them (NULL: "custom") */
+	const size_t *pre_regex_lens; /* NULL: NUL-terminated */
+	size_t n_pre_regex;
 	int32_t bos, eos, unk;      /* ids, each < n */
 	bool add_bos;
 };
 
 /* Builds a BPE tokenizer (copies everything it needs; merges whose parts or result are
  * no piece are skipped, as they can never apply). Errors: SPECD_UNSUPPORTED (an unknown
- * pre-tokenizer name), SPECD_INVAL (as tok_create_spm, or a merge without a space),
- * SPECD_NOMEM. Any thread. */
+ * pre-tokenizer name, more than 8 regexes), SPECD_INVAL (as tok_create_spm, a merge
+ * without a space, a pre_regex PCRE2 does not compile), SPECD_NOMEM. Any thread. */
 enum specd_status tok_create_bpe(const struct tok_bpe_vocab *v, struct tok **out,
 				 struct specd_error *err);
+
+/* The one- or two-byte UTF-8 piece that stands for byte b in GPT-2's byte alphabet
+ * ("Ġ" for a space), written to out; returns its length (tools build BPE vocabularies). */
+size_t tok_bpe_byte_piece(unsigned char b, char out[2]);
 
 struct gguf_file;
 
 /* The vocabulary of a GGUF file: tokenizer.ggml.model "llama" gives SPM, "gpt2" BPE
- * (with tokenizer.ggml.merges and .pre). bos/eos/unk default to 1/2/0; add_bos_token
+ * (with tokenizer.ggml.merges and .pre, or the regexes of MODEL_KEY_PRE_REGEX, which a
+ * Hugging Face folder's view carries: model_file.h). bos/eos/unk default to 1/2/0; add_bos_token
  * defaults to true for SPM and false for BPE, add_space_prefix to true (SPM only). The
  * file may be closed afterwards. Errors: SPECD_UNSUPPORTED (another tokenizer model,
  * an unknown pre-tokenizer), SPECD_INVAL (a key missing or of the wrong type, array

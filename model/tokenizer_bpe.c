@@ -10,23 +10,21 @@
 #include "common/alloc.h"
 #include "tokenizer_int.h"
 
-#define BPE_MAX_RE 3
 
 /* The pre-tokenizers of llama.cpp and Hugging Face's tokenizer.json files for the
  * names GGUF's tokenizer.ggml.pre uses; each regex splits every piece the previous
  * one left, matches and the text between them alike becoming pieces. */
-#define RE_GPT2 "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+"
 #define RE_QWEN2_HEAD "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|"
 #define RE_QWEN2_TAIL "| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
 
 static const struct bpe_pre {
 	const char *name;
-	const char *re[BPE_MAX_RE];
+	const char *re[3];
 } bpe_pres[] = {
-	{"gpt2", {RE_GPT2}},
-	{"default", {RE_GPT2}},
+	{"gpt2", {TOK_RE_GPT2}},
+	{"default", {TOK_RE_GPT2}},
 	/* SmolLM's tokenizer.json: Digits(individual_digits) then ByteLevel's GPT-2 regex. */
-	{"smollm", {"\\p{N}", RE_GPT2}},
+	{"smollm", {"\\p{N}", TOK_RE_GPT2}},
 	{"qwen2", {RE_QWEN2_HEAD "\\p{N}" RE_QWEN2_TAIL}},
 	{"llama-bpe", {RE_QWEN2_HEAD "\\p{N}{1,3}" RE_QWEN2_TAIL}},
 	{"llama3", {RE_QWEN2_HEAD "\\p{N}{1,3}" RE_QWEN2_TAIL}},
@@ -40,7 +38,7 @@ struct bpe_merge {
 
 struct tok_bpe {
 	char pre[32];
-	pcre2_code *re[BPE_MAX_RE];
+	pcre2_code *re[TOK_BPE_MAX_RE];
 	int n_re;
 	struct bpe_merge *merges; /* open addressing, mask + 1 slots */
 	size_t mask;
@@ -92,6 +90,11 @@ static size_t bpe_utf8_put(uint32_t cp, char *out)
 	out[0] = (char)(0xc0 | cp >> 6);
 	out[1] = (char)(0x80 | (cp & 0x3f));
 	return 2; /* the alphabet stays below U+0800 */
+}
+
+size_t tok_bpe_byte_piece(unsigned char b, char out[2])
+{
+	return bpe_utf8_put(bpe_byte_to_cp(b), out);
 }
 
 size_t tok_bpe_piece_text(const char *p, size_t len, char *dst)
@@ -191,24 +194,24 @@ static enum specd_status bpe_add_merges(struct tok *t, struct tok_bpe *b,
 	return SPECD_OK;
 }
 
-static enum specd_status bpe_compile(struct tok_bpe *b, const struct bpe_pre *pre,
-				     struct specd_error *err)
+static enum specd_status bpe_compile(struct tok_bpe *b, const char *const *re,
+				     const size_t *lens, size_t n, struct specd_error *err)
 {
-	for (int i = 0; i < BPE_MAX_RE && pre->re[i]; i++) {
+	for (size_t i = 0; i < n && re[i]; i++) {
 		int code;
 		PCRE2_SIZE off;
 		PCRE2_UCHAR msg[160];
 
-		b->re[i] = pcre2_compile((PCRE2_SPTR)pre->re[i], PCRE2_ZERO_TERMINATED,
+		b->re[i] = pcre2_compile((PCRE2_SPTR)re[i], lens ? lens[i] : PCRE2_ZERO_TERMINATED,
 					 PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &code,
 					 &off, NULL);
 		if (!b->re[i]) {
 			pcre2_get_error_message(code, msg, sizeof(msg));
-			return specd_errorf(err, SPECD_INTERNAL,
-					    "tokenizer: pre-tokenizer %s regex %d: %s at %zu",
-					    pre->name, i, (const char *)msg, (size_t)off);
+			return specd_errorf(err, SPECD_INVAL,
+					    "tokenizer: pre-tokenizer %s regex %zu: %s at %zu",
+					    b->pre, i, (const char *)msg, (size_t)off);
 		}
-		b->n_re = i + 1;
+		b->n_re = (int)i + 1;
 		/* JIT is only speed: without it (some platforms) matching is the same. */
 		(void)pcre2_jit_compile(b->re[i], PCRE2_JIT_COMPLETE);
 	}
@@ -224,12 +227,18 @@ enum specd_status tok_create_bpe(const struct tok_bpe_vocab *v, struct tok **out
 	struct tok_bpe *b;
 	enum specd_status st;
 
-	if (!v || (v->n_merges > 0 && !v->merges))
+	if (!v || (v->n_merges > 0 && !v->merges) || (v->n_pre_regex && !v->pre_regex))
 		return specd_errorf(err, SPECD_INVAL, "tokenizer: no vocabulary");
-	for (size_t i = 0; i < sizeof(bpe_pres) / sizeof(bpe_pres[0]); i++)
+	if (v->n_pre_regex > TOK_BPE_MAX_RE)
+		return specd_errorf(err, SPECD_UNSUPPORTED,
+				    "tokenizer: %zu pre-tokenizer regexes (at most %d)", v->n_pre_regex,
+				    TOK_BPE_MAX_RE);
+	if (v->n_pre_regex)
+		pre_name = v->pre ? v->pre : "custom";
+	for (size_t i = 0; i < sizeof(bpe_pres) / sizeof(bpe_pres[0]) && !v->n_pre_regex; i++)
 		if (strcmp(pre_name, bpe_pres[i].name) == 0)
 			pre = &bpe_pres[i];
-	if (!pre)
+	if (!pre && !v->n_pre_regex)
 		return specd_errorf(err, SPECD_UNSUPPORTED,
 				    "tokenizer: pre-tokenizer \"%.40s\" is not supported (qwen2, "
 				    "smollm, gpt2, llama-bpe are)", pre_name);
@@ -247,14 +256,16 @@ enum specd_status tok_create_bpe(const struct tok_bpe_vocab *v, struct tok **out
 		goto fail;
 	}
 	t->bpe = b;
-	snprintf(b->pre, sizeof(b->pre), "%s", pre->name);
+	snprintf(b->pre, sizeof(b->pre), "%s", pre_name);
 	for (unsigned c = 0; c < 256; c++) {
 		char u[2];
-		size_t ul = bpe_utf8_put(bpe_byte_to_cp(c), u);
+		size_t ul = tok_bpe_byte_piece((unsigned char)c, u);
 
 		b->byte_sym[c] = tok_lookup(t, u, ul);
 	}
-	if ((st = bpe_compile(b, pre, err)) != SPECD_OK ||
+	if ((st = v->n_pre_regex ? bpe_compile(b, v->pre_regex, v->pre_regex_lens,
+						 v->n_pre_regex, err)
+				 : bpe_compile(b, pre->re, NULL, 3, err)) != SPECD_OK ||
 	    (st = bpe_add_merges(t, b, v, err)) != SPECD_OK)
 		goto fail;
 	*out = t;

@@ -6,6 +6,7 @@
 
 #include "common/alloc.h"
 #include "model/gguf.h"
+#include "model/model_file.h"
 
 #define KEY_MODEL "tokenizer.ggml.model"
 #define KEY_TOKENS "tokenizer.ggml.tokens"
@@ -98,8 +99,9 @@ static enum specd_status tok_load_bpe(const struct gguf_file *f, uint64_t n, str
 				      struct specd_error *err)
 {
 	struct tok_bpe_vocab v = {.n = (size_t)n};
-	const char **pieces = NULL, **merges = NULL;
-	size_t *lens = NULL, *merge_lens = NULL;
+	const char **pieces = NULL, **merges = NULL, **res = NULL;
+	size_t *lens = NULL, *merge_lens = NULL, *re_lens = NULL;
+	uint64_t n_re = 0;
 	void *types = NULL;
 	uint64_t n_merges = 0, got;
 	struct gguf_str pre;
@@ -127,8 +129,15 @@ static enum specd_status tok_load_bpe(const struct gguf_file *f, uint64_t n, str
 		st = tok_gguf_strs(f, KEY_TOKENS, &pieces, &lens, &got, err);
 	if (st == SPECD_OK && gguf_has_key(f, KEY_MERGES))
 		st = tok_gguf_strs(f, KEY_MERGES, &merges, &merge_lens, &n_merges, err);
+	if (st == SPECD_OK && gguf_has_key(f, MODEL_KEY_PRE_REGEX)) {
+		st = tok_gguf_strs(f, MODEL_KEY_PRE_REGEX, &res, &re_lens, &n_re, err);
+		v.pre = "tokenizer.json";
+	}
 	if (st != SPECD_OK)
 		goto fail;
+	v.pre_regex = res;
+	v.pre_regex_lens = re_lens;
+	v.n_pre_regex = (size_t)n_re;
 	v.pieces = pieces;
 	v.piece_lens = lens;
 	v.types = types;
@@ -141,6 +150,8 @@ fail:
 	specd_free(lens);
 	specd_free(merges);
 	specd_free(merge_lens);
+	specd_free(res);
+	specd_free(re_lens);
 	specd_free(types);
 	return st;
 }

@@ -8,6 +8,11 @@
 
 #include "tokenizer.h"
 
+/* GPT-2's pre-tokenizer regex (also Hugging Face's ByteLevel with use_regex), and the
+ * most regexes one pre-tokenizer may chain. */
+#define TOK_RE_GPT2 "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+"
+#define TOK_BPE_MAX_RE 8
+
 /* UTF-8 of "▁" (U+2581). */
 #define TOK_SPACE_MARK "\xe2\x96\x81"
 #define TOK_SPACE_MARK_LEN 3

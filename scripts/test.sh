@@ -20,10 +20,10 @@ say "running the unit and MPI tests under ASan+UBSan"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	ctest --test-dir "$SAN_DIR" --output-on-failure -L 'unit|mpi' -LE 'heavy|gpu|slow' -j 2
 FUZZ_DIR=${FUZZ_DIR:-$SPECD_ROOT/build-fuzz}
-BUILD_TARGETS=fuzz_frames configure_and_build "$FUZZ_DIR" -DCMAKE_C_COMPILER=clang -DSPECD_FUZZ=ON -DSPECD_CUDA=OFF \
+BUILD_TARGETS="fuzz_frames fuzz_safetensors" configure_and_build "$FUZZ_DIR" -DCMAKE_C_COMPILER=clang -DSPECD_FUZZ=ON -DSPECD_CUDA=OFF \
 	-DSPECD_SANITIZE=address,undefined -DCMAKE_BUILD_TYPE=RelWithDebInfo
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
-for target in fuzz_frames; do
+for target in fuzz_frames fuzz_safetensors; do
 	say "fuzzing $target for ${FUZZ_SECONDS} s"
 	corpus=$(mktemp -d)
 	cp "$SPECD_ROOT/tests/fuzz/corpus/${target#fuzz_}"/* "$corpus"/

@@ -9,16 +9,22 @@
  * scores. The minimum --vocab is 260 (specials, bytes and "▁"). Or, with --vocab-from
  * FILE.gguf, every tokenizer.* key of another model, so that the random model shares
  * its vocabulary (a draft model for a real target). */
+#include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "common/alloc.h"
 #include "kernels/dtype.h"
 #include "model/arch.h"
 #include "model/gguf.h"
+#include "model/model_file.h"
+#include "model/tokenizer.h"
+
+#include <jansson.h>
 
 #define VOCAB_MIN 260
 #define N_SPECIAL 3
@@ -35,6 +41,8 @@ struct opts {
 	uint32_t version;
 	double params; /* 0: shape from the flags */
 	const char *vocab_from; /* a GGUF whose tokenizer.* keys are copied */
+	const char *hf;         /* a Hugging Face folder to write too, or NULL */
+	uint64_t hf_shards;
 };
 
 /* splitmix64: tiny, and the same everywhere (no libc rand). */
@@ -144,6 +152,122 @@ fail:
 	specd_free(tokens);
 	specd_free(scores);
 	specd_free(types);
+	return st;
+}
+
+/* --- byte-level BPE vocabulary (--hf) -------------------------------------------- */
+
+#define BPE_N_SPECIAL 3
+static const char *const bpe_special[BPE_N_SPECIAL] = {"<|endoftext|>", "<|im_start|>",
+							"<|im_end|>"};
+#define BPE_BOS 0 /* of bpe_special */
+#define BPE_EOS 2
+#define CHATML_TEMPLATE                                                                     \
+	"{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + "         \
+	"message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt "   \
+	"%}{{ '<|im_start|>assistant\n' }}{% endif %}"
+
+struct bpe_vocab {
+	char **tokens;  /* (n) */
+	int32_t *types; /* (n) */
+	char **merges;  /* (n_merges) "left right" */
+	size_t n, n_merges;
+};
+
+static void bpe_vocab_free(struct bpe_vocab *v)
+{
+	for (size_t i = 0; v->tokens && i < v->n; i++)
+		specd_free(v->tokens[i]);
+	for (size_t i = 0; v->merges && i < v->n_merges; i++)
+		specd_free(v->merges[i]);
+	specd_free(v->tokens);
+	specd_free(v->types);
+	specd_free(v->merges);
+}
+
+static char *concat(const char *a, const char *sep, const char *b)
+{
+	size_t la = strlen(a), ls = strlen(sep), lb = strlen(b);
+	char *s = specd_malloc_array(la + ls + lb + 1, 1);
+	if (s) {
+		memcpy(s, a, la);
+		memcpy(s + la, sep, ls);
+		memcpy(s + la + ls, b, lb + 1);
+	}
+	return s;
+}
+
+/* Pieces 256.. are base + letter for every base of the level before (level 1: "Ġ"
+ * and the letters), each from the merge "base letter"; the specials end the list. */
+static bool bpe_vocab_build(uint64_t vocab, struct bpe_vocab *v)
+{
+	size_t n = (size_t)vocab, n_base = 27, b0 = 0, k = 256;
+	uint32_t *bases = specd_malloc_array(n + 27, sizeof(uint32_t));
+
+	*v = (struct bpe_vocab){.n = n};
+	v->tokens = specd_calloc(n, sizeof(char *));
+	v->types = specd_malloc_array(n, sizeof(int32_t));
+	v->merges = specd_calloc(n, sizeof(char *));
+	if (!bases || !v->tokens || !v->types || !v->merges)
+		goto fail;
+	for (unsigned b = 0; b < 256; b++) {
+		char u[3] = {0};
+		tok_bpe_byte_piece((unsigned char)b, u);
+		if (!(v->tokens[b] = specd_strdup(u)))
+			goto fail;
+		v->types[b] = 1; /* NORMAL */
+	}
+	bases[0] = ' ';
+	for (uint32_t c = 0; c < 26; c++)
+		bases[1 + c] = 'a' + c;
+	while (k < n - BPE_N_SPECIAL) {
+		size_t level0 = k;
+		for (size_t i = b0; i < b0 + n_base && k < n - BPE_N_SPECIAL; i++) {
+			for (uint32_t c = 0; c < 26 && k < n - BPE_N_SPECIAL; c++, k++) {
+				const char *base = v->tokens[bases[i]], *letter = v->tokens['a' + c];
+				if (!(v->tokens[k] = concat(base, "", letter)) ||
+				    !(v->merges[v->n_merges++] = concat(base, " ", letter)))
+					goto fail;
+				v->types[k] = 1;
+				bases[27 + k - 256] = (uint32_t)k;
+			}
+		}
+		b0 = 27 + level0 - 256;
+		n_base = k - level0;
+	}
+	for (size_t i = 0; i < BPE_N_SPECIAL; i++) {
+		if (!(v->tokens[n - BPE_N_SPECIAL + i] = specd_strdup(bpe_special[i])))
+			goto fail;
+		v->types[n - BPE_N_SPECIAL + i] = 3; /* CONTROL */
+	}
+	specd_free(bases);
+	return true;
+fail:
+	specd_free(bases);
+	bpe_vocab_free(v);
+	return false;
+}
+
+static enum specd_status add_bpe_vocab(struct gguf_writer *w, uint64_t vocab)
+{
+	struct bpe_vocab v;
+	enum specd_status st;
+	uint32_t first_special = (uint32_t)(vocab - BPE_N_SPECIAL);
+
+	if (!bpe_vocab_build(vocab, &v))
+		return SPECD_NOMEM;
+	if ((st = gguf_writer_set_str(w, "tokenizer.ggml.model", "gpt2")) != SPECD_OK ||
+	    (st = gguf_writer_set_str(w, "tokenizer.ggml.pre", "smollm")) != SPECD_OK ||
+	    (st = gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)v.tokens, v.n)) != SPECD_OK ||
+	    (st = gguf_writer_set_arr(w, "tokenizer.ggml.token_type", GGUF_TYPE_I32, v.types, v.n)) != SPECD_OK ||
+	    (st = gguf_writer_set_arr_str(w, "tokenizer.ggml.merges", (const char *const *)v.merges, v.n_merges)) != SPECD_OK ||
+	    (st = gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", first_special + BPE_BOS)) != SPECD_OK ||
+	    (st = gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", first_special + BPE_EOS)) != SPECD_OK ||
+	    (st = gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", true)) != SPECD_OK ||
+	    (st = gguf_writer_set_str(w, "tokenizer.chat_template", CHATML_TEMPLATE)) != SPECD_OK)
+		goto out;
+out:
+	bpe_vocab_free(&v);
 	return st;
 }
 
@@ -291,7 +415,7 @@ static enum specd_status add_hparams(struct gguf_writer *w, const struct opts *o
 			return SPECD_INVAL;
 		return n == o->vocab ? SPECD_OK : SPECD_INVAL; /* the file changed under us */
 	}
-	return add_vocab(w, o->vocab);
+	return o->hf ? add_bpe_vocab(w, o->vocab) : add_vocab(w, o->vocab);
 }
 
 enum init { INIT_MATRIX, INIT_NORM, INIT_BIAS };
@@ -391,6 +515,231 @@ static void fill_row(const struct tensor_plan *t, uint64_t *rng, float *row)
 	}
 }
 
+/* --- the Hugging Face folder (--hf) ---------------------------------------------- */
+
+struct hf_out {
+	FILE **fp;        /* (shards) */
+	uint64_t *data0;  /* (tensors) where each tensor's data starts in its shard */
+	uint32_t *shard;  /* (tensors) */
+	void *row;        /* one row in o->type */
+};
+
+static const char *hf_dtype(enum kern_dtype t)
+{
+	return t == KERN_F16 ? "F16" : t == KERN_BF16 ? "BF16" : "F32";
+}
+
+static bool hf_dump(json_t *root, const char *dir, const char *name)
+{
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	bool ok = root && json_dump_file(root, path, JSON_INDENT(2) | JSON_ENSURE_ASCII) == 0;
+	if (!ok)
+		fprintf(stderr, "specd-gen-model: cannot write %s\n", path);
+	json_decref(root);
+	return ok;
+}
+
+static bool hf_config(const struct opts *o)
+{
+	bool qwen = o->arch == MODEL_ARCH_QWEN2;
+	uint64_t first_special = o->vocab - BPE_N_SPECIAL;
+	json_t *c = json_pack("{s:[s],s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:I,s:b,s:s,s:I,s:I,s:s,s:n}",
+			      "architectures", qwen ? "Qwen2ForCausalLM" : "LlamaForCausalLM",
+			      "model_type", model_arch_name(o->arch),
+			      "hidden_size", (json_int_t)o->dim,
+			      "intermediate_size", (json_int_t)o->ffn,
+			      "num_hidden_layers", (json_int_t)o->layers,
+			      "num_attention_heads", (json_int_t)o->heads,
+			      "num_key_value_heads", (json_int_t)o->kv_heads,
+			      "max_position_embeddings", (json_int_t)o->ctx,
+			      "rms_norm_eps", (double)(qwen ? 1e-6f : 1e-5f),
+			      "rope_theta", (double)o->rope_theta,
+			      "vocab_size", (json_int_t)o->vocab,
+			      "tie_word_embeddings", o->tied,
+			      "torch_dtype", o->type == KERN_F16 ? "float16" : o->type == KERN_BF16 ? "bfloat16" : "float32",
+			      "bos_token_id", (json_int_t)(first_special + BPE_BOS),
+			      "eos_token_id", (json_int_t)(first_special + BPE_EOS),
+			      "hidden_act", "silu",
+			      "rope_scaling");
+	return hf_dump(c, o->hf, "config.json");
+}
+
+static bool hf_tokenizer(const struct opts *o)
+{
+	struct bpe_vocab v;
+	json_t *vocab = json_object(), *merges = json_array(), *added = json_array();
+	bool ok = vocab && merges && added && bpe_vocab_build(o->vocab, &v);
+
+	if (!ok) {
+		json_decref(vocab), json_decref(merges), json_decref(added);
+		return false;
+	}
+	for (size_t i = 0; ok && i < v.n - BPE_N_SPECIAL; i++)
+		ok = json_object_set_new(vocab, v.tokens[i], json_integer((json_int_t)i)) == 0;
+	for (size_t i = 0; ok && i < v.n_merges; i++)
+		ok = json_array_append_new(merges, json_string(v.merges[i])) == 0;
+	for (size_t i = 0; ok && i < BPE_N_SPECIAL; i++)
+		ok = json_array_append_new(added, json_pack("{s:I,s:s,s:b,s:b,s:b,s:b,s:b}",
+			"id", (json_int_t)(v.n - BPE_N_SPECIAL + i), "content", bpe_special[i],
+			"single_word", 0, "lstrip", 0, "rstrip", 0, "normalized", 0, "special", 1)) == 0;
+	bpe_vocab_free(&v);
+	/* SmolLM2's pre-tokenizer: single digits, then GPT-2's regex (GGUF pre "smollm"). */
+	json_t *t = json_pack("{s:s,s:n,s:n,s:o,s:n,s:{s:s,s:[{s:s,s:b},{s:s,s:b,s:b,s:b}]},"
+			      "s:n,s:{s:s,s:b,s:b,s:b},s:{s:s,s:n,s:n,s:n,s:n,s:b,s:b,s:o,s:o}}",
+			      "version", "1.0", "truncation", "padding", "added_tokens", added,
+			      "normalizer",
+			      "pre_tokenizer", "type", "Sequence", "pretokenizers",
+			      "type", "Digits", "individual_digits", 1,
+			      "type", "ByteLevel", "add_prefix_space", 0, "trim_offsets", 1, "use_regex", 1,
+			      "post_processor",
+			      "decoder", "type", "ByteLevel", "add_prefix_space", 1, "trim_offsets", 1,
+			      "use_regex", 1,
+			      "model", "type", "BPE", "dropout", "unk_token", "continuing_subword_prefix",
+			      "end_of_word_suffix", "fuse_unk", 0, "byte_fallback", 0, "vocab", vocab,
+			      "merges", merges);
+	if (!ok || !t) {
+		json_decref(t);
+		return false;
+	}
+	json_t *tc = json_pack("{s:b,s:b,s:s,s:s,s:s,s:I}", "add_bos_token", 1, "add_eos_token", 0,
+			       "bos_token", bpe_special[BPE_BOS], "eos_token", bpe_special[BPE_EOS],
+			       "chat_template", CHATML_TEMPLATE, "model_max_length", (json_int_t)o->ctx);
+	return hf_dump(t, o->hf, "tokenizer.json") && hf_dump(tc, o->hf, "tokenizer_config.json");
+}
+
+static void hf_shard_name(const struct opts *o, uint32_t s, char *buf, size_t cap)
+{
+	if (o->hf_shards == 1)
+		snprintf(buf, cap, "model.safetensors");
+	else
+		snprintf(buf, cap, "model-%05u-of-%05u.safetensors", s + 1, (unsigned)o->hf_shards);
+}
+
+static uint64_t hf_bytes(const struct opts *o, const struct tensor_plan *t)
+{
+	return kern_dtype_row_bytes(o->type, (size_t)t->ne[0]) * t->ne[1];
+}
+
+/* Opens shard s and writes its header: tensors [t0, t1) of the plan. */
+static bool hf_shard_begin(const struct opts *o, const struct tensor_plan *plan, size_t t0,
+			   size_t t1, uint32_t s, struct hf_out *h, json_t *weight_map)
+{
+	char name[64], path[4096], hfname[128];
+	json_t *hdr = json_pack("{s:{s:s}}", "__metadata__", "format", "pt");
+	uint64_t off = 0;
+	bool ok = hdr != NULL;
+
+	hf_shard_name(o, s, name, sizeof(name));
+	for (size_t i = t0; ok && i < t1; i++) {
+		const struct tensor_plan *t = &plan[i];
+		uint64_t nb = hf_bytes(o, t);
+		json_t *shape = t->n_dims == 1 ? json_pack("[I]", (json_int_t)t->ne[0])
+					       : json_pack("[I,I]", (json_int_t)t->ne[1], (json_int_t)t->ne[0]);
+		ok = model_file_hf_name(t->name, hfname, sizeof(hfname)) &&
+		     json_object_set_new(hdr, hfname, json_pack("{s:s,s:o,s:[I,I]}", "dtype",
+				hf_dtype(o->type), "shape", shape, "data_offsets",
+				(json_int_t)off, (json_int_t)(off + nb))) == 0 &&
+		     json_object_set_new(weight_map, hfname, json_string(name)) == 0;
+		h->data0[i] = off;
+		h->shard[i] = s;
+		off += nb;
+	}
+	char *text = ok ? json_dumps(hdr, JSON_COMPACT) : NULL;
+	json_decref(hdr);
+	if (!text)
+		return false;
+	size_t len = strlen(text), padded = (len + 7) / 8 * 8;
+	uint8_t n8[8];
+	for (int i = 0; i < 8; i++)
+		n8[i] = (uint8_t)((uint64_t)padded >> (8 * i));
+	snprintf(path, sizeof(path), "%s/%s", o->hf, name);
+	h->fp[s] = fopen(path, "wb");
+	ok = h->fp[s] && fwrite(n8, 1, 8, h->fp[s]) == 8 && fwrite(text, 1, len, h->fp[s]) == len &&
+	     fprintf(h->fp[s], "%*s", (int)(padded - len), "") == (int)(padded - len);
+	free(text);
+	for (size_t i = t0; i < t1; i++)
+		h->data0[i] += 8 + padded;
+	if (!ok)
+		fprintf(stderr, "specd-gen-model: cannot write %s\n", path);
+	return ok;
+}
+
+/* config.json, the tokenizer files, the shards' headers (and the index). */
+static bool hf_begin(const struct opts *o, const struct tensor_plan *plan, size_t n,
+		     uint64_t max_row, struct hf_out *h)
+{
+	uint32_t shards = (uint32_t)o->hf_shards;
+	json_t *weight_map = json_object();
+	uint64_t total = 0;
+	bool ok = weight_map != NULL;
+
+	h->fp = specd_calloc(shards, sizeof(FILE *));
+	h->data0 = specd_calloc(n, sizeof(uint64_t));
+	h->shard = specd_calloc(n, sizeof(uint32_t));
+	h->row = specd_malloc_array((size_t)max_row, sizeof(float));
+	if (!h->fp || !h->data0 || !h->shard || !h->row || !ok) {
+		json_decref(weight_map);
+		return false;
+	}
+	ok = hf_config(o) && hf_tokenizer(o);
+	for (uint32_t s = 0; ok && s < shards; s++)
+		ok = hf_shard_begin(o, plan, n * s / shards, n * (s + 1) / shards, s, h, weight_map);
+	for (size_t i = 0; i < n; i++)
+		total += hf_bytes(o, &plan[i]);
+	if (ok && shards > 1)
+		return hf_dump(json_pack("{s:{s:I},s:o}", "metadata", "total_size", (json_int_t)total,
+					 "weight_map", weight_map), o->hf, "model.safetensors.index.json");
+	json_decref(weight_map);
+	return ok;
+}
+
+/* Row r of plan tensor i (values in `row`, already rounded to o->type for vectors):
+ * where Hugging Face keeps it. llama.cpp's converter permutes q and k so that GGUF's
+ * adjacent RoPE pairs (2i, 2i+1) are Hugging Face's (i, i + d/2): GGUF row h*d + 2i + j
+ * is Hugging Face row h*d + j*d/2 + i. */
+static bool hf_row(const struct opts *o, const struct tensor_plan *t, size_t i, uint64_t r,
+		   const float *row, struct hf_out *h)
+{
+	uint64_t hd = o->dim / o->heads, hf_r = r;
+	const char *dot = strchr(t->name, '.');
+	bool qk = o->arch == MODEL_ARCH_LLAMA && t->n_dims == 2 && dot &&
+		  (strstr(dot, ".attn_q.weight") || strstr(dot, ".attn_k.weight"));
+	if (qk)
+		hf_r = r / hd * hd + (r % hd % 2) * (hd / 2) + r % hd / 2;
+	size_t rb = kern_dtype_row_bytes(o->type, (size_t)t->ne[0]);
+	FILE *fp = h->fp[h->shard[i]];
+	kern_quant_row(o->type, row, h->row, (size_t)t->ne[0]);
+	return fseek(fp, (long)(h->data0[i] + hf_r * rb), SEEK_SET) == 0 &&
+	       fwrite(h->row, 1, rb, fp) == rb;
+}
+
+/* Closes the shards and frees h (again: a no-op); false when a close failed. */
+static bool hf_finish(const struct opts *o, struct hf_out *h)
+{
+	bool ok = true;
+	for (uint64_t s = 0; h->fp && s < o->hf_shards; s++)
+		if (h->fp[s] && fclose(h->fp[s]) != 0)
+			ok = false;
+	specd_free(h->fp);
+	specd_free(h->data0);
+	specd_free(h->shard);
+	specd_free(h->row);
+	*h = (struct hf_out){0};
+	return ok;
+}
+
+/* A vector as f16/bf16 safetensors hold it and the GGUF twin's f32 copy must equal. */
+static void round_to(enum kern_dtype type, float *row, uint64_t n)
+{
+	for (uint64_t i = 0; i < n; i++) {
+		if (type == KERN_F16)
+			row[i] = kern_f16_to_f32(kern_f32_to_f16(row[i]));
+		else if (type == KERN_BF16)
+			row[i] = kern_bf16_to_f32(kern_f32_to_bf16(row[i]));
+	}
+}
+
 static int generate(const struct opts *o)
 {
 	struct gguf_writer *w = NULL;
@@ -398,6 +747,7 @@ static int generate(const struct opts *o)
 	struct tensor_plan *plan = NULL;
 	float *row = NULL;
 	void *qrow = NULL;
+	struct hf_out hf = {0};
 	int rc = 1;
 	size_t n = plan_tensors(o, NULL);
 	uint64_t params = model_params(o), done = 0, next_report = 0;
@@ -423,6 +773,12 @@ static int generate(const struct opts *o)
 		fprintf(stderr, "specd-gen-model: cannot build the model: %s\n", specd_status_str(st));
 		goto fail;
 	}
+	if (o->hf && (mkdir(o->hf, 0755) != 0 && errno != EEXIST)) {
+		fprintf(stderr, "specd-gen-model: cannot create %s: %s\n", o->hf, strerror(errno));
+		goto fail;
+	}
+	if (o->hf && !hf_begin(o, plan, n, max_row, &hf))
+		goto fail;
 	if (gguf_writer_begin(w, o->out, o->version, &err) != SPECD_OK)
 		goto io_fail;
 	for (size_t i = 0; i < n; i++) {
@@ -431,6 +787,12 @@ static int generate(const struct opts *o)
 		size_t rb = kern_dtype_row_bytes(t->type, (size_t)t->ne[0]);
 		for (uint64_t r = 0; r < t->ne[1]; r++) {
 			fill_row(t, &rng, row);
+			if (o->hf && t->n_dims == 1)
+				round_to(o->type, row, t->ne[0]);
+			if (o->hf && !hf_row(o, t, i, r, row, &hf)) {
+				fprintf(stderr, "specd-gen-model: cannot write %s's shards\n", o->hf);
+				goto fail;
+			}
 			kern_quant_row(t->type, row, qrow, (size_t)t->ne[0]);
 			if (gguf_writer_stream(w, qrow, rb, &err) != SPECD_OK)
 				goto io_fail;
@@ -444,6 +806,10 @@ static int generate(const struct opts *o)
 	}
 	if (gguf_writer_finish(w, &err) != SPECD_OK)
 		goto io_fail;
+	if (o->hf && !hf_finish(o, &hf)) {
+		fprintf(stderr, "specd-gen-model: cannot write %s's shards\n", o->hf);
+		goto fail;
+	}
 	FILE *fp = fopen(o->out, "rb");
 	long bytes = -1;
 	if (fp && fseek(fp, 0, SEEK_END) == 0)
@@ -458,11 +824,15 @@ static int generate(const struct opts *o)
 		(unsigned long long)o->kv_heads, (unsigned long long)o->ffn,
 		(unsigned long long)o->vocab, kern_dtype_name(o->type), o->tied ? " tied" : "",
 		(unsigned long long)params, bytes);
+	if (o->hf)
+		fprintf(stderr, "specd-gen-model: %s: the same model as a Hugging Face folder (%llu shard%s)\n",
+			o->hf, (unsigned long long)o->hf_shards, o->hf_shards > 1 ? "s" : "");
 	rc = 0;
 	goto fail;
 io_fail:
 	fprintf(stderr, "specd-gen-model: %s\n", err.msg);
 fail:
+	hf_finish(o, &hf);
 	gguf_writer_destroy(w);
 	specd_free(plan);
 	specd_free(row);
@@ -477,13 +847,16 @@ static void usage(FILE *to)
 		"         [--heads 4] [--kv-heads 2] [--ffn 128] [--vocab 512] [--ctx 256]\n"
 		"         [--type f32|f16|bf16|q8_0|q4_0|q4_1|q5_0|q5_1|q4_k|q5_k|q6_k] [--tied] [--seed 1]\n"
 		"         [--rope-theta 10000] [--gguf-version 3] [--params 50M]\n"
-		"         [--vocab-from MODEL.gguf]\n"
+		"         [--vocab-from MODEL.gguf] [--hf DIR [--hf-shards 1]]\n"
 		"Writes a random-weight model, identical bytes for identical flags.\n"
 		"--vocab is at least %d (<unk> <s> </s>, 256 byte tokens, \"\\u2581\").\n"
 		"--params N[K|M|B] picks dim, layers, heads and ffn for about N parameters;\n"
 		"explicit --dim/--layers/--heads/--kv-heads/--ffn given with it win.\n"
 		"--vocab-from copies every tokenizer.* key of MODEL.gguf (and its vocabulary\n"
-		"size), so the model can draft for MODEL.\n",
+		"size), so the model can draft for MODEL.\n"
+		"--hf DIR also writes the model as a Hugging Face folder (config.json, safetensors\n"
+		"split in --hf-shards files, tokenizer.json); both get a byte-level BPE vocabulary\n"
+		"and OUT.gguf is the folder's exact twin (--type f32, f16 or bf16).\n",
 		VOCAB_MIN);
 }
 
@@ -542,6 +915,11 @@ static bool validate(const struct opts *o)
 		why = "dim and ffn must be multiples of the quantisation block (32; 256 for the K-quants)";
 	else if (o->version != 2 && o->version != 3)
 		why = "--gguf-version must be 2 or 3";
+	else if (o->hf && ((o->type != KERN_F32 && o->type != KERN_F16 && o->type != KERN_BF16) ||
+			   o->vocab_from))
+		why = "--hf needs --type f32, f16 or bf16 and no --vocab-from";
+	else if (o->hf_shards < 1 || o->hf_shards > 99999)
+		why = "--hf-shards must be 1..99999";
 	if (why)
 		fprintf(stderr, "specd-gen-model: %s\n", why);
 	return !why;
@@ -551,9 +929,9 @@ int main(int argc, char **argv)
 {
 	struct opts o = {.arch = MODEL_ARCH_LLAMA, .dim = 64, .layers = 2, .heads = 4, .kv_heads = 2,
 			 .ffn = 128, .vocab = 512, .ctx = 256, .type = KERN_F32, .seed = 1,
-			 .rope_theta = 10000.0f, .version = 3};
+			 .rope_theta = 10000.0f, .version = 3, .hf_shards = 1};
 	enum { O_ARCH = 256, O_DIM, O_LAYERS, O_HEADS, O_KV, O_FFN, O_VOCAB, O_CTX, O_TYPE, O_TIED,
-	       O_SEED, O_THETA, O_VERSION, O_VOCAB_FROM, O_PARAMS };
+	       O_SEED, O_THETA, O_VERSION, O_VOCAB_FROM, O_HF, O_HF_SHARDS, O_PARAMS };
 	static const struct option longs[] = {
 		{"out", required_argument, NULL, 'o'}, {"arch", required_argument, NULL, O_ARCH},
 		{"dim", required_argument, NULL, O_DIM}, {"layers", required_argument, NULL, O_LAYERS},
@@ -564,6 +942,8 @@ int main(int argc, char **argv)
 		{"rope-theta", required_argument, NULL, O_THETA},
 		{"gguf-version", required_argument, NULL, O_VERSION},
 		{"vocab-from", required_argument, NULL, O_VOCAB_FROM},
+		{"hf", required_argument, NULL, O_HF},
+		{"hf-shards", required_argument, NULL, O_HF_SHARDS},
 		{"params", required_argument, NULL, O_PARAMS}, {"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -592,6 +972,8 @@ int main(int argc, char **argv)
 		case O_THETA: ok = parse_count(optarg, &d), o.rope_theta = (float)d; break;
 		case O_VERSION: ok = parse_u64(optarg, &v) && v <= 3, o.version = (uint32_t)v; break;
 		case O_VOCAB_FROM: o.vocab_from = optarg; break;
+		case O_HF: o.hf = optarg; break;
+		case O_HF_SHARDS: ok = parse_u64(optarg, &o.hf_shards); break;
 		case O_PARAMS: ok = parse_count(optarg, &o.params); break;
 		default: usage(stderr); return 2;
 		}

@@ -32,9 +32,56 @@ static enum specd_status cpu_sync(struct kern_ctx *ctx)
 	return SPECD_OK;
 }
 
+static enum specd_status cpu_alloc(struct kern_ctx *ctx, size_t bytes, void **out)
+{
+	(void)ctx;
+	void *p = specd_aligned_alloc(64, bytes ? bytes : 1);
+	if (!p)
+		return SPECD_NOMEM;
+	memset(p, 0, bytes);
+	*out = p;
+	return SPECD_OK;
+}
+
+static void cpu_free(struct kern_ctx *ctx, void *p)
+{
+	(void)ctx;
+	specd_free(p);
+}
+
+/* One address space: uploads and downloads are copies. */
+static enum specd_status cpu_transfer(struct kern_ctx *ctx, void *dst, const void *src,
+				      size_t bytes)
+{
+	return cpu_copy(ctx, dst, src, bytes);
+}
+
+static enum specd_status cpu_upload_mat(struct kern_ctx *ctx, const struct kern_mat *src,
+					struct kern_mat *out)
+{
+	size_t rb = kern_dtype_row_bytes(src->type, src->n_in);
+	if (!src->data || rb == 0 || src->row_bytes < rb || src->n_out == 0)
+		return SPECD_INVAL;
+	void *p;
+	enum specd_status st = cpu_alloc(ctx, rb * src->n_out, &p);
+	if (st != SPECD_OK)
+		return st;
+	for (size_t o = 0; o < src->n_out; o++)
+		memcpy((unsigned char *)p + o * rb,
+		       (const unsigned char *)src->data + o * src->row_bytes, rb);
+	*out = kern_mat_packed(src->type, src->n_in, src->n_out, p);
+	return SPECD_OK;
+}
+
 static const struct kern_ops cpu_ops = {
 	.name = "cpu",
+	.host_memory = true,
 	.destroy = cpu_destroy,
+	.alloc = cpu_alloc,
+	.free = cpu_free,
+	.upload = cpu_transfer,
+	.download = cpu_transfer,
+	.upload_mat = cpu_upload_mat,
 	.matmul = cpu_matmul,
 	.get_rows = cpu_get_rows,
 	.rmsnorm = cpu_rmsnorm,

@@ -1,5 +1,7 @@
-/* The CUDA device API when this build has no CUDA backend (SPECD_CUDA=OFF or no nvcc). */
+/* The CUDA device API and backend entry point when this build has no CUDA backend
+ * (SPECD_CUDA=OFF or no nvcc): no device, and kern_cuda_create says why. */
 #include "cuda_device.h"
+#include "kernels/kern.h"
 
 #include <stdio.h>
 
@@ -21,4 +23,13 @@ enum specd_status kern_cuda_device_info(int index, struct kern_cuda_device *out)
 	(void)index;
 	(void)out;
 	return SPECD_UNSUPPORTED;
+}
+
+enum specd_status kern_cuda_create(const struct kern_cuda_config *cfg, struct kern_ctx **out,
+				   struct specd_error *err)
+{
+	(void)cfg;
+	(void)out;
+	return specd_errorf(err, SPECD_UNSUPPORTED,
+			    "no CUDA device: built without CUDA (SPECD_CUDA=OFF or no nvcc)");
 }

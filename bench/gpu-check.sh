@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# The GPU machine's check, at most ~5 minutes on one H200 (16 cores): configures a
+# build of only common, kernels, model and tools (SPECD_GPU_CHECK_ONLY: no MPI, YAML,
+# protobuf-c or cmocka), builds specd-gpu-check and specd-gen-model for sm_90, then
+# runs specd-gpu-check: every CUDA op against the CPU op, greedy tokens on
+# stories260K and on generated models (CUDA == CPU, batch invariance, speculative
+# output == plain), and decode tokens/s, HBM share and K+1 verification cost on
+# generated bf16 models of 1B and 3B parameters (8B when the budget allows).
+#
+# usage: bench/gpu-check.sh OUT_DIR [CARRY_DIR]
+#   CARRY_DIR: what bench/gpu-prepare.sh made (deps/ for jansson and PCRE2, models/
+#   with stories260K.gguf); default build-gpu-carry. Results: OUT_DIR/gpu-check.txt
+#   (everything) and OUT_DIR/gpu-summary.txt (one line per step). Every step has a
+#   timeout; a failed step is recorded and the next one runs. Exit: 0 all passed,
+#   3 no CUDA device, 1 otherwise.
+# Environment: BUDGET (seconds, default 290), JOBS (default 16), BENCH_PARAMS
+#   (default "1B 3B 8B"), MODELS_TMP (generated models, default /tmp/specd-gpu-models).
+set -u
+root=$(cd "$(dirname "$0")/.." && pwd)
+out=${1:?usage: bench/gpu-check.sh OUT_DIR [CARRY_DIR]}
+carry=${2:-build-gpu-carry}
+case $carry in /*) ;; *) carry=$root/$carry ;; esac
+budget=${BUDGET:-290}
+jobs=${JOBS:-16}
+bench_params=${BENCH_PARAMS:-1B 3B 8B}
+gen_dir=${MODELS_TMP:-/tmp/specd-gpu-models}
+build=$root/build-gpu
+mkdir -p "$out" "$gen_dir"
+res=$out/gpu-check.txt
+sum=$out/gpu-summary.txt
+: >"$res"
+: >"$sum"
+failed=0
+no_device=0
+SECONDS=0
+
+log() {
+	echo "[gpu-check ${SECONDS}s] $*" | tee -a "$res"
+}
+
+# step NAME TIMEOUT CMD...: runs CMD under the timeout (cut to what the budget has
+# left), its output to the screen and the results file; records rc and seconds.
+step() {
+	local name=$1 limit=$2 left rc t0
+	shift 2
+	left=$((budget - SECONDS))
+	if [ "$left" -lt 15 ]; then
+		log "SKIP $name: ${left}s of the ${budget}s budget left"
+		echo "SKIP $name (budget)" >>"$sum"
+		return 99
+	fi
+	[ "$limit" -gt "$left" ] && limit=$left
+	log "BEGIN $name (timeout ${limit}s)"
+	t0=$SECONDS
+	timeout -k 5 "$limit" "$@" 2>&1 | tee -a "$res"
+	rc=${PIPESTATUS[0]}
+	log "END $name: rc=$rc in $((SECONDS - t0))s"
+	case $rc in
+	0) echo "PASS $name ($((SECONDS - t0))s)" >>"$sum" ;;
+	3) echo "NO-DEVICE $name" >>"$sum"; no_device=1 ;;
+	124|137) echo "TIMEOUT $name (${limit}s)" >>"$sum"; failed=$((failed + 1)) ;;
+	*) echo "FAIL $name (rc $rc)" >>"$sum"; failed=$((failed + 1)) ;;
+	esac
+	return "$rc"
+}
+
+finish() {
+	log "done: $failed failed steps; summary:"
+	tee -a "$res" <"$sum"
+	grep -E '^(bench|greedy tokens|result|load)' "$res" >>"$sum" 2>/dev/null
+	if [ "$no_device" = 1 ]; then
+		log "no CUDA device: nothing was checked on a GPU"
+		exit 3
+	fi
+	[ "$failed" = 0 ] && exit 0
+	exit 1
+}
+
+log "specd GPU check in $root, results in $res"
+step environment 30 sh -c 'uname -a; nproc; free -g | head -2; (nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,clocks.max.mem --format=csv || echo "nvidia-smi: none"); (command -v nvcc || ls /usr/local/cuda/bin/nvcc) && ${NVCC:-/usr/local/cuda/bin/nvcc} --version | tail -2; cmake --version | head -1; cc --version | head -1'
+
+gen=()
+command -v ninja >/dev/null 2>&1 && gen=(-G Ninja)
+deps=()
+[ -d "$carry/deps" ] && deps=(-DSPECD_DEPS_PREFIX="$carry/deps")
+step configure 60 cmake -S "$root" -B "$build" "${gen[@]}" -DSPECD_GPU_CHECK_ONLY=ON \
+	-DSPECD_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_BUILD_TYPE=Release "${deps[@]}" ||
+	finish
+step build 170 cmake --build "$build" -j "$jobs" --target specd-gpu-check specd-gen-model ||
+	finish
+check=$build/tools/specd-gpu-check
+genm=$build/tools/specd-gen-model
+
+step ops 60 "$check" ops
+[ "$no_device" = 1 ] && finish
+
+if [ -f "$carry/models/stories260K.gguf" ]; then
+	step greedy-stories260K 40 "$check" greedy "$carry/models/stories260K.gguf" 48
+else
+	log "SKIP greedy-stories260K: $carry/models/stories260K.gguf missing (bench/gpu-prepare.sh)"
+	echo "SKIP greedy-stories260K (no file)" >>"$sum"
+fi
+
+# Small generated models: llama f16 (adjacent RoPE), qwen2 q4_k (halves RoPE, Q/K/V
+# biases, weights dequantised at upload), llama q8_0 with tied output.
+small=(
+	"llama-f16 --arch llama --params 60M --type f16 --vocab 32000"
+	"qwen2-q4_k --arch qwen2 --dim 512 --layers 4 --heads 8 --kv-heads 2 --ffn 1536 --type q4_k --vocab 8000"
+	"llama-q8_0-tied --arch llama --dim 256 --layers 3 --heads 4 --kv-heads 4 --ffn 768 --type q8_0 --tied"
+)
+for spec in "${small[@]}"; do
+	set -- $spec
+	name=$1
+	shift
+	if step "gen-$name" 30 "$genm" -o "$gen_dir/$name.gguf" "$@"; then
+		step "greedy-$name" 40 "$check" greedy "$gen_dir/$name.gguf" 40
+	fi
+done
+
+for p in $bench_params; do
+	file=$gen_dir/llama-$p-bf16.gguf
+	case $p in 1B) g=40 ;; 3B) g=90 ;; *) g=200 ;; esac
+	if [ $((budget - SECONDS)) -lt $((g + 40)) ]; then
+		log "SKIP $p: generation needs ~${g}s, $((budget - SECONDS))s left"
+		echo "SKIP bench-$p (budget)" >>"$sum"
+		continue
+	fi
+	step "gen-$p" "$g" "$genm" -o "$file" --params "$p" --type bf16 --vocab 32000 --ctx 4096 ||
+		continue
+	[ "$p" = 1B ] && step "greedy-$p" 40 "$check" greedy "$file" 12
+	step "bench-$p" 60 "$check" bench "$file" 128
+	rm -f "$file"
+done
+finish

@@ -1,0 +1,78 @@
+/* The CUDA backend's kernel launchers (cuda_*.cu), called by the backend object
+ * (cuda_backend.c) once it has checked an op's arguments and put its host arrays on
+ * the device. Plain C types only, so the .cu files need no C header of the project
+ * and the C side needs only the runtime API. Each launcher queues its kernels on
+ * `stream` and returns the launch error (asynchronous faults show at the next sync).
+ * Folder-private. */
+#ifndef SPECD_KERNELS_CUDA_LAUNCH_H
+#define SPECD_KERNELS_CUDA_LAUNCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cuda_runtime_api.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Weight element types the device kernels read (the rest are dequantised at upload). */
+enum cuda_wtype {
+	CUDA_W_F32,
+	CUDA_W_F16,
+	CUDA_W_BF16,
+};
+
+/* Output features per block of the matmul kernel (one warp each), and rows of x
+ * accumulated per pass over a weight row. */
+#define CUDA_MM_WARPS 8
+#define CUDA_MM_ROWS 8
+
+/* A device weight matrix: n_out rows of n_in elements, row_bytes apart; data and
+ * row_bytes are multiples of 16 bytes (kern_upload_mat pads them). */
+struct cuda_wmat {
+	enum cuda_wtype type;
+	size_t n_in, n_out, row_bytes;
+	const void *data;
+};
+
+cudaError_t cuda_launch_matmul(cudaStream_t s, float *y, size_t ldy, const float *x, size_t ldx,
+			       size_t rows, const struct cuda_wmat *w, const float *bias);
+cudaError_t cuda_launch_get_rows(cudaStream_t s, float *y, size_t ldy,
+				 const struct cuda_wmat *table, const uint32_t *ids, size_t rows);
+cudaError_t cuda_launch_rmsnorm(cudaStream_t s, float *y, size_t ldy, const float *x, size_t ldx,
+				size_t rows, size_t n, const float *w, float eps);
+cudaError_t cuda_launch_rope(cudaStream_t s, float *x, size_t ldx, size_t rows, size_t n_heads,
+			     size_t head_dim, const uint32_t *pos, float freq_base, int halves);
+cudaError_t cuda_launch_silu_mul(cudaStream_t s, float *gate, const float *up, size_t n);
+cudaError_t cuda_launch_add(cudaStream_t s, float *y, const float *x, size_t n);
+cudaError_t cuda_launch_softmax(cudaStream_t s, float *x, size_t ldx, size_t rows, size_t n);
+cudaError_t cuda_launch_argmax(cudaStream_t s, uint32_t *out, const float *x, size_t ldx,
+			       size_t rows, size_t n);
+
+/* Attention with each token's visible rows flattened on the host: token t reads rows
+ * 0 .. n_prefix - 1 of its slot, then extra[off .. off + n_extra), in that order. */
+struct cuda_attn_token {
+	uint32_t slot, n_prefix, off, n_extra;
+};
+
+struct cuda_attn_args {
+	size_t n_tokens, n_heads, n_kv_heads, head_dim;
+	float scale;
+	const float *q;
+	size_t ldq;
+	float *out;
+	size_t ldo;
+	const float *k, *v;
+	size_t slot_stride, row_stride;
+	const struct cuda_attn_token *tok; /* (n_tokens) device */
+	const uint32_t *extra;             /* device */
+};
+
+cudaError_t cuda_launch_attention(cudaStream_t s, const struct cuda_attn_args *a);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,216 @@
+/* The CUDA backend against the CPU reference (STYLE.md: each CUDA op against the CPU
+ * op) and its batch invariance, bitwise, then a whole model: greedy tokens on CUDA
+ * equal the CPU's and a batch gives the logits of token-by-token decoding. Labelled
+ * gpu: every case skips, saying why, where kern_cuda_create finds no device (CI).
+ * bench/gpu-check.sh (tools/gpu_check.c) runs the wider version on the GPU machine. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "common/alloc.h"
+#include "kernels/kern.h"
+#include "model/llama.h"
+#include "model/shard.h"
+#include "test_support.h"
+
+struct pair {
+	struct kern_ctx *cpu, *gpu;
+};
+
+static int setup_pair(void **state)
+{
+	static struct pair p;
+	struct specd_error err;
+	specd_error_clear(&err);
+	memset(&p, 0, sizeof(p));
+	if (kern_cuda_create(NULL, &p.gpu, &err) != SPECD_OK)
+		fprintf(stderr, "test_cuda_ops: skipped: %s\n", err.msg);
+	if (kern_cpu_create(NULL, &p.cpu) != SPECD_OK)
+		return -1;
+	*state = &p;
+	return 0;
+}
+
+static int teardown_pair(void **state)
+{
+	struct pair *p = *state;
+	kern_destroy(p->gpu);
+	kern_destroy(p->cpu);
+	return 0;
+}
+
+static float *floats(size_t n, uint32_t seed)
+{
+	float *p = specd_malloc_array(n, sizeof(float));
+	assert_non_null(p);
+	for (size_t i = 0; i < n; i++) {
+		seed = seed * 1664525u + 1013904223u;
+		p[i] = (float)(seed >> 8) / 8388608.0f - 1.0f;
+	}
+	return p;
+}
+
+static void *on_gpu(struct kern_ctx *g, const void *host, size_t bytes)
+{
+	void *d = NULL;
+	assert_int_equal(kern_alloc(g, bytes, &d), SPECD_OK);
+	if (host)
+		assert_int_equal(kern_upload(g, d, host, bytes), SPECD_OK);
+	return d;
+}
+
+static void assert_close(const float *a, const float *b, size_t n, float tol)
+{
+	for (size_t i = 0; i < n; i++)
+		assert_true(fabsf(a[i] - b[i]) <= tol * (1.0f + fabsf(a[i])));
+}
+
+/* bf16 and Q4_K (dequantised at upload) weights, 9 rows; then each row alone. */
+static void test_cuda_matmul__matches_cpu_and_is_batch_invariant(void **state)
+{
+	struct pair *p = *state;
+	if (!p->gpu)
+		skip();
+	enum kern_dtype types[2] = {KERN_BF16, KERN_Q4_K};
+	size_t n_in = 512, n_out = 80, rows = 9;
+	for (int ti = 0; ti < 2; ti++) {
+		size_t rb = kern_dtype_row_bytes(types[ti], n_in);
+		float *wf = floats(n_in * n_out, 1), *x = floats(rows * n_in, 2);
+		unsigned char *wq = specd_malloc_array(n_out, rb);
+		float *yc = specd_calloc(rows * n_out, sizeof(float));
+		float *yg = specd_calloc(rows * n_out, sizeof(float));
+		float *y1 = specd_calloc(n_out, sizeof(float));
+		for (size_t o = 0; o < n_out; o++)
+			kern_quant_row(types[ti], wf + o * n_in, wq + o * rb, n_in);
+		struct kern_mat w = kern_mat_packed(types[ti], n_in, n_out, wq), dw;
+		assert_int_equal(kern_upload_mat(p->gpu, &w, &dw), SPECD_OK);
+		float *dx = on_gpu(p->gpu, x, rows * n_in * sizeof(float));
+		float *dy = on_gpu(p->gpu, NULL, rows * n_out * sizeof(float));
+		assert_int_equal(kern_matmul(p->cpu, yc, n_out, x, n_in, rows, &w, NULL), SPECD_OK);
+		assert_int_equal(kern_matmul(p->gpu, dy, n_out, dx, n_in, rows, &dw, NULL), SPECD_OK);
+		assert_int_equal(kern_download(p->gpu, yg, dy, rows * n_out * sizeof(float)),
+				 SPECD_OK);
+		assert_close(yc, yg, rows * n_out, 1e-5f);
+		for (size_t r = 0; r < rows; r++) {
+			assert_int_equal(kern_matmul(p->gpu, dy, n_out, dx + r * n_in, n_in, 1, &dw,
+						     NULL), SPECD_OK);
+			assert_int_equal(kern_download(p->gpu, y1, dy, n_out * sizeof(float)), SPECD_OK);
+			assert_memory_equal(y1, yg + r * n_out, n_out * sizeof(float));
+		}
+		kern_free(p->gpu, (void *)(uintptr_t)dw.data);
+		kern_free(p->gpu, dx);
+		kern_free(p->gpu, dy);
+		specd_free(wf), specd_free(x), specd_free(wq);
+		specd_free(yc), specd_free(yg), specd_free(y1);
+	}
+}
+
+/* A tree over 10 committed rows of slot 1 (0 root; 1, 2 its children; 3 child of 1). */
+static void test_cuda_attention__tree_matches_cpu(void **state)
+{
+	struct pair *p = *state;
+	if (!p->gpu)
+		skip();
+	enum { CTX = 32, HD = 64, HEADS = 4, KVH = 2, NT = 4 };
+	size_t row = KVH * HD, cache = 2 * CTX * row, qd = HEADS * HD;
+	float *k = floats(cache, 3), *v = floats(cache, 4), *q = floats(NT * qd, 5);
+	float *oc = specd_calloc(NT * qd, sizeof(float)), *og = specd_calloc(NT * qd, sizeof(float));
+	uint32_t slot[NT] = {1, 1, 1, 1}, pre[NT] = {10, 10, 10, 10}, rows[NT] = {10, 11, 12, 13};
+	uint64_t bits[NT] = {0x1, 0x3, 0x5, 0xb};
+	struct kern_attn a = {
+		.n_tokens = NT, .n_heads = HEADS, .n_kv_heads = KVH, .head_dim = HD,
+		.scale = 0.125f, .q = q, .ldq = qd, .out = oc, .ldo = qd,
+		.kv = {.k = k, .v = v, .slot_stride = CTX * row, .row_stride = row, .n_rows = CTX},
+		.mask = {.slot = slot, .n_prefix = pre, .row = rows, .tree = bits, .tree_words = 1},
+	};
+	struct kern_attn g = a;
+	g.q = on_gpu(p->gpu, q, NT * qd * sizeof(float));
+	g.out = on_gpu(p->gpu, NULL, NT * qd * sizeof(float));
+	g.kv.k = on_gpu(p->gpu, k, cache * sizeof(float));
+	g.kv.v = on_gpu(p->gpu, v, cache * sizeof(float));
+	assert_int_equal(kern_attention(p->cpu, &a), SPECD_OK);
+	assert_int_equal(kern_attention(p->gpu, &g), SPECD_OK);
+	assert_int_equal(kern_download(p->gpu, og, g.out, NT * qd * sizeof(float)), SPECD_OK);
+	assert_close(oc, og, NT * qd, 1e-5f);
+	kern_free(p->gpu, (void *)(uintptr_t)g.q);
+	kern_free(p->gpu, g.out);
+	kern_free(p->gpu, (void *)(uintptr_t)g.kv.k);
+	kern_free(p->gpu, (void *)(uintptr_t)g.kv.v);
+	specd_free(k), specd_free(v), specd_free(q), specd_free(oc), specd_free(og);
+}
+
+static void test_cuda_argmax__ties_and_nan_as_cpu(void **state)
+{
+	struct pair *p = *state;
+	if (!p->gpu)
+		skip();
+	float x[3][5] = {{1, 7, 7, 2, 0}, {NAN, 3, NAN, 3, -1}, {NAN, NAN, NAN, NAN, NAN}};
+	uint32_t c[3], g[3];
+	float *dx = on_gpu(p->gpu, x, sizeof(x));
+	assert_int_equal(kern_argmax(p->cpu, c, &x[0][0], 5, 3, 5), SPECD_OK);
+	assert_int_equal(kern_argmax(p->gpu, g, dx, 5, 3, 5), SPECD_OK);
+	assert_memory_equal(c, g, sizeof(c));
+	assert_int_equal(g[0], 1);
+	assert_int_equal(g[1], 1);
+	kern_free(p->gpu, dx);
+}
+
+/* Greedy on stories260K: each step's token from CUDA equals the CPU's, and the 16
+ * positions as one batch give, bitwise, the logits of the step-by-step run. */
+static void test_cuda_model__greedy_matches_cpu(void **state)
+{
+	struct pair *p = *state;
+	char path[4096];
+	if (!p->gpu || !ts_model_path("stories260K.gguf", path, sizeof(path)))
+		skip();
+	enum { N = 16 };
+	struct model *mc = NULL, *mg = NULL;
+	struct model_config cc = {.n_ctx = 64, .max_batch = 32, .kern = p->cpu};
+	struct model_config gc = {.n_ctx = 64, .max_batch = 32, .kern = p->gpu};
+	assert_int_equal(model_load(path, &cc, &mc, NULL), SPECD_OK);
+	assert_int_equal(model_load(path, &gc, &mg, NULL), SPECD_OK);
+	uint32_t V = model_hparams(mg)->n_vocab, toks[N + 1] = {1}, slots[N] = {0}, pos[N], tc, tg;
+	float *lc = specd_malloc_array(V, sizeof(float));
+	float *steps = specd_malloc_array((size_t)N * V, sizeof(float));
+	float *batch = specd_malloc_array((size_t)N * V, sizeof(float));
+	uint32_t idx[N];
+	for (uint32_t i = 0; i < N; i++) {
+		uint32_t zero = 0, at = i;
+		struct model_batch b = {.n_tokens = 1, .tokens = &toks[i], .slots = &zero, .pos = &at,
+					.n_out = 1, .out_idx = &zero, .logits = lc};
+		assert_int_equal(model_forward(mc, &b, NULL), SPECD_OK);
+		assert_int_equal(model_shard_argmax(mc, lc, 1, &tc, NULL), SPECD_OK);
+		b.logits = steps + (size_t)i * V;
+		assert_int_equal(model_forward(mg, &b, NULL), SPECD_OK);
+		assert_int_equal(model_shard_argmax(mg, b.logits, 1, &tg, NULL), SPECD_OK);
+		assert_int_equal(tc, tg);
+		assert_close(lc, b.logits, V, 1e-3f);
+		toks[i + 1] = tg;
+		pos[i] = i, idx[i] = i;
+	}
+	assert_int_equal(kv_truncate(model_kv(mg), 0, 0), SPECD_OK);
+	struct model_batch all = {.n_tokens = N, .tokens = toks, .slots = slots, .pos = pos,
+				  .n_out = N, .out_idx = idx, .logits = batch};
+	assert_int_equal(model_forward(mg, &all, NULL), SPECD_OK);
+	assert_memory_equal(batch, steps, (size_t)N * V * sizeof(float));
+	specd_free(lc), specd_free(steps), specd_free(batch);
+	model_destroy(mc);
+	model_destroy(mg);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_cuda_matmul__matches_cpu_and_is_batch_invariant),
+		cmocka_unit_test(test_cuda_attention__tree_matches_cpu),
+		cmocka_unit_test(test_cuda_argmax__ties_and_nan_as_cpu),
+		cmocka_unit_test(test_cuda_model__greedy_matches_cpu),
+	};
+	return cmocka_run_group_tests(tests, setup_pair, teardown_pair);
+}

@@ -1,0 +1,738 @@
+/* specd-gpu-check: what bench/gpu-check.sh runs on a GPU machine. `ops` compares every
+ * op of the CUDA backend with the CPU backend on random inputs and checks the CUDA
+ * op's batch invariance bitwise; `greedy MODEL` decodes on both backends and compares
+ * the tokens, then checks on CUDA that a batch, a token at a time and speculative
+ * verification give bitwise the same logits; `bench MODEL` measures CUDA decode
+ * tokens/s, the share of HBM bandwidth, the cost of verifying K+1 tokens, and
+ * speculative decoding with a free drafter of set acceptance. Links only the
+ * kernels and the model (no MPI, YAML, protobuf-c or cmocka). Exit status: 0 all
+ * checks passed, 1 a check failed, 2 usage or load error, 3 no CUDA device. */
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/alloc.h"
+#include "common/clock.h"
+#include "common/log.h"
+#include "kernels/kern.h"
+#include "model/llama.h"
+#include "model/shard.h"
+
+#define HBM_BYTES_PER_S 4.8e12 /* H200 datasheet */
+#define EXIT_FAIL 1
+#define EXIT_USAGE 2
+#define EXIT_NO_DEVICE 3
+
+static int failures;
+
+/* ---- random inputs ---- */
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+
+static float rnd(void)
+{
+	rng_state ^= rng_state << 13;
+	rng_state ^= rng_state >> 7;
+	rng_state ^= rng_state << 17;
+	return (float)((rng_state >> 40) & 0xffffff) / 8388608.0f - 1.0f;
+}
+
+static float *rnd_floats(size_t n)
+{
+	float *p = specd_malloc_array(n ? n : 1, sizeof(float));
+	if (!p) {
+		fprintf(stderr, "specd-gpu-check: out of memory\n");
+		exit(EXIT_USAGE);
+	}
+	for (size_t i = 0; i < n; i++)
+		p[i] = rnd();
+	return p;
+}
+
+/* ---- device buffers ---- */
+
+static void *dev_from(struct kern_ctx *k, const void *host, size_t bytes)
+{
+	void *d = NULL;
+	if (kern_alloc(k, bytes, &d) != SPECD_OK ||
+	    (host && kern_upload(k, d, host, bytes) != SPECD_OK)) {
+		fprintf(stderr, "specd-gpu-check: device allocation of %zu bytes failed\n", bytes);
+		exit(EXIT_FAIL);
+	}
+	return d;
+}
+
+static void to_host(struct kern_ctx *k, void *host, const void *dev, size_t bytes)
+{
+	if (kern_download(k, host, dev, bytes) != SPECD_OK) {
+		fprintf(stderr, "specd-gpu-check: download failed\n");
+		exit(EXIT_FAIL);
+	}
+}
+
+/* ---- reporting ---- */
+
+/* CUDA against CPU: the largest difference relative to the largest CPU magnitude. */
+static void compare(const char *what, const float *cpu, const float *gpu, size_t n, double tol)
+{
+	double max_abs = 0, scale = 0;
+	size_t bad = 0;
+	for (size_t i = 0; i < n; i++) {
+		double d = fabs((double)cpu[i] - (double)gpu[i]);
+		if (isnan(cpu[i]) != isnan(gpu[i]))
+			bad++;
+		if (!isnan(d) && d > max_abs)
+			max_abs = d;
+		if (fabs((double)cpu[i]) > scale)
+			scale = fabs((double)cpu[i]);
+	}
+	double rel = scale > 0 ? max_abs / scale : max_abs;
+	bool ok = rel <= tol && bad == 0;
+	printf("op %-34s max_abs %.3e  max_rel %.3e  (tol %.0e) %s\n", what, max_abs, rel, tol,
+	       ok ? "ok" : "FAIL");
+	if (!ok)
+		failures++;
+}
+
+/* kind: "op", "inv" (batch invariance) or "spec"; claim: what was checked. */
+static void expect(bool ok, const char *kind, const char *what, const char *claim)
+{
+	printf("%s %-34s %s %s\n", kind, what, claim, ok ? "ok" : "FAIL");
+	if (!ok)
+		failures++;
+}
+
+static bool bitwise(const float *a, const float *b, size_t n)
+{
+	return memcmp(a, b, n * sizeof(float)) == 0;
+}
+
+#define CHECK_OK(call)                                                                     \
+	do {                                                                               \
+		enum specd_status st_ = (call);                                            \
+		if (st_ != SPECD_OK) {                                                     \
+			printf("op call failed: %s: %s\n", #call, specd_status_str(st_)); \
+			failures++;                                                        \
+			return;                                                            \
+		}                                                                          \
+	} while (0)
+
+/* ---- ops ---- */
+
+static void check_matmul(struct kern_ctx *cpu, struct kern_ctx *gpu, enum kern_dtype type,
+			 size_t n_in, size_t n_out, size_t rows, bool with_bias)
+{
+	char name[96];
+	snprintf(name, sizeof(name), "matmul %s %zux%zu rows %zu%s", kern_dtype_name(type), n_out,
+		 n_in, rows, with_bias ? " +bias" : "");
+	size_t rb = kern_dtype_row_bytes(type, n_in);
+	float *wf = rnd_floats(n_in * n_out), *x = rnd_floats(rows * n_in);
+	float *bias = rnd_floats(n_out);
+	unsigned char *wq = specd_malloc_array(n_out, rb);
+	float *yc = specd_calloc(rows * n_out, sizeof(float));
+	float *yg = specd_calloc(rows * n_out, sizeof(float));
+	float *y1 = specd_calloc(n_out, sizeof(float));
+	for (size_t o = 0; o < n_out; o++)
+		kern_quant_row(type, wf + o * n_in, wq + o * rb, n_in);
+	struct kern_mat w = kern_mat_packed(type, n_in, n_out, wq), dw = {0};
+	enum specd_status st = kern_upload_mat(gpu, &w, &dw);
+	float *dx = dev_from(gpu, x, rows * n_in * sizeof(float));
+	float *dy = dev_from(gpu, NULL, rows * n_out * sizeof(float));
+	float *db = dev_from(gpu, bias, n_out * sizeof(float));
+	bool inv = true;
+	if (st == SPECD_OK &&
+	    (st = kern_matmul(cpu, yc, n_out, x, n_in, rows, &w, with_bias ? bias : NULL)) ==
+		    SPECD_OK &&
+	    (st = kern_matmul(gpu, dy, n_out, dx, n_in, rows, &dw, with_bias ? db : NULL)) ==
+		    SPECD_OK) {
+		to_host(gpu, yg, dy, rows * n_out * sizeof(float));
+		compare(name, yc, yg, rows * n_out, 1e-5);
+		/* Each row alone must give the bits it got in the batch. */
+		for (size_t r = 0; r < rows && st == SPECD_OK; r++) {
+			st = kern_matmul(gpu, dy, n_out, dx + r * n_in, n_in, 1, &dw,
+					 with_bias ? db : NULL);
+			to_host(gpu, y1, dy, n_out * sizeof(float));
+			inv = inv && bitwise(y1, yg + r * n_out, n_out);
+		}
+		expect(inv, "inv", name, "row alone == row in batch (bitwise)");
+	}
+	if (st != SPECD_OK) {
+		printf("op %s: %s FAIL\n", name, specd_status_str(st));
+		failures++;
+	}
+	kern_free(gpu, (void *)(uintptr_t)dw.data);
+	kern_free(gpu, dx);
+	kern_free(gpu, dy);
+	kern_free(gpu, db);
+	specd_free(wf), specd_free(x), specd_free(bias), specd_free(wq);
+	specd_free(yc), specd_free(yg), specd_free(y1);
+}
+
+static void check_get_rows(struct kern_ctx *cpu, struct kern_ctx *gpu, enum kern_dtype type)
+{
+	size_t n_in = 256, n_out = 100, rows = 5;
+	size_t rb = kern_dtype_row_bytes(type, n_in);
+	float *wf = rnd_floats(n_in * n_out);
+	unsigned char *wq = specd_malloc_array(n_out, rb);
+	for (size_t o = 0; o < n_out; o++)
+		kern_quant_row(type, wf + o * n_in, wq + o * rb, n_in);
+	uint32_t ids[5] = {3, 99, 0, 3, 42};
+	float *yc = specd_calloc(rows * n_in, sizeof(float));
+	float *yg = specd_calloc(rows * n_in, sizeof(float));
+	struct kern_mat w = kern_mat_packed(type, n_in, n_out, wq), dw;
+	float *dy = dev_from(gpu, NULL, rows * n_in * sizeof(float));
+	char name[64];
+	snprintf(name, sizeof(name), "get_rows %s", kern_dtype_name(type));
+	if (kern_upload_mat(gpu, &w, &dw) == SPECD_OK) {
+		if (kern_get_rows(cpu, yc, n_in, &w, ids, rows) == SPECD_OK &&
+		    kern_get_rows(gpu, dy, n_in, &dw, ids, rows) == SPECD_OK) {
+			to_host(gpu, yg, dy, rows * n_in * sizeof(float));
+			expect(bitwise(yc, yg, rows * n_in), "op", name,
+			       "equal to the CPU (bitwise)");
+		} else {
+			printf("op %s FAIL (call)\n", name);
+			failures++;
+		}
+		kern_free(gpu, (void *)(uintptr_t)dw.data);
+	}
+	kern_free(gpu, dy);
+	specd_free(wf), specd_free(wq), specd_free(yc), specd_free(yg);
+}
+
+static void check_rows_ops(struct kern_ctx *cpu, struct kern_ctx *gpu)
+{
+	size_t rows = 7, n = 1000;
+	size_t bytes = rows * n * sizeof(float);
+	float *x = rnd_floats(rows * n), *w = rnd_floats(n), *u = rnd_floats(rows * n);
+	float *c = specd_malloc_array(rows * n, sizeof(float));
+	float *g = specd_malloc_array(rows * n, sizeof(float));
+	float *g1 = specd_malloc_array(n, sizeof(float));
+	float *dx = dev_from(gpu, x, bytes), *dw = dev_from(gpu, w, n * sizeof(float));
+	float *dy = dev_from(gpu, NULL, bytes), *du = dev_from(gpu, u, bytes);
+	for (size_t i = 0; i < rows * n; i++)
+		x[i] *= 4.0f; /* logits-like spread for softmax */
+
+	CHECK_OK(kern_rmsnorm(cpu, c, n, x, n, rows, n, w, 1e-5f));
+	CHECK_OK(kern_upload(gpu, dx, x, bytes));
+	CHECK_OK(kern_rmsnorm(gpu, dy, n, dx, n, rows, n, dw, 1e-5f));
+	to_host(gpu, g, dy, bytes);
+	compare("rmsnorm 7x1000", c, g, rows * n, 1e-6);
+	CHECK_OK(kern_rmsnorm(gpu, dy, n, dx + 3 * n, n, 1, n, dw, 1e-5f));
+	to_host(gpu, g1, dy, n * sizeof(float));
+	expect(bitwise(g1, g + 3 * n, n), "inv", "rmsnorm",
+	       "row alone == row in batch (bitwise)");
+
+	memcpy(c, x, bytes);
+	CHECK_OK(kern_silu_mul(cpu, c, u, rows * n));
+	CHECK_OK(kern_upload(gpu, dy, x, bytes));
+	CHECK_OK(kern_silu_mul(gpu, dy, du, rows * n));
+	to_host(gpu, g, dy, bytes);
+	compare("silu_mul", c, g, rows * n, 1e-6);
+
+	memcpy(c, x, bytes);
+	CHECK_OK(kern_add(cpu, c, u, rows * n));
+	CHECK_OK(kern_upload(gpu, dy, x, bytes));
+	CHECK_OK(kern_add(gpu, dy, du, rows * n));
+	to_host(gpu, g, dy, bytes);
+	expect(bitwise(c, g, rows * n), "op", "add", "equal to the CPU (bitwise)");
+
+	memcpy(c, x, bytes);
+	CHECK_OK(kern_softmax(cpu, c, n, rows, n));
+	CHECK_OK(kern_upload(gpu, dy, x, bytes));
+	CHECK_OK(kern_softmax(gpu, dy, n, rows, n));
+	to_host(gpu, g, dy, bytes);
+	compare("softmax 7x1000", c, g, rows * n, 1e-5);
+
+	/* Ties, NaNs and an all-NaN row: argmax must pick exactly what the CPU picks. */
+	memcpy(c, x, bytes);
+	c[1 * n + 10] = c[1 * n + 20] = 100.0f;
+	c[2 * n + 0] = NAN;
+	c[2 * n + 5] = 50.0f;
+	c[2 * n + 6] = NAN;
+	for (size_t i = 0; i < n; i++)
+		c[3 * n + i] = NAN;
+	for (size_t i = 0; i < n; i++)
+		c[4 * n + i] = -INFINITY;
+	uint32_t ac[7], ag[7];
+	CHECK_OK(kern_argmax(cpu, ac, c, n, rows, n));
+	CHECK_OK(kern_upload(gpu, dy, c, bytes));
+	CHECK_OK(kern_argmax(gpu, ag, dy, n, rows, n));
+	expect(memcmp(ac, ag, sizeof(ac)) == 0, "op", "argmax", "equal to the CPU (ties, NaN)");
+
+	CHECK_OK(kern_copy(gpu, dy, du, bytes));
+	to_host(gpu, g, dy, bytes);
+	expect(bitwise(g, u, rows * n), "op", "copy", "equal to its source");
+
+	for (int layout = 0; layout < 2; layout++) {
+		size_t heads = 4, hd = 128, ld = heads * hd;
+		uint32_t pos[7] = {0, 1, 2, 17, 300, 4095, 100000};
+		enum kern_rope_layout lay = layout ? KERN_ROPE_HALVES : KERN_ROPE_ADJACENT;
+		memcpy(c, x, rows * ld * sizeof(float));
+		CHECK_OK(kern_rope(cpu, c, ld, rows, heads, hd, pos, 1e6f, lay));
+		CHECK_OK(kern_upload(gpu, dy, x, rows * ld * sizeof(float)));
+		CHECK_OK(kern_rope(gpu, dy, ld, rows, heads, hd, pos, 1e6f, lay));
+		to_host(gpu, g, dy, rows * ld * sizeof(float));
+		compare(layout ? "rope halves" : "rope adjacent", c, g, rows * ld, 1e-6);
+	}
+	kern_free(gpu, dx), kern_free(gpu, dw), kern_free(gpu, dy), kern_free(gpu, du);
+	specd_free(x), specd_free(w), specd_free(u), specd_free(c), specd_free(g), specd_free(g1);
+}
+
+/* Attention over a random cache of 2 slots: a causal batch from both slots, each token
+ * alone, and a tree whose chain node must equal the same rows seen causally. */
+static void check_attention(struct kern_ctx *cpu, struct kern_ctx *gpu, size_t hd)
+{
+	enum { N_CTX = 64, SLOTS = 2, HEADS = 4, KV_HEADS = 2, NT = 6 };
+	size_t row = KV_HEADS * hd, slot_stride = N_CTX * row, qd = HEADS * hd;
+	size_t cache = SLOTS * slot_stride;
+	float *k = rnd_floats(cache), *v = rnd_floats(cache), *q = rnd_floats(NT * qd);
+	float *oc = specd_calloc(NT * qd, sizeof(float)), *og = specd_calloc(NT * qd, sizeof(float));
+	float *o1 = specd_calloc(qd, sizeof(float));
+	float *dk = dev_from(gpu, k, cache * sizeof(float)), *dv = dev_from(gpu, v, cache * sizeof(float));
+	float *dq = dev_from(gpu, q, NT * qd * sizeof(float));
+	float *dout = dev_from(gpu, NULL, NT * qd * sizeof(float));
+	uint32_t slot[NT] = {0, 0, 0, 1, 1, 1}, n_prefix[NT] = {20, 21, 22, 1, 2, 40};
+	struct kern_attn a = {
+		.n_tokens = NT, .n_heads = HEADS, .n_kv_heads = KV_HEADS, .head_dim = hd,
+		.scale = 1.0f / sqrtf((float)hd), .q = q, .ldq = qd, .out = oc, .ldo = qd,
+		.kv = {.k = k, .v = v, .slot_stride = slot_stride, .row_stride = row, .n_rows = N_CTX},
+		.mask = {.slot = slot, .n_prefix = n_prefix},
+	};
+	struct kern_attn ag = a;
+	ag.q = dq, ag.out = dout, ag.kv.k = dk, ag.kv.v = dv;
+	char name[64];
+	snprintf(name, sizeof(name), "attention causal hd %zu", hd);
+	CHECK_OK(kern_attention(cpu, &a));
+	CHECK_OK(kern_attention(gpu, &ag));
+	to_host(gpu, og, dout, NT * qd * sizeof(float));
+	compare(name, oc, og, NT * qd, 1e-5);
+	bool inv = true;
+	for (size_t t = 0; t < NT; t++) {
+		struct kern_attn one = ag;
+		one.n_tokens = 1, one.q = dq + t * qd;
+		one.mask.slot = &slot[t], one.mask.n_prefix = &n_prefix[t];
+		CHECK_OK(kern_attention(gpu, &one));
+		to_host(gpu, o1, dout, qd * sizeof(float));
+		inv = inv && bitwise(o1, og + t * qd, qd);
+	}
+	expect(inv, "inv", name, "token alone == token in batch (bitwise)");
+
+	/* Tree over slot 0 with 10 committed rows: 0 root; 1, 2 children of 0; 3 child of 1. */
+	uint32_t tslot[4] = {0, 0, 0, 0}, tpre[4] = {10, 10, 10, 10}, trow[4] = {10, 11, 12, 13};
+	uint64_t bits[4] = {0x1, 0x3, 0x5, 0xb};
+	struct kern_attn t = a;
+	t.n_tokens = 4;
+	t.mask = (struct kern_attn_mask){.slot = tslot, .n_prefix = tpre, .row = trow, .tree = bits,
+					 .tree_words = 1};
+	struct kern_attn tg = t;
+	tg.q = dq, tg.out = dout, tg.kv.k = dk, tg.kv.v = dv;
+	snprintf(name, sizeof(name), "attention tree hd %zu", hd);
+	CHECK_OK(kern_attention(cpu, &t));
+	CHECK_OK(kern_attention(gpu, &tg));
+	to_host(gpu, og, dout, 4 * qd * sizeof(float));
+	compare(name, oc, og, 4 * qd, 1e-5);
+	/* Node 1 sees rows 0..11, as a causal token at row 11 does. */
+	struct kern_attn chain = ag;
+	uint32_t pre12 = 12;
+	chain.n_tokens = 1, chain.q = dq + qd;
+	chain.mask.slot = tslot, chain.mask.n_prefix = &pre12;
+	CHECK_OK(kern_attention(gpu, &chain));
+	to_host(gpu, o1, dout, qd * sizeof(float));
+	expect(bitwise(o1, og + qd, qd), "inv", name,
+	       "tree chain == causal rows (bitwise)");
+
+	kern_free(gpu, dk), kern_free(gpu, dv), kern_free(gpu, dq), kern_free(gpu, dout);
+	specd_free(k), specd_free(v), specd_free(q), specd_free(oc), specd_free(og), specd_free(o1);
+}
+
+static void run_ops(struct kern_ctx *cpu, struct kern_ctx *gpu)
+{
+	static const enum kern_dtype types[] = {KERN_F32, KERN_F16, KERN_BF16, KERN_Q8_0,
+						KERN_Q4_0, KERN_Q4_K, KERN_Q6_K};
+	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+		check_matmul(cpu, gpu, types[i], 256, 96, 9, false);
+		check_get_rows(cpu, gpu, types[i]);
+	}
+	check_matmul(cpu, gpu, KERN_BF16, 4096, 512, 1, false);
+	check_matmul(cpu, gpu, KERN_F16, 4096, 300, 17, true);
+	check_matmul(cpu, gpu, KERN_F32, 172, 64, 64, true); /* a tail shorter than a vector */
+	check_matmul(cpu, gpu, KERN_BF16, 11008, 64, 5, false);
+	check_rows_ops(cpu, gpu);
+	check_attention(cpu, gpu, 8);
+	check_attention(cpu, gpu, 64);
+	check_attention(cpu, gpu, 128);
+	check_attention(cpu, gpu, 256);
+}
+
+/* ---- models ---- */
+
+struct run {
+	struct model *m;
+	uint32_t vocab;
+	float *logits; /* (max_batch, vocab) host */
+	uint32_t *ids; /* (max_batch) */
+	struct specd_error err;
+};
+
+static int open_model(const char *path, struct kern_ctx *k, uint32_t n_ctx, struct run *r)
+{
+	struct model_config cfg = {.n_slots = 1, .n_ctx = n_ctx, .max_batch = 64, .kern = k};
+	memset(r, 0, sizeof(*r));
+	double t0 = specd_now();
+	if (model_load(path, &cfg, &r->m, &r->err) != SPECD_OK) {
+		printf("load %s on %s: %s FAIL\n", path, kern_name(k), r->err.msg);
+		return -1;
+	}
+	r->vocab = model_hparams(r->m)->n_vocab;
+	r->logits = specd_malloc_array((size_t)64 * r->vocab, sizeof(float));
+	r->ids = specd_malloc_array(64, sizeof(uint32_t));
+	if (!r->logits || !r->ids) {
+		printf("load: out of memory\n");
+		return -1;
+	}
+	printf("load %s on %s: %.2f s\n", path, kern_name(k), specd_now() - t0);
+	return 0;
+}
+
+static void close_model(struct run *r)
+{
+	model_destroy(r->m);
+	specd_free(r->logits);
+	specd_free(r->ids);
+}
+
+/* One causal forward of toks at slot 0 from position pos0, logits for the last n_out
+ * tokens (all when n_out == n), then their argmax into r->ids. */
+static enum specd_status step(struct run *r, const uint32_t *toks, uint32_t n, uint32_t pos0,
+			      uint32_t n_out)
+{
+	uint32_t slots[64] = {0}, pos[64], out_idx[64];
+	for (uint32_t i = 0; i < n; i++)
+		pos[i] = pos0 + i;
+	for (uint32_t i = 0; i < n_out; i++)
+		out_idx[i] = n - n_out + i;
+	struct model_batch b = {
+		.n_tokens = n, .tokens = toks, .slots = slots, .pos = pos,
+		.n_out = n_out, .out_idx = out_idx, .logits = r->logits,
+	};
+	enum specd_status st = model_forward(r->m, &b, &r->err);
+	if (st == SPECD_OK)
+		st = model_shard_argmax(r->m, r->logits, n_out, r->ids, &r->err);
+	return st;
+}
+
+static void make_prompt(uint32_t *p, uint32_t n, uint32_t vocab)
+{
+	p[0] = 1; /* BOS of the SentencePiece vocabularies */
+	for (uint32_t i = 1; i < n; i++)
+		p[i] = (uint32_t)((i * 7919u + 13u) % vocab);
+}
+
+/* Greedy: prefill, then n tokens one at a time; logits of each step kept in steps. */
+static enum specd_status greedy(struct run *r, const uint32_t *prompt, uint32_t np, uint32_t n,
+				uint32_t *out, float *steps)
+{
+	enum specd_status st;
+	if ((st = kv_truncate(model_kv(r->m), 0, 0)) || (st = step(r, prompt, np, 0, 1)))
+		return st;
+	for (uint32_t i = 0; i < n; i++) {
+		out[i] = r->ids[0];
+		if (steps)
+			memcpy(steps + (size_t)i * r->vocab, r->logits, r->vocab * sizeof(float));
+		if (i + 1 < n && (st = step(r, &out[i], 1, np + i, 1)))
+			return st;
+	}
+	return SPECD_OK;
+}
+
+/* The gap between the two largest logits: a token can differ across backends only
+ * where it is within their rounding differences. */
+static float top2_margin(const float *x, uint32_t n)
+{
+	float a = -INFINITY, b = -INFINITY;
+	for (uint32_t i = 0; i < n; i++) {
+		if (x[i] > a)
+			b = a, a = x[i];
+		else if (x[i] > b)
+			b = x[i];
+	}
+	return a - b;
+}
+
+/* Speculative greedy with a free drafter that proposes the reference continuation,
+ * with each drafted token wrong where `wrong` says: the output must be ref exactly. */
+static enum specd_status spec_decode(struct run *r, const uint32_t *prompt, uint32_t np,
+				     const uint32_t *ref, uint32_t n, uint32_t K, double accept,
+				     uint32_t *out, uint32_t *steps_out)
+{
+	enum specd_status st;
+	uint32_t steps = 0, have = 0, toks[64];
+	uint64_t seed = 12345;
+	if ((st = kv_truncate(model_kv(r->m), 0, 0)) || (st = step(r, prompt, np, 0, 1)))
+		return st;
+	out[have++] = r->ids[0];
+	while (have < n) {
+		uint32_t k = K < n - have ? K : n - have;
+		toks[0] = out[have - 1];
+		for (uint32_t j = 0; j < k; j++) {
+			seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+			bool bad = (double)(seed >> 11) / 9007199254740992.0 >= accept;
+			toks[1 + j] = bad ? (ref[have + j] + 1) % r->vocab : ref[have + j];
+		}
+		uint32_t base = np + have - 1;
+		if ((st = step(r, toks, k + 1, base, k + 1)))
+			return st;
+		uint32_t acc = 0;
+		while (acc < k && r->ids[acc] == toks[1 + acc])
+			acc++;
+		for (uint32_t j = 0; j < acc && have < n; j++)
+			out[have++] = toks[1 + j];
+		if (have < n)
+			out[have++] = r->ids[acc];
+		/* Keep the rows of the last token and the accepted drafts. */
+		if ((st = kv_truncate(model_kv(r->m), 0, base + 1 + acc)))
+			return st;
+		steps++;
+	}
+	*steps_out = steps;
+	return SPECD_OK;
+}
+
+static int run_greedy(struct kern_ctx *cpu, struct kern_ctx *gpu, const char *path, uint32_t n)
+{
+	enum { NP = 8 };
+	struct run rc, rg;
+	if (open_model(path, cpu, 256, &rc) || open_model(path, gpu, 256, &rg))
+		return EXIT_USAGE;
+	uint32_t V = rg.vocab, prompt[NP];
+	if (n + NP > 64)
+		n = 64 - NP;
+	make_prompt(prompt, NP, V);
+	uint32_t *tc = specd_calloc(n, sizeof(uint32_t)), *tg = specd_calloc(n, sizeof(uint32_t));
+	uint32_t *ts = specd_calloc(n, sizeof(uint32_t));
+	float *lc = specd_malloc_array((size_t)n * V, sizeof(float));
+	float *lg = specd_malloc_array((size_t)n * V, sizeof(float));
+	enum specd_status st;
+	double t0 = specd_now();
+	if ((st = greedy(&rc, prompt, NP, n, tc, lc)) != SPECD_OK) {
+		printf("greedy cpu: %s FAIL\n", rc.err.msg);
+		return EXIT_FAIL;
+	}
+	double t1 = specd_now();
+	if ((st = greedy(&rg, prompt, NP, n, tg, lg)) != SPECD_OK) {
+		printf("greedy cuda: %s FAIL\n", rg.err.msg);
+		return EXIT_FAIL;
+	}
+	double t2 = specd_now();
+	uint32_t first = n;
+	for (uint32_t i = 0; i < n && first == n; i++)
+		if (tc[i] != tg[i])
+			first = i;
+	uint32_t cmp = first < n ? first + 1 : n; /* logits agree up to the first split */
+	compare("greedy logits cuda vs cpu", lc, lg, (size_t)cmp * V, 1e-3);
+	printf("greedy tokens: %u of %u equal (cpu %.1f tok/s, cuda %.1f tok/s)\n",
+	       first, n, n / (t1 - t0), n / (t2 - t1));
+	if (first < n) {
+		float margin = top2_margin(lc + (size_t)first * V, V);
+		/* Allowed only where the CPU's top two logits are within rounding. */
+		bool ok = margin < 1e-3f * (1.0f + fabsf(lc[(size_t)first * V + tc[first]]));
+		printf("greedy first difference at %u: cpu %u cuda %u, cpu top-2 margin %.3e %s\n",
+		       first, tc[first], tg[first], (double)margin, ok ? "ok (within tolerance)" : "FAIL");
+		if (!ok)
+			failures++;
+	}
+	printf("greedy cpu:  ");
+	for (uint32_t i = 0; i < n; i++)
+		printf(" %u", tc[i]);
+	printf("\ngreedy cuda: ");
+	for (uint32_t i = 0; i < n; i++)
+		printf(" %u", tg[i]);
+	printf("\n");
+
+	/* Batch invariance of the whole forward on CUDA: the prompt and the output as one
+	 * batch must give, at every position, the logits of the step-by-step decode. */
+	uint32_t all[64];
+	memcpy(all, prompt, sizeof(prompt));
+	memcpy(all + NP, tg, (n - 1) * sizeof(uint32_t));
+	if ((st = kv_truncate(model_kv(rg.m), 0, 0)) == SPECD_OK)
+		st = step(&rg, all, NP + n - 1, 0, n);
+	if (st != SPECD_OK) {
+		printf("batch forward: %s FAIL\n", rg.err.msg);
+		failures++;
+	} else {
+		expect(bitwise(rg.logits, lg, (size_t)n * V), "inv", "forward cuda",
+		       "one batch == token by token (bitwise)");
+	}
+	/* Speculative verification on CUDA gives the plain greedy output exactly. */
+	for (uint32_t K = 2; K <= 8; K *= 2) {
+		uint32_t steps = 0;
+		st = spec_decode(&rg, prompt, NP, tg, n, K, 0.7, ts, &steps);
+		char what[64];
+		snprintf(what, sizeof(what), "spec K=%u a=0.7 (%u steps)", K, steps);
+		if (st != SPECD_OK) {
+			printf("spec: %s FAIL\n", rg.err.msg);
+			failures++;
+		} else {
+			expect(memcmp(ts, tg, n * sizeof(uint32_t)) == 0, "spec", what,
+			       "output == plain greedy");
+		}
+	}
+	specd_free(tc), specd_free(tg), specd_free(ts), specd_free(lc), specd_free(lg);
+	close_model(&rc);
+	close_model(&rg);
+	return failures ? EXIT_FAIL : 0;
+}
+
+/* Bytes of weights a decode step reads: every matrix and vector but the embedding
+ * table, of which it reads one row (the file's types; quantised types are read as
+ * f32 on the device, 32 / bits-per-weight times more). */
+static double step_bytes(struct model *m)
+{
+	const struct model_hparams *hp = model_hparams(m);
+	double total = (double)model_shard(m)->weight_bytes;
+	if (!hp->tied_output)
+		total -= (double)kern_dtype_row_bytes(hp->wtype, hp->dim) * hp->n_vocab;
+	return total;
+}
+
+static int run_bench(struct kern_ctx *gpu, const char *path, uint32_t n)
+{
+	enum { NP = 16 };
+	struct run r;
+	if (open_model(path, gpu, 1024, &r))
+		return EXIT_USAGE;
+	const struct model_hparams *hp = model_hparams(r.m);
+	uint32_t prompt[NP], *ref = specd_calloc(n, sizeof(uint32_t));
+	uint32_t *out = specd_calloc(n, sizeof(uint32_t));
+	make_prompt(prompt, NP, r.vocab);
+	double bytes = step_bytes(r.m);
+	printf("bench model: %u layers, dim %u, ffn %u, heads %u/%u, vocab %u, %s, %.2f GB of "
+	       "weights read per step\n", hp->n_layers, hp->dim, hp->ffn_dim, hp->n_heads,
+	       hp->n_kv_heads, hp->n_vocab, kern_dtype_name(hp->wtype), bytes / 1e9);
+	enum specd_status st = greedy(&r, prompt, NP, 8, ref, NULL); /* warm-up */
+	double t0 = specd_now();
+	if (st == SPECD_OK)
+		st = greedy(&r, prompt, NP, n, ref, NULL);
+	double t_none = specd_now() - t0;
+	if (st != SPECD_OK) {
+		printf("bench: %s FAIL\n", r.err.msg);
+		close_model(&r);
+		return EXIT_FAIL;
+	}
+	double per = t_none / n; /* includes one prefill of NP tokens */
+	printf("bench none: %u tokens in %.3f s: %.1f tok/s, %.3f ms/token, %.1f%% of %.1f TB/s HBM\n",
+	       n, t_none, n / t_none, per * 1e3, 100.0 * bytes / per / HBM_BYTES_PER_S,
+	       HBM_BYTES_PER_S / 1e12);
+
+	/* One verification step of K+1 tokens against the same weights read. */
+	uint32_t toks[64];
+	uint32_t base = kv_len(model_kv(r.m), 0);
+	double t_one = 0;
+	for (uint32_t K = 0; K <= 16; K = K ? K * 2 : 1) {
+		enum { REPS = 10 };
+		for (uint32_t i = 0; i <= K; i++)
+			toks[i] = ref[i % n];
+		if (base + K + 1 > 1024)
+			break;
+		double s0 = 0;
+		for (int rep = 0; rep <= REPS && st == SPECD_OK; rep++) {
+			if (rep == 1)
+				s0 = specd_now();
+			st = kv_truncate(model_kv(r.m), 0, base);
+			if (st == SPECD_OK)
+				st = step(&r, toks, K + 1, base, K + 1);
+		}
+		if (st != SPECD_OK)
+			break;
+		double t = (specd_now() - s0) / REPS;
+		if (K == 0)
+			t_one = t;
+		printf("bench verify K=%-2u (%2u tokens): %.3f ms/step, %.2fx one token\n", K, K + 1,
+		       t * 1e3, t / t_one);
+	}
+	/* Speculative decoding with a drafter that costs nothing (as ngram nearly does),
+	 * its acceptance set; output checked against plain greedy. */
+	for (uint32_t K = 2; K <= 8 && st == SPECD_OK; K *= 2) {
+		for (int ai = 0; ai < 2 && st == SPECD_OK; ai++) {
+			double a = ai ? 0.6 : 1.0;
+			uint32_t steps = 0;
+			t0 = specd_now();
+			st = spec_decode(&r, prompt, NP, ref, n, K, a, out, &steps);
+			double t = specd_now() - t0;
+			if (st != SPECD_OK)
+				break;
+			bool same = memcmp(out, ref, n * sizeof(uint32_t)) == 0;
+			printf("bench spec K=%u accept=%.1f: %.1f tok/s (%.2fx none), %.2f tokens/step, "
+			       "output == greedy: %s\n", K, a, n / t, t_none / t, (double)n / steps,
+			       same ? "yes" : "NO (FAIL)");
+			if (!same)
+				failures++;
+		}
+	}
+	if (st != SPECD_OK) {
+		printf("bench: %s FAIL\n", r.err.msg);
+		failures++;
+	}
+	specd_free(ref), specd_free(out);
+	close_model(&r);
+	return failures ? EXIT_FAIL : 0;
+}
+
+static void usage(FILE *to)
+{
+	fprintf(to, "usage: specd-gpu-check ops\n"
+		    "       specd-gpu-check greedy MODEL [N]   (N tokens, default 32)\n"
+		    "       specd-gpu-check bench MODEL [N]    (N tokens, default 64)\n"
+		    "Exit status: 0 passed, 1 a check failed, 2 usage or load error, 3 no CUDA device.\n");
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2 || (strcmp(argv[1], "ops") != 0 && argc < 3)) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	log_init_from_env();
+	struct specd_error err;
+	struct kern_ctx *gpu = NULL, *cpu = NULL;
+	specd_error_clear(&err);
+	/* SPECD_GPU_CHECK_CPU=1: a second CPU backend stands in for CUDA, to try this
+	 * program where there is no GPU (its checks then compare the CPU with itself). */
+	const char *stand_in = getenv("SPECD_GPU_CHECK_CPU");
+	enum specd_status st = stand_in && strcmp(stand_in, "1") == 0
+				       ? kern_cpu_create(NULL, &gpu)
+				       : kern_cuda_create(NULL, &gpu, &err);
+	if (st != SPECD_OK) {
+		printf("%s\n", err.msg);
+		return st == SPECD_UNSUPPORTED ? EXIT_NO_DEVICE : EXIT_FAIL;
+	}
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	struct kern_cpu_config cc = {.n_threads = ncpu > 0 ? (unsigned)ncpu : 1};
+	if (kern_cpu_create(&cc, &cpu) != SPECD_OK) {
+		printf("cannot create the CPU backend\n");
+		kern_destroy(gpu);
+		return EXIT_FAIL;
+	}
+	printf("backends: %s, cpu (%s, %u threads)\n", kern_name(gpu), kern_cpu_isa_of(cpu),
+	       cc.n_threads);
+	int rc = 0;
+	unsigned long n = argc > 3 ? strtoul(argv[3], NULL, 10) : 0;
+	if (strcmp(argv[1], "ops") == 0) {
+		run_ops(cpu, gpu);
+		rc = failures ? EXIT_FAIL : 0;
+	} else if (strcmp(argv[1], "greedy") == 0) {
+		rc = run_greedy(cpu, gpu, argv[2], n ? (uint32_t)n : 32);
+	} else if (strcmp(argv[1], "bench") == 0) {
+		rc = run_bench(gpu, argv[2], n ? (uint32_t)n : 64);
+	} else {
+		usage(stderr);
+		rc = EXIT_USAGE;
+	}
+	printf("result %s: %s (%d failed checks)\n", argv[1], rc == 0 ? "PASS" : "FAIL", failures);
+	kern_destroy(cpu);
+	kern_destroy(gpu);
+	return rc;
+}
