@@ -21,6 +21,11 @@ struct draft_model {
 	uint32_t max_batch;  /* tokens per catch-up forward */
 	uint32_t *b_tok, *b_slot, *b_pos; /* (max_batch) host */
 	float *logits;       /* (n_vocab) host */
+	/* Batched proposals (dm_propose_batch): at most group_max sequences per pass, each
+	 * with one logits row per forward. */
+	uint32_t group_max;  /* min(n_slots, max_batch) */
+	float *group_logits; /* (group_max, n_vocab) host */
+	uint32_t *g_seq, *g_k, *g_row, *g_out; /* (group_max) host */
 };
 
 static void dm_destroy(void *state)
@@ -34,6 +39,11 @@ static void dm_destroy(void *state)
 	specd_free(d->b_slot);
 	specd_free(d->b_pos);
 	specd_free(d->logits);
+	specd_free(d->group_logits);
+	specd_free(d->g_seq);
+	specd_free(d->g_k);
+	specd_free(d->g_row);
+	specd_free(d->g_out);
 	specd_free(d);
 }
 
@@ -69,7 +79,14 @@ static enum specd_status dm_create(const struct draft_config *cfg, void **state,
 	d->b_slot = specd_calloc(d->max_batch, sizeof(uint32_t));
 	d->b_pos = specd_malloc_array(d->max_batch, sizeof(uint32_t));
 	d->logits = specd_malloc_array(d->n_vocab, sizeof(float));
-	if (!d->b_tok || !d->b_slot || !d->b_pos || !d->logits) {
+	d->group_max = cfg->n_slots < d->max_batch ? cfg->n_slots : d->max_batch;
+	d->group_logits = specd_malloc_array((size_t)d->group_max * d->n_vocab, sizeof(float));
+	d->g_seq = specd_malloc_array(d->group_max, sizeof(uint32_t));
+	d->g_k = specd_malloc_array(d->group_max, sizeof(uint32_t));
+	d->g_row = specd_malloc_array(d->group_max, sizeof(uint32_t));
+	d->g_out = specd_malloc_array(d->group_max, sizeof(uint32_t));
+	if (!d->b_tok || !d->b_slot || !d->b_pos || !d->logits || !d->group_logits || !d->g_seq ||
+	    !d->g_k || !d->g_row || !d->g_out) {
 		st = specd_errorf(err, SPECD_NOMEM, "draft_model: out of memory");
 		goto fail;
 	}
@@ -129,10 +146,13 @@ static enum specd_status dm_supports(const void *state, const struct model *targ
 static size_t dm_memory_bytes(const void *state)
 {
 	const struct draft_model *d = state;
-	size_t mapped = 0;
+	const struct gguf_file *f = model_gguf(d->model);
+	size_t weights = 0;
 
-	gguf_mapping(model_gguf(d->model), &mapped);
-	return mapped + kv_bytes(model_kv(d->model));
+	/* The tensors, not the mapping: a Hugging Face view maps only its metadata. */
+	for (uint64_t i = 0; i < gguf_tensor_count(f); i++)
+		weights += (size_t)gguf_tensor_at(f, i)->nbytes;
+	return weights + kv_bytes(model_kv(d->model));
 }
 
 /* Feeds tokens[0..n) of the slot from position pos0 in batches; the logits of the
@@ -178,50 +198,150 @@ static enum specd_status dm_reset(void *state, const struct draft_seq *seq,
 	return dm_feed(d, seq->slot, seq->tokens, n, 0, err);
 }
 
-static enum specd_status dm_propose(void *state, const struct draft_seq *seq, uint32_t k,
-				    struct draft_proposal *out, struct specd_error *err)
+/* Greedy argmax, or a draw from the transformed row that is then shipped as q: the
+ * exactness promise is that the token comes from exactly that q. */
+static enum specd_status dm_draw(struct draft_model *d, const struct draft_seq *seq,
+				 const float *logits, struct draft_proposal *out, uint32_t i,
+				 struct specd_error *err)
 {
-	struct draft_model *d = state;
+	enum specd_status st;
+	int32_t tok;
+
+	if (out->q_onehot) {
+		tok = sampler_argmax(logits, (int32_t)d->n_vocab);
+		st = tok >= 0 ? SPECD_OK : SPECD_INVAL;
+	} else {
+		float *q = out->q + (size_t)i * d->n_vocab;
+		st = sampler_probs(seq->sampler, logits, q);
+		if (st == SPECD_OK)
+			st = sampler_sample_probs(seq->sampler, q, &tok);
+	}
+	if (st != SPECD_OK)
+		return specd_errorf(err, st, "draft_model: the draft's logits at position %u "
+				    "cannot be sampled", seq->n_tokens + i);
+	out->tokens[i] = tok;
+	out->n = i + 1;
+	return SPECD_OK;
+}
+
+/* Prepares seq's slot for proposing: how many tokens it may draft (0: none) and from
+ * where its catch-up starts (the slot then lacks tokens[*have .. n)). */
+static enum specd_status dm_prepare(struct draft_model *d, const struct draft_seq *seq,
+				    uint32_t k, struct draft_proposal *out, uint32_t *k_out,
+				    uint32_t *have_out, struct specd_error *err)
+{
 	struct kv_cache *kv = model_kv(d->model);
 	uint32_t n = seq->n_tokens, have = kv_len(kv, seq->slot);
-	bool greedy = !seq->sampler || sampler_is_greedy(seq->sampler);
 	enum specd_status st;
 
 	out->n = 0;
-	out->q_onehot = greedy;
-	if (!greedy && !out->q)
+	out->q_onehot = !seq->sampler || sampler_is_greedy(seq->sampler);
+	*k_out = 0;
+	if (!out->q_onehot && !out->q)
 		return specd_errorf(err, SPECD_INVAL, "draft_model: sampling needs a q buffer");
 	/* After catching up the slot holds n rows and each token but the last adds one. */
 	if (n > d->n_ctx)
 		return SPECD_OK;
-	if (k > d->n_ctx - n + 1)
-		k = d->n_ctx - n + 1;
 	if (have >= n) { /* never after commit; keep the invariant "the last is unfed" */
 		if ((st = kv_truncate(kv, seq->slot, n - 1)) != SPECD_OK)
 			return specd_errorf(err, st, "draft_model: slot %u", seq->slot);
 		have = n - 1;
 	}
+	*k_out = k < d->n_ctx - n + 1 ? k : d->n_ctx - n + 1;
+	*have_out = have;
+	return SPECD_OK;
+}
+
+static enum specd_status dm_propose(void *state, const struct draft_seq *seq, uint32_t k,
+				    struct draft_proposal *out, struct specd_error *err)
+{
+	struct draft_model *d = state;
+	uint32_t n = seq->n_tokens, have = 0;
+	enum specd_status st = dm_prepare(d, seq, k, out, &k, &have, err);
+
+	if (st != SPECD_OK || k == 0)
+		return st;
 	if ((st = dm_feed(d, seq->slot, seq->tokens + have, n - have, have, err)) != SPECD_OK)
 		return st;
 	for (uint32_t i = 0; i < k; i++) {
-		int32_t tok;
+		if ((st = dm_draw(d, seq, d->logits, out, i, err)) != SPECD_OK)
+			return st;
+		if (i + 1 < k && (st = dm_feed(d, seq->slot, &out->tokens[i], 1, n + i, err)) != SPECD_OK)
+			return st;
+	}
+	return SPECD_OK;
+}
 
-		if (greedy) {
-			tok = sampler_argmax(d->logits, (int32_t)d->n_vocab);
-			st = tok >= 0 ? SPECD_OK : SPECD_INVAL;
-		} else {
-			/* The exactness promise: the token is drawn from exactly the q shipped. */
-			float *q = out->q + (size_t)i * d->n_vocab;
-			st = sampler_probs(seq->sampler, d->logits, q);
-			if (st == SPECD_OK)
-				st = sampler_sample_probs(seq->sampler, q, &tok);
+/* One draft forward over the batch gathered in b_*, one logits row per g_out entry. */
+static enum specd_status dm_group_forward(struct draft_model *d, uint32_t n_tokens,
+					  uint32_t n_out, struct specd_error *err)
+{
+	struct model_batch b = {
+		.n_tokens = n_tokens, .tokens = d->b_tok, .slots = d->b_slot, .pos = d->b_pos,
+		.n_out = n_out, .out_idx = d->g_out, .logits = d->group_logits,
+	};
+	return model_forward(d->model, &b, err);
+}
+
+/* All sequences step through their drafts together: one forward feeds every catch-up,
+ * then one forward per drafted position carries each still-drafting sequence's last
+ * token. The forward is batch-invariant, so each sequence sees the logits it would see
+ * alone and draws from its own sampler in the same order: the proposals are those of
+ * dm_propose. A sequence that does not fit the group goes alone. */
+static enum specd_status dm_propose_batch(void *state, const struct draft_seq *seqs,
+					  const uint32_t *k, struct draft_proposal *const *outs,
+					  uint32_t n, struct specd_error *err)
+{
+	struct draft_model *d = state;
+	uint32_t used = 0, m = 0, k_max = 0;
+	enum specd_status st;
+
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t ki, have = 0, ns = seqs[i].n_tokens;
+		if ((st = dm_prepare(d, &seqs[i], k[i], outs[i], &ki, &have, err)) != SPECD_OK)
+			return st;
+		if (ki == 0)
+			continue;
+		if (m == d->group_max || used + (ns - have) > d->max_batch) {
+			if ((st = dm_propose(state, &seqs[i], k[i], outs[i], err)) != SPECD_OK)
+				return st;
+			continue;
 		}
-		if (st != SPECD_OK)
-			return specd_errorf(err, st, "draft_model: the draft's logits at position "
-					    "%u cannot be sampled", n + i);
-		out->tokens[i] = tok;
-		out->n = i + 1;
-		if (i + 1 < k && (st = dm_feed(d, seq->slot, &tok, 1, n + i, err)) != SPECD_OK)
+		for (uint32_t t = have; t < ns; t++, used++) {
+			d->b_tok[used] = (uint32_t)seqs[i].tokens[t];
+			d->b_slot[used] = seqs[i].slot;
+			d->b_pos[used] = t;
+		}
+		d->g_seq[m] = i;
+		d->g_k[m] = ki;
+		d->g_out[m] = used - 1;
+		d->g_row[m] = m;
+		k_max = ki > k_max ? ki : k_max;
+		m++;
+	}
+	if (m == 0)
+		return SPECD_OK;
+	if ((st = dm_group_forward(d, used, m, err)) != SPECD_OK)
+		return st;
+	for (uint32_t r = 0; r < k_max; r++) {
+		uint32_t n_out = 0;
+		for (uint32_t g = 0; g < m; g++) {
+			const struct draft_seq *seq = &seqs[d->g_seq[g]];
+			struct draft_proposal *out = outs[d->g_seq[g]];
+			if (r >= d->g_k[g])
+				continue;
+			const float *row = d->group_logits + (size_t)d->g_row[g] * d->n_vocab;
+			if ((st = dm_draw(d, seq, row, out, r, err)) != SPECD_OK)
+				return st;
+			if (r + 1 == d->g_k[g])
+				continue;
+			d->b_tok[n_out] = (uint32_t)out->tokens[r];
+			d->b_slot[n_out] = seq->slot;
+			d->b_pos[n_out] = seq->n_tokens + r;
+			d->g_out[n_out] = n_out;
+			d->g_row[g] = n_out++;
+		}
+		if (n_out && (st = dm_group_forward(d, n_out, n_out, err)) != SPECD_OK)
 			return st;
 	}
 	return SPECD_OK;
@@ -254,5 +374,6 @@ const struct draft_ops draft_model_ops = {
 	.memory_bytes = dm_memory_bytes,
 	.reset = dm_reset,
 	.propose = dm_propose,
+	.propose_batch = dm_propose_batch,
 	.commit = dm_commit,
 };

@@ -138,6 +138,46 @@ enum specd_status draft_propose(struct drafter *d, const struct draft_seq *seq, 
 	return st;
 }
 
+/* Sequences handed to a method's propose_batch at once: bounds the wrapper's stack. */
+#define DRAFT_BATCH_MAX 64
+
+enum specd_status draft_propose_batch(struct drafter *d, const struct draft_seq *seqs,
+				      const uint32_t *k, struct draft_proposal *const *outs,
+				      uint32_t n, struct specd_error *err)
+{
+	struct draft_seq group[DRAFT_BATCH_MAX];
+	struct draft_proposal *group_out[DRAFT_BATCH_MAX];
+	uint32_t group_k[DRAFT_BATCH_MAX], m = 0;
+	enum specd_status st = SPECD_OK;
+
+	for (uint32_t i = 0; i < n; i++) {
+		outs[i]->n = 0;
+		outs[i]->q_onehot = true;
+	}
+	for (uint32_t i = 0; i < n && st == SPECD_OK; i++) {
+		uint32_t ki = k[i] < d->cfg.k_max ? k[i] : d->cfg.k_max;
+		if ((st = seq_check(d, &seqs[i], err)) != SPECD_OK || ki == 0)
+			continue;
+		if (!d->ops->propose_batch) {
+			st = d->ops->propose(d->state, &seqs[i], ki, outs[i], err);
+			continue;
+		}
+		group[m] = seqs[i];
+		group_k[m] = ki;
+		group_out[m] = outs[i];
+		if (++m == DRAFT_BATCH_MAX) {
+			st = d->ops->propose_batch(d->state, group, group_k, group_out, m, err);
+			m = 0;
+		}
+	}
+	if (st == SPECD_OK && m)
+		st = d->ops->propose_batch(d->state, group, group_k, group_out, m, err);
+	if (st != SPECD_OK)
+		for (uint32_t i = 0; i < n; i++)
+			outs[i]->n = 0;
+	return st;
+}
+
 enum specd_status draft_commit(struct drafter *d, const struct draft_seq *seq,
 			       uint32_t n_accepted, int32_t next, struct specd_error *err)
 {

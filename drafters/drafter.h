@@ -88,6 +88,13 @@ struct draft_ops {
 	/* Up to k (<= k_max) tokens to follow seq->tokens; fewer, or none, is allowed. */
 	enum specd_status (*propose)(void *state, const struct draft_seq *seq, uint32_t k,
 				     struct draft_proposal *out, struct specd_error *err);
+	/* Optional: propose for n sequences (distinct slots) at once, k[i] (<= k_max,
+	 * >= 1) tokens for seqs[i], with exactly the proposals n propose calls in that order
+	 * would make (a draft model runs one forward per drafted position for all of
+	 * them). NULL: the wrapper calls propose for each. */
+	enum specd_status (*propose_batch)(void *state, const struct draft_seq *seqs,
+					   const uint32_t *k, struct draft_proposal *const *outs,
+					   uint32_t n, struct specd_error *err);
 	/* The verifier's verdict on the last proposal: seq now ends with the first
 	 * n_accepted proposed tokens and then `next` (the target's correction or bonus).
 	 * Also called, with n_accepted 0, after a step that proposed nothing. */
@@ -125,6 +132,12 @@ enum specd_status draft_reset(struct drafter *d, const struct draft_seq *seq,
 /* k is clamped to k_max; out->n <= k on success. On error out->n is 0. */
 enum specd_status draft_propose(struct drafter *d, const struct draft_seq *seq, uint32_t k,
 				struct draft_proposal *out, struct specd_error *err);
+/* draft_propose for n sequences on distinct slots, k[i] for seqs[i] (clamped to k_max;
+ * 0: none for that one); the same proposals as n draft_propose calls in order, in one
+ * pass where the method can. On error every outs[i].n is 0. */
+enum specd_status draft_propose_batch(struct drafter *d, const struct draft_seq *seqs,
+				      const uint32_t *k, struct draft_proposal *const *outs,
+				      uint32_t n, struct specd_error *err);
 enum specd_status draft_commit(struct drafter *d, const struct draft_seq *seq,
 			       uint32_t n_accepted, int32_t next, struct specd_error *err);
 

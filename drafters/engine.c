@@ -27,6 +27,12 @@ struct draft_engine {
 	uint32_t *b_tok, *b_slot, *b_pos, *b_out; /* (batch_rows) host */
 	float *logits;        /* (max_rows, n_vocab) host */
 	float *work;          /* (2 * n_vocab) host: the verifier's */
+	/* One step's drafting, (n_slots) each: the tokens planned per job, and the batched
+	 * proposal's sequences, counts, outputs and jobs. */
+	uint32_t *p_k, *p_kk;
+	struct draft_seq *p_seq;
+	struct draft_proposal **p_out;
+	struct draft_job **p_job;
 };
 
 struct draft_job {
@@ -73,6 +79,11 @@ void draft_engine_destroy(struct draft_engine *e)
 	specd_free(e->b_out);
 	specd_free(e->logits);
 	specd_free(e->work);
+	specd_free(e->p_k);
+	specd_free(e->p_kk);
+	specd_free(e->p_seq);
+	specd_free(e->p_out);
+	specd_free(e->p_job);
 	specd_free(e);
 }
 
@@ -114,7 +125,13 @@ enum specd_status draft_engine_create(const struct draft_engine_config *cfg,
 	e->b_out = specd_malloc_array(mb, sizeof(uint32_t));
 	e->logits = specd_malloc_array((size_t)e->max_rows * e->n_vocab, sizeof(float));
 	e->work = specd_malloc_array(2 * (size_t)e->n_vocab, sizeof(float));
-	if (!e->b_tok || !e->b_slot || !e->b_pos || !e->b_out || !e->logits || !e->work) {
+	e->p_k = specd_malloc_array(e->n_slots, sizeof(*e->p_k));
+	e->p_kk = specd_malloc_array(e->n_slots, sizeof(*e->p_kk));
+	e->p_seq = specd_malloc_array(e->n_slots, sizeof(*e->p_seq));
+	e->p_out = specd_malloc_array(e->n_slots, sizeof(*e->p_out));
+	e->p_job = specd_malloc_array(e->n_slots, sizeof(*e->p_job));
+	if (!e->b_tok || !e->b_slot || !e->b_pos || !e->b_out || !e->logits || !e->work ||
+	    !e->p_k || !e->p_kk || !e->p_seq || !e->p_out || !e->p_job) {
 		draft_engine_destroy(e);
 		return specd_errorf(err, SPECD_NOMEM, "engine: out of memory for %u verify rows "
 				    "of %u logits", rows < mb ? (uint32_t)rows : mb, model_hparams(cfg->target)->n_vocab);
@@ -339,33 +356,49 @@ static bool job_prefilling(const struct draft_job *j)
 /* Proposes for one job within `budget` batch rows; returns the rows it takes (0: it
  * waits). The proposal is capped so that no more than the remaining output is drafted
  * and the verify tokens fit the slot: the slot holds n - 1 rows and gains k + 1. */
-static enum specd_status job_propose(struct draft_job *j, uint32_t budget, uint32_t *rows,
-				     struct specd_error *err)
+/* How many tokens the job drafts this step within `budget` batch rows: capped so that
+ * no more than the remaining output is drafted and the verify tokens fit the slot (it
+ * holds n - 1 rows and gains k + 1). Returns false when the job gets no row (it waits). */
+static bool job_plan(struct draft_job *j, uint32_t budget, uint32_t *k_out)
 {
 	struct draft_engine *e = j->eng;
 	uint32_t n = j->n_tokens, k = j->k, left = j->max_tokens - j->n_out;
-	enum specd_status st = SPECD_OK;
 
-	*rows = 0;
 	j->prop.n = 0;
 	j->prop.q_onehot = true;
 	if (budget == 0)
-		return SPECD_OK;
+		return false;
 	if (k > budget - 1)
 		k = budget - 1;
 	if (k > left - 1)
 		k = left - 1;
 	if (k > e->n_ctx - n)
 		k = e->n_ctx - n;
-	if (!j->plain && k > 0) {
-		struct draft_seq seq = job_seq(j);
-		double t0 = specd_now();
+	*k_out = j->plain ? 0 : k;
+	return true;
+}
 
-		st = draft_propose(e->drafter, &seq, k, &j->prop, err);
-		j->m.t_draft += specd_now() - t0;
+/* One drafter pass for the planned jobs (the draft model steps them together); the
+ * time is shared evenly among them. */
+static enum specd_status propose_all(struct draft_engine *e, struct draft_job *const *jobs,
+				     uint32_t n_jobs, struct specd_error *err)
+{
+	uint32_t n = 0;
+	for (uint32_t i = 0; i < n_jobs; i++) {
+		if (!jobs[i]->in_step || e->p_k[i] == 0)
+			continue;
+		e->p_seq[n] = job_seq(jobs[i]);
+		e->p_kk[n] = e->p_k[i];
+		e->p_out[n] = &jobs[i]->prop;
+		e->p_job[n++] = jobs[i];
 	}
-	if (st == SPECD_OK)
-		*rows = j->prop.n + 1;
+	if (n == 0)
+		return SPECD_OK;
+	double t0 = specd_now();
+	enum specd_status st = draft_propose_batch(e->drafter, e->p_seq, e->p_kk, e->p_out, n, err);
+	double share = (specd_now() - t0) / n;
+	for (uint32_t i = 0; i < n; i++)
+		e->p_job[i]->m.t_draft += share;
 	return st;
 }
 
@@ -423,17 +456,27 @@ enum specd_status draft_engine_step(struct draft_engine *e, struct draft_job *co
 	for (uint32_t i = 0; i < n_jobs; i++)
 		live += jobs[i]->stop == DRAFT_STOP_NONE; /* a prompt being prefilled counts too */
 	uint32_t share = live && e->max_rows / live > 1 ? e->max_rows / live : 1;
+	uint32_t planned = 0;
 	for (uint32_t i = 0; i < n_jobs; i++) {
 		struct draft_job *j = jobs[i];
-		uint32_t rows, left = e->max_rows - used;
+		uint32_t left = e->max_rows - planned;
 
 		j->in_step = false;
 		j->pf_rows = 0;
-		if (j->stop != DRAFT_STOP_NONE || job_prefilling(j))
+		e->p_k[i] = 0;
+		if (j->stop != DRAFT_STOP_NONE || job_prefilling(j) ||
+		    !job_plan(j, share < left ? share : left, &e->p_k[i]))
 			continue;
-		if ((st = job_propose(j, share < left ? share : left, &rows, err)) != SPECD_OK)
-			return st;
-		if (rows == 0)
+		j->in_step = true;
+		planned += e->p_k[i] + 1;
+	}
+	if ((st = propose_all(e, jobs, n_jobs, err)) != SPECD_OK)
+		return st;
+	for (uint32_t i = 0; i < n_jobs; i++) {
+		struct draft_job *j = jobs[i];
+		uint32_t rows = j->prop.n + 1;
+
+		if (!j->in_step)
 			continue;
 		/* [last history token, d1 .. dn] at positions n-1 .. n-1+n. */
 		e->b_tok[used] = (uint32_t)j->tokens[j->n_tokens - 1];
@@ -445,7 +488,6 @@ enum specd_status draft_engine_step(struct draft_engine *e, struct draft_job *co
 			e->b_out[used + t] = used + t;
 		}
 		j->row0 = used;
-		j->in_step = true;
 		used += rows;
 	}
 	/* Deferred prompts fill the rest of the batch, after the verify rows (whose

@@ -615,6 +615,79 @@ static void test_engine__small_batch_lowers_each_jobs_k(void **state)
 	model_destroy(t);
 }
 
+/* The draft model's batched proposals are exactly the one-by-one ones: three sequences
+ * drafted together and apart, greedy and sampled (each with its own seeded sampler),
+ * over several rounds of partial acceptance, give the same tokens and q rows. */
+static void test_engine__draft_model_batch_equals_one_by_one(void **state)
+{
+	(void)state;
+	enum { N = 3, K = 4, ROUNDS = 4 };
+	struct model *t = fx_load(g_llama, N, 0);
+	uint32_t V = model_hparams(t)->n_vocab;
+	for (int sampled = 0; sampled < 2; sampled++) {
+		struct drafter *one = fx_drafter(DRAFT_METHOD_DRAFT_MODEL, t, K, N, g_llama_draft, 0);
+		struct drafter *all = fx_drafter(DRAFT_METHOD_DRAFT_MODEL, t, K, N, g_llama_draft, 0);
+		int32_t hist[N][64] = {{1, 50, 60, 50}, {1, 7, 8, 9, 10, 11, 12}, {1, 200}};
+		uint32_t len[N] = {4, 7, 2};
+		struct sampler *sa[N], *sb[N];
+		struct draft_proposal pa[N], pb[N], *pbp[N];
+		struct draft_seq qa[N], qb[N];
+		uint32_t ks[N] = {K, 2, K};
+		for (int i = 0; i < N; i++) {
+			struct sampler_params sp = {.temperature = 0.9f, .top_p = 1.0f, .seed = 40 + i};
+			assert_int_equal(sampler_create((int32_t)V, &sp, &sa[i], NULL), SPECD_OK);
+			assert_int_equal(sampler_create((int32_t)V, &sp, &sb[i], NULL), SPECD_OK);
+			pa[i].tokens = calloc(K, sizeof(int32_t));
+			pb[i].tokens = calloc(K, sizeof(int32_t));
+			pa[i].q = calloc((size_t)K * V, sizeof(float));
+			pb[i].q = calloc((size_t)K * V, sizeof(float));
+			pbp[i] = &pb[i];
+		}
+		for (int r = 0; r < ROUNDS; r++) {
+			for (uint32_t i = 0; i < N; i++) {
+				qa[i] = (struct draft_seq){.slot = i, .tokens = hist[i], .n_tokens = len[i],
+							   .sampler = sampled ? sa[i] : NULL};
+				qb[i] = qa[i];
+				qb[i].sampler = sampled ? sb[i] : NULL;
+				if (r == 0) {
+					assert_int_equal(draft_reset(one, &qa[i], NULL), SPECD_OK);
+					assert_int_equal(draft_reset(all, &qb[i], NULL), SPECD_OK);
+				}
+			}
+			for (int i = 0; i < N; i++)
+				assert_int_equal(draft_propose(one, &qa[i], ks[i], &pa[i], NULL), SPECD_OK);
+			assert_int_equal(draft_propose_batch(all, qb, ks, pbp, N, NULL), SPECD_OK);
+			for (int i = 0; i < N; i++) {
+				assert_int_equal(pa[i].n, ks[i]);
+				assert_int_equal(pb[i].n, pa[i].n);
+				assert_int_equal(pb[i].q_onehot, !sampled);
+				assert_memory_equal(pb[i].tokens, pa[i].tokens, pa[i].n * sizeof(int32_t));
+				if (sampled)
+					assert_memory_equal(pb[i].q, pa[i].q, (size_t)pa[i].n * V * sizeof(float));
+				/* Keep the first r % 3 drafts and a correction, as a verifier might. */
+				uint32_t keep = (uint32_t)(r + i) % 3 < pa[i].n ? (uint32_t)(r + i) % 3 : pa[i].n;
+				memcpy(hist[i] + len[i], pa[i].tokens, keep * sizeof(int32_t));
+				len[i] += keep;
+				hist[i][len[i]++] = (int32_t)(3 + r + i);
+				qa[i].n_tokens = qb[i].n_tokens = len[i];
+				assert_int_equal(draft_commit(one, &qa[i], keep, hist[i][len[i] - 1], NULL), SPECD_OK);
+				assert_int_equal(draft_commit(all, &qb[i], keep, hist[i][len[i] - 1], NULL), SPECD_OK);
+			}
+		}
+		for (int i = 0; i < N; i++) {
+			sampler_destroy(sa[i]);
+			sampler_destroy(sb[i]);
+			free(pa[i].tokens);
+			free(pb[i].tokens);
+			free(pa[i].q);
+			free(pb[i].q);
+		}
+		draft_destroy(one);
+		draft_destroy(all);
+	}
+	model_destroy(t);
+}
+
 static void test_engine__refuses_a_draft_with_another_vocabulary(void **state)
 {
 	(void)state;
@@ -696,6 +769,7 @@ int main(void)
 		cmocka_unit_test(test_engine__two_jobs_share_a_forward),
 		cmocka_unit_test(test_engine__per_job_speculation_and_logprobs),
 		cmocka_unit_test(test_engine__small_batch_lowers_each_jobs_k),
+		cmocka_unit_test(test_engine__draft_model_batch_equals_one_by_one),
 		cmocka_unit_test(test_engine__refuses_a_draft_with_another_vocabulary),
 	};
 	return cmocka_run_group_tests(tests, setup_models, teardown_models);
