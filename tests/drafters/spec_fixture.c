@@ -16,23 +16,7 @@
 
 void fx_gen_model(const char *out, const char *const *args)
 {
-	char gen[600];
-	const char *argv[40];
-	char *text = NULL;
-	int n = 0;
-
-	snprintf(gen, sizeof(gen), "%s/tools/specd-gen-model", ts_binary_dir());
-	argv[n++] = gen;
-	argv[n++] = "-o";
-	argv[n++] = out;
-	for (int i = 0; args[i] && n < 39; i++)
-		argv[n++] = args[i];
-	argv[n] = NULL;
-	int rc = ts_run(argv, &text, 60);
-	if (rc != 0)
-		fprintf(stderr, "specd-gen-model: %s\n", text ? text : "(no output)");
-	free(text);
-	assert_int_equal(rc, 0);
+	assert_int_equal(ts_gen_model(out, args), 0);
 }
 
 struct model *fx_load(const char *path, uint32_t n_slots, uint32_t n_ctx)

@@ -31,22 +31,7 @@ static char g_q4[600];     /* llama, q4_1, tied */
 
 static void gen_model(const char *out, const char *const *args)
 {
-	char gen[600];
-	snprintf(gen, sizeof(gen), "%s/tools/specd-gen-model", ts_binary_dir());
-	const char *argv[32];
-	int n = 0;
-	argv[n++] = gen;
-	argv[n++] = "-o";
-	argv[n++] = out;
-	for (int i = 0; args[i]; i++)
-		argv[n++] = args[i];
-	argv[n] = NULL;
-	char *text = NULL;
-	int rc = ts_run(argv, &text, 60);
-	if (rc != 0)
-		fprintf(stderr, "specd-gen-model: %s\n", text ? text : "(no output)");
-	free(text);
-	assert_int_equal(rc, 0);
+	assert_int_equal(ts_gen_model(out, args), 0);
 }
 
 static int setup_models(void **state)

@@ -33,26 +33,17 @@ static char g_dir[512];
 /* Generates OUT.gguf and its folder DIR under g_dir; extra flags after the name. */
 static void gen(const char *name, const char *const *args)
 {
-	char gen_bin[600], out[700], dir[700];
-	const char *argv[40];
+	char out[700], dir[700];
+	const char *argv[36];
 	int n = 0;
-	snprintf(gen_bin, sizeof(gen_bin), "%s/tools/specd-gen-model", ts_binary_dir());
 	snprintf(out, sizeof(out), "%s/%s.gguf", g_dir, name);
 	snprintf(dir, sizeof(dir), "%s/%s", g_dir, name);
-	argv[n++] = gen_bin;
-	argv[n++] = "-o";
-	argv[n++] = out;
 	argv[n++] = "--hf";
 	argv[n++] = dir;
-	for (int i = 0; args[i]; i++)
+	for (int i = 0; args[i] && n < 35; i++)
 		argv[n++] = args[i];
 	argv[n] = NULL;
-	char *text = NULL;
-	int rc = ts_run(argv, &text, 60);
-	if (rc != 0)
-		fprintf(stderr, "specd-gen-model: %s\n", text ? text : "(no output)");
-	free(text);
-	assert_int_equal(rc, 0);
+	assert_int_equal(ts_gen_model(out, argv), 0);
 }
 
 static int setup_models(void **state)

@@ -60,22 +60,7 @@ static struct tmodel g_models[] = {
 
 static void gen_model(struct tmodel *t)
 {
-	char gen[600];
-	snprintf(gen, sizeof(gen), "%s/tools/specd-gen-model", ts_binary_dir());
-	const char *argv[40];
-	int n = 0;
-	argv[n++] = gen;
-	argv[n++] = "-o";
-	argv[n++] = t->path;
-	for (int i = 0; t->args[i]; i++)
-		argv[n++] = t->args[i];
-	argv[n] = NULL;
-	char *text = NULL;
-	int rc = ts_run(argv, &text, 120);
-	if (rc != 0)
-		fprintf(stderr, "specd-gen-model: %s\n", text ? text : "(no output)");
-	free(text);
-	assert_int_equal(rc, 0);
+	assert_int_equal(ts_gen_model(t->path, t->args), 0);
 }
 
 static int setup(void **state)

@@ -186,3 +186,24 @@ int ts_run(const char *const argv[], char **out, double timeout_s)
 		return WEXITSTATUS(status);
 	return 128 + WTERMSIG(status);
 }
+
+int ts_gen_model(const char *out, const char *const *args)
+{
+	char gen[600];
+	const char *argv[40];
+	char *text = NULL;
+	int n = 0;
+
+	snprintf(gen, sizeof(gen), "%s/tools/specd-gen-model", ts_binary_dir());
+	argv[n++] = gen;
+	argv[n++] = "-o";
+	argv[n++] = out;
+	for (int i = 0; args[i] && n < 39; i++)
+		argv[n++] = args[i];
+	argv[n] = NULL;
+	int rc = ts_run(argv, &text, 120);
+	if (rc != 0)
+		fprintf(stderr, "specd-gen-model: %s\n", text ? text : "(no output)");
+	free(text);
+	return rc;
+}
