@@ -13,6 +13,10 @@
 #include "parallel/control.h"
 #include "parallel/mpi_check.h"
 
+/* Link probes: what they may spend adding sizes, and how long a peer may be silent. */
+#define PROBE_BUDGET_S 0.5
+#define PROBE_DEADLINE_S 10.0
+
 /* All ranks learn whether any rank failed; returns SPECD_OK only if none did. */
 static enum specd_status agree(enum specd_status mine)
 {
@@ -95,6 +99,34 @@ static enum specd_status probe_device(struct cluster *c)
 	return SPECD_OK;
 }
 
+/* The links the selector prices: leader <-> draft rank and the target group's
+ * all-reduce. Only the ranks of each probe take part; rank 0 keeps the figures. */
+static enum specd_status probe_links(struct cluster *c)
+{
+	struct specd_error err;
+	specd_error_clear(&err);
+	enum specd_status st = SPECD_OK;
+	int draft = par_layout_draft_rank(&c->layout);
+	if (c->layout.dedicated_draft && (c->rank == 0 || c->rank == draft))
+		st = par_probe_pingpong(MPI_COMM_WORLD, 0, draft, PROBE_BUDGET_S, PROBE_DEADLINE_S,
+					&c->draft_probe, &err);
+	if (st == SPECD_OK && c->have_target_comm && c->layout.tensor_parallel > 1)
+		st = par_probe_allreduce(c->target_comm, PROBE_DEADLINE_S, &c->tp_probe, &err);
+	if (st != SPECD_OK) {
+		LOG_ERROR("%s", err.msg);
+		return st;
+	}
+	if (c->rank == 0 && c->draft_probe.measured)
+		LOG_INFO("link leader<->draft rank %d: latency %.1f us, bandwidth %.1f MB/s (%u sizes "
+			 "up to %llu bytes)", draft, 1e6 * c->draft_probe.latency_s,
+			 c->draft_probe.bandwidth / 1e6, c->draft_probe.n,
+			 (unsigned long long)c->draft_probe.bytes[c->draft_probe.n - 1]);
+	if (c->rank == 0 && c->tp_probe.measured)
+		LOG_INFO("target group all-reduce: latency %.1f us, bandwidth %.1f MB/s",
+			 1e6 * c->tp_probe.latency_s, c->tp_probe.bandwidth / 1e6);
+	return SPECD_OK;
+}
+
 enum specd_status cluster_assign_roles(struct cluster *c)
 {
 	struct specd_error err;
@@ -135,7 +167,9 @@ enum specd_status cluster_assign_roles(struct cluster *c)
 		st = PAR_MPI(MPI_Comm_split(MPI_COMM_WORLD, color, c->rank, &c->target_comm));
 		c->have_target_comm = st == SPECD_OK && color == 0;
 	}
-	return st;
+	if (st == SPECD_OK && c->cfg->measure)
+		st = probe_links(c);
+	return agree(st);
 }
 
 static void format_bytes(uint64_t b, char *buf, size_t size)

@@ -12,7 +12,9 @@
 
 #include "config.h"
 #include "parallel/census.h"
+#include "parallel/probe.h"
 #include "parallel/roles.h"
+#include "selector/selector.h"
 
 struct cluster {
 	int rank, world_size;
@@ -22,6 +24,14 @@ struct cluster {
 	struct par_rank_info *ranks; /* rank 0 only: the census of every rank */
 	MPI_Comm target_comm;        /* ranks 0..T-1 (the shards); MPI_COMM_NULL elsewhere */
 	bool have_target_comm;
+	/* rank 0: the link probes (measured false when not run: speculation.measure off,
+	 * no dedicated draft rank, one target rank) */
+	struct par_link_probe draft_probe;  /* leader <-> draft rank ping-pong */
+	struct par_link_probe tp_probe;     /* all-reduce in the target group */
+	/* The selector (daemon/leader.c): its inputs on rank 0, its decision on every
+	 * rank once leader_select has run. */
+	struct sel_inputs sel_in;
+	struct sel_decision decision;
 };
 
 /* Rank 0 reads `path`; every rank gets the same configuration. On a bad file rank 0
@@ -31,8 +41,10 @@ enum specd_status cluster_load_config(struct cluster *c, const char *path);
 
 /* Checks the world size against the file (rank 0 prints the one message on a
  * mismatch; every rank returns SPECD_CONFIG), sets the log identity and role, probes
- * this rank's device, gathers the census to rank 0, and makes the target group's
- * communicator (ranks 0..T-1). */
+ * this rank's device, gathers the census to rank 0, makes the target group's
+ * communicator (ranks 0..T-1) and, with speculation.measure, probes the links (the
+ * leader <-> draft rank ping-pong, the target group's all-reduce; well under a
+ * second, each wait with a deadline: a rank that does not answer fails start-up). */
 enum specd_status cluster_assign_roles(struct cluster *c);
 
 /* Rank 0: prints the role table (rank, node, pid, role, device, memory) to f. */

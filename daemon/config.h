@@ -74,7 +74,10 @@ struct cfg_cluster {
 	enum draft_method method; /* meaningful when !method_auto (NONE when auto) */
 	bool spec_tokens_auto;    /* num_speculative_tokens: auto */
 	int num_speculative_tokens; /* 1..32; 0 when auto */
+	int max_speculative_tokens; /* the largest K the selector considers when auto */
 	bool pipeline;            /* draft step t+1 while step t verifies */
+	bool measure;             /* probe links and calibrate at start-up (the selector) */
+	bool expect_sampling;     /* plan for sampling requests: q crosses the link */
 	int prompt_lookup_min, prompt_lookup_max;
 	char *draft_model;   /* NULL when not configured */
 	char *eagle_heads;   /* NULL when not configured */

@@ -118,6 +118,18 @@ const struct cfg_key cfg_schema[] = {
 	 .auto_offset = OFF(spec_tokens_auto), .flags = CFG_KEY_AUTO, .def = "auto",
 	 .imin = 1, .imax = 32,
 	 .doc = "Tokens K drafted per step (`--spec-tokens`); `auto`: the selector picks K."},
+	{.path = "speculation.max_speculative_tokens", .type = CFG_TYPE_INT,
+	 .store = CFG_STORE_INT, .offset = OFF(max_speculative_tokens), .def = "8", .imin = 1,
+	 .imax = 32,
+	 .doc = "The largest K the selector considers when `num_speculative_tokens` is `auto`."},
+	{.path = "speculation.measure", .type = CFG_TYPE_BOOL, .store = CFG_STORE_BOOL,
+	 .offset = OFF(measure), .def = "true",
+	 .doc = "Probe the links and time the target and the drafters at start-up, and let "
+		"the selector's cost model decide; `false`: the origin rule table decides."},
+	{.path = "speculation.expect_sampling", .type = CFG_TYPE_BOOL, .store = CFG_STORE_BOOL,
+	 .offset = OFF(expect_sampling), .def = "false",
+	 .doc = "Plan for sampling requests (temperature > 0): a draft model's q then crosses "
+		"the link to the leader, which the selector counts; greedy requests ship tokens only."},
 	{.path = "speculation.pipeline", .type = CFG_TYPE_BOOL, .store = CFG_STORE_BOOL,
 	 .offset = OFF(pipeline), .def = "true",
 	 .doc = "Draft step t+1 while step t verifies (needs `draft.placement: rank`; "

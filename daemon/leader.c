@@ -3,43 +3,312 @@
 #include "leader.h"
 
 #include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "drafters/remote.h"
+#include "model/kv.h"
+#include "model/llama.h"
 #include "model/shard.h"
+#include "parallel/control.h"
 #include "parallel/mpi_check.h"
 #include "runtime.h"
 #include "sched.h"
-#include "selector/rule_table.h"
+#include "selector/calibrate.h"
 #include "server.h"
 #include "signals.h"
 
 /* How long replies already queued may take to reach clients at shutdown. */
 #define LEADER_FLUSH_S 5.0
 
-/* The method and K before anything is measured: what the file forces, or the origin
- * rule table's choice among what is configured (DESIGN.md §6). */
-static void choose_method(const struct cfg_cluster *cfg, enum draft_method *method,
-			  uint32_t *k, const char **why)
+/* Start-up calibration: how long it may take, and how long the leader waits for the
+ * draft rank's figures before deciding without them. */
+#define CAL_BUDGET_S 2.0
+#define CAL_WAIT_S 120.0
+enum { TAG_CAL_GO = 1601, TAG_CAL_RESULT = 1602 };
+
+/* The draft side's calibration, sent to the leader as bytes. */
+struct draft_cal {
+	int32_t status; /* SPECD_OK: methods[] holds what was measured */
+	struct sel_method_in methods[DRAFT_METHOD_COUNT];
+};
+
+static uint64_t file_bytes(const char *path)
 {
-	struct sel_rule_input in = {
-		.eagle_supported = false, /* no EAGLE drafter is built yet */
-		.draft_available = cfg->draft_model != NULL,
-		.low_memory = cfg->low_memory,
-		.target_speedup = cfg->target_speedup,
+	struct stat sb;
+	return path && stat(path, &sb) == 0 && S_ISREG(sb.st_mode) ? (uint64_t)sb.st_size : 0;
+}
+
+static uint32_t k_max_of(const struct cfg_cluster *cfg)
+{
+	return cfg->spec_tokens_auto ? (uint32_t)cfg->max_speculative_tokens
+				     : (uint32_t)cfg->num_speculative_tokens;
+}
+
+/* Calibration needs something to decide: a method or a K left to the selector. */
+static bool will_measure(const struct cfg_cluster *cfg)
+{
+	return cfg->measure && (cfg->method_auto || cfg->spec_tokens_auto);
+}
+
+/* A local, whole target with one small slot: enough for timed forwards of up to
+ * k_max + 1 tokens and for checking drafters against it. */
+static enum specd_status open_scratch(const struct cluster *c, uint32_t threads, struct runtime *rt,
+				      struct specd_error *err)
+{
+	uint32_t k = k_max_of(c->cfg);
+	struct runtime_config rc = {
+		.model_path = c->cfg->target_model,
+		.threads = threads,
+		.n_slots = 1,
+		.max_ctx = 64 + 2 * (k + 1),
+		.batch_tokens = k + 1,
+		.method = DRAFT_METHOD_NONE,
 	};
-	struct sel_rule_choice rule = sel_rule_table(&in);
-	if (cfg->method_auto) {
-		*method = rule.method;
-		*why = rule.reason;
-	} else {
-		*method = cfg->method;
-		*why = "forced by speculation.method";
+	return runtime_open(&rc, rt, err);
+}
+
+/* Times each configured, built drafter where it will run (this rank). A drafter that
+ * does not fit the target is reported incompatible, with the reason. */
+static void calibrate_drafters(const struct cluster *c, const struct runtime *rt,
+			       struct sel_method_in *methods)
+{
+	const struct cfg_cluster *cfg = c->cfg;
+	for (int m = DRAFT_METHOD_NGRAM; m < DRAFT_METHOD_COUNT; m++) {
+		if (!draft_ops_for((enum draft_method)m) ||
+		    (m == DRAFT_METHOD_DRAFT_MODEL && !cfg->draft_model))
+			continue;
+		struct draft_config dc = {
+			.method = (enum draft_method)m,
+			.k_max = k_max_of(cfg),
+			.n_slots = 1,
+			.n_ctx = kv_n_ctx(model_kv(rt->model)),
+			.target = rt->model,
+			.prompt_lookup_min = (uint32_t)cfg->prompt_lookup_min,
+			.prompt_lookup_max = (uint32_t)cfg->prompt_lookup_max,
+			.draft_path = cfg->draft_model,
+			.kern = rt->kern,
+		};
+		struct specd_error err;
+		specd_error_clear(&err);
+		enum specd_status st = sel_calibrate_drafter(&dc, &methods[m], &err);
+		if (st == SPECD_INVAL)
+			snprintf(methods[m].incompatible, sizeof(methods[m].incompatible), "%.*s",
+				 (int)sizeof(methods[m].incompatible) - 1, err.msg);
+		else if (st != SPECD_OK)
+			LOG_WARN("cannot time the %s drafter: %s", draft_method_name((enum draft_method)m),
+				 err.msg);
 	}
-	*k = cfg->spec_tokens_auto ? (uint32_t)rule.spec_tokens
-				   : (uint32_t)cfg->num_speculative_tokens;
-	if (*method == DRAFT_METHOD_NONE)
-		*k = 0;
+}
+
+/* The dedicated draft rank: waits for the leader's word (its own calibration is
+ * done, so the two do not share the CPU), times its drafters, sends the figures. */
+static void draft_rank_calibrate(const struct cluster *c)
+{
+	int32_t go = 0;
+	MPI_Request req;
+	if (PAR_MPI(MPI_Irecv(&go, 1, MPI_INT32_T, 0, TAG_CAL_GO, MPI_COMM_WORLD, &req)) != SPECD_OK ||
+	    par_wait_request(&req, MPI_STATUS_IGNORE, -1) != SPECD_OK)
+		return;
+	struct draft_cal cal;
+	memset(&cal, 0, sizeof(cal));
+	struct runtime rt;
+	struct specd_error err;
+	specd_error_clear(&err);
+	cal.status = open_scratch(c, (uint32_t)c->cfg->draft_threads, &rt, &err);
+	if (cal.status == SPECD_OK) {
+		calibrate_drafters(c, &rt, cal.methods);
+		runtime_close(&rt);
+	} else {
+		LOG_WARN("draft rank: cannot open the target to time the drafters: %s", err.msg);
+	}
+	PAR_MPI(MPI_Send(&cal, (int)sizeof(cal), MPI_BYTE, 0, TAG_CAL_RESULT, MPI_COMM_WORLD));
+}
+
+/* The leader's half of drafter calibration on a dedicated rank: false when the
+ * figures did not come (then the drafters' times are estimated). */
+static bool receive_draft_cal(const struct cluster *c, struct draft_cal *cal)
+{
+	int draft = par_layout_draft_rank(&c->layout);
+	int32_t go = 1;
+	MPI_Request req;
+	if (PAR_MPI(MPI_Send(&go, 1, MPI_INT32_T, draft, TAG_CAL_GO, MPI_COMM_WORLD)) != SPECD_OK ||
+	    PAR_MPI(MPI_Irecv(cal, (int)sizeof(*cal), MPI_BYTE, draft, TAG_CAL_RESULT,
+			      MPI_COMM_WORLD, &req)) != SPECD_OK)
+		return false;
+	if (par_wait_request(&req, MPI_STATUS_IGNORE, CAL_WAIT_S) != SPECD_OK) {
+		MPI_Cancel(&req);
+		MPI_Wait(&req, MPI_STATUS_IGNORE);
+		LOG_WARN("the draft rank sent no calibration within %.0f s", CAL_WAIT_S);
+		return false;
+	}
+	return cal->status == SPECD_OK;
+}
+
+/* The constraints, placement and model support: everything but measurements. */
+static void base_inputs(const struct cluster *c, struct sel_inputs *in)
+{
+	const struct cfg_cluster *cfg = c->cfg;
+	memset(in, 0, sizeof(*in));
+	in->method_forced = !cfg->method_auto;
+	in->method = cfg->method;
+	in->k_forced = cfg->spec_tokens_auto ? 0 : (uint32_t)cfg->num_speculative_tokens;
+	in->k_max = k_max_of(cfg);
+	in->target_speedup = cfg->target_speedup;
+	in->low_memory = cfg->low_memory;
+	in->max_draft_memory = cfg->max_draft_memory;
+	in->dedicated_draft = c->layout.dedicated_draft;
+	in->pipeline = cfg->pipeline;
+	in->sampling = cfg->expect_sampling;
+	/* drafters/remote.h: whole q rows only; a sampling job's draft is never greedy. */
+	in->transport_built[SEL_TRANSPORT_FULL] = true;
+	const struct par_rank_info *where =
+		&c->ranks[c->layout.dedicated_draft ? par_layout_draft_rank(&c->layout) : 0];
+	enum cfg_device dev = c->layout.dedicated_draft ? cfg->draft_device : cfg->target_device;
+	in->draft_memory_free = dev == CFG_DEVICE_CUDA ? where->device_mem_free
+						       : where->host_mem_free;
+	in->link = (struct sel_link){
+		.measured = c->draft_probe.measured,
+		.latency_s = c->draft_probe.latency_s,
+		.bandwidth = c->draft_probe.bandwidth,
+	};
+	const char *weights[DRAFT_METHOD_COUNT] = {
+		[DRAFT_METHOD_DRAFT_MODEL] = cfg->draft_model,
+		[DRAFT_METHOD_EAGLE] = cfg->eagle_heads,
+		[DRAFT_METHOD_MEDUSA] = cfg->medusa_heads,
+	};
+	for (int m = DRAFT_METHOD_NGRAM; m < DRAFT_METHOD_COUNT; m++) {
+		struct sel_method_in *mi = &in->methods[m];
+		mi->built = draft_ops_for((enum draft_method)m) != NULL;
+		mi->configured = m == DRAFT_METHOD_NGRAM || weights[m] != NULL;
+		mi->memory_bytes = file_bytes(weights[m]);
+	}
+}
+
+/* The leader's measurements: the target's forward times (rescaled to the target
+ * group), the drafters' step times where they will run, model support. False when
+ * the target could not be timed: the rule table decides then. */
+static bool leader_calibrate(const struct cluster *c, struct sel_inputs *in)
+{
+	const struct cfg_cluster *cfg = c->cfg;
+	struct runtime rt;
+	struct specd_error err;
+	specd_error_clear(&err);
+	double t0 = specd_now();
+	enum specd_status st = open_scratch(c, (uint32_t)cfg->target_threads, &rt, &err);
+	if (st == SPECD_OK)
+		st = sel_calibrate_target(rt.model, 0, in->k_max, CAL_BUDGET_S, in->t_verify_s, &err);
+	if (st != SPECD_OK) {
+		LOG_WARN("cannot time the target (%s): the rule table decides", err.msg);
+		runtime_close(&rt);
+		if (c->layout.dedicated_draft) {
+			struct draft_cal cal;
+			receive_draft_cal(c, &cal); /* the draft rank waits for the word */
+		}
+		return false;
+	}
+	const struct model_hparams *hp = model_hparams(rt.model);
+	in->n_vocab = hp->n_vocab;
+	in->dim = hp->dim;
+	uint64_t target_bytes = model_resident_bytes(rt.model);
+	struct sel_method_in measured[DRAFT_METHOD_COUNT];
+	memset(measured, 0, sizeof(measured));
+	bool have = false;
+	if (c->layout.dedicated_draft) {
+		runtime_close(&rt);
+		struct draft_cal cal;
+		if ((have = receive_draft_cal(c, &cal)))
+			memcpy(measured, cal.methods, sizeof(measured));
+	} else {
+		calibrate_drafters(c, &rt, measured);
+		have = true;
+		runtime_close(&rt);
+		/* The drafter shares the leader with the target's weights. */
+		uint64_t shard = target_bytes / (uint64_t)cfg->tensor_parallel;
+		in->draft_memory_free = in->draft_memory_free > shard ? in->draft_memory_free - shard : 0;
+	}
+	for (int m = DRAFT_METHOD_NGRAM; have && m < DRAFT_METHOD_COUNT; m++) {
+		struct sel_method_in *mi = &in->methods[m];
+		memcpy(mi->incompatible, measured[m].incompatible, sizeof(mi->incompatible));
+		if (!measured[m].timed)
+			continue;
+		mi->timed = true;
+		mi->t_draft_fixed_s = measured[m].t_draft_fixed_s;
+		mi->t_draft_token_s = measured[m].t_draft_token_s;
+		if (measured[m].memory_bytes > mi->memory_bytes)
+			mi->memory_bytes = measured[m].memory_bytes;
+	}
+	/* Not timed: a step of a draft model costs what its weights cost to read, as the
+	 * target's does; heads one layer's worth. */
+	double per_byte = target_bytes ? in->t_verify_s[1] / (double)target_bytes : 0;
+	for (int m = DRAFT_METHOD_DRAFT_MODEL; m < DRAFT_METHOD_COUNT; m++) {
+		struct sel_method_in *mi = &in->methods[m];
+		if (!mi->timed)
+			mi->t_draft_token_s = per_byte * (double)mi->memory_bytes;
+	}
+	/* EAGLE's draft layer needs the target's embedding and LM head beside it. */
+	if (in->methods[DRAFT_METHOD_EAGLE].configured)
+		in->methods[DRAFT_METHOD_EAGLE].memory_bytes +=
+			2ull * hp->n_vocab * hp->dim * sizeof(uint16_t);
+	sel_scale_for_tp(in, (uint32_t)cfg->tensor_parallel, hp->n_layers,
+			 &(struct sel_link){.measured = c->tp_probe.measured,
+					    .latency_s = c->tp_probe.latency_s,
+					    .bandwidth = c->tp_probe.bandwidth});
+	in->calibrated = !c->layout.dedicated_draft || in->link.measured;
+	LOG_INFO("calibration in %.2f s: target %.2f ms for 1 token, %.2f ms for %u%s",
+		 specd_now() - t0, 1e3 * in->t_verify_s[1], 1e3 * sel_verify_time(in, in->k_max + 1),
+		 in->k_max + 1, cfg->tensor_parallel > 1 ? " (rescaled to the target group)" : "");
+	for (int m = DRAFT_METHOD_NGRAM; m < DRAFT_METHOD_COUNT; m++) {
+		const struct sel_method_in *mi = &in->methods[m];
+		if (mi->configured && mi->built && !mi->incompatible[0])
+			LOG_INFO("calibration: %s %s %.3f ms + %.3f ms a token, %.1f MiB",
+				 draft_method_name((enum draft_method)m),
+				 mi->timed ? "drafts in" : "estimated at", 1e3 * mi->t_draft_fixed_s,
+				 1e3 * mi->t_draft_token_s, (double)mi->memory_bytes / (1024.0 * 1024.0));
+	}
+	return true;
+}
+
+/* Every rank, first thing: the leader measures and decides (the dedicated draft rank
+ * times its drafters for it), and every rank gets the decision. Collective over
+ * MPI_COMM_WORLD. */
+static enum specd_status select_method(struct cluster *c)
+{
+	bool measure = will_measure(c->cfg);
+	if (c->rank == 0) {
+		struct sel_inputs *in = &c->sel_in;
+		base_inputs(c, in);
+		if (measure)
+			leader_calibrate(c, in);
+		struct specd_error err;
+		specd_error_clear(&err);
+		if (sel_decide(in, &c->decision, &err) != SPECD_OK) {
+			/* The figures were unusable: decide as if nothing were measured. */
+			LOG_WARN("%s: the rule table decides", err.msg);
+			in->calibrated = false;
+			sel_decide(in, &c->decision, &err);
+		}
+		sel_decision_log(&c->decision);
+	} else if (measure && par_layout_role(&c->layout, c->rank) == PAR_ROLE_DRAFT) {
+		draft_rank_calibrate(c);
+	}
+	/* Everyone waits for the choice without spinning: the leader may be timing. */
+	MPI_Request req;
+	enum specd_status st = PAR_MPI(MPI_Ibcast(&c->decision, (int)sizeof(c->decision), MPI_BYTE,
+						  0, MPI_COMM_WORLD, &req));
+	if (st == SPECD_OK)
+		st = par_wait_request(&req, MPI_STATUS_IGNORE, -1);
+	return st;
+}
+
+static void choose_method(const struct cluster *c, enum draft_method *method, uint32_t *k,
+			  const char **why)
+{
+	*method = c->decision.method;
+	*k = *method == DRAFT_METHOD_NONE ? 0 : c->decision.k;
+	*why = c->decision.n_reasons ? c->decision.reasons[0] : "";
 }
 
 /* What every target rank opens: the same file and shape, so the shards agree. The
@@ -93,12 +362,15 @@ enum specd_status leader_follow(struct cluster *c)
 	enum draft_method method;
 	uint32_t k;
 	const char *why;
-	choose_method(c->cfg, &method, &k, &why);
+	enum specd_status st = select_method(c);
+	if (st != SPECD_OK)
+		return st;
+	choose_method(c, &method, &k, &why);
 	struct runtime_config rc = stack_config(c, method, k, NULL);
 	struct specd_error err;
 	specd_error_clear(&err);
 	struct runtime rt;
-	enum specd_status st = runtime_open(&rc, &rt, &err);
+	st = runtime_open(&rc, &rt, &err);
 	if (st != SPECD_OK) {
 		LOG_ERROR("cannot load this rank's shard of %s: %s", c->cfg->target_model, err.msg);
 		return st;
@@ -133,9 +405,12 @@ enum specd_status leader_draft(struct cluster *c)
 	enum draft_method method;
 	uint32_t k;
 	const char *why;
-	choose_method(c->cfg, &method, &k, &why);
+	enum specd_status st = select_method(c);
+	if (st != SPECD_OK)
+		return st;
+	choose_method(c, &method, &k, &why);
 	struct draft_link *link = NULL;
-	enum specd_status st = draft_link_open(c, &link);
+	st = draft_link_open(c, &link);
 	if (st != SPECD_OK)
 		return st;
 	struct runtime_config rc = stack_config(c, method, k, NULL);
@@ -165,7 +440,9 @@ enum specd_status leader_serve(struct cluster *c)
 	enum draft_method method;
 	uint32_t k;
 	const char *why;
-	choose_method(cfg, &method, &k, &why);
+	if (select_method(c) != SPECD_OK)
+		return SPECD_MPI;
+	choose_method(c, &method, &k, &why);
 
 	/* The draft rank waits for this link whatever happens next; closing it (below,
 	 * also after a failed load) releases it. */

@@ -669,6 +669,113 @@ enum specd_status sched_run(struct sched *s, sched_stop_fn *stop, void *user)
 
 /* ---- Status ---- */
 
+/* Storage for the Decision and Links of a StatusResponse, on the loop thread's stack. */
+struct status_selection {
+	Specd__V1__Candidate cand[SEL_MAX_CANDIDATES];
+	Specd__V1__Candidate *cand_ptrs[SEL_MAX_CANDIDATES];
+	Specd__V1__DrafterCalibration cal[DRAFT_METHOD_COUNT];
+	Specd__V1__DrafterCalibration *cal_ptrs[DRAFT_METHOD_COUNT];
+	char *reasons[SEL_MAX_REASONS];
+	double verify[SEL_K_MAX + 1];
+	Specd__V1__Link links[2];
+	Specd__V1__Link *link_ptrs[2];
+	uint64_t link_bytes[2][PAR_PROBE_SIZES];
+	double link_seconds[2][PAR_PROBE_SIZES];
+};
+
+/* Fills d (and r's links) from the cluster's selector record; nothing without one. */
+static void status_selection_fill(struct status_selection *ss, const struct cluster *cl,
+				  Specd__V1__Decision *d, Specd__V1__StatusResponse *r)
+{
+	if (!cl)
+		return;
+	const struct sel_decision *sd = &cl->decision;
+	const struct sel_inputs *in = &cl->sel_in;
+	d->method = (char *)(uintptr_t)draft_method_name(sd->method);
+	d->transport = (char *)(uintptr_t)sel_transport_name(sd->transport);
+	d->has_spec_tokens = d->has_measured = 1;
+	d->spec_tokens = sd->k;
+	d->measured = sd->measured;
+	d->has_predicted_tokens_per_second = d->has_plain_tokens_per_second =
+		d->has_predicted_speedup = sd->measured;
+	d->predicted_tokens_per_second = sd->tokens_per_s;
+	d->plain_tokens_per_second = sd->plain_tokens_per_s;
+	d->predicted_speedup = sd->speedup;
+	for (uint32_t i = 0; i < sd->n_reasons && i < SEL_MAX_REASONS; i++)
+		ss->reasons[i] = (char *)(uintptr_t)sd->reasons[i];
+	d->n_reasons = sd->n_reasons;
+	d->reasons = ss->reasons;
+	for (uint32_t i = 0; i < sd->n_candidates && i < SEL_MAX_CANDIDATES; i++) {
+		const struct sel_candidate *c = &sd->candidates[i];
+		Specd__V1__Candidate *o = &ss->cand[i];
+		specd__v1__candidate__init(o);
+		o->method = (char *)(uintptr_t)draft_method_name(c->method);
+		o->has_spec_tokens = 1;
+		o->spec_tokens = c->k;
+		o->transport = (char *)(uintptr_t)sel_transport_name(c->transport);
+		o->excluded_because = (char *)(uintptr_t)c->excluded;
+		bool predicted = sd->measured && !c->excluded[0];
+		o->has_predicted_tokens_per_second = o->has_predicted_speedup = predicted;
+		o->predicted_tokens_per_second = c->tokens_per_s;
+		o->predicted_speedup = c->speedup;
+		o->has_acceptance = c->method != DRAFT_METHOD_NONE && !c->excluded[0];
+		o->acceptance = c->acceptance;
+		ss->cand_ptrs[i] = o;
+	}
+	d->n_candidates = sd->n_candidates;
+	d->candidates = ss->cand_ptrs;
+	if (in->calibrated) {
+		for (uint32_t n = 1; n <= in->k_max + 1 && n <= SEL_K_MAX + 1; n++)
+			ss->verify[n - 1] = sel_verify_time(in, n);
+		d->n_verify_seconds = in->k_max + 1;
+		d->verify_seconds = ss->verify;
+	}
+	size_t nc = 0;
+	for (int m = DRAFT_METHOD_NGRAM; in->calibrated && m < DRAFT_METHOD_COUNT; m++) {
+		const struct sel_method_in *mi = &in->methods[m];
+		if (!mi->configured || !mi->built)
+			continue;
+		Specd__V1__DrafterCalibration *o = &ss->cal[nc];
+		specd__v1__drafter_calibration__init(o);
+		o->method = (char *)(uintptr_t)draft_method_name((enum draft_method)m);
+		o->has_measured = o->has_draft_seconds_fixed = o->has_draft_seconds_per_token = 1;
+		o->has_memory_bytes = 1;
+		o->measured = mi->timed;
+		o->draft_seconds_fixed = mi->t_draft_fixed_s;
+		o->draft_seconds_per_token = mi->t_draft_token_s;
+		o->memory_bytes = mi->memory_bytes;
+		o->incompatible = mi->incompatible[0] ? (char *)(uintptr_t)mi->incompatible : NULL;
+		ss->cal_ptrs[nc++] = o;
+	}
+	d->n_drafters = nc;
+	d->drafters = ss->cal_ptrs;
+
+	const struct par_link_probe *probes[2] = {&cl->draft_probe, &cl->tp_probe};
+	static const char *const names[2] = {"leader<->draft", "tp allreduce"};
+	size_t nl = 0;
+	for (int i = 0; i < 2; i++) {
+		const struct par_link_probe *p = probes[i];
+		if (!p->measured)
+			continue;
+		Specd__V1__Link *o = &ss->links[nl];
+		specd__v1__link__init(o);
+		o->name = (char *)(uintptr_t)names[i];
+		o->has_latency_s = o->has_bandwidth_bytes_per_s = 1;
+		o->latency_s = p->latency_s;
+		o->bandwidth_bytes_per_s = p->bandwidth;
+		for (uint32_t j = 0; j < p->n && j < PAR_PROBE_SIZES; j++) {
+			ss->link_bytes[nl][j] = p->bytes[j];
+			ss->link_seconds[nl][j] = p->seconds[j];
+		}
+		o->n_sample_bytes = o->n_sample_seconds = p->n;
+		o->sample_bytes = ss->link_bytes[nl];
+		o->sample_seconds = ss->link_seconds[nl];
+		ss->link_ptrs[nl++] = o;
+	}
+	r->n_links = nl;
+	r->links = ss->link_ptrs;
+}
+
 enum specd_status sched_status(void *self, struct specd_buf *out)
 {
 	struct sched *s = self;
@@ -707,17 +814,16 @@ enum specd_status sched_status(void *self, struct specd_buf *out)
 	r.n_ranks = (size_t)n_ranks;
 	r.ranks = rank_ptrs;
 
+	/* The selector's inputs and choice (daemon/leader.c); fixed after start-up, so
+	 * read without the lock. Strings point into the cluster. */
+	struct status_selection sel;
 	Specd__V1__Decision d = SPECD__V1__DECISION__INIT;
-	d.method = (char *)(uintptr_t)s->cfg.method;
-	d.has_spec_tokens = 1;
-	d.spec_tokens = s->cfg.spec_tokens;
-	char reason[160];
-	snprintf(reason, sizeof(reason), "configured in the cluster file (speculation.method %s); "
-		 "the measured selector is not built yet",
-		 cl && cl->cfg->method_auto ? "auto, so the default" : "forced");
-	char *reasons[1] = {reason};
-	d.n_reasons = 1;
-	d.reasons = reasons;
+	status_selection_fill(&sel, cl, &d, &r);
+	if (!cl) {
+		d.method = (char *)(uintptr_t)s->cfg.method;
+		d.has_spec_tokens = 1;
+		d.spec_tokens = s->cfg.spec_tokens;
+	}
 	r.decision = &d;
 
 	Specd__V1__Stats recent = SPECD__V1__STATS__INIT;

@@ -424,6 +424,125 @@ static double gib(uint64_t b)
 	return (double)b / (double)(1ull << 30);
 }
 
+/* The selector's inputs (links, calibration), table and choice as JSON. */
+static json_t *links_json(const Specd__V1__StatusResponse *r)
+{
+	json_t *links = json_array();
+	for (size_t i = 0; i < r->n_links; i++) {
+		const Specd__V1__Link *l = r->links[i];
+		json_t *samples = json_array();
+		for (size_t j = 0; j < l->n_sample_bytes && j < l->n_sample_seconds; j++)
+			json_array_append_new(samples, json_pack("{s:I, s:f}", "bytes",
+								 (json_int_t)l->sample_bytes[j],
+								 "seconds", l->sample_seconds[j]));
+		json_array_append_new(links, json_pack("{s:s, s:f, s:f, s:o}", "name",
+						       l->name ? l->name : "", "latency_s",
+						       l->latency_s, "bandwidth_bytes_per_s",
+						       l->bandwidth_bytes_per_s, "samples", samples));
+	}
+	return links;
+}
+
+static json_t *decision_json(const Specd__V1__Decision *d)
+{
+	json_t *o = json_object();
+	if (!d)
+		return o;
+	json_t *reasons = json_array(), *cands = json_array(), *verify = json_array();
+	json_t *drafters = json_array();
+	for (size_t i = 0; i < d->n_reasons; i++)
+		json_array_append_new(reasons, json_string(d->reasons[i]));
+	for (size_t i = 0; i < d->n_candidates; i++) {
+		const Specd__V1__Candidate *c = d->candidates[i];
+		json_t *row = json_pack("{s:s, s:i, s:s}", "method", c->method ? c->method : "",
+					"spec_tokens", (int)c->spec_tokens, "transport",
+					c->transport ? c->transport : "");
+		if (c->excluded_because && *c->excluded_because)
+			json_object_set_new(row, "excluded_because", json_string(c->excluded_because));
+		if (c->has_predicted_tokens_per_second) {
+			json_object_set_new(row, "predicted_tokens_per_second",
+					    json_real(c->predicted_tokens_per_second));
+			json_object_set_new(row, "predicted_speedup", json_real(c->predicted_speedup));
+		}
+		if (c->has_acceptance)
+			json_object_set_new(row, "acceptance", json_real(c->acceptance));
+		json_array_append_new(cands, row);
+	}
+	for (size_t i = 0; i < d->n_verify_seconds; i++)
+		json_array_append_new(verify, json_real(d->verify_seconds[i]));
+	for (size_t i = 0; i < d->n_drafters; i++) {
+		const Specd__V1__DrafterCalibration *c = d->drafters[i];
+		json_t *row = json_pack("{s:s, s:b, s:f, s:f, s:I}", "method",
+					c->method ? c->method : "", "measured", c->measured,
+					"draft_seconds_fixed", c->draft_seconds_fixed,
+					"draft_seconds_per_token", c->draft_seconds_per_token,
+					"memory_bytes", (json_int_t)c->memory_bytes);
+		if (c->incompatible)
+			json_object_set_new(row, "incompatible", json_string(c->incompatible));
+		json_array_append_new(drafters, row);
+	}
+	json_object_set_new(o, "method", json_string(d->method ? d->method : ""));
+	json_object_set_new(o, "spec_tokens", json_integer(d->spec_tokens));
+	json_object_set_new(o, "transport", json_string(d->transport ? d->transport : ""));
+	json_object_set_new(o, "measured", json_boolean(d->measured));
+	if (d->has_predicted_tokens_per_second) {
+		json_object_set_new(o, "predicted_tokens_per_second",
+				    json_real(d->predicted_tokens_per_second));
+		json_object_set_new(o, "plain_tokens_per_second",
+				    json_real(d->plain_tokens_per_second));
+		json_object_set_new(o, "predicted_speedup", json_real(d->predicted_speedup));
+	}
+	json_object_set_new(o, "reasons", reasons);
+	json_object_set_new(o, "verify_seconds", verify);
+	json_object_set_new(o, "drafters", drafters);
+	json_object_set_new(o, "candidates", cands);
+	return o;
+}
+
+/* The same as text: links, calibration, the table, the choice and its reasons. */
+static void print_selection(const Specd__V1__StatusResponse *r, const Specd__V1__Decision *d)
+{
+	for (size_t i = 0; i < r->n_links; i++)
+		printf("link %s: latency %.1f us, bandwidth %.1f MB/s\n",
+		       r->links[i]->name ? r->links[i]->name : "?", 1e6 * r->links[i]->latency_s,
+		       r->links[i]->bandwidth_bytes_per_s / 1e6);
+	if (!d)
+		return;
+	if (d->n_verify_seconds)
+		printf("target forward: %.3f ms for 1 token, %.3f ms for %zu\n",
+		       1e3 * d->verify_seconds[0], 1e3 * d->verify_seconds[d->n_verify_seconds - 1],
+		       d->n_verify_seconds);
+	for (size_t i = 0; i < d->n_drafters; i++) {
+		const Specd__V1__DrafterCalibration *c = d->drafters[i];
+		if (c->incompatible)
+			printf("drafter %s: incompatible: %s\n", c->method, c->incompatible);
+		else
+			printf("drafter %s: %.3f ms + %.3f ms a token (%s), %.1f MiB\n", c->method,
+			       1e3 * c->draft_seconds_fixed, 1e3 * c->draft_seconds_per_token,
+			       c->measured ? "measured" : "estimated",
+			       (double)c->memory_bytes / (1024.0 * 1024.0));
+	}
+	printf("speculation: %s, K = %u, transport %s (%s)\n", d->method ? d->method : "?",
+	       d->spec_tokens, d->transport ? d->transport : "?",
+	       d->measured ? "measured" : "nothing measured");
+	for (size_t i = 0; i < d->n_reasons; i++)
+		printf("  because: %s\n", d->reasons[i]);
+	if (d->n_candidates)
+		printf("  %-12s %-3s %-9s %12s %8s  %s\n", "method", "K", "transport", "tokens/s",
+		       "speedup", "excluded because");
+	for (size_t i = 0; i < d->n_candidates; i++) {
+		const Specd__V1__Candidate *c = d->candidates[i];
+		char tps[32] = "-", sp[32] = "-";
+		if (c->has_predicted_tokens_per_second) {
+			snprintf(tps, sizeof(tps), "%.1f", c->predicted_tokens_per_second);
+			snprintf(sp, sizeof(sp), "%.2fx", c->predicted_speedup);
+		}
+		printf("  %-12s %-3u %-9s %12s %8s  %s\n", c->method ? c->method : "?",
+		       c->spec_tokens, c->transport ? c->transport : "?", tps, sp,
+		       c->excluded_because ? c->excluded_because : "");
+	}
+}
+
 static int cmd_status(struct client *c, bool json)
 {
 	Specd__V1__StatusRequest req = SPECD__V1__STATUS_REQUEST__INIT;
@@ -455,14 +574,10 @@ static int cmd_status(struct client *c, bool json)
 						 (json_int_t)k->device_memory_free, "resident_weight_bytes",
 						 (json_int_t)k->resident_weight_bytes));
 		}
-		json_t *reasons = json_array();
-		for (size_t i = 0; d && i < d->n_reasons; i++)
-			json_array_append_new(reasons, json_string(d->reasons[i]));
 		json_t *out = json_pack(
-			"{s:s, s:s, s:o, s:{s:s, s:i, s:o}, s:i, s:i, s:I, s:f}", "cluster",
+			"{s:s, s:s, s:o, s:o, s:o, s:i, s:i, s:I, s:f}", "cluster",
 			r->cluster ? r->cluster : "", "version", r->version ? r->version : "",
-			"ranks", ranks, "decision", "method", d && d->method ? d->method : "",
-			"spec_tokens", d ? (int)d->spec_tokens : 0, "reasons", reasons,
+			"ranks", ranks, "links", links_json(r), "decision", decision_json(d),
 			"jobs_running", (int)r->jobs_running, "jobs_queued", (int)r->jobs_queued,
 			"tokens_generated", (json_int_t)r->tokens_generated, "uptime_s",
 			r->uptime_s);
@@ -487,11 +602,7 @@ static int cmd_status(struct client *c, bool json)
 			       k->device ? k->device : "", weights, gib(k->host_memory_free),
 			       gib(k->host_memory_total));
 		}
-		if (d) {
-			printf("speculation: %s, K = %u\n", d->method ? d->method : "?", d->spec_tokens);
-			for (size_t i = 0; i < d->n_reasons; i++)
-				printf("  because: %s\n", d->reasons[i]);
-		}
+		print_selection(r, d);
 		printf("jobs: %u running, %u queued; %llu tokens generated\n", r->jobs_running,
 		       r->jobs_queued, (unsigned long long)r->tokens_generated);
 		if (r->recent && r->recent->drafted)

@@ -229,6 +229,15 @@ static void test_cluster__sigterm_to_leader_stops_every_rank_cleanly(void **stat
 		print_message("%s", r->out);
 	assert_int_equal(rc, 0);
 	assert_int_equal(count(r->out, "stopped cleanly"), 3);
+	/* The selector measured (both links, the target) and said what it chose and why:
+	 * method auto, so the table's baseline is reported beside the choice. */
+	assert_non_null(strstr(r->out, "link leader<->draft rank 2: latency"));
+	assert_non_null(strstr(r->out, "target group all-reduce: latency"));
+	assert_non_null(strstr(r->out, "(rescaled to the target group)"));
+	assert_non_null(strstr(r->out, "(measured)"));
+	assert_non_null(strstr(r->out, "because chosen: "));
+	assert_non_null(strstr(r->out, "the origin rule table would run ngram K 5"));
+	assert_non_null(strstr(r->out, "excluded: not configured (speculation.draft_model.model"));
 	free(r);
 }
 

@@ -85,6 +85,9 @@ static void test_defaults__apply_when_sections_omitted(void **state)
 	assert_true(c->spec_tokens_auto);
 	assert_int_equal(c->num_speculative_tokens, 0);
 	assert_true(c->pipeline);
+	assert_int_equal(c->max_speculative_tokens, 8);
+	assert_true(c->measure);
+	assert_false(c->expect_sampling);
 	assert_int_equal(c->prompt_lookup_min, 2);
 	assert_int_equal(c->prompt_lookup_max, 5);
 	assert_null(c->draft_model);
@@ -125,7 +128,10 @@ static const char full_yaml[] =
 	"speculation:\n"
 	"  method: draft_model\n"
 	"  num_speculative_tokens: 7\n"
+	"  max_speculative_tokens: 12\n"
 	"  pipeline: false\n"
+	"  measure: false\n"
+	"  expect_sampling: true\n"
 	"  ngram:\n"
 	"    prompt_lookup_min: 3\n"
 	"    prompt_lookup_max: 3\n"
@@ -176,7 +182,10 @@ static void test_full__every_key_parsed(void **state)
 	assert_int_equal(c->method, DRAFT_METHOD_DRAFT_MODEL);
 	assert_false(c->spec_tokens_auto);
 	assert_int_equal(c->num_speculative_tokens, 7);
+	assert_int_equal(c->max_speculative_tokens, 12);
 	assert_false(c->pipeline);
+	assert_false(c->measure);
+	assert_true(c->expect_sampling);
 	assert_int_equal(c->prompt_lookup_min, 3);
 	assert_int_equal(c->prompt_lookup_max, 3);
 	assert_string_equal(c->draft_model, "/models/d.gguf");
