@@ -209,7 +209,8 @@ static bool leader_calibrate(const struct cluster *c, struct sel_inputs *in)
 		}
 		return false;
 	}
-	const struct model_hparams *hp = model_hparams(rt.model);
+	/* A copy: rt (and its model) closes below, before the figures are used. */
+	const struct model_hparams hp_copy = *model_hparams(rt.model), *hp = &hp_copy;
 	in->n_vocab = hp->n_vocab;
 	in->dim = hp->dim;
 	uint64_t target_bytes = model_resident_bytes(rt.model);
