@@ -5,7 +5,10 @@
 # runs specd-gpu-check: every CUDA op against the CPU op, greedy tokens on
 # stories260K and on generated models (CUDA == CPU, batch invariance, speculative
 # output == plain), and decode tokens/s, HBM share and K+1 verification cost on
-# generated bf16 models of 1B and 3B parameters (8B when the budget allows).
+# generated bf16 models of 1B and 3B parameters (8B when the budget allows), with the
+# matmul alone at 1..17 rows against the reference kernel; on the 1B model the whole
+# bench runs a second time with the reference kernel (the figures before the batched
+# matmul, from the same run).
 #
 # usage: bench/gpu-check.sh OUT_DIR [CARRY_DIR]
 #   CARRY_DIR: what bench/gpu-prepare.sh made (deps/ for jansson and PCRE2, models/
@@ -14,7 +17,8 @@
 #   timeout; a failed step is recorded and the next one runs. Exit: 0 all passed,
 #   3 no CUDA device, 1 otherwise.
 # Environment: BUDGET (seconds, default 290), JOBS (default 16), BENCH_PARAMS
-#   (default "1B 3B 8B"), MODELS_TMP (generated models, default /tmp/specd-gpu-models).
+#   (default "1B 3B 8B"), MODELS_TMP (generated models, default /tmp/specd-gpu-models),
+#   BUILD_DIR (default build-gpu).
 set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:?usage: bench/gpu-check.sh OUT_DIR [CARRY_DIR]}
@@ -24,7 +28,7 @@ budget=${BUDGET:-290}
 jobs=${JOBS:-16}
 bench_params=${BENCH_PARAMS:-1B 3B 8B}
 gen_dir=${MODELS_TMP:-/tmp/specd-gpu-models}
-build=$root/build-gpu
+build=${BUILD_DIR:-$root/build-gpu}
 mkdir -p "$out" "$gen_dir"
 res=$out/gpu-check.txt
 sum=$out/gpu-summary.txt
@@ -129,6 +133,8 @@ for p in $bench_params; do
 		continue
 	[ "$p" = 1B ] && step "greedy-$p" 40 "$check" greedy "$file" 12
 	step "bench-$p" 60 "$check" bench "$file" 128
+	[ "$p" = 1B ] && step "bench-$p-reference" 60 env SPECD_GPU_CHECK_REFERENCE=1 \
+		"$check" bench "$file" 128
 	rm -f "$file"
 done
 finish

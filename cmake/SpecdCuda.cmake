@@ -19,3 +19,17 @@ if(NOT SPECD_CUDA STREQUAL "OFF")
     message(FATAL_ERROR "SPECD_CUDA=ON but no CUDA compiler (nvcc) was found")
   endif()
 endif()
+# NCCL (the device communicator, parallel/comm_nccl.c): with CUDA only, from the
+# toolkit or the system. SPECD_HAVE_NCCL says whether it was found.
+set(SPECD_HAVE_NCCL OFF)
+if(SPECD_HAVE_CUDA)
+  find_path(NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} /usr/local/cuda/include)
+  find_library(NCCL_LIBRARY nccl HINTS ${CUDAToolkit_LIBRARY_DIR} /usr/local/cuda/lib
+               /usr/local/cuda/lib64)
+  if(NCCL_INCLUDE_DIR AND NCCL_LIBRARY)
+    set(SPECD_HAVE_NCCL ON)
+    message(STATUS "specd: NCCL ${NCCL_LIBRARY}")
+  else()
+    message(STATUS "specd: NCCL not found: par_comm_nccl_create reports it")
+  endif()
+endif()

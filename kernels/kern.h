@@ -211,13 +211,14 @@ const char *kern_cpu_isa_of(const struct kern_ctx *ctx);
 
 /* The CUDA backend (kernels/cuda/): one device, one stream, ops issued
  * asynchronously on it (kern_sync and kern_download wait). Matmul is the backend's
- * own kernel, not cuBLAS: one warp per output feature reads the weight row once per
- * group of 8 rows, each lane sums a fixed stride of the row in f32 and a fixed
- * shuffle tree combines the lanes, so an element's reduction order depends only on
- * n_in (batch-invariant, no split-K). Weights are f32, f16 or bf16 on the device;
- * quantised files are dequantised to f32 by kern_upload_mat (exact, 4-8x the memory
- * of the file). Results agree with the CPU backend within float rounding (different
- * summation orders), and bitwise with themselves whatever the row count.
+ * own kernel, not cuBLAS: each warp owns a few output features and reads their weight
+ * rows once for up to 16 rows of x (decode and verification are bound by that read);
+ * each lane sums a fixed stride of the row in f32 and a fixed shuffle tree combines
+ * the lanes, so an element's reduction order depends only on n_in (batch-invariant,
+ * no split-K). Weights are f32, f16 or bf16 on the device; quantised files are
+ * dequantised to f32 by kern_upload_mat (exact, 4-8x the memory of the file). Results
+ * agree with the CPU backend within float rounding (different summation orders), and
+ * bitwise with themselves whatever the row count.
  *
  * Built only with SPECD_CUDA; elsewhere kern_cuda_create returns SPECD_UNSUPPORTED. */
 struct kern_cuda_config {
@@ -225,6 +226,10 @@ struct kern_cuda_config {
 	/* Bytes reserved for the host integer arrays ops upload (positions, masks, ids)
 	 * between two syncs; 0: 8 MiB. A batch needing more fails with SPECD_INVAL. */
 	size_t stage_bytes;
+	/* true: the earlier matmul kernel (one warp per output feature, 8 rows of x per
+	 * pass), bitwise the same results and slower; for before/after comparisons
+	 * (specd-gpu-check). */
+	bool matmul_reference;
 };
 
 /* Creates the CUDA backend on cfg->device (cfg may be NULL: device 0). Errors:

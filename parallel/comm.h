@@ -80,6 +80,24 @@ struct par_comm_config {
 enum specd_status par_comm_mpi_create(MPI_Comm comm, const struct par_comm_config *cfg,
 				      struct par_comm **out, struct specd_error *err);
 
+/* An NCCL communicator over the ranks of `comm` for device buffers, one GPU per rank
+ * (`device`, bound to the calling thread with cudaSetDevice). Rank 0 makes the NCCL
+ * unique id and sends it over MPI; NCCL is initialised non-blocking and polled against
+ * the deadline, and every operation polls its stream and ncclCommGetAsyncError against
+ * the deadline (a late one aborts the NCCL communicator: SPECD_TIMEOUT; NCCL cannot
+ * name the stalled rank, so the message cannot either). All-reduce and max-loc gather
+ * every rank's slice and combine the slices in rank order on the device, so results
+ * match par_comm_mpi_create's bitwise. Buffers must be ready when an operation is
+ * called (the caller's kernels synced) and are when it returns. send/recv ignore the
+ * tag (NCCL matches them in call order); service does nothing (no liveness checks).
+ * Collective over comm. cfg may be NULL. Errors: SPECD_UNSUPPORTED (built without
+ * CUDA or NCCL, or no CUDA device: the message says which), SPECD_INVAL (a negative
+ * device or deadline, a device index out of range, NULL out), SPECD_MPI, SPECD_CUDA,
+ * SPECD_NCCL, SPECD_TIMEOUT, SPECD_NOMEM. *out only on success. */
+enum specd_status par_comm_nccl_create(MPI_Comm comm, int device,
+				       const struct par_comm_config *cfg, struct par_comm **out,
+				       struct specd_error *err);
+
 /* Frees the communicator; NULL is a no-op. Not collective. */
 static inline void par_comm_destroy(struct par_comm *c)
 {

@@ -122,52 +122,85 @@ static bool bitwise(const float *a, const float *b, size_t n)
 
 /* ---- ops ---- */
 
-static void check_matmul(struct kern_ctx *cpu, struct kern_ctx *gpu, enum kern_dtype type,
-			 size_t n_in, size_t n_out, size_t rows, bool with_bias)
+/* Allocates on k and fills from host (NULL: zeroed), exiting on failure. */
+static float *dev_floats(struct kern_ctx *k, const float *host, size_t n)
+{
+	return dev_from(k, host, n * sizeof(float));
+}
+
+/* The matmul against the CPU, then its batch invariance, bitwise: every row alone,
+ * the last n rows as a batch for every n (each rows-per-pass variant of the kernel),
+ * x with an unaligned row pitch (the reference kernel's path), and the reference
+ * kernel (ref, a second backend; may be NULL) on the whole batch. */
+static void check_matmul(struct kern_ctx *cpu, struct kern_ctx *gpu, struct kern_ctx *ref,
+			 enum kern_dtype type, size_t n_in, size_t n_out, size_t rows,
+			 bool with_bias)
 {
 	char name[96];
 	snprintf(name, sizeof(name), "matmul %s %zux%zu rows %zu%s", kern_dtype_name(type), n_out,
 		 n_in, rows, with_bias ? " +bias" : "");
-	size_t rb = kern_dtype_row_bytes(type, n_in);
+	size_t rb = kern_dtype_row_bytes(type, n_in), ldu = n_in + 1;
 	float *wf = rnd_floats(n_in * n_out), *x = rnd_floats(rows * n_in);
 	float *bias = rnd_floats(n_out);
+	float *xu = specd_calloc(rows * ldu, sizeof(float));
 	unsigned char *wq = specd_malloc_array(n_out, rb);
 	float *yc = specd_calloc(rows * n_out, sizeof(float));
 	float *yg = specd_calloc(rows * n_out, sizeof(float));
-	float *y1 = specd_calloc(n_out, sizeof(float));
+	float *y1 = specd_calloc(rows * n_out, sizeof(float));
 	for (size_t o = 0; o < n_out; o++)
 		kern_quant_row(type, wf + o * n_in, wq + o * rb, n_in);
+	for (size_t r = 0; r < rows; r++)
+		memcpy(xu + r * ldu + 1, x + r * n_in, n_in * sizeof(float));
 	struct kern_mat w = kern_mat_packed(type, n_in, n_out, wq), dw = {0};
 	enum specd_status st = kern_upload_mat(gpu, &w, &dw);
-	float *dx = dev_from(gpu, x, rows * n_in * sizeof(float));
-	float *dy = dev_from(gpu, NULL, rows * n_out * sizeof(float));
-	float *db = dev_from(gpu, bias, n_out * sizeof(float));
-	bool inv = true;
-	if (st == SPECD_OK &&
-	    (st = kern_matmul(cpu, yc, n_out, x, n_in, rows, &w, with_bias ? bias : NULL)) ==
-		    SPECD_OK &&
-	    (st = kern_matmul(gpu, dy, n_out, dx, n_in, rows, &dw, with_bias ? db : NULL)) ==
-		    SPECD_OK) {
+	float *dx = dev_floats(gpu, x, rows * n_in), *dxu = dev_floats(gpu, xu, rows * ldu);
+	float *dy = dev_floats(gpu, NULL, rows * n_out), *db = dev_floats(gpu, bias, n_out);
+	float *dyr = ref ? dev_floats(ref, NULL, rows * n_out) : NULL;
+	const float *b_host = with_bias ? bias : NULL, *b_dev = with_bias ? db : NULL;
+	bool alone = true, any_n = true;
+	if (st == SPECD_OK && (st = kern_matmul(cpu, yc, n_out, x, n_in, rows, &w, b_host)) ==
+				      SPECD_OK &&
+	    (st = kern_matmul(gpu, dy, n_out, dx, n_in, rows, &dw, b_dev)) == SPECD_OK) {
 		to_host(gpu, yg, dy, rows * n_out * sizeof(float));
 		compare(name, yc, yg, rows * n_out, 1e-5);
 		/* Each row alone must give the bits it got in the batch. */
 		for (size_t r = 0; r < rows && st == SPECD_OK; r++) {
-			st = kern_matmul(gpu, dy, n_out, dx + r * n_in, n_in, 1, &dw,
-					 with_bias ? db : NULL);
+			st = kern_matmul(gpu, dy, n_out, dx + r * n_in, n_in, 1, &dw, b_dev);
 			to_host(gpu, y1, dy, n_out * sizeof(float));
-			inv = inv && bitwise(y1, yg + r * n_out, n_out);
+			alone = alone && bitwise(y1, yg + r * n_out, n_out);
 		}
-		expect(inv, "inv", name, "row alone == row in batch (bitwise)");
+		expect(alone, "inv", name, "row alone == row in batch (bitwise)");
+		/* The last n rows as one batch, for every n. */
+		for (size_t n = 2; n <= rows && st == SPECD_OK; n++) {
+			size_t r0 = rows - n;
+			st = kern_matmul(gpu, dy, n_out, dx + r0 * n_in, n_in, n, &dw, b_dev);
+			to_host(gpu, y1, dy, n * n_out * sizeof(float));
+			any_n = any_n && bitwise(y1, yg + r0 * n_out, n * n_out);
+		}
+		if (rows > 1)
+			expect(any_n, "inv", name, "any row count == full batch (bitwise)");
+	}
+	if (st == SPECD_OK &&
+	    (st = kern_matmul(gpu, dy, n_out, dxu + 1, ldu, rows, &dw, b_dev)) == SPECD_OK) {
+		to_host(gpu, y1, dy, rows * n_out * sizeof(float));
+		expect(bitwise(y1, yg, rows * n_out), "inv", name,
+		       "unaligned x == aligned x (bitwise)");
+	}
+	if (st == SPECD_OK && ref &&
+	    (st = kern_matmul(ref, dyr, n_out, dx, n_in, rows, &dw, b_dev)) == SPECD_OK) {
+		to_host(ref, y1, dyr, rows * n_out * sizeof(float));
+		expect(bitwise(y1, yg, rows * n_out), "ref", name,
+		       "reference kernel == batched (bitwise)");
 	}
 	if (st != SPECD_OK) {
 		printf("op %s: %s FAIL\n", name, specd_status_str(st));
 		failures++;
 	}
 	kern_free(gpu, (void *)(uintptr_t)dw.data);
-	kern_free(gpu, dx);
-	kern_free(gpu, dy);
-	kern_free(gpu, db);
-	specd_free(wf), specd_free(x), specd_free(bias), specd_free(wq);
+	kern_free(gpu, dx), kern_free(gpu, dxu), kern_free(gpu, dy), kern_free(gpu, db);
+	if (ref)
+		kern_free(ref, dyr);
+	specd_free(wf), specd_free(x), specd_free(xu), specd_free(bias), specd_free(wq);
 	specd_free(yc), specd_free(yg), specd_free(y1);
 }
 
@@ -348,18 +381,24 @@ static void check_attention(struct kern_ctx *cpu, struct kern_ctx *gpu, size_t h
 	specd_free(k), specd_free(v), specd_free(q), specd_free(oc), specd_free(og), specd_free(o1);
 }
 
-static void run_ops(struct kern_ctx *cpu, struct kern_ctx *gpu)
+static void run_ops(struct kern_ctx *cpu, struct kern_ctx *gpu, struct kern_ctx *ref)
 {
 	static const enum kern_dtype types[] = {KERN_F32, KERN_F16, KERN_BF16, KERN_Q8_0,
 						KERN_Q4_0, KERN_Q4_K, KERN_Q6_K};
 	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
-		check_matmul(cpu, gpu, types[i], 256, 96, 9, false);
+		check_matmul(cpu, gpu, ref, types[i], 256, 96, 9, false);
 		check_get_rows(cpu, gpu, types[i]);
 	}
-	check_matmul(cpu, gpu, KERN_BF16, 4096, 512, 1, false);
-	check_matmul(cpu, gpu, KERN_F16, 4096, 300, 17, true);
-	check_matmul(cpu, gpu, KERN_F32, 172, 64, 64, true); /* a tail shorter than a vector */
-	check_matmul(cpu, gpu, KERN_BF16, 11008, 64, 5, false);
+	check_matmul(cpu, gpu, ref, KERN_BF16, 4096, 512, 1, false);
+	check_matmul(cpu, gpu, ref, KERN_F16, 4096, 300, 17, true);
+	check_matmul(cpu, gpu, ref, KERN_F32, 172, 64, 64, true); /* a tail shorter than a vector */
+	check_matmul(cpu, gpu, ref, KERN_BF16, 11008, 64, 5, false);
+	/* 4 features per warp (n_out >= 4096) with a ragged last warp, every rows-per-pass
+	 * variant (1..16, then two passes), chunks in flight plus their remainder, a tail. */
+	check_matmul(cpu, gpu, ref, KERN_BF16, 1004, 4101, 33, false);
+	check_matmul(cpu, gpu, ref, KERN_F16, 2056, 4099, 20, true);
+	check_matmul(cpu, gpu, ref, KERN_F32, 520, 4097, 18, true);
+	check_matmul(cpu, gpu, ref, KERN_BF16, 7168, 1793, 17, false);
 	check_rows_ops(cpu, gpu);
 	check_attention(cpu, gpu, 8);
 	check_attention(cpu, gpu, 64);
@@ -598,7 +637,81 @@ static double step_bytes(struct model *m)
 	return total;
 }
 
-static int run_bench(struct kern_ctx *gpu, const char *path, uint32_t n)
+/* Seconds per call of kern_matmul on k: rows of x times the n_out x n_in matrix dw. */
+static double time_matmul(struct kern_ctx *k, float *dy, const float *dx, size_t rows,
+			  const struct kern_mat *dw)
+{
+	enum { REPS = 20 };
+	double t0 = 0;
+	for (int rep = 0; rep <= REPS; rep++) {
+		if (rep == 1 && kern_sync(k) == SPECD_OK)
+			t0 = specd_now();
+		if (kern_matmul(k, dy, dw->n_out, dx, dw->n_in, rows, dw, NULL) != SPECD_OK)
+			return -1;
+	}
+	if (kern_sync(k) != SPECD_OK)
+		return -1;
+	return (specd_now() - t0) / REPS;
+}
+
+/* The matmul alone on a bf16 matrix of the model's FFN shape (no launches between):
+ * the batched kernel's bandwidth and how its cost grows with the rows, against the
+ * reference kernel (ref may be NULL). */
+static void bench_matmul(struct kern_ctx *gpu, struct kern_ctx *ref, size_t n_in, size_t n_out)
+{
+	static const size_t rows_list[] = {1, 2, 3, 5, 9, 16, 17};
+	enum { MAX_ROWS = 17 };
+	size_t rb = kern_dtype_row_bytes(KERN_BF16, n_in);
+	unsigned char *wq = specd_malloc_array(n_out, rb);
+	float *row = rnd_floats(n_in), *x = rnd_floats(MAX_ROWS * n_in);
+	if (!wq) {
+		printf("bench matmul: out of memory FAIL\n");
+		failures++;
+		specd_free(row), specd_free(x);
+		return;
+	}
+	for (size_t o = 0; o < n_out; o++) {
+		row[o % n_in] = rnd();
+		kern_quant_row(KERN_BF16, row, wq + o * rb, n_in);
+	}
+	struct kern_mat w = kern_mat_packed(KERN_BF16, n_in, n_out, wq), dw = {0};
+	if (kern_upload_mat(gpu, &w, &dw) != SPECD_OK) {
+		printf("bench matmul: upload FAIL\n");
+		failures++;
+		specd_free(wq), specd_free(row), specd_free(x);
+		return;
+	}
+	float *dx = dev_floats(gpu, x, MAX_ROWS * n_in);
+	float *dy = dev_floats(gpu, NULL, MAX_ROWS * n_out);
+	float *dyr = ref ? dev_floats(ref, NULL, MAX_ROWS * n_out) : NULL;
+	double bytes = (double)n_out * rb, t_one = 0;
+	for (size_t i = 0; i < sizeof(rows_list) / sizeof(rows_list[0]); i++) {
+		size_t rows = rows_list[i];
+		double t = time_matmul(gpu, dy, dx, rows, &dw);
+		double tr = ref ? time_matmul(ref, dyr, dx, rows, &dw) : 0;
+		if (t <= 0) {
+			printf("bench matmul: call FAIL\n");
+			failures++;
+			break;
+		}
+		if (rows == 1)
+			t_one = t;
+		char refs[64] = "";
+		if (tr > 0)
+			snprintf(refs, sizeof(refs), "; reference kernel %.3f ms (%.2fx)", tr * 1e3,
+				 tr / t);
+		printf("bench matmul bf16 %zux%zu rows %2zu: %.3f ms, %.2f TB/s (%.1f%% of HBM), "
+		       "%.2fx one row%s\n", n_out, n_in, rows, t * 1e3, bytes / t / 1e12,
+		       100.0 * bytes / t / HBM_BYTES_PER_S, t / t_one, refs);
+	}
+	kern_free(gpu, (void *)(uintptr_t)dw.data), kern_free(gpu, dx), kern_free(gpu, dy);
+	if (ref)
+		kern_free(ref, dyr);
+	specd_free(wq), specd_free(row), specd_free(x);
+}
+
+static int run_bench(struct kern_ctx *gpu, struct kern_ctx *ref_kern, const char *path,
+		     uint32_t n)
 {
 	enum { NP = 16 };
 	struct run r;
@@ -612,6 +725,7 @@ static int run_bench(struct kern_ctx *gpu, const char *path, uint32_t n)
 	printf("bench model: %u layers, dim %u, ffn %u, heads %u/%u, vocab %u, %s, %.2f GB of "
 	       "weights read per step\n", hp->n_layers, hp->dim, hp->ffn_dim, hp->n_heads,
 	       hp->n_kv_heads, hp->n_vocab, kern_dtype_name(hp->wtype), bytes / 1e9);
+	bench_matmul(gpu, ref_kern, hp->dim, hp->ffn_dim);
 	enum specd_status st = greedy(&r, prompt, NP, 8, ref, NULL); /* warm-up */
 	double t0 = specd_now();
 	if (st == SPECD_OK)
@@ -700,11 +814,14 @@ int main(int argc, char **argv)
 	struct kern_ctx *gpu = NULL, *cpu = NULL;
 	specd_error_clear(&err);
 	/* SPECD_GPU_CHECK_CPU=1: a second CPU backend stands in for CUDA, to try this
-	 * program where there is no GPU (its checks then compare the CPU with itself). */
+	 * program where there is no GPU (its checks then compare the CPU with itself).
+	 * SPECD_GPU_CHECK_REFERENCE=1: the CUDA backend runs the reference matmul kernel
+	 * (bench figures before/after the batched kernel). */
 	const char *stand_in = getenv("SPECD_GPU_CHECK_CPU");
-	enum specd_status st = stand_in && strcmp(stand_in, "1") == 0
-				       ? kern_cpu_create(NULL, &gpu)
-				       : kern_cuda_create(NULL, &gpu, &err);
+	const char *use_ref = getenv("SPECD_GPU_CHECK_REFERENCE");
+	bool on_cpu = stand_in && strcmp(stand_in, "1") == 0;
+	struct kern_cuda_config gc = {.matmul_reference = use_ref && strcmp(use_ref, "1") == 0};
+	enum specd_status st = on_cpu ? kern_cpu_create(NULL, &gpu) : kern_cuda_create(&gc, &gpu, &err);
 	if (st != SPECD_OK) {
 		printf("%s\n", err.msg);
 		return st == SPECD_UNSUPPORTED ? EXIT_NO_DEVICE : EXIT_FAIL;
@@ -716,17 +833,33 @@ int main(int argc, char **argv)
 		kern_destroy(gpu);
 		return EXIT_FAIL;
 	}
-	printf("backends: %s, cpu (%s, %u threads)\n", kern_name(gpu), kern_cpu_isa_of(cpu),
-	       cc.n_threads);
+	printf("backends: %s%s, cpu (%s, %u threads)\n", kern_name(gpu),
+	       gc.matmul_reference ? " (reference matmul)" : "", kern_cpu_isa_of(cpu), cc.n_threads);
 	int rc = 0;
 	unsigned long n = argc > 3 ? strtoul(argv[3], NULL, 10) : 0;
 	if (strcmp(argv[1], "ops") == 0) {
-		run_ops(cpu, gpu);
+		/* The reference kernel on a second backend: bitwise the batched one's results. */
+		struct kern_cuda_config rc_cfg = {.matmul_reference = true};
+		struct kern_ctx *ref = NULL;
+		st = on_cpu ? kern_cpu_create(NULL, &ref) : kern_cuda_create(&rc_cfg, &ref, &err);
+		if (st != SPECD_OK) {
+			printf("reference backend: %s FAIL\n", err.msg);
+			failures++;
+		}
+		run_ops(cpu, gpu, ref);
+		kern_destroy(ref);
 		rc = failures ? EXIT_FAIL : 0;
 	} else if (strcmp(argv[1], "greedy") == 0) {
 		rc = run_greedy(cpu, gpu, argv[2], n ? (uint32_t)n : 32);
 	} else if (strcmp(argv[1], "bench") == 0) {
-		rc = run_bench(gpu, argv[2], n ? (uint32_t)n : 64);
+		/* The reference kernel for the matmul figures, unless gpu already runs it. */
+		struct kern_cuda_config rc_cfg = {.matmul_reference = true};
+		struct kern_ctx *ref = NULL;
+		if (!on_cpu && !gc.matmul_reference &&
+		    kern_cuda_create(&rc_cfg, &ref, &err) != SPECD_OK)
+			printf("reference backend: %s (matmul figures without it)\n", err.msg);
+		rc = run_bench(gpu, ref, argv[2], n ? (uint32_t)n : 64);
+		kern_destroy(ref);
 	} else {
 		usage(stderr);
 		rc = EXIT_USAGE;

@@ -39,6 +39,7 @@ struct cuda_backend {
 	unsigned cache_next;
 	void *attn_host; /* (attn_cap) host: a batch's flattened visible rows */
 	size_t attn_cap;
+	bool matmul_reference; /* kern_cuda_config.matmul_reference */
 };
 
 static struct cuda_backend *backend_of(struct kern_ctx *ctx)
@@ -267,7 +268,8 @@ static enum specd_status cuda_matmul(struct kern_ctx *ctx, float *y, size_t ldy,
 		return SPECD_OK;
 	if (!y || !x || !device_mat(w, &dw) || ldx < w->n_in || ldy < w->n_out)
 		return SPECD_INVAL;
-	return check(cuda_launch_matmul(be->stream, y, ldy, x, ldx, rows, &dw, bias), "matmul");
+	return check(cuda_launch_matmul(be->stream, y, ldy, x, ldx, rows, &dw, bias,
+					be->matmul_reference), "matmul");
 }
 
 static enum specd_status cuda_get_rows(struct kern_ctx *ctx, float *y, size_t ldy,
@@ -502,6 +504,7 @@ enum specd_status kern_cuda_create(const struct kern_cuda_config *cfg, struct ke
 	be->base.ops = &cuda_ops;
 	be->device = device;
 	be->stage_cap = cfg && cfg->stage_bytes ? cfg->stage_bytes : STAGE_DEFAULT;
+	be->matmul_reference = cfg && cfg->matmul_reference;
 	const char *what = "cudaSetDevice";
 	cudaError_t e = cudaSetDevice(device);
 	if (e == cudaSuccess) {

@@ -23,10 +23,13 @@ enum cuda_wtype {
 	CUDA_W_BF16,
 };
 
-/* Output features per block of the matmul kernel (one warp each), and rows of x
- * accumulated per pass over a weight row. */
+/* The reference matmul kernel (cuda_matmul.cu): output features per block (one warp
+ * each), and rows of x accumulated per pass over a weight row. */
 #define CUDA_MM_WARPS 8
 #define CUDA_MM_ROWS 8
+/* Rows of x the batched matmul kernel applies each weight load to; more rows take
+ * more passes over the weights. */
+#define CUDA_MM_PASS 16
 
 /* A device weight matrix: n_out rows of n_in elements, row_bytes apart; data and
  * row_bytes are multiples of 16 bytes (kern_upload_mat pads them). */
@@ -36,8 +39,11 @@ struct cuda_wmat {
 	const void *data;
 };
 
+/* y = x W^T (+ bias). reference != 0 runs the one-warp-per-feature kernel instead of
+ * the batched one; both sum every element in the same order, so they agree bitwise. */
 cudaError_t cuda_launch_matmul(cudaStream_t s, float *y, size_t ldy, const float *x, size_t ldx,
-			       size_t rows, const struct cuda_wmat *w, const float *bias);
+			       size_t rows, const struct cuda_wmat *w, const float *bias,
+			       int reference);
 cudaError_t cuda_launch_get_rows(cudaStream_t s, float *y, size_t ldy,
 				 const struct cuda_wmat *table, const uint32_t *ids, size_t rows);
 cudaError_t cuda_launch_rmsnorm(cudaStream_t s, float *y, size_t ldy, const float *x, size_t ldx,

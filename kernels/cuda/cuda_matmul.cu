@@ -1,9 +1,15 @@
-// Matmul and embedding lookup on the device: the weight-reading ops. Decoding is
-// bound by reading the weights once per step, so one warp streams one weight row
-// (16-byte loads, coalesced across the lanes) and applies it to up to CUDA_MM_ROWS
-// rows of x at a time. Batch invariance: lane l always sums elements 8(32j + l) ..
-// 8(32j + l) + 7 for j = 0, 1, ... in that order, then the tail, and a fixed xor-
-// shuffle tree adds the lanes; nothing about that depends on how many rows run.
+// Matmul and embedding lookup on the device: the weight-reading ops. Decoding and
+// verification are bound by reading the weights once per call, so the matmul reads
+// each weight element once for all the rows of x (up to CUDA_MM_PASS rows per pass):
+// a warp owns F output features, its lanes stream their rows with 16-byte loads
+// (several chunks in flight per lane) and apply every loaded chunk to all rows.
+// Batch invariance: for every output element, lane l sums the 8-element chunks
+// l, l + 32, l + 64, ... of the weight row in that order (8 fmaf each, element order),
+// then the tail elements l, l + 32, ... past the last whole chunk, and a fixed xor-
+// shuffle tree adds the 32 lanes; F, the rows per pass and the loads in flight change
+// only which elements run side by side, never that order. The reference kernel (one
+// warp per feature, CUDA_MM_ROWS rows per pass) sums in exactly the same order, so the
+// two agree bitwise; it also serves x whose rows are not 16-byte aligned.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -11,24 +17,53 @@
 
 namespace {
 
-template <int T> __device__ __forceinline__ void load8(const unsigned char *row, size_t i,
-						       float w[8])
+constexpr int MM_WARPS = 4; // warps per block of the batched kernel
+
+// Weights of one 8-element chunk as loaded: 16 bytes (f16, bf16) or 32 (f32).
+template <int T> struct chunk_raw {
+	uint4 a, b;
+};
+
+template <int T> __device__ __forceinline__ chunk_raw<T> load_chunk(const unsigned char *row,
+								    size_t v)
 {
-	if (T == CUDA_W_F32) {
-		const float4 *p = reinterpret_cast<const float4 *>(row + i * 4);
-		float4 a = __ldg(p), b = __ldg(p + 1);
-		w[0] = a.x, w[1] = a.y, w[2] = a.z, w[3] = a.w;
-		w[4] = b.x, w[5] = b.y, w[6] = b.z, w[7] = b.w;
+	chunk_raw<T> c;
+	if constexpr (T == CUDA_W_F32) {
+		const uint4 *p = reinterpret_cast<const uint4 *>(row + v * 32);
+		c.a = __ldg(p);
+		c.b = __ldg(p + 1);
 	} else {
-		uint4 u = __ldg(reinterpret_cast<const uint4 *>(row + i * 2));
-		const unsigned short *h = reinterpret_cast<const unsigned short *>(&u);
-#pragma unroll
-		for (int j = 0; j < 8; j++) {
-			if (T == CUDA_W_F16)
-				w[j] = __half2float(__ushort_as_half(h[j]));
-			else // bf16 is the top half of an f32: exact
-				w[j] = __uint_as_float((unsigned)h[j] << 16);
-		}
+		c.a = __ldg(reinterpret_cast<const uint4 *>(row + v * 16));
+		c.b = make_uint4(0, 0, 0, 0);
+	}
+	return c;
+}
+
+__device__ __forceinline__ float half_lo(unsigned u, bool f16)
+{
+	return f16 ? __half2float(__ushort_as_half((unsigned short)(u & 0xffffu)))
+		   : __uint_as_float(u << 16); // bf16 is the top half of an f32: exact
+}
+
+__device__ __forceinline__ float half_hi(unsigned u, bool f16)
+{
+	return f16 ? __half2float(__ushort_as_half((unsigned short)(u >> 16)))
+		   : __uint_as_float(u & 0xffff0000u);
+}
+
+template <int T> __device__ __forceinline__ void unpack(const chunk_raw<T> &c, float w[8])
+{
+	if constexpr (T == CUDA_W_F32) {
+		w[0] = __uint_as_float(c.a.x), w[1] = __uint_as_float(c.a.y);
+		w[2] = __uint_as_float(c.a.z), w[3] = __uint_as_float(c.a.w);
+		w[4] = __uint_as_float(c.b.x), w[5] = __uint_as_float(c.b.y);
+		w[6] = __uint_as_float(c.b.z), w[7] = __uint_as_float(c.b.w);
+	} else {
+		const bool f16 = T == CUDA_W_F16;
+		w[0] = half_lo(c.a.x, f16), w[1] = half_hi(c.a.x, f16);
+		w[2] = half_lo(c.a.y, f16), w[3] = half_hi(c.a.y, f16);
+		w[4] = half_lo(c.a.z, f16), w[5] = half_hi(c.a.z, f16);
+		w[6] = half_lo(c.a.w, f16), w[7] = half_hi(c.a.w, f16);
 	}
 }
 
@@ -42,11 +77,118 @@ template <int T> __device__ __forceinline__ float load1(const unsigned char *row
 	return __uint_as_float((unsigned)h << 16);
 }
 
+__device__ __forceinline__ float lane_sum(float v)
+{
+#pragma unroll
+	for (int off = 16; off > 0; off >>= 1)
+		v += __shfl_xor_sync(0xffffffffu, v, off);
+	return v;
+}
+
+// The chunks v, v + 32, ..., v + 32 (U - 1) of F weight rows applied to RC rows of
+// x, chunk after chunk (the order of the sum). The loads are all issued first.
+template <int T, int F, int RC, int U>
+__device__ __forceinline__ void apply_chunks(float (&acc)[F][RC], const unsigned char *const (&wr)[F],
+					     const float *__restrict__ x, const unsigned (&xo)[RC],
+					     size_t v)
+{
+	chunk_raw<T> raw[U][F];
+#pragma unroll
+	for (int u = 0; u < U; u++)
+#pragma unroll
+		for (int f = 0; f < F; f++)
+			raw[u][f] = load_chunk<T>(wr[f], v + 32 * (size_t)u);
+#pragma unroll
+	for (int u = 0; u < U; u++) {
+		float w[F][8];
+#pragma unroll
+		for (int f = 0; f < F; f++)
+			unpack<T>(raw[u][f], w[f]);
+		const size_t e = (v + 32 * (size_t)u) * 8;
+#pragma unroll
+		for (int r = 0; r < RC; r++) {
+			const float4 *xp = reinterpret_cast<const float4 *>(x + xo[r] + e);
+			const float4 a = __ldg(xp), b = __ldg(xp + 1);
+			const float xv[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+#pragma unroll
+			for (int f = 0; f < F; f++)
+#pragma unroll
+				for (int j = 0; j < 8; j++)
+					acc[f][r] = fmaf(w[f][j], xv[j], acc[f][r]);
+		}
+	}
+}
+
+// F output features per warp, nr <= RC rows of x (16-byte aligned, ldx a multiple of
+// 4); rows past nr repeat the last row and are not stored.
+template <int T, int F, int RC>
+__global__ void __launch_bounds__(MM_WARPS * 32)
+	matmul_rows_kernel(float *y, size_t ldy, const float *__restrict__ x, size_t ldx,
+			   unsigned nr, const unsigned char *__restrict__ wdata, size_t row_bytes,
+			   size_t n_in, size_t n_out, const float *__restrict__ bias)
+{
+	constexpr int U = RC <= 2 ? 4 : 2; // chunks in flight per lane and feature
+	const unsigned lane = threadIdx.x & 31u;
+	const size_t o0 = ((size_t)blockIdx.x * MM_WARPS + threadIdx.x / 32) * F;
+	if (o0 >= n_out) // the whole warp: the shuffles below stay within full warps
+		return;
+	const unsigned char *wr[F];
+#pragma unroll
+	for (int f = 0; f < F; f++)
+		wr[f] = wdata + (o0 + f < n_out ? o0 + f : n_out - 1) * row_bytes;
+	unsigned xo[RC]; // the launcher keeps CUDA_MM_PASS * ldx below 2^32
+#pragma unroll
+	for (int r = 0; r < RC; r++)
+		xo[r] = ((unsigned)r < nr ? (unsigned)r : nr - 1) * (unsigned)ldx;
+	float acc[F][RC];
+#pragma unroll
+	for (int f = 0; f < F; f++)
+#pragma unroll
+		for (int r = 0; r < RC; r++)
+			acc[f][r] = 0.0f;
+
+	const size_t nv = n_in / 8;
+	size_t v = lane;
+	for (; v + 32 * (U - 1) < nv; v += 32 * U)
+		apply_chunks<T, F, RC, U>(acc, wr, x, xo, v);
+	for (; v < nv; v += 32)
+		apply_chunks<T, F, RC, 1>(acc, wr, x, xo, v);
+	for (size_t i = nv * 8 + lane; i < n_in; i += 32) {
+#pragma unroll
+		for (int f = 0; f < F; f++) {
+			const float w = load1<T>(wr[f], i);
+#pragma unroll
+			for (int r = 0; r < RC; r++)
+				acc[f][r] = fmaf(w, x[xo[r] + i], acc[f][r]);
+		}
+	}
+#pragma unroll
+	for (int f = 0; f < F; f++)
+#pragma unroll
+		for (int r = 0; r < RC; r++)
+			acc[f][r] = lane_sum(acc[f][r]);
+	if (lane != 0) // every lane holds the same sums (each step adds a pair both ways)
+		return;
+#pragma unroll
+	for (int f = 0; f < F; f++) {
+		const size_t o = o0 + f;
+		if (o >= n_out)
+			break;
+		const float b = bias ? bias[o] : 0.0f;
+#pragma unroll
+		for (int r = 0; r < RC; r++)
+			if ((unsigned)r < nr)
+				y[r * ldy + o] = bias ? acc[f][r] + b : acc[f][r];
+	}
+}
+
+// The reference: one warp per output feature, CUDA_MM_ROWS rows per pass, x read
+// element by element (any alignment).
 template <int T>
 __global__ void __launch_bounds__(CUDA_MM_WARPS * 32)
-	matmul_kernel(float *y, size_t ldy, const float *__restrict__ x, size_t ldx, size_t rows,
-		      const unsigned char *__restrict__ wdata, size_t row_bytes, size_t n_in,
-		      size_t n_out, const float *__restrict__ bias)
+	matmul_warp_kernel(float *y, size_t ldy, const float *__restrict__ x, size_t ldx,
+			   size_t rows, const unsigned char *__restrict__ wdata, size_t row_bytes,
+			   size_t n_in, size_t n_out, const float *__restrict__ bias)
 {
 	const unsigned lane = threadIdx.x & 31u;
 	const size_t o = (size_t)blockIdx.x * CUDA_MM_WARPS + threadIdx.x / 32;
@@ -64,7 +206,7 @@ __global__ void __launch_bounds__(CUDA_MM_WARPS * 32)
 #pragma unroll 2
 		for (size_t v = lane; v < nv; v += 32) {
 			float w[8];
-			load8<T>(wr, v * 8, w);
+			unpack<T>(load_chunk<T>(wr, v), w);
 #pragma unroll
 			for (int r = 0; r < CUDA_MM_ROWS; r++) {
 				if ((size_t)r < nr) {
@@ -83,11 +225,8 @@ __global__ void __launch_bounds__(CUDA_MM_WARPS * 32)
 					acc[r] = fmaf(w, xb[r * ldx + i], acc[r]);
 		}
 #pragma unroll
-		for (int r = 0; r < CUDA_MM_ROWS; r++) {
-#pragma unroll
-			for (int off = 16; off > 0; off >>= 1)
-				acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], off);
-		}
+		for (int r = 0; r < CUDA_MM_ROWS; r++)
+			acc[r] = lane_sum(acc[r]);
 		if (lane == 0) {
 			float b = bias ? bias[o] : 0.0f;
 #pragma unroll
@@ -109,28 +248,97 @@ __global__ void get_rows_kernel(float *y, size_t ldy, const unsigned char *__res
 		y[r * ldy + i] = load1<T>(src, i);
 }
 
+struct mm_call {
+	cudaStream_t s;
+	float *y;
+	size_t ldy;
+	const float *x;
+	size_t ldx;
+	unsigned nr;
+	const struct cuda_wmat *w;
+	const float *bias;
+};
+
+template <int T, int F, int RC> void launch_rows(const mm_call &c)
+{
+	const size_t warps = (c.w->n_out + F - 1) / F;
+	const dim3 grid((unsigned)((warps + MM_WARPS - 1) / MM_WARPS));
+	matmul_rows_kernel<T, F, RC><<<grid, MM_WARPS * 32, 0, c.s>>>(
+		c.y, c.ldy, c.x, c.ldx, c.nr, static_cast<const unsigned char *>(c.w->data),
+		c.w->row_bytes, c.w->n_in, c.w->n_out, c.bias);
+}
+
+// Rows per pass, rounded up to a compiled size (the extra rows repeat the last one).
+template <int T, int F> void launch_rows_f(const mm_call &c)
+{
+	if (c.nr <= 1)
+		launch_rows<T, F, 1>(c);
+	else if (c.nr <= 2)
+		launch_rows<T, F, 2>(c);
+	else if (c.nr <= 3)
+		launch_rows<T, F, 3>(c);
+	else if (c.nr <= 4)
+		launch_rows<T, F, 4>(c);
+	else if (c.nr <= 6)
+		launch_rows<T, F, 6>(c);
+	else if (c.nr <= 8)
+		launch_rows<T, F, 8>(c);
+	else if (c.nr <= 12)
+		launch_rows<T, F, 12>(c);
+	else
+		launch_rows<T, F, 16>(c);
+}
+
+// Features per warp: 4 shares each load of x among more weight rows; matrices with
+// few rows take 2, for more warps in flight. Only the weight's shape decides.
+template <int T> void launch_rows_t(const mm_call &c)
+{
+	if (c.w->n_out >= 4096)
+		launch_rows_f<T, 4>(c);
+	else
+		launch_rows_f<T, 2>(c);
+}
+
+template <int T> void launch_warp(cudaStream_t s, float *y, size_t ldy, const float *x, size_t ldx,
+				  size_t rows, const struct cuda_wmat *w, const float *bias)
+{
+	const dim3 grid((unsigned)((w->n_out + CUDA_MM_WARPS - 1) / CUDA_MM_WARPS));
+	matmul_warp_kernel<T><<<grid, CUDA_MM_WARPS * 32, 0, s>>>(
+		y, ldy, x, ldx, rows, static_cast<const unsigned char *>(w->data), w->row_bytes,
+		w->n_in, w->n_out, bias);
+}
+
+template <int T> void launch_matmul(cudaStream_t s, float *y, size_t ldy, const float *x,
+				    size_t ldx, size_t rows, const struct cuda_wmat *w,
+				    const float *bias, int reference)
+{
+	if (reference || (uintptr_t)x % 16 != 0 || ldx % 4 != 0 ||
+	    ldx > UINT32_MAX / CUDA_MM_PASS) {
+		launch_warp<T>(s, y, ldy, x, ldx, rows, w, bias);
+		return;
+	}
+	for (size_t r0 = 0; r0 < rows; r0 += CUDA_MM_PASS) {
+		const size_t nr = rows - r0 < CUDA_MM_PASS ? rows - r0 : CUDA_MM_PASS;
+		const mm_call c = {s, y + r0 * ldy, ldy, x + r0 * ldx, ldx, (unsigned)nr, w, bias};
+		launch_rows_t<T>(c);
+	}
+}
+
 } // namespace
 
 extern "C" cudaError_t cuda_launch_matmul(cudaStream_t s, float *y, size_t ldy, const float *x,
 					  size_t ldx, size_t rows, const struct cuda_wmat *w,
-					  const float *bias)
+					  const float *bias, int reference)
 {
-	dim3 grid((unsigned)((w->n_out + CUDA_MM_WARPS - 1) / CUDA_MM_WARPS));
-	dim3 block(CUDA_MM_WARPS * 32);
-	const unsigned char *d = static_cast<const unsigned char *>(w->data);
 	switch (w->type) {
 	case CUDA_W_F32:
-		matmul_kernel<CUDA_W_F32><<<grid, block, 0, s>>>(y, ldy, x, ldx, rows, d, w->row_bytes,
-								 w->n_in, w->n_out, bias);
+		launch_matmul<CUDA_W_F32>(s, y, ldy, x, ldx, rows, w, bias, reference);
 		break;
 	case CUDA_W_F16:
-		matmul_kernel<CUDA_W_F16><<<grid, block, 0, s>>>(y, ldy, x, ldx, rows, d, w->row_bytes,
-								 w->n_in, w->n_out, bias);
+		launch_matmul<CUDA_W_F16>(s, y, ldy, x, ldx, rows, w, bias, reference);
 		break;
 	case CUDA_W_BF16:
-		matmul_kernel<CUDA_W_BF16><<<grid, block, 0, s>>>(y, ldy, x, ldx, rows, d,
-								  w->row_bytes, w->n_in, w->n_out,
-								  bias);
+		launch_matmul<CUDA_W_BF16>(s, y, ldy, x, ldx, rows, w, bias, reference);
 		break;
 	}
 	return cudaGetLastError();

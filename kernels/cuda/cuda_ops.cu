@@ -2,10 +2,11 @@
 // softmax, argmax. Reductions run one block per row with a fixed thread count and a
 // fixed shared-memory tree, so a row's result never depends on the rows beside it.
 // Sums that the CPU keeps in double (RMSNorm's squares, softmax's denominator) are
-// double here too.
+// double here too. Also the rank-order reductions of cuda_reduce.h (device all-reduce).
 #include <math.h>
 
 #include "cuda_launch.h"
+#include "cuda_reduce.h"
 
 namespace {
 
@@ -159,6 +160,35 @@ __global__ void argmax_kernel(uint32_t *out, const float *x, size_t ldx, uint32_
 	}
 }
 
+__global__ void sum_slices_kernel(float *out, const float *slices, size_t n, int n_slices)
+{
+	for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+	     i += (size_t)gridDim.x * blockDim.x) {
+		float v = slices[i];
+		for (int sl = 1; sl < n_slices; sl++)
+			v += slices[(size_t)sl * n + i];
+		out[i] = v;
+	}
+}
+
+__global__ void maxloc_slices_kernel(float *val, int32_t *idx, const float *vals,
+				     const int32_t *idxs, size_t n, int n_slices)
+{
+	for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+	     i += (size_t)gridDim.x * blockDim.x) {
+		float bv = vals[i];
+		int32_t bi = idxs[i];
+		for (int sl = 1; sl < n_slices; sl++) {
+			float v = vals[(size_t)sl * n + i];
+			int32_t j = idxs[(size_t)sl * n + i];
+			if (v > bv || (v == bv && j < bi))
+				bv = v, bi = j;
+		}
+		val[i] = bv;
+		idx[i] = bi;
+	}
+}
+
 unsigned grid_for(size_t n)
 {
 	size_t b = (n + 255) / 256;
@@ -207,5 +237,20 @@ extern "C" cudaError_t cuda_launch_argmax(cudaStream_t s, uint32_t *out, const f
 					  size_t ldx, size_t rows, size_t n)
 {
 	argmax_kernel<<<(unsigned)rows, ROW_THREADS, 0, s>>>(out, x, ldx, (uint32_t)n);
+	return cudaGetLastError();
+}
+
+extern "C" cudaError_t cuda_launch_sum_slices(cudaStream_t s, float *out, const float *slices,
+					      size_t n, int n_slices)
+{
+	sum_slices_kernel<<<grid_for(n), 256, 0, s>>>(out, slices, n, n_slices);
+	return cudaGetLastError();
+}
+
+extern "C" cudaError_t cuda_launch_maxloc_slices(cudaStream_t s, float *val, int32_t *idx,
+						 const float *vals, const int32_t *idxs, size_t n,
+						 int n_slices)
+{
+	maxloc_slices_kernel<<<grid_for(n), 256, 0, s>>>(val, idx, vals, idxs, n, n_slices);
 	return cudaGetLastError();
 }

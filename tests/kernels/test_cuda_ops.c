@@ -111,6 +111,55 @@ static void test_cuda_matmul__matches_cpu_and_is_batch_invariant(void **state)
 	}
 }
 
+/* The batched kernel over every rows-per-pass size (1..16, then two passes) with 4
+ * features per warp (n_out >= 4096, the last warp ragged) and a tail past the last
+ * 8-element chunk, with a bias: the first n rows as a batch give the bits of the full
+ * batch for every n, and the reference kernel (a second backend) gives them too. */
+static void test_cuda_matmul__any_row_count_bitwise_equal_and_as_reference(void **state)
+{
+	struct pair *p = *state;
+	if (!p->gpu)
+		skip();
+	enum { N_IN = 1004, N_OUT = 4101, ROWS = 18 };
+	struct kern_cuda_config rc = {.matmul_reference = true};
+	struct kern_ctx *ref = NULL;
+	assert_int_equal(kern_cuda_create(&rc, &ref, NULL), SPECD_OK);
+	size_t rb = kern_dtype_row_bytes(KERN_BF16, N_IN);
+	float *wf = floats((size_t)N_IN * N_OUT, 7), *x = floats((size_t)ROWS * N_IN, 8);
+	float *bias = floats(N_OUT, 9);
+	unsigned char *wq = specd_malloc_array(N_OUT, rb);
+	float *yc = specd_calloc((size_t)ROWS * N_OUT, sizeof(float));
+	float *yg = specd_calloc((size_t)ROWS * N_OUT, sizeof(float));
+	float *yn = specd_calloc((size_t)ROWS * N_OUT, sizeof(float));
+	for (size_t o = 0; o < N_OUT; o++)
+		kern_quant_row(KERN_BF16, wf + o * N_IN, wq + o * rb, N_IN);
+	struct kern_mat w = kern_mat_packed(KERN_BF16, N_IN, N_OUT, wq), dw;
+	assert_int_equal(kern_upload_mat(p->gpu, &w, &dw), SPECD_OK);
+	float *dx = on_gpu(p->gpu, x, (size_t)ROWS * N_IN * sizeof(float));
+	float *db = on_gpu(p->gpu, bias, N_OUT * sizeof(float));
+	float *dy = on_gpu(p->gpu, NULL, (size_t)ROWS * N_OUT * sizeof(float));
+	float *dyr = on_gpu(ref, NULL, (size_t)ROWS * N_OUT * sizeof(float));
+	size_t all = (size_t)ROWS * N_OUT * sizeof(float);
+	assert_int_equal(kern_matmul(p->cpu, yc, N_OUT, x, N_IN, ROWS, &w, bias), SPECD_OK);
+	assert_int_equal(kern_matmul(p->gpu, dy, N_OUT, dx, N_IN, ROWS, &dw, db), SPECD_OK);
+	assert_int_equal(kern_download(p->gpu, yg, dy, all), SPECD_OK);
+	assert_close(yc, yg, (size_t)ROWS * N_OUT, 1e-5f);
+	for (size_t n = 1; n < ROWS; n++) {
+		assert_int_equal(kern_matmul(p->gpu, dy, N_OUT, dx, N_IN, n, &dw, db), SPECD_OK);
+		assert_int_equal(kern_download(p->gpu, yn, dy, n * N_OUT * sizeof(float)), SPECD_OK);
+		assert_memory_equal(yn, yg, n * N_OUT * sizeof(float));
+	}
+	assert_int_equal(kern_matmul(ref, dyr, N_OUT, dx, N_IN, ROWS, &dw, db), SPECD_OK);
+	assert_int_equal(kern_download(ref, yn, dyr, all), SPECD_OK);
+	assert_memory_equal(yn, yg, all);
+	kern_free(ref, dyr);
+	kern_destroy(ref);
+	kern_free(p->gpu, (void *)(uintptr_t)dw.data);
+	kern_free(p->gpu, dx), kern_free(p->gpu, db), kern_free(p->gpu, dy);
+	specd_free(wf), specd_free(x), specd_free(bias), specd_free(wq);
+	specd_free(yc), specd_free(yg), specd_free(yn);
+}
+
 /* A tree over 10 committed rows of slot 1 (0 root; 1, 2 its children; 3 child of 1). */
 static void test_cuda_attention__tree_matches_cpu(void **state)
 {
@@ -208,6 +257,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_cuda_matmul__matches_cpu_and_is_batch_invariant),
+		cmocka_unit_test(test_cuda_matmul__any_row_count_bitwise_equal_and_as_reference),
 		cmocka_unit_test(test_cuda_attention__tree_matches_cpu),
 		cmocka_unit_test(test_cuda_argmax__ties_and_nan_as_cpu),
 		cmocka_unit_test(test_cuda_model__greedy_matches_cpu),
