@@ -293,6 +293,31 @@ static void test_cluster__world_size_mismatch_fails_every_rank_once(void **state
 	free(out);
 }
 
+/* A cluster that asks for GPUs stops with one message: no GPU here, or (on a machine
+ * with one) that this version serves on the CPU only. mpirun exits non-zero and nothing
+ * is served. */
+static void test_cluster__device_cuda_refused_with_reason(void **state)
+{
+	(void)state;
+	char text[1024], cluster[512];
+	snprintf(text, sizeof(text),
+		 "cluster: {name: gpu}\ntarget: {model: %s, tensor_parallel: 1, device: cuda}\n"
+		 "draft: {placement: leader}\n", g_model);
+	assert_true(ts_write_file(g_dir, "cuda.yaml", text, cluster, sizeof(cluster)));
+	const char *argv[] = {g_mpirun, "--allow-run-as-root", "--oversubscribe", "--bind-to",
+			      "none", "-np", "1", g_specd, "--cluster", cluster, NULL};
+	char *out = NULL;
+	int rc = ts_run(argv, &out, 60.0);
+	assert_non_null(out);
+	int said = count(out, "serves on the CPU only") + count(out, "has no usable GPU");
+	if (rc <= 0 || said != 1)
+		print_message("%s", out);
+	assert_true(rc > 0);
+	assert_int_equal(said, 1);
+	assert_null(strstr(out, "serving on"));
+	free(out);
+}
+
 static void test_check_config__valid_and_unknown_key(void **state)
 {
 	(void)state;
@@ -346,6 +371,7 @@ int main(void)
 		cmocka_unit_test(test_cluster__sigterm_to_leader_stops_every_rank_cleanly),
 		cmocka_unit_test(test_cluster__leader_placement_runs_on_two_ranks),
 		cmocka_unit_test(test_cluster__world_size_mismatch_fails_every_rank_once),
+		cmocka_unit_test(test_cluster__device_cuda_refused_with_reason),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
