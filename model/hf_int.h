@@ -1,7 +1,7 @@
 /* Folder-private parts of the Hugging Face reader behind model_file_open: the
- * safetensors header parser (hf_safetensors.c), the tokenizer.json reader
- * (hf_tokenizer.c) and the JSON helpers both share with the folder assembly
- * (hf_open.c). Not for other modules: they use model_file.h. */
+ * tokenizer.json reader (hf_tokenizer.c) and the JSON helpers it shares with the folder
+ * assembly (hf_open.c) and the safetensors parser (safetensors.c, whose API is public
+ * in safetensors.h). Not for other modules: they use model_file.h. */
 #ifndef SPECD_MODEL_HF_INT_H
 #define SPECD_MODEL_HF_INT_H
 
@@ -10,35 +10,11 @@
 #include <stdint.h>
 
 #include "model/gguf.h"
+#include "model/safetensors.h"
 
 /* The folder `dir` as a view (model_file.h); model_file_open's errors for a folder. */
 enum specd_status hf_open(const char *dir, struct gguf_file **out, struct specd_error *err);
 
-/* One tensor of a safetensors header, checked against its file. */
-struct hf_st_tensor {
-	char *name;                     /* Hugging Face name, owned */
-	enum kern_dtype type;           /* KERN_F32, KERN_F16 or KERN_BF16 */
-	uint32_t n_dims;                /* 1..GGUF_MAX_DIMS */
-	uint64_t shape[GGUF_MAX_DIMS];  /* outermost first, as Hugging Face writes it */
-	uint64_t offset, nbytes;        /* the data: bytes from the start of the file */
-};
-
-struct hf_st_header {
-	struct hf_st_tensor *t; /* in the header's order */
-	size_t n;
-};
-
-/* Parses the safetensors file p[0..size): an 8-byte little-endian header length, a
- * JSON header (an optional __metadata__ object, then name -> {dtype, shape,
- * data_offsets}), the data section. Checks that the header lies inside the file, each
- * entry has a shape of 1..4 positive dimensions whose bytes equal its data_offsets'
- * span, that span lies inside the data section and no two spans overlap. `src` names
- * the file in messages, which also name the tensor or key. Errors: SPECD_INVAL,
- * SPECD_UNSUPPORTED (a dtype other than F32, F16, BF16, or a rank outside 1..4),
- * SPECD_NOMEM. *out is written only on success; free it with hf_st_free. */
-enum specd_status hf_st_parse(const char *src, const uint8_t *p, size_t size,
-			      struct hf_st_header *out, struct specd_error *err);
-void hf_st_free(struct hf_st_header *h);
 
 /* Reads dir/name as JSON into *out (the caller json_decref's it), writing the path to
  * path[0..cap) for messages; `flags` are jansson's decoding flags beyond

@@ -288,7 +288,7 @@ static enum specd_status map_shard(struct hf_load *ld, const char *name, const u
 /* The data of t as the loader takes it: in place when it can be, else a copy the view
  * owns. The loader reads norms and biases (1-D) only as f32, and every element must
  * sit at an address aligned for its type. */
-static enum specd_status tensor_data(struct hf_load *ld, const struct hf_st_tensor *t,
+static enum specd_status tensor_data(struct hf_load *ld, const struct safetensors_tensor *t,
 				     const uint8_t *src, const void **out, enum kern_dtype *type)
 {
 	size_t es = t->type == KERN_F32 ? 4 : 2;
@@ -319,7 +319,7 @@ static enum specd_status tensor_data(struct hf_load *ld, const struct hf_st_tens
 }
 
 static enum specd_status add_tensor(struct hf_load *ld, const char *file,
-				    const struct hf_st_tensor *t, const uint8_t *base)
+				    const struct safetensors_tensor *t, const uint8_t *base)
 {
 	char name[128];
 	uint64_t ne[GGUF_MAX_DIMS];
@@ -346,7 +346,7 @@ static enum specd_status add_tensor(struct hf_load *ld, const char *file,
  * index); the index's names must all be found. */
 static enum specd_status load_shard(struct hf_load *ld, const char *file)
 {
-	struct hf_st_header h = {0};
+	struct safetensors_header h = {0};
 	const uint8_t *base = NULL;
 	size_t size = 0;
 	char src[4096];
@@ -356,7 +356,7 @@ static enum specd_status load_shard(struct hf_load *ld, const char *file)
 
 	snprintf(src, sizeof(src), "%s/%s", ld->dir, file);
 	if ((st = map_shard(ld, file, &base, &size)) != SPECD_OK ||
-	    (st = hf_st_parse(src, base, size, &h, ld->err)) != SPECD_OK)
+	    (st = safetensors_parse(src, base, size, &h, ld->err)) != SPECD_OK)
 		return st;
 	for (size_t i = 0; i < h.n && st == SPECD_OK; i++) {
 		const char *where = ld->weight_map ? json_string_value(json_object_get(ld->weight_map, h.t[i].name)) : file;
@@ -374,7 +374,7 @@ static enum specd_status load_shard(struct hf_load *ld, const char *file)
 					  "%s/%s: tensor '%s' is in %s by the index, but that file has no such tensor",
 					  ld->dir, HF_INDEX, key, file);
 	}
-	hf_st_free(&h);
+	safetensors_free(&h);
 	return st;
 }
 

@@ -1,6 +1,7 @@
-/* safetensors header parser: the first step of reading a Hugging Face shard. The JSON
- * header (jansson) gives each tensor's dtype, shape and byte span; every number is
- * checked against the file before hf_open.c points a tensor into the mapping. */
+/* safetensors header parser (safetensors.h): the first step of reading a Hugging Face
+ * shard or a heads file. The JSON header (jansson) gives each tensor's dtype, shape and
+ * byte span; every number is checked against the file before hf_open.c (or a drafter)
+ * points a tensor into the mapping. */
 #include "hf_int.h"
 
 #include <stdlib.h>
@@ -36,7 +37,7 @@ static bool st_uint(const json_t *v, uint64_t *out)
 }
 
 static enum specd_status st_shape(const char *src, const char *name, const json_t *shape,
-				  struct hf_st_tensor *t, uint64_t *n_elements,
+				  struct safetensors_tensor *t, uint64_t *n_elements,
 				  struct specd_error *err)
 {
 	if (!json_is_array(shape))
@@ -66,7 +67,7 @@ static enum specd_status st_shape(const char *src, const char *name, const json_
 
 /* One header entry; data_len is the size of the data section. */
 static enum specd_status st_entry(const char *src, const char *name, const json_t *e,
-				  uint64_t data_start, uint64_t data_len, struct hf_st_tensor *t,
+				  uint64_t data_start, uint64_t data_len, struct safetensors_tensor *t,
 				  struct specd_error *err)
 {
 	const json_t *dtype = json_object_get(e, "dtype");
@@ -110,15 +111,15 @@ static enum specd_status st_entry(const char *src, const char *name, const json_
 
 static int st_by_offset(const void *a, const void *b)
 {
-	const struct hf_st_tensor *x = *(const struct hf_st_tensor *const *)a;
-	const struct hf_st_tensor *y = *(const struct hf_st_tensor *const *)b;
+	const struct safetensors_tensor *x = *(const struct safetensors_tensor *const *)a;
+	const struct safetensors_tensor *y = *(const struct safetensors_tensor *const *)b;
 	return x->offset < y->offset ? -1 : x->offset > y->offset;
 }
 
-static enum specd_status st_no_overlap(const char *src, const struct hf_st_header *h,
+static enum specd_status st_no_overlap(const char *src, const struct safetensors_header *h,
 				       struct specd_error *err)
 {
-	const struct hf_st_tensor **order;
+	const struct safetensors_tensor **order;
 	enum specd_status st = SPECD_OK;
 
 	if (h->n < 2)
@@ -129,7 +130,7 @@ static enum specd_status st_no_overlap(const char *src, const struct hf_st_heade
 		order[i] = &h->t[i];
 	qsort(order, h->n, sizeof(*order), st_by_offset);
 	for (size_t i = 1; i < h->n && st == SPECD_OK; i++) {
-		const struct hf_st_tensor *x = order[i - 1], *y = order[i];
+		const struct safetensors_tensor *x = order[i - 1], *y = order[i];
 		if (x->offset + x->nbytes > y->offset)
 			st = specd_errorf(err, SPECD_INVAL, "%s: tensors '%s' and '%s' overlap", src,
 					  x->name, y->name);
@@ -138,10 +139,10 @@ static enum specd_status st_no_overlap(const char *src, const struct hf_st_heade
 	return st;
 }
 
-enum specd_status hf_st_parse(const char *src, const uint8_t *p, size_t size,
-			      struct hf_st_header *out, struct specd_error *err)
+enum specd_status safetensors_parse(const char *src, const uint8_t *p, size_t size,
+			      struct safetensors_header *out, struct specd_error *err)
 {
-	struct hf_st_header h = {0};
+	struct safetensors_header h = {0};
 	json_error_t jerr;
 	json_t *root = NULL, *e;
 	const char *name;
@@ -171,7 +172,7 @@ enum specd_status hf_st_parse(const char *src, const uint8_t *p, size_t size,
 	json_object_foreach(root, name, e) {
 		if (strcmp(name, "__metadata__") == 0)
 			continue;
-		struct hf_st_tensor *t = &h.t[h.n];
+		struct safetensors_tensor *t = &h.t[h.n];
 		if (!(t->name = specd_strdup(name))) {
 			st = specd_errorf(err, SPECD_NOMEM, "%s: no memory", src);
 			goto out;
@@ -184,13 +185,13 @@ enum specd_status hf_st_parse(const char *src, const uint8_t *p, size_t size,
 out:
 	json_decref(root);
 	if (st != SPECD_OK)
-		hf_st_free(&h);
+		safetensors_free(&h);
 	else
 		*out = h;
 	return st;
 }
 
-void hf_st_free(struct hf_st_header *h)
+void safetensors_free(struct safetensors_header *h)
 {
 	for (size_t i = 0; h->t && i < h->n; i++)
 		specd_free(h->t[i].name);
