@@ -54,9 +54,16 @@ static enum specd_status tp_truncate(void *user, uint32_t slot, uint32_t len,
 	return tp_failed(user, par_tp_truncate(user, slot, len, err), err);
 }
 
+static enum specd_status tp_compact(void *user, uint32_t slot, uint32_t base,
+				    const uint32_t *rows, uint32_t n, struct specd_error *err)
+{
+	return tp_failed(user, par_tp_compact(user, slot, base, rows, n, err), err);
+}
+
 static const struct draft_target_ops tp_target_ops = {
 	.forward = tp_forward,
 	.truncate = tp_truncate,
+	.compact = tp_compact,
 };
 
 enum specd_status runtime_follow(struct runtime *rt, struct specd_error *err)
@@ -151,6 +158,7 @@ enum specd_status runtime_open(const struct runtime_config *cfg, struct runtime 
 			.prompt_lookup_max = cfg->prompt_lookup_max,
 			.draft_path = cfg->draft_path,
 			.kern = rt->kern,
+			.heads_path = cfg->heads_path,
 		};
 		struct draft_remote_config drc = {
 			.link = cfg->draft_link,

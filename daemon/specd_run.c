@@ -76,14 +76,19 @@ static void usage(FILE *f)
 		"  --seed S               the sampling seed (default: from the clock, printed)\n"
 		"  --threads N            compute threads (default 1)\n"
 		"  --method M             speculation method: none (the default: plain\n"
-		"                         decoding), ngram (prompt lookup) or draft_model;\n"
-		"                         eagle and medusa are not implemented yet\n"
-		"  --spec-tokens K        tokens drafted per step, 1 to 64 (default %d)\n"
+		"                         decoding), ngram (prompt lookup), draft_model or\n"
+		"                         medusa (heads on the target's hidden state, a token\n"
+		"                         tree of K nodes verified in one forward); eagle is\n"
+		"                         not implemented yet\n"
+		"  --spec-tokens K        tokens drafted per step, 1 to 64 (default %d; medusa:\n"
+		"                         the tree's nodes)\n"
 		"  --draft MODEL          the draft model (--method draft_model): a smaller\n"
 		"                         model with exactly the target's vocabulary\n"
 		"  --prompt-lookup-min N  ngram: shortest n-gram matched (default 2)\n"
 		"  --prompt-lookup-max N  ngram: longest n-gram matched (default 5)\n"
-		"  --heads FILE           EAGLE or Medusa heads (--method eagle|medusa)\n"
+		"  --heads FILE           Medusa heads (--method medusa): safetensors with the\n"
+		"                         Medusa repository's names (specd-gen-heads writes\n"
+		"                         random ones, tools/train-heads trains them)\n"
 		"  --tp T                 tensor-parallel shards: run under mpirun -np T; rank 0\n"
 		"                         prints, the others hold their shard\n"
 		"  --placement P          where the drafter runs: leader (the default: inside\n"
@@ -275,12 +280,21 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 		return EXIT_USAGE;
 	}
 	if (o->method != DRAFT_METHOD_NONE && !draft_ops_for(o->method)) {
-		fprintf(stderr, "specd-run: --method %s is not implemented yet (none, ngram and "
-				"draft_model are)\n", draft_method_name(o->method));
+		fprintf(stderr, "specd-run: --method %s is not implemented yet (none, ngram, "
+				"draft_model and medusa are)\n", draft_method_name(o->method));
 		return EXIT_USAGE;
 	}
 	if (o->method == DRAFT_METHOD_DRAFT_MODEL && !o->draft) {
 		fprintf(stderr, "specd-run: --method draft_model needs --draft MODEL.gguf\n");
+		return EXIT_USAGE;
+	}
+	if (o->method == DRAFT_METHOD_MEDUSA && !o->heads) {
+		fprintf(stderr, "specd-run: --method medusa needs --heads FILE.safetensors\n");
+		return EXIT_USAGE;
+	}
+	if (o->method == DRAFT_METHOD_MEDUSA && o->draft_rank) {
+		fprintf(stderr, "specd-run: --method medusa runs on the leader only (no "
+				"--placement rank yet)\n");
 		return EXIT_USAGE;
 	}
 	if (o->lookup_min && o->lookup_max && o->lookup_min > o->lookup_max) {
@@ -343,6 +357,7 @@ static enum specd_status run_open(struct run *r, const struct run_opts *o, uint3
 		.prompt_lookup_min = (uint32_t)o->lookup_min,
 		.prompt_lookup_max = (uint32_t)o->lookup_max,
 		.draft_path = o->draft,
+		.heads_path = o->heads,
 		.tp = r->mpi,
 		.tp_comm = r->target_comm,
 		.draft_link = r->link,

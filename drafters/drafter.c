@@ -15,6 +15,7 @@ struct drafter {
 static const struct draft_ops *const methods[DRAFT_METHOD_COUNT] = {
 	[DRAFT_METHOD_NGRAM] = &draft_ngram_ops,
 	[DRAFT_METHOD_DRAFT_MODEL] = &draft_model_ops,
+	[DRAFT_METHOD_MEDUSA] = &draft_medusa_ops,
 };
 
 const struct draft_ops *draft_ops_for(enum draft_method m)
@@ -45,6 +46,7 @@ enum specd_status draft_create_ops(const struct draft_ops *ops, const struct dra
 	d->cfg = *cfg;
 	d->cfg.method = ops->method;
 	d->cfg.draft_path = NULL; /* borrowed for create only */
+	d->cfg.heads_path = NULL;
 	if ((st = ops->create(cfg, &d->state, err)) != SPECD_OK)
 		goto fail;
 	if ((st = ops->supports(d->state, cfg->target, err)) != SPECD_OK)
@@ -84,6 +86,11 @@ enum draft_method draft_method_of(const struct drafter *d)
 	return d->ops->method;
 }
 
+bool draft_wants_hidden(const struct drafter *d)
+{
+	return d->ops->wants_hidden;
+}
+
 uint32_t draft_k_max(const struct drafter *d)
 {
 	return d->cfg.k_max;
@@ -116,7 +123,34 @@ enum specd_status draft_reset(struct drafter *d, const struct draft_seq *seq,
 {
 	enum specd_status st = seq_check(d, seq, err);
 
-	return st != SPECD_OK ? st : d->ops->reset(d->state, seq, err);
+	if (st != SPECD_OK || !d->ops->reset)
+		return st;
+	return d->ops->reset(d->state, seq, err);
+}
+
+/* A tree the verifier can walk: every parent before its child. A method's bug, not
+ * the caller's input, when it fails. */
+static enum specd_status proposal_check(const struct drafter *d, const struct draft_proposal *p,
+					struct specd_error *err)
+{
+	if (!p->tree)
+		return SPECD_OK;
+	if (!p->parent)
+		return specd_errorf(err, SPECD_INTERNAL, "drafter %s: a tree proposal and no "
+				    "parent array", draft_method_name(d->ops->method));
+	for (uint32_t i = 0; i < p->n; i++)
+		if (p->parent[i] < -1 || p->parent[i] >= (int32_t)i)
+			return specd_errorf(err, SPECD_INTERNAL, "drafter %s: tree node %u has "
+					    "parent %d", draft_method_name(d->ops->method), i,
+					    (int)p->parent[i]);
+	return SPECD_OK;
+}
+
+static void proposal_clear(struct draft_proposal *p)
+{
+	p->n = 0;
+	p->q_onehot = true;
+	p->tree = false;
 }
 
 enum specd_status draft_propose(struct drafter *d, const struct draft_seq *seq, uint32_t k,
@@ -124,8 +158,7 @@ enum specd_status draft_propose(struct drafter *d, const struct draft_seq *seq, 
 {
 	enum specd_status st = seq_check(d, seq, err);
 
-	out->n = 0;
-	out->q_onehot = true;
+	proposal_clear(out);
 	if (st != SPECD_OK)
 		return st;
 	if (k > d->cfg.k_max)
@@ -133,6 +166,8 @@ enum specd_status draft_propose(struct drafter *d, const struct draft_seq *seq, 
 	if (k == 0)
 		return SPECD_OK;
 	st = d->ops->propose(d->state, seq, k, out, err);
+	if (st == SPECD_OK)
+		st = proposal_check(d, out, err);
 	if (st != SPECD_OK)
 		out->n = 0;
 	return st;
@@ -150,10 +185,8 @@ enum specd_status draft_propose_batch(struct drafter *d, const struct draft_seq 
 	uint32_t group_k[DRAFT_BATCH_MAX], m = 0;
 	enum specd_status st = SPECD_OK;
 
-	for (uint32_t i = 0; i < n; i++) {
-		outs[i]->n = 0;
-		outs[i]->q_onehot = true;
-	}
+	for (uint32_t i = 0; i < n; i++)
+		proposal_clear(outs[i]);
 	for (uint32_t i = 0; i < n && st == SPECD_OK; i++) {
 		uint32_t ki = k[i] < d->cfg.k_max ? k[i] : d->cfg.k_max;
 		if ((st = seq_check(d, &seqs[i], err)) != SPECD_OK || ki == 0)
@@ -172,6 +205,8 @@ enum specd_status draft_propose_batch(struct drafter *d, const struct draft_seq 
 	}
 	if (st == SPECD_OK && m)
 		st = d->ops->propose_batch(d->state, group, group_k, group_out, m, err);
+	for (uint32_t i = 0; i < n && st == SPECD_OK; i++)
+		st = proposal_check(d, outs[i], err);
 	if (st != SPECD_OK)
 		for (uint32_t i = 0; i < n; i++)
 			outs[i]->n = 0;
@@ -183,5 +218,7 @@ enum specd_status draft_commit(struct drafter *d, const struct draft_seq *seq,
 {
 	enum specd_status st = seq_check(d, seq, err);
 
-	return st != SPECD_OK ? st : d->ops->commit(d->state, seq, n_accepted, next, err);
+	if (st != SPECD_OK || !d->ops->commit)
+		return st;
+	return d->ops->commit(d->state, seq, n_accepted, next, err);
 }

@@ -45,6 +45,8 @@ struct draft_config {
 	 * draft model creates its own CPU backend). */
 	const char *draft_path;
 	struct kern_ctx *kern;
+	/* medusa: the heads' safetensors file (drafters/medusa.h; borrowed for create). */
+	const char *heads_path;
 };
 
 /* One sequence as the engine shows it to a drafter. tokens[0 .. n_tokens) is the
@@ -57,6 +59,12 @@ struct draft_seq {
 	/* The sequence's draft sampler: the request's transform (temperature, top-k,
 	 * top-p) with a PRNG stream of its own. Drafters that sample draw only from it. */
 	struct sampler *sampler;
+	/* For drafters with wants_hidden (Medusa): the target's final hidden state (after
+	 * the output norm; model_dim floats, host) at tokens[n_tokens - 2], the position
+	 * whose logits chose the last token; NULL when the engine has none yet (a
+	 * one-token prompt, a prompt prefilled inside the steps): the drafter then
+	 * proposes nothing. */
+	const float *hidden;
 };
 
 /* A proposal, in caller-owned buffers sized for k_max tokens. */
@@ -67,12 +75,22 @@ struct draft_proposal {
 	 * after the request's transform. Written only when q_onehot is false. */
 	float *q;
 	bool q_onehot;       /* q is the one-hot on each token (greedy, prompt lookup) */
+	/* A token tree instead of a chain (drafters that propose trees set tree and fill
+	 * parent): parent[i] < i is the index of token i's parent, -1 for a child of the
+	 * last history token. Siblings are tried in index order (verify.h); they must be
+	 * distinct tokens when q_onehot, or drawn independently from the same q row
+	 * otherwise. A chain is parent[i] = i - 1. */
+	bool tree;
+	int32_t *parent;     /* (k_max) host, caller-owned; NULL: the caller takes chains only */
 };
 
 /* One method. Every function gets the state its create returned. Status codes as the
  * wrappers below document. */
 struct draft_ops {
 	enum draft_method method;
+	/* The drafter reads draft_seq.hidden: the engine then asks the target for its final
+	 * hidden states (Medusa). */
+	bool wants_hidden;
 	enum specd_status (*create)(const struct draft_config *cfg, void **state,
 				    struct specd_error *err);
 	void (*destroy)(void *state);
@@ -82,7 +100,8 @@ struct draft_ops {
 				      struct specd_error *err);
 	/* Bytes the drafter holds beyond the target: weights mapped and caches. */
 	size_t (*memory_bytes)(const void *state);
-	/* A new sequence in seq->slot: forget the slot's old one, take in the prompt. */
+	/* A new sequence in seq->slot: forget the slot's old one, take in the prompt.
+	 * NULL: the drafter keeps no per-slot state (as for commit). */
 	enum specd_status (*reset)(void *state, const struct draft_seq *seq,
 				   struct specd_error *err);
 	/* Up to k (<= k_max) tokens to follow seq->tokens; fewer, or none, is allowed. */
@@ -97,7 +116,8 @@ struct draft_ops {
 					   uint32_t n, struct specd_error *err);
 	/* The verifier's verdict on the last proposal: seq now ends with the first
 	 * n_accepted proposed tokens and then `next` (the target's correction or bonus).
-	 * Also called, with n_accepted 0, after a step that proposed nothing. */
+	 * Also called, with n_accepted 0, after a step that proposed nothing. For a tree,
+	 * the accepted tokens are a root path of it (seq shows them). NULL: nothing to do. */
 	enum specd_status (*commit)(void *state, const struct draft_seq *seq,
 				    uint32_t n_accepted, int32_t next, struct specd_error *err);
 };
@@ -108,7 +128,7 @@ struct drafter;
 const struct draft_ops *draft_ops_for(enum draft_method m);
 
 /* Creates the drafter of cfg->method and checks it supports cfg->target. Errors:
- * SPECD_UNSUPPORTED (a method without a drafter: none, eagle, medusa), SPECD_INVAL (a
+ * SPECD_UNSUPPORTED (a method without a drafter: none, eagle), SPECD_INVAL (a
  * config field out of range, a draft model that does not fit the target: the message
  * says why), SPECD_IO / SPECD_NOMEM / the model loader's errors. *out only on success. */
 enum specd_status draft_create(const struct draft_config *cfg, struct drafter **out,
@@ -120,6 +140,8 @@ enum specd_status draft_create_ops(const struct draft_ops *ops, const struct dra
 void draft_destroy(struct drafter *d);
 
 enum draft_method draft_method_of(const struct drafter *d);
+/* Whether the drafter reads draft_seq.hidden (its ops' wants_hidden). */
+bool draft_wants_hidden(const struct drafter *d);
 uint32_t draft_k_max(const struct drafter *d);
 size_t draft_memory_bytes(const struct drafter *d);
 enum specd_status draft_supports(const struct drafter *d, const struct model *target,
@@ -129,7 +151,8 @@ enum specd_status draft_supports(const struct drafter *d, const struct model *ta
  * reports (a draft model's forward errors). */
 enum specd_status draft_reset(struct drafter *d, const struct draft_seq *seq,
 			      struct specd_error *err);
-/* k is clamped to k_max; out->n <= k on success. On error out->n is 0. */
+/* k is clamped to k_max; out->n <= k on success. On error out->n is 0. A tree
+ * proposal without out->parent, or with a parent out of order, is SPECD_INTERNAL. */
 enum specd_status draft_propose(struct drafter *d, const struct draft_seq *seq, uint32_t k,
 				struct draft_proposal *out, struct specd_error *err);
 /* draft_propose for n sequences on distinct slots, k[i] for seqs[i] (clamped to k_max;

@@ -6,5 +6,6 @@
 
 extern const struct draft_ops draft_ngram_ops;
 extern const struct draft_ops draft_model_ops;
+extern const struct draft_ops draft_medusa_ops;
 
 #endif

@@ -25,7 +25,11 @@ struct draft_engine {
 	uint32_t max_rows;    /* verify tokens per forward */
 	uint32_t batch_rows;  /* tokens per forward: verify and deferred prefill together */
 	uint32_t *b_tok, *b_slot, *b_pos, *b_out; /* (batch_rows) host */
+	int32_t *b_par;       /* (batch_rows) host: parents, for steps with a token tree */
 	float *logits;        /* (max_rows, n_vocab) host */
+	bool want_hidden;     /* the drafter reads the target's final hidden state */
+	uint32_t dim;
+	float *hidden;        /* (max_rows, dim) host, when want_hidden */
 	float *work;          /* (2 * n_vocab) host: the verifier's */
 	/* One step's drafting, (n_slots) each: the tokens planned per job, and the batched
 	 * proposal's sequences, counts, outputs and jobs. */
@@ -46,7 +50,13 @@ struct draft_job {
 	uint32_t max_tokens;
 	int32_t eos;
 	struct sampler *target_s, *draft_s;
-	struct draft_proposal prop; /* tokens (k), q (k, n_vocab) host */
+	struct draft_proposal prop; /* tokens (k), q (k, n_vocab), parent (k) host */
+	int32_t *acc;         /* (k) host: the accepted tokens, in order */
+	uint32_t keep[DRAFT_MAX_TOKENS];     /* cache rows of a tree's accepted path */
+	uint32_t rows[DRAFT_MAX_TOKENS + 1]; /* the logits row each emitted token was drawn at */
+	uint32_t depth;       /* levels of this step's tree proposal */
+	float *hidden;        /* (dim) host: the target's hidden state at tokens[n - 2] */
+	bool has_hidden;
 	struct draft_metrics m;
 	uint32_t k;           /* drafted per step: 0 (plain) .. the engine's K */
 	bool plain;           /* no drafter for this job */
@@ -77,6 +87,8 @@ void draft_engine_destroy(struct draft_engine *e)
 	specd_free(e->b_slot);
 	specd_free(e->b_pos);
 	specd_free(e->b_out);
+	specd_free(e->b_par);
+	specd_free(e->hidden);
 	specd_free(e->logits);
 	specd_free(e->work);
 	specd_free(e->p_k);
@@ -123,6 +135,11 @@ enum specd_status draft_engine_create(const struct draft_engine_config *cfg,
 	e->b_slot = specd_malloc_array(mb, sizeof(uint32_t));
 	e->b_pos = specd_malloc_array(mb, sizeof(uint32_t));
 	e->b_out = specd_malloc_array(mb, sizeof(uint32_t));
+	e->b_par = specd_malloc_array(mb, sizeof(int32_t));
+	e->want_hidden = cfg->drafter && draft_wants_hidden(cfg->drafter);
+	e->dim = model_hparams(cfg->target)->dim;
+	if (e->want_hidden)
+		e->hidden = specd_malloc_array((size_t)e->max_rows * e->dim, sizeof(float));
 	e->logits = specd_malloc_array((size_t)e->max_rows * e->n_vocab, sizeof(float));
 	e->work = specd_malloc_array(2 * (size_t)e->n_vocab, sizeof(float));
 	e->p_k = specd_malloc_array(e->n_slots, sizeof(*e->p_k));
@@ -130,7 +147,8 @@ enum specd_status draft_engine_create(const struct draft_engine_config *cfg,
 	e->p_seq = specd_malloc_array(e->n_slots, sizeof(*e->p_seq));
 	e->p_out = specd_malloc_array(e->n_slots, sizeof(*e->p_out));
 	e->p_job = specd_malloc_array(e->n_slots, sizeof(*e->p_job));
-	if (!e->b_tok || !e->b_slot || !e->b_pos || !e->b_out || !e->logits || !e->work ||
+	if (!e->b_tok || !e->b_slot || !e->b_pos || !e->b_out || !e->b_par ||
+	    (e->want_hidden && !e->hidden) || !e->logits || !e->work ||
 	    !e->p_k || !e->p_kk || !e->p_seq || !e->p_out || !e->p_job) {
 		draft_engine_destroy(e);
 		return specd_errorf(err, SPECD_NOMEM, "engine: out of memory for %u verify rows "
@@ -149,6 +167,9 @@ void draft_job_destroy(struct draft_job *j)
 	specd_free(j->tokens);
 	specd_free(j->prop.tokens);
 	specd_free(j->prop.q);
+	specd_free(j->prop.parent);
+	specd_free(j->acc);
+	specd_free(j->hidden);
 	specd_free(j->lp);
 	specd_free(j);
 }
@@ -174,7 +195,11 @@ enum specd_status draft_job_create(struct draft_engine *e, uint32_t slot,
 	if (e->drafter) {
 		j->prop.tokens = specd_malloc_array(e->k, sizeof(int32_t));
 		j->prop.q = specd_malloc_array((size_t)e->k * e->n_vocab, sizeof(float));
-		if (!j->prop.tokens || !j->prop.q)
+		j->prop.parent = specd_malloc_array(e->k, sizeof(int32_t));
+		j->acc = specd_malloc_array(e->k, sizeof(int32_t));
+		if (!j->prop.tokens || !j->prop.q || !j->prop.parent || !j->acc)
+			goto nomem;
+		if (e->want_hidden && !(j->hidden = specd_malloc_array(e->dim, sizeof(float))))
 			goto nomem;
 	}
 	j->k = e->k;
@@ -192,13 +217,12 @@ static struct draft_seq job_seq(struct draft_job *j)
 {
 	struct draft_seq s = {
 		.slot = j->slot, .tokens = j->tokens, .n_tokens = j->n_tokens,
-		.sampler = j->draft_s,
+		.sampler = j->draft_s, .hidden = j->has_hidden ? j->hidden : NULL,
 	};
 	return s;
 }
 
-/* Target prefill of tokens[0..n), no outputs, in batches. */
-/* The target's forward and truncation, local or through the caller's ops. */
+/* The target's forward, truncation and compaction, local or through the caller's ops. */
 static enum specd_status target_forward(struct draft_engine *e, const struct model_batch *b,
 					struct specd_error *err)
 {
@@ -218,8 +242,24 @@ static enum specd_status target_truncate(struct draft_engine *e, uint32_t slot, 
 	return SPECD_OK;
 }
 
+static enum specd_status target_compact(struct draft_engine *e, uint32_t slot, uint32_t base,
+					const uint32_t *rows, uint32_t n, struct specd_error *err)
+{
+	if (e->ops && !e->ops->compact)
+		return specd_errorf(err, SPECD_UNSUPPORTED, "engine: this target cannot keep a "
+				    "token tree's path (no compact)");
+	if (e->ops)
+		return e->ops->compact(e->ops_user, slot, base, rows, n, err);
+	enum specd_status st = kv_compact(model_kv(e->target), slot, base, rows, n);
+	if (st != SPECD_OK)
+		return specd_errorf(err, st, "engine: compacting slot %u", slot);
+	return SPECD_OK;
+}
+
+/* Target prefill of tokens[0..n) in batches; hidden (dim floats, or NULL) receives
+ * the final hidden state of the last token. */
 static enum specd_status prefill(struct draft_engine *e, uint32_t slot, const int32_t *tokens,
-				 uint32_t n, struct specd_error *err)
+				 uint32_t n, float *hidden, struct specd_error *err)
 {
 	for (uint32_t s = 0; s < n; s += e->batch_rows) {
 		uint32_t c = n - s < e->batch_rows ? n - s : e->batch_rows;
@@ -232,6 +272,12 @@ static enum specd_status prefill(struct draft_engine *e, uint32_t slot, const in
 		struct model_batch b = {
 			.n_tokens = c, .tokens = e->b_tok, .slots = e->b_slot, .pos = e->b_pos,
 		};
+		if (hidden && s + c == n) {
+			e->b_out[0] = c - 1;
+			b.n_out = 1;
+			b.out_idx = e->b_out;
+			b.hidden = hidden;
+		}
 		enum specd_status st = target_forward(e, &b, err);
 		if (st != SPECD_OK)
 			return st;
@@ -301,10 +347,13 @@ enum specd_status draft_job_start(struct draft_job *j, const int32_t *prompt, ui
 	if ((st = target_truncate(e, j->slot, 0, err)) != SPECD_OK)
 		return st;
 	j->n_prefilled = 0;
+	j->has_hidden = false;
 	if (!p->defer_prefill) {
-		if ((st = prefill(e, j->slot, prompt, n_prompt - 1, err)) != SPECD_OK)
+		float *h = !j->plain && j->hidden && n_prompt > 1 ? j->hidden : NULL;
+		if ((st = prefill(e, j->slot, prompt, n_prompt - 1, h, err)) != SPECD_OK)
 			return st;
 		j->n_prefilled = n_prompt - 1;
+		j->has_hidden = h != NULL;
 	}
 	if (!j->plain) {
 		struct draft_seq seq = job_seq(j);
@@ -319,9 +368,9 @@ enum specd_status draft_job_start(struct draft_job *j, const int32_t *prompt, ui
 }
 
 /* Appends the step's accepted tokens and `next` to the history and cuts the output at
- * EOS or max tokens. */
+ * EOS or max tokens; token i was drawn against logits row rows[i]. */
 static void job_emit(struct draft_job *j, const int32_t *acc, uint32_t n_acc, int32_t next,
-		     const float *logits)
+		     const float *logits, const uint32_t *rows)
 {
 	const uint32_t n_vocab = j->eng->n_vocab;
 
@@ -338,7 +387,7 @@ static void job_emit(struct draft_job *j, const int32_t *acc, uint32_t n_acc, in
 		/* Row i of the verify logits is the distribution token i was drawn against;
 		 * its logits are finite (the verifier drew from them), so this cannot fail. */
 		if (j->lp_stride)
-			sampler_logprobs(logits + (size_t)i * n_vocab, (int32_t)n_vocab, t,
+			sampler_logprobs(logits + (size_t)rows[i] * n_vocab, (int32_t)n_vocab, t,
 					 j->lp_stride - 1, j->lp + (size_t)j->n_out * j->lp_stride);
 		if (++j->n_out == j->max_tokens)
 			j->stop = DRAFT_STOP_MAX_TOKENS;
@@ -353,9 +402,6 @@ static bool job_prefilling(const struct draft_job *j)
 	return j->n_prefilled + 1 < j->n_prompt;
 }
 
-/* Proposes for one job within `budget` batch rows; returns the rows it takes (0: it
- * waits). The proposal is capped so that no more than the remaining output is drafted
- * and the verify tokens fit the slot: the slot holds n - 1 rows and gains k + 1. */
 /* How many tokens the job drafts this step within `budget` batch rows: capped so that
  * no more than the remaining output is drafted and the verify tokens fit the slot (it
  * holds n - 1 rows and gains k + 1). Returns false when the job gets no row (it waits). */
@@ -366,6 +412,7 @@ static bool job_plan(struct draft_job *j, uint32_t budget, uint32_t *k_out)
 
 	j->prop.n = 0;
 	j->prop.q_onehot = true;
+	j->prop.tree = false;
 	if (budget == 0)
 		return false;
 	if (k > budget - 1)
@@ -402,6 +449,30 @@ static enum specd_status propose_all(struct draft_engine *e, struct draft_job *c
 	return st;
 }
 
+/* The verdict's accepted tokens in j->acc and the logits row of each emitted token in
+ * j->rows; for a tree, the cache rows of the path in j->keep (the tree's node i sits at
+ * row n + i of the slot, after the last history token's at n - 1). Checks that the path
+ * is one: each node a child of the one before. */
+static enum specd_status job_path(struct draft_job *j, const struct draft_verdict *v,
+				  struct specd_error *err)
+{
+	const struct draft_proposal *p = &j->prop;
+	int32_t up = -1;
+
+	j->rows[0] = 0;
+	for (uint32_t i = 0; i < v->n_accepted; i++) {
+		uint32_t node = p->tree ? v->path[i] : i;
+		if (node >= p->n || (p->tree && p->parent[node] != up))
+			return specd_errorf(err, SPECD_INTERNAL, "engine: the verifier's path "
+					    "leaves the tree at step %u (node %u)", i, node);
+		j->acc[i] = p->tokens[node];
+		j->keep[i] = j->n_tokens + node;
+		j->rows[i + 1] = node + 1;
+		up = (int32_t)node;
+	}
+	return SPECD_OK;
+}
+
 static enum specd_status job_commit(struct draft_job *j, const float *logits,
 				    struct specd_error *err)
 {
@@ -416,12 +487,27 @@ static enum specd_status job_commit(struct draft_job *j, const float *logits,
 	if (v.n_accepted > j->prop.n || v.next < 0 || (uint32_t)v.next >= e->n_vocab)
 		return specd_errorf(err, SPECD_INTERNAL, "engine: the verifier kept %u of %u "
 				    "and chose id %d", v.n_accepted, j->prop.n, (int)v.next);
-	/* Keep the old history and the accepted tokens; `next` is fed by the next step. */
-	if ((st = target_truncate(e, j->slot, n + v.n_accepted, err)) != SPECD_OK)
+	if ((st = job_path(j, &v, err)) != SPECD_OK)
 		return st;
+	/* Keep the old history and the accepted tokens; `next` is fed by the next step. */
+	if (j->prop.tree)
+		st = target_compact(e, j->slot, n, j->keep, v.n_accepted, err);
+	else
+		st = target_truncate(e, j->slot, n + v.n_accepted, err);
+	if (st != SPECD_OK)
+		return st;
+	if (e->want_hidden && j->hidden) {
+		/* The state whose logits chose `next`: what the drafter builds on next. */
+		memcpy(j->hidden, e->hidden + (size_t)(j->row0 + j->rows[v.n_accepted]) * e->dim,
+		       e->dim * sizeof(float));
+		j->has_hidden = true;
+	}
 	j->m.t_verify += specd_now() - t0;
-	job_emit(j, j->prop.tokens, v.n_accepted, v.next, logits);
-	draft_metrics_add_step(&j->m, j->prop.n, v.n_accepted);
+	job_emit(j, j->acc, v.n_accepted, v.next, logits, j->rows);
+	if (j->prop.tree)
+		draft_metrics_add_tree(&j->m, j->prop.n, j->depth, v.n_accepted);
+	else
+		draft_metrics_add_step(&j->m, j->prop.n, v.n_accepted);
 	j->m.generated = j->n_out;
 	if (!j->plain) {
 		struct draft_seq seq = job_seq(j);
@@ -472,21 +558,36 @@ enum specd_status draft_engine_step(struct draft_engine *e, struct draft_job *co
 	}
 	if ((st = propose_all(e, jobs, n_jobs, err)) != SPECD_OK)
 		return st;
+	bool tree = false;
 	for (uint32_t i = 0; i < n_jobs; i++) {
 		struct draft_job *j = jobs[i];
 		uint32_t rows = j->prop.n + 1;
 
 		if (!j->in_step)
 			continue;
-		/* [last history token, d1 .. dn] at positions n-1 .. n-1+n. */
+		/* [last history token, d1 .. dn] at positions n-1 .. n-1+n; a tree's node at
+		 * its parent's position + 1. Parents are kept for every row in case the
+		 * batch holds a tree: a chain's parent is the row before it. */
 		e->b_tok[used] = (uint32_t)j->tokens[j->n_tokens - 1];
-		for (uint32_t t = 1; t < rows; t++)
+		e->b_par[used] = -1;
+		j->depth = 0;
+		for (uint32_t t = 1; t < rows; t++) {
+			int32_t up = j->prop.tree ? j->prop.parent[t - 1] + 1 : (int32_t)t - 1;
 			e->b_tok[used + t] = (uint32_t)j->prop.tokens[t - 1];
+			e->b_par[used + t] = (int32_t)used + up;
+		}
 		for (uint32_t t = 0; t < rows; t++) {
 			e->b_slot[used + t] = j->slot;
-			e->b_pos[used + t] = j->n_tokens - 1 + t;
 			e->b_out[used + t] = used + t;
 		}
+		e->b_pos[used] = j->n_tokens - 1;
+		for (uint32_t t = 1; t < rows; t++) {
+			uint32_t up = (uint32_t)(e->b_par[used + t] - (int32_t)used);
+			e->b_pos[used + t] = e->b_pos[used + up] + 1;
+			if (e->b_pos[used + t] - e->b_pos[used] > j->depth)
+				j->depth = e->b_pos[used + t] - e->b_pos[used];
+		}
+		tree |= j->prop.tree;
 		j->row0 = used;
 		used += rows;
 	}
@@ -503,6 +604,7 @@ enum specd_status draft_engine_step(struct draft_engine *e, struct draft_job *co
 			e->b_tok[used + t] = (uint32_t)j->tokens[j->n_prefilled + t];
 			e->b_slot[used + t] = j->slot;
 			e->b_pos[used + t] = j->n_prefilled + t;
+			e->b_par[used + t] = t ? (int32_t)(used + t - 1) : -1;
 		}
 		used += j->pf_rows;
 	}
@@ -510,7 +612,9 @@ enum specd_status draft_engine_step(struct draft_engine *e, struct draft_job *co
 		return SPECD_OK;
 	struct model_batch b = {
 		.n_tokens = used, .tokens = e->b_tok, .slots = e->b_slot, .pos = e->b_pos,
+		.parent = tree ? e->b_par : NULL,
 		.n_out = n_verify, .out_idx = e->b_out, .logits = e->logits,
+		.hidden = e->want_hidden ? e->hidden : NULL,
 	};
 	double t0 = specd_now();
 	if ((st = target_forward(e, &b, err)) != SPECD_OK)

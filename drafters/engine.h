@@ -14,6 +14,15 @@
  * KV invariant between steps: the target's slot holds every history token but the
  * last, which opens the next verify batch.
  *
+ * Token trees: a drafter may propose a tree (drafter.h) of up to K nodes; the engine
+ * verifies all nodes in the same one forward under the tree mask (model_batch.parent)
+ * and keeps the accepted path with kv_compact. For drafters that read the target's
+ * hidden state (draft_wants_hidden), the verify rows also return the final hidden
+ * states, and the one at the position that chose the last token is shown to the next
+ * propose (draft_seq.hidden); a job whose prompt is prefilled inside the steps
+ * (defer_prefill) or is one token long has none for its first step, which is then
+ * plain decoding.
+ *
  * Threads: the compute thread only (it runs the model). */
 #ifndef SPECD_DRAFTERS_ENGINE_H
 #define SPECD_DRAFTERS_ENGINE_H
@@ -41,6 +50,10 @@ struct draft_target_ops {
 	/* As kv_truncate on every copy of the target's cache. */
 	enum specd_status (*truncate)(void *user, uint32_t slot, uint32_t len,
 				      struct specd_error *err);
+	/* As kv_compact on every copy (keeps a token tree's accepted path). NULL: the
+	 * target takes no tree proposals (a step with one fails with SPECD_UNSUPPORTED). */
+	enum specd_status (*compact)(void *user, uint32_t slot, uint32_t base,
+				     const uint32_t *rows, uint32_t n, struct specd_error *err);
 };
 
 struct draft_engine_config {

@@ -26,6 +26,13 @@ void draft_metrics_add_step(struct draft_metrics *m, uint32_t n_drafted, uint32_
 	}
 }
 
+void draft_metrics_add_tree(struct draft_metrics *m, uint32_t n_nodes, uint32_t depth,
+			    uint32_t n_accepted)
+{
+	draft_metrics_add_step(m, depth, n_accepted);
+	m->drafted += n_nodes - depth;
+}
+
 static double ratio(double a, double b)
 {
 	return b > 0 ? a / b : 0.0;

@@ -44,6 +44,11 @@ struct draft_metrics {
 void draft_metrics_init(struct draft_metrics *m, uint32_t k);
 /* Adds one step: n_drafted proposed, n_accepted of them kept. */
 void draft_metrics_add_step(struct draft_metrics *m, uint32_t n_drafted, uint32_t n_accepted);
+/* Adds one step that verified a token tree of n_nodes nodes and `depth` levels, of which
+ * a root path of n_accepted was kept: drafted counts the nodes, and position i counts
+ * the trees that reach depth i. */
+void draft_metrics_add_tree(struct draft_metrics *m, uint32_t n_nodes, uint32_t depth,
+			    uint32_t n_accepted);
 
 /* The derived rates of the definitions above; 0 when their denominator is 0. */
 double draft_metrics_acceptance_rate(const struct draft_metrics *m);

@@ -51,15 +51,6 @@ static size_t ngram_memory_bytes(const void *state)
 	return 0;
 }
 
-static enum specd_status ngram_reset(void *state, const struct draft_seq *seq,
-				     struct specd_error *err)
-{
-	(void)state;
-	(void)seq;
-	(void)err;
-	return SPECD_OK;
-}
-
 /* The longest n-gram first, and for one length the most recent earlier occurrence:
  * recent text is the likeliest to repeat (a loop, an identifier being re-typed). An
  * occurrence must be followed by at least one token, so the suffix itself never
@@ -94,24 +85,11 @@ static enum specd_status ngram_propose(void *state, const struct draft_seq *seq,
 	return SPECD_OK;
 }
 
-static enum specd_status ngram_commit(void *state, const struct draft_seq *seq,
-				      uint32_t n_accepted, int32_t next, struct specd_error *err)
-{
-	(void)state;
-	(void)seq;
-	(void)n_accepted;
-	(void)next;
-	(void)err;
-	return SPECD_OK;
-}
-
 const struct draft_ops draft_ngram_ops = {
 	.method = DRAFT_METHOD_NGRAM,
 	.create = ngram_create,
 	.destroy = ngram_destroy,
 	.supports = ngram_supports,
 	.memory_bytes = ngram_memory_bytes,
-	.reset = ngram_reset,
 	.propose = ngram_propose,
-	.commit = ngram_commit,
 };

@@ -377,6 +377,13 @@ enum specd_status draft_remote_create(const struct draft_remote_config *rc,
 	if ((unsigned)cfg->method >= DRAFT_METHOD_COUNT || cfg->method == DRAFT_METHOD_NONE)
 		return specd_errorf(err, SPECD_UNSUPPORTED, "remote drafter: method '%s' has no "
 				    "drafter", draft_method_name(cfg->method));
+	/* The draft rank gets tokens only: a drafter on the target's hidden state would
+	 * need the leader to ship it with every propose. */
+	const struct draft_ops *local = draft_ops_for(cfg->method);
+	if (local && local->wants_hidden)
+		return specd_errorf(err, SPECD_UNSUPPORTED, "remote drafter: method '%s' runs on "
+				    "the leader only (draft.placement: leader) for now",
+				    draft_method_name(cfg->method));
 	pending = rc;
 	enum specd_status st = draft_create_ops(&remote_ops[cfg->method], cfg, out, err);
 	pending = NULL;

@@ -13,7 +13,8 @@ enum specd_status draft_verify_greedy(const float *logits, uint32_t n_vocab,
 	uint32_t a = 0;
 	int32_t best;
 
-	if (!logits || (n && !tokens) || !out || n_vocab < 1 || n_vocab > INT32_MAX)
+	if (!logits || (n && !tokens) || !out || n_vocab < 1 || n_vocab > INT32_MAX ||
+	    n > DRAFT_MAX_TOKENS)
 		return SPECD_INVAL;
 	for (;;) {
 		const float *row = logits + (size_t)a * n_vocab;
@@ -23,6 +24,7 @@ enum specd_status draft_verify_greedy(const float *logits, uint32_t n_vocab,
 			return SPECD_INVAL;
 		if (a == n || tokens[a] != best)
 			break;
+		out->path[a] = a;
 		a++;
 	}
 	out->n_accepted = a;
@@ -65,8 +67,10 @@ static enum specd_status verify_sample(struct sampler *s, const float *logits, u
 		float qt = q ? q[tok] : 1.0f;
 		float u = sampler_uniform(s);
 		/* u * q < p, not u < p / q: no division, and p >= q always accepts. */
-		if (u * qt < p[tok])
+		if (u * qt < p[tok]) {
+			out->path[i] = i;
 			continue;
+		}
 		if ((st = residual_sample(s, p, q, tok, n_vocab, r, &next)) != SPECD_OK)
 			return st;
 		out->n_accepted = i;
@@ -86,14 +90,20 @@ enum specd_status draft_verify(struct sampler *s, const float *logits, uint32_t 
 			       struct draft_verdict *out)
 {
 	if (!s || !logits || !prop || !out || (prop->n && !prop->tokens) ||
-	    (uint32_t)sampler_vocab_size(s) != n_vocab)
+	    (uint32_t)sampler_vocab_size(s) != n_vocab || prop->n > DRAFT_MAX_TOKENS)
 		return SPECD_INVAL;
 	for (uint32_t i = 0; i < prop->n; i++)
-		if (prop->tokens[i] < 0 || (uint32_t)prop->tokens[i] >= n_vocab)
+		if (prop->tokens[i] < 0 || (uint32_t)prop->tokens[i] >= n_vocab ||
+		    (prop->tree && (!prop->parent || prop->parent[i] < -1 ||
+				    prop->parent[i] >= (int32_t)i)))
 			return SPECD_INVAL;
+	if (prop->tree && sampler_is_greedy(s))
+		return draft_verify_tree_greedy(logits, n_vocab, prop, out);
 	if (sampler_is_greedy(s))
 		return draft_verify_greedy(logits, n_vocab, prop->tokens, prop->n, out);
 	if (!work || (prop->n && !prop->q_onehot && !prop->q))
 		return SPECD_INVAL;
+	if (prop->tree)
+		return draft_verify_tree_sample(s, logits, n_vocab, prop, work, out);
 	return verify_sample(s, logits, n_vocab, prop, work, out);
 }

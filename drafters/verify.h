@@ -15,6 +15,20 @@
  * the drafter drew d_i from q_i. Draws: one uniform per tested token plus one draw for
  * the next token, all from the target sampler.
  *
+ * Token trees (prop->tree; drafters/drafter.h): logits row 0 is the last history token,
+ * row 1 + i node i, all from one forward under the tree mask. Greedy: from the root,
+ * move to the first child whose token is the target's argmax at the current node, as
+ * long as there is one; the accepted path is the longest root path the target agrees
+ * with, and `next` the argmax at its end. Sampling (multi-candidate speculative
+ * sampling, SpecInfer, Miao et al. 2305.09781): at the current node with target
+ * distribution p, the children are tried in index order; child c is accepted when
+ * u * q_c(c) < p'(c), where p' is p for the first child and after each rejection
+ * becomes norm(max(0, p' - q_c)); once a child is accepted the walk moves on to it
+ * with its own p; when every child is rejected (or there is none) `next` is drawn from
+ * p'. Exact in distribution when siblings are distinct tokens with one-hot q (each
+ * token then comes out with probability p) or independent draws from one q. On a chain
+ * the rule and its draws are those of the chain verifier above.
+ *
  * Threads: whoever owns the sampler (the compute thread). */
 #ifndef SPECD_DRAFTERS_VERIFY_H
 #define SPECD_DRAFTERS_VERIFY_H
@@ -29,6 +43,9 @@ struct sampler;
 struct draft_verdict {
 	uint32_t n_accepted; /* 0 .. proposal n */
 	int32_t next;        /* the correction at the first rejection, or the bonus */
+	/* The accepted proposal indices, root side first: for a tree each is a child of the
+	 * one before; for a chain path[i] = i (a chain verifier need not fill it). */
+	uint32_t path[DRAFT_MAX_TOKENS];
 };
 
 /* The verifier's signature, so an engine can be handed another (a test's deliberately
@@ -45,5 +62,16 @@ draft_verify_fn draft_verify;
 /* The greedy rule alone (draws nothing, needs no sampler or work). */
 enum specd_status draft_verify_greedy(const float *logits, uint32_t n_vocab,
 				      const int32_t *tokens, uint32_t n, struct draft_verdict *out);
+
+/* The tree rules (drafters/tree_verify.c), for a proposal with prop->tree set and its
+ * tokens and parents already checked (draft_verify checks them): greedy needs no
+ * sampler or work; sampling draws from s and needs work (2 * n_vocab). Errors as
+ * draft_verify. */
+enum specd_status draft_verify_tree_greedy(const float *logits, uint32_t n_vocab,
+					   const struct draft_proposal *prop,
+					   struct draft_verdict *out);
+enum specd_status draft_verify_tree_sample(struct sampler *s, const float *logits,
+					   uint32_t n_vocab, const struct draft_proposal *prop,
+					   float *work, struct draft_verdict *out);
 
 #endif

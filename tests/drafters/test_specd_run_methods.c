@@ -189,8 +189,9 @@ static void test_specd_run_methods__clear_errors(void **state)
 		  "--prompt-lookup-max", "2", NULL}},
 		{2, "--spec-tokens '0'", {"-m", g_small, "--method", "ngram", "--spec-tokens", "0",
 					  NULL}},
-		{2, "--method medusa is not implemented yet", {"-m", g_small, "--method", "medusa",
-							       NULL}},
+		{2, "--method eagle is not implemented yet", {"-m", g_small, "--method", "eagle",
+							      NULL}},
+		{2, "--method medusa needs --heads", {"-m", g_small, "--method", "medusa", NULL}},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		char *out = NULL;

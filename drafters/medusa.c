@@ -1,0 +1,245 @@
+/* The Medusa drafter (medusa.h): from the target's final hidden state at the position
+ * that chose the last token, each head's top candidates fill the static tree, which the
+ * engine verifies in one forward. Deterministic proposals (q one-hot, distinct
+ * siblings), so sampling stays exact under the tree rule of verify.h. No per-slot
+ * state: the hidden state arrives with every propose. */
+#include <math.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "drafter_int.h"
+#include "medusa_int.h"
+#include "model/llama.h"
+
+struct medusa {
+	struct medusa_heads *heads;
+	struct kern_ctx *kern;  /* borrowed, or own_kern */
+	struct kern_ctx *own_kern;
+	uint32_t k_max;
+	/* The static tree for k_max nodes; a smaller k takes its first k nodes. */
+	int32_t parent[DRAFT_MAX_TOKENS];
+	uint32_t depth[DRAFT_MAX_TOKENS], rank[DRAFT_MAX_TOKENS];
+	float *x, *y;           /* (dim) host: a head's residual stream */
+	float *logits;          /* (n_vocab) host */
+	int32_t top[MEDUSA_MAX_HEADS][MEDUSA_MAX_RANK]; /* candidates per head, best first */
+};
+
+/* ---- the static tree ---- */
+
+enum specd_status draft_medusa_tree(uint32_t k, uint32_t n_heads, int32_t *parent,
+				    uint32_t *depth, uint32_t *rank)
+{
+	double score[DRAFT_MAX_TOKENS];
+
+	if (k == 0 || k > DRAFT_MAX_TOKENS || n_heads == 0 || n_heads > MEDUSA_MAX_HEADS)
+		return SPECD_INVAL;
+	/* Best-first: the candidates are the first child of every chosen node and the next
+	 * sibling of every chosen node; a node scores its parent's score / (rank + 2).
+	 * Ties go to the candidate found first (shallower, then lower ranks). */
+	for (uint32_t n = 0; n < k; n++) {
+		double best = -1;
+		int32_t bp = -1;
+		uint32_t bd = 0, br = 0;
+		for (int32_t c = -1; c < (int32_t)n; c++) {
+			/* The first child of c (c = -1: of the root), if c has none chosen yet. */
+			uint32_t d = c < 0 ? 0 : depth[c] + 1;
+			bool has_child = false;
+			for (uint32_t i = 0; i < n; i++)
+				has_child |= parent[i] == c;
+			double base = c < 0 ? 1.0 : score[c];
+			if (!has_child && d < n_heads && base / 2.0 > best) {
+				best = base / 2.0;
+				bp = c;
+				bd = d;
+				br = 0;
+			}
+			/* The next sibling of c, if c is the last chosen of its siblings. */
+			if (c < 0 || rank[c] + 1 >= MEDUSA_MAX_RANK)
+				continue;
+			bool last = true;
+			for (uint32_t i = 0; i < n; i++)
+				last &= !(parent[i] == parent[c] && rank[i] == rank[c] + 1);
+			double up = parent[c] < 0 ? 1.0 : score[parent[c]];
+			double s = up / (rank[c] + 3.0);
+			if (last && s > best) {
+				best = s;
+				bp = parent[c];
+				bd = depth[c];
+				br = rank[c] + 1;
+			}
+		}
+		if (best < 0)
+			return SPECD_INVAL; /* cannot happen: a root child always remains */
+		parent[n] = bp;
+		depth[n] = bd;
+		rank[n] = br;
+		score[n] = best;
+	}
+	return SPECD_OK;
+}
+
+/* ---- the drafter ---- */
+
+static void medusa_destroy(void *state)
+{
+	struct medusa *m = state;
+
+	if (!m)
+		return;
+	medusa_heads_destroy(m->heads);
+	kern_destroy(m->own_kern);
+	specd_free(m->x);
+	specd_free(m->y);
+	specd_free(m->logits);
+	specd_free(m);
+}
+
+static enum specd_status medusa_create(const struct draft_config *cfg, void **state,
+				       struct specd_error *err)
+{
+	struct medusa *m = specd_calloc(1, sizeof(*m));
+	enum specd_status st;
+
+	if (!m)
+		return specd_errorf(err, SPECD_NOMEM, "medusa: out of memory");
+	if ((st = medusa_heads_load(cfg->heads_path, cfg->target, &m->heads, err)) != SPECD_OK)
+		goto fail;
+	m->k_max = cfg->k_max;
+	if ((st = draft_medusa_tree(m->k_max, m->heads->n_heads, m->parent, m->depth,
+				    m->rank)) != SPECD_OK) {
+		specd_errorf(err, st, "medusa: no tree of %u nodes over %u heads", m->k_max,
+			     m->heads->n_heads);
+		goto fail;
+	}
+	/* The heads read host memory (the file's mapping): a device backend cannot. */
+	if (cfg->kern && kern_host_memory(cfg->kern)) {
+		m->kern = cfg->kern;
+	} else {
+		struct kern_cpu_config kc = {.n_threads = 1};
+		if ((st = kern_cpu_create(&kc, &m->own_kern)) != SPECD_OK) {
+			specd_errorf(err, st, "medusa: cannot create a CPU backend");
+			goto fail;
+		}
+		m->kern = m->own_kern;
+	}
+	m->x = specd_malloc_array(m->heads->dim, sizeof(float));
+	m->y = specd_malloc_array(m->heads->dim, sizeof(float));
+	m->logits = specd_malloc_array(m->heads->n_vocab, sizeof(float));
+	if (!m->x || !m->y || !m->logits) {
+		st = specd_errorf(err, SPECD_NOMEM, "medusa: out of memory");
+		goto fail;
+	}
+	*state = m;
+	return SPECD_OK;
+fail:
+	medusa_destroy(m);
+	return st;
+}
+
+static enum specd_status medusa_supports(const void *state, const struct model *target,
+					 struct specd_error *err)
+{
+	const struct medusa *m = state;
+	const struct model_hparams *hp = model_hparams(target);
+
+	if (hp->dim != m->heads->dim || hp->n_vocab != m->heads->n_vocab)
+		return specd_errorf(err, SPECD_INVAL, "medusa: the heads are for hidden size %u and "
+				    "%u tokens; the target has %u and %u", m->heads->dim,
+				    m->heads->n_vocab, hp->dim, hp->n_vocab);
+	return SPECD_OK;
+}
+
+static size_t medusa_memory_bytes(const void *state)
+{
+	const struct medusa *m = state;
+
+	return m->heads->bytes;
+}
+
+/* The n best ids of logits, best first, the lower id first among equals. */
+static void top_n(const float *logits, uint32_t n_vocab, uint32_t n, int32_t *out)
+{
+	for (uint32_t r = 0; r < n; r++)
+		out[r] = -1;
+	for (uint32_t v = 0; v < n_vocab; v++) {
+		float x = logits[v];
+		if (isnan(x))
+			continue;
+		uint32_t r = n;
+		while (r > 0 && (out[r - 1] < 0 || x > logits[out[r - 1]]))
+			r--;
+		if (r == n)
+			continue;
+		memmove(out + r + 1, out + r, (n - r - 1) * sizeof(*out));
+		out[r] = (int32_t)v;
+	}
+}
+
+/* Head h on the hidden state: its residual blocks, then its LM head into m->logits. */
+static enum specd_status run_head(struct medusa *m, uint32_t h, const float *hidden,
+				  struct specd_error *err)
+{
+	const struct medusa_head *hd = &m->heads->head[h];
+	uint32_t dim = m->heads->dim;
+	enum specd_status st;
+
+	memcpy(m->x, hidden, dim * sizeof(float));
+	for (uint32_t l = 0; l < hd->n_layers; l++) {
+		st = kern_matmul(m->kern, m->y, dim, m->x, dim, 1, &hd->block[l].w,
+				 hd->block[l].bias);
+		if (st != SPECD_OK)
+			return specd_errorf(err, st, "medusa: head %u block %u", h, l);
+		for (uint32_t i = 0; i < dim; i++)
+			m->x[i] += m->y[i] / (1.0f + expf(-m->y[i]));
+	}
+	st = kern_matmul(m->kern, m->logits, m->heads->n_vocab, m->x, dim, 1, &hd->lm, NULL);
+	if (st != SPECD_OK)
+		return specd_errorf(err, st, "medusa: head %u LM head", h);
+	return SPECD_OK;
+}
+
+static enum specd_status medusa_propose(void *state, const struct draft_seq *seq, uint32_t k,
+					struct draft_proposal *out, struct specd_error *err)
+{
+	struct medusa *m = state;
+	uint32_t want[MEDUSA_MAX_HEADS] = {0};
+	enum specd_status st;
+
+	out->n = 0;
+	out->q_onehot = true;
+	if (!seq->hidden)
+		return SPECD_OK; /* nothing to build on yet: a plain step */
+	if (!out->parent)
+		return specd_errorf(err, SPECD_INTERNAL, "medusa: the caller takes no trees");
+	if (k > m->k_max)
+		k = m->k_max;
+	for (uint32_t i = 0; i < k; i++)
+		if (m->rank[i] + 1 > want[m->depth[i]])
+			want[m->depth[i]] = m->rank[i] + 1;
+	for (uint32_t h = 0; h < m->heads->n_heads && want[h]; h++) {
+		if ((st = run_head(m, h, seq->hidden, err)) != SPECD_OK)
+			return st;
+		top_n(m->logits, m->heads->n_vocab, want[h], m->top[h]);
+	}
+	for (uint32_t i = 0; i < k; i++) {
+		int32_t t = m->top[m->depth[i]][m->rank[i]];
+		if (t < 0)
+			return specd_errorf(err, SPECD_INVAL, "medusa: head %u gave no candidate "
+					    "(its logits are NaN)", m->depth[i]);
+		out->tokens[i] = t;
+		out->parent[i] = m->parent[i];
+	}
+	out->n = k;
+	out->tree = true;
+	return SPECD_OK;
+}
+
+const struct draft_ops draft_medusa_ops = {
+	.method = DRAFT_METHOD_MEDUSA,
+	.wants_hidden = true,
+	.create = medusa_create,
+	.destroy = medusa_destroy,
+	.supports = medusa_supports,
+	.memory_bytes = medusa_memory_bytes,
+	.propose = medusa_propose,
+};

@@ -1,0 +1,115 @@
+/* Verification of a token tree (verify.h: greedy walk and multi-candidate speculative
+ * sampling), after the one target forward that scored every node under the tree mask.
+ * Leader only; the engine keeps the accepted path in the KV caches afterwards. */
+#include "verify.h"
+
+#include <math.h>
+
+#include "model/sampler.h"
+
+/* The first child of `node` (-1: the root) at or after index `from`, or -1. Trees are
+ * at most DRAFT_MAX_TOKENS nodes, so a scan beats building child lists. */
+static int32_t next_child(const struct draft_proposal *prop, int32_t node, uint32_t from)
+{
+	for (uint32_t i = from; i < prop->n; i++)
+		if (prop->parent[i] == node)
+			return (int32_t)i;
+	return -1;
+}
+
+enum specd_status draft_verify_tree_greedy(const float *logits, uint32_t n_vocab,
+					   const struct draft_proposal *prop,
+					   struct draft_verdict *out)
+{
+	int32_t node = -1, best;
+	uint32_t a = 0;
+
+	if (!logits || !prop || !out || !prop->tree || (prop->n && (!prop->tokens || !prop->parent)) ||
+	    n_vocab < 1 || n_vocab > INT32_MAX || prop->n > DRAFT_MAX_TOKENS)
+		return SPECD_INVAL;
+	for (;;) {
+		const float *row = logits + (size_t)(node + 1) * n_vocab;
+		int32_t c;
+
+		best = sampler_argmax(row, (int32_t)n_vocab);
+		if (best < 0 || row[best] == -INFINITY)
+			return SPECD_INVAL;
+		for (c = next_child(prop, node, 0); c >= 0; c = next_child(prop, node, (uint32_t)c + 1))
+			if (prop->tokens[c] == best)
+				break;
+		if (c < 0)
+			break;
+		out->path[a++] = (uint32_t)c;
+		node = c;
+	}
+	out->n_accepted = a;
+	out->next = best;
+	return SPECD_OK;
+}
+
+/* p <- max(0, p - z * q) for the rejected candidate `tok` (q NULL: its one-hot); returns
+ * the new total. p holds weights whose total is z, so this is norm(max(0, p/z - q))
+ * up to the factor. */
+static double residual_update(float *p, double z, const float *q, int32_t tok, uint32_t n_vocab)
+{
+	double total = 0;
+
+	for (uint32_t j = 0; j < n_vocab; j++) {
+		float qj = q ? q[j] : (j == (uint32_t)tok ? 1.0f : 0.0f);
+		float d = p[j] - (float)(z * qj);
+
+		p[j] = d > 0 ? d : 0.0f;
+		total += p[j];
+	}
+	return total;
+}
+
+enum specd_status draft_verify_tree_sample(struct sampler *s, const float *logits,
+					   uint32_t n_vocab, const struct draft_proposal *prop,
+					   float *work, struct draft_verdict *out)
+{
+	float *p = work, *keep = work + n_vocab;
+	int32_t node = -1, next;
+	uint32_t a = 0;
+	enum specd_status st;
+
+	if (!s || !logits || !prop || !out || !work || !prop->tree ||
+	    (prop->n && (!prop->tokens || !prop->parent || (!prop->q_onehot && !prop->q))) ||
+	    prop->n > DRAFT_MAX_TOKENS)
+		return SPECD_INVAL;
+walk:
+	if ((st = sampler_probs(s, logits + (size_t)(node + 1) * n_vocab, p)) != SPECD_OK)
+		return st;
+	/* p's total: 1 as sampler_probs promises, so a chain tests u * q < p exactly as the
+	 * chain verifier does; after a rejection, the residual's own sum. */
+	double z = 1.0;
+	for (int32_t c = next_child(prop, node, 0); c >= 0;
+	     c = next_child(prop, node, (uint32_t)c + 1)) {
+		int32_t tok = prop->tokens[c];
+		const float *q = prop->q_onehot ? NULL : prop->q + (size_t)c * n_vocab;
+		float qt = q ? q[tok] : 1.0f;
+		float uq = sampler_uniform(s) * qt;
+
+		if ((double)uq * z < (double)p[tok]) {
+			out->path[a++] = (uint32_t)c;
+			node = c;
+			goto walk;
+		}
+		/* Rounding can empty the residual when p' and q differ by an ulp: p' is then
+		 * what it approximates, so keep it. */
+		for (uint32_t j = 0; j < n_vocab; j++)
+			keep[j] = p[j];
+		double left = residual_update(p, z, q, tok, n_vocab);
+		if (left > 0) {
+			z = left;
+		} else {
+			for (uint32_t j = 0; j < n_vocab; j++)
+				p[j] = keep[j];
+		}
+	}
+	if ((st = sampler_sample_probs(s, p, &next)) != SPECD_OK)
+		return st;
+	out->n_accepted = a;
+	out->next = next;
+	return SPECD_OK;
+}

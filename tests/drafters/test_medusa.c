@@ -1,0 +1,404 @@
+/* The Medusa drafter (drafters/medusa.c) on generated models and specd-gen-heads heads:
+ * its static tree's shape; greedy output bit-identical to plain decoding for several
+ * tree sizes and head files (own or shared LM head, prefixed or bare names, f16, two
+ * blocks); sampling that keeps the target's distribution (the first two tokens over
+ * 10,000 seeds against their exact law, chi-square at alpha = 0.001); heads that do not
+ * fit the target refused with a message naming the tensor; specd-run --method medusa. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "drafters/drafter.h"
+#include "drafters/engine.h"
+#include "drafters/medusa.h"
+#include "model/kv.h"
+#include "model/sampler.h"
+#include "spec_fixture.h"
+#include "test_support.h"
+
+#define VOCAB 260
+#define GEN 40
+
+static char g_dir[512], g_target[600], g_small[600];
+static char g_heads[6][600]; /* own, shared, bare f16, two blocks, wrong dim, wrong vocab */
+static struct model *g_t;
+
+/* Runs this build's program `rel` with "-o out" (out may be NULL) then args (NULL-ended);
+ * returns its stdout and stderr (malloc'd), *rc its exit status. */
+static char *tool(const char *rel, const char *out, const char *const *args, int *rc)
+{
+	char bin[600];
+	const char *argv[32] = {bin};
+	size_t n = 1;
+	snprintf(bin, sizeof(bin), "%s/%s", ts_binary_dir(), rel);
+	if (out) {
+		argv[n++] = "-o";
+		argv[n++] = out;
+	}
+	for (; *args && n < 31; args++)
+		argv[n++] = *args;
+	argv[n] = NULL;
+	char *text = NULL;
+	*rc = ts_run(argv, &text, 120);
+	assert_non_null(text);
+	return text;
+}
+
+static void gen_heads(const char *out, const char *const *args)
+{
+	int rc;
+	char *text = tool("tools/specd-gen-heads", out, args, &rc);
+	if (rc != 0)
+		fprintf(stderr, "%s", text);
+	free(text);
+	assert_int_equal(rc, 0);
+}
+
+static int setup(void **state)
+{
+	(void)state;
+	if (!ts_mkdtemp(g_dir, sizeof(g_dir)))
+		return -1;
+	snprintf(g_target, sizeof(g_target), "%s/target.gguf", g_dir);
+	snprintf(g_small, sizeof(g_small), "%s/small.gguf", g_dir);
+	const char *target[] = {"--dim", "48", "--layers", "2", "--heads", "4", "--kv-heads", "2",
+				"--ffn", "96", "--vocab", "260", "--ctx", "128", "--seed", "11", NULL};
+	const char *small[] = {"--dim", "32", "--layers", "2", "--heads", "2", "--kv-heads", "1",
+			       "--ffn", "64", "--vocab", "260", "--ctx", "16", "--seed", "21", NULL};
+	fx_gen_model(g_target, target);
+	fx_gen_model(g_small, small);
+	static const char *const names[6] = {"own", "shared", "bare", "two", "dim", "vocab"};
+	for (int i = 0; i < 6; i++)
+		snprintf(g_heads[i], sizeof(g_heads[i]), "%s/%s.safetensors", g_dir, names[i]);
+	gen_heads(g_heads[0], (const char *[]){"-m", g_target, "--heads", "4", NULL});
+	gen_heads(g_heads[1], (const char *[]){"-m", g_target, "--shared", "--scale", "0.1", NULL});
+	gen_heads(g_heads[2], (const char *[]){"-m", g_target, "--bare", "--type", "f16", "--heads",
+					       "2", NULL});
+	gen_heads(g_heads[3], (const char *[]){"-m", g_target, "--layers", "2", "--seed", "5", NULL});
+	gen_heads(g_heads[4], (const char *[]){"--dim", "64", "--vocab", "260", NULL});
+	gen_heads(g_heads[5], (const char *[]){"--dim", "48", "--vocab", "300", NULL});
+	g_t = fx_load(g_target, 1, 128);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	model_destroy(g_t);
+	ts_rmtree(g_dir);
+	return 0;
+}
+
+static enum specd_status medusa(struct model *t, const char *heads, uint32_t k,
+				struct drafter **out, struct specd_error *err)
+{
+	struct draft_config dc = {
+		.method = DRAFT_METHOD_MEDUSA, .k_max = k, .n_slots = 1,
+		.n_ctx = kv_n_ctx(model_kv(t)), .target = t, .heads_path = heads,
+	};
+	return draft_create(&dc, out, err);
+}
+
+static void test_medusa__tree_is_best_first_and_prefix_closed(void **state)
+{
+	(void)state;
+	int32_t parent[64], p2[64];
+	uint32_t depth[64], rank[64], d2[64], r2[64];
+
+	assert_int_equal(draft_medusa_tree(64, 4, parent, depth, rank), SPECD_OK);
+	for (uint32_t i = 0; i < 64; i++) {
+		assert_true(parent[i] < (int32_t)i && parent[i] >= -1);
+		assert_int_equal(depth[i], parent[i] < 0 ? 0 : depth[parent[i]] + 1);
+		assert_true(depth[i] < 4 && rank[i] < MEDUSA_MAX_RANK);
+		/* Siblings in rank order, without gaps. */
+		uint32_t before = 0;
+		for (uint32_t j = 0; j < i; j++)
+			before += parent[j] == parent[i];
+		assert_int_equal(rank[i], before);
+	}
+	/* The first choices: head 0's best (1/2), its second (1/3), then head 1's best
+	 * below the first (1/4). */
+	assert_true(parent[0] == -1 && rank[0] == 0);
+	assert_true(parent[1] == -1 && rank[1] == 1);
+	assert_true((parent[2] == 0 && rank[2] == 0) || (parent[2] == -1 && rank[2] == 2));
+	for (uint32_t k = 1; k <= 64; k += 7) {
+		assert_int_equal(draft_medusa_tree(k, 4, p2, d2, r2), SPECD_OK);
+		assert_memory_equal(p2, parent, k * sizeof(*p2));
+		assert_memory_equal(r2, rank, k * sizeof(*r2));
+	}
+	/* One head: a single level of candidates, at most MEDUSA_MAX_RANK of them. */
+	assert_int_equal(draft_medusa_tree(MEDUSA_MAX_RANK, 1, parent, depth, rank), SPECD_OK);
+	for (uint32_t i = 0; i < MEDUSA_MAX_RANK; i++)
+		assert_int_equal(parent[i], -1);
+	assert_int_equal(draft_medusa_tree(MEDUSA_MAX_RANK + 1, 1, parent, depth, rank),
+			 SPECD_INVAL);
+	assert_int_equal(draft_medusa_tree(0, 4, parent, depth, rank), SPECD_INVAL);
+	assert_int_equal(draft_medusa_tree(65, 4, parent, depth, rank), SPECD_INVAL);
+}
+
+static void test_medusa__greedy_identical_to_plain(void **state)
+{
+	(void)state;
+	int32_t prompt[6] = {1, 70, 71, 72, 70, 71}, plain[GEN], out[GEN];
+	const struct sampler_params greedy = {.temperature = 0.0f, .top_k = 0, .top_p = 1.0f};
+	const uint32_t ks[] = {1, 3, 8, 20, 40};
+
+	assert_int_equal(fx_plain_greedy(g_t, prompt, 6, GEN, plain), GEN);
+	for (int h = 0; h < 4; h++) {
+		for (size_t ki = 0; ki < sizeof(ks) / sizeof(ks[0]); ki++) {
+			struct drafter *d;
+			struct specd_error err;
+			struct draft_metrics m;
+			uint32_t n;
+			if (medusa(g_t, g_heads[h], ks[ki], &d, &err) != SPECD_OK)
+				fail_msg("%s: %s", g_heads[h], err.msg);
+			assert_true(draft_memory_bytes(d) > 0);
+			assert_int_equal(fx_generate(g_t, d, ks[ki], NULL, prompt, 6, &greedy, GEN, -1,
+						     out, GEN, &n, &m, NULL), SPECD_OK);
+			assert_int_equal(n, GEN);
+			assert_memory_equal(out, plain, sizeof(plain));
+			assert_true(m.drafted > 0);
+			draft_destroy(d);
+		}
+	}
+}
+
+/* Heads close to the target's own LM head propose what the target predicts one step
+ * early: on a model that repeats itself they are accepted. */
+static void test_medusa__shared_heads_are_accepted(void **state)
+{
+	(void)state;
+	int32_t prompt[6] = {1, 70, 71, 72, 70, 71}, out[GEN];
+	const struct sampler_params greedy = {.temperature = 0.0f, .top_k = 0, .top_p = 1.0f};
+	struct drafter *d;
+	struct draft_metrics m;
+	uint32_t n;
+	assert_int_equal(medusa(g_t, g_heads[1], 10, &d, NULL), SPECD_OK);
+	assert_int_equal(fx_generate(g_t, d, 10, NULL, prompt, 6, &greedy, GEN, -1, out, GEN, &n,
+				     &m, NULL), SPECD_OK);
+	assert_true(m.accepted > 0);
+	assert_true(m.emitted > m.steps);
+	draft_destroy(d);
+}
+
+static void expect_refusal(const char *heads, enum specd_status want, const char *needle)
+{
+	struct drafter *d = NULL;
+	struct specd_error err;
+	specd_error_clear(&err);
+	assert_int_equal(medusa(g_t, heads, 4, &d, &err), want);
+	assert_null(d);
+	if (!strstr(err.msg, needle))
+		fail_msg("'%s' does not say '%s'", err.msg, needle);
+}
+
+static void test_medusa__refuses_heads_that_do_not_fit(void **state)
+{
+	(void)state;
+	expect_refusal(g_heads[4], SPECD_INVAL, "medusa_head.0.0.linear.weight is 64 x 64");
+	expect_refusal(g_heads[4], SPECD_INVAL, "hidden size 48");
+	expect_refusal(g_heads[5], SPECD_INVAL, "medusa_head.0.1.weight is 300 x 48");
+	expect_refusal(g_heads[5], SPECD_INVAL, "vocabulary 260");
+	expect_refusal(g_target, SPECD_INVAL, g_target); /* a GGUF file is not safetensors */
+	char missing[700];
+	snprintf(missing, sizeof(missing), "%s/none.safetensors", g_dir);
+	expect_refusal(missing, SPECD_IO, "none.safetensors");
+	expect_refusal(NULL, SPECD_INVAL, "--heads");
+	/* A safetensors file without heads. */
+	char other[700];
+	snprintf(other, sizeof(other), "%s/other.safetensors", g_dir);
+	static const char hdr[] = "{\"x\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}";
+	char buf[128];
+	size_t hl = sizeof(hdr) - 1;
+	memset(buf, 0, sizeof(buf));
+	for (int i = 0; i < 8; i++)
+		buf[i] = (char)((hl >> (8 * i)) & 0xff);
+	memcpy(buf + 8, hdr, hl);
+	FILE *f = fopen(other, "wb");
+	assert_non_null(f);
+	assert_int_equal(fwrite(buf, 1, 8 + hl + 4, f), 8 + hl + 4);
+	assert_int_equal(fclose(f), 0);
+	expect_refusal(other, SPECD_INVAL, "no Medusa heads");
+}
+
+/* ---- sampling ---- */
+
+#define N_SEEDS 10000
+
+/* The exact law of the first two tokens of plain sampling from prompt: p1(a) p2(b | a),
+ * one forward per a. */
+static void exact_joint(struct model *t, const int32_t *prompt, uint32_t n,
+			const struct sampler_params *sp, double *joint)
+{
+	struct sampler *s;
+	float logits[VOCAB], p1[VOCAB], p2[VOCAB];
+	uint32_t toks[8], slots[8] = {0}, pos[8], last;
+	assert_int_equal(sampler_create(VOCAB, sp, &s, NULL), SPECD_OK);
+	for (uint32_t i = 0; i < n; i++) {
+		toks[i] = (uint32_t)prompt[i];
+		pos[i] = i;
+	}
+	last = n - 1;
+	struct model_batch b = {.n_tokens = n, .tokens = toks, .slots = slots, .pos = pos,
+				.n_out = 1, .out_idx = &last, .logits = logits};
+	assert_int_equal(kv_truncate(model_kv(t), 0, 0), SPECD_OK);
+	assert_int_equal(model_forward(t, &b, NULL), SPECD_OK);
+	assert_int_equal(sampler_probs(s, logits, p1), SPECD_OK);
+	for (uint32_t a = 0; a < VOCAB; a++) {
+		for (uint32_t c = 0; c < VOCAB; c++)
+			joint[a * VOCAB + c] = 0;
+		if (p1[a] == 0)
+			continue;
+		uint32_t one = a, p = n, z = 0, zero = 0;
+		struct model_batch b2 = {.n_tokens = 1, .tokens = &one, .slots = &zero, .pos = &p,
+					 .n_out = 1, .out_idx = &z, .logits = logits};
+		assert_int_equal(kv_truncate(model_kv(t), 0, n), SPECD_OK);
+		assert_int_equal(model_forward(t, &b2, NULL), SPECD_OK);
+		assert_int_equal(sampler_probs(s, logits, p2), SPECD_OK);
+		for (uint32_t c = 0; c < VOCAB; c++)
+			joint[a * VOCAB + c] = (double)p1[a] * p2[c];
+	}
+	sampler_destroy(s);
+}
+
+static void test_medusa__sampling_keeps_the_distribution(void **state)
+{
+	(void)state;
+	struct model *t = fx_load(g_small, 1, 16);
+	char heads[700];
+	snprintf(heads, sizeof(heads), "%s/small.safetensors", g_dir);
+	gen_heads(heads, (const char *[]){"-m", g_small, "--shared", "--scale", "0.1", NULL});
+	const struct sampler_params sp = {.temperature = 0.7f, .top_k = 0, .top_p = 1.0f};
+	int32_t prompt[4] = {1, 80, 81, 80};
+	static double joint[VOCAB * VOCAB];
+	static uint32_t count[VOCAB * VOCAB];
+	exact_joint(t, prompt, 4, &sp, joint);
+
+	struct drafter *d;
+	struct draft_engine *e;
+	struct draft_job *j;
+	assert_int_equal(medusa(t, heads, 6, &d, NULL), SPECD_OK);
+	struct draft_engine_config ec = {.target = t, .drafter = d, .spec_tokens = 6};
+	assert_int_equal(draft_engine_create(&ec, &e, NULL), SPECD_OK);
+	assert_int_equal(draft_job_create(e, 0, &j, NULL), SPECD_OK);
+	uint64_t drafted = 0, accepted = 0;
+	memset(count, 0, sizeof(count));
+	for (uint64_t i = 0; i < N_SEEDS; i++) {
+		/* K + 1 tokens, so that the first step may draft the whole tree. */
+		struct draft_job_params jp = {.sampling = sp, .max_tokens = 7, .eos = -1};
+		jp.sampling.seed = 1000 + i;
+		assert_int_equal(draft_job_start(j, prompt, 4, &jp, NULL), SPECD_OK);
+		while (draft_job_stop(j) == DRAFT_STOP_NONE)
+			assert_int_equal(draft_job_step(j, NULL), SPECD_OK);
+		uint32_t n;
+		const int32_t *out = draft_job_output(j, &n);
+		assert_int_equal(n, 7);
+		count[out[0] * VOCAB + out[1]]++;
+		drafted += draft_job_metrics(j)->drafted;
+		accepted += draft_job_metrics(j)->accepted;
+	}
+	/* Goodness of fit: cells expected >= 10 on their own, the rest in one bin. */
+	double stat = 0, oe = 0, oo = 0;
+	int bins = 0;
+	for (uint32_t c = 0; c < VOCAB * VOCAB; c++) {
+		double ex = joint[c] * N_SEEDS;
+		if (ex < 10) {
+			oe += ex;
+			oo += count[c];
+			continue;
+		}
+		stat += (count[c] - ex) * (count[c] - ex) / ex;
+		bins++;
+	}
+	if (oe >= 10) {
+		stat += (oo - oe) * (oo - oe) / oe;
+		bins++;
+	}
+	int df = bins - 1;
+	double h = 2.0 / (9.0 * df), crit = df * pow(1 - h + 3.0902 * sqrt(h), 3);
+	if (getenv("FX_VERBOSE"))
+		fprintf(stderr, "  medusa sampling: drafted %llu accepted %llu, chi2 %.2f df %d "
+				"(crit %.2f)\n", (unsigned long long)drafted,
+			(unsigned long long)accepted, stat, df, crit);
+	assert_true(df >= 3);
+	assert_true(stat < crit);
+	assert_true(accepted > 0 && accepted < drafted);
+	draft_job_destroy(j);
+	draft_engine_destroy(e);
+	draft_destroy(d);
+	model_destroy(t);
+}
+
+/* ---- specd-run ---- */
+
+static char *run(const char *const *args, int *rc)
+{
+	return tool("daemon/specd-run", NULL, args, rc);
+}
+
+/* The generated text: the output without specd-run's statistics lines (stderr). */
+static char *text_only(const char *out)
+{
+	char *t = malloc(strlen(out) + 1), *w = t;
+	assert_non_null(t);
+	for (const char *line = out; *line;) {
+		const char *end = strchr(line, '\n');
+		size_t n = end ? (size_t)(end - line) + 1 : strlen(line);
+		if (strncmp(line, "specd-run:", 10) != 0) {
+			memcpy(w, line, n);
+			w += n;
+		}
+		line += n;
+	}
+	*w = '\0';
+	return t;
+}
+
+static void test_medusa__specd_run_matches_none(void **state)
+{
+	(void)state;
+	int rc;
+	char *plain = run((const char *[]){"-m", g_target, "-p", "abc abc", "-n", "30", NULL}, &rc);
+	assert_int_equal(rc, 0);
+	char *spec = run((const char *[]){"-m", g_target, "-p", "abc abc", "-n", "30", "--method",
+					  "medusa", "--heads", g_heads[1], "--spec-tokens", "12",
+					  NULL}, &rc);
+	assert_int_equal(rc, 0);
+	char *a = text_only(plain), *b = text_only(spec);
+	assert_true(strlen(a) > 8);
+	if (!strstr(spec, "method medusa, K=12") || strcmp(a, b) != 0)
+		fail_msg("plain:\n%s\nmedusa:\n%s", plain, spec);
+	free(a);
+	free(b);
+	free(plain);
+	free(spec);
+	char *bad = run((const char *[]){"-m", g_target, "-p", "x", "--method", "medusa", "--heads",
+					 g_heads[4], NULL}, &rc);
+	assert_int_not_equal(rc, 0);
+	assert_non_null(strstr(bad, "hidden size"));
+	free(bad);
+	char *none = run((const char *[]){"-m", g_target, "--method", "medusa", NULL}, &rc);
+	assert_int_equal(rc, 2);
+	assert_non_null(strstr(none, "--heads"));
+	free(none);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_medusa__tree_is_best_first_and_prefix_closed),
+		cmocka_unit_test(test_medusa__greedy_identical_to_plain),
+		cmocka_unit_test(test_medusa__shared_heads_are_accepted),
+		cmocka_unit_test(test_medusa__refuses_heads_that_do_not_fit),
+		cmocka_unit_test(test_medusa__sampling_keeps_the_distribution),
+		cmocka_unit_test(test_medusa__specd_run_matches_none),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
