@@ -50,7 +50,7 @@ static bool ruled_out(const struct sel_inputs *in, enum draft_method m, char *wh
 	else if (!mi->configured)
 		snprintf(why, SEL_TEXT_MAX, "not configured (%s is unset)", weights_key(m));
 	else if (mi->incompatible[0])
-		snprintf(why, SEL_TEXT_MAX, "incompatible with the target: %s", mi->incompatible);
+		snprintf(why, SEL_TEXT_MAX, "incompatible with the target: %.160s", mi->incompatible);
 	else if (in->low_memory && draft_method_needs_weights(m))
 		snprintf(why, SEL_TEXT_MAX, "constraints.low_memory rules out extra weights");
 	else if (in->max_draft_memory && mi->memory_bytes > in->max_draft_memory)
