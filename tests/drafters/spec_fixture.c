@@ -1,6 +1,7 @@
 /* Shared helpers of the drafters/ suites (see spec_fixture.h). */
 #include "spec_fixture.h"
 
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -142,4 +143,60 @@ enum specd_status fx_biased_verify(struct sampler *s, const float *logits, uint3
 	if (sampler_probs(s, logits + (size_t)prop->n * n_vocab, p) != SPECD_OK)
 		return SPECD_INVAL;
 	return sampler_sample_probs(s, p, &out->next);
+}
+
+double fx_homogeneity(const uint32_t *a, const uint32_t *b, uint32_t n_cells, int *df)
+{
+	uint32_t *order = malloc((size_t)n_cells * sizeof(*order));
+	uint32_t n = 0;
+	assert_non_null(order);
+	for (uint32_t c = 0; c < n_cells; c++)
+		if (a[c] + b[c] > 0)
+			order[n++] = c;
+	/* Selection of the largest cells, by combined count then cell id (deterministic). */
+	int bins = 0;
+	double stat = 0, oa = 0, ob = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t best = i;
+		for (uint32_t k = i + 1; k < n && bins < FX_MAX_BINS - 1; k++) {
+			uint32_t x = order[k], y = order[best];
+			if (a[x] + b[x] > a[y] + b[y] || (a[x] + b[x] == a[y] + b[y] && x < y))
+				best = k;
+		}
+		uint32_t t = order[i];
+		order[i] = order[best];
+		order[best] = t;
+		uint32_t c = order[i];
+		if (bins < FX_MAX_BINS - 1 && a[c] + b[c] >= 20) {
+			double d = (double)a[c] - (double)b[c];
+			stat += d * d / ((double)a[c] + (double)b[c]);
+			bins++;
+		} else {
+			oa += a[c];
+			ob += b[c];
+		}
+	}
+	if (oa + ob >= 20) {
+		stat += (oa - ob) * (oa - ob) / (oa + ob);
+		bins++;
+	}
+	free(order);
+	*df = bins - 1;
+	return stat;
+}
+
+double fx_chi2_critical(int df)
+{
+	static const double crit[FX_MAX_BINS] = {
+		0, 10.828, 13.816, 16.266, 18.467, 20.515, 22.458, 24.322, 26.124, 27.877,
+		29.588, 31.264, 32.909, 34.528, 36.123, 37.697, 39.252, 40.790, 42.312, 43.820,
+		45.315, 46.797, 48.268, 49.728, 51.179, 52.620, 54.052, 55.476, 56.892, 58.301,
+		59.703,
+	};
+	assert_true(df >= 1);
+	if (df < FX_MAX_BINS)
+		return crit[df];
+	/* Wilson-Hilferty beyond the table (within 0.3% of the exact value from 30 on). */
+	double h = 2.0 / (9.0 * df);
+	return df * pow(1 - h + 3.0902 * sqrt(h), 3);
 }

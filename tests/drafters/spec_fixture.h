@@ -40,4 +40,16 @@ enum specd_status fx_biased_verify(struct sampler *s, const float *logits, uint3
 				   const struct draft_proposal *prop, float *work,
 				   struct draft_verdict *out);
 
+/* Two-sample chi-square homogeneity of equal-size samples of counts a and b over n
+ * cells: the most frequent cells (combined count >= 20, so expected counts are >= 10,
+ * at most FX_MAX_BINS - 1 of them, chosen by combined count then cell id) each a bin,
+ * the rest lumped into one "other" bin; sum (a - b)^2 / (a + b). *df gets the degrees
+ * of freedom (< FX_MAX_BINS). */
+#define FX_MAX_BINS 31
+double fx_homogeneity(const uint32_t *a, const uint32_t *b, uint32_t n, int *df);
+
+/* The chi-square critical value at alpha = 0.001 for df >= 1 (exact to 30 degrees of
+ * freedom, the Wilson-Hilferty approximation beyond). */
+double fx_chi2_critical(int df);
+
 #endif

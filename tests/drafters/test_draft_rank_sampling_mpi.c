@@ -29,19 +29,11 @@
 #define N_SEEDS 4000
 #define VOCAB 260
 #define K 3
-#define MAX_BINS 31
 
 static int g_rank;
 static char g_dir[512], g_target[600], g_near[600], g_far[600];
 static struct model *g_t;
 static int32_t g_prompt[4];
-
-/* Chi-square critical values at alpha = 0.001 for 1..30 degrees of freedom. */
-static const double k_crit[MAX_BINS] = {
-	0, 10.828, 13.816, 16.266, 18.467, 20.515, 22.458, 24.322, 26.124, 27.877, 29.588,
-	31.264, 32.909, 34.528, 36.123, 37.697, 39.252, 40.790, 42.312, 43.820, 45.315,
-	46.797, 48.268, 49.728, 51.179, 52.620, 54.052, 55.476, 56.892, 58.301, 59.703,
-};
 
 static const struct sampler_params k_plain = {.temperature = 0.5f, .top_k = 0, .top_p = 1.0f};
 static const struct sampler_params k_trunc = {.temperature = 0.8f, .top_k = 6, .top_p = 0.9f};
@@ -76,45 +68,6 @@ static void sample_joint(struct drafter *d, const struct sampler_params *sp, uin
 	}
 	draft_job_destroy(j);
 	draft_engine_destroy(e);
-}
-
-/* As test_spec_sampling.c's: the statistic over the most frequent cells (combined count
- * >= 20), the rest lumped; *df its degrees of freedom. Equal sample sizes. */
-static double homogeneity(const uint32_t *a, const uint32_t *b, int *df)
-{
-	static uint32_t order[VOCAB * VOCAB];
-	uint32_t n = 0;
-	for (uint32_t c = 0; c < VOCAB * VOCAB; c++)
-		if (a[c] + b[c] > 0)
-			order[n++] = c;
-	int bins = 0;
-	double stat = 0, oa = 0, ob = 0;
-	for (uint32_t i = 0; i < n; i++) {
-		uint32_t best = i;
-		for (uint32_t k = i + 1; k < n && bins < MAX_BINS - 1; k++) {
-			uint32_t x = order[k], y = order[best];
-			if (a[x] + b[x] > a[y] + b[y] || (a[x] + b[x] == a[y] + b[y] && x < y))
-				best = k;
-		}
-		uint32_t t = order[i];
-		order[i] = order[best];
-		order[best] = t;
-		uint32_t c = order[i];
-		if (bins < MAX_BINS - 1 && a[c] + b[c] >= 20) {
-			double d = (double)a[c] - (double)b[c];
-			stat += d * d / ((double)a[c] + (double)b[c]);
-			bins++;
-		} else {
-			oa += a[c];
-			ob += b[c];
-		}
-	}
-	if (oa + ob >= 20) {
-		stat += (oa - ob) * (oa - ob) / (oa + ob);
-		bins++;
-	}
-	*df = bins - 1;
-	return stat;
 }
 
 static int setup(void **state)
@@ -215,13 +168,13 @@ static void check_remote(enum draft_method method, const char *path, uint32_t lo
 	draft_link_get_stats(link, &ls);
 	draft_link_destroy(link);
 	int df;
-	double stat = homogeneity(plain, cells, &df);
+	double stat = fx_homogeneity(plain, cells, VOCAB * VOCAB, &df);
 	if (getenv("FX_VERBOSE"))
 		fprintf(stderr, "  %s: drafted %llu accepted %llu, chi2 %.2f df %d (crit %.3f)\n",
 			draft_method_name(method), (unsigned long long)m.drafted,
-			(unsigned long long)m.accepted, stat, df, k_crit[df]);
-	assert_true(df >= 3 && df < MAX_BINS);
-	assert_true(stat < k_crit[df]);
+			(unsigned long long)m.accepted, stat, df, fx_chi2_critical(df));
+	assert_true(df >= 3 && df < FX_MAX_BINS);
+	assert_true(stat < fx_chi2_critical(df));
 	assert_true(m.accepted > 0 && m.accepted < m.drafted);
 	assert_false(ls.dead);
 	assert_true(ls.proposals >= N_SEEDS);

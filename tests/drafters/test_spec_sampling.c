@@ -26,18 +26,10 @@
 #define N_SEEDS 20000
 #define VOCAB 260
 #define K 3
-#define MAX_BINS 31
 
 static char g_dir[512], g_target[600], g_near[600], g_far[600];
 static struct model *g_t;
 static int32_t g_prompt[4];
-
-/* Chi-square critical values at alpha = 0.001 for 1..30 degrees of freedom. */
-static const double k_crit[MAX_BINS] = {
-	0, 10.828, 13.816, 16.266, 18.467, 20.515, 22.458, 24.322, 26.124, 27.877, 29.588,
-	31.264, 32.909, 34.528, 36.123, 37.697, 39.252, 40.790, 42.312, 43.820, 45.315,
-	46.797, 48.268, 49.728, 51.179, 52.620, 54.052, 55.476, 56.892, 58.301, 59.703,
-};
 
 static const struct sampler_params k_plain = {.temperature = 0.5f, .top_k = 0, .top_p = 1.0f};
 static const struct sampler_params k_trunc = {.temperature = 0.8f, .top_k = 6, .top_p = 0.9f};
@@ -72,48 +64,6 @@ static void sample_joint(struct drafter *d, draft_verify_fn *verify,
 	}
 	draft_job_destroy(j);
 	draft_engine_destroy(e);
-}
-
-/* The two-sample homogeneity statistic over the most frequent cells (each kept cell has
- * at least 20 in both samples together, so expected counts are >= 10), the rest lumped
- * into one "other" bin; *df gets the degrees of freedom. Equal sample sizes:
- * sum (a - b)^2 / (a + b). */
-static double homogeneity(const uint32_t *a, const uint32_t *b, int *df)
-{
-	static uint32_t order[VOCAB * VOCAB];
-	uint32_t n = 0;
-	for (uint32_t c = 0; c < VOCAB * VOCAB; c++)
-		if (a[c] + b[c] > 0)
-			order[n++] = c;
-	/* Selection of the largest cells, by combined count then cell id (deterministic). */
-	int bins = 0;
-	double stat = 0, oa = 0, ob = 0;
-	for (uint32_t i = 0; i < n; i++) {
-		uint32_t best = i;
-		for (uint32_t k = i + 1; k < n && bins < MAX_BINS - 1; k++) {
-			uint32_t x = order[k], y = order[best];
-			if (a[x] + b[x] > a[y] + b[y] || (a[x] + b[x] == a[y] + b[y] && x < y))
-				best = k;
-		}
-		uint32_t t = order[i];
-		order[i] = order[best];
-		order[best] = t;
-		uint32_t c = order[i];
-		if (bins < MAX_BINS - 1 && a[c] + b[c] >= 20) {
-			double d = (double)a[c] - (double)b[c];
-			stat += d * d / ((double)a[c] + (double)b[c]);
-			bins++;
-		} else {
-			oa += a[c];
-			ob += b[c];
-		}
-	}
-	if (oa + ob >= 20) {
-		stat += (oa - ob) * (oa - ob) / (oa + ob);
-		bins++;
-	}
-	*df = bins - 1;
-	return stat;
 }
 
 static int setup(void **state)
@@ -184,12 +134,12 @@ static struct outcome compare(const uint32_t *plain, struct drafter *d, draft_ve
 	static uint32_t cells[VOCAB * VOCAB];
 	struct outcome o;
 	sample_joint(d, verify, sp, seed0, cells, &o.m);
-	o.stat = homogeneity(plain, cells, &o.df);
-	assert_true(o.df >= 3 && o.df < MAX_BINS);
+	o.stat = fx_homogeneity(plain, cells, VOCAB * VOCAB, &o.df);
+	assert_true(o.df >= 3 && o.df < FX_MAX_BINS);
 	if (getenv("FX_VERBOSE"))
 		fprintf(stderr, "  %s: drafted %llu accepted %llu, chi2 %.2f df %d (crit %.3f)\n",
 			draft_method_name(draft_method_of(d)), (unsigned long long)o.m.drafted,
-			(unsigned long long)o.m.accepted, o.stat, o.df, k_crit[o.df]);
+			(unsigned long long)o.m.accepted, o.stat, o.df, fx_chi2_critical(o.df));
 	return o;
 }
 
@@ -203,20 +153,20 @@ static void check_params(const struct sampler_params *sp)
 
 	sample_joint(NULL, NULL, sp, 0, plain, &m);
 	struct outcome o = compare(plain, ng, NULL, sp, 1 * N_SEEDS);
-	assert_true(o.stat < k_crit[o.df]);
+	assert_true(o.stat < fx_chi2_critical(o.df));
 	assert_true(o.m.accepted > 0 && o.m.accepted < o.m.drafted);
 	o = compare(plain, near, NULL, sp, 2 * N_SEEDS);
-	assert_true(o.stat < k_crit[o.df]);
+	assert_true(o.stat < fx_chi2_critical(o.df));
 	assert_true(o.m.accepted > o.m.drafted / 4 && o.m.accepted < o.m.drafted);
 	o = compare(plain, far, NULL, sp, 3 * N_SEEDS);
-	assert_true(o.stat < k_crit[o.df]);
+	assert_true(o.stat < fx_chi2_critical(o.df));
 	assert_true(o.m.accepted < o.m.drafted);
 	/* The same test rejects a verifier that is not exact. (With the near draft: the
 	 * far one's q can miss p's support entirely, and then the residual is p.) */
 	o = compare(plain, near, fx_biased_verify, sp, 4 * N_SEEDS);
-	assert_true(o.stat > k_crit[o.df]);
+	assert_true(o.stat > fx_chi2_critical(o.df));
 	o = compare(plain, ng, fx_biased_verify, sp, 5 * N_SEEDS);
-	assert_true(o.stat > k_crit[o.df]);
+	assert_true(o.stat > fx_chi2_critical(o.df));
 	draft_destroy(ng);
 	draft_destroy(near);
 	draft_destroy(far);

@@ -192,13 +192,6 @@ static void first_token_law(const struct draft_proposal *p, const struct outcome
 	}
 }
 
-/* Chi-square critical value at alpha = 0.001 (Wilson-Hilferty). */
-static double crit(int df)
-{
-	double h = 2.0 / (9.0 * df);
-	return df * pow(1 - h + 3.0902 * sqrt(h), 3);
-}
-
 /* N_DRAWS verifier runs against the reference's outcome probabilities. */
 static double fit(struct sampler *s, const float *logits, const struct draft_proposal *p,
 		  const struct outcome_table *o, bool strict, int *df)
@@ -294,14 +287,14 @@ static void check_sampling(const struct sampler_params *sp, bool onehot)
 		double stat = fit(s, logits, &p, &o, true, &df);
 		assert_true(df >= 1);
 		if (getenv("FX_VERBOSE"))
-			fprintf(stderr, "  tree of %u: chi2 %.2f df %d crit %.2f\n", n, stat, df, crit(df));
-		assert_true(stat < crit(df));
+			fprintf(stderr, "  tree of %u: chi2 %.2f df %d crit %.2f\n", n, stat, df, fx_chi2_critical(df));
+		assert_true(stat < fx_chi2_critical(df));
 		/* The same fit tells a wrong rule apart (so it can fail). */
 		memset(&o, 0, sizeof(o));
 		g_wrong = true;
 		reference(s, logits, &p, onehot ? NULL : q, -1, 1.0, &o);
 		g_wrong = false;
-		caught += fit(s, logits, &p, &o, false, &df) > crit(df);
+		caught += fit(s, logits, &p, &o, false, &df) > fx_chi2_critical(df);
 	}
 	assert_true(caught >= 3);
 	sampler_destroy(s);
