@@ -12,9 +12,9 @@
 #include <string.h>
 
 #include <cmocka.h>
-#include <yaml.h>
 
 #include "kernels/dtype.h"
+#include "test_fixture.h"
 #include "test_support.h"
 
 static void test_kquant__sizes_and_names(void **state)
@@ -46,43 +46,22 @@ static void test_kquant__sizes_and_names(void **state)
 	assert_false(kern_dtype_known(15)); /* Q8_K: activations only, not a weight type */
 }
 
-static yaml_node_t *fx_get(yaml_document_t *d, yaml_node_t *map, const char *key)
-{
-	if (!map || map->type != YAML_MAPPING_NODE)
-		return NULL;
-	for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
-	     p++) {
-		yaml_node_t *k = yaml_document_get_node(d, p->key);
-		if (k && k->type == YAML_SCALAR_NODE && strcmp((char *)k->data.scalar.value, key) == 0)
-			return yaml_document_get_node(d, p->value);
-	}
-	return NULL;
-}
 
 static void test_kquant__dequant_matches_gguf_numpy(void **state)
 {
 	(void)state;
-	char path[1024];
-	yaml_parser_t parser;
 	yaml_document_t doc;
-	snprintf(path, sizeof(path), "%s/tests/fixtures/kquant_vectors.json", ts_source_dir());
-	FILE *fp = fopen(path, "rb");
-	assert_non_null(fp);
-	yaml_parser_initialize(&parser);
-	yaml_parser_set_input_file(&parser, fp);
-	assert_true(yaml_parser_load(&parser, &doc));
-	yaml_parser_delete(&parser);
-	fclose(fp);
+	assert_true(ts_fx_load("kquant_vectors", &doc));
 
-	yaml_node_t *types = fx_get(&doc, yaml_document_get_root_node(&doc), "types");
+	yaml_node_t *types = ts_fx_get(&doc, yaml_document_get_root_node(&doc), "types");
 	assert_non_null(types);
 	size_t n_types = 0;
 	for (yaml_node_pair_t *p = types->data.mapping.pairs.start; p < types->data.mapping.pairs.top;
 	     p++, n_types++) {
 		const char *name = (const char *)yaml_document_get_node(&doc, p->key)->data.scalar.value;
 		yaml_node_t *v = yaml_document_get_node(&doc, p->value);
-		const char *hex = (const char *)fx_get(&doc, v, "bytes")->data.scalar.value;
-		yaml_node_t *bits = fx_get(&doc, v, "floats_bits");
+		const char *hex = (const char *)ts_fx_get(&doc, v, "bytes")->data.scalar.value;
+		yaml_node_t *bits = ts_fx_get(&doc, v, "floats_bits");
 		size_t nb = strlen(hex) / 2;
 		size_t n = (size_t)(bits->data.sequence.items.top - bits->data.sequence.items.start);
 		enum kern_dtype t;

@@ -12,12 +12,12 @@
 #include <string.h>
 
 #include <cmocka.h>
-#include <yaml.h>
 
 #include "model/gguf.h"
 #include "model/kv.h"
 #include "model/llama.h"
 #include "model/tokenizer.h"
+#include "test_fixture.h"
 #include "test_support.h"
 
 /* llama.cpp rounds activations to 8 bits inside its dot products and specd keeps them
@@ -49,56 +49,16 @@ struct real {
 	float *logits; /* (BATCH, n_vocab) */
 };
 
-static yaml_node_t *fx_get(yaml_document_t *d, yaml_node_t *map, const char *key)
-{
-	if (!map || map->type != YAML_MAPPING_NODE)
-		return NULL;
-	for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
-	     p++) {
-		yaml_node_t *k = yaml_document_get_node(d, p->key);
-		if (k && k->type == YAML_SCALAR_NODE && strcmp((char *)k->data.scalar.value, key) == 0)
-			return yaml_document_get_node(d, p->value);
-	}
-	return NULL;
-}
 
-static size_t fx_len(yaml_node_t *seq)
-{
-	assert_non_null(seq);
-	assert_int_equal(seq->type, YAML_SEQUENCE_NODE);
-	return (size_t)(seq->data.sequence.items.top - seq->data.sequence.items.start);
-}
 
-static yaml_node_t *fx_at(yaml_document_t *d, yaml_node_t *seq, size_t i)
-{
-	assert_true(i < fx_len(seq));
-	return yaml_document_get_node(d, seq->data.sequence.items.start[i]);
-}
 
-static double fx_num(yaml_node_t *n)
-{
-	assert_non_null(n);
-	assert_int_equal(n->type, YAML_SCALAR_NODE);
-	return strtod((char *)n->data.scalar.value, NULL);
-}
 
-static size_t fx_ids(yaml_document_t *d, yaml_node_t *seq, uint32_t *ids, size_t cap)
-{
-	size_t n = fx_len(seq);
-	assert_true(n <= cap);
-	for (size_t i = 0; i < n; i++)
-		ids[i] = (uint32_t)fx_num(fx_at(d, seq, i));
-	return n;
-}
 
 static int setup_real_load(void **state)
 {
 	struct real *r = calloc(1, sizeof(*r));
 	char path[1024];
 	struct specd_error err;
-	yaml_parser_t parser;
-	FILE *fp;
-
 	if (!r)
 		return -1;
 	*state = r;
@@ -119,18 +79,7 @@ static int setup_real_load(void **state)
 	r->logits = malloc((size_t)BATCH * model_hparams(r->m)->n_vocab * sizeof(float));
 	if (!r->logits)
 		return -1;
-	snprintf(path, sizeof(path), "%s/tests/fixtures/%s.json", ts_source_dir(), chosen->name);
-	fp = fopen(path, "rb");
-	if (!fp) {
-		fprintf(stderr, "%s: missing\n", path);
-		return -1;
-	}
-	yaml_parser_initialize(&parser);
-	yaml_parser_set_input_file(&parser, fp);
-	r->have_doc = yaml_parser_load(&parser, &r->doc) &&
-		      yaml_document_get_root_node(&r->doc) != NULL;
-	yaml_parser_delete(&parser);
-	fclose(fp);
+	r->have_doc = ts_fx_load(chosen->name, &r->doc);
 	return r->have_doc ? 0 : -1;
 }
 
@@ -160,6 +109,13 @@ static int setup_real(void **state)
 }
 
 /* Runs ids[0..n) from position pos0 in batches, calling back with each token's logits. */
+/* Token ids (< 2^31) into the uint32_t arrays a batch takes: int32_t and uint32_t may
+ * alias each other, so the fixture's reader fills them in place. */
+static size_t read_ids(yaml_document_t *d, yaml_node_t *seq, uint32_t *ids, size_t cap)
+{
+	return ts_fx_ids(d, seq, (int32_t *)ids, cap);
+}
+
 static void run_ids(struct real *r, const uint32_t *ids, size_t n, uint32_t pos0,
 		    void (*each)(void *, size_t, const float *), void *arg)
 {
@@ -207,17 +163,17 @@ static void check_position(void *arg, size_t p, const float *logits)
 {
 	struct logit_check *c = arg;
 	yaml_document_t *d = &c->r->doc;
-	yaml_node_t *at = fx_at(d, c->positions, p);
-	yaml_node_t *ids = fx_get(d, at, "ids"), *vals = fx_get(d, at, "logits");
+	yaml_node_t *at = ts_fx_at(d, c->positions, p);
+	yaml_node_t *ids = ts_fx_get(d, at, "ids"), *vals = ts_fx_get(d, at, "logits");
 
-	for (size_t k = 0; k < fx_len(ids); k++) {
-		uint32_t id = (uint32_t)fx_num(fx_at(d, ids, k));
+	for (size_t k = 0; k < ts_fx_len(ids); k++) {
+		uint32_t id = (uint32_t)ts_fx_num(ts_fx_at(d, ids, k));
 		assert_true(id < c->n_vocab);
-		double e = fabs((double)logits[id] - fx_num(fx_at(d, vals, k)));
+		double e = fabs((double)logits[id] - ts_fx_num(ts_fx_at(d, vals, k)));
 		if (p >= c->from)
 			c->max_err = e > c->max_err ? e : c->max_err;
 	}
-	c->agree += argmax(logits, c->n_vocab) == (uint32_t)fx_num(fx_at(d, ids, 0));
+	c->agree += argmax(logits, c->n_vocab) == (uint32_t)ts_fx_num(ts_fx_at(d, ids, 0));
 	c->n++;
 }
 
@@ -227,13 +183,13 @@ static void test_real__logits_match_llama_cpp(void **state)
 	if (!r->m)
 		skip();
 	yaml_document_t *d = &r->doc;
-	yaml_node_t *lg = fx_get(d, yaml_document_get_root_node(d), "logits");
+	yaml_node_t *lg = ts_fx_get(d, yaml_document_get_root_node(d), "logits");
 	uint32_t ids[1024];
-	size_t n = fx_ids(d, fx_get(d, lg, "ids"), ids, 1024);
-	struct logit_check c = {.r = r, .positions = fx_get(d, lg, "positions"),
+	size_t n = read_ids(d, ts_fx_get(d, lg, "ids"), ids, 1024);
+	struct logit_check c = {.r = r, .positions = ts_fx_get(d, lg, "positions"),
 				.n_vocab = model_hparams(r->m)->n_vocab, .from = 1};
 
-	assert_int_equal(fx_len(c.positions), n);
+	assert_int_equal(ts_fx_len(c.positions), n);
 	assert_int_equal(kv_truncate(model_kv(r->m), 0, 0), SPECD_OK);
 	run_ids(r, ids, n, 0, check_position, &c);
 	fprintf(stderr, "%s: %zu positions, max |logit error| %.4f over the top 8 (from "
@@ -254,14 +210,14 @@ static void test_real__logits_match_float_reference(void **state)
 		skip();
 	yaml_document_t *d = &r->doc;
 	yaml_node_t *root = yaml_document_get_root_node(d);
-	yaml_node_t *lg = fx_get(d, root, "logits"), *fl = fx_get(d, root, "float_logits");
+	yaml_node_t *lg = ts_fx_get(d, root, "logits"), *fl = ts_fx_get(d, root, "float_logits");
 	uint32_t ids[1024];
 	assert_non_null(fl);
-	struct logit_check c = {.r = r, .positions = fx_get(d, fl, "positions"),
+	struct logit_check c = {.r = r, .positions = ts_fx_get(d, fl, "positions"),
 				.n_vocab = model_hparams(r->m)->n_vocab};
-	size_t n = fx_len(c.positions);
+	size_t n = ts_fx_len(c.positions);
 
-	assert_true(fx_ids(d, fx_get(d, lg, "ids"), ids, 1024) >= n);
+	assert_true(read_ids(d, ts_fx_get(d, lg, "ids"), ids, 1024) >= n);
 	assert_int_equal(kv_truncate(model_kv(r->m), 0, 0), SPECD_OK);
 	run_ids(r, ids, n, 0, check_position, &c);
 	fprintf(stderr, "%s: %zu positions, max |logit error| %.5f against float64, top-1 "
@@ -290,18 +246,18 @@ static void test_real__greedy_matches_llama_cpp(void **state)
 	if (!r->m)
 		skip();
 	yaml_document_t *d = &r->doc;
-	yaml_node_t *greedy = fx_get(d, yaml_document_get_root_node(d), "greedy");
+	yaml_node_t *greedy = ts_fx_get(d, yaml_document_get_root_node(d), "greedy");
 	uint32_t n_vocab = model_hparams(r->m)->n_vocab;
 	float *last = malloc(n_vocab * sizeof(float));
 	assert_non_null(last);
 	struct last_logits l = {.copy = last, .n_vocab = n_vocab};
 	size_t total = 0, matched = 0;
 
-	for (size_t g = 0; g < fx_len(greedy); g++) {
-		yaml_node_t *c = fx_at(d, greedy, g);
+	for (size_t g = 0; g < ts_fx_len(greedy); g++) {
+		yaml_node_t *c = ts_fx_at(d, greedy, g);
 		uint32_t prompt[256], want[256];
-		size_t np = fx_ids(d, fx_get(d, c, "prompt_ids"), prompt, 256);
-		size_t nw = fx_ids(d, fx_get(d, c, "ids"), want, 256);
+		size_t np = read_ids(d, ts_fx_get(d, c, "prompt_ids"), prompt, 256);
+		size_t nw = read_ids(d, ts_fx_get(d, c, "ids"), want, 256);
 
 		assert_int_equal(kv_truncate(model_kv(r->m), 0, 0), SPECD_OK);
 		run_ids(r, prompt, np, 0, keep_last, &l);
@@ -332,10 +288,10 @@ static void test_real__tokenizer_agrees_on_logit_prompt(void **state)
 	if (!r->m)
 		skip();
 	yaml_document_t *d = &r->doc;
-	yaml_node_t *lg = fx_get(d, yaml_document_get_root_node(d), "logits");
+	yaml_node_t *lg = ts_fx_get(d, yaml_document_get_root_node(d), "logits");
 	uint32_t ids[1024];
 	int32_t ids32[1024], again[2048];
-	size_t n = fx_ids(d, fx_get(d, lg, "ids"), ids, 1024), len, n2;
+	size_t n = read_ids(d, ts_fx_get(d, lg, "ids"), ids, 1024), len, n2;
 	char *text = malloc(1 << 16);
 
 	assert_non_null(text);

@@ -11,11 +11,11 @@
 #include <string.h>
 
 #include <cmocka.h>
-#include <yaml.h>
 
 #include "common/alloc.h"
 #include "model/gguf.h"
 #include "model/tokenizer.h"
+#include "test_fixture.h"
 #include "test_support.h"
 
 #define SP "\xe2\x96\x81" /* "▁" */
@@ -370,57 +370,16 @@ struct stories {
 	bool have_doc;
 };
 
-static yaml_node_t *fx_get(yaml_document_t *d, yaml_node_t *map, const char *key)
-{
-	if (!map || map->type != YAML_MAPPING_NODE)
-		return NULL;
-	for (yaml_node_pair_t *p = map->data.mapping.pairs.start;
-	     p < map->data.mapping.pairs.top; p++) {
-		yaml_node_t *k = yaml_document_get_node(d, p->key);
 
-		if (k && k->type == YAML_SCALAR_NODE && strcmp((char *)k->data.scalar.value, key) == 0)
-			return yaml_document_get_node(d, p->value);
-	}
-	return NULL;
-}
 
-static size_t fx_len(yaml_node_t *seq)
-{
-	assert_non_null(seq);
-	assert_int_equal(seq->type, YAML_SEQUENCE_NODE);
-	return (size_t)(seq->data.sequence.items.top - seq->data.sequence.items.start);
-}
 
-static yaml_node_t *fx_at(yaml_document_t *d, yaml_node_t *seq, size_t i)
-{
-	assert_true(i < fx_len(seq));
-	return yaml_document_get_node(d, seq->data.sequence.items.start[i]);
-}
 
-static long fx_int(yaml_node_t *n)
-{
-	assert_non_null(n);
-	assert_int_equal(n->type, YAML_SCALAR_NODE);
-	return strtol((char *)n->data.scalar.value, NULL, 10);
-}
-
-static size_t fx_ids(yaml_document_t *d, yaml_node_t *seq, int32_t *ids, size_t cap)
-{
-	size_t n = fx_len(seq);
-
-	assert_true(n <= cap);
-	for (size_t i = 0; i < n; i++)
-		ids[i] = (int32_t)fx_int(fx_at(d, seq, i));
-	return n;
-}
 
 static int setup_stories(void **state)
 {
 	struct stories *s = calloc(1, sizeof(*s));
 	char path[1024];
 	struct specd_error err;
-	FILE *fp;
-	yaml_parser_t parser;
 
 	if (!s)
 		return -1;
@@ -435,18 +394,7 @@ static int setup_stories(void **state)
 		fprintf(stderr, "tok_load_gguf: %s\n", err.msg);
 		return -1;
 	}
-	snprintf(path, sizeof(path), "%s/tests/fixtures/stories260K.json", ts_source_dir());
-	fp = fopen(path, "rb");
-	if (!fp)
-		return -1;
-	yaml_parser_initialize(&parser);
-	yaml_parser_set_input_file(&parser, fp);
-	s->have_doc = yaml_parser_load(&parser, &s->doc) &&
-		      yaml_document_get_root_node(&s->doc) != NULL;
-	if (!s->have_doc)
-		fprintf(stderr, "%s: %s\n", path, parser.problem ? parser.problem : "empty");
-	yaml_parser_delete(&parser);
-	fclose(fp);
+	s->have_doc = ts_fx_load("stories260K", &s->doc);
 	return s->have_doc ? 0 : -1;
 }
 
@@ -497,16 +445,16 @@ static void test_tok_stories__matches_reference_ids(void **state)
 
 	NEED_STORIES(s);
 	root = yaml_document_get_root_node(&s->doc);
-	cases = fx_get(&s->doc, fx_get(&s->doc, root, "tokenizer"), "cases");
-	prompts = fx_get(&s->doc, fx_get(&s->doc, root, "greedy"), "prompts");
-	assert_true(fx_len(cases) >= 25);
+	cases = ts_fx_get(&s->doc, ts_fx_get(&s->doc, root, "tokenizer"), "cases");
+	prompts = ts_fx_get(&s->doc, ts_fx_get(&s->doc, root, "greedy"), "prompts");
+	assert_true(ts_fx_len(cases) >= 25);
 	for (int pass = 0; pass < 2; pass++) {
 		yaml_node_t *list = pass ? prompts : cases;
 
-		for (size_t i = 0; i < fx_len(list); i++) {
-			yaml_node_t *c = fx_at(&s->doc, list, i);
-			yaml_node_t *text = fx_get(&s->doc, c, "text");
-			size_t nw = fx_ids(&s->doc, fx_get(&s->doc, c, "ids"), want, 1024), ng = 0;
+		for (size_t i = 0; i < ts_fx_len(list); i++) {
+			yaml_node_t *c = ts_fx_at(&s->doc, list, i);
+			yaml_node_t *text = ts_fx_get(&s->doc, c, "text");
+			size_t nw = ts_fx_ids(&s->doc, ts_fx_get(&s->doc, c, "ids"), want, 1024), ng = 0;
 			char buf[4096];
 			size_t blen;
 

@@ -11,12 +11,12 @@
 #include <string.h>
 
 #include <cmocka.h>
-#include <yaml.h>
 
 #include "common/alloc.h"
 #include "model/chat.h"
 #include "model/gguf.h"
 #include "model/tokenizer.h"
+#include "test_fixture.h"
 #include "test_support.h"
 
 /* ---- a tiny vocabulary: the bytes a, b, c, space (Ġ), newline (Ċ), 1, 2, merges ---- */
@@ -270,47 +270,10 @@ struct real {
 	bool have_doc;
 };
 
-static yaml_node_t *fx_get(yaml_document_t *d, yaml_node_t *map, const char *key)
-{
-	if (!map || map->type != YAML_MAPPING_NODE)
-		return NULL;
-	for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
-	     p++) {
-		yaml_node_t *k = yaml_document_get_node(d, p->key);
-		if (k && k->type == YAML_SCALAR_NODE && strcmp((char *)k->data.scalar.value, key) == 0)
-			return yaml_document_get_node(d, p->value);
-	}
-	return NULL;
-}
 
-static size_t fx_len(yaml_node_t *seq)
-{
-	assert_non_null(seq);
-	assert_int_equal(seq->type, YAML_SEQUENCE_NODE);
-	return (size_t)(seq->data.sequence.items.top - seq->data.sequence.items.start);
-}
 
-static yaml_node_t *fx_at(yaml_document_t *d, yaml_node_t *seq, size_t i)
-{
-	assert_true(i < fx_len(seq));
-	return yaml_document_get_node(d, seq->data.sequence.items.start[i]);
-}
 
-static const char *fx_str(yaml_node_t *n)
-{
-	assert_non_null(n);
-	assert_int_equal(n->type, YAML_SCALAR_NODE);
-	return (const char *)n->data.scalar.value;
-}
 
-static size_t fx_ids(yaml_document_t *d, yaml_node_t *seq, int32_t *ids, size_t cap)
-{
-	size_t n = fx_len(seq);
-	assert_true(n <= cap);
-	for (size_t i = 0; i < n; i++)
-		ids[i] = (int32_t)strtol(fx_str(fx_at(d, seq, i)), NULL, 10);
-	return n;
-}
 
 /* Hex text -> bytes in buf (NUL-terminated); returns the length. */
 static size_t fx_hex(const char *hex, char *buf, size_t cap)
@@ -331,8 +294,6 @@ static int setup_vocab_load(void **state, const struct real_vocab *v)
 	struct real *r = calloc(1, sizeof(*r));
 	char path[1024];
 	struct specd_error err;
-	yaml_parser_t parser;
-	FILE *fp;
 
 	if (!r)
 		return -1;
@@ -347,18 +308,7 @@ static int setup_vocab_load(void **state, const struct real_vocab *v)
 		fprintf(stderr, "%s: %s\n", path, err.msg);
 		return -1;
 	}
-	snprintf(path, sizeof(path), "%s/tests/fixtures/%s.json", ts_source_dir(), v->name);
-	fp = fopen(path, "rb");
-	if (!fp) {
-		fprintf(stderr, "%s: missing\n", path);
-		return -1;
-	}
-	yaml_parser_initialize(&parser);
-	yaml_parser_set_input_file(&parser, fp);
-	r->have_doc = yaml_parser_load(&parser, &r->doc) &&
-		      yaml_document_get_root_node(&r->doc) != NULL;
-	yaml_parser_delete(&parser);
-	fclose(fp);
+	r->have_doc = ts_fx_load(v->name, &r->doc);
 	return r->have_doc ? 0 : -1;
 }
 
@@ -423,23 +373,23 @@ static void test_bpe_real__matches_hugging_face_ids(void **state)
 	if (!r->t)
 		skip();
 	yaml_document_t *d = &r->doc;
-	yaml_node_t *cases = fx_get(d, yaml_document_get_root_node(d), "tokenize");
+	yaml_node_t *cases = ts_fx_get(d, yaml_document_get_root_node(d), "tokenize");
 	char text[1024], back[1024];
 	int32_t want[1024], got[1024];
 	size_t bad = 0;
 
 	assert_string_equal(tok_pre_name(r->t),
-			    fx_str(fx_get(d, yaml_document_get_root_node(d), "pre")));
-	assert_int_equal(fx_len(cases), 200);
-	for (size_t i = 0; i < fx_len(cases); i++) {
-		yaml_node_t *c = fx_at(d, cases, i);
-		size_t len = fx_hex(fx_str(fx_get(d, c, "hex")), text, sizeof(text));
-		size_t nw = fx_ids(d, fx_get(d, c, "ids"), want, 1024), ng = 0, nb = 0;
+			    ts_fx_str(ts_fx_get(d, yaml_document_get_root_node(d), "pre")));
+	assert_int_equal(ts_fx_len(cases), 200);
+	for (size_t i = 0; i < ts_fx_len(cases); i++) {
+		yaml_node_t *c = ts_fx_at(d, cases, i);
+		size_t len = fx_hex(ts_fx_str(ts_fx_get(d, c, "hex")), text, sizeof(text));
+		size_t nw = ts_fx_ids(d, ts_fx_get(d, c, "ids"), want, 1024), ng = 0, nb = 0;
 
 		assert_int_equal(tok_encode_special(r->t, text, len, false, got, 1024, &ng), SPECD_OK);
 		if (ng != nw || memcmp(got, want, nw * sizeof(int32_t)) != 0) {
 			fprintf(stderr, "%s: case %zu (%s): %zu ids, Hugging Face %zu\n", r->v->name,
-				i, fx_str(fx_get(d, c, "hex")), ng, nw);
+				i, ts_fx_str(ts_fx_get(d, c, "hex")), ng, nw);
 			bad++;
 			continue;
 		}
@@ -458,24 +408,24 @@ static void test_bpe_real__chat_matches_template(void **state)
 	if (!r->t)
 		skip();
 	yaml_document_t *d = &r->doc;
-	yaml_node_t *chats = fx_get(d, yaml_document_get_root_node(d), "chat");
+	yaml_node_t *chats = ts_fx_get(d, yaml_document_get_root_node(d), "chat");
 	char sys[256];
 	size_t sl = 0;
 	struct specd_error err;
 
 	assert_int_equal(chat_default_system(r->f, sys, sizeof(sys), &sl, &err), SPECD_OK);
 	assert_string_equal(sys, r->v->system);
-	for (size_t i = 0; i < fx_len(chats); i++) {
-		yaml_node_t *c = fx_at(d, chats, i), *msgs = fx_get(d, c, "messages");
+	for (size_t i = 0; i < ts_fx_len(chats); i++) {
+		yaml_node_t *c = ts_fx_at(d, chats, i), *msgs = ts_fx_get(d, c, "messages");
 		struct chat_msg m[8];
 		int32_t want[1024], got[1024];
-		size_t nw = fx_ids(d, fx_get(d, c, "ids"), want, 1024), ng = 0;
-		size_t nm = fx_len(msgs);
+		size_t nw = ts_fx_ids(d, ts_fx_get(d, c, "ids"), want, 1024), ng = 0;
+		size_t nm = ts_fx_len(msgs);
 
 		assert_true(nm <= 8);
 		for (size_t k = 0; k < nm; k++) {
-			m[k].role = fx_str(fx_get(d, fx_at(d, msgs, k), "role"));
-			m[k].content = fx_str(fx_get(d, fx_at(d, msgs, k), "content"));
+			m[k].role = ts_fx_str(ts_fx_get(d, ts_fx_at(d, msgs, k), "role"));
+			m[k].content = ts_fx_str(ts_fx_get(d, ts_fx_at(d, msgs, k), "content"));
 		}
 		assert_int_equal(chat_format(r->t, m, nm, sys, true, got, 1024, &ng, &err), SPECD_OK);
 		assert_true(ng <= chat_format_bound(m, nm, sys));
