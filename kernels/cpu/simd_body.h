@@ -291,6 +291,22 @@ static SIMD_INLINE vec bblock_chunk(enum kern_dtype t, const struct bblock *bb, 
 	}
 }
 
+/* Writes a tile's sums (plus the bias) to y: each accumulator's lanes are added in
+ * v_hsum's fixed order. */
+static SIMD_INLINE void tile_store(const int no, const int nr, const struct cpu_matmul_job *jb,
+				   size_t o0, size_t r0, vec acc[TILE_MAX_ROWS][TILE_MAX_OUT])
+{
+#pragma GCC unroll 4
+	for (int r = 0; r < nr; r++) {
+		float *yr = jb->y + (r0 + r) * jb->ldy + o0;
+#pragma GCC unroll 8
+		for (int o = 0; o < no; o++) {
+			float s = v_hsum(acc[r][o]);
+			yr[o] = jb->bias ? s + jb->bias[o0 + o] : s;
+		}
+	}
+}
+
 /* tile() for the types above: same accumulators, same order, blocks of their size. */
 static SIMD_INLINE void tile_bblock(enum kern_dtype t, const int no, const int nr,
 				    const struct cpu_matmul_job *jb, size_t o0, size_t r0)
@@ -344,15 +360,7 @@ static SIMD_INLINE void tile_bblock(enum kern_dtype t, const int no, const int n
 		}
 		}
 	}
-#pragma GCC unroll 4
-	for (int r = 0; r < nr; r++) {
-		float *yr = jb->y + (r0 + r) * jb->ldy + o0;
-#pragma GCC unroll 8
-		for (int o = 0; o < no; o++) {
-			float s = v_hsum(acc[r][o]);
-			yr[o] = jb->bias ? s + jb->bias[o0 + o] : s;
-		}
-	}
+	tile_store(no, nr, jb, o0, r0, acc);
 }
 
 /* y for outputs [o0, o0 + no) and rows [r0, r0 + nr): one register tile. no and nr
@@ -423,15 +431,7 @@ static SIMD_INLINE void tile(enum kern_dtype t, const int no, const int nr,
 			}
 		}
 	}
-#pragma GCC unroll 4
-	for (int r = 0; r < nr; r++) {
-		float *yr = jb->y + (r0 + r) * jb->ldy + o0;
-#pragma GCC unroll 8
-		for (int o = 0; o < no; o++) {
-			float s = v_hsum(acc[r][o]);
-			yr[o] = jb->bias ? s + jb->bias[o0 + o] : s;
-		}
-	}
+	tile_store(no, nr, jb, o0, r0, acc);
 }
 
 /* Outputs [o0, o1) (at most TILE_MAX_OUT) for rows [r0, r0 + nr) in tiles of no. */
