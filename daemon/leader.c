@@ -273,9 +273,10 @@ static bool leader_calibrate(const struct cluster *c, struct sel_inputs *in)
 }
 
 /* Every rank, first thing: the leader measures and decides (the dedicated draft rank
- * times its drafters for it), and every rank gets the decision. Collective over
- * MPI_COMM_WORLD. */
-static enum specd_status select_method(struct cluster *c)
+ * times its drafters for it), and every rank gets the decision: the method, K (0 for
+ * none) and the first reason. Collective over MPI_COMM_WORLD. */
+static enum specd_status select_method(struct cluster *c, enum draft_method *method, uint32_t *k,
+				       const char **why)
 {
 	bool measure = will_measure(c->cfg);
 	if (c->rank == 0) {
@@ -301,15 +302,10 @@ static enum specd_status select_method(struct cluster *c)
 						  0, MPI_COMM_WORLD, &req));
 	if (st == SPECD_OK)
 		st = par_wait_request(&req, MPI_STATUS_IGNORE, -1);
-	return st;
-}
-
-static void choose_method(const struct cluster *c, enum draft_method *method, uint32_t *k,
-			  const char **why)
-{
 	*method = c->decision.method;
 	*k = *method == DRAFT_METHOD_NONE ? 0 : c->decision.k;
 	*why = c->decision.n_reasons ? c->decision.reasons[0] : "";
+	return st;
 }
 
 /* What every target rank opens: the same file and shape, so the shards agree. The
@@ -363,10 +359,9 @@ enum specd_status leader_follow(struct cluster *c)
 	enum draft_method method;
 	uint32_t k;
 	const char *why;
-	enum specd_status st = select_method(c);
+	enum specd_status st = select_method(c, &method, &k, &why);
 	if (st != SPECD_OK)
 		return st;
-	choose_method(c, &method, &k, &why);
 	struct runtime_config rc = stack_config(c, method, k, NULL);
 	struct specd_error err;
 	specd_error_clear(&err);
@@ -406,10 +401,9 @@ enum specd_status leader_draft(struct cluster *c)
 	enum draft_method method;
 	uint32_t k;
 	const char *why;
-	enum specd_status st = select_method(c);
+	enum specd_status st = select_method(c, &method, &k, &why);
 	if (st != SPECD_OK)
 		return st;
-	choose_method(c, &method, &k, &why);
 	struct draft_link *link = NULL;
 	st = draft_link_open(c, &link);
 	if (st != SPECD_OK)
@@ -441,9 +435,8 @@ enum specd_status leader_serve(struct cluster *c)
 	enum draft_method method;
 	uint32_t k;
 	const char *why;
-	if (select_method(c) != SPECD_OK)
+	if (select_method(c, &method, &k, &why) != SPECD_OK)
 		return SPECD_MPI;
-	choose_method(c, &method, &k, &why);
 
 	/* The draft rank waits for this link whatever happens next; closing it (below,
 	 * also after a failed load) releases it. */
