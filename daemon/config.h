@@ -78,6 +78,9 @@ struct cfg_cluster {
 	bool pipeline;            /* draft step t+1 while step t verifies */
 	bool measure;             /* probe links and calibrate at start-up (the selector) */
 	bool expect_sampling;     /* plan for sampling requests: q crosses the link */
+	bool adapt;               /* re-decide K while serving (daemon/adapt.h) */
+	int adapt_interval;       /* steps between re-decisions of the cluster's K */
+	double adapt_hysteresis;  /* how much faster a new K must be predicted */
 	int prompt_lookup_min, prompt_lookup_max;
 	char *draft_model;   /* NULL when not configured */
 	char *eagle_heads;   /* NULL when not configured */

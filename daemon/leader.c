@@ -483,6 +483,12 @@ enum specd_status leader_serve(struct cluster *c)
 		.method = draft_method_name(method),
 		.spec_tokens = k,
 		.cluster = c,
+		.adapt = {
+			.in = &c->sel_in, .method = method, .transport = c->decision.transport,
+			.k = k, .k_fixed = !cfg->spec_tokens_auto, .enabled = cfg->adapt,
+			.interval = (uint32_t)cfg->adapt_interval,
+			.hysteresis = cfg->adapt_hysteresis,
+		},
 	};
 	if ((st = sched_create(&schc, &sched, &err)) != SPECD_OK) {
 		fprintf(stderr, "specd: %s\n", err.msg);

@@ -44,6 +44,7 @@ struct sched {
 	struct sched_config cfg;
 	struct sjob *jobs;            /* (n_slots) */
 	struct draft_job **step_jobs; /* (n_slots) scratch for draft_engine_step */
+	struct adapt *adapt;          /* the online selector */
 	struct mbox_item *queue_head, *queue_tail; /* Generate commands waiting for a slot */
 	uint32_t n_queued;
 	bool draining;
@@ -57,6 +58,7 @@ struct sched {
 	uint64_t st_tokens, st_jobs_done;
 	uint64_t st_drafted, st_accepted, st_steps, st_emitted;
 	double st_decode_s, st_draft_s, st_verify_s;
+	struct adapt_report st_adapt;
 };
 
 enum specd_status sched_create(const struct sched_config *cfg, struct sched **out,
@@ -74,6 +76,17 @@ enum specd_status sched_create(const struct sched_config *cfg, struct sched **ou
 		sched_destroy(s);
 		return specd_errorf(err, SPECD_NOMEM, "scheduler: out of memory");
 	}
+	struct adapt_config ac = cfg->adapt;
+	ac.n_slots = cfg->n_slots;
+	enum specd_status ast = adapt_create(&ac, &s->adapt, err);
+	if (ast != SPECD_OK) {
+		sched_destroy(s);
+		return ast;
+	}
+	adapt_attach(s->adapt, cfg->engine);
+	adapt_report(s->adapt, &s->st_adapt);
+	if (!s->st_adapt.active)
+		LOG_INFO("online selector off: %s", s->st_adapt.why_off);
 	/* Chat requests need the model's ChatML template and its default system prompt. */
 	char sys[1024];
 	size_t sys_len = 0;
@@ -107,6 +120,7 @@ void sched_destroy(struct sched *s)
 		s->queue_head = it->next;
 		srv_cmd_free((struct srv_cmd *)it);
 	}
+	adapt_destroy(s->adapt);
 	pthread_mutex_destroy(&s->lock);
 	specd_free(s->chat_system);
 	specd_free(s->jobs);
@@ -353,6 +367,8 @@ static enum specd_status job_start(struct sched *s, struct sjob *j, const struct
 	p.sampling.seed = sp && sp->has_seed ? sp->seed : fresh_seed();
 	if (st == SPECD_OK)
 		st = draft_job_start(j->dj, ids, n, &p, err);
+	if (st == SPECD_OK)
+		adapt_job_start(s->adapt, (uint32_t)(j - s->jobs));
 	int32_t last = ids[n - 1];
 	specd_free(ids);
 	if (st != SPECD_OK)
@@ -563,6 +579,9 @@ static void step(struct sched *s)
 		if (!j->active)
 			continue;
 		if (st == SPECD_OK) {
+			uint32_t drafted, kept;
+			if (draft_job_last_step(j->dj, &drafted, &kept))
+				adapt_observe(s->adapt, i, drafted, kept);
 			job_emit(s, j);
 			continue;
 		}
@@ -573,6 +592,8 @@ static void step(struct sched *s)
 		textstream_fini(&j->text);
 		j->active = false;
 	}
+	if (st == SPECD_OK)
+		adapt_step_done(s->adapt);
 }
 
 /* ---- commands ---- */
@@ -658,9 +679,12 @@ enum specd_status sched_run(struct sched *s, sched_stop_fn *stop, void *user)
 		}
 		admit(s);
 		step(s);
+		struct adapt_report ar;
+		adapt_report(s->adapt, &ar);
 		pthread_mutex_lock(&s->lock);
 		s->st_running = running(s);
 		s->st_queued = s->n_queued;
+		s->st_adapt = ar;
 		pthread_mutex_unlock(&s->lock);
 		if (s->draining && running(s) == 0 && !s->queue_head)
 			return SPECD_OK;
@@ -841,7 +865,29 @@ enum specd_status sched_status(void *self, struct specd_buf *out)
 	recent.tokens_per_second = s->st_decode_s > 0 ? (double)s->st_tokens / s->st_decode_s : 0;
 	recent.draft_seconds = s->st_draft_s;
 	recent.verify_seconds = s->st_verify_s;
+	struct adapt_report ar = s->st_adapt;
 	pthread_mutex_unlock(&s->lock);
+	Specd__V1__Adaptation ad = SPECD__V1__ADAPTATION__INIT;
+	ad.has_active = ad.has_spec_tokens = 1;
+	ad.active = ar.active;
+	ad.spec_tokens = ar.k;
+	if (!ar.active) {
+		ad.why_off = ar.why_off;
+	} else {
+		ad.has_acceptance = ad.has_evidence = ad.has_predicted_tokens_per_second = 1;
+		ad.has_decisions = ad.has_changes = ad.has_probes = 1;
+		ad.has_planned_steps = ad.has_lowered = 1;
+		ad.acceptance = ar.acceptance;
+		ad.evidence = ar.evidence;
+		ad.predicted_tokens_per_second = ar.predicted;
+		ad.decisions = ar.decisions;
+		ad.changes = ar.changes;
+		ad.probes = ar.probes;
+		ad.planned_steps = ar.planned_steps;
+		ad.lowered = ar.lowered;
+		ad.last_change = ar.last_change;
+	}
+	r.adaptation = &ad;
 	recent.method = (char *)(uintptr_t)s->cfg.method;
 	recent.has_spec_tokens = 1;
 	recent.spec_tokens = s->cfg.spec_tokens;

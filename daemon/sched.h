@@ -19,6 +19,7 @@
 
 #include "common/buf.h"
 #include "common/error.h"
+#include "adapt.h"
 #include "config.h"
 
 struct srv;
@@ -39,6 +40,7 @@ struct sched_config {
 	const char *method;           /* the method the engine runs, for stats and status */
 	uint32_t spec_tokens;         /* its K (0 for none) */
 	const struct cluster *cluster; /* borrowed, for Status: census and configuration */
+	struct adapt_config adapt;    /* online adaptation; its n_slots is set from n_slots */
 };
 
 struct sched;

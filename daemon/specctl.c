@@ -443,6 +443,39 @@ static json_t *links_json(const Specd__V1__StatusResponse *r)
 	return links;
 }
 
+static json_t *adaptation_json(const Specd__V1__Adaptation *a)
+{
+	if (!a->active)
+		return json_pack("{s:b, s:i, s:s}", "active", 0, "spec_tokens", (int)a->spec_tokens,
+				 "why_off", a->why_off ? a->why_off : "");
+	return json_pack("{s:b, s:i, s:f, s:f, s:f, s:I, s:I, s:I, s:I, s:I, s:s}", "active", 1,
+			 "spec_tokens", (int)a->spec_tokens, "acceptance", a->acceptance,
+			 "evidence", a->evidence, "predicted_tokens_per_second",
+			 a->predicted_tokens_per_second, "decisions", (json_int_t)a->decisions,
+			 "changes", (json_int_t)a->changes, "probes", (json_int_t)a->probes,
+			 "planned_steps", (json_int_t)a->planned_steps, "lowered",
+			 (json_int_t)a->lowered, "last_change", a->last_change ? a->last_change : "");
+}
+
+/* One line for the online selector, a second for its last change. */
+static void print_adaptation(const Specd__V1__Adaptation *a)
+{
+	if (!a->active) {
+		printf("online selector: off (%s); K %u\n", a->why_off ? a->why_off : "?",
+		       a->spec_tokens);
+		return;
+	}
+	printf("online selector: K %u now; %llu re-decisions, %llu changes, %llu probes",
+	       a->spec_tokens, (unsigned long long)a->decisions, (unsigned long long)a->changes,
+	       (unsigned long long)a->probes);
+	if (a->decisions)
+		printf("; acceptance %.2f over %.0f recent proposals", a->acceptance, a->evidence);
+	printf("; %llu steps planned, %llu sequences drafted less than allowed\n",
+	       (unsigned long long)a->planned_steps, (unsigned long long)a->lowered);
+	if (a->last_change && *a->last_change)
+		printf("  last change: %s\n", a->last_change);
+}
+
 static json_t *decision_json(const Specd__V1__Decision *d)
 {
 	json_t *o = json_object();
@@ -583,6 +616,8 @@ static int cmd_status(struct client *c, bool json)
 			r->uptime_s);
 		if (r->recent)
 			json_object_set_new(out, "recent", stats_json(r->recent));
+		if (r->adaptation)
+			json_object_set_new(out, "adaptation", adaptation_json(r->adaptation));
 		json_dumpf(out, stdout, JSON_INDENT(2));
 		fputc('\n', stdout);
 		json_decref(out);
@@ -603,6 +638,8 @@ static int cmd_status(struct client *c, bool json)
 			       gib(k->host_memory_total));
 		}
 		print_selection(r, d);
+		if (r->adaptation)
+			print_adaptation(r->adaptation);
 		printf("jobs: %u running, %u queued; %llu tokens generated\n", r->jobs_running,
 		       r->jobs_queued, (unsigned long long)r->tokens_generated);
 		if (r->recent && r->recent->drafted)

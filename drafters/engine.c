@@ -33,10 +33,12 @@ struct draft_engine {
 	float *work;          /* (2 * n_vocab) host: the verifier's */
 	/* One step's drafting, (n_slots) each: the tokens planned per job, and the batched
 	 * proposal's sequences, counts, outputs and jobs. */
-	uint32_t *p_k, *p_kk;
+	uint32_t *p_k, *p_kk, *p_slot;
 	struct draft_seq *p_seq;
 	struct draft_proposal **p_out;
 	struct draft_job **p_job;
+	draft_plan_fn *plan; /* NULL: each job drafts what job_plan allows */
+	void *plan_user;
 };
 
 struct draft_job {
@@ -66,6 +68,7 @@ struct draft_job {
 	uint32_t n_prefilled; /* prompt tokens in the target's cache (deferred prefill) */
 	uint32_t pf_rows;     /* prompt tokens this step prefills */
 	bool in_step;
+	uint32_t last_drafted, last_accepted; /* the last verify step (a tree: its depth) */
 };
 
 const char *draft_stop_name(enum draft_stop s)
@@ -93,6 +96,7 @@ void draft_engine_destroy(struct draft_engine *e)
 	specd_free(e->work);
 	specd_free(e->p_k);
 	specd_free(e->p_kk);
+	specd_free(e->p_slot);
 	specd_free(e->p_seq);
 	specd_free(e->p_out);
 	specd_free(e->p_job);
@@ -144,12 +148,13 @@ enum specd_status draft_engine_create(const struct draft_engine_config *cfg,
 	e->work = specd_malloc_array(2 * (size_t)e->n_vocab, sizeof(float));
 	e->p_k = specd_malloc_array(e->n_slots, sizeof(*e->p_k));
 	e->p_kk = specd_malloc_array(e->n_slots, sizeof(*e->p_kk));
+	e->p_slot = specd_malloc_array(e->n_slots, sizeof(*e->p_slot));
 	e->p_seq = specd_malloc_array(e->n_slots, sizeof(*e->p_seq));
 	e->p_out = specd_malloc_array(e->n_slots, sizeof(*e->p_out));
 	e->p_job = specd_malloc_array(e->n_slots, sizeof(*e->p_job));
 	if (!e->b_tok || !e->b_slot || !e->b_pos || !e->b_out || !e->b_par ||
 	    (e->want_hidden && !e->hidden) || !e->logits || !e->work ||
-	    !e->p_k || !e->p_kk || !e->p_seq || !e->p_out || !e->p_job) {
+	    !e->p_k || !e->p_kk || !e->p_slot || !e->p_seq || !e->p_out || !e->p_job) {
 		draft_engine_destroy(e);
 		return specd_errorf(err, SPECD_NOMEM, "engine: out of memory for %u verify rows "
 				    "of %u logits", rows < mb ? (uint32_t)rows : mb, model_hparams(cfg->target)->n_vocab);
@@ -347,6 +352,8 @@ enum specd_status draft_job_start(struct draft_job *j, const int32_t *prompt, ui
 	if ((st = target_truncate(e, j->slot, 0, err)) != SPECD_OK)
 		return st;
 	j->n_prefilled = 0;
+	j->in_step = false;
+	j->last_drafted = j->last_accepted = 0;
 	j->has_hidden = false;
 	if (!p->defer_prefill) {
 		float *h = !j->plain && j->hidden && n_prompt > 1 ? j->hidden : NULL;
@@ -423,6 +430,32 @@ static bool job_plan(struct draft_job *j, uint32_t budget, uint32_t *k_out)
 		k = e->n_ctx - n;
 	*k_out = j->plain ? 0 : k;
 	return true;
+}
+
+/* The planner's say, when there is one: it sees every job in the step (plain ones
+ * with cap 0, as they take a row each) and may only lower what job_plan allowed. */
+static void plan_ks(struct draft_engine *e, struct draft_job *const *jobs, uint32_t n_jobs)
+{
+	uint32_t n = 0;
+	if (!e->plan)
+		return;
+	for (uint32_t i = 0; i < n_jobs; i++) {
+		if (!jobs[i]->in_step)
+			continue;
+		e->p_slot[n] = jobs[i]->slot;
+		e->p_kk[n++] = e->p_k[i];
+	}
+	if (n == 0)
+		return;
+	e->plan(e->plan_user, e->p_slot, e->p_kk, n);
+	n = 0;
+	for (uint32_t i = 0; i < n_jobs; i++) {
+		if (!jobs[i]->in_step)
+			continue;
+		if (e->p_kk[n] < e->p_k[i])
+			e->p_k[i] = e->p_kk[n];
+		n++;
+	}
 }
 
 /* One drafter pass for the planned jobs (the draft model steps them together); the
@@ -508,6 +541,8 @@ static enum specd_status job_commit(struct draft_job *j, const float *logits,
 		draft_metrics_add_tree(&j->m, j->prop.n, j->depth, v.n_accepted);
 	else
 		draft_metrics_add_step(&j->m, j->prop.n, v.n_accepted);
+	j->last_drafted = j->prop.tree ? j->depth : j->prop.n;
+	j->last_accepted = v.n_accepted;
 	j->m.generated = j->n_out;
 	if (!j->plain) {
 		struct draft_seq seq = job_seq(j);
@@ -556,6 +591,7 @@ enum specd_status draft_engine_step(struct draft_engine *e, struct draft_job *co
 		j->in_step = true;
 		planned += e->p_k[i] + 1;
 	}
+	plan_ks(e, jobs, n_jobs);
 	if ((st = propose_all(e, jobs, n_jobs, err)) != SPECD_OK)
 		return st;
 	bool tree = false;
@@ -665,6 +701,19 @@ const struct sampler_logprob *draft_job_logprobs(const struct draft_job *j, uint
 {
 	*stride = j->lp_stride;
 	return j->lp_stride ? j->lp : NULL;
+}
+
+void draft_engine_set_planner(struct draft_engine *e, draft_plan_fn *fn, void *user)
+{
+	e->plan = fn;
+	e->plan_user = user;
+}
+
+bool draft_job_last_step(const struct draft_job *j, uint32_t *drafted, uint32_t *accepted)
+{
+	*drafted = j->last_drafted;
+	*accepted = j->last_accepted;
+	return j->in_step;
 }
 
 uint32_t draft_job_spec_tokens(const struct draft_job *j)

@@ -133,6 +133,15 @@ enum specd_status draft_job_start(struct draft_job *j, const int32_t *prompt, ui
  * drafter's and verifier's errors; the jobs' state is then undefined: restart them. */
 enum specd_status draft_engine_step(struct draft_engine *e, struct draft_job *const *jobs,
 				    uint32_t n_jobs, struct specd_error *err);
+/* A per-step policy for each job's K (the daemon's online selector, selector/online.h):
+ * called once in every step that verifies, with the slots of the jobs verifying; k[i]
+ * holds the most job i may draft (its own K, its share of the batch, its slot's and its
+ * output's room; 0 for a plain job) and the planner may lower it (a higher value is
+ * ignored). Output does not depend on it: any K verifies exactly. */
+typedef void draft_plan_fn(void *user, const uint32_t *slots, uint32_t *k, uint32_t n);
+/* fn NULL: no planner. Between steps only. */
+void draft_engine_set_planner(struct draft_engine *e, draft_plan_fn *fn, void *user);
+
 /* draft_engine_step on this job alone. */
 enum specd_status draft_job_step(struct draft_job *j, struct specd_error *err);
 
@@ -144,6 +153,9 @@ const struct draft_metrics *draft_job_metrics(const struct draft_job *j);
 /* With params.logprobs: 1 + top_logprobs entries per output token (as draft_job_output
  * counts them), in *stride; NULL without. Owned by the job, valid as the output is. */
 const struct sampler_logprob *draft_job_logprobs(const struct draft_job *j, uint32_t *stride);
+/* Whether the job verified in the last step; then what it drafted (for a tree: its
+ * depth) and how many of those were kept, as the online selector observes them. */
+bool draft_job_last_step(const struct draft_job *j, uint32_t *drafted, uint32_t *accepted);
 /* The tokens this job drafts per step (0 for plain decoding). */
 uint32_t draft_job_spec_tokens(const struct draft_job *j);
 

@@ -82,8 +82,8 @@ static double acceptance(const struct sel_inputs *in, enum draft_method m,
 	return a;
 }
 
-static struct sel_candidate predict(const struct sel_inputs *in, enum draft_method m,
-				    uint32_t k, enum sel_transport t)
+struct sel_candidate sel_predict(const struct sel_inputs *in, enum draft_method m, uint32_t k,
+				 enum sel_transport t)
 {
 	struct sel_candidate c = {.method = m, .k = k, .transport = t};
 	c.acceptance = k ? acceptance(in, m, t) : 0;
@@ -99,12 +99,12 @@ static struct sel_candidate best_k(const struct sel_inputs *in, enum draft_metho
 				   enum sel_transport t)
 {
 	if (m == DRAFT_METHOD_NONE)
-		return predict(in, m, 0, t);
+		return sel_predict(in, m, 0, t);
 	if (in->k_forced)
-		return predict(in, m, in->k_forced, t);
-	struct sel_candidate best = predict(in, m, 1, t);
+		return sel_predict(in, m, in->k_forced, t);
+	struct sel_candidate best = sel_predict(in, m, 1, t);
 	for (uint32_t k = 2; k <= in->k_max; k++) {
-		struct sel_candidate c = predict(in, m, k, t);
+		struct sel_candidate c = sel_predict(in, m, k, t);
 		if (c.tokens_per_s > best.tokens_per_s)
 			best = c;
 	}
@@ -300,7 +300,7 @@ static void decide_measured(const struct sel_inputs *in, struct sel_decision *d)
 	}
 	/* The baseline to beat. */
 	struct sel_rule_choice rule = rule_choice(in);
-	struct sel_candidate r = predict(in, rule.method, rule_k(in, rule.method),
+	struct sel_candidate r = sel_predict(in, rule.method, rule_k(in, rule.method),
 					 default_transport(in, rule.method));
 	add_reason(d, "the origin rule table would run %s K %u: %.1f tokens/s predicted (%s)",
 		   draft_method_name(rule.method), r.k, r.tokens_per_s, rule.reason);

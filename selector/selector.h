@@ -142,6 +142,12 @@ double sel_verify_time(const struct sel_inputs *in, uint32_t n);
 void sel_scale_for_tp(struct sel_inputs *in, uint32_t tp, uint32_t n_layers,
 		      const struct sel_link *allreduce);
 
+/* One row as sel_decide predicts it: method m drafting K tokens over transport t with
+ * the method's acceptance (in->methods[m].acceptance, else its prior; a transport that
+ * truncates q loses a little). Needs in->calibrated. Pure; any thread. */
+struct sel_candidate sel_predict(const struct sel_inputs *in, enum draft_method m, uint32_t k,
+				 enum sel_transport t);
+
 /* Fills *out. Errors: SPECD_INVAL (k_max or k_forced out of range, an unmeasured
  * input used as measured: err says which); *out is then untouched. Pure; any thread. */
 enum specd_status sel_decide(const struct sel_inputs *in, struct sel_decision *out,

@@ -88,6 +88,9 @@ static void test_defaults__apply_when_sections_omitted(void **state)
 	assert_int_equal(c->max_speculative_tokens, 8);
 	assert_true(c->measure);
 	assert_false(c->expect_sampling);
+	assert_true(c->adapt);
+	assert_int_equal(c->adapt_interval, 64);
+	assert_float_equal(c->adapt_hysteresis, 0.05, 1e-12);
 	assert_int_equal(c->prompt_lookup_min, 2);
 	assert_int_equal(c->prompt_lookup_max, 5);
 	assert_null(c->draft_model);
@@ -132,6 +135,9 @@ static const char full_yaml[] =
 	"  pipeline: false\n"
 	"  measure: false\n"
 	"  expect_sampling: true\n"
+	"  adapt: false\n"
+	"  adapt_interval: 32\n"
+	"  adapt_hysteresis: 0.1\n"
 	"  ngram:\n"
 	"    prompt_lookup_min: 3\n"
 	"    prompt_lookup_max: 3\n"
@@ -186,6 +192,9 @@ static void test_full__every_key_parsed(void **state)
 	assert_false(c->pipeline);
 	assert_false(c->measure);
 	assert_true(c->expect_sampling);
+	assert_false(c->adapt);
+	assert_int_equal(c->adapt_interval, 32);
+	assert_float_equal(c->adapt_hysteresis, 0.1, 1e-12);
 	assert_int_equal(c->prompt_lookup_min, 3);
 	assert_int_equal(c->prompt_lookup_max, 3);
 	assert_string_equal(c->draft_model, "/models/d.gguf");

@@ -654,6 +654,11 @@ static void test_status__lists_ranks_and_decision(void **state)
 	assert_string_equal(r->decision->method, "ngram");
 	assert_int_equal(r->decision->spec_tokens, 4);
 	assert_true(r->tokens_generated > 0);
+	/* The file fixes K: the online selector says it is off and why. */
+	assert_non_null(r->adaptation);
+	assert_false(r->adaptation->active);
+	assert_int_equal(r->adaptation->spec_tokens, 4);
+	assert_non_null(strstr(r->adaptation->why_off, "num_speculative_tokens fixes K at 4"));
 	specd__v1__status_response__free_unpacked(r, NULL);
 	client_close(&c);
 }

@@ -99,6 +99,29 @@ struct prompt {
 	uint32_t n;
 };
 
+/* Each prompt's plain greedy decoding, alone on a fresh model: the reference every
+ * batched run must equal. */
+static void plain_refs(const struct prompt *p, int n, int32_t (*ref)[CAP])
+{
+	for (int i = 0; i < n; i++) {
+		struct model *alone = fx_load(g_llama, 1, 0);
+		assert_int_equal(fx_plain_greedy(alone, p[i].ids, p[i].n, MAX_GEN, ref[i]), MAX_GEN);
+		model_destroy(alone);
+	}
+}
+
+/* Every job produced MAX_GEN tokens equal to its reference; then the jobs are gone. */
+static void check_and_destroy_jobs(struct draft_job **j, int n, int32_t (*ref)[CAP])
+{
+	for (int i = 0; i < n; i++) {
+		uint32_t got;
+		const int32_t *out = draft_job_output(j[i], &got);
+		assert_int_equal(got, MAX_GEN);
+		assert_memory_equal(out, ref[i], got * sizeof(int32_t));
+		draft_job_destroy(j[i]);
+	}
+}
+
 /* Greedy output of every method and K equals plain decoding of `target_path`. */
 static void check_all_methods(const char *target_path, const char *const *drafts,
 			      const struct prompt *prompts, int n_prompts)
@@ -440,11 +463,7 @@ static void test_engine__two_jobs_share_a_forward(void **state)
 	int32_t ref[2][CAP];
 	static const enum draft_method methods[] = {DRAFT_METHOD_NGRAM, DRAFT_METHOD_DRAFT_MODEL};
 
-	for (int i = 0; i < 2; i++) {
-		struct model *alone = fx_load(g_llama, 1, 0);
-		assert_int_equal(fx_plain_greedy(alone, p[i].ids, p[i].n, MAX_GEN, ref[i]), MAX_GEN);
-		model_destroy(alone);
-	}
+	plain_refs(p, 2, ref);
 	for (int mi = 0; mi < 2; mi++) {
 		struct drafter *d = fx_drafter(methods[mi], t, 3, 2, g_llama_q8, 1);
 		struct draft_engine_config ec = {.target = t, .drafter = d, .spec_tokens = 3};
@@ -460,13 +479,7 @@ static void test_engine__two_jobs_share_a_forward(void **state)
 		assert_int_equal(draft_engine_step(e, same, 2, NULL), SPECD_INVAL);
 		while (draft_job_stop(j[0]) == DRAFT_STOP_NONE || draft_job_stop(j[1]) == DRAFT_STOP_NONE)
 			assert_int_equal(draft_engine_step(e, j, 2, NULL), SPECD_OK);
-		for (int i = 0; i < 2; i++) {
-			uint32_t n;
-			const int32_t *out = draft_job_output(j[i], &n);
-			assert_int_equal(n, MAX_GEN);
-			assert_memory_equal(out, ref[i], n * sizeof(int32_t));
-			draft_job_destroy(j[i]);
-		}
+		check_and_destroy_jobs(j, 2, ref);
 		draft_engine_destroy(e);
 		draft_destroy(d);
 	}
@@ -566,11 +579,7 @@ static void test_engine__small_batch_lowers_each_jobs_k(void **state)
 	struct prompt p[2] = {{{1, 50, 60, 50, 60, 50}, 6},
 			      {{1, 70, 80, 70, 80, 70, 90, 91, 92, 93, 70, 80, 70}, 13}};
 	int32_t ref[2][CAP];
-	for (int i = 0; i < 2; i++) {
-		struct model *alone = fx_load(g_llama, 1, 0);
-		assert_int_equal(fx_plain_greedy(alone, p[i].ids, p[i].n, MAX_GEN, ref[i]), MAX_GEN);
-		model_destroy(alone);
-	}
+	plain_refs(p, 2, ref);
 	struct drafter *d = fx_drafter(DRAFT_METHOD_DRAFT_MODEL, t, 4, 2, g_llama, 0);
 	struct draft_engine_config ec = {.target = t, .drafter = d, .spec_tokens = 4};
 	struct draft_job_params jp = {.sampling = k_greedy, .max_tokens = MAX_GEN, .eos = -1};
@@ -610,6 +619,75 @@ static void test_engine__small_batch_lowers_each_jobs_k(void **state)
 		assert_true(draft_job_metrics(j[i])->accepted > 0);
 		draft_job_destroy(j[i]);
 	}
+	draft_engine_destroy(e);
+	draft_destroy(d);
+	model_destroy(t);
+}
+
+/* A planner that lowers K per slot: slot 0 never drafts, slot 1 one token, slot 2 what
+ * it may. What it is offered is each job's cap (plain job: 0); asking for more than
+ * the cap is ignored; the outputs stay those of plain decoding. */
+struct plan_log {
+	uint32_t calls, seen_cap[3], asked_more;
+};
+
+static void plan_by_slot(void *user, const uint32_t *slots, uint32_t *k, uint32_t n)
+{
+	struct plan_log *log = user;
+	log->calls++;
+	for (uint32_t i = 0; i < n; i++) {
+		assert_true(slots[i] < 3);
+		if (k[i] > log->seen_cap[slots[i]])
+			log->seen_cap[slots[i]] = k[i];
+		if (slots[i] == 0)
+			k[i] = 0;
+		else if (slots[i] == 1)
+			k[i] = 1;
+		else
+			k[i] += 5; /* more than allowed: the engine keeps the cap */
+	}
+}
+
+static void test_engine__planner_lowers_k_per_job(void **state)
+{
+	(void)state;
+	struct model *t = fx_load(g_llama, 3, 0);
+	struct prompt p[3] = {{{1, 50, 60, 50, 60, 50}, 6}, {{1, 70, 80, 70, 80, 70}, 6},
+			      {{1, 90, 91, 90, 91, 90}, 6}};
+	int32_t ref[3][CAP];
+	plain_refs(p, 3, ref);
+	struct drafter *d = fx_drafter(DRAFT_METHOD_NGRAM, t, 3, 3, NULL, 1);
+	struct draft_engine_config ec = {.target = t, .drafter = d, .spec_tokens = 3};
+	struct draft_engine *e;
+	struct draft_job *j[3];
+	struct plan_log log = {0};
+	assert_int_equal(draft_engine_create(&ec, &e, NULL), SPECD_OK);
+	draft_engine_set_planner(e, plan_by_slot, &log);
+	for (uint32_t i = 0; i < 3; i++) {
+		struct draft_job_params jp = {.sampling = k_greedy, .max_tokens = MAX_GEN, .eos = -1};
+		assert_int_equal(draft_job_create(e, i, &j[i], NULL), SPECD_OK);
+		assert_int_equal(draft_job_start(j[i], p[i].ids, p[i].n, &jp, NULL), SPECD_OK);
+	}
+	uint32_t most[3] = {0};
+	while (draft_job_stop(j[0]) == DRAFT_STOP_NONE || draft_job_stop(j[1]) == DRAFT_STOP_NONE ||
+	       draft_job_stop(j[2]) == DRAFT_STOP_NONE) {
+		assert_int_equal(draft_engine_step(e, j, 3, NULL), SPECD_OK);
+		for (int i = 0; i < 3; i++) {
+			uint32_t drafted, kept;
+			if (draft_job_last_step(j[i], &drafted, &kept)) {
+				assert_true(kept <= drafted);
+				if (drafted > most[i])
+					most[i] = drafted;
+			}
+		}
+	}
+	assert_true(log.calls > 0);
+	assert_int_equal(log.seen_cap[0], 3); /* offered its K ... */
+	assert_int_equal(most[0], 0);         /* ... and told to draft none */
+	assert_int_equal(most[1], 1);
+	assert_true(most[2] >= 2 && most[2] <= 3); /* the cap, never the 8 asked */
+	assert_int_equal(draft_job_metrics(j[0])->drafted, 0);
+	check_and_destroy_jobs(j, 3, ref);
 	draft_engine_destroy(e);
 	draft_destroy(d);
 	model_destroy(t);
@@ -769,6 +847,7 @@ int main(void)
 		cmocka_unit_test(test_engine__two_jobs_share_a_forward),
 		cmocka_unit_test(test_engine__per_job_speculation_and_logprobs),
 		cmocka_unit_test(test_engine__small_batch_lowers_each_jobs_k),
+		cmocka_unit_test(test_engine__planner_lowers_k_per_job),
 		cmocka_unit_test(test_engine__draft_model_batch_equals_one_by_one),
 		cmocka_unit_test(test_engine__refuses_a_draft_with_another_vocabulary),
 	};

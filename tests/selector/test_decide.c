@@ -10,6 +10,7 @@
 
 #include <cmocka.h>
 
+#include "sel_fixture.h"
 #include "selector/selector.h"
 
 #define MIB (1024ull * 1024ull)
@@ -19,28 +20,15 @@
  * token on its own rank over a 10 GB/s, 5 us link, prompt lookup nearly free. */
 static struct sel_inputs base(void)
 {
-	struct sel_inputs in;
-	memset(&in, 0, sizeof(in));
-	in.k_max = 8;
+	struct sel_inputs in = sel_fx_inputs(8, 0.020, 0.001, 4096);
 	in.dedicated_draft = true;
 	for (int t = 0; t < SEL_TRANSPORT_COUNT; t++)
 		in.transport_built[t] = true;
 	in.draft_memory_free = 16 * GIB;
-	in.n_vocab = 32000;
-	in.dim = 4096;
 	in.link = (struct sel_link){.measured = true, .latency_s = 5e-6, .bandwidth = 10e9};
-	in.calibrated = true;
-	for (uint32_t n = 1; n <= in.k_max + 1; n++)
-		in.t_verify_s[n] = 0.020 + 0.001 * (n - 1);
-	struct sel_method_in *ng = &in.methods[DRAFT_METHOD_NGRAM];
-	ng->configured = ng->built = ng->timed = true;
-	ng->t_draft_fixed_s = 10e-6;
-	ng->t_draft_token_s = 2e-6;
-	struct sel_method_in *dm = &in.methods[DRAFT_METHOD_DRAFT_MODEL];
-	dm->configured = dm->built = dm->timed = true;
-	dm->t_draft_fixed_s = 0.5e-3;
-	dm->t_draft_token_s = 2e-3;
-	dm->memory_bytes = 1 * GIB;
+	sel_fx_method(&in, DRAFT_METHOD_NGRAM, 10e-6, 2e-6);
+	sel_fx_method(&in, DRAFT_METHOD_DRAFT_MODEL, 0.5e-3, 2e-3);
+	in.methods[DRAFT_METHOD_DRAFT_MODEL].memory_bytes = 1 * GIB;
 	return in;
 }
 

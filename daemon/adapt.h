@@ -1,0 +1,77 @@
+/* The leader's online selector (selector/online.h, DESIGN.md §6): the scheduler's
+ * side of adaptation. It keeps each slot's acceptance and the cluster's, plans every
+ * step's K per sequence (the engine's planner, drafters/engine.h), re-decides the
+ * cluster's K every `speculation.adapt_interval` steps and logs each change with its
+ * reason; Status shows where it stands.
+ *
+ * It is active when there is something to adapt and a cost model to adapt with: a
+ * method other than none, K not fixed by `speculation.num_speculative_tokens`,
+ * `speculation.adapt` true and the start-up measurements made (`speculation.measure`).
+ * Otherwise every step drafts the start-up K (as the batch allows) and Status says why.
+ *
+ * Threads: the compute thread only (sched.c copies adapt_report under its lock). */
+#ifndef SPECD_DAEMON_ADAPT_H
+#define SPECD_DAEMON_ADAPT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/error.h"
+#include "common/status.h"
+#include "selector/selector.h"
+
+struct draft_engine;
+
+struct adapt_config {
+	const struct sel_inputs *in;  /* borrowed: the start-up inputs; outlives the adapt */
+	enum draft_method method;     /* what the engine runs */
+	enum sel_transport transport;
+	uint32_t k;                   /* the engine's K (the start-up decision's) */
+	bool k_fixed;                 /* speculation.num_speculative_tokens is set */
+	bool enabled;                 /* speculation.adapt */
+	uint32_t interval;            /* speculation.adapt_interval */
+	double hysteresis;            /* speculation.adapt_hysteresis */
+	uint32_t n_slots;
+};
+
+/* What Status shows. */
+struct adapt_report {
+	bool active;
+	char why_off[SEL_TEXT_MAX];     /* when not active */
+	uint32_t k;                     /* the cluster's K now */
+	double acceptance;              /* per token, at the last re-decision; 0: none yet */
+	double evidence;                /* recent proposals it rests on (decayed) */
+	double predicted;               /* tokens/s predicted for K then */
+	uint64_t decisions, changes, probes;
+	uint64_t planned_steps;         /* steps whose Ks were planned */
+	uint64_t lowered;               /* sequences drafting fewer than allowed, summed */
+	bool probing;                   /* the next step is a probe: K 0, drafting probe_k */
+	uint32_t probe_k;
+	char last_change[SEL_TEXT_MAX]; /* empty: K never moved */
+};
+
+struct adapt;
+
+/* Errors: SPECD_NOMEM; SPECD_INVAL (a config out of range). *out only on success; an
+ * inactive one is made all the same (it reports why). */
+enum specd_status adapt_create(const struct adapt_config *cfg, struct adapt **out,
+			       struct specd_error *err);
+/* NULL is a no-op; detaches from the engine first. */
+void adapt_destroy(struct adapt *a);
+
+/* Makes the engine call adapt's planner each step (when active); e NULL detaches from
+ * the engine it was attached to. */
+void adapt_attach(struct adapt *a, struct draft_engine *e);
+
+/* A new sequence on `slot`: its own acceptance starts from the cluster's. */
+void adapt_job_start(struct adapt *a, uint32_t slot);
+/* What the sequence on `slot` drafted and kept in the step just made (both 0 when it
+ * drafted nothing). */
+void adapt_observe(struct adapt *a, uint32_t slot, uint32_t drafted, uint32_t accepted);
+/* After each step that verified something: counts it, re-decides when due and logs a
+ * change of K. */
+void adapt_step_done(struct adapt *a);
+
+void adapt_report(const struct adapt *a, struct adapt_report *out);
+
+#endif

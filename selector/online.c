@@ -1,0 +1,251 @@
+/* Online adaptation (online.h): acceptance per draft position as a decayed average,
+ * the per-step plan of each sequence's K in the shared batch, and the cluster's K
+ * re-decided with hysteresis. Pure arithmetic on the caller's structs. */
+#include "online.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+void sel_accept_observe(struct sel_accept *a, uint32_t n_drafted, uint32_t n_accepted,
+			double decay)
+{
+	if (n_drafted > SEL_K_MAX)
+		n_drafted = SEL_K_MAX;
+	if (n_accepted > n_drafted)
+		n_accepted = n_drafted;
+	/* Positions 1..n_accepted were kept; the one after, if drafted, was rejected;
+	 * those past it were never judged. */
+	uint32_t judged = n_accepted < n_drafted ? n_accepted + 1 : n_drafted;
+	/* Every position ages with each proposal, judged or not: a deep position that
+	 * stops being reached must not keep an old workload's rate. */
+	for (uint32_t i = 0; i < SEL_K_MAX; i++) {
+		a->hits[i] *= decay;
+		a->tries[i] *= decay;
+	}
+	for (uint32_t i = 0; i < judged; i++) {
+		a->hits[i] += i < n_accepted ? 1.0 : 0.0;
+		a->tries[i] += 1.0;
+	}
+}
+
+double sel_accept_rate(const struct sel_accept *a, uint32_t i, double prior, double prior_weight)
+{
+	if (i > SEL_K_MAX)
+		i = SEL_K_MAX;
+	/* Position 1 shrinks towards the prior, each later one towards the one before:
+	 * with little evidence deep down, a position is taken to be like its neighbour. */
+	double r = prior;
+	for (uint32_t p = 0; p < i; p++) {
+		double den = a->tries[p] + prior_weight;
+		if (den > 0)
+			r = (a->hits[p] + prior_weight * r) / den;
+	}
+	return r;
+}
+
+double sel_accept_per_token(const struct sel_accept *a, double prior, double prior_weight)
+{
+	double hits = 0, tries = 0;
+	for (uint32_t i = 0; i < SEL_K_MAX; i++) {
+		hits += a->hits[i];
+		tries += a->tries[i];
+	}
+	double den = tries + prior_weight;
+	return den > 0 ? (hits + prior_weight * prior) / den : prior;
+}
+
+double sel_accept_evidence(const struct sel_accept *a)
+{
+	return a->tries[0];
+}
+
+/* ---- the batch plan ---- */
+
+double sel_batch_step_time(const struct sel_inputs *in, enum draft_method m,
+			   enum sel_transport t, const uint32_t *k, uint32_t n, double a)
+{
+	if (n == 1)
+		return sel_step_time(in, m, k[0], t, a);
+	uint32_t rows = 0, k_top = 0;
+	double bytes = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		rows += k[i] + 1;
+		if (k[i] > k_top)
+			k_top = k[i];
+		bytes += sel_link_bytes(in, m, k[i], t, a);
+	}
+	double verify = sel_verify_time(in, rows);
+	if (k_top == 0 || m == DRAFT_METHOD_NONE)
+		return verify;
+	/* The drafter steps every drafting sequence together, one pass per position (a
+	 * draft model's forward over a few rows is memory-bound like the target's, so it
+	 * is costed as one row's); the draft rank answers the whole batch in one round
+	 * trip. Pipelining is the one-sequence schedule only. */
+	const struct sel_method_in *mi = &in->methods[m];
+	double draft = mi->t_draft_fixed_s + (double)k_top * mi->t_draft_token_s;
+	double link = 0;
+	if (in->dedicated_draft) {
+		double bw = in->link.bandwidth > 0 ? in->link.bandwidth : INFINITY;
+		link = 2.0 * in->link.latency_s + bytes / bw;
+	}
+	return draft + link + verify;
+}
+
+void sel_plan_batch(const struct sel_inputs *in, enum draft_method m, enum sel_transport t,
+		    const struct sel_plan_job *jobs, uint32_t n, uint32_t *k)
+{
+	for (uint32_t i = 0; i < n; i++)
+		k[i] = in->calibrated && m != DRAFT_METHOD_NONE ? 0 : jobs[i].cap;
+	if (!in->calibrated || m == DRAFT_METHOD_NONE || n == 0)
+		return;
+	/* The per-token rate the link model weighs hidden-state bytes with: the batch's
+	 * first-position mean is close enough for bytes. */
+	double a = 0;
+	for (uint32_t i = 0; i < n; i++)
+		a += jobs[i].cap ? jobs[i].rate[0] : 0;
+	a /= n;
+
+	/* Walk the greedy path (each time the draft that adds most expected tokens) to
+	 * the end and keep its best prefix: a drafter's fixed cost can make the first
+	 * draft lose and a few together win, so stopping at the first loss would be
+	 * wrong. Each sequence's marginal gains fall with position, so the path is the
+	 * best way to spend any number of drafts. */
+	uint32_t trial[SEL_PLAN_MAX_JOBS];
+	if (n > SEL_PLAN_MAX_JOBS) {
+		for (uint32_t i = 0; i < n; i++)
+			k[i] = jobs[i].cap;
+		return;
+	}
+	memset(trial, 0, n * sizeof(*trial));
+	double best = (double)n / sel_batch_step_time(in, m, t, trial, n, a);
+	double tokens = (double)n;
+	for (;;) {
+		uint32_t pick = n;
+		double gain = -1;
+		for (uint32_t i = 0; i < n; i++) {
+			if (trial[i] >= jobs[i].cap || trial[i] >= SEL_K_MAX)
+				continue;
+			double g = 1.0;
+			for (uint32_t p = 0; p <= trial[i]; p++)
+				g *= jobs[i].rate[p];
+			if (g > gain) {
+				gain = g;
+				pick = i;
+			}
+		}
+		if (pick == n)
+			break;
+		trial[pick]++;
+		tokens += gain;
+		double rate = tokens / sel_batch_step_time(in, m, t, trial, n, a);
+		if (rate > best * (1.0 + 1e-12)) {
+			best = rate;
+			memcpy(k, trial, n * sizeof(*k));
+		}
+	}
+}
+
+/* ---- the cluster's K ---- */
+
+enum specd_status sel_online_init(struct sel_online *o, const struct sel_online_config *cfg,
+				  struct specd_error *err)
+{
+	if (cfg->method == DRAFT_METHOD_NONE || (unsigned)cfg->method >= DRAFT_METHOD_COUNT)
+		return specd_errorf(err, SPECD_INVAL, "online selector: no method to adapt");
+	if (cfg->k_max < 1 || cfg->k_max > SEL_K_MAX || cfg->k_start > cfg->k_max)
+		return specd_errorf(err, SPECD_INVAL, "online selector: K %u of at most %u (1 to %d)",
+				    cfg->k_start, cfg->k_max, SEL_K_MAX);
+	if (cfg->interval < 1 || cfg->probe_every < 1)
+		return specd_errorf(err, SPECD_INVAL, "online selector: interval %u and probe "
+				    "interval %u must be at least 1", cfg->interval, cfg->probe_every);
+	if (!(cfg->hysteresis >= 0 && cfg->hysteresis < 1) || !(cfg->decay > 0 && cfg->decay <= 1) ||
+	    !(cfg->prior_weight >= 0) || !(cfg->min_evidence >= 0))
+		return specd_errorf(err, SPECD_INVAL, "online selector: hysteresis %g (0 to 1), "
+				    "decay %g (0 to 1], prior weight %g and evidence %g (>= 0)",
+				    cfg->hysteresis, cfg->decay, cfg->prior_weight, cfg->min_evidence);
+	memset(o, 0, sizeof(*o));
+	o->cfg = *cfg;
+	o->k = cfg->k_start;
+	o->k_probe = cfg->k_start ? cfg->k_start : 1;
+	return SPECD_OK;
+}
+
+void sel_online_observe(struct sel_online *o, uint32_t n_drafted, uint32_t n_accepted)
+{
+	if (n_drafted)
+		sel_accept_observe(&o->cluster, n_drafted, n_accepted, o->cfg.decay);
+}
+
+/* The acceptance to shrink towards: what start-up measured or assumed. */
+static double method_prior(const struct sel_online *o, const struct sel_inputs *in)
+{
+	double a = in->methods[o->cfg.method].acceptance;
+	return a > 0 ? a : sel_acceptance_prior(o->cfg.method);
+}
+
+double sel_online_rate(const struct sel_online *o, const struct sel_inputs *in, uint32_t i)
+{
+	return sel_accept_rate(&o->cluster, i, method_prior(o, in), o->cfg.prior_weight);
+}
+
+void sel_online_job_rates(const struct sel_online *o, const struct sel_inputs *in,
+			  const struct sel_accept *job, uint32_t n, double *rates)
+{
+	double w = o->cfg.prior_weight;
+	for (uint32_t p = 0; p < n && p < SEL_K_MAX; p++) {
+		double cluster = sel_online_rate(o, in, p + 1);
+		double den = job->tries[p] + w;
+		rates[p] = den > 0 ? (job->hits[p] + w * cluster) / den : cluster;
+	}
+}
+
+bool sel_online_step(struct sel_online *o, const struct sel_inputs *in)
+{
+	o->probe_now = false; /* a probe step, if this was one, is done */
+	if (++o->steps % o->cfg.interval != 0 || !in->calibrated)
+		return false;
+	o->decisions++;
+
+	struct sel_inputs now = *in;
+	enum draft_method m = o->cfg.method;
+	double a = sel_accept_per_token(&o->cluster, method_prior(o, in), o->cfg.prior_weight);
+	/* 0 there means "use the prior": a measured nothing-accepted is a tiny rate. */
+	now.methods[m].acceptance = a > 1e-9 ? a : 1e-9;
+	o->acceptance = a;
+
+	uint32_t best_k = 0;
+	double best = sel_predict(&now, m, 0, o->cfg.transport).tokens_per_s;
+	for (uint32_t k = 1; k <= o->cfg.k_max; k++) {
+		double tps = sel_predict(&now, m, k, o->cfg.transport).tokens_per_s;
+		if (tps > best) {
+			best = tps;
+			best_k = k;
+		}
+	}
+	double cur = sel_predict(&now, m, o->k, o->cfg.transport).tokens_per_s;
+	double evidence = sel_accept_evidence(&o->cluster);
+	bool moved = false;
+	/* Too little evidence keeps a running K; a stopped method has nothing new to
+	 * learn from but its probes, so their evidence is enough. */
+	bool enough = evidence >= o->cfg.min_evidence || o->k == 0;
+	if (enough && best_k != o->k && best > cur * (1.0 + o->cfg.hysteresis)) {
+		snprintf(o->last_change, sizeof(o->last_change),
+			 "K %u -> %u after step %llu: acceptance %.2f over %.0f recent proposals; "
+			 "%.1f vs %.1f tokens/s predicted",
+			 o->k, best_k, (unsigned long long)o->steps, a, evidence, best, cur);
+		o->k = best_k;
+		o->changes++;
+		o->since_probe = 0;
+		moved = true;
+		cur = best;
+	}
+	if (o->k)
+		o->k_probe = o->k;
+	else if (!moved && ++o->since_probe >= o->cfg.probe_every) {
+		o->probe_now = true;
+		o->since_probe = 0;
+	}
+	o->predicted = cur;
+	return moved;
+}

@@ -1,0 +1,355 @@
+/* selector/online.c: acceptance per position as evidence comes in, each sequence's K
+ * planned in a shared batch, and the cluster's K re-decided from sequences of
+ * acceptance: it converges to the K the cost model predicts best, follows a change of
+ * workload, does not flap on noise, and probes a stopped method. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "sel_fixture.h"
+#include "selector/online.h"
+
+/* A draft model in the leader: a 20 ms target step (+1 ms a row), 0.5 ms + 2 ms a
+ * drafted token. */
+static struct sel_inputs leader_draft(void)
+{
+	struct sel_inputs in = sel_fx_inputs(8, 0.020, 0.001, 4096);
+	sel_fx_method(&in, DRAFT_METHOD_DRAFT_MODEL, 0.5e-3, 2e-3);
+	return in;
+}
+
+static struct sel_online_config online_cfg(uint32_t k_start)
+{
+	return (struct sel_online_config){
+		.method = DRAFT_METHOD_DRAFT_MODEL, .transport = SEL_TRANSPORT_GREEDY,
+		.k_max = 8, .k_start = k_start, .interval = 16, .hysteresis = 0.05,
+		.decay = 0.98, .prior_weight = 8, .min_evidence = 16, .probe_every = 4,
+	};
+}
+
+/* The K sel_predict rates best for acceptance a (the answer the online K should reach). */
+static uint32_t best_k_for(const struct sel_inputs *in, double a)
+{
+	struct sel_inputs now = *in;
+	now.methods[DRAFT_METHOD_DRAFT_MODEL].acceptance = a > 1e-9 ? a : 1e-9; /* 0: the prior */
+	uint32_t best = 0;
+	double top = sel_predict(&now, DRAFT_METHOD_DRAFT_MODEL, 0, SEL_TRANSPORT_GREEDY).tokens_per_s;
+	for (uint32_t k = 1; k <= now.k_max; k++) {
+		double t = sel_predict(&now, DRAFT_METHOD_DRAFT_MODEL, k, SEL_TRANSPORT_GREEDY).tokens_per_s;
+		if (t > top) {
+			top = t;
+			best = k;
+		}
+	}
+	return best;
+}
+
+/* A small deterministic generator, so every run sees the same "random" acceptance. */
+static uint64_t g_rng = 0x9e3779b97f4a7c15ull;
+
+static double uniform(void)
+{
+	g_rng ^= g_rng << 13;
+	g_rng ^= g_rng >> 7;
+	g_rng ^= g_rng << 17;
+	return (double)(g_rng >> 11) / 9007199254740992.0;
+}
+
+/* Runs `steps` steps of one sequence drafting the online K, each draft kept with
+ * probability a (the next only if the one before was kept), a probe drafting k_probe;
+ * returns how many times K moved. */
+static uint64_t run(struct sel_online *o, const struct sel_inputs *in, double a, uint32_t steps)
+{
+	uint64_t before = o->changes;
+	for (uint32_t s = 0; s < steps; s++) {
+		uint32_t k = o->probe_now ? o->k_probe : o->k, kept = 0;
+		while (kept < k && uniform() < a)
+			kept++;
+		sel_online_observe(o, k, kept);
+		sel_online_step(o, in);
+	}
+	return o->changes - before;
+}
+
+static void test_accept__positions_after_a_rejection_are_not_judged(void **state)
+{
+	(void)state;
+	struct sel_accept a;
+	memset(&a, 0, sizeof(a));
+	sel_accept_observe(&a, 4, 1, 1.0); /* 1 kept, 2 rejected, 3 and 4 never judged */
+	sel_accept_observe(&a, 4, 4, 1.0);
+	sel_accept_observe(&a, 2, 0, 1.0);
+	assert_float_equal(a.tries[0], 3, 1e-12);
+	assert_float_equal(a.hits[0], 2, 1e-12);
+	assert_float_equal(a.tries[1], 2, 1e-12);
+	assert_float_equal(a.hits[1], 1, 1e-12);
+	assert_float_equal(a.tries[2], 1, 1e-12);
+	assert_float_equal(a.tries[4], 0, 1e-12);
+	/* No prior weight: the raw rate; some: shrunk towards the prior. */
+	assert_float_equal(sel_accept_rate(&a, 1, 0.5, 0), 2.0 / 3.0, 1e-12);
+	assert_float_equal(sel_accept_rate(&a, 1, 0.5, 3), (2 + 1.5) / 6.0, 1e-12);
+	/* Unjudged: like the position before. */
+	assert_float_equal(sel_accept_rate(&a, 5, 0.7, 8), sel_accept_rate(&a, 4, 0.7, 8), 1e-12);
+	assert_float_equal(sel_accept_rate(&a, 2, 0.7, 8),
+			   (1 + 8 * ((2 + 8 * 0.7) / 11.0)) / 10.0, 1e-12);
+	assert_float_equal(sel_accept_per_token(&a, 0.5, 0), 5.0 / 7.0, 1e-12);
+	assert_float_equal(sel_accept_evidence(&a), 3, 1e-12);
+	/* Decay: old evidence fades, so the rate follows a change. */
+	struct sel_accept d;
+	memset(&d, 0, sizeof(d));
+	for (int i = 0; i < 200; i++)
+		sel_accept_observe(&d, 1, 1, 0.9);
+	for (int i = 0; i < 60; i++)
+		sel_accept_observe(&d, 1, 0, 0.9);
+	assert_true(sel_accept_rate(&d, 1, 0.5, 0) < 0.01);
+	assert_true(sel_accept_evidence(&d) < 10.0 + 1e-9);
+}
+
+static void test_online__converges_to_the_predicted_k_and_follows_a_change(void **state)
+{
+	(void)state;
+	struct sel_inputs in = leader_draft();
+	struct sel_online o;
+	struct specd_error err;
+	struct sel_online_config cfg = online_cfg(2);
+	assert_int_equal(sel_online_init(&o, &cfg, &err), SPECD_OK);
+
+	/* A workload the draft model predicts well: K rises to what the model rates best. */
+	uint32_t want_high = best_k_for(&in, 0.9);
+	assert_true(want_high >= 5);
+	run(&o, &in, 0.9, 2000);
+	assert_true(o.k + 1 >= want_high && o.k <= want_high + 1);
+	assert_true(o.changes >= 1);
+	assert_non_null(strstr(o.last_change, "K 2 -> "));
+
+	/* Then one where its drafts are never kept: K falls to plain decoding. (Near
+	 * a = 0.15 one draft and none are predicted within the margin: K may rest at 1.) */
+	uint32_t want_low = best_k_for(&in, 0.0);
+	assert_int_equal(want_low, 0);
+	run(&o, &in, 0.0, 2000);
+	assert_int_equal(o.k, want_low);
+	assert_non_null(strstr(o.last_change, "-> 0"));
+}
+
+static void test_online__stable_acceptance_does_not_flap(void **state)
+{
+	(void)state;
+	struct sel_inputs in = leader_draft();
+	struct sel_online o;
+	struct specd_error err;
+	struct sel_online_config cfg = online_cfg(4);
+	assert_int_equal(sel_online_init(&o, &cfg, &err), SPECD_OK);
+	/* Acceptance where neighbouring Ks are predicted within a few percent: noise
+	 * must not move K back and forth once it has settled. */
+	run(&o, &in, 0.7, 1000);
+	uint64_t settled = run(&o, &in, 0.7, 6000);
+	assert_true(settled <= 2);
+
+	/* Without hysteresis the same noise moves it more (the margin is what holds it). */
+	struct sel_online loose;
+	cfg.hysteresis = 0;
+	assert_int_equal(sel_online_init(&loose, &cfg, &err), SPECD_OK);
+	g_rng = 0x9e3779b97f4a7c15ull;
+	run(&loose, &in, 0.7, 1000);
+	uint64_t loose_moves = run(&loose, &in, 0.7, 6000);
+	assert_true(loose_moves > settled);
+}
+
+static void test_online__little_evidence_keeps_k(void **state)
+{
+	(void)state;
+	struct sel_inputs in = leader_draft();
+	struct sel_online o;
+	struct specd_error err;
+	struct sel_online_config cfg = online_cfg(6);
+	cfg.min_evidence = 1000;
+	assert_int_equal(sel_online_init(&o, &cfg, &err), SPECD_OK);
+	run(&o, &in, 0.05, 200); /* decayed evidence stays far below 1000 */
+	assert_int_equal(o.k, 6);
+	assert_int_equal(o.changes, 0);
+	assert_true(o.decisions >= 10);
+	assert_true(o.acceptance < 0.3);
+}
+
+static void test_online__a_stopped_method_is_probed_and_comes_back(void **state)
+{
+	(void)state;
+	struct sel_inputs in = leader_draft();
+	struct sel_online o;
+	struct specd_error err;
+	struct sel_online_config cfg = online_cfg(3);
+	assert_int_equal(sel_online_init(&o, &cfg, &err), SPECD_OK);
+	run(&o, &in, 0.05, 800);
+	assert_int_equal(o.k, 0);
+	assert_true(o.k_probe >= 1); /* the last K above 0 */
+
+	/* Stopped: every probe_every re-decisions the next step is a probe. */
+	uint32_t probes = 0;
+	for (uint32_t s = 0; s < 16 * 4 * 5; s++) {
+		if (o.probe_now) {
+			probes++;
+			sel_online_observe(&o, o.k_probe, 0);
+		}
+		sel_online_step(&o, &in);
+	}
+	assert_int_equal(probes, 5);
+	assert_int_equal(o.k, 0);
+
+	/* The workload changes: the probes see it and speculation comes back. */
+	run(&o, &in, 0.95, 16 * 4 * 60);
+	assert_true(o.k >= 3);
+}
+
+static void test_online__bad_config(void **state)
+{
+	(void)state;
+	struct sel_online o;
+	struct specd_error err;
+	struct sel_online_config cfg = online_cfg(2);
+	cfg.method = DRAFT_METHOD_NONE;
+	assert_int_equal(sel_online_init(&o, &cfg, &err), SPECD_INVAL);
+	cfg = online_cfg(9);
+	assert_int_equal(sel_online_init(&o, &cfg, &err), SPECD_INVAL);
+	assert_non_null(strstr(err.msg, "K 9 of at most 8"));
+	cfg = online_cfg(2);
+	cfg.interval = 0;
+	assert_int_equal(sel_online_init(&o, &cfg, &err), SPECD_INVAL);
+	cfg = online_cfg(2);
+	cfg.hysteresis = NAN;
+	assert_int_equal(sel_online_init(&o, &cfg, &err), SPECD_INVAL);
+	cfg = online_cfg(2);
+	cfg.decay = 0;
+	assert_int_equal(sel_online_init(&o, &cfg, &err), SPECD_INVAL);
+}
+
+static struct sel_plan_job plan_job(uint32_t cap, double a)
+{
+	struct sel_plan_job j = {.cap = cap};
+	for (uint32_t i = 0; i < SEL_K_MAX; i++)
+		j.rate[i] = a;
+	return j;
+}
+
+static void test_plan__one_sequence_takes_the_predicted_k(void **state)
+{
+	(void)state;
+	struct sel_inputs in = leader_draft();
+	for (double a = 0.1; a < 0.96; a += 0.1) {
+		struct sel_plan_job j = plan_job(8, a);
+		uint32_t k = 99;
+		sel_plan_batch(&in, DRAFT_METHOD_DRAFT_MODEL, SEL_TRANSPORT_GREEDY, &j, 1, &k);
+		if (k != best_k_for(&in, a))
+			fail_msg("acceptance %.1f: planned K %u, predicted best %u", a, k,
+				 best_k_for(&in, a));
+	}
+	/* The cap binds. */
+	struct sel_plan_job j = plan_job(2, 0.95);
+	uint32_t k = 99;
+	sel_plan_batch(&in, DRAFT_METHOD_DRAFT_MODEL, SEL_TRANSPORT_GREEDY, &j, 1, &k);
+	assert_int_equal(k, 2);
+}
+
+static void test_plan__large_batch_turns_speculation_off(void **state)
+{
+	(void)state;
+	/* Prompt lookup in the leader (nearly free to draft), a target whose forward is
+	 * memory-bound for a few rows and compute-bound past them: 20 ms + 0.2 ms a row
+	 * measured up to 9 rows, then 4 ms a row, as a CPU's batched forward is. */
+	struct sel_inputs in = leader_draft();
+	for (uint32_t n = 1; n <= 9; n++)
+		in.t_verify_s[n] = 0.020 + 0.0002 * (n - 1);
+	sel_fx_method(&in, DRAFT_METHOD_NGRAM, 10e-6, 2e-6);
+
+	struct sel_plan_job jobs[16];
+	uint32_t k[16];
+	for (int i = 0; i < 16; i++)
+		jobs[i] = plan_job(4, 0.6);
+	/* Alone, a sequence drafts. */
+	sel_plan_batch(&in, DRAFT_METHOD_NGRAM, SEL_TRANSPORT_GREEDY, jobs, 1, k);
+	assert_true(k[0] >= 3);
+	/* Sixteen sequences: past the measured rows the slope is the last one measured,
+	 * still cheap, so each still drafts. */
+	sel_plan_batch(&in, DRAFT_METHOD_NGRAM, SEL_TRANSPORT_GREEDY, jobs, 16, k);
+	for (int i = 0; i < 16; i++)
+		assert_true(k[i] >= 1);
+	/* Measured compute-bound (each row as dear as a step's worth of tokens): off. */
+	for (uint32_t n = 1; n <= 9; n++)
+		in.t_verify_s[n] = 0.004 * n;
+	sel_plan_batch(&in, DRAFT_METHOD_NGRAM, SEL_TRANSPORT_GREEDY, jobs, 16, k);
+	for (int i = 0; i < 16; i++)
+		assert_int_equal(k[i], 0);
+}
+
+static void test_plan__drafts_go_where_they_are_accepted(void **state)
+{
+	(void)state;
+	struct sel_inputs in = leader_draft();
+	/* Rows cost 5 ms each: drafts must earn their row. */
+	for (uint32_t n = 1; n <= 9; n++)
+		in.t_verify_s[n] = 0.020 + 0.005 * (n - 1);
+	struct sel_plan_job jobs[3] = {plan_job(6, 0.95), plan_job(6, 0.15), plan_job(0, 0.95)};
+	uint32_t k[3];
+	sel_plan_batch(&in, DRAFT_METHOD_DRAFT_MODEL, SEL_TRANSPORT_GREEDY, jobs, 3, k);
+	assert_true(k[0] >= 2);
+	assert_int_equal(k[1], 0);
+	assert_int_equal(k[2], 0); /* cap 0: a plain job */
+
+	/* A falling rate per position stops the chain where it stops paying. */
+	struct sel_plan_job fall = plan_job(8, 0.9);
+	for (uint32_t i = 2; i < SEL_K_MAX; i++)
+		fall.rate[i] = 0.05;
+	uint32_t kf;
+	sel_plan_batch(&in, DRAFT_METHOD_DRAFT_MODEL, SEL_TRANSPORT_GREEDY, &fall, 1, &kf);
+	assert_int_equal(kf, 2);
+
+	/* Nothing measured: the caps, unplanned. */
+	in.calibrated = false;
+	sel_plan_batch(&in, DRAFT_METHOD_DRAFT_MODEL, SEL_TRANSPORT_GREEDY, jobs, 3, k);
+	assert_int_equal(k[0], 6);
+	assert_int_equal(k[1], 6);
+	assert_int_equal(k[2], 0);
+}
+
+static void test_plan__batch_step_time_of_one_is_the_step_time(void **state)
+{
+	(void)state;
+	struct sel_inputs in = leader_draft();
+	in.dedicated_draft = true;
+	in.link = (struct sel_link){.measured = true, .latency_s = 1e-3, .bandwidth = 1e8};
+	uint32_t k = 4;
+	assert_float_equal(sel_batch_step_time(&in, DRAFT_METHOD_DRAFT_MODEL, SEL_TRANSPORT_GREEDY,
+					       &k, 1, 0.7),
+			   sel_step_time(&in, DRAFT_METHOD_DRAFT_MODEL, 4, SEL_TRANSPORT_GREEDY, 0.7),
+			   1e-15);
+	/* Two sequences: one drafting pass and one round trip, rows added up. */
+	uint32_t two[2] = {4, 2};
+	double want = 0.5e-3 + 4 * 2e-3 + 2 * 1e-3 +
+		      (sel_link_bytes(&in, DRAFT_METHOD_DRAFT_MODEL, 4, SEL_TRANSPORT_GREEDY, 0.7) +
+		       sel_link_bytes(&in, DRAFT_METHOD_DRAFT_MODEL, 2, SEL_TRANSPORT_GREEDY, 0.7)) / 1e8 +
+		      sel_verify_time(&in, 8);
+	assert_float_equal(sel_batch_step_time(&in, DRAFT_METHOD_DRAFT_MODEL, SEL_TRANSPORT_GREEDY,
+					       two, 2, 0.7), want, 1e-12);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_accept__positions_after_a_rejection_are_not_judged),
+		cmocka_unit_test(test_online__converges_to_the_predicted_k_and_follows_a_change),
+		cmocka_unit_test(test_online__stable_acceptance_does_not_flap),
+		cmocka_unit_test(test_online__little_evidence_keeps_k),
+		cmocka_unit_test(test_online__a_stopped_method_is_probed_and_comes_back),
+		cmocka_unit_test(test_online__bad_config),
+		cmocka_unit_test(test_plan__one_sequence_takes_the_predicted_k),
+		cmocka_unit_test(test_plan__large_batch_turns_speculation_off),
+		cmocka_unit_test(test_plan__drafts_go_where_they_are_accepted),
+		cmocka_unit_test(test_plan__batch_step_time_of_one_is_the_step_time),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
