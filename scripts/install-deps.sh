@@ -10,8 +10,10 @@ PACKAGES=(
 	libcmocka-dev libpcre2-dev libjansson-dev
 	python3 python3-pip curl
 	clang libclang-rt-14-dev
+	iproute2 iptables
 )
-# gcc ships ASan/UBSan/LSan; clang and its runtime are for the libFuzzer targets.
+# gcc ships ASan/UBSan/LSan; clang and its runtime are for the libFuzzer targets;
+# iproute2 and iptables for the emulated two-node cluster (bench/netns-cluster.sh).
 
 missing=()
 for p in "${PACKAGES[@]}"; do
