@@ -3,6 +3,7 @@
  * draft rank's server (remote_server.c). The engine drives it like any drafter. */
 #include "remote.h"
 
+#include <assert.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -119,6 +120,13 @@ struct remote {
 	uint32_t n_slots, n_vocab, k_max;
 	uint64_t memory_bytes;  /* the draft rank's drafter */
 	uint32_t *told;         /* (n_slots) tokens of each slot the draft rank holds */
+	/* A batched propose's body, (body_cap) words host: n_slots struct rd_batch_seq and
+	 * the new tokens of sequences as long as the draft rank can hold; and its reply,
+	 * (rbuf_bytes) host: struct rd_rep and room for n_slots proposals of k_max. */
+	int32_t *body;
+	uint32_t body_cap;
+	unsigned char *rbuf;
+	size_t rbuf_bytes;
 	struct rd_req req;
 	struct rd_rep rep;
 };
@@ -127,13 +135,16 @@ struct remote {
  * waits here for the one create in progress (creation runs on the MPI thread). */
 static _Thread_local const struct draft_remote_config *pending;
 
-/* A missed deadline: the draft rank is stalled (or gone). Everything after this is
- * plain decoding, which is exact whatever the drafter did before. */
-static enum specd_status went_silent(struct remote *r, enum specd_status st,
+/* The outcome of a message on the link: its error, or for a missed deadline none at
+ * all: the draft rank is stalled (or gone), and everything after this is plain
+ * decoding, which is exact whatever the drafter did before. */
+static enum specd_status link_result(struct remote *r, enum specd_status st,
 				     const struct specd_error *why, struct specd_error *err)
 {
+	if (st == SPECD_OK)
+		return SPECD_OK;
 	if (st != SPECD_TIMEOUT)
-		return st;
+		return specd_errorf(err, st, "draft rank %d: %s", r->link->draft_world, why->msg);
 	if (!r->link->stats.dead)
 		LOG_WARN("draft rank %d stalled: falling back to plain decoding (%s)",
 			 r->link->draft_world, why->msg);
@@ -158,6 +169,8 @@ static void rd_destroy(void *state)
 	if (!r)
 		return;
 	specd_free(r->told);
+	specd_free(r->body);
+	specd_free(r->rbuf);
 	specd_free(r);
 }
 
@@ -182,11 +195,24 @@ static enum specd_status rd_create(const struct draft_config *cfg, void **state,
 	if (rc->link->stats.dead)
 		return specd_errorf(err, SPECD_TIMEOUT, "remote drafter: draft rank %d stalled "
 				    "earlier", rc->link->draft_world);
+	/* A sequence the draft rank can hold has at most n_ctx + k_max + 2 tokens (its
+	 * room, remote_server.c); every one of a batch may be new. */
+	uint64_t words = (uint64_t)cfg->n_slots *
+			 (RD_BATCH_SEQ_WORDS + cfg->n_ctx + cfg->k_max + 2);
+	if (words > UINT32_MAX / 2)
+		return specd_errorf(err, SPECD_INVAL, "remote drafter: %u slots of %u tokens "
+				    "are too many for one batch", cfg->n_slots, cfg->n_ctx);
+	size_t rbytes = sizeof(struct rd_rep) + cfg->n_slots * (sizeof(struct rd_batch_prop) +
+							       cfg->k_max * sizeof(int32_t));
 	if (!(r = specd_calloc(1, sizeof(*r))) ||
-	    !(r->told = specd_calloc(cfg->n_slots, sizeof(uint32_t)))) {
+	    !(r->told = specd_calloc(cfg->n_slots, sizeof(uint32_t))) ||
+	    !(r->body = specd_malloc_array(words, sizeof(int32_t))) ||
+	    !(r->rbuf = specd_malloc_array(rbytes, 1))) {
 		rd_destroy(r);
 		return specd_errorf(err, SPECD_NOMEM, "remote drafter: out of memory");
 	}
+	r->body_cap = (uint32_t)words;
+	r->rbuf_bytes = rbytes;
 	r->link = rc->link;
 	r->n_slots = cfg->n_slots;
 	r->n_vocab = model_hparams(cfg->target)->n_vocab;
@@ -272,10 +298,26 @@ static enum specd_status rd_reset(void *state, const struct draft_seq *seq,
 	r->req.top_p = sp->top_p;
 	r->req.seed = sp->seed;
 	specd_error_clear(&e);
-	enum specd_status st = rd_send(r, RD_RESET, seq, &e);
-	if (st != SPECD_OK && st != SPECD_TIMEOUT)
-		return specd_errorf(err, st, "draft rank %d: %s", r->link->draft_world, e.msg);
-	return went_silent(r, st, &e, err);
+	return link_result(r, rd_send(r, RD_RESET, seq, &e), &e, err);
+}
+
+/* Checks one answered proposal of at most k tokens before it reaches the engine. */
+static enum specd_status prop_check(const struct remote *r, uint32_t n, uint32_t q_rows,
+				    uint32_t k, const int32_t *tokens,
+				    const struct draft_proposal *out, struct specd_error *err)
+{
+	if (n > k || (q_rows && q_rows != n))
+		return specd_errorf(err, SPECD_PROTO, "draft rank %d: %u tokens and %u q rows "
+				    "for a proposal of at most %u", r->link->draft_world, n, q_rows,
+				    k);
+	for (uint32_t i = 0; i < n; i++)
+		if (tokens[i] < 0 || (uint32_t)tokens[i] >= r->n_vocab)
+			return specd_errorf(err, SPECD_PROTO, "draft rank %d: proposed id %d; "
+					    "the vocabulary has %u", r->link->draft_world,
+					    (int)tokens[i], r->n_vocab);
+	if (q_rows && !out->q)
+		return specd_errorf(err, SPECD_INVAL, "remote drafter: sampling needs a q buffer");
+	return SPECD_OK;
 }
 
 static enum specd_status rd_propose(void *state, const struct draft_seq *seq, uint32_t k,
@@ -293,25 +335,18 @@ static enum specd_status rd_propose(void *state, const struct draft_seq *seq, ui
 	memset(&r->req, 0, sizeof(r->req));
 	r->req.k = k;
 	specd_error_clear(&e);
-	if ((st = rd_send(r, RD_PROPOSE, seq, &e)) != SPECD_OK || (st = rd_reply(r, &e)) != SPECD_OK)
+	if ((st = rd_send(r, RD_PROPOSE, seq, &e)) != SPECD_OK)
+		goto link_failed;
+	r->link->stats.requests++;
+	if ((st = rd_reply(r, &e)) != SPECD_OK)
 		goto link_failed;
 	const struct rd_rep *rep = &r->rep;
 	if (rep->status != SPECD_OK)
 		return specd_errorf(err, (enum specd_status)rep->status, "draft rank %d: %s",
 				    r->link->draft_world, rep->msg);
-	if (rep->n > k || (rep->q_rows && rep->q_rows != rep->n))
-		return specd_errorf(err, SPECD_PROTO, "draft rank %d: %u tokens and %u q rows "
-				    "for a proposal of at most %u", r->link->draft_world, rep->n,
-				    rep->q_rows, k);
-	for (uint32_t i = 0; i < rep->n; i++)
-		if (rep->tokens[i] < 0 || (uint32_t)rep->tokens[i] >= r->n_vocab)
-			return specd_errorf(err, SPECD_PROTO, "draft rank %d: proposed id %d; "
-					    "the vocabulary has %u", r->link->draft_world,
-					    (int)rep->tokens[i], r->n_vocab);
+	if ((st = prop_check(r, rep->n, rep->q_rows, k, rep->tokens, out, err)) != SPECD_OK)
+		return st;
 	if (rep->q_rows) {
-		if (!out->q)
-			return specd_errorf(err, SPECD_INVAL, "remote drafter: sampling needs a q "
-					    "buffer");
 		st = par_comm_recv(r->link->comm, out->q,
 				   (size_t)rep->q_rows * r->n_vocab * sizeof(float), RD_DRAFT,
 				   RD_TAG_Q, &e);
@@ -329,9 +364,135 @@ static enum specd_status rd_propose(void *state, const struct draft_seq *seq, ui
 link_failed:
 	out->n = 0;
 	out->q_onehot = true;
-	if (st != SPECD_TIMEOUT)
-		return specd_errorf(err, st, "draft rank %d: %s", r->link->draft_world, e.msg);
-	return went_silent(r, st, &e, err);
+	return link_result(r, st, &e, err);
+}
+
+/* The batch request's body in r->body: one struct rd_batch_seq per sequence, then the
+ * tokens the draft rank has not seen of each. *words and *room: the body's length and
+ * the sum of the k. */
+static enum specd_status batch_body(struct remote *r, const struct draft_seq *seqs,
+				    const uint32_t *k, uint32_t n, uint32_t *words,
+				    uint32_t *room, struct specd_error *err)
+{
+	struct rd_batch_seq *ent = (struct rd_batch_seq *)(void *)r->body;
+	uint32_t w = n * RD_BATCH_SEQ_WORDS, sum_k = 0;
+
+	if (n > r->n_slots)
+		return specd_errorf(err, SPECD_INVAL, "remote drafter: a batch of %u sequences; "
+				    "there are %u slots", n, r->n_slots);
+	for (uint32_t i = 0; i < n; i++) {
+		const struct draft_seq *sq = &seqs[i];
+		uint32_t from = r->told[sq->slot];
+		for (uint32_t j = 0; j < i; j++)
+			if (seqs[j].slot == sq->slot)
+				return specd_errorf(err, SPECD_INVAL, "remote drafter: slot %u twice "
+						    "in one batch", sq->slot);
+		if (from > sq->n_tokens)
+			return specd_errorf(err, SPECD_INTERNAL, "remote drafter: slot %u shrank "
+					    "from %u to %u tokens without a reset", sq->slot, from,
+					    sq->n_tokens);
+		if (k[i] > r->k_max)
+			return specd_errorf(err, SPECD_INVAL, "remote drafter: K %u of %u", k[i],
+					    r->k_max);
+		uint32_t n_new = sq->n_tokens - from;
+		if (n_new > r->body_cap - w)
+			return specd_errorf(err, SPECD_INVAL, "remote drafter: slot %u has %u "
+					    "tokens, more than the draft rank holds", sq->slot,
+					    sq->n_tokens);
+		ent[i] = (struct rd_batch_seq){
+			.slot = sq->slot, .n_total = sq->n_tokens, .n_new = n_new, .k = k[i],
+		};
+		memcpy(r->body + w, sq->tokens + from, n_new * sizeof(int32_t));
+		w += n_new;
+		sum_k += k[i];
+	}
+	*words = w;
+	*room = sum_k;
+	return SPECD_OK;
+}
+
+/* Several sequences in one request and one reply (RD_PROPOSE_BATCH): the draft rank
+ * runs one draft_propose_batch for them. One sequence goes as a single propose, as it
+ * always did (pipelining included). */
+static enum specd_status rd_propose_batch(void *state, const struct draft_seq *seqs,
+					  const uint32_t *k, struct draft_proposal *const *outs,
+					  uint32_t n, struct specd_error *err)
+{
+	struct remote *r = state;
+	struct specd_error e;
+	enum specd_status st;
+	uint32_t words = 0, room = 0;
+	double t0 = specd_now();
+
+	if (n == 1)
+		return rd_propose(state, &seqs[0], k[0], outs[0], err);
+	for (uint32_t i = 0; i < n; i++) {
+		outs[i]->n = 0;
+		outs[i]->q_onehot = true;
+	}
+	if (r->link->stats.dead || n == 0)
+		return SPECD_OK;
+	if ((st = batch_body(r, seqs, k, n, &words, &room, err)) != SPECD_OK)
+		return st;
+	memset(&r->req, 0, sizeof(r->req));
+	r->req.op = RD_PROPOSE_BATCH;
+	r->req.n_seqs = n;
+	r->req.n_new = words;
+	r->req.k = room;
+	specd_error_clear(&e);
+	if ((st = link_send(r->link, &r->req, r->body, &e)) != SPECD_OK)
+		goto link_failed;
+	for (uint32_t i = 0; i < n; i++)
+		r->told[seqs[i].slot] = seqs[i].n_tokens;
+	r->link->stats.requests++;
+	r->link->stats.batches++;
+	/* An error comes as the struct rd_rep alone: shorter than the room, which MPI
+	 * allows. */
+	size_t bytes = sizeof(struct rd_rep) + n * sizeof(struct rd_batch_prop) +
+		       (size_t)room * sizeof(int32_t);
+	assert(bytes <= r->rbuf_bytes);
+	if ((st = par_comm_recv(r->link->comm, r->rbuf, bytes, RD_DRAFT, RD_TAG_REPLY, &e)) !=
+	    SPECD_OK)
+		goto link_failed;
+	struct rd_rep *head = (struct rd_rep *)(void *)r->rbuf;
+	const struct rd_batch_prop *bp = (const struct rd_batch_prop *)(void *)(head + 1);
+	const int32_t *tok = (const int32_t *)(const void *)(bp + n);
+	head->msg[RD_MSG_BYTES - 1] = '\0';
+	if (head->status != SPECD_OK)
+		return specd_errorf(err, (enum specd_status)head->status, "draft rank %d: %s",
+				    r->link->draft_world, head->msg);
+	if (head->n != n)
+		return specd_errorf(err, SPECD_PROTO, "draft rank %d: %u proposals for a batch "
+				    "of %u", r->link->draft_world, head->n, n);
+	for (uint32_t i = 0, at = 0; i < n; at += k[i++])
+		if ((st = prop_check(r, bp[i].n, bp[i].q_rows, k[i], tok + at, outs[i], err)) !=
+		    SPECD_OK)
+			return st;
+	for (uint32_t i = 0; i < n; i++) {
+		if (!bp[i].q_rows)
+			continue;
+		st = par_comm_recv(r->link->comm, outs[i]->q,
+				   (size_t)bp[i].q_rows * r->n_vocab * sizeof(float), RD_DRAFT,
+				   RD_TAG_Q, &e);
+		if (st != SPECD_OK)
+			goto link_failed;
+	}
+	for (uint32_t i = 0, at = 0; i < n; at += k[i++]) {
+		memcpy(outs[i]->tokens, tok + at, bp[i].n * sizeof(int32_t));
+		outs[i]->n = bp[i].n;
+		outs[i]->q_onehot = bp[i].q_rows == 0;
+		if (bp[i].flags & RD_REP_PIPELINED)
+			r->link->stats.pipelined++;
+	}
+	r->link->stats.proposals += n;
+	r->link->stats.t_wait += specd_now() - t0;
+	return SPECD_OK;
+link_failed:
+	for (uint32_t i = 0; i < n; i++) {
+		outs[i]->n = 0;
+		outs[i]->q_onehot = true;
+	}
+	return link_result(r, st, &e, err);
 }
 
 static enum specd_status rd_commit(void *state, const struct draft_seq *seq,
@@ -346,17 +507,15 @@ static enum specd_status rd_commit(void *state, const struct draft_seq *seq,
 	r->req.n_accepted = n_accepted;
 	r->req.next = next;
 	specd_error_clear(&e);
-	enum specd_status st = rd_send(r, RD_COMMIT, seq, &e);
-	if (st != SPECD_OK && st != SPECD_TIMEOUT)
-		return specd_errorf(err, st, "draft rank %d: %s", r->link->draft_world, e.msg);
-	return went_silent(r, st, &e, err);
+	return link_result(r, rd_send(r, RD_COMMIT, seq, &e), &e, err);
 }
 
 #define REMOTE_OPS(m)                                                                   \
 	{                                                                                \
 		.method = (m), .create = rd_create, .destroy = rd_destroy,               \
 		.supports = rd_supports, .memory_bytes = rd_memory_bytes,                \
-		.reset = rd_reset, .propose = rd_propose, .commit = rd_commit,           \
+		.reset = rd_reset, .propose = rd_propose,                                \
+		.propose_batch = rd_propose_batch, .commit = rd_commit,                  \
 	}
 
 /* One table per method so draft_method_of() names the method the draft rank runs;

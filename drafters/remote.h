@@ -2,26 +2,34 @@
  * work runs on another rank. Three pieces:
  *   - struct draft_link: the leader <-> draft rank channel (a parallel/comm.h
  *     communicator over the pair, every call with a deadline);
- *   - the remote drafter (leader): a struct draft_ops whose reset/propose/commit are
- *     messages, so drafters/engine.c runs unchanged on top of it;
+ *   - the remote drafter (leader): a struct draft_ops whose reset/propose/commit (and
+ *     propose_batch) are messages, so drafters/engine.c runs unchanged on top of it;
  *   - draft_serve (draft rank): runs the real drafter (ngram, draft_model) and answers.
  *
  * Messages (remote_int.h): reset carries the prompt and the draft sampler's parameters
  * and seed (the draft rank owns the draft sampler, so q and the tokens drawn from it
  * come from one distribution); propose carries K and gets back the tokens and, when
- * sampling with a draft model, q; commit carries (n_accepted, next) and the tokens the
- * sequence gained. Each message carries only the tokens the draft rank has not seen;
- * it keeps every slot's history itself.
+ * sampling with a draft model, q; propose batch (the engine's draft_propose_batch over
+ * several jobs) carries every sequence's slot, K and new tokens in one request and gets
+ * every proposal back in one reply, followed by the q rows of those that sample: the
+ * draft rank answers it with one draft_propose_batch, so a draft model runs one forward
+ * per drafted position for all of them; commit carries (n_accepted, next) and the
+ * tokens the sequence gained. Each message carries only the tokens the draft rank has
+ * not seen; it keeps every slot's history itself. Requests are handled in the order
+ * sent, so a slot's commits are in before the propose that follows them.
  *
- * Pipelining (greedy only): after answering propose(K) the draft rank drafts the next
- * step at once, assuming all K are accepted and the bonus is its own (K+1)-th token; a
- * commit that matches makes the next proposal ready before it is asked for, any other
- * commit rolls that work back. Output never depends on it: only speed does.
+ * Pipelining (greedy only): after answering propose(K), or a batch for each greedy
+ * sequence in it, the draft rank drafts the next step at once, assuming all K are
+ * accepted and the bonus is its own (K+1)-th token; a commit that matches makes the
+ * next proposal ready before it is asked for, any other commit rolls that work back.
+ * Output never depends on it: only speed does.
  *
  * Failure: a draft rank that misses a deadline is taken for stalled. The remote
  * drafter logs "draft rank N stalled: falling back to plain decoding" once, proposes
- * nothing from then on and ignores commits, so every job continues, exactly, as plain
- * decoding.
+ * nothing from then on (for no job of a batch either) and ignores commits, so every
+ * job continues, exactly, as plain decoding. A malformed request (a count, slot or K
+ * out of range) is answered with SPECD_PROTO or SPECD_INVAL and its message; the draft
+ * rank serves on.
  *
  * Threads: the thread that owns MPI, on the leader and on the draft rank. */
 #ifndef SPECD_DRAFTERS_REMOTE_H
@@ -57,8 +65,10 @@ struct draft_link_config {
 
 /* What the leader has seen of the draft rank, for reports and tests. */
 struct draft_link_stats {
-	uint64_t proposals;     /* proposals received */
+	uint64_t proposals;     /* proposals received, one per sequence */
 	uint64_t pipelined;     /* of them, drafted ahead by pipelining */
+	uint64_t requests;      /* propose requests sent: one per propose or per batch */
+	uint64_t batches;       /* of them, batches (several sequences in one request) */
 	double t_wait;          /* seconds the leader waited for proposals */
 	bool dead;              /* the draft rank stalled: plain decoding since */
 };

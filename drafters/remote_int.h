@@ -21,6 +21,9 @@ enum rd_op {
 	RD_PROPOSE,   /* up to k tokens; replied (tokens, then q rows when sampling) */
 	RD_COMMIT,    /* the verifier's verdict and the tokens the slot gained; one-way */
 	RD_STOP,      /* stop serving */
+	/* Several sequences at once (struct rd_batch_seq, then their new tokens); replied
+	 * (struct rd_rep, struct rd_batch_prop each, their tokens; then q rows). */
+	RD_PROPOSE_BATCH,
 };
 
 enum { RD_HELLO_PIPELINE = 1u << 0 };     /* rd_req.flags of a hello */
@@ -32,8 +35,9 @@ struct rd_req {
 	int32_t op;          /* enum rd_op */
 	uint32_t slot;
 	uint32_t n_total;    /* the slot's sequence length once the new tokens are in */
-	uint32_t n_new;      /* new tokens: in tokens[] up to RD_INLINE, else a second message */
-	uint32_t k;          /* propose */
+	uint32_t n_new;      /* new tokens: in tokens[] up to RD_INLINE, else a second message;
+			      * propose batch: the body's words, carried the same way */
+	uint32_t k;          /* propose; propose batch: the sum of the k (the reply's room) */
 	uint32_t n_accepted; /* commit */
 	int32_t next;        /* commit */
 	uint32_t flags;
@@ -45,20 +49,43 @@ struct rd_req {
 	float temperature;
 	int32_t top_k;
 	float top_p;
-	uint32_t pad;
+	uint32_t n_seqs;     /* propose batch: sequences, on distinct slots */
 	uint64_t seed;
 	int32_t tokens[RD_INLINE];
 };
 
 struct rd_rep {
 	int32_t status;      /* enum specd_status of the request on the draft rank */
-	uint32_t n;          /* proposed tokens */
+	uint32_t n;          /* proposed tokens; propose batch: sequences that follow */
 	uint32_t q_rows;     /* q rows that follow (RD_TAG_Q); 0: one-hot */
 	uint32_t flags;
 	uint64_t memory_bytes; /* hello: the drafter's */
 	int32_t tokens[DRAFT_MAX_TOKENS];
 	char msg[RD_MSG_BYTES];
 };
+
+/* A batched propose's body, as 32-bit words: n_seqs of these, then each sequence's
+ * n_new tokens in the same order. */
+struct rd_batch_seq {
+	uint32_t slot;
+	uint32_t n_total;    /* as rd_req's, per sequence */
+	uint32_t n_new;
+	uint32_t k;          /* 0 .. k_max */
+};
+
+/* A batched propose's reply, one message: struct rd_rep (status and message; on error
+ * it is all that comes), then n_seqs of these, then the tokens, sequence i's at the sum
+ * of the k before it (room for k each). Then, for each sequence with q rows, in order,
+ * one RD_TAG_Q message of them, straight into that proposal's own q buffer. */
+struct rd_batch_prop {
+	uint32_t n;          /* proposed tokens, <= the sequence's k */
+	uint32_t q_rows;     /* 0: one-hot; else n */
+	uint32_t flags;      /* RD_REP_PIPELINED */
+	uint32_t pad;
+};
+
+/* Words of a batch body before the tokens. */
+#define RD_BATCH_SEQ_WORDS (sizeof(struct rd_batch_seq) / sizeof(int32_t))
 
 /* The pair's ranks: the leader is 0, the draft rank 1. */
 enum { RD_LEADER = 0, RD_DRAFT = 1 };

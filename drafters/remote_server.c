@@ -1,8 +1,8 @@
 /* The draft rank's loop (remote.h): wait for the leader's next request, run the real
- * drafter (ngram, draft_model) on the slot's own copy of the sequence, answer; with
+ * drafter (ngram, draft_model) on the slots' own copies of the sequences, answer; with
  * pipelining, draft the next step right after answering, while the leader verifies.
  * Errors of one-way requests (reset, commit) stick to the slot and are the answer to
- * its next propose. */
+ * its next propose, single or batched. */
 #include <stdio.h>
 #include <string.h>
 
@@ -30,6 +30,19 @@ struct srv_slot {
 	uint32_t n_tail;        /* hist[n .. n + n_tail): proposal + guess */
 	int32_t *spec_tok;      /* (k_srv) drafted ahead */
 	uint32_t n_spec;
+	/* The slot's proposal: tokens (k_srv), q (k_srv, n_vocab) host, q for a drafter
+	 * that samples only; one per slot so a batch drafts every slot at once. */
+	struct draft_proposal prop;
+	bool asked;             /* named by the batch being parsed */
+};
+
+/* One slot's part of the propose being answered. */
+struct srv_ask {
+	uint32_t slot, k;
+	bool ahead;             /* draft ahead after answering (greedy, pipelining on) */
+	bool from_spec;         /* answered from what was drafted ahead */
+	const int32_t *tok;     /* the proposal: the slot's prop.tokens or spec_tok */
+	uint32_t avail, n_sent;
 };
 
 struct server {
@@ -39,8 +52,18 @@ struct server {
 	uint32_t n_slots, n_vocab, k_max, k_srv, cap;
 	bool pipeline;
 	struct srv_slot *slots;
-	struct draft_proposal prop; /* tokens (k_srv), q (k_srv, n_vocab) host */
 	int32_t *scratch;           /* (cap) a body that fits no slot */
+	/* One propose's work, (n_slots) each: the asks, and the sequences, counts and
+	 * outputs handed to the drafter (ahead: proposals into spec_tok). */
+	struct srv_ask *asks;
+	struct draft_seq *g_seq;
+	uint32_t *g_k;
+	struct draft_proposal **g_out;
+	struct draft_proposal *g_ahead;
+	int32_t *body;              /* (body_cap) words: a batch's request body */
+	uint32_t body_cap;
+	unsigned char *rbuf;        /* (rbuf_bytes) a batch's reply */
+	size_t rbuf_bytes;
 	struct rd_req req;
 	struct rd_rep rep;
 };
@@ -50,16 +73,31 @@ static void slots_free(struct server *s)
 	for (uint32_t i = 0; s->slots && i < s->n_slots; i++) {
 		specd_free(s->slots[i].hist);
 		specd_free(s->slots[i].spec_tok);
+		specd_free(s->slots[i].prop.tokens);
+		specd_free(s->slots[i].prop.q);
 		sampler_destroy(s->slots[i].s);
 	}
 	specd_free(s->slots);
-	specd_free(s->prop.tokens);
-	specd_free(s->prop.q);
 	specd_free(s->scratch);
+	specd_free(s->asks);
+	specd_free(s->g_seq);
+	specd_free(s->g_k);
+	specd_free(s->g_out);
+	specd_free(s->g_ahead);
+	specd_free(s->body);
+	specd_free(s->rbuf);
 	draft_destroy(s->d);
 	s->slots = NULL;
-	s->prop = (struct draft_proposal){0};
 	s->scratch = NULL;
+	s->asks = NULL;
+	s->g_seq = NULL;
+	s->g_k = NULL;
+	s->g_out = NULL;
+	s->g_ahead = NULL;
+	s->body = NULL;
+	s->body_cap = 0;
+	s->rbuf = NULL;
+	s->rbuf_bytes = 0;
 	s->d = NULL;
 	s->n_slots = 0;
 }
@@ -72,6 +110,14 @@ static void slot_fail(struct srv_slot *sl, enum specd_status st, const char *msg
 	snprintf(sl->msg, sizeof(sl->msg), "%s", msg);
 }
 
+/* q rows after a reply, from the proposal's own buffer. */
+static enum specd_status send_q(struct server *s, const float *q, uint32_t q_rows,
+				struct specd_error *err)
+{
+	return par_comm_send(s->link->comm, q, (size_t)q_rows * s->n_vocab * sizeof(float),
+			     RD_LEADER, RD_TAG_Q, err);
+}
+
 static enum specd_status reply(struct server *s, const float *q, uint32_t q_rows)
 {
 	struct specd_error err;
@@ -79,13 +125,13 @@ static enum specd_status reply(struct server *s, const float *q, uint32_t q_rows
 	enum specd_status st = par_comm_send(s->link->comm, &s->rep, sizeof(s->rep), RD_LEADER,
 					     RD_TAG_REPLY, &err);
 	if (st == SPECD_OK && q_rows)
-		st = par_comm_send(s->link->comm, q, (size_t)q_rows * s->n_vocab * sizeof(float),
-				   RD_LEADER, RD_TAG_Q, &err);
+		st = send_q(s, q, q_rows, &err);
 	if (st != SPECD_OK)
 		LOG_WARN("cannot answer the leader (it gave up on this rank?): %s", err.msg);
 	return st;
 }
 
+/* Also a batch's error answer: the struct rd_rep alone. */
 static void reply_error(struct server *s, enum specd_status st, const char *msg)
 {
 	memset(&s->rep, 0, sizeof(s->rep));
@@ -136,19 +182,33 @@ static enum specd_status hello(struct server *s, struct specd_error *err)
 		return st;
 	s->n_slots = r->n_slots;
 	s->slots = specd_calloc(s->n_slots, sizeof(*s->slots));
-	s->prop.tokens = specd_malloc_array(s->k_srv, sizeof(int32_t));
-	/* Only a drafter that samples fills q; prompt lookup never does. */
-	if (m != DRAFT_METHOD_NGRAM)
-		s->prop.q = specd_malloc_array((size_t)s->k_srv * tv, sizeof(float));
 	s->scratch = specd_malloc_array(s->cap, sizeof(int32_t));
-	if (!s->slots || !s->prop.tokens || (m != DRAFT_METHOD_NGRAM && !s->prop.q) || !s->scratch)
+	s->asks = specd_malloc_array(s->n_slots, sizeof(*s->asks));
+	s->g_seq = specd_malloc_array(s->n_slots, sizeof(*s->g_seq));
+	s->g_k = specd_malloc_array(s->n_slots, sizeof(*s->g_k));
+	s->g_out = specd_malloc_array(s->n_slots, sizeof(*s->g_out));
+	s->g_ahead = specd_malloc_array(s->n_slots, sizeof(*s->g_ahead));
+	/* A batch names every slot at most once, each with at most all its tokens new. */
+	uint64_t words = (uint64_t)s->n_slots * (RD_BATCH_SEQ_WORDS + s->cap);
+	s->body_cap = words <= UINT32_MAX / 2 ? (uint32_t)words : 0;
+	s->body = s->body_cap ? specd_malloc_array(s->body_cap, sizeof(int32_t)) : NULL;
+	s->rbuf_bytes = sizeof(struct rd_rep) +
+			s->n_slots * (sizeof(struct rd_batch_prop) + s->k_max * sizeof(int32_t));
+	s->rbuf = specd_malloc_array(s->rbuf_bytes, 1);
+	if (!s->slots || !s->scratch || !s->asks || !s->g_seq || !s->g_k || !s->g_out ||
+	    !s->g_ahead || !s->body || !s->rbuf)
 		goto nomem;
 	struct sampler_params sp = {.temperature = 0.0f, .top_p = 1.0f};
 	for (uint32_t i = 0; i < s->n_slots; i++) {
 		struct srv_slot *sl = &s->slots[i];
 		sl->hist = specd_malloc_array(s->cap, sizeof(int32_t));
 		sl->spec_tok = specd_malloc_array(s->k_srv, sizeof(int32_t));
-		if (!sl->hist || !sl->spec_tok ||
+		sl->prop.tokens = specd_malloc_array(s->k_srv, sizeof(int32_t));
+		/* Only a drafter that samples fills q; prompt lookup never does. */
+		if (m != DRAFT_METHOD_NGRAM)
+			sl->prop.q = specd_malloc_array((size_t)s->k_srv * tv, sizeof(float));
+		if (!sl->hist || !sl->spec_tok || !sl->prop.tokens ||
+		    (m != DRAFT_METHOD_NGRAM && !sl->prop.q) ||
 		    sampler_create((int32_t)tv, &sp, &sl->s, NULL) != SPECD_OK)
 			goto nomem;
 	}
@@ -159,6 +219,26 @@ nomem:
 			    r->n_slots, r->n_ctx);
 }
 
+/* The words of a request that follow it as a second message (the leader sends them
+ * right after it: a short wait), into dst, or with dst NULL into a temporary buffer and
+ * dropped, so the message stream stays in step. */
+static enum specd_status recv_body(struct server *s, int32_t *dst, uint32_t words)
+{
+	int32_t *buf = dst ? dst : specd_malloc_array(words, sizeof(int32_t));
+	struct specd_error err;
+	enum specd_status st = SPECD_NOMEM;
+
+	if (!buf)
+		LOG_ERROR("%u words from the leader cannot be taken in: out of step with it",
+			  words);
+	else if ((st = par_comm_bcast(s->link->comm, buf, (size_t)words * sizeof(int32_t),
+				      RD_LEADER, &err)) != SPECD_OK)
+		LOG_WARN("the leader's tokens did not arrive: %s", err.msg);
+	if (buf != dst)
+		specd_free(buf);
+	return st;
+}
+
 /* Takes in the request's new tokens: into the slot's history when they fit it, else
  * (a broken request) into scratch, so the message stream stays in step either way.
  * Returns the slot, or NULL when the request is not for a usable slot. */
@@ -167,7 +247,8 @@ static struct srv_slot *take_tokens(struct server *s, int32_t **toks)
 	const struct rd_req *r = &s->req;
 	struct srv_slot *sl = s->slots && r->slot < s->n_slots ? &s->slots[r->slot] : NULL;
 	uint32_t at = r->op == RD_RESET ? 0 : sl ? sl->n : 0;
-	bool fits = sl && r->n_total == at + r->n_new && r->n_total <= s->cap - (s->k_srv + 1);
+	bool fits = sl && r->n_total == (uint64_t)at + r->n_new &&
+		    r->n_total <= s->cap - (s->k_srv + 1);
 	int32_t *dst = NULL;
 
 	if (fits)
@@ -178,13 +259,7 @@ static struct srv_slot *take_tokens(struct server *s, int32_t **toks)
 		if (dst)
 			memcpy(dst, r->tokens, r->n_new * sizeof(int32_t));
 	} else {
-		int32_t *tmp = dst ? NULL : specd_malloc_array(r->n_new, sizeof(int32_t));
-		struct specd_error err;
-		/* The leader sends the body right after the request: a short wait. */
-		if (par_comm_bcast(s->link->comm, dst ? dst : tmp, (size_t)r->n_new * 4, RD_LEADER,
-				   &err) != SPECD_OK)
-			LOG_WARN("the leader's tokens did not arrive: %s", err.msg);
-		specd_free(tmp);
+		recv_body(s, dst, r->n_new);
 	}
 	*toks = dst;
 	if (!sl)
@@ -263,33 +338,119 @@ static void on_commit(struct server *s)
 		slot_fail(sl, st, err.msg);
 }
 
-/* After answering: draft the next step as if all n_sent tokens and the guess
- * (the drafter's next token) were committed. Only where the output cannot depend on
- * it: greedy, whose proposals are one-hot. */
-static void draft_ahead(struct server *s, uint32_t slot, const int32_t *sent, uint32_t n_sent,
-			int32_t guess, uint32_t k)
+/* One pass of the drafter over seqs: draft_propose for one sequence (as a single
+ * propose always did), draft_propose_batch for several. */
+static enum specd_status draft_group(struct server *s, uint32_t n, struct specd_error *err)
 {
-	struct srv_slot *sl = &s->slots[slot];
+	if (n == 1)
+		return draft_propose(s->d, &s->g_seq[0], s->g_k[0], s->g_out[0], err);
+	return draft_propose_batch(s->d, s->g_seq, s->g_k, s->g_out, n, err);
+}
+
+/* After answering: for every ask that drafts ahead, draft the next step as if all
+ * n_sent tokens and the guess (the drafter's next token) were committed, in one pass
+ * for all of them. Only where the output cannot depend on it: greedy, whose proposals
+ * are one-hot. */
+static void draft_ahead(struct server *s, uint32_t n_asks)
+{
 	struct specd_error err;
-	uint32_t n = sl->n + n_sent + 1;
+	uint32_t m = 0;
 
 	specd_error_clear(&err);
-	sl->spec = SPEC_NONE;
-	if (n > s->cap - (s->k_srv + 1))
-		return;
-	memmove(sl->hist + sl->n, sent, n_sent * sizeof(int32_t));
-	sl->hist[sl->n + n_sent] = guess;
-	struct draft_seq seq = slot_seq(s, slot, n);
-	uint32_t kk = k + 1 < s->k_srv ? k + 1 : s->k_srv;
-	struct draft_proposal p = {.tokens = sl->spec_tok, .q = NULL};
-	if (draft_commit(s->d, &seq, n_sent, guess, &err) != SPECD_OK ||
-	    draft_propose(s->d, &seq, kk, &p, &err) != SPECD_OK || !p.q_onehot) {
-		LOG_DEBUG("slot %u: no drafting ahead: %s", slot, err.msg);
-		return; /* the real commit rolls the drafter back */
+	for (uint32_t i = 0; i < n_asks; i++) {
+		struct srv_ask *a = &s->asks[i];
+		struct srv_slot *sl = &s->slots[a->slot];
+		uint32_t n_sent = a->n_sent, n = sl->n + n_sent + 1;
+
+		sl->spec = SPEC_NONE;
+		if (!a->ahead || a->avail <= n_sent || n > s->cap - (s->k_srv + 1))
+			continue;
+		int32_t guess = a->tok[n_sent];
+		memmove(sl->hist + sl->n, a->tok, n_sent * sizeof(int32_t));
+		sl->hist[sl->n + n_sent] = guess;
+		struct draft_seq seq = slot_seq(s, a->slot, n);
+		if (draft_commit(s->d, &seq, n_sent, guess, &err) != SPECD_OK) {
+			LOG_DEBUG("slot %u: no drafting ahead: %s", a->slot, err.msg);
+			continue; /* the real commit rolls the drafter back */
+		}
+		sl->n_tail = n_sent + 1;
+		s->g_seq[m] = seq;
+		s->g_k[m] = a->k + 1 < s->k_srv ? a->k + 1 : s->k_srv;
+		s->g_ahead[m] = (struct draft_proposal){.tokens = sl->spec_tok, .q = NULL};
+		s->g_out[m] = &s->g_ahead[m];
+		m++;
 	}
-	sl->n_tail = n_sent + 1;
-	sl->n_spec = p.n;
-	sl->spec = SPEC_DRAFTED;
+	if (m == 0)
+		return;
+	if (draft_group(s, m, &err) != SPECD_OK) {
+		LOG_DEBUG("no drafting ahead for %u slot%s: %s", m, m == 1 ? "" : "s", err.msg);
+		return;
+	}
+	for (uint32_t g = 0; g < m; g++)
+		if (!s->g_ahead[g].q_onehot)
+			return; /* not greedy after all: nothing drafted ahead is used */
+	for (uint32_t g = 0; g < m; g++) {
+		struct srv_slot *sl = &s->slots[s->g_seq[g].slot];
+		sl->n_spec = s->g_ahead[g].n;
+		sl->spec = SPEC_DRAFTED;
+	}
+}
+
+/* The proposals for asks[0 .. n_asks): from what was drafted ahead where the commit
+ * matched, the rest in one drafter pass (one more token where it drafts ahead: the
+ * guess at the bonus). Errors: the drafter's, stuck to every slot it drafted for. */
+static enum specd_status draft_asks(struct server *s, uint32_t n_asks, struct specd_error *err)
+{
+	uint32_t m = 0;
+	enum specd_status st;
+
+	for (uint32_t i = 0; i < n_asks; i++) {
+		struct srv_ask *a = &s->asks[i];
+		struct srv_slot *sl = &s->slots[a->slot];
+
+		a->ahead = s->pipeline && sampler_is_greedy(sl->s);
+		a->from_spec = sl->spec == SPEC_READY;
+		if (a->from_spec)
+			continue;
+		s->g_seq[m] = slot_seq(s, a->slot, sl->n);
+		s->g_k[m] = a->ahead && a->k < s->k_srv ? a->k + 1 : a->k;
+		s->g_out[m++] = &sl->prop;
+	}
+	if (m && (st = draft_group(s, m, err)) != SPECD_OK) {
+		for (uint32_t g = 0; g < m; g++)
+			slot_fail(&s->slots[s->g_seq[g].slot], st, err->msg);
+		return st;
+	}
+	for (uint32_t i = 0; i < n_asks; i++) {
+		struct srv_ask *a = &s->asks[i];
+		struct srv_slot *sl = &s->slots[a->slot];
+
+		a->tok = a->from_spec ? sl->spec_tok : sl->prop.tokens;
+		a->avail = a->from_spec ? sl->n_spec : sl->prop.n;
+		a->n_sent = a->avail < a->k ? a->avail : a->k;
+		sl->spec = SPEC_NONE;
+	}
+	return SPECD_OK;
+}
+
+/* Whether the slot can be proposed for: started, no sticky error, in step with the
+ * leader's n_total, K in range. Otherwise the slot's message says why (a sticky error's
+ * own, else a new one) and *st_out the status to answer. */
+static bool ask_ok(struct server *s, uint32_t slot, uint32_t n_total, uint32_t k,
+		   enum specd_status *st_out)
+{
+	struct srv_slot *sl = &s->slots[slot];
+
+	if (sl->started && sl->st == SPECD_OK && n_total == sl->n && k <= s->k_max)
+		return true;
+	if (sl->st == SPECD_OK && k > s->k_max)
+		snprintf(sl->msg, sizeof(sl->msg), "slot %u: K %u of %u", slot, k, s->k_max);
+	else if (sl->st == SPECD_OK)
+		snprintf(sl->msg, sizeof(sl->msg), "slot %u: %s (%u tokens here, %u on the "
+			 "leader)", slot, sl->started ? "out of step with the leader" :
+			 "no sequence", sl->n, n_total);
+	*st_out = sl->st != SPECD_OK ? sl->st : SPECD_PROTO;
+	return false;
 }
 
 static void on_propose(struct server *s)
@@ -297,10 +458,12 @@ static void on_propose(struct server *s)
 	const struct rd_req *r = &s->req;
 	struct srv_slot *sl = s->slots && r->slot < s->n_slots ? &s->slots[r->slot] : NULL;
 	struct specd_error err;
+	enum specd_status st;
 	int32_t *toks;
 	char msg[RD_MSG_BYTES];
 
 	if (!s->d) {
+		take_tokens(s, &toks);
 		reply_error(s, SPECD_PROTO, "a proposal asked for before any drafter was made");
 		return;
 	}
@@ -316,46 +479,165 @@ static void on_propose(struct server *s)
 	}
 	if (r->n_new)
 		sl->n = r->n_total;
-	if (!sl->started || sl->st != SPECD_OK || r->n_total != sl->n || r->k > s->k_max) {
-		if (sl->st == SPECD_OK)
-			snprintf(sl->msg, sizeof(sl->msg), "slot %u: %s (%u tokens here, %u on the "
-				 "leader; K %u of %u)", r->slot,
-				 sl->started ? "out of step with the leader" : "no sequence",
-				 sl->n, r->n_total, r->k, s->k_max);
-		reply_error(s, sl->st != SPECD_OK ? sl->st : SPECD_PROTO, sl->msg);
+	if (!ask_ok(s, r->slot, r->n_total, r->k, &st)) {
+		reply_error(s, st, sl->msg);
 		return;
 	}
-	bool ahead = s->pipeline && sampler_is_greedy(sl->s);
-	const int32_t *tok;
-	uint32_t avail;
+	s->asks[0] = (struct srv_ask){.slot = r->slot, .k = r->k};
+	specd_error_clear(&err);
+	if (draft_asks(s, 1, &err) != SPECD_OK) {
+		reply_error(s, sl->st, sl->msg);
+		return;
+	}
+	const struct srv_ask *a = &s->asks[0];
 	memset(&s->rep, 0, sizeof(s->rep));
-	if (sl->spec == SPEC_READY) {
-		tok = sl->spec_tok;
-		avail = sl->n_spec;
-		s->rep.flags = RD_REP_PIPELINED;
-		s->prop.q_onehot = true;
-	} else {
-		struct draft_seq seq = slot_seq(s, r->slot, sl->n);
-		uint32_t kk = ahead && r->k < s->k_srv ? r->k + 1 : r->k;
-		enum specd_status st;
-		specd_error_clear(&err);
-		if ((st = draft_propose(s->d, &seq, kk, &s->prop, &err)) != SPECD_OK) {
-			slot_fail(sl, st, err.msg);
-			reply_error(s, sl->st, sl->msg);
+	memcpy(s->rep.tokens, a->tok, a->n_sent * sizeof(int32_t));
+	s->rep.n = a->n_sent;
+	s->rep.flags = a->from_spec ? RD_REP_PIPELINED : 0;
+	bool q = !a->from_spec && !sl->prop.q_onehot && a->n_sent > 0;
+	if (reply(s, q ? sl->prop.q : NULL, q ? a->n_sent : 0) != SPECD_OK)
+		return;
+	draft_ahead(s, 1);
+}
+
+/* Takes in a batch's body (inline, or the message right after the request) into
+ * s->body. false when it cannot be held (none made yet, or longer than any batch): it
+ * is then drained, so the message stream stays in step. */
+static bool take_body(struct server *s)
+{
+	const struct rd_req *r = &s->req;
+	uint32_t words = r->n_new;
+	bool fits = s->body && words <= s->body_cap;
+
+	if (words > RD_INLINE)
+		return recv_body(s, fits ? s->body : NULL, words) == SPECD_OK && fits;
+	if (fits)
+		memcpy(s->body, r->tokens, words * sizeof(int32_t));
+	return fits;
+}
+
+/* Checks a batch's shape against this rank's drafter: counts, slots (in range, each
+ * once), K, and that the body's words and the reply's room add up. Marks the slots
+ * asked. Returns 0 or the status to answer, msg saying why. */
+static enum specd_status batch_check(struct server *s, char *msg, size_t cap)
+{
+	const struct rd_req *r = &s->req;
+	const struct rd_batch_seq *ent = (const struct rd_batch_seq *)(const void *)s->body;
+	uint32_t n = r->n_seqs;
+	uint64_t words = (uint64_t)n * RD_BATCH_SEQ_WORDS, room = 0;
+	enum specd_status st = SPECD_OK;
+
+	if (n < 1 || n > s->n_slots || words > r->n_new) {
+		snprintf(msg, cap, "a batch of %u sequences in %u words; there are %u slots", n,
+			 r->n_new, s->n_slots);
+		return SPECD_PROTO;
+	}
+	for (uint32_t i = 0; i < s->n_slots; i++)
+		s->slots[i].asked = false;
+	for (uint32_t i = 0; i < n && st == SPECD_OK; i++) {
+		if (ent[i].slot >= s->n_slots) {
+			snprintf(msg, cap, "batch entry %u: slot %u of %u", i, ent[i].slot,
+				 s->n_slots);
+			st = SPECD_INVAL;
+		} else if (s->slots[ent[i].slot].asked) {
+			snprintf(msg, cap, "batch entry %u: slot %u twice", i, ent[i].slot);
+			st = SPECD_PROTO;
+		} else if (ent[i].k > s->k_max) {
+			snprintf(msg, cap, "batch entry %u: slot %u: K %u of %u", i, ent[i].slot,
+				 ent[i].k, s->k_max);
+			st = SPECD_INVAL;
+		} else {
+			s->slots[ent[i].slot].asked = true;
+			words += ent[i].n_new;
+			room += ent[i].k;
+		}
+	}
+	if (st == SPECD_OK && (words != r->n_new || room != r->k)) {
+		snprintf(msg, cap, "a batch of %u sequences: %llu words and room for %llu tokens; "
+			 "the request says %u and %u", n, (unsigned long long)words,
+			 (unsigned long long)room, r->n_new, r->k);
+		st = SPECD_PROTO;
+	}
+	return st;
+}
+
+/* RD_PROPOSE_BATCH: every sequence's new tokens in, one drafter pass for all, one
+ * reply with every proposal, then the q rows of those that sample. Any sequence that
+ * cannot be proposed for fails the batch with its reason, as its single propose
+ * would (the engine's step fails for all its jobs either way). */
+static void on_propose_batch(struct server *s)
+{
+	const struct rd_req *r = &s->req;
+	const struct rd_batch_seq *ent = (const struct rd_batch_seq *)(const void *)s->body;
+	char msg[RD_MSG_BYTES];
+	struct specd_error err;
+	enum specd_status st;
+
+	if (!take_body(s) || !s->d) {
+		snprintf(msg, sizeof(msg), "%s", s->d ? "a batch longer than any the drafter "
+			 "can take" : "a proposal asked for before any drafter was made");
+		LOG_WARN("malformed batch from the leader: %s", msg);
+		reply_error(s, SPECD_PROTO, msg);
+		return;
+	}
+	if ((st = batch_check(s, msg, sizeof(msg))) != SPECD_OK) {
+		LOG_WARN("malformed batch from the leader: %s", msg);
+		reply_error(s, st, msg);
+		return;
+	}
+	const int32_t *tok = s->body + r->n_seqs * RD_BATCH_SEQ_WORDS;
+	for (uint32_t i = 0; i < r->n_seqs; tok += ent[i++].n_new) {
+		struct srv_slot *sl = &s->slots[ent[i].slot];
+		if (!ent[i].n_new)
+			continue;
+		if (ent[i].n_total != (uint64_t)sl->n + ent[i].n_new ||
+		    ent[i].n_total > s->cap - (s->k_srv + 1)) {
+			snprintf(msg, sizeof(msg), "slot %u: out of step with the leader (%u + %u "
+				 "tokens, the leader says %u; room for %u)", ent[i].slot, sl->n,
+				 ent[i].n_new, ent[i].n_total, s->cap - (s->k_srv + 1));
+			slot_fail(sl, SPECD_PROTO, msg);
+			continue;
+		}
+		memcpy(sl->hist + sl->n, tok, ent[i].n_new * sizeof(int32_t));
+		sl->n = ent[i].n_total;
+	}
+	for (uint32_t i = 0; i < r->n_seqs; i++) {
+		if (!ask_ok(s, ent[i].slot, ent[i].n_total, ent[i].k, &st)) {
+			reply_error(s, st, s->slots[ent[i].slot].msg);
 			return;
 		}
-		tok = s->prop.tokens;
-		avail = s->prop.n;
+		s->asks[i] = (struct srv_ask){.slot = ent[i].slot, .k = ent[i].k};
 	}
-	sl->spec = SPEC_NONE;
-	uint32_t n_sent = avail < r->k ? avail : r->k;
-	memcpy(s->rep.tokens, tok, n_sent * sizeof(int32_t));
-	s->rep.n = n_sent;
-	bool q = !s->prop.q_onehot && n_sent > 0;
-	if (reply(s, q ? s->prop.q : NULL, q ? n_sent : 0) != SPECD_OK)
+	specd_error_clear(&err);
+	if ((st = draft_asks(s, r->n_seqs, &err)) != SPECD_OK) {
+		reply_error(s, st, err.msg);
 		return;
-	if (ahead && avail > n_sent)
-		draft_ahead(s, r->slot, tok, n_sent, tok[n_sent], r->k);
+	}
+	struct rd_rep *head = (struct rd_rep *)(void *)s->rbuf;
+	struct rd_batch_prop *bp = (struct rd_batch_prop *)(void *)(head + 1);
+	int32_t *out = (int32_t *)(void *)(bp + r->n_seqs);
+	memset(head, 0, sizeof(*head));
+	head->status = SPECD_OK;
+	head->n = r->n_seqs;
+	for (uint32_t i = 0, at = 0; i < r->n_seqs; at += s->asks[i++].k) {
+		const struct srv_ask *a = &s->asks[i];
+		bool q = !a->from_spec && !s->slots[a->slot].prop.q_onehot && a->n_sent > 0;
+		bp[i] = (struct rd_batch_prop){
+			.n = a->n_sent, .q_rows = q ? a->n_sent : 0,
+			.flags = a->from_spec ? RD_REP_PIPELINED : 0,
+		};
+		memcpy(out + at, a->tok, a->n_sent * sizeof(int32_t));
+	}
+	size_t bytes = sizeof(*head) + r->n_seqs * sizeof(*bp) + (size_t)r->k * sizeof(int32_t);
+	st = par_comm_send(s->link->comm, s->rbuf, bytes, RD_LEADER, RD_TAG_REPLY, &err);
+	for (uint32_t i = 0; i < r->n_seqs && st == SPECD_OK; i++)
+		if (bp[i].q_rows)
+			st = send_q(s, s->slots[s->asks[i].slot].prop.q, bp[i].q_rows, &err);
+	if (st != SPECD_OK) {
+		LOG_WARN("cannot answer the leader (it gave up on this rank?): %s", err.msg);
+		return;
+	}
+	draft_ahead(s, r->n_seqs);
 }
 
 enum specd_status draft_serve(struct draft_link *link, const struct draft_server_config *sc,
@@ -409,6 +691,9 @@ enum specd_status draft_serve(struct draft_link *link, const struct draft_server
 			break;
 		case RD_PROPOSE:
 			on_propose(&s);
+			break;
+		case RD_PROPOSE_BATCH:
+			on_propose_batch(&s);
 			break;
 		default:
 			LOG_WARN("unknown request %d from the leader ignored", (int)s.req.op);

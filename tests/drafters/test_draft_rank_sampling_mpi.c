@@ -107,7 +107,7 @@ static int setup(void **state)
 		int32_t pre[2] = {1, a}, b;
 		uint32_t n;
 		assert_int_equal(fx_generate(g_t, NULL, 0, NULL, pre, 2,
-					     &(struct sampler_params){0, 0, 1.0f, 0}, 1, -1, &b, 1,
+					     &(struct sampler_params){.top_p = 1.0f}, 1, -1, &b, 1,
 					     &n, NULL, NULL), SPECD_OK);
 		uint32_t toks[4] = {1, (uint32_t)a, (uint32_t)b, (uint32_t)a}, slots[4] = {0},
 			 pos[4] = {0, 1, 2, 3}, last = 3;
