@@ -2,6 +2,7 @@
 #include "spec_fixture.h"
 
 #include <math.h>
+#include <mpi.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -29,6 +30,19 @@ struct model *fx_load(const char *path, uint32_t n_slots, uint32_t n_ctx)
 	if (model_load(path, &mc, &m, &err) != SPECD_OK)
 		fail_msg("%s: %s", path, err.msg);
 	return m;
+}
+
+bool fx_mpi_init_pair(int *argc, char ***argv)
+{
+	int provided = 0, size = 0;
+	MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
+	MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+	MPI_Comm_size(MPI_COMM_WORLD, &size);
+	if (size == 2)
+		return true;
+	fprintf(stderr, "run under mpirun -np 2\n");
+	MPI_Finalize();
+	return false;
 }
 
 struct drafter *fx_drafter(enum draft_method method, struct model *target, uint32_t k,

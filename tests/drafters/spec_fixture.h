@@ -17,6 +17,10 @@ void fx_gen_model(const char *out, const char *const *args);
 struct model *fx_load(const char *path, uint32_t n_slots, uint32_t n_ctx);
 
 /* A drafter of `method` for target (draft_path for draft_model); fails on error. */
+/* MPI_Init_thread (funneled, errors returned) for a test of a leader and a draft rank;
+ * false, after MPI_Finalize and a message, when not run under mpirun -np 2. */
+bool fx_mpi_init_pair(int *argc, char ***argv);
+
 struct drafter *fx_drafter(enum draft_method method, struct model *target, uint32_t k,
 			   uint32_t n_slots, const char *draft_path, uint32_t lookup_min);
 

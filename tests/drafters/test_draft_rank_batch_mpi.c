@@ -660,16 +660,8 @@ static void test_draft_rank_batch__stalled_batch_falls_back_to_plain_for_every_j
 
 int main(int argc, char **argv)
 {
-	int provided = 0;
-	MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
-	MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
-	int size = 0;
-	MPI_Comm_size(MPI_COMM_WORLD, &size);
-	if (size != 2) {
-		fprintf(stderr, "run under mpirun -np 2\n");
-		MPI_Finalize();
+	if (!fx_mpi_init_pair(&argc, &argv))
 		return 1;
-	}
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_draft_rank_batch__greedy_equals_plain_decoding,
 						setup_test, teardown_test),

@@ -209,16 +209,8 @@ static void test_draft_rank_sampling__top_k_top_p_keep_the_distribution(void **s
 
 int main(int argc, char **argv)
 {
-	int provided = 0;
-	MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
-	MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
-	int size = 0;
-	MPI_Comm_size(MPI_COMM_WORLD, &size);
-	if (size != 2) {
-		fprintf(stderr, "run under mpirun -np 2\n");
-		MPI_Finalize();
+	if (!fx_mpi_init_pair(&argc, &argv))
 		return 1;
-	}
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_draft_rank_sampling__temperature_keeps_the_distribution),
 		cmocka_unit_test(test_draft_rank_sampling__top_k_top_p_keep_the_distribution),
