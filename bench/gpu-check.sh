@@ -2,7 +2,8 @@
 # The GPU machine's check, at most ~5 minutes on one H200 (16 cores): configures a
 # build of only common, kernels, model and tools (SPECD_GPU_CHECK_ONLY: no MPI, YAML,
 # protobuf-c or cmocka), builds specd-gpu-check and specd-gen-model for sm_90, then
-# runs specd-gpu-check: every CUDA op against the CPU op, greedy tokens on
+# runs specd-gpu-check: every CUDA op against the CPU op, sampling on the device against
+# the host sampler (same uniform draw, same token) and its time, greedy tokens on
 # stories260K and on generated models (CUDA == CPU, batch invariance, speculative
 # output == plain), and decode tokens/s, HBM share and K+1 verification cost on
 # generated bf16 models of 1B and 3B parameters (8B when the budget allows), with the
@@ -96,6 +97,7 @@ check=$build/tools/specd-gpu-check
 genm=$build/tools/specd-gen-model
 
 step ops 60 "$check" ops
+step sample 40 "$check" sample
 [ "$no_device" = 1 ] && finish
 
 if [ -f "$carry/models/stories260K.gguf" ]; then

@@ -63,6 +63,8 @@ enum specd_status req_validate(const Specd__V1__GenerateRequest *r,
 			return specd_errorf(err, SPECD_INVAL, "temperature must be 0..100");
 		if (s->has_top_p && !(isfinite(s->top_p) && s->top_p > 0 && s->top_p <= 1))
 			return specd_errorf(err, SPECD_INVAL, "top_p must be in (0, 1]");
+		if (s->has_min_p && !(isfinite(s->min_p) && s->min_p >= 0 && s->min_p <= 1))
+			return specd_errorf(err, SPECD_INVAL, "min_p must be in [0, 1]");
 		if (s->has_top_k && s->top_k > 1000000)
 			return specd_errorf(err, SPECD_INVAL, "top_k %u is too large", s->top_k);
 	}

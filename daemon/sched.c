@@ -363,6 +363,8 @@ static enum specd_status job_start(struct sched *s, struct sjob *j, const struct
 			p.sampling.top_k = (int32_t)sp->top_k;
 		if (sp->has_top_p)
 			p.sampling.top_p = sp->top_p;
+		if (sp->has_min_p)
+			p.sampling.min_p = sp->min_p;
 	}
 	p.sampling.seed = sp && sp->has_seed ? sp->seed : fresh_seed();
 	if (st == SPECD_OK)

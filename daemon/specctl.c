@@ -38,7 +38,7 @@ static void usage(FILE *f)
 		"commands:\n"
 		"  generate --prompt TEXT | --chat TEXT [--system TEXT]\n"
 		"           [--max-tokens N] [--temperature T] [--top-k K]\n"
-		"           [--top-p P] [--seed S] [--stop TEXT]... [--request-id ID]\n"
+		"           [--top-p P] [--min-p P] [--seed S] [--stop TEXT]... [--request-id ID]\n"
 		"           [--method M] [--spec-tokens K] [--json [--logprobs N]]\n"
 		"      --chat sends a user message (and --system a system prompt) through the\n"
 		"      model's chat template; streams the text to stdout; method, acceptance and\n"
@@ -63,9 +63,10 @@ struct gen_opts {
 	const char *stops[REQ_MAX_STOPS];
 	size_t n_stops;
 	long max_tokens, top_k, spec_tokens, logprobs;
-	double temperature, top_p;
+	double temperature, top_p, min_p;
 	unsigned long long seed;
-	int has_max_tokens, has_temperature, has_top_k, has_top_p, has_seed, has_spec_tokens;
+	int has_max_tokens, has_temperature, has_top_k, has_top_p, has_min_p, has_seed;
+	int has_spec_tokens;
 	int has_logprobs;
 	int json;
 };
@@ -143,6 +144,11 @@ static int parse_generate(int argc, char **argv, struct gen_opts *o)
 				return EXIT_USAGE;
 			o->top_p = x;
 			o->has_top_p = 1;
+		} else if (strcmp(a, "--min-p") == 0) {
+			if (parse_num(a, v, 0, 1, &x))
+				return EXIT_USAGE;
+			o->min_p = x;
+			o->has_min_p = 1;
 		} else if (strcmp(a, "--seed") == 0) {
 			char *end = NULL;
 			errno = 0;
@@ -275,6 +281,8 @@ static int cmd_generate(struct client *c, const struct gen_opts *opts)
 	samp.top_k = (uint32_t)o.top_k;
 	samp.has_top_p = o.has_top_p;
 	samp.top_p = (float)o.top_p;
+	samp.has_min_p = o.has_min_p;
+	samp.min_p = (float)o.min_p;
 	samp.has_seed = o.has_seed;
 	samp.seed = o.seed;
 	req.sampling = &samp;

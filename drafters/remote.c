@@ -296,6 +296,7 @@ static enum specd_status rd_reset(void *state, const struct draft_seq *seq,
 	r->req.temperature = sp->temperature;
 	r->req.top_k = sp->top_k;
 	r->req.top_p = sp->top_p;
+	r->req.min_p = sp->min_p;
 	r->req.seed = sp->seed;
 	specd_error_clear(&e);
 	return link_result(r, rd_send(r, RD_RESET, seq, &e), &e, err);

@@ -49,6 +49,7 @@ struct rd_req {
 	float temperature;
 	int32_t top_k;
 	float top_p;
+	float min_p;
 	uint32_t n_seqs;     /* propose batch: sequences, on distinct slots */
 	uint64_t seed;
 	int32_t tokens[RD_INLINE];

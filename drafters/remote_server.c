@@ -299,7 +299,7 @@ static void on_reset(struct server *s)
 		return;
 	sl->n = r->n_total;
 	struct sampler_params sp = {.temperature = r->temperature, .top_k = r->top_k,
-				    .top_p = r->top_p, .seed = r->seed};
+				    .top_p = r->top_p, .min_p = r->min_p, .seed = r->seed};
 	struct draft_seq seq = slot_seq(s, r->slot, sl->n);
 	if ((st = sampler_reset(sl->s, &sp, &err)) != SPECD_OK ||
 	    (st = draft_reset(s->d, &seq, &err)) != SPECD_OK) {

@@ -13,9 +13,10 @@
  * memory for the CPU backend, device memory for CUDA), allocated with kern_alloc and
  * filled with kern_upload / kern_upload_mat; kern_download brings results back. The
  * integer arrays an op reads or writes (get_rows' ids, rope's positions, attention's
- * mask, argmax's out) are host memory in every backend: a device backend uploads and
- * downloads them itself. A backend whose ops_host_memory is set computes on host
- * memory, so callers may use a file's mapping in place and pass their own buffers.
+ * mask, argmax's and sample's out) and sample's per-row floats (u, probe_p) are host
+ * memory in every backend: a device backend uploads and downloads them itself. A
+ * backend whose ops_host_memory is set computes on host memory, so callers may use a
+ * file's mapping in place and pass their own buffers.
  * Activations are row-major; `ld*` arguments are the stride between rows, in
  * elements. Ops never allocate: a backend reserves what it needs when it is created.
  *
@@ -112,6 +113,51 @@ struct kern_attn {
 	struct kern_attn_mask mask;
 };
 
+/* The sampler's transform (model/sampler.h, where it is described; its struct
+ * sampler_params without the seed): temperature, then top-k, then top-p, then min-p,
+ * "most likely" ordering by logit descending, then id ascending. */
+struct kern_sample_params {
+	float temperature; /* 0: greedy (so is top_k 1); otherwise > 0 and finite */
+	uint32_t top_k;    /* 0: off (values >= n are off too) */
+	float top_p;       /* 1: off; otherwise in (0, 1) */
+	float min_p;       /* 0: off; otherwise in (0, 1]: keep p >= min_p * the largest p */
+};
+
+/* One token per row of logits already in the backend's memory, drawn with a uniform u
+ * the caller brings (the host sampler's PRNG stays the only one): row r gives exactly
+ * what model/sampler.c's sampler_sample gives for its logits when its draw is u[r]
+ * (greedy: the argmax, lowest id on ties, no draw). A device backend computes the
+ * transform in its own order of float sums, so a token may differ from the CPU's only
+ * where u[r] lies within rounding of a boundary of the cumulative distribution (or
+ * the top-p mass lands within rounding of the cut).
+ *
+ * The verifier's numbers come with it: with probe, probe_p[r] is the transformed
+ * probability of token probe[r] (speculative sampling's p(d) for a drafted d), and
+ * exclude_probe draws from that distribution with probe[r]'s mass removed (its
+ * residual norm(max(0, p - q)) for a one-hot q; when nothing is left, from p itself,
+ * as drafters/verify.c does). A probe >= n means none for that row. */
+struct kern_sample_rows {
+	size_t rows;
+	size_t n;                 /* logits per row, 1 .. UINT32_MAX - 1 */
+	const float *x;           /* (rows, ldx) logits, backend memory; not written */
+	size_t ldx;
+	struct kern_sample_params params;
+	const float *u;           /* (rows) host, each in [0, 1); may be NULL when greedy */
+	const uint32_t *probe;    /* (rows) host, or NULL */
+	bool exclude_probe;
+	void *work;               /* kern_sample_work_bytes(rows, n) of backend memory,
+				   * overlapping nothing else; may be NULL when greedy */
+	uint32_t *out;            /* (rows) host: the tokens */
+	float *probe_p;           /* (rows) host, or NULL (needs probe) */
+};
+
+/* Bytes of scratch kern_sample needs, in every backend (SIZE_MAX if it overflows). */
+static inline size_t kern_sample_work_bytes(size_t rows, size_t n)
+{
+	size_t r = rows > 4 ? rows : 4;
+	return n > SIZE_MAX / sizeof(float) / r ? SIZE_MAX : r * n * sizeof(float);
+}
+
 struct kern_ctx;
 
 /* The table a backend fills with designated initializers. Destination first, then
@@ -170,6 +216,12 @@ struct kern_ops {
 	 * on ties; NaN never wins). n >= 1. Returns once out is written. */
 	enum specd_status (*argmax)(struct kern_ctx *ctx, uint32_t *out, const float *x,
 				    size_t ldx, size_t rows, size_t n);
+	/* Draws one token per row (struct kern_sample_rows). Returns once out (and
+	 * probe_p) are written. Errors: SPECD_INVAL for bad arguments (parameters out of
+	 * range, a u outside [0, 1), missing work; CUDA also n >= 2^31 or more than
+	 * 65535 rows) or a row with no logit above -inf (what sampler_sample refuses);
+	 * nothing is written then. */
+	enum specd_status (*sample)(struct kern_ctx *ctx, const struct kern_sample_rows *s);
 	/* Copy within the backend's memory (memmove on the CPU; the CUDA backend needs
 	 * dst and src not to overlap). */
 	enum specd_status (*copy)(struct kern_ctx *ctx, void *dst, const void *src, size_t bytes);
@@ -342,6 +394,12 @@ static inline enum specd_status kern_argmax(struct kern_ctx *ctx, uint32_t *out,
 					    const float *x, size_t ldx, size_t rows, size_t n)
 {
 	return ctx->ops->argmax(ctx, out, x, ldx, rows, n);
+}
+
+static inline enum specd_status kern_sample(struct kern_ctx *ctx,
+					    const struct kern_sample_rows *s)
+{
+	return ctx->ops->sample(ctx, s);
 }
 
 static inline enum specd_status kern_copy(struct kern_ctx *ctx, void *dst, const void *src,

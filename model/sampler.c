@@ -7,10 +7,11 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "kernels/sample.h"
 
+/* A logit as sampler_logprobs ranks it. */
 struct sampler_cand {
-	float z;    /* logit / temperature: the order key */
-	float e;    /* exp(z - max z), unnormalised probability */
+	float z;
 	int32_t id;
 };
 
@@ -18,7 +19,7 @@ struct sampler {
 	int32_t n_vocab;
 	struct sampler_params p;
 	uint64_t rng[4];             /* xoshiro256** state */
-	struct sampler_cand *cand;   /* (n_vocab) host workspace */
+	void *cand;                  /* kern_sample_scratch_bytes(n_vocab) host workspace */
 	float *probs;                /* (n_vocab) host workspace for sampler_sample */
 };
 
@@ -35,6 +36,9 @@ enum specd_status sampler_params_check(const struct sampler_params *p, struct sp
 	if (!(p->top_p > 0.0f && p->top_p <= 1.0f))
 		return specd_errorf(err, SPECD_INVAL, "sampler: top_p %g is outside (0, 1]",
 				    (double)p->top_p);
+	if (!(p->min_p >= 0.0f && p->min_p <= 1.0f))
+		return specd_errorf(err, SPECD_INVAL, "sampler: min_p %g is outside [0, 1]",
+				    (double)p->min_p);
 	return SPECD_OK;
 }
 
@@ -101,7 +105,7 @@ enum specd_status sampler_create(int32_t vocab_size, const struct sampler_params
 	if (!s)
 		goto nomem;
 	s->n_vocab = vocab_size;
-	s->cand = specd_malloc_array((size_t)vocab_size, sizeof(*s->cand));
+	s->cand = specd_malloc_array(1, kern_sample_scratch_bytes((size_t)vocab_size));
 	s->probs = specd_malloc_array((size_t)vocab_size, sizeof(*s->probs));
 	if (!s->cand || !s->probs)
 		goto nomem;
@@ -133,64 +137,35 @@ int32_t sampler_vocab_size(const struct sampler *s)
 	return s->n_vocab;
 }
 
+/* The sampler's parameters as the kernels' reference transform takes them. */
+static struct kern_sample_params sampler_kern_params(const struct sampler *s)
+{
+	struct kern_sample_params kp = {
+		.temperature = s->p.temperature,
+		.top_k = (uint32_t)s->p.top_k,
+		.top_p = s->p.top_p,
+		.min_p = s->p.min_p,
+	};
+	return kp;
+}
+
 bool sampler_is_greedy(const struct sampler *s)
 {
-	return s->p.temperature == 0.0f || s->p.top_k == 1;
+	struct kern_sample_params kp = sampler_kern_params(s);
+
+	return kern_sample_is_greedy(&kp);
 }
 
 int32_t sampler_argmax(const float *logits, int32_t n)
 {
-	int32_t best = -1;
+	size_t best;
 
-	for (int32_t i = 0; i < n; i++)
-		if (!isnan(logits[i]) && (best < 0 || logits[i] > logits[best]))
-			best = i;
-	return best;
+	return n >= 1 && kern_sample_argmax(logits, (size_t)n, &best) ? (int32_t)best : -1;
 }
 
-/* Whether a ranks before b: larger z, then smaller id. A total order, so any sort of
- * the candidates gives the same sequence. */
 static bool cand_before(const struct sampler_cand *a, const struct sampler_cand *b)
 {
-	return a->z > b->z || (a->z == b->z && a->id < b->id);
-}
-
-/* Sift down in a heap whose root is the candidate ranked last. */
-static void cand_sift(struct sampler_cand *h, size_t n, size_t i)
-{
-	struct sampler_cand x = h[i];
-
-	for (;;) {
-		size_t c = 2 * i + 1;
-
-		if (c >= n)
-			break;
-		if (c + 1 < n && cand_before(&h[c], &h[c + 1]))
-			c++;
-		if (!cand_before(&x, &h[c]))
-			break;
-		h[i] = h[c];
-		i = c;
-	}
-	h[i] = x;
-}
-
-/* Heapsort of a worst-at-root heap into best-first order; in place, no allocation. */
-static void cand_sort_heap(struct sampler_cand *h, size_t n)
-{
-	while (n > 1) {
-		struct sampler_cand t = h[0];
-
-		h[0] = h[n - 1];
-		h[n - 1] = t;
-		cand_sift(h, --n, 0);
-	}
-}
-
-static void cand_heapify(struct sampler_cand *h, size_t n)
-{
-	for (size_t i = n / 2; i-- > 0;)
-		cand_sift(h, n, i);
+	return kern_sample_ranks_before(a->z, (uint32_t)a->id, b->z, (uint32_t)b->id);
 }
 
 static float logit_or_ninf(float z)
@@ -234,138 +209,27 @@ enum specd_status sampler_logprobs(const float *logits, int32_t n, int32_t chose
 	return SPECD_OK;
 }
 
-static enum specd_status sampler_greedy_probs(const struct sampler *s, const float *logits,
-					      float *probs)
-{
-	int32_t best = sampler_argmax(logits, s->n_vocab);
-
-	if (best < 0 || logits[best] == -INFINITY)
-		return SPECD_INVAL;
-	memset(probs, 0, (size_t)s->n_vocab * sizeof(*probs));
-	probs[best] = 1.0f;
-	return SPECD_OK;
-}
-
 enum specd_status sampler_probs(struct sampler *s, const float *logits, float *probs)
 {
-	const size_t n = (size_t)s->n_vocab;
-	struct sampler_cand *c = s->cand;
-	float inv_t, zmax = -INFINITY;
-	double sum = 0.0, kept_sum = 0.0;
-	size_t k = s->p.top_k > 0 && (size_t)s->p.top_k < n ? (size_t)s->p.top_k : n;
-	size_t m = 0;
-	bool use_p = s->p.top_p < 1.0f;
+	struct kern_sample_params kp = sampler_kern_params(s);
 
 	if (!logits || !probs)
 		return SPECD_INVAL;
-	if (sampler_is_greedy(s))
-		return sampler_greedy_probs(s, logits, probs);
-
-	inv_t = 1.0f / s->p.temperature;
-	for (size_t i = 0; i < n; i++) {
-		float z = isnan(logits[i]) ? -INFINITY : logits[i] * inv_t;
-
-		probs[i] = z;
-		if (z > zmax)
-			zmax = z;
-	}
-	if (zmax == -INFINITY)
-		return SPECD_INVAL;
-	for (size_t i = 0; i < n; i++) {
-		/* A +inf logit takes all the mass, shared with any other +inf. */
-		float e = isinf(zmax) ? (probs[i] == zmax ? 1.0f : 0.0f) : expf(probs[i] - zmax);
-
-		probs[i] = e;
-		sum += e;
-	}
-
-	if (k < n) {
-		/* Keep the k best in a heap whose root is the worst of them: O(n log k). */
-		for (size_t i = 0; i < n; i++) {
-			struct sampler_cand x = { .z = logits[i] * inv_t, .e = probs[i],
-						  .id = (int32_t)i };
-
-			if (isnan(logits[i]))
-				x.z = -INFINITY;
-			if (m < k) {
-				c[m++] = x;
-				if (m == k)
-					cand_heapify(c, m);
-			} else if (cand_before(&x, &c[0])) {
-				c[0] = x;
-				cand_sift(c, m, 0);
-			}
-		}
-		cand_sort_heap(c, m);
-		for (size_t i = 0; i < m; i++)
-			kept_sum += c[i].e;
-	} else if (use_p) {
-		/* Everything below (1 - p) / n of the mass together holds less than 1 - p,
-		 * so the nucleus lies within what is left: sort only that. */
-		double floor_e = (1.0 - (double)s->p.top_p) / (double)n * sum;
-
-		for (size_t i = 0; i < n; i++) {
-			if (probs[i] >= floor_e) {
-				c[m].z = isnan(logits[i]) ? -INFINITY : logits[i] * inv_t;
-				c[m].e = probs[i];
-				c[m].id = (int32_t)i;
-				m++;
-			}
-		}
-		cand_heapify(c, m);
-		cand_sort_heap(c, m);
-		kept_sum = sum;
-	} else {
-		for (size_t i = 0; i < n; i++)
-			probs[i] = (float)(probs[i] / sum);
-		return SPECD_OK;
-	}
-
-	if (use_p) {
-		double cum = 0.0, target = (double)s->p.top_p * kept_sum;
-		size_t cut = m;
-
-		for (size_t i = 0; i < m; i++) {
-			cum += c[i].e;
-			if (cum >= target) {
-				cut = i + 1;
-				break;
-			}
-		}
-		m = cut;
-		kept_sum = cum;
-	}
-	memset(probs, 0, n * sizeof(*probs));
-	for (size_t i = 0; i < m; i++)
-		probs[c[i].id] = (float)(c[i].e / kept_sum);
-	return SPECD_OK;
+	return kern_sample_probs(&kp, logits, (size_t)s->n_vocab, probs, s->cand);
 }
 
 enum specd_status sampler_sample_probs(struct sampler *s, const float *probs, int32_t *token)
 {
-	const int32_t n = s->n_vocab;
-	double total = 0.0, target, cum = 0.0;
-	int32_t last = -1;
+	double total;
+	enum specd_status st;
 
 	if (!probs || !token)
 		return SPECD_INVAL;
-	for (int32_t i = 0; i < n; i++) {
-		if (!(probs[i] >= 0.0f) || isinf(probs[i]))
-			return SPECD_INVAL;
-		total += probs[i];
-	}
-	if (!(total > 0.0))
-		return SPECD_INVAL;
-	target = (double)sampler_uniform(s) * total;
-	for (int32_t i = 0; i < n; i++) {
-		if (probs[i] == 0.0f)
-			continue;
-		cum += probs[i];
-		last = i;
-		if (cum > target)
-			break;
-	}
-	*token = last; /* rounding can leave target past the sum: take the last kept id */
+	st = kern_sample_total(probs, (size_t)s->n_vocab, &total);
+	if (st != SPECD_OK)
+		return st;
+	*token = (int32_t)kern_sample_pick(probs, (size_t)s->n_vocab,
+					   (double)sampler_uniform(s) * total);
 	return SPECD_OK;
 }
 

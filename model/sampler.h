@@ -1,14 +1,18 @@
-/* Logits -> the next token: greedy, temperature, top-k and top-p with a per-request
- * seeded PRNG (xoshiro256**), so a seed reproduces a run on every machine. The
- * verifier of speculative sampling (drafters/) applies sampler_probs to target and
+/* Logits -> the next token: greedy, temperature, top-k, top-p and min-p with a
+ * per-request seeded PRNG (xoshiro256**), so a seed reproduces a run on every machine.
+ * The verifier of speculative sampling (drafters/) applies sampler_probs to target and
  * draft logits alike, so both sides see exactly the same transformed distribution.
  *
  * The transform, in order: temperature 0 (or top_k 1) is greedy, a one-hot at the
  * argmax (lowest id on ties). Otherwise softmax(logits / temperature); top_k keeps the
  * k most likely; top_p keeps, of those, the shortest prefix whose mass (renormalised
- * over the kept set) reaches top_p; the kept probabilities are renormalised and all
+ * over the kept set) reaches top_p; min_p keeps, of those, the ones whose probability
+ * is at least min_p times the largest; the kept probabilities are renormalised and all
  * others are 0. "Most likely" orders by logit descending, then id ascending, so every
- * cut is deterministic. NaN logits count as -inf.
+ * cut is deterministic. NaN logits count as -inf. The transform and the draw are the
+ * kernels' reference (kernels/sample.h), which the backends' sample op also computes,
+ * so a device can draw the token from its own logits with this sampler's uniform
+ * (sampler_uniform, then kern_sample: the same token as sampler_sample).
  *
  * Threads: a struct sampler is one request's state; one thread at a time. Nothing
  * after sampler_create allocates. */
@@ -26,12 +30,15 @@ struct sampler_params {
 	int32_t top_k;     /* 0: off; otherwise >= 1 (values >= vocab are off too) */
 	float top_p;       /* 1: off; otherwise in (0, 1) */
 	uint64_t seed;     /* any value; the PRNG is seeded from it by splitmix64 */
+	/* 0: off; otherwise in (0, 1]. Last, so initialisers that name only the fields
+	 * above leave it off. */
+	float min_p;
 };
 
 struct sampler;
 
 /* Errors: SPECD_INVAL (temperature negative or not finite, top_k negative, top_p
- * outside (0, 1]), with a message naming the parameter. */
+ * outside (0, 1], min_p outside [0, 1]), with a message naming the parameter. */
 enum specd_status sampler_params_check(const struct sampler_params *p, struct specd_error *err);
 
 /* A sampler over vocab_size logits, its workspace allocated once here. Errors:

@@ -7,7 +7,7 @@
 
 /* What drafters/remote_int.h sends per step today: a propose request and a commit
  * (struct rd_req, broadcast) and one reply (struct rd_rep), before any q rows. */
-#define LINK_REQUEST_BYTES 376.0
+#define LINK_REQUEST_BYTES 384.0
 #define LINK_REPLY_BYTES 792.0
 
 const char *sel_transport_name(enum sel_transport t)

@@ -4,9 +4,11 @@
  * the tokens, then checks on CUDA that a batch, a token at a time and speculative
  * verification give bitwise the same logits; `bench MODEL` measures CUDA decode
  * tokens/s, the share of HBM bandwidth, the cost of verifying K+1 tokens, and
- * speculative decoding with a free drafter of set acceptance. Links only the
- * kernels and the model (no MPI, YAML, protobuf-c or cmocka). Exit status: 0 all
- * checks passed, 1 a check failed, 2 usage or load error, 3 no CUDA device. */
+ * speculative decoding with a free drafter of set acceptance; `sample` compares the
+ * sample op's tokens with the CPU's on random rows and times it against downloading
+ * the rows and sampling on the host. Links only the kernels and the model (no MPI,
+ * YAML, protobuf-c or cmocka). Exit status: 0 all checks passed, 1 a check failed, 2
+ * usage or load error, 3 no CUDA device. */
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -18,6 +20,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "kernels/kern.h"
+#include "kernels/sample.h"
 #include "model/llama.h"
 #include "model/shard.h"
 
@@ -404,6 +407,219 @@ static void run_ops(struct kern_ctx *cpu, struct kern_ctx *gpu, struct kern_ctx 
 	check_attention(cpu, gpu, 64);
 	check_attention(cpu, gpu, 128);
 	check_attention(cpu, gpu, 256);
+}
+
+/* ---- sampling ---- */
+
+#define SAMPLE_ROWS 16
+#define SAMPLE_U_SETS 16 /* draws per row and setting */
+
+static const struct sample_setting {
+	const char *name;
+	struct kern_sample_params p;
+} sample_settings[] = {
+	{"greedy", {.temperature = 0.0f, .top_p = 1.0f}},
+	{"T 1", {.temperature = 1.0f, .top_p = 1.0f}},
+	{"T 0.7 top_k 40", {.temperature = 0.7f, .top_k = 40, .top_p = 1.0f}},
+	{"T 0.8 top_p 0.9", {.temperature = 0.8f, .top_p = 0.9f}},
+	{"T 1.2 min_p 0.1", {.temperature = 1.2f, .top_p = 1.0f, .min_p = 0.1f}},
+	{"T 0.6 k 100 p 0.8 min_p 0.02",
+	 {.temperature = 0.6f, .top_k = 100, .top_p = 0.8f, .min_p = 0.02f}},
+	{"T 1 k 5000 p 0.95 min_p 0.05",
+	 {.temperature = 1.0f, .top_k = 5000, .top_p = 0.95f, .min_p = 0.05f}},
+};
+
+/* Rows of four kinds, by r % 4: flat (a wide nucleus), peaked like a model's (a few
+ * tokens far above the rest), coarse (many exact ties) and holed (NaN and -inf). */
+static void sample_rows_fill(float *x, size_t rows, size_t n)
+{
+	for (size_t r = 0; r < rows; r++) {
+		float *xr = x + r * n;
+		for (size_t i = 0; i < n; i++) {
+			switch (r % 4) {
+			case 0: xr[i] = 3.0f * rnd(); break;
+			case 1: xr[i] = 2.0f * rnd() - 4.0f; break;
+			case 2: xr[i] = roundf(8.0f * rnd()) / 4.0f; break;
+			default:
+				xr[i] = 3.0f * rnd();
+				if ((rng_state >> 20) % 25 == 0)
+					xr[i] = (rng_state >> 30) % 2 ? NAN : -INFINITY;
+			}
+		}
+		for (int j = 0; r % 4 == 1 && j < 30; j++)
+			xr[(size_t)((rnd() + 1.0f) * 0.5f * (float)(n - 1))] = 6.0f + 6.0f * rnd();
+	}
+}
+
+/* The CPU's token for weights w and uniform u (sample.h: what the CPU op draws), and
+ * how close u lies to a boundary of w's cumulative distribution. */
+static uint32_t host_pick(const float *w, size_t n, float u, double *margin)
+{
+	double total, cum = 0.0, m = 1.0;
+	if (kern_sample_total(w, n, &total) != SPECD_OK) {
+		*margin = 1.0;
+		return UINT32_MAX;
+	}
+	for (size_t i = 0; i < n; i++) {
+		cum += w[i];
+		double d = fabs(cum / total - (double)u);
+		m = d < m ? d : m;
+	}
+	*margin = m;
+	return (uint32_t)kern_sample_pick(w, n, (double)u * total);
+}
+
+/* The residual weights of drafters/verify.c for a one-hot draft: w without probe's
+ * mass, or w itself when nothing is left. */
+static void host_residual(float *dst, const float *w, size_t n, uint32_t probe)
+{
+	double total;
+	memcpy(dst, w, n * sizeof(float));
+	dst[probe] = 0.0f;
+	if (kern_sample_total(dst, n, &total) != SPECD_OK)
+		dst[probe] = w[probe];
+}
+
+struct sample_tally {
+	unsigned draws, near, bad, inv_bad, pp_bad;
+	double pp_rel;
+};
+
+/* Seconds per call: the device op on `rows` rows, against what it replaces:
+ * downloading the rows and sampling them on the host (the CPU op is sampler_sample's
+ * code). */
+static void sample_time(struct kern_ctx *cpu, struct kern_ctx *gpu, struct kern_sample_rows dev,
+			struct kern_sample_rows host, float *hx, double *t_dev, double *t_host)
+{
+	enum { REPS = 5, HOST_REPS = 2 };
+	double t0 = specd_now();
+	for (int rep = 0; rep < REPS; rep++)
+		if (kern_sample(gpu, &dev) != SPECD_OK)
+			failures++;
+	*t_dev = (specd_now() - t0) / REPS;
+	host.x = hx;
+	t0 = specd_now();
+	for (int rep = 0; rep < HOST_REPS; rep++) {
+		to_host(gpu, hx, dev.x, dev.rows * dev.ldx * sizeof(float));
+		if (kern_sample(cpu, &host) != SPECD_OK)
+			failures++;
+	}
+	*t_host = (specd_now() - t0) / HOST_REPS;
+}
+
+/* One setting on SAMPLE_ROWS rows of n logits (x on the host, dx its device copy):
+ * every draw of the device op against the CPU's, a row alone against the batch, then
+ * the times at batch 1 and 16. */
+static void check_sample_setting(struct kern_ctx *cpu, struct kern_ctx *gpu,
+				 const struct sample_setting *set, const float *x, const float *dx,
+				 size_t n, void *dwork, void *hwork, float *probs, float *resid,
+				 float *hx)
+{
+	struct kern_sample_params p = set->p;
+	bool greedy = kern_sample_is_greedy(&p);
+	struct sample_tally t = {0};
+	float u[SAMPLE_ROWS], pp[SAMPLE_ROWS], pp1;
+	uint32_t probe[SAMPLE_ROWS], tok[SAMPLE_ROWS], tok1;
+	size_t best;
+
+	for (size_t r = 0; r < SAMPLE_ROWS; r++) {
+		float *pr = probs + r * n;
+		if (kern_sample_probs(&p, x + r * n, n, pr, hwork) != SPECD_OK ||
+		    !kern_sample_argmax(pr, n, &best)) {
+			printf("sample %s: the CPU refused row %zu FAIL\n", set->name, r);
+			failures++;
+			return;
+		}
+		probe[r] = (uint32_t)best; /* the most likely: its residual differs most */
+	}
+	struct kern_sample_rows s = {
+		.rows = SAMPLE_ROWS, .n = n, .x = dx, .ldx = n, .params = p, .u = u, .probe = probe,
+		.work = dwork, .out = tok, .probe_p = pp,
+	};
+	for (unsigned k = 0; k < SAMPLE_U_SETS; k++) {
+		for (size_t r = 0; r < SAMPLE_ROWS; r++)
+			u[r] = k == 0 ? 0.0f : k == 1 ? 1.0f - 0x1p-24f : (rnd() + 1.0f) * 0.5f;
+		s.exclude_probe = k % 2 == 1;
+		enum specd_status st = kern_sample(gpu, &s);
+		if (st != SPECD_OK) {
+			printf("sample %s: %s FAIL\n", set->name, specd_status_str(st));
+			failures++;
+			return;
+		}
+		/* One row alone: bitwise the batch's (the op is batch-invariant). */
+		size_t r1 = k % SAMPLE_ROWS;
+		struct kern_sample_rows one = s;
+		one.rows = 1, one.x = dx + r1 * n, one.u = &u[r1], one.probe = &probe[r1];
+		one.out = &tok1, one.probe_p = &pp1;
+		if (kern_sample(gpu, &one) != SPECD_OK || tok1 != tok[r1] || pp1 != pp[r1])
+			t.inv_bad++;
+		for (size_t r = 0; r < SAMPLE_ROWS; r++) {
+			const float *w = probs + r * n;
+			double margin, rel;
+			if (s.exclude_probe && !greedy) {
+				host_residual(resid, w, n, probe[r]);
+				w = resid;
+			}
+			uint32_t want = host_pick(w, n, u[r], &margin);
+			float pc = probs[r * n + probe[r]];
+			rel = fabs((double)pp[r] - pc) / (pc > 0 ? pc : 1.0f);
+			t.pp_rel = rel > t.pp_rel ? rel : t.pp_rel;
+			t.pp_bad += rel > 1e-5;
+			t.draws++;
+			if (tok[r] == want)
+				continue;
+			if (!greedy && margin < 1e-6) {
+				t.near++;
+				continue;
+			}
+			t.bad++;
+			if (t.bad <= 3)
+				printf("sample %s vocab %zu row %zu u %.8f: cuda %u, cpu %u (u %.2e from a "
+				       "boundary) FAIL\n", set->name, n, r, (double)u[r], tok[r], want,
+				       margin);
+		}
+	}
+	double td1, th1, td, th;
+	struct kern_sample_rows h = s;
+	h.work = hwork;
+	h.out = tok, h.probe_p = pp;
+	struct kern_sample_rows d1 = s, h1 = h;
+	d1.rows = h1.rows = 1;
+	sample_time(cpu, gpu, d1, h1, hx, &td1, &th1);
+	sample_time(cpu, gpu, s, h, hx, &td, &th);
+	bool ok = t.bad == 0 && t.inv_bad == 0 && t.pp_bad == 0;
+	printf("sample vocab %6zu %-30s %u draws: %u differ from the CPU (%u more within 1e-6 of "
+	       "a boundary), row alone != batch %u, probe p max_rel %.1e; batch 1: device %.3f "
+	       "ms, download + host %.3f ms (%.1fx); batch 16: %.3f ms, %.3f ms (%.1fx) %s\n",
+	       n, set->name, t.draws, t.bad, t.near, t.inv_bad, t.pp_rel, td1 * 1e3, th1 * 1e3,
+	       th1 / td1, td * 1e3, th * 1e3, th / td, ok ? "ok" : "FAIL");
+	if (!ok)
+		failures++;
+}
+
+/* The sample op: CUDA against the CPU on vocabularies of 32000 and 151936. */
+static int run_sample(struct kern_ctx *cpu, struct kern_ctx *gpu)
+{
+	static const size_t vocabs[] = {32000, 151936};
+	for (size_t v = 0; v < sizeof(vocabs) / sizeof(vocabs[0]); v++) {
+		size_t n = vocabs[v], cells = SAMPLE_ROWS * n;
+		float *x = rnd_floats(cells), *probs = rnd_floats(cells), *hx = rnd_floats(cells);
+		float *resid = rnd_floats(n);
+		void *hwork = specd_malloc_array(1, kern_sample_work_bytes(SAMPLE_ROWS, n));
+		if (!hwork) {
+			fprintf(stderr, "specd-gpu-check: out of memory\n");
+			exit(EXIT_USAGE);
+		}
+		sample_rows_fill(x, SAMPLE_ROWS, n);
+		float *dx = dev_floats(gpu, x, cells);
+		void *dwork = dev_from(gpu, NULL, kern_sample_work_bytes(SAMPLE_ROWS, n));
+		for (size_t i = 0; i < sizeof(sample_settings) / sizeof(sample_settings[0]); i++)
+			check_sample_setting(cpu, gpu, &sample_settings[i], x, dx, n, dwork, hwork,
+					     probs, resid, hx);
+		kern_free(gpu, dx), kern_free(gpu, dwork);
+		specd_free(x), specd_free(probs), specd_free(hx), specd_free(resid), specd_free(hwork);
+	}
+	return failures ? EXIT_FAIL : 0;
 }
 
 /* ---- models ---- */
@@ -798,6 +1014,7 @@ static int run_bench(struct kern_ctx *gpu, struct kern_ctx *ref_kern, const char
 static void usage(FILE *to)
 {
 	fprintf(to, "usage: specd-gpu-check ops\n"
+		    "       specd-gpu-check sample\n"
 		    "       specd-gpu-check greedy MODEL [N]   (N tokens, default 32)\n"
 		    "       specd-gpu-check bench MODEL [N]    (N tokens, default 64)\n"
 		    "Exit status: 0 passed, 1 a check failed, 2 usage or load error, 3 no CUDA device.\n");
@@ -805,7 +1022,7 @@ static void usage(FILE *to)
 
 int main(int argc, char **argv)
 {
-	if (argc < 2 || (strcmp(argv[1], "ops") != 0 && argc < 3)) {
+	if (argc < 2 || (strcmp(argv[1], "ops") != 0 && strcmp(argv[1], "sample") != 0 && argc < 3)) {
 		usage(stderr);
 		return EXIT_USAGE;
 	}
@@ -849,6 +1066,8 @@ int main(int argc, char **argv)
 		run_ops(cpu, gpu, ref);
 		kern_destroy(ref);
 		rc = failures ? EXIT_FAIL : 0;
+	} else if (strcmp(argv[1], "sample") == 0) {
+		rc = run_sample(cpu, gpu);
 	} else if (strcmp(argv[1], "greedy") == 0) {
 		rc = run_greedy(cpu, gpu, argv[2], n ? (uint32_t)n : 32);
 	} else if (strcmp(argv[1], "bench") == 0) {

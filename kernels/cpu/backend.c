@@ -91,6 +91,7 @@ static const struct kern_ops cpu_ops = {
 	.add = cpu_add,
 	.softmax = cpu_softmax,
 	.argmax = cpu_argmax,
+	.sample = cpu_sample,
 	.copy = cpu_copy,
 	.sync = cpu_sync,
 };

@@ -76,5 +76,6 @@ enum specd_status cpu_softmax(struct kern_ctx *ctx, float *x, size_t ldx, size_t
 			      size_t n);
 enum specd_status cpu_argmax(struct kern_ctx *ctx, uint32_t *out, const float *x, size_t ldx,
 			     size_t rows, size_t n);
+enum specd_status cpu_sample(struct kern_ctx *ctx, const struct kern_sample_rows *s);
 
 #endif

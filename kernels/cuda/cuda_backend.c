@@ -12,6 +12,7 @@
 #include "cuda_device.h"
 #include "cuda_launch.h"
 #include "kernels/kern.h"
+#include "kernels/sample.h"
 
 #define STAGE_DEFAULT (8u << 20)
 #define STAGE_ALIGN 256
@@ -447,6 +448,57 @@ static enum specd_status cuda_argmax(struct kern_ctx *ctx, uint32_t *out, const 
 	return st;
 }
 
+/* One ring region holds the row arrays both ways: u and probe up, then the kernel's
+ * tokens and probe probabilities down (the pinned half is read only after the copy,
+ * and written out only once every row is known good). */
+static enum specd_status cuda_sample(struct kern_ctx *ctx, const struct kern_sample_rows *s)
+{
+	struct cuda_backend *be = backend_of(ctx);
+	if (!kern_sample_rows_ok(s) || s->rows > MAX_GRID_Y || s->n >= (1u << 31))
+		return SPECD_INVAL;
+	if (s->rows == 0)
+		return SPECD_OK;
+	const struct kern_sample_params *p = &s->params;
+	bool greedy = kern_sample_is_greedy(p);
+	size_t rb = s->rows * sizeof(uint32_t), off;
+	enum specd_status st = ring_take(be, 4 * rb, &off);
+	if (st != SPECD_OK)
+		return st;
+	unsigned char *host = be->stage_host + off, *dev = be->stage_dev + off;
+	if (!greedy)
+		memcpy(host, s->u, rb);
+	if (s->probe)
+		memcpy(host + rb, s->probe, rb);
+	struct cuda_sample_args a = {
+		.rows = s->rows, .n = s->n, .x = s->x, .ldx = s->ldx, .greedy = greedy,
+		.inv_t = greedy ? 1.0f : 1.0f / p->temperature,
+		.top_k = p->top_k > 0 && p->top_k < s->n ? p->top_k : (uint32_t)s->n,
+		.top_p = p->top_p, .min_p = p->min_p,
+		.u = (const float *)(void *)dev,
+		.probe = s->probe ? (const uint32_t *)(void *)(dev + rb) : NULL,
+		.exclude_probe = s->exclude_probe, .e = s->work,
+		.out = (uint32_t *)(void *)(dev + 2 * rb),
+		.probe_p = s->probe_p ? (float *)(void *)(dev + 3 * rb) : NULL,
+	};
+	st = check(cudaMemcpyAsync(dev, host, 2 * rb, cudaMemcpyHostToDevice, be->stream),
+		   "sample upload");
+	if (st == SPECD_OK)
+		st = check(cuda_launch_sample(be->stream, &a), "sample");
+	if (st == SPECD_OK)
+		st = transfer(ctx, host + 2 * rb, dev + 2 * rb, 2 * rb, cudaMemcpyDeviceToHost,
+			      "sample download");
+	if (st != SPECD_OK)
+		return st;
+	const uint32_t *tok = (const uint32_t *)(void *)(host + 2 * rb);
+	for (size_t r = 0; r < s->rows; r++)
+		if (tok[r] >= s->n)
+			return SPECD_INVAL; /* a row with nothing above -inf */
+	memcpy(s->out, tok, rb);
+	if (s->probe_p)
+		memcpy(s->probe_p, host + 3 * rb, rb);
+	return SPECD_OK;
+}
+
 static enum specd_status cuda_copy(struct kern_ctx *ctx, void *dst, const void *src,
 				   size_t bytes)
 {
@@ -481,6 +533,7 @@ static const struct kern_ops cuda_ops = {
 	.add = cuda_add,
 	.softmax = cuda_softmax,
 	.argmax = cuda_argmax,
+	.sample = cuda_sample,
 	.copy = cuda_copy,
 	.sync = cuda_sync,
 };

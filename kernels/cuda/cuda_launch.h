@@ -77,6 +77,29 @@ struct cuda_attn_args {
 
 cudaError_t cuda_launch_attention(cudaStream_t s, const struct cuda_attn_args *a);
 
+/* The sample op (cuda_sample.cu), one block per row; the backend has checked the
+ * arguments (kernels/sample.h) and staged u and probe. A row with no logit above -inf
+ * gets the token CUDA_SAMPLE_NONE. */
+#define CUDA_SAMPLE_NONE 0xffffffffu
+
+struct cuda_sample_args {
+	size_t rows, n; /* n < 2^31 */
+	const float *x;
+	size_t ldx;
+	int greedy;
+	float inv_t;           /* 1 / temperature */
+	uint32_t top_k;        /* n when off */
+	float top_p, min_p;
+	const float *u;        /* (rows) device; unused when greedy */
+	const uint32_t *probe; /* (rows) device, or NULL; entries >= n: none */
+	int exclude_probe;
+	float *e;              /* (rows, n) device scratch; unused when greedy */
+	uint32_t *out;         /* (rows) device */
+	float *probe_p;        /* (rows) device, or NULL */
+};
+
+cudaError_t cuda_launch_sample(cudaStream_t s, const struct cuda_sample_args *a);
+
 #ifdef __cplusplus
 }
 #endif

@@ -377,6 +377,19 @@ static void test_hostile__requests_refused_with_reasons(void **state)
 	g.max_tokens = UINT32_MAX;
 	assert_int_equal(call_code(TOKEN, SPECD__V1__METHOD__GENERATE, &g.base),
 			 SPECD__V1__CODE__INVALID_ARGUMENT);
+	/* Sampling out of range: a min_p above 1 keeps nothing. */
+	Specd__V1__Sampling bad_min_p = SPECD__V1__SAMPLING__INIT;
+	bad_min_p.has_temperature = bad_min_p.has_min_p = 1;
+	bad_min_p.temperature = 0.8f;
+	bad_min_p.min_p = 1.5f;
+	g.max_tokens = 8;
+	g.sampling = &bad_min_p;
+	assert_int_equal(call_code(TOKEN, SPECD__V1__METHOD__GENERATE, &g.base),
+			 SPECD__V1__CODE__INVALID_ARGUMENT);
+	bad_min_p.min_p = 0.2f; /* in range: served */
+	assert_int_equal(call_code(TOKEN, SPECD__V1__METHOD__GENERATE, &g.base),
+			 SPECD__V1__CODE__OK);
+	g.sampling = NULL;
 	/* A prompt plus max_tokens past the context (2048 for stories260K). */
 	char *longp = malloc(8000);
 	for (int i = 0; i < 7999; i++)

@@ -94,7 +94,7 @@ static int setup(void **state)
 	for (int32_t a = 3; a < VOCAB; a++) {
 		int32_t pre[2] = {1, a}, b;
 		uint32_t n;
-		assert_int_equal(fx_generate(g_t, NULL, 0, NULL, pre, 2, &(struct sampler_params){0, 0, 1.0f, 0},
+		assert_int_equal(fx_generate(g_t, NULL, 0, NULL, pre, 2, &(struct sampler_params){.top_p = 1.0f},
 					     1, -1, &b, 1, &n, NULL, NULL), SPECD_OK);
 		int32_t pr[4] = {1, a, b, a};
 		uint32_t toks[4] = {1, (uint32_t)a, (uint32_t)b, (uint32_t)a}, slots[4] = {0},

@@ -1,0 +1,77 @@
+/* The CPU backend's sample op: each row through the sampler's reference transform
+ * and draw (kernels/sample.h), with the caller's uniform, so a row gives exactly
+ * sampler_sample's token. The reference every device backend's op is checked against. */
+#include <assert.h>
+#include <math.h>
+
+#include "cpu_ops.h"
+#include "kernels/sample.h"
+
+/* Whether the row has a logit the transform can use (sampler_sample refuses it
+ * otherwise): above -inf, and still so after dividing by the temperature. */
+static bool row_has_mass(const struct kern_sample_params *p, const float *x, size_t n)
+{
+	float inv_t = kern_sample_is_greedy(p) ? 1.0f : 1.0f / p->temperature;
+
+	for (size_t i = 0; i < n; i++)
+		if (!isnan(x[i]) && x[i] * inv_t > -INFINITY)
+			return true;
+	return false;
+}
+
+/* One row's token and probe probability; probs and scratch are the op's work. */
+static void sample_row(const struct kern_sample_rows *s, size_t r, float *probs, void *scratch,
+		       uint32_t *tok, float *pp)
+{
+	const float *x = s->x + r * s->ldx;
+	uint32_t probe = s->probe ? s->probe[r] : UINT32_MAX;
+	size_t n = s->n, best;
+	double total;
+
+	if (kern_sample_is_greedy(&s->params)) {
+		/* The residual of a one-hot leaves nothing or the one-hot: the argmax either way. */
+		kern_sample_argmax(x, n, &best);
+		*tok = (uint32_t)best;
+		*pp = probe == best ? 1.0f : 0.0f;
+		return;
+	}
+	/* Cannot fail: the row was checked, and the transform keeps its argmax. */
+	kern_sample_probs(&s->params, x, n, probs, scratch);
+	*pp = probe < n ? probs[probe] : 0.0f;
+	if (s->exclude_probe && probe < n) {
+		probs[probe] = 0.0f;
+		if (kern_sample_total(probs, n, &total) != SPECD_OK) {
+			probs[probe] = *pp; /* nothing left: draw from p itself */
+			kern_sample_total(probs, n, &total);
+		}
+	} else {
+		kern_sample_total(probs, n, &total);
+	}
+	*tok = (uint32_t)kern_sample_pick(probs, n, (double)s->u[r] * total);
+}
+
+enum specd_status cpu_sample(struct kern_ctx *ctx, const struct kern_sample_rows *s)
+{
+	(void)ctx;
+	if (!kern_sample_rows_ok(s))
+		return SPECD_INVAL;
+	if (s->rows == 0)
+		return SPECD_OK;
+	for (size_t r = 0; r < s->rows; r++)
+		if (!row_has_mass(&s->params, s->x + r * s->ldx, s->n))
+			return SPECD_INVAL;
+	/* work: probs, then the transform's scratch (kern_sample_work_bytes allows 16
+	 * bytes per logit). */
+	float *probs = s->work;
+	void *scratch = probs + s->n;
+	assert(kern_sample_scratch_bytes(s->n) + s->n * sizeof(float) <=
+	       kern_sample_work_bytes(1, s->n));
+	for (size_t r = 0; r < s->rows; r++) {
+		float pp;
+
+		sample_row(s, r, probs, scratch, &s->out[r], &pp);
+		if (s->probe_p)
+			s->probe_p[r] = pp;
+	}
+	return SPECD_OK;
+}

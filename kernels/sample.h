@@ -1,0 +1,59 @@
+/* The sampler's transform and draw over one row of logits in host memory: the one
+ * reference that model/sampler.c (the host sampler) and the CPU backend's sample op
+ * (kern.h, struct kern_sample_rows) both compute with, so the two cannot drift apart;
+ * the CUDA op is checked against it (tools/gpu_check.c). The transform is described
+ * in model/sampler.h. Pure functions of their arguments: any thread. */
+#ifndef SPECD_KERNELS_SAMPLE_H
+#define SPECD_KERNELS_SAMPLE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/status.h"
+#include "kernels/kern.h"
+
+/* Whether the parameters make the transform a one-hot at the argmax. */
+static inline bool kern_sample_is_greedy(const struct kern_sample_params *p)
+{
+	return p->temperature == 0.0f || p->top_k == 1;
+}
+
+/* The sampler's total order on (z, id): a ranks before b when its z is larger, or
+ * equal with a smaller id. Every cut keeps a prefix of it, so every cut is
+ * deterministic. */
+static inline bool kern_sample_ranks_before(float za, uint32_t ia, float zb, uint32_t ib)
+{
+	return za > zb || (za == zb && ia < ib);
+}
+
+/* The index of the largest of n values, the lowest on ties, NaN ignored, into *best;
+ * false (nothing written) when n is 0 or every value is NaN. */
+bool kern_sample_argmax(const float *x, size_t n, size_t *best);
+
+/* Bytes of the scratch kern_sample_probs takes for n logits. */
+size_t kern_sample_scratch_bytes(size_t n);
+
+/* The transformed distribution of n logits into probs (n floats, summing to 1 up to
+ * rounding, 0 outside the kept set; may not alias logits). scratch: at least
+ * kern_sample_scratch_bytes(n) bytes, 4-byte aligned. The parameters are the
+ * caller's to check (model/sampler.c's sampler_params_check). Errors: SPECD_INVAL
+ * (no logit above -inf). */
+enum specd_status kern_sample_probs(const struct kern_sample_params *p, const float *logits,
+				    size_t n, float *probs, void *scratch);
+
+/* The sum of n weights in id order, in double. Errors: SPECD_INVAL (a negative or
+ * non-finite weight, or a total of 0). *total written only on success. */
+enum specd_status kern_sample_total(const float *w, size_t n, double *total);
+
+/* The first id whose running sum of weights, in id order, exceeds target (the draw
+ * u * total); rounding can leave target past the sum, and then it is the last id of
+ * nonzero weight. The weights must have passed kern_sample_total. */
+size_t kern_sample_pick(const float *w, size_t n, double target);
+
+/* The argument checks of every backend's sample op (kern.h), made on the host before
+ * anything runs: parameters in range, the arrays it needs, each u in [0, 1). False
+ * for NULL; true for 0 rows, which need nothing. */
+bool kern_sample_rows_ok(const struct kern_sample_rows *s);
+
+#endif
