@@ -203,9 +203,11 @@ start_delayer() {
 		kill -0 "$(cat "$STATE/delay-$i.pid")" 2>/dev/null || break
 		sleep 0.05
 	done
-	grep -q '^ready' "$log" || { cat "$log" >&2; die "the delay process did not start in ${NS[$i]}"; }
-	ip netns exec "${NS[$i]}" iptables-legacy -t mangle -A POSTROUTING -o "${DEV[$i]}" \
-		-j NFQUEUE --queue-num 0
+	# A kernel or container without NFQUEUE cannot delay this way: the machine's limit.
+	grep -q '^ready' "$log" || { cat "$log" >&2; cannot "the delay process did not start in ${NS[$i]}"; }
+	local why
+	why=$(ip netns exec "${NS[$i]}" iptables-legacy -t mangle -A POSTROUTING -o "${DEV[$i]}" \
+		-j NFQUEUE --queue-num 0 2>&1) || cannot "iptables NFQUEUE rule: $why"
 }
 
 stop_delayer() {
@@ -245,7 +247,8 @@ shape() {
 			[ "$bits" -eq 0 ] ||
 				tc -n "${NS[$i]}" qdisc add dev "${DEV[$i]}" parent 1:1 handle 10: "${tbf[@]}"
 		else
-			[ "$bits" -eq 0 ] || tc -n "${NS[$i]}" qdisc add dev "${DEV[$i]}" root handle 1: "${tbf[@]}"
+			[ "$bits" -eq 0 ] || tc -n "${NS[$i]}" qdisc add dev "${DEV[$i]}" root handle 1: \
+				"${tbf[@]}" || cannot "tc cannot add a tbf qdisc (CONFIG_NET_SCH_TBF?)"
 			[ "$by" != nfqueue ] || start_delayer "$i" "$us"
 		fi
 	done
