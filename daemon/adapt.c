@@ -62,7 +62,8 @@ enum specd_status adapt_create(const struct adapt_config *cfg, struct adapt **ou
 	if (a->active) {
 		struct sel_online_config oc = {
 			.method = cfg->method, .transport = cfg->transport, .k_max = cfg->k,
-			.k_start = cfg->k, .interval = cfg->interval, .hysteresis = cfg->hysteresis,
+			.k_start = cfg->k_start <= cfg->k ? cfg->k_start : cfg->k,
+			.interval = cfg->interval, .hysteresis = cfg->hysteresis,
 			.decay = ADAPT_DECAY, .prior_weight = ADAPT_PRIOR_WEIGHT,
 			.min_evidence = ADAPT_MIN_EVIDENCE, .probe_every = ADAPT_PROBE_EVERY,
 		};
@@ -164,7 +165,7 @@ void adapt_report(const struct adapt *a, struct adapt_report *out)
 	memset(out, 0, sizeof(*out));
 	out->active = a->active;
 	snprintf(out->why_off, sizeof(out->why_off), "%s", a->why_off);
-	out->k = a->active ? a->online.k : a->cfg.k;
+	out->k = a->active ? a->online.k : a->cfg.k_start;
 	if (!a->active)
 		return;
 	out->acceptance = a->online.decisions ? a->online.acceptance : 0;

@@ -26,7 +26,8 @@ struct adapt_config {
 	const struct sel_inputs *in;  /* borrowed: the start-up inputs; outlives the adapt */
 	enum draft_method method;     /* what the engine runs */
 	enum sel_transport transport;
-	uint32_t k;                   /* the engine's K (the start-up decision's) */
+	uint32_t k;                   /* the engine's K: the most the cluster's K can be */
+	uint32_t k_start;             /* the start-up decision's K (<= k) */
 	bool k_fixed;                 /* speculation.num_speculative_tokens is set */
 	bool enabled;                 /* speculation.adapt */
 	uint32_t interval;            /* speculation.adapt_interval */

@@ -275,8 +275,19 @@ static bool leader_calibrate(const struct cluster *c, struct sel_inputs *in)
 /* Every rank, first thing: the leader measures and decides (the dedicated draft rank
  * times its drafters for it), and every rank gets the decision: the method, K (0 for
  * none) and the first reason. Collective over MPI_COMM_WORLD. */
+/* Whether the stack is sized for the largest K so that the online selector (adapt.h) may
+ * raise the cluster's K past the start-up choice: K chosen by measurement, adaptation on.
+ * Every rank computes the same from its config and the broadcast decision, so the shards'
+ * batch shapes agree. */
+static bool stack_widens(const struct cfg_cluster *cfg, const struct sel_decision *d)
+{
+	return d->method != DRAFT_METHOD_NONE && d->measured && cfg->adapt && cfg->spec_tokens_auto;
+}
+
+/* The decision (made on rank 0, broadcast to all): the method, the K the stack is sized
+ * for (*k) and the K the cluster starts with (*k_start; the same unless stack_widens). */
 static enum specd_status select_method(struct cluster *c, enum draft_method *method, uint32_t *k,
-				       const char **why)
+				       uint32_t *k_start, const char **why)
 {
 	bool measure = will_measure(c->cfg);
 	if (c->rank == 0) {
@@ -303,7 +314,10 @@ static enum specd_status select_method(struct cluster *c, enum draft_method *met
 	if (st == SPECD_OK)
 		st = par_wait_request(&req, MPI_STATUS_IGNORE, -1);
 	*method = c->decision.method;
-	*k = *method == DRAFT_METHOD_NONE ? 0 : c->decision.k;
+	*k_start = *method == DRAFT_METHOD_NONE ? 0 : c->decision.k;
+	*k = stack_widens(c->cfg, &c->decision) && (uint32_t)c->cfg->max_speculative_tokens > *k_start
+		     ? (uint32_t)c->cfg->max_speculative_tokens
+		     : *k_start;
 	*why = c->decision.n_reasons ? c->decision.reasons[0] : "";
 	return st;
 }
@@ -357,9 +371,9 @@ static void gather_resident(struct cluster *c, const struct runtime *rt)
 enum specd_status leader_follow(struct cluster *c)
 {
 	enum draft_method method;
-	uint32_t k;
+	uint32_t k, k_start;
 	const char *why;
-	enum specd_status st = select_method(c, &method, &k, &why);
+	enum specd_status st = select_method(c, &method, &k, &k_start, &why);
 	if (st != SPECD_OK)
 		return st;
 	struct runtime_config rc = stack_config(c, method, k, NULL);
@@ -399,9 +413,9 @@ static enum specd_status draft_link_open(const struct cluster *c, struct draft_l
 enum specd_status leader_draft(struct cluster *c)
 {
 	enum draft_method method;
-	uint32_t k;
+	uint32_t k, k_start;
 	const char *why;
-	enum specd_status st = select_method(c, &method, &k, &why);
+	enum specd_status st = select_method(c, &method, &k, &k_start, &why);
 	if (st != SPECD_OK)
 		return st;
 	struct draft_link *link = NULL;
@@ -433,9 +447,9 @@ enum specd_status leader_serve(struct cluster *c)
 {
 	const struct cfg_cluster *cfg = c->cfg;
 	enum draft_method method;
-	uint32_t k;
+	uint32_t k, k_start;
 	const char *why;
-	if (select_method(c, &method, &k, &why) != SPECD_OK)
+	if (select_method(c, &method, &k, &k_start, &why) != SPECD_OK)
 		return SPECD_MPI;
 
 	/* The draft rank waits for this link whatever happens next; closing it (below,
@@ -451,9 +465,13 @@ enum specd_status leader_serve(struct cluster *c)
 	if (st == SPECD_OK) {
 		LOG_INFO("model %s loaded in %.2f s (%d shard%s); method %s, K %u (%s); drafter %s",
 			 cfg->target_model, rt.load_s, cfg->tensor_parallel,
-			 cfg->tensor_parallel == 1 ? "" : "s", draft_method_name(method), k, why,
+			 cfg->tensor_parallel == 1 ? "" : "s", draft_method_name(method), k_start,
+			 why,
 			 link ? (cfg->pipeline ? "on the draft rank, pipelined" : "on the draft rank")
 			      : "in the leader");
+		if (k > k_start)
+			LOG_INFO("stack sized for K up to %u: the online selector may raise K past %u",
+				 k, k_start);
 	} else {
 		fprintf(stderr, "specd: cannot load %s: %s\n", cfg->target_model, err.msg);
 		draft_link_destroy(link);
@@ -485,7 +503,8 @@ enum specd_status leader_serve(struct cluster *c)
 		.cluster = c,
 		.adapt = {
 			.in = &c->sel_in, .method = method, .transport = c->decision.transport,
-			.k = k, .k_fixed = !cfg->spec_tokens_auto, .enabled = cfg->adapt,
+			.k = k, .k_start = k_start, .k_fixed = !cfg->spec_tokens_auto,
+			.enabled = cfg->adapt,
 			.interval = (uint32_t)cfg->adapt_interval,
 			.hysteresis = cfg->adapt_hysteresis,
 		},
@@ -500,7 +519,7 @@ enum specd_status leader_serve(struct cluster *c)
 		goto done;
 	}
 	printf("specd: serving on %s (method %s, K %u)\n", srv_address(srv),
-	       draft_method_name(method), k);
+	       draft_method_name(method), k_start);
 	fflush(stdout);
 	st = sched_run(sched, stop_requested, NULL);
 	srv_stop(srv, LEADER_FLUSH_S);

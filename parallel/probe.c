@@ -12,6 +12,11 @@
 enum { TAG_PROBE_HDR = 1501, TAG_PROBE_DATA = 1502 };
 
 #define PROBE_MAX_BYTES (8u << 20)
+/* The smallest message a bandwidth is fitted to when the budget ends early: on a far
+ * link 8 B and 64 B take the latency and nothing else, so a bandwidth fitted to them is
+ * noise. 32 KiB is a few round trips through a fresh TCP window: it undercounts a fast
+ * far link's bandwidth but never by orders of magnitude. */
+#define BANDWIDTH_MIN_BYTES 32768u
 
 static const uint64_t pingpong_sizes[PAR_PROBE_SIZES] = {
 	8, 64, 512, 4096, 32768, 262144, 2097152, PROBE_MAX_BYTES,
@@ -83,16 +88,27 @@ enum specd_status par_probe_pingpong(MPI_Comm comm, int a, int b, double budget_
 	struct par_link_probe p;
 	memset(&p, 0, sizeof(p));
 	double start = specd_now();
+	bool last = false; /* the budget ran out: one BANDWIDTH_MIN_BYTES message, then stop */
 	for (uint32_t i = 0;; i++) {
-		/* The driver says the next size (0: done), so both sides stop together. */
-		uint64_t size = 0;
-		if (driver && i < PAR_PROBE_SIZES && (i < 2 || specd_now() - start < budget_s))
-			size = pingpong_sizes[i];
+		/* The driver says the next size and its repetitions (size 0: done), so both
+		 * sides stop together. */
+		uint64_t hdr[2] = {0, 0};
+		if (driver && i < PAR_PROBE_SIZES && !last) {
+			if (i < 2 || specd_now() - start < budget_s) {
+				hdr[0] = pingpong_sizes[i];
+				hdr[1] = hdr[0] <= 32768 ? 5 : 2;
+			} else if (pingpong_sizes[i] <= BANDWIDTH_MIN_BYTES) {
+				hdr[0] = BANDWIDTH_MIN_BYTES;
+				hdr[1] = 1;
+				last = true;
+			}
+		}
 		double deadline = specd_now() + deadline_s;
-		st = xfer(driver, &size, sizeof(size), peer, TAG_PROBE_HDR, comm, deadline, err);
-		if (st != SPECD_OK || size == 0 || size > PROBE_MAX_BYTES)
+		st = xfer(driver, hdr, sizeof(hdr), peer, TAG_PROBE_HDR, comm, deadline, err);
+		uint64_t size = hdr[0];
+		if (st != SPECD_OK || size == 0 || size > PROBE_MAX_BYTES || hdr[1] < 1 || hdr[1] > 5)
 			break;
-		int reps = size <= 32768 ? 5 : 2;
+		int reps = (int)hdr[1];
 		double best = 0;
 		for (int r = 0; r < reps && st == SPECD_OK; r++) {
 			double t0 = specd_now();

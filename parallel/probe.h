@@ -28,7 +28,9 @@ struct par_link_probe {
 };
 
 /* Ping-pong between ranks a (which drives and measures) and b of comm, sizes 8 B,
- * 64 B, ... 2 MiB, 8 MiB, stopping early once budget_s is spent. Only a and b call it;
+ * 64 B, ... 2 MiB, 8 MiB, stopping early once budget_s is spent, but not before one
+ * message of 32 KiB has been timed (a far link's bandwidth fitted to 64 B would be
+ * noise). Only a and b call it;
  * its messages use tags of their own on comm. *out is written on a only. Errors:
  * SPECD_TIMEOUT (the peer did not answer within deadline_s: err names it),
  * SPECD_MPI, SPECD_NOMEM, SPECD_INVAL (a == b, this rank is neither). */

@@ -29,7 +29,7 @@ static struct adapt_config config(void)
 {
 	return (struct adapt_config){
 		.in = &g_in, .method = DRAFT_METHOD_NGRAM, .transport = SEL_TRANSPORT_GREEDY,
-		.k = 6, .enabled = true, .interval = 8, .hysteresis = 0.05, .n_slots = 2,
+		.k = 6, .k_start = 6, .enabled = true, .interval = 8, .hysteresis = 0.05, .n_slots = 2,
 	};
 }
 
@@ -116,11 +116,36 @@ static void test_adapt__k_follows_acceptance_and_is_reported(void **state)
 	adapt_destroy(a);
 }
 
+/* The start-up choice is low (K 1 of a stack sized for 6): accepted drafts raise the
+ * cluster's K past it. */
+static void test_adapt__k_rises_past_the_start_up_choice(void **state)
+{
+	(void)state;
+	struct adapt_config c = config();
+	c.k_start = 1;
+	struct adapt *a;
+	struct adapt_report r;
+	assert_int_equal(adapt_create(&c, &a, NULL), SPECD_OK);
+	adapt_report(a, &r);
+	assert_int_equal(r.k, 1);
+	adapt_job_start(a, 0);
+	for (int s = 0; s < 400; s++) {
+		adapt_observe(a, 0, r.k, r.k); /* every draft kept */
+		adapt_step_done(a);
+		adapt_report(a, &r);
+	}
+	assert_true(r.k >= 4);
+	assert_true(r.k <= 6);
+	assert_non_null(strstr(r.last_change, "K "));
+	adapt_destroy(a);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_adapt__off_says_why),
 		cmocka_unit_test(test_adapt__k_follows_acceptance_and_is_reported),
+		cmocka_unit_test(test_adapt__k_rises_past_the_start_up_choice),
 	};
 	return cmocka_run_group_tests(tests, setup, NULL);
 }
