@@ -14,9 +14,13 @@
 /* Recent evidence: a proposal's weight halves after about 70 more (0.99^69 = 0.5), so
  * the estimate follows a change of workload within a few hundred steps. */
 #define ADAPT_DECAY 0.99
-/* The start-up acceptance counts as 8 proposals' worth; K moves once 16 recent
- * proposals are in; a stopped method is probed every 4th re-decision. */
+/* The start-up acceptance counts as 8 proposals' worth cluster-wide; the cluster's
+ * rate counts as 2 of a sequence's own (a prose request on a cluster busy with code
+ * must stop drafting within a few steps: measured on the regret bench, 8 kept a story
+ * drafting 33 tokens for 2 kept); K moves once 16 recent proposals are in; a stopped
+ * method is probed every 4th re-decision. */
 #define ADAPT_PRIOR_WEIGHT 8.0
+#define ADAPT_JOB_PRIOR_WEIGHT 2.0
 #define ADAPT_MIN_EVIDENCE 16.0
 #define ADAPT_PROBE_EVERY 4
 
@@ -65,6 +69,7 @@ enum specd_status adapt_create(const struct adapt_config *cfg, struct adapt **ou
 			.k_start = cfg->k_start <= cfg->k ? cfg->k_start : cfg->k,
 			.interval = cfg->interval, .hysteresis = cfg->hysteresis,
 			.decay = ADAPT_DECAY, .prior_weight = ADAPT_PRIOR_WEIGHT,
+			.job_prior_weight = ADAPT_JOB_PRIOR_WEIGHT,
 			.min_evidence = ADAPT_MIN_EVIDENCE, .probe_every = ADAPT_PROBE_EVERY,
 		};
 		enum specd_status st = sel_online_init(&a->online, &oc, err);

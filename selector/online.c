@@ -160,10 +160,11 @@ enum specd_status sel_online_init(struct sel_online *o, const struct sel_online_
 		return specd_errorf(err, SPECD_INVAL, "online selector: interval %u and probe "
 				    "interval %u must be at least 1", cfg->interval, cfg->probe_every);
 	if (!(cfg->hysteresis >= 0 && cfg->hysteresis < 1) || !(cfg->decay > 0 && cfg->decay <= 1) ||
-	    !(cfg->prior_weight >= 0) || !(cfg->min_evidence >= 0))
+	    !(cfg->prior_weight >= 0) || !(cfg->job_prior_weight >= 0) || !(cfg->min_evidence >= 0))
 		return specd_errorf(err, SPECD_INVAL, "online selector: hysteresis %g (0 to 1), "
-				    "decay %g (0 to 1], prior weight %g and evidence %g (>= 0)",
-				    cfg->hysteresis, cfg->decay, cfg->prior_weight, cfg->min_evidence);
+				    "decay %g (0 to 1], prior weights %g and %g and evidence %g (>= 0)",
+				    cfg->hysteresis, cfg->decay, cfg->prior_weight, cfg->job_prior_weight,
+				    cfg->min_evidence);
 	memset(o, 0, sizeof(*o));
 	o->cfg = *cfg;
 	o->k = cfg->k_start;
@@ -192,7 +193,7 @@ double sel_online_rate(const struct sel_online *o, const struct sel_inputs *in, 
 void sel_online_job_rates(const struct sel_online *o, const struct sel_inputs *in,
 			  const struct sel_accept *job, uint32_t n, double *rates)
 {
-	double w = o->cfg.prior_weight;
+	double w = o->cfg.job_prior_weight;
 	for (uint32_t p = 0; p < n && p < SEL_K_MAX; p++) {
 		double cluster = sel_online_rate(o, in, p + 1);
 		double den = job->tries[p] + w;

@@ -79,7 +79,9 @@ struct sel_online_config {
 	uint32_t interval;          /* steps between re-decisions; >= 1 */
 	double hysteresis;          /* a new K must be predicted this much faster (0.05: 5%) */
 	double decay;               /* per observation, as sel_accept_observe */
-	double prior_weight;        /* judgements the prior is worth */
+	double prior_weight;        /* judgements the prior is worth, cluster-wide */
+	double job_prior_weight;    /* judgements the cluster's rate is worth to a sequence:
+				       small, since sequences differ (code vs prose) */
 	double min_evidence;        /* judgements of position 1 before K may change */
 	uint32_t probe_every;       /* with K 0: re-decisions between probe steps */
 };
@@ -108,7 +110,7 @@ void sel_online_observe(struct sel_online *o, uint32_t n_drafted, uint32_t n_acc
  * sequence's own estimate. */
 double sel_online_rate(const struct sel_online *o, const struct sel_inputs *in, uint32_t i);
 /* A sequence's own rates at positions 1..n (n <= SEL_K_MAX), each shrunk towards the
- * cluster's rate at that position (sel_online_rate) by cfg.prior_weight: a new
+ * cluster's rate at that position (sel_online_rate) by cfg.job_prior_weight: a new
  * sequence starts from what the cluster sees and moves to its own as it drafts. */
 void sel_online_job_rates(const struct sel_online *o, const struct sel_inputs *in,
 			  const struct sel_accept *job, uint32_t n, double *rates);

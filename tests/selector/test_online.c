@@ -29,7 +29,8 @@ static struct sel_online_config online_cfg(uint32_t k_start)
 	return (struct sel_online_config){
 		.method = DRAFT_METHOD_DRAFT_MODEL, .transport = SEL_TRANSPORT_GREEDY,
 		.k_max = 8, .k_start = k_start, .interval = 16, .hysteresis = 0.05,
-		.decay = 0.98, .prior_weight = 8, .min_evidence = 16, .probe_every = 4,
+		.decay = 0.98, .prior_weight = 8, .job_prior_weight = 2, .min_evidence = 16,
+		.probe_every = 4,
 	};
 }
 
@@ -206,6 +207,30 @@ static void test_online__a_stopped_method_is_probed_and_comes_back(void **state)
 	assert_true(o.k >= 3);
 }
 
+/* A sequence starts from the cluster's rates and moves to its own within a few steps: a
+ * prose request on a cluster whose other sequences draft code well. */
+static void test_online__a_sequence_leaves_the_cluster_rate_quickly(void **state)
+{
+	(void)state;
+	struct sel_inputs in = leader_draft();
+	struct sel_online o;
+	struct specd_error err;
+	struct sel_online_config cfg = online_cfg(4);
+	assert_int_equal(sel_online_init(&o, &cfg, &err), SPECD_OK);
+	for (int i = 0; i < 200; i++)
+		sel_online_observe(&o, 4, 4);
+	struct sel_accept fresh, prose;
+	memset(&fresh, 0, sizeof(fresh));
+	memset(&prose, 0, sizeof(prose));
+	double r[4];
+	sel_online_job_rates(&o, &in, &fresh, 4, r);
+	assert_true(r[0] > 0.9 && r[3] > 0.9);
+	for (int i = 0; i < 5; i++)
+		sel_accept_observe(&prose, 4, 0, 0.99);
+	sel_online_job_rates(&o, &in, &prose, 4, r);
+	assert_true(r[0] < 0.35); /* 5 rejections against the cluster's weight of 2 */
+}
+
 static void test_online__bad_config(void **state)
 {
 	(void)state;
@@ -345,6 +370,7 @@ int main(void)
 		cmocka_unit_test(test_online__stable_acceptance_does_not_flap),
 		cmocka_unit_test(test_online__little_evidence_keeps_k),
 		cmocka_unit_test(test_online__a_stopped_method_is_probed_and_comes_back),
+		cmocka_unit_test(test_online__a_sequence_leaves_the_cluster_rate_quickly),
 		cmocka_unit_test(test_online__bad_config),
 		cmocka_unit_test(test_plan__one_sequence_takes_the_predicted_k),
 		cmocka_unit_test(test_plan__large_batch_turns_speculation_off),
