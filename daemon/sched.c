@@ -406,6 +406,16 @@ static Specd__V1__FinishReason finish_of(enum draft_stop st)
 	return SPECD__V1__FINISH_REASON__FINISH_UNSPECIFIED;
 }
 
+/* The K a job reports: its own, or, with the online selector on, the cluster's K in
+ * force now when that is lower (the stack is sized for the largest K; what the job may
+ * draft is the adaptive bound). */
+static uint32_t bound_k(const struct sched *s, uint32_t k)
+{
+	struct adapt_report ar;
+	adapt_report(s->adapt, &ar);
+	return ar.active && ar.k < k ? ar.k : k;
+}
+
 /* Posts the job's last reply (what text is left, the finish reason, its stats) and
  * frees its slot. */
 static void job_finish(struct sched *s, struct sjob *j, Specd__V1__FinishReason why)
@@ -415,7 +425,7 @@ static void job_finish(struct sched *s, struct sjob *j, Specd__V1__FinishReason 
 	st.has_prompt_tokens = st.has_generated_tokens = st.has_spec_tokens = 1;
 	st.prompt_tokens = j->n_prompt;
 	st.generated_tokens = j->sent;
-	st.spec_tokens = draft_job_spec_tokens(j->dj);
+	st.spec_tokens = bound_k(s, draft_job_spec_tokens(j->dj));
 	st.method = (char *)(uintptr_t)(st.spec_tokens ? s->cfg.method : "none");
 	st.has_drafted = st.has_accepted = st.has_mean_accepted_length = 1;
 	st.drafted = m->drafted;
@@ -892,7 +902,7 @@ enum specd_status sched_status(void *self, struct specd_buf *out)
 	r.adaptation = &ad;
 	recent.method = (char *)(uintptr_t)s->cfg.method;
 	recent.has_spec_tokens = 1;
-	recent.spec_tokens = s->cfg.spec_tokens;
+	recent.spec_tokens = ar.active ? ar.k : s->cfg.spec_tokens;
 	r.recent = &recent;
 
 	size_t n = specd__v1__status_response__get_packed_size(&r);
