@@ -34,6 +34,15 @@ static struct sel_online_config online_cfg(uint32_t k_start)
 	};
 }
 
+/* o initialised with online_cfg(k_start); returns that config for tests that vary it. */
+static struct sel_online_config online_start(struct sel_online *o, uint32_t k_start)
+{
+	struct sel_online_config cfg = online_cfg(k_start);
+	struct specd_error err;
+	assert_int_equal(sel_online_init(o, &cfg, &err), SPECD_OK);
+	return cfg;
+}
+
 /* The K sel_predict rates best for acceptance a (the answer the online K should reach). */
 static uint32_t best_k_for(const struct sel_inputs *in, double a)
 {
@@ -117,9 +126,7 @@ static void test_online__converges_to_the_predicted_k_and_follows_a_change(void 
 	(void)state;
 	struct sel_inputs in = leader_draft();
 	struct sel_online o;
-	struct specd_error err;
-	struct sel_online_config cfg = online_cfg(2);
-	assert_int_equal(sel_online_init(&o, &cfg, &err), SPECD_OK);
+	online_start(&o, 2);
 
 	/* A workload the draft model predicts well: K rises to what the model rates best. */
 	uint32_t want_high = best_k_for(&in, 0.9);
@@ -143,9 +150,7 @@ static void test_online__stable_acceptance_does_not_flap(void **state)
 	(void)state;
 	struct sel_inputs in = leader_draft();
 	struct sel_online o;
-	struct specd_error err;
-	struct sel_online_config cfg = online_cfg(4);
-	assert_int_equal(sel_online_init(&o, &cfg, &err), SPECD_OK);
+	struct sel_online_config cfg = online_start(&o, 4);
 	/* Acceptance where neighbouring Ks are predicted within a few percent: noise
 	 * must not move K back and forth once it has settled. */
 	run(&o, &in, 0.7, 1000);
@@ -154,6 +159,7 @@ static void test_online__stable_acceptance_does_not_flap(void **state)
 
 	/* Without hysteresis the same noise moves it more (the margin is what holds it). */
 	struct sel_online loose;
+	struct specd_error err;
 	cfg.hysteresis = 0;
 	assert_int_equal(sel_online_init(&loose, &cfg, &err), SPECD_OK);
 	g_rng = 0x9e3779b97f4a7c15ull;
@@ -183,9 +189,7 @@ static void test_online__a_stopped_method_is_probed_and_comes_back(void **state)
 	(void)state;
 	struct sel_inputs in = leader_draft();
 	struct sel_online o;
-	struct specd_error err;
-	struct sel_online_config cfg = online_cfg(3);
-	assert_int_equal(sel_online_init(&o, &cfg, &err), SPECD_OK);
+	online_start(&o, 3);
 	run(&o, &in, 0.05, 800);
 	assert_int_equal(o.k, 0);
 	assert_true(o.k_probe >= 1); /* the last K above 0 */
@@ -214,9 +218,7 @@ static void test_online__a_sequence_leaves_the_cluster_rate_quickly(void **state
 	(void)state;
 	struct sel_inputs in = leader_draft();
 	struct sel_online o;
-	struct specd_error err;
-	struct sel_online_config cfg = online_cfg(4);
-	assert_int_equal(sel_online_init(&o, &cfg, &err), SPECD_OK);
+	online_start(&o, 4);
 	for (int i = 0; i < 200; i++)
 		sel_online_observe(&o, 4, 4);
 	struct sel_accept fresh, prose;
