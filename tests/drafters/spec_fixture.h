@@ -4,6 +4,7 @@
 #define SPECD_TESTS_DRAFTERS_SPEC_FIXTURE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "drafters/drafter.h"
@@ -20,6 +21,9 @@ struct model *fx_load(const char *path, uint32_t n_slots, uint32_t n_ctx);
 /* MPI_Init_thread (funneled, errors returned) for a test of a leader and a draft rank;
  * false, after MPI_Finalize and a message, when not run under mpirun -np 2. */
 bool fx_mpi_init_pair(int *argc, char ***argv);
+/* A temporary folder made by rank 0 and named to every rank (*rank gets this rank's
+ * number); false on every rank, together, when rank 0 could not make it. Collective. */
+bool fx_mpi_shared_dir(char *dir, size_t size, int *rank);
 
 struct drafter *fx_drafter(enum draft_method method, struct model *target, uint32_t k,
 			   uint32_t n_slots, const char *draft_path, uint32_t lookup_min);

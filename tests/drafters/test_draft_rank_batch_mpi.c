@@ -205,10 +205,8 @@ static int teardown_test(void **state)
 static int setup(void **state)
 {
 	(void)state;
-	MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
-	if (g_rank == 0 && !ts_mkdtemp(g_dir, sizeof(g_dir)))
+	if (!fx_mpi_shared_dir(g_dir, sizeof(g_dir), &g_rank))
 		return -1;
-	MPI_Bcast(g_dir, sizeof(g_dir), MPI_CHAR, 0, MPI_COMM_WORLD);
 	char *const paths[] = {g_target, g_near, g_far};
 	const char *const names[] = {"target", "near", "far"};
 	for (int i = 0; i < 3; i++)

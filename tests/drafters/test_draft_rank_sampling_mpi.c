@@ -73,10 +73,8 @@ static void sample_joint(struct drafter *d, const struct sampler_params *sp, uin
 static int setup(void **state)
 {
 	(void)state;
-	MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
-	if (g_rank == 0 && !ts_mkdtemp(g_dir, sizeof(g_dir)))
+	if (!fx_mpi_shared_dir(g_dir, sizeof(g_dir), &g_rank))
 		return -1;
-	MPI_Bcast(g_dir, sizeof(g_dir), MPI_CHAR, 0, MPI_COMM_WORLD);
 	snprintf(g_target, sizeof(g_target), "%s/target.gguf", g_dir);
 	snprintf(g_near, sizeof(g_near), "%s/near.gguf", g_dir);
 	snprintf(g_far, sizeof(g_far), "%s/far.gguf", g_dir);
