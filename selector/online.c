@@ -193,9 +193,14 @@ double sel_online_rate(const struct sel_online *o, const struct sel_inputs *in, 
 void sel_online_job_rates(const struct sel_online *o, const struct sel_inputs *in,
 			  const struct sel_accept *job, uint32_t n, double *rates)
 {
-	double w = o->cfg.job_prior_weight;
+	double w = o->cfg.job_prior_weight, cw = o->cfg.prior_weight;
+	double cluster = method_prior(o, in);
 	for (uint32_t p = 0; p < n && p < SEL_K_MAX; p++) {
-		double cluster = sel_online_rate(o, in, p + 1);
+		/* sel_online_rate(o, in, p + 1), carried from position p rather than redone
+		 * from position 1: this runs for every sequence every step. */
+		double cden = o->cluster.tries[p] + cw;
+		if (cden > 0)
+			cluster = (o->cluster.hits[p] + cw * cluster) / cden;
 		double den = job->tries[p] + w;
 		rates[p] = den > 0 ? (job->hits[p] + w * cluster) / den : cluster;
 	}
