@@ -78,7 +78,8 @@ static void calibrate_drafters(const struct cluster *c, const struct runtime *rt
 	const struct cfg_cluster *cfg = c->cfg;
 	for (int m = DRAFT_METHOD_NGRAM; m < DRAFT_METHOD_COUNT; m++) {
 		if (!draft_ops_for((enum draft_method)m) ||
-		    (m == DRAFT_METHOD_DRAFT_MODEL && !cfg->draft_model))
+		    (m == DRAFT_METHOD_DRAFT_MODEL && !cfg->draft_model) ||
+		    (m == DRAFT_METHOD_MEDUSA && !cfg->medusa_heads))
 			continue;
 		struct draft_config dc = {
 			.method = (enum draft_method)m,
@@ -90,6 +91,7 @@ static void calibrate_drafters(const struct cluster *c, const struct runtime *rt
 			.prompt_lookup_max = (uint32_t)cfg->prompt_lookup_max,
 			.draft_path = cfg->draft_model,
 			.kern = rt->kern,
+			.heads_path = cfg->medusa_heads,
 		};
 		struct specd_error err;
 		specd_error_clear(&err);
@@ -339,6 +341,7 @@ static struct runtime_config stack_config(const struct cluster *c, enum draft_me
 		.prompt_lookup_min = (uint32_t)cfg->prompt_lookup_min,
 		.prompt_lookup_max = (uint32_t)cfg->prompt_lookup_max,
 		.draft_path = cfg->draft_model,
+		.heads_path = cfg->medusa_heads,
 		.tp = c->have_target_comm,
 		.tp_comm = c->target_comm,
 		.draft_link = link,

@@ -209,6 +209,7 @@ enum specd_status runtime_serve_draft(const struct runtime_config *cfg, struct d
 	struct draft_server_config sc = {
 		.target = target,
 		.draft_path = cfg->draft_path,
+		.heads_path = cfg->heads_path,
 		.kern = kern,
 		.broken = st,
 		.broken_msg = why.msg,

@@ -74,7 +74,7 @@ enum specd_status runtime_follow(struct runtime *rt, struct specd_error *err);
  * (the target's file and a model over it without KV rows: its pages are mapped, not
  * read) and the draft model's backend (cfg->threads threads), then serves the
  * leader's drafting requests (draft_serve) until it destroys its link. Uses
- * cfg->model_path, threads and draft_path. Errors: opening the target's, and
+ * cfg->model_path, threads, draft_path and heads_path. Errors: opening the target's, and
  * draft_serve's (the leader's drafter could not be made here: both ranks fail). */
 enum specd_status runtime_serve_draft(const struct runtime_config *cfg, struct draft_link *link,
 				      struct specd_error *err);

@@ -292,11 +292,6 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 		fprintf(stderr, "specd-run: --method medusa needs --heads FILE.safetensors\n");
 		return EXIT_USAGE;
 	}
-	if (o->method == DRAFT_METHOD_MEDUSA && o->draft_rank) {
-		fprintf(stderr, "specd-run: --method medusa runs on the leader only (no "
-				"--placement rank yet)\n");
-		return EXIT_USAGE;
-	}
 	if (o->lookup_min && o->lookup_max && o->lookup_min > o->lookup_max) {
 		fprintf(stderr, "specd-run: --prompt-lookup-min %ld is greater than "
 				"--prompt-lookup-max %ld\n", o->lookup_min, o->lookup_max);
@@ -632,6 +627,7 @@ static int serve_draft(const struct run_opts *o, struct run *r)
 		.model_path = o->model,
 		.threads = (uint32_t)o->threads,
 		.draft_path = o->draft,
+		.heads_path = o->heads,
 	};
 	struct specd_error err;
 	specd_error_clear(&err);

@@ -76,14 +76,19 @@ fail:
 	return st;
 }
 
-/* Leader: one request, its tokens past RD_INLINE in a second message. */
+/* Leader: one request; its hidden rows (hidden_bytes, when req->n_hidden) in a second
+ * message, its tokens past RD_INLINE in the next. */
 static enum specd_status link_send(struct draft_link *l, struct rd_req *req,
+				   const float *hidden, size_t hidden_bytes,
 				   const int32_t *tokens, struct specd_error *err)
 {
 	bool inl = req->n_new <= RD_INLINE;
 	if (inl && req->n_new)
 		memcpy(req->tokens, tokens, req->n_new * sizeof(*tokens));
 	enum specd_status st = par_comm_bcast(l->comm, req, sizeof(*req), RD_LEADER, err);
+	if (st == SPECD_OK && req->n_hidden && req->dim)
+		st = par_comm_bcast(l->comm, (void *)(uintptr_t)hidden, hidden_bytes, RD_LEADER,
+				    err);
 	if (st == SPECD_OK && !inl)
 		st = par_comm_bcast(l->comm, (void *)(uintptr_t)tokens,
 				    (size_t)req->n_new * sizeof(*tokens), RD_LEADER, err);
@@ -99,7 +104,7 @@ void draft_link_destroy(struct draft_link *l)
 		 * instead of waiting for ever. */
 		struct rd_req req = {.op = RD_STOP};
 		struct specd_error err;
-		if (link_send(l, &req, NULL, &err) != SPECD_OK)
+		if (link_send(l, &req, NULL, 0, NULL, &err) != SPECD_OK)
 			LOG_WARN("draft rank %d: cannot tell it to stop: %s", l->draft_world, err.msg);
 	}
 	par_comm_destroy(l->comm);
@@ -118,6 +123,8 @@ void draft_link_get_stats(const struct draft_link *l, struct draft_link_stats *o
 struct remote {
 	struct draft_link *link;
 	uint32_t n_slots, n_vocab, k_max;
+	uint32_t dim;           /* hidden size shipped with proposes (Medusa); 0: none */
+	float *hid;             /* (n_slots, dim) host: a batch's hidden rows */
 	uint64_t memory_bytes;  /* the draft rank's drafter */
 	uint32_t *told;         /* (n_slots) tokens of each slot the draft rank holds */
 	/* A batched propose's body, (body_cap) words host: n_slots struct rd_batch_seq and
@@ -171,6 +178,7 @@ static void rd_destroy(void *state)
 	specd_free(r->told);
 	specd_free(r->body);
 	specd_free(r->rbuf);
+	specd_free(r->hid);
 	specd_free(r);
 }
 
@@ -202,9 +210,13 @@ static enum specd_status rd_create(const struct draft_config *cfg, void **state,
 	if (words > UINT32_MAX / 2)
 		return specd_errorf(err, SPECD_INVAL, "remote drafter: %u slots of %u tokens "
 				    "are too many for one batch", cfg->n_slots, cfg->n_ctx);
+	/* Per sequence: its proposal's counts, tokens and parents. */
 	size_t rbytes = sizeof(struct rd_rep) + cfg->n_slots * (sizeof(struct rd_batch_prop) +
-							       cfg->k_max * sizeof(int32_t));
+							       2 * cfg->k_max * sizeof(int32_t));
+	const struct draft_ops *local = draft_ops_for(cfg->method);
+	uint32_t dim = local && local->wants_hidden ? model_hparams(cfg->target)->dim : 0;
 	if (!(r = specd_calloc(1, sizeof(*r))) ||
+	    (dim && !(r->hid = specd_malloc_array((size_t)cfg->n_slots * dim, sizeof(float)))) ||
 	    !(r->told = specd_calloc(cfg->n_slots, sizeof(uint32_t))) ||
 	    !(r->body = specd_malloc_array(words, sizeof(int32_t))) ||
 	    !(r->rbuf = specd_malloc_array(rbytes, 1))) {
@@ -217,6 +229,7 @@ static enum specd_status rd_create(const struct draft_config *cfg, void **state,
 	r->n_slots = cfg->n_slots;
 	r->n_vocab = model_hparams(cfg->target)->n_vocab;
 	r->k_max = cfg->k_max;
+	r->dim = dim;
 	r->req = (struct rd_req){
 		.op = RD_HELLO,
 		.flags = rc->pipeline ? RD_HELLO_PIPELINE : 0,
@@ -228,9 +241,10 @@ static enum specd_status rd_create(const struct draft_config *cfg, void **state,
 		.lookup_min = cfg->prompt_lookup_min,
 		.lookup_max = cfg->prompt_lookup_max,
 		.transport = (int32_t)rc->transport,
+		.dim = dim,
 	};
 	specd_error_clear(&e);
-	if ((st = link_send(r->link, &r->req, NULL, &e)) != SPECD_OK ||
+	if ((st = link_send(r->link, &r->req, NULL, 0, NULL, &e)) != SPECD_OK ||
 	    (st = rd_reply(r, &e)) != SPECD_OK) {
 		specd_errorf(err, st, "draft rank %d: %s", r->link->draft_world, e.msg);
 		goto fail;
@@ -263,7 +277,8 @@ static size_t rd_memory_bytes(const void *state)
 	return (size_t)r->memory_bytes;
 }
 
-/* A request for seq's slot with the tokens the draft rank has not seen yet. */
+/* A request for seq's slot with the tokens the draft rank has not seen yet (and its
+ * hidden row when r->req.n_hidden says so). */
 static enum specd_status rd_send(struct remote *r, enum rd_op op, const struct draft_seq *seq,
 				 struct specd_error *err)
 {
@@ -275,7 +290,8 @@ static enum specd_status rd_send(struct remote *r, enum rd_op op, const struct d
 	r->req.slot = seq->slot;
 	r->req.n_total = seq->n_tokens;
 	r->req.n_new = seq->n_tokens - from;
-	enum specd_status st = link_send(r->link, &r->req, seq->tokens + from, err);
+	enum specd_status st = link_send(r->link, &r->req, seq->hidden,
+					 (size_t)r->dim * sizeof(float), seq->tokens + from, err);
 	if (st == SPECD_OK)
 		r->told[seq->slot] = seq->n_tokens;
 	return st;
@@ -302,9 +318,10 @@ static enum specd_status rd_reset(void *state, const struct draft_seq *seq,
 	return link_result(r, rd_send(r, RD_RESET, seq, &e), &e, err);
 }
 
-/* Checks one answered proposal of at most k tokens before it reaches the engine. */
+/* Checks one answered proposal of at most k tokens (a tree's parents, or NULL for a
+ * chain) before it reaches the engine. */
 static enum specd_status prop_check(const struct remote *r, uint32_t n, uint32_t q_rows,
-				    uint32_t k, const int32_t *tokens,
+				    uint32_t k, const int32_t *tokens, const int32_t *parent,
 				    const struct draft_proposal *out, struct specd_error *err)
 {
 	if (n > k || (q_rows && q_rows != n))
@@ -318,7 +335,27 @@ static enum specd_status prop_check(const struct remote *r, uint32_t n, uint32_t
 					    (int)tokens[i], r->n_vocab);
 	if (q_rows && !out->q)
 		return specd_errorf(err, SPECD_INVAL, "remote drafter: sampling needs a q buffer");
+	if (parent && !out->parent)
+		return specd_errorf(err, SPECD_INVAL, "remote drafter: a token tree needs a parent "
+				    "buffer");
+	for (uint32_t i = 0; parent && i < n; i++)
+		if (parent[i] < -1 || parent[i] >= (int32_t)i)
+			return specd_errorf(err, SPECD_PROTO, "draft rank %d: node %u of a tree has "
+					    "parent %d", r->link->draft_world, i, (int)parent[i]);
 	return SPECD_OK;
+}
+
+/* A checked proposal into the engine's buffers (q rows, when any, are received
+ * straight into out->q). */
+static void prop_take(struct draft_proposal *out, uint32_t n, uint32_t q_rows,
+		      const int32_t *tokens, const int32_t *parent)
+{
+	memcpy(out->tokens, tokens, n * sizeof(int32_t));
+	out->n = n;
+	out->q_onehot = q_rows == 0;
+	out->tree = parent != NULL;
+	if (parent)
+		memcpy(out->parent, parent, n * sizeof(int32_t));
 }
 
 static enum specd_status rd_propose(void *state, const struct draft_seq *seq, uint32_t k,
@@ -335,6 +372,8 @@ static enum specd_status rd_propose(void *state, const struct draft_seq *seq, ui
 		return SPECD_OK;
 	memset(&r->req, 0, sizeof(r->req));
 	r->req.k = k;
+	r->req.n_hidden = r->dim && seq->hidden ? 1 : 0;
+	r->req.dim = r->dim;
 	specd_error_clear(&e);
 	if ((st = rd_send(r, RD_PROPOSE, seq, &e)) != SPECD_OK)
 		goto link_failed;
@@ -345,7 +384,9 @@ static enum specd_status rd_propose(void *state, const struct draft_seq *seq, ui
 	if (rep->status != SPECD_OK)
 		return specd_errorf(err, (enum specd_status)rep->status, "draft rank %d: %s",
 				    r->link->draft_world, rep->msg);
-	if ((st = prop_check(r, rep->n, rep->q_rows, k, rep->tokens, out, err)) != SPECD_OK)
+	const int32_t *parent = rep->flags & RD_REP_TREE ? rep->parent : NULL;
+	if ((st = prop_check(r, rep->n, rep->q_rows, k, rep->tokens, parent, out, err)) !=
+	    SPECD_OK)
 		return st;
 	if (rep->q_rows) {
 		st = par_comm_recv(r->link->comm, out->q,
@@ -354,9 +395,7 @@ static enum specd_status rd_propose(void *state, const struct draft_seq *seq, ui
 		if (st != SPECD_OK)
 			goto link_failed;
 	}
-	memcpy(out->tokens, rep->tokens, rep->n * sizeof(int32_t));
-	out->n = rep->n;
-	out->q_onehot = rep->q_rows == 0;
+	prop_take(out, rep->n, rep->q_rows, rep->tokens, parent);
 	r->link->stats.proposals++;
 	if (rep->flags & RD_REP_PIPELINED)
 		r->link->stats.pipelined++;
@@ -369,14 +408,15 @@ link_failed:
 }
 
 /* The batch request's body in r->body: one struct rd_batch_seq per sequence, then the
- * tokens the draft rank has not seen of each. *words and *room: the body's length and
- * the sum of the k. */
+ * tokens the draft rank has not seen of each; the hidden rows of those that have one
+ * in r->hid. *words, *room and *n_hidden: the body's length, the sum of the k and the
+ * hidden rows. */
 static enum specd_status batch_body(struct remote *r, const struct draft_seq *seqs,
 				    const uint32_t *k, uint32_t n, uint32_t *words,
-				    uint32_t *room, struct specd_error *err)
+				    uint32_t *room, uint32_t *n_hidden, struct specd_error *err)
 {
 	struct rd_batch_seq *ent = (struct rd_batch_seq *)(void *)r->body;
-	uint32_t w = n * RD_BATCH_SEQ_WORDS, sum_k = 0;
+	uint32_t w = n * RD_BATCH_SEQ_WORDS, sum_k = 0, n_hid = 0;
 
 	if (n > r->n_slots)
 		return specd_errorf(err, SPECD_INVAL, "remote drafter: a batch of %u sequences; "
@@ -400,15 +440,20 @@ static enum specd_status batch_body(struct remote *r, const struct draft_seq *se
 			return specd_errorf(err, SPECD_INVAL, "remote drafter: slot %u has %u "
 					    "tokens, more than the draft rank holds", sq->slot,
 					    sq->n_tokens);
+		bool hid = r->dim && sq->hidden;
 		ent[i] = (struct rd_batch_seq){
 			.slot = sq->slot, .n_total = sq->n_tokens, .n_new = n_new, .k = k[i],
+			.hidden = hid,
 		};
 		memcpy(r->body + w, sq->tokens + from, n_new * sizeof(int32_t));
+		if (hid)
+			memcpy(r->hid + (size_t)n_hid++ * r->dim, sq->hidden, r->dim * sizeof(float));
 		w += n_new;
 		sum_k += k[i];
 	}
 	*words = w;
 	*room = sum_k;
+	*n_hidden = n_hid;
 	return SPECD_OK;
 }
 
@@ -422,7 +467,7 @@ static enum specd_status rd_propose_batch(void *state, const struct draft_seq *s
 	struct remote *r = state;
 	struct specd_error e;
 	enum specd_status st;
-	uint32_t words = 0, room = 0;
+	uint32_t words = 0, room = 0, n_hid = 0;
 	double t0 = specd_now();
 
 	if (n == 1)
@@ -433,15 +478,18 @@ static enum specd_status rd_propose_batch(void *state, const struct draft_seq *s
 	}
 	if (r->link->stats.dead || n == 0)
 		return SPECD_OK;
-	if ((st = batch_body(r, seqs, k, n, &words, &room, err)) != SPECD_OK)
+	if ((st = batch_body(r, seqs, k, n, &words, &room, &n_hid, err)) != SPECD_OK)
 		return st;
 	memset(&r->req, 0, sizeof(r->req));
 	r->req.op = RD_PROPOSE_BATCH;
 	r->req.n_seqs = n;
 	r->req.n_new = words;
 	r->req.k = room;
+	r->req.n_hidden = n_hid;
+	r->req.dim = r->dim;
 	specd_error_clear(&e);
-	if ((st = link_send(r->link, &r->req, r->body, &e)) != SPECD_OK)
+	if ((st = link_send(r->link, &r->req, r->hid, (size_t)n_hid * r->dim * sizeof(float),
+			    r->body, &e)) != SPECD_OK)
 		goto link_failed;
 	for (uint32_t i = 0; i < n; i++)
 		r->told[seqs[i].slot] = seqs[i].n_tokens;
@@ -450,14 +498,14 @@ static enum specd_status rd_propose_batch(void *state, const struct draft_seq *s
 	/* An error comes as the struct rd_rep alone: shorter than the room, which MPI
 	 * allows. */
 	size_t bytes = sizeof(struct rd_rep) + n * sizeof(struct rd_batch_prop) +
-		       (size_t)room * sizeof(int32_t);
+		       2 * (size_t)room * sizeof(int32_t);
 	assert(bytes <= r->rbuf_bytes);
 	if ((st = par_comm_recv(r->link->comm, r->rbuf, bytes, RD_DRAFT, RD_TAG_REPLY, &e)) !=
 	    SPECD_OK)
 		goto link_failed;
 	struct rd_rep *head = (struct rd_rep *)(void *)r->rbuf;
 	const struct rd_batch_prop *bp = (const struct rd_batch_prop *)(void *)(head + 1);
-	const int32_t *tok = (const int32_t *)(const void *)(bp + n);
+	const int32_t *tok = (const int32_t *)(const void *)(bp + n), *par = tok + room;
 	head->msg[RD_MSG_BYTES - 1] = '\0';
 	if (head->status != SPECD_OK)
 		return specd_errorf(err, (enum specd_status)head->status, "draft rank %d: %s",
@@ -466,7 +514,8 @@ static enum specd_status rd_propose_batch(void *state, const struct draft_seq *s
 		return specd_errorf(err, SPECD_PROTO, "draft rank %d: %u proposals for a batch "
 				    "of %u", r->link->draft_world, head->n, n);
 	for (uint32_t i = 0, at = 0; i < n; at += k[i++])
-		if ((st = prop_check(r, bp[i].n, bp[i].q_rows, k[i], tok + at, outs[i], err)) !=
+		if ((st = prop_check(r, bp[i].n, bp[i].q_rows, k[i], tok + at,
+				     bp[i].flags & RD_REP_TREE ? par + at : NULL, outs[i], err)) !=
 		    SPECD_OK)
 			return st;
 	for (uint32_t i = 0; i < n; i++) {
@@ -479,9 +528,8 @@ static enum specd_status rd_propose_batch(void *state, const struct draft_seq *s
 			goto link_failed;
 	}
 	for (uint32_t i = 0, at = 0; i < n; at += k[i++]) {
-		memcpy(outs[i]->tokens, tok + at, bp[i].n * sizeof(int32_t));
-		outs[i]->n = bp[i].n;
-		outs[i]->q_onehot = bp[i].q_rows == 0;
+		prop_take(outs[i], bp[i].n, bp[i].q_rows, tok + at,
+			  bp[i].flags & RD_REP_TREE ? par + at : NULL);
 		if (bp[i].flags & RD_REP_PIPELINED)
 			r->link->stats.pipelined++;
 	}
@@ -511,9 +559,12 @@ static enum specd_status rd_commit(void *state, const struct draft_seq *seq,
 	return link_result(r, rd_send(r, RD_COMMIT, seq, &e), &e, err);
 }
 
-#define REMOTE_OPS(m)                                                                   \
+/* wants_hidden as the method's own drafter: the leader then ships the target's hidden
+ * state with every propose. */
+#define REMOTE_OPS(m, hidden)                                                           \
 	{                                                                                \
-		.method = (m), .create = rd_create, .destroy = rd_destroy,               \
+		.method = (m), .wants_hidden = (hidden), .create = rd_create,           \
+		.destroy = rd_destroy,                                                   \
 		.supports = rd_supports, .memory_bytes = rd_memory_bytes,                \
 		.reset = rd_reset, .propose = rd_propose,                                \
 		.propose_batch = rd_propose_batch, .commit = rd_commit,                  \
@@ -522,10 +573,10 @@ static enum specd_status rd_commit(void *state, const struct draft_seq *seq,
 /* One table per method so draft_method_of() names the method the draft rank runs;
  * the draft rank refuses those it has no drafter for. */
 static const struct draft_ops remote_ops[DRAFT_METHOD_COUNT] = {
-	[DRAFT_METHOD_NGRAM] = REMOTE_OPS(DRAFT_METHOD_NGRAM),
-	[DRAFT_METHOD_DRAFT_MODEL] = REMOTE_OPS(DRAFT_METHOD_DRAFT_MODEL),
-	[DRAFT_METHOD_EAGLE] = REMOTE_OPS(DRAFT_METHOD_EAGLE),
-	[DRAFT_METHOD_MEDUSA] = REMOTE_OPS(DRAFT_METHOD_MEDUSA),
+	[DRAFT_METHOD_NGRAM] = REMOTE_OPS(DRAFT_METHOD_NGRAM, false),
+	[DRAFT_METHOD_DRAFT_MODEL] = REMOTE_OPS(DRAFT_METHOD_DRAFT_MODEL, false),
+	[DRAFT_METHOD_EAGLE] = REMOTE_OPS(DRAFT_METHOD_EAGLE, true),
+	[DRAFT_METHOD_MEDUSA] = REMOTE_OPS(DRAFT_METHOD_MEDUSA, true),
 };
 
 enum specd_status draft_remote_create(const struct draft_remote_config *rc,
@@ -537,13 +588,6 @@ enum specd_status draft_remote_create(const struct draft_remote_config *rc,
 	if ((unsigned)cfg->method >= DRAFT_METHOD_COUNT || cfg->method == DRAFT_METHOD_NONE)
 		return specd_errorf(err, SPECD_UNSUPPORTED, "remote drafter: method '%s' has no "
 				    "drafter", draft_method_name(cfg->method));
-	/* The draft rank gets tokens only: a drafter on the target's hidden state would
-	 * need the leader to ship it with every propose. */
-	const struct draft_ops *local = draft_ops_for(cfg->method);
-	if (local && local->wants_hidden)
-		return specd_errorf(err, SPECD_UNSUPPORTED, "remote drafter: method '%s' runs on "
-				    "the leader only (draft.placement: leader) for now",
-				    draft_method_name(cfg->method));
 	pending = rc;
 	enum specd_status st = draft_create_ops(&remote_ops[cfg->method], cfg, out, err);
 	pending = NULL;

@@ -4,7 +4,8 @@
  *     communicator over the pair, every call with a deadline);
  *   - the remote drafter (leader): a struct draft_ops whose reset/propose/commit (and
  *     propose_batch) are messages, so drafters/engine.c runs unchanged on top of it;
- *   - draft_serve (draft rank): runs the real drafter (ngram, draft_model) and answers.
+ *   - draft_serve (draft rank): runs the real drafter (ngram, draft_model, medusa) and
+ *     answers.
  *
  * Messages (remote_int.h): reset carries the prompt and the draft sampler's parameters
  * and seed (the draft rank owns the draft sampler, so q and the tokens drawn from it
@@ -16,13 +17,17 @@
  * per drafted position for all of them; commit carries (n_accepted, next) and the
  * tokens the sequence gained. Each message carries only the tokens the draft rank has
  * not seen; it keeps every slot's history itself. Requests are handled in the order
- * sent, so a slot's commits are in before the propose that follows them.
+ * sent, so a slot's commits are in before the propose that follows them. A drafter on
+ * the target's hidden state (Medusa: wants_hidden) gets, with each propose, the
+ * hidden row of every sequence that has one (model dim floats, in one message right
+ * after the request); its token trees come back with their parents.
  *
  * Pipelining (greedy only): after answering propose(K), or a batch for each greedy
  * sequence in it, the draft rank drafts the next step at once, assuming all K are
  * accepted and the bonus is its own (K+1)-th token; a commit that matches makes the
  * next proposal ready before it is asked for, any other commit rolls that work back.
- * Output never depends on it: only speed does.
+ * Output never depends on it: only speed does. Not for drafters on the hidden state,
+ * whose next input exists only once the leader has verified.
  *
  * Failure: a draft rank that misses a deadline is taken for stalled. The remote
  * drafter logs "draft rank N stalled: falling back to plain decoding" once, proposes
@@ -109,6 +114,8 @@ struct draft_server_config {
 	 * vocabulary). It needs no KV rows: a model loaded with one slot of one row. */
 	const struct model *target;
 	const char *draft_path;  /* draft_model: the file, as this rank sees it */
+	const char *heads_path;  /* medusa: the heads' safetensors file, as this rank sees it;
+				  * a shared LM head is read from target */
 	struct kern_ctx *kern;   /* the draft model's backend, borrowed; NULL: its own */
 	/* Not SPECD_OK: this rank could not get ready (its target file is missing, ...);
 	 * every hello is refused with this status and `broken_msg`, so the leader fails

@@ -27,7 +27,10 @@ enum rd_op {
 };
 
 enum { RD_HELLO_PIPELINE = 1u << 0 };     /* rd_req.flags of a hello */
-enum { RD_REP_PIPELINED = 1u << 0 };      /* rd_rep.flags: drafted ahead */
+enum {
+	RD_REP_PIPELINED = 1u << 0,           /* rd_rep.flags: drafted ahead */
+	RD_REP_TREE = 1u << 1,                /* a token tree: the parents came along */
+};
 
 enum { RD_TAG_REPLY = 11, RD_TAG_Q = 12 }; /* point-to-point tags of replies */
 
@@ -51,6 +54,11 @@ struct rd_req {
 	float top_p;
 	float min_p;
 	uint32_t n_seqs;     /* propose batch: sequences, on distinct slots */
+	/* hello: the hidden size the leader ships with proposes (a drafter on the target's
+	 * hidden state: Medusa), 0 for none. Propose, propose batch: n_hidden rows of dim
+	 * floats in one message right after this request, before its tokens. */
+	uint32_t dim;
+	uint32_t n_hidden;
 	uint64_t seed;
 	int32_t tokens[RD_INLINE];
 };
@@ -62,6 +70,7 @@ struct rd_rep {
 	uint32_t flags;
 	uint64_t memory_bytes; /* hello: the drafter's */
 	int32_t tokens[DRAFT_MAX_TOKENS];
+	int32_t parent[DRAFT_MAX_TOKENS]; /* with RD_REP_TREE (draft_proposal.parent) */
 	char msg[RD_MSG_BYTES];
 };
 
@@ -72,16 +81,18 @@ struct rd_batch_seq {
 	uint32_t n_total;    /* as rd_req's, per sequence */
 	uint32_t n_new;
 	uint32_t k;          /* 0 .. k_max */
+	uint32_t hidden;     /* 1: its hidden row is the next of the request's hidden rows */
 };
 
 /* A batched propose's reply, one message: struct rd_rep (status and message; on error
  * it is all that comes), then n_seqs of these, then the tokens, sequence i's at the sum
- * of the k before it (room for k each). Then, for each sequence with q rows, in order,
- * one RD_TAG_Q message of them, straight into that proposal's own q buffer. */
+ * of the k before it (room for k each), then the parents of tree proposals in the same
+ * places (room for k each again). Then, for each sequence with q rows, in order, one
+ * RD_TAG_Q message of them, straight into that proposal's own q buffer. */
 struct rd_batch_prop {
 	uint32_t n;          /* proposed tokens, <= the sequence's k */
 	uint32_t q_rows;     /* 0: one-hot; else n */
-	uint32_t flags;      /* RD_REP_PIPELINED */
+	uint32_t flags;      /* RD_REP_PIPELINED, RD_REP_TREE */
 	uint32_t pad;
 };
 

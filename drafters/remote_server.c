@@ -1,6 +1,7 @@
 /* The draft rank's loop (remote.h): wait for the leader's next request, run the real
- * drafter (ngram, draft_model) on the slots' own copies of the sequences, answer; with
- * pipelining, draft the next step right after answering, while the leader verifies.
+ * drafter (ngram, draft_model, medusa on the hidden rows the leader ships) on the
+ * slots' own copies of the sequences, answer; with pipelining, draft the next step
+ * right after answering, while the leader verifies.
  * Errors of one-way requests (reset, commit) stick to the slot and are the answer to
  * its next propose, single or batched. */
 #include <stdio.h>
@@ -41,6 +42,7 @@ struct srv_ask {
 	uint32_t slot, k;
 	bool ahead;             /* draft ahead after answering (greedy, pipelining on) */
 	bool from_spec;         /* answered from what was drafted ahead */
+	const float *hidden;    /* the target's hidden state the leader shipped, or NULL */
 	const int32_t *tok;     /* the proposal: the slot's prop.tokens or spec_tok */
 	uint32_t avail, n_sent;
 };
@@ -50,7 +52,12 @@ struct server {
 	const struct draft_server_config *sc;
 	struct drafter *d;
 	uint32_t n_slots, n_vocab, k_max, k_srv, cap;
+	uint32_t dim;               /* hidden size of the rows the leader ships; 0: none */
 	bool pipeline;
+	/* The current request's hidden rows (n_hidden of them, dim floats each); room for
+	 * n_slots, made at hello for a drafter that wants them. */
+	float *hid;
+	uint32_t n_hidden;
 	struct srv_slot *slots;
 	int32_t *scratch;           /* (cap) a body that fits no slot */
 	/* One propose's work, (n_slots) each: the asks, and the sequences, counts and
@@ -75,6 +82,7 @@ static void slots_free(struct server *s)
 		specd_free(s->slots[i].spec_tok);
 		specd_free(s->slots[i].prop.tokens);
 		specd_free(s->slots[i].prop.q);
+		specd_free(s->slots[i].prop.parent);
 		sampler_destroy(s->slots[i].s);
 	}
 	specd_free(s->slots);
@@ -86,6 +94,7 @@ static void slots_free(struct server *s)
 	specd_free(s->g_ahead);
 	specd_free(s->body);
 	specd_free(s->rbuf);
+	specd_free(s->hid);
 	draft_destroy(s->d);
 	s->slots = NULL;
 	s->scratch = NULL;
@@ -98,6 +107,8 @@ static void slots_free(struct server *s)
 	s->body_cap = 0;
 	s->rbuf = NULL;
 	s->rbuf_bytes = 0;
+	s->hid = NULL;
+	s->dim = 0;
 	s->d = NULL;
 	s->n_slots = 0;
 }
@@ -158,10 +169,18 @@ static enum specd_status hello(struct server *s, struct specd_error *err)
 		return specd_errorf(err, SPECD_INVAL, "a drafter of K %u, %u slots, %u rows",
 				    r->k_max, r->n_slots, r->n_ctx);
 	uint32_t tv = model_hparams(s->sc->target)->n_vocab;
+	uint32_t tdim = model_hparams(s->sc->target)->dim;
 	if (r->n_vocab != tv)
 		return specd_errorf(err, SPECD_INVAL, "the leader's target has %u tokens, this "
 				    "rank's %u: not the same model", r->n_vocab, tv);
-	s->pipeline = (r->flags & RD_HELLO_PIPELINE) != 0;
+	const struct draft_ops *ops = draft_ops_for(m);
+	bool hidden = ops && ops->wants_hidden;
+	if (hidden && r->dim != tdim)
+		return specd_errorf(err, SPECD_INVAL, "the leader ships hidden states of size %u, "
+				    "this rank's target has %u: not the same model", r->dim, tdim);
+	/* No drafting ahead on the hidden state: the next step's is known only once the
+	 * leader has verified this one. */
+	s->pipeline = (r->flags & RD_HELLO_PIPELINE) != 0 && !hidden;
 	s->k_max = r->k_max;
 	/* Pipelining drafts one token more than it sends: the guess at the bonus. */
 	s->k_srv = s->pipeline && r->k_max < DRAFT_MAX_TOKENS ? r->k_max + 1 : r->k_max;
@@ -177,9 +196,11 @@ static enum specd_status hello(struct server *s, struct specd_error *err)
 		.prompt_lookup_max = r->lookup_max,
 		.draft_path = s->sc->draft_path,
 		.kern = s->sc->kern,
+		.heads_path = s->sc->heads_path,
 	};
 	if ((st = draft_create(&dc, &s->d, err)) != SPECD_OK)
 		return st;
+	s->dim = hidden ? tdim : 0;
 	s->n_slots = r->n_slots;
 	s->slots = specd_calloc(s->n_slots, sizeof(*s->slots));
 	s->scratch = specd_malloc_array(s->cap, sizeof(int32_t));
@@ -193,10 +214,12 @@ static enum specd_status hello(struct server *s, struct specd_error *err)
 	s->body_cap = words <= UINT32_MAX / 2 ? (uint32_t)words : 0;
 	s->body = s->body_cap ? specd_malloc_array(s->body_cap, sizeof(int32_t)) : NULL;
 	s->rbuf_bytes = sizeof(struct rd_rep) +
-			s->n_slots * (sizeof(struct rd_batch_prop) + s->k_max * sizeof(int32_t));
+			s->n_slots * (sizeof(struct rd_batch_prop) + 2 * s->k_max * sizeof(int32_t));
 	s->rbuf = specd_malloc_array(s->rbuf_bytes, 1);
+	if (s->dim)
+		s->hid = specd_malloc_array((size_t)s->n_slots * s->dim, sizeof(float));
 	if (!s->slots || !s->scratch || !s->asks || !s->g_seq || !s->g_k || !s->g_out ||
-	    !s->g_ahead || !s->body || !s->rbuf)
+	    !s->g_ahead || !s->body || !s->rbuf || (s->dim && !s->hid))
 		goto nomem;
 	struct sampler_params sp = {.temperature = 0.0f, .top_p = 1.0f};
 	for (uint32_t i = 0; i < s->n_slots; i++) {
@@ -204,10 +227,11 @@ static enum specd_status hello(struct server *s, struct specd_error *err)
 		sl->hist = specd_malloc_array(s->cap, sizeof(int32_t));
 		sl->spec_tok = specd_malloc_array(s->k_srv, sizeof(int32_t));
 		sl->prop.tokens = specd_malloc_array(s->k_srv, sizeof(int32_t));
+		sl->prop.parent = specd_malloc_array(s->k_srv, sizeof(int32_t));
 		/* Only a drafter that samples fills q; prompt lookup never does. */
 		if (m != DRAFT_METHOD_NGRAM)
 			sl->prop.q = specd_malloc_array((size_t)s->k_srv * tv, sizeof(float));
-		if (!sl->hist || !sl->spec_tok || !sl->prop.tokens ||
+		if (!sl->hist || !sl->spec_tok || !sl->prop.tokens || !sl->prop.parent ||
 		    (m != DRAFT_METHOD_NGRAM && !sl->prop.q) ||
 		    sampler_create((int32_t)tv, &sp, &sl->s, NULL) != SPECD_OK)
 			goto nomem;
@@ -219,21 +243,21 @@ nomem:
 			    r->n_slots, r->n_ctx);
 }
 
-/* The words of a request that follow it as a second message (the leader sends them
- * right after it: a short wait), into dst, or with dst NULL into a temporary buffer and
- * dropped, so the message stream stays in step. */
-static enum specd_status recv_body(struct server *s, int32_t *dst, uint32_t words)
+/* The 32-bit words (tokens, or hidden floats) of a request that follow it as a further
+ * message (the leader sends them right after it: a short wait), into dst, or with dst
+ * NULL into a temporary buffer and dropped, so the message stream stays in step. */
+static enum specd_status recv_body(struct server *s, void *dst, uint64_t words)
 {
-	int32_t *buf = dst ? dst : specd_malloc_array(words, sizeof(int32_t));
+	void *buf = dst ? dst : specd_malloc_array(words, sizeof(int32_t));
 	struct specd_error err;
 	enum specd_status st = SPECD_NOMEM;
 
 	if (!buf)
-		LOG_ERROR("%u words from the leader cannot be taken in: out of step with it",
-			  words);
+		LOG_ERROR("%llu words from the leader cannot be taken in: out of step with it",
+			  (unsigned long long)words);
 	else if ((st = par_comm_bcast(s->link->comm, buf, (size_t)words * sizeof(int32_t),
 				      RD_LEADER, &err)) != SPECD_OK)
-		LOG_WARN("the leader's tokens did not arrive: %s", err.msg);
+		LOG_WARN("the leader's words did not arrive: %s", err.msg);
 	if (buf != dst)
 		specd_free(buf);
 	return st;
@@ -279,6 +303,21 @@ static struct draft_seq slot_seq(struct server *s, uint32_t slot, uint32_t n)
 {
 	struct srv_slot *sl = &s->slots[slot];
 	return (struct draft_seq){.slot = slot, .tokens = sl->hist, .n_tokens = n, .sampler = sl->s};
+}
+
+/* A propose's hidden rows (n_hidden of r->dim floats), which come right after the
+ * request: into s->hid when this rank's drafter takes rows of that size and they fit,
+ * else drained, so the stream stays in step (the propose then fails: s->n_hidden is
+ * what was taken in). */
+static void take_hidden(struct server *s)
+{
+	const struct rd_req *r = &s->req;
+	uint64_t words = (uint64_t)r->n_hidden * r->dim;
+	bool fits = s->hid && r->dim == s->dim && r->n_hidden <= s->n_slots;
+
+	s->n_hidden = 0;
+	if (words && recv_body(s, fits ? s->hid : NULL, words) == SPECD_OK && fits)
+		s->n_hidden = r->n_hidden;
 }
 
 static void on_reset(struct server *s)
@@ -413,6 +452,7 @@ static enum specd_status draft_asks(struct server *s, uint32_t n_asks, struct sp
 		if (a->from_spec)
 			continue;
 		s->g_seq[m] = slot_seq(s, a->slot, sl->n);
+		s->g_seq[m].hidden = a->hidden;
 		s->g_k[m] = a->ahead && a->k < s->k_srv ? a->k + 1 : a->k;
 		s->g_out[m++] = &sl->prop;
 	}
@@ -483,7 +523,15 @@ static void on_propose(struct server *s)
 		reply_error(s, st, sl->msg);
 		return;
 	}
-	s->asks[0] = (struct srv_ask){.slot = r->slot, .k = r->k};
+	if (r->n_hidden != s->n_hidden || r->n_hidden > 1) {
+		snprintf(msg, sizeof(msg), "slot %u: %u hidden rows of size %u for one sequence; "
+			 "this rank's drafter takes %s", r->slot, r->n_hidden, r->dim,
+			 s->dim ? "one" : "none");
+		reply_error(s, SPECD_PROTO, msg);
+		return;
+	}
+	s->asks[0] = (struct srv_ask){.slot = r->slot, .k = r->k,
+				      .hidden = s->n_hidden ? s->hid : NULL};
 	specd_error_clear(&err);
 	if (draft_asks(s, 1, &err) != SPECD_OK) {
 		reply_error(s, sl->st, sl->msg);
@@ -494,6 +542,10 @@ static void on_propose(struct server *s)
 	memcpy(s->rep.tokens, a->tok, a->n_sent * sizeof(int32_t));
 	s->rep.n = a->n_sent;
 	s->rep.flags = a->from_spec ? RD_REP_PIPELINED : 0;
+	if (!a->from_spec && sl->prop.tree) {
+		s->rep.flags |= RD_REP_TREE;
+		memcpy(s->rep.parent, sl->prop.parent, a->n_sent * sizeof(int32_t));
+	}
 	bool q = !a->from_spec && !sl->prop.q_onehot && a->n_sent > 0;
 	if (reply(s, q ? sl->prop.q : NULL, q ? a->n_sent : 0) != SPECD_OK)
 		return;
@@ -523,7 +575,7 @@ static enum specd_status batch_check(struct server *s, char *msg, size_t cap)
 {
 	const struct rd_req *r = &s->req;
 	const struct rd_batch_seq *ent = (const struct rd_batch_seq *)(const void *)s->body;
-	uint32_t n = r->n_seqs;
+	uint32_t n = r->n_seqs, n_hid = 0;
 	uint64_t words = (uint64_t)n * RD_BATCH_SEQ_WORDS, room = 0;
 	enum specd_status st = SPECD_OK;
 
@@ -546,11 +598,21 @@ static enum specd_status batch_check(struct server *s, char *msg, size_t cap)
 			snprintf(msg, cap, "batch entry %u: slot %u: K %u of %u", i, ent[i].slot,
 				 ent[i].k, s->k_max);
 			st = SPECD_INVAL;
+		} else if (ent[i].hidden > 1) {
+			snprintf(msg, cap, "batch entry %u: hidden %u", i, ent[i].hidden);
+			st = SPECD_PROTO;
 		} else {
 			s->slots[ent[i].slot].asked = true;
 			words += ent[i].n_new;
 			room += ent[i].k;
+			n_hid += ent[i].hidden;
 		}
+	}
+	if (st == SPECD_OK && (n_hid != r->n_hidden || n_hid != s->n_hidden)) {
+		snprintf(msg, cap, "a batch of %u sequences with %u hidden rows; the request "
+			 "says %u of size %u, and this rank's drafter takes %s", n, n_hid,
+			 r->n_hidden, r->dim, s->dim ? "them" : "none");
+		st = SPECD_PROTO;
 	}
 	if (st == SPECD_OK && (words != r->n_new || room != r->k)) {
 		snprintf(msg, cap, "a batch of %u sequences: %llu words and room for %llu tokens; "
@@ -601,12 +663,15 @@ static void on_propose_batch(struct server *s)
 		memcpy(sl->hist + sl->n, tok, ent[i].n_new * sizeof(int32_t));
 		sl->n = ent[i].n_total;
 	}
-	for (uint32_t i = 0; i < r->n_seqs; i++) {
+	for (uint32_t i = 0, h = 0; i < r->n_seqs; i++) {
 		if (!ask_ok(s, ent[i].slot, ent[i].n_total, ent[i].k, &st)) {
 			reply_error(s, st, s->slots[ent[i].slot].msg);
 			return;
 		}
-		s->asks[i] = (struct srv_ask){.slot = ent[i].slot, .k = ent[i].k};
+		s->asks[i] = (struct srv_ask){
+			.slot = ent[i].slot, .k = ent[i].k,
+			.hidden = ent[i].hidden ? s->hid + (size_t)h++ * s->dim : NULL,
+		};
 	}
 	specd_error_clear(&err);
 	if ((st = draft_asks(s, r->n_seqs, &err)) != SPECD_OK) {
@@ -615,20 +680,25 @@ static void on_propose_batch(struct server *s)
 	}
 	struct rd_rep *head = (struct rd_rep *)(void *)s->rbuf;
 	struct rd_batch_prop *bp = (struct rd_batch_prop *)(void *)(head + 1);
-	int32_t *out = (int32_t *)(void *)(bp + r->n_seqs);
+	int32_t *out = (int32_t *)(void *)(bp + r->n_seqs), *par = out + r->k;
 	memset(head, 0, sizeof(*head));
 	head->status = SPECD_OK;
 	head->n = r->n_seqs;
 	for (uint32_t i = 0, at = 0; i < r->n_seqs; at += s->asks[i++].k) {
 		const struct srv_ask *a = &s->asks[i];
-		bool q = !a->from_spec && !s->slots[a->slot].prop.q_onehot && a->n_sent > 0;
+		const struct draft_proposal *prop = &s->slots[a->slot].prop;
+		bool q = !a->from_spec && !prop->q_onehot && a->n_sent > 0;
+		bool tree = !a->from_spec && prop->tree;
 		bp[i] = (struct rd_batch_prop){
 			.n = a->n_sent, .q_rows = q ? a->n_sent : 0,
-			.flags = a->from_spec ? RD_REP_PIPELINED : 0,
+			.flags = (a->from_spec ? RD_REP_PIPELINED : 0) | (tree ? RD_REP_TREE : 0),
 		};
 		memcpy(out + at, a->tok, a->n_sent * sizeof(int32_t));
+		if (tree)
+			memcpy(par + at, prop->parent, a->n_sent * sizeof(int32_t));
 	}
-	size_t bytes = sizeof(*head) + r->n_seqs * sizeof(*bp) + (size_t)r->k * sizeof(int32_t);
+	size_t bytes = sizeof(*head) + r->n_seqs * sizeof(*bp) +
+		       2 * (size_t)r->k * sizeof(int32_t);
 	st = par_comm_send(s->link->comm, s->rbuf, bytes, RD_LEADER, RD_TAG_REPLY, &err);
 	for (uint32_t i = 0; i < r->n_seqs && st == SPECD_OK; i++)
 		if (bp[i].q_rows)
@@ -658,6 +728,8 @@ enum specd_status draft_serve(struct draft_link *link, const struct draft_server
 			specd_errorf(err, st, "draft server: %s", e.msg);
 			break;
 		}
+		if (s.req.op == RD_PROPOSE || s.req.op == RD_PROPOSE_BATCH)
+			take_hidden(&s);
 		switch (s.req.op) {
 		case RD_STOP:
 			st = first;

@@ -109,23 +109,31 @@ enum specd_status sel_calibrate_drafter(const struct draft_config *cfg, struct s
 					struct specd_error *err)
 {
 	struct drafter *d = NULL;
-	int32_t *tokens = NULL;
-	float *q = NULL;
+	int32_t *tokens = NULL, *parent = NULL;
+	float *q = NULL, *hidden = NULL;
 	enum specd_status st = draft_create(cfg, &d, err);
 	if (st != SPECD_OK)
 		return st;
 	uint32_t n_vocab = model_hparams(cfg->target)->n_vocab;
+	uint32_t dim = model_hparams(cfg->target)->dim;
 	tokens = specd_malloc_array(CAL_PROMPT + cfg->k_max, sizeof(*tokens));
 	q = specd_malloc_array((size_t)cfg->k_max * n_vocab, sizeof(*q));
-	if (!tokens || !q) {
+	parent = specd_malloc_array(cfg->k_max, sizeof(*parent));
+	if (draft_wants_hidden(d))
+		hidden = specd_calloc(dim, sizeof(*hidden));
+	if (!tokens || !q || !parent || (draft_wants_hidden(d) && !hidden)) {
 		st = specd_errorf(err, SPECD_NOMEM, "calibration: out of memory");
 		goto done;
 	}
 	/* A short repeating pattern, so prompt lookup finds matches to propose. */
 	for (uint32_t i = 0; i < CAL_PROMPT; i++)
 		tokens[i] = (int32_t)((5 + 3 * (i % 6)) % n_vocab);
-	struct draft_seq seq = {.slot = 0, .tokens = tokens, .n_tokens = CAL_PROMPT};
-	struct draft_proposal p = {.tokens = tokens + CAL_PROMPT, .q = q};
+	/* A drafter on the hidden state (Medusa) drafts from any vector the same way. */
+	for (uint32_t i = 0; hidden && i < dim; i++)
+		hidden[i] = (float)((int)(i % 7) - 3) * 0.25f;
+	struct draft_seq seq = {.slot = 0, .tokens = tokens, .n_tokens = CAL_PROMPT,
+				.hidden = hidden};
+	struct draft_proposal p = {.tokens = tokens + CAL_PROMPT, .q = q, .parent = parent};
 	double t1 = 0, tk = 0;
 	for (int rep = 0; rep < 2; rep++) {
 		double a, b = 0;
@@ -144,6 +152,8 @@ enum specd_status sel_calibrate_drafter(const struct draft_config *cfg, struct s
 	out->t_draft_fixed_s = t1 > per ? t1 - per : 0;
 	out->memory_bytes = draft_memory_bytes(d);
 done:
+	specd_free(hidden);
+	specd_free(parent);
 	specd_free(q);
 	specd_free(tokens);
 	draft_destroy(d);

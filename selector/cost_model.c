@@ -43,8 +43,8 @@ double sel_expected_tokens(double a, uint32_t k)
 
 bool sel_method_samples_q(enum draft_method m)
 {
-	return m == DRAFT_METHOD_DRAFT_MODEL || m == DRAFT_METHOD_EAGLE ||
-	       m == DRAFT_METHOD_MEDUSA;
+	/* Medusa proposes its heads' top candidates, deterministically (q one-hot). */
+	return m == DRAFT_METHOD_DRAFT_MODEL || m == DRAFT_METHOD_EAGLE;
 }
 
 double sel_link_bytes(const struct sel_inputs *in, enum draft_method m, uint32_t k,
@@ -59,9 +59,11 @@ double sel_link_bytes(const struct sel_inputs *in, enum draft_method m, uint32_t
 		else if (t == SEL_TRANSPORT_TOPK)
 			bytes += (double)k * SEL_TOPK_ENTRIES * (sizeof(int32_t) + sizeof(float));
 	}
-	/* EAGLE and Medusa draft from the target's hidden states: those of the tokens
-	 * each step keeps travel to the draft rank. */
-	if (m == DRAFT_METHOD_EAGLE || m == DRAFT_METHOD_MEDUSA)
+	/* Drafters on the target's hidden states: Medusa needs the row of the position
+	 * that chose the last token; EAGLE those of every token the step keeps. */
+	if (m == DRAFT_METHOD_MEDUSA)
+		bytes += (double)in->dim * sizeof(float);
+	else if (m == DRAFT_METHOD_EAGLE)
 		bytes += sel_expected_tokens(a, k) * in->dim * sizeof(float);
 	return bytes;
 }

@@ -111,9 +111,9 @@ struct sel_decision {
  * document's ranges, low end): ngram 0.5, draft_model 0.7, eagle 0.8, medusa 0.6. */
 double sel_acceptance_prior(enum draft_method m);
 
-/* True for methods whose drafts are samples from a q of their own (draft_model, eagle,
- * medusa); prompt lookup proposes deterministically, so its q is one-hot and never
- * ships. */
+/* True for methods whose drafts are samples from a q of their own (draft_model,
+ * eagle); prompt lookup and Medusa (its heads' top candidates) propose
+ * deterministically, so their q is one-hot and never ships. */
 bool sel_method_samples_q(enum draft_method m);
 
 /* E(a, K) = (1 - a^(K+1)) / (1 - a): tokens a step emits on average (K + 1 at a = 1). */

@@ -1,8 +1,10 @@
 /* Real models end to end through specd-run and the daemon: specd-run --tp 2 under
- * mpirun gives the same greedy text as one process on stories260K, a specd cluster with
- * tensor_parallel 2 serves through specctl exactly what specd-run --tp 2 prints (same T,
- * bit-identical), and on SmolLM2-135M (when fetched) greedy speculation with ngram at
- * every K equals plain decoding, and T = 2 and 3 equal T = 1. */
+ * mpirun gives the same greedy text as one process on stories260K, Medusa's token trees
+ * (two tree sizes, T = 1 and 2, heads in the leader and on a dedicated draft rank) give
+ * plain decoding's greedy text, a specd cluster with tensor_parallel 2 serves through
+ * specctl exactly what specd-run --tp 2 prints (same T, bit-identical), and on
+ * SmolLM2-135M (when fetched) greedy speculation with ngram at every K equals plain
+ * decoding, and T = 2 and 3 equal T = 1. */
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -42,18 +44,19 @@ static int teardown(void **state)
 	return 0;
 }
 
-/* specd-run's stdout (the prompt and the text) for model, prompt and extra flags, under
- * mpirun -np T with --tp T when T > 1. stdout goes to a file, so its statistics on
+/* specd-run's stdout (the prompt and the text) for model, prompt and extra flags, with
+ * --tp T, under mpirun -np np when np > 1. stdout goes to a file, so its statistics on
  * stderr stay out of it. */
-static char *run_text_with(const char *model, const char *prompt, const char *extra, int tp)
+static char *run_text_np(const char *model, const char *prompt, const char *extra, int tp,
+			 int np)
 {
 	static int serial;
 	char file[320], launch[768] = "", cmd[4096];
 	snprintf(file, sizeof(file), "%s/run%d.txt", g_dir, serial++);
-	if (tp > 1)
+	if (np > 1)
 		snprintf(launch, sizeof(launch),
 			 "%s --allow-run-as-root --oversubscribe --bind-to none -np %d ",
-			 MPIEXEC_PATH, tp);
+			 MPIEXEC_PATH, np);
 	snprintf(cmd, sizeof(cmd), "%s%s -m %s -p '%s' -n 48 --tp %d %s > %s", launch, g_run,
 		 model, prompt, tp, extra, file);
 	const char *argv[] = {"/bin/sh", "-c", cmd, NULL};
@@ -73,6 +76,12 @@ static char *run_text_with(const char *model, const char *prompt, const char *ex
 	return out;
 }
 
+/* run_text_np on T processes, one per shard. */
+static char *run_text_with(const char *model, const char *prompt, const char *extra, int tp)
+{
+	return run_text_np(model, prompt, extra, tp, tp);
+}
+
 static char *run_text(int tp)
 {
 	return run_text_with(g_model, PROMPT, "", tp);
@@ -86,6 +95,36 @@ static void test_tp__specd_run_tp2_equals_one_process(void **state)
 	assert_string_equal(one, two);
 	free(one);
 	free(two);
+}
+
+static void test_tp__medusa_trees_equal_plain_decoding_at_t1_t2_and_on_a_draft_rank(void **state)
+{
+	(void)state;
+	char heads[320], extra[512];
+	snprintf(heads, sizeof(heads), "%s/heads.safetensors", g_dir);
+	/* heads near the LM head, so some guesses are right and trees get cut in verify */
+	assert_int_equal(ts_gen("specd-gen-heads", heads, (const char *[]){"-m", g_model,
+			 "--heads", "3", "--shared", "--scale", "0.1", NULL}), 0);
+	char *plain = run_text(1);
+	assert_true(strlen(plain) > strlen(PROMPT) + 20);
+	static const struct {
+		int k, tp;
+		bool draft_rank;
+	} runs[] = {
+		{4, 1, false}, {12, 1, false}, {4, 2, false}, {12, 2, false},
+		{12, 1, true}, {4, 2, true},
+	};
+	for (size_t i = 0; i < sizeof(runs) / sizeof(runs[0]); i++) {
+		snprintf(extra, sizeof(extra), "--method medusa --heads %s --spec-tokens %d%s",
+			 heads, runs[i].k, runs[i].draft_rank ? " --placement rank" : "");
+		char *got = run_text_np(g_model, PROMPT, extra, runs[i].tp,
+					runs[i].tp + (runs[i].draft_rank ? 1 : 0));
+		if (strcmp(got, plain) != 0)
+			fail_msg("%s at T = %d differs from plain decoding:\n%s\n---\n%s", extra,
+				 runs[i].tp, got, plain);
+		free(got);
+	}
+	free(plain);
 }
 
 static void test_tp__cluster_serves_what_specd_run_tp2_prints(void **state)
@@ -197,6 +236,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_smollm2__speculation_and_shards_equal_plain_decoding),
 		cmocka_unit_test(test_tp__specd_run_tp2_equals_one_process),
+		cmocka_unit_test(test_tp__medusa_trees_equal_plain_decoding_at_t1_t2_and_on_a_draft_rank),
 		cmocka_unit_test(test_tp__cluster_serves_what_specd_run_tp2_prints),
 	};
 	/* CTest runs the SmolLM2 case on its own (label slow: minutes under sanitizers). */

@@ -21,6 +21,11 @@ void fx_gen_model(const char *out, const char *const *args)
 	assert_int_equal(ts_gen_model(out, args), 0);
 }
 
+void fx_gen_heads(const char *out, const char *const *args)
+{
+	assert_int_equal(ts_gen("specd-gen-heads", out, args), 0);
+}
+
 struct model *fx_load(const char *path, uint32_t n_slots, uint32_t n_ctx)
 {
 	struct model_config mc = {.n_slots = n_slots, .n_ctx = n_ctx};
@@ -55,12 +60,14 @@ bool fx_mpi_shared_dir(char *dir, size_t size, int *rank)
 }
 
 struct drafter *fx_drafter(enum draft_method method, struct model *target, uint32_t k,
-			   uint32_t n_slots, const char *draft_path, uint32_t lookup_min)
+			   uint32_t n_slots, const char *path, uint32_t lookup_min)
 {
+	bool heads = method == DRAFT_METHOD_MEDUSA;
 	struct draft_config dc = {
 		.method = method, .k_max = k, .n_slots = n_slots,
 		.n_ctx = kv_n_ctx(model_kv(target)), .target = target,
-		.prompt_lookup_min = lookup_min, .draft_path = draft_path,
+		.prompt_lookup_min = lookup_min, .draft_path = heads ? NULL : path,
+		.heads_path = heads ? path : NULL,
 	};
 	struct specd_error err;
 	struct drafter *d = NULL;

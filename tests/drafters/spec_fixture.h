@@ -13,11 +13,12 @@
 
 /* Runs specd-gen-model -o out args... (NULL-terminated); fails the test on error. */
 void fx_gen_model(const char *out, const char *const *args);
+/* Runs specd-gen-heads -o out args... (NULL-terminated); fails the test on error. */
+void fx_gen_heads(const char *out, const char *const *args);
 
 /* Loads a model with n_slots slots of n_ctx rows; fails the test on error. */
 struct model *fx_load(const char *path, uint32_t n_slots, uint32_t n_ctx);
 
-/* A drafter of `method` for target (draft_path for draft_model); fails on error. */
 /* MPI_Init_thread (funneled, errors returned) for a test of a leader and a draft rank;
  * false, after MPI_Finalize and a message, when not run under mpirun -np 2. */
 bool fx_mpi_init_pair(int *argc, char ***argv);
@@ -25,8 +26,10 @@ bool fx_mpi_init_pair(int *argc, char ***argv);
  * number); false on every rank, together, when rank 0 could not make it. Collective. */
 bool fx_mpi_shared_dir(char *dir, size_t size, int *rank);
 
+/* A drafter of `method` for target; `path` is the draft model's file (draft_model) or
+ * the heads' (medusa). Fails the test on error. */
 struct drafter *fx_drafter(enum draft_method method, struct model *target, uint32_t k,
-			   uint32_t n_slots, const char *draft_path, uint32_t lookup_min);
+			   uint32_t n_slots, const char *path, uint32_t lookup_min);
 
 /* One job on slot 0 from prompt to its stop: out gets the output (cap tokens at most),
  * *n_out its length, *m (may be NULL) the metrics, *stop (may be NULL) why it stopped.

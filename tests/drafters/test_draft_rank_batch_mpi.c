@@ -4,7 +4,8 @@
  * propose request for all drafting jobs (draft_link_stats.batches); greedy output is
  * bitwise plain decoding's, with and without pipelining (which drafts ahead for every
  * sequence of a batch); sampled output, proposals and q rows are the in-process
- * drafter's for the same seeds; malformed batches get an error and the rank serves on;
+ * drafter's for the same seeds, also for Medusa's token trees drafted on the draft
+ * rank from the hidden rows the leader ships; malformed batches get an error and the rank serves on;
  * a batch that misses its deadline turns every job into plain decoding. */
 #include <mpi.h>
 #include <setjmp.h>
@@ -33,7 +34,7 @@
 #define MAX_OUT 40
 
 static int g_rank;
-static char g_dir[512], g_target[600], g_near[600], g_far[600];
+static char g_dir[512], g_target[600], g_near[600], g_far[600], g_heads[600];
 static struct model *g_t;
 /* Rank 0: the link of the test running, while rank 1 serves on it. */
 static struct draft_link *g_open;
@@ -145,7 +146,9 @@ static struct drafter *remote_open(enum draft_method method, const char *path,
 	struct specd_error err;
 	assert_int_equal(draft_link_create(MPI_COMM_WORLD, &lc, link, NULL), SPECD_OK);
 	if (g_rank == 1) {
-		struct draft_server_config sc = {.target = g_t, .draft_path = path};
+		bool heads = method == DRAFT_METHOD_MEDUSA;
+		struct draft_server_config sc = {.target = g_t, .draft_path = heads ? NULL : path,
+						 .heads_path = heads ? path : NULL};
 		if (draft_serve(*link, &sc, &err) != SPECD_OK)
 			fail_msg("draft_serve: %s", err.msg);
 		draft_link_destroy(*link);
@@ -211,6 +214,7 @@ static int setup(void **state)
 	const char *const names[] = {"target", "near", "far"};
 	for (int i = 0; i < 3; i++)
 		snprintf(paths[i], sizeof(g_target), "%s/%s.gguf", g_dir, names[i]);
+	snprintf(g_heads, sizeof(g_heads), "%s/heads.safetensors", g_dir);
 	if (g_rank == 0) {
 		/* near: the target quantised, so most but not all proposals are accepted;
 		 * far: another model on the same vocabulary */
@@ -226,6 +230,9 @@ static int setup(void **state)
 				     "--heads", "2", "--kv-heads", "1", "--ffn", "64", "--ctx",
 				     "128", "--seed", "32", NULL};
 		fx_gen_model(g_far, far);
+		/* Medusa heads near the target's own LM head, so they guess right now and then */
+		fx_gen_heads(g_heads, (const char *[]){"-m", g_target, "--shared", "--scale", "0.1",
+						       NULL});
 	}
 	MPI_Barrier(MPI_COMM_WORLD);
 	g_t = fx_load(g_target, N_SLOTS, CTX);
@@ -251,11 +258,13 @@ struct method_case {
 
 static const struct method_case *method_cases(size_t *n)
 {
-	static struct method_case cases[3];
+	static struct method_case cases[4];
 	cases[0] = (struct method_case){DRAFT_METHOD_NGRAM, NULL, 1};
 	cases[1] = (struct method_case){DRAFT_METHOD_DRAFT_MODEL, g_near, 0};
 	cases[2] = (struct method_case){DRAFT_METHOD_DRAFT_MODEL, g_far, 0};
-	*n = 3;
+	/* token trees drafted from the hidden rows the leader ships */
+	cases[3] = (struct method_case){DRAFT_METHOD_MEDUSA, g_heads, 0};
+	*n = 4;
 	return cases;
 }
 
@@ -311,7 +320,8 @@ static void test_draft_rank_batch__greedy_equals_plain_decoding(void **state)
 				continue;
 			assert_same_output(&plain, &remote);
 			assert_same_drafting(&local, &remote);
-			if (c < 2) /* ngram and the near draft: partial acceptance */
+			/* ngram, the near draft and the heads: partial acceptance */
+			if (mc[c].path != g_far)
 				assert_true(remote.accepted_all > 0 &&
 					    remote.accepted_all < remote.drafted_all);
 		}
@@ -444,15 +454,20 @@ static void test_draft_rank_batch__pipelining_drafts_ahead_for_every_sequence(vo
 	assert_true(ls.pipelined + N_JOBS >= ls.proposals);
 }
 
-/* Rank 0: a raw request (body: req->n_new words) and the status of its answer, the
- * message in msg. */
+/* Rank 0: a raw request (req->n_hidden rows of req->dim floats, then a body of
+ * req->n_new words) and the status of its answer, the message in msg. */
 static enum specd_status raw_request(struct draft_link *l, struct rd_req *req, const int32_t *body,
 				     char *msg, size_t cap)
 {
 	static unsigned char buf[1 << 16];
+	static float hidden[4096];
 	if (req->n_new && req->n_new <= RD_INLINE)
 		memcpy(req->tokens, body, req->n_new * sizeof(int32_t));
 	assert_int_equal(par_comm_bcast(l->comm, req, sizeof(*req), RD_LEADER, NULL), SPECD_OK);
+	assert_true((uint64_t)req->n_hidden * req->dim <= 4096);
+	if (req->n_hidden && req->dim)
+		assert_int_equal(par_comm_bcast(l->comm, hidden, (size_t)req->n_hidden * req->dim *
+						sizeof(float), RD_LEADER, NULL), SPECD_OK);
 	if (req->n_new > RD_INLINE)
 		assert_int_equal(par_comm_bcast(l->comm, (void *)(uintptr_t)body,
 						(size_t)req->n_new * sizeof(int32_t), RD_LEADER, NULL),
@@ -543,6 +558,19 @@ static void test_draft_rank_batch__malformed_batches_are_refused_and_the_rank_se
 	struct rd_req one = {.op = RD_PROPOSE, .slot = 0, .n_total = n9, .k = K + 5};
 	assert_int_equal(raw_request(l, &one, NULL, msg, sizeof(msg)), SPECD_PROTO);
 	assert_non_null(strstr(msg, "K 9 of 4"));
+	/* hidden rows to a drafter that takes none: drained, refused */
+	struct rd_req hid = {.op = RD_PROPOSE, .slot = 0, .n_total = n9, .k = 2, .n_hidden = 1,
+			     .dim = 64};
+	assert_int_equal(raw_request(l, &hid, NULL, msg, sizeof(msg)), SPECD_PROTO);
+	assert_non_null(strstr(msg, "takes none"));
+	static int32_t two[2 * RD_BATCH_SEQ_WORDS];
+	struct rd_batch_seq *ent = (struct rd_batch_seq *)(void *)two;
+	ent[0] = (struct rd_batch_seq){.slot = 0, .n_total = n9, .k = 2, .hidden = 1};
+	ent[1] = (struct rd_batch_seq){.slot = 1, .n_total = n8, .k = 2, .hidden = 1};
+	struct rd_req hb = {.op = RD_PROPOSE_BATCH, .n_seqs = 2, .k = 4, .n_hidden = 2,
+			    .dim = 64, .n_new = 2 * RD_BATCH_SEQ_WORDS};
+	assert_int_equal(raw_request(l, &hb, two, msg, sizeof(msg)), SPECD_PROTO);
+	assert_non_null(strstr(msg, "takes none"));
 	struct rd_req unknown = {.op = 99};
 	assert_int_equal(par_comm_bcast(l->comm, &unknown, sizeof(unknown), RD_LEADER, NULL),
 			 SPECD_OK);

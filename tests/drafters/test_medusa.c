@@ -50,16 +50,6 @@ static char *tool(const char *rel, const char *out, const char *const *args, int
 	return text;
 }
 
-static void gen_heads(const char *out, const char *const *args)
-{
-	int rc;
-	char *text = tool("tools/specd-gen-heads", out, args, &rc);
-	if (rc != 0)
-		fprintf(stderr, "%s", text);
-	free(text);
-	assert_int_equal(rc, 0);
-}
-
 static int setup(void **state)
 {
 	(void)state;
@@ -76,13 +66,13 @@ static int setup(void **state)
 	static const char *const names[6] = {"own", "shared", "bare", "two", "dim", "vocab"};
 	for (int i = 0; i < 6; i++)
 		snprintf(g_heads[i], sizeof(g_heads[i]), "%s/%s.safetensors", g_dir, names[i]);
-	gen_heads(g_heads[0], (const char *[]){"-m", g_target, "--heads", "4", NULL});
-	gen_heads(g_heads[1], (const char *[]){"-m", g_target, "--shared", "--scale", "0.1", NULL});
-	gen_heads(g_heads[2], (const char *[]){"-m", g_target, "--bare", "--type", "f16", "--heads",
+	fx_gen_heads(g_heads[0], (const char *[]){"-m", g_target, "--heads", "4", NULL});
+	fx_gen_heads(g_heads[1], (const char *[]){"-m", g_target, "--shared", "--scale", "0.1", NULL});
+	fx_gen_heads(g_heads[2], (const char *[]){"-m", g_target, "--bare", "--type", "f16", "--heads",
 					       "2", NULL});
-	gen_heads(g_heads[3], (const char *[]){"-m", g_target, "--layers", "2", "--seed", "5", NULL});
-	gen_heads(g_heads[4], (const char *[]){"--dim", "64", "--vocab", "260", NULL});
-	gen_heads(g_heads[5], (const char *[]){"--dim", "48", "--vocab", "300", NULL});
+	fx_gen_heads(g_heads[3], (const char *[]){"-m", g_target, "--layers", "2", "--seed", "5", NULL});
+	fx_gen_heads(g_heads[4], (const char *[]){"--dim", "64", "--vocab", "260", NULL});
+	fx_gen_heads(g_heads[5], (const char *[]){"--dim", "48", "--vocab", "300", NULL});
 	g_t = fx_load(g_target, 1, 128);
 	return 0;
 }
@@ -273,7 +263,7 @@ static void test_medusa__sampling_keeps_the_distribution(void **state)
 	struct model *t = fx_load(g_small, 1, 16);
 	char heads[700];
 	snprintf(heads, sizeof(heads), "%s/small.safetensors", g_dir);
-	gen_heads(heads, (const char *[]){"-m", g_small, "--shared", "--scale", "0.1", NULL});
+	fx_gen_heads(heads, (const char *[]){"-m", g_small, "--shared", "--scale", "0.1", NULL});
 	const struct sampler_params sp = {.temperature = 0.7f, .top_k = 0, .top_p = 1.0f};
 	int32_t prompt[4] = {1, 80, 81, 80};
 	static double joint[VOCAB * VOCAB];

@@ -187,14 +187,14 @@ int ts_run(const char *const argv[], char **out, double timeout_s)
 	return 128 + WTERMSIG(status);
 }
 
-int ts_gen_model(const char *out, const char *const *args)
+int ts_gen(const char *tool, const char *out, const char *const *args)
 {
 	char gen[600];
 	const char *argv[40];
 	char *text = NULL;
 	int n = 0;
 
-	snprintf(gen, sizeof(gen), "%s/tools/specd-gen-model", ts_binary_dir());
+	snprintf(gen, sizeof(gen), "%s/tools/%s", ts_binary_dir(), tool);
 	argv[n++] = gen;
 	argv[n++] = "-o";
 	argv[n++] = out;
@@ -203,7 +203,12 @@ int ts_gen_model(const char *out, const char *const *args)
 	argv[n] = NULL;
 	int rc = ts_run(argv, &text, 120);
 	if (rc != 0)
-		fprintf(stderr, "specd-gen-model: %s\n", text ? text : "(no output)");
+		fprintf(stderr, "%s: %s\n", tool, text ? text : "(no output)");
 	free(text);
 	return rc;
+}
+
+int ts_gen_model(const char *out, const char *const *args)
+{
+	return ts_gen("specd-gen-model", out, args);
 }

@@ -36,8 +36,10 @@ void ts_log_capture_end(void);
  * when killed by a signal, or -1 when it could not run or timed out (then killed). */
 int ts_run(const char *const argv[], char **out, double timeout_s);
 
-/* Runs this build's specd-gen-model -o out args... (NULL-terminated, at most 36), its
+/* Runs this build's tools/<tool> -o out args... (NULL-terminated, at most 36), its
  * output printed to stderr when it fails; returns its exit status as ts_run. */
+int ts_gen(const char *tool, const char *out, const char *const *args);
+/* ts_gen of specd-gen-model. */
 int ts_gen_model(const char *out, const char *const *args);
 
 #endif
