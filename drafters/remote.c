@@ -340,8 +340,9 @@ static enum specd_status prop_check(const struct remote *r, uint32_t n, uint32_t
 				    "buffer");
 	for (uint32_t i = 0; parent && i < n; i++)
 		if (parent[i] < -1 || parent[i] >= (int32_t)i)
-			return specd_errorf(err, SPECD_PROTO, "draft rank %d: node %u of a tree has "
-					    "parent %d", r->link->draft_world, i, (int)parent[i]);
+			return specd_errorf(err, SPECD_PROTO, "draft rank %d: node %u of a "
+					    "tree has parent %d", r->link->draft_world, i,
+					    (int)parent[i]);
 	return SPECD_OK;
 }
 
@@ -447,7 +448,8 @@ static enum specd_status batch_body(struct remote *r, const struct draft_seq *se
 		};
 		memcpy(r->body + w, sq->tokens + from, n_new * sizeof(int32_t));
 		if (hid)
-			memcpy(r->hid + (size_t)n_hid++ * r->dim, sq->hidden, r->dim * sizeof(float));
+			memcpy(r->hid + (size_t)n_hid++ * r->dim, sq->hidden,
+			       r->dim * sizeof(float));
 		w += n_new;
 		sum_k += k[i];
 	}

@@ -213,8 +213,8 @@ static enum specd_status hello(struct server *s, struct specd_error *err)
 	uint64_t words = (uint64_t)s->n_slots * (RD_BATCH_SEQ_WORDS + s->cap);
 	s->body_cap = words <= UINT32_MAX / 2 ? (uint32_t)words : 0;
 	s->body = s->body_cap ? specd_malloc_array(s->body_cap, sizeof(int32_t)) : NULL;
-	s->rbuf_bytes = sizeof(struct rd_rep) +
-			s->n_slots * (sizeof(struct rd_batch_prop) + 2 * s->k_max * sizeof(int32_t));
+	s->rbuf_bytes = sizeof(struct rd_rep) + s->n_slots * (sizeof(struct rd_batch_prop) +
+							      2 * s->k_max * sizeof(int32_t));
 	s->rbuf = specd_malloc_array(s->rbuf_bytes, 1);
 	if (s->dim)
 		s->hid = specd_malloc_array((size_t)s->n_slots * s->dim, sizeof(float));

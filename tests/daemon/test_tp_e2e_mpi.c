@@ -97,7 +97,7 @@ static void test_tp__specd_run_tp2_equals_one_process(void **state)
 	free(two);
 }
 
-static void test_tp__medusa_trees_equal_plain_decoding_at_t1_t2_and_on_a_draft_rank(void **state)
+static void test_tp__medusa_trees_equal_plain_at_t1_t2_and_on_a_draft_rank(void **state)
 {
 	(void)state;
 	char heads[320], extra[512];
@@ -236,7 +236,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_smollm2__speculation_and_shards_equal_plain_decoding),
 		cmocka_unit_test(test_tp__specd_run_tp2_equals_one_process),
-		cmocka_unit_test(test_tp__medusa_trees_equal_plain_decoding_at_t1_t2_and_on_a_draft_rank),
+		cmocka_unit_test(test_tp__medusa_trees_equal_plain_at_t1_t2_and_on_a_draft_rank),
 		cmocka_unit_test(test_tp__cluster_serves_what_specd_run_tp2_prints),
 	};
 	/* CTest runs the SmolLM2 case on its own (label slow: minutes under sanitizers). */

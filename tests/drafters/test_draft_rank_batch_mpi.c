@@ -5,8 +5,8 @@
  * bitwise plain decoding's, with and without pipelining (which drafts ahead for every
  * sequence of a batch); sampled output, proposals and q rows are the in-process
  * drafter's for the same seeds, also for Medusa's token trees drafted on the draft
- * rank from the hidden rows the leader ships; malformed batches get an error and the rank serves on;
- * a batch that misses its deadline turns every job into plain decoding. */
+ * rank from the hidden rows the leader ships; malformed batches get an error and the
+ * rank serves on; a batch that misses its deadline turns every job into plain decoding. */
 #include <mpi.h>
 #include <setjmp.h>
 #include <stdarg.h>

@@ -67,10 +67,12 @@ static int setup(void **state)
 	for (int i = 0; i < 6; i++)
 		snprintf(g_heads[i], sizeof(g_heads[i]), "%s/%s.safetensors", g_dir, names[i]);
 	fx_gen_heads(g_heads[0], (const char *[]){"-m", g_target, "--heads", "4", NULL});
-	fx_gen_heads(g_heads[1], (const char *[]){"-m", g_target, "--shared", "--scale", "0.1", NULL});
-	fx_gen_heads(g_heads[2], (const char *[]){"-m", g_target, "--bare", "--type", "f16", "--heads",
-					       "2", NULL});
-	fx_gen_heads(g_heads[3], (const char *[]){"-m", g_target, "--layers", "2", "--seed", "5", NULL});
+	fx_gen_heads(g_heads[1],
+		     (const char *[]){"-m", g_target, "--shared", "--scale", "0.1", NULL});
+	fx_gen_heads(g_heads[2], (const char *[]){"-m", g_target, "--bare", "--type", "f16",
+						  "--heads", "2", NULL});
+	fx_gen_heads(g_heads[3],
+		     (const char *[]){"-m", g_target, "--layers", "2", "--seed", "5", NULL});
 	fx_gen_heads(g_heads[4], (const char *[]){"--dim", "64", "--vocab", "260", NULL});
 	fx_gen_heads(g_heads[5], (const char *[]){"--dim", "48", "--vocab", "300", NULL});
 	g_t = fx_load(g_target, 1, 128);
