@@ -1,15 +1,19 @@
 /* The drafter table and the checked wrappers every caller goes through: the engine
- * (engine.c) now, the draft rank later. Adding a method is one ops file and one entry
- * in methods[] below. */
+ * (engine.c) and the draft rank (remote_server.c). Adding a method is one ops file and
+ * one entry in methods[] below. A drafter of several methods (draft_config.also) is
+ * one drafter each behind the same wrappers, the active one proposing. */
 #include "drafter.h"
 
 #include "common/alloc.h"
 #include "drafter_int.h"
 
 struct drafter {
-	const struct draft_ops *ops;
+	const struct draft_ops *ops;  /* NULL: a drafter of several methods, in held[] */
 	void *state;
 	struct draft_config cfg;
+	struct drafter *held[DRAFT_METHOD_COUNT];
+	uint32_t mask;                /* the methods it can propose with */
+	enum draft_method active;     /* the one proposing */
 };
 
 static const struct draft_ops *const methods[DRAFT_METHOD_COUNT] = {
@@ -47,15 +51,50 @@ enum specd_status draft_create_ops(const struct draft_ops *ops, const struct dra
 	d->cfg.method = ops->method;
 	d->cfg.draft_path = NULL; /* borrowed for create only */
 	d->cfg.heads_path = NULL;
+	d->active = ops->method;
 	if ((st = ops->create(cfg, &d->state, err)) != SPECD_OK)
 		goto fail;
 	if ((st = ops->supports(d->state, cfg->target, err)) != SPECD_OK)
 		goto fail;
+	d->mask = ops->methods ? ops->methods(d->state) : 1u << ops->method;
 	*out = d;
 	return SPECD_OK;
 fail:
 	draft_destroy(d);
 	return st;
+}
+
+/* One drafter for each of cfg->method and cfg->also behind one wrapper. */
+static enum specd_status create_several(const struct draft_config *cfg, struct drafter **out,
+					struct specd_error *err)
+{
+	uint32_t mask = cfg->also | 1u << cfg->method;
+	struct drafter *d;
+	enum specd_status st = SPECD_OK;
+
+	if (mask >> DRAFT_METHOD_COUNT || mask & 1u << DRAFT_METHOD_NONE)
+		return specd_errorf(err, SPECD_INVAL, "drafter: methods 0x%x to hold beside %s",
+				    cfg->also, draft_method_name(cfg->method));
+	if (!(d = specd_calloc(1, sizeof(*d))))
+		return specd_errorf(err, SPECD_NOMEM, "drafter: out of memory");
+	d->cfg = *cfg;
+	d->cfg.draft_path = NULL;
+	d->cfg.heads_path = NULL;
+	d->mask = mask;
+	d->active = cfg->method;
+	for (int m = 0; m < DRAFT_METHOD_COUNT && st == SPECD_OK; m++) {
+		struct draft_config one = *cfg;
+		one.method = (enum draft_method)m;
+		one.also = 0;
+		if (mask & 1u << m)
+			st = draft_create(&one, &d->held[m], err);
+	}
+	if (st != SPECD_OK) {
+		draft_destroy(d);
+		return st;
+	}
+	*out = d;
+	return SPECD_OK;
 }
 
 enum specd_status draft_create(const struct draft_config *cfg, struct drafter **out,
@@ -65,6 +104,9 @@ enum specd_status draft_create(const struct draft_config *cfg, struct drafter **
 
 	if (!cfg)
 		return specd_errorf(err, SPECD_INVAL, "drafter: no config");
+	if (cfg->also & ~(1u << cfg->method) && cfg->method != DRAFT_METHOD_NONE &&
+	    draft_ops_for(cfg->method))
+		return create_several(cfg, out, err);
 	if (!(ops = draft_ops_for(cfg->method)))
 		return specd_errorf(err, SPECD_UNSUPPORTED, "drafter: method '%s' has no drafter%s",
 				    draft_method_name(cfg->method),
@@ -78,17 +120,46 @@ void draft_destroy(struct drafter *d)
 		return;
 	if (d->state)
 		d->ops->destroy(d->state);
+	for (int m = 0; m < DRAFT_METHOD_COUNT; m++)
+		draft_destroy(d->held[m]);
 	specd_free(d);
 }
 
 enum draft_method draft_method_of(const struct drafter *d)
 {
-	return d->ops->method;
+	return d->active;
+}
+
+uint32_t draft_methods(const struct drafter *d)
+{
+	return d->mask;
+}
+
+enum specd_status draft_select(struct drafter *d, enum draft_method m, struct specd_error *err)
+{
+	enum specd_status st = SPECD_OK;
+
+	if ((unsigned)m >= DRAFT_METHOD_COUNT || !(d->mask & 1u << m))
+		return specd_errorf(err, SPECD_INVAL, "drafter: method %s is not held (0x%x)",
+				    draft_method_name(m), d->mask);
+	if (d->ops && d->ops->select)
+		st = d->ops->select(d->state, m, err);
+	if (st == SPECD_OK)
+		d->active = m;
+	return st;
 }
 
 bool draft_wants_hidden(const struct drafter *d)
 {
-	return d->ops->wants_hidden;
+	if (d->ops && d->ops->wants_hidden)
+		return true;
+	for (int m = 0; m < DRAFT_METHOD_COUNT; m++) {
+		const struct draft_ops *o = draft_ops_for((enum draft_method)m);
+		if (d->held[m] ? draft_wants_hidden(d->held[m])
+			       : d->mask & 1u << m && o && o->wants_hidden)
+			return true;
+	}
+	return false;
 }
 
 uint32_t draft_k_max(const struct drafter *d)
@@ -98,13 +169,20 @@ uint32_t draft_k_max(const struct drafter *d)
 
 size_t draft_memory_bytes(const struct drafter *d)
 {
-	return d->ops->memory_bytes(d->state);
+	size_t sum = d->ops ? d->ops->memory_bytes(d->state) : 0;
+	for (int m = 0; m < DRAFT_METHOD_COUNT; m++)
+		sum += d->held[m] ? draft_memory_bytes(d->held[m]) : 0;
+	return sum;
 }
 
 enum specd_status draft_supports(const struct drafter *d, const struct model *target,
 				 struct specd_error *err)
 {
-	return d->ops->supports(d->state, target, err);
+	enum specd_status st = d->ops ? d->ops->supports(d->state, target, err) : SPECD_OK;
+	for (int m = 0; m < DRAFT_METHOD_COUNT && st == SPECD_OK; m++)
+		if (d->held[m])
+			st = draft_supports(d->held[m], target, err);
+	return st;
 }
 
 static enum specd_status seq_check(const struct drafter *d, const struct draft_seq *seq,
@@ -123,7 +201,10 @@ enum specd_status draft_reset(struct drafter *d, const struct draft_seq *seq,
 {
 	enum specd_status st = seq_check(d, seq, err);
 
-	if (st != SPECD_OK || !d->ops->reset)
+	for (int m = 0; m < DRAFT_METHOD_COUNT && st == SPECD_OK; m++)
+		if (d->held[m])
+			st = draft_reset(d->held[m], seq, err);
+	if (st != SPECD_OK || !d->ops || !d->ops->reset)
 		return st;
 	return d->ops->reset(d->state, seq, err);
 }
@@ -137,11 +218,11 @@ static enum specd_status proposal_check(const struct drafter *d, const struct dr
 		return SPECD_OK;
 	if (!p->parent)
 		return specd_errorf(err, SPECD_INTERNAL, "drafter %s: a tree proposal and no "
-				    "parent array", draft_method_name(d->ops->method));
+				    "parent array", draft_method_name(d->active));
 	for (uint32_t i = 0; i < p->n; i++)
 		if (p->parent[i] < -1 || p->parent[i] >= (int32_t)i)
 			return specd_errorf(err, SPECD_INTERNAL, "drafter %s: tree node %u has "
-					    "parent %d", draft_method_name(d->ops->method), i,
+					    "parent %d", draft_method_name(d->active), i,
 					    (int)p->parent[i]);
 	return SPECD_OK;
 }
@@ -161,6 +242,8 @@ enum specd_status draft_propose(struct drafter *d, const struct draft_seq *seq, 
 	proposal_clear(out);
 	if (st != SPECD_OK)
 		return st;
+	if (!d->ops)
+		return draft_propose(d->held[d->active], seq, k, out, err);
 	if (k > d->cfg.k_max)
 		k = d->cfg.k_max;
 	if (k == 0)
@@ -185,6 +268,8 @@ enum specd_status draft_propose_batch(struct drafter *d, const struct draft_seq 
 	uint32_t group_k[DRAFT_BATCH_MAX], m = 0;
 	enum specd_status st = SPECD_OK;
 
+	if (!d->ops)
+		return draft_propose_batch(d->held[d->active], seqs, k, outs, n, err);
 	for (uint32_t i = 0; i < n; i++)
 		proposal_clear(outs[i]);
 	for (uint32_t i = 0; i < n && st == SPECD_OK; i++) {
@@ -218,7 +303,11 @@ enum specd_status draft_commit(struct drafter *d, const struct draft_seq *seq,
 {
 	enum specd_status st = seq_check(d, seq, err);
 
-	if (st != SPECD_OK || !d->ops->commit)
+	for (int m = 0; m < DRAFT_METHOD_COUNT && st == SPECD_OK; m++)
+		if (d->held[m])
+			st = draft_commit(d->held[m], seq, m == (int)d->active ? n_accepted : 0,
+					  next, err);
+	if (st != SPECD_OK || !d->ops || !d->ops->commit)
 		return st;
 	return d->ops->commit(d->state, seq, n_accepted, next, err);
 }

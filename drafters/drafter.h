@@ -47,6 +47,10 @@ struct draft_config {
 	struct kern_ctx *kern;
 	/* medusa: the heads' safetensors file (drafters/medusa.h; borrowed for create). */
 	const char *heads_path;
+	/* More methods to hold beside `method`, bit (1u << m) each (not none): one drafter
+	 * each, made from this same config, so the online selector can switch between them
+	 * (draft_select); proposals come from `method` until then. 0: `method` only. */
+	uint32_t also;
 };
 
 /* One sequence as the engine shows it to a drafter. tokens[0 .. n_tokens) is the
@@ -120,6 +124,12 @@ struct draft_ops {
 	 * the accepted tokens are a root path of it (seq shows them). NULL: nothing to do. */
 	enum specd_status (*commit)(void *state, const struct draft_seq *seq,
 				    uint32_t n_accepted, int32_t next, struct specd_error *err);
+	/* Optional, for a drafter that holds several methods itself (the remote drafter:
+	 * draft_config.also goes with it to the draft rank): the methods it can propose
+	 * with (bit 1u << m each), and proposing with m from the next propose on. NULL:
+	 * ops->method only. */
+	uint32_t (*methods)(const void *state);
+	enum specd_status (*select)(void *state, enum draft_method m, struct specd_error *err);
 };
 
 struct drafter;
@@ -127,7 +137,8 @@ struct drafter;
 /* The ops of a method, or NULL for DRAFT_METHOD_NONE and methods not built yet. */
 const struct draft_ops *draft_ops_for(enum draft_method m);
 
-/* Creates the drafter of cfg->method and checks it supports cfg->target. Errors:
+/* Creates the drafter of cfg->method (and of each method in cfg->also) and checks it
+ * supports cfg->target. Errors:
  * SPECD_UNSUPPORTED (a method without a drafter: none, eagle), SPECD_INVAL (a
  * config field out of range, a draft model that does not fit the target: the message
  * says why), SPECD_IO / SPECD_NOMEM / the model loader's errors. *out only on success. */
@@ -139,8 +150,15 @@ enum specd_status draft_create_ops(const struct draft_ops *ops, const struct dra
 /* NULL is a no-op. */
 void draft_destroy(struct drafter *d);
 
+/* The method proposals come from now (cfg->method until draft_select). */
 enum draft_method draft_method_of(const struct drafter *d);
-/* Whether the drafter reads draft_seq.hidden (its ops' wants_hidden). */
+/* The methods it holds (bit 1u << m each): cfg->method and cfg->also. */
+uint32_t draft_methods(const struct drafter *d);
+/* Proposals come from method m from the next propose on (a held method: online method
+ * switching). Every held method saw every reset and commit, so it drafts on from the
+ * sequences as they are. Errors: SPECD_INVAL (m is not held). */
+enum specd_status draft_select(struct drafter *d, enum draft_method m, struct specd_error *err);
+/* Whether the drafter reads draft_seq.hidden: some method it holds does (Medusa). */
 bool draft_wants_hidden(const struct drafter *d);
 uint32_t draft_k_max(const struct drafter *d);
 size_t draft_memory_bytes(const struct drafter *d);
@@ -161,6 +179,8 @@ enum specd_status draft_propose(struct drafter *d, const struct draft_seq *seq, 
 enum specd_status draft_propose_batch(struct drafter *d, const struct draft_seq *seqs,
 				      const uint32_t *k, struct draft_proposal *const *outs,
 				      uint32_t n, struct specd_error *err);
+/* Every held method takes the verdict in: the one that proposed with n_accepted, the
+ * others as after a step in which they proposed nothing (n_accepted 0). */
 enum specd_status draft_commit(struct drafter *d, const struct draft_seq *seq,
 			       uint32_t n_accepted, int32_t next, struct specd_error *err);
 

@@ -123,6 +123,8 @@ void draft_link_get_stats(const struct draft_link *l, struct draft_link_stats *o
 struct remote {
 	struct draft_link *link;
 	uint32_t n_slots, n_vocab, k_max;
+	uint32_t mask;          /* the methods the draft rank holds */
+	enum draft_method active; /* the one its proposals come from */
 	uint32_t dim;           /* hidden size shipped with proposes (Medusa); 0: none */
 	float *hid;             /* (n_slots, dim) host: a batch's hidden rows */
 	uint64_t memory_bytes;  /* the draft rank's drafter */
@@ -137,6 +139,14 @@ struct remote {
 	struct rd_req req;
 	struct rd_rep rep;
 };
+
+/* Whether the method's own drafter reads the target's hidden state: the leader then
+ * ships it with every propose made with that method. */
+static bool method_wants_hidden(enum draft_method m)
+{
+	const struct draft_ops *ops = draft_ops_for(m);
+	return ops && ops->wants_hidden;
+}
 
 /* draft_create_ops hands ops->create only the struct draft_config; the remote part
  * waits here for the one create in progress (creation runs on the MPI thread). */
@@ -213,8 +223,14 @@ static enum specd_status rd_create(const struct draft_config *cfg, void **state,
 	/* Per sequence: its proposal's counts, tokens and parents. */
 	size_t rbytes = sizeof(struct rd_rep) + cfg->n_slots * (sizeof(struct rd_batch_prop) +
 							       2 * cfg->k_max * sizeof(int32_t));
-	const struct draft_ops *local = draft_ops_for(cfg->method);
-	uint32_t dim = local && local->wants_hidden ? model_hparams(cfg->target)->dim : 0;
+	uint32_t mask = cfg->also | 1u << cfg->method;
+	if (mask >> DRAFT_METHOD_COUNT || mask & 1u << DRAFT_METHOD_NONE)
+		return specd_errorf(err, SPECD_INVAL, "remote drafter: methods 0x%x to hold beside "
+				    "%s", cfg->also, draft_method_name(cfg->method));
+	bool hidden = false;
+	for (int m = 0; m < DRAFT_METHOD_COUNT; m++)
+		hidden |= mask & 1u << m && method_wants_hidden((enum draft_method)m);
+	uint32_t dim = hidden ? model_hparams(cfg->target)->dim : 0;
 	if (!(r = specd_calloc(1, sizeof(*r))) ||
 	    (dim && !(r->hid = specd_malloc_array((size_t)cfg->n_slots * dim, sizeof(float)))) ||
 	    !(r->told = specd_calloc(cfg->n_slots, sizeof(uint32_t))) ||
@@ -229,11 +245,14 @@ static enum specd_status rd_create(const struct draft_config *cfg, void **state,
 	r->n_slots = cfg->n_slots;
 	r->n_vocab = model_hparams(cfg->target)->n_vocab;
 	r->k_max = cfg->k_max;
+	r->mask = mask;
+	r->active = cfg->method;
 	r->dim = dim;
 	r->req = (struct rd_req){
 		.op = RD_HELLO,
 		.flags = rc->pipeline ? RD_HELLO_PIPELINE : 0,
 		.method = (int32_t)cfg->method,
+		.also = cfg->also,
 		.k_max = cfg->k_max,
 		.n_slots = cfg->n_slots,
 		.n_ctx = cfg->n_ctx,
@@ -373,7 +392,8 @@ static enum specd_status rd_propose(void *state, const struct draft_seq *seq, ui
 		return SPECD_OK;
 	memset(&r->req, 0, sizeof(r->req));
 	r->req.k = k;
-	r->req.n_hidden = r->dim && seq->hidden ? 1 : 0;
+	r->req.method = (int32_t)r->active;
+	r->req.n_hidden = r->dim && seq->hidden && method_wants_hidden(r->active) ? 1 : 0;
 	r->req.dim = r->dim;
 	specd_error_clear(&e);
 	if ((st = rd_send(r, RD_PROPOSE, seq, &e)) != SPECD_OK)
@@ -441,7 +461,7 @@ static enum specd_status batch_body(struct remote *r, const struct draft_seq *se
 			return specd_errorf(err, SPECD_INVAL, "remote drafter: slot %u has %u "
 					    "tokens, more than the draft rank holds", sq->slot,
 					    sq->n_tokens);
-		bool hid = r->dim && sq->hidden;
+		bool hid = r->dim && sq->hidden && method_wants_hidden(r->active);
 		ent[i] = (struct rd_batch_seq){
 			.slot = sq->slot, .n_total = sq->n_tokens, .n_new = n_new, .k = k[i],
 			.hidden = hid,
@@ -484,6 +504,7 @@ static enum specd_status rd_propose_batch(void *state, const struct draft_seq *s
 		return st;
 	memset(&r->req, 0, sizeof(r->req));
 	r->req.op = RD_PROPOSE_BATCH;
+	r->req.method = (int32_t)r->active;
 	r->req.n_seqs = n;
 	r->req.n_new = words;
 	r->req.k = room;
@@ -546,6 +567,23 @@ link_failed:
 	return link_result(r, st, &e, err);
 }
 
+static uint32_t rd_methods(const void *state)
+{
+	const struct remote *r = state;
+	return r->mask;
+}
+
+/* No message: the next propose names the method. */
+static enum specd_status rd_select(void *state, enum draft_method m, struct specd_error *err)
+{
+	struct remote *r = state;
+	if (!(r->mask & 1u << m))
+		return specd_errorf(err, SPECD_INVAL, "remote drafter: method %s is not held",
+				    draft_method_name(m));
+	r->active = m;
+	return SPECD_OK;
+}
+
 static enum specd_status rd_commit(void *state, const struct draft_seq *seq,
 				   uint32_t n_accepted, int32_t next, struct specd_error *err)
 {
@@ -570,6 +608,7 @@ static enum specd_status rd_commit(void *state, const struct draft_seq *seq,
 		.supports = rd_supports, .memory_bytes = rd_memory_bytes,                \
 		.reset = rd_reset, .propose = rd_propose,                                \
 		.propose_batch = rd_propose_batch, .commit = rd_commit,                  \
+		.methods = rd_methods, .select = rd_select,                              \
 	}
 
 /* One table per method so draft_method_of() names the method the draft rank runs;

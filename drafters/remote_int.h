@@ -44,8 +44,10 @@ struct rd_req {
 	uint32_t n_accepted; /* commit */
 	int32_t next;        /* commit */
 	uint32_t flags;
-	/* hello */
+	/* hello: the method first proposing; propose, propose batch: the one to propose
+	 * with (one of those the hello held) */
 	int32_t method;      /* enum draft_method */
+	uint32_t also;       /* hello: more methods to hold (draft_config.also) */
 	uint32_t k_max, n_slots, n_ctx, n_vocab, lookup_min, lookup_max;
 	int32_t transport;   /* enum draft_q_transport */
 	/* reset: the draft sampler (the engine's draft stream, seed included) */

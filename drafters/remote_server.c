@@ -53,6 +53,7 @@ struct server {
 	struct drafter *d;
 	uint32_t n_slots, n_vocab, k_max, k_srv, cap;
 	uint32_t dim;               /* hidden size of the rows the leader ships; 0: none */
+	enum draft_method active;   /* the method proposing now (draft_select) */
 	bool pipeline;
 	/* The current request's hidden rows (n_hidden of them, dim floats each); room for
 	 * n_slots, made at hello for a drafter that wants them. */
@@ -173,8 +174,15 @@ static enum specd_status hello(struct server *s, struct specd_error *err)
 	if (r->n_vocab != tv)
 		return specd_errorf(err, SPECD_INVAL, "the leader's target has %u tokens, this "
 				    "rank's %u: not the same model", r->n_vocab, tv);
-	const struct draft_ops *ops = draft_ops_for(m);
-	bool hidden = ops && ops->wants_hidden;
+	uint32_t mask = r->also | 1u << (unsigned)m;
+	if ((unsigned)m >= DRAFT_METHOD_COUNT || mask >> DRAFT_METHOD_COUNT)
+		return specd_errorf(err, SPECD_INVAL, "method %d and 0x%x to hold", (int)m,
+				    r->also);
+	bool hidden = false;
+	for (int i = 0; i < DRAFT_METHOD_COUNT; i++) {
+		const struct draft_ops *ops = draft_ops_for((enum draft_method)i);
+		hidden |= mask & 1u << i && ops && ops->wants_hidden;
+	}
 	if (hidden && r->dim != tdim)
 		return specd_errorf(err, SPECD_INVAL, "the leader ships hidden states of size %u, "
 				    "this rank's target has %u: not the same model", r->dim, tdim);
@@ -197,10 +205,12 @@ static enum specd_status hello(struct server *s, struct specd_error *err)
 		.draft_path = s->sc->draft_path,
 		.kern = s->sc->kern,
 		.heads_path = s->sc->heads_path,
+		.also = r->also,
 	};
 	if ((st = draft_create(&dc, &s->d, err)) != SPECD_OK)
 		return st;
 	s->dim = hidden ? tdim : 0;
+	s->active = m;
 	s->n_slots = r->n_slots;
 	s->slots = specd_calloc(s->n_slots, sizeof(*s->slots));
 	s->scratch = specd_malloc_array(s->cap, sizeof(int32_t));
@@ -229,10 +239,11 @@ static enum specd_status hello(struct server *s, struct specd_error *err)
 		sl->prop.tokens = specd_malloc_array(s->k_srv, sizeof(int32_t));
 		sl->prop.parent = specd_malloc_array(s->k_srv, sizeof(int32_t));
 		/* Only a drafter that samples fills q; prompt lookup never does. */
-		if (m != DRAFT_METHOD_NGRAM)
+		bool q = mask != 1u << DRAFT_METHOD_NGRAM;
+		if (q)
 			sl->prop.q = specd_malloc_array((size_t)s->k_srv * tv, sizeof(float));
 		if (!sl->hist || !sl->spec_tok || !sl->prop.tokens || !sl->prop.parent ||
-		    (m != DRAFT_METHOD_NGRAM && !sl->prop.q) ||
+		    (q && !sl->prop.q) ||
 		    sampler_create((int32_t)tv, &sp, &sl->s, NULL) != SPECD_OK)
 			goto nomem;
 	}
@@ -473,6 +484,26 @@ static enum specd_status draft_asks(struct server *s, uint32_t n_asks, struct sp
 	return SPECD_OK;
 }
 
+/* Proposes with the request's method from now on: a switch (the online selector's, on
+ * the leader) drops what was drafted ahead with the other. false, msg saying why, when
+ * this rank's drafter does not hold it. */
+static bool use_method(struct server *s, char *msg, size_t cap)
+{
+	enum draft_method m = (enum draft_method)s->req.method;
+	struct specd_error err;
+
+	if (m == s->active)
+		return true;
+	if (draft_select(s->d, m, &err) != SPECD_OK) {
+		snprintf(msg, cap, "%s", err.msg);
+		return false;
+	}
+	s->active = m;
+	for (uint32_t i = 0; i < s->n_slots; i++)
+		s->slots[i].spec = SPEC_NONE;
+	return true;
+}
+
 /* Whether the slot can be proposed for: started, no sticky error, in step with the
  * leader's n_total, K in range. Otherwise the slot's message says why (a sticky error's
  * own, else a new one) and *st_out the status to answer. */
@@ -521,6 +552,10 @@ static void on_propose(struct server *s)
 		sl->n = r->n_total;
 	if (!ask_ok(s, r->slot, r->n_total, r->k, &st)) {
 		reply_error(s, st, sl->msg);
+		return;
+	}
+	if (!use_method(s, msg, sizeof(msg))) {
+		reply_error(s, SPECD_INVAL, msg);
 		return;
 	}
 	if (r->n_hidden != s->n_hidden || r->n_hidden > 1) {
@@ -645,6 +680,10 @@ static void on_propose_batch(struct server *s)
 	if ((st = batch_check(s, msg, sizeof(msg))) != SPECD_OK) {
 		LOG_WARN("malformed batch from the leader: %s", msg);
 		reply_error(s, st, msg);
+		return;
+	}
+	if (!use_method(s, msg, sizeof(msg))) {
+		reply_error(s, SPECD_INVAL, msg);
 		return;
 	}
 	const int32_t *tok = s->body + r->n_seqs * RD_BATCH_SEQ_WORDS;

@@ -5,7 +5,8 @@
  * bitwise plain decoding's, with and without pipelining (which drafts ahead for every
  * sequence of a batch); sampled output, proposals and q rows are the in-process
  * drafter's for the same seeds, also for Medusa's token trees drafted on the draft
- * rank from the hidden rows the leader ships; malformed batches get an error and the
+ * rank from the hidden rows the leader ships and for a drafter holding three methods
+ * switched every step; malformed batches get an error and the
  * rank serves on; a batch that misses its deadline turns every job into plain decoding. */
 #include <mpi.h>
 #include <setjmp.h>
@@ -55,6 +56,15 @@ static const struct job_spec {
 	 {.temperature = 1.0f, .top_p = 0.95f, .seed = 104}},
 };
 
+/* A drafter: its method, draft model and heads files, lookup length, and the methods it
+ * holds beside (switched every step, in a fixed cycle, when any). */
+struct method_case {
+	enum draft_method method;
+	const char *draft, *heads;
+	uint32_t lookup_min;
+	uint32_t also;
+};
+
 struct run {
 	int32_t out[N_JOBS][MAX_OUT];
 	uint32_t n[N_JOBS];
@@ -68,11 +78,26 @@ static struct sampler_params job_sampling(uint32_t i, bool sampled)
 	return sampled ? k_jobs[i].sampled : greedy;
 }
 
+/* Before step `step`, a drafter holding several methods proposes with the next of them
+ * in turn (the online selector's switch, every step). */
+static void cycle_method(struct drafter *d, uint32_t step)
+{
+	enum draft_method held[DRAFT_METHOD_COUNT];
+	uint32_t n = 0, mask = draft_methods(d);
+	for (int m = 0; m < DRAFT_METHOD_COUNT; m++)
+		if (mask & 1u << m)
+			held[n++] = (enum draft_method)m;
+	if (n > 1)
+		assert_int_equal(draft_select(d, held[step % n], NULL), SPECD_OK);
+}
+
 /* Rank 0: the four jobs stepped together to their ends with drafter d (NULL: plain).
  * With link (d is then its remote drafter): every step sends exactly one propose
  * request, a batch when more than one job drafts. */
 static void run_jobs(struct drafter *d, bool sampled, struct draft_link *link, struct run *res)
 {
+	uint32_t step = 0;
+
 	struct draft_engine_config ec = {.target = g_t, .drafter = d, .spec_tokens = K};
 	struct draft_engine *e;
 	struct draft_job *jobs[N_JOBS];
@@ -103,6 +128,8 @@ static void run_jobs(struct drafter *d, bool sampled, struct draft_link *link, s
 		if (!running)
 			break;
 		struct draft_link_stats a, b;
+		if (d)
+			cycle_method(d, step++);
 		if (link)
 			draft_link_get_stats(link, &a);
 		if (draft_engine_step(e, jobs, N_JOBS, &err) != SPECD_OK)
@@ -137,25 +164,32 @@ static void assert_same_output(const struct run *a, const struct run *b)
 	}
 }
 
+static struct draft_config case_config(const struct method_case *mc)
+{
+	return (struct draft_config){.method = mc->method, .k_max = K, .n_slots = N_SLOTS,
+				     .n_ctx = CTX, .target = g_t,
+				     .prompt_lookup_min = mc->lookup_min, .draft_path = mc->draft,
+				     .heads_path = mc->heads, .also = mc->also};
+}
+
 /* Both ranks: a fresh link. Rank 1 serves on it until rank 0 destroys it and returns
- * NULL; rank 0 gets the remote drafter of `method` and the link. */
-static struct drafter *remote_open(enum draft_method method, const char *path,
-				   uint32_t lookup_min, bool pipeline, struct draft_link **link)
+ * NULL; rank 0 gets the remote drafter of case mc and the link. */
+static struct drafter *remote_open(const struct method_case *mc, bool pipeline,
+				   struct draft_link **link)
 {
 	struct draft_link_config lc = {.leader = 0, .draft = 1};
 	struct specd_error err;
 	assert_int_equal(draft_link_create(MPI_COMM_WORLD, &lc, link, NULL), SPECD_OK);
 	if (g_rank == 1) {
-		bool heads = method == DRAFT_METHOD_MEDUSA;
-		struct draft_server_config sc = {.target = g_t, .draft_path = heads ? NULL : path,
-						 .heads_path = heads ? path : NULL};
+		struct draft_server_config sc = {.target = g_t, .draft_path = mc->draft,
+						 .heads_path = mc->heads};
 		if (draft_serve(*link, &sc, &err) != SPECD_OK)
 			fail_msg("draft_serve: %s", err.msg);
 		draft_link_destroy(*link);
 		return NULL;
 	}
-	struct draft_config dc = {.method = method, .k_max = K, .n_slots = N_SLOTS,
-				  .n_ctx = CTX, .target = g_t, .prompt_lookup_min = lookup_min};
+	struct draft_config dc = case_config(mc);
+	dc.draft_path = dc.heads_path = NULL; /* the draft rank's files */
 	struct draft_remote_config rc = {.link = *link, .pipeline = pipeline};
 	struct drafter *d;
 	g_open = *link;
@@ -250,28 +284,31 @@ static int teardown(void **state)
 	return 0;
 }
 
-struct method_case {
-	enum draft_method method;
-	const char *path;
-	uint32_t lookup_min;
-};
-
 static const struct method_case *method_cases(size_t *n)
 {
-	static struct method_case cases[4];
-	cases[0] = (struct method_case){DRAFT_METHOD_NGRAM, NULL, 1};
-	cases[1] = (struct method_case){DRAFT_METHOD_DRAFT_MODEL, g_near, 0};
-	cases[2] = (struct method_case){DRAFT_METHOD_DRAFT_MODEL, g_far, 0};
+	static struct method_case cases[5];
+	cases[0] = (struct method_case){DRAFT_METHOD_NGRAM, .lookup_min = 1};
+	cases[1] = (struct method_case){DRAFT_METHOD_DRAFT_MODEL, .draft = g_near};
+	cases[2] = (struct method_case){DRAFT_METHOD_DRAFT_MODEL, .draft = g_far};
 	/* token trees drafted from the hidden rows the leader ships */
-	cases[3] = (struct method_case){DRAFT_METHOD_MEDUSA, g_heads, 0};
-	*n = 4;
+	cases[3] = (struct method_case){DRAFT_METHOD_MEDUSA, .heads = g_heads};
+	/* all three held, the method switched every step */
+	cases[4] = (struct method_case){DRAFT_METHOD_NGRAM, .draft = g_near, .heads = g_heads,
+					.lookup_min = 1,
+					.also = 1u << DRAFT_METHOD_DRAFT_MODEL |
+						1u << DRAFT_METHOD_MEDUSA};
+	*n = 5;
 	return cases;
 }
 
 /* Rank 0: the jobs with the in-process drafter of case mc. */
 static void run_local(const struct method_case *mc, bool sampled, struct run *res)
 {
-	struct drafter *d = fx_drafter(mc->method, g_t, K, N_SLOTS, mc->path, mc->lookup_min);
+	struct draft_config dc = case_config(mc);
+	struct drafter *d;
+	struct specd_error err;
+	if (draft_create(&dc, &d, &err) != SPECD_OK)
+		fail_msg("draft_create: %s", err.msg);
 	run_jobs(d, sampled, NULL, res);
 	draft_destroy(d);
 }
@@ -282,7 +319,7 @@ static bool run_remote(const struct method_case *mc, bool sampled, bool pipeline
 		       struct run *res)
 {
 	struct draft_link *link;
-	struct drafter *d = remote_open(mc->method, mc->path, mc->lookup_min, pipeline, &link);
+	struct drafter *d = remote_open(mc, pipeline, &link);
 	if (!d)
 		return false;
 	run_jobs(d, sampled, link, res);
@@ -321,7 +358,7 @@ static void test_draft_rank_batch__greedy_equals_plain_decoding(void **state)
 			assert_same_output(&plain, &remote);
 			assert_same_drafting(&local, &remote);
 			/* ngram, the near draft and the heads: partial acceptance */
-			if (mc[c].path != g_far)
+			if (mc[c].draft != g_far)
 				assert_true(remote.accepted_all > 0 &&
 					    remote.accepted_all < remote.drafted_all);
 		}
@@ -358,7 +395,8 @@ static void test_draft_rank_batch__proposals_and_q_rows_equal_draft_propose_batc
 {
 	(void)state;
 	struct draft_link *link;
-	struct drafter *remote = remote_open(DRAFT_METHOD_DRAFT_MODEL, g_near, 0, true, &link);
+	struct drafter *remote = remote_open(
+		&(struct method_case){DRAFT_METHOD_DRAFT_MODEL, .draft = g_near}, true, &link);
 	if (!remote)
 		return;
 	struct drafter *local = fx_drafter(DRAFT_METHOD_DRAFT_MODEL, g_t, K, N_SLOTS, g_near, 0);
@@ -440,7 +478,8 @@ static void test_draft_rank_batch__pipelining_drafts_ahead_for_every_sequence(vo
 
 	if (g_rank == 0)
 		run_jobs(NULL, false, NULL, &plain);
-	struct drafter *d = remote_open(DRAFT_METHOD_DRAFT_MODEL, g_target, 0, true, &link);
+	struct drafter *d = remote_open(
+		&(struct method_case){DRAFT_METHOD_DRAFT_MODEL, .draft = g_target}, true, &link);
 	if (!d)
 		return;
 	run_jobs(d, false, link, &remote);
@@ -487,7 +526,7 @@ static enum specd_status raw_batch(struct draft_link *l, uint32_t n, const uint3
 				   char *msg, size_t cap)
 {
 	static int32_t body[4096];
-	struct rd_req req = {.op = RD_PROPOSE_BATCH, .n_seqs = n};
+	struct rd_req req = {.op = RD_PROPOSE_BATCH, .n_seqs = n, .method = DRAFT_METHOD_NGRAM};
 	struct rd_batch_seq *ent = (struct rd_batch_seq *)(void *)body;
 	for (uint32_t i = 0; i < n; i++) {
 		ent[i] = (struct rd_batch_seq){.slot = slot[i], .n_total = n_total[i], .k = k[i]};
@@ -560,7 +599,7 @@ static void test_draft_rank_batch__malformed_batches_are_refused_and_the_rank_se
 	assert_non_null(strstr(msg, "K 9 of 4"));
 	/* hidden rows to a drafter that takes none: drained, refused */
 	struct rd_req hid = {.op = RD_PROPOSE, .slot = 0, .n_total = n9, .k = 2, .n_hidden = 1,
-			     .dim = 64};
+			     .dim = 64, .method = DRAFT_METHOD_NGRAM};
 	assert_int_equal(raw_request(l, &hid, NULL, msg, sizeof(msg)), SPECD_PROTO);
 	assert_non_null(strstr(msg, "takes none"));
 	static int32_t two[2 * RD_BATCH_SEQ_WORDS];
@@ -568,9 +607,15 @@ static void test_draft_rank_batch__malformed_batches_are_refused_and_the_rank_se
 	ent[0] = (struct rd_batch_seq){.slot = 0, .n_total = n9, .k = 2, .hidden = 1};
 	ent[1] = (struct rd_batch_seq){.slot = 1, .n_total = n8, .k = 2, .hidden = 1};
 	struct rd_req hb = {.op = RD_PROPOSE_BATCH, .n_seqs = 2, .k = 4, .n_hidden = 2,
-			    .dim = 64, .n_new = 2 * RD_BATCH_SEQ_WORDS};
+			    .dim = 64, .n_new = 2 * RD_BATCH_SEQ_WORDS,
+			    .method = DRAFT_METHOD_NGRAM};
 	assert_int_equal(raw_request(l, &hb, two, msg, sizeof(msg)), SPECD_PROTO);
 	assert_non_null(strstr(msg, "takes none"));
+	/* a method the drafter does not hold */
+	struct rd_req other = {.op = RD_PROPOSE, .slot = 0, .n_total = n9, .k = 2,
+			       .method = DRAFT_METHOD_DRAFT_MODEL};
+	assert_int_equal(raw_request(l, &other, NULL, msg, sizeof(msg)), SPECD_INVAL);
+	assert_non_null(strstr(msg, "not held"));
 	struct rd_req unknown = {.op = 99};
 	assert_int_equal(par_comm_bcast(l->comm, &unknown, sizeof(unknown), RD_LEADER, NULL),
 			 SPECD_OK);

@@ -161,6 +161,57 @@ static void test_medusa__greedy_identical_to_plain(void **state)
 	}
 }
 
+/* Held beside prompt lookup (draft_config.also, the online selector's switching): the
+ * drafter reads the hidden state because Medusa is held, costs both methods' memory,
+ * proposes with the method selected, and refuses methods it does not hold. */
+static void test_medusa__held_beside_ngram_proposes_with_the_method_selected(void **state)
+{
+	(void)state;
+	struct draft_config dc = {
+		.method = DRAFT_METHOD_NGRAM, .k_max = 8, .n_slots = 1,
+		.n_ctx = kv_n_ctx(model_kv(g_t)), .target = g_t, .heads_path = g_heads[1],
+		.also = 1u << DRAFT_METHOD_MEDUSA,
+	};
+	struct drafter *both, *alone;
+	struct specd_error err;
+	if (draft_create(&dc, &both, &err) != SPECD_OK)
+		fail_msg("%s", err.msg);
+	assert_int_equal(medusa(g_t, g_heads[1], 8, &alone, NULL), SPECD_OK);
+	assert_int_equal(draft_methods(both), 1u << DRAFT_METHOD_NGRAM | 1u << DRAFT_METHOD_MEDUSA);
+	assert_true(draft_wants_hidden(both));
+	assert_int_equal(draft_memory_bytes(both), draft_memory_bytes(alone));
+	assert_int_equal(draft_method_of(both), DRAFT_METHOD_NGRAM);
+	assert_int_equal(draft_select(both, DRAFT_METHOD_DRAFT_MODEL, &err), SPECD_INVAL);
+	assert_non_null(strstr(err.msg, "not held"));
+
+	/* a history without a repeat: prompt lookup has nothing, the heads a tree */
+	int32_t tokens[5] = {1, 9, 8, 7, 6}, t1[8], t2[8], p1[8], p2[8];
+	float hidden[48];
+	for (int i = 0; i < 48; i++)
+		hidden[i] = (float)(i % 5) - 2.0f;
+	struct draft_seq seq = {.slot = 0, .tokens = tokens, .n_tokens = 5, .hidden = hidden};
+	struct draft_proposal a = {.tokens = t1, .parent = p1}, b = {.tokens = t2, .parent = p2};
+	assert_int_equal(draft_reset(both, &seq, NULL), SPECD_OK);
+	assert_int_equal(draft_reset(alone, &seq, NULL), SPECD_OK);
+	assert_int_equal(draft_propose(both, &seq, 8, &a, NULL), SPECD_OK);
+	assert_int_equal(a.n, 0);
+	assert_int_equal(draft_select(both, DRAFT_METHOD_MEDUSA, NULL), SPECD_OK);
+	assert_int_equal(draft_method_of(both), DRAFT_METHOD_MEDUSA);
+	assert_int_equal(draft_propose(both, &seq, 8, &a, NULL), SPECD_OK);
+	assert_int_equal(draft_propose(alone, &seq, 8, &b, NULL), SPECD_OK);
+	assert_int_equal(a.n, 8);
+	assert_true(a.tree);
+	assert_int_equal(a.n, b.n);
+	assert_memory_equal(t1, t2, sizeof(t1));
+	assert_memory_equal(p1, p2, sizeof(p1));
+	draft_destroy(both);
+	draft_destroy(alone);
+
+	/* none is no method to hold */
+	dc.also = 1u << DRAFT_METHOD_NONE;
+	assert_int_equal(draft_create(&dc, &both, &err), SPECD_INVAL);
+}
+
 /* Heads close to the target's own LM head propose what the target predicts one step
  * early: on a model that repeats itself they are accepted. */
 static void test_medusa__shared_heads_are_accepted(void **state)
@@ -387,6 +438,7 @@ int main(void)
 		cmocka_unit_test(test_medusa__tree_is_best_first_and_prefix_closed),
 		cmocka_unit_test(test_medusa__greedy_identical_to_plain),
 		cmocka_unit_test(test_medusa__shared_heads_are_accepted),
+		cmocka_unit_test(test_medusa__held_beside_ngram_proposes_with_the_method_selected),
 		cmocka_unit_test(test_medusa__refuses_heads_that_do_not_fit),
 		cmocka_unit_test(test_medusa__sampling_keeps_the_distribution),
 		cmocka_unit_test(test_medusa__specd_run_matches_none),
