@@ -11,9 +11,11 @@
 # (1 - their tokens/s / the best's). docs/performance.md quotes it.
 #
 #   bench/run-regret.sh BUILD_DIR OUT_DIR [-n TOKENS] [-k "K..."] [--prompts "NAME..."]
-#       [--links "NAME=RATE/DELAY..."] [--interval STEPS] [--setups "SETUP..."]
+#       [--links "NAME=RATE/DELAY..."] [--interval STEPS] [--setups "SETUP..."] [-r ROUNDS]
 #
 #   -n TOKENS     new tokens per request (default 48)
+#   -r ROUNDS     measured rounds per prompt on each cluster, each bracketed by plain
+#                 decoding; the table takes each choice's median speed-up (default 3)
 #   -k "K..."     K values of the sweep (default "1 2 4 6 8")
 #   --prompts     bench/prompts/NAME.txt files, the workloads (default "code story")
 #   --links       link shapes, NAME=RATE/DELAY with bench/netns-cluster.sh's units, the
@@ -26,16 +28,16 @@
 # One cluster per (link, setup): the sweep's clusters force a method with the largest K
 # and ask for each smaller K per request (the Speculation override). On each cluster each
 # prompt first gets one unmeasured request as the cluster runs it (so the page cache, and
-# the online selector, are warm: a server sees a workload continuously); then its runs,
-# bracketed by plain decoding (method none per request), each run's speed-up dividing by
-# none interpolated between them. Greedy, one compute thread per
+# the online selector, are warm: a server sees a workload continuously); then ROUNDS
+# rounds of its runs, each round bracketed by plain decoding (method none per request),
+# each run's speed-up dividing by none interpolated between them. Greedy, one compute thread per
 # rank. Every run's text is compared with plain decoding's (greedy speculation is
 # lossless). OUT_DIR gets runs.tsv, the daemons' logs and regret.md.
 # Needs root (network namespaces), Open MPI, and the Qwen pair (tools/fetch-models).
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 
-usage() { sed -n '13,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '13,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 [ $# -ge 2 ] || usage
 build=$(cd "$1" && pwd) || die "no build folder $1"
@@ -47,9 +49,11 @@ prompt_names="code story"
 links="lan=1gbit/100us wan=20mbit/20ms"
 interval=16
 setups="draft_model ngram selector rule"
+rounds=3
 while [ $# -gt 0 ]; do
 	case $1 in
 	-n) tokens=$2 ;;
+	-r) rounds=$2 ;;
 	-k) ks=$2 ;;
 	--prompts) prompt_names=$2 ;;
 	--links) links=$2 ;;
@@ -72,7 +76,8 @@ mkdir -p "$out"
 out=$(cd "$out" && pwd)
 sock=$out/specd.sock
 runs=$out/runs.tsv
-printf 'link\tsetup\tprompt\tmethod\tk\ttokens_per_s\tt\tsame_text\tdrafted\taccepted\tran\n' >"$runs"
+printf 'link\tsetup\tprompt\tmethod\tk\ttokens_per_s\tt\tsame_text\tdrafted\taccepted\tran\tround\n' \
+	>"$runs"
 
 # write_cluster FILE METHOD K [KEY=VALUE...]: the cluster file of one setup; the extra
 # pairs are more speculation keys.
@@ -131,10 +136,10 @@ print(s.get("tokens_per_second", 0), s.get("drafted", 0), s.get("accepted", 0),
 EOF
 }
 
-# measure LINK SETUP PROMPT METHOD K [options]: one measured request.
+# measure LINK SETUP PROMPT METHOD K ROUND [options]: one measured request.
 measure() {
-	local link=$1 setup=$2 name=$3 method=$4 k=$5
-	shift 5
+	local link=$1 setup=$2 name=$3 method=$4 k=$5 round=$6
+	shift 6
 	local file=$SPECD_ROOT/bench/prompts/$name.txt
 	read -r tps drafted accepted ran < <(request "$file" "$@")
 	if [ "$setup" = selector ]; then
@@ -152,9 +157,10 @@ print("%s/%s->%s" % (d.get("method"), d.get("spec_tokens"), now))')
 	if [ -f "$out/ref-$name.txt" ]; then
 		cmp -s "$out/last.txt" "$out/ref-$name.txt" && same=yes || same=no
 	fi
-	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$link" "$setup" "$name" "$method" \
-		"$k" "$tps" "$(date +%s.%N)" "$same" "$drafted" "$accepted" "$ran" >>"$runs"
-	say "$link $setup $name: $method K $k: $tps tokens/s (same text: $same)"
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$link" "$setup" "$name" \
+		"$method" "$k" "$tps" "$(date +%s.%N)" "$same" "$drafted" "$accepted" "$ran" \
+		"$round" >>"$runs"
+	say "$link $setup $name round $round: $method K $k: $tps tokens/s (same text: $same)"
 }
 
 trap '"$netns" down >/dev/null 2>&1 || true' EXIT
@@ -173,18 +179,24 @@ for link in $links; do
 		for name in $prompt_names; do
 			say "$lname $setup $name: warm-up"
 			request "$SPECD_ROOT/bench/prompts/$name.txt" >/dev/null
-			measure "$lname" "$setup" "$name" none 0 --method none
-			case $setup in
-			draft_model | ngram)
-				for k in $ks; do
-					measure "$lname" "$setup" "$name" "$setup" "$k" --spec-tokens "$k"
-				done
-				;;
-			*)
-				measure "$lname" "$setup" "$name" "$setup" auto
-				;;
-			esac
-			measure "$lname" "$setup" "$name" none 0 --method none
+			for round in $(seq "$rounds"); do
+				# each round's plain runs bracket it; the next round's first is
+				# this one's last
+				r=$round
+				[ "$r" = 1 ] && measure "$lname" "$setup" "$name" none 0 "$r" --method none
+				case $setup in
+				draft_model | ngram)
+					for k in $ks; do
+						measure "$lname" "$setup" "$name" "$setup" "$k" "$r" \
+							--spec-tokens "$k"
+					done
+					;;
+				*)
+					measure "$lname" "$setup" "$name" "$setup" auto "$r"
+					;;
+				esac
+				measure "$lname" "$setup" "$name" none 0 "$r" --method none
+			done
 		done
 		ctl status >"$out/$lname-$setup.status" 2>&1 || true
 		stop_cluster
