@@ -8,6 +8,7 @@
 
 #include "common/alloc.h"
 #include "common/log.h"
+#include "drafters/drafter.h"
 #include "drafters/engine.h"
 #include "selector/online.h"
 
@@ -17,8 +18,8 @@
 /* The start-up acceptance counts as 8 proposals' worth cluster-wide; the cluster's
  * rate counts as 2 of a sequence's own (a prose request on a cluster busy with code
  * must stop drafting within a few steps: measured on the regret bench, 8 kept a story
- * drafting 33 tokens for 2 kept); K moves once 16 recent proposals are in; a stopped
- * method is probed every 4th re-decision. */
+ * drafting 33 tokens for 2 kept); K moves once 16 recent proposals are in; a held
+ * method that is not running (or a stopped one) is probed every 4th re-decision. */
 #define ADAPT_PRIOR_WEIGHT 8.0
 #define ADAPT_JOB_PRIOR_WEIGHT 2.0
 #define ADAPT_MIN_EVIDENCE 16.0
@@ -34,6 +35,7 @@ struct adapt {
 	uint32_t *plan_k;              /* (n_slots) scratch */
 	struct draft_engine *engine;   /* attached to; NULL: none */
 	bool probing;                  /* this step is a probe step */
+	enum draft_method step_method; /* what this step drafts with (sel_online_next) */
 	uint64_t probes, planned_steps, lowered;
 };
 
@@ -66,6 +68,7 @@ enum specd_status adapt_create(const struct adapt_config *cfg, struct adapt **ou
 	if (a->active) {
 		struct sel_online_config oc = {
 			.method = cfg->method, .transport = cfg->transport, .k_max = cfg->k,
+			.methods = cfg->methods,
 			.k_start = cfg->k_start <= cfg->k ? cfg->k_start : cfg->k,
 			.interval = cfg->interval, .hysteresis = cfg->hysteresis,
 			.decay = ADAPT_DECAY, .prior_weight = ADAPT_PRIOR_WEIGHT,
@@ -85,6 +88,7 @@ enum specd_status adapt_create(const struct adapt_config *cfg, struct adapt **ou
 			return specd_errorf(err, SPECD_NOMEM, "adaptation: out of memory");
 		}
 	}
+	a->step_method = cfg->method;
 	*out = a;
 	return SPECD_OK;
 }
@@ -100,13 +104,30 @@ void adapt_destroy(struct adapt *a)
 	specd_free(a);
 }
 
-/* draft_plan_fn: bound each sequence by the cluster's K, then let the cost model
- * spread the drafts over the batch. A probe step drafts the last K above 0 instead. */
+/* The drafter proposes with m this step; false (logged) when it cannot. */
+static bool use_method(struct adapt *a, enum draft_method m)
+{
+	struct specd_error err;
+	if (!a->cfg.drafter || draft_method_of(a->cfg.drafter) == m)
+		return true;
+	if (draft_select(a->cfg.drafter, m, &err) == SPECD_OK)
+		return true;
+	LOG_WARN("online selector: cannot draft with %s: %s", draft_method_name(m), err.msg);
+	return false;
+}
+
+/* draft_plan_fn: the step's method (a probe's, or the cluster's), each sequence bound
+ * by its K, then the cost model spreading the drafts over the batch. A probe step
+ * drafts the probed method's K instead. */
 static void plan(void *self, const uint32_t *slots, uint32_t *k, uint32_t n)
 {
 	struct adapt *a = self;
 	const struct sel_online *o = &a->online;
-	uint32_t bound = a->probing ? o->k_probe : o->k;
+	enum draft_method m;
+	uint32_t bound;
+	sel_online_next(o, &m, &bound);
+	if (!use_method(a, m))
+		bound = 0;
 	bool any = false;
 	for (uint32_t i = 0; i < n; i++) {
 		if (k[i] > bound)
@@ -119,7 +140,7 @@ static void plan(void *self, const uint32_t *slots, uint32_t *k, uint32_t n)
 		a->plan[i].cap = k[i];
 		sel_online_job_rates(o, a->cfg.in, &a->slot_acc[slots[i]], k[i], a->plan[i].rate);
 	}
-	sel_plan_batch(a->cfg.in, a->cfg.method, a->cfg.transport, a->plan, n, a->plan_k);
+	sel_plan_batch(a->cfg.in, m, a->cfg.transport, a->plan, n, a->plan_k);
 	for (uint32_t i = 0; i < n; i++) {
 		if (a->plan_k[i] < k[i])
 			a->lowered++;
@@ -149,8 +170,11 @@ void adapt_observe(struct adapt *a, uint32_t slot, uint32_t drafted, uint32_t ac
 {
 	if (!a->active || slot >= a->cfg.n_slots || drafted == 0)
 		return;
-	sel_accept_observe(&a->slot_acc[slot], drafted, accepted, ADAPT_DECAY);
-	sel_online_observe(&a->online, drafted, accepted);
+	/* A sequence's own estimate is of the running method; a probe's proposals tell
+	 * the cluster's estimate of the method probed. */
+	if (a->step_method == a->online.method)
+		sel_accept_observe(&a->slot_acc[slot], drafted, accepted, ADAPT_DECAY);
+	sel_online_observe(&a->online, a->step_method, drafted, accepted);
 }
 
 void adapt_step_done(struct adapt *a)
@@ -159,10 +183,16 @@ void adapt_step_done(struct adapt *a)
 		return;
 	if (a->probing)
 		a->probes++;
-	if (sel_online_step(&a->online, a->cfg.in))
-		LOG_INFO("online selector: %s %s", draft_method_name(a->cfg.method),
-			 a->online.last_change);
+	enum draft_method was = a->online.method;
+	if (sel_online_step(&a->online, a->cfg.in)) {
+		LOG_INFO("online selector: %s", a->online.last_change);
+		/* The sequences' own estimates were of the other method. */
+		if (a->online.method != was)
+			memset(a->slot_acc, 0, a->cfg.n_slots * sizeof(*a->slot_acc));
+	}
 	a->probing = a->online.probe_now;
+	uint32_t k;
+	sel_online_next(&a->online, &a->step_method, &k);
 }
 
 void adapt_report(const struct adapt *a, struct adapt_report *out)
@@ -171,10 +201,12 @@ void adapt_report(const struct adapt *a, struct adapt_report *out)
 	out->active = a->active;
 	snprintf(out->why_off, sizeof(out->why_off), "%s", a->why_off);
 	out->k = a->active ? a->online.k : a->cfg.k_start;
+	out->method = a->active ? a->online.method : a->cfg.method;
 	if (!a->active)
 		return;
+	out->methods = a->online.cfg.methods | 1u << a->online.cfg.method;
 	out->acceptance = a->online.decisions ? a->online.acceptance : 0;
-	out->evidence = sel_accept_evidence(&a->online.cluster);
+	out->evidence = sel_accept_evidence(&a->online.cluster[a->online.method]);
 	out->predicted = a->online.predicted;
 	out->decisions = a->online.decisions;
 	out->changes = a->online.changes;
@@ -183,5 +215,6 @@ void adapt_report(const struct adapt *a, struct adapt_report *out)
 	out->lowered = a->lowered;
 	out->probing = a->probing;
 	out->probe_k = a->online.k_probe;
+	out->probe_method = a->online.probe_method;
 	snprintf(out->last_change, sizeof(out->last_change), "%s", a->online.last_change);
 }

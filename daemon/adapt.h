@@ -1,8 +1,10 @@
 /* The leader's online selector (selector/online.h, DESIGN.md §6): the scheduler's
- * side of adaptation. It keeps each slot's acceptance and the cluster's, plans every
- * step's K per sequence (the engine's planner, drafters/engine.h), re-decides the
- * cluster's K every `speculation.adapt_interval` steps and logs each change with its
- * reason; Status shows where it stands.
+ * side of adaptation. It keeps each slot's acceptance and the cluster's per method,
+ * plans every step's K per sequence (the engine's planner, drafters/engine.h),
+ * re-decides the cluster's method (among those the drafter holds) and K every
+ * `speculation.adapt_interval` steps, switches the drafter (draft_select) before the
+ * step that drafts with another method (a switch, or a probe of a held method), and
+ * logs each change with its reason; Status shows where it stands.
  *
  * It is active when there is something to adapt and a cost model to adapt with: a
  * method other than none, K not fixed by `speculation.num_speculative_tokens`,
@@ -21,10 +23,16 @@
 #include "selector/selector.h"
 
 struct draft_engine;
+struct drafter;
 
 struct adapt_config {
 	const struct sel_inputs *in;  /* borrowed: the start-up inputs; outlives the adapt */
-	enum draft_method method;     /* what the engine runs */
+	enum draft_method method;     /* what the engine starts with */
+	/* The methods the online selector may switch between besides (bit 1u << m each:
+	 * those the drafter holds, draft_methods), and the engine's drafter it switches
+	 * (borrowed; NULL: the caller drafts with adapt_report's method itself). */
+	uint32_t methods;
+	struct drafter *drafter;
 	enum sel_transport transport;
 	uint32_t k;                   /* the engine's K: the most the cluster's K can be */
 	uint32_t k_start;             /* the start-up decision's K (<= k) */
@@ -39,6 +47,7 @@ struct adapt_config {
 struct adapt_report {
 	bool active;
 	char why_off[SEL_TEXT_MAX];     /* when not active */
+	enum draft_method method;       /* the cluster's method now */
 	uint32_t k;                     /* the cluster's K now */
 	double acceptance;              /* per token, at the last re-decision; 0: none yet */
 	double evidence;                /* recent proposals it rests on (decayed) */
@@ -46,8 +55,10 @@ struct adapt_report {
 	uint64_t decisions, changes, probes;
 	uint64_t planned_steps;         /* steps whose Ks were planned */
 	uint64_t lowered;               /* sequences drafting fewer than allowed, summed */
-	bool probing;                   /* the next step is a probe: K 0, drafting probe_k */
+	bool probing;                   /* the next step is a probe, drafting probe_k with */
+	enum draft_method probe_method; /* this method */
 	uint32_t probe_k;
+	uint32_t methods;               /* the methods it may switch between (bit 1u << m) */
 	char last_change[SEL_TEXT_MAX]; /* empty: K never moved */
 };
 
@@ -67,7 +78,8 @@ void adapt_attach(struct adapt *a, struct draft_engine *e);
 /* A new sequence on `slot`: its own acceptance starts from the cluster's. */
 void adapt_job_start(struct adapt *a, uint32_t slot);
 /* What the sequence on `slot` drafted and kept in the step just made (both 0 when it
- * drafted nothing). */
+ * drafted nothing), with the method the step drafted with (adapt_report's probe_method
+ * on a probe step, its method otherwise). */
 void adapt_observe(struct adapt *a, uint32_t slot, uint32_t drafted, uint32_t accepted);
 /* After each step that verified something: counts it, re-decides when due and logs a
  * change of K. */

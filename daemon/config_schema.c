@@ -128,18 +128,21 @@ const struct cfg_key cfg_schema[] = {
 		"the selector's cost model decide; `false`: the origin rule table decides."},
 	{.path = "speculation.adapt", .type = CFG_TYPE_BOOL, .store = CFG_STORE_BOOL,
 	 .offset = OFF(adapt), .def = "true",
-	 .doc = "Keep choosing K while serving, from the acceptance measured: each step, each "
+	 .doc = "Keep choosing while serving, from the acceptance measured: each step, each "
 		"sequence's K in the shared batch (drafting less where drafts are rejected or "
 		"the batch is large); every `adapt_interval` steps, the cluster's K, the bound "
-		"on all of them. Needs `measure`; off when `num_speculative_tokens` fixes K."},
+		"on all of them, and with `method: auto` its method among those the start-up "
+		"decision left open (all loaded, the others probed now and then). Needs "
+		"`measure`; off when `num_speculative_tokens` fixes K."},
 	{.path = "speculation.adapt_interval", .type = CFG_TYPE_INT, .store = CFG_STORE_INT,
 	 .offset = OFF(adapt_interval), .def = "64", .imin = 1, .imax = 1000000,
-	 .doc = "Steps between re-decisions of the cluster's K."},
+	 .doc = "Steps between re-decisions of the cluster's method and K."},
 	{.path = "speculation.adapt_hysteresis", .type = CFG_TYPE_FLOAT,
 	 .store = CFG_STORE_DOUBLE, .offset = OFF(adapt_hysteresis), .def = "0.05", .fmin = 0,
 	 .fmax = 0.9,
-	 .doc = "How much faster (0.05: 5%) a new K must be predicted than the current one "
-		"before the cluster's K moves: measurement noise does not flap it."},
+	 .doc = "How much faster (0.05: 5%) a new method or K must be predicted than the "
+		"current one before the cluster's choice moves: measurement noise does not "
+		"flap it."},
 	{.path = "speculation.expect_sampling", .type = CFG_TYPE_BOOL, .store = CFG_STORE_BOOL,
 	 .offset = OFF(expect_sampling), .def = "false",
 	 .doc = "Plan for sampling requests (temperature > 0): a draft model's q then crosses "

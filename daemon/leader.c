@@ -286,6 +286,45 @@ static bool stack_widens(const struct cfg_cluster *cfg, const struct sel_decisio
 	return d->method != DRAFT_METHOD_NONE && d->measured && cfg->adapt && cfg->spec_tokens_auto;
 }
 
+/* Leader only: the methods the drafter holds beside the start-up choice, for the online
+ * selector to switch between (adapt.h): with `method: auto`, K measured and adaptation
+ * on, every other method the start-up decision left open (built, configured,
+ * compatible, fitting), best predicted first, while their memory together still fits
+ * where the drafter lives (and constraints.max_draft_memory). */
+static uint32_t held_methods(const struct cluster *c)
+{
+	const struct sel_decision *d = &c->decision;
+	const struct sel_inputs *in = &c->sel_in;
+	if (!stack_widens(c->cfg, d) || !c->cfg->method_auto)
+		return 0;
+	double best[DRAFT_METHOD_COUNT] = {0};
+	for (uint32_t i = 0; i < d->n_candidates; i++) {
+		const struct sel_candidate *cand = &d->candidates[i];
+		if (!cand->excluded[0] && cand->method != DRAFT_METHOD_NONE &&
+		    cand->tokens_per_s > best[cand->method])
+			best[cand->method] = cand->tokens_per_s;
+	}
+	uint64_t used = in->methods[d->method].memory_bytes;
+	uint64_t room = in->max_draft_memory ? in->max_draft_memory : UINT64_MAX;
+	if (in->draft_memory_free && in->draft_memory_free < room)
+		room = in->draft_memory_free;
+	uint32_t mask = 0;
+	for (;;) {
+		int pick = -1;
+		for (int m = 0; m < DRAFT_METHOD_COUNT; m++)
+			if (best[m] > 0 && m != (int)d->method && !(mask & 1u << m) &&
+			    (pick < 0 || best[m] > best[pick]))
+				pick = m;
+		if (pick < 0)
+			return mask;
+		best[pick] = 0;
+		if (used + in->methods[pick].memory_bytes <= room) {
+			used += in->methods[pick].memory_bytes;
+			mask |= 1u << pick;
+		}
+	}
+}
+
 /* The decision (made on rank 0, broadcast to all): the method, the K the stack is sized
  * for (*k) and the K the cluster starts with (*k_start; the same unless stack_widens). */
 static enum specd_status select_method(struct cluster *c, enum draft_method *method, uint32_t *k,
@@ -342,6 +381,7 @@ static struct runtime_config stack_config(const struct cluster *c, enum draft_me
 		.prompt_lookup_max = (uint32_t)cfg->prompt_lookup_max,
 		.draft_path = cfg->draft_model,
 		.heads_path = cfg->medusa_heads,
+		.also = c->rank == 0 ? held_methods(c) : 0,
 		.tp = c->have_target_comm,
 		.tp_comm = c->target_comm,
 		.draft_link = link,
@@ -466,6 +506,10 @@ enum specd_status leader_serve(struct cluster *c)
 	struct runtime rt;
 	enum specd_status st = runtime_open(&rc, &rt, &err);
 	if (st == SPECD_OK) {
+		for (int m = 0; m < DRAFT_METHOD_COUNT; m++)
+			if (rc.also & 1u << m)
+				LOG_INFO("drafter also holds %s: the online selector may switch "
+					 "to it", draft_method_name((enum draft_method)m));
 		LOG_INFO("model %s loaded in %.2f s (%d shard%s); method %s, K %u (%s); drafter %s",
 			 cfg->target_model, rt.load_s, cfg->tensor_parallel,
 			 cfg->tensor_parallel == 1 ? "" : "s", draft_method_name(method), k_start,
@@ -506,6 +550,7 @@ enum specd_status leader_serve(struct cluster *c)
 		.cluster = c,
 		.adapt = {
 			.in = &c->sel_in, .method = method, .transport = c->decision.transport,
+			.methods = rc.also, .drafter = rt.drafter,
 			.k = k, .k_start = k_start, .k_fixed = !cfg->spec_tokens_auto,
 			.enabled = cfg->adapt,
 			.interval = (uint32_t)cfg->adapt_interval,

@@ -159,6 +159,7 @@ enum specd_status runtime_open(const struct runtime_config *cfg, struct runtime 
 			.draft_path = cfg->draft_path,
 			.kern = rt->kern,
 			.heads_path = cfg->heads_path,
+			.also = cfg->also,
 		};
 		struct draft_remote_config drc = {
 			.link = cfg->draft_link,

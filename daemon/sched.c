@@ -416,6 +416,14 @@ static uint32_t bound_k(const struct sched *s, uint32_t k)
 	return ar.active && ar.k < k ? ar.k : k;
 }
 
+/* The method drafting now: the start-up one, or the online selector's choice. */
+static const char *method_now(const struct sched *s)
+{
+	struct adapt_report ar;
+	adapt_report(s->adapt, &ar);
+	return ar.active ? draft_method_name(ar.method) : s->cfg.method;
+}
+
 /* Posts the job's last reply (what text is left, the finish reason, its stats) and
  * frees its slot. */
 static void job_finish(struct sched *s, struct sjob *j, Specd__V1__FinishReason why)
@@ -426,7 +434,7 @@ static void job_finish(struct sched *s, struct sjob *j, Specd__V1__FinishReason 
 	st.prompt_tokens = j->n_prompt;
 	st.generated_tokens = j->sent;
 	st.spec_tokens = bound_k(s, draft_job_spec_tokens(j->dj));
-	st.method = (char *)(uintptr_t)(st.spec_tokens ? s->cfg.method : "none");
+	st.method = (char *)(uintptr_t)(st.spec_tokens ? method_now(s) : "none");
 	st.has_drafted = st.has_accepted = st.has_mean_accepted_length = 1;
 	st.drafted = m->drafted;
 	st.accepted = m->accepted;
@@ -880,9 +888,16 @@ enum specd_status sched_status(void *self, struct specd_buf *out)
 	struct adapt_report ar = s->st_adapt;
 	pthread_mutex_unlock(&s->lock);
 	Specd__V1__Adaptation ad = SPECD__V1__ADAPTATION__INIT;
+	char *held[DRAFT_METHOD_COUNT];
 	ad.has_active = ad.has_spec_tokens = 1;
 	ad.active = ar.active;
 	ad.spec_tokens = ar.k;
+	ad.method = (char *)(uintptr_t)draft_method_name(ar.method);
+	for (int m = 0; m < DRAFT_METHOD_COUNT; m++)
+		if (ar.methods & 1u << m)
+			held[ad.n_held++] =
+				(char *)(uintptr_t)draft_method_name((enum draft_method)m);
+	ad.held = held;
 	if (!ar.active) {
 		ad.why_off = ar.why_off;
 	} else {
@@ -900,7 +915,8 @@ enum specd_status sched_status(void *self, struct specd_buf *out)
 		ad.last_change = ar.last_change;
 	}
 	r.adaptation = &ad;
-	recent.method = (char *)(uintptr_t)s->cfg.method;
+	recent.method = (char *)(uintptr_t)(ar.active ? draft_method_name(ar.method)
+						       : s->cfg.method);
 	recent.has_spec_tokens = 1;
 	recent.spec_tokens = ar.active ? ar.k : s->cfg.spec_tokens;
 	r.recent = &recent;

@@ -456,7 +456,11 @@ static json_t *adaptation_json(const Specd__V1__Adaptation *a)
 	if (!a->active)
 		return json_pack("{s:b, s:i, s:s}", "active", 0, "spec_tokens", (int)a->spec_tokens,
 				 "why_off", a->why_off ? a->why_off : "");
-	return json_pack("{s:b, s:i, s:f, s:f, s:f, s:I, s:I, s:I, s:I, s:I, s:s}", "active", 1,
+	json_t *held = json_array();
+	for (size_t i = 0; i < a->n_held; i++)
+		json_array_append_new(held, json_string(a->held[i]));
+	return json_pack("{s:b, s:s, s:o, s:i, s:f, s:f, s:f, s:I, s:I, s:I, s:I, s:I, s:s}",
+			 "active", 1, "method", a->method ? a->method : "", "held", held,
 			 "spec_tokens", (int)a->spec_tokens, "acceptance", a->acceptance,
 			 "evidence", a->evidence, "predicted_tokens_per_second",
 			 a->predicted_tokens_per_second, "decisions", (json_int_t)a->decisions,
@@ -473,8 +477,15 @@ static void print_adaptation(const Specd__V1__Adaptation *a)
 		       a->spec_tokens);
 		return;
 	}
-	printf("online selector: K %u now; %llu re-decisions, %llu changes, %llu probes",
-	       a->spec_tokens, (unsigned long long)a->decisions, (unsigned long long)a->changes,
+	printf("online selector: %s K %u now", a->method ? a->method : "?", a->spec_tokens);
+	if (a->n_held > 1) {
+		printf(" (switches between");
+		for (size_t i = 0; i < a->n_held; i++)
+			printf("%s %s", i ? "," : "", a->held[i]);
+		printf(")");
+	}
+	printf("; %llu re-decisions, %llu changes, %llu probes",
+	       (unsigned long long)a->decisions, (unsigned long long)a->changes,
 	       (unsigned long long)a->probes);
 	if (a->decisions)
 		printf("; acceptance %.2f over %.0f recent proposals", a->acceptance, a->evidence);

@@ -146,13 +146,21 @@ void sel_plan_batch(const struct sel_inputs *in, enum draft_method m, enum sel_t
 	}
 }
 
-/* ---- the cluster's K ---- */
+/* ---- the cluster's method and K ---- */
+
+static uint32_t held(const struct sel_online_config *cfg)
+{
+	return cfg->methods | 1u << cfg->method;
+}
 
 enum specd_status sel_online_init(struct sel_online *o, const struct sel_online_config *cfg,
 				  struct specd_error *err)
 {
 	if (cfg->method == DRAFT_METHOD_NONE || (unsigned)cfg->method >= DRAFT_METHOD_COUNT)
 		return specd_errorf(err, SPECD_INVAL, "online selector: no method to adapt");
+	if (held(cfg) >> DRAFT_METHOD_COUNT || held(cfg) & 1u << DRAFT_METHOD_NONE)
+		return specd_errorf(err, SPECD_INVAL, "online selector: methods 0x%x to switch "
+				    "between", cfg->methods);
 	if (cfg->k_max < 1 || cfg->k_max > SEL_K_MAX || cfg->k_start > cfg->k_max)
 		return specd_errorf(err, SPECD_INVAL, "online selector: K %u of at most %u (1 to %d)",
 				    cfg->k_start, cfg->k_max, SEL_K_MAX);
@@ -167,43 +175,88 @@ enum specd_status sel_online_init(struct sel_online *o, const struct sel_online_
 				    cfg->min_evidence);
 	memset(o, 0, sizeof(*o));
 	o->cfg = *cfg;
+	o->method = cfg->method;
 	o->k = cfg->k_start;
-	o->k_probe = cfg->k_start ? cfg->k_start : 1;
+	for (int m = 0; m < DRAFT_METHOD_COUNT; m++)
+		o->k_last[m] = cfg->k_start ? cfg->k_start : 1;
+	o->probe_method = o->method;
+	o->k_probe = o->k_last[o->method];
 	return SPECD_OK;
 }
 
-void sel_online_observe(struct sel_online *o, uint32_t n_drafted, uint32_t n_accepted)
+void sel_online_observe(struct sel_online *o, enum draft_method m, uint32_t n_drafted,
+			uint32_t n_accepted)
 {
-	if (n_drafted)
-		sel_accept_observe(&o->cluster, n_drafted, n_accepted, o->cfg.decay);
+	if (n_drafted && (unsigned)m < DRAFT_METHOD_COUNT && held(&o->cfg) & 1u << m)
+		sel_accept_observe(&o->cluster[m], n_drafted, n_accepted, o->cfg.decay);
 }
 
-/* The acceptance to shrink towards: what start-up measured or assumed. */
-static double method_prior(const struct sel_online *o, const struct sel_inputs *in)
+void sel_online_next(const struct sel_online *o, enum draft_method *m, uint32_t *k)
 {
-	double a = in->methods[o->cfg.method].acceptance;
-	return a > 0 ? a : sel_acceptance_prior(o->cfg.method);
+	*m = o->probe_now ? o->probe_method : o->method;
+	*k = o->probe_now ? o->k_probe : o->k;
+}
+
+/* The acceptance to shrink method m's towards: what start-up measured or assumed. */
+static double method_prior(const struct sel_inputs *in, enum draft_method m)
+{
+	double a = in->methods[m].acceptance;
+	return a > 0 ? a : sel_acceptance_prior(m);
 }
 
 double sel_online_rate(const struct sel_online *o, const struct sel_inputs *in, uint32_t i)
 {
-	return sel_accept_rate(&o->cluster, i, method_prior(o, in), o->cfg.prior_weight);
+	return sel_accept_rate(&o->cluster[o->method], i, method_prior(in, o->method),
+			       o->cfg.prior_weight);
 }
 
 void sel_online_job_rates(const struct sel_online *o, const struct sel_inputs *in,
 			  const struct sel_accept *job, uint32_t n, double *rates)
 {
+	const struct sel_accept *c = &o->cluster[o->method];
 	double w = o->cfg.job_prior_weight, cw = o->cfg.prior_weight;
-	double cluster = method_prior(o, in);
+	double cluster = method_prior(in, o->method);
 	for (uint32_t p = 0; p < n && p < SEL_K_MAX; p++) {
 		/* sel_online_rate(o, in, p + 1), carried from position p rather than redone
 		 * from position 1: this runs for every sequence every step. */
-		double cden = o->cluster.tries[p] + cw;
+		double cden = c->tries[p] + cw;
 		if (cden > 0)
-			cluster = (o->cluster.hits[p] + cw * cluster) / cden;
+			cluster = (c->hits[p] + cw * cluster) / cden;
 		double den = job->tries[p] + w;
 		rates[p] = den > 0 ? (job->hits[p] + w * cluster) / den : cluster;
 	}
+}
+
+/* One standard error of method m's per-token estimate a: the judgements it rests on,
+ * the prior's weight among them. */
+static double std_error(const struct sel_online *o, enum draft_method m, double a)
+{
+	double n = o->cfg.prior_weight;
+	for (uint32_t i = 0; i < SEL_K_MAX; i++)
+		n += o->cluster[m].tries[i];
+	return n > 0 ? sqrt(a * (1.0 - a) / n) : 0.5;
+}
+
+static double clamp_rate(double a)
+{
+	return a < 1e-9 ? 1e-9 : a > 1.0 ? 1.0 : a;
+}
+
+/* The next method to probe, in turn: a held method that is not running, or the running
+ * one while its K is 0; false when there is none. */
+static bool pick_probe(struct sel_online *o)
+{
+	uint32_t mask = held(&o->cfg);
+	for (int i = 1; i <= DRAFT_METHOD_COUNT; i++) {
+		int m = (int)(o->probe_turn + (uint32_t)i) % DRAFT_METHOD_COUNT;
+		if (!(mask & 1u << m) || (m == (int)o->method && o->k > 0))
+			continue;
+		o->probe_turn = (uint32_t)m;
+		o->probe_method = (enum draft_method)m;
+		o->k_probe = o->k_last[m];
+		return true;
+	}
+	return false;
 }
 
 bool sel_online_step(struct sel_online *o, const struct sel_inputs *in)
@@ -213,33 +266,85 @@ bool sel_online_step(struct sel_online *o, const struct sel_inputs *in)
 		return false;
 	o->decisions++;
 
+	/* Every held method at its measured acceptance (its prior while it has none). */
 	struct sel_inputs now = *in;
-	enum draft_method m = o->cfg.method;
-	double a = sel_accept_per_token(&o->cluster, method_prior(o, in), o->cfg.prior_weight);
-	/* 0 there means "use the prior": a measured nothing-accepted is a tiny rate. */
-	now.methods[m].acceptance = a > 1e-9 ? a : 1e-9;
-	o->acceptance = a;
+	double acc[DRAFT_METHOD_COUNT] = {0};
+	uint32_t mask = held(&o->cfg);
+	for (int m = 0; m < DRAFT_METHOD_COUNT; m++) {
+		if (!(mask & 1u << m))
+			continue;
+		enum draft_method dm = (enum draft_method)m;
+		acc[m] = sel_accept_per_token(&o->cluster[m], method_prior(in, dm),
+					      o->cfg.prior_weight);
+		/* 0 there means "use the prior": a measured nothing-accepted is a tiny rate. */
+		now.methods[m].acceptance = acc[m] > 1e-9 ? acc[m] : 1e-9;
+	}
+	o->acceptance = acc[o->method];
 
+	/* The best (method, K); K 0 is plain decoding whatever the method, so it keeps
+	 * the running one. */
+	enum draft_method best_m = o->method;
 	uint32_t best_k = 0;
-	double best = sel_predict(&now, m, 0, o->cfg.transport).tokens_per_s;
-	for (uint32_t k = 1; k <= o->cfg.k_max; k++) {
-		double tps = sel_predict(&now, m, k, o->cfg.transport).tokens_per_s;
-		if (tps > best) {
-			best = tps;
-			best_k = k;
+	double best = sel_predict(&now, o->method, 0, o->cfg.transport).tokens_per_s;
+	for (int m = 0; m < DRAFT_METHOD_COUNT; m++) {
+		if (!(mask & 1u << m))
+			continue;
+		double top = 0;
+		for (uint32_t k = 1; k <= o->cfg.k_max; k++) {
+			double tps = sel_predict(&now, (enum draft_method)m, k, o->cfg.transport)
+					     .tokens_per_s;
+			if (tps > top) {
+				top = tps;
+				if (m != (int)o->method)
+					o->k_last[m] = k; /* what a probe of it would draft */
+			}
+			if (tps > best) {
+				best = tps;
+				best_m = (enum draft_method)m;
+				best_k = k;
+			}
 		}
 	}
-	double cur = sel_predict(&now, m, o->k, o->cfg.transport).tokens_per_s;
-	double evidence = sel_accept_evidence(&o->cluster);
+	double cur = sel_predict(&now, o->method, o->k, o->cfg.transport).tokens_per_s;
+	double evidence = sel_accept_evidence(&o->cluster[o->method]);
 	bool moved = false;
-	/* Too little evidence keeps a running K; a stopped method has nothing new to
+	/* Too little evidence keeps a running choice; a stopped method has nothing new to
 	 * learn from but its probes, so their evidence is enough. */
 	bool enough = evidence >= o->cfg.min_evidence || o->k == 0;
-	if (enough && best_k != o->k && best > cur * (1.0 + o->cfg.hysteresis)) {
+	bool differs = best_m != o->method || best_k != o->k;
+	bool wins = best > cur * (1.0 + o->cfg.hysteresis);
+	if (wins && best_m != o->method) {
+		/* Two methods' estimates rest on different evidence (the one not running on
+		 * its probes and its past), so each one's noise could fake a lead: the new
+		 * method must still win with its acceptance one standard error lower and the
+		 * running one's one higher. */
+		struct sel_inputs cautious = now;
+		cautious.methods[best_m].acceptance =
+			clamp_rate(acc[best_m] - std_error(o, best_m, acc[best_m]));
+		cautious.methods[o->method].acceptance =
+			clamp_rate(acc[o->method] + std_error(o, o->method, acc[o->method]));
+		double lo = sel_predict(&cautious, best_m, best_k, o->cfg.transport).tokens_per_s;
+		double hi = sel_predict(&cautious, o->method, o->k, o->cfg.transport).tokens_per_s;
+		wins = lo > hi * (1.0 + o->cfg.hysteresis);
+	}
+	if (enough && differs && wins) {
+		/* "ngram K 1 -> 5 after ...", or with a new method "ngram K 5 -> draft_model
+		 * K 3 after ...: acceptance 0.31 over 40 recent proposals, draft_model 0.80
+		 * over 12; ..." */
+		char to[48], why[SEL_TEXT_MAX / 2] = "";
+		if (best_m != o->method) {
+			snprintf(to, sizeof(to), "%s K %u", draft_method_name(best_m), best_k);
+			snprintf(why, sizeof(why), ", %s %.2f over %.0f", draft_method_name(best_m),
+				 acc[best_m], sel_accept_evidence(&o->cluster[best_m]));
+		} else {
+			snprintf(to, sizeof(to), "%u", best_k);
+		}
 		snprintf(o->last_change, sizeof(o->last_change),
-			 "K %u -> %u after step %llu: acceptance %.2f over %.0f recent proposals; "
-			 "%.1f vs %.1f tokens/s predicted",
-			 o->k, best_k, (unsigned long long)o->steps, a, evidence, best, cur);
+			 "%s K %u -> %s after step %llu: acceptance %.2f over %.0f recent "
+			 "proposals%s; %.1f vs %.1f tokens/s predicted",
+			 draft_method_name(o->method), o->k, to, (unsigned long long)o->steps,
+			 acc[o->method], evidence, why, best, cur);
+		o->method = best_m;
 		o->k = best_k;
 		o->changes++;
 		o->since_probe = 0;
@@ -247,8 +352,8 @@ bool sel_online_step(struct sel_online *o, const struct sel_inputs *in)
 		cur = best;
 	}
 	if (o->k)
-		o->k_probe = o->k;
-	else if (!moved && ++o->since_probe >= o->cfg.probe_every) {
+		o->k_last[o->method] = o->k;
+	if (!moved && ++o->since_probe >= o->cfg.probe_every && pick_probe(o)) {
 		o->probe_now = true;
 		o->since_probe = 0;
 	}

@@ -6,11 +6,12 @@
  *     maximise the batch's expected tokens per second under the cost model, so a
  *     sequence that drafts badly, or a batch large enough that verify rows cost real
  *     compute, drafts less or nothing;
- *   - every `interval` steps, the cluster's K (sel_online_step): the bound on every
- *     sequence's K, moved only when the new K is predicted to beat the current one by
- *     the hysteresis margin, so noise does not flap it; with K at 0 (speculation off)
- *     a probe step now and then drafts again, so the estimate of a method that is
- *     loaded but idle stays fresh.
+ *   - every `interval` steps, the cluster's method and K (sel_online_step): among the
+ *     methods the engine holds (drafters/drafter.h draft_config.also), the (method, K)
+ *     the cost model rates best on each one's measured acceptance, moved to only when
+ *     predicted to beat the current one by the hysteresis margin, so noise does not
+ *     flap it; now and then a probe step drafts with a held method that is not running
+ *     (or, with K at 0, the one that is), so its estimate stays fresh.
  * Exactness does not depend on any of this: every K verifies losslessly.
  *
  * Pure (no clock, no MPI, no allocation); every struct here belongs to its caller. In
@@ -72,7 +73,9 @@ void sel_plan_batch(const struct sel_inputs *in, enum draft_method m, enum sel_t
 /* ---- every `interval` steps: the cluster's K ---- */
 
 struct sel_online_config {
-	enum draft_method method;   /* the method the engine runs (not none) */
+	enum draft_method method;   /* the method the engine starts with (not none) */
+	uint32_t methods;           /* the methods it holds and may switch between (bit
+				       1u << m each; `method` is added); 0: `method` only */
 	enum sel_transport transport;
 	uint32_t k_max;             /* the engine's K: the most the cluster's K can be */
 	uint32_t k_start;           /* the start-up decision's K */
@@ -83,41 +86,58 @@ struct sel_online_config {
 	double job_prior_weight;    /* judgements the cluster's rate is worth to a sequence:
 				       small, since sequences differ (code vs prose) */
 	double min_evidence;        /* judgements of position 1 before K may change */
-	uint32_t probe_every;       /* with K 0: re-decisions between probe steps */
+	uint32_t probe_every;       /* re-decisions between probe steps (when there is
+				       something to probe: a held method not running, or
+				       the running one with K at 0) */
 };
 
 struct sel_online {
 	struct sel_online_config cfg;
-	struct sel_accept cluster;  /* every sequence's proposals of the method */
+	/* Each held method's proposals, from every sequence. */
+	struct sel_accept cluster[DRAFT_METHOD_COUNT];
+	enum draft_method method;   /* the method running now */
 	uint32_t k;                 /* the cluster's K now: the bound on each sequence's */
-	uint32_t k_probe;           /* the K a probe step drafts (the last K above 0) */
+	enum draft_method probe_method; /* what a probe step drafts with, */
+	uint32_t k_probe;           /* and how many (that method's k_last) */
+	/* Per held method, the K a probe drafts: the last K above 0 it ran with, or for
+	 * one that has not run, the best the cost model predicts for it. */
+	uint32_t k_last[DRAFT_METHOD_COUNT];
+	uint32_t probe_turn;        /* rotation over the methods to probe */
 	uint64_t steps;             /* steps observed */
 	uint64_t decisions;         /* re-decisions made (whether K moved or not) */
-	uint64_t changes;           /* times K moved */
+	uint64_t changes;           /* times the method or K moved */
 	uint32_t since_probe;       /* re-decisions since K went to 0 or the last probe */
 	bool probe_now;             /* the next step is a probe step */
-	double acceptance;          /* per-token, at the last re-decision */
-	double predicted;           /* tokens/s predicted for K at the last re-decision */
-	char last_change[SEL_TEXT_MAX]; /* the last move of K and why; empty: none yet */
+	double acceptance;          /* per-token of the running method, at the last re-decision */
+	double predicted;           /* tokens/s predicted then for the choice kept */
+	char last_change[SEL_TEXT_MAX]; /* the last move and why; empty: none yet */
 };
 
 /* Errors: SPECD_INVAL (a config field out of range: err says which). */
 enum specd_status sel_online_init(struct sel_online *o, const struct sel_online_config *cfg,
 				  struct specd_error *err);
-/* A proposal of the method, verified (as sel_accept_observe), from any sequence. */
-void sel_online_observe(struct sel_online *o, uint32_t n_drafted, uint32_t n_accepted);
-/* The prior-shrunk rate of position i (1-based) cluster-wide: the prior for each
- * sequence's own estimate. */
+/* A proposal of method m, verified (as sel_accept_observe), from any sequence. Methods
+ * not held are ignored. */
+void sel_online_observe(struct sel_online *o, enum draft_method m, uint32_t n_drafted,
+			uint32_t n_accepted);
+/* What the next step drafts with: the running method and the cluster's K, or on a probe
+ * step (o->probe_now) the probed method and its K. */
+void sel_online_next(const struct sel_online *o, enum draft_method *m, uint32_t *k);
+/* The prior-shrunk rate of position i (1-based) cluster-wide, of the running method:
+ * the prior for each sequence's own estimate. */
 double sel_online_rate(const struct sel_online *o, const struct sel_inputs *in, uint32_t i);
 /* A sequence's own rates at positions 1..n (n <= SEL_K_MAX), each shrunk towards the
  * cluster's rate at that position (sel_online_rate) by cfg.job_prior_weight: a new
  * sequence starts from what the cluster sees and moves to its own as it drafts. */
 void sel_online_job_rates(const struct sel_online *o, const struct sel_inputs *in,
 			  const struct sel_accept *job, uint32_t n, double *rates);
-/* Counts a step; every cfg.interval steps re-decides K from the measured acceptance
- * and the cost model in `in` (calibrated), with the hysteresis margin. Returns true
- * when K moved (o->last_change says from what, to what and why: log it). Sets
- * o->probe_now for the step after a re-decision that is due to probe. */
+/* Counts a step; every cfg.interval steps re-decides the method and K from each held
+ * method's measured acceptance (its prior while it has none) and the cost model in `in`
+ * (calibrated), with the hysteresis margin; a method that is running keeps its K until
+ * cfg.min_evidence of its proposals are in. Returns true when the method or K moved
+ * (o->last_change says from what, to what and why: log it; a new method makes the
+ * sequences' own estimates stale). Sets o->probe_now for the step after a
+ * re-decision that is due to probe. */
 bool sel_online_step(struct sel_online *o, const struct sel_inputs *in);
 
 #endif

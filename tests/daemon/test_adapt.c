@@ -1,6 +1,7 @@
 /* daemon/adapt.c: when the online selector is on and why not, the cluster's K moving
  * with acceptance (logged, reported), each slot's own acceptance steering its K in the
- * engine's plan, and probes while speculation is off. */
+ * engine's plan, probes while speculation is off, and a switch to a held method whose
+ * probes are kept. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -140,12 +141,50 @@ static void test_adapt__k_rises_past_the_start_up_choice(void **state)
 	adapt_destroy(a);
 }
 
+/* Prompt lookup runs, a draft model is held: prompt lookup's drafts are rejected (and
+ * the draft model's, when probed, kept), so the cluster switches to the draft model
+ * (logged, reported). */
+static void test_adapt__switches_to_the_held_method_whose_drafts_are_kept(void **state)
+{
+	(void)state;
+	struct sel_inputs in = g_in;
+	sel_fx_method(&in, DRAFT_METHOD_DRAFT_MODEL, 0.5e-3, 1e-3);
+	struct adapt_config c = config();
+	c.in = &in;
+	c.methods = 1u << DRAFT_METHOD_DRAFT_MODEL;
+	struct adapt *a;
+	struct adapt_report r;
+	assert_int_equal(adapt_create(&c, &a, NULL), SPECD_OK);
+	adapt_report(a, &r);
+	assert_int_equal(r.method, DRAFT_METHOD_NGRAM);
+	assert_int_equal(r.methods, 1u << DRAFT_METHOD_NGRAM | 1u << DRAFT_METHOD_DRAFT_MODEL);
+	ts_log_capture_begin();
+	adapt_job_start(a, 0);
+	for (int s = 0; s < 2000 && r.method == DRAFT_METHOD_NGRAM; s++) {
+		enum draft_method m = r.probing ? r.probe_method : r.method;
+		uint32_t k = r.probing ? r.probe_k : r.k;
+		if (k)
+			adapt_observe(a, 0, k, m == DRAFT_METHOD_DRAFT_MODEL ? k : 0);
+		adapt_step_done(a);
+		adapt_report(a, &r);
+	}
+	bool logged = strstr(ts_log_captured(), "online selector: ngram K ") &&
+		      strstr(ts_log_captured(), "-> draft_model K");
+	ts_log_capture_end();
+	assert_int_equal(r.method, DRAFT_METHOD_DRAFT_MODEL);
+	assert_true(r.k >= 1);
+	assert_non_null(strstr(r.last_change, "-> draft_model K"));
+	assert_true(logged);
+	adapt_destroy(a);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_adapt__off_says_why),
 		cmocka_unit_test(test_adapt__k_follows_acceptance_and_is_reported),
 		cmocka_unit_test(test_adapt__k_rises_past_the_start_up_choice),
+		cmocka_unit_test(test_adapt__switches_to_the_held_method_whose_drafts_are_kept),
 	};
 	return cmocka_run_group_tests(tests, setup, NULL);
 }

@@ -1,7 +1,8 @@
 /* selector/online.c: acceptance per position as evidence comes in, each sequence's K
- * planned in a shared batch, and the cluster's K re-decided from sequences of
- * acceptance: it converges to the K the cost model predicts best, follows a change of
- * workload, does not flap on noise, and probes a stopped method. */
+ * planned in a shared batch, and the cluster's method and K re-decided from sequences
+ * of acceptance: it converges to the method and K the cost model predicts best, follows
+ * a change of workload, does not flap on noise, and probes a stopped method and the
+ * held methods that are not running. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -43,21 +44,30 @@ static struct sel_online_config online_start(struct sel_online *o, uint32_t k_st
 	return cfg;
 }
 
-/* The K sel_predict rates best for acceptance a (the answer the online K should reach). */
-static uint32_t best_k_for(const struct sel_inputs *in, double a)
+/* The K sel_predict rates best for method m at acceptance a (the answer the online K
+ * should reach), and its tokens/s in *tps. */
+static uint32_t best_k_of(const struct sel_inputs *in, enum draft_method m, double a,
+			  double *tps)
 {
 	struct sel_inputs now = *in;
-	now.methods[DRAFT_METHOD_DRAFT_MODEL].acceptance = a > 1e-9 ? a : 1e-9; /* 0: the prior */
+	now.methods[m].acceptance = a > 1e-9 ? a : 1e-9; /* 0: the prior */
 	uint32_t best = 0;
-	double top = sel_predict(&now, DRAFT_METHOD_DRAFT_MODEL, 0, SEL_TRANSPORT_GREEDY).tokens_per_s;
+	double top = sel_predict(&now, m, 0, SEL_TRANSPORT_GREEDY).tokens_per_s;
 	for (uint32_t k = 1; k <= now.k_max; k++) {
-		double t = sel_predict(&now, DRAFT_METHOD_DRAFT_MODEL, k, SEL_TRANSPORT_GREEDY).tokens_per_s;
+		double t = sel_predict(&now, m, k, SEL_TRANSPORT_GREEDY).tokens_per_s;
 		if (t > top) {
 			top = t;
 			best = k;
 		}
 	}
+	if (tps)
+		*tps = top;
 	return best;
+}
+
+static uint32_t best_k_for(const struct sel_inputs *in, double a)
+{
+	return best_k_of(in, DRAFT_METHOD_DRAFT_MODEL, a, NULL);
 }
 
 /* A small deterministic generator, so every run sees the same "random" acceptance. */
@@ -71,20 +81,30 @@ static double uniform(void)
 	return (double)(g_rng >> 11) / 9007199254740992.0;
 }
 
-/* Runs `steps` steps of one sequence drafting the online K, each draft kept with
- * probability a (the next only if the one before was kept), a probe drafting k_probe;
- * returns how many times K moved. */
-static uint64_t run(struct sel_online *o, const struct sel_inputs *in, double a, uint32_t steps)
+/* Runs `steps` steps of one sequence drafting with the online method and K (a probe's
+ * when it is one), each draft of method m kept with probability a[m] (the next only if
+ * the one before was kept); returns how many times the method or K moved. */
+static uint64_t run_methods(struct sel_online *o, const struct sel_inputs *in,
+			    const double *a, uint32_t steps)
 {
 	uint64_t before = o->changes;
 	for (uint32_t s = 0; s < steps; s++) {
-		uint32_t k = o->probe_now ? o->k_probe : o->k, kept = 0;
-		while (kept < k && uniform() < a)
+		enum draft_method m;
+		uint32_t k, kept = 0;
+		sel_online_next(o, &m, &k);
+		while (kept < k && uniform() < a[m])
 			kept++;
-		sel_online_observe(o, k, kept);
+		sel_online_observe(o, m, k, kept);
 		sel_online_step(o, in);
 	}
 	return o->changes - before;
+}
+
+/* run_methods with the draft model's acceptance a (the one method of online_cfg). */
+static uint64_t run(struct sel_online *o, const struct sel_inputs *in, double a, uint32_t steps)
+{
+	double all[DRAFT_METHOD_COUNT] = {[DRAFT_METHOD_DRAFT_MODEL] = a};
+	return run_methods(o, in, all, steps);
 }
 
 static void test_accept__positions_after_a_rejection_are_not_judged(void **state)
@@ -199,7 +219,7 @@ static void test_online__a_stopped_method_is_probed_and_comes_back(void **state)
 	for (uint32_t s = 0; s < 16 * 4 * 5; s++) {
 		if (o.probe_now) {
 			probes++;
-			sel_online_observe(&o, o.k_probe, 0);
+			sel_online_observe(&o, o.probe_method, o.k_probe, 0);
 		}
 		sel_online_step(&o, &in);
 	}
@@ -220,7 +240,7 @@ static void test_online__a_sequence_leaves_the_cluster_rate_quickly(void **state
 	struct sel_online o;
 	online_start(&o, 4);
 	for (int i = 0; i < 200; i++)
-		sel_online_observe(&o, 4, 4);
+		sel_online_observe(&o, DRAFT_METHOD_DRAFT_MODEL, 4, 4);
 	struct sel_accept fresh, prose;
 	memset(&fresh, 0, sizeof(fresh));
 	memset(&prose, 0, sizeof(prose));
@@ -253,6 +273,116 @@ static void test_online__bad_config(void **state)
 	cfg = online_cfg(2);
 	cfg.decay = 0;
 	assert_int_equal(sel_online_init(&o, &cfg, &err), SPECD_INVAL);
+	cfg = online_cfg(2);
+	cfg.methods = 1u << DRAFT_METHOD_NONE;
+	assert_int_equal(sel_online_init(&o, &cfg, &err), SPECD_INVAL);
+	assert_non_null(strstr(err.msg, "methods 0x1"));
+}
+
+/* Prompt lookup (nearly free to draft) and the draft model of leader_draft, both held,
+ * starting with prompt lookup at K 2. */
+static struct sel_inputs two_methods(struct sel_online *o)
+{
+	struct sel_inputs in = leader_draft();
+	sel_fx_method(&in, DRAFT_METHOD_NGRAM, 0.02e-3, 0.01e-3);
+	struct sel_online_config cfg = online_cfg(2);
+	cfg.method = DRAFT_METHOD_NGRAM;
+	cfg.methods = 1u << DRAFT_METHOD_DRAFT_MODEL;
+	struct specd_error err;
+	assert_int_equal(sel_online_init(o, &cfg, &err), SPECD_OK);
+	return in;
+}
+
+/* Fed a workload where the draft model is right far more often than prompt lookup, the
+ * online selector moves to it (which the probes measure while prompt lookup runs) at
+ * the K the cost model rates best for it; when the workload turns to one prompt lookup
+ * predicts (code it can copy), it moves back. */
+static void test_online__converges_to_the_right_method_and_k(void **state)
+{
+	(void)state;
+	struct sel_online o;
+	struct sel_inputs in = two_methods(&o);
+	double dm_tps, ng_tps;
+	double prose[DRAFT_METHOD_COUNT] = {[DRAFT_METHOD_NGRAM] = 0.15,
+					   [DRAFT_METHOD_DRAFT_MODEL] = 0.85};
+	uint32_t want = best_k_of(&in, DRAFT_METHOD_DRAFT_MODEL, 0.85, &dm_tps);
+	best_k_of(&in, DRAFT_METHOD_NGRAM, 0.15, &ng_tps);
+	assert_true(dm_tps > 1.2 * ng_tps); /* the right answer is clear */
+	run_methods(&o, &in, prose, 3000);
+	assert_int_equal(o.method, DRAFT_METHOD_DRAFT_MODEL);
+	assert_true(o.k + 1 >= want && o.k <= want + 1);
+	assert_non_null(strstr(o.last_change, "draft_model K"));
+
+	double code[DRAFT_METHOD_COUNT] = {[DRAFT_METHOD_NGRAM] = 0.95,
+					  [DRAFT_METHOD_DRAFT_MODEL] = 0.85};
+	want = best_k_of(&in, DRAFT_METHOD_NGRAM, 0.95, &ng_tps);
+	best_k_of(&in, DRAFT_METHOD_DRAFT_MODEL, 0.85, &dm_tps);
+	assert_true(ng_tps > 1.2 * dm_tps);
+	run_methods(&o, &in, code, 6000);
+	assert_int_equal(o.method, DRAFT_METHOD_NGRAM);
+	assert_true(o.k + 1 >= want && o.k <= want + 1);
+}
+
+/* Two methods predicted within a few percent of each other: once settled, noise does
+ * not switch back and forth between them. */
+static void test_online__close_methods_do_not_flap(void **state)
+{
+	(void)state;
+	struct sel_online o;
+	struct sel_inputs in = two_methods(&o);
+	/* find the draft model's acceptance whose best is closest to prompt lookup's at 0.6 */
+	double ng_tps, dm_tps, a_dm = 0.5, gap = 1e9;
+	best_k_of(&in, DRAFT_METHOD_NGRAM, 0.6, &ng_tps);
+	for (double a = 0.3; a < 0.99; a += 0.01) {
+		best_k_of(&in, DRAFT_METHOD_DRAFT_MODEL, a, &dm_tps);
+		if (fabs(dm_tps / ng_tps - 1.0) < gap) {
+			gap = fabs(dm_tps / ng_tps - 1.0);
+			a_dm = a;
+		}
+	}
+	assert_true(gap < 0.03);
+	double rates[DRAFT_METHOD_COUNT] = {[DRAFT_METHOD_NGRAM] = 0.6,
+					   [DRAFT_METHOD_DRAFT_MODEL] = a_dm};
+	run_methods(&o, &in, rates, 2000);
+	uint64_t switches = 0;
+	enum draft_method was = o.method;
+	for (int i = 0; i < 60; i++) {
+		run_methods(&o, &in, rates, 100);
+		switches += o.method != was;
+		was = o.method;
+	}
+	assert_true(switches <= 2);
+}
+
+/* While one held method runs, the other is probed every probe_every re-decisions (the
+ * count restarts when the choice moves) with the K the cost model would give it, and
+ * its proposals feed its own estimate only. */
+static void test_online__a_held_method_that_is_not_running_is_probed(void **state)
+{
+	(void)state;
+	struct sel_online o;
+	struct sel_inputs in = two_methods(&o);
+	uint32_t probes = 0, steps = 16 * 4 * 8; /* 32 re-decisions */
+	for (uint32_t s = 0; s < steps; s++) {
+		enum draft_method m;
+		uint32_t k;
+		sel_online_next(&o, &m, &k);
+		if (o.probe_now) {
+			probes++;
+			assert_int_equal(m, DRAFT_METHOD_DRAFT_MODEL);
+			assert_true(k >= 1);
+		} else {
+			assert_int_equal(m, DRAFT_METHOD_NGRAM);
+		}
+		/* prompt lookup keeps everything, the draft model nothing: no switch */
+		sel_online_observe(&o, m, k, m == DRAFT_METHOD_NGRAM ? k : 0);
+		sel_online_step(&o, &in);
+	}
+	assert_true(probes >= 6 && probes <= 8);
+	assert_int_equal(o.method, DRAFT_METHOD_NGRAM);
+	assert_true(o.cluster[DRAFT_METHOD_DRAFT_MODEL].tries[0] > 5);
+	assert_float_equal(o.cluster[DRAFT_METHOD_DRAFT_MODEL].hits[0], 0, 1e-12);
+	assert_true(o.cluster[DRAFT_METHOD_NGRAM].hits[0] > 40); /* 50 at decay 0.98 */
 }
 
 static struct sel_plan_job plan_job(uint32_t cap, double a)
@@ -374,6 +504,9 @@ int main(void)
 		cmocka_unit_test(test_online__a_stopped_method_is_probed_and_comes_back),
 		cmocka_unit_test(test_online__a_sequence_leaves_the_cluster_rate_quickly),
 		cmocka_unit_test(test_online__bad_config),
+		cmocka_unit_test(test_online__converges_to_the_right_method_and_k),
+		cmocka_unit_test(test_online__close_methods_do_not_flap),
+		cmocka_unit_test(test_online__a_held_method_that_is_not_running_is_probed),
 		cmocka_unit_test(test_plan__one_sequence_takes_the_predicted_k),
 		cmocka_unit_test(test_plan__large_batch_turns_speculation_off),
 		cmocka_unit_test(test_plan__drafts_go_where_they_are_accepted),
