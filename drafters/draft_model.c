@@ -366,6 +366,19 @@ static enum specd_status dm_commit(void *state, const struct draft_seq *seq,
 	return SPECD_OK;
 }
 
+/* Feeds what the slot lacks but the last token (the state a commit leaves), so the
+ * next propose costs its own tokens only. */
+static enum specd_status dm_warm(void *state, const struct draft_seq *seq,
+				 struct specd_error *err)
+{
+	struct draft_model *d = state;
+	uint32_t n = seq->n_tokens, have = kv_len(model_kv(d->model), seq->slot);
+
+	if (n > d->n_ctx || have + 1 >= n)
+		return SPECD_OK;
+	return dm_feed(d, seq->slot, seq->tokens + have, n - 1 - have, have, err);
+}
+
 const struct draft_ops draft_model_ops = {
 	.method = DRAFT_METHOD_DRAFT_MODEL,
 	.create = dm_create,
@@ -376,4 +389,5 @@ const struct draft_ops draft_model_ops = {
 	.propose = dm_propose,
 	.propose_batch = dm_propose_batch,
 	.commit = dm_commit,
+	.warm = dm_warm,
 };

@@ -298,6 +298,19 @@ enum specd_status draft_propose_batch(struct drafter *d, const struct draft_seq 
 	return st;
 }
 
+enum specd_status draft_warm(struct drafter *d, const struct draft_seq *seq,
+			     struct specd_error *err)
+{
+	enum specd_status st = seq_check(d, seq, err);
+
+	for (int m = 0; m < DRAFT_METHOD_COUNT && st == SPECD_OK; m++) {
+		const struct drafter *h = d->held[m];
+		if (h && m != (int)d->active && h->ops && h->ops->warm)
+			st = h->ops->warm(h->state, seq, err);
+	}
+	return st;
+}
+
 enum specd_status draft_commit(struct drafter *d, const struct draft_seq *seq,
 			       uint32_t n_accepted, int32_t next, struct specd_error *err)
 {

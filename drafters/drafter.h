@@ -130,6 +130,11 @@ struct draft_ops {
 	 * ops->method only. */
 	uint32_t (*methods)(const void *state);
 	enum specd_status (*select)(void *state, enum draft_method m, struct specd_error *err);
+	/* Optional: take in seq as it stands now, while not proposing, so that proposing
+	 * later costs no catch-up (a draft model feeds what its KV lacks). NULL: nothing
+	 * to take in. */
+	enum specd_status (*warm)(void *state, const struct draft_seq *seq,
+				  struct specd_error *err);
 };
 
 struct drafter;
@@ -179,6 +184,12 @@ enum specd_status draft_propose(struct drafter *d, const struct draft_seq *seq, 
 enum specd_status draft_propose_batch(struct drafter *d, const struct draft_seq *seqs,
 				      const uint32_t *k, struct draft_proposal *const *outs,
 				      uint32_t n, struct specd_error *err);
+/* A drafter holding several methods: those not proposing take seq in as it stands (a
+ * draft model feeds what its KV lacks), so switching to one, or probing it, costs a
+ * step and no catch-up. Work for a rank that has the time (the draft rank, while the
+ * target verifies); a drafter of one method does nothing. Errors: the method's. */
+enum specd_status draft_warm(struct drafter *d, const struct draft_seq *seq,
+			     struct specd_error *err);
 /* Every held method takes the verdict in: the one that proposed with n_accepted, the
  * others as after a step in which they proposed nothing (n_accepted 0). */
 enum specd_status draft_commit(struct drafter *d, const struct draft_seq *seq,

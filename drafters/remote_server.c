@@ -504,6 +504,23 @@ static bool use_method(struct server *s, char *msg, size_t cap)
 	return true;
 }
 
+/* After answering, while the leader verifies: the held methods that are not proposing
+ * take in each asked slot's sequence, so that switching to one (or probing it) costs
+ * the leader no catch-up. Only what is committed: the slot as the leader sent it. */
+static void warm_held(struct server *s, uint32_t n_asks)
+{
+	struct specd_error err;
+	if (!(draft_methods(s->d) & ~(1u << s->active)))
+		return;
+	for (uint32_t i = 0; i < n_asks; i++) {
+		struct srv_slot *sl = &s->slots[s->asks[i].slot];
+		struct draft_seq seq = slot_seq(s, s->asks[i].slot, sl->n);
+		if (sl->st == SPECD_OK && draft_warm(s->d, &seq, &err) != SPECD_OK)
+			LOG_DEBUG("slot %u: the held methods not drafting stay behind: %s",
+				  s->asks[i].slot, err.msg);
+	}
+}
+
 /* Whether the slot can be proposed for: started, no sticky error, in step with the
  * leader's n_total, K in range. Otherwise the slot's message says why (a sticky error's
  * own, else a new one) and *st_out the status to answer. */
@@ -585,6 +602,7 @@ static void on_propose(struct server *s)
 	if (reply(s, q ? sl->prop.q : NULL, q ? a->n_sent : 0) != SPECD_OK)
 		return;
 	draft_ahead(s, 1);
+	warm_held(s, 1);
 }
 
 /* Takes in a batch's body (inline, or the message right after the request) into
@@ -747,6 +765,7 @@ static void on_propose_batch(struct server *s)
 		return;
 	}
 	draft_ahead(s, r->n_seqs);
+	warm_held(s, r->n_seqs);
 }
 
 enum specd_status draft_serve(struct draft_link *link, const struct draft_server_config *sc,
