@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
-# Speculative decoding on the real Qwen2.5-Coder pair: decode tokens/s of none, ngram and
-# draft_model (0.5B drafting for the 1.5B) for each K, and of a dedicated draft rank with
-# pipelining off and on, over the fixed prompts in bench/prompts/, greedy, one compute
-# thread per process. docs/performance.md quotes it.
+# Speculative decoding on real models: decode tokens/s of none, ngram, draft_model (by
+# default the Qwen2.5-Coder 0.5B drafting for the 1.5B) and medusa (given heads) for each
+# K, and of a dedicated draft rank with pipelining off and on, over the fixed prompts in
+# bench/prompts/, greedy, one compute thread per process. docs/performance.md quotes it.
 #
 #   bench/run-spec.sh BUILD_DIR OUT_DIR [-n TOKENS] [-r ROUNDS] [-k "K..."]
 #       [-m "METHOD..."] [--rank-k "K... | best"] [--none-every N] [--prompts DIR]
+#       [--target NAME] [--draft NAME] [--heads FILE] [--medusa-k "K..."]
 #
 #   -n TOKENS       new tokens per run (default 32)
 #   -r ROUNDS       rounds (default 1); every round runs every setup on every prompt
 #   -k "K..."       K values for ngram and draft_model (default "1 2 3 4 5 6 7 8")
-#   -m "METHOD..."  of none ngram draft_model rank (default all four; none always runs:
-#                   it is the baseline)
+#   -m "METHOD..."  of none ngram draft_model medusa rank (default none ngram draft_model
+#                   rank; none always runs: it is the baseline)
+#   --target NAME   the target, a tools/fetch-models name (default qwen2.5-coder-1.5b)
+#   --draft NAME    draft_model's model, likewise (default qwen2.5-coder-0.5b)
+#   --heads FILE    medusa's heads (tools/train-heads, specd-gen-heads)
+#   --medusa-k "K..." medusa's tree sizes (default "4 8 16 32")
 #   --rank-k "..."  K values for the draft rank, pipelining off and on; "best" is the
 #                   draft_model K with the highest speedup in the first phase
 #                   (default "4 best")
@@ -30,7 +35,7 @@
 # and spec-bench.png.
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 
-usage() { sed -n '7,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '7,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 [ $# -ge 2 ] || usage
 build=$(cd "$1" && pwd) || die "no build folder $1"
@@ -43,6 +48,10 @@ methods="none ngram draft_model rank"
 rank_ks="4 best"
 none_every=16
 prompts=$SPECD_ROOT/bench/prompts
+target_name=qwen2.5-coder-1.5b
+draft_name=qwen2.5-coder-0.5b
+heads=
+medusa_ks="4 8 16 32"
 while [ $# -gt 0 ]; do
 	case $1 in
 	-n) tokens=$2 ;;
@@ -52,6 +61,10 @@ while [ $# -gt 0 ]; do
 	--rank-k) rank_ks=$2 ;;
 	--none-every) none_every=$2 ;;
 	--prompts) prompts=$2 ;;
+	--target) target_name=$2 ;;
+	--draft) draft_name=$2 ;;
+	--heads) heads=$2 ;;
+	--medusa-k) medusa_ks=$2 ;;
 	*) usage ;;
 	esac
 	shift 2 || usage
@@ -64,8 +77,15 @@ command -v mpirun >/dev/null || ! has_method rank || die "mpirun is missing (nee
 mpirun="mpirun -np 2 --allow-run-as-root --oversubscribe --bind-to none"
 
 # The models: the same helper the tests use, a no-op when the cache already holds them.
-target=$("$SPECD_ROOT/tools/fetch-models" qwen2.5-coder-1.5b) || die "cannot get the 1.5B target"
-draft=$("$SPECD_ROOT/tools/fetch-models" qwen2.5-coder-0.5b) || die "cannot get the 0.5B draft"
+target=$("$SPECD_ROOT/tools/fetch-models" "$target_name") || die "cannot get $target_name"
+draft=
+if has_method draft_model || has_method rank; then
+	draft=$("$SPECD_ROOT/tools/fetch-models" "$draft_name") || die "cannot get $draft_name"
+fi
+if has_method medusa; then
+	[ -f "$heads" ] || die "medusa needs --heads FILE (tools/train-heads)"
+	heads=$(cd "$(dirname "$heads")" && pwd)/$(basename "$heads")
+fi
 
 mkdir -p "$out/out"
 out=$(cd "$out" && pwd)
@@ -79,12 +99,12 @@ done
 
 n_runs=0
 # run_setup ROUND PROMPT SETUP: one specd-run, recorded as a line of runs.tsv. SETUP is
-# none, ngram:K, draft_model:K, rank-off:K or rank-on:K.
+# none, ngram:K, draft_model:K, medusa:K, rank-off:K or rank-on:K.
 run_setup() {
 	local r=$1 p=$2 setup=$3 method k=0 placement=leader pipeline=- args start end rc base
 	case $setup in
 	none) method=none ;;
-	ngram:* | draft_model:*) method=${setup%%:*} k=${setup#*:} ;;
+	ngram:* | draft_model:* | medusa:*) method=${setup%%:*} k=${setup#*:} ;;
 	rank-*) method=draft_model placement=rank pipeline=${setup%%:*} k=${setup#*:}
 		pipeline=${pipeline#rank-} ;;
 	*) die "unknown setup $setup" ;;
@@ -93,6 +113,7 @@ run_setup() {
 		--method "$method")
 	[ "$method" = none ] || args+=(--spec-tokens "$k")
 	[ "$method" != draft_model ] || args+=(--draft "$draft")
+	[ "$method" != medusa ] || args+=(--heads "$heads")
 	[ "$placement" = leader ] || args+=(--placement rank --pipeline "$pipeline")
 	n_runs=$((n_runs + 1))
 	base=$out/out/$(printf '%03d' "$n_runs").r$r.$p.${setup/:/-k}
@@ -136,13 +157,16 @@ all_rounds() {
 	done
 }
 
-say "speculation bench: ${#prompt_names[@]} prompts, $rounds round(s), $tokens tokens, K: $ks"
+say "speculation bench: $target_name, ${#prompt_names[@]} prompts, $rounds round(s), $tokens tokens, K: $ks"
 say "load: $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) CPUs"
 phase1=()
 for k in $ks; do
 	! has_method ngram || phase1+=("ngram:$k")
 	! has_method draft_model || phase1+=("draft_model:$k")
 done
+if has_method medusa; then
+	for k in $medusa_ks; do phase1+=("medusa:$k"); done
+fi
 all_rounds "${phase1[@]}"
 
 if has_method rank; then
@@ -165,7 +189,8 @@ fi
 
 say "load: $(cut -d' ' -f1-3 /proc/loadavg)"
 cmdline="bench/run-spec.sh BUILD_DIR OUT_DIR -n $tokens -r $rounds -k \"$ks\" -m \"$methods\""
-cmdline+=" --rank-k \"$rank_ks\" --none-every $none_every"
+cmdline+=" --rank-k \"$rank_ks\" --none-every $none_every --target $target_name"
+! has_method medusa || cmdline+=" --heads $(basename "$heads") --medusa-k \"$medusa_ks\""
 python3 "$SPECD_ROOT/bench/plot_spec.py" --command "$cmdline" --tokens "$tokens" "$out" ||
 	die "plot_spec.py failed"
 say "wrote $out/spec-bench.json, $out/spec-bench.md, $out/spec-bench.png"
