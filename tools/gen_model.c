@@ -8,7 +8,12 @@
  * "▁"-prefixed lower-case words and bare words of growing length, with descending
  * scores. The minimum --vocab is 260 (specials, bytes and "▁"). Or, with --vocab-from
  * FILE.gguf, every tokenizer.* key of another model, so that the random model shares
- * its vocabulary (a draft model for a real target). */
+ * its vocabulary (a draft model for a real target).
+ *
+ * With --layers-of FILE.gguf it writes no random weights: the first --layers blocks of
+ * that model with its embedding, output norm and LM head, an early-exit draft of it
+ * (self-speculative decoding without training) for a target that no smaller model at
+ * hand shares a vocabulary with. */
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
@@ -41,6 +46,7 @@ struct opts {
 	uint32_t version;
 	double params; /* 0: shape from the flags */
 	const char *vocab_from; /* a GGUF whose tokenizer.* keys are copied */
+	const char *layers_of;  /* a GGUF whose first `layers` blocks are copied, or NULL */
 	const char *hf;         /* a Hugging Face folder to write too, or NULL */
 	uint64_t hf_shards;
 };
@@ -298,7 +304,15 @@ static enum specd_status copy_key(struct gguf_writer *w, const struct gguf_file 
 		if (elem != GGUF_TYPE_STRING)
 			return gguf_writer_set_arr(w, key, elem, data, n);
 		break;
-	default: /* the narrow integers: no tokenizer key uses them */
+	case GGUF_TYPE_U8: case GGUF_TYPE_I8: case GGUF_TYPE_U16: case GGUF_TYPE_I16:
+		/* the narrow integers, widened on reading: written back at their width */
+		if (!gguf_get_i64(f, key, &v.i64))
+			return SPECD_INVAL;
+		return type == GGUF_TYPE_U8    ? gguf_writer_set_u8(w, key, (uint8_t)v.i64)
+		       : type == GGUF_TYPE_I8  ? gguf_writer_set_i8(w, key, (int8_t)v.i64)
+		       : type == GGUF_TYPE_U16 ? gguf_writer_set_u16(w, key, (uint16_t)v.i64)
+					       : gguf_writer_set_i16(w, key, (int16_t)v.i64);
+	default:
 		return SPECD_UNSUPPORTED;
 	}
 	enum specd_status st = SPECD_NOMEM;
@@ -358,6 +372,75 @@ static bool copy_vocab(struct gguf_writer *w, const char *path, uint64_t *vocab)
 out:
 	gguf_close(f);
 	return ok;
+}
+
+/* --layers-of: every key of the model (its block count lowered to o->layers) and every
+ * tensor but those of blocks o->layers and up, written to o->out. */
+static int write_layers_of(const struct opts *o)
+{
+	struct gguf_file *f = NULL;
+	struct gguf_writer *w = NULL;
+	struct specd_error err = {0};
+	enum gguf_value_type type;
+	struct gguf_str key, arch;
+	char name[256], count_key[160];
+	uint32_t blocks = 0;
+	enum specd_status st;
+	int rc = 1;
+
+	if (gguf_open(o->layers_of, &f, &err) != SPECD_OK) {
+		fprintf(stderr, "specd-gen-model: --layers-of: %s\n", err.msg);
+		return 1;
+	}
+	if (!gguf_get_str(f, "general.architecture", &arch) || arch.len > 64) {
+		fprintf(stderr, "specd-gen-model: --layers-of %s: no general.architecture\n",
+			o->layers_of);
+		goto out;
+	}
+	snprintf(count_key, sizeof(count_key), "%.*s.block_count", (int)arch.len, arch.ptr);
+	if (!gguf_get_u32(f, count_key, &blocks) || o->layers > blocks) {
+		fprintf(stderr, "specd-gen-model: --layers-of %s: %llu layers asked, the model has "
+			"%u\n", o->layers_of, (unsigned long long)o->layers, blocks);
+		goto out;
+	}
+	if (gguf_writer_create(&w) != SPECD_OK)
+		goto out;
+	for (uint64_t i = 0; i < gguf_kv_count(f); i++) {
+		if (!gguf_key_at(f, i, &key, &type) || key.len >= sizeof(name))
+			continue;
+		memcpy(name, key.ptr, key.len);
+		name[key.len] = '\0';
+		st = strcmp(name, count_key) == 0 ? gguf_writer_set_u32(w, name, (uint32_t)o->layers)
+						  : copy_key(w, f, name, type);
+		if (st != SPECD_OK) {
+			fprintf(stderr, "specd-gen-model: --layers-of %s: cannot copy %s: %s\n",
+				o->layers_of, name, specd_status_str(st));
+			goto out;
+		}
+	}
+	for (uint64_t i = 0; i < gguf_tensor_count(f); i++) {
+		const struct gguf_tensor *t = gguf_tensor_at(f, i);
+		unsigned long blk;
+		if (sscanf(t->name, "blk.%lu.", &blk) == 1 && blk >= o->layers)
+			continue;
+		if ((st = gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data)) !=
+		    SPECD_OK) {
+			fprintf(stderr, "specd-gen-model: --layers-of %s: tensor %s: %s\n",
+				o->layers_of, t->name, specd_status_str(st));
+			goto out;
+		}
+	}
+	if (gguf_writer_write(w, o->out, gguf_version(f) >= 3 ? 3 : 2, &err) != SPECD_OK) {
+		fprintf(stderr, "specd-gen-model: %s\n", err.msg);
+		goto out;
+	}
+	printf("specd-gen-model: %s: the first %llu of %u layers of %s\n", o->out,
+	       (unsigned long long)o->layers, blocks, o->layers_of);
+	rc = 0;
+out:
+	gguf_writer_destroy(w);
+	gguf_close(f);
+	return rc;
 }
 
 /* The number of pieces in path's vocabulary (for the shapes, before anything is
@@ -848,6 +931,7 @@ static void usage(FILE *to)
 		"         [--type f32|f16|bf16|q8_0|q4_0|q4_1|q5_0|q5_1|q4_k|q5_k|q6_k] [--tied] [--seed 1]\n"
 		"         [--rope-theta 10000] [--gguf-version 3] [--params 50M]\n"
 		"         [--vocab-from MODEL.gguf] [--hf DIR [--hf-shards 1]]\n"
+		"       specd-gen-model -o OUT.gguf --layers-of MODEL.gguf --layers N\n"
 		"Writes a random-weight model, identical bytes for identical flags.\n"
 		"--vocab is at least %d (<unk> <s> </s>, 256 byte tokens, \"\\u2581\").\n"
 		"--params N[K|M|B] picks dim, layers, heads and ffn for about N parameters;\n"
@@ -856,7 +940,10 @@ static void usage(FILE *to)
 		"size), so the model can draft for MODEL.\n"
 		"--hf DIR also writes the model as a Hugging Face folder (config.json, safetensors\n"
 		"split in --hf-shards files, tokenizer.json); both get a byte-level BPE vocabulary\n"
-		"and OUT.gguf is the folder's exact twin (--type f32, f16 or bf16).\n",
+		"and OUT.gguf is the folder's exact twin (--type f32, f16 or bf16).\n"
+		"--layers-of writes no random weights: the first N blocks of MODEL.gguf with its\n"
+		"embedding, output norm and LM head, a draft that exits early (self-speculative\n"
+		"decoding without training) for a model no smaller one shares a vocabulary with.\n",
 		VOCAB_MIN);
 }
 
@@ -931,7 +1018,8 @@ int main(int argc, char **argv)
 			 .ffn = 128, .vocab = 512, .ctx = 256, .type = KERN_F32, .seed = 1,
 			 .rope_theta = 10000.0f, .version = 3, .hf_shards = 1};
 	enum { O_ARCH = 256, O_DIM, O_LAYERS, O_HEADS, O_KV, O_FFN, O_VOCAB, O_CTX, O_TYPE, O_TIED,
-	       O_SEED, O_THETA, O_VERSION, O_VOCAB_FROM, O_HF, O_HF_SHARDS, O_PARAMS };
+	       O_SEED, O_THETA, O_VERSION, O_VOCAB_FROM, O_HF, O_HF_SHARDS, O_LAYERS_OF,
+	       O_PARAMS };
 	static const struct option longs[] = {
 		{"out", required_argument, NULL, 'o'}, {"arch", required_argument, NULL, O_ARCH},
 		{"dim", required_argument, NULL, O_DIM}, {"layers", required_argument, NULL, O_LAYERS},
@@ -944,6 +1032,7 @@ int main(int argc, char **argv)
 		{"vocab-from", required_argument, NULL, O_VOCAB_FROM},
 		{"hf", required_argument, NULL, O_HF},
 		{"hf-shards", required_argument, NULL, O_HF_SHARDS},
+		{"layers-of", required_argument, NULL, O_LAYERS_OF},
 		{"params", required_argument, NULL, O_PARAMS}, {"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -974,6 +1063,7 @@ int main(int argc, char **argv)
 		case O_VOCAB_FROM: o.vocab_from = optarg; break;
 		case O_HF: o.hf = optarg; break;
 		case O_HF_SHARDS: ok = parse_u64(optarg, &o.hf_shards); break;
+		case O_LAYERS_OF: o.layers_of = optarg; break;
 		case O_PARAMS: ok = parse_count(optarg, &o.params); break;
 		default: usage(stderr); return 2;
 		}
@@ -990,6 +1080,15 @@ int main(int argc, char **argv)
 		fprintf(stderr, "specd-gen-model: unexpected argument '%s'\n", argv[optind]);
 		usage(stderr);
 		return 2;
+	}
+	if (o.layers_of) {
+		if (!o.out || !set[O_LAYERS] || !layers) {
+			fprintf(stderr, "specd-gen-model: --layers-of needs -o OUT.gguf and --layers "
+				"N (N >= 1)\n");
+			return 2;
+		}
+		o.layers = layers;
+		return write_layers_of(&o);
 	}
 	if (o.vocab_from) {
 		uint64_t n = 0;

@@ -1246,6 +1246,60 @@ static void test_gen_model__same_seed_same_bytes(void **state)
 	}
 }
 
+/* --layers-of: the first N blocks of a model, byte for byte, with every key (the block
+ * count lowered) and the tensors outside the blocks; asking for more blocks than there
+ * are, or without --layers, is refused. */
+static void test_gen_model__layers_of_keeps_the_first_blocks(void **state)
+{
+	(void)state;
+	char full[600], part[600], *out = NULL;
+	path_in(full, sizeof(full), "full4.gguf");
+	path_in(part, sizeof(part), "first2.gguf");
+	const char *gen[] = {"-o", full, "--layers", "4", "--type", "q8_0", "--seed", "3", NULL};
+	assert_int_equal(run_gen(gen, &out), 0);
+	free(out);
+	const char *cut[] = {"-o", part, "--layers-of", full, "--layers", "2", NULL};
+	assert_int_equal(run_gen(cut, &out), 0);
+	assert_non_null(strstr(out, "the first 2 of 4 layers"));
+	free(out);
+	size_t nf, np;
+	uint8_t *pf = slurp(full, &nf), *pp = slurp(part, &np);
+	struct gguf_file *f = open_ok(pf, nf), *p = open_ok(pp, np);
+	uint32_t blocks = 0;
+	assert_true(gguf_get_u32(p, "llama.block_count", &blocks));
+	assert_int_equal(blocks, 2);
+	assert_int_equal(gguf_kv_count(p), gguf_kv_count(f));
+	uint64_t kept = 0;
+	for (uint64_t i = 0; i < gguf_tensor_count(f); i++) {
+		const struct gguf_tensor *t = gguf_tensor_at(f, i), *u;
+		u = gguf_find_tensor(p, t->name);
+		if (strncmp(t->name, "blk.2.", 6) == 0 || strncmp(t->name, "blk.3.", 6) == 0) {
+			assert_null(u);
+			continue;
+		}
+		if (!u)
+			fail_msg("%s missing", t->name);
+		assert_int_equal(u->type, t->type);
+		assert_int_equal(u->nbytes, t->nbytes);
+		assert_memory_equal(u->data, t->data, t->nbytes);
+		kept++;
+	}
+	assert_int_equal(gguf_tensor_count(p), kept);
+	gguf_close(f);
+	gguf_close(p);
+	free(pf);
+	free(pp);
+
+	const char *too_many[] = {"-o", part, "--layers-of", full, "--layers", "5", NULL};
+	assert_int_equal(run_gen(too_many, &out), 1);
+	assert_non_null(strstr(out, "5 layers asked, the model has 4"));
+	free(out);
+	const char *no_n[] = {"-o", part, "--layers-of", full, NULL};
+	assert_int_equal(run_gen(no_n, &out), 2);
+	assert_non_null(strstr(out, "needs -o OUT.gguf and --layers"));
+	free(out);
+}
+
 static void test_gen_model__rejects_impossible_shapes(void **state)
 {
 	(void)state;
@@ -1311,6 +1365,7 @@ int main(void)
 		cmocka_unit_test(test_gen_model__writes_requested_shapes),
 		cmocka_unit_test(test_gen_model__same_seed_same_bytes),
 		cmocka_unit_test(test_gen_model__rejects_impossible_shapes),
+		cmocka_unit_test(test_gen_model__layers_of_keeps_the_first_blocks),
 	};
 	return cmocka_run_group_tests(tests, NULL, teardown_all);
 }
