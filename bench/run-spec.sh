@@ -14,7 +14,8 @@
 #   -m "METHOD..."  of none ngram draft_model medusa rank (default none ngram draft_model
 #                   rank; none always runs: it is the baseline)
 #   --target NAME   the target, a tools/fetch-models name (default qwen2.5-coder-1.5b)
-#   --draft NAME    draft_model's model, likewise (default qwen2.5-coder-0.5b)
+#   --draft NAME    draft_model's model, likewise, or a GGUF file (default
+#                   qwen2.5-coder-0.5b)
 #   --heads FILE    medusa's heads (tools/train-heads, specd-gen-heads)
 #   --medusa-k "K..." medusa's tree sizes (default "4 8 16 32")
 #   --rank-k "..."  K values for the draft rank, pipelining off and on; "best" is the
@@ -35,7 +36,7 @@
 # and spec-bench.png.
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 
-usage() { sed -n '7,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '7,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 [ $# -ge 2 ] || usage
 build=$(cd "$1" && pwd) || die "no build folder $1"
@@ -80,7 +81,11 @@ mpirun="mpirun -np 2 --allow-run-as-root --oversubscribe --bind-to none"
 target=$("$SPECD_ROOT/tools/fetch-models" "$target_name") || die "cannot get $target_name"
 draft=
 if has_method draft_model || has_method rank; then
-	draft=$("$SPECD_ROOT/tools/fetch-models" "$draft_name") || die "cannot get $draft_name"
+	if [ -f "$draft_name" ]; then
+		draft=$(cd "$(dirname "$draft_name")" && pwd)/$(basename "$draft_name")
+	else
+		draft=$("$SPECD_ROOT/tools/fetch-models" "$draft_name") || die "cannot get $draft_name"
+	fi
 fi
 if has_method medusa; then
 	[ -f "$heads" ] || die "medusa needs --heads FILE (tools/train-heads)"
@@ -190,6 +195,7 @@ fi
 say "load: $(cut -d' ' -f1-3 /proc/loadavg)"
 cmdline="bench/run-spec.sh BUILD_DIR OUT_DIR -n $tokens -r $rounds -k \"$ks\" -m \"$methods\""
 cmdline+=" --rank-k \"$rank_ks\" --none-every $none_every --target $target_name"
+! has_method draft_model || cmdline+=" --draft $(basename "$draft_name")"
 ! has_method medusa || cmdline+=" --heads $(basename "$heads") --medusa-k \"$medusa_ks\""
 python3 "$SPECD_ROOT/bench/plot_spec.py" --command "$cmdline" --tokens "$tokens" "$out" ||
 	die "plot_spec.py failed"
