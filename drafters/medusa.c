@@ -2,7 +2,9 @@
  * that chose the last token, each head's top candidates fill the static tree, which the
  * engine verifies in one forward. Deterministic proposals (q one-hot, distinct
  * siblings), so sampling stays exact under the tree rule of verify.h. No per-slot
- * state: the hidden state arrives with every propose. */
+ * state: the hidden state arrives with every propose. Every sequence of a batch and
+ * every head that shares one LM head go through it in one product, so its weights (a
+ * vocabulary x hidden matrix, the costly part) are read once a step, not once a head. */
 #include <math.h>
 #include <string.h>
 
@@ -19,9 +21,15 @@ struct medusa {
 	/* The static tree for k_max nodes; a smaller k takes its first k nodes. */
 	int32_t parent[DRAFT_MAX_TOKENS];
 	uint32_t depth[DRAFT_MAX_TOKENS], rank[DRAFT_MAX_TOKENS];
-	float *x, *y;           /* (dim) host: a head's residual stream */
-	float *logits;          /* (n_vocab) host */
-	int32_t top[MEDUSA_MAX_HEADS][MEDUSA_MAX_RANK]; /* candidates per head, best first */
+	/* One row per (sequence, head) of a step, ordered by head: */
+	uint32_t max_rows;      /* n_slots x n_heads */
+	float *xs;              /* (max_rows, dim) host: each row's residual stream */
+	float *y;               /* (dim) host */
+	float *logits;          /* (max_rows, n_vocab) host */
+	/* (max_rows) candidates of each row, best first */
+	int32_t (*top)[MEDUSA_MAX_RANK];
+	/* (n_slots, n_heads) the row of sequence i's head h in this step */
+	uint32_t *row_of;
 };
 
 /* ---- the static tree ---- */
@@ -88,9 +96,11 @@ static void medusa_destroy(void *state)
 		return;
 	medusa_heads_destroy(m->heads);
 	kern_destroy(m->own_kern);
-	specd_free(m->x);
+	specd_free(m->xs);
 	specd_free(m->y);
 	specd_free(m->logits);
+	specd_free(m->top);
+	specd_free(m->row_of);
 	specd_free(m);
 }
 
@@ -122,10 +132,13 @@ static enum specd_status medusa_create(const struct draft_config *cfg, void **st
 		}
 		m->kern = m->own_kern;
 	}
-	m->x = specd_malloc_array(m->heads->dim, sizeof(float));
+	m->max_rows = cfg->n_slots * m->heads->n_heads;
+	m->xs = specd_malloc_array((size_t)m->max_rows * m->heads->dim, sizeof(float));
 	m->y = specd_malloc_array(m->heads->dim, sizeof(float));
-	m->logits = specd_malloc_array(m->heads->n_vocab, sizeof(float));
-	if (!m->x || !m->y || !m->logits) {
+	m->logits = specd_malloc_array((size_t)m->max_rows * m->heads->n_vocab, sizeof(float));
+	m->top = specd_malloc_array(m->max_rows, sizeof(*m->top));
+	m->row_of = specd_malloc_array(m->max_rows, sizeof(*m->row_of));
+	if (!m->xs || !m->y || !m->logits || !m->top || !m->row_of) {
 		st = specd_errorf(err, SPECD_NOMEM, "medusa: out of memory");
 		goto fail;
 	}
@@ -175,63 +188,132 @@ static void top_n(const float *logits, uint32_t n_vocab, uint32_t n, int32_t *ou
 	}
 }
 
-/* Head h on the hidden state: its residual blocks, then its LM head into m->logits. */
-static enum specd_status run_head(struct medusa *m, uint32_t h, const float *hidden,
-				  struct specd_error *err)
+/* Head h's residual blocks on the hidden state, into row r of m->xs. */
+static enum specd_status run_blocks(struct medusa *m, uint32_t h, const float *hidden,
+				    uint32_t r, struct specd_error *err)
 {
 	const struct medusa_head *hd = &m->heads->head[h];
 	uint32_t dim = m->heads->dim;
+	float *x = m->xs + (size_t)r * dim;
 	enum specd_status st;
 
-	memcpy(m->x, hidden, dim * sizeof(float));
+	memcpy(x, hidden, dim * sizeof(float));
 	for (uint32_t l = 0; l < hd->n_layers; l++) {
-		st = kern_matmul(m->kern, m->y, dim, m->x, dim, 1, &hd->block[l].w,
+		st = kern_matmul(m->kern, m->y, dim, x, dim, 1, &hd->block[l].w,
 				 hd->block[l].bias);
 		if (st != SPECD_OK)
 			return specd_errorf(err, st, "medusa: head %u block %u", h, l);
 		for (uint32_t i = 0; i < dim; i++)
-			m->x[i] += m->y[i] / (1.0f + expf(-m->y[i]));
+			x[i] += m->y[i] / (1.0f + expf(-m->y[i]));
 	}
-	st = kern_matmul(m->kern, m->logits, m->heads->n_vocab, m->x, dim, 1, &hd->lm, NULL);
-	if (st != SPECD_OK)
-		return specd_errorf(err, st, "medusa: head %u LM head", h);
+	return SPECD_OK;
+}
+
+static bool same_lm(const struct kern_mat *a, const struct kern_mat *b)
+{
+	return a->data == b->data && a->type == b->type;
+}
+
+/* The LM-head products of rows [0, n_rows), ordered by head: one product per run of
+ * heads with the same LM head (all of them when they share the target's). The matmul
+ * is batch-invariant, so each row is what it would be alone. */
+static enum specd_status run_lm(struct medusa *m, const uint32_t *head_end,
+				struct specd_error *err)
+{
+	uint32_t n_vocab = m->heads->n_vocab, dim = m->heads->dim, start = 0;
+	for (uint32_t h = 0; h < m->heads->n_heads; h++) {
+		const struct kern_mat *lm = &m->heads->head[h].lm;
+		bool joins_next = h + 1 < m->heads->n_heads && same_lm(lm, &m->heads->head[h + 1].lm);
+		uint32_t end = head_end[h];
+		if (joins_next || end == start)
+			continue;
+		enum specd_status st = kern_matmul(m->kern, m->logits + (size_t)start * n_vocab,
+						   n_vocab, m->xs + (size_t)start * dim, dim,
+						   end - start, lm, NULL);
+		if (st != SPECD_OK)
+			return specd_errorf(err, st, "medusa: head %u LM head", h);
+		start = end;
+	}
+	return SPECD_OK;
+}
+
+/* What depth each of the first k tree nodes needs: want[h] candidates from head h. */
+static void wants(const struct medusa *m, uint32_t k, uint32_t *want)
+{
+	memset(want, 0, MEDUSA_MAX_HEADS * sizeof(*want));
+	for (uint32_t i = 0; i < k; i++)
+		if (m->rank[i] + 1 > want[m->depth[i]])
+			want[m->depth[i]] = m->rank[i] + 1;
+}
+
+static enum specd_status medusa_propose_batch(void *state, const struct draft_seq *seqs,
+					      const uint32_t *k_in, struct draft_proposal *const *outs,
+					      uint32_t n, struct specd_error *err)
+{
+	struct medusa *m = state;
+	uint32_t n_heads = m->heads->n_heads, rows = 0, head_end[MEDUSA_MAX_HEADS];
+	uint32_t want[MEDUSA_MAX_HEADS];
+	enum specd_status st;
+
+	if (n * n_heads > m->max_rows)
+		return specd_errorf(err, SPECD_INTERNAL, "medusa: a batch of %u sequences; room "
+				    "for %u", n, m->max_rows / n_heads);
+	for (uint32_t i = 0; i < n; i++) {
+		outs[i]->n = 0;
+		outs[i]->q_onehot = true;
+		if (seqs[i].hidden && k_in[i] && !outs[i]->parent)
+			return specd_errorf(err, SPECD_INTERNAL, "medusa: the caller takes no trees");
+	}
+	/* Rows by head, then by sequence: head h's rows are contiguous, so heads with one LM
+	 * head form one run. A sequence without a hidden state yet drafts nothing. */
+	for (uint32_t h = 0; h < n_heads; h++) {
+		for (uint32_t i = 0; i < n; i++) {
+			uint32_t k = k_in[i] < m->k_max ? k_in[i] : m->k_max;
+			if (!seqs[i].hidden || k == 0)
+				continue;
+			wants(m, k, want);
+			if (!want[h])
+				continue;
+			if ((st = run_blocks(m, h, seqs[i].hidden, rows, err)) != SPECD_OK)
+				return st;
+			m->row_of[i * n_heads + h] = rows++;
+		}
+		head_end[h] = rows;
+	}
+	if (rows == 0)
+		return SPECD_OK;
+	if ((st = run_lm(m, head_end, err)) != SPECD_OK)
+		return st;
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t k = k_in[i] < m->k_max ? k_in[i] : m->k_max;
+		if (!seqs[i].hidden || k == 0)
+			continue;
+		wants(m, k, want);
+		for (uint32_t h = 0; h < n_heads && want[h]; h++) {
+			uint32_t r = m->row_of[i * n_heads + h];
+			top_n(m->logits + (size_t)r * m->heads->n_vocab, m->heads->n_vocab, want[h],
+			      m->top[r]);
+		}
+		struct draft_proposal *out = outs[i];
+		for (uint32_t j = 0; j < k; j++) {
+			int32_t t = m->top[m->row_of[i * n_heads + m->depth[j]]][m->rank[j]];
+			if (t < 0)
+				return specd_errorf(err, SPECD_INVAL, "medusa: head %u gave no "
+						    "candidate (its logits are NaN)", m->depth[j]);
+			out->tokens[j] = t;
+			out->parent[j] = m->parent[j];
+		}
+		out->n = k;
+		out->tree = true;
+	}
 	return SPECD_OK;
 }
 
 static enum specd_status medusa_propose(void *state, const struct draft_seq *seq, uint32_t k,
 					struct draft_proposal *out, struct specd_error *err)
 {
-	struct medusa *m = state;
-	uint32_t want[MEDUSA_MAX_HEADS] = {0};
-	enum specd_status st;
-
-	out->n = 0;
-	out->q_onehot = true;
-	if (!seq->hidden)
-		return SPECD_OK; /* nothing to build on yet: a plain step */
-	if (!out->parent)
-		return specd_errorf(err, SPECD_INTERNAL, "medusa: the caller takes no trees");
-	if (k > m->k_max)
-		k = m->k_max;
-	for (uint32_t i = 0; i < k; i++)
-		if (m->rank[i] + 1 > want[m->depth[i]])
-			want[m->depth[i]] = m->rank[i] + 1;
-	for (uint32_t h = 0; h < m->heads->n_heads && want[h]; h++) {
-		if ((st = run_head(m, h, seq->hidden, err)) != SPECD_OK)
-			return st;
-		top_n(m->logits, m->heads->n_vocab, want[h], m->top[h]);
-	}
-	for (uint32_t i = 0; i < k; i++) {
-		int32_t t = m->top[m->depth[i]][m->rank[i]];
-		if (t < 0)
-			return specd_errorf(err, SPECD_INVAL, "medusa: head %u gave no candidate "
-					    "(its logits are NaN)", m->depth[i]);
-		out->tokens[i] = t;
-		out->parent[i] = m->parent[i];
-	}
-	out->n = k;
-	out->tree = true;
-	return SPECD_OK;
+	struct draft_proposal *outs[1] = {out};
+	return medusa_propose_batch(state, seq, &k, outs, 1, err);
 }
 
 const struct draft_ops draft_medusa_ops = {
@@ -242,4 +324,5 @@ const struct draft_ops draft_medusa_ops = {
 	.supports = medusa_supports,
 	.memory_bytes = medusa_memory_bytes,
 	.propose = medusa_propose,
+	.propose_batch = medusa_propose_batch,
 };

@@ -115,11 +115,8 @@ static enum specd_status bias(struct loader *l, const struct safetensors_tensor 
 static enum specd_status shared_lm(struct loader *l, const struct model *target,
 				   struct kern_mat *out)
 {
-	const struct gguf_file *f = model_gguf(target);
-	const struct gguf_tensor *t = gguf_find_tensor(f, "output.weight");
+	const struct gguf_tensor *t = model_lm_head(target);
 
-	if (!t)
-		t = gguf_find_tensor(f, "token_embd.weight");
 	if (!t || t->ne[0] != l->h->dim || t->ne[1] != l->h->n_vocab)
 		return specd_errorf(l->err, SPECD_INVAL, "medusa: %s: the heads share the target's "
 				    "LM head, and the target has none of %u x %u", l->path,

@@ -59,6 +59,7 @@ struct model_config {
 };
 
 struct gguf_file;
+struct gguf_tensor;
 struct model;
 
 /* Opens a GGUF file and loads the model from it; the model owns the file. Errors:
@@ -82,6 +83,9 @@ void model_destroy(struct model *m);
 const struct model_hparams *model_hparams(const struct model *m);
 /* The file the weights come from (e.g. for tok_load_gguf). */
 const struct gguf_file *model_gguf(const struct model *m);
+/* The LM head in the file: output.weight, or token_embd.weight when tied; the whole
+ * (n_vocab, dim) matrix, also on a shard. NULL when the file has no such tensor. */
+const struct gguf_tensor *model_lm_head(const struct model *m);
 /* The model's KV cache pool: kv_len, kv_truncate, kv_compact. */
 struct kv_cache *model_kv(struct model *m);
 struct kern_ctx *model_kern(struct model *m);

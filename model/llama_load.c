@@ -585,6 +585,11 @@ const struct gguf_file *model_gguf(const struct model *m)
 	return m->file;
 }
 
+const struct gguf_tensor *model_lm_head(const struct model *m)
+{
+	return gguf_find_tensor(m->file, m->hp.tied_output ? "token_embd.weight" : "output.weight");
+}
+
 struct kv_cache *model_kv(struct model *m)
 {
 	return m->kv;

@@ -29,23 +29,10 @@ static char g_dir[512], g_target[600], g_small[600];
 static char g_heads[6][600]; /* own, shared, bare f16, two blocks, wrong dim, wrong vocab */
 static struct model *g_t;
 
-/* Runs this build's program `rel` with "-o out" (out may be NULL) then args (NULL-ended);
- * returns its stdout and stderr (malloc'd), *rc its exit status. */
+/* ts_run_built, failing the test when it could not run at all. */
 static char *tool(const char *rel, const char *out, const char *const *args, int *rc)
 {
-	char bin[600];
-	const char *argv[32] = {bin};
-	size_t n = 1;
-	snprintf(bin, sizeof(bin), "%s/%s", ts_binary_dir(), rel);
-	if (out) {
-		argv[n++] = "-o";
-		argv[n++] = out;
-	}
-	for (; *args && n < 31; args++)
-		argv[n++] = *args;
-	argv[n] = NULL;
-	char *text = NULL;
-	*rc = ts_run(argv, &text, 120);
+	char *text = ts_run_built(rel, out, args, rc);
 	assert_non_null(text);
 	return text;
 }
@@ -158,6 +145,56 @@ static void test_medusa__greedy_identical_to_plain(void **state)
 			assert_true(m.drafted > 0);
 			draft_destroy(d);
 		}
+	}
+}
+
+/* Several sequences in one pass (one LM-head product for all of them and all heads
+ * that share it) propose exactly what one propose each would, for heads with their own
+ * LM heads and heads sharing the target's, whatever K each asks. */
+static void test_medusa__a_batch_proposes_what_single_proposes_do(void **state)
+{
+	(void)state;
+	const char *files[] = {g_heads[0], g_heads[1], g_heads[3]};
+	int32_t tokens[4] = {1, 9, 8, 7};
+	float hidden[3][48];
+	for (int i = 0; i < 3; i++)
+		for (int d = 0; d < 48; d++)
+			hidden[i][d] = (float)((d * (i + 3)) % 7) - 3.0f + 0.25f * (float)i;
+	for (size_t f = 0; f < sizeof(files) / sizeof(files[0]); f++) {
+		struct draft_config dc = {
+			.method = DRAFT_METHOD_MEDUSA, .k_max = 12, .n_slots = 3,
+			.n_ctx = kv_n_ctx(model_kv(g_t)), .target = g_t, .heads_path = files[f],
+		};
+		struct drafter *d;
+		struct specd_error err;
+		if (draft_create(&dc, &d, &err) != SPECD_OK)
+			fail_msg("%s: %s", files[f], err.msg);
+		struct draft_seq seqs[3];
+		int32_t bt[3][12], bp[3][12], st[12], sp[12];
+		struct draft_proposal b[3], *outs[3];
+		uint32_t k[3] = {12, 3, 7};
+		for (uint32_t i = 0; i < 3; i++) {
+			seqs[i] = (struct draft_seq){.slot = i, .tokens = tokens, .n_tokens = 4,
+						     .hidden = hidden[i]};
+			b[i] = (struct draft_proposal){.tokens = bt[i], .parent = bp[i]};
+			outs[i] = &b[i];
+		}
+		assert_int_equal(draft_propose_batch(d, seqs, k, outs, 3, NULL), SPECD_OK);
+		for (uint32_t i = 0; i < 3; i++) {
+			struct draft_proposal one = {.tokens = st, .parent = sp};
+			assert_int_equal(draft_propose(d, &seqs[i], k[i], &one, NULL), SPECD_OK);
+			assert_int_equal(b[i].n, k[i]);
+			assert_int_equal(one.n, k[i]);
+			assert_memory_equal(bt[i], st, k[i] * sizeof(int32_t));
+			assert_memory_equal(bp[i], sp, k[i] * sizeof(int32_t));
+		}
+		/* a sequence without a hidden state drafts nothing, the others still do */
+		seqs[1].hidden = NULL;
+		assert_int_equal(draft_propose_batch(d, seqs, k, outs, 3, NULL), SPECD_OK);
+		assert_int_equal(b[1].n, 0);
+		assert_int_equal(b[0].n, 12);
+		assert_int_equal(b[2].n, 7);
+		draft_destroy(d);
 	}
 }
 
@@ -438,6 +475,7 @@ int main(void)
 		cmocka_unit_test(test_medusa__tree_is_best_first_and_prefix_closed),
 		cmocka_unit_test(test_medusa__greedy_identical_to_plain),
 		cmocka_unit_test(test_medusa__shared_heads_are_accepted),
+		cmocka_unit_test(test_medusa__a_batch_proposes_what_single_proposes_do),
 		cmocka_unit_test(test_medusa__held_beside_ngram_proposes_with_the_method_selected),
 		cmocka_unit_test(test_medusa__refuses_heads_that_do_not_fit),
 		cmocka_unit_test(test_medusa__sampling_keeps_the_distribution),

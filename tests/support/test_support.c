@@ -187,21 +187,34 @@ int ts_run(const char *const argv[], char **out, double timeout_s)
 	return 128 + WTERMSIG(status);
 }
 
-int ts_gen(const char *tool, const char *out, const char *const *args)
+char *ts_run_built(const char *rel, const char *out, const char *const *args, int *rc)
 {
-	char gen[600];
+	char bin[600];
 	const char *argv[40];
 	char *text = NULL;
 	int n = 0;
 
-	snprintf(gen, sizeof(gen), "%s/tools/%s", ts_binary_dir(), tool);
-	argv[n++] = gen;
-	argv[n++] = "-o";
-	argv[n++] = out;
+	snprintf(bin, sizeof(bin), "%s/%s", ts_binary_dir(), rel);
+	argv[n++] = bin;
+	if (out) {
+		argv[n++] = "-o";
+		argv[n++] = out;
+	}
 	for (int i = 0; args[i] && n < 39; i++)
 		argv[n++] = args[i];
 	argv[n] = NULL;
-	int rc = ts_run(argv, &text, 120);
+	*rc = ts_run(argv, &text, 120);
+	if (!text)
+		text = strdup("(no output)");
+	return text;
+}
+
+int ts_gen(const char *tool, const char *out, const char *const *args)
+{
+	char rel[300];
+	int rc;
+	snprintf(rel, sizeof(rel), "tools/%s", tool);
+	char *text = ts_run_built(rel, out, args, &rc);
 	if (rc != 0)
 		fprintf(stderr, "%s: %s\n", tool, text ? text : "(no output)");
 	free(text);

@@ -36,6 +36,11 @@ void ts_log_capture_end(void);
  * when killed by a signal, or -1 when it could not run or timed out (then killed). */
 int ts_run(const char *const argv[], char **out, double timeout_s);
 
+/* Runs this build's program `rel` (under the build folder: "tools/specd-gen-heads"),
+ * with "-o out" first unless out is NULL, then args (NULL-terminated, at most 36);
+ * returns its stdout and stderr (malloc'd; NULL only without memory) and *rc its exit
+ * status as ts_run. */
+char *ts_run_built(const char *rel, const char *out, const char *const *args, int *rc);
 /* Runs this build's tools/<tool> -o out args... (NULL-terminated, at most 36), its
  * output printed to stderr when it fails; returns its exit status as ts_run. */
 int ts_gen(const char *tool, const char *out, const char *const *args);
