@@ -325,6 +325,23 @@ static uint32_t held_methods(const struct cluster *c)
 	}
 }
 
+/* Leader only: whether the draft rank keeps the held methods it is not drafting with up
+ * to date (draft_remote_config.warm): only when it runs on another machine than the
+ * leader (another kernel boot id; host names differ in network namespaces too), since
+ * on a shared one the warm-up's memory traffic slows the target's every step. */
+static bool draft_rank_warms(const struct cluster *c, uint32_t held)
+{
+	if (!held || !c->layout.dedicated_draft)
+		return false;
+	const struct par_rank_info *me = &c->ranks[0];
+	const struct par_rank_info *dr = &c->ranks[par_layout_draft_rank(&c->layout)];
+	bool shared = !me->machine[0] || !dr->machine[0] || !strcmp(me->machine, dr->machine);
+	LOG_INFO("the draft rank %s: the held methods %s", shared ? "shares this machine" :
+		 "has a machine of its own", shared ? "catch up when switched to or probed" :
+		 "are kept up to date after each answer");
+	return !shared;
+}
+
 /* The decision (made on rank 0, broadcast to all): the method, the K the stack is sized
  * for (*k) and the K the cluster starts with (*k_start; the same unless stack_widens). */
 static enum specd_status select_method(struct cluster *c, enum draft_method *method, uint32_t *k,
@@ -501,6 +518,7 @@ enum specd_status leader_serve(struct cluster *c)
 	if (c->layout.dedicated_draft && draft_link_open(c, &link) != SPECD_OK)
 		return SPECD_MPI;
 	struct runtime_config rc = stack_config(c, method, k, link);
+	rc.draft_warm = draft_rank_warms(c, rc.also);
 	struct specd_error err;
 	specd_error_clear(&err);
 	struct runtime rt;

@@ -164,6 +164,7 @@ enum specd_status runtime_open(const struct runtime_config *cfg, struct runtime 
 		struct draft_remote_config drc = {
 			.link = cfg->draft_link,
 			.pipeline = cfg->pipeline,
+			.warm = cfg->draft_warm,
 			.transport = DRAFT_Q_FULL,
 		};
 		st = cfg->draft_link ? draft_remote_create(&drc, &dc, &rt->drafter, err)

@@ -47,6 +47,7 @@ struct runtime_config {
 	 * NULL: the drafter lives here. */
 	struct draft_link *draft_link;
 	bool pipeline;             /* with draft_link: draft step t+1 while t verifies */
+	bool draft_warm;           /* with draft_link: draft_remote_config.warm */
 };
 
 struct runtime {

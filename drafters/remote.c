@@ -250,7 +250,7 @@ static enum specd_status rd_create(const struct draft_config *cfg, void **state,
 	r->dim = dim;
 	r->req = (struct rd_req){
 		.op = RD_HELLO,
-		.flags = rc->pipeline ? RD_HELLO_PIPELINE : 0,
+		.flags = (rc->pipeline ? RD_HELLO_PIPELINE : 0) | (rc->warm ? RD_HELLO_WARM : 0),
 		.method = (int32_t)cfg->method,
 		.also = cfg->also,
 		.k_max = cfg->k_max,

@@ -26,7 +26,10 @@ enum rd_op {
 	RD_PROPOSE_BATCH,
 };
 
-enum { RD_HELLO_PIPELINE = 1u << 0 };     /* rd_req.flags of a hello */
+enum {                                   /* rd_req.flags of a hello */
+	RD_HELLO_PIPELINE = 1u << 0,
+	RD_HELLO_WARM = 1u << 1,             /* draft_remote_config.warm */
+};
 enum {
 	RD_REP_PIPELINED = 1u << 0,           /* rd_rep.flags: drafted ahead */
 	RD_REP_TREE = 1u << 1,                /* a token tree: the parents came along */

@@ -55,6 +55,7 @@ struct server {
 	uint32_t dim;               /* hidden size of the rows the leader ships; 0: none */
 	enum draft_method active;   /* the method proposing now (draft_select) */
 	bool pipeline;
+	bool warm;                  /* warm the held methods not proposing (RD_HELLO_WARM) */
 	/* The current request's hidden rows (n_hidden of them, dim floats each); room for
 	 * n_slots, made at hello for a drafter that wants them. */
 	float *hid;
@@ -189,6 +190,7 @@ static enum specd_status hello(struct server *s, struct specd_error *err)
 	/* No drafting ahead on the hidden state: the next step's is known only once the
 	 * leader has verified this one. */
 	s->pipeline = (r->flags & RD_HELLO_PIPELINE) != 0 && !hidden;
+	s->warm = (r->flags & RD_HELLO_WARM) != 0;
 	s->k_max = r->k_max;
 	/* Pipelining drafts one token more than it sends: the guess at the bonus. */
 	s->k_srv = s->pipeline && r->k_max < DRAFT_MAX_TOKENS ? r->k_max + 1 : r->k_max;
@@ -510,7 +512,7 @@ static bool use_method(struct server *s, char *msg, size_t cap)
 static void warm_held(struct server *s, uint32_t n_asks)
 {
 	struct specd_error err;
-	if (!(draft_methods(s->d) & ~(1u << s->active)))
+	if (!s->warm || !(draft_methods(s->d) & ~(1u << s->active)))
 		return;
 	for (uint32_t i = 0; i < n_asks; i++) {
 		struct srv_slot *sl = &s->slots[s->asks[i].slot];

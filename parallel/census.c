@@ -53,6 +53,12 @@ enum specd_status par_census_local(struct par_rank_info *out, int rank)
 		return SPECD_IO;
 	info.host_mem_total = (uint64_t)si.totalram * si.mem_unit;
 	info.host_mem_free = mem_available();
+	FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
+	if (f) {
+		if (fgets(info.machine, sizeof(info.machine), f))
+			info.machine[strcspn(info.machine, "\n")] = '\0';
+		fclose(f);
+	}
 	snprintf(info.role, sizeof(info.role), "-");
 	snprintf(info.device, sizeof(info.device), "cpu");
 	*out = info;

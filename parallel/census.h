@@ -19,6 +19,9 @@ struct par_rank_info {
 	uint64_t device_mem_free;
 	uint64_t resident_weights;  /* bytes of target weights this rank holds (after load) */
 	char node[64];             /* host name */
+	/* The kernel's boot id: ranks on one machine share it (and its memory bandwidth)
+	 * whatever their host names (network namespaces); empty when unreadable. */
+	char machine[40];
 	char role[16];             /* par_role_label() */
 	char device[64];           /* "cpu" or "cuda:N NAME" */
 };

@@ -190,7 +190,9 @@ static struct drafter *remote_open(const struct method_case *mc, bool pipeline,
 	}
 	struct draft_config dc = case_config(mc);
 	dc.draft_path = dc.heads_path = NULL; /* the draft rank's files */
-	struct draft_remote_config rc = {.link = *link, .pipeline = pipeline};
+	/* a drafter of several methods keeps the idle ones warm, as on a machine of its own */
+	struct draft_remote_config rc = {.link = *link, .pipeline = pipeline,
+					 .warm = mc->also != 0};
 	struct drafter *d;
 	g_open = *link;
 	if (draft_remote_create(&rc, &dc, &d, &err) != SPECD_OK)
