@@ -147,7 +147,8 @@ measure() {
 		ran=$(ctl status --json | python3 -c 'import json, sys
 s = json.load(sys.stdin)
 d, a = s["decision"], s.get("adaptation", {})
-now = a.get("spec_tokens", d.get("spec_tokens")) if a.get("active") else d.get("spec_tokens")
+on = a.get("active")
+now = "%s K %s" % (a.get("method"), a.get("spec_tokens")) if on else d.get("spec_tokens")
 print("%s/%s->%s" % (d.get("method"), d.get("spec_tokens"), now))')
 	fi
 	local same=-

@@ -242,14 +242,23 @@ static double clamp_rate(double a)
 	return a < 1e-9 ? 1e-9 : a > 1.0 ? 1.0 : a;
 }
 
-/* The next method to probe, in turn: a held method that is not running, or the running
- * one while its K is 0; false when there is none. */
-static bool pick_probe(struct sel_online *o)
+/* Whether method m may be probed now: held, and not the one running unless its K is 0;
+ * with `unsure`, only while it has fewer than cfg.min_evidence judgements of its own. */
+static bool probe_candidate(const struct sel_online *o, int m, bool unsure)
 {
-	uint32_t mask = held(&o->cfg);
+	if (!(held(&o->cfg) & 1u << m) || (m == (int)o->method && o->k > 0))
+		return false;
+	return !unsure || (m != (int)o->method &&
+			   sel_accept_evidence(&o->cluster[m]) < o->cfg.min_evidence);
+}
+
+/* The next method to probe, in turn among the candidates (only the unsure ones when
+ * `unsure`); false when there is none. */
+static bool pick_probe(struct sel_online *o, bool unsure)
+{
 	for (int i = 1; i <= DRAFT_METHOD_COUNT; i++) {
 		int m = (int)(o->probe_turn + (uint32_t)i) % DRAFT_METHOD_COUNT;
-		if (!(mask & 1u << m) || (m == (int)o->method && o->k > 0))
+		if (!probe_candidate(o, m, unsure))
 			continue;
 		o->probe_turn = (uint32_t)m;
 		o->probe_method = (enum draft_method)m;
@@ -353,7 +362,12 @@ bool sel_online_step(struct sel_online *o, const struct sel_inputs *in)
 	}
 	if (o->k)
 		o->k_last[o->method] = o->k;
-	if (!moved && ++o->since_probe >= o->cfg.probe_every && pick_probe(o)) {
+	/* A held method not running whose estimate rests on too little evidence is
+	 * probed at every re-decision until it has enough (its prior alone can neither
+	 * win it the cluster nor rule it out); after that, every probe_every. */
+	if (!moved && pick_probe(o, true)) {
+		o->probe_now = true;
+	} else if (!moved && ++o->since_probe >= o->cfg.probe_every && pick_probe(o, false)) {
 		o->probe_now = true;
 		o->since_probe = 0;
 	}

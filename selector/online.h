@@ -11,7 +11,8 @@
  *     the cost model rates best on each one's measured acceptance, moved to only when
  *     predicted to beat the current one by the hysteresis margin, so noise does not
  *     flap it; now and then a probe step drafts with a held method that is not running
- *     (or, with K at 0, the one that is), so its estimate stays fresh.
+ *     (at every re-decision until it has cfg.min_evidence proposals of its own), or with
+ *     K at 0 with the one that is, so every estimate stays fresh.
  * Exactness does not depend on any of this: every K verifies losslessly.
  *
  * Pure (no clock, no MPI, no allocation); every struct here belongs to its caller. In
