@@ -286,22 +286,40 @@ static bool stack_widens(const struct cfg_cluster *cfg, const struct sel_decisio
 	return d->method != DRAFT_METHOD_NONE && d->measured && cfg->adapt && cfg->spec_tokens_auto;
 }
 
+/* Leader only: whether the dedicated draft rank runs on another machine than the leader
+ * (another kernel boot id; host names differ in network namespaces too). Only then can
+ * it keep held methods warm for free: on a shared machine the warm-up's memory traffic
+ * slows the target's every step (measured on the emulated cluster). */
+static bool draft_rank_apart(const struct cluster *c)
+{
+	if (!c->layout.dedicated_draft)
+		return false;
+	const struct par_rank_info *me = &c->ranks[0];
+	const struct par_rank_info *dr = &c->ranks[par_layout_draft_rank(&c->layout)];
+	return me->machine[0] && dr->machine[0] && strcmp(me->machine, dr->machine) != 0;
+}
+
 /* Leader only: the methods the drafter holds beside the start-up choice, for the online
  * selector to switch between (adapt.h): with `method: auto`, K measured and adaptation
  * on, every other method the start-up decision left open (built, configured,
  * compatible, fitting), best predicted first, while their memory together still fits
- * where the drafter lives (and constraints.max_draft_memory). */
+ * where the drafter lives (and constraints.max_draft_memory). A method with state to
+ * keep per sequence (a draft model's KV: its ops have `warm`) only where a draft rank of
+ * its own machine keeps it warm: elsewhere each probe of it would catch it up on the
+ * leader's path, which on the emulated cluster cost more than switching could win. */
 static uint32_t held_methods(const struct cluster *c)
 {
 	const struct sel_decision *d = &c->decision;
 	const struct sel_inputs *in = &c->sel_in;
 	if (!stack_widens(c->cfg, d) || !c->cfg->method_auto)
 		return 0;
+	bool warm = draft_rank_apart(c);
 	double best[DRAFT_METHOD_COUNT] = {0};
 	for (uint32_t i = 0; i < d->n_candidates; i++) {
 		const struct sel_candidate *cand = &d->candidates[i];
-		if (!cand->excluded[0] && cand->method != DRAFT_METHOD_NONE &&
-		    cand->tokens_per_s > best[cand->method])
+		const struct draft_ops *ops = draft_ops_for(cand->method);
+		if (!cand->excluded[0] && cand->method != DRAFT_METHOD_NONE && ops &&
+		    (warm || !ops->warm) && cand->tokens_per_s > best[cand->method])
 			best[cand->method] = cand->tokens_per_s;
 	}
 	uint64_t used = in->methods[d->method].memory_bytes;
@@ -323,23 +341,6 @@ static uint32_t held_methods(const struct cluster *c)
 			mask |= 1u << pick;
 		}
 	}
-}
-
-/* Leader only: whether the draft rank keeps the held methods it is not drafting with up
- * to date (draft_remote_config.warm): only when it runs on another machine than the
- * leader (another kernel boot id; host names differ in network namespaces too), since
- * on a shared one the warm-up's memory traffic slows the target's every step. */
-static bool draft_rank_warms(const struct cluster *c, uint32_t held)
-{
-	if (!held || !c->layout.dedicated_draft)
-		return false;
-	const struct par_rank_info *me = &c->ranks[0];
-	const struct par_rank_info *dr = &c->ranks[par_layout_draft_rank(&c->layout)];
-	bool shared = !me->machine[0] || !dr->machine[0] || !strcmp(me->machine, dr->machine);
-	LOG_INFO("the draft rank %s: the held methods %s", shared ? "shares this machine" :
-		 "has a machine of its own", shared ? "catch up when switched to or probed" :
-		 "are kept up to date after each answer");
-	return !shared;
 }
 
 /* The decision (made on rank 0, broadcast to all): the method, the K the stack is sized
@@ -518,7 +519,12 @@ enum specd_status leader_serve(struct cluster *c)
 	if (c->layout.dedicated_draft && draft_link_open(c, &link) != SPECD_OK)
 		return SPECD_MPI;
 	struct runtime_config rc = stack_config(c, method, k, link);
-	rc.draft_warm = draft_rank_warms(c, rc.also);
+	rc.draft_warm = rc.also && draft_rank_apart(c);
+	if (rc.also)
+		LOG_INFO("the draft rank %s", rc.draft_warm ? "has a machine of its own: it keeps "
+			 "the held methods it is not drafting with up to date" : "shares the "
+			 "leader's machine (or there is none): the drafter holds only methods "
+			 "without state to keep warm");
 	struct specd_error err;
 	specd_error_clear(&err);
 	struct runtime rt;
