@@ -289,7 +289,7 @@ static bool stack_widens(const struct cfg_cluster *cfg, const struct sel_decisio
 /* Leader only: whether the dedicated draft rank runs on another machine than the leader
  * (another kernel boot id; host names differ in network namespaces too). Only then can
  * it keep held methods warm for free: on a shared machine the warm-up's memory traffic
- * slows the target's every step (measured on the emulated cluster). */
+ * competes with the target's every step. */
 static bool draft_rank_apart(const struct cluster *c)
 {
 	if (!c->layout.dedicated_draft)

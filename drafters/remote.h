@@ -97,9 +97,9 @@ struct draft_remote_config {
 	struct draft_link *link;  /* borrowed, the leader's side; outlives the drafter */
 	bool pipeline;            /* draft ahead on the draft rank (greedy jobs only) */
 	/* After each answer the draft rank brings the held methods that are not proposing
-	 * up to date (draft_warm), so a switch or probe costs no catch-up. Only for a draft
-	 * rank with a machine of its own: on a shared one its memory traffic slows the
-	 * target more than a probe's catch-up costs. */
+	 * up to date (draft_warm), so a switch or probe costs no catch-up. Meant for a
+	 * draft rank with a machine of its own: on a shared one its memory traffic competes
+	 * with the target's. */
 	bool warm;
 	enum draft_q_transport transport;
 };
