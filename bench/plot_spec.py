@@ -326,6 +326,10 @@ def main():
     ap.add_argument("--best-k", metavar="METHOD", help="print METHOD's best K and stop")
     ap.add_argument("--command", default="", help="the command line, for the record")
     ap.add_argument("--tokens", type=int, default=0, help="new tokens per run")
+    ap.add_argument("--target", default="Qwen2.5-Coder-1.5B-Instruct Q4_K_M",
+                    help="the target, as the tables name it")
+    ap.add_argument("--draft", default="Qwen2.5-Coder-0.5B-Instruct Q4_K_M",
+                    help="draft_model's model, as the tables name it")
     a = ap.parse_args()
     runs = load_runs(a.out)
     check_lossless(runs)
@@ -338,8 +342,7 @@ def main():
     when = datetime.datetime.fromtimestamp(t0, datetime.timezone.utc)
     meta = {"command": a.command, "tokens": a.tokens,
             "rounds": max(r["round"] for r in runs),
-            "target": "Qwen2.5-Coder-1.5B-Instruct Q4_K_M",
-            "draft": "Qwen2.5-Coder-0.5B-Instruct Q4_K_M",
+            "target": a.target, "draft": a.draft,
             "when": when.strftime("%Y-%m-%d %H:%M UTC"),
             "wall_s": round(t1 - t0, 1), "machine": platform.machine(),
             "cpus": os.cpu_count(), "prompts": prompts}

@@ -197,6 +197,7 @@ cmdline="bench/run-spec.sh BUILD_DIR OUT_DIR -n $tokens -r $rounds -k \"$ks\" -m
 cmdline+=" --rank-k \"$rank_ks\" --none-every $none_every --target $target_name"
 ! has_method draft_model || cmdline+=" --draft $(basename "$draft_name")"
 ! has_method medusa || cmdline+=" --heads $(basename "$heads") --medusa-k \"$medusa_ks\""
-python3 "$SPECD_ROOT/bench/plot_spec.py" --command "$cmdline" --tokens "$tokens" "$out" ||
+python3 "$SPECD_ROOT/bench/plot_spec.py" --command "$cmdline" --tokens "$tokens" \
+	--target "$(basename "$target")" --draft "${draft:+$(basename "$draft")}" "$out" ||
 	die "plot_spec.py failed"
 say "wrote $out/spec-bench.json, $out/spec-bench.md, $out/spec-bench.png"
