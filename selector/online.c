@@ -348,11 +348,14 @@ bool sel_online_step(struct sel_online *o, const struct sel_inputs *in)
 		} else {
 			snprintf(to, sizeof(to), "%u", best_k);
 		}
-		snprintf(o->last_change, sizeof(o->last_change),
-			 "%s K %u -> %s after step %llu: acceptance %.2f over %.0f recent "
-			 "proposals%s; %.1f vs %.1f tokens/s predicted",
-			 draft_method_name(o->method), o->k, to, (unsigned long long)o->steps,
-			 acc[o->method], evidence, why, best, cur);
+		int len = snprintf(o->last_change, sizeof(o->last_change),
+				   "%s K %u -> %s after step %llu: acceptance %.2f over %.0f "
+				   "recent proposals%s; %.1f vs %.1f tokens/s predicted",
+				   draft_method_name(o->method), o->k, to,
+				   (unsigned long long)o->steps, acc[o->method], evidence, why,
+				   best, cur);
+		if (len >= (int)sizeof(o->last_change)) /* cut: say so */
+			memcpy(o->last_change + sizeof(o->last_change) - 4, "...", 4);
 		o->method = best_m;
 		o->k = best_k;
 		o->changes++;
