@@ -21,6 +21,9 @@ struct medusa {
 	/* The static tree for k_max nodes; a smaller k takes its first k nodes. */
 	int32_t parent[DRAFT_MAX_TOKENS];
 	uint32_t depth[DRAFT_MAX_TOKENS], rank[DRAFT_MAX_TOKENS];
+	/* want[k][h]: candidates the first k nodes take from head h (the tree is fixed, so
+	 * this is too: worked out once at create, not per sequence and head each step) */
+	uint8_t want[DRAFT_MAX_TOKENS + 1][MEDUSA_MAX_HEADS];
 	/* One row per (sequence, head) of a step, ordered by head: */
 	uint32_t max_rows;      /* n_slots x n_heads */
 	float *xs;              /* (max_rows, dim) host: each row's residual stream */
@@ -120,6 +123,13 @@ static enum specd_status medusa_create(const struct draft_config *cfg, void **st
 		specd_errorf(err, st, "medusa: no tree of %u nodes over %u heads", m->k_max,
 			     m->heads->n_heads);
 		goto fail;
+	}
+	/* Prefix-closed: the first k nodes of the k_max tree are the k-node tree. */
+	for (uint32_t k = 1; k <= m->k_max; k++) {
+		memcpy(m->want[k], m->want[k - 1], sizeof(m->want[k]));
+		uint32_t d = m->depth[k - 1], r = m->rank[k - 1] + 1;
+		if (r > m->want[k][d])
+			m->want[k][d] = (uint8_t)r;
 	}
 	/* The heads read host memory (the file's mapping): a device backend cannot. */
 	if (cfg->kern && kern_host_memory(cfg->kern)) {
@@ -237,22 +247,12 @@ static enum specd_status run_lm(struct medusa *m, const uint32_t *head_end,
 	return SPECD_OK;
 }
 
-/* What depth each of the first k tree nodes needs: want[h] candidates from head h. */
-static void wants(const struct medusa *m, uint32_t k, uint32_t *want)
-{
-	memset(want, 0, MEDUSA_MAX_HEADS * sizeof(*want));
-	for (uint32_t i = 0; i < k; i++)
-		if (m->rank[i] + 1 > want[m->depth[i]])
-			want[m->depth[i]] = m->rank[i] + 1;
-}
-
 static enum specd_status medusa_propose_batch(void *state, const struct draft_seq *seqs,
 					      const uint32_t *k_in, struct draft_proposal *const *outs,
 					      uint32_t n, struct specd_error *err)
 {
 	struct medusa *m = state;
 	uint32_t n_heads = m->heads->n_heads, rows = 0, head_end[MEDUSA_MAX_HEADS];
-	uint32_t want[MEDUSA_MAX_HEADS];
 	enum specd_status st;
 
 	if (n * n_heads > m->max_rows)
@@ -269,10 +269,7 @@ static enum specd_status medusa_propose_batch(void *state, const struct draft_se
 	for (uint32_t h = 0; h < n_heads; h++) {
 		for (uint32_t i = 0; i < n; i++) {
 			uint32_t k = k_in[i] < m->k_max ? k_in[i] : m->k_max;
-			if (!seqs[i].hidden || k == 0)
-				continue;
-			wants(m, k, want);
-			if (!want[h])
+			if (!seqs[i].hidden || k == 0 || !m->want[k][h])
 				continue;
 			if ((st = run_blocks(m, h, seqs[i].hidden, rows, err)) != SPECD_OK)
 				return st;
@@ -288,7 +285,7 @@ static enum specd_status medusa_propose_batch(void *state, const struct draft_se
 		uint32_t k = k_in[i] < m->k_max ? k_in[i] : m->k_max;
 		if (!seqs[i].hidden || k == 0)
 			continue;
-		wants(m, k, want);
+		const uint8_t *want = m->want[k];
 		for (uint32_t h = 0; h < n_heads && want[h]; h++) {
 			uint32_t r = m->row_of[i * n_heads + h];
 			top_n(m->logits + (size_t)r * m->heads->n_vocab, m->heads->n_vocab, want[h],
