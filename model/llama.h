@@ -106,9 +106,14 @@ uint32_t model_max_batch(const struct model *m);
  * kv_truncate). A chain (each parent the previous token) is the causal case.
  *
  * Outputs are for the batch tokens out_idx[0..n_out): logits (n_out, n_vocab), the final
- * hidden state after the output norm (n_out, dim), and the residual stream after each
- * layer layers[j] (0-based) at layer_hidden + (j * n_out + k) * dim. Any output pointer
- * may be NULL when not wanted. */
+ * hidden state after the output norm (n_out, dim; an EAGLE layer, which has no output
+ * norm, gives its last layer's output, the feature it predicts), and the residual
+ * stream after each layer layers[j] (0-based) at layer_hidden + (j * n_out + k) * dim.
+ * Any output pointer may be NULL when not wanted.
+ *
+ * An EAGLE layer (model/eagle.h) also takes `features`: row i is the target's hidden
+ * state that token i follows, joined to the token's embedding at the input. Other
+ * models refuse it. */
 struct model_batch {
 	uint32_t n_tokens;       /* 1 .. model_max_batch */
 	const uint32_t *tokens;  /* (n_tokens) ids < n_vocab */
@@ -124,6 +129,11 @@ struct model_batch {
 	uint32_t n_layers_out;
 	const uint32_t *layers;  /* (n_layers_out) layer indices < n_layers */
 	float *layer_hidden;     /* (n_layers_out, n_out, dim) or NULL when n_layers_out is 0 */
+	const float *features;   /* (n_tokens, dim) host: EAGLE layers only, else NULL */
+	/* The last n_hidden_only outputs get the hidden state (and layer outputs) but no
+	 * logits: prompt rows whose states a drafter keeps (EAGLE), for which the LM head
+	 * would be wasted. logits is then (n_out - n_hidden_only, n_vocab). */
+	uint32_t n_hidden_only;
 };
 
 /* Runs the batch: writes its tokens' K/V into the cache, advances the slots' lengths

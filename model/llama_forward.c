@@ -30,6 +30,13 @@ static enum specd_status check_outputs(const struct model *m, const struct model
 		return specd_errorf(err, SPECD_INVAL,
 				    "forward: %u layer outputs but no layer list or buffer",
 				    b->n_layers_out);
+	if (b->n_hidden_only > b->n_out)
+		return specd_errorf(err, SPECD_INVAL, "forward: %u hidden-only outputs of %u",
+				    b->n_hidden_only, b->n_out);
+	if (!b->features != !m->fc.data)
+		return specd_errorf(err, SPECD_INVAL, m->fc.data ? "forward: an EAGLE layer needs "
+				    "the target's features" : "forward: features are for EAGLE "
+				    "layers only");
 	for (uint32_t j = 0; b->n_out && j < b->n_layers_out; j++) {
 		if (b->layers[j] >= m->hp.n_layers)
 			return specd_errorf(err, SPECD_INVAL,
@@ -140,7 +147,11 @@ static enum specd_status attention_block(struct model *m, const struct model_bat
 	size_t n = b->n_tokens, dim = m->hp.dim, hd = m->hp.head_dim;
 	enum specd_status st;
 
-	if ((st = kern_rmsnorm(k, a->xb, dim, a->x, dim, n, dim, ly->attn_norm, m->hp.rms_eps)))
+	if (!ly->attn_norm)
+		st = kern_copy(k, a->xb, a->x, n * dim * sizeof(float));
+	else
+		st = kern_rmsnorm(k, a->xb, dim, a->x, dim, n, dim, ly->attn_norm, m->hp.rms_eps);
+	if (st)
 		return op_failed(err, st, (int)l, "attn_norm");
 	if ((st = kern_matmul(k, a->q, m->q_dim, a->xb, dim, n, &ly->wq, ly->bq)) ||
 	    (st = kern_matmul(k, a->k, m->kv_dim, a->xb, dim, n, &ly->wk, ly->bk)) ||
@@ -268,19 +279,20 @@ static enum specd_status head(struct model *m, const struct model_batch *b,
 				    dim * sizeof(float))))
 			return op_failed(err, st, -1, "output gather");
 	}
-	if ((st = kern_rmsnorm(k, a->out, dim, a->out, dim, b->n_out, dim, m->output_norm,
-			       m->hp.rms_eps)))
+	if (m->output_norm && (st = kern_rmsnorm(k, a->out, dim, a->out, dim, b->n_out, dim,
+						 m->output_norm, m->hp.rms_eps)))
 		return op_failed(err, st, -1, "output_norm");
 	if (b->hidden && (st = to_host(m, b->hidden, a->out, b->n_out * dim * sizeof(float))))
 		return op_failed(err, st, -1, "hidden output");
-	if (!b->logits)
+	uint32_t rows = b->n_out - b->n_hidden_only;
+	if (!b->logits || rows == 0)
 		return SPECD_OK;
 	/* A host backend writes the caller's rows directly; a device one its own. */
 	float *logits = a->logits ? a->logits : b->logits;
-	if ((st = kern_matmul(k, logits, m->n_vocab, a->out, dim, b->n_out, &m->output, NULL)))
+	if ((st = kern_matmul(k, logits, m->n_vocab, a->out, dim, rows, &m->output, NULL)))
 		return op_failed(err, st, -1, "output");
 	if (logits != b->logits &&
-	    (st = kern_download(k, b->logits, logits, (size_t)b->n_out * m->n_vocab * sizeof(float))))
+	    (st = kern_download(k, b->logits, logits, (size_t)rows * m->n_vocab * sizeof(float))))
 		return op_failed(err, st, -1, "logits download");
 	return SPECD_OK;
 }
@@ -299,6 +311,19 @@ static enum specd_status embed(struct model *m, const struct model_batch *b,
 {
 	size_t dim = m->hp.dim;
 	enum specd_status st;
+	if (m->fc.data) {
+		/* EAGLE: fc([embedding, feature]); a host backend (eagle_load.c). */
+		for (uint32_t t = 0; t < b->n_tokens; t++) {
+			float *row = m->a.cat + (size_t)t * 2 * dim;
+			if ((st = kern_get_rows(m->kern, row, dim, &m->tok_embd, &b->tokens[t], 1)))
+				return op_failed(err, st, -1, "token_embd");
+			memcpy(row + dim, b->features + (size_t)t * dim, dim * sizeof(float));
+		}
+		if ((st = kern_matmul(m->kern, m->a.x, dim, m->a.cat, 2 * dim, b->n_tokens, &m->fc,
+				      m->fc_bias)))
+			return op_failed(err, st, -1, "fc");
+		return SPECD_OK;
+	}
 	if (!m->comm || m->comm->size == 1) {
 		if ((st = kern_get_rows(m->kern, m->a.x, dim, &m->tok_embd, b->tokens, b->n_tokens)))
 			return op_failed(err, st, -1, "token_embd");

@@ -7,8 +7,10 @@
 #include "llama.h"
 #include "shard.h"
 
+struct safetensors_file;
+
 struct llama_layer {
-	const float *attn_norm; /* (dim) */
+	const float *attn_norm; /* (dim); NULL: none (an EAGLE layer 0 reads its input as is) */
 	struct kern_mat wq;     /* (q_dim rows of dim) */
 	struct kern_mat wk;     /* (kv_dim rows of dim) */
 	struct kern_mat wv;     /* (kv_dim rows of dim) */
@@ -37,6 +39,7 @@ struct llama_acts {
 	float *hb2;      /* (max_batch, ffn) up */
 	float *out;      /* (max_batch, dim) rows chosen for output, final-normed */
 	float *zeros;    /* (dim) embedding rows of ids outside this shard's vocabulary */
+	float *cat;      /* (max_batch, 2 dim) host, EAGLE layers only: [embedding, feature] */
 	float *logits;   /* (max_batch, n_vocab) device backends only: the LM head's
 			  * output before it is downloaded; NULL on a host backend */
 	float *stage;    /* (max_batch, dim) host, device backends with a hook only: the
@@ -92,13 +95,25 @@ struct model {
 	size_t n_dev_weights;
 
 	struct kern_mat tok_embd; /* (n_vocab rows of dim), this shard's rows */
-	const float *output_norm; /* (dim) */
+	const float *output_norm; /* (dim); NULL: none (an EAGLE layer) */
 	struct kern_mat output;   /* (n_vocab rows of dim); token_embd when tied */
 	struct llama_layer *layers; /* (n_layers) */
+
+	/* An EAGLE layer (eagle_load.c): the input projection of [embedding, feature]
+	 * (dim rows of 2 dim) and its bias (or NULL), and the heads file they live in.
+	 * tok_embd and output are then the target's, borrowed from its file. */
+	struct kern_mat fc;
+	const float *fc_bias;
+	struct safetensors_file *st;
 
 	struct kv_cache *kv;
 	struct llama_acts a;
 };
+
+/* llama_load.c, for eagle_load.c: the KV cache and activations of a model whose
+ * weights and sizes are set, on m->kern. Errors: those of kv_create, SPECD_NOMEM. */
+enum specd_status llama_alloc_state(struct model *m, const struct model_config *cfg,
+				    struct specd_error *err);
 
 /* llama_shard.c: cuts the whole-model matrices the loader found down to shard `rank`
  * of `size` (size 1: the whole model, nothing copied) and fills m->shard and the

@@ -12,6 +12,7 @@
 #include "llama_int.h"
 #include "model/gguf.h"
 #include "model/model_file.h"
+#include "model/safetensors.h"
 
 #define MAX_BATCH_LIMIT 4096
 
@@ -248,6 +249,8 @@ static enum specd_status alloc_acts(struct model *m, uint32_t n_slots)
 	a->hb2 = alloc_floats(k, b, m->n_ffn);
 	a->out = alloc_floats(k, b, m->hp.dim);
 	a->zeros = alloc_floats(k, 1, m->hp.dim);
+	if (m->fc.data)
+		a->cat = specd_malloc_array(b * 2 * (size_t)m->hp.dim, sizeof(float));
 	if (device)
 		a->logits = alloc_floats(k, b, m->n_vocab);
 	if (device && size > 1)
@@ -265,7 +268,7 @@ static enum specd_status alloc_acts(struct model *m, uint32_t n_slots)
 	if (!a->x || !a->xb || !a->q || !a->k || !a->v || !a->att || !a->hb || !a->hb2 ||
 	    !a->out || !a->zeros || (device && !a->logits) || (device && size > 1 && !a->stage) ||
 	    !a->row || !a->n_prefix || !a->tree || !a->len || !a->base || !a->amax_val ||
-	    !a->amax_idx || !a->amax_loc || !a->counts || !a->displs)
+	    !a->amax_idx || !a->amax_loc || !a->counts || !a->displs || (m->fc.data && !a->cat))
 		return SPECD_NOMEM;
 	for (uint32_t r = 0; r < size; r++) {
 		uint64_t v0 = (uint64_t)m->hp.n_vocab * r / size;
@@ -283,6 +286,7 @@ static void free_acts(struct kern_ctx *k, struct llama_acts *a)
 	for (size_t i = 0; k && i < sizeof(dev) / sizeof(dev[0]); i++)
 		kern_free(k, dev[i]);
 	specd_free(a->stage);
+	specd_free(a->cat);
 	specd_free(a->row);
 	specd_free(a->n_prefix);
 	specd_free(a->tree);
@@ -387,6 +391,27 @@ static enum specd_status upload_weights(struct model *m, struct specd_error *err
 	if ((st = kern_sync(m->kern)) != SPECD_OK)
 		return specd_errorf(err, st, "model: weight upload to %s: %s", kern_name(m->kern),
 				    specd_status_str(st));
+	return SPECD_OK;
+}
+
+enum specd_status llama_alloc_state(struct model *m, const struct model_config *cfg,
+				    struct specd_error *err)
+{
+	uint32_t n_slots = cfg->n_slots ? cfg->n_slots : 1;
+	m->max_batch = cfg->max_batch ? cfg->max_batch : MODEL_DEFAULT_MAX_BATCH;
+	struct kv_config kvc = {
+		.n_layers = m->hp.n_layers,
+		.n_slots = n_slots,
+		.n_ctx = cfg->n_ctx ? cfg->n_ctx : m->hp.n_ctx_train,
+		.row_floats = m->kv_dim,
+		.kern = m->kern,
+	};
+	enum specd_status st = kv_create(&kvc, &m->kv, err);
+	if (st != SPECD_OK)
+		return st;
+	if ((st = alloc_acts(m, n_slots)) != SPECD_OK)
+		return specd_errorf(err, st, "model: cannot allocate activations for %u tokens",
+				    m->max_batch);
 	return SPECD_OK;
 }
 
@@ -501,27 +526,14 @@ enum specd_status model_load_gguf(const struct gguf_file *f, const struct model_
 	if (!kern_host_memory(m->kern) && (st = upload_weights(m, err)) != SPECD_OK)
 		goto fail;
 
-	uint32_t n_slots = cfg->n_slots ? cfg->n_slots : 1;
-	m->max_batch = cfg->max_batch ? cfg->max_batch : MODEL_DEFAULT_MAX_BATCH;
-	struct kv_config kvc = {
-		.n_layers = hp->n_layers,
-		.n_slots = n_slots,
-		.n_ctx = cfg->n_ctx ? cfg->n_ctx : hp->n_ctx_train,
-		.row_floats = m->kv_dim,
-		.kern = m->kern,
-	};
-	if ((st = kv_create(&kvc, &m->kv, err)) != SPECD_OK)
+	if ((st = llama_alloc_state(m, cfg, err)) != SPECD_OK)
 		goto fail;
-	if ((st = alloc_acts(m, n_slots)) != SPECD_OK) {
-		specd_errorf(err, st, "model: cannot allocate activations for %u tokens",
-			     m->max_batch);
-		goto fail;
-	}
 	LOG_DEBUG("model %s: dim %u, %u layers, %u/%u heads of %u, ffn %u, vocab %u, %s%s; "
 		  "kv %u slots x %u rows (%zu bytes)",
 		  arch_name, hp->dim, hp->n_layers, hp->n_heads, hp->n_kv_heads, hp->head_dim,
 		  hp->ffn_dim, hp->n_vocab, kern_dtype_name(hp->wtype),
-		  hp->tied_output ? ", tied output" : "", n_slots, kvc.n_ctx, kv_bytes(m->kv));
+		  hp->tied_output ? ", tied output" : "", kv_n_slots(m->kv), kv_n_ctx(m->kv),
+		  kv_bytes(m->kv));
 	if (m->shard.size > 1)
 		LOG_INFO("model shard %u of %u: query heads %u..%u, kv heads %u..%u, ffn %u..%u, "
 			 "vocab %u..%u; resident weights %zu of %zu bytes (%zu copied)",
@@ -572,6 +584,7 @@ void model_destroy(struct model *m)
 	specd_free(m->copies);
 	kern_destroy(m->owned_kern);
 	gguf_close(m->owned_file);
+	safetensors_file_close(m->st);
 	specd_free(m);
 }
 

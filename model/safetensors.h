@@ -38,4 +38,44 @@ enum specd_status safetensors_parse(const char *src, const uint8_t *p, size_t si
 			      struct safetensors_header *out, struct specd_error *err);
 void safetensors_free(struct safetensors_header *h);
 
+struct kern_mat;
+
+/* A safetensors file mapped read-only with its header parsed: how drafters read heads
+ * files (Medusa, EAGLE). Tensors are handed out as kern_mats pointing into the mapping
+ * (copied once when their data is not aligned for their type) and as f32 vectors
+ * (copies); everything handed out belongs to the file and lives until
+ * safetensors_file_close. `tag` ("medusa", "eagle") opens every message, which also
+ * names the file and the tensor. One thread at a time. */
+struct safetensors_file {
+	char *path;
+	const char *tag;
+	struct safetensors_header hdr;
+	void *map;
+	size_t map_size;
+	void **owned;     /* copies handed out */
+	uint32_t n_owned;
+	size_t bytes;     /* bytes of the tensors handed out (what the file adds to memory) */
+};
+
+/* Errors: SPECD_IO (cannot open or map), those of safetensors_parse, SPECD_NOMEM.
+ * *out only on success. */
+enum specd_status safetensors_file_open(const char *path, const char *tag,
+					struct safetensors_file **out, struct specd_error *err);
+/* NULL is a no-op. */
+void safetensors_file_close(struct safetensors_file *f);
+/* The tensor called `name`, or NULL. */
+const struct safetensors_tensor *safetensors_file_find(const struct safetensors_file *f,
+						       const char *name);
+/* t as a (rows, cols) matrix (kern_mat n_out = rows, n_in = cols). `what` says who needs
+ * that shape in the message. Errors: SPECD_INVAL (another shape), SPECD_NOMEM. */
+enum specd_status safetensors_file_matrix(struct safetensors_file *f,
+					  const struct safetensors_tensor *t, uint64_t rows,
+					  uint64_t cols, const char *what, struct kern_mat *out,
+					  struct specd_error *err);
+/* t as n f32 values, or n zeros when t is NULL (an optional bias). Errors: SPECD_INVAL
+ * (not a vector of n), SPECD_NOMEM. */
+enum specd_status safetensors_file_vector(struct safetensors_file *f,
+					  const struct safetensors_tensor *t, uint64_t n,
+					  const char *what, float **out, struct specd_error *err);
+
 #endif

@@ -22,7 +22,7 @@ struct tp_hdr {
 	uint32_t want;     /* enum par_tp_want */
 	uint32_t tree;     /* the batch has parents */
 	uint32_t slot;
-	uint32_t arg;      /* TRUNCATE: length; COMPACT: base */
+	uint32_t arg;      /* TRUNCATE: length; COMPACT: base; FORWARD: hidden-only outputs */
 	uint32_t pad;
 };
 
@@ -263,12 +263,13 @@ static enum specd_status run_forward(struct par_tp_model *tp, const struct model
 	struct model_batch local = *b;
 	local.logits = want != PAR_TP_WANT_NONE ? tp->logits : NULL;
 	enum specd_status st = model_forward(tp->model, &local, err);
-	if (st != SPECD_OK || b->n_out == 0)
+	uint32_t rows = b->n_out - b->n_hidden_only; /* outputs with logits */
+	if (st != SPECD_OK || rows == 0)
 		return st;
 	if (want == PAR_TP_WANT_ARGMAX)
-		return model_shard_argmax(tp->model, tp->logits, b->n_out, ids, err);
+		return model_shard_argmax(tp->model, tp->logits, rows, ids, err);
 	if (want == PAR_TP_WANT_LOGITS)
-		return model_shard_gather_logits(tp->model, tp->logits, b->n_out, full, err);
+		return model_shard_gather_logits(tp->model, tp->logits, rows, full, err);
 	return SPECD_OK;
 }
 
@@ -290,7 +291,8 @@ enum specd_status par_tp_step(struct par_tp_model *tp, const struct model_batch 
 	if (tp->comm->size > 1) {
 		uint32_t n = b->n_tokens;
 		struct tp_hdr h = {.op = TP_OP_FORWARD, .n_tokens = n, .n_out = b->n_out,
-				   .want = want, .tree = b->parent != NULL};
+				   .want = want, .tree = b->parent != NULL,
+				   .arg = b->n_hidden_only};
 		uint32_t *w = tp->msg;
 		memcpy(w, b->tokens, n * sizeof(uint32_t));
 		memcpy(w + n, b->slots, n * sizeof(uint32_t));
@@ -378,7 +380,8 @@ static enum specd_status follow_forward(struct par_tp_model *tp, const struct tp
 					struct specd_error *err)
 {
 	uint32_t n = h->n_tokens;
-	if (n == 0 || n > tp->max_batch || h->n_out > n || h->want > PAR_TP_WANT_LOGITS)
+	if (n == 0 || n > tp->max_batch || h->n_out > n || h->arg > h->n_out ||
+	    h->want > PAR_TP_WANT_LOGITS)
 		return specd_errorf(err, SPECD_PROTO,
 				    "tensor-parallel step from the leader: %u tokens, %u outputs",
 				    n, h->n_out);
@@ -395,6 +398,7 @@ static enum specd_status follow_forward(struct par_tp_model *tp, const struct tp
 		.parent = h->tree ? (const int32_t *)(const void *)(w + 3 * n) : NULL,
 		.n_out = h->n_out,
 		.out_idx = w + 4 * n,
+		.n_hidden_only = h->arg,
 	};
 	specd_error_clear(&tp->comm_err);
 	st = run_forward(tp, &b, (enum par_tp_want)h->want, tp->ids, NULL, err);
