@@ -125,11 +125,12 @@ def add_speedups(runs):
 
 
 def setup_key(setup):
-    """Order: none, ngram by K, draft_model by K, medusa by K, then the rank setups by K."""
+    """Order: none, ngram by K, draft_model by K, medusa by K, eagle by K, then the rank
+    setups by K."""
     if setup == "none":
         return (0, 0, "")
     name, k = setup.split(":")
-    return ({"ngram": 1, "draft_model": 2, "medusa": 3}.get(name, 4), int(k), name)
+    return ({"ngram": 1, "draft_model": 2, "medusa": 3, "eagle": 4}.get(name, 5), int(k), name)
 
 
 def sum_of(runs, key):
@@ -282,6 +283,7 @@ def write_plot(path, meta, prompts, agg):
     styles = {"ngram": ("tab:blue", "o", "-"),
               "draft_model": ("tab:orange", "s", "-"),
               "medusa": ("tab:purple", "D", "-"),
+              "eagle": ("tab:brown", "P", "-"),
               "off": ("tab:green", "^", "none"),
               "on": ("tab:red", "v", "none")}
     lines = {}

@@ -1,23 +1,27 @@
 #!/usr/bin/env bash
 # Speculative decoding on real models: decode tokens/s of none, ngram, draft_model (by
-# default the Qwen2.5-Coder 0.5B drafting for the 1.5B) and medusa (given heads) for each
+# default the Qwen2.5-Coder 0.5B drafting for the 1.5B), medusa (given heads) and eagle
+# (a given EAGLE checkpoint folder, dynamic tree) for each
 # K, and of a dedicated draft rank with pipelining off and on, over the fixed prompts in
 # bench/prompts/, greedy, one compute thread per process. docs/performance.md quotes it.
 #
 #   bench/run-spec.sh BUILD_DIR OUT_DIR [-n TOKENS] [-r ROUNDS] [-k "K..."]
 #       [-m "METHOD..."] [--rank-k "K... | best"] [--none-every N] [--prompts DIR]
 #       [--target NAME] [--draft NAME] [--heads FILE] [--medusa-k "K..."]
+#       [--eagle DIR] [--eagle-k "K..."]
 #
 #   -n TOKENS       new tokens per run (default 32)
 #   -r ROUNDS       rounds (default 1); every round runs every setup on every prompt
 #   -k "K..."       K values for ngram and draft_model (default "1 2 3 4 5 6 7 8")
-#   -m "METHOD..."  of none ngram draft_model medusa rank (default none ngram draft_model
+#   -m "METHOD..."  of none ngram draft_model medusa eagle rank (default none ngram draft_model
 #                   rank; none always runs: it is the baseline)
 #   --target NAME   the target, a tools/fetch-models name (default qwen2.5-coder-1.5b)
 #   --draft NAME    draft_model's model, likewise, or a GGUF file (default
 #                   qwen2.5-coder-0.5b)
 #   --heads FILE    medusa's heads (tools/train-heads, specd-gen-heads)
 #   --medusa-k "K..." medusa's tree sizes (default "4 8 16 32")
+#   --eagle DIR     eagle's checkpoint folder (tools/train-eagle, specd-gen-heads --eagle)
+#   --eagle-k "K..." eagle's tree sizes (default "4 8 16"; dynamic tree, width 4, depth 5)
 #   --rank-k "..."  K values for the draft rank, pipelining off and on; "best" is the
 #                   draft_model K with the highest speedup in the first phase
 #                   (default "4 best")
@@ -53,6 +57,8 @@ target_name=qwen2.5-coder-1.5b
 draft_name=qwen2.5-coder-0.5b
 heads=
 medusa_ks="4 8 16 32"
+eagle=
+eagle_ks="4 8 16"
 while [ $# -gt 0 ]; do
 	case $1 in
 	-n) tokens=$2 ;;
@@ -66,6 +72,8 @@ while [ $# -gt 0 ]; do
 	--draft) draft_name=$2 ;;
 	--heads) heads=$2 ;;
 	--medusa-k) medusa_ks=$2 ;;
+	--eagle) eagle=$2 ;;
+	--eagle-k) eagle_ks=$2 ;;
 	*) usage ;;
 	esac
 	shift 2 || usage
@@ -91,6 +99,10 @@ if has_method medusa; then
 	[ -f "$heads" ] || die "medusa needs --heads FILE (tools/train-heads)"
 	heads=$(cd "$(dirname "$heads")" && pwd)/$(basename "$heads")
 fi
+if has_method eagle; then
+	[ -f "$eagle/config.json" ] || die "eagle needs --eagle DIR (tools/train-eagle)"
+	eagle=$(cd "$eagle" && pwd)
+fi
 
 mkdir -p "$out/out"
 out=$(cd "$out" && pwd)
@@ -104,12 +116,12 @@ done
 
 n_runs=0
 # run_setup ROUND PROMPT SETUP: one specd-run, recorded as a line of runs.tsv. SETUP is
-# none, ngram:K, draft_model:K, medusa:K, rank-off:K or rank-on:K.
+# none, ngram:K, draft_model:K, medusa:K, eagle:K, rank-off:K or rank-on:K.
 run_setup() {
 	local r=$1 p=$2 setup=$3 method k=0 placement=leader pipeline=- args start end rc base
 	case $setup in
 	none) method=none ;;
-	ngram:* | draft_model:* | medusa:*) method=${setup%%:*} k=${setup#*:} ;;
+	ngram:* | draft_model:* | medusa:* | eagle:*) method=${setup%%:*} k=${setup#*:} ;;
 	rank-*) method=draft_model placement=rank pipeline=${setup%%:*} k=${setup#*:}
 		pipeline=${pipeline#rank-} ;;
 	*) die "unknown setup $setup" ;;
@@ -119,6 +131,7 @@ run_setup() {
 	[ "$method" = none ] || args+=(--spec-tokens "$k")
 	[ "$method" != draft_model ] || args+=(--draft "$draft")
 	[ "$method" != medusa ] || args+=(--heads "$heads")
+	[ "$method" != eagle ] || args+=(--eagle "$eagle")
 	[ "$placement" = leader ] || args+=(--placement rank --pipeline "$pipeline")
 	n_runs=$((n_runs + 1))
 	base=$out/out/$(printf '%03d' "$n_runs").r$r.$p.${setup/:/-k}
@@ -172,6 +185,9 @@ done
 if has_method medusa; then
 	for k in $medusa_ks; do phase1+=("medusa:$k"); done
 fi
+if has_method eagle; then
+	for k in $eagle_ks; do phase1+=("eagle:$k"); done
+fi
 all_rounds "${phase1[@]}"
 
 if has_method rank; then
@@ -197,6 +213,7 @@ cmdline="bench/run-spec.sh BUILD_DIR OUT_DIR -n $tokens -r $rounds -k \"$ks\" -m
 cmdline+=" --rank-k \"$rank_ks\" --none-every $none_every --target $target_name"
 ! has_method draft_model || cmdline+=" --draft $(basename "$draft_name")"
 ! has_method medusa || cmdline+=" --heads $(basename "$heads") --medusa-k \"$medusa_ks\""
+! has_method eagle || cmdline+=" --eagle $(basename "$eagle") --eagle-k \"$eagle_ks\""
 python3 "$SPECD_ROOT/bench/plot_spec.py" --command "$cmdline" --tokens "$tokens" \
 	--target "$(basename "$target")" --draft "${draft:+$(basename "$draft")}" "$out" ||
 	die "plot_spec.py failed"

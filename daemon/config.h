@@ -83,7 +83,9 @@ struct cfg_cluster {
 	double adapt_hysteresis;  /* how much faster a new K must be predicted */
 	int prompt_lookup_min, prompt_lookup_max;
 	char *draft_model;   /* NULL when not configured */
-	char *eagle_heads;   /* NULL when not configured */
+	char *eagle_heads;   /* the EAGLE checkpoint folder; NULL when not configured */
+	int eagle_tree;      /* 0: dynamic (EAGLE-2), 1: static */
+	int eagle_width, eagle_depth;
 	char *medusa_heads;  /* NULL when not configured */
 
 	/* constraints */

@@ -16,6 +16,7 @@ static const char *const dtype_names[] = {"auto", "f32", "f16", "bf16", NULL};
 static const char *const placement_names[] = {"rank", "leader", NULL};
 static const char *const method_names[] = {"none",  "ngram",  "draft_model",
 					   "eagle", "medusa", NULL};
+static const char *const eagle_tree_names[] = {"dynamic", "static", NULL};
 
 _Static_assert(sizeof(enum cfg_device) == sizeof(int), "enums are stored as int");
 _Static_assert(sizeof(enum cfg_dtype) == sizeof(int), "enums are stored as int");
@@ -161,7 +162,19 @@ const struct cfg_key cfg_schema[] = {
 	 .store = CFG_STORE_STR, .offset = OFF(draft_model),
 	 .doc = "Draft model sharing the target's vocabulary; needed by `method: draft_model`."},
 	{.path = "speculation.eagle.heads", .type = CFG_TYPE_PATH, .store = CFG_STORE_STR,
-	 .offset = OFF(eagle_heads), .doc = "EAGLE head checkpoint; needed by `method: eagle`."},
+	 .offset = OFF(eagle_heads),
+	 .doc = "EAGLE checkpoint folder (config.json and model.safetensors in the EAGLE "
+		"repository's layout); needed by `method: eagle`."},
+	{.path = "speculation.eagle.tree", .type = CFG_TYPE_ENUM, .store = CFG_STORE_INT,
+	 .offset = OFF(eagle_tree), .def = "dynamic", .names = eagle_tree_names,
+	 .doc = "`dynamic`: EAGLE-2's tree, grown from the draft's confidences; `static`: "
+		"a fixed shape of K nodes."},
+	{.path = "speculation.eagle.width", .type = CFG_TYPE_INT, .store = CFG_STORE_INT,
+	 .offset = OFF(eagle_width), .def = "4", .imin = 1, .imax = 10,
+	 .doc = "Candidates per expanded node, and nodes expanded per level."},
+	{.path = "speculation.eagle.depth", .type = CFG_TYPE_INT, .store = CFG_STORE_INT,
+	 .offset = OFF(eagle_depth), .def = "5", .imin = 1, .imax = 16,
+	 .doc = "Levels of the EAGLE tree (each one forward of the draft layer)."},
 	{.path = "speculation.medusa.heads", .type = CFG_TYPE_PATH, .store = CFG_STORE_STR,
 	 .offset = OFF(medusa_heads),
 	 .doc = "Medusa heads checkpoint; needed by `method: medusa`."},

@@ -35,10 +35,29 @@ struct draft_cal {
 	struct sel_method_in methods[DRAFT_METHOD_COUNT];
 };
 
+/* The bytes of a method's weights on disk: a file, or an EAGLE folder's tensors. */
 static uint64_t file_bytes(const char *path)
 {
 	struct stat sb;
-	return path && stat(path, &sb) == 0 && S_ISREG(sb.st_mode) ? (uint64_t)sb.st_size : 0;
+	char inner[4096];
+
+	if (!path || stat(path, &sb) != 0)
+		return 0;
+	if (S_ISDIR(sb.st_mode)) {
+		snprintf(inner, sizeof(inner), "%s/model.safetensors", path);
+		return stat(inner, &sb) == 0 && S_ISREG(sb.st_mode) ? (uint64_t)sb.st_size : 0;
+	}
+	return S_ISREG(sb.st_mode) ? (uint64_t)sb.st_size : 0;
+}
+
+static struct draft_eagle_config eagle_of(const struct cfg_cluster *cfg)
+{
+	return (struct draft_eagle_config){
+		.path = cfg->eagle_heads,
+		.static_tree = cfg->eagle_tree == 1,
+		.width = (uint32_t)cfg->eagle_width,
+		.depth = (uint32_t)cfg->eagle_depth,
+	};
 }
 
 static uint32_t k_max_of(const struct cfg_cluster *cfg)
@@ -79,6 +98,7 @@ static void calibrate_drafters(const struct cluster *c, const struct runtime *rt
 	for (int m = DRAFT_METHOD_NGRAM; m < DRAFT_METHOD_COUNT; m++) {
 		if (!draft_ops_for((enum draft_method)m) ||
 		    (m == DRAFT_METHOD_DRAFT_MODEL && !cfg->draft_model) ||
+		    (m == DRAFT_METHOD_EAGLE && !cfg->eagle_heads) ||
 		    (m == DRAFT_METHOD_MEDUSA && !cfg->medusa_heads))
 			continue;
 		struct draft_config dc = {
@@ -92,6 +112,7 @@ static void calibrate_drafters(const struct cluster *c, const struct runtime *rt
 			.draft_path = cfg->draft_model,
 			.kern = rt->kern,
 			.heads_path = cfg->medusa_heads,
+			.eagle = eagle_of(cfg),
 		};
 		struct specd_error err;
 		specd_error_clear(&err);
@@ -318,8 +339,10 @@ static uint32_t held_methods(const struct cluster *c)
 	for (uint32_t i = 0; i < d->n_candidates; i++) {
 		const struct sel_candidate *cand = &d->candidates[i];
 		const struct draft_ops *ops = draft_ops_for(cand->method);
+		/* EAGLE's warm-up is its catch-up on the rows shown anyway (one layer). */
 		if (!cand->excluded[0] && cand->method != DRAFT_METHOD_NONE && ops &&
-		    (warm || !ops->warm) && cand->tokens_per_s > best[cand->method])
+		    (warm || !ops->warm || ops->wants_history) &&
+		    cand->tokens_per_s > best[cand->method])
 			best[cand->method] = cand->tokens_per_s;
 	}
 	uint64_t used = in->methods[d->method].memory_bytes;
@@ -399,6 +422,7 @@ static struct runtime_config stack_config(const struct cluster *c, enum draft_me
 		.prompt_lookup_max = (uint32_t)cfg->prompt_lookup_max,
 		.draft_path = cfg->draft_model,
 		.heads_path = cfg->medusa_heads,
+		.eagle = eagle_of(cfg),
 		.also = c->rank == 0 ? held_methods(c) : 0,
 		.tp = c->have_target_comm,
 		.tp_comm = c->target_comm,

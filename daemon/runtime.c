@@ -159,6 +159,7 @@ enum specd_status runtime_open(const struct runtime_config *cfg, struct runtime 
 			.draft_path = cfg->draft_path,
 			.kern = rt->kern,
 			.heads_path = cfg->heads_path,
+			.eagle = cfg->eagle,
 			.also = cfg->also,
 		};
 		struct draft_remote_config drc = {
@@ -212,6 +213,7 @@ enum specd_status runtime_serve_draft(const struct runtime_config *cfg, struct d
 		.target = target,
 		.draft_path = cfg->draft_path,
 		.heads_path = cfg->heads_path,
+		.eagle = cfg->eagle,
 		.kern = kern,
 		.broken = st,
 		.broken_msg = why.msg,

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "common/error.h"
+#include "drafters/drafter.h"
 #include "drafters/method.h"
 
 struct gguf_file;
@@ -34,6 +35,7 @@ struct runtime_config {
 	uint32_t prompt_lookup_min, prompt_lookup_max; /* ngram; 0: defaults */
 	const char *draft_path;    /* draft_model */
 	const char *heads_path;    /* medusa: the heads' safetensors file */
+	struct draft_eagle_config eagle; /* eagle: the checkpoint folder and its tree */
 	uint32_t also;             /* methods the drafter holds beside (draft_config.also) */
 	/* Tensor parallelism when tp is set: tp_comm is the target group (ranks 0..T-1;
 	 * every one of them calls runtime_open with the same config; a group of one loads

@@ -51,6 +51,7 @@ struct run_opts {
 	long spec_tokens;
 	const char *draft;
 	const char *heads;
+	struct draft_eagle_config eagle; /* --eagle DIR, --eagle-tree, -width, -depth */
 	long tp;
 	long lookup_min, lookup_max; /* 0: the drafter's defaults */
 	bool draft_rank;       /* --placement rank: rank T drafts (mpirun -np T+1) */
@@ -78,10 +79,10 @@ static void usage(FILE *f)
 		"  --method M             speculation method: none (the default: plain\n"
 		"                         decoding), ngram (prompt lookup), draft_model or\n"
 		"                         medusa (heads on the target's hidden state, a token\n"
-		"                         tree of K nodes verified in one forward); eagle is\n"
-		"                         not implemented yet\n"
-		"  --spec-tokens K        tokens drafted per step, 1 to 64 (default %d; medusa:\n"
-		"                         the tree's nodes)\n"
+		"                         tree of K nodes verified in one forward) or eagle (a\n"
+		"                         draft layer on the target's hidden states, a tree)\n"
+		"  --spec-tokens K        tokens drafted per step, 1 to 64 (default %d; medusa\n"
+		"                         and eagle: the tree's nodes)\n"
 		"  --draft MODEL          the draft model (--method draft_model): a smaller\n"
 		"                         model with exactly the target's vocabulary\n"
 		"  --prompt-lookup-min N  ngram: shortest n-gram matched (default 2)\n"
@@ -89,6 +90,15 @@ static void usage(FILE *f)
 		"  --heads FILE           Medusa heads (--method medusa): safetensors with the\n"
 		"                         Medusa repository's names (specd-gen-heads writes\n"
 		"                         random ones, tools/train-heads trains them)\n"
+		"  --eagle DIR            EAGLE checkpoint folder (--method eagle): config.json\n"
+		"                         and model.safetensors in the EAGLE repository's layout\n"
+		"                         (specd-gen-heads --eagle writes random ones,\n"
+		"                         tools/train-eagle trains them)\n"
+		"  --eagle-tree T         eagle: dynamic (the default: EAGLE-2's tree, grown\n"
+		"                         from the draft's confidences) or static (a fixed shape)\n"
+		"  --eagle-width W        eagle: candidates per expanded node, and nodes\n"
+		"                         expanded per level, 1 to 10 (default 4)\n"
+		"  --eagle-depth D        eagle: levels of the tree, 1 to 16 (default 5)\n"
 		"  --tp T                 tensor-parallel shards: run under mpirun -np T; rank 0\n"
 		"                         prints, the others hold their shard\n"
 		"  --placement P          where the drafter runs: leader (the default: inside\n"
@@ -199,7 +209,8 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 			"-m", "--model", "-p", "--prompt", "-n", "--max-tokens", "--temperature",
 			"--top-k", "--top-p", "--seed", "--threads", "--method", "--spec-tokens",
 			"--draft", "--heads", "--tp", "--perplexity", "--prompt-lookup-min",
-			"--prompt-lookup-max", "--placement", "--pipeline", "--draft-deadline"};
+			"--prompt-lookup-max", "--placement", "--pipeline", "--draft-deadline",
+			"--eagle", "--eagle-tree", "--eagle-width", "--eagle-depth"};
 		bool is_known = false;
 		for (size_t k = 0; k < sizeof(known) / sizeof(known[0]); k++)
 			is_known |= strcmp(flag, known[k]) == 0;
@@ -251,6 +262,18 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 			o->draft = v;
 		} else if (!strcmp(flag, "--heads")) {
 			o->heads = v;
+		} else if (!strcmp(flag, "--eagle")) {
+			o->eagle.path = v;
+		} else if (!strcmp(flag, "--eagle-tree")) {
+			if (strcmp(v, "dynamic") && strcmp(v, "static"))
+				return bad_value(flag, v, "dynamic or static");
+			o->eagle.static_tree = strcmp(v, "static") == 0;
+		} else if (!strcmp(flag, "--eagle-width") || !strcmp(flag, "--eagle-depth")) {
+			bool w = !strcmp(flag, "--eagle-width");
+			long n;
+			if (!parse_long(v, 1, w ? 10 : 16, &n))
+				return bad_value(flag, v, w ? "a count from 1 to 10" : "a count from 1 to 16");
+			*(w ? &o->eagle.width : &o->eagle.depth) = (uint32_t)n;
 		} else if (!strcmp(flag, "--prompt-lookup-min")) {
 			if (!parse_long(v, 1, 32, &o->lookup_min))
 				return bad_value(flag, v, "a length from 1 to 32");
@@ -279,17 +302,17 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 		fprintf(stderr, "specd-run: no model (-m MODEL.gguf); see --help\n");
 		return EXIT_USAGE;
 	}
-	if (o->method != DRAFT_METHOD_NONE && !draft_ops_for(o->method)) {
-		fprintf(stderr, "specd-run: --method %s is not implemented yet (none, ngram, "
-				"draft_model and medusa are)\n", draft_method_name(o->method));
-		return EXIT_USAGE;
-	}
 	if (o->method == DRAFT_METHOD_DRAFT_MODEL && !o->draft) {
 		fprintf(stderr, "specd-run: --method draft_model needs --draft MODEL.gguf\n");
 		return EXIT_USAGE;
 	}
 	if (o->method == DRAFT_METHOD_MEDUSA && !o->heads) {
 		fprintf(stderr, "specd-run: --method medusa needs --heads FILE.safetensors\n");
+		return EXIT_USAGE;
+	}
+	if (o->method == DRAFT_METHOD_EAGLE && !o->eagle.path) {
+		fprintf(stderr, "specd-run: --method eagle needs --eagle DIR (a checkpoint "
+				"folder)\n");
 		return EXIT_USAGE;
 	}
 	if (o->lookup_min && o->lookup_max && o->lookup_min > o->lookup_max) {
@@ -302,9 +325,10 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 				"--placement rank)\n");
 		return EXIT_USAGE;
 	}
-	if (o->method == DRAFT_METHOD_NONE && (o->draft || o->heads || o->spec_tokens))
-		fprintf(stderr, "specd-run: note: --spec-tokens, --draft and --heads have no "
-				"effect with --method none\n");
+	if (o->method == DRAFT_METHOD_NONE && (o->draft || o->heads || o->eagle.path ||
+						 o->spec_tokens))
+		fprintf(stderr, "specd-run: note: --spec-tokens, --draft, --heads and --eagle "
+				"have no effect with --method none\n");
 	if (!o->spec_tokens)
 		o->spec_tokens = DEFAULT_SPEC_TOKENS;
 	if (o->perplexity && o->prompt) {
@@ -353,6 +377,7 @@ static enum specd_status run_open(struct run *r, const struct run_opts *o, uint3
 		.prompt_lookup_max = (uint32_t)o->lookup_max,
 		.draft_path = o->draft,
 		.heads_path = o->heads,
+		.eagle = o->eagle,
 		.tp = r->mpi,
 		.tp_comm = r->target_comm,
 		.draft_link = r->link,
@@ -628,6 +653,7 @@ static int serve_draft(const struct run_opts *o, struct run *r)
 		.threads = (uint32_t)o->threads,
 		.draft_path = o->draft,
 		.heads_path = o->heads,
+		.eagle = o->eagle,
 	};
 	struct specd_error err;
 	specd_error_clear(&err);

@@ -19,6 +19,7 @@ struct drafter {
 static const struct draft_ops *const methods[DRAFT_METHOD_COUNT] = {
 	[DRAFT_METHOD_NGRAM] = &draft_ngram_ops,
 	[DRAFT_METHOD_DRAFT_MODEL] = &draft_model_ops,
+	[DRAFT_METHOD_EAGLE] = &draft_eagle_ops,
 	[DRAFT_METHOD_MEDUSA] = &draft_medusa_ops,
 };
 
@@ -51,6 +52,7 @@ enum specd_status draft_create_ops(const struct draft_ops *ops, const struct dra
 	d->cfg.method = ops->method;
 	d->cfg.draft_path = NULL; /* borrowed for create only */
 	d->cfg.heads_path = NULL;
+	d->cfg.eagle.path = NULL;
 	d->active = ops->method;
 	if ((st = ops->create(cfg, &d->state, err)) != SPECD_OK)
 		goto fail;
@@ -80,6 +82,7 @@ static enum specd_status create_several(const struct draft_config *cfg, struct d
 	d->cfg = *cfg;
 	d->cfg.draft_path = NULL;
 	d->cfg.heads_path = NULL;
+	d->cfg.eagle.path = NULL;
 	d->mask = mask;
 	d->active = cfg->method;
 	for (int m = 0; m < DRAFT_METHOD_COUNT && st == SPECD_OK; m++) {
@@ -149,17 +152,29 @@ enum specd_status draft_select(struct drafter *d, enum draft_method m, struct sp
 	return st;
 }
 
+static uint32_t ops_hidden_rows(const struct draft_ops *o)
+{
+	return !o || !o->wants_hidden ? 0 : o->wants_history ? DRAFT_HIDDEN_ROWS : 1;
+}
+
+uint32_t draft_hidden_rows(const struct drafter *d)
+{
+	uint32_t rows = ops_hidden_rows(d->ops);
+
+	/* A remote drafter's methods are judged by their own ops (the draft rank's). */
+	for (int m = 0; m < DRAFT_METHOD_COUNT; m++) {
+		uint32_t r = d->held[m] ? draft_hidden_rows(d->held[m])
+			     : d->mask & 1u << m ? ops_hidden_rows(draft_ops_for((enum draft_method)m))
+						 : 0;
+		if (r > rows)
+			rows = r;
+	}
+	return rows;
+}
+
 bool draft_wants_hidden(const struct drafter *d)
 {
-	if (d->ops && d->ops->wants_hidden)
-		return true;
-	for (int m = 0; m < DRAFT_METHOD_COUNT; m++) {
-		const struct draft_ops *o = draft_ops_for((enum draft_method)m);
-		if (d->held[m] ? draft_wants_hidden(d->held[m])
-			       : d->mask & 1u << m && o && o->wants_hidden)
-			return true;
-	}
-	return false;
+	return draft_hidden_rows(d) > 0;
 }
 
 uint32_t draft_k_max(const struct drafter *d)
@@ -234,6 +249,24 @@ static void proposal_clear(struct draft_proposal *p)
 	p->tree = false;
 }
 
+/* Held methods that keep every position's hidden state (EAGLE), other than the one
+ * proposing, take the rows shown with a propose: the engine shows them once. */
+static enum specd_status take_history(const struct drafter *d, const struct draft_seq *seqs,
+				      uint32_t n, struct specd_error *err)
+{
+	enum specd_status st = SPECD_OK;
+
+	for (int m = 0; m < DRAFT_METHOD_COUNT && st == SPECD_OK; m++) {
+		const struct drafter *h = d->held[m];
+		if (!h || m == (int)d->active || !h->ops || !h->ops->wants_history || !h->ops->warm)
+			continue;
+		for (uint32_t i = 0; i < n && st == SPECD_OK; i++)
+			if (seqs[i].n_hidden)
+				st = h->ops->warm(h->state, &seqs[i], err);
+	}
+	return st;
+}
+
 enum specd_status draft_propose(struct drafter *d, const struct draft_seq *seq, uint32_t k,
 				struct draft_proposal *out, struct specd_error *err)
 {
@@ -242,8 +275,11 @@ enum specd_status draft_propose(struct drafter *d, const struct draft_seq *seq, 
 	proposal_clear(out);
 	if (st != SPECD_OK)
 		return st;
-	if (!d->ops)
+	if (!d->ops) {
+		if ((st = take_history(d, seq, 1, err)) != SPECD_OK)
+			return st;
 		return draft_propose(d->held[d->active], seq, k, out, err);
+	}
 	if (k > d->cfg.k_max)
 		k = d->cfg.k_max;
 	if (k == 0)
@@ -268,8 +304,13 @@ enum specd_status draft_propose_batch(struct drafter *d, const struct draft_seq 
 	uint32_t group_k[DRAFT_BATCH_MAX], m = 0;
 	enum specd_status st = SPECD_OK;
 
-	if (!d->ops)
+	if (!d->ops) {
+		for (uint32_t i = 0; i < n; i++)
+			proposal_clear(outs[i]);
+		if ((st = take_history(d, seqs, n, err)) != SPECD_OK)
+			return st;
 		return draft_propose_batch(d->held[d->active], seqs, k, outs, n, err);
+	}
 	for (uint32_t i = 0; i < n; i++)
 		proposal_clear(outs[i]);
 	for (uint32_t i = 0; i < n && st == SPECD_OK; i++) {

@@ -30,6 +30,17 @@ struct kern_ctx;
 struct model;
 struct sampler;
 
+/* EAGLE's settings (drafters/eagle.h). */
+struct draft_eagle_config {
+	const char *path;  /* the checkpoint folder (model/eagle.h); borrowed for create */
+	/* false: the dynamic tree of EAGLE-2, grown from the draft's confidences; true: a
+	 * fixed tree of k_max nodes */
+	bool static_tree;
+	/* candidates per expanded node and nodes expanded per level (width), and levels
+	 * of the tree (depth); 0: EAGLE_DEFAULT_WIDTH, EAGLE_DEFAULT_DEPTH */
+	uint32_t width, depth;
+};
+
 struct draft_config {
 	enum draft_method method;
 	uint32_t k_max;      /* most tokens one propose returns: 1 .. DRAFT_MAX_TOKENS */
@@ -47,6 +58,7 @@ struct draft_config {
 	struct kern_ctx *kern;
 	/* medusa: the heads' safetensors file (drafters/medusa.h; borrowed for create). */
 	const char *heads_path;
+	struct draft_eagle_config eagle;
 	/* More methods to hold beside `method`, bit (1u << m) each (not none): one drafter
 	 * each, made from this same config, so the online selector can switch between them
 	 * (draft_select); proposals come from `method` until then. 0: `method` only. */
@@ -63,13 +75,29 @@ struct draft_seq {
 	/* The sequence's draft sampler: the request's transform (temperature, top-k,
 	 * top-p) with a PRNG stream of its own. Drafters that sample draw only from it. */
 	struct sampler *sampler;
-	/* For drafters with wants_hidden (Medusa): the target's final hidden state (after
-	 * the output norm; model_dim floats, host) at tokens[n_tokens - 2], the position
-	 * whose logits chose the last token; NULL when the engine has none yet (a
-	 * one-token prompt, a prompt prefilled inside the steps): the drafter then
-	 * proposes nothing. */
+	/* For drafters with wants_hidden: the target's final hidden states (after the
+	 * output norm; n_hidden rows of model_dim floats, host, oldest first) at positions
+	 * tokens[n_tokens - 1 - n_hidden .. n_tokens - 2]: the last is the state whose
+	 * logits chose the last token (all Medusa reads). A drafter with wants_history
+	 * (EAGLE) gets every row since it last proposed for the sequence (the prompt's
+	 * last DRAFT_HIDDEN_ROWS at first, then each step's accepted path); one that
+	 * finds a gap, or fewer rows than it wanted, starts over from the rows it has.
+	 * NULL (n_hidden 0) when the engine has none yet (a one-token prompt): the drafter
+	 * then proposes nothing. */
 	const float *hidden;
+	uint32_t n_hidden;
 };
+
+/* The most hidden rows a sequence carries to a drafter with wants_history at once: a
+ * prompt's last rows (a longer prompt's earlier states are not kept). */
+#define DRAFT_HIDDEN_ROWS 512
+
+/* The row of seq->hidden that chose the last token, or NULL. */
+static inline const float *draft_seq_last_hidden(const struct draft_seq *seq, uint32_t dim)
+{
+	return seq->hidden && seq->n_hidden ? seq->hidden + (size_t)(seq->n_hidden - 1) * dim
+					    : NULL;
+}
 
 /* A proposal, in caller-owned buffers sized for k_max tokens. */
 struct draft_proposal {
@@ -95,6 +123,9 @@ struct draft_ops {
 	/* The drafter reads draft_seq.hidden: the engine then asks the target for its final
 	 * hidden states (Medusa). */
 	bool wants_hidden;
+	/* With wants_hidden: the drafter reads the states of every position, not only the
+	 * last (draft_seq.hidden; EAGLE keeps them in its own KV cache). */
+	bool wants_history;
 	enum specd_status (*create)(const struct draft_config *cfg, void **state,
 				    struct specd_error *err);
 	void (*destroy)(void *state);
@@ -144,7 +175,7 @@ const struct draft_ops *draft_ops_for(enum draft_method m);
 
 /* Creates the drafter of cfg->method (and of each method in cfg->also) and checks it
  * supports cfg->target. Errors:
- * SPECD_UNSUPPORTED (a method without a drafter: none, eagle), SPECD_INVAL (a
+ * SPECD_UNSUPPORTED (a method without a drafter: none), SPECD_INVAL (a
  * config field out of range, a draft model that does not fit the target: the message
  * says why), SPECD_IO / SPECD_NOMEM / the model loader's errors. *out only on success. */
 enum specd_status draft_create(const struct draft_config *cfg, struct drafter **out,
@@ -163,8 +194,12 @@ uint32_t draft_methods(const struct drafter *d);
  * switching). Every held method saw every reset and commit, so it drafts on from the
  * sequences as they are. Errors: SPECD_INVAL (m is not held). */
 enum specd_status draft_select(struct drafter *d, enum draft_method m, struct specd_error *err);
-/* Whether the drafter reads draft_seq.hidden: some method it holds does (Medusa). */
+/* Whether the drafter reads draft_seq.hidden: some method it holds does (Medusa,
+ * EAGLE). */
 bool draft_wants_hidden(const struct drafter *d);
+/* Rows of hidden state a sequence must carry to it: DRAFT_HIDDEN_ROWS when a method it
+ * holds has wants_history, 1 when one only wants_hidden, else 0. */
+uint32_t draft_hidden_rows(const struct drafter *d);
 uint32_t draft_k_max(const struct drafter *d);
 size_t draft_memory_bytes(const struct drafter *d);
 enum specd_status draft_supports(const struct drafter *d, const struct model *target,

@@ -27,9 +27,12 @@ struct draft_engine {
 	uint32_t *b_tok, *b_slot, *b_pos, *b_out; /* (batch_rows) host */
 	int32_t *b_par;       /* (batch_rows) host: parents, for steps with a token tree */
 	float *logits;        /* (max_rows, n_vocab) host */
-	bool want_hidden;     /* the drafter reads the target's final hidden state */
+	bool want_hidden;     /* the drafter reads the target's final hidden states */
+	uint32_t hid_rows;    /* rows a job keeps for it (draft_hidden_rows) */
 	uint32_t dim;
-	float *hidden;        /* (max_rows, dim) host, when want_hidden */
+	/* (batch_rows, dim) host, when want_hidden: each output's, verify rows first, then
+	 * the hidden-only outputs of prompt rows prefilled in the step */
+	float *hidden;
 	float *work;          /* (2 * n_vocab) host: the verifier's */
 	/* One step's drafting, (n_slots) each: the tokens planned per job, and the batched
 	 * proposal's sequences, counts, outputs and jobs. */
@@ -57,8 +60,10 @@ struct draft_job {
 	uint32_t keep[DRAFT_MAX_TOKENS];     /* cache rows of a tree's accepted path */
 	uint32_t rows[DRAFT_MAX_TOKENS + 1]; /* the logits row each emitted token was drawn at */
 	uint32_t depth;       /* levels of this step's tree proposal */
-	float *hidden;        /* (dim) host: the target's hidden state at tokens[n - 2] */
-	bool has_hidden;
+	/* (hid_rows, dim) host: the target's hidden states at tokens[n - 1 - n_hidden ..
+	 * n - 2] that the drafter has not been shown yet (draft_seq.hidden) */
+	float *hidden;
+	uint32_t n_hidden;
 	struct draft_metrics m;
 	uint32_t k;           /* drafted per step: 0 (plain) .. the engine's K */
 	bool plain;           /* no drafter for this job */
@@ -67,6 +72,7 @@ struct draft_job {
 	uint32_t row0;        /* where this step's verify rows begin in the batch */
 	uint32_t n_prefilled; /* prompt tokens in the target's cache (deferred prefill) */
 	uint32_t pf_rows;     /* prompt tokens this step prefills */
+	uint32_t pf_out;      /* their first hidden-only output, when the drafter keeps any */
 	bool in_step;
 	uint32_t last_drafted, last_accepted; /* the last verify step (a tree: its depth) */
 };
@@ -140,10 +146,11 @@ enum specd_status draft_engine_create(const struct draft_engine_config *cfg,
 	e->b_pos = specd_malloc_array(mb, sizeof(uint32_t));
 	e->b_out = specd_malloc_array(mb, sizeof(uint32_t));
 	e->b_par = specd_malloc_array(mb, sizeof(int32_t));
-	e->want_hidden = cfg->drafter && draft_wants_hidden(cfg->drafter);
+	e->hid_rows = cfg->drafter ? draft_hidden_rows(cfg->drafter) : 0;
+	e->want_hidden = e->hid_rows > 0;
 	e->dim = model_hparams(cfg->target)->dim;
 	if (e->want_hidden)
-		e->hidden = specd_malloc_array((size_t)e->max_rows * e->dim, sizeof(float));
+		e->hidden = specd_malloc_array((size_t)mb * e->dim, sizeof(float));
 	e->logits = specd_malloc_array((size_t)e->max_rows * e->n_vocab, sizeof(float));
 	e->work = specd_malloc_array(2 * (size_t)e->n_vocab, sizeof(float));
 	e->p_k = specd_malloc_array(e->n_slots, sizeof(*e->p_k));
@@ -204,7 +211,8 @@ enum specd_status draft_job_create(struct draft_engine *e, uint32_t slot,
 		j->acc = specd_malloc_array(e->k, sizeof(int32_t));
 		if (!j->prop.tokens || !j->prop.q || !j->prop.parent || !j->acc)
 			goto nomem;
-		if (e->want_hidden && !(j->hidden = specd_malloc_array(e->dim, sizeof(float))))
+		if (e->want_hidden &&
+		    !(j->hidden = specd_malloc_array((size_t)e->hid_rows * e->dim, sizeof(float))))
 			goto nomem;
 	}
 	j->k = e->k;
@@ -222,7 +230,8 @@ static struct draft_seq job_seq(struct draft_job *j)
 {
 	struct draft_seq s = {
 		.slot = j->slot, .tokens = j->tokens, .n_tokens = j->n_tokens,
-		.sampler = j->draft_s, .hidden = j->has_hidden ? j->hidden : NULL,
+		.sampler = j->draft_s, .hidden = j->n_hidden ? j->hidden : NULL,
+		.n_hidden = j->n_hidden,
 	};
 	return s;
 }
@@ -261,28 +270,28 @@ static enum specd_status target_compact(struct draft_engine *e, uint32_t slot, u
 	return SPECD_OK;
 }
 
-/* Target prefill of tokens[0..n) in batches; hidden (dim floats, or NULL) receives
- * the final hidden state of the last token. */
+/* Target prefill of tokens[0..n) in batches; hidden (n_keep rows of dim floats, or
+ * NULL) receives the final hidden states of the last n_keep tokens. */
 static enum specd_status prefill(struct draft_engine *e, uint32_t slot, const int32_t *tokens,
-				 uint32_t n, float *hidden, struct specd_error *err)
+				 uint32_t n, float *hidden, uint32_t n_keep,
+				 struct specd_error *err)
 {
 	for (uint32_t s = 0; s < n; s += e->batch_rows) {
 		uint32_t c = n - s < e->batch_rows ? n - s : e->batch_rows;
+		struct model_batch b = {
+			.n_tokens = c, .tokens = e->b_tok, .slots = e->b_slot, .pos = e->b_pos,
+			.out_idx = e->b_out,
+		};
 
 		for (uint32_t i = 0; i < c; i++) {
 			e->b_tok[i] = (uint32_t)tokens[s + i];
 			e->b_slot[i] = slot;
 			e->b_pos[i] = s + i;
+			if (hidden && s + i >= n - n_keep)
+				e->b_out[b.n_out++] = i;
 		}
-		struct model_batch b = {
-			.n_tokens = c, .tokens = e->b_tok, .slots = e->b_slot, .pos = e->b_pos,
-		};
-		if (hidden && s + c == n) {
-			e->b_out[0] = c - 1;
-			b.n_out = 1;
-			b.out_idx = e->b_out;
-			b.hidden = hidden;
-		}
+		if (b.n_out)
+			b.hidden = hidden + (size_t)(s + e->b_out[0] - (n - n_keep)) * e->dim;
 		enum specd_status st = target_forward(e, &b, err);
 		if (st != SPECD_OK)
 			return st;
@@ -354,13 +363,15 @@ enum specd_status draft_job_start(struct draft_job *j, const int32_t *prompt, ui
 	j->n_prefilled = 0;
 	j->in_step = false;
 	j->last_drafted = j->last_accepted = 0;
-	j->has_hidden = false;
+	j->n_hidden = 0;
 	if (!p->defer_prefill) {
-		float *h = !j->plain && j->hidden && n_prompt > 1 ? j->hidden : NULL;
-		if ((st = prefill(e, j->slot, prompt, n_prompt - 1, h, err)) != SPECD_OK)
+		uint32_t keep = !j->plain && j->hidden ? n_prompt - 1 : 0;
+		if (keep > e->hid_rows)
+			keep = e->hid_rows;
+		if ((st = prefill(e, j->slot, prompt, n_prompt - 1, j->hidden, keep, err)))
 			return st;
 		j->n_prefilled = n_prompt - 1;
-		j->has_hidden = h != NULL;
+		j->n_hidden = keep;
 	}
 	if (!j->plain) {
 		struct draft_seq seq = job_seq(j);
@@ -477,8 +488,10 @@ static enum specd_status propose_all(struct draft_engine *e, struct draft_job *c
 	double t0 = specd_now();
 	enum specd_status st = draft_propose_batch(e->drafter, e->p_seq, e->p_kk, e->p_out, n, err);
 	double share = (specd_now() - t0) / n;
-	for (uint32_t i = 0; i < n; i++)
+	for (uint32_t i = 0; i < n; i++) {
 		e->p_job[i]->m.t_draft += share;
+		e->p_job[i]->n_hidden = 0; /* shown: the next rows start where these end */
+	}
 	return st;
 }
 
@@ -506,6 +519,24 @@ static enum specd_status job_path(struct draft_job *j, const struct draft_verdic
 	return SPECD_OK;
 }
 
+/* Room at the end of j->hidden for n more rows (n <= hid_rows: callers keep only the
+ * last hid_rows), the oldest rows dropped when it is full; j->n_hidden counts them in
+ * already. */
+static float *job_hidden_room(struct draft_job *j, uint32_t n)
+{
+	const struct draft_engine *e = j->eng;
+	size_t row = e->dim;
+
+	if (j->n_hidden + n > e->hid_rows) {
+		uint32_t drop = j->n_hidden + n - e->hid_rows;
+		drop = drop < j->n_hidden ? drop : j->n_hidden;
+		memmove(j->hidden, j->hidden + drop * row, (j->n_hidden - drop) * row * sizeof(float));
+		j->n_hidden -= drop;
+	}
+	j->n_hidden += n;
+	return j->hidden + (j->n_hidden - n) * row;
+}
+
 static enum specd_status job_commit(struct draft_job *j, const float *logits,
 				    struct specd_error *err)
 {
@@ -530,10 +561,15 @@ static enum specd_status job_commit(struct draft_job *j, const float *logits,
 	if (st != SPECD_OK)
 		return st;
 	if (e->want_hidden && j->hidden) {
-		/* The state whose logits chose `next`: what the drafter builds on next. */
-		memcpy(j->hidden, e->hidden + (size_t)(j->row0 + j->rows[v.n_accepted]) * e->dim,
-		       e->dim * sizeof(float));
-		j->has_hidden = true;
+		/* The states at n - 1 .. n - 1 + n_accepted, the last of which chose `next`:
+		 * what the drafter builds on next. */
+		uint32_t rows = v.n_accepted + 1;
+		uint32_t skip = rows > e->hid_rows ? rows - e->hid_rows : 0;
+		float *dst = job_hidden_room(j, rows - skip);
+		for (uint32_t i = skip; i < rows; i++)
+			memcpy(dst + (size_t)(i - skip) * e->dim,
+			       e->hidden + (size_t)(j->row0 + j->rows[i]) * e->dim,
+			       e->dim * sizeof(float));
 	}
 	j->m.t_verify += specd_now() - t0;
 	job_emit(j, j->acc, v.n_accepted, v.next, logits, j->rows);
@@ -628,19 +664,26 @@ enum specd_status draft_engine_step(struct draft_engine *e, struct draft_job *co
 		used += rows;
 	}
 	/* Deferred prompts fill the rest of the batch, after the verify rows (whose
-	 * logits rows are then their batch indices), a chunk at a time. */
-	uint32_t n_verify = used;
+	 * logits rows are then their batch indices), a chunk at a time. A drafter that
+	 * keeps the prompt's states gets its last rows as hidden-only outputs. */
+	uint32_t n_verify = used, n_out = used;
 	for (uint32_t i = 0; i < n_jobs && used < e->batch_rows; i++) {
 		struct draft_job *j = jobs[i];
 		if (j->stop != DRAFT_STOP_NONE || !job_prefilling(j))
 			continue;
 		uint32_t want = j->n_prompt - 1 - j->n_prefilled, room = e->batch_rows - used;
+		uint32_t from = j->n_prompt - 1 > e->hid_rows ? j->n_prompt - 1 - e->hid_rows : 0;
+		bool keep = !j->plain && j->hidden;
 		j->pf_rows = want < room ? want : room;
+		j->pf_out = n_out;
 		for (uint32_t t = 0; t < j->pf_rows; t++) {
-			e->b_tok[used + t] = (uint32_t)j->tokens[j->n_prefilled + t];
+			uint32_t pos = j->n_prefilled + t;
+			e->b_tok[used + t] = (uint32_t)j->tokens[pos];
 			e->b_slot[used + t] = j->slot;
-			e->b_pos[used + t] = j->n_prefilled + t;
+			e->b_pos[used + t] = pos;
 			e->b_par[used + t] = t ? (int32_t)(used + t - 1) : -1;
+			if (keep && pos >= from)
+				e->b_out[n_out++] = used + t;
 		}
 		used += j->pf_rows;
 	}
@@ -649,8 +692,9 @@ enum specd_status draft_engine_step(struct draft_engine *e, struct draft_job *co
 	struct model_batch b = {
 		.n_tokens = used, .tokens = e->b_tok, .slots = e->b_slot, .pos = e->b_pos,
 		.parent = tree ? e->b_par : NULL,
-		.n_out = n_verify, .out_idx = e->b_out, .logits = e->logits,
+		.n_out = n_out, .out_idx = e->b_out, .logits = e->logits,
 		.hidden = e->want_hidden ? e->hidden : NULL,
+		.n_hidden_only = n_out - n_verify,
 	};
 	double t0 = specd_now();
 	if ((st = target_forward(e, &b, err)) != SPECD_OK)
@@ -660,6 +704,13 @@ enum specd_status draft_engine_step(struct draft_engine *e, struct draft_job *co
 		struct draft_job *j = jobs[i];
 
 		if (j->pf_rows) {
+			uint32_t n_kept = 0;
+			while (j->pf_out + n_kept < n_out &&
+			       e->b_slot[e->b_out[j->pf_out + n_kept]] == j->slot)
+				n_kept++;
+			if (n_kept)
+				memcpy(job_hidden_room(j, n_kept), e->hidden + (size_t)j->pf_out * e->dim,
+				       (size_t)n_kept * e->dim * sizeof(float));
 			j->n_prefilled += j->pf_rows;
 			j->m.t_prefill += t_fwd;
 		}

@@ -12,6 +12,7 @@
 #include "drafter_int.h"
 #include "medusa_int.h"
 #include "model/llama.h"
+#include "model/safetensors.h"
 
 struct medusa {
 	struct medusa_heads *heads;
@@ -176,26 +177,7 @@ static size_t medusa_memory_bytes(const void *state)
 {
 	const struct medusa *m = state;
 
-	return m->heads->bytes;
-}
-
-/* The n best ids of logits, best first, the lower id first among equals. */
-static void top_n(const float *logits, uint32_t n_vocab, uint32_t n, int32_t *out)
-{
-	for (uint32_t r = 0; r < n; r++)
-		out[r] = -1;
-	for (uint32_t v = 0; v < n_vocab; v++) {
-		float x = logits[v];
-		if (isnan(x))
-			continue;
-		uint32_t r = n;
-		while (r > 0 && (out[r - 1] < 0 || x > logits[out[r - 1]]))
-			r--;
-		if (r == n)
-			continue;
-		memmove(out + r + 1, out + r, (n - r - 1) * sizeof(*out));
-		out[r] = (int32_t)v;
-	}
+	return m->heads->file->bytes;
 }
 
 /* Head h's residual blocks on the hidden state, into row r of m->xs. */
@@ -261,7 +243,7 @@ static enum specd_status medusa_propose_batch(void *state, const struct draft_se
 	for (uint32_t i = 0; i < n; i++) {
 		outs[i]->n = 0;
 		outs[i]->q_onehot = true;
-		if (seqs[i].hidden && k_in[i] && !outs[i]->parent)
+		if (draft_seq_last_hidden(&seqs[i], m->heads->dim) && k_in[i] && !outs[i]->parent)
 			return specd_errorf(err, SPECD_INTERNAL, "medusa: the caller takes no trees");
 	}
 	/* Rows by head, then by sequence: head h's rows are contiguous, so heads with one LM
@@ -269,9 +251,10 @@ static enum specd_status medusa_propose_batch(void *state, const struct draft_se
 	for (uint32_t h = 0; h < n_heads; h++) {
 		for (uint32_t i = 0; i < n; i++) {
 			uint32_t k = k_in[i] < m->k_max ? k_in[i] : m->k_max;
-			if (!seqs[i].hidden || k == 0 || !m->want[k][h])
+			const float *hid = draft_seq_last_hidden(&seqs[i], m->heads->dim);
+			if (!hid || k == 0 || !m->want[k][h])
 				continue;
-			if ((st = run_blocks(m, h, seqs[i].hidden, rows, err)) != SPECD_OK)
+			if ((st = run_blocks(m, h, hid, rows, err)) != SPECD_OK)
 				return st;
 			m->row_of[i * n_heads + h] = rows++;
 		}
@@ -283,12 +266,12 @@ static enum specd_status medusa_propose_batch(void *state, const struct draft_se
 		return st;
 	for (uint32_t i = 0; i < n; i++) {
 		uint32_t k = k_in[i] < m->k_max ? k_in[i] : m->k_max;
-		if (!seqs[i].hidden || k == 0)
+		if (!draft_seq_last_hidden(&seqs[i], m->heads->dim) || k == 0)
 			continue;
 		const uint8_t *want = m->want[k];
 		for (uint32_t h = 0; h < n_heads && want[h]; h++) {
 			uint32_t r = m->row_of[i * n_heads + h];
-			top_n(m->logits + (size_t)r * m->heads->n_vocab, m->heads->n_vocab, want[h],
+			draft_top_n(m->logits + (size_t)r * m->heads->n_vocab, m->heads->n_vocab, want[h],
 			      m->top[r]);
 		}
 		struct draft_proposal *out = outs[i];

@@ -13,6 +13,7 @@
 #define MEDUSA_MAX_LAYERS 8 /* residual blocks per head */
 
 struct model;
+struct safetensors_file;
 
 struct medusa_block {
 	struct kern_mat w;  /* (dim, dim): in the file's mapping or in owned */
@@ -29,11 +30,7 @@ struct medusa_head {
 struct medusa_heads {
 	uint32_t n_heads, dim, n_vocab;
 	struct medusa_head head[MEDUSA_MAX_HEADS];
-	void *map;          /* the file's read-only mapping */
-	size_t map_size;
-	void **owned;       /* copies of tensors the mapping could not serve in place */
-	uint32_t n_owned;
-	size_t bytes;       /* weights beyond the target's */
+	struct safetensors_file *file; /* the mapping the weights point into, and copies */
 };
 
 /* Maps and checks `path` against the target (hidden size, vocabulary, its LM head).

@@ -126,7 +126,8 @@ struct remote {
 	uint32_t mask;          /* the methods the draft rank holds */
 	enum draft_method active; /* the one its proposals come from */
 	uint32_t dim;           /* hidden size shipped with proposes (Medusa); 0: none */
-	float *hid;             /* (n_slots, dim) host: a batch's hidden rows */
+	uint32_t hid_rows;      /* rows per sequence at most (method_hidden_rows) */
+	float *hid;             /* (n_slots, hid_rows, dim) host: a batch's hidden rows */
 	uint64_t memory_bytes;  /* the draft rank's drafter */
 	uint32_t *told;         /* (n_slots) tokens of each slot the draft rank holds */
 	/* A batched propose's body, (body_cap) words host: n_slots struct rd_batch_seq and
@@ -140,12 +141,24 @@ struct remote {
 	struct rd_rep rep;
 };
 
-/* Whether the method's own drafter reads the target's hidden state: the leader then
- * ships it with every propose made with that method. */
-static bool method_wants_hidden(enum draft_method m)
+/* Hidden rows the method's own drafter reads per sequence (draft_hidden_rows): the
+ * leader ships up to that many, the latest, with every propose made with it. */
+static uint32_t method_hidden_rows(enum draft_method m)
 {
 	const struct draft_ops *ops = draft_ops_for(m);
-	return ops && ops->wants_hidden;
+	return !ops || !ops->wants_hidden ? 0 : ops->wants_history ? DRAFT_HIDDEN_ROWS : 1;
+}
+
+/* The rows of seq to ship with a propose: the last of them, as many as the held
+ * method that wants most takes (EAGLE takes them in while another method proposes). */
+static uint32_t rows_to_ship(const struct remote *r, const struct draft_seq *seq,
+			     const float **first)
+{
+	uint32_t want = r->dim && seq->hidden ? r->hid_rows : 0;
+	uint32_t n = seq->n_hidden < want ? seq->n_hidden : want;
+
+	*first = n ? seq->hidden + (size_t)(seq->n_hidden - n) * r->dim : NULL;
+	return n;
 }
 
 /* draft_create_ops hands ops->create only the struct draft_config; the remote part
@@ -227,12 +240,15 @@ static enum specd_status rd_create(const struct draft_config *cfg, void **state,
 	if (mask >> DRAFT_METHOD_COUNT || mask & 1u << DRAFT_METHOD_NONE)
 		return specd_errorf(err, SPECD_INVAL, "remote drafter: methods 0x%x to hold beside "
 				    "%s", cfg->also, draft_method_name(cfg->method));
-	bool hidden = false;
-	for (int m = 0; m < DRAFT_METHOD_COUNT; m++)
-		hidden |= mask & 1u << m && method_wants_hidden((enum draft_method)m);
-	uint32_t dim = hidden ? model_hparams(cfg->target)->dim : 0;
+	uint32_t hid_rows = 0;
+	for (int m = 0; m < DRAFT_METHOD_COUNT; m++) {
+		uint32_t rows = mask & 1u << m ? method_hidden_rows((enum draft_method)m) : 0;
+		hid_rows = rows > hid_rows ? rows : hid_rows;
+	}
+	uint32_t dim = hid_rows ? model_hparams(cfg->target)->dim : 0;
 	if (!(r = specd_calloc(1, sizeof(*r))) ||
-	    (dim && !(r->hid = specd_malloc_array((size_t)cfg->n_slots * dim, sizeof(float)))) ||
+	    (dim && !(r->hid = specd_malloc_array((size_t)cfg->n_slots * hid_rows * dim,
+						  sizeof(float)))) ||
 	    !(r->told = specd_calloc(cfg->n_slots, sizeof(uint32_t))) ||
 	    !(r->body = specd_malloc_array(words, sizeof(int32_t))) ||
 	    !(r->rbuf = specd_malloc_array(rbytes, 1))) {
@@ -248,6 +264,7 @@ static enum specd_status rd_create(const struct draft_config *cfg, void **state,
 	r->mask = mask;
 	r->active = cfg->method;
 	r->dim = dim;
+	r->hid_rows = hid_rows;
 	r->req = (struct rd_req){
 		.op = RD_HELLO,
 		.flags = (rc->pipeline ? RD_HELLO_PIPELINE : 0) | (rc->warm ? RD_HELLO_WARM : 0),
@@ -296,10 +313,10 @@ static size_t rd_memory_bytes(const void *state)
 	return (size_t)r->memory_bytes;
 }
 
-/* A request for seq's slot with the tokens the draft rank has not seen yet (and its
- * hidden row when r->req.n_hidden says so). */
+/* A request for seq's slot with the tokens the draft rank has not seen yet (and
+ * r->req.n_hidden hidden rows from `hidden`). */
 static enum specd_status rd_send(struct remote *r, enum rd_op op, const struct draft_seq *seq,
-				 struct specd_error *err)
+				 const float *hidden, struct specd_error *err)
 {
 	uint32_t from = r->told[seq->slot];
 	if (from > seq->n_tokens)
@@ -309,8 +326,9 @@ static enum specd_status rd_send(struct remote *r, enum rd_op op, const struct d
 	r->req.slot = seq->slot;
 	r->req.n_total = seq->n_tokens;
 	r->req.n_new = seq->n_tokens - from;
-	enum specd_status st = link_send(r->link, &r->req, seq->hidden,
-					 (size_t)r->dim * sizeof(float), seq->tokens + from, err);
+	enum specd_status st = link_send(r->link, &r->req, hidden,
+					 (size_t)r->req.n_hidden * r->dim * sizeof(float),
+					 seq->tokens + from, err);
 	if (st == SPECD_OK)
 		r->told[seq->slot] = seq->n_tokens;
 	return st;
@@ -334,7 +352,7 @@ static enum specd_status rd_reset(void *state, const struct draft_seq *seq,
 	r->req.min_p = sp->min_p;
 	r->req.seed = sp->seed;
 	specd_error_clear(&e);
-	return link_result(r, rd_send(r, RD_RESET, seq, &e), &e, err);
+	return link_result(r, rd_send(r, RD_RESET, seq, NULL, &e), &e, err);
 }
 
 /* Checks one answered proposal of at most k tokens (a tree's parents, or NULL for a
@@ -393,10 +411,11 @@ static enum specd_status rd_propose(void *state, const struct draft_seq *seq, ui
 	memset(&r->req, 0, sizeof(r->req));
 	r->req.k = k;
 	r->req.method = (int32_t)r->active;
-	r->req.n_hidden = r->dim && seq->hidden && method_wants_hidden(r->active) ? 1 : 0;
+	const float *hidden;
+	r->req.n_hidden = rows_to_ship(r, seq, &hidden);
 	r->req.dim = r->dim;
 	specd_error_clear(&e);
-	if ((st = rd_send(r, RD_PROPOSE, seq, &e)) != SPECD_OK)
+	if ((st = rd_send(r, RD_PROPOSE, seq, hidden, &e)) != SPECD_OK)
 		goto link_failed;
 	r->link->stats.requests++;
 	if ((st = rd_reply(r, &e)) != SPECD_OK)
@@ -461,15 +480,17 @@ static enum specd_status batch_body(struct remote *r, const struct draft_seq *se
 			return specd_errorf(err, SPECD_INVAL, "remote drafter: slot %u has %u "
 					    "tokens, more than the draft rank holds", sq->slot,
 					    sq->n_tokens);
-		bool hid = r->dim && sq->hidden && method_wants_hidden(r->active);
+		const float *hidden;
+		uint32_t rows = rows_to_ship(r, sq, &hidden);
 		ent[i] = (struct rd_batch_seq){
 			.slot = sq->slot, .n_total = sq->n_tokens, .n_new = n_new, .k = k[i],
-			.hidden = hid,
+			.hidden = rows,
 		};
 		memcpy(r->body + w, sq->tokens + from, n_new * sizeof(int32_t));
-		if (hid)
-			memcpy(r->hid + (size_t)n_hid++ * r->dim, sq->hidden,
-			       r->dim * sizeof(float));
+		if (rows)
+			memcpy(r->hid + (size_t)n_hid * r->dim, hidden,
+			       (size_t)rows * r->dim * sizeof(float));
+		n_hid += rows;
 		w += n_new;
 		sum_k += k[i];
 	}
@@ -596,7 +617,7 @@ static enum specd_status rd_commit(void *state, const struct draft_seq *seq,
 	r->req.n_accepted = n_accepted;
 	r->req.next = next;
 	specd_error_clear(&e);
-	return link_result(r, rd_send(r, RD_COMMIT, seq, &e), &e, err);
+	return link_result(r, rd_send(r, RD_COMMIT, seq, NULL, &e), &e, err);
 }
 
 /* wants_hidden as the method's own drafter: the leader then ships the target's hidden

@@ -121,6 +121,8 @@ struct draft_server_config {
 	const char *draft_path;  /* draft_model: the file, as this rank sees it */
 	const char *heads_path;  /* medusa: the heads' safetensors file, as this rank sees it;
 				  * a shared LM head is read from target */
+	struct draft_eagle_config eagle; /* eagle: the checkpoint folder as this rank sees
+					  * it, and the tree (the cluster file's) */
 	struct kern_ctx *kern;   /* the draft model's backend, borrowed; NULL: its own */
 	/* Not SPECD_OK: this rank could not get ready (its target file is missing, ...);
 	 * every hello is refused with this status and `broken_msg`, so the leader fails

@@ -60,8 +60,9 @@ struct rd_req {
 	float min_p;
 	uint32_t n_seqs;     /* propose batch: sequences, on distinct slots */
 	/* hello: the hidden size the leader ships with proposes (a drafter on the target's
-	 * hidden state: Medusa), 0 for none. Propose, propose batch: n_hidden rows of dim
-	 * floats in one message right after this request, before its tokens. */
+	 * hidden states: Medusa, EAGLE), 0 for none. Propose, propose batch: n_hidden rows
+	 * of dim floats in one message right after this request, before its tokens (per
+	 * sequence at most 1 for Medusa, DRAFT_HIDDEN_ROWS for EAGLE, oldest first). */
 	uint32_t dim;
 	uint32_t n_hidden;
 	uint64_t seed;
@@ -86,7 +87,7 @@ struct rd_batch_seq {
 	uint32_t n_total;    /* as rd_req's, per sequence */
 	uint32_t n_new;
 	uint32_t k;          /* 0 .. k_max */
-	uint32_t hidden;     /* 1: its hidden row is the next of the request's hidden rows */
+	uint32_t hidden;     /* its hidden rows: the next this many of the request's */
 };
 
 /* A batched propose's reply, one message: struct rd_rep (status and message; on error

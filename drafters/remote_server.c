@@ -42,7 +42,8 @@ struct srv_ask {
 	uint32_t slot, k;
 	bool ahead;             /* draft ahead after answering (greedy, pipelining on) */
 	bool from_spec;         /* answered from what was drafted ahead */
-	const float *hidden;    /* the target's hidden state the leader shipped, or NULL */
+	const float *hidden;    /* the target's hidden states the leader shipped, or NULL */
+	uint32_t n_hidden;
 	const int32_t *tok;     /* the proposal: the slot's prop.tokens or spec_tok */
 	uint32_t avail, n_sent;
 };
@@ -53,11 +54,12 @@ struct server {
 	struct drafter *d;
 	uint32_t n_slots, n_vocab, k_max, k_srv, cap;
 	uint32_t dim;               /* hidden size of the rows the leader ships; 0: none */
+	uint32_t hid_rows;          /* rows per sequence the drafter takes (draft_hidden_rows) */
 	enum draft_method active;   /* the method proposing now (draft_select) */
 	bool pipeline;
 	bool warm;                  /* warm the held methods not proposing (RD_HELLO_WARM) */
 	/* The current request's hidden rows (n_hidden of them, dim floats each); room for
-	 * n_slots, made at hello for a drafter that wants them. */
+	 * n_slots x hid_rows, made at hello for a drafter that wants them. */
 	float *hid;
 	uint32_t n_hidden;
 	struct srv_slot *slots;
@@ -207,11 +209,13 @@ static enum specd_status hello(struct server *s, struct specd_error *err)
 		.draft_path = s->sc->draft_path,
 		.kern = s->sc->kern,
 		.heads_path = s->sc->heads_path,
+		.eagle = s->sc->eagle,
 		.also = r->also,
 	};
 	if ((st = draft_create(&dc, &s->d, err)) != SPECD_OK)
 		return st;
 	s->dim = hidden ? tdim : 0;
+	s->hid_rows = hidden ? draft_hidden_rows(s->d) : 0;
 	s->active = m;
 	s->n_slots = r->n_slots;
 	s->slots = specd_calloc(s->n_slots, sizeof(*s->slots));
@@ -229,7 +233,8 @@ static enum specd_status hello(struct server *s, struct specd_error *err)
 							      2 * s->k_max * sizeof(int32_t));
 	s->rbuf = specd_malloc_array(s->rbuf_bytes, 1);
 	if (s->dim)
-		s->hid = specd_malloc_array((size_t)s->n_slots * s->dim, sizeof(float));
+		s->hid = specd_malloc_array((size_t)s->n_slots * s->hid_rows * s->dim,
+					    sizeof(float));
 	if (!s->slots || !s->scratch || !s->asks || !s->g_seq || !s->g_k || !s->g_out ||
 	    !s->g_ahead || !s->body || !s->rbuf || (s->dim && !s->hid))
 		goto nomem;
@@ -326,7 +331,8 @@ static void take_hidden(struct server *s)
 {
 	const struct rd_req *r = &s->req;
 	uint64_t words = (uint64_t)r->n_hidden * r->dim;
-	bool fits = s->hid && r->dim == s->dim && r->n_hidden <= s->n_slots;
+	bool fits = s->hid && r->dim == s->dim &&
+		    (uint64_t)r->n_hidden <= (uint64_t)s->n_slots * s->hid_rows;
 
 	s->n_hidden = 0;
 	if (words && recv_body(s, fits ? s->hid : NULL, words) == SPECD_OK && fits)
@@ -466,6 +472,7 @@ static enum specd_status draft_asks(struct server *s, uint32_t n_asks, struct sp
 			continue;
 		s->g_seq[m] = slot_seq(s, a->slot, sl->n);
 		s->g_seq[m].hidden = a->hidden;
+		s->g_seq[m].n_hidden = a->n_hidden;
 		s->g_k[m] = a->ahead && a->k < s->k_srv ? a->k + 1 : a->k;
 		s->g_out[m++] = &sl->prop;
 	}
@@ -577,15 +584,16 @@ static void on_propose(struct server *s)
 		reply_error(s, SPECD_INVAL, msg);
 		return;
 	}
-	if (r->n_hidden != s->n_hidden || r->n_hidden > 1) {
+	if (r->n_hidden != s->n_hidden || r->n_hidden > s->hid_rows) {
 		snprintf(msg, sizeof(msg), "slot %u: %u hidden rows of size %u for one sequence; "
-			 "this rank's drafter takes %s", r->slot, r->n_hidden, r->dim,
-			 s->dim ? "one" : "none");
+			 "this rank's drafter takes %s%u", r->slot, r->n_hidden, r->dim,
+			 s->hid_rows ? "at most " : "none, ", s->hid_rows);
 		reply_error(s, SPECD_PROTO, msg);
 		return;
 	}
 	s->asks[0] = (struct srv_ask){.slot = r->slot, .k = r->k,
-				      .hidden = s->n_hidden ? s->hid : NULL};
+				      .hidden = s->n_hidden ? s->hid : NULL,
+				      .n_hidden = s->n_hidden};
 	specd_error_clear(&err);
 	if (draft_asks(s, 1, &err) != SPECD_OK) {
 		reply_error(s, sl->st, sl->msg);
@@ -653,8 +661,10 @@ static enum specd_status batch_check(struct server *s, char *msg, size_t cap)
 			snprintf(msg, cap, "batch entry %u: slot %u: K %u of %u", i, ent[i].slot,
 				 ent[i].k, s->k_max);
 			st = SPECD_INVAL;
-		} else if (ent[i].hidden > 1) {
-			snprintf(msg, cap, "batch entry %u: hidden %u", i, ent[i].hidden);
+		} else if (ent[i].hidden > s->hid_rows) {
+			snprintf(msg, cap, "batch entry %u: %u hidden rows; this rank's drafter "
+				 "takes %s%u", i, ent[i].hidden, s->hid_rows ? "at most " : "none, ",
+				 s->hid_rows);
 			st = SPECD_PROTO;
 		} else {
 			s->slots[ent[i].slot].asked = true;
@@ -729,8 +739,10 @@ static void on_propose_batch(struct server *s)
 		}
 		s->asks[i] = (struct srv_ask){
 			.slot = ent[i].slot, .k = ent[i].k,
-			.hidden = ent[i].hidden ? s->hid + (size_t)h++ * s->dim : NULL,
+			.hidden = ent[i].hidden ? s->hid + (size_t)h * s->dim : NULL,
+			.n_hidden = ent[i].hidden,
 		};
+		h += ent[i].hidden;
 	}
 	specd_error_clear(&err);
 	if ((st = draft_asks(s, r->n_seqs, &err)) != SPECD_OK) {

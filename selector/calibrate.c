@@ -128,11 +128,12 @@ enum specd_status sel_calibrate_drafter(const struct draft_config *cfg, struct s
 	/* A short repeating pattern, so prompt lookup finds matches to propose. */
 	for (uint32_t i = 0; i < CAL_PROMPT; i++)
 		tokens[i] = (int32_t)((5 + 3 * (i % 6)) % n_vocab);
-	/* A drafter on the hidden state (Medusa) drafts from any vector the same way. */
+	/* A drafter on the hidden state (Medusa, EAGLE) drafts from any vector the same
+	 * way. */
 	for (uint32_t i = 0; hidden && i < dim; i++)
 		hidden[i] = (float)((int)(i % 7) - 3) * 0.25f;
 	struct draft_seq seq = {.slot = 0, .tokens = tokens, .n_tokens = CAL_PROMPT,
-				.hidden = hidden};
+				.hidden = hidden, .n_hidden = hidden ? 1 : 0};
 	struct draft_proposal p = {.tokens = tokens + CAL_PROMPT, .q = q, .parent = parent};
 	double t1 = 0, tk = 0;
 	for (int rep = 0; rep < 2; rep++) {

@@ -43,8 +43,9 @@ double sel_expected_tokens(double a, uint32_t k)
 
 bool sel_method_samples_q(enum draft_method m)
 {
-	/* Medusa proposes its heads' top candidates, deterministically (q one-hot). */
-	return m == DRAFT_METHOD_DRAFT_MODEL || m == DRAFT_METHOD_EAGLE;
+	/* Medusa and EAGLE propose the top candidates of their trees, deterministically
+	 * (q one-hot). */
+	return m == DRAFT_METHOD_DRAFT_MODEL;
 }
 
 double sel_link_bytes(const struct sel_inputs *in, enum draft_method m, uint32_t k,

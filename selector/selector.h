@@ -111,8 +111,8 @@ struct sel_decision {
  * document's ranges, low end): ngram 0.5, draft_model 0.7, eagle 0.8, medusa 0.6. */
 double sel_acceptance_prior(enum draft_method m);
 
-/* True for methods whose drafts are samples from a q of their own (draft_model,
- * eagle); prompt lookup and Medusa (its heads' top candidates) propose
+/* True for methods whose drafts are samples from a q of their own (draft_model);
+ * prompt lookup, Medusa and EAGLE (their trees' top candidates) propose
  * deterministically, so their q is one-hot and never ships. */
 bool sel_method_samples_q(enum draft_method m);
 

@@ -95,6 +95,9 @@ static void test_defaults__apply_when_sections_omitted(void **state)
 	assert_int_equal(c->prompt_lookup_max, 5);
 	assert_null(c->draft_model);
 	assert_null(c->eagle_heads);
+	assert_int_equal(c->eagle_tree, 0);
+	assert_int_equal(c->eagle_width, 4);
+	assert_int_equal(c->eagle_depth, 5);
 	assert_null(c->medusa_heads);
 	assert_true(c->target_speedup == 0.0);
 	assert_false(c->low_memory);
@@ -145,6 +148,9 @@ static const char full_yaml[] =
 	"    model: /models/d.gguf\n"
 	"  eagle:\n"
 	"    heads: /models/e\n"
+	"    tree: static\n"
+	"    width: 6\n"
+	"    depth: 7\n"
 	"  medusa:\n"
 	"    heads: /models/m\n"
 	"constraints:\n"
@@ -199,6 +205,9 @@ static void test_full__every_key_parsed(void **state)
 	assert_int_equal(c->prompt_lookup_max, 3);
 	assert_string_equal(c->draft_model, "/models/d.gguf");
 	assert_string_equal(c->eagle_heads, "/models/e");
+	assert_int_equal(c->eagle_tree, 1);
+	assert_int_equal(c->eagle_width, 6);
+	assert_int_equal(c->eagle_depth, 7);
 	assert_string_equal(c->medusa_heads, "/models/m");
 	assert_true(c->target_speedup == 1.25);
 	assert_false(c->low_memory);

@@ -172,7 +172,7 @@ static void test_specd_run__clear_errors(void **state)
 		{2, "unknown argument '--bogus'", {"-m", g_small, "--bogus", NULL}},
 		{2, "--max-tokens 'many'", {"-m", g_small, "--max-tokens", "many", NULL}},
 		{2, "--temperature needs a value", {"-m", g_small, "--temperature", NULL}},
-		{2, "--method eagle is not implemented yet", {"-m", g_small, "--method", "eagle", NULL}},
+		{2, "--method eagle needs --eagle DIR", {"-m", g_small, "--method", "eagle", NULL}},
 		{2, "--method 'fast'", {"-m", g_small, "--method", "fast", NULL}},
 		{2, "--tp 2 but mpirun started 1 rank", {"-m", g_small, "--tp=2", NULL}},
 		{2, "--chat: chat: the file has no chat template", {"-m", g_small, "--chat", "-p", "hi", NULL}},

@@ -785,7 +785,8 @@ static void test_engine__refuses_a_draft_with_another_vocabulary(void **state)
 	assert_int_not_equal(draft_create(&dc, &d, &err), SPECD_OK);
 	assert_non_null(strstr(err.msg, "/nonexistent/draft.gguf"));
 	dc.method = DRAFT_METHOD_EAGLE;
-	assert_int_equal(draft_create(&dc, &d, &err), SPECD_UNSUPPORTED);
+	assert_int_equal(draft_create(&dc, &d, &err), SPECD_INVAL);
+	assert_non_null(strstr(err.msg, "no checkpoint folder"));
 	model_destroy(t);
 
 	if (!g_have_st)

@@ -175,7 +175,7 @@ static void test_medusa__a_batch_proposes_what_single_proposes_do(void **state)
 		uint32_t k[3] = {12, 3, 7};
 		for (uint32_t i = 0; i < 3; i++) {
 			seqs[i] = (struct draft_seq){.slot = i, .tokens = tokens, .n_tokens = 4,
-						     .hidden = hidden[i]};
+						     .hidden = hidden[i], .n_hidden = 1};
 			b[i] = (struct draft_proposal){.tokens = bt[i], .parent = bp[i]};
 			outs[i] = &b[i];
 		}
@@ -226,7 +226,8 @@ static void test_medusa__held_beside_ngram_proposes_with_the_method_selected(voi
 	float hidden[48];
 	for (int i = 0; i < 48; i++)
 		hidden[i] = (float)(i % 5) - 2.0f;
-	struct draft_seq seq = {.slot = 0, .tokens = tokens, .n_tokens = 5, .hidden = hidden};
+	struct draft_seq seq = {.slot = 0, .tokens = tokens, .n_tokens = 5, .hidden = hidden,
+				.n_hidden = 1};
 	struct draft_proposal a = {.tokens = t1, .parent = p1}, b = {.tokens = t2, .parent = p2};
 	assert_int_equal(draft_reset(both, &seq, NULL), SPECD_OK);
 	assert_int_equal(draft_reset(alone, &seq, NULL), SPECD_OK);

@@ -189,8 +189,14 @@ static void test_specd_run_methods__clear_errors(void **state)
 		  "--prompt-lookup-max", "2", NULL}},
 		{2, "--spec-tokens '0'", {"-m", g_small, "--method", "ngram", "--spec-tokens", "0",
 					  NULL}},
-		{2, "--method eagle is not implemented yet", {"-m", g_small, "--method", "eagle",
-							      NULL}},
+		{2, "--method eagle needs --eagle DIR", {"-m", g_small, "--method", "eagle",
+							 NULL}},
+		{2, "--eagle-tree 'wide'", {"-m", g_small, "--method", "eagle", "--eagle", "x",
+					    "--eagle-tree", "wide", NULL}},
+		{2, "--eagle-width '11'", {"-m", g_small, "--method", "eagle", "--eagle", "x",
+					   "--eagle-width", "11", NULL}},
+		{1, "eagle: /nonexistent/e/config.json: cannot open",
+		 {"-m", g_small, "--method", "eagle", "--eagle", "/nonexistent/e", NULL}},
 		{2, "--method medusa needs --heads", {"-m", g_small, "--method", "medusa", NULL}},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
