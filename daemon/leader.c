@@ -183,6 +183,7 @@ static void base_inputs(const struct cluster *c, struct sel_inputs *in)
 	in->low_memory = cfg->low_memory;
 	in->max_draft_memory = cfg->max_draft_memory;
 	in->dedicated_draft = c->layout.dedicated_draft;
+	in->ngram_in_leader = true; /* stack_config's local_ngram */
 	in->pipeline = cfg->pipeline;
 	in->sampling = cfg->expect_sampling;
 	/* drafters/remote.h: whole q rows only; a sampling job's draft is never greedy. */
@@ -424,6 +425,7 @@ static struct runtime_config stack_config(const struct cluster *c, enum draft_me
 		.heads_path = cfg->medusa_heads,
 		.eagle = eagle_of(cfg),
 		.also = c->rank == 0 ? held_methods(c) : 0,
+		.local_ngram = true,
 		.tp = c->have_target_comm,
 		.tp_comm = c->target_comm,
 		.draft_link = link,

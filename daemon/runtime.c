@@ -166,6 +166,7 @@ enum specd_status runtime_open(const struct runtime_config *cfg, struct runtime 
 			.link = cfg->draft_link,
 			.pipeline = cfg->pipeline,
 			.warm = cfg->draft_warm,
+			.local_ngram = cfg->local_ngram,
 			.transport = DRAFT_Q_FULL,
 		};
 		st = cfg->draft_link ? draft_remote_create(&drc, &dc, &rt->drafter, err)

@@ -50,6 +50,7 @@ struct runtime_config {
 	struct draft_link *draft_link;
 	bool pipeline;             /* with draft_link: draft step t+1 while t verifies */
 	bool draft_warm;           /* with draft_link: draft_remote_config.warm */
+	bool local_ngram;          /* with draft_link: draft_remote_config.local_ngram */
 };
 
 struct runtime {

@@ -129,6 +129,7 @@ struct remote {
 	uint32_t hid_rows;      /* rows per sequence at most (method_hidden_rows) */
 	float *hid;             /* (n_slots, hid_rows, dim) host: a batch's hidden rows */
 	uint64_t memory_bytes;  /* the draft rank's drafter */
+	struct drafter *local;  /* prompt lookup in the leader (local_ngram), or NULL */
 	uint32_t *told;         /* (n_slots) tokens of each slot the draft rank holds */
 	/* A batched propose's body, (body_cap) words host: n_slots struct rd_batch_seq and
 	 * the new tokens of sequences as long as the draft rank can hold; and its reply,
@@ -202,6 +203,7 @@ static void rd_destroy(void *state)
 	specd_free(r->body);
 	specd_free(r->rbuf);
 	specd_free(r->hid);
+	draft_destroy(r->local);
 	specd_free(r);
 }
 
@@ -291,6 +293,13 @@ static enum specd_status rd_create(const struct draft_config *cfg, void **state,
 		goto fail;
 	}
 	r->memory_bytes = r->rep.memory_bytes;
+	if (rc->local_ngram && mask & 1u << DRAFT_METHOD_NGRAM) {
+		struct draft_config one = *cfg;
+		one.method = DRAFT_METHOD_NGRAM;
+		one.also = 0;
+		if ((st = draft_create(&one, &r->local, err)) != SPECD_OK)
+			goto fail;
+	}
 	*state = r;
 	return SPECD_OK;
 fail:
@@ -404,6 +413,8 @@ static enum specd_status rd_propose(void *state, const struct draft_seq *seq, ui
 	enum specd_status st;
 	double t0 = specd_now();
 
+	if (r->local && r->active == DRAFT_METHOD_NGRAM)
+		return draft_propose(r->local, seq, k, out, err);
 	out->n = 0;
 	out->q_onehot = true;
 	if (r->link->stats.dead)
@@ -515,6 +526,8 @@ static enum specd_status rd_propose_batch(void *state, const struct draft_seq *s
 
 	if (n == 1)
 		return rd_propose(state, &seqs[0], k[0], outs[0], err);
+	if (r->local && r->active == DRAFT_METHOD_NGRAM)
+		return draft_propose_batch(r->local, seqs, k, outs, n, err);
 	for (uint32_t i = 0; i < n; i++) {
 		outs[i]->n = 0;
 		outs[i]->q_onehot = true;

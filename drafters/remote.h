@@ -102,6 +102,10 @@ struct draft_remote_config {
 	 * with the target's. */
 	bool warm;
 	enum draft_q_transport transport;
+	/* Prompt lookup proposes in the leader, not on the draft rank: it needs no weights,
+	 * so asking the draft rank would only add a round trip a step. The draft rank still
+	 * hears every commit (its other methods keep up). */
+	bool local_ngram;
 };
 
 /* Leader only: a drafter of cfg->method running on the draft rank, with cfg's K,

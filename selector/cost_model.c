@@ -48,10 +48,15 @@ bool sel_method_samples_q(enum draft_method m)
 	return m == DRAFT_METHOD_DRAFT_MODEL;
 }
 
+bool sel_crosses_link(const struct sel_inputs *in, enum draft_method m)
+{
+	return in->dedicated_draft && !(m == DRAFT_METHOD_NGRAM && in->ngram_in_leader);
+}
+
 double sel_link_bytes(const struct sel_inputs *in, enum draft_method m, uint32_t k,
 		      enum sel_transport t, double a)
 {
-	if (!in->dedicated_draft || k == 0)
+	if (!sel_crosses_link(in, m) || k == 0)
 		return 0.0;
 	double bytes = 2.0 * LINK_REQUEST_BYTES + LINK_REPLY_BYTES;
 	if (in->sampling && sel_method_samples_q(m)) {
@@ -72,7 +77,7 @@ double sel_link_bytes(const struct sel_inputs *in, enum draft_method m, uint32_t
 static double link_time(const struct sel_inputs *in, enum draft_method m, uint32_t k,
 			enum sel_transport t, double a)
 {
-	if (!in->dedicated_draft || k == 0)
+	if (!sel_crosses_link(in, m) || k == 0)
 		return 0.0;
 	double bw = in->link.bandwidth > 0 ? in->link.bandwidth : INFINITY;
 	/* Propose out and reply back are two latencies; the commit travels ahead of the
@@ -124,7 +129,7 @@ double sel_step_time(const struct sel_inputs *in, enum draft_method m, uint32_t 
 		return sel_verify_time(in, 1);
 	const struct sel_method_in *mi = &in->methods[m];
 	double link = link_time(in, m, k, t, a);
-	if (!(in->dedicated_draft && in->pipeline && !in->sampling))
+	if (!(sel_crosses_link(in, m) && in->pipeline && !in->sampling))
 		return draft_time(mi, k) + link + verify;
 	/* Pipelined (drafters/remote.c): after answering, the draft rank drafts K + 1
 	 * more assuming all K are kept and the bonus is its own guess, while the leader

@@ -85,7 +85,7 @@ double sel_batch_step_time(const struct sel_inputs *in, enum draft_method m,
 	const struct sel_method_in *mi = &in->methods[m];
 	double draft = mi->t_draft_fixed_s + (double)k_top * mi->t_draft_token_s;
 	double link = 0;
-	if (in->dedicated_draft) {
+	if (sel_crosses_link(in, m)) {
 		double bw = in->link.bandwidth > 0 ? in->link.bandwidth : INFINITY;
 		link = 2.0 * in->link.latency_s + bytes / bw;
 	}

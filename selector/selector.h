@@ -66,6 +66,9 @@ struct sel_inputs {
 	uint64_t max_draft_memory;  /* cap on the drafter's memory; 0: none */
 	/* placement and scheduling */
 	bool dedicated_draft;       /* the drafter runs on its own rank (else in the leader) */
+	/* Prompt lookup runs in the leader even beside a draft rank (it needs no weights:
+	 * asking the draft rank would only add a round trip): no link for ngram. */
+	bool ngram_in_leader;
 	bool pipeline;              /* speculation.pipeline (dedicated rank, greedy jobs) */
 	bool sampling;              /* plan for sampling jobs: q must cross the link */
 	bool transport_built[SEL_TRANSPORT_COUNT]; /* what the runtime can ship today */
@@ -118,6 +121,9 @@ bool sel_method_samples_q(enum draft_method m);
 
 /* E(a, K) = (1 - a^(K+1)) / (1 - a): tokens a step emits on average (K + 1 at a = 1). */
 double sel_expected_tokens(double a, uint32_t k);
+
+/* Whether method m's proposals cross the leader <-> draft rank link. */
+bool sel_crosses_link(const struct sel_inputs *in, enum draft_method m);
 
 /* Bytes crossing the link for one step of K drafted tokens (requests, reply, commit,
  * q rows of the transport, hidden states for eagle/medusa). 0 without a dedicated

@@ -193,6 +193,50 @@ static void check_params(const struct sampler_params *sp)
 	check_remote(DRAFT_METHOD_DRAFT_MODEL, g_far, 0, sp, plain, 3 * N_SEEDS);
 }
 
+/* draft_remote_config.local_ngram: prompt lookup proposes in the leader, the draft rank
+ * hears only commits until a method it holds is selected. */
+static void test_draft_rank_sampling__prompt_lookup_in_the_leader_asks_the_rank_nothing(
+	void **state)
+{
+	(void)state;
+	struct draft_link_config lc = {.leader = 0, .draft = 1};
+	struct draft_link *link;
+	assert_int_equal(draft_link_create(MPI_COMM_WORLD, &lc, &link, NULL), SPECD_OK);
+	if (g_rank == 1) {
+		struct draft_server_config sc = {.target = g_t, .draft_path = g_near};
+		assert_int_equal(draft_serve(link, &sc, NULL), SPECD_OK);
+		draft_link_destroy(link);
+		return;
+	}
+	static uint32_t cells[VOCAB * VOCAB], cells_local[VOCAB * VOCAB];
+	static uint32_t pairs[N_SEEDS], pairs_local[N_SEEDS];
+	struct draft_metrics m, ml;
+	struct draft_link_stats ls;
+	struct draft_config dc = {.method = DRAFT_METHOD_NGRAM, .k_max = K, .n_slots = 1,
+				  .n_ctx = 16, .target = g_t, .prompt_lookup_min = 1,
+				  .draft_path = g_near, .also = 1u << DRAFT_METHOD_DRAFT_MODEL};
+	struct draft_remote_config rc = {.link = link, .local_ngram = true};
+	struct drafter *remote, *local = fx_drafter(DRAFT_METHOD_NGRAM, g_t, K, 1, NULL, 1);
+	assert_int_equal(draft_remote_create(&rc, &dc, &remote, NULL), SPECD_OK);
+	sample_joint(remote, &k_plain, 7 * N_SEEDS, cells, pairs, &m);
+	sample_joint(local, &k_plain, 7 * N_SEEDS, cells_local, pairs_local, &ml);
+	draft_link_get_stats(link, &ls);
+	assert_int_equal(ls.proposals, 0);
+	assert_int_equal(ls.requests, 0);
+	assert_memory_equal(pairs, pairs_local, sizeof(pairs));
+	assert_int_equal(m.drafted, ml.drafted);
+	assert_true(m.drafted > 0);
+	/* the draft model on the rank took every reset and commit in: it proposes now */
+	assert_int_equal(draft_select(remote, DRAFT_METHOD_DRAFT_MODEL, NULL), SPECD_OK);
+	sample_joint(remote, &k_plain, 8 * N_SEEDS, cells, pairs, &m);
+	draft_link_get_stats(link, &ls);
+	assert_true(ls.proposals >= N_SEEDS);
+	assert_true(m.accepted > 0);
+	draft_destroy(remote);
+	draft_destroy(local);
+	draft_link_destroy(link);
+}
+
 static void test_draft_rank_sampling__temperature_keeps_the_distribution(void **state)
 {
 	(void)state;
@@ -212,6 +256,8 @@ int main(int argc, char **argv)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_draft_rank_sampling__temperature_keeps_the_distribution),
 		cmocka_unit_test(test_draft_rank_sampling__top_k_top_p_keep_the_distribution),
+		cmocka_unit_test(
+			test_draft_rank_sampling__prompt_lookup_in_the_leader_asks_the_rank_nothing),
 	};
 	int rc = cmocka_run_group_tests(tests, setup, teardown);
 	MPI_Finalize();

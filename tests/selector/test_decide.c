@@ -116,6 +116,29 @@ static void test_cost__link_bytes_by_transport(void **state)
 			   0.0, 0);
 }
 
+static void test_cost__prompt_lookup_in_the_leader_crosses_no_link(void **state)
+{
+	(void)state;
+	struct sel_inputs in = base();
+	double over_link = sel_step_time(&in, DRAFT_METHOD_NGRAM, 4, SEL_TRANSPORT_GREEDY, 0.5);
+	in.ngram_in_leader = true;
+	assert_true(sel_crosses_link(&in, DRAFT_METHOD_DRAFT_MODEL));
+	assert_false(sel_crosses_link(&in, DRAFT_METHOD_NGRAM));
+	assert_float_equal(sel_link_bytes(&in, DRAFT_METHOD_NGRAM, 4, SEL_TRANSPORT_GREEDY, 0.5),
+			   0.0, 0);
+	double local = sel_step_time(&in, DRAFT_METHOD_NGRAM, 4, SEL_TRANSPORT_GREEDY, 0.5);
+	/* the same step as a cluster without a draft rank: no round trip, no pipelining */
+	in.dedicated_draft = false;
+	assert_float_equal(local, sel_step_time(&in, DRAFT_METHOD_NGRAM, 4, SEL_TRANSPORT_GREEDY,
+						0.5), 1e-15);
+	assert_true(local < over_link);
+	/* a far draft rank leaves prompt lookup as it is */
+	in.dedicated_draft = true;
+	in.link.latency_s = 0.1;
+	assert_float_equal(sel_step_time(&in, DRAFT_METHOD_NGRAM, 4, SEL_TRANSPORT_GREEDY, 0.5),
+			   local, 1e-15);
+}
+
 static void test_decide__fast_link_picks_the_draft_model(void **state)
 {
 	(void)state;
@@ -402,6 +425,7 @@ int main(void)
 		cmocka_unit_test(test_cost__verify_time_interpolates_missing_sizes),
 		cmocka_unit_test(test_cost__tp_scaling_adds_two_allreduces_a_layer),
 		cmocka_unit_test(test_cost__link_bytes_by_transport),
+		cmocka_unit_test(test_cost__prompt_lookup_in_the_leader_crosses_no_link),
 		cmocka_unit_test(test_decide__fast_link_picks_the_draft_model),
 		cmocka_unit_test(test_decide__nothing_measured_uses_the_rule_table),
 		cmocka_unit_test(test_decide__rule_table_skips_a_draft_model_that_does_not_fit),
