@@ -135,20 +135,29 @@ static int teardown(void **state)
 	return 0;
 }
 
+/* The link, on rank 0; on rank 1, serves a draft rank with the draft model at `path`
+ * until rank 0 is done, then NULL. */
+static struct draft_link *open_link(const char *path)
+{
+	struct draft_link_config lc = {.leader = 0, .draft = 1};
+	struct draft_link *link;
+	assert_int_equal(draft_link_create(MPI_COMM_WORLD, &lc, &link, NULL), SPECD_OK);
+	if (g_rank == 0)
+		return link;
+	struct draft_server_config sc = {.target = g_t, .draft_path = path};
+	assert_int_equal(draft_serve(link, &sc, NULL), SPECD_OK);
+	draft_link_destroy(link);
+	return NULL;
+}
+
 /* One drafter through the draft rank against plain sampling and against the same
  * drafter in this process. Both ranks call it; rank 1 serves until rank 0 is done. */
 static void check_remote(enum draft_method method, const char *path, uint32_t lookup_min,
 			 const struct sampler_params *sp, const uint32_t *plain, uint64_t seed0)
 {
-	struct draft_link_config lc = {.leader = 0, .draft = 1};
-	struct draft_link *link;
-	assert_int_equal(draft_link_create(MPI_COMM_WORLD, &lc, &link, NULL), SPECD_OK);
-	if (g_rank == 1) {
-		struct draft_server_config sc = {.target = g_t, .draft_path = path};
-		assert_int_equal(draft_serve(link, &sc, NULL), SPECD_OK);
-		draft_link_destroy(link);
+	struct draft_link *link = open_link(path);
+	if (!link)
 		return;
-	}
 	static uint32_t cells[VOCAB * VOCAB], cells_local[VOCAB * VOCAB];
 	static uint32_t pairs[N_SEEDS], pairs_local[N_SEEDS];
 	struct draft_metrics m, ml;
@@ -199,15 +208,9 @@ static void test_draft_rank_sampling__prompt_lookup_in_the_leader_asks_the_rank_
 	void **state)
 {
 	(void)state;
-	struct draft_link_config lc = {.leader = 0, .draft = 1};
-	struct draft_link *link;
-	assert_int_equal(draft_link_create(MPI_COMM_WORLD, &lc, &link, NULL), SPECD_OK);
-	if (g_rank == 1) {
-		struct draft_server_config sc = {.target = g_t, .draft_path = g_near};
-		assert_int_equal(draft_serve(link, &sc, NULL), SPECD_OK);
-		draft_link_destroy(link);
+	struct draft_link *link = open_link(g_near);
+	if (!link)
 		return;
-	}
 	static uint32_t cells[VOCAB * VOCAB], cells_local[VOCAB * VOCAB];
 	static uint32_t pairs[N_SEEDS], pairs_local[N_SEEDS];
 	struct draft_metrics m, ml;
