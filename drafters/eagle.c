@@ -393,7 +393,9 @@ static enum specd_status eagle_propose(void *state, const struct draft_seq *seq,
 		e->pool[i] = (struct eagle_node){.token = -1, .parent = e->s_parent[i],
 						 .depth = e->s_depth[i], .exp = -1};
 	grow(e, e->logits, -1, k);
-	for (uint32_t d = 0; grew && d + 1 < e->depth; d++)
+	/* K nodes reach K levels at most: deeper expansions could never be kept. */
+	uint32_t levels = e->depth < k ? e->depth : k;
+	for (uint32_t d = 0; grew && d + 1 < levels; d++)
 		if ((st = expand(e, seq, d, k, &grew, err)) != SPECD_OK)
 			return st;
 	/* The tree's rows are drafts: the cache keeps the history's entries only. */
