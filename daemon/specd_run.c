@@ -393,8 +393,9 @@ static enum specd_status run_open(struct run *r, const struct run_opts *o, uint3
 		fprintf(stderr, "specd-run: method %s, K=%ld, drafter memory %.1f MiB%s\n",
 			draft_method_name(o->method), o->spec_tokens,
 			(double)draft_memory_bytes(r->rt.drafter) / (1024.0 * 1024.0),
-			!r->link ? "" : o->pipeline ? " on the draft rank, pipelined"
-						    : " on the draft rank");
+			!r->link ? "" : o->pipeline && !draft_wants_hidden(r->rt.drafter)
+						? " on the draft rank, pipelined"
+						: " on the draft rank");
 	return SPECD_OK;
 }
 

@@ -104,8 +104,8 @@ static enum specd_status eagle_create(const struct draft_config *cfg, void **sta
 	}
 	if (!e->dynamic && (st = draft_medusa_tree(e->k_max, e->depth, e->s_parent, e->s_depth,
 						   e->s_rank)) != SPECD_OK) {
-		specd_errorf(err, st, "eagle: no static tree of %u nodes over %u levels", e->k_max,
-			     e->depth);
+		specd_errorf(err, st, "eagle: no static tree of %u nodes over %u levels (a node "
+			     "has at most %d children)", e->k_max, e->depth, MEDUSA_MAX_RANK);
 		goto fail;
 	}
 	uint32_t n_ctx = cfg->n_ctx ? cfg->n_ctx : t->n_ctx_train;

@@ -2,6 +2,7 @@
  * target; model.safetensors is mapped and its tensors become a struct model's layers,
  * which then run through llama_forward.c like any model's. The embedding and the LM
  * head are the target's, taken from its file. */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -140,7 +141,7 @@ static enum specd_status matrix(const struct eagle_loader *ld, const char *name,
 
 	if (st != SPECD_OK)
 		return st;
-	snprintf(what, sizeof(what), "the layer config.json describes");
+	snprintf(what, sizeof(what), "config.json");
 	return safetensors_file_matrix(ld->m->st, t, rows, cols, what, out, ld->err);
 }
 
@@ -157,7 +158,7 @@ static enum specd_status vector(const struct eagle_loader *ld, const char *name,
 		return SPECD_OK;
 	if (!t)
 		return need(ld, name, &t);
-	if ((st = safetensors_file_vector(ld->m->st, t, n, "config.json's sizes", &v, ld->err)))
+	if ((st = safetensors_file_vector(ld->m->st, t, n, "config.json", &v, ld->err)))
 		return st;
 	*out = v;
 	return SPECD_OK;
@@ -220,21 +221,27 @@ static enum specd_status borrow_target(const struct eagle_loader *ld, const stru
 	return SPECD_OK;
 }
 
-static enum specd_status open_tensors(const char *dir, struct model *m, struct specd_error *err)
+/* The folder, before anything is read from it: a published checkpoint that ships
+ * pytorch_model.bin is told to convert it first. */
+static enum specd_status check_folder(const char *dir, struct specd_error *err)
 {
 	char path[4096];
 	struct stat sb;
 
+	if (stat(dir, &sb) != 0)
+		return specd_errorf(err, SPECD_IO, "eagle: %s is not a checkpoint folder "
+				    "(config.json and model.safetensors): %s", dir, strerror(errno));
+	if (!S_ISDIR(sb.st_mode))
+		return specd_errorf(err, SPECD_IO, "eagle: %s is not a checkpoint folder "
+				    "(config.json and model.safetensors)", dir);
 	snprintf(path, sizeof(path), "%s/model.safetensors", dir);
-	if (stat(path, &sb) != 0) {
-		char bin[4096];
-		snprintf(bin, sizeof(bin), "%s/pytorch_model.bin", dir);
-		if (stat(bin, &sb) == 0)
-			return specd_errorf(err, SPECD_IO, "eagle: %s holds pytorch_model.bin and no "
-					    "model.safetensors; convert it with tools/convert-eagle",
-					    dir);
-	}
-	return safetensors_file_open(path, "eagle", &m->st, err);
+	if (stat(path, &sb) == 0)
+		return SPECD_OK;
+	snprintf(path, sizeof(path), "%s/pytorch_model.bin", dir);
+	if (stat(path, &sb) == 0)
+		return specd_errorf(err, SPECD_IO, "eagle: %s holds pytorch_model.bin and no "
+				    "model.safetensors; convert it with tools/convert-eagle", dir);
+	return SPECD_OK; /* config.json, then the tensors, say what is missing */
 }
 
 enum specd_status model_load_eagle(const char *dir, const struct model *target,
@@ -260,6 +267,8 @@ enum specd_status model_load_eagle(const char *dir, const struct model *target,
 				    "backend");
 	if (!(m = specd_calloc(1, sizeof(*m))))
 		return specd_errorf(err, SPECD_NOMEM, "eagle: out of memory");
+	if ((st = check_folder(dir, err)))
+		goto fail;
 	struct specd_error why;
 	if ((st = hf_json_load(dir, "config.json", 0, path, sizeof(path), &config, &why))) {
 		specd_errorf(err, st, "eagle: %s", why.msg);
@@ -277,7 +286,10 @@ enum specd_status model_load_eagle(const char *dir, const struct model *target,
 	m->n_kv_heads = hp->n_kv_heads;
 	m->n_ffn = hp->ffn_dim;
 	m->n_vocab = hp->n_vocab;
-	if ((st = open_tensors(dir, m, err)) || (st = borrow_target(&ld, target)))
+	char st_path[4096];
+	snprintf(st_path, sizeof(st_path), "%s/model.safetensors", dir);
+	if ((st = safetensors_file_open(st_path, "eagle", &m->st, err)) ||
+	    (st = borrow_target(&ld, target)))
 		goto fail;
 	if ((st = matrix(&ld, "fc.weight", hp->dim, 2 * (uint64_t)hp->dim, &m->fc)) ||
 	    (st = vector(&ld, "fc.bias", hp->dim, false, &m->fc_bias)))

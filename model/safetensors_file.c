@@ -63,14 +63,20 @@ enum specd_status safetensors_file_open(const char *path, const char *tag,
 		return specd_errorf(err, SPECD_NOMEM, "%s: out of memory", tag);
 	}
 	f->tag = tag;
-	if ((st = map_file(f, err)) != SPECD_OK ||
-	    (st = safetensors_parse(path, f->map, f->map_size, &f->hdr, err)) != SPECD_OK) {
-		safetensors_file_close(f);
-		return st;
+	struct specd_error why;
+	if ((st = map_file(f, err)) != SPECD_OK)
+		goto fail;
+	if ((st = safetensors_parse(path, f->map, f->map_size, &f->hdr, &why)) != SPECD_OK) {
+		specd_errorf(err, st, "%s: %s", tag, why.msg);
+		goto fail;
 	}
 	*out = f;
 	return SPECD_OK;
+fail:
+	safetensors_file_close(f);
+	return st;
 }
+
 
 const struct safetensors_tensor *safetensors_file_find(const struct safetensors_file *f,
 						       const char *name)

@@ -1,10 +1,10 @@
 /* Real models end to end through specd-run and the daemon: specd-run --tp 2 under
- * mpirun gives the same greedy text as one process on stories260K, Medusa's token trees
- * (two tree sizes, T = 1 and 2, heads in the leader and on a dedicated draft rank) give
- * plain decoding's greedy text, a specd cluster with tensor_parallel 2 serves through
- * specctl exactly what specd-run --tp 2 prints (same T, bit-identical), and on
- * SmolLM2-135M (when fetched) greedy speculation with ngram at every K equals plain
- * decoding, and T = 2 and 3 equal T = 1. */
+ * mpirun gives the same greedy text as one process on stories260K, Medusa's and EAGLE's
+ * token trees (tree sizes and shapes, T = 1 and 2, the drafter in the leader and on a
+ * dedicated draft rank) give plain decoding's greedy text, a specd cluster with
+ * tensor_parallel 2 serves through specctl exactly what specd-run --tp 2 prints (same
+ * T, bit-identical), and on SmolLM2-135M (when fetched) greedy speculation with ngram
+ * at every K equals plain decoding, and T = 2 and 3 equal T = 1. */
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -19,6 +19,7 @@
 
 #include <cmocka.h>
 
+#include "../drafters/spec_fixture.h"
 #include "test_support.h"
 
 #define PROMPT "Lily and Ben went to the park"
@@ -97,26 +98,23 @@ static void test_tp__specd_run_tp2_equals_one_process(void **state)
 	free(two);
 }
 
-static void test_tp__medusa_trees_equal_plain_at_t1_t2_and_on_a_draft_rank(void **state)
+/* One speculative run: K, T, its own flags, and whether the drafter has a rank of its own. */
+struct spec_run {
+	int k, tp;
+	bool draft_rank;
+	const char *flags;
+};
+
+/* Each run (`method` and its flags) prints plain decoding's greedy text. */
+static void assert_runs_equal_plain(const char *method, const struct spec_run *runs, size_t n)
 {
-	(void)state;
-	char heads[320], extra[512];
-	snprintf(heads, sizeof(heads), "%s/heads.safetensors", g_dir);
-	/* heads near the LM head, so some guesses are right and trees get cut in verify */
-	assert_int_equal(ts_gen("specd-gen-heads", heads, (const char *[]){"-m", g_model,
-			 "--heads", "3", "--shared", "--scale", "0.1", NULL}), 0);
+	char extra[1024];
 	char *plain = run_text(1);
 	assert_true(strlen(plain) > strlen(PROMPT) + 20);
-	static const struct {
-		int k, tp;
-		bool draft_rank;
-	} runs[] = {
-		{4, 1, false}, {12, 1, false}, {4, 2, false}, {12, 2, false},
-		{12, 1, true}, {4, 2, true},
-	};
-	for (size_t i = 0; i < sizeof(runs) / sizeof(runs[0]); i++) {
-		snprintf(extra, sizeof(extra), "--method medusa --heads %s --spec-tokens %d%s",
-			 heads, runs[i].k, runs[i].draft_rank ? " --placement rank" : "");
+	for (size_t i = 0; i < n; i++) {
+		snprintf(extra, sizeof(extra), "%s --spec-tokens %d%s %s", method, runs[i].k,
+			 runs[i].draft_rank ? " --placement rank" : "",
+			 runs[i].flags ? runs[i].flags : "");
 		char *got = run_text_np(g_model, PROMPT, extra, runs[i].tp,
 					runs[i].tp + (runs[i].draft_rank ? 1 : 0));
 		if (strcmp(got, plain) != 0)
@@ -125,6 +123,46 @@ static void test_tp__medusa_trees_equal_plain_at_t1_t2_and_on_a_draft_rank(void 
 		free(got);
 	}
 	free(plain);
+}
+
+static void test_tp__medusa_trees_equal_plain_at_t1_t2_and_on_a_draft_rank(void **state)
+{
+	(void)state;
+	char heads[320], method[512];
+	snprintf(heads, sizeof(heads), "%s/heads.safetensors", g_dir);
+	/* heads near the LM head, so some guesses are right and trees get cut in verify */
+	assert_int_equal(ts_gen("specd-gen-heads", heads, (const char *[]){"-m", g_model,
+			 "--heads", "3", "--shared", "--scale", "0.1", NULL}), 0);
+	static const struct spec_run runs[] = {
+		{4, 1, false, NULL}, {12, 1, false, NULL}, {4, 2, false, NULL},
+		{12, 2, false, NULL}, {12, 1, true, NULL}, {4, 2, true, NULL},
+	};
+	snprintf(method, sizeof(method), "--method medusa --heads %s", heads);
+	assert_runs_equal_plain(method, runs, sizeof(runs) / sizeof(runs[0]));
+}
+
+/* EAGLE's layer runs whole beside the leader's shard (its KV cache on the hidden rows
+ * the engine ships), or on the draft rank from the rows the leader sends it. */
+static void test_tp__eagle_trees_equal_plain_at_t1_t2_and_on_a_draft_rank(void **state)
+{
+	(void)state;
+	char dir[320], method[512];
+	snprintf(dir, sizeof(dir), "%s/eagle", g_dir);
+	/* a layer passing the target's state on, so some paths are accepted */
+	fx_gen_eagle(dir, (const char *[]){"-m", g_model, "--seed", "3", "--scale", "0.1", NULL},
+		     true);
+	static const struct spec_run runs[] = {
+		{4, 1, false, "--eagle-tree dynamic"},
+		{12, 1, false, "--eagle-tree static --eagle-depth 4"},
+		{4, 2, false, "--eagle-tree static"},
+		{12, 2, false, "--eagle-width 10 --eagle-depth 8"},
+		{12, 1, true, "--eagle-tree dynamic"},
+		{4, 1, true, "--eagle-tree static"},
+		{4, 2, true, "--eagle-width 2 --eagle-depth 3"},
+		{12, 2, true, "--eagle-tree static --eagle-depth 3"},
+	};
+	snprintf(method, sizeof(method), "--method eagle --eagle %s", dir);
+	assert_runs_equal_plain(method, runs, sizeof(runs) / sizeof(runs[0]));
 }
 
 static void test_tp__cluster_serves_what_specd_run_tp2_prints(void **state)
@@ -237,6 +275,7 @@ int main(void)
 		cmocka_unit_test(test_smollm2__speculation_and_shards_equal_plain_decoding),
 		cmocka_unit_test(test_tp__specd_run_tp2_equals_one_process),
 		cmocka_unit_test(test_tp__medusa_trees_equal_plain_at_t1_t2_and_on_a_draft_rank),
+		cmocka_unit_test(test_tp__eagle_trees_equal_plain_at_t1_t2_and_on_a_draft_rank),
 		cmocka_unit_test(test_tp__cluster_serves_what_specd_run_tp2_prints),
 	};
 	/* CTest runs the SmolLM2 case on its own (label slow: minutes under sanitizers). */

@@ -4,10 +4,11 @@
  * propose request for all drafting jobs (draft_link_stats.batches); greedy output is
  * bitwise plain decoding's, with and without pipelining (which drafts ahead for every
  * sequence of a batch); sampled output, proposals and q rows are the in-process
- * drafter's for the same seeds, also for Medusa's token trees drafted on the draft
- * rank from the hidden rows the leader ships and for a drafter holding three methods
- * switched every step; malformed batches get an error and the
- * rank serves on; a batch that misses its deadline turns every job into plain decoding. */
+ * drafter's for the same seeds, also for Medusa's and EAGLE's token trees drafted on
+ * the draft rank from the hidden rows the leader ships (EAGLE's: every position's) and
+ * for a drafter holding three methods switched every step; malformed batches get an
+ * error and the rank serves on; a batch that misses its deadline turns every job into
+ * plain decoding. */
 #include <mpi.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -35,7 +36,7 @@
 #define MAX_OUT 40
 
 static int g_rank;
-static char g_dir[512], g_target[600], g_near[600], g_far[600], g_heads[600];
+static char g_dir[512], g_target[600], g_near[600], g_far[600], g_heads[600], g_eagle[600];
 static struct model *g_t;
 /* Rank 0: the link of the test running, while rank 1 serves on it. */
 static struct draft_link *g_open;
@@ -56,13 +57,14 @@ static const struct job_spec {
 	 {.temperature = 1.0f, .top_p = 0.95f, .seed = 104}},
 };
 
-/* A drafter: its method, draft model and heads files, lookup length, and the methods it
- * holds beside (switched every step, in a fixed cycle, when any). */
+/* A drafter: its method, draft model and heads files, lookup length, the methods it
+ * holds beside (switched every step, in a fixed cycle, when any) and EAGLE's settings. */
 struct method_case {
 	enum draft_method method;
 	const char *draft, *heads;
 	uint32_t lookup_min;
 	uint32_t also;
+	struct draft_eagle_config eagle;
 };
 
 struct run {
@@ -169,7 +171,7 @@ static struct draft_config case_config(const struct method_case *mc)
 	return (struct draft_config){.method = mc->method, .k_max = K, .n_slots = N_SLOTS,
 				     .n_ctx = CTX, .target = g_t,
 				     .prompt_lookup_min = mc->lookup_min, .draft_path = mc->draft,
-				     .heads_path = mc->heads, .also = mc->also};
+				     .heads_path = mc->heads, .also = mc->also, .eagle = mc->eagle};
 }
 
 /* Both ranks: a fresh link. Rank 1 serves on it until rank 0 destroys it and returns
@@ -182,14 +184,14 @@ static struct drafter *remote_open(const struct method_case *mc, bool pipeline,
 	assert_int_equal(draft_link_create(MPI_COMM_WORLD, &lc, link, NULL), SPECD_OK);
 	if (g_rank == 1) {
 		struct draft_server_config sc = {.target = g_t, .draft_path = mc->draft,
-						 .heads_path = mc->heads};
+						 .heads_path = mc->heads, .eagle = mc->eagle};
 		if (draft_serve(*link, &sc, &err) != SPECD_OK)
 			fail_msg("draft_serve: %s", err.msg);
 		draft_link_destroy(*link);
 		return NULL;
 	}
 	struct draft_config dc = case_config(mc);
-	dc.draft_path = dc.heads_path = NULL; /* the draft rank's files */
+	dc.draft_path = dc.heads_path = dc.eagle.path = NULL; /* the draft rank's files */
 	/* a drafter of several methods keeps the idle ones warm, as on a machine of its own */
 	struct draft_remote_config rc = {.link = *link, .pipeline = pipeline,
 					 .warm = mc->also != 0};
@@ -251,6 +253,7 @@ static int setup(void **state)
 	for (int i = 0; i < 3; i++)
 		snprintf(paths[i], sizeof(g_target), "%s/%s.gguf", g_dir, names[i]);
 	snprintf(g_heads, sizeof(g_heads), "%s/heads.safetensors", g_dir);
+	snprintf(g_eagle, sizeof(g_eagle), "%s/eagle", g_dir);
 	if (g_rank == 0) {
 		/* near: the target quantised, so most but not all proposals are accepted;
 		 * far: another model on the same vocabulary */
@@ -269,6 +272,9 @@ static int setup(void **state)
 		/* Medusa heads near the target's own LM head, so they guess right now and then */
 		fx_gen_heads(g_heads, (const char *[]){"-m", g_target, "--shared", "--scale", "0.1",
 						       NULL});
+		/* an EAGLE layer passing the target's state on: right now and then too */
+		fx_gen_eagle(g_eagle, (const char *[]){"-m", g_target, "--scale", "0.1", NULL},
+			     true);
 	}
 	MPI_Barrier(MPI_COMM_WORLD);
 	g_t = fx_load(g_target, N_SLOTS, CTX);
@@ -288,7 +294,7 @@ static int teardown(void **state)
 
 static const struct method_case *method_cases(size_t *n)
 {
-	static struct method_case cases[5];
+	static struct method_case cases[7];
 	cases[0] = (struct method_case){DRAFT_METHOD_NGRAM, .lookup_min = 1};
 	cases[1] = (struct method_case){DRAFT_METHOD_DRAFT_MODEL, .draft = g_near};
 	cases[2] = (struct method_case){DRAFT_METHOD_DRAFT_MODEL, .draft = g_far};
@@ -299,7 +305,12 @@ static const struct method_case *method_cases(size_t *n)
 					.lookup_min = 1,
 					.also = 1u << DRAFT_METHOD_DRAFT_MODEL |
 						1u << DRAFT_METHOD_MEDUSA};
-	*n = 5;
+	/* EAGLE's trees from every position's hidden row, dynamic and static */
+	cases[5] = (struct method_case){DRAFT_METHOD_EAGLE,
+					.eagle = {.path = g_eagle, .width = 3, .depth = 4}};
+	cases[6] = (struct method_case){DRAFT_METHOD_EAGLE,
+					.eagle = {.path = g_eagle, .static_tree = true}};
+	*n = 7;
 	return cases;
 }
 

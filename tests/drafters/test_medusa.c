@@ -312,42 +312,6 @@ static void test_medusa__refuses_heads_that_do_not_fit(void **state)
 
 #define N_SEEDS 10000
 
-/* The exact law of the first two tokens of plain sampling from prompt: p1(a) p2(b | a),
- * one forward per a. */
-static void exact_joint(struct model *t, const int32_t *prompt, uint32_t n,
-			const struct sampler_params *sp, double *joint)
-{
-	struct sampler *s;
-	float logits[VOCAB], p1[VOCAB], p2[VOCAB];
-	uint32_t toks[8], slots[8] = {0}, pos[8], last;
-	assert_int_equal(sampler_create(VOCAB, sp, &s, NULL), SPECD_OK);
-	for (uint32_t i = 0; i < n; i++) {
-		toks[i] = (uint32_t)prompt[i];
-		pos[i] = i;
-	}
-	last = n - 1;
-	struct model_batch b = {.n_tokens = n, .tokens = toks, .slots = slots, .pos = pos,
-				.n_out = 1, .out_idx = &last, .logits = logits};
-	assert_int_equal(kv_truncate(model_kv(t), 0, 0), SPECD_OK);
-	assert_int_equal(model_forward(t, &b, NULL), SPECD_OK);
-	assert_int_equal(sampler_probs(s, logits, p1), SPECD_OK);
-	for (uint32_t a = 0; a < VOCAB; a++) {
-		for (uint32_t c = 0; c < VOCAB; c++)
-			joint[a * VOCAB + c] = 0;
-		if (p1[a] == 0)
-			continue;
-		uint32_t one = a, p = n, z = 0, zero = 0;
-		struct model_batch b2 = {.n_tokens = 1, .tokens = &one, .slots = &zero, .pos = &p,
-					 .n_out = 1, .out_idx = &z, .logits = logits};
-		assert_int_equal(kv_truncate(model_kv(t), 0, n), SPECD_OK);
-		assert_int_equal(model_forward(t, &b2, NULL), SPECD_OK);
-		assert_int_equal(sampler_probs(s, logits, p2), SPECD_OK);
-		for (uint32_t c = 0; c < VOCAB; c++)
-			joint[a * VOCAB + c] = (double)p1[a] * p2[c];
-	}
-	sampler_destroy(s);
-}
-
 static void test_medusa__sampling_keeps_the_distribution(void **state)
 {
 	(void)state;
@@ -359,59 +323,15 @@ static void test_medusa__sampling_keeps_the_distribution(void **state)
 	int32_t prompt[4] = {1, 80, 81, 80};
 	static double joint[VOCAB * VOCAB];
 	static uint32_t count[VOCAB * VOCAB];
-	exact_joint(t, prompt, 4, &sp, joint);
+	fx_exact_joint(t, prompt, 4, &sp, joint);
 
 	struct drafter *d;
-	struct draft_engine *e;
-	struct draft_job *j;
 	assert_int_equal(medusa(t, heads, 6, &d, NULL), SPECD_OK);
-	struct draft_engine_config ec = {.target = t, .drafter = d, .spec_tokens = 6};
-	assert_int_equal(draft_engine_create(&ec, &e, NULL), SPECD_OK);
-	assert_int_equal(draft_job_create(e, 0, &j, NULL), SPECD_OK);
 	uint64_t drafted = 0, accepted = 0;
-	memset(count, 0, sizeof(count));
-	for (uint64_t i = 0; i < N_SEEDS; i++) {
-		/* K + 1 tokens, so that the first step may draft the whole tree. */
-		struct draft_job_params jp = {.sampling = sp, .max_tokens = 7, .eos = -1};
-		jp.sampling.seed = 1000 + i;
-		assert_int_equal(draft_job_start(j, prompt, 4, &jp, NULL), SPECD_OK);
-		while (draft_job_stop(j) == DRAFT_STOP_NONE)
-			assert_int_equal(draft_job_step(j, NULL), SPECD_OK);
-		uint32_t n;
-		const int32_t *out = draft_job_output(j, &n);
-		assert_int_equal(n, 7);
-		count[out[0] * VOCAB + out[1]]++;
-		drafted += draft_job_metrics(j)->drafted;
-		accepted += draft_job_metrics(j)->accepted;
-	}
-	/* Goodness of fit: cells expected >= 10 on their own, the rest in one bin. */
-	double stat = 0, oe = 0, oo = 0;
-	int bins = 0;
-	for (uint32_t c = 0; c < VOCAB * VOCAB; c++) {
-		double ex = joint[c] * N_SEEDS;
-		if (ex < 10) {
-			oe += ex;
-			oo += count[c];
-			continue;
-		}
-		stat += (count[c] - ex) * (count[c] - ex) / ex;
-		bins++;
-	}
-	if (oe >= 10) {
-		stat += (oo - oe) * (oo - oe) / oe;
-		bins++;
-	}
-	int df = bins - 1;
-	double crit = fx_chi2_critical(df);
-	if (getenv("FX_VERBOSE"))
-		fprintf(stderr, "  medusa sampling: drafted %llu accepted %llu, chi2 %.2f df %d "
-				"(crit %.2f)\n", (unsigned long long)drafted,
-			(unsigned long long)accepted, stat, df, crit);
-	assert_true(df >= 3);
-	assert_true(stat < crit);
-	assert_true(accepted > 0 && accepted < drafted);
-	draft_job_destroy(j);
-	draft_engine_destroy(e);
+	/* K + 1 tokens, so that the first step may draft the whole tree. */
+	fx_count_first_two(t, d, 6, prompt, 4, &sp, 7, N_SEEDS, count, &drafted, &accepted);
+	fx_assert_exact_law("medusa sampling", joint, count, VOCAB * VOCAB, N_SEEDS, drafted,
+			    accepted);
 	draft_destroy(d);
 	model_destroy(t);
 }

@@ -195,7 +195,7 @@ static void test_specd_run_methods__clear_errors(void **state)
 					    "--eagle-tree", "wide", NULL}},
 		{2, "--eagle-width '11'", {"-m", g_small, "--method", "eagle", "--eagle", "x",
 					   "--eagle-width", "11", NULL}},
-		{1, "eagle: /nonexistent/e/config.json: cannot open",
+		{1, "eagle: /nonexistent/e is not a checkpoint folder",
 		 {"-m", g_small, "--method", "eagle", "--eagle", "/nonexistent/e", NULL}},
 		{2, "--method medusa needs --heads", {"-m", g_small, "--method", "medusa", NULL}},
 	};
