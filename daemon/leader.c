@@ -564,8 +564,10 @@ enum specd_status leader_serve(struct cluster *c)
 			 cfg->target_model, rt.load_s, cfg->tensor_parallel,
 			 cfg->tensor_parallel == 1 ? "" : "s", draft_method_name(method), k_start,
 			 why,
-			 link ? (cfg->pipeline ? "on the draft rank, pipelined" : "on the draft rank")
-			      : "in the leader");
+			 !link ? "in the leader"
+			 : cfg->pipeline && !(rt.drafter && draft_wants_hidden(rt.drafter))
+				 ? "on the draft rank, pipelined"
+				 : "on the draft rank");
 		if (k > k_start)
 			LOG_INFO("stack sized for K up to %u: the online selector may raise K past %u",
 				 k, k_start);
