@@ -152,19 +152,19 @@ enum specd_status draft_select(struct drafter *d, enum draft_method m, struct sp
 	return st;
 }
 
-static uint32_t ops_hidden_rows(const struct draft_ops *o)
+uint32_t draft_ops_hidden_rows(const struct draft_ops *o)
 {
 	return !o || !o->wants_hidden ? 0 : o->wants_history ? DRAFT_HIDDEN_ROWS : 1;
 }
 
 uint32_t draft_hidden_rows(const struct drafter *d)
 {
-	uint32_t rows = ops_hidden_rows(d->ops);
+	uint32_t rows = draft_ops_hidden_rows(d->ops);
 
 	/* A remote drafter's methods are judged by their own ops (the draft rank's). */
 	for (int m = 0; m < DRAFT_METHOD_COUNT; m++) {
 		uint32_t r = d->held[m] ? draft_hidden_rows(d->held[m])
-			     : d->mask & 1u << m ? ops_hidden_rows(draft_ops_for((enum draft_method)m))
+			     : d->mask & 1u << m ? draft_ops_hidden_rows(draft_ops_for((enum draft_method)m))
 						 : 0;
 		if (r > rows)
 			rows = r;

@@ -200,6 +200,8 @@ bool draft_wants_hidden(const struct drafter *d);
 /* Rows of hidden state a sequence must carry to it: DRAFT_HIDDEN_ROWS when a method it
  * holds has wants_history, 1 when one only wants_hidden, else 0. */
 uint32_t draft_hidden_rows(const struct drafter *d);
+/* The same for one method's ops (NULL: 0). */
+uint32_t draft_ops_hidden_rows(const struct draft_ops *ops);
 uint32_t draft_k_max(const struct drafter *d);
 size_t draft_memory_bytes(const struct drafter *d);
 enum specd_status draft_supports(const struct drafter *d, const struct model *target,

@@ -126,7 +126,7 @@ struct remote {
 	uint32_t mask;          /* the methods the draft rank holds */
 	enum draft_method active; /* the one its proposals come from */
 	uint32_t dim;           /* hidden size shipped with proposes (Medusa); 0: none */
-	uint32_t hid_rows;      /* rows per sequence at most (method_hidden_rows) */
+	uint32_t hid_rows;      /* rows per sequence at most (draft_ops_hidden_rows) */
 	float *hid;             /* (n_slots, hid_rows, dim) host: a batch's hidden rows */
 	uint64_t memory_bytes;  /* the draft rank's drafter */
 	struct drafter *local;  /* prompt lookup in the leader (local_ngram), or NULL */
@@ -141,14 +141,6 @@ struct remote {
 	struct rd_req req;
 	struct rd_rep rep;
 };
-
-/* Hidden rows the method's own drafter reads per sequence (draft_hidden_rows): the
- * leader ships up to that many, the latest, with every propose made with it. */
-static uint32_t method_hidden_rows(enum draft_method m)
-{
-	const struct draft_ops *ops = draft_ops_for(m);
-	return !ops || !ops->wants_hidden ? 0 : ops->wants_history ? DRAFT_HIDDEN_ROWS : 1;
-}
 
 /* The rows of seq to ship with a propose: the last of them, as many as the held
  * method that wants most takes (EAGLE takes them in while another method proposes). */
@@ -244,7 +236,8 @@ static enum specd_status rd_create(const struct draft_config *cfg, void **state,
 				    "%s", cfg->also, draft_method_name(cfg->method));
 	uint32_t hid_rows = 0;
 	for (int m = 0; m < DRAFT_METHOD_COUNT; m++) {
-		uint32_t rows = mask & 1u << m ? method_hidden_rows((enum draft_method)m) : 0;
+		uint32_t rows = mask & 1u << m ? draft_ops_hidden_rows(draft_ops_for((enum draft_method)m))
+						: 0;
 		hid_rows = rows > hid_rows ? rows : hid_rows;
 	}
 	uint32_t dim = hid_rows ? model_hparams(cfg->target)->dim : 0;

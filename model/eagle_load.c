@@ -59,24 +59,6 @@ static enum specd_status cfg_f32(const struct eagle_loader *ld, const char *key,
 	return SPECD_OK;
 }
 
-static enum specd_status cfg_arch(const struct eagle_loader *ld, enum model_arch *out)
-{
-	const char *mt = json_string_value(json_object_get(ld->cfg, "model_type"));
-	const char *cls = json_string_value(json_array_get(json_object_get(ld->cfg,
-									   "architectures"), 0));
-	if (mt && model_arch_parse(mt, out))
-		return SPECD_OK;
-	if (!mt && cls && strcmp(cls, "LlamaForCausalLM") == 0)
-		return *out = MODEL_ARCH_LLAMA, SPECD_OK;
-	if (!mt && cls && strcmp(cls, "Qwen2ForCausalLM") == 0)
-		return *out = MODEL_ARCH_QWEN2, SPECD_OK;
-	if (!mt && !cls)
-		return specd_errorf(ld->err, SPECD_INVAL, "eagle: %s: key 'model_type' (or "
-				    "'architectures') is missing", ld->path);
-	return specd_errorf(ld->err, SPECD_UNSUPPORTED, "eagle: %s: model_type '%.40s' is not "
-			    "supported (llama and qwen2 are)", ld->path, mt ? mt : cls);
-}
-
 /* config.json's sizes, each checked against the target where it must match. */
 static enum specd_status read_config(const struct eagle_loader *ld,
 				     const struct model_hparams *t)
@@ -89,7 +71,7 @@ static enum specd_status read_config(const struct eagle_loader *ld,
 	if (v && !json_is_null(v))
 		return specd_errorf(ld->err, SPECD_UNSUPPORTED, "eagle: %s: key 'rope_scaling' is "
 				    "set; RoPE scaling is not supported", ld->path);
-	if ((st = cfg_arch(ld, &hp->arch)) ||
+	if ((st = hf_json_arch(ld->cfg, ld->path, &hp->arch, ld->err)) ||
 	    (st = cfg_u32(ld, "hidden_size", 0, &hp->dim)) ||
 	    (st = cfg_u32(ld, "vocab_size", 0, &vocab)) ||
 	    (st = cfg_u32(ld, "num_hidden_layers", 0, &hp->n_layers)) ||

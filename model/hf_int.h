@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "model/arch.h"
 #include "model/gguf.h"
 #include "model/safetensors.h"
 
@@ -22,6 +23,12 @@ enum specd_status hf_open(const char *dir, struct gguf_file **out, struct specd_
  * the path), SPECD_INVAL (not JSON, or not an object; with line and column). */
 enum specd_status hf_json_load(const char *dir, const char *name, size_t flags, char *path,
 			       size_t cap, json_t **out, struct specd_error *err);
+
+/* The architecture config.json names (model_type, or the first of architectures:
+ * llama or qwen2). Errors: SPECD_INVAL (neither key), SPECD_UNSUPPORTED (another
+ * architecture); messages start with path. */
+enum specd_status hf_json_arch(const json_t *config, const char *path, enum model_arch *out,
+			       struct specd_error *err);
 
 /* A token id in `config` (config.json's bos_token_id, eos_token_id): a non-negative
  * integer, or the first of an array of them; false when absent or not so. */

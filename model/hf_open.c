@@ -165,7 +165,8 @@ static enum specd_status cfg_f32(const struct hf_cfg *c, const char *hf, const c
 }
 
 /* general.architecture from model_type, else from architectures[0]. */
-static enum specd_status cfg_arch(struct hf_cfg *c)
+enum specd_status hf_json_arch(const json_t *config, const char *path, enum model_arch *out,
+			      struct specd_error *err)
 {
 	static const struct {
 		const char *model_type, *class_name;
@@ -174,21 +175,31 @@ static enum specd_status cfg_arch(struct hf_cfg *c)
 		{"llama", "LlamaForCausalLM", MODEL_ARCH_LLAMA},
 		{"qwen2", "Qwen2ForCausalLM", MODEL_ARCH_QWEN2},
 	};
-	const char *mt = json_string_value(json_object_get(c->root, "model_type"));
-	const char *cls = json_string_value(json_array_get(json_object_get(c->root, "architectures"), 0));
+	const char *mt = json_string_value(json_object_get(config, "model_type"));
+	const char *cls = json_string_value(json_array_get(json_object_get(config, "architectures"), 0));
 	for (size_t i = 0; i < sizeof(archs) / sizeof(archs[0]); i++) {
 		if ((mt && strcmp(mt, archs[i].model_type) == 0) ||
 		    (!mt && cls && strcmp(cls, archs[i].class_name) == 0)) {
-			c->arch = model_arch_name(archs[i].arch);
-			return gguf_writer_set_str(c->w, "general.architecture", c->arch);
+			*out = archs[i].arch;
+			return SPECD_OK;
 		}
 	}
 	if (!mt && !cls)
-		return specd_errorf(c->err, SPECD_INVAL,
-				    "%s: key 'model_type' (or 'architectures') is missing", c->path);
-	return specd_errorf(c->err, SPECD_UNSUPPORTED,
-			    "%s: model_type '%.40s' is not supported (llama and qwen2 are)", c->path,
+		return specd_errorf(err, SPECD_INVAL,
+				    "%s: key 'model_type' (or 'architectures') is missing", path);
+	return specd_errorf(err, SPECD_UNSUPPORTED,
+			    "%s: model_type '%.40s' is not supported (llama and qwen2 are)", path,
 			    mt ? mt : cls);
+}
+
+static enum specd_status cfg_arch(struct hf_cfg *c)
+{
+	enum model_arch arch;
+	enum specd_status st = hf_json_arch(c->root, c->path, &arch, c->err);
+	if (st != SPECD_OK)
+		return st;
+	c->arch = model_arch_name(arch);
+	return gguf_writer_set_str(c->w, "general.architecture", c->arch);
 }
 
 /* What config.json says beyond the hyper-parameters, for the tensors and tokenizer. */
