@@ -292,6 +292,32 @@ struct kern_cuda_config {
 enum specd_status kern_cuda_create(const struct kern_cuda_config *cfg, struct kern_ctx **out,
 				   struct specd_error *err);
 
+/* The emulated device backend (kernels/emu/), for testing the device paths of model/
+ * (weights uploaded at load, the KV cache and activations in backend memory, logits
+ * downloaded) on machines without a GPU. Its memory behaves as a device's:
+ * ops_host_memory is false, and the pointers kern_alloc hands out lie in a window of
+ * addresses the host cannot read or write, so host code that dereferences one faults
+ * at once. Every op checks each backend pointer it is given against the live
+ * allocations (a pointer outside them, or a freed one, or bytes running past the end
+ * of the block where the op's extent is known, fail the op with SPECD_INVAL and a log
+ * line naming the op and the argument; nothing is written then), then computes with
+ * an inner CPU backend on the bytes behind the window. Results are therefore bitwise
+ * those of a CPU backend created with the same cpu config; upload_mat keeps the
+ * matrix's type, as the CPU does. Freeing a pointer that starts no live block logs
+ * and does nothing; freed memory reads as zero when reallocated and its pages go
+ * back to the system. */
+struct kern_emu_config {
+	struct kern_cpu_config cpu; /* the CPU backend that computes */
+	size_t window_bytes;        /* device address space; 0: 16 GiB */
+};
+
+/* Creates the emulated backend (cfg may be NULL: the CPU's defaults and a 16 GiB
+ * window, reserved address space only). Errors: SPECD_NOMEM, SPECD_INVAL (an unknown
+ * cpu.isa), SPECD_INTERNAL (the window cannot be mapped, or a thread could not be
+ * started). Allocations beyond the window fail with SPECD_NOMEM. *out is written only
+ * on success; free it with kern_destroy. Threads: as the CPU backend's. */
+enum specd_status kern_emu_create(const struct kern_emu_config *cfg, struct kern_ctx **out);
+
 /* Frees a backend of any kind; NULL is a no-op. */
 static inline void kern_destroy(struct kern_ctx *ctx)
 {

@@ -12,6 +12,7 @@
 #ifndef SPECD_MODEL_COMM_H
 #define SPECD_MODEL_COMM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -41,6 +42,10 @@ struct model_comm {
 	model_maxloc_fn *maxloc;   /* required when size > 1 */
 	model_gather_fn *gather;   /* required when size > 1 */
 	void *user;    /* passed to every callback */
+	/* allreduce_sum takes the backend's memory (a device backend's buffers, NCCL),
+	 * synced before the call, instead of host memory. maxloc and gather always take
+	 * host memory. */
+	bool device_memory;
 	uint32_t rank; /* this shard, 0 .. size-1 */
 	uint32_t size; /* shards in all, >= 1 */
 };

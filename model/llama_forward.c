@@ -113,8 +113,9 @@ static enum specd_status op_failed(struct specd_error *err, enum specd_status st
 			    specd_status_str(st));
 }
 
-/* Sums a row-parallel projection's partial results across shards, when sharded. The
- * hook takes host memory: a device backend's rows go through the host stage. */
+/* Sums a row-parallel projection's partial results across shards, when sharded. A
+ * hook on host memory takes a device backend's rows through the host stage; one on
+ * device memory (NCCL) takes them in place once the backend's ops have finished. */
 static enum specd_status allreduce(const struct model *m, float *buf, size_t n)
 {
 	if (!m->comm)
@@ -122,6 +123,9 @@ static enum specd_status allreduce(const struct model *m, float *buf, size_t n)
 	if (kern_host_memory(m->kern) || m->comm->size == 1)
 		return m->comm->allreduce_sum(buf, n, m->comm->user);
 	enum specd_status st;
+	if (m->comm->device_memory)
+		return (st = kern_sync(m->kern)) ? st
+						 : m->comm->allreduce_sum(buf, n, m->comm->user);
 	float *h = m->a.stage;
 	if ((st = kern_download(m->kern, h, buf, n * sizeof(float))) ||
 	    (st = m->comm->allreduce_sum(h, n, m->comm->user)))
