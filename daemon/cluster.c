@@ -74,8 +74,8 @@ static enum specd_status probe_device(struct cluster *c)
 {
 	enum par_role role = par_layout_role(&c->layout, c->rank);
 	enum cfg_device dev = role == PAR_ROLE_DRAFT ? c->cfg->draft_device : c->cfg->target_device;
-	if (dev == CFG_DEVICE_CPU) {
-		snprintf(c->self.device, sizeof(c->self.device), "cpu");
+	if (dev != CFG_DEVICE_CUDA) {
+		snprintf(c->self.device, sizeof(c->self.device), "%s", cfg_device_name(dev));
 		return SPECD_OK;
 	}
 	int count = 0;
@@ -93,6 +93,7 @@ static enum specd_status probe_device(struct cluster *c)
 		LOG_ERROR("rank %d: cannot query CUDA device %d", c->rank, index);
 		return st;
 	}
+	c->device_index = index;
 	snprintf(c->self.device, sizeof(c->self.device), "cuda:%d %.40s", index, info.name);
 	c->self.device_mem_total = info.total_bytes;
 	c->self.device_mem_free = info.free_bytes;
@@ -160,6 +161,16 @@ enum specd_status cluster_assign_roles(struct cluster *c)
 	st = agree(st);
 	if (st == SPECD_OK)
 		st = par_census_gather(MPI_COMM_WORLD, &c->self, c->ranks);
+	int a, b;
+	if (st == SPECD_OK && c->rank == 0 && c->layout.tensor_parallel > 1 &&
+	    par_census_shared_gpu(c->ranks, c->layout.tensor_parallel, &a, &b)) {
+		LOG_ERROR("target ranks %d and %d would share GPU %s on %s: each shard needs a GPU "
+			  "of its own (NCCL refuses two ranks on one); start at most as many "
+			  "shards per node as it has GPUs", a, b, c->ranks[a].device,
+			  c->ranks[a].node);
+		st = SPECD_CONFIG;
+	}
+	st = agree(st);
 	if (st == SPECD_OK) {
 		/* The shards' own communicator: their collectives never involve the draft
 		 * rank. */

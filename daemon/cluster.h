@@ -21,6 +21,7 @@ struct cluster {
 	struct cfg_cluster *cfg;     /* every rank's own parse of rank 0's bytes */
 	struct par_layout layout;
 	struct par_rank_info self;
+	int device_index;            /* the GPU this rank computes on, when its device is cuda */
 	struct par_rank_info *ranks; /* rank 0 only: the census of every rank */
 	MPI_Comm target_comm;        /* ranks 0..T-1 (the shards); MPI_COMM_NULL elsewhere */
 	bool have_target_comm;

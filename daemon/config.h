@@ -20,6 +20,7 @@
 enum cfg_device {
 	CFG_DEVICE_CPU = 0,
 	CFG_DEVICE_CUDA,
+	CFG_DEVICE_EMULATED, /* the CPU through the device code path (testing) */
 };
 
 enum cfg_placement {

@@ -11,7 +11,7 @@
 
 static const char *const log_level_names[] = {"error", "warn", "info", "debug", NULL};
 /* Indexes match enum cfg_device, cfg_dtype, cfg_placement and draft_method. */
-static const char *const device_names[] = {"cpu", "cuda", NULL};
+static const char *const device_names[] = {"cpu", "cuda", "emulated", NULL};
 static const char *const dtype_names[] = {"auto", "f32", "f16", "bf16", NULL};
 static const char *const placement_names[] = {"rank", "leader", NULL};
 static const char *const method_names[] = {"none",  "ngram",  "draft_model",
@@ -77,7 +77,10 @@ const struct cfg_key cfg_schema[] = {
 	 .doc = "Target shards T (ranks 0..T-1, Megatron-style tensor parallelism)."},
 	{.path = "target.device", .type = CFG_TYPE_ENUM, .store = CFG_STORE_INT,
 	 .offset = OFF(target_device), .def = "cpu", .names = device_names,
-	 .doc = "Where each target shard computes (`cuda`: one GPU per rank)."},
+	 .doc = "Where each target shard computes: `cpu`; `cuda`: one GPU per rank (the "
+		"node's ranks take its GPUs in local-rank order); `emulated`: the CPU "
+		"through the GPU's code path (weights, cache and activations in memory "
+		"kept apart, uploads and downloads), for testing that path without a GPU."},
 	{.path = "target.dtype", .type = CFG_TYPE_ENUM, .store = CFG_STORE_INT,
 	 .offset = OFF(target_dtype), .def = "auto", .names = dtype_names,
 	 .doc = "Type unquantized weights are held in; `auto` keeps the file's types."},
@@ -105,7 +108,8 @@ const struct cfg_key cfg_schema[] = {
 		"runs inside rank 0 (world size T)."},
 	{.path = "draft.device", .type = CFG_TYPE_ENUM, .store = CFG_STORE_INT,
 	 .offset = OFF(draft_device), .def = "cpu", .names = device_names,
-	 .doc = "Where the drafter computes."},
+	 .doc = "Where the draft rank's drafters compute (`cpu`, `cuda`, `emulated`, as "
+		"target.device). Medusa heads and EAGLE layers run on the CPU beside a GPU."},
 	{.path = "draft.threads", .type = CFG_TYPE_INT, .store = CFG_STORE_INT,
 	 .offset = OFF(draft_threads), .def = "1", .imin = 1, .imax = 256,
 	 .doc = "CPU threads of the drafter."},

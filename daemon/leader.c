@@ -72,14 +72,22 @@ static bool will_measure(const struct cfg_cluster *cfg)
 	return cfg->measure && (cfg->method_auto || cfg->spec_tokens_auto);
 }
 
-/* A local, whole target with one small slot: enough for timed forwards of up to
- * k_max + 1 tokens and for checking drafters against it. */
-static enum specd_status open_scratch(const struct cluster *c, uint32_t threads, struct runtime *rt,
-				      struct specd_error *err)
+static enum runtime_device runtime_device_of(enum cfg_device d)
+{
+	return d == CFG_DEVICE_CUDA ? RUNTIME_DEVICE_CUDA
+	       : d == CFG_DEVICE_EMULATED ? RUNTIME_DEVICE_EMULATED : RUNTIME_DEVICE_CPU;
+}
+
+/* A local, whole target with one small slot on this rank's device: enough for timed
+ * forwards of up to k_max + 1 tokens and for checking drafters against it. */
+static enum specd_status open_scratch(const struct cluster *c, enum cfg_device dev,
+				      uint32_t threads, struct runtime *rt, struct specd_error *err)
 {
 	uint32_t k = k_max_of(c->cfg);
 	struct runtime_config rc = {
 		.model_path = c->cfg->target_model,
+		.device = runtime_device_of(dev),
+		.device_index = c->device_index,
 		.threads = threads,
 		.n_slots = 1,
 		.max_ctx = 64 + 2 * (k + 1),
@@ -140,7 +148,8 @@ static void draft_rank_calibrate(const struct cluster *c)
 	struct runtime rt;
 	struct specd_error err;
 	specd_error_clear(&err);
-	cal.status = open_scratch(c, (uint32_t)c->cfg->draft_threads, &rt, &err);
+	cal.status = open_scratch(c, c->cfg->draft_device, (uint32_t)c->cfg->draft_threads, &rt,
+				  &err);
 	if (cal.status == SPECD_OK) {
 		calibrate_drafters(c, &rt, cal.methods);
 		runtime_close(&rt);
@@ -221,7 +230,8 @@ static bool leader_calibrate(const struct cluster *c, struct sel_inputs *in)
 	struct specd_error err;
 	specd_error_clear(&err);
 	double t0 = specd_now();
-	enum specd_status st = open_scratch(c, (uint32_t)cfg->target_threads, &rt, &err);
+	enum specd_status st = open_scratch(c, cfg->target_device, (uint32_t)cfg->target_threads,
+						&rt, &err);
 	if (st == SPECD_OK)
 		st = sel_calibrate_target(rt.model, 0, in->k_max, CAL_BUDGET_S, in->t_verify_s, &err);
 	if (st != SPECD_OK) {
@@ -406,13 +416,15 @@ static enum specd_status select_method(struct cluster *c, enum draft_method *met
 }
 
 /* What every target rank opens: the same file and shape, so the shards agree. The
- * draft rank opens the same config with its own thread count. */
+ * draft rank opens the same config with its own device and thread count. */
 static struct runtime_config stack_config(const struct cluster *c, enum draft_method method,
 					  uint32_t k, struct draft_link *link)
 {
 	const struct cfg_cluster *cfg = c->cfg;
 	struct runtime_config rc = {
 		.model_path = cfg->target_model,
+		.device = runtime_device_of(cfg->target_device),
+		.device_index = c->device_index,
 		.threads = (uint32_t)cfg->target_threads,
 		.n_slots = (uint32_t)cfg->target_slots,
 		.max_ctx = (uint32_t)cfg->target_context,
@@ -511,6 +523,7 @@ enum specd_status leader_draft(struct cluster *c)
 		return st;
 	struct runtime_config rc = stack_config(c, method, k, NULL);
 	rc.threads = (uint32_t)c->cfg->draft_threads;
+	rc.device = runtime_device_of(c->cfg->draft_device);
 	struct specd_error err;
 	specd_error_clear(&err);
 	LOG_INFO("draft rank: serving the leader's drafting requests");

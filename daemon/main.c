@@ -107,17 +107,6 @@ static int run_cluster(const char *path)
 			log_set_level(level);
 		st = cluster_assign_roles(&c);
 	}
-	/* The CUDA backend is built and checked (bench/gpu-check.sh) but the serving stack
-	 * opens the CPU backend: say so rather than run on the CPU unasked. Every rank reads
-	 * the same file, so every rank stops here alike. */
-	if (st == SPECD_OK && (c.cfg->target_device == CFG_DEVICE_CUDA ||
-			       (c.layout.dedicated_draft && c.cfg->draft_device == CFG_DEVICE_CUDA))) {
-		if (rank == 0)
-			LOG_ERROR("%s: device cuda: this version of specd serves on the CPU only (the "
-				  "CUDA backend runs in specd-gpu-check); set target.device and "
-				  "draft.device to cpu", path);
-		st = SPECD_UNSUPPORTED;
-	}
 	if (st == SPECD_OK && rank == 0) {
 		printf("specd %s\n", SPECD_VERSION);
 		cluster_print_roles(&c, stdout);

@@ -91,6 +91,47 @@ void runtime_close(struct runtime *rt)
 	memset(rt, 0, sizeof(*rt));
 }
 
+const char *runtime_device_name(enum runtime_device d)
+{
+	switch (d) {
+	case RUNTIME_DEVICE_CPU: return "cpu";
+	case RUNTIME_DEVICE_CUDA: return "cuda";
+	case RUNTIME_DEVICE_EMULATED: return "emulated";
+	}
+	return "?";
+}
+
+enum specd_status runtime_backend_create(const struct runtime_config *cfg, struct kern_ctx **out,
+					 struct specd_error *err)
+{
+	struct kern_cpu_config kc = {.n_threads = cfg->threads ? cfg->threads : 1};
+	enum specd_status st;
+	switch (cfg->device) {
+	case RUNTIME_DEVICE_CPU:
+		if ((st = kern_cpu_create(&kc, out)) != SPECD_OK)
+			return specd_errorf(err, st, "cannot create the CPU backend: %s",
+					    specd_status_str(st));
+		return SPECD_OK;
+	case RUNTIME_DEVICE_EMULATED: {
+		struct kern_emu_config ec = {.cpu = kc};
+		if ((st = kern_emu_create(&ec, out)) != SPECD_OK)
+			return specd_errorf(err, st, "cannot create the emulated device: %s",
+					    specd_status_str(st));
+		return SPECD_OK;
+	}
+	case RUNTIME_DEVICE_CUDA: {
+		struct kern_cuda_config gc = {.device = cfg->device_index};
+		struct specd_error why;
+		specd_error_clear(&why);
+		if ((st = kern_cuda_create(&gc, out, &why)) != SPECD_OK)
+			return specd_errorf(err, st, "cannot create the CUDA backend on GPU %d: %s",
+					    cfg->device_index, why.msg);
+		return SPECD_OK;
+	}
+	}
+	return specd_errorf(err, SPECD_INVAL, "unknown device %d", (int)cfg->device);
+}
+
 enum specd_status runtime_open(const struct runtime_config *cfg, struct runtime *rt,
 			       struct specd_error *err)
 {
@@ -101,11 +142,8 @@ enum specd_status runtime_open(const struct runtime_config *cfg, struct runtime 
 		goto fail;
 	if ((st = tok_load_gguf(rt->file, &rt->tok, err)) != SPECD_OK)
 		goto fail;
-	struct kern_cpu_config kc = {.n_threads = cfg->threads ? cfg->threads : 1};
-	if ((st = kern_cpu_create(&kc, &rt->kern)) != SPECD_OK) {
-		specd_errorf(err, st, "cannot create the CPU backend: %s", specd_status_str(st));
+	if ((st = runtime_backend_create(cfg, &rt->kern, err)) != SPECD_OK)
 		goto fail;
-	}
 	bool spec = cfg->method != DRAFT_METHOD_NONE;
 	/* A verify batch holds K + 1 tokens of each running sequence. */
 	uint32_t n_slots = cfg->n_slots ? cfg->n_slots : 1;
@@ -128,7 +166,10 @@ enum specd_status runtime_open(const struct runtime_config *cfg, struct runtime 
 		MPI_Comm_rank(cfg->tp_comm, &tp_rank);
 	}
 	if (tp_size > 1) {
-		struct par_tp_config tc = {.deadline_s = cfg->tp_deadline_s};
+		/* A GPU's shards sum over NCCL, on the device. */
+		struct par_tp_config tc = {.deadline_s = cfg->tp_deadline_s,
+					   .nccl = cfg->device == RUNTIME_DEVICE_CUDA,
+					   .device = cfg->device_index};
 		if ((st = par_tp_model_load_gguf(cfg->tp_comm, rt->file, &mc, &tc, &rt->tp, err)) !=
 		    SPECD_OK)
 			goto fail;
@@ -194,17 +235,23 @@ enum specd_status runtime_serve_draft(const struct runtime_config *cfg, struct d
 				      struct specd_error *err)
 {
 	struct gguf_file *file = NULL;
-	struct kern_ctx *kern = NULL;
+	struct kern_ctx *kern = NULL, *host = NULL;
 	struct model *target = NULL;
 	struct specd_error why;
 	specd_error_clear(&why);
-	struct kern_cpu_config kc = {.n_threads = cfg->threads ? cfg->threads : 1};
-	/* The target only answers a drafter's supports(): one row, one token a batch. */
+	/* The target only answers a drafter's supports() and lends EAGLE its embedding and
+	 * LM head: one row, one token a batch, on the CPU over the file's mapping, so a
+	 * GPU draft rank does not copy the target's weights to its device. The drafters
+	 * compute on cfg's backend. */
 	struct model_config mc = {.n_slots = 1, .n_ctx = 1, .max_batch = 1};
+	struct runtime_config on_cpu = *cfg;
+	on_cpu.device = RUNTIME_DEVICE_CPU;
 	enum specd_status st = model_file_open(cfg->model_path, &file, &why);
-	if (st == SPECD_OK && (st = kern_cpu_create(&kc, &kern)) != SPECD_OK)
-		specd_errorf(&why, st, "cannot create the CPU backend: %s", specd_status_str(st));
-	mc.kern = kern;
+	if (st == SPECD_OK)
+		st = runtime_backend_create(cfg, &kern, &why);
+	if (st == SPECD_OK && cfg->device != RUNTIME_DEVICE_CPU)
+		st = runtime_backend_create(&on_cpu, &host, &why);
+	mc.kern = host ? host : kern;
 	if (st == SPECD_OK)
 		st = model_load_gguf(file, &mc, &target, &why);
 	if (st != SPECD_OK)
@@ -221,6 +268,7 @@ enum specd_status runtime_serve_draft(const struct runtime_config *cfg, struct d
 	};
 	st = draft_serve(link, &sc, err);
 	model_destroy(target);
+	kern_destroy(host);
 	kern_destroy(kern);
 	gguf_close(file);
 	return st;

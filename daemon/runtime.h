@@ -1,7 +1,8 @@
 /* Everything one process needs to generate: the target's GGUF file, its tokenizer,
- * a CPU backend, the model with its KV slots, the drafter of the chosen method and the
- * speculative engine over them. The daemon's leader and specd-run open the same
- * stack through this one function, so they cannot drift apart.
+ * a backend (the CPU, a GPU, or the CPU through the device code path), the model with
+ * its KV slots, the drafter of the chosen method and the speculative engine over them.
+ * The daemon's leader and specd-run open the same stack through this one function, so
+ * they cannot drift apart.
  *
  * Threads: open and close from the thread that will run the model (compute thread). */
 #ifndef SPECD_DAEMON_RUNTIME_H
@@ -24,8 +25,23 @@ struct draft_engine;
 struct par_tp_model;
 struct draft_link;
 
+/* The backend a process computes on (the cluster file's target.device and
+ * draft.device). */
+enum runtime_device {
+	RUNTIME_DEVICE_CPU = 0,
+	/* GPU device_index: weights, KV cache and activations in its memory. Medusa heads
+	 * and EAGLE layers still run on the CPU beside it (they read host memory). */
+	RUNTIME_DEVICE_CUDA,
+	/* The CPU computing through the device code path (kern_emu_create: memory kept
+	 * apart as a GPU's, uploads and downloads), bitwise the CPU's results: for testing
+	 * that path on machines without a GPU. */
+	RUNTIME_DEVICE_EMULATED,
+};
+
 struct runtime_config {
 	const char *model_path;
+	enum runtime_device device;
+	int device_index;          /* RUNTIME_DEVICE_CUDA: which GPU */
 	uint32_t threads;          /* CPU threads of the backend; 0: 1 */
 	uint32_t n_slots;          /* sequences at once; 0: 1 */
 	uint32_t max_ctx;          /* KV rows per slot at most; 0: the model's context */
@@ -76,13 +92,24 @@ enum specd_status runtime_open(const struct runtime_config *cfg, struct runtime 
 enum specd_status runtime_follow(struct runtime *rt, struct specd_error *err);
 
 /* The dedicated draft rank: opens what checking a drafter against the target needs
- * (the target's file and a model over it without KV rows: its pages are mapped, not
- * read) and the draft model's backend (cfg->threads threads), then serves the
- * leader's drafting requests (draft_serve) until it destroys its link. Uses
- * cfg->model_path, threads, draft_path and heads_path. Errors: opening the target's, and
+ * (the target's file and a model over it without KV rows on the CPU: its pages are
+ * mapped, not read, whatever the device) and the drafters' backend (cfg->device,
+ * device_index, threads), then serves the leader's drafting requests (draft_serve)
+ * until it destroys its link. Uses cfg->model_path, device, device_index, threads,
+ * draft_path, heads_path and eagle. Errors: opening the target's, and
  * draft_serve's (the leader's drafter could not be made here: both ranks fail). */
 enum specd_status runtime_serve_draft(const struct runtime_config *cfg, struct draft_link *link,
 				      struct specd_error *err);
+
+/* Creates the backend cfg asks for (device, device_index, threads) into *out. Errors:
+ * SPECD_UNSUPPORTED (cuda in a build without CUDA, or no GPU: err says which),
+ * SPECD_INVAL (no such GPU), SPECD_CUDA, SPECD_NOMEM, SPECD_INTERNAL; err says which
+ * backend failed. */
+enum specd_status runtime_backend_create(const struct runtime_config *cfg, struct kern_ctx **out,
+					 struct specd_error *err);
+
+/* "cpu", "cuda" or "emulated". */
+const char *runtime_device_name(enum runtime_device d);
 
 /* Closes what runtime_open opened, in the right order; on a tensor-parallel leader it
  * first releases the followers. Idempotent. */

@@ -32,6 +32,7 @@
 #include "model/tokenizer.h"
 #include "model/chat.h"
 #include "model/shard.h"
+#include "parallel/census.h"
 #include "runtime.h"
 
 enum { EXIT_USAGE = 2 };
@@ -47,6 +48,8 @@ struct run_opts {
 	struct sampler_params sp;
 	bool seed_given;
 	long threads;
+	enum runtime_device device; /* --device */
+	long gpu;                   /* --gpu; -1: the rank's local index */
 	enum draft_method method;
 	long spec_tokens;
 	const char *draft;
@@ -76,6 +79,11 @@ static void usage(FILE *f)
 		"  --top-p P              sample from the smallest set of mass P (1: off)\n"
 		"  --seed S               the sampling seed (default: from the clock, printed)\n"
 		"  --threads N            compute threads (default 1)\n"
+		"  --device D             cpu (the default), cuda (one GPU per rank) or\n"
+		"                         emulated (the CPU through the GPU's code path:\n"
+		"                         memory kept apart, uploads and downloads; for tests)\n"
+		"  --gpu N                with --device cuda: the GPU (default: the rank's\n"
+		"                         index on its node, so ranks take one GPU each)\n"
 		"  --method M             speculation method: none (the default: plain\n"
 		"                         decoding), ngram (prompt lookup), draft_model or\n"
 		"                         medusa (heads on the target's hidden state, a token\n"
@@ -99,7 +107,8 @@ static void usage(FILE *f)
 		"  --eagle-width W        eagle: candidates per expanded node, and nodes\n"
 		"                         expanded per level, 1 to 10 (default 4)\n"
 		"  --eagle-depth D        eagle: levels of the tree, 1 to 16 (default 5)\n"
-		"  --tp T                 tensor-parallel shards: run under mpirun -np T; rank 0\n"
+		, DEFAULT_SPEC_TOKENS);
+	fputs("  --tp T                 tensor-parallel shards: run under mpirun -np T; rank 0\n"
 		"                         prints, the others hold their shard\n"
 		"  --placement P          where the drafter runs: leader (the default: inside\n"
 		"                         rank 0) or rank (a dedicated draft rank T: run under\n"
@@ -122,8 +131,7 @@ static void usage(FILE *f)
 		"tokens/s and the speculation metrics (drafted, accepted, acceptance by\n"
 		"position, system efficiency, time in draft and verify) to stderr. Output is\n"
 		"the same for every method: identical at temperature 0, the same distribution\n"
-		"when sampling. Log level: SPECD_LOG_LEVEL=error|warn|info|debug.\n",
-		DEFAULT_SPEC_TOKENS);
+		"when sampling. Log level: SPECD_LOG_LEVEL=error|warn|info|debug.\n", f);
 }
 
 /* ---- flags ---- */
@@ -176,6 +184,7 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 		.max_tokens = 128,
 		.sp = {.temperature = 0.0f, .top_k = 0, .top_p = 1.0f},
 		.threads = 1,
+		.gpu = -1,
 		.method = DRAFT_METHOD_NONE,
 		.tp = 1,
 		.pipeline = true,
@@ -210,7 +219,8 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 			"--top-k", "--top-p", "--seed", "--threads", "--method", "--spec-tokens",
 			"--draft", "--heads", "--tp", "--perplexity", "--prompt-lookup-min",
 			"--prompt-lookup-max", "--placement", "--pipeline", "--draft-deadline",
-			"--eagle", "--eagle-tree", "--eagle-width", "--eagle-depth"};
+			"--eagle", "--eagle-tree", "--eagle-width", "--eagle-depth", "--device",
+			"--gpu"};
 		bool is_known = false;
 		for (size_t k = 0; k < sizeof(known) / sizeof(known[0]); k++)
 			is_known |= strcmp(flag, known[k]) == 0;
@@ -252,6 +262,18 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 		} else if (!strcmp(flag, "--threads")) {
 			if (!parse_long(v, 1, 1024, &o->threads))
 				return bad_value(flag, v, "a count from 1 to 1024");
+		} else if (!strcmp(flag, "--device")) {
+			if (!strcmp(v, "cpu"))
+				o->device = RUNTIME_DEVICE_CPU;
+			else if (!strcmp(v, "cuda"))
+				o->device = RUNTIME_DEVICE_CUDA;
+			else if (!strcmp(v, "emulated"))
+				o->device = RUNTIME_DEVICE_EMULATED;
+			else
+				return bad_value(flag, v, "cpu, cuda or emulated");
+		} else if (!strcmp(flag, "--gpu")) {
+			if (!parse_long(v, 0, 1023, &o->gpu))
+				return bad_value(flag, v, "a GPU index from 0 to 1023");
 		} else if (!strcmp(flag, "--method")) {
 			if (!draft_method_parse(v, &o->method))
 				return bad_value(flag, v, "none, ngram, draft_model, eagle or medusa");
@@ -368,6 +390,8 @@ static enum specd_status run_open(struct run *r, const struct run_opts *o, uint3
 	specd_error_clear(&err);
 	struct runtime_config rc = {
 		.model_path = o->model,
+		.device = o->device,
+		.device_index = o->gpu >= 0 ? (int)o->gpu : par_local_rank(),
 		.threads = (uint32_t)o->threads,
 		.n_slots = 1,
 		.max_ctx = max_ctx,
@@ -651,6 +675,8 @@ static int serve_draft(const struct run_opts *o, struct run *r)
 {
 	struct runtime_config rc = {
 		.model_path = o->model,
+		.device = o->device,
+		.device_index = o->gpu >= 0 ? (int)o->gpu : par_local_rank(),
 		.threads = (uint32_t)o->threads,
 		.draft_path = o->draft,
 		.heads_path = o->heads,

@@ -113,7 +113,7 @@ static enum specd_status eagle_create(const struct draft_config *cfg, void **sta
 		.n_slots = cfg->n_slots,
 		.n_ctx = n_ctx + EAGLE_BATCH, /* the tree's rows after the history's */
 		.max_batch = EAGLE_BATCH,
-		.kern = cfg->kern && kern_host_memory(cfg->kern) ? cfg->kern : NULL,
+		.kern = cfg->kern,
 	};
 	if ((st = model_load_eagle(cfg->eagle.path, cfg->target, &mc, &e->layer, err)))
 		goto fail;

@@ -5,7 +5,7 @@
  * state: the hidden state arrives with every propose. Every sequence of a batch and
  * every head that shares one LM head go through it in one product, so its weights (a
  * vocabulary x hidden matrix, the costly part) are read once a step, not once a head. */
-#include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "common/alloc.h"
@@ -14,10 +14,19 @@
 #include "model/llama.h"
 #include "model/safetensors.h"
 
+/* Device copies a backend may need: per head its blocks' weights and biases and its
+ * LM head. */
+#define MEDUSA_MAX_COPIES (MEDUSA_MAX_HEADS * (2 * MEDUSA_MAX_LAYERS + 1))
+
 struct medusa {
 	struct medusa_heads *heads;
 	struct kern_ctx *kern;  /* borrowed, or own_kern */
 	struct kern_ctx *own_kern;
+	/* The heads as the backend reads them: heads->head itself on a host backend; on a
+	 * device, pointing at copies made once at create (copies[0 .. n_copies)). */
+	struct medusa_head run[MEDUSA_MAX_HEADS];
+	void *copies[MEDUSA_MAX_COPIES];
+	uint32_t n_copies;
 	uint32_t k_max;
 	/* The static tree for k_max nodes; a smaller k takes its first k nodes. */
 	int32_t parent[DRAFT_MAX_TOKENS];
@@ -27,9 +36,11 @@ struct medusa {
 	uint8_t want[DRAFT_MAX_TOKENS + 1][MEDUSA_MAX_HEADS];
 	/* One row per (sequence, head) of a step, ordered by head: */
 	uint32_t max_rows;      /* n_slots x n_heads */
-	float *xs;              /* (max_rows, dim) host: each row's residual stream */
-	float *y;               /* (dim) host */
-	float *logits;          /* (max_rows, n_vocab) host */
+	float *xs;              /* (max_rows, dim) backend: each row's residual stream */
+	float *y;               /* (dim) backend */
+	float *ones;            /* (dim) backend: 1.0f, SiLU(y) = silu_mul(y, ones) */
+	float *dlogits;         /* (max_rows, n_vocab) backend */
+	float *logits;          /* (max_rows, n_vocab) host: dlogits itself on a host backend */
 	/* (max_rows) candidates of each row, best first */
 	int32_t (*top)[MEDUSA_MAX_RANK];
 	/* (n_slots, n_heads) the row of sequence i's head h in this step */
@@ -98,14 +109,95 @@ static void medusa_destroy(void *state)
 
 	if (!m)
 		return;
+	if (m->kern) {
+		for (uint32_t i = 0; i < m->n_copies; i++)
+			kern_free(m->kern, m->copies[i]);
+		if (m->logits != m->dlogits)
+			specd_free(m->logits);
+		kern_free(m->kern, m->xs);
+		kern_free(m->kern, m->y);
+		kern_free(m->kern, m->ones);
+		kern_free(m->kern, m->dlogits);
+	}
 	medusa_heads_destroy(m->heads);
 	kern_destroy(m->own_kern);
-	specd_free(m->xs);
-	specd_free(m->y);
-	specd_free(m->logits);
 	specd_free(m->top);
 	specd_free(m->row_of);
 	specd_free(m);
+}
+
+static enum specd_status backend_floats(struct medusa *m, size_t n, float **out)
+{
+	void *p = NULL;
+	enum specd_status st = kern_alloc(m->kern, (n ? n : 1) * sizeof(float), &p);
+	*out = p;
+	return st;
+}
+
+static bool same_lm(const struct kern_mat *a, const struct kern_mat *b)
+{
+	return a->data == b->data && a->type == b->type;
+}
+
+/* Copies one matrix or vector to the backend, kept for destroy. */
+static enum specd_status copy_mat(struct medusa *m, struct kern_mat *w)
+{
+	struct kern_mat d;
+	enum specd_status st = kern_upload_mat(m->kern, w, &d);
+	if (st == SPECD_OK) {
+		m->copies[m->n_copies++] = (void *)(uintptr_t)d.data;
+		*w = d;
+	}
+	return st;
+}
+
+static enum specd_status copy_vec(struct medusa *m, float **v, size_t n)
+{
+	void *d = NULL;
+	enum specd_status st = kern_alloc(m->kern, n * sizeof(float), &d);
+	if (st != SPECD_OK)
+		return st;
+	m->copies[m->n_copies++] = d;
+	st = kern_upload(m->kern, d, *v, n * sizeof(float));
+	*v = d;
+	return st;
+}
+
+/* m->run: the heads as m->kern reads them. On a device backend every block and LM head
+ * is copied there once; heads that share an LM head share its copy, and the target's
+ * own LM head is used in place when the target is whole on this backend. */
+static enum specd_status place_heads(struct medusa *m, const struct model *target,
+				     struct specd_error *err)
+{
+	const struct medusa_heads *hs = m->heads;
+	memcpy(m->run, hs->head, hs->n_heads * sizeof(m->run[0]));
+	if (kern_host_memory(m->kern))
+		return SPECD_OK;
+	const struct kern_mat *target_lm = model_output_on(target, m->kern);
+	enum specd_status st = SPECD_OK;
+	for (uint32_t h = 0; h < hs->n_heads && st == SPECD_OK; h++) {
+		struct medusa_head *hd = &m->run[h];
+		for (uint32_t l = 0; l < hd->n_layers && st == SPECD_OK; l++)
+			if ((st = copy_mat(m, &hd->block[l].w)) == SPECD_OK)
+				st = copy_vec(m, &hd->block[l].bias, hs->dim);
+		uint32_t same = 0;
+		while (same < h && !same_lm(&hs->head[same].lm, &hs->head[h].lm))
+			same++;
+		if (st != SPECD_OK)
+			break;
+		if (hd->shared_lm && target_lm)
+			hd->lm = *target_lm;
+		else if (same < h)
+			hd->lm = m->run[same].lm;
+		else
+			st = copy_mat(m, &hd->lm);
+	}
+	if (st == SPECD_OK)
+		st = kern_sync(m->kern);
+	if (st != SPECD_OK)
+		return specd_errorf(err, st, "medusa: cannot copy the heads to %s: %s",
+				    kern_name(m->kern), specd_status_str(st));
+	return SPECD_OK;
 }
 
 static enum specd_status medusa_create(const struct draft_config *cfg, void **state,
@@ -132,8 +224,7 @@ static enum specd_status medusa_create(const struct draft_config *cfg, void **st
 		if (r > m->want[k][d])
 			m->want[k][d] = (uint8_t)r;
 	}
-	/* The heads read host memory (the file's mapping): a device backend cannot. */
-	if (cfg->kern && kern_host_memory(cfg->kern)) {
+	if (cfg->kern) {
 		m->kern = cfg->kern;
 	} else {
 		struct kern_cpu_config kc = {.n_threads = 1};
@@ -143,14 +234,32 @@ static enum specd_status medusa_create(const struct draft_config *cfg, void **st
 		}
 		m->kern = m->own_kern;
 	}
+	if ((st = place_heads(m, cfg->target, err)) != SPECD_OK)
+		goto fail;
+	uint32_t dim = m->heads->dim;
 	m->max_rows = cfg->n_slots * m->heads->n_heads;
-	m->xs = specd_malloc_array((size_t)m->max_rows * m->heads->dim, sizeof(float));
-	m->y = specd_malloc_array(m->heads->dim, sizeof(float));
-	m->logits = specd_malloc_array((size_t)m->max_rows * m->heads->n_vocab, sizeof(float));
+	size_t n_logits = (size_t)m->max_rows * m->heads->n_vocab;
 	m->top = specd_malloc_array(m->max_rows, sizeof(*m->top));
 	m->row_of = specd_malloc_array(m->max_rows, sizeof(*m->row_of));
-	if (!m->xs || !m->y || !m->logits || !m->top || !m->row_of) {
-		st = specd_errorf(err, SPECD_NOMEM, "medusa: out of memory");
+	if (!m->top || !m->row_of || backend_floats(m, (size_t)m->max_rows * dim, &m->xs) ||
+	    backend_floats(m, dim, &m->y) || backend_floats(m, dim, &m->ones) ||
+	    backend_floats(m, n_logits, &m->dlogits)) {
+		st = specd_errorf(err, SPECD_NOMEM, "medusa: out of memory for %u rows on %s",
+				  m->max_rows, kern_name(m->kern));
+		goto fail;
+	}
+	m->logits = kern_host_memory(m->kern) ? m->dlogits
+					      : specd_malloc_array(n_logits, sizeof(float));
+	float *one = specd_malloc_array(dim, sizeof(float));
+	if (one)
+		for (uint32_t i = 0; i < dim; i++)
+			one[i] = 1.0f;
+	st = one && m->logits ? kern_upload(m->kern, m->ones, one, dim * sizeof(float))
+			      : SPECD_NOMEM;
+	specd_free(one);
+	if (st != SPECD_OK) {
+		specd_errorf(err, st, "medusa: cannot set up its buffers: %s",
+			     specd_status_str(st));
 		goto fail;
 	}
 	*state = m;
@@ -180,30 +289,26 @@ static size_t medusa_memory_bytes(const void *state)
 	return m->heads->file->bytes;
 }
 
-/* Head h's residual blocks on the hidden state, into row r of m->xs. */
+/* Head h's residual blocks on the hidden state, into row r of m->xs:
+ * x <- x + SiLU(W x + b), SiLU being silu_mul by ones. */
 static enum specd_status run_blocks(struct medusa *m, uint32_t h, const float *hidden,
 				    uint32_t r, struct specd_error *err)
 {
-	const struct medusa_head *hd = &m->heads->head[h];
+	const struct medusa_head *hd = &m->run[h];
 	uint32_t dim = m->heads->dim;
 	float *x = m->xs + (size_t)r * dim;
 	enum specd_status st;
 
-	memcpy(x, hidden, dim * sizeof(float));
+	if ((st = kern_upload(m->kern, x, hidden, dim * sizeof(float))) != SPECD_OK)
+		return specd_errorf(err, st, "medusa: hidden state upload");
 	for (uint32_t l = 0; l < hd->n_layers; l++) {
-		st = kern_matmul(m->kern, m->y, dim, x, dim, 1, &hd->block[l].w,
-				 hd->block[l].bias);
-		if (st != SPECD_OK)
+		if ((st = kern_matmul(m->kern, m->y, dim, x, dim, 1, &hd->block[l].w,
+				      hd->block[l].bias)) != SPECD_OK ||
+		    (st = kern_silu_mul(m->kern, m->y, m->ones, dim)) != SPECD_OK ||
+		    (st = kern_add(m->kern, x, m->y, dim)) != SPECD_OK)
 			return specd_errorf(err, st, "medusa: head %u block %u", h, l);
-		for (uint32_t i = 0; i < dim; i++)
-			x[i] += m->y[i] / (1.0f + expf(-m->y[i]));
 	}
 	return SPECD_OK;
-}
-
-static bool same_lm(const struct kern_mat *a, const struct kern_mat *b)
-{
-	return a->data == b->data && a->type == b->type;
 }
 
 /* The LM-head products of rows [0, n_rows), ordered by head: one product per run of
@@ -214,19 +319,23 @@ static enum specd_status run_lm(struct medusa *m, const uint32_t *head_end,
 {
 	uint32_t n_vocab = m->heads->n_vocab, dim = m->heads->dim, start = 0;
 	for (uint32_t h = 0; h < m->heads->n_heads; h++) {
-		const struct kern_mat *lm = &m->heads->head[h].lm;
-		bool joins_next = h + 1 < m->heads->n_heads && same_lm(lm, &m->heads->head[h + 1].lm);
+		const struct kern_mat *lm = &m->run[h].lm;
+		bool joins_next = h + 1 < m->heads->n_heads && same_lm(lm, &m->run[h + 1].lm);
 		uint32_t end = head_end[h];
 		if (joins_next || end == start)
 			continue;
-		enum specd_status st = kern_matmul(m->kern, m->logits + (size_t)start * n_vocab,
+		enum specd_status st = kern_matmul(m->kern, m->dlogits + (size_t)start * n_vocab,
 						   n_vocab, m->xs + (size_t)start * dim, dim,
 						   end - start, lm, NULL);
 		if (st != SPECD_OK)
 			return specd_errorf(err, st, "medusa: head %u LM head", h);
 		start = end;
 	}
-	return SPECD_OK;
+	if (m->logits == m->dlogits)
+		return SPECD_OK;
+	enum specd_status st = kern_download(m->kern, m->logits, m->dlogits,
+					     (size_t)start * n_vocab * sizeof(float));
+	return st ? specd_errorf(err, st, "medusa: logits download") : SPECD_OK;
 }
 
 static enum specd_status medusa_propose_batch(void *state, const struct draft_seq *seqs,

@@ -37,15 +37,18 @@
 
 #define EAGLE_MAX_LAYERS 8
 
-/* Loads the checkpoint folder `dir` for `target`, which it borrows (its file's token
+/* Loads the checkpoint folder `dir` for `target`, which it borrows (its token
  * embedding and LM head; it must outlive the result). cfg as model_load_gguf's, except
- * that cfg->comm must be NULL (the layer runs whole) and cfg->kern, when given, must
- * keep host memory (NULL: a CPU backend of its own). Errors: SPECD_IO (a file missing
- * or unreadable; a folder with pytorch_model.bin and no model.safetensors says to
- * convert it), SPECD_INVAL (config.json malformed, or a size, name or shape that does
- * not fit the target: the message names the file, the key or tensor, and both sizes),
- * SPECD_UNSUPPORTED (an architecture, dtype or RoPE scaling specd does not run; a
- * device backend), SPECD_NOMEM. *out only on success; free with model_destroy. */
+ * that cfg->comm must be NULL (the layer runs whole); cfg->kern NULL gives the layer a
+ * CPU backend of its own. On a device backend the layer's weights are copied there,
+ * and the embedding and LM head are the target's device copies when the target is
+ * whole on that same backend, else copied from its file. Errors: SPECD_IO (a file
+ * missing or unreadable; a folder with pytorch_model.bin and no model.safetensors says
+ * to convert it), SPECD_INVAL (config.json malformed, or a size, name or shape that
+ * does not fit the target: the message names the file, the key or tensor, and both
+ * sizes), SPECD_UNSUPPORTED (an architecture, dtype or RoPE scaling specd does not
+ * run), SPECD_NOMEM and the backend's errors. *out only on success; free with
+ * model_destroy. */
 enum specd_status model_load_eagle(const char *dir, const struct model *target,
 				   const struct model_config *cfg, struct model **out,
 				   struct specd_error *err);

@@ -244,9 +244,6 @@ enum specd_status model_load_eagle(const char *dir, const struct model *target,
 	if (cfg->comm && cfg->comm->size > 1)
 		return specd_errorf(err, SPECD_UNSUPPORTED, "eagle: the layer runs whole, not in "
 				    "tensor-parallel shards");
-	if (cfg->kern && !kern_host_memory(cfg->kern))
-		return specd_errorf(err, SPECD_UNSUPPORTED, "eagle: the layer runs on a host "
-				    "backend");
 	if (!(m = specd_calloc(1, sizeof(*m))))
 		return specd_errorf(err, SPECD_NOMEM, "eagle: out of memory");
 	if ((st = check_folder(dir, err)))
@@ -293,6 +290,18 @@ enum specd_status model_load_eagle(const char *dir, const struct model *target,
 		goto fail;
 	} else {
 		m->kern = m->owned_kern;
+	}
+	/* On a device: the layer's weights go there; the embedding and LM head are the
+	 * target's own copies when it is whole on the same backend, else the file's,
+	 * uploaded (a draft rank keeps its view of the target on the CPU). */
+	if (!kern_host_memory(m->kern)) {
+		bool borrow = target->kern == m->kern && target->shard.size == 1;
+		if (borrow) {
+			m->tok_embd = target->tok_embd;
+			m->output = target->output;
+		}
+		if ((st = llama_upload_weights(m, !borrow, err)))
+			goto fail;
 	}
 	if ((st = llama_alloc_state(m, cfg, err)))
 		goto fail;

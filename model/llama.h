@@ -86,6 +86,10 @@ const struct gguf_file *model_gguf(const struct model *m);
 /* The LM head in the file: output.weight, or token_embd.weight when tied; the whole
  * (n_vocab, dim) matrix, also on a shard. NULL when the file has no such tensor. */
 const struct gguf_tensor *model_lm_head(const struct model *m);
+/* The LM head as backend k holds it for this model (its device copy on a device
+ * backend), for a drafter on k to share instead of copying; NULL when the model runs
+ * on another backend or is a shard (it holds a slice of the vocabulary). */
+const struct kern_mat *model_output_on(const struct model *m, const struct kern_ctx *k);
 /* The model's KV cache pool: kv_len, kv_truncate, kv_compact. */
 struct kv_cache *model_kv(struct model *m);
 struct kern_ctx *model_kern(struct model *m);

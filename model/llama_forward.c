@@ -316,12 +316,14 @@ static enum specd_status embed(struct model *m, const struct model_batch *b,
 	size_t dim = m->hp.dim;
 	enum specd_status st;
 	if (m->fc.data) {
-		/* EAGLE: fc([embedding, feature]); a host backend (eagle_load.c). */
+		/* EAGLE: fc([embedding, feature]), each row joined in the backend's memory. */
 		for (uint32_t t = 0; t < b->n_tokens; t++) {
 			float *row = m->a.cat + (size_t)t * 2 * dim;
 			if ((st = kern_get_rows(m->kern, row, dim, &m->tok_embd, &b->tokens[t], 1)))
 				return op_failed(err, st, -1, "token_embd");
-			memcpy(row + dim, b->features + (size_t)t * dim, dim * sizeof(float));
+			if ((st = kern_upload(m->kern, row + dim, b->features + (size_t)t * dim,
+					      dim * sizeof(float))))
+				return op_failed(err, st, -1, "feature upload");
 		}
 		if ((st = kern_matmul(m->kern, m->a.x, dim, m->a.cat, 2 * dim, b->n_tokens, &m->fc,
 				      m->fc_bias)))

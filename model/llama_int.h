@@ -39,7 +39,7 @@ struct llama_acts {
 	float *hb2;      /* (max_batch, ffn) up */
 	float *out;      /* (max_batch, dim) rows chosen for output, final-normed */
 	float *zeros;    /* (dim) embedding rows of ids outside this shard's vocabulary */
-	float *cat;      /* (max_batch, 2 dim) host, EAGLE layers only: [embedding, feature] */
+	float *cat;      /* (max_batch, 2 dim) EAGLE layers only: [embedding, feature] */
 	float *logits;   /* (max_batch, n_vocab) device backends only: the LM head's
 			  * output before it is downloaded; NULL on a host backend */
 	float *stage;    /* (max_batch, dim) host, device backends with a hook only: the
@@ -114,6 +114,13 @@ struct model {
  * weights and sizes are set, on m->kern. Errors: those of kv_create, SPECD_NOMEM. */
 enum specd_status llama_alloc_state(struct model *m, const struct model_config *cfg,
 				    struct specd_error *err);
+
+/* llama_load.c, for eagle_load.c too: on a device backend, copies every weight to it
+ * once and points the model at the copies (kern_upload_mat, kern_upload), recorded in
+ * dev_weights for model_destroy; embeddings false leaves tok_embd and output as they
+ * are (an EAGLE layer's, borrowed from a target already on the device). Errors: the
+ * backend's (SPECD_NOMEM, SPECD_INVAL, SPECD_CUDA), named. */
+enum specd_status llama_upload_weights(struct model *m, bool embeddings, struct specd_error *err);
 
 /* llama_shard.c: cuts the whole-model matrices the loader found down to shard `rank`
  * of `size` (size 1: the whole model, nothing copied) and fills m->shard and the

@@ -250,7 +250,7 @@ static enum specd_status alloc_acts(struct model *m, uint32_t n_slots)
 	a->out = alloc_floats(k, b, m->hp.dim);
 	a->zeros = alloc_floats(k, 1, m->hp.dim);
 	if (m->fc.data)
-		a->cat = specd_malloc_array(b * 2 * (size_t)m->hp.dim, sizeof(float));
+		a->cat = alloc_floats(k, b, 2 * (size_t)m->hp.dim);
 	if (device)
 		a->logits = alloc_floats(k, b, m->n_vocab);
 	if (device && size > 1)
@@ -282,11 +282,10 @@ static enum specd_status alloc_acts(struct model *m, uint32_t n_slots)
 static void free_acts(struct kern_ctx *k, struct llama_acts *a)
 {
 	float *dev[] = {a->x, a->xb, a->q, a->k, a->v, a->att, a->hb, a->hb2, a->out,
-			a->zeros, a->logits};
+			a->zeros, a->cat, a->logits};
 	for (size_t i = 0; k && i < sizeof(dev) / sizeof(dev[0]); i++)
 		kern_free(k, dev[i]);
 	specd_free(a->stage);
-	specd_free(a->cat);
 	specd_free(a->row);
 	specd_free(a->n_prefix);
 	specd_free(a->tree);
@@ -303,7 +302,7 @@ static void free_acts(struct kern_ctx *k, struct llama_acts *a)
  * memory (quantised types as the backend keeps them, kern_upload_mat) and the model's
  * pointers moved to the copies; the mapping is not read again. A host backend uses
  * the mapping in place and nothing happens here. */
-#define WEIGHTS_PER_LAYER 12 /* 7 matrices, 2 norms, 3 biases */
+#define WEIGHTS_PER_LAYER 12 /* 7 matrices, 2 norms, 3 biases; and 5 outside the blocks */
 
 struct weight_upload {
 	struct model *m;
@@ -351,22 +350,28 @@ static enum specd_status upload_vec(struct weight_upload *u, const float **v, si
 	return SPECD_OK;
 }
 
-static enum specd_status upload_weights(struct model *m, struct specd_error *err)
+enum specd_status llama_upload_weights(struct model *m, bool embeddings, struct specd_error *err)
 {
 	struct weight_upload u = {.m = m, .layer = -1, .err = err};
 	size_t dim = m->hp.dim;
 	bool tied = m->output.data == m->tok_embd.data && m->output.n_out == m->tok_embd.n_out;
 	enum specd_status st;
-	m->dev_weights = specd_malloc_array(3 + (size_t)WEIGHTS_PER_LAYER * m->hp.n_layers,
+	m->dev_weights = specd_malloc_array(5 + (size_t)WEIGHTS_PER_LAYER * m->hp.n_layers,
 					    sizeof(void *));
 	if (!m->dev_weights)
 		return specd_errorf(err, SPECD_NOMEM, "model: out of memory");
-	if ((st = upload_mat(&u, &m->tok_embd, "token_embd")) ||
-	    (st = upload_vec(&u, &m->output_norm, dim, "output_norm")))
+	if (embeddings) {
+		if ((st = upload_mat(&u, &m->tok_embd, "token_embd")))
+			return st;
+		if (tied)
+			m->output = m->tok_embd;
+		else if ((st = upload_mat(&u, &m->output, "output")))
+			return st;
+	}
+	if ((st = upload_vec(&u, &m->output_norm, dim, "output_norm")))
 		return st;
-	if (tied)
-		m->output = m->tok_embd;
-	else if ((st = upload_mat(&u, &m->output, "output")))
+	if (m->fc.data && ((st = upload_mat(&u, &m->fc, "fc")) ||
+			   (st = upload_vec(&u, &m->fc_bias, dim, "fc.bias"))))
 		return st;
 	for (uint32_t l = 0; l < m->hp.n_layers; l++) {
 		struct llama_layer *ly = &m->layers[l];
@@ -523,7 +528,7 @@ enum specd_status model_load_gguf(const struct gguf_file *f, const struct model_
 		m->kern = m->owned_kern;
 	}
 
-	if (!kern_host_memory(m->kern) && (st = upload_weights(m, err)) != SPECD_OK)
+	if (!kern_host_memory(m->kern) && (st = llama_upload_weights(m, true, err)) != SPECD_OK)
 		goto fail;
 
 	if ((st = llama_alloc_state(m, cfg, err)) != SPECD_OK)
@@ -606,6 +611,11 @@ const struct gguf_tensor *model_lm_head(const struct model *m)
 struct kv_cache *model_kv(struct model *m)
 {
 	return m->kv;
+}
+
+const struct kern_mat *model_output_on(const struct model *m, const struct kern_ctx *k)
+{
+	return m->kern == k && m->shard.size == 1 ? &m->output : NULL;
 }
 
 struct kern_ctx *model_kern(struct model *m)

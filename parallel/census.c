@@ -26,7 +26,7 @@ static uint64_t mem_available(void)
 	return (uint64_t)kib * 1024;
 }
 
-static int32_t launcher_local_rank(void)
+int32_t par_local_rank(void)
 {
 	static const char *const vars[] = {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID",
 					   "SLURM_LOCALID"};
@@ -38,6 +38,36 @@ static int32_t launcher_local_rank(void)
 	return 0;
 }
 
+/* The "cuda:N" of a device string ("cuda:N NAME"), its length; 0 for another device. */
+static size_t gpu_id_len(const char *device)
+{
+	return strncmp(device, "cuda:", 5) == 0 ? strcspn(device, " ") : 0;
+}
+
+static bool same_machine(const struct par_rank_info *x, const struct par_rank_info *y)
+{
+	if (x->machine[0] && y->machine[0])
+		return strcmp(x->machine, y->machine) == 0;
+	return strcmp(x->node, y->node) == 0;
+}
+
+bool par_census_shared_gpu(const struct par_rank_info *ranks, int n, int *a, int *b)
+{
+	for (int j = 1; j < n; j++) {
+		size_t lj = gpu_id_len(ranks[j].device);
+		for (int i = 0; lj && i < j; i++) {
+			if (gpu_id_len(ranks[i].device) != lj ||
+			    strncmp(ranks[i].device, ranks[j].device, lj) != 0 ||
+			    !same_machine(&ranks[i], &ranks[j]))
+				continue;
+			*a = i;
+			*b = j;
+			return true;
+		}
+	}
+	return false;
+}
+
 enum specd_status par_census_local(struct par_rank_info *out, int rank)
 {
 	struct par_rank_info info;
@@ -45,7 +75,7 @@ enum specd_status par_census_local(struct par_rank_info *out, int rank)
 	info.rank = rank;
 	info.pid = (int32_t)getpid();
 	info.cores = (int32_t)sysconf(_SC_NPROCESSORS_ONLN);
-	info.local_rank = launcher_local_rank();
+	info.local_rank = par_local_rank();
 	if (gethostname(info.node, sizeof(info.node) - 1) != 0)
 		return SPECD_IO;
 	struct sysinfo si;

@@ -4,6 +4,7 @@
 #define SPECD_PARALLEL_CENSUS_H
 
 #include <mpi.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "common/status.h"
@@ -26,10 +27,20 @@ struct par_rank_info {
 	char device[64];           /* "cpu" or "cuda:N NAME" */
 };
 
+/* This process's index among the ranks on its node, from the launcher's environment
+ * (Open MPI, MPICH, Slurm); 0 when none says. Any thread. */
+int32_t par_local_rank(void);
+
 /* Fills the host part of *out for this process (rank, pid, node, cores, memory,
  * local_rank from the launcher's environment); role and device are the caller's.
  * SPECD_IO when the host facts cannot be read. Any thread. */
 enum specd_status par_census_local(struct par_rank_info *out, int rank);
+
+/* Whether two of ranks[0 .. n) compute on the same GPU: the same machine (boot id, or
+ * node name when it is unknown) and the same "cuda:N" device. Then *a < *b are the
+ * first such pair. NCCL refuses two ranks of one communicator on one GPU, so the
+ * target shards must not. Any thread. */
+bool par_census_shared_gpu(const struct par_rank_info *ranks, int n, int *a, int *b);
 
 /* Gathers every rank's info to rank 0: `all` (world-size entries) is written on rank 0
  * only and may be NULL elsewhere. Collective over comm. SPECD_MPI on failure. */

@@ -29,7 +29,8 @@ struct tp_hdr {
 #define MSG_WORDS(b) (5 * (size_t)(b)) /* tokens, slots, pos, parent, out_idx */
 
 struct par_tp_model {
-	struct par_comm *comm;
+	struct par_comm *comm;  /* MPI: control, max-loc, gather (host memory) */
+	struct par_comm *dcomm; /* NCCL: the forward's all-reduces (device memory); or NULL */
 	struct model_comm hook;
 	struct gguf_file *owned_file;
 	struct model *model;
@@ -45,7 +46,7 @@ struct par_tp_model {
 static enum specd_status hook_allreduce(float *buf, size_t n, void *user)
 {
 	struct par_tp_model *tp = user;
-	return par_comm_allreduce_sum(tp->comm, buf, n, &tp->comm_err);
+	return par_comm_allreduce_sum(tp->dcomm ? tp->dcomm : tp->comm, buf, n, &tp->comm_err);
 }
 
 static enum specd_status hook_maxloc(float *val, int32_t *idx, size_t n, void *user)
@@ -84,6 +85,7 @@ void par_tp_model_destroy(struct par_tp_model *tp)
 	if (!tp)
 		return;
 	model_destroy(tp->model);
+	par_comm_destroy(tp->dcomm);
 	par_comm_destroy(tp->comm);
 	gguf_close(tp->owned_file);
 	specd_free(tp->logits);
@@ -92,6 +94,37 @@ void par_tp_model_destroy(struct par_tp_model *tp)
 	specd_free(tp->bcounts);
 	specd_free(tp->bdispls);
 	specd_free(tp);
+}
+
+/* The forward's all-reduces over NCCL on this shard's GPU. Collective;
+ * every rank returns the same status. A build without NCCL keeps MPI through host
+ * memory: every rank runs the same build, so all keep it alike. */
+static enum specd_status open_nccl(MPI_Comm comm, struct par_tp_model *tp, int device,
+				   const struct par_comm_config *cc, struct specd_error *err)
+{
+	struct specd_error why;
+	specd_error_clear(&why);
+	enum specd_status mine = par_comm_nccl_create(comm, device, cc, &tp->dcomm, &why);
+	float failed = mine == SPECD_OK ? 0.0f : mine == SPECD_UNSUPPORTED ? 1.0f : 2.0f;
+	int32_t who = (int32_t)tp->hook.rank;
+	enum specd_status st = par_comm_maxloc(tp->comm, &failed, &who, 1, err);
+	if (st != SPECD_OK)
+		return st;
+	if (failed == 0.0f)
+		return SPECD_OK;
+	par_comm_destroy(tp->dcomm);
+	tp->dcomm = NULL;
+	if (failed == 1.0f) {
+		tp->hook.device_memory = false;
+		if (tp->hook.rank == 0)
+			LOG_WARN("tensor parallel: all-reduces through host memory over MPI: %s",
+				 why.msg);
+		return SPECD_OK;
+	}
+	if (mine != SPECD_OK)
+		return specd_errorf(err, mine, "tensor parallel: %s", why.msg);
+	return specd_errorf(err, SPECD_NCCL, "tensor parallel: rank %d could not join the NCCL "
+			    "communicator (its log says why)", who);
 }
 
 /* The load on every rank; `early` is a failure this rank met before it could load
@@ -115,7 +148,8 @@ static enum specd_status load(MPI_Comm comm, const struct gguf_file *f,
 		return specd_errorf(err, SPECD_NOMEM, "tensor parallel: out of memory");
 	tp->hook = (struct model_comm){.allreduce_sum = hook_allreduce, .maxloc = hook_maxloc,
 				       .gather = hook_gather, .user = tp,
-				       .rank = (uint32_t)rank, .size = (uint32_t)size};
+				       .rank = (uint32_t)rank, .size = (uint32_t)size,
+				       .device_memory = tcfg->nccl};
 	struct model_config mc = *cfg;
 	mc.comm = size > 1 ? &tp->hook : NULL;
 
@@ -165,6 +199,8 @@ static enum specd_status load(MPI_Comm comm, const struct gguf_file *f,
 				  who);
 		goto fail;
 	}
+	if (size > 1 && tcfg->nccl && (st = open_nccl(comm, tp, tcfg->device, &cc, err)))
+		goto fail;
 	*out = tp;
 	return SPECD_OK;
 fail:

@@ -19,6 +19,7 @@
 #define SPECD_PARALLEL_TP_H
 
 #include <mpi.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "common/error.h"
@@ -31,6 +32,13 @@ struct gguf_file;
 
 struct par_tp_config {
 	double deadline_s; /* per communicator operation; 0: PAR_COMM_DEFAULT_DEADLINE_S */
+	/* With a device backend (model_config.kern): the forward's all-reduces run over
+	 * NCCL on the device's buffers, on GPU `device` (the backend's), instead of
+	 * through host memory over MPI. A build without NCCL says so in the log and keeps
+	 * MPI. Control messages, max-loc and the logits' gather stay on MPI (they travel
+	 * in host memory). */
+	bool nccl;
+	int device;
 };
 
 struct par_tp_model;

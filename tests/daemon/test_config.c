@@ -379,7 +379,7 @@ static const struct bad_case bad_cases[] = {
 	 "bad.yaml:3: 'target.tensor_parallel' expects an integer, not a mapping"},
 	{"target:\n  model: [a, b]\n", "bad.yaml:2: 'target.model' expects a path, not a sequence"},
 	{M "  device: {gpu: 1}\n",
-	 "bad.yaml:3: 'target.device' expects one of cpu, cuda, not a mapping"},
+	 "bad.yaml:3: 'target.device' expects one of cpu, cuda, emulated, not a mapping"},
 	{M "draft: rank\n", "bad.yaml:3: 'draft' expects a mapping of keys, not a scalar"},
 	{M "speculation:\n  ngram: [1, 2]\n",
 	 "bad.yaml:4: 'speculation.ngram' expects a mapping of keys, not a sequence"},
@@ -408,7 +408,7 @@ static const struct bad_case bad_cases[] = {
 	{M "constraints:\n  max_draft_memory: 99999999999TiB\n",
 	 "bad.yaml:4: 'constraints.max_draft_memory' is 99999999999TiB, outside 0B..1PiB"},
 	{M "  device: gpu\n",
-	 "bad.yaml:3: 'target.device' has unknown value 'gpu' (allowed: cpu, cuda)"},
+	 "bad.yaml:3: 'target.device' has unknown value 'gpu' (allowed: cpu, cuda, emulated)"},
 	{M "cluster:\n  log_level: verbose\n",
 	 "bad.yaml:4: 'cluster.log_level' has unknown value 'verbose' (allowed: error, warn, "
 	 "info, debug)"},

@@ -13,6 +13,7 @@
 
 #include <cmocka.h>
 
+#include "kernels/cuda/cuda_device.h"
 #include "test_support.h"
 
 static char g_dir[512];
@@ -174,6 +175,9 @@ static void test_specd_run__clear_errors(void **state)
 		{2, "--temperature needs a value", {"-m", g_small, "--temperature", NULL}},
 		{2, "--method eagle needs --eagle DIR", {"-m", g_small, "--method", "eagle", NULL}},
 		{2, "--method 'fast'", {"-m", g_small, "--method", "fast", NULL}},
+		{2, "--device 'tpu': expected cpu, cuda or emulated",
+		 {"-m", g_small, "--device", "tpu", NULL}},
+		{2, "--gpu '-1'", {"-m", g_small, "--gpu", "-1", NULL}},
 		{2, "--tp 2 but mpirun started 1 rank", {"-m", g_small, "--tp=2", NULL}},
 		{2, "--chat: chat: the file has no chat template", {"-m", g_small, "--chat", "-p", "hi", NULL}},
 		{2, "the prompt is 42 tokens; the model's context is 32",
@@ -185,6 +189,16 @@ static void test_specd_run__clear_errors(void **state)
 		if (rc != cases[i].rc)
 			fail_msg("case %zu: exit %d, expected %d:\n%s", i, rc, cases[i].rc, out);
 		expect(out, cases[i].want);
+		free(out);
+	}
+	/* Without a GPU (CI), --device cuda says why rather than falling back to the CPU. */
+	int gpus = 0;
+	char why[128];
+	if (kern_cuda_device_count(&gpus, why, sizeof(why)) != SPECD_OK || gpus == 0) {
+		char *out = NULL;
+		assert_int_equal(run(&out, (const char *[]){"-m", g_small, "--device", "cuda",
+							    NULL}), 1);
+		expect(out, "cannot create the CUDA backend on GPU 0");
 		free(out);
 	}
 }

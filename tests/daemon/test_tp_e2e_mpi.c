@@ -3,8 +3,10 @@
  * token trees (tree sizes and shapes, T = 1 and 2, the drafter in the leader and on a
  * dedicated draft rank) give plain decoding's greedy text, a specd cluster with
  * tensor_parallel 2 serves through specctl exactly what specd-run --tp 2 prints (same
- * T, bit-identical), and on SmolLM2-135M (when fetched) greedy speculation with ngram
- * at every K equals plain decoding, and T = 2 and 3 equal T = 1. */
+ * T, bit-identical), the device code path (the emulated device: every method, T = 1
+ * and 2, a draft rank, a cluster) gives the CPU's text, and on SmolLM2-135M (when
+ * fetched) greedy speculation with ngram at every K equals plain decoding, and T = 2
+ * and 3 equal T = 1. */
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -74,6 +76,26 @@ static char *run_text_np(const char *model, const char *prompt, const char *extr
 	size_t n = fread(out, 1, 65535, f);
 	out[n] = '\0';
 	fclose(f);
+	return out;
+}
+
+/* specd-run's speculation line ("steps N, drafted N, accepted N (...)") for one
+ * process with `extra` flags; the caller frees it. */
+static char *run_stats(const char *extra)
+{
+	char cmd[4096];
+	snprintf(cmd, sizeof(cmd), "%s -m %s -p '%s' -n 48 %s > /dev/null", g_run, g_model,
+		 PROMPT, extra);
+	const char *argv[] = {"/bin/sh", "-c", cmd, NULL};
+	char *log = NULL;
+	int rc = ts_run(argv, &log, 300);
+	if (rc != 0)
+		print_message("%s", log);
+	assert_int_equal(rc, 0);
+	const char *line = strstr(log, "steps ");
+	assert_non_null(line);
+	char *out = strndup(line, strcspn(line, "\n"));
+	free(log);
 	return out;
 }
 
@@ -165,19 +187,19 @@ static void test_tp__eagle_trees_equal_plain_at_t1_t2_and_on_a_draft_rank(void *
 	assert_runs_equal_plain(method, runs, sizeof(runs) / sizeof(runs[0]));
 }
 
-static void test_tp__cluster_serves_what_specd_run_tp2_prints(void **state)
+/* Starts a cluster of np ranks on `yaml` (written to the test folder), generates 48
+ * tokens of PROMPT through specctl, stops it cleanly, and returns the prompt and the
+ * served text as specd-run prints them. */
+static char *served_text(const char *name, const char *yaml, int np)
 {
-	(void)state;
-	char sock[320], cluster[512], text[1024], addr[340];
-	snprintf(sock, sizeof(sock), "%s/tp.sock", g_dir);
+	char sock[320], cluster[512], text[2048], addr[340], np_s[16];
+	snprintf(sock, sizeof(sock), "%s/%s.sock", g_dir, name);
 	snprintf(addr, sizeof(addr), "unix:%s", sock);
-	snprintf(text, sizeof(text),
-		 "server: {listen: 'unix:%s'}\n"
-		 "target: {model: %s, tensor_parallel: 2}\n"
-		 "draft: {placement: leader}\n"
-		 "speculation: {method: ngram, num_speculative_tokens: 3}\n",
-		 sock, g_model);
-	assert_true(ts_write_file(g_dir, "tp.yaml", text, cluster, sizeof(cluster)));
+	snprintf(np_s, sizeof(np_s), "%d", np);
+	snprintf(text, sizeof(text), "server: {listen: 'unix:%s'}\n%s", sock, yaml);
+	char yname[64];
+	snprintf(yname, sizeof(yname), "%s.yaml", name);
+	assert_true(ts_write_file(g_dir, yname, text, cluster, sizeof(cluster)));
 	pid_t pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
@@ -186,7 +208,8 @@ static void test_tp__cluster_serves_what_specd_run_tp2_prints(void **state)
 		dup2(devnull, 1);
 		dup2(devnull, 2);
 		execl(MPIEXEC_PATH, MPIEXEC_PATH, "--allow-run-as-root", "--oversubscribe",
-		      "--bind-to", "none", "-np", "2", g_specd, "--cluster", cluster, (char *)NULL);
+		      "--bind-to", "none", "-np", np_s, g_specd, "--cluster", cluster,
+		      (char *)NULL);
 		_exit(127);
 	}
 	char *out = NULL;
@@ -201,7 +224,7 @@ static void test_tp__cluster_serves_what_specd_run_tp2_prints(void **state)
 	assert_int_equal(up, 0);
 	/* specctl prints the text on stdout and its stats on stderr: keep stdout. */
 	char file[320], cmd[2048];
-	snprintf(file, sizeof(file), "%s/served.txt", g_dir);
+	snprintf(file, sizeof(file), "%s/%s-served.txt", g_dir, name);
 	snprintf(cmd, sizeof(cmd), "%s --addr %s generate --prompt '" PROMPT "' -n 48 > %s",
 		 g_ctl, addr, file);
 	const char *gen[] = {"/bin/sh", "-c", cmd, NULL};
@@ -226,11 +249,73 @@ static void test_tp__cluster_serves_what_specd_run_tp2_prints(void **state)
 	size_t n = fread(served, 1, sizeof(served) - 1, f);
 	served[n] = '\0';
 	fclose(f);
+	char *got = calloc(1, 8300);
+	assert_non_null(got);
+	snprintf(got, 8300, "%s%s\n", PROMPT, served);
+	return got;
+}
+
+static void test_tp__cluster_serves_what_specd_run_tp2_prints(void **state)
+{
+	(void)state;
+	char yaml[1024];
+	snprintf(yaml, sizeof(yaml),
+		 "target: {model: %s, tensor_parallel: 2}\n"
+		 "draft: {placement: leader}\n"
+		 "speculation: {method: ngram, num_speculative_tokens: 3}\n", g_model);
+	char *got = served_text("tp", yaml, 2);
 	char *want = run_text(2);
-	char expect[8300];
-	snprintf(expect, sizeof(expect), "%s%s\n", PROMPT, served);
-	assert_string_equal(want, expect);
+	assert_string_equal(want, got);
 	free(want);
+	free(got);
+}
+
+/* The device code path (weights uploaded, the cache and activations in device memory,
+ * logits and hidden states downloaded, shards' sums staged through the host) on the
+ * emulated device: every method, T = 1 and 2, the drafter in the leader and on a draft
+ * rank of its own device, gives the CPU's plain greedy text; and so does a cluster
+ * whose shards and draft rank compute there. */
+static void test_tp__the_device_code_path_gives_the_cpus_text(void **state)
+{
+	(void)state;
+	char heads[320], eagle[320], method[2048];
+	snprintf(heads, sizeof(heads), "%s/dev-heads.safetensors", g_dir);
+	snprintf(eagle, sizeof(eagle), "%s/dev-eagle", g_dir);
+	assert_int_equal(ts_gen("specd-gen-heads", heads, (const char *[]){"-m", g_model,
+			 "--heads", "3", "--shared", "--scale", "0.1", NULL}), 0);
+	fx_gen_eagle(eagle, (const char *[]){"-m", g_model, "--seed", "3", "--scale", "0.1",
+		     NULL}, true);
+	static const struct spec_run plain_runs[] = {{1, 1, false, NULL}, {1, 2, false, NULL}};
+	assert_runs_equal_plain("--device emulated --method none", plain_runs, 2);
+	static const struct spec_run runs[] = {
+		{4, 1, false, NULL}, {4, 2, false, NULL}, {3, 1, true, NULL}, {3, 2, true, NULL},
+	};
+	const char *methods[] = {"ngram", "draft_model", "medusa", "eagle"};
+	for (size_t m = 0; m < sizeof(methods) / sizeof(methods[0]); m++) {
+		snprintf(method, sizeof(method), "--device emulated --method %s --draft %s "
+			 "--heads %s --eagle %s", methods[m], g_model, heads, eagle);
+		assert_runs_equal_plain(method, runs, sizeof(runs) / sizeof(runs[0]));
+		/* Lossless output would hide a drafter that proposes wrongly there: its
+		 * proposals must be the CPU's, so are its counts. */
+		char *dev = run_stats(method);
+		char *cpu = run_stats(method + strlen("--device emulated "));
+		print_message("%s: %s\n", methods[m], dev);
+		if (strcmp(dev, cpu) != 0)
+			fail_msg("%s: emulated device \"%s\", cpu \"%s\"", methods[m], dev, cpu);
+		free(dev);
+		free(cpu);
+	}
+	char yaml[2048];
+	snprintf(yaml, sizeof(yaml),
+		 "target: {model: %s, tensor_parallel: 2, device: emulated}\n"
+		 "draft: {placement: rank, device: emulated}\n"
+		 "speculation: {method: draft_model, num_speculative_tokens: 3,\n"
+		 "              draft_model: {model: %s}}\n", g_model, g_model);
+	char *got = served_text("dev", yaml, 3);
+	char *want = run_text(2);
+	assert_string_equal(want, got);
+	free(want);
+	free(got);
 }
 
 static void test_smollm2__speculation_and_shards_equal_plain_decoding(void **state)
@@ -277,6 +362,7 @@ int main(void)
 		cmocka_unit_test(test_tp__medusa_trees_equal_plain_at_t1_t2_and_on_a_draft_rank),
 		cmocka_unit_test(test_tp__eagle_trees_equal_plain_at_t1_t2_and_on_a_draft_rank),
 		cmocka_unit_test(test_tp__cluster_serves_what_specd_run_tp2_prints),
+		cmocka_unit_test(test_tp__the_device_code_path_gives_the_cpus_text),
 	};
 	/* CTest runs the SmolLM2 case on its own (label slow: minutes under sanitizers). */
 	const char *filter = getenv("SPECD_TEST_FILTER");

@@ -21,6 +21,7 @@
 #include "drafters/eagle.h"
 #include "drafters/engine.h"
 #include "drafters/medusa.h"
+#include "kernels/kern.h"
 #include "model/kv.h"
 #include "model/sampler.h"
 #include "spec_fixture.h"
@@ -110,6 +111,22 @@ static struct drafter *eagle_ok(struct model *t, const struct draft_eagle_config
 	struct specd_error err;
 	if (eagle(t, ec, k, n_slots, &d, &err) != SPECD_OK)
 		fail_msg("%s: %s", ec->path, err.msg);
+	return d;
+}
+
+/* An EAGLE drafter for t whose layer computes on backend k (the target's embedding
+ * and LM head copied there from its file). */
+static struct drafter *eagle_on(struct kern_ctx *k, struct model *t,
+				const struct draft_eagle_config *ec, uint32_t k_max)
+{
+	struct draft_config dc = {
+		.method = DRAFT_METHOD_EAGLE, .k_max = k_max, .n_slots = 1,
+		.n_ctx = kv_n_ctx(model_kv(t)), .target = t, .eagle = *ec, .kern = k,
+	};
+	struct drafter *d = NULL;
+	struct specd_error err;
+	if (draft_create(&dc, &d, &err) != SPECD_OK)
+		fail_msg("%s on %s: %s", ec->path, kern_name(k), err.msg);
 	return d;
 }
 
@@ -311,8 +328,10 @@ static void fresh_propose(struct drafter *d, const struct history *h, uint32_t n
  * accepted path (advance tokens, as many rows). `step` drafts with the whole history
  * so far (slot 0), `gap` proposes only every third step (its other steps' rows are
  * never shown), `held` holds EAGLE beside ngram and proposes with EAGLE on odd steps
- * only. At every step each proposal is the fresh drafter's for the rows it was shown
- * last (or all, when nothing was missed), whatever k. */
+ * only, `dev` is `step` on the emulated device (the device code path: weights, cache,
+ * features and the joined rows in device memory). At every step each proposal is the
+ * fresh drafter's for the rows it was shown last (or all, when nothing was missed),
+ * whatever k. */
 static void test_eagle__catch_up_is_exact(void **state)
 {
 	(void)state;
@@ -325,9 +344,12 @@ static void test_eagle__catch_up_is_exact(void **state)
 		{.path = g_ckpt[3], .width = 10, .depth = 8},
 	};
 	const uint32_t k_max[] = {8, 12, 20};
+	struct kern_ctx *emu = NULL;
+	assert_int_equal(kern_emu_create(NULL, &emu), SPECD_OK);
 	for (size_t c = 0; c < sizeof(shapes) / sizeof(shapes[0]); c++) {
 		uint32_t K = k_max[c];
 		struct drafter *step = eagle_ok(g_t, &shapes[c], K, 1);
+		struct drafter *dev = eagle_on(emu, g_t, &shapes[c], K);
 		struct drafter *gap = eagle_ok(g_t, &shapes[c], K, 1);
 		struct drafter *fresh = eagle_ok(g_t, &shapes[c], K, 1), *held = NULL;
 		struct draft_config dc = {
@@ -340,6 +362,7 @@ static void test_eagle__catch_up_is_exact(void **state)
 		uint32_t n = 6;
 		struct draft_seq seq = history_seq(&h, 0, n, 0);
 		assert_int_equal(draft_reset(step, &seq, NULL), SPECD_OK);
+		assert_int_equal(draft_reset(dev, &seq, NULL), SPECD_OK);
 		assert_int_equal(draft_reset(gap, &seq, NULL), SPECD_OK);
 		assert_int_equal(draft_reset(held, &seq, NULL), SPECD_OK);
 		for (uint32_t s = 0; n < h.n; s++) {
@@ -351,6 +374,9 @@ static void test_eagle__catch_up_is_exact(void **state)
 			fresh_propose(fresh, &h, n, 0, k, prop_init(&b[1]));
 			assert_well_formed(&b[0].p, &g_rules);
 			assert_same_proposal(&b[0].p, &b[1].p, "step by step", n);
+			assert_int_equal(draft_propose(dev, &seq, k, prop_init(&b[1]), NULL),
+					 SPECD_OK);
+			assert_same_proposal(&b[1].p, &b[0].p, "on the emulated device", n);
 			/* all k nodes while the tree has them */
 			uint32_t w = shapes[c].width, all = w + (shapes[c].depth - 1) * w * w;
 			assert_int_equal(b[0].p.n, shapes[c].static_tree || k < all ? k : all);
@@ -375,15 +401,18 @@ static void test_eagle__catch_up_is_exact(void **state)
 			seq = history_seq(&h, 0, n + a, n - 1);
 			int32_t next = h.tokens[n + a - 1];
 			assert_int_equal(draft_commit(step, &seq, a - 1, next, NULL), SPECD_OK);
+			assert_int_equal(draft_commit(dev, &seq, a - 1, next, NULL), SPECD_OK);
 			assert_int_equal(draft_commit(gap, &seq, 0, next, NULL), SPECD_OK);
 			assert_int_equal(draft_commit(held, &seq, a - 1, next, NULL), SPECD_OK);
 			n += a;
 		}
 		draft_destroy(step);
+		draft_destroy(dev);
 		draft_destroy(gap);
 		draft_destroy(fresh);
 		draft_destroy(held);
 	}
+	kern_destroy(emu);
 }
 
 /* The online selector's switch, every step: EAGLE, then ngram, ... */

@@ -17,6 +17,7 @@
 #include "drafters/drafter.h"
 #include "drafters/engine.h"
 #include "drafters/medusa.h"
+#include "kernels/kern.h"
 #include "model/kv.h"
 #include "model/sampler.h"
 #include "spec_fixture.h"
@@ -196,6 +197,68 @@ static void test_medusa__a_batch_proposes_what_single_proposes_do(void **state)
 		assert_int_equal(b[2].n, 7);
 		draft_destroy(d);
 	}
+}
+
+/* On a device backend (the emulated one: heads, buffers and logits in device memory)
+ * the heads propose exactly what they do on the CPU: with their own LM heads, and with
+ * the target's, either copied from its file (a target on the CPU) or used in place
+ * (the target on the same device). */
+static void test_medusa__on_a_device_proposes_what_the_cpu_does(void **state)
+{
+	(void)state;
+	struct kern_ctx *emu = NULL;
+	assert_int_equal(kern_emu_create(NULL, &emu), SPECD_OK);
+	struct model_config mc = {.n_slots = 1, .n_ctx = 128, .kern = emu};
+	struct model *t_dev = NULL;
+	struct specd_error err;
+	if (model_load(g_target, &mc, &t_dev, &err) != SPECD_OK)
+		fail_msg("%s", err.msg);
+	const char *files[] = {g_heads[0], g_heads[1], g_heads[2], g_heads[3]};
+	int32_t tokens[4] = {1, 9, 8, 7};
+	float hidden[2][48];
+	for (int i = 0; i < 2; i++)
+		for (int d = 0; d < 48; d++)
+			hidden[i][d] = (float)((d * (i + 3)) % 7) - 3.0f + 0.25f * (float)i;
+	for (size_t f = 0; f < sizeof(files) / sizeof(files[0]); f++) {
+		struct drafter *d[3];
+		for (int v = 0; v < 3; v++) {
+			struct draft_config dc = {
+				.method = DRAFT_METHOD_MEDUSA, .k_max = 12, .n_slots = 2,
+				.n_ctx = 128, .target = v == 2 ? t_dev : g_t,
+				.heads_path = files[f], .kern = v ? emu : NULL,
+			};
+			if (draft_create(&dc, &d[v], &err) != SPECD_OK)
+				fail_msg("%s (%d): %s", files[f], v, err.msg);
+		}
+		struct draft_seq seqs[2];
+		for (uint32_t i = 0; i < 2; i++)
+			seqs[i] = (struct draft_seq){.slot = i, .tokens = tokens, .n_tokens = 4,
+						     .hidden = hidden[i], .n_hidden = 1};
+		uint32_t k[2] = {12, 5};
+		int32_t tok[3][2][12], par[3][2][12];
+		struct draft_proposal b[3][2];
+		for (int v = 0; v < 3; v++) {
+			struct draft_proposal *outs[2];
+			for (int i = 0; i < 2; i++) {
+				b[v][i] = (struct draft_proposal){.tokens = tok[v][i],
+								  .parent = par[v][i]};
+				outs[i] = &b[v][i];
+			}
+			assert_int_equal(draft_propose_batch(d[v], seqs, k, outs, 2, NULL),
+					 SPECD_OK);
+		}
+		for (int v = 1; v < 3; v++)
+			for (int i = 0; i < 2; i++) {
+				assert_int_equal(b[v][i].n, k[i]);
+				assert_int_equal(b[0][i].n, k[i]);
+				assert_memory_equal(tok[v][i], tok[0][i], k[i] * sizeof(int32_t));
+				assert_memory_equal(par[v][i], par[0][i], k[i] * sizeof(int32_t));
+			}
+		for (int v = 0; v < 3; v++)
+			draft_destroy(d[v]);
+	}
+	model_destroy(t_dev);
+	kern_destroy(emu);
 }
 
 /* Held beside prompt lookup (draft_config.also, the online selector's switching): the
@@ -397,6 +460,7 @@ int main(void)
 		cmocka_unit_test(test_medusa__greedy_identical_to_plain),
 		cmocka_unit_test(test_medusa__shared_heads_are_accepted),
 		cmocka_unit_test(test_medusa__a_batch_proposes_what_single_proposes_do),
+		cmocka_unit_test(test_medusa__on_a_device_proposes_what_the_cpu_does),
 		cmocka_unit_test(test_medusa__held_beside_ngram_proposes_with_the_method_selected),
 		cmocka_unit_test(test_medusa__refuses_heads_that_do_not_fit),
 		cmocka_unit_test(test_medusa__sampling_keeps_the_distribution),

@@ -3,10 +3,12 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
 
+#include "parallel/census.h"
 #include "parallel/roles.h"
 
 static void test_layout__dedicated_draft_rank_is_last(void **state)
@@ -50,9 +52,41 @@ static void test_layout__mismatch_names_both_sizes(void **state)
 	assert_int_equal(par_layout_init(&l, 0, false, 1, &err), SPECD_INVAL);
 }
 
+/* Two shards on one GPU of one machine are found (NCCL refuses them); other GPUs, other
+ * machines (by boot id, or by name when it is unknown) and CPU ranks are not. */
+static void test_census__shards_sharing_a_gpu_are_found(void **state)
+{
+	(void)state;
+	struct par_rank_info r[4];
+	memset(r, 0, sizeof(r));
+	const char *dev[4] = {"cuda:0 NVIDIA H200", "cuda:1 NVIDIA H200", "cpu", "cuda:10 X"};
+	for (int i = 0; i < 4; i++) {
+		snprintf(r[i].node, sizeof(r[i].node), "node-a");
+		snprintf(r[i].machine, sizeof(r[i].machine), "boot-a");
+		snprintf(r[i].device, sizeof(r[i].device), "%s", dev[i]);
+	}
+	int a = -1, b = -1;
+	assert_false(par_census_shared_gpu(r, 4, &a, &b));
+	snprintf(r[3].device, sizeof(r[3].device), "cuda:1 NVIDIA H200");
+	assert_true(par_census_shared_gpu(r, 4, &a, &b));
+	assert_int_equal(a, 1);
+	assert_int_equal(b, 3);
+	assert_false(par_census_shared_gpu(r, 3, &a, &b)); /* only the first n ranks */
+	snprintf(r[3].machine, sizeof(r[3].machine), "boot-b");
+	assert_false(par_census_shared_gpu(r, 4, &a, &b));
+	r[1].machine[0] = r[3].machine[0] = '\0'; /* unknown boot ids: by node name */
+	assert_true(par_census_shared_gpu(r, 4, &a, &b));
+	snprintf(r[3].node, sizeof(r[3].node), "node-b");
+	assert_false(par_census_shared_gpu(r, 4, &a, &b));
+	snprintf(r[2].device, sizeof(r[2].device), "cpu");
+	snprintf(r[0].device, sizeof(r[0].device), "cpu");
+	assert_false(par_census_shared_gpu(r, 3, &a, &b)); /* CPU ranks share nothing */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_census__shards_sharing_a_gpu_are_found),
 		cmocka_unit_test(test_layout__dedicated_draft_rank_is_last),
 		cmocka_unit_test(test_layout__leader_placement_has_no_draft_rank),
 		cmocka_unit_test(test_layout__mismatch_names_both_sizes),
