@@ -9,7 +9,10 @@
 # generated bf16 models of 1B and 3B parameters (8B when the budget allows), with the
 # matmul alone at 1..17 rows against the reference kernel; on the 1B model the whole
 # bench runs a second time with the reference kernel (the figures before the batched
-# matmul, from the same run).
+# matmul, from the same run), then the real engine with every drafting method on it
+# (a generated 60M draft model, random Medusa heads and EAGLE layer): tokens/s,
+# tokens per forward and HBM share, each method's output checked equal to plain
+# decoding's.
 #
 # usage: bench/gpu-check.sh OUT_DIR [CARRY_DIR]
 #   CARRY_DIR: what bench/gpu-prepare.sh made (deps/ for jansson and PCRE2, models/
@@ -72,7 +75,7 @@ step() {
 finish() {
 	log "done: $failed failed steps; summary:"
 	tee -a "$res" <"$sum"
-	grep -E '^(bench|greedy tokens|result|load)' "$res" >>"$sum" 2>/dev/null
+	grep -E '^(bench|greedy tokens|result|load)|^methods .*tok/s' "$res" >>"$sum" 2>/dev/null
 	if [ "$no_device" = 1 ]; then
 		log "no CUDA device: nothing was checked on a GPU"
 		exit 3
@@ -91,10 +94,26 @@ deps=()
 step configure 60 cmake -S "$root" -B "$build" "${gen[@]}" -DSPECD_GPU_CHECK_ONLY=ON \
 	-DSPECD_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_BUILD_TYPE=Release "${deps[@]}" ||
 	finish
-step build 170 cmake --build "$build" -j "$jobs" --target specd-gpu-check specd-gen-model ||
-	finish
+step build 170 cmake --build "$build" -j "$jobs" --target specd-gpu-check specd-gen-model \
+	specd-gen-heads || finish
 check=$build/tools/specd-gpu-check
 genm=$build/tools/specd-gen-model
+genh=$build/tools/specd-gen-heads
+
+# methods TARGET: every drafting method through the engine on TARGET (its vocabulary
+# 32000): a 60M draft model, three random Medusa heads and one random EAGLE layer
+# sized for it. Random weights: the figures say what a method costs, not what it gains.
+methods() {
+	local target=$1 draft=$gen_dir/draft-60M-bf16.gguf heads=$gen_dir/medusa.safetensors
+	local eagle=$gen_dir/eagle
+	step gen-draft 30 "$genm" -o "$draft" --params 60M --type bf16 --vocab 32000 \
+		--ctx 4096 &&
+		step gen-medusa 60 "$genh" -o "$heads" -m "$target" --dtype bf16 &&
+		step gen-eagle 60 "$genh" --eagle -o "$eagle" -m "$target" --dtype bf16 &&
+		step methods 120 "$check" methods "$target" --draft "$draft" --heads "$heads" \
+			--eagle "$eagle" -n 48 -k 2,4
+	rm -rf "$draft" "$heads" "$eagle"
+}
 
 step ops 60 "$check" ops
 step sample 40 "$check" sample
@@ -137,6 +156,7 @@ for p in $bench_params; do
 	step "bench-$p" 60 "$check" bench "$file" 128
 	[ "$p" = 1B ] && step "bench-$p-reference" 60 env SPECD_GPU_CHECK_REFERENCE=1 \
 		"$check" bench "$file" 128
+	[ "$p" = 1B ] && methods "$file"
 	rm -f "$file"
 done
 finish

@@ -19,15 +19,15 @@
 #include "common/alloc.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "gpu_check.h"
 #include "kernels/kern.h"
 #include "kernels/sample.h"
 #include "model/llama.h"
 #include "model/shard.h"
 
-#define HBM_BYTES_PER_S 4.8e12 /* H200 datasheet */
-#define EXIT_FAIL 1
-#define EXIT_USAGE 2
-#define EXIT_NO_DEVICE 3
+#define EXIT_FAIL GPU_CHECK_EXIT_FAIL
+#define EXIT_USAGE GPU_CHECK_EXIT_USAGE
+#define EXIT_NO_DEVICE GPU_CHECK_EXIT_NO_DEVICE
 
 static int failures;
 
@@ -100,12 +100,16 @@ static void compare(const char *what, const float *cpu, const float *gpu, size_t
 		failures++;
 }
 
-/* kind: "op", "inv" (batch invariance) or "spec"; claim: what was checked. */
-static void expect(bool ok, const char *kind, const char *what, const char *claim)
+void gpu_check_expect(bool ok, const char *kind, const char *what, const char *claim)
 {
 	printf("%s %-34s %s %s\n", kind, what, claim, ok ? "ok" : "FAIL");
 	if (!ok)
 		failures++;
+}
+
+int gpu_check_failures(void)
+{
+	return failures;
 }
 
 static bool bitwise(const float *a, const float *b, size_t n)
@@ -172,7 +176,7 @@ static void check_matmul(struct kern_ctx *cpu, struct kern_ctx *gpu, struct kern
 			to_host(gpu, y1, dy, n_out * sizeof(float));
 			alone = alone && bitwise(y1, yg + r * n_out, n_out);
 		}
-		expect(alone, "inv", name, "row alone == row in batch (bitwise)");
+		gpu_check_expect(alone, "inv", name, "row alone == row in batch (bitwise)");
 		/* The last n rows as one batch, for every n. */
 		for (size_t n = 2; n <= rows && st == SPECD_OK; n++) {
 			size_t r0 = rows - n;
@@ -181,18 +185,19 @@ static void check_matmul(struct kern_ctx *cpu, struct kern_ctx *gpu, struct kern
 			any_n = any_n && bitwise(y1, yg + r0 * n_out, n * n_out);
 		}
 		if (rows > 1)
-			expect(any_n, "inv", name, "any row count == full batch (bitwise)");
+			gpu_check_expect(any_n, "inv", name,
+					 "any row count == full batch (bitwise)");
 	}
 	if (st == SPECD_OK &&
 	    (st = kern_matmul(gpu, dy, n_out, dxu + 1, ldu, rows, &dw, b_dev)) == SPECD_OK) {
 		to_host(gpu, y1, dy, rows * n_out * sizeof(float));
-		expect(bitwise(y1, yg, rows * n_out), "inv", name,
+		gpu_check_expect(bitwise(y1, yg, rows * n_out), "inv", name,
 		       "unaligned x == aligned x (bitwise)");
 	}
 	if (st == SPECD_OK && ref &&
 	    (st = kern_matmul(ref, dyr, n_out, dx, n_in, rows, &dw, b_dev)) == SPECD_OK) {
 		to_host(ref, y1, dyr, rows * n_out * sizeof(float));
-		expect(bitwise(y1, yg, rows * n_out), "ref", name,
+		gpu_check_expect(bitwise(y1, yg, rows * n_out), "ref", name,
 		       "reference kernel == batched (bitwise)");
 	}
 	if (st != SPECD_OK) {
@@ -226,7 +231,7 @@ static void check_get_rows(struct kern_ctx *cpu, struct kern_ctx *gpu, enum kern
 		if (kern_get_rows(cpu, yc, n_in, &w, ids, rows) == SPECD_OK &&
 		    kern_get_rows(gpu, dy, n_in, &dw, ids, rows) == SPECD_OK) {
 			to_host(gpu, yg, dy, rows * n_in * sizeof(float));
-			expect(bitwise(yc, yg, rows * n_in), "op", name,
+			gpu_check_expect(bitwise(yc, yg, rows * n_in), "op", name,
 			       "equal to the CPU (bitwise)");
 		} else {
 			printf("op %s FAIL (call)\n", name);
@@ -258,7 +263,7 @@ static void check_rows_ops(struct kern_ctx *cpu, struct kern_ctx *gpu)
 	compare("rmsnorm 7x1000", c, g, rows * n, 1e-6);
 	CHECK_OK(kern_rmsnorm(gpu, dy, n, dx + 3 * n, n, 1, n, dw, 1e-5f));
 	to_host(gpu, g1, dy, n * sizeof(float));
-	expect(bitwise(g1, g + 3 * n, n), "inv", "rmsnorm",
+	gpu_check_expect(bitwise(g1, g + 3 * n, n), "inv", "rmsnorm",
 	       "row alone == row in batch (bitwise)");
 
 	memcpy(c, x, bytes);
@@ -273,7 +278,7 @@ static void check_rows_ops(struct kern_ctx *cpu, struct kern_ctx *gpu)
 	CHECK_OK(kern_upload(gpu, dy, x, bytes));
 	CHECK_OK(kern_add(gpu, dy, du, rows * n));
 	to_host(gpu, g, dy, bytes);
-	expect(bitwise(c, g, rows * n), "op", "add", "equal to the CPU (bitwise)");
+	gpu_check_expect(bitwise(c, g, rows * n), "op", "add", "equal to the CPU (bitwise)");
 
 	memcpy(c, x, bytes);
 	CHECK_OK(kern_softmax(cpu, c, n, rows, n));
@@ -296,11 +301,12 @@ static void check_rows_ops(struct kern_ctx *cpu, struct kern_ctx *gpu)
 	CHECK_OK(kern_argmax(cpu, ac, c, n, rows, n));
 	CHECK_OK(kern_upload(gpu, dy, c, bytes));
 	CHECK_OK(kern_argmax(gpu, ag, dy, n, rows, n));
-	expect(memcmp(ac, ag, sizeof(ac)) == 0, "op", "argmax", "equal to the CPU (ties, NaN)");
+	gpu_check_expect(memcmp(ac, ag, sizeof(ac)) == 0, "op", "argmax",
+			 "equal to the CPU (ties, NaN)");
 
 	CHECK_OK(kern_copy(gpu, dy, du, bytes));
 	to_host(gpu, g, dy, bytes);
-	expect(bitwise(g, u, rows * n), "op", "copy", "equal to its source");
+	gpu_check_expect(bitwise(g, u, rows * n), "op", "copy", "equal to its source");
 
 	for (int layout = 0; layout < 2; layout++) {
 		size_t heads = 4, hd = 128, ld = heads * hd;
@@ -354,7 +360,7 @@ static void check_attention(struct kern_ctx *cpu, struct kern_ctx *gpu, size_t h
 		to_host(gpu, o1, dout, qd * sizeof(float));
 		inv = inv && bitwise(o1, og + t * qd, qd);
 	}
-	expect(inv, "inv", name, "token alone == token in batch (bitwise)");
+	gpu_check_expect(inv, "inv", name, "token alone == token in batch (bitwise)");
 
 	/* Tree over slot 0 with 10 committed rows: 0 root; 1, 2 children of 0; 3 child of 1. */
 	uint32_t tslot[4] = {0, 0, 0, 0}, tpre[4] = {10, 10, 10, 10}, trow[4] = {10, 11, 12, 13};
@@ -377,7 +383,7 @@ static void check_attention(struct kern_ctx *cpu, struct kern_ctx *gpu, size_t h
 	chain.mask.slot = tslot, chain.mask.n_prefix = &pre12;
 	CHECK_OK(kern_attention(gpu, &chain));
 	to_host(gpu, o1, dout, qd * sizeof(float));
-	expect(bitwise(o1, og + qd, qd), "inv", name,
+	gpu_check_expect(bitwise(o1, og + qd, qd), "inv", name,
 	       "tree chain == causal rows (bitwise)");
 
 	kern_free(gpu, dk), kern_free(gpu, dv), kern_free(gpu, dq), kern_free(gpu, dout);
@@ -818,7 +824,7 @@ static int run_greedy(struct kern_ctx *cpu, struct kern_ctx *gpu, const char *pa
 		printf("batch forward: %s FAIL\n", rg.err.msg);
 		failures++;
 	} else {
-		expect(bitwise(rg.logits, lg, (size_t)n * V), "inv", "forward cuda",
+		gpu_check_expect(bitwise(rg.logits, lg, (size_t)n * V), "inv", "forward cuda",
 		       "one batch == token by token (bitwise)");
 	}
 	/* Speculative verification on CUDA gives the plain greedy output exactly. */
@@ -831,7 +837,7 @@ static int run_greedy(struct kern_ctx *cpu, struct kern_ctx *gpu, const char *pa
 			printf("spec: %s FAIL\n", rg.err.msg);
 			failures++;
 		} else {
-			expect(memcmp(ts, tg, n * sizeof(uint32_t)) == 0, "spec", what,
+			gpu_check_expect(memcmp(ts, tg, n * sizeof(uint32_t)) == 0, "spec", what,
 			       "output == plain greedy");
 		}
 	}
@@ -1017,6 +1023,8 @@ static void usage(FILE *to)
 		    "       specd-gpu-check sample\n"
 		    "       specd-gpu-check greedy MODEL [N]   (N tokens, default 32)\n"
 		    "       specd-gpu-check bench MODEL [N]    (N tokens, default 64)\n"
+		    "       specd-gpu-check methods MODEL [--draft GGUF] [--heads SAFETENSORS]\n"
+		    "                       [--eagle DIR] [-n N] [-k K,K,...]\n"
 		    "Exit status: 0 passed, 1 a check failed, 2 usage or load error, 3 no CUDA device.\n");
 }
 
@@ -1031,14 +1039,20 @@ int main(int argc, char **argv)
 	struct kern_ctx *gpu = NULL, *cpu = NULL;
 	specd_error_clear(&err);
 	/* SPECD_GPU_CHECK_CPU=1: a second CPU backend stands in for CUDA, to try this
-	 * program where there is no GPU (its checks then compare the CPU with itself).
+	 * program where there is no GPU (its checks then compare the CPU with itself);
+	 * SPECD_GPU_CHECK_CPU=emulated: the emulated device does (kern_emu_create: the
+	 * CPU's results through the device code path, uploads and downloads).
 	 * SPECD_GPU_CHECK_REFERENCE=1: the CUDA backend runs the reference matmul kernel
 	 * (bench figures before/after the batched kernel). */
 	const char *stand_in = getenv("SPECD_GPU_CHECK_CPU");
 	const char *use_ref = getenv("SPECD_GPU_CHECK_REFERENCE");
-	bool on_cpu = stand_in && strcmp(stand_in, "1") == 0;
+	bool emulated = stand_in && strcmp(stand_in, "emulated") == 0;
+	bool on_cpu = emulated || (stand_in && strcmp(stand_in, "1") == 0);
 	struct kern_cuda_config gc = {.matmul_reference = use_ref && strcmp(use_ref, "1") == 0};
-	enum specd_status st = on_cpu ? kern_cpu_create(NULL, &gpu) : kern_cuda_create(&gc, &gpu, &err);
+	struct kern_emu_config ec = {{0}, 0};
+	enum specd_status st = emulated ? kern_emu_create(&ec, &gpu)
+			       : on_cpu ? kern_cpu_create(NULL, &gpu)
+			       : kern_cuda_create(&gc, &gpu, &err);
 	if (st != SPECD_OK) {
 		printf("%s\n", err.msg);
 		return st == SPECD_UNSUPPORTED ? EXIT_NO_DEVICE : EXIT_FAIL;
@@ -1070,6 +1084,8 @@ int main(int argc, char **argv)
 		rc = run_sample(cpu, gpu);
 	} else if (strcmp(argv[1], "greedy") == 0) {
 		rc = run_greedy(cpu, gpu, argv[2], n ? (uint32_t)n : 32);
+	} else if (strcmp(argv[1], "methods") == 0) {
+		rc = gpu_check_methods(gpu, argc, argv);
 	} else if (strcmp(argv[1], "bench") == 0) {
 		/* The reference kernel for the matmul figures, unless gpu already runs it. */
 		struct kern_cuda_config rc_cfg = {.matmul_reference = true};

@@ -1,0 +1,232 @@
+/* specd-gpu-check methods: the real engine (drafters/engine.h) with every drafting
+ * method in one process on the backend under test: plain decoding, then each method
+ * at each K, greedy, on one target. Every method's output must equal plain decoding's
+ * token for token (speculation is lossless); the figures are tokens/s, tokens per
+ * target forward, the speed-up over plain decoding measured in the same run, and the
+ * share of HBM bandwidth the target's weight reads reach. Random-weight models say
+ * what each method costs, not what it gains on real text: their acceptance is what
+ * random weights give. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "common/clock.h"
+#include "drafters/drafter.h"
+#include "drafters/engine.h"
+#include "drafters/method.h"
+#include "drafters/metrics.h"
+#include "gpu_check.h"
+#include "kernels/kern.h"
+#include "model/llama.h"
+#include "model/shard.h"
+
+#define MAX_KS 8
+#define PROMPT 96
+
+struct methods_opts {
+	const char *target, *draft, *heads, *eagle;
+	uint32_t n;            /* tokens generated per run */
+	uint32_t ks[MAX_KS];   /* K values tried per method */
+	uint32_t n_ks;
+};
+
+/* One timed greedy job: output tokens, metrics and decode seconds (after prefill). */
+struct methods_run {
+	int32_t *out;
+	uint32_t n_out;
+	struct draft_metrics met;
+	double decode_s;
+};
+
+/* A prompt that repeats itself, as real prompts quote their own text: the second half
+ * restates the first, so prompt lookup has something to find. */
+static void methods_prompt(int32_t *p, uint32_t vocab)
+{
+	p[0] = 1;
+	for (uint32_t i = 1; i < PROMPT / 2; i++)
+		p[i] = (int32_t)((i * 7919u + 13u) % vocab);
+	for (uint32_t i = PROMPT / 2; i < PROMPT; i++)
+		p[i] = p[i - PROMPT / 2 + 1];
+}
+
+static int parse_ks(const char *s, struct methods_opts *o)
+{
+	o->n_ks = 0;
+	for (const char *c = s; *c;) {
+		char *end;
+		unsigned long k = strtoul(c, &end, 10);
+		if (end == c || k < 1 || k > DRAFT_MAX_TOKENS || o->n_ks == MAX_KS)
+			return -1;
+		o->ks[o->n_ks++] = (uint32_t)k;
+		c = *end == ',' ? end + 1 : end;
+		if (*end && *end != ',')
+			return -1;
+	}
+	return o->n_ks ? 0 : -1;
+}
+
+static int parse_opts(int argc, char **argv, struct methods_opts *o)
+{
+	*o = (struct methods_opts){.n = 128, .ks = {2, 4, 8}, .n_ks = 3};
+	if (argc < 3)
+		return -1;
+	o->target = argv[2];
+	for (int i = 3; i + 1 < argc; i += 2) {
+		const char *f = argv[i], *v = argv[i + 1];
+		if (!strcmp(f, "--draft"))
+			o->draft = v;
+		else if (!strcmp(f, "--heads"))
+			o->heads = v;
+		else if (!strcmp(f, "--eagle"))
+			o->eagle = v;
+		else if (!strcmp(f, "-n"))
+			o->n = (uint32_t)strtoul(v, NULL, 10);
+		else if (!strcmp(f, "-k")) {
+			if (parse_ks(v, o))
+				return -1;
+		} else
+			return -1;
+	}
+	return (argc - 3) % 2 == 0 && o->n >= 1 && o->n <= 4096 ? 0 : -1;
+}
+
+/* Runs one greedy job of o->n tokens with drafter d (NULL: plain) at K = k. */
+static enum specd_status run_job(struct model *target, struct drafter *d, uint32_t k,
+				 const struct methods_opts *o, struct methods_run *r,
+				 struct specd_error *err)
+{
+	struct draft_engine_config ec = {.target = target, .drafter = d, .spec_tokens = d ? k : 0};
+	struct draft_engine *e = NULL;
+	struct draft_job *j = NULL;
+	int32_t prompt[PROMPT];
+	methods_prompt(prompt, model_hparams(target)->n_vocab);
+	struct draft_job_params p = {.sampling = {.top_p = 1.0f}, .max_tokens = o->n, .eos = -1};
+	enum specd_status st;
+	if ((st = draft_engine_create(&ec, &e, err)) || (st = draft_job_create(e, 0, &j, err)) ||
+	    (st = draft_job_start(j, prompt, PROMPT, &p, err)))
+		goto out;
+	double t0 = specd_now();
+	while (draft_job_stop(j) == DRAFT_STOP_NONE)
+		if ((st = draft_job_step(j, err)))
+			goto out;
+	r->decode_s = specd_now() - t0;
+	const int32_t *toks = draft_job_output(j, &r->n_out);
+	specd_free(r->out);
+	if (!(r->out = specd_malloc_array(r->n_out ? r->n_out : 1, sizeof(int32_t)))) {
+		st = specd_errorf(err, SPECD_NOMEM, "out of memory");
+		goto out;
+	}
+	memcpy(r->out, toks, r->n_out * sizeof(int32_t));
+	r->met = *draft_job_metrics(j);
+out:
+	draft_job_destroy(j);
+	draft_engine_destroy(e);
+	return st;
+}
+
+/* The target's weight bytes one forward reads (its LM head reads all rows, its
+ * embedding one): what bounds a memory-bound decode step. */
+static double forward_bytes(const struct model *m)
+{
+	const struct model_hparams *hp = model_hparams(m);
+	double total = (double)model_shard(m)->weight_bytes;
+	if (!hp->tied_output)
+		total -= (double)kern_dtype_row_bytes(hp->wtype, hp->dim) * hp->n_vocab;
+	return total;
+}
+
+/* One method at one K against plain decoding's run; prints a result line. */
+static void report(const char *method, uint32_t k, const struct methods_run *r,
+		   const struct methods_run *plain, const struct model *target)
+{
+	bool same = r->n_out == plain->n_out &&
+		    memcmp(r->out, plain->out, r->n_out * sizeof(int32_t)) == 0;
+	double tps = r->decode_s > 0 ? r->n_out / r->decode_s : 0;
+	double base = plain->decode_s > 0 ? plain->n_out / plain->decode_s : 0;
+	double steps = (double)(r->met.steps ? r->met.steps : r->n_out);
+	double hbm = r->decode_s > 0 ? forward_bytes(target) * steps / r->decode_s / HBM_BYTES_PER_S
+				     : 0;
+	printf("methods %-11s K=%-2u %7.1f tok/s  %.2fx  %.2f tok/step  accept %5.1f%%  "
+	       "target reads %5.1f%% of HBM  output %s\n",
+	       method, k, tps, base > 0 ? tps / base : 0,
+	       r->met.steps ? (double)r->met.emitted / (double)r->met.steps : 1.0,
+	       100.0 * draft_metrics_acceptance_rate(&r->met), 100.0 * hbm,
+	       same ? "== plain" : "DIFFERS");
+	if (r != plain)
+		gpu_check_expect(same, "methods", method, "output equals plain decoding");
+}
+
+int gpu_check_methods(struct kern_ctx *k, int argc, char **argv)
+{
+	struct methods_opts o;
+	if (parse_opts(argc, argv, &o)) {
+		fprintf(stderr, "usage: specd-gpu-check methods TARGET [--draft GGUF] [--heads "
+				"SAFETENSORS] [--eagle DIR] [-n N] [-k K,K,...]\n");
+		return GPU_CHECK_EXIT_USAGE;
+	}
+	uint32_t k_top = 1;
+	for (uint32_t i = 0; i < o.n_ks; i++)
+		k_top = o.ks[i] > k_top ? o.ks[i] : k_top;
+	struct specd_error err;
+	specd_error_clear(&err);
+	struct model *target = NULL;
+	struct model_config mc = {.n_slots = 1, .n_ctx = PROMPT + o.n + 2 * DRAFT_MAX_TOKENS + 2,
+				  .max_batch = PROMPT > k_top + 1 ? PROMPT : k_top + 1, .kern = k};
+	double t0 = specd_now();
+	if (model_load(o.target, &mc, &target, &err) != SPECD_OK) {
+		printf("load %s on %s: %s FAIL\n", o.target, kern_name(k), err.msg);
+		return GPU_CHECK_EXIT_USAGE;
+	}
+	printf("load %s on %s: %.2f s; %.2f GB read per forward\n", o.target, kern_name(k),
+	       specd_now() - t0, forward_bytes(target) / 1e9);
+
+	struct methods_run plain = {0}, r = {0};
+	int rc = 0;
+	/* A first plain run warms the device (its code, its clocks) before anything is
+	 * timed; the second is the baseline every method is compared with. */
+	if (run_job(target, NULL, 0, &o, &plain, &err) ||
+	    run_job(target, NULL, 0, &o, &plain, &err)) {
+		printf("methods none: %s FAIL\n", err.msg);
+		rc = GPU_CHECK_EXIT_FAIL;
+		goto out;
+	}
+	report("none", 0, &plain, &plain, target);
+	static const enum draft_method methods[] = {DRAFT_METHOD_NGRAM, DRAFT_METHOD_DRAFT_MODEL,
+						     DRAFT_METHOD_MEDUSA, DRAFT_METHOD_EAGLE};
+	for (size_t m = 0; m < sizeof(methods) / sizeof(methods[0]); m++) {
+		enum draft_method dm = methods[m];
+		const char *name = draft_method_name(dm);
+		if ((dm == DRAFT_METHOD_DRAFT_MODEL && !o.draft) ||
+		    (dm == DRAFT_METHOD_MEDUSA && !o.heads) ||
+		    (dm == DRAFT_METHOD_EAGLE && !o.eagle)) {
+			printf("methods %-11s skipped: no file given\n", name);
+			continue;
+		}
+		struct draft_config dc = {
+			.method = dm, .k_max = k_top, .n_slots = 1, .n_ctx = mc.n_ctx,
+			.target = target, .draft_path = o.draft, .kern = k, .heads_path = o.heads,
+			.eagle = {.path = o.eagle},
+		};
+		struct drafter *d = NULL;
+		if (draft_create(&dc, &d, &err) != SPECD_OK) {
+			printf("methods %-11s: %s FAIL\n", name, err.msg);
+			gpu_check_expect(false, "methods", name, "the drafter opens");
+			continue;
+		}
+		for (uint32_t i = 0; i < o.n_ks; i++) {
+			if (run_job(target, d, o.ks[i], &o, &r, &err) != SPECD_OK) {
+				printf("methods %-11s K=%u: %s FAIL\n", name, o.ks[i], err.msg);
+				gpu_check_expect(false, "methods", name, "the job runs");
+				continue;
+			}
+			report(name, o.ks[i], &r, &plain, target);
+		}
+		draft_destroy(d);
+	}
+out:
+	specd_free(plain.out);
+	specd_free(r.out);
+	model_destroy(target);
+	return rc ? rc : gpu_check_failures() ? GPU_CHECK_EXIT_FAIL : 0;
+}
