@@ -171,6 +171,12 @@ static bool parse_u64(const char *text, uint64_t *out)
 	return true;
 }
 
+/* The GPU of --device cuda: --gpu, or the rank's index on its node (one GPU a rank). */
+static int gpu_of(const struct run_opts *o)
+{
+	return o->gpu >= 0 ? (int)o->gpu : par_local_rank();
+}
+
 static int bad_value(const char *flag, const char *value, const char *want)
 {
 	fprintf(stderr, "specd-run: %s '%s': expected %s\n", flag, value, want);
@@ -391,7 +397,7 @@ static enum specd_status run_open(struct run *r, const struct run_opts *o, uint3
 	struct runtime_config rc = {
 		.model_path = o->model,
 		.device = o->device,
-		.device_index = o->gpu >= 0 ? (int)o->gpu : par_local_rank(),
+		.device_index = gpu_of(o),
 		.threads = (uint32_t)o->threads,
 		.n_slots = 1,
 		.max_ctx = max_ctx,
@@ -427,9 +433,12 @@ static void describe(const struct run *r, const struct run_opts *o)
 {
 	const struct model_hparams *hp = r->hp;
 	fprintf(stderr, "specd-run: %s: %s, %u layers, dim %u, %u/%u heads, vocab %u, %s; "
-			"loaded in %.3f s",
+			"loaded in %.3f s on %s",
 		o->model, model_arch_name(hp->arch), hp->n_layers, hp->dim, hp->n_heads,
-		hp->n_kv_heads, hp->n_vocab, kern_dtype_name(hp->wtype), r->rt.load_s);
+		hp->n_kv_heads, hp->n_vocab, kern_dtype_name(hp->wtype), r->rt.load_s,
+		runtime_device_name(o->device));
+	if (o->device == RUNTIME_DEVICE_CUDA)
+		fprintf(stderr, " (GPU %d)", gpu_of(o));
 	if (o->tp > 1)
 		fprintf(stderr, "; %ld shards, %.1f MiB of weights on this one", o->tp,
 			(double)model_resident_bytes(r->rt.model) / (1024.0 * 1024.0));
@@ -676,7 +685,7 @@ static int serve_draft(const struct run_opts *o, struct run *r)
 	struct runtime_config rc = {
 		.model_path = o->model,
 		.device = o->device,
-		.device_index = o->gpu >= 0 ? (int)o->gpu : par_local_rank(),
+		.device_index = gpu_of(o),
 		.threads = (uint32_t)o->threads,
 		.draft_path = o->draft,
 		.heads_path = o->heads,
