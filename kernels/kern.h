@@ -222,6 +222,13 @@ struct kern_ops {
 	 * 65535 rows) or a row with no logit above -inf (what sampler_sample refuses);
 	 * nothing is written then. */
 	enum specd_status (*sample)(struct kern_ctx *ctx, const struct kern_sample_rows *s);
+	/* Scatter: row r of src (n floats; rows ld_src apart) becomes row idx[r] of dst
+	 * (rows ld_dst apart), for r < rows: one call writes a batch's keys (or values)
+	 * into a layer's cache, wherever each token's slot and row are. idx is host
+	 * memory; its rows must be distinct, and src must not overlap dst. */
+	enum specd_status (*set_rows)(struct kern_ctx *ctx, float *dst, size_t ld_dst,
+				      const uint32_t *idx, const float *src, size_t ld_src,
+				      size_t rows, size_t n);
 	/* Copy within the backend's memory (memmove on the CPU; the CUDA backend needs
 	 * dst and src not to overlap). */
 	enum specd_status (*copy)(struct kern_ctx *ctx, void *dst, const void *src, size_t bytes);
@@ -426,6 +433,13 @@ static inline enum specd_status kern_sample(struct kern_ctx *ctx,
 					    const struct kern_sample_rows *s)
 {
 	return ctx->ops->sample(ctx, s);
+}
+
+static inline enum specd_status kern_set_rows(struct kern_ctx *ctx, float *dst, size_t ld_dst,
+					      const uint32_t *idx, const float *src,
+					      size_t ld_src, size_t rows, size_t n)
+{
+	return ctx->ops->set_rows(ctx, dst, ld_dst, idx, src, ld_src, rows, n);
 }
 
 static inline enum specd_status kern_copy(struct kern_ctx *ctx, void *dst, const void *src,

@@ -27,8 +27,11 @@ enum specd_status kv_create(const struct kv_config *cfg, struct kv_cache **out,
 		return specd_errorf(err, SPECD_INVAL,
 				    "kv cache: layers %u, slots %u, context %u, row %u: none may be 0",
 				    cfg->n_layers, cfg->n_slots, cfg->n_ctx, cfg->row_floats);
+	/* A layer's rows are numbered slot x n_ctx + row in 32 bits (model_forward's
+	 * scatter into the cache). */
 	size_t slot_floats = (size_t)cfg->n_ctx * cfg->row_floats;
-	if (slot_floats / cfg->n_ctx != cfg->row_floats ||
+	if ((uint64_t)cfg->n_slots * cfg->n_ctx > UINT32_MAX ||
+	    slot_floats / cfg->n_ctx != cfg->row_floats ||
 	    slot_floats > SIZE_MAX / (2 * sizeof(float)) / cfg->n_slots / cfg->n_layers)
 		return specd_errorf(err, SPECD_INVAL, "kv cache: %u slots x %u rows overflow",
 				    cfg->n_slots, cfg->n_ctx);

@@ -30,9 +30,9 @@ struct kv_config {
 
 struct kv_cache;
 
-/* Allocates the pool (zeroed, every slot empty). Errors: SPECD_INVAL (a zero field, or
- * a size that overflows), SPECD_NOMEM (the message says how many bytes), a device
- * backend's allocation error. */
+/* Allocates the pool (zeroed, every slot empty). Errors: SPECD_INVAL (a zero field, a
+ * size that overflows, or n_slots x n_ctx of 2^32 rows or more), SPECD_NOMEM (the
+ * message says how many bytes), a device backend's allocation error. */
 enum specd_status kv_create(const struct kv_config *cfg, struct kv_cache **out,
 			    struct specd_error *err);
 /* NULL is a no-op. */

@@ -100,6 +100,7 @@ static enum specd_status plan_batch(struct model *m, const struct model_batch *b
 					    "forward: token %u: position %u, expected %u (slot %u "
 					    "holds %u rows)", i, b->pos[i], want, s, a->base[s]);
 		a->row[i] = a->len[s]++;
+		a->kv_row[i] = s * n_ctx + a->row[i];
 	}
 	return SPECD_OK;
 }
@@ -166,14 +167,13 @@ static enum specd_status attention_block(struct model *m, const struct model_bat
 	    (st = kern_rope(k, a->k, m->kv_dim, n, m->n_kv_heads, hd, b->pos,
 			    m->hp.rope_base, m->rope_layout)))
 		return op_failed(err, st, (int)l, "rope");
-	for (size_t t = 0; t < n; t++) {
-		size_t bytes = m->kv_dim * sizeof(float);
-		if ((st = kern_copy(k, kv_k_row(m->kv, l, b->slots[t], a->row[t]),
-				    a->k + t * m->kv_dim, bytes)) ||
-		    (st = kern_copy(k, kv_v_row(m->kv, l, b->slots[t], a->row[t]),
-				    a->v + t * m->kv_dim, bytes)))
-			return op_failed(err, st, (int)l, "kv write");
-	}
+	/* The batch's keys and values into the cache, one scatter each (a launch each on
+	 * a GPU, whatever the batch): the layer's cache is one matrix of rows. */
+	if ((st = kern_set_rows(k, kv_k_row(m->kv, l, 0, 0), m->kv_dim, a->kv_row, a->k,
+				m->kv_dim, n, m->kv_dim)) ||
+	    (st = kern_set_rows(k, kv_v_row(m->kv, l, 0, 0), m->kv_dim, a->kv_row, a->v,
+				m->kv_dim, n, m->kv_dim)))
+		return op_failed(err, st, (int)l, "kv write");
 	struct kern_attn at = {
 		.n_tokens = n,
 		.n_heads = m->n_heads,

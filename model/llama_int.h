@@ -45,6 +45,8 @@ struct llama_acts {
 	float *stage;    /* (max_batch, dim) host, device backends with a hook only: the
 			  * all-reduce's buffer (the hook takes host memory) */
 	uint32_t *row;      /* (max_batch) cache row each token writes */
+	uint32_t *kv_row;   /* (max_batch) the same as a row of the layer's whole cache:
+			     * slot x n_ctx + row (kv_create keeps that below 2^32) */
 	uint32_t *n_prefix; /* (max_batch) committed rows each token sees */
 	uint64_t *tree;     /* (max_batch, tree_words) ancestor-and-self bits, tree batches */
 	size_t tree_words;

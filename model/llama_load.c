@@ -256,6 +256,7 @@ static enum specd_status alloc_acts(struct model *m, uint32_t n_slots)
 	if (device && size > 1)
 		a->stage = specd_malloc_array(b * m->hp.dim, sizeof(float));
 	a->row = specd_malloc_array(b, sizeof(uint32_t));
+	a->kv_row = specd_malloc_array(b, sizeof(uint32_t));
 	a->n_prefix = specd_malloc_array(b, sizeof(uint32_t));
 	a->tree = specd_malloc_array(b * a->tree_words, sizeof(uint64_t));
 	a->len = specd_malloc_array(n_slots, sizeof(uint32_t));
@@ -267,8 +268,9 @@ static enum specd_status alloc_acts(struct model *m, uint32_t n_slots)
 	a->displs = specd_malloc_array(size, sizeof(size_t));
 	if (!a->x || !a->xb || !a->q || !a->k || !a->v || !a->att || !a->hb || !a->hb2 ||
 	    !a->out || !a->zeros || (device && !a->logits) || (device && size > 1 && !a->stage) ||
-	    !a->row || !a->n_prefix || !a->tree || !a->len || !a->base || !a->amax_val ||
-	    !a->amax_idx || !a->amax_loc || !a->counts || !a->displs || (m->fc.data && !a->cat))
+	    !a->row || !a->kv_row || !a->n_prefix || !a->tree || !a->len || !a->base ||
+	    !a->amax_val || !a->amax_idx || !a->amax_loc || !a->counts || !a->displs ||
+	    (m->fc.data && !a->cat))
 		return SPECD_NOMEM;
 	for (uint32_t r = 0; r < size; r++) {
 		uint64_t v0 = (uint64_t)m->hp.n_vocab * r / size;
@@ -287,6 +289,7 @@ static void free_acts(struct kern_ctx *k, struct llama_acts *a)
 		kern_free(k, dev[i]);
 	specd_free(a->stage);
 	specd_free(a->row);
+	specd_free(a->kv_row);
 	specd_free(a->n_prefix);
 	specd_free(a->tree);
 	specd_free(a->len);

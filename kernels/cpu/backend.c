@@ -89,6 +89,7 @@ static const struct kern_ops cpu_ops = {
 	.attention = cpu_attention,
 	.silu_mul = cpu_silu_mul,
 	.add = cpu_add,
+	.set_rows = cpu_set_rows,
 	.softmax = cpu_softmax,
 	.argmax = cpu_argmax,
 	.sample = cpu_sample,

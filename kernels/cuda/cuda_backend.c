@@ -419,6 +419,23 @@ static enum specd_status cuda_add(struct kern_ctx *ctx, float *y, const float *x
 	return check(cuda_launch_add(backend_of(ctx)->stream, y, x, n), "add");
 }
 
+static enum specd_status cuda_set_rows(struct kern_ctx *ctx, float *dst, size_t ld_dst,
+				       const uint32_t *idx, const float *src, size_t ld_src,
+				       size_t rows, size_t n)
+{
+	struct cuda_backend *be = backend_of(ctx);
+	const void *didx;
+	if (rows == 0 || n == 0)
+		return SPECD_OK;
+	if (!dst || !idx || !src || ld_dst < n || ld_src < n || rows > MAX_GRID_Y)
+		return SPECD_INVAL;
+	enum specd_status st = stage(be, idx, rows * sizeof(uint32_t), &didx);
+	if (st != SPECD_OK)
+		return st;
+	return check(cuda_launch_set_rows(be->stream, dst, ld_dst, didx, src, ld_src, rows, n),
+		     "set_rows");
+}
+
 static enum specd_status cuda_softmax(struct kern_ctx *ctx, float *x, size_t ldx, size_t rows,
 				      size_t n)
 {
@@ -531,6 +548,7 @@ static const struct kern_ops cuda_ops = {
 	.attention = cuda_attention,
 	.silu_mul = cuda_silu_mul,
 	.add = cuda_add,
+	.set_rows = cuda_set_rows,
 	.softmax = cuda_softmax,
 	.argmax = cuda_argmax,
 	.sample = cuda_sample,

@@ -52,6 +52,9 @@ cudaError_t cuda_launch_rope(cudaStream_t s, float *x, size_t ldx, size_t rows, 
 			     size_t head_dim, const uint32_t *pos, float freq_base, int halves);
 cudaError_t cuda_launch_silu_mul(cudaStream_t s, float *gate, const float *up, size_t n);
 cudaError_t cuda_launch_add(cudaStream_t s, float *y, const float *x, size_t n);
+/* idx: device memory (rows entries). */
+cudaError_t cuda_launch_set_rows(cudaStream_t s, float *dst, size_t ld_dst, const uint32_t *idx,
+				 const float *src, size_t ld_src, size_t rows, size_t n);
 cudaError_t cuda_launch_softmax(cudaStream_t s, float *x, size_t ldx, size_t rows, size_t n);
 cudaError_t cuda_launch_argmax(cudaStream_t s, uint32_t *out, const float *x, size_t ldx,
 			       size_t rows, size_t n);

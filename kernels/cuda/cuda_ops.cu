@@ -86,6 +86,16 @@ __global__ void silu_mul_kernel(float *gate, const float *__restrict__ up, size_
 	}
 }
 
+/* One block per row: row r of src to row idx[r] of dst. */
+__global__ void set_rows_kernel(float *dst, size_t ld_dst, const uint32_t *__restrict__ idx,
+				const float *__restrict__ src, size_t ld_src, size_t n)
+{
+	float *d = dst + (size_t)idx[blockIdx.x] * ld_dst;
+	const float *s = src + (size_t)blockIdx.x * ld_src;
+	for (size_t i = threadIdx.x; i < n; i += blockDim.x)
+		d[i] = s[i];
+}
+
 __global__ void add_kernel(float *y, const float *__restrict__ x, size_t n)
 {
 	for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
@@ -223,6 +233,14 @@ extern "C" cudaError_t cuda_launch_silu_mul(cudaStream_t s, float *gate, const f
 extern "C" cudaError_t cuda_launch_add(cudaStream_t s, float *y, const float *x, size_t n)
 {
 	add_kernel<<<grid_for(n), 256, 0, s>>>(y, x, n);
+	return cudaGetLastError();
+}
+
+extern "C" cudaError_t cuda_launch_set_rows(cudaStream_t s, float *dst, size_t ld_dst,
+					    const uint32_t *idx, const float *src, size_t ld_src,
+					    size_t rows, size_t n)
+{
+	set_rows_kernel<<<(unsigned)rows, 256, 0, s>>>(dst, ld_dst, idx, src, ld_src, n);
 	return cudaGetLastError();
 }
 

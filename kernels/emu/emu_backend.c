@@ -293,6 +293,41 @@ static enum specd_status emu_add(struct kern_ctx *ctx, float *y, const float *x,
 	return be->inner->ops->add(be->inner, yh, xh, n);
 }
 
+/* As CUDA's: the destination rows must be distinct (threads would race on a repeat) and
+ * src must not overlap them; both are checked here, where tests run. */
+static enum specd_status emu_set_rows(struct kern_ctx *ctx, float *dst, size_t ld_dst,
+				      const uint32_t *idx, const float *src, size_t ld_src,
+				      size_t rows, size_t n)
+{
+	struct emu_backend *be = emu_of(ctx);
+	bool ok = true;
+	if (rows == 0 || n == 0)
+		return SPECD_OK;
+	if (!idx)
+		return SPECD_INVAL;
+	uint32_t top = 0;
+	for (size_t r = 0; r < rows; r++) {
+		top = idx[r] > top ? idx[r] : top;
+		for (size_t q = 0; q < r; q++)
+			if (idx[q] == idx[r]) {
+				LOG_ERROR("emu: set_rows: row %u is written twice", idx[r]);
+				return SPECD_INVAL;
+			}
+	}
+	size_t dbytes = span((size_t)top + 1, ld_dst, n, sizeof(float));
+	size_t sbytes = span(rows, ld_src, n, sizeof(float));
+	float *dh = xlat(be, "set_rows", "dst", dst, dbytes, &ok);
+	const float *sh = xlat(be, "set_rows", "src", src, sbytes, &ok);
+	if (!ok)
+		return SPECD_INVAL;
+	if (dh && sh && (const char *)sh < (const char *)dh + dbytes &&
+	    (const char *)dh < (const char *)sh + sbytes) {
+		LOG_ERROR("emu: set_rows: src overlaps dst");
+		return SPECD_INVAL;
+	}
+	return be->inner->ops->set_rows(be->inner, dh, ld_dst, idx, sh, ld_src, rows, n);
+}
+
 static enum specd_status emu_softmax(struct kern_ctx *ctx, float *x, size_t ldx, size_t rows,
 				     size_t n)
 {
@@ -351,6 +386,7 @@ static const struct kern_ops emu_ops = {
 	.attention = emu_attention,
 	.silu_mul = emu_silu_mul,
 	.add = emu_add,
+	.set_rows = emu_set_rows,
 	.softmax = emu_softmax,
 	.argmax = emu_argmax,
 	.sample = emu_sample,

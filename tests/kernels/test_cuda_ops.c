@@ -212,6 +212,27 @@ static void test_cuda_argmax__ties_and_nan_as_cpu(void **state)
 
 /* Greedy on stories260K: each step's token from CUDA equals the CPU's, and the 16
  * positions as one batch give, bitwise, the logits of the step-by-step run. */
+/* The cache scatter: bitwise the CPU's, other rows untouched. */
+static void test_cuda_set_rows__as_cpu(void **state)
+{
+	struct pair *p = *state;
+	if (!p->gpu)
+		skip();
+	enum { DROWS = 50, LD = 96, N = 80, ROWS = 5 };
+	float *d = floats(DROWS * LD, 7), *s = floats(ROWS * LD, 8);
+	float *got = specd_calloc(DROWS * LD, sizeof(float));
+	float *dd = on_gpu(p->gpu, d, DROWS * LD * sizeof(float));
+	float *ds = on_gpu(p->gpu, s, ROWS * LD * sizeof(float));
+	const uint32_t idx[ROWS] = {49, 3, 0, 17, 4};
+	assert_int_equal(kern_set_rows(p->cpu, d, LD, idx, s, LD, ROWS, N), SPECD_OK);
+	assert_int_equal(kern_set_rows(p->gpu, dd, LD, idx, ds, LD, ROWS, N), SPECD_OK);
+	assert_int_equal(kern_download(p->gpu, got, dd, DROWS * LD * sizeof(float)), SPECD_OK);
+	assert_memory_equal(got, d, DROWS * LD * sizeof(float));
+	kern_free(p->gpu, dd);
+	kern_free(p->gpu, ds);
+	specd_free(d), specd_free(s), specd_free(got);
+}
+
 static void test_cuda_model__greedy_matches_cpu(void **state)
 {
 	struct pair *p = *state;
@@ -260,6 +281,7 @@ int main(void)
 		cmocka_unit_test(test_cuda_matmul__any_row_count_bitwise_equal_and_as_reference),
 		cmocka_unit_test(test_cuda_attention__tree_matches_cpu),
 		cmocka_unit_test(test_cuda_argmax__ties_and_nan_as_cpu),
+		cmocka_unit_test(test_cuda_set_rows__as_cpu),
 		cmocka_unit_test(test_cuda_model__greedy_matches_cpu),
 	};
 	return cmocka_run_group_tests(tests, setup_pair, teardown_pair);

@@ -364,7 +364,7 @@ static void test_emu_sample__bitwise_cpu_greedy_and_top_p_with_probe(void **stat
 	free(x), free(work);
 }
 
-/* Disjoint and overlapping (memmove, as the CPU's) copies inside device memory. */
+/* Disjoint copies inside device memory, as the CPU's; overlapping ones refused. */
 static void test_emu_copy__bitwise_cpu(void **state)
 {
 	struct pair *p = *state;
@@ -385,6 +385,35 @@ static void test_emu_copy__bitwise_cpu(void **state)
 	expect_dev(p->emu, db, b, N * 4);
 	dev_free(p->emu, da), dev_free(p->emu, db);
 	free(a), free(b);
+}
+
+/* The cache scatter as the CPU's; a row written twice, src over dst and a host dst are
+ * refused with nothing written. */
+static void test_emu_set_rows__bitwise_cpu_and_refusals(void **state)
+{
+	struct pair *p = *state;
+	enum { DROWS = 40, LD = 24, N = 20, ROWS = 6 };
+	float *d = rnd_floats(DROWS * LD), *s = rnd_floats(ROWS * LD);
+	float *dd = dev(p->emu, d, DROWS * LD * 4), *ds = dev(p->emu, s, ROWS * LD * 4);
+	const uint32_t idx[ROWS] = {39, 2, 17, 0, 25, 3}, dup[ROWS] = {1, 2, 3, 4, 2, 5};
+	assert_int_equal(kern_set_rows(p->cpu, d, LD, idx, s, LD, ROWS, N), SPECD_OK);
+	assert_int_equal(kern_set_rows(p->emu, dd, LD, idx, ds, LD, ROWS, N), SPECD_OK);
+	expect_dev(p->emu, dd, d, DROWS * LD * 4);
+	ts_log_capture_begin();
+	assert_int_equal(kern_set_rows(p->emu, dd, LD, dup, ds, LD, ROWS, N), SPECD_INVAL);
+	assert_non_null(strstr(ts_log_captured(), "emu: set_rows: row 2 is written twice"));
+	assert_int_equal(kern_set_rows(p->emu, dd, LD, idx, dd + 5 * LD, LD, ROWS, N),
+			 SPECD_INVAL);
+	assert_non_null(strstr(ts_log_captured(), "emu: set_rows: src overlaps dst"));
+	assert_int_equal(kern_set_rows(p->emu, d, LD, idx, ds, LD, ROWS, N), SPECD_INVAL);
+	assert_non_null(strstr(ts_log_captured(), "emu: set_rows: dst is not device memory"));
+	const uint32_t past[1] = {DROWS};
+	assert_int_equal(kern_set_rows(p->emu, dd, LD, past, ds, LD, 1, N), SPECD_INVAL);
+	assert_non_null(strstr(ts_log_captured(), "runs past its block"));
+	ts_log_capture_end();
+	expect_dev(p->emu, dd, d, DROWS * LD * 4);
+	dev_free(p->emu, dd), dev_free(p->emu, ds);
+	free(d), free(s);
 }
 
 /* The op returns SPECD_INVAL and logs `msg`. */
@@ -992,6 +1021,7 @@ int main(void)
 		PAIR_TEST(test_emu_argmax__bitwise_cpu_ties_and_nan),
 		PAIR_TEST(test_emu_sample__bitwise_cpu_greedy_and_top_p_with_probe),
 		PAIR_TEST(test_emu_copy__bitwise_cpu),
+		PAIR_TEST(test_emu_set_rows__bitwise_cpu_and_refusals),
 		PAIR_TEST(test_emu_ops__host_pointer_or_overrun_refused_output_unchanged),
 		PAIR_TEST(test_emu_ops__use_after_free_refused),
 		PAIR_TEST(test_emu_alloc__host_access_faults),

@@ -496,6 +496,29 @@ static void test_elementwise__silu_mul_add_copy(void **state)
 	assert_string_equal(kern_name(ctx), "cpu");
 }
 
+/* set_rows scatters each source row (its first n floats) to its own destination row and
+ * touches nothing else; bad arguments are refused with nothing written. */
+static void test_set_rows__scatters_rows_and_nothing_else(void **state)
+{
+	struct kern_ctx *ctx = *state;
+	enum { DROWS = 9, LD_DST = 6, LD_SRC = 7, N = 5, ROWS = 4 };
+	float dst[DROWS * LD_DST], want[DROWS * LD_DST], src[ROWS * LD_SRC];
+	for (int i = 0; i < DROWS * LD_DST; i++)
+		dst[i] = want[i] = -1.0f - (float)i;
+	for (int i = 0; i < ROWS * LD_SRC; i++)
+		src[i] = (float)i * 0.5f;
+	const uint32_t idx[ROWS] = {7, 0, 3, 8};
+	for (int r = 0; r < ROWS; r++)
+		memcpy(want + idx[r] * LD_DST, src + r * LD_SRC, N * sizeof(float));
+	assert_int_equal(kern_set_rows(ctx, dst, LD_DST, idx, src, LD_SRC, ROWS, N), SPECD_OK);
+	assert_memory_equal(dst, want, sizeof(dst));
+	assert_int_equal(kern_set_rows(ctx, dst, 4, idx, src, LD_SRC, ROWS, N), SPECD_INVAL);
+	assert_int_equal(kern_set_rows(ctx, dst, LD_DST, idx, src, 4, ROWS, N), SPECD_INVAL);
+	assert_int_equal(kern_set_rows(ctx, dst, LD_DST, NULL, src, LD_SRC, ROWS, N), SPECD_INVAL);
+	assert_int_equal(kern_set_rows(ctx, dst, LD_DST, idx, src, LD_SRC, 0, N), SPECD_OK);
+	assert_memory_equal(dst, want, sizeof(dst));
+}
+
 static void test_softmax__rows_sum_to_one_and_match_reference(void **state)
 {
 	struct kern_ctx *ctx = *state;
@@ -558,6 +581,8 @@ int main(void)
 						teardown_ctx),
 		cmocka_unit_test_setup_teardown(test_elementwise__silu_mul_add_copy, setup_ctx,
 						teardown_ctx),
+		cmocka_unit_test_setup_teardown(test_set_rows__scatters_rows_and_nothing_else,
+						setup_ctx, teardown_ctx),
 		cmocka_unit_test_setup_teardown(test_softmax__rows_sum_to_one_and_match_reference,
 						setup_ctx, teardown_ctx),
 		cmocka_unit_test_setup_teardown(test_argmax__first_maximum_and_never_nan, setup_ctx,

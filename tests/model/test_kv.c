@@ -54,6 +54,13 @@ static void test_kv__create_rejects_zero_and_overflow(void **state)
 				 .n_ctx = UINT32_MAX, .row_floats = UINT32_MAX};
 	assert_int_equal(kv_create(&cfg, &kv, &err), SPECD_INVAL);
 	assert_null(kv);
+	/* 2^32 rows a layer: more than the forward's 32-bit row numbers (4 bytes of memory
+	 * a row, so only the count is refused) */
+	cfg = (struct kv_config){.n_layers = 1, .n_slots = 65536, .n_ctx = 65536,
+				 .row_floats = 1};
+	assert_int_equal(kv_create(&cfg, &kv, &err), SPECD_INVAL);
+	assert_non_null(strstr(err.msg, "65536 slots x 65536 rows"));
+	assert_null(kv);
 }
 
 static void test_kv__truncate_only_shrinks(void **state)
