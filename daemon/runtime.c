@@ -44,8 +44,10 @@ static enum specd_status tp_failed(struct par_tp_model *tp, enum specd_status st
 static enum specd_status tp_forward(void *user, const struct model_batch *b,
 				    struct specd_error *err)
 {
-	enum par_tp_want want = b->logits && b->n_out ? PAR_TP_WANT_LOGITS : PAR_TP_WANT_NONE;
-	return tp_failed(user, par_tp_step(user, b, want, NULL, err), err);
+	enum par_tp_want want = !b->n_out ? PAR_TP_WANT_NONE
+				: b->ids ? PAR_TP_WANT_ARGMAX
+				: b->logits ? PAR_TP_WANT_LOGITS : PAR_TP_WANT_NONE;
+	return tp_failed(user, par_tp_step(user, b, want, b->ids, err), err);
 }
 
 static enum specd_status tp_truncate(void *user, uint32_t slot, uint32_t len,

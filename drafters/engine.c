@@ -7,6 +7,7 @@
 
 #include "common/alloc.h"
 #include "common/clock.h"
+#include "kernels/kern.h"
 #include "model/kv.h"
 #include "model/llama.h"
 
@@ -27,6 +28,12 @@ struct draft_engine {
 	uint32_t *b_tok, *b_slot, *b_pos, *b_out; /* (batch_rows) host */
 	int32_t *b_par;       /* (batch_rows) host: parents, for steps with a token tree */
 	float *logits;        /* (max_rows, n_vocab) host */
+	/* (max_rows) host: each verify row's argmax, taken where the logits are, for steps
+	 * on a device whose every job is greedy (and wants no log-probabilities) under
+	 * the exact verifier: the rows then stay on the device. */
+	uint32_t *ids;
+	bool by_ids;          /* the verifier is draft_verify: such steps may verify by ids */
+	bool device;          /* the target's logits live in device memory */
 	bool want_hidden;     /* the drafter reads the target's final hidden states */
 	uint32_t hid_rows;    /* rows a job keeps for it (draft_hidden_rows) */
 	uint32_t dim;
@@ -98,6 +105,7 @@ void draft_engine_destroy(struct draft_engine *e)
 	specd_free(e->b_out);
 	specd_free(e->b_par);
 	specd_free(e->hidden);
+	specd_free(e->ids);
 	specd_free(e->logits);
 	specd_free(e->work);
 	specd_free(e->p_k);
@@ -135,6 +143,8 @@ enum specd_status draft_engine_create(const struct draft_engine_config *cfg,
 	e->drafter = cfg->drafter;
 	e->k = k;
 	e->verify = cfg->verify ? cfg->verify : draft_verify;
+	e->by_ids = !cfg->verify;
+	e->device = !kern_host_memory(model_kern(cfg->target));
 	e->n_vocab = model_hparams(cfg->target)->n_vocab;
 	e->n_ctx = kv_n_ctx(model_kv(cfg->target));
 	e->n_slots = kv_n_slots(model_kv(cfg->target));
@@ -152,6 +162,7 @@ enum specd_status draft_engine_create(const struct draft_engine_config *cfg,
 	if (e->want_hidden)
 		e->hidden = specd_malloc_array((size_t)mb * e->dim, sizeof(float));
 	e->logits = specd_malloc_array((size_t)e->max_rows * e->n_vocab, sizeof(float));
+	e->ids = specd_malloc_array(e->max_rows, sizeof(uint32_t));
 	e->work = specd_malloc_array(2 * (size_t)e->n_vocab, sizeof(float));
 	e->p_k = specd_malloc_array(e->n_slots, sizeof(*e->p_k));
 	e->p_kk = specd_malloc_array(e->n_slots, sizeof(*e->p_kk));
@@ -160,7 +171,7 @@ enum specd_status draft_engine_create(const struct draft_engine_config *cfg,
 	e->p_out = specd_malloc_array(e->n_slots, sizeof(*e->p_out));
 	e->p_job = specd_malloc_array(e->n_slots, sizeof(*e->p_job));
 	if (!e->b_tok || !e->b_slot || !e->b_pos || !e->b_out || !e->b_par ||
-	    (e->want_hidden && !e->hidden) || !e->logits || !e->work ||
+	    (e->want_hidden && !e->hidden) || !e->logits || !e->ids || !e->work ||
 	    !e->p_k || !e->p_kk || !e->p_slot || !e->p_seq || !e->p_out || !e->p_job) {
 		draft_engine_destroy(e);
 		return specd_errorf(err, SPECD_NOMEM, "engine: out of memory for %u verify rows "
@@ -537,14 +548,19 @@ static float *job_hidden_room(struct draft_job *j, uint32_t n)
 	return j->hidden + (j->n_hidden - n) * row;
 }
 
+/* The step's verdict for j from its logits rows or, in a step verified by ids, from
+ * their argmax (ids set, logits then unread). */
 static enum specd_status job_commit(struct draft_job *j, const float *logits,
-				    struct specd_error *err)
+				    const uint32_t *ids, struct specd_error *err)
 {
 	struct draft_engine *e = j->eng;
 	struct draft_verdict v;
 	uint32_t n = j->n_tokens;
 	double t0 = specd_now();
-	enum specd_status st = e->verify(j->target_s, logits, e->n_vocab, &j->prop, e->work, &v);
+	struct draft_rows choices = {.ids = ids, .n_vocab = e->n_vocab};
+	enum specd_status st =
+		ids ? draft_verify_greedy_rows(&choices, &j->prop, &v)
+		    : e->verify(j->target_s, logits, e->n_vocab, &j->prop, e->work, &v);
 
 	if (st != SPECD_OK)
 		return specd_errorf(err, st, "engine: verification failed (slot %u)", j->slot);
@@ -689,10 +705,21 @@ enum specd_status draft_engine_step(struct draft_engine *e, struct draft_job *co
 	}
 	if (used == 0)
 		return SPECD_OK;
+	/* A step of greedy jobs only needs each row's argmax: taken by the target where
+	 * its logits are, a GPU's rows are not downloaded. (A CPU writes its rows anyway,
+	 * and the verifier's walk takes the argmax of only the rows it reaches.) */
+	bool by_ids = e->by_ids && e->device && n_verify > 0;
+	for (uint32_t i = 0; i < n_jobs && by_ids; i++) {
+		const struct draft_job *j = jobs[i];
+		if (j->in_step && (!sampler_is_greedy(j->target_s) || j->lp_stride))
+			by_ids = false;
+	}
 	struct model_batch b = {
 		.n_tokens = used, .tokens = e->b_tok, .slots = e->b_slot, .pos = e->b_pos,
 		.parent = tree ? e->b_par : NULL,
-		.n_out = n_out, .out_idx = e->b_out, .logits = e->logits,
+		.n_out = n_out, .out_idx = e->b_out,
+		.logits = by_ids && e->device ? NULL : e->logits,
+		.ids = by_ids ? e->ids : NULL,
 		.hidden = e->want_hidden ? e->hidden : NULL,
 		.n_hidden_only = n_out - n_verify,
 	};
@@ -717,7 +744,8 @@ enum specd_status draft_engine_step(struct draft_engine *e, struct draft_job *co
 		if (!j->in_step)
 			continue;
 		j->m.t_verify += t_fwd;
-		if ((st = job_commit(j, e->logits + (size_t)j->row0 * e->n_vocab, err)) != SPECD_OK)
+		if ((st = job_commit(j, e->logits + (size_t)j->row0 * e->n_vocab,
+				      by_ids ? e->ids + j->row0 : NULL, err)) != SPECD_OK)
 			return st;
 	}
 	double t_step = specd_now() - t_start;

@@ -44,7 +44,9 @@ struct model_batch;
  * group driven from rank 0 (parallel/tp.h) runs each forward and KV truncation on every
  * shard. With no ops the engine calls model_forward and kv_truncate on `target`. */
 struct draft_target_ops {
-	/* As model_forward, but b->logits receives whole-vocabulary rows. */
+	/* As model_forward, but b->logits receives whole-vocabulary rows, and b->ids the
+	 * whole vocabulary's argmax of each (b->logits NULL then: the rows need not
+	 * travel). */
 	enum specd_status (*forward)(void *user, const struct model_batch *b,
 				     struct specd_error *err);
 	/* As kv_truncate on every copy of the target's cache. */

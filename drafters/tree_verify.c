@@ -21,19 +21,29 @@ enum specd_status draft_verify_tree_greedy(const float *logits, uint32_t n_vocab
 					   const struct draft_proposal *prop,
 					   struct draft_verdict *out)
 {
+	struct draft_rows r = {.logits = logits, .n_vocab = n_vocab};
+
+	if (!logits || n_vocab < 1 || n_vocab > INT32_MAX)
+		return SPECD_INVAL;
+	return draft_verify_tree_greedy_rows(&r, prop, out);
+}
+
+enum specd_status draft_verify_tree_greedy_rows(const struct draft_rows *r,
+						const struct draft_proposal *prop,
+						struct draft_verdict *out)
+{
 	int32_t node = -1, best;
 	uint32_t a = 0;
+	enum specd_status st;
 
-	if (!logits || !prop || !out || !prop->tree || (prop->n && (!prop->tokens || !prop->parent)) ||
-	    n_vocab < 1 || n_vocab > INT32_MAX || prop->n > DRAFT_MAX_TOKENS)
+	if (!r || !prop || !out || !prop->tree || (prop->n && (!prop->tokens || !prop->parent)) ||
+	    prop->n > DRAFT_MAX_TOKENS)
 		return SPECD_INVAL;
 	for (;;) {
-		const float *row = logits + (size_t)(node + 1) * n_vocab;
 		int32_t c;
 
-		best = sampler_argmax(row, (int32_t)n_vocab);
-		if (best < 0 || row[best] == -INFINITY)
-			return SPECD_INVAL;
+		if ((st = draft_rows_choice(r, (uint32_t)(node + 1), &best)) != SPECD_OK)
+			return st;
 		for (c = next_child(prop, node, 0); c >= 0; c = next_child(prop, node, (uint32_t)c + 1))
 			if (prop->tokens[c] == best)
 				break;

@@ -7,21 +7,35 @@
 
 #include "model/sampler.h"
 
-enum specd_status draft_verify_greedy(const float *logits, uint32_t n_vocab,
-				      const int32_t *tokens, uint32_t n, struct draft_verdict *out)
+enum specd_status draft_rows_choice(const struct draft_rows *r, uint32_t i, int32_t *best)
+{
+	if (r->ids) {
+		if (r->ids[i] >= r->n_vocab)
+			return SPECD_INVAL;
+		*best = (int32_t)r->ids[i];
+		return SPECD_OK;
+	}
+	const float *row = r->logits + (size_t)i * r->n_vocab;
+	*best = sampler_argmax(row, (int32_t)r->n_vocab);
+	return *best < 0 || row[*best] == -INFINITY ? SPECD_INVAL : SPECD_OK;
+}
+
+static bool rows_ok(const struct draft_rows *r)
+{
+	return r && (r->logits || r->ids) && r->n_vocab >= 1 && r->n_vocab <= INT32_MAX;
+}
+
+/* The chain walk: accept while the draft token is the row's choice. */
+static enum specd_status chain_greedy(const struct draft_rows *r, const int32_t *tokens,
+				      uint32_t n, struct draft_verdict *out)
 {
 	uint32_t a = 0;
 	int32_t best;
+	enum specd_status st;
 
-	if (!logits || (n && !tokens) || !out || n_vocab < 1 || n_vocab > INT32_MAX ||
-	    n > DRAFT_MAX_TOKENS)
-		return SPECD_INVAL;
 	for (;;) {
-		const float *row = logits + (size_t)a * n_vocab;
-
-		best = sampler_argmax(row, (int32_t)n_vocab);
-		if (best < 0 || row[best] == -INFINITY)
-			return SPECD_INVAL;
+		if ((st = draft_rows_choice(r, a, &best)) != SPECD_OK)
+			return st;
 		if (a == n || tokens[a] != best)
 			break;
 		out->path[a] = a;
@@ -30,6 +44,40 @@ enum specd_status draft_verify_greedy(const float *logits, uint32_t n_vocab,
 	out->n_accepted = a;
 	out->next = best;
 	return SPECD_OK;
+}
+
+enum specd_status draft_verify_greedy(const float *logits, uint32_t n_vocab,
+				      const int32_t *tokens, uint32_t n, struct draft_verdict *out)
+{
+	struct draft_rows r = {.logits = logits, .n_vocab = n_vocab};
+
+	if (!rows_ok(&r) || !logits || (n && !tokens) || !out || n > DRAFT_MAX_TOKENS)
+		return SPECD_INVAL;
+	return chain_greedy(&r, tokens, n, out);
+}
+
+/* A proposal's tokens are ids of the vocabulary and a tree's parents come earlier. */
+static bool prop_ok(const struct draft_proposal *prop, uint32_t n_vocab)
+{
+	if (!prop || (prop->n && !prop->tokens) || prop->n > DRAFT_MAX_TOKENS)
+		return false;
+	for (uint32_t i = 0; i < prop->n; i++)
+		if (prop->tokens[i] < 0 || (uint32_t)prop->tokens[i] >= n_vocab ||
+		    (prop->tree && (!prop->parent || prop->parent[i] < -1 ||
+				    prop->parent[i] >= (int32_t)i)))
+			return false;
+	return true;
+}
+
+enum specd_status draft_verify_greedy_rows(const struct draft_rows *r,
+					   const struct draft_proposal *prop,
+					   struct draft_verdict *out)
+{
+	if (!rows_ok(r) || !out || !prop_ok(prop, r->n_vocab))
+		return SPECD_INVAL;
+	if (prop->tree)
+		return draft_verify_tree_greedy_rows(r, prop, out);
+	return chain_greedy(r, prop->tokens, prop->n, out);
 }
 
 /* norm(max(0, p - q)) as weights (sampler_sample_probs normalises); q is the one-hot
@@ -89,18 +137,13 @@ enum specd_status draft_verify(struct sampler *s, const float *logits, uint32_t 
 			       const struct draft_proposal *prop, float *work,
 			       struct draft_verdict *out)
 {
-	if (!s || !logits || !prop || !out || (prop->n && !prop->tokens) ||
-	    (uint32_t)sampler_vocab_size(s) != n_vocab || prop->n > DRAFT_MAX_TOKENS)
+	if (!s || !logits || !out || (uint32_t)sampler_vocab_size(s) != n_vocab ||
+	    !prop_ok(prop, n_vocab))
 		return SPECD_INVAL;
-	for (uint32_t i = 0; i < prop->n; i++)
-		if (prop->tokens[i] < 0 || (uint32_t)prop->tokens[i] >= n_vocab ||
-		    (prop->tree && (!prop->parent || prop->parent[i] < -1 ||
-				    prop->parent[i] >= (int32_t)i)))
-			return SPECD_INVAL;
-	if (prop->tree && sampler_is_greedy(s))
-		return draft_verify_tree_greedy(logits, n_vocab, prop, out);
-	if (sampler_is_greedy(s))
-		return draft_verify_greedy(logits, n_vocab, prop->tokens, prop->n, out);
+	if (sampler_is_greedy(s)) {
+		struct draft_rows r = {.logits = logits, .n_vocab = n_vocab};
+		return draft_verify_greedy_rows(&r, prop, out);
+	}
 	if (!work || (prop->n && !prop->q_onehot && !prop->q))
 		return SPECD_INVAL;
 	if (prop->tree)

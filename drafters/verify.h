@@ -63,6 +63,28 @@ draft_verify_fn draft_verify;
 enum specd_status draft_verify_greedy(const float *logits, uint32_t n_vocab,
 				      const int32_t *tokens, uint32_t n, struct draft_verdict *out);
 
+/* The rows a greedy verifier reads: row i's choice is the argmax of logits row i
+ * (n_vocab floats a row; the lowest id on ties, never a NaN) or, when ids is set,
+ * ids[i]: the same argmax taken where the logits are (model_batch.ids), so the rows
+ * need not leave a GPU. */
+struct draft_rows {
+	const float *logits;
+	const uint32_t *ids;
+	uint32_t n_vocab;
+};
+
+/* Row i's choice into *best. SPECD_INVAL for a logits row with nothing above -inf or
+ * an id out of range. */
+enum specd_status draft_rows_choice(const struct draft_rows *r, uint32_t i, int32_t *best);
+
+/* Greedy verification of a chain or tree proposal against rows: the verdict
+ * draft_verify gives a greedy sampler on those logits. The proposal is checked as
+ * draft_verify checks it. Errors: SPECD_INVAL (NULL arguments, a bad proposal, a row
+ * draft_rows_choice refuses). */
+enum specd_status draft_verify_greedy_rows(const struct draft_rows *r,
+					   const struct draft_proposal *prop,
+					   struct draft_verdict *out);
+
 /* The tree rules (drafters/tree_verify.c), for a proposal with prop->tree set and its
  * tokens and parents already checked (draft_verify checks them): greedy needs no
  * sampler or work; sampling draws from s and needs work (2 * n_vocab). Errors as
@@ -70,6 +92,10 @@ enum specd_status draft_verify_greedy(const float *logits, uint32_t n_vocab,
 enum specd_status draft_verify_tree_greedy(const float *logits, uint32_t n_vocab,
 					   const struct draft_proposal *prop,
 					   struct draft_verdict *out);
+/* The greedy tree walk over rows (draft_verify_greedy_rows, for a tree). */
+enum specd_status draft_verify_tree_greedy_rows(const struct draft_rows *r,
+						const struct draft_proposal *prop,
+						struct draft_verdict *out);
 enum specd_status draft_verify_tree_sample(struct sampler *s, const float *logits,
 					   uint32_t n_vocab, const struct draft_proposal *prop,
 					   float *work, struct draft_verdict *out);

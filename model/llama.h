@@ -129,6 +129,12 @@ struct model_batch {
 	const uint32_t *out_idx; /* (n_out) batch indices */
 	float *logits;           /* (n_out, n_vocab) or NULL; a shard writes its vocabulary
 				    slice (n_out, model_shard(m)->n_vocab) */
+	/* (n_out - n_hidden_only) host, or NULL: each logits row's argmax (the lowest id
+	 * on ties, never a NaN), taken where the logits are, so a greedy caller on a
+	 * device backend need not download them: logits may then be NULL. A host backend
+	 * still needs logits (it computes into them); a shard refuses ids (its argmax is
+	 * model_shard_argmax's, across shards). */
+	uint32_t *ids;
 	float *hidden;           /* (n_out, dim) or NULL */
 	uint32_t n_layers_out;
 	const uint32_t *layers;  /* (n_layers_out) layer indices < n_layers */

@@ -33,6 +33,12 @@ static enum specd_status check_outputs(const struct model *m, const struct model
 	if (b->n_hidden_only > b->n_out)
 		return specd_errorf(err, SPECD_INVAL, "forward: %u hidden-only outputs of %u",
 				    b->n_hidden_only, b->n_out);
+	if (b->ids && m->comm && m->comm->size > 1)
+		return specd_errorf(err, SPECD_INVAL, "forward: a shard gives no greedy ids "
+				    "(model_shard_argmax takes them across shards)");
+	if (b->ids && !b->logits && !m->a.logits)
+		return specd_errorf(err, SPECD_INVAL, "forward: greedy ids on a host backend "
+				    "need the logits rows to compute into");
 	if (!b->features != !m->fc.data)
 		return specd_errorf(err, SPECD_INVAL, m->fc.data ? "forward: an EAGLE layer needs "
 				    "the target's features" : "forward: features are for EAGLE "
@@ -274,7 +280,7 @@ static enum specd_status head(struct model *m, const struct model_batch *b,
 	struct kern_ctx *k = m->kern;
 	size_t dim = m->hp.dim;
 	enum specd_status st;
-	if (b->n_out == 0 || (!b->logits && !b->hidden))
+	if (b->n_out == 0 || (!b->logits && !b->ids && !b->hidden))
 		return SPECD_OK;
 	/* Only the chosen rows go through the final norm and the LM head: the vocabulary
 	 * projection is the largest matmul of a small model. */
@@ -289,13 +295,15 @@ static enum specd_status head(struct model *m, const struct model_batch *b,
 	if (b->hidden && (st = to_host(m, b->hidden, a->out, b->n_out * dim * sizeof(float))))
 		return op_failed(err, st, -1, "hidden output");
 	uint32_t rows = b->n_out - b->n_hidden_only;
-	if (!b->logits || rows == 0)
+	if ((!b->logits && !b->ids) || rows == 0)
 		return SPECD_OK;
 	/* A host backend writes the caller's rows directly; a device one its own. */
 	float *logits = a->logits ? a->logits : b->logits;
 	if ((st = kern_matmul(k, logits, m->n_vocab, a->out, dim, rows, &m->output, NULL)))
 		return op_failed(err, st, -1, "output");
-	if (logits != b->logits &&
+	if (b->ids && (st = kern_argmax(k, b->ids, logits, m->n_vocab, rows, m->n_vocab)))
+		return op_failed(err, st, -1, "output argmax");
+	if (b->logits && logits != b->logits &&
 	    (st = kern_download(k, b->logits, logits, (size_t)rows * m->n_vocab * sizeof(float))))
 		return op_failed(err, st, -1, "logits download");
 	return SPECD_OK;

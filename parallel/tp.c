@@ -298,6 +298,7 @@ static enum specd_status run_forward(struct par_tp_model *tp, const struct model
 {
 	struct model_batch local = *b;
 	local.logits = want != PAR_TP_WANT_NONE ? tp->logits : NULL;
+	local.ids = NULL; /* a shard's argmax is model_shard_argmax's, below */
 	enum specd_status st = model_forward(tp->model, &local, err);
 	uint32_t rows = b->n_out - b->n_hidden_only; /* outputs with logits */
 	if (st != SPECD_OK || rows == 0)
@@ -320,8 +321,11 @@ enum specd_status par_tp_step(struct par_tp_model *tp, const struct model_batch 
 		return specd_errorf(err, SPECD_INVAL,
 				    "tensor-parallel step: output %d without its buffer", (int)want);
 	/* Checked here, before the followers hear of it: a batch the leader's forward
-	 * would refuse after they started would leave them in a collective. */
-	if ((st = model_batch_check(tp->model, b, err)) != SPECD_OK)
+	 * would refuse after they started would leave them in a collective. (The ids are
+	 * this call's output, not the shard's.) */
+	struct model_batch checked = *b;
+	checked.ids = NULL;
+	if ((st = model_batch_check(tp->model, &checked, err)) != SPECD_OK)
 		return st;
 	specd_error_clear(&tp->comm_err);
 	if (tp->comm->size > 1) {

@@ -304,6 +304,17 @@ static void test_tp__the_device_code_path_gives_the_cpus_text(void **state)
 			fail_msg("%s: emulated device \"%s\", cpu \"%s\"", methods[m], dev, cpu);
 		free(dev);
 		free(cpu);
+		/* Sampling reads the logits rows (greedy steps on a device only their argmax):
+		 * the same seed gives the CPU's text. */
+		char sampled[2200];
+		snprintf(sampled, sizeof(sampled), "%s --temperature 0.9 --seed 7 --spec-tokens 3",
+			 method);
+		char *dev_text = run_text_with(g_model, PROMPT, sampled, 1);
+		char *cpu_text = run_text_with(g_model, PROMPT,
+					       sampled + strlen("--device emulated "), 1);
+		assert_string_equal(dev_text, cpu_text);
+		free(dev_text);
+		free(cpu_text);
 	}
 	char yaml[2048];
 	snprintf(yaml, sizeof(yaml),

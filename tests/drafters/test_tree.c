@@ -112,6 +112,16 @@ static void test_tree__greedy_matches_brute_force(void **state)
 		assert_int_equal(v.next, argmax(logits + (size_t)(best + 1) * V, V));
 		for (int32_t x = best, i = (int32_t)best_d - 1; x >= 0; x = parent[x], i--)
 			assert_int_equal(v.path[i], (uint32_t)x);
+		/* The rows' argmax alone, as a device gives it: the same verdict. */
+		uint32_t ids[MAX_NODES + 1];
+		for (uint32_t r = 0; r <= n; r++)
+			ids[r] = (uint32_t)argmax(logits + (size_t)r * V, V);
+		struct draft_rows by_ids = {.ids = ids, .n_vocab = V};
+		struct draft_verdict w;
+		assert_int_equal(draft_verify_greedy_rows(&by_ids, &p, &w), SPECD_OK);
+		assert_int_equal(w.n_accepted, v.n_accepted);
+		assert_int_equal(w.next, v.next);
+		assert_memory_equal(w.path, v.path, v.n_accepted * sizeof(uint32_t));
 	}
 }
 

@@ -51,6 +51,29 @@ static void test_verify__greedy_accepts_the_agreeing_prefix(void **state)
 	assert_int_equal(draft_verify_greedy(logits, V, NULL, 0, &v), SPECD_OK);
 	assert_int_equal(v.n_accepted, 0);
 	assert_int_equal(v.next, 3);
+
+	/* From the rows' argmax alone (a device's model_batch.ids): the same verdicts. */
+	const uint32_t ids[5] = {3, 1, 4, 0, 2};
+	struct draft_rows by_ids = {.ids = ids, .n_vocab = V};
+	int32_t *cases[3] = {all, some, none};
+	for (int c = 0; c < 3; c++) {
+		struct draft_proposal p = {.n = 4, .tokens = cases[c]};
+		struct draft_verdict w;
+		assert_int_equal(draft_verify_greedy(logits, V, cases[c], 4, &v), SPECD_OK);
+		assert_int_equal(draft_verify_greedy_rows(&by_ids, &p, &w), SPECD_OK);
+		assert_int_equal(w.n_accepted, v.n_accepted);
+		assert_int_equal(w.next, v.next);
+	}
+	/* An id outside the vocabulary, a proposed token outside it, no rows: refused. */
+	const uint32_t bad_ids[5] = {3, 1, V, 0, 2};
+	struct draft_rows bad = {.ids = bad_ids, .n_vocab = V};
+	struct draft_proposal p = {.n = 4, .tokens = all};
+	assert_int_equal(draft_verify_greedy_rows(&bad, &p, &v), SPECD_INVAL);
+	int32_t out_of_range[1] = {V};
+	struct draft_proposal q = {.n = 1, .tokens = out_of_range};
+	assert_int_equal(draft_verify_greedy_rows(&by_ids, &q, &v), SPECD_INVAL);
+	struct draft_rows empty = {.n_vocab = V};
+	assert_int_equal(draft_verify_greedy_rows(&empty, &p, &v), SPECD_INVAL);
 }
 
 static void test_verify__rejects_bad_arguments(void **state)

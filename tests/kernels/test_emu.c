@@ -21,6 +21,7 @@
 #include "kernels/kern.h"
 #include "model/kv.h"
 #include "model/llama.h"
+#include "model/sampler.h"
 #include "model/shard.h"
 #include "test_support.h"
 
@@ -968,6 +969,64 @@ static void test_emu_model__shards_with_host_and_device_hooks_bitwise_cpu(void *
 	}
 }
 
+/* Greedy ids taken on the device (model_batch.ids, no logits downloaded) are the CPU's
+ * argmax of the same rows, causal and tree; a host backend needs its logits rows for
+ * them and a shard gives none (model_shard_argmax does): both refused, saying so. */
+static void test_emu_model__greedy_ids_on_the_device(void **state)
+{
+	(void)state;
+	struct kern_ctx *cpu = NULL, *emu = NULL;
+	assert_int_equal(kern_cpu_create(NULL, &cpu), SPECD_OK);
+	assert_int_equal(kern_emu_create(NULL, &emu), SPECD_OK);
+	struct model *c = load_on(g_paths[0], cpu), *e = load_on(g_paths[0], emu);
+	uint32_t V = model_hparams(c)->n_vocab;
+	float *logits = malloc(4 * (size_t)V * sizeof(float));
+	assert_non_null(logits);
+	const uint32_t tok[4] = {1, 77, 200, 5}, slot[4] = {0}, pos[4] = {0, 1, 2, 3};
+	const uint32_t idx[4] = {0, 1, 2, 3};
+	const int32_t tree[3] = {-1, -1, 0};
+	const uint32_t tpos[3] = {4, 4, 5};
+	struct specd_error err;
+	for (int round = 0; round < 2; round++) {
+		/* round 0: the prompt, causal; round 1: a tree of three after it */
+		uint32_t n = round ? 3 : 4, ic[4], ie[4];
+		struct model_batch b = {
+			.n_tokens = n, .tokens = tok, .slots = slot, .pos = round ? tpos : pos,
+			.parent = round ? tree : NULL, .n_out = n, .out_idx = idx,
+			.logits = logits, .ids = ic,
+		};
+		assert_int_equal(model_forward(c, &b, &err), SPECD_OK);
+		b.logits = NULL;
+		b.ids = ie;
+		if (model_forward(e, &b, &err) != SPECD_OK)
+			fail_msg("%s", err.msg);
+		for (uint32_t r = 0; r < n; r++) {
+			int32_t want = sampler_argmax(logits + (size_t)r * V, (int32_t)V);
+			assert_int_equal(ic[r], (uint32_t)want);
+		}
+		assert_memory_equal(ic, ie, n * sizeof(uint32_t));
+	}
+	uint32_t ids[1];
+	const uint32_t one_pos[1] = {6};
+	struct model_batch b = {.n_tokens = 1, .tokens = tok, .slots = slot, .pos = one_pos,
+				.n_out = 1, .out_idx = idx, .ids = ids};
+	assert_int_equal(model_forward(c, &b, &err), SPECD_INVAL);
+	assert_non_null(strstr(err.msg, "greedy ids on a host backend"));
+	struct model_comm comm = {.allreduce_sum = twin_allreduce, .maxloc = twin_maxloc,
+				  .gather = twin_gather, .rank = 0, .size = 2};
+	comm.user = &comm;
+	struct model *shard = load_shard(g_paths[0], emu, &comm);
+	b.pos = pos;
+	assert_int_equal(model_forward(shard, &b, &err), SPECD_INVAL);
+	assert_non_null(strstr(err.msg, "a shard gives no greedy ids"));
+	model_destroy(shard);
+	free(logits);
+	model_destroy(c);
+	model_destroy(e);
+	kern_destroy(cpu);
+	kern_destroy(emu);
+}
+
 /* Loading and destroying a model on a small window, again and again: model_destroy
  * gives back every block (the whole window can be allocated afterwards), and a window
  * too small for the model fails the load with SPECD_NOMEM, leaving nothing behind. */
@@ -1029,6 +1088,7 @@ int main(void)
 		cmocka_unit_test(test_emu_alloc__reuses_freed_space_and_says_nomem_past_the_window),
 		cmocka_unit_test(test_emu_model__bitwise_cpu_causal_greedy_and_tree),
 		cmocka_unit_test(test_emu_model__shards_with_host_and_device_hooks_bitwise_cpu),
+		cmocka_unit_test(test_emu_model__greedy_ids_on_the_device),
 		cmocka_unit_test(test_emu_model__load_destroy_returns_every_block),
 	};
 #undef PAIR_TEST
