@@ -718,7 +718,7 @@ enum specd_status draft_engine_step(struct draft_engine *e, struct draft_job *co
 		.n_tokens = used, .tokens = e->b_tok, .slots = e->b_slot, .pos = e->b_pos,
 		.parent = tree ? e->b_par : NULL,
 		.n_out = n_out, .out_idx = e->b_out,
-		.logits = by_ids && e->device ? NULL : e->logits,
+		.logits = by_ids ? NULL : e->logits,
 		.ids = by_ids ? e->ids : NULL,
 		.hidden = e->want_hidden ? e->hidden : NULL,
 		.n_hidden_only = n_out - n_verify,

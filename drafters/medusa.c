@@ -37,8 +37,8 @@ struct medusa {
 	/* One row per (sequence, head) of a step, ordered by head: */
 	uint32_t max_rows;      /* n_slots x n_heads */
 	float *xs;              /* (max_rows, dim) backend: each row's residual stream */
-	float *y;               /* (dim) backend */
-	float *ones;            /* (dim) backend: 1.0f, SiLU(y) = silu_mul(y, ones) */
+	float *y;               /* (max_rows, dim) backend */
+	float *ones;            /* (max_rows, dim) backend: 1.0f, SiLU(y) = silu_mul(y, ones) */
 	float *dlogits;         /* (max_rows, n_vocab) backend */
 	float *logits;          /* (max_rows, n_vocab) host: dlogits itself on a host backend */
 	/* (max_rows) candidates of each row, best first */
@@ -241,8 +241,9 @@ static enum specd_status medusa_create(const struct draft_config *cfg, void **st
 	size_t n_logits = (size_t)m->max_rows * m->heads->n_vocab;
 	m->top = specd_malloc_array(m->max_rows, sizeof(*m->top));
 	m->row_of = specd_malloc_array(m->max_rows, sizeof(*m->row_of));
-	if (!m->top || !m->row_of || backend_floats(m, (size_t)m->max_rows * dim, &m->xs) ||
-	    backend_floats(m, dim, &m->y) || backend_floats(m, dim, &m->ones) ||
+	size_t n_rows = (size_t)m->max_rows * dim;
+	if (!m->top || !m->row_of || backend_floats(m, n_rows, &m->xs) ||
+	    backend_floats(m, n_rows, &m->y) || backend_floats(m, n_rows, &m->ones) ||
 	    backend_floats(m, n_logits, &m->dlogits)) {
 		st = specd_errorf(err, SPECD_NOMEM, "medusa: out of memory for %u rows on %s",
 				  m->max_rows, kern_name(m->kern));
@@ -250,11 +251,11 @@ static enum specd_status medusa_create(const struct draft_config *cfg, void **st
 	}
 	m->logits = kern_host_memory(m->kern) ? m->dlogits
 					      : specd_malloc_array(n_logits, sizeof(float));
-	float *one = specd_malloc_array(dim, sizeof(float));
+	float *one = specd_malloc_array(n_rows, sizeof(float));
 	if (one)
-		for (uint32_t i = 0; i < dim; i++)
+		for (size_t i = 0; i < n_rows; i++)
 			one[i] = 1.0f;
-	st = one && m->logits ? kern_upload(m->kern, m->ones, one, dim * sizeof(float))
+	st = one && m->logits ? kern_upload(m->kern, m->ones, one, n_rows * sizeof(float))
 			      : SPECD_NOMEM;
 	specd_free(one);
 	if (st != SPECD_OK) {
@@ -289,23 +290,23 @@ static size_t medusa_memory_bytes(const void *state)
 	return m->heads->file->bytes;
 }
 
-/* Head h's residual blocks on the hidden state, into row r of m->xs:
- * x <- x + SiLU(W x + b), SiLU being silu_mul by ones. */
-static enum specd_status run_blocks(struct medusa *m, uint32_t h, const float *hidden,
-				    uint32_t r, struct specd_error *err)
+/* Head h's residual blocks on rows [r0, r1) of m->xs, which hold the hidden states:
+ * x <- x + SiLU(W x + b), SiLU being silu_mul by ones. One product a block for all
+ * the head's rows, so its weights are read once a step (the matmul is batch-invariant:
+ * each row comes out as it would alone). */
+static enum specd_status run_blocks(struct medusa *m, uint32_t h, uint32_t r0, uint32_t r1,
+				    struct specd_error *err)
 {
 	const struct medusa_head *hd = &m->run[h];
-	uint32_t dim = m->heads->dim;
-	float *x = m->xs + (size_t)r * dim;
+	uint32_t dim = m->heads->dim, n = r1 - r0;
+	float *x = m->xs + (size_t)r0 * dim;
 	enum specd_status st;
 
-	if ((st = kern_upload(m->kern, x, hidden, dim * sizeof(float))) != SPECD_OK)
-		return specd_errorf(err, st, "medusa: hidden state upload");
-	for (uint32_t l = 0; l < hd->n_layers; l++) {
-		if ((st = kern_matmul(m->kern, m->y, dim, x, dim, 1, &hd->block[l].w,
+	for (uint32_t l = 0; n && l < hd->n_layers; l++) {
+		if ((st = kern_matmul(m->kern, m->y, dim, x, dim, n, &hd->block[l].w,
 				      hd->block[l].bias)) != SPECD_OK ||
-		    (st = kern_silu_mul(m->kern, m->y, m->ones, dim)) != SPECD_OK ||
-		    (st = kern_add(m->kern, x, m->y, dim)) != SPECD_OK)
+		    (st = kern_silu_mul(m->kern, m->y, m->ones, (size_t)n * dim)) != SPECD_OK ||
+		    (st = kern_add(m->kern, x, m->y, (size_t)n * dim)) != SPECD_OK)
 			return specd_errorf(err, st, "medusa: head %u block %u", h, l);
 	}
 	return SPECD_OK;
@@ -358,15 +359,19 @@ static enum specd_status medusa_propose_batch(void *state, const struct draft_se
 	/* Rows by head, then by sequence: head h's rows are contiguous, so heads with one LM
 	 * head form one run. A sequence without a hidden state yet drafts nothing. */
 	for (uint32_t h = 0; h < n_heads; h++) {
+		uint32_t start = rows;
 		for (uint32_t i = 0; i < n; i++) {
 			uint32_t k = k_in[i] < m->k_max ? k_in[i] : m->k_max;
 			const float *hid = draft_seq_last_hidden(&seqs[i], m->heads->dim);
 			if (!hid || k == 0 || !m->want[k][h])
 				continue;
-			if ((st = run_blocks(m, h, hid, rows, err)) != SPECD_OK)
-				return st;
+			if ((st = kern_upload(m->kern, m->xs + (size_t)rows * m->heads->dim, hid,
+					      m->heads->dim * sizeof(float))) != SPECD_OK)
+				return specd_errorf(err, st, "medusa: hidden state upload");
 			m->row_of[i * n_heads + h] = rows++;
 		}
+		if ((st = run_blocks(m, h, start, rows, err)) != SPECD_OK)
+			return st;
 		head_end[h] = rows;
 	}
 	if (rows == 0)
