@@ -17,10 +17,15 @@
 #include "common/error.h"
 #include "drafters/method.h"
 
+/* Where a rank computes (target.device, draft.device; daemon/runtime.h opens it). */
 enum cfg_device {
 	CFG_DEVICE_CPU = 0,
+	/* a GPU: weights, KV cache and activations in its memory */
 	CFG_DEVICE_CUDA,
-	CFG_DEVICE_EMULATED, /* the CPU through the device code path (testing) */
+	/* the CPU computing through the device code path (kern_emu_create: memory kept
+	 * apart as a GPU's, uploads and downloads), bitwise the CPU's results: for testing
+	 * that path on machines without a GPU */
+	CFG_DEVICE_EMULATED,
 };
 
 enum cfg_placement {
@@ -130,6 +135,8 @@ int cfg_world_size(const struct cfg_cluster *cfg);
 /* "cpu", "cuda" / "rank", "leader" / "auto", "f32", ...: the cluster file's names;
  * "?" outside the enum. */
 const char *cfg_device_name(enum cfg_device d);
+/* The device a name stands for (the cluster file's names); false for any other. */
+bool cfg_device_parse(const char *name, enum cfg_device *out);
 const char *cfg_placement_name(enum cfg_placement p);
 const char *cfg_dtype_name(enum cfg_dtype t);
 

@@ -203,6 +203,16 @@ const char *cfg_device_name(enum cfg_device d)
 	return device_names[d];
 }
 
+bool cfg_device_parse(const char *name, enum cfg_device *out)
+{
+	for (int i = 0; name && device_names[i]; i++)
+		if (strcmp(name, device_names[i]) == 0) {
+			*out = (enum cfg_device)i;
+			return true;
+		}
+	return false;
+}
+
 const char *cfg_placement_name(enum cfg_placement p)
 {
 	if ((unsigned)p >= sizeof(placement_names) / sizeof(placement_names[0]) - 1)

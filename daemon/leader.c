@@ -72,12 +72,6 @@ static bool will_measure(const struct cfg_cluster *cfg)
 	return cfg->measure && (cfg->method_auto || cfg->spec_tokens_auto);
 }
 
-static enum runtime_device runtime_device_of(enum cfg_device d)
-{
-	return d == CFG_DEVICE_CUDA ? RUNTIME_DEVICE_CUDA
-	       : d == CFG_DEVICE_EMULATED ? RUNTIME_DEVICE_EMULATED : RUNTIME_DEVICE_CPU;
-}
-
 /* A local, whole target with one small slot on this rank's device: enough for timed
  * forwards of up to k_max + 1 tokens and for checking drafters against it. */
 static enum specd_status open_scratch(const struct cluster *c, enum cfg_device dev,
@@ -86,7 +80,7 @@ static enum specd_status open_scratch(const struct cluster *c, enum cfg_device d
 	uint32_t k = k_max_of(c->cfg);
 	struct runtime_config rc = {
 		.model_path = c->cfg->target_model,
-		.device = runtime_device_of(dev),
+		.device = dev,
 		.device_index = c->device_index,
 		.threads = threads,
 		.n_slots = 1,
@@ -423,7 +417,7 @@ static struct runtime_config stack_config(const struct cluster *c, enum draft_me
 	const struct cfg_cluster *cfg = c->cfg;
 	struct runtime_config rc = {
 		.model_path = cfg->target_model,
-		.device = runtime_device_of(cfg->target_device),
+		.device = cfg->target_device,
 		.device_index = c->device_index,
 		.threads = (uint32_t)cfg->target_threads,
 		.n_slots = (uint32_t)cfg->target_slots,
@@ -523,7 +517,7 @@ enum specd_status leader_draft(struct cluster *c)
 		return st;
 	struct runtime_config rc = stack_config(c, method, k, NULL);
 	rc.threads = (uint32_t)c->cfg->draft_threads;
-	rc.device = runtime_device_of(c->cfg->draft_device);
+	rc.device = c->cfg->draft_device;
 	struct specd_error err;
 	specd_error_clear(&err);
 	LOG_INFO("draft rank: serving the leader's drafting requests");

@@ -93,35 +93,25 @@ void runtime_close(struct runtime *rt)
 	memset(rt, 0, sizeof(*rt));
 }
 
-const char *runtime_device_name(enum runtime_device d)
-{
-	switch (d) {
-	case RUNTIME_DEVICE_CPU: return "cpu";
-	case RUNTIME_DEVICE_CUDA: return "cuda";
-	case RUNTIME_DEVICE_EMULATED: return "emulated";
-	}
-	return "?";
-}
-
 enum specd_status runtime_backend_create(const struct runtime_config *cfg, struct kern_ctx **out,
 					 struct specd_error *err)
 {
 	struct kern_cpu_config kc = {.n_threads = cfg->threads ? cfg->threads : 1};
 	enum specd_status st;
 	switch (cfg->device) {
-	case RUNTIME_DEVICE_CPU:
+	case CFG_DEVICE_CPU:
 		if ((st = kern_cpu_create(&kc, out)) != SPECD_OK)
 			return specd_errorf(err, st, "cannot create the CPU backend: %s",
 					    specd_status_str(st));
 		return SPECD_OK;
-	case RUNTIME_DEVICE_EMULATED: {
+	case CFG_DEVICE_EMULATED: {
 		struct kern_emu_config ec = {.cpu = kc};
 		if ((st = kern_emu_create(&ec, out)) != SPECD_OK)
 			return specd_errorf(err, st, "cannot create the emulated device: %s",
 					    specd_status_str(st));
 		return SPECD_OK;
 	}
-	case RUNTIME_DEVICE_CUDA: {
+	case CFG_DEVICE_CUDA: {
 		struct kern_cuda_config gc = {.device = cfg->device_index};
 		struct specd_error why;
 		specd_error_clear(&why);
@@ -170,7 +160,7 @@ enum specd_status runtime_open(const struct runtime_config *cfg, struct runtime 
 	if (tp_size > 1) {
 		/* A GPU's shards sum over NCCL, on the device. */
 		struct par_tp_config tc = {.deadline_s = cfg->tp_deadline_s,
-					   .nccl = cfg->device == RUNTIME_DEVICE_CUDA,
+					   .nccl = cfg->device == CFG_DEVICE_CUDA,
 					   .device = cfg->device_index};
 		if ((st = par_tp_model_load_gguf(cfg->tp_comm, rt->file, &mc, &tc, &rt->tp, err)) !=
 		    SPECD_OK)
@@ -247,11 +237,11 @@ enum specd_status runtime_serve_draft(const struct runtime_config *cfg, struct d
 	 * compute on cfg's backend. */
 	struct model_config mc = {.n_slots = 1, .n_ctx = 1, .max_batch = 1};
 	struct runtime_config on_cpu = *cfg;
-	on_cpu.device = RUNTIME_DEVICE_CPU;
+	on_cpu.device = CFG_DEVICE_CPU;
 	enum specd_status st = model_file_open(cfg->model_path, &file, &why);
 	if (st == SPECD_OK)
 		st = runtime_backend_create(cfg, &kern, &why);
-	if (st == SPECD_OK && cfg->device != RUNTIME_DEVICE_CPU)
+	if (st == SPECD_OK && cfg->device != CFG_DEVICE_CPU)
 		st = runtime_backend_create(&on_cpu, &host, &why);
 	mc.kern = host ? host : kern;
 	if (st == SPECD_OK)

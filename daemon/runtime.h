@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "common/error.h"
+#include "config.h"
 #include "drafters/drafter.h"
 #include "drafters/method.h"
 
@@ -25,23 +26,12 @@ struct draft_engine;
 struct par_tp_model;
 struct draft_link;
 
-/* The backend a process computes on (the cluster file's target.device and
- * draft.device). */
-enum runtime_device {
-	RUNTIME_DEVICE_CPU = 0,
-	/* GPU device_index: weights, KV cache and activations in its memory. Medusa heads
-	 * and EAGLE layers still run on the CPU beside it (they read host memory). */
-	RUNTIME_DEVICE_CUDA,
-	/* The CPU computing through the device code path (kern_emu_create: memory kept
-	 * apart as a GPU's, uploads and downloads), bitwise the CPU's results: for testing
-	 * that path on machines without a GPU. */
-	RUNTIME_DEVICE_EMULATED,
-};
-
 struct runtime_config {
 	const char *model_path;
-	enum runtime_device device;
-	int device_index;          /* RUNTIME_DEVICE_CUDA: which GPU */
+	/* The backend (cpu, cuda or emulated: config.h). On a GPU, Medusa heads and EAGLE
+	 * layers run there too. */
+	enum cfg_device device;
+	int device_index;          /* CFG_DEVICE_CUDA: which GPU */
 	uint32_t threads;          /* CPU threads of the backend; 0: 1 */
 	uint32_t n_slots;          /* sequences at once; 0: 1 */
 	uint32_t max_ctx;          /* KV rows per slot at most; 0: the model's context */
@@ -107,9 +97,6 @@ enum specd_status runtime_serve_draft(const struct runtime_config *cfg, struct d
  * backend failed. */
 enum specd_status runtime_backend_create(const struct runtime_config *cfg, struct kern_ctx **out,
 					 struct specd_error *err);
-
-/* "cpu", "cuda" or "emulated". */
-const char *runtime_device_name(enum runtime_device d);
 
 /* Closes what runtime_open opened, in the right order; on a tensor-parallel leader it
  * first releases the followers. Idempotent. */

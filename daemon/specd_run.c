@@ -48,7 +48,7 @@ struct run_opts {
 	struct sampler_params sp;
 	bool seed_given;
 	long threads;
-	enum runtime_device device; /* --device */
+	enum cfg_device device;     /* --device */
 	long gpu;                   /* --gpu; -1: the rank's local index */
 	enum draft_method method;
 	long spec_tokens;
@@ -269,13 +269,7 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 			if (!parse_long(v, 1, 1024, &o->threads))
 				return bad_value(flag, v, "a count from 1 to 1024");
 		} else if (!strcmp(flag, "--device")) {
-			if (!strcmp(v, "cpu"))
-				o->device = RUNTIME_DEVICE_CPU;
-			else if (!strcmp(v, "cuda"))
-				o->device = RUNTIME_DEVICE_CUDA;
-			else if (!strcmp(v, "emulated"))
-				o->device = RUNTIME_DEVICE_EMULATED;
-			else
+			if (!cfg_device_parse(v, &o->device))
 				return bad_value(flag, v, "cpu, cuda or emulated");
 		} else if (!strcmp(flag, "--gpu")) {
 			if (!parse_long(v, 0, 1023, &o->gpu))
@@ -436,8 +430,8 @@ static void describe(const struct run *r, const struct run_opts *o)
 			"loaded in %.3f s on %s",
 		o->model, model_arch_name(hp->arch), hp->n_layers, hp->dim, hp->n_heads,
 		hp->n_kv_heads, hp->n_vocab, kern_dtype_name(hp->wtype), r->rt.load_s,
-		runtime_device_name(o->device));
-	if (o->device == RUNTIME_DEVICE_CUDA)
+		cfg_device_name(o->device));
+	if (o->device == CFG_DEVICE_CUDA)
 		fprintf(stderr, " (GPU %d)", gpu_of(o));
 	if (o->tp > 1)
 		fprintf(stderr, "; %ld shards, %.1f MiB of weights on this one", o->tp,

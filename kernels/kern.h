@@ -30,6 +30,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "common/error.h"
 #include "common/status.h"
@@ -60,6 +61,28 @@ static inline struct kern_mat kern_mat_packed(enum kern_dtype type, size_t n_in,
 		.data = data,
 	};
 	return m;
+}
+
+/* The bytes src's rows take packed (row_bytes = kern_dtype_row_bytes(type, n_in)), or
+ * 0 when src cannot be packed: no data or rows, rows shorter than their type needs, or
+ * a size past SIZE_MAX. What a backend's upload_mat checks before kern_mat_pack. */
+static inline size_t kern_mat_packed_size(const struct kern_mat *src)
+{
+	size_t rb = kern_dtype_row_bytes(src->type, src->n_in);
+	if (!src->data || rb == 0 || src->row_bytes < rb || src->n_out == 0 ||
+	    src->n_out > SIZE_MAX / rb)
+		return 0;
+	return rb * src->n_out;
+}
+
+/* src's rows into dst (kern_mat_packed_size(src) bytes of host memory), packed: the
+ * data of kern_mat_packed(src->type, src->n_in, src->n_out, dst). */
+static inline void kern_mat_pack(const struct kern_mat *src, void *dst)
+{
+	size_t rb = kern_dtype_row_bytes(src->type, src->n_in);
+	for (size_t o = 0; o < src->n_out; o++)
+		memcpy((unsigned char *)dst + o * rb,
+		       (const unsigned char *)src->data + o * src->row_bytes, rb);
 }
 
 /* The two RoPE layouts of model/arch.h, kept here so kernels need not see model/. */

@@ -295,10 +295,11 @@ enum specd_status model_load_eagle(const char *dir, const struct model *target,
 	 * target's own copies when it is whole on the same backend, else the file's,
 	 * uploaded (a draft rank keeps its view of the target on the CPU). */
 	if (!kern_host_memory(m->kern)) {
-		bool borrow = target->kern == m->kern && target->shard.size == 1;
+		const struct kern_mat *head = model_output_on(target, m->kern);
+		bool borrow = head != NULL;
 		if (borrow) {
 			m->tok_embd = target->tok_embd;
-			m->output = target->output;
+			m->output = *head;
 		}
 		if ((st = llama_upload_weights(m, !borrow, err)))
 			goto fail;

@@ -324,11 +324,14 @@ static enum specd_status embed(struct model *m, const struct model_batch *b,
 	size_t dim = m->hp.dim;
 	enum specd_status st;
 	if (m->fc.data) {
-		/* EAGLE: fc([embedding, feature]), each row joined in the backend's memory. */
+		/* EAGLE: fc([embedding, feature]), joined in the backend's memory: the
+		 * embeddings in one lookup into the rows' first halves, each feature into its
+		 * row's second half. */
+		if ((st = kern_get_rows(m->kern, m->a.cat, 2 * dim, &m->tok_embd, b->tokens,
+					b->n_tokens)))
+			return op_failed(err, st, -1, "token_embd");
 		for (uint32_t t = 0; t < b->n_tokens; t++) {
 			float *row = m->a.cat + (size_t)t * 2 * dim;
-			if ((st = kern_get_rows(m->kern, row, dim, &m->tok_embd, &b->tokens[t], 1)))
-				return op_failed(err, st, -1, "token_embd");
 			if ((st = kern_upload(m->kern, row + dim, b->features + (size_t)t * dim,
 					      dim * sizeof(float))))
 				return op_failed(err, st, -1, "feature upload");

@@ -856,10 +856,7 @@ static int run_greedy(struct kern_ctx *cpu, struct kern_ctx *gpu, const char *pa
 	return failures ? EXIT_FAIL : 0;
 }
 
-/* Bytes of weights a decode step reads: every matrix and vector but the embedding
- * table, of which it reads one row (the file's types; quantised types are read as
- * f32 on the device, 32 / bits-per-weight times more). */
-static double step_bytes(struct model *m)
+double gpu_check_step_bytes(const struct model *m)
 {
 	const struct model_hparams *hp = model_hparams(m);
 	double total = (double)model_shard(m)->weight_bytes;
@@ -952,7 +949,7 @@ static int run_bench(struct kern_ctx *gpu, struct kern_ctx *ref_kern, const char
 	uint32_t prompt[NP], *ref = specd_calloc(n, sizeof(uint32_t));
 	uint32_t *out = specd_calloc(n, sizeof(uint32_t));
 	make_prompt(prompt, NP, r.vocab);
-	double bytes = step_bytes(r.m);
+	double bytes = gpu_check_step_bytes(r.m);
 	printf("bench model: %u layers, dim %u, ffn %u, heads %u/%u, vocab %u, %s, %.2f GB of "
 	       "weights read per step\n", hp->n_layers, hp->dim, hp->ffn_dim, hp->n_heads,
 	       hp->n_kv_heads, hp->n_vocab, kern_dtype_name(hp->wtype), bytes / 1e9);

@@ -7,6 +7,7 @@
 #include <stdbool.h>
 
 struct kern_ctx;
+struct model;
 
 #define HBM_BYTES_PER_S 4.8e12 /* H200 datasheet */
 #define GPU_CHECK_EXIT_FAIL 1
@@ -19,6 +20,11 @@ void gpu_check_expect(bool ok, const char *kind, const char *what, const char *c
 
 /* Failed checks so far. */
 int gpu_check_failures(void);
+
+/* Bytes of weights a decode step of m reads: every matrix and vector but the
+ * embedding table, of which it reads one row (the file's types; quantised types are
+ * read as f32 on the device, 32 / bits-per-weight times more). */
+double gpu_check_step_bytes(const struct model *m);
 
 /* `methods TARGET [--draft GGUF] [--heads SAFETENSORS] [--eagle DIR] [-n N] [-k K,..]`
  * on backend k: exit status 0, GPU_CHECK_EXIT_FAIL or GPU_CHECK_EXIT_USAGE. */

@@ -19,7 +19,6 @@
 #include "gpu_check.h"
 #include "kernels/kern.h"
 #include "model/llama.h"
-#include "model/shard.h"
 
 #define MAX_KS 8
 #define PROMPT 96
@@ -125,17 +124,6 @@ out:
 	return st;
 }
 
-/* The target's weight bytes one forward reads (its LM head reads all rows, its
- * embedding one): what bounds a memory-bound decode step. */
-static double forward_bytes(const struct model *m)
-{
-	const struct model_hparams *hp = model_hparams(m);
-	double total = (double)model_shard(m)->weight_bytes;
-	if (!hp->tied_output)
-		total -= (double)kern_dtype_row_bytes(hp->wtype, hp->dim) * hp->n_vocab;
-	return total;
-}
-
 /* One method at one K against plain decoding's run; prints a result line. */
 static void report(const char *method, uint32_t k, const struct methods_run *r,
 		   const struct methods_run *plain, const struct model *target)
@@ -145,8 +133,8 @@ static void report(const char *method, uint32_t k, const struct methods_run *r,
 	double tps = r->decode_s > 0 ? r->n_out / r->decode_s : 0;
 	double base = plain->decode_s > 0 ? plain->n_out / plain->decode_s : 0;
 	double steps = (double)(r->met.steps ? r->met.steps : r->n_out);
-	double hbm = r->decode_s > 0 ? forward_bytes(target) * steps / r->decode_s / HBM_BYTES_PER_S
-				     : 0;
+	double hbm = r->decode_s > 0
+		     ? gpu_check_step_bytes(target) * steps / r->decode_s / HBM_BYTES_PER_S : 0;
 	printf("methods %-11s K=%-2u %7.1f tok/s  %.2fx  %.2f tok/step  accept %5.1f%%  "
 	       "target reads %5.1f%% of HBM  output %s\n",
 	       method, k, tps, base > 0 ? tps / base : 0,
@@ -179,7 +167,7 @@ int gpu_check_methods(struct kern_ctx *k, int argc, char **argv)
 		return GPU_CHECK_EXIT_USAGE;
 	}
 	printf("load %s on %s: %.2f s; %.2f GB read per forward\n", o.target, kern_name(k),
-	       specd_now() - t0, forward_bytes(target) / 1e9);
+	       specd_now() - t0, gpu_check_step_bytes(target) / 1e9);
 
 	struct methods_run plain = {0}, r = {0};
 	int rc = 0;

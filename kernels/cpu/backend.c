@@ -59,16 +59,14 @@ static enum specd_status cpu_transfer(struct kern_ctx *ctx, void *dst, const voi
 static enum specd_status cpu_upload_mat(struct kern_ctx *ctx, const struct kern_mat *src,
 					struct kern_mat *out)
 {
-	size_t rb = kern_dtype_row_bytes(src->type, src->n_in);
-	if (!src->data || rb == 0 || src->row_bytes < rb || src->n_out == 0)
+	size_t bytes = kern_mat_packed_size(src);
+	if (bytes == 0)
 		return SPECD_INVAL;
 	void *p;
-	enum specd_status st = cpu_alloc(ctx, rb * src->n_out, &p);
+	enum specd_status st = cpu_alloc(ctx, bytes, &p);
 	if (st != SPECD_OK)
 		return st;
-	for (size_t o = 0; o < src->n_out; o++)
-		memcpy((unsigned char *)p + o * rb,
-		       (const unsigned char *)src->data + o * src->row_bytes, rb);
+	kern_mat_pack(src, p);
 	*out = kern_mat_packed(src->type, src->n_in, src->n_out, p);
 	return SPECD_OK;
 }

@@ -213,7 +213,7 @@ static enum specd_status cuda_upload_mat(struct kern_ctx *ctx, const struct kern
 {
 	struct cuda_backend *be = backend_of(ctx);
 	size_t rb = kern_dtype_row_bytes(src->type, src->n_in);
-	if (!src->data || rb == 0 || src->row_bytes < rb || src->n_out == 0)
+	if (kern_mat_packed_size(src) == 0)
 		return SPECD_INVAL;
 	enum kern_dtype type = float_type(src->type) ? src->type : KERN_F32;
 	size_t packed = kern_dtype_row_bytes(type, src->n_in);

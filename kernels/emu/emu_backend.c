@@ -150,17 +150,14 @@ static enum specd_status emu_upload_mat(struct kern_ctx *ctx, const struct kern_
 					struct kern_mat *out)
 {
 	struct emu_backend *be = emu_of(ctx);
-	size_t rb = kern_dtype_row_bytes(src->type, src->n_in);
-	if (!src->data || rb == 0 || src->row_bytes < rb || src->n_out == 0 ||
-	    src->n_out > SIZE_MAX / rb)
+	size_t bytes = kern_mat_packed_size(src);
+	if (bytes == 0)
 		return SPECD_INVAL;
 	void *p;
-	enum specd_status st = emu_mem_alloc(&be->mem, rb * src->n_out, &p);
+	enum specd_status st = emu_mem_alloc(&be->mem, bytes, &p);
 	if (st != SPECD_OK)
 		return st;
-	unsigned char *h = emu_mem_host(&be->mem, p);
-	for (size_t o = 0; o < src->n_out; o++)
-		memcpy(h + o * rb, (const unsigned char *)src->data + o * src->row_bytes, rb);
+	kern_mat_pack(src, emu_mem_host(&be->mem, p));
 	*out = kern_mat_packed(src->type, src->n_in, src->n_out, p);
 	return SPECD_OK;
 }

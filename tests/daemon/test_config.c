@@ -646,7 +646,16 @@ static void test_world_size__counts_draft_rank(void **state)
 	assert_string_equal(cfg_placement_name(CFG_PLACEMENT_LEADER), "leader");
 	assert_string_equal(cfg_device_name(CFG_DEVICE_CPU), "cpu");
 	assert_string_equal(cfg_device_name(CFG_DEVICE_CUDA), "cuda");
+	assert_string_equal(cfg_device_name(CFG_DEVICE_EMULATED), "emulated");
 	assert_string_equal(cfg_device_name((enum cfg_device)7), "?");
+	enum cfg_device d = CFG_DEVICE_CPU;
+	assert_true(cfg_device_parse("emulated", &d));
+	assert_int_equal(d, CFG_DEVICE_EMULATED);
+	assert_true(cfg_device_parse("cuda", &d));
+	assert_int_equal(d, CFG_DEVICE_CUDA);
+	assert_false(cfg_device_parse("gpu", &d));
+	assert_false(cfg_device_parse(NULL, &d));
+	assert_int_equal(d, CFG_DEVICE_CUDA); /* untouched on failure */
 	assert_string_equal(cfg_dtype_name(CFG_DTYPE_BF16), "bf16");
 }
 
