@@ -38,17 +38,9 @@ struct st_image {
 
 static void st_load(const char *path, struct st_image *im)
 {
-	FILE *f = fopen(path, "rb");
-	assert_non_null(f);
-	assert_int_equal(fseek(f, 0, SEEK_END), 0);
-	long size = ftell(f);
-	assert_true(size >= 8);
-	rewind(f);
-	im->size = (size_t)size;
-	im->bytes = malloc(im->size);
+	im->bytes = ts_read_file(path, &im->size);
 	assert_non_null(im->bytes);
-	assert_int_equal(fread(im->bytes, 1, im->size, f), im->size);
-	fclose(f);
+	assert_true(im->size >= 8);
 	im->hlen = 0;
 	for (int i = 7; i >= 0; i--)
 		im->hlen = im->hlen << 8 | im->bytes[i];

@@ -76,17 +76,9 @@ static void dump(const char *out, const char *const *extra)
 
 static void dump_read(const char *path, struct dump_file *f)
 {
-	FILE *fp = fopen(path, "rb");
-	assert_non_null(fp);
-	assert_int_equal(fseek(fp, 0, SEEK_END), 0);
-	long size = ftell(fp);
-	assert_true(size > 8);
-	rewind(fp);
-	f->size = (size_t)size;
-	f->bytes = malloc(f->size);
+	f->bytes = ts_read_file(path, &f->size);
 	assert_non_null(f->bytes);
-	assert_int_equal(fread(f->bytes, 1, f->size, fp), f->size);
-	fclose(fp);
+	assert_true(f->size > 8);
 	uint64_t hlen = 0;
 	for (int i = 0; i < 8; i++)
 		hlen |= (uint64_t)f->bytes[i] << (8 * i);

@@ -755,17 +755,8 @@ static size_t json_ints(const char *from, const char *key, long *out, size_t cap
 
 static char *read_text(const char *path)
 {
-	FILE *f = fopen(path, "rb");
-	if (!f)
-		return NULL;
-	fseek(f, 0, SEEK_END);
-	long n = ftell(f);
-	fseek(f, 0, SEEK_SET);
-	char *s = malloc((size_t)n + 1);
-	size_t got = fread(s, 1, (size_t)n, f);
-	s[got] = '\0';
-	fclose(f);
-	return s;
+	size_t n;
+	return ts_read_file(path, &n);
 }
 
 static struct model *load_stories(char **fixture)

@@ -166,17 +166,8 @@ static void path_in(char *buf, size_t size, const char *name)
 /* Reads a whole file into a malloc'd buffer. */
 static uint8_t *slurp(const char *path, size_t *n)
 {
-	FILE *fp = fopen(path, "rb");
-	assert_non_null(fp);
-	assert_int_equal(fseek(fp, 0, SEEK_END), 0);
-	long sz = ftell(fp);
-	assert_true(sz >= 0);
-	rewind(fp);
-	uint8_t *p = malloc((size_t)sz + 1);
+	uint8_t *p = ts_read_file(path, n);
 	assert_non_null(p);
-	assert_int_equal(fread(p, 1, (size_t)sz, fp), (size_t)sz);
-	fclose(fp);
-	*n = (size_t)sz;
 	return p;
 }
 

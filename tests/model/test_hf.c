@@ -238,16 +238,8 @@ static void test_hf__view_has_gguf_names_and_halves_rope(void **state)
 
 static char *slurp(const char *path, size_t *len)
 {
-	FILE *fp = fopen(path, "rb");
-	assert_non_null(fp);
-	fseek(fp, 0, SEEK_END);
-	long n = ftell(fp);
-	fseek(fp, 0, SEEK_SET);
-	char *p = malloc((size_t)n + 1);
-	assert_int_equal(fread(p, 1, (size_t)n, fp), (size_t)n);
-	fclose(fp);
-	p[n] = '\0';
-	*len = (size_t)n;
+	char *p = ts_read_file(path, len);
+	assert_non_null(p);
 	return p;
 }
 

@@ -225,3 +225,22 @@ int ts_gen_model(const char *out, const char *const *args)
 {
 	return ts_gen("specd-gen-model", out, args);
 }
+
+void *ts_read_file(const char *path, size_t *n)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return NULL;
+	unsigned char *p = NULL;
+	long size = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+	if (size >= 0 && fseek(f, 0, SEEK_SET) == 0 && (p = malloc((size_t)size + 1)) &&
+	    fread(p, 1, (size_t)size, f) == (size_t)size) {
+		p[size] = '\0';
+		*n = (size_t)size;
+	} else {
+		free(p);
+		p = NULL;
+	}
+	fclose(f);
+	return p;
+}

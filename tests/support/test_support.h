@@ -25,6 +25,10 @@ void ts_rmtree(const char *path);
 bool ts_write_file(const char *dir, const char *name, const char *text, char *buf,
 		   size_t size);
 
+/* The whole file at path, malloc'd with one NUL past its end (so text can be read as a
+ * string), its size in *n; NULL when it cannot be read. */
+void *ts_read_file(const char *path, size_t *n);
+
 /* Captures every log record's message (joined by newlines) until ts_log_capture_end;
  * ts_log_captured returns the text so far. */
 void ts_log_capture_begin(void);
