@@ -75,7 +75,7 @@ step() {
 finish() {
 	log "done: $failed failed steps; summary:"
 	tee -a "$res" <"$sum"
-	grep -E '^(bench|greedy tokens|result|load)|^methods .*tok/s' "$res" >>"$sum" 2>/dev/null
+	grep -E '^(bench|greedy tokens|result|load)|^(methods|sampled) .*tok/s' "$res" >>"$sum" 2>/dev/null
 	if [ "$no_device" = 1 ]; then
 		log "no CUDA device: nothing was checked on a GPU"
 		exit 3

@@ -15,6 +15,8 @@
  * verifier's draws never depend on how many the drafter made. */
 #define DRAFT_SEED_MIX 0xd1b54a32d192ed03ull
 
+_Static_assert(DRAFT_MAX_TOKENS + 1 <= MODEL_MAX_DRAW_ROWS, "a verify's rows fit one draw");
+
 struct draft_engine {
 	struct model *target;
 	struct drafter *drafter;
@@ -28,11 +30,14 @@ struct draft_engine {
 	uint32_t *b_tok, *b_slot, *b_pos, *b_out; /* (batch_rows) host */
 	int32_t *b_par;       /* (batch_rows) host: parents, for steps with a token tree */
 	float *logits;        /* (max_rows, n_vocab) host */
-	/* (max_rows) host: each verify row's argmax, taken where the logits are, for steps
-	 * on a device whose every job is greedy (and wants no log-probabilities) under
-	 * the exact verifier: the rows then stay on the device. */
-	uint32_t *ids;
-	bool by_ids;          /* the verifier is draft_verify: such steps may verify by ids */
+	/* On a device, under the exact verifier, a job that wants no log-probabilities
+	 * is verified without its logits rows leaving the device (job_rows_by): a greedy
+	 * one from each row's argmax, a sampling chain from draws taken there. */
+	uint32_t *ids;        /* (max_rows) host: each verify row's argmax */
+	struct model_draw *draws;    /* (n_slots) host: one a drawn job */
+	float *draw_u, *draw_p;      /* (max_rows) host: by verify row */
+	uint32_t *draw_probe, *draw_out;
+	bool exact;           /* the verifier is draft_verify */
 	bool device;          /* the target's logits live in device memory */
 	bool want_hidden;     /* the drafter reads the target's final hidden states */
 	uint32_t hid_rows;    /* rows a job keeps for it (draft_hidden_rows) */
@@ -50,6 +55,10 @@ struct draft_engine {
 	draft_plan_fn *plan; /* NULL: each job drafts what job_plan allows */
 	void *plan_user;
 };
+
+/* What a job's verdict is reached from: its logits rows on the host, or, on a device,
+ * each row's argmax or a draw over its rows (draft_verify_drawn). */
+enum job_rows { JOB_ROWS_LOGITS, JOB_ROWS_IDS, JOB_ROWS_DRAWN };
 
 struct draft_job {
 	struct draft_engine *eng;
@@ -81,6 +90,7 @@ struct draft_job {
 	uint32_t pf_rows;     /* prompt tokens this step prefills */
 	uint32_t pf_out;      /* their first hidden-only output, when the drafter keeps any */
 	bool in_step;
+	enum job_rows rows_by; /* how this step's verdict is reached */
 	uint32_t last_drafted, last_accepted; /* the last verify step (a tree: its depth) */
 };
 
@@ -106,6 +116,11 @@ void draft_engine_destroy(struct draft_engine *e)
 	specd_free(e->b_par);
 	specd_free(e->hidden);
 	specd_free(e->ids);
+	specd_free(e->draws);
+	specd_free(e->draw_u);
+	specd_free(e->draw_p);
+	specd_free(e->draw_probe);
+	specd_free(e->draw_out);
 	specd_free(e->logits);
 	specd_free(e->work);
 	specd_free(e->p_k);
@@ -143,7 +158,7 @@ enum specd_status draft_engine_create(const struct draft_engine_config *cfg,
 	e->drafter = cfg->drafter;
 	e->k = k;
 	e->verify = cfg->verify ? cfg->verify : draft_verify;
-	e->by_ids = !cfg->verify;
+	e->exact = !cfg->verify;
 	e->device = !kern_host_memory(model_kern(cfg->target));
 	e->n_vocab = model_hparams(cfg->target)->n_vocab;
 	e->n_ctx = kv_n_ctx(model_kv(cfg->target));
@@ -163,6 +178,11 @@ enum specd_status draft_engine_create(const struct draft_engine_config *cfg,
 		e->hidden = specd_malloc_array((size_t)mb * e->dim, sizeof(float));
 	e->logits = specd_malloc_array((size_t)e->max_rows * e->n_vocab, sizeof(float));
 	e->ids = specd_malloc_array(e->max_rows, sizeof(uint32_t));
+	e->draws = specd_malloc_array(e->n_slots, sizeof(*e->draws));
+	e->draw_u = specd_malloc_array(e->max_rows, sizeof(float));
+	e->draw_p = specd_malloc_array(e->max_rows, sizeof(float));
+	e->draw_probe = specd_malloc_array(e->max_rows, sizeof(uint32_t));
+	e->draw_out = specd_malloc_array(e->max_rows, sizeof(uint32_t));
 	e->work = specd_malloc_array(2 * (size_t)e->n_vocab, sizeof(float));
 	e->p_k = specd_malloc_array(e->n_slots, sizeof(*e->p_k));
 	e->p_kk = specd_malloc_array(e->n_slots, sizeof(*e->p_kk));
@@ -172,6 +192,7 @@ enum specd_status draft_engine_create(const struct draft_engine_config *cfg,
 	e->p_job = specd_malloc_array(e->n_slots, sizeof(*e->p_job));
 	if (!e->b_tok || !e->b_slot || !e->b_pos || !e->b_out || !e->b_par ||
 	    (e->want_hidden && !e->hidden) || !e->logits || !e->ids || !e->work ||
+	    !e->draws || !e->draw_u || !e->draw_p || !e->draw_probe || !e->draw_out ||
 	    !e->p_k || !e->p_kk || !e->p_slot || !e->p_seq || !e->p_out || !e->p_job) {
 		draft_engine_destroy(e);
 		return specd_errorf(err, SPECD_NOMEM, "engine: out of memory for %u verify rows "
@@ -548,19 +569,35 @@ static float *job_hidden_room(struct draft_job *j, uint32_t n)
 	return j->hidden + (j->n_hidden - n) * row;
 }
 
-/* The step's verdict for j from its logits rows or, in a step verified by ids, from
- * their argmax (ids set, logits then unread). */
-static enum specd_status job_commit(struct draft_job *j, const float *logits,
-				    const uint32_t *ids, struct specd_error *err)
+/* The verdict from what j->rows_by says the step brought back for its rows. */
+static enum specd_status job_verdict(struct draft_job *j, struct draft_verdict *v)
+{
+	struct draft_engine *e = j->eng;
+	uint32_t r = j->row0;
+	struct draft_rows choices = {.ids = e->ids + r, .n_vocab = e->n_vocab};
+
+	switch (j->rows_by) {
+	case JOB_ROWS_IDS:
+		return draft_verify_greedy_rows(&choices, &j->prop, v);
+	case JOB_ROWS_DRAWN:
+		return draft_verify_drawn(j->target_s, &j->prop, e->draw_out + r, e->draw_p + r, v);
+	case JOB_ROWS_LOGITS:
+		break;
+	}
+	return e->verify(j->target_s, e->logits + (size_t)r * e->n_vocab, e->n_vocab, &j->prop,
+			 e->work, v);
+}
+
+/* The step's verdict for j (job_verdict), then its commit to the caches, the output,
+ * the metrics and the drafter. */
+static enum specd_status job_commit(struct draft_job *j, struct specd_error *err)
 {
 	struct draft_engine *e = j->eng;
 	struct draft_verdict v;
 	uint32_t n = j->n_tokens;
 	double t0 = specd_now();
-	struct draft_rows choices = {.ids = ids, .n_vocab = e->n_vocab};
-	enum specd_status st =
-		ids ? draft_verify_greedy_rows(&choices, &j->prop, &v)
-		    : e->verify(j->target_s, logits, e->n_vocab, &j->prop, e->work, &v);
+	const float *logits = e->logits + (size_t)j->row0 * e->n_vocab;
+	enum specd_status st = job_verdict(j, &v);
 
 	if (st != SPECD_OK)
 		return specd_errorf(err, st, "engine: verification failed (slot %u)", j->slot);
@@ -604,6 +641,59 @@ static enum specd_status job_commit(struct draft_job *j, const float *logits,
 		j->m.t_draft += specd_now() - t0;
 	}
 	return st;
+}
+
+static enum job_rows job_rows_by(const struct draft_engine *e, const struct draft_job *j)
+{
+	if (!e->device || !e->exact || j->lp_stride)
+		return JOB_ROWS_LOGITS;
+	if (sampler_is_greedy(j->target_s))
+		return JOB_ROWS_IDS;
+	/* A tensor-parallel target's shards each hold part of a row: no draws there. */
+	return !e->ops && draft_verify_can_draw(j->target_s, &j->prop) ? JOB_ROWS_DRAWN
+								     : JOB_ROWS_LOGITS;
+}
+
+/* What the step's forward brings back for its verify rows: the logits rows only when
+ * some job needs them. On a device the others stay there: a greedy job's verdict
+ * needs each row's argmax, a sampling chain's a draw over its rows, both taken where
+ * the logits are. (A CPU writes its rows anyway; there every job reads them.) A
+ * tensor-parallel target gives ids or logits, not both: one job that needs logits
+ * has every job read them. */
+static void plan_rows(struct draft_engine *e, struct draft_job *const *jobs, uint32_t n_jobs,
+		      struct model_batch *b)
+{
+	bool logits = false, ids = false;
+
+	for (uint32_t i = 0; i < n_jobs; i++) {
+		struct draft_job *j = jobs[i];
+		if (!j->in_step)
+			continue;
+		j->rows_by = job_rows_by(e, j);
+		logits |= j->rows_by == JOB_ROWS_LOGITS;
+		ids |= j->rows_by == JOB_ROWS_IDS;
+	}
+	if (logits && e->ops) {
+		ids = false;
+		for (uint32_t i = 0; i < n_jobs; i++)
+			jobs[i]->rows_by = JOB_ROWS_LOGITS;
+	}
+	b->logits = logits ? e->logits : NULL;
+	b->ids = ids ? e->ids : NULL;
+	b->n_draws = 0;
+	for (uint32_t i = 0; i < n_jobs; i++) {
+		struct draft_job *j = jobs[i];
+		if (!j->in_step || j->rows_by != JOB_ROWS_DRAWN)
+			continue;
+		uint32_t r = j->row0;
+		draft_draw_prepare(j->target_s, &j->prop, e->draw_u + r, e->draw_probe + r);
+		e->draws[b->n_draws++] = (struct model_draw){
+			.row = r, .rows = j->prop.n + 1,
+			.params = sampler_kern_params(j->target_s),
+			.u = e->draw_u + r, .probe = e->draw_probe + r, .exclude_probe = true,
+			.out = e->draw_out + r, .probe_p = e->draw_p + r,
+		};
+	}
 }
 
 enum specd_status draft_engine_step(struct draft_engine *e, struct draft_job *const *jobs,
@@ -705,24 +795,15 @@ enum specd_status draft_engine_step(struct draft_engine *e, struct draft_job *co
 	}
 	if (used == 0)
 		return SPECD_OK;
-	/* A step of greedy jobs only needs each row's argmax: taken by the target where
-	 * its logits are, a GPU's rows are not downloaded. (A CPU writes its rows anyway,
-	 * and the verifier's walk takes the argmax of only the rows it reaches.) */
-	bool by_ids = e->by_ids && e->device && n_verify > 0;
-	for (uint32_t i = 0; i < n_jobs && by_ids; i++) {
-		const struct draft_job *j = jobs[i];
-		if (j->in_step && (!sampler_is_greedy(j->target_s) || j->lp_stride))
-			by_ids = false;
-	}
 	struct model_batch b = {
 		.n_tokens = used, .tokens = e->b_tok, .slots = e->b_slot, .pos = e->b_pos,
 		.parent = tree ? e->b_par : NULL,
 		.n_out = n_out, .out_idx = e->b_out,
-		.logits = by_ids ? NULL : e->logits,
-		.ids = by_ids ? e->ids : NULL,
 		.hidden = e->want_hidden ? e->hidden : NULL,
 		.n_hidden_only = n_out - n_verify,
+		.draws = e->draws,
 	};
+	plan_rows(e, jobs, n_jobs, &b);
 	double t0 = specd_now();
 	if ((st = target_forward(e, &b, err)) != SPECD_OK)
 		return st;
@@ -744,8 +825,7 @@ enum specd_status draft_engine_step(struct draft_engine *e, struct draft_job *co
 		if (!j->in_step)
 			continue;
 		j->m.t_verify += t_fwd;
-		if ((st = job_commit(j, e->logits + (size_t)j->row0 * e->n_vocab,
-				      by_ids ? e->ids + j->row0 : NULL, err)) != SPECD_OK)
+		if ((st = job_commit(j, err)) != SPECD_OK)
 			return st;
 	}
 	double t_step = specd_now() - t_start;

@@ -14,6 +14,13 @@
  * KV invariant between steps: the target's slot holds every history token but the
  * last, which opens the next verify batch.
  *
+ * On a device target (and the exact verifier) the logits rows leave the device only
+ * for a job that needs them: greedy jobs are verified from each row's argmax
+ * (model_batch.ids), sampling chains from draws taken where the rows are
+ * (model_batch.draws, verify.h draft_verify_drawn), both giving the same tokens as
+ * the rows would. Jobs that want log-probabilities, trees under sampling and a
+ * sampling draft model's proposals (full q) read the rows on the host.
+ *
  * Token trees: a drafter may propose a tree (drafter.h) of up to K nodes; the engine
  * verifies all nodes in the same one forward under the tree mask (model_batch.parent)
  * and keeps the accepted path with kv_compact. For drafters that read the target's
@@ -46,7 +53,8 @@ struct model_batch;
 struct draft_target_ops {
 	/* As model_forward, but b->logits receives whole-vocabulary rows, and b->ids the
 	 * whole vocabulary's argmax of each (b->logits NULL then: the rows need not
-	 * travel). */
+	 * travel). The engine never asks such a target for draws (b->n_draws is 0): its
+	 * shards each hold part of a row. */
 	enum specd_status (*forward)(void *user, const struct model_batch *b,
 				     struct specd_error *err);
 	/* As kv_truncate on every copy of the target's cache. */
@@ -67,7 +75,8 @@ struct draft_engine_config {
 	struct drafter *drafter;   /* borrowed; NULL: plain decoding (method none) */
 	uint32_t spec_tokens;      /* K: 1 .. draft_k_max(drafter), and K + 1 must fit
 				      model_max_batch; ignored without a drafter */
-	draft_verify_fn *verify;   /* NULL: draft_verify (the exact one) */
+	draft_verify_fn *verify;   /* NULL: draft_verify (the exact one); any other reads
+				      every job's logits rows on the host */
 };
 
 struct draft_engine;

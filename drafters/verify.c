@@ -150,3 +150,47 @@ enum specd_status draft_verify(struct sampler *s, const float *logits, uint32_t 
 		return draft_verify_tree_sample(s, logits, n_vocab, prop, work, out);
 	return verify_sample(s, logits, n_vocab, prop, work, out);
 }
+
+bool draft_verify_can_draw(const struct sampler *s, const struct draft_proposal *prop)
+{
+	return s && !sampler_is_greedy(s) && prop && !prop->tree &&
+	       (prop->n == 0 || prop->q_onehot) && prop_ok(prop, (uint32_t)sampler_vocab_size(s));
+}
+
+void draft_draw_prepare(const struct sampler *s, const struct draft_proposal *prop, float *u,
+			uint32_t *probe)
+{
+	float t[DRAFT_MAX_TOKENS + 1];
+	uint32_t n = prop->n;
+
+	sampler_peek_uniforms(s, n + 1, t);
+	for (uint32_t i = 0; i < n; i++) {
+		u[i] = t[i + 1];
+		probe[i] = (uint32_t)prop->tokens[i];
+	}
+	u[n] = t[n];
+	probe[n] = UINT32_MAX; /* the bonus row draws from p itself */
+}
+
+enum specd_status draft_verify_drawn(struct sampler *s, const struct draft_proposal *prop,
+				     const uint32_t *drawn, const float *probe_p,
+				     struct draft_verdict *out)
+{
+	float t[DRAFT_MAX_TOKENS + 1];
+	uint32_t n, i;
+
+	if (!draft_verify_can_draw(s, prop) || !drawn || !probe_p || !out)
+		return SPECD_INVAL;
+	n = prop->n;
+	sampler_peek_uniforms(s, n + 1, t);
+	/* The chain rule with q = 1 at the drafted token: accept while u_i < p_i(d_i). */
+	for (i = 0; i < n && t[i] < probe_p[i]; i++)
+		out->path[i] = i;
+	if (drawn[i] >= (uint32_t)sampler_vocab_size(s))
+		return SPECD_INVAL;
+	out->n_accepted = i;
+	out->next = (int32_t)drawn[i];
+	/* The tests up to the rejection, then its draw; or n tests and the bonus draw. */
+	sampler_skip(s, i < n ? i + 2 : n + 1);
+	return SPECD_OK;
+}

@@ -85,6 +85,29 @@ enum specd_status draft_verify_greedy_rows(const struct draft_rows *r,
 					   const struct draft_proposal *prop,
 					   struct draft_verdict *out);
 
+/* Speculative sampling with its draws taken where the logits are (model/llama.h
+ * struct model_draw, the sample op), so a sampled step's logits rows need not leave a
+ * GPU: for a chain proposal whose q is one-hot (every drafter's but a sampling draft
+ * model's) or an empty one (plain decoding), under a sampler that is not greedy.
+ * The chain rule's uniforms are known in advance: the n tests take u_0 .. u_{n-1},
+ * and the draw that follows a rejection at i takes u_{i+1}, the bonus draw u_n. So
+ * one draw over rows 0..n gives every token the walk may need, row i from its
+ * residual with uniform u_{i+1} (row n from p_n with u_n), with p_i(d_i) beside it.
+ *
+ * draft_draw_prepare fills that draw's u and probe (n + 1 each) before the forward,
+ * drawing nothing; draft_verify_drawn then walks the drawn tokens and probabilities
+ * and draws from s as many uniforms as draft_verify would have: the verdict and the
+ * sampler's state after it are exactly draft_verify's on the same logits when the
+ * sample op is the CPU's (kernels/cpu), and a device's differ only where kern.h
+ * allows its draws to. Errors: SPECD_INVAL (a proposal draft_verify_can_draw
+ * refuses, a drawn token out of range). Threads: as draft_verify. */
+bool draft_verify_can_draw(const struct sampler *s, const struct draft_proposal *prop);
+void draft_draw_prepare(const struct sampler *s, const struct draft_proposal *prop, float *u,
+			uint32_t *probe);
+enum specd_status draft_verify_drawn(struct sampler *s, const struct draft_proposal *prop,
+				     const uint32_t *drawn, const float *probe_p,
+				     struct draft_verdict *out);
+
 /* The tree rules (drafters/tree_verify.c), for a proposal with prop->tree set and its
  * tokens and parents already checked (draft_verify checks them): greedy needs no
  * sampler or work; sampling draws from s and needs work (2 * n_vocab). Errors as

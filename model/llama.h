@@ -118,6 +118,25 @@ uint32_t model_max_batch(const struct model *m);
  * An EAGLE layer (model/eagle.h) also takes `features`: row i is the target's hidden
  * state that token i follows, joined to the token's embedding at the input. Other
  * models refuse it. */
+/* A draw from rows of the batch's logits, taken where they are (kern_sample), so a
+ * sampling caller on a device backend need not download them: logits rows
+ * [row, row + rows) (indices among the outputs with logits) through the sampler's
+ * transform with `params`; row i's token into out[i], drawn with uniform u[i], with
+ * probe and exclude_probe as kern.h's struct kern_sample_rows has them (speculative
+ * sampling's p(d) and residual draw). Host arrays of `rows`; probe and probe_p may be
+ * NULL. */
+#define MODEL_MAX_DRAW_ROWS 65 /* rows of one draw: a verify of DRAFT_MAX_TOKENS + 1 */
+struct model_draw {
+	uint32_t row;
+	uint32_t rows; /* 1 .. MODEL_MAX_DRAW_ROWS */
+	struct kern_sample_params params;
+	const float *u;
+	const uint32_t *probe;
+	bool exclude_probe;
+	uint32_t *out;
+	float *probe_p;
+};
+
 struct model_batch {
 	uint32_t n_tokens;       /* 1 .. model_max_batch */
 	const uint32_t *tokens;  /* (n_tokens) ids < n_vocab */
@@ -144,6 +163,10 @@ struct model_batch {
 	 * logits: prompt rows whose states a drafter keeps (EAGLE), for which the LM head
 	 * would be wasted. logits is then (n_out - n_hidden_only, n_vocab). */
 	uint32_t n_hidden_only;
+	/* Draws from the logits rows (struct model_draw), device backends only (a host
+	 * caller samples the rows it has); a shard refuses them, as it refuses ids. */
+	uint32_t n_draws;
+	const struct model_draw *draws;
 };
 
 /* Runs the batch: writes its tokens' K/V into the cache, advances the slots' lengths

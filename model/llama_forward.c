@@ -9,11 +9,59 @@
 #include <math.h>
 #include <string.h>
 
+#include "kernels/sample.h"
 #include "llama_int.h"
+
+/* Draw i of the batch as the sample op takes it, reading logits rows at x. */
+static struct kern_sample_rows draw_rows(const struct model *m, const struct model_draw *d,
+					 const float *x)
+{
+	struct kern_sample_rows r = {
+		.rows = d->rows, .n = m->n_vocab, .ldx = m->n_vocab,
+		.x = x + (size_t)d->row * m->n_vocab, .params = d->params, .u = d->u,
+		.probe = d->probe, .exclude_probe = d->exclude_probe, .work = m->a.sample_work,
+		.out = d->out, .probe_p = d->probe_p,
+	};
+	return r;
+}
+
+/* Everything about the draws that can be known before the forward, so a refused one
+ * writes nothing (the logits themselves are checked by the op). */
+static enum specd_status check_draws(const struct model *m, const struct model_batch *b,
+				     struct specd_error *err)
+{
+	uint32_t rows = b->n_out - b->n_hidden_only;
+	if (!b->n_draws)
+		return SPECD_OK;
+	if (!b->draws)
+		return specd_errorf(err, SPECD_INVAL, "forward: %u draws but no list", b->n_draws);
+	if (m->comm && m->comm->size > 1)
+		return specd_errorf(err, SPECD_INVAL, "forward: a shard has part of each logits "
+				    "row and cannot draw from it");
+	if (!m->a.sample_work)
+		return specd_errorf(err, SPECD_INVAL, "forward: draws are for device backends "
+				    "(a host caller samples its logits rows itself)");
+	for (uint32_t i = 0; i < b->n_draws; i++) {
+		const struct model_draw *d = &b->draws[i];
+		struct kern_sample_rows r = draw_rows(m, d, m->a.logits);
+		if (d->rows == 0 || d->rows > MODEL_MAX_DRAW_ROWS || d->row > rows ||
+		    d->rows > rows - d->row)
+			return specd_errorf(err, SPECD_INVAL, "forward: draw %u asks for logits rows "
+					    "%u..%u of %u (at most %u a draw)", i, d->row,
+					    d->row + d->rows, rows, MODEL_MAX_DRAW_ROWS);
+		if (!kern_sample_rows_ok(&r))
+			return specd_errorf(err, SPECD_INVAL, "forward: draw %u: bad sampling "
+					    "parameters, a uniform outside [0, 1) or a missing "
+					    "array", i);
+	}
+	return SPECD_OK;
+}
 
 static enum specd_status check_outputs(const struct model *m, const struct model_batch *b,
 				       struct specd_error *err)
 {
+	enum specd_status st;
+
 	if (b->n_out > b->n_tokens)
 		return specd_errorf(err, SPECD_INVAL, "forward: %u outputs for %u tokens",
 				    b->n_out, b->n_tokens);
@@ -39,6 +87,8 @@ static enum specd_status check_outputs(const struct model *m, const struct model
 	if (b->ids && !b->logits && !m->a.logits)
 		return specd_errorf(err, SPECD_INVAL, "forward: greedy ids on a host backend "
 				    "need the logits rows to compute into");
+	if ((st = check_draws(m, b, err)) != SPECD_OK)
+		return st;
 	if (!b->features != !m->fc.data)
 		return specd_errorf(err, SPECD_INVAL, m->fc.data ? "forward: an EAGLE layer needs "
 				    "the target's features" : "forward: features are for EAGLE "
@@ -280,7 +330,7 @@ static enum specd_status head(struct model *m, const struct model_batch *b,
 	struct kern_ctx *k = m->kern;
 	size_t dim = m->hp.dim;
 	enum specd_status st;
-	if (b->n_out == 0 || (!b->logits && !b->ids && !b->hidden))
+	if (b->n_out == 0 || (!b->logits && !b->ids && !b->n_draws && !b->hidden))
 		return SPECD_OK;
 	/* Only the chosen rows go through the final norm and the LM head: the vocabulary
 	 * projection is the largest matmul of a small model. */
@@ -295,7 +345,7 @@ static enum specd_status head(struct model *m, const struct model_batch *b,
 	if (b->hidden && (st = to_host(m, b->hidden, a->out, b->n_out * dim * sizeof(float))))
 		return op_failed(err, st, -1, "hidden output");
 	uint32_t rows = b->n_out - b->n_hidden_only;
-	if ((!b->logits && !b->ids) || rows == 0)
+	if ((!b->logits && !b->ids && !b->n_draws) || rows == 0)
 		return SPECD_OK;
 	/* A host backend writes the caller's rows directly; a device one its own. */
 	float *logits = a->logits ? a->logits : b->logits;
@@ -303,6 +353,11 @@ static enum specd_status head(struct model *m, const struct model_batch *b,
 		return op_failed(err, st, -1, "output");
 	if (b->ids && (st = kern_argmax(k, b->ids, logits, m->n_vocab, rows, m->n_vocab)))
 		return op_failed(err, st, -1, "output argmax");
+	for (uint32_t i = 0; i < b->n_draws; i++) {
+		struct kern_sample_rows r = draw_rows(m, &b->draws[i], logits);
+		if ((st = kern_sample(k, &r)))
+			return op_failed(err, st, -1, "output draw");
+	}
 	if (b->logits && logits != b->logits &&
 	    (st = kern_download(k, b->logits, logits, (size_t)rows * m->n_vocab * sizeof(float))))
 		return op_failed(err, st, -1, "logits download");

@@ -253,6 +253,10 @@ static enum specd_status alloc_acts(struct model *m, uint32_t n_slots)
 		a->cat = alloc_floats(k, b, 2 * (size_t)m->hp.dim);
 	if (device)
 		a->logits = alloc_floats(k, b, m->n_vocab);
+	if (device && size == 1 &&
+	    kern_alloc(k, kern_sample_work_bytes(MODEL_MAX_DRAW_ROWS, m->n_vocab),
+		       &a->sample_work) != SPECD_OK)
+		return SPECD_NOMEM;
 	if (device && size > 1)
 		a->stage = specd_malloc_array(b * m->hp.dim, sizeof(float));
 	a->row = specd_malloc_array(b, sizeof(uint32_t));
@@ -287,6 +291,8 @@ static void free_acts(struct kern_ctx *k, struct llama_acts *a)
 			a->zeros, a->cat, a->logits};
 	for (size_t i = 0; k && i < sizeof(dev) / sizeof(dev[0]); i++)
 		kern_free(k, dev[i]);
+	if (k)
+		kern_free(k, a->sample_work);
 	specd_free(a->stage);
 	specd_free(a->row);
 	specd_free(a->kv_row);

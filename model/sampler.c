@@ -56,9 +56,8 @@ static uint64_t rotl(uint64_t x, int k)
 	return (x << k) | (x >> (64 - k));
 }
 
-static uint64_t sampler_next(struct sampler *s)
+static uint64_t rng_next(uint64_t r[4])
 {
-	uint64_t *r = s->rng;
 	uint64_t out = rotl(r[1] * 5, 7) * 9, t = r[1] << 17;
 
 	r[2] ^= r[0];
@@ -70,9 +69,29 @@ static uint64_t sampler_next(struct sampler *s)
 	return out;
 }
 
+static float rng_uniform(uint64_t r[4])
+{
+	return (float)(rng_next(r) >> 40) * 0x1.0p-24f;
+}
+
 float sampler_uniform(struct sampler *s)
 {
-	return (float)(sampler_next(s) >> 40) * 0x1.0p-24f;
+	return rng_uniform(s->rng);
+}
+
+void sampler_peek_uniforms(const struct sampler *s, uint32_t n, float *u)
+{
+	uint64_t r[4];
+
+	memcpy(r, s->rng, sizeof(r));
+	for (uint32_t i = 0; i < n; i++)
+		u[i] = rng_uniform(r);
+}
+
+void sampler_skip(struct sampler *s, uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++)
+		rng_next(s->rng);
 }
 
 enum specd_status sampler_reset(struct sampler *s, const struct sampler_params *p,
@@ -137,8 +156,7 @@ int32_t sampler_vocab_size(const struct sampler *s)
 	return s->n_vocab;
 }
 
-/* The sampler's parameters as the kernels' reference transform takes them. */
-static struct kern_sample_params sampler_kern_params(const struct sampler *s)
+struct kern_sample_params sampler_kern_params(const struct sampler *s)
 {
 	struct kern_sample_params kp = {
 		.temperature = s->p.temperature,

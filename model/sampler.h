@@ -24,6 +24,7 @@
 
 #include "common/error.h"
 #include "common/status.h"
+#include "kernels/kern.h"
 
 struct sampler_params {
 	float temperature; /* 0: greedy; otherwise > 0 and finite */
@@ -98,8 +99,21 @@ struct sampler_logprob {
 enum specd_status sampler_logprobs(const float *logits, int32_t n, int32_t chosen, uint32_t top,
 				   struct sampler_logprob *out);
 
+/* The sampler's parameters as the sample op (kern_sample) and the kernels' reference
+ * transform take them. */
+struct kern_sample_params sampler_kern_params(const struct sampler *s);
+
 /* A uniform draw in [0, 1) with 24 random bits (every value exactly a float), for the
  * verifier's acceptance test. */
 float sampler_uniform(struct sampler *s);
+
+/* The next n uniforms sampler_uniform would return, without drawing them: a verifier
+ * whose draws are taken on a device (kern_sample) needs them before the forward, and
+ * takes as many as the host verifier would have with sampler_skip afterwards, so a
+ * seed gives the same tokens either way. */
+void sampler_peek_uniforms(const struct sampler *s, uint32_t n, float *u);
+
+/* Draws n uniforms and forgets them. */
+void sampler_skip(struct sampler *s, uint32_t n);
 
 #endif

@@ -5,7 +5,14 @@
  * target forward, the speed-up over plain decoding measured in the same run, and the
  * share of HBM bandwidth the target's weight reads reach. Random-weight models say
  * what each method costs, not what it gains on real text: their acceptance is what
- * random weights give. */
+ * random weights give.
+ *
+ * Then sampling: plain decoding and each method at the largest K, with a temperature
+ * and top-p, twice with one seed: as the engine runs it (a sampled chain's draws
+ * taken on the device, its logits rows left there) and with the logits rows brought
+ * to the host verifier (an explicit draft_verify turns the device path off). The two
+ * must give the same tokens; the ratio of their speeds is what the device draws
+ * save. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,9 +23,11 @@
 #include "drafters/engine.h"
 #include "drafters/method.h"
 #include "drafters/metrics.h"
+#include "drafters/verify.h"
 #include "gpu_check.h"
 #include "kernels/kern.h"
 #include "model/llama.h"
+#include "model/sampler.h"
 
 #define MAX_KS 8
 #define PROMPT 96
@@ -29,6 +38,11 @@ struct methods_opts {
 	uint32_t ks[MAX_KS];   /* K values tried per method */
 	uint32_t n_ks;
 };
+
+/* The sampled runs' parameters: top-p makes the host transform sort, as it would for
+ * a typical request. */
+static const struct sampler_params k_sampled = {.temperature = 0.8f, .top_p = 0.95f,
+						 .seed = 7};
 
 /* One timed greedy job: output tokens, metrics and decode seconds (after prefill). */
 struct methods_run {
@@ -90,17 +104,21 @@ static int parse_opts(int argc, char **argv, struct methods_opts *o)
 	return (argc - 3) % 2 == 0 && o->n >= 1 && o->n <= 4096 ? 0 : -1;
 }
 
-/* Runs one greedy job of o->n tokens with drafter d (NULL: plain) at K = k. */
+/* Runs one job of o->n tokens with drafter d (NULL: plain) at K = k: greedy when sp
+ * is NULL; with host_rows, the verifier reads logits rows on the host. */
 static enum specd_status run_job(struct model *target, struct drafter *d, uint32_t k,
-				 const struct methods_opts *o, struct methods_run *r,
-				 struct specd_error *err)
+				 const struct methods_opts *o, const struct sampler_params *sp,
+				 bool host_rows, struct methods_run *r, struct specd_error *err)
 {
-	struct draft_engine_config ec = {.target = target, .drafter = d, .spec_tokens = d ? k : 0};
+	struct draft_engine_config ec = {.target = target, .drafter = d, .spec_tokens = d ? k : 0,
+					 .verify = host_rows ? draft_verify : NULL};
 	struct draft_engine *e = NULL;
 	struct draft_job *j = NULL;
 	int32_t prompt[PROMPT];
 	methods_prompt(prompt, model_hparams(target)->n_vocab);
 	struct draft_job_params p = {.sampling = {.top_p = 1.0f}, .max_tokens = o->n, .eos = -1};
+	if (sp)
+		p.sampling = *sp;
 	enum specd_status st;
 	if ((st = draft_engine_create(&ec, &e, err)) || (st = draft_job_create(e, 0, &j, err)) ||
 	    (st = draft_job_start(j, prompt, PROMPT, &p, err)))
@@ -145,6 +163,28 @@ static void report(const char *method, uint32_t k, const struct methods_run *r,
 		gpu_check_expect(same, "methods", method, "output equals plain decoding");
 }
 
+/* One method sampled on the device and through host rows, same seed: both speeds and
+ * whether the tokens agree. */
+static void sampled(struct model *target, struct drafter *d, const char *name, uint32_t k,
+		    const struct methods_opts *o, struct methods_run *dev, struct methods_run *host)
+{
+	struct specd_error err;
+	if (run_job(target, d, k, o, &k_sampled, false, dev, &err) ||
+	    run_job(target, d, k, o, &k_sampled, true, host, &err)) {
+		printf("sampled %-11s K=%u: %s FAIL\n", name, k, err.msg);
+		gpu_check_expect(false, "sampled", name, "the job runs");
+		return;
+	}
+	bool same = dev->n_out == host->n_out &&
+		    memcmp(dev->out, host->out, dev->n_out * sizeof(int32_t)) == 0;
+	double td = dev->decode_s > 0 ? dev->n_out / dev->decode_s : 0;
+	double th = host->decode_s > 0 ? host->n_out / host->decode_s : 0;
+	printf("sampled %-11s K=%-2u device draws %7.1f tok/s  host rows %7.1f tok/s  %.2fx  "
+	       "accept %5.1f%%  output %s\n", name, k, td, th, th > 0 ? td / th : 0,
+	       100.0 * draft_metrics_acceptance_rate(&dev->met), same ? "equal" : "DIFFERS");
+	gpu_check_expect(same, "sampled", name, "device draws give the host verifier's tokens");
+}
+
 int gpu_check_methods(struct kern_ctx *k, int argc, char **argv)
 {
 	struct methods_opts o;
@@ -173,13 +213,18 @@ int gpu_check_methods(struct kern_ctx *k, int argc, char **argv)
 	int rc = 0;
 	/* A first plain run warms the device (its code, its clocks) before anything is
 	 * timed; the second is the baseline every method is compared with. */
-	if (run_job(target, NULL, 0, &o, &plain, &err) ||
-	    run_job(target, NULL, 0, &o, &plain, &err)) {
+	if (run_job(target, NULL, 0, &o, NULL, false, &plain, &err) ||
+	    run_job(target, NULL, 0, &o, NULL, false, &plain, &err)) {
 		printf("methods none: %s FAIL\n", err.msg);
 		rc = GPU_CHECK_EXIT_FAIL;
 		goto out;
 	}
 	report("none", 0, &plain, &plain, target);
+	struct methods_run host = {0};
+	printf("sampled: temperature %.2f, top-p %.2f, seed %llu\n",
+	       (double)k_sampled.temperature, (double)k_sampled.top_p,
+	       (unsigned long long)k_sampled.seed);
+	sampled(target, NULL, "none", 0, &o, &r, &host);
 	static const enum draft_method methods[] = {DRAFT_METHOD_NGRAM, DRAFT_METHOD_DRAFT_MODEL,
 						     DRAFT_METHOD_MEDUSA, DRAFT_METHOD_EAGLE};
 	for (size_t m = 0; m < sizeof(methods) / sizeof(methods[0]); m++) {
@@ -203,18 +248,20 @@ int gpu_check_methods(struct kern_ctx *k, int argc, char **argv)
 			continue;
 		}
 		for (uint32_t i = 0; i < o.n_ks; i++) {
-			if (run_job(target, d, o.ks[i], &o, &r, &err) != SPECD_OK) {
+			if (run_job(target, d, o.ks[i], &o, NULL, false, &r, &err) != SPECD_OK) {
 				printf("methods %-11s K=%u: %s FAIL\n", name, o.ks[i], err.msg);
 				gpu_check_expect(false, "methods", name, "the job runs");
 				continue;
 			}
 			report(name, o.ks[i], &r, &plain, target);
 		}
+		sampled(target, d, name, k_top, &o, &r, &host);
 		draft_destroy(d);
 	}
 out:
 	specd_free(plain.out);
 	specd_free(r.out);
+	specd_free(host.out);
 	model_destroy(target);
 	return rc ? rc : gpu_check_failures() ? GPU_CHECK_EXIT_FAIL : 0;
 }

@@ -16,6 +16,7 @@ struct emu_backend {
 	struct kern_ctx base; /* first: ops receive &base */
 	struct kern_ctx *inner; /* the CPU backend that computes, on storage addresses */
 	struct emu_mem mem;
+	uint64_t downloaded; /* bytes, for kern_emu_downloaded */
 };
 
 static struct emu_backend *emu_of(struct kern_ctx *ctx)
@@ -114,6 +115,7 @@ static enum specd_status emu_download(struct kern_ctx *ctx, void *dst, const voi
 	if (!ok || !s || !dst)
 		return SPECD_INVAL;
 	memcpy(dst, s, bytes);
+	be->downloaded += bytes;
 	return SPECD_OK;
 }
 
@@ -410,4 +412,10 @@ enum specd_status kern_emu_create(const struct kern_emu_config *cfg, struct kern
 fail:
 	emu_destroy(&be->base);
 	return st;
+}
+
+uint64_t kern_emu_downloaded(const struct kern_ctx *ctx)
+{
+	return ctx && ctx->ops == &emu_ops ? ((const struct emu_backend *)(const void *)ctx)->downloaded
+					   : 0;
 }

@@ -19,6 +19,7 @@
 #include "common/alloc.h"
 #include "drafters/drafter.h"
 #include "drafters/engine.h"
+#include "kernels/kern.h"
 #include "model/gguf.h"
 #include "model/kv.h"
 #include "model/tokenizer.h"
@@ -567,6 +568,95 @@ static void test_engine__per_job_speculation_and_logprobs(void **state)
 	model_destroy(t);
 }
 
+/* Three jobs in one engine, all stepped together: a sampling ngram job, a sampling
+ * plain one and a greedy ngram one, each with its own seed. */
+struct mixed_run {
+	int32_t out[3][CAP];
+	uint32_t n[3];
+	struct draft_metrics m[3];
+	uint64_t downloaded; /* by the emulated device during the steps */
+};
+
+static void run_mixed(struct model *t, const struct sampler_params *sp, uint64_t seed,
+		      bool logprobs, struct mixed_run *r)
+{
+	struct prompt p = {{1, 50, 60, 50, 60, 50, 60}, 7};
+	struct drafter *d = fx_drafter(DRAFT_METHOD_NGRAM, t, 4, 3, NULL, 1);
+	struct draft_engine_config ec = {.target = t, .drafter = d, .spec_tokens = 4};
+	struct draft_engine *e;
+	struct draft_job *j[3];
+	assert_int_equal(draft_engine_create(&ec, &e, NULL), SPECD_OK);
+	for (uint32_t i = 0; i < 3; i++) {
+		struct draft_job_params jp = {.sampling = i == 2 ? k_greedy : *sp,
+					      .max_tokens = MAX_GEN, .eos = -1, .plain = i == 1,
+					      .logprobs = logprobs && i == 0};
+		jp.sampling.seed = seed + i;
+		assert_int_equal(draft_job_create(e, i, &j[i], NULL), SPECD_OK);
+		assert_int_equal(draft_job_start(j[i], p.ids, p.n, &jp, NULL), SPECD_OK);
+	}
+	uint64_t before = kern_emu_downloaded(model_kern(t));
+	while (draft_job_stop(j[0]) == DRAFT_STOP_NONE || draft_job_stop(j[1]) == DRAFT_STOP_NONE ||
+	       draft_job_stop(j[2]) == DRAFT_STOP_NONE)
+		assert_int_equal(draft_engine_step(e, j, 3, NULL), SPECD_OK);
+	r->downloaded = kern_emu_downloaded(model_kern(t)) - before;
+	for (uint32_t i = 0; i < 3; i++) {
+		const int32_t *out = draft_job_output(j[i], &r->n[i]);
+		assert_true(r->n[i] <= CAP);
+		memcpy(r->out[i], out, r->n[i] * sizeof(int32_t));
+		r->m[i] = *draft_job_metrics(j[i]);
+		draft_job_destroy(j[i]);
+	}
+	draft_engine_destroy(e);
+	draft_destroy(d);
+}
+
+/* On a device (the emulated one), sampling chains are verified from draws taken where
+ * the logits are (drafters/verify.h draft_verify_drawn): a step that mixes them with
+ * plain sampling and a greedy job downloads no logits at all, and every job's tokens
+ * and speculation counts are the CPU's (whose verifier reads the rows) for the same
+ * seeds. A job that wants log-probabilities brings its rows back, and still gives
+ * the CPU's tokens. */
+static void test_engine__sampled_chains_on_a_device_leave_the_logits_there(void **state)
+{
+	(void)state;
+	static const struct sampler_params params[] = {
+		{.temperature = 0.8f, .top_p = 0.9f},
+		{.temperature = 1.2f, .top_k = 20, .top_p = 1.0f, .min_p = 0.05f},
+	};
+	struct kern_ctx *emu = NULL;
+	assert_int_equal(kern_emu_create(NULL, &emu), SPECD_OK);
+	struct model_config mc = {.n_slots = 3, .kern = emu};
+	struct model *c = fx_load(g_llama, 3, 0), *dev = NULL;
+	assert_int_equal(model_load(g_llama, &mc, &dev, NULL), SPECD_OK);
+	static struct mixed_run rc, rd;
+	uint64_t drafted = 0, accepted = 0;
+	for (size_t pi = 0; pi < sizeof(params) / sizeof(params[0]); pi++) {
+		for (uint64_t seed = 1; seed <= 12; seed += 3) {
+			bool lp = seed == 10;
+			run_mixed(c, &params[pi], seed, lp, &rc);
+			run_mixed(dev, &params[pi], seed, lp, &rd);
+			for (int i = 0; i < 3; i++) {
+				assert_int_equal(rc.n[i], rd.n[i]);
+				assert_memory_equal(rc.out[i], rd.out[i], rc.n[i] * sizeof(int32_t));
+				assert_int_equal(rc.m[i].drafted, rd.m[i].drafted);
+				assert_int_equal(rc.m[i].accepted, rd.m[i].accepted);
+			}
+			uint64_t row = model_hparams(dev)->n_vocab * sizeof(float);
+			if (lp)
+				assert_true(rd.downloaded >= rd.m[0].steps * row);
+			else
+				assert_int_equal(rd.downloaded, 0);
+			drafted += rd.m[0].drafted;
+			accepted += rd.m[0].accepted;
+		}
+	}
+	/* Both ends of the walk ran: drafts accepted and drafts rejected. */
+	assert_true(accepted > 0 && accepted < drafted);
+	model_destroy(dev);
+	model_destroy(c);
+	kern_destroy(emu);
+}
+
 /* A batch too small for every job's K + 1: each job drafts its fair share (6 rows, 2
  * jobs: 2 tokens each) and the outputs are still those of plain decoding. */
 static void test_engine__small_batch_lowers_each_jobs_k(void **state)
@@ -847,6 +937,7 @@ int main(void)
 		cmocka_unit_test(test_engine__cuts_at_eos_max_tokens_and_context),
 		cmocka_unit_test(test_engine__two_jobs_share_a_forward),
 		cmocka_unit_test(test_engine__per_job_speculation_and_logprobs),
+		cmocka_unit_test(test_engine__sampled_chains_on_a_device_leave_the_logits_there),
 		cmocka_unit_test(test_engine__small_batch_lowers_each_jobs_k),
 		cmocka_unit_test(test_engine__planner_lowers_k_per_job),
 		cmocka_unit_test(test_engine__draft_model_batch_equals_one_by_one),

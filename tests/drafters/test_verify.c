@@ -2,7 +2,9 @@
  * token) and speculative sampling on hand-made logits: p == q accepts everything, a
  * token the target never samples is always rejected and never re-emitted, and the
  * first emitted token follows p exactly (chi-square goodness of fit over 200,000 draws),
- * which a classic wrong variant (resampling from p on rejection) fails. */
+ * which a classic wrong variant (resampling from p on rejection) fails. Verification
+ * from draws taken where the logits are (draft_verify_drawn) gives the host
+ * verifier's verdicts and leaves the sampler where it leaves it. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,7 +14,9 @@
 
 #include <cmocka.h>
 
+#include "common/alloc.h"
 #include "drafters/verify.h"
+#include "kernels/kern.h"
 #include "model/sampler.h"
 
 #define V 6
@@ -228,6 +232,107 @@ static void test_verify__first_token_follows_p(void **state)
 	assert_true(first_token_chi2(biased_verify, true, 200000) > crit);
 }
 
+static uint64_t g_lcg = 12345;
+
+static uint32_t lcg(uint32_t n)
+{
+	g_lcg = g_lcg * 6364136223846793005ull + 1442695040888963407ull;
+	return (uint32_t)(g_lcg >> 33) % n;
+}
+
+/* Random chains (0 to 8 tokens, one-hot q, the drafted token often the row's likeliest)
+ * under several transforms: the draws path, with the CPU backend's sample op standing
+ * in for a device's, gives draft_verify's verdict every time, and both samplers give
+ * the same uniform afterwards (the same number of draws was taken). */
+static void test_verify__drawn_equals_the_host_verifier(void **state)
+{
+	(void)state;
+	enum { VD = 64, NMAX = 8, CASES = 3000 };
+	static const struct sampler_params params[] = {
+		{.temperature = 1.0f, .top_p = 1.0f},
+		{.temperature = 0.7f, .top_p = 0.9f},
+		{.temperature = 1.5f, .top_k = 5, .top_p = 1.0f},
+		{.temperature = 0.9f, .top_k = 30, .top_p = 0.8f, .min_p = 0.05f},
+		{.temperature = 1.0f, .top_p = 1.0f, .min_p = 0.2f},
+	};
+	struct kern_ctx *cpu = NULL;
+	assert_int_equal(kern_cpu_create(NULL, &cpu), SPECD_OK);
+	float *logits = specd_malloc_array((NMAX + 1) * VD, sizeof(float));
+	float *work = specd_malloc_array(2 * VD, sizeof(float));
+	void *kwork = specd_malloc_array(1, kern_sample_work_bytes(NMAX + 1, VD));
+	assert_true(logits && work && kwork);
+	int32_t tokens[NMAX];
+	uint32_t rejected = 0, all = 0;
+	for (uint32_t c = 0; c < CASES; c++) {
+		struct sampler_params sp = params[c % (sizeof(params) / sizeof(params[0]))];
+		sp.seed = c;
+		struct sampler *host, *dev;
+		assert_int_equal(sampler_create(VD, &sp, &host, NULL), SPECD_OK);
+		assert_int_equal(sampler_create(VD, &sp, &dev, NULL), SPECD_OK);
+		uint32_t n = lcg(NMAX + 1);
+		for (uint32_t r = 0; r <= n; r++) {
+			uint32_t peak = lcg(VD);
+			for (uint32_t j = 0; j < VD; j++)
+				logits[r * VD + j] = (float)lcg(1000) / 250.0f + (j == peak ? 3.0f : 0);
+			if (r < n)
+				tokens[r] = (int32_t)(lcg(3) ? peak : lcg(VD));
+		}
+		struct draft_proposal prop = {.n = n, .tokens = tokens, .q_onehot = true};
+		struct draft_verdict want, got;
+		assert_int_equal(draft_verify(host, logits, VD, &prop, work, &want), SPECD_OK);
+
+		float u[NMAX + 1], pp[NMAX + 1];
+		uint32_t probe[NMAX + 1], drawn[NMAX + 1];
+		assert_true(draft_verify_can_draw(dev, &prop));
+		draft_draw_prepare(dev, &prop, u, probe);
+		struct kern_sample_rows rows = {
+			.rows = n + 1, .n = VD, .x = logits, .ldx = VD,
+			.params = sampler_kern_params(dev), .u = u, .probe = probe,
+			.exclude_probe = true, .work = kwork, .out = drawn, .probe_p = pp,
+		};
+		assert_int_equal(kern_sample(cpu, &rows), SPECD_OK);
+		assert_int_equal(draft_verify_drawn(dev, &prop, drawn, pp, &got), SPECD_OK);
+		assert_int_equal(got.n_accepted, want.n_accepted);
+		assert_int_equal(got.next, want.next);
+		assert_true(sampler_uniform(dev) == sampler_uniform(host));
+		rejected += want.n_accepted < n;
+		all += n > 0 && want.n_accepted == n;
+		sampler_destroy(host);
+		sampler_destroy(dev);
+	}
+	assert_true(rejected > CASES / 2 && all > CASES / 100); /* 2566 and 94 here */
+
+	/* What the draws path does not take: a greedy sampler, a tree, a full q, and a
+	 * drawn token outside the vocabulary. */
+	struct sampler *s;
+	struct sampler_params sp = {.temperature = 0.0f, .top_p = 1.0f};
+	assert_int_equal(sampler_create(VD, &sp, &s, NULL), SPECD_OK);
+	struct draft_proposal prop = {.n = 1, .tokens = tokens, .q_onehot = true};
+	assert_false(draft_verify_can_draw(s, &prop));
+	sampler_destroy(s);
+	sp.temperature = 1.0f;
+	assert_int_equal(sampler_create(VD, &sp, &s, NULL), SPECD_OK);
+	tokens[0] = 3;
+	int32_t parent[1] = {-1};
+	struct draft_proposal tree = {.n = 1, .tokens = tokens, .q_onehot = true, .tree = true,
+				      .parent = parent};
+	struct draft_proposal full = {.n = 1, .tokens = tokens, .q = work};
+	struct draft_proposal none = {.n = 0};
+	assert_false(draft_verify_can_draw(s, &tree));
+	assert_false(draft_verify_can_draw(s, &full));
+	assert_true(draft_verify_can_draw(s, &none));
+	uint32_t drawn[2] = {VD, VD};
+	float pp[2] = {0.0f, 0.0f};
+	struct draft_verdict v;
+	assert_int_equal(draft_verify_drawn(s, &prop, drawn, pp, &v), SPECD_INVAL);
+	assert_int_equal(draft_verify_drawn(s, &tree, drawn, pp, &v), SPECD_INVAL);
+	sampler_destroy(s);
+	specd_free(logits);
+	specd_free(work);
+	specd_free(kwork);
+	kern_destroy(cpu);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -236,6 +341,7 @@ int main(void)
 		cmocka_unit_test(test_verify__sampling_accepts_all_when_q_is_p),
 		cmocka_unit_test(test_verify__sampling_rejects_what_the_target_never_samples),
 		cmocka_unit_test(test_verify__first_token_follows_p),
+		cmocka_unit_test(test_verify__drawn_equals_the_host_verifier),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

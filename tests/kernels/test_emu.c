@@ -1027,6 +1027,93 @@ static void test_emu_model__greedy_ids_on_the_device(void **state)
 	kern_destroy(emu);
 }
 
+/* Draws from the logits where they are (model_draw): two draws over a batch's rows
+ * (one with probes and their residuals) give what the CPU's sample op gives on the
+ * CPU model's logits; a host backend and a shard refuse draws, and a draw past the
+ * rows or with a uniform outside [0, 1) is refused before the cache is touched. */
+static void test_emu_model__draws_on_the_device(void **state)
+{
+	(void)state;
+	struct kern_ctx *cpu = NULL, *emu = NULL;
+	assert_int_equal(kern_cpu_create(NULL, &cpu), SPECD_OK);
+	assert_int_equal(kern_emu_create(NULL, &emu), SPECD_OK);
+	struct model *c = load_on(g_paths[1], cpu), *e = load_on(g_paths[1], emu);
+	uint32_t V = model_hparams(c)->n_vocab;
+	float *logits = malloc(5 * (size_t)V * sizeof(float));
+	void *work = malloc(kern_sample_work_bytes(5, V));
+	assert_true(logits && work);
+	const uint32_t tok[5] = {1, 77, 200, 5, 9}, slot[5] = {0}, pos[5] = {0, 1, 2, 3, 4};
+	const uint32_t idx[5] = {0, 1, 2, 3, 4};
+	uint32_t probe[3] = {0, 200, UINT32_MAX}; /* [0]: row 2's likeliest, below */
+	const float u[5] = {0.1f, 0.5f, 0.99f, 0.0f, 0.7f};
+	const struct kern_sample_params kp = {.temperature = 0.9f, .top_k = 40, .top_p = 0.9f};
+	uint32_t out_e[5], out_c[5];
+	float pp_e[3], pp_c[3];
+	struct model_draw d[2] = {
+		{.row = 0, .rows = 2, .params = kp, .u = u, .out = out_e},
+		{.row = 2, .rows = 3, .params = kp, .u = u + 2, .probe = probe,
+		 .exclude_probe = true, .out = out_e + 2, .probe_p = pp_e},
+	};
+	struct model_batch b = {.n_tokens = 5, .tokens = tok, .slots = slot, .pos = pos,
+				.n_out = 5, .out_idx = idx, .logits = logits};
+	struct specd_error err;
+	assert_int_equal(model_forward(c, &b, &err), SPECD_OK);
+	probe[0] = (uint32_t)sampler_argmax(logits + 2 * (size_t)V, (int32_t)V);
+	b.logits = NULL;
+	b.n_draws = 2;
+	b.draws = d;
+	if (model_forward(e, &b, &err) != SPECD_OK)
+		fail_msg("%s", err.msg);
+	for (int i = 0; i < 2; i++) {
+		struct kern_sample_rows r = {
+			.rows = d[i].rows, .n = V, .x = logits + (size_t)d[i].row * V, .ldx = V,
+			.params = kp, .u = d[i].u, .probe = d[i].probe,
+			.exclude_probe = d[i].exclude_probe, .work = work, .out = out_c + d[i].row,
+			.probe_p = i ? pp_c : NULL,
+		};
+		assert_int_equal(kern_sample(cpu, &r), SPECD_OK);
+	}
+	assert_memory_equal(out_e, out_c, sizeof(out_e));
+	assert_memory_equal(pp_e, pp_c, sizeof(pp_e));
+	assert_true(pp_e[0] > 0 && pp_e[2] == 0.0f);
+
+	/* Refusals, each before anything is written. */
+	const uint32_t next_pos[1] = {5};
+	struct model_batch one = {.n_tokens = 1, .tokens = tok, .slots = slot, .pos = next_pos,
+				  .n_out = 1, .out_idx = idx, .n_draws = 1, .draws = d};
+	static const struct { uint32_t row, rows; float u; const char *msg; } bad[] = {
+		{0, 2, 0.5f, "asks for logits rows 0..2 of 1"},
+		{1, 1, 0.5f, "asks for logits rows 1..2 of 1"},
+		{0, 0, 0.5f, "asks for logits rows 0..0 of 1"},
+		{0, 1, 1.0f, "a uniform outside [0, 1)"},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct model_draw x = {.row = bad[i].row, .rows = bad[i].rows, .params = kp,
+				       .u = &bad[i].u, .out = out_e};
+		one.draws = &x;
+		assert_int_equal(model_forward(e, &one, &err), SPECD_INVAL);
+		assert_non_null(strstr(err.msg, bad[i].msg));
+		assert_int_equal(kv_len(model_kv(e), 0), 5);
+	}
+	one.draws = d;
+	assert_int_equal(model_forward(c, &one, &err), SPECD_INVAL);
+	assert_non_null(strstr(err.msg, "draws are for device backends"));
+	struct model_comm comm = {.allreduce_sum = twin_allreduce, .maxloc = twin_maxloc,
+				  .gather = twin_gather, .rank = 0, .size = 2};
+	comm.user = &comm;
+	struct model *shard = load_shard(g_paths[1], emu, &comm);
+	one.pos = pos;
+	assert_int_equal(model_forward(shard, &one, &err), SPECD_INVAL);
+	assert_non_null(strstr(err.msg, "a shard has part of each logits row"));
+	model_destroy(shard);
+	free(work);
+	free(logits);
+	model_destroy(c);
+	model_destroy(e);
+	kern_destroy(cpu);
+	kern_destroy(emu);
+}
+
 /* Loading and destroying a model on a small window, again and again: model_destroy
  * gives back every block (the whole window can be allocated afterwards), and a window
  * too small for the model fails the load with SPECD_NOMEM, leaving nothing behind. */
@@ -1089,6 +1176,7 @@ int main(void)
 		cmocka_unit_test(test_emu_model__bitwise_cpu_causal_greedy_and_tree),
 		cmocka_unit_test(test_emu_model__shards_with_host_and_device_hooks_bitwise_cpu),
 		cmocka_unit_test(test_emu_model__greedy_ids_on_the_device),
+		cmocka_unit_test(test_emu_model__draws_on_the_device),
 		cmocka_unit_test(test_emu_model__load_destroy_returns_every_block),
 	};
 #undef PAIR_TEST
