@@ -304,6 +304,29 @@ static enum specd_status mlp_block(struct model *m, size_t n, uint32_t l,
 	return SPECD_OK;
 }
 
+/* Rows idx[0..n) of src (dim floats each, backend memory) into consecutive rows of
+ * dst: host memory with to_host, else the backend's. One copy per run of consecutive
+ * indices, so the usual outputs (a verify's rows, a prompt's tail) cost one copy, not
+ * one a row (on a GPU, one launch each). */
+static enum specd_status gather_rows(const struct model *m, float *dst, bool host,
+				     const float *src, const uint32_t *idx, uint32_t n)
+{
+	size_t dim = m->hp.dim;
+	enum specd_status st;
+	for (uint32_t i = 0; i < n;) {
+		uint32_t run = 1;
+		while (i + run < n && idx[i + run] == idx[i] + run)
+			run++;
+		size_t bytes = run * dim * sizeof(float);
+		const float *from = src + (size_t)idx[i] * dim;
+		float *to = dst + (size_t)i * dim;
+		if ((st = host ? to_host(m, to, from, bytes) : kern_copy(m->kern, to, from, bytes)))
+			return st;
+		i += run;
+	}
+	return SPECD_OK;
+}
+
 /* Copies the residual rows chosen for output after layer l, where asked for. */
 static enum specd_status layer_outputs(struct model *m, const struct model_batch *b,
 				       uint32_t l, struct specd_error *err)
@@ -312,13 +335,10 @@ static enum specd_status layer_outputs(struct model *m, const struct model_batch
 	for (uint32_t j = 0; b->n_out && j < b->n_layers_out; j++) {
 		if (b->layers[j] != l)
 			continue;
-		for (uint32_t i = 0; i < b->n_out; i++) {
-			enum specd_status st = to_host(
-				m, b->layer_hidden + ((size_t)j * b->n_out + i) * dim,
-				m->a.x + (size_t)b->out_idx[i] * dim, dim * sizeof(float));
-			if (st)
-				return op_failed(err, st, (int)l, "layer output");
-		}
+		enum specd_status st = gather_rows(m, b->layer_hidden + (size_t)j * b->n_out * dim,
+						   true, m->a.x, b->out_idx, b->n_out);
+		if (st)
+			return op_failed(err, st, (int)l, "layer output");
 	}
 	return SPECD_OK;
 }
@@ -334,11 +354,8 @@ static enum specd_status head(struct model *m, const struct model_batch *b,
 		return SPECD_OK;
 	/* Only the chosen rows go through the final norm and the LM head: the vocabulary
 	 * projection is the largest matmul of a small model. */
-	for (uint32_t i = 0; i < b->n_out; i++) {
-		if ((st = kern_copy(k, a->out + (size_t)i * dim, a->x + (size_t)b->out_idx[i] * dim,
-				    dim * sizeof(float))))
-			return op_failed(err, st, -1, "output gather");
-	}
+	if ((st = gather_rows(m, a->out, false, a->x, b->out_idx, b->n_out)))
+		return op_failed(err, st, -1, "output gather");
 	if (m->output_norm && (st = kern_rmsnorm(k, a->out, dim, a->out, dim, b->n_out, dim,
 						 m->output_norm, m->hp.rms_eps)))
 		return op_failed(err, st, -1, "output_norm");

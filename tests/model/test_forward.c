@@ -472,6 +472,49 @@ static void test_forward__hidden_outputs_are_consistent(void **state)
 	model_destroy(m);
 }
 
+/* Outputs are gathered a run of consecutive indices at a time: in any order, with
+ * repeats and runs broken anywhere, each output row (logits, hidden, layer output)
+ * is the row the identity order gives for its token. */
+static void test_forward__outputs_in_any_order(void **state)
+{
+	(void)state;
+	struct model *m = load(g_q4, 1);
+	const struct model_hparams *hp = model_hparams(m);
+	size_t V = hp->n_vocab, dim = hp->dim;
+	uint32_t tok[] = {1, 2, 3, 4, 5}, slot[5] = {0}, pos[] = {0, 1, 2, 3, 4}, layer = 0;
+	static const uint32_t orders[][5] = {
+		{0, 1, 2, 3, 4}, {3, 4, 0, 1, 2}, {4, 3, 2, 1, 0}, {1, 2, 2, 3, 0},
+	};
+	float *lg[2], *hid[2], *lh[2];
+	for (int i = 0; i < 2; i++) {
+		lg[i] = malloc(5 * V * sizeof(float));
+		hid[i] = malloc(5 * dim * sizeof(float));
+		lh[i] = malloc(5 * dim * sizeof(float));
+		assert_true(lg[i] && hid[i] && lh[i]);
+	}
+	for (size_t o = 0; o < sizeof(orders) / sizeof(orders[0]); o++) {
+		int w = o > 0; /* order 0 is the reference */
+		struct model_batch b = {.n_tokens = 5, .tokens = tok, .slots = slot, .pos = pos,
+					.n_out = 5, .out_idx = orders[o], .logits = lg[w],
+					.hidden = hid[w], .n_layers_out = 1, .layers = &layer,
+					.layer_hidden = lh[w]};
+		assert_int_equal(kv_truncate(model_kv(m), 0, 0), SPECD_OK);
+		assert_int_equal(model_forward(m, &b, NULL), SPECD_OK);
+		for (uint32_t r = 0; w && r < 5; r++) {
+			uint32_t t = orders[o][r];
+			assert_memory_equal(lg[1] + r * V, lg[0] + t * V, V * sizeof(float));
+			assert_memory_equal(hid[1] + r * dim, hid[0] + t * dim, dim * sizeof(float));
+			assert_memory_equal(lh[1] + r * dim, lh[0] + t * dim, dim * sizeof(float));
+		}
+	}
+	for (int i = 0; i < 2; i++) {
+		free(lg[i]);
+		free(hid[i]);
+		free(lh[i]);
+	}
+	model_destroy(m);
+}
+
 static void test_forward__makes_no_allocation_after_load(void **state)
 {
 	(void)state;
@@ -929,6 +972,7 @@ int main(void)
 		cmocka_unit_test(test_kv__truncate_then_redecode_equals_straight_decode),
 		cmocka_unit_test(test_forward__tree_equals_its_causal_branches),
 		cmocka_unit_test(test_forward__hidden_outputs_are_consistent),
+		cmocka_unit_test(test_forward__outputs_in_any_order),
 		cmocka_unit_test(test_forward__makes_no_allocation_after_load),
 		cmocka_unit_test(test_forward__rejects_bad_batches_without_touching_the_cache),
 		cmocka_unit_test(test_forward__calls_the_comm_hook_twice_per_layer),
