@@ -348,9 +348,15 @@ struct kern_emu_config {
  * on success; free it with kern_destroy. Threads: as the CPU backend's. */
 enum specd_status kern_emu_create(const struct kern_emu_config *cfg, struct kern_ctx **out);
 
-/* Bytes an emulated backend has downloaded to the host since it was created (0 for
- * any other backend): what tests check a device path leaves on the device. */
-uint64_t kern_emu_downloaded(const struct kern_ctx *ctx);
+/* What an emulated backend has done since it was created, for tests of what a device
+ * path costs: ops a GPU would launch a kernel for (every compute op and copy, even
+ * one with nothing to do) and bytes downloaded to the host. Zeroes for any other
+ * backend. */
+struct kern_emu_stats {
+	uint64_t launches;
+	uint64_t downloaded;
+};
+struct kern_emu_stats kern_emu_stats(const struct kern_ctx *ctx);
 
 /* Frees a backend of any kind; NULL is a no-op. */
 static inline void kern_destroy(struct kern_ctx *ctx)

@@ -206,6 +206,7 @@ static enum specd_status attention_block(struct model *m, const struct model_bat
 	struct llama_acts *a = &m->a;
 	struct kern_ctx *k = m->kern;
 	size_t n = b->n_tokens, dim = m->hp.dim, hd = m->hp.head_dim;
+	size_t ld = m->q_dim + 2 * (size_t)m->kv_dim; /* a->qkv's row */
 	enum specd_status st;
 
 	if (!ly->attn_norm)
@@ -214,21 +215,26 @@ static enum specd_status attention_block(struct model *m, const struct model_bat
 		st = kern_rmsnorm(k, a->xb, dim, a->x, dim, n, dim, ly->attn_norm, m->hp.rms_eps);
 	if (st)
 		return op_failed(err, st, (int)l, "attn_norm");
-	if ((st = kern_matmul(k, a->q, m->q_dim, a->xb, dim, n, &ly->wq, ly->bq)) ||
-	    (st = kern_matmul(k, a->k, m->kv_dim, a->xb, dim, n, &ly->wk, ly->bk)) ||
-	    (st = kern_matmul(k, a->v, m->kv_dim, a->xb, dim, n, &ly->wv, ly->bv)))
+	/* Q, K and V side by side in a->qkv: one matmul where the weights are one matrix
+	 * (a device), three into the column blocks otherwise. Each output feature is the
+	 * same dot product either way. */
+	if (ly->wqkv.data)
+		st = kern_matmul(k, a->q, ld, a->xb, dim, n, &ly->wqkv, ly->bqkv);
+	else if (!(st = kern_matmul(k, a->q, ld, a->xb, dim, n, &ly->wq, ly->bq)) &&
+		 !(st = kern_matmul(k, a->k, ld, a->xb, dim, n, &ly->wk, ly->bk)))
+		st = kern_matmul(k, a->v, ld, a->xb, dim, n, &ly->wv, ly->bv);
+	if (st)
 		return op_failed(err, st, (int)l, "q/k/v projection");
-	if ((st = kern_rope(k, a->q, m->q_dim, n, m->n_heads, hd, b->pos, m->hp.rope_base,
-			    m->rope_layout)) ||
-	    (st = kern_rope(k, a->k, m->kv_dim, n, m->n_kv_heads, hd, b->pos,
+	/* The key heads follow the query heads in each row: one rotation for both. */
+	if ((st = kern_rope(k, a->q, ld, n, m->n_heads + m->n_kv_heads, hd, b->pos,
 			    m->hp.rope_base, m->rope_layout)))
 		return op_failed(err, st, (int)l, "rope");
 	/* The batch's keys and values into the cache, one scatter each (a launch each on
 	 * a GPU, whatever the batch): the layer's cache is one matrix of rows. */
-	if ((st = kern_set_rows(k, kv_k_row(m->kv, l, 0, 0), m->kv_dim, a->kv_row, a->k,
-				m->kv_dim, n, m->kv_dim)) ||
-	    (st = kern_set_rows(k, kv_v_row(m->kv, l, 0, 0), m->kv_dim, a->kv_row, a->v,
-				m->kv_dim, n, m->kv_dim)))
+	if ((st = kern_set_rows(k, kv_k_row(m->kv, l, 0, 0), m->kv_dim, a->kv_row, a->k, ld, n,
+				m->kv_dim)) ||
+	    (st = kern_set_rows(k, kv_v_row(m->kv, l, 0, 0), m->kv_dim, a->kv_row, a->v, ld, n,
+				m->kv_dim)))
 		return op_failed(err, st, (int)l, "kv write");
 	struct kern_attn at = {
 		.n_tokens = n,
@@ -237,7 +243,7 @@ static enum specd_status attention_block(struct model *m, const struct model_bat
 		.head_dim = hd,
 		.scale = 1.0f / sqrtf((float)hd),
 		.q = a->q,
-		.ldq = m->q_dim,
+		.ldq = ld,
 		.out = a->att + m->att_pad,
 		.ldo = m->att_ld,
 		.kv = kv_layer_view(m->kv, l),

@@ -17,6 +17,12 @@ struct llama_layer {
 	const float *bq;        /* (q_dim) or NULL: qwen2 only */
 	const float *bk;        /* (kv_dim) or NULL */
 	const float *bv;        /* (kv_dim) or NULL */
+	/* On a device backend, wq, wk and wv uploaded as one matrix, their rows one after
+	 * another (and the biases as one vector), so Q, K and V come from one matmul (one
+	 * launch, the GPU's warps over all their rows); wq, wk, wv, bq, bk and bv are then
+	 * views into it. data NULL: three matrices (a host backend, or types that differ). */
+	struct kern_mat wqkv;
+	const float *bqkv;
 	struct kern_mat wo;     /* (dim rows of q_dim) */
 	const float *ffn_norm;  /* (dim) */
 	struct kern_mat w_gate; /* (ffn rows of dim) */
@@ -30,9 +36,11 @@ struct llama_layer {
 struct llama_acts {
 	float *x;        /* (max_batch, dim) the residual stream */
 	float *xb;       /* (max_batch, dim) normed input / projection output */
-	float *q;        /* (max_batch, q_dim) */
-	float *k;        /* (max_batch, kv_dim) */
-	float *v;        /* (max_batch, kv_dim) */
+	/* (max_batch, q_dim + 2 kv_dim): each token's query, key and value side by side,
+	 * as one projection writes them; q, k and v point at its three column blocks
+	 * (row stride q_dim + 2 kv_dim) */
+	float *qkv;
+	float *q, *k, *v;
 	float *att;      /* (max_batch, att_ld) attention output at column att_pad; the
 			  * columns around it stay zero (model.att_pad) */
 	float *hb;       /* (max_batch, ffn) gate, then silu(gate) * up */

@@ -240,9 +240,12 @@ static enum specd_status alloc_acts(struct model *m, uint32_t n_slots)
 	a->tree_words = (b + 63) / 64;
 	a->x = alloc_floats(k, b, m->hp.dim);
 	a->xb = alloc_floats(k, b, m->hp.dim);
-	a->q = alloc_floats(k, b, m->q_dim);
-	a->k = alloc_floats(k, b, m->kv_dim);
-	a->v = alloc_floats(k, b, m->kv_dim);
+	a->qkv = alloc_floats(k, b, m->q_dim + 2 * (size_t)m->kv_dim);
+	if (a->qkv) {
+		a->q = a->qkv;
+		a->k = a->q + m->q_dim;
+		a->v = a->k + m->kv_dim;
+	}
 	/* Zeroed: the padding columns are read by the O projection, never written. */
 	a->att = alloc_floats(k, b, m->att_ld);
 	a->hb = alloc_floats(k, b, m->n_ffn);
@@ -270,7 +273,7 @@ static enum specd_status alloc_acts(struct model *m, uint32_t n_slots)
 	a->amax_loc = specd_malloc_array(b, sizeof(uint32_t));
 	a->counts = specd_malloc_array(size, sizeof(size_t));
 	a->displs = specd_malloc_array(size, sizeof(size_t));
-	if (!a->x || !a->xb || !a->q || !a->k || !a->v || !a->att || !a->hb || !a->hb2 ||
+	if (!a->x || !a->xb || !a->qkv || !a->att || !a->hb || !a->hb2 ||
 	    !a->out || !a->zeros || (device && !a->logits) || (device && size > 1 && !a->stage) ||
 	    !a->row || !a->kv_row || !a->n_prefix || !a->tree || !a->len || !a->base ||
 	    !a->amax_val || !a->amax_idx || !a->amax_loc || !a->counts || !a->displs ||
@@ -287,7 +290,7 @@ static enum specd_status alloc_acts(struct model *m, uint32_t n_slots)
 
 static void free_acts(struct kern_ctx *k, struct llama_acts *a)
 {
-	float *dev[] = {a->x, a->xb, a->q, a->k, a->v, a->att, a->hb, a->hb2, a->out,
+	float *dev[] = {a->x, a->xb, a->qkv, a->att, a->hb, a->hb2, a->out,
 			a->zeros, a->cat, a->logits};
 	for (size_t i = 0; k && i < sizeof(dev) / sizeof(dev[0]); i++)
 		kern_free(k, dev[i]);
@@ -359,6 +362,70 @@ static enum specd_status upload_vec(struct weight_upload *u, const float **v, si
 	return SPECD_OK;
 }
 
+/* The rows of w[0..n) one after another in a host buffer (same type and width), so
+ * they upload as one matrix. NULL when out of memory. */
+static void *cat_rows(struct kern_mat *const *w, int n, size_t *rows)
+{
+	size_t rb = kern_dtype_row_bytes(w[0]->type, w[0]->n_in), r = 0;
+	for (int i = 0; i < n; i++)
+		r += w[i]->n_out;
+	unsigned char *buf = specd_malloc_array(r, rb);
+	for (size_t i = 0, at = 0; buf && i < (size_t)n; at += w[i++]->n_out * rb)
+		kern_mat_pack(w[i], buf + at);
+	*rows = r;
+	return buf;
+}
+
+/* wq, wk and wv as one device matrix (llama_layer.wqkv) when they share a type and
+ * width and carry biases on all or none; otherwise each on its own. */
+static enum specd_status upload_qkv(struct weight_upload *u, struct llama_layer *ly)
+{
+	struct kern_mat *w[3] = {&ly->wq, &ly->wk, &ly->wv};
+	const float **b[3] = {&ly->bq, &ly->bk, &ly->bv};
+	static const char *const names[3] = {"attn_q", "attn_k", "attn_v"};
+	bool one = true;
+	enum specd_status st;
+	for (int i = 1; i < 3; i++)
+		one &= w[i]->type == w[0]->type && w[i]->n_in == w[0]->n_in && !*b[i] == !*b[0];
+	if (!one) {
+		for (int i = 0; i < 3; i++)
+			if ((st = upload_vec(u, b[i], w[i]->n_out, names[i])) ||
+			    (st = upload_mat(u, w[i], names[i])))
+				return st;
+		return SPECD_OK;
+	}
+	size_t rows;
+	void *host = cat_rows(w, 3, &rows);
+	float *bias = *b[0] ? specd_malloc_array(rows, sizeof(float)) : NULL;
+	if (!host || (*b[0] && !bias)) {
+		specd_free(host);
+		return upload_failed(u, SPECD_NOMEM, "attn_qkv");
+	}
+	for (size_t i = 0, at = 0; bias && i < 3; at += w[i++]->n_out)
+		memcpy(bias + at, *b[i], w[i]->n_out * sizeof(float));
+	struct kern_mat cat = kern_mat_packed(w[0]->type, w[0]->n_in, rows, host);
+	ly->bqkv = bias;
+	st = upload_mat(u, &cat, "attn_qkv");
+	if (st == SPECD_OK)
+		st = upload_vec(u, &ly->bqkv, rows, "attn_qkv.bias");
+	specd_free(host);
+	specd_free(bias);
+	if (st != SPECD_OK) {
+		ly->bqkv = NULL;
+		return st;
+	}
+	ly->wqkv = cat;
+	for (size_t i = 0, at = 0; i < 3; at += w[i++]->n_out) {
+		size_t n = w[i]->n_out;
+		*w[i] = cat;
+		w[i]->n_out = n;
+		w[i]->data = (const unsigned char *)cat.data + at * cat.row_bytes;
+		if (ly->bqkv)
+			*b[i] = ly->bqkv + at;
+	}
+	return SPECD_OK;
+}
+
 enum specd_status llama_upload_weights(struct model *m, bool embeddings, struct specd_error *err)
 {
 	struct weight_upload u = {.m = m, .layer = -1, .err = err};
@@ -387,12 +454,7 @@ enum specd_status llama_upload_weights(struct model *m, bool embeddings, struct 
 		u.layer = (int)l;
 		if ((st = upload_vec(&u, &ly->attn_norm, dim, "attn_norm")) ||
 		    (st = upload_vec(&u, &ly->ffn_norm, dim, "ffn_norm")) ||
-		    (st = upload_vec(&u, &ly->bq, m->q_dim, "attn_q.bias")) ||
-		    (st = upload_vec(&u, &ly->bk, m->kv_dim, "attn_k.bias")) ||
-		    (st = upload_vec(&u, &ly->bv, m->kv_dim, "attn_v.bias")) ||
-		    (st = upload_mat(&u, &ly->wq, "attn_q")) ||
-		    (st = upload_mat(&u, &ly->wk, "attn_k")) ||
-		    (st = upload_mat(&u, &ly->wv, "attn_v")) ||
+		    (st = upload_qkv(&u, ly)) ||
 		    (st = upload_mat(&u, &ly->wo, "attn_output")) ||
 		    (st = upload_mat(&u, &ly->w_gate, "ffn_gate")) ||
 		    (st = upload_mat(&u, &ly->w_up, "ffn_up")) ||

@@ -16,12 +16,20 @@ struct emu_backend {
 	struct kern_ctx base; /* first: ops receive &base */
 	struct kern_ctx *inner; /* the CPU backend that computes, on storage addresses */
 	struct emu_mem mem;
-	uint64_t downloaded; /* bytes, for kern_emu_downloaded */
+	struct kern_emu_stats stats;
 };
 
 static struct emu_backend *emu_of(struct kern_ctx *ctx)
 {
 	return (struct emu_backend *)(void *)ctx;
+}
+
+/* emu_of for an op a GPU would launch a kernel for: counted (kern_emu_stats). */
+static struct emu_backend *emu_launch(struct kern_ctx *ctx)
+{
+	struct emu_backend *be = emu_of(ctx);
+	be->stats.launches++;
+	return be;
 }
 
 /* (rows - 1) * ld + n elements of elem bytes: what a strided op touches from its first
@@ -115,14 +123,14 @@ static enum specd_status emu_download(struct kern_ctx *ctx, void *dst, const voi
 	if (!ok || !s || !dst)
 		return SPECD_INVAL;
 	memcpy(dst, s, bytes);
-	be->downloaded += bytes;
+	be->stats.downloaded += bytes;
 	return SPECD_OK;
 }
 
 static enum specd_status emu_copy(struct kern_ctx *ctx, void *dst, const void *src,
 				  size_t bytes)
 {
-	struct emu_backend *be = emu_of(ctx);
+	struct emu_backend *be = emu_launch(ctx);
 	bool ok = true;
 	if (bytes == 0)
 		return SPECD_OK;
@@ -172,7 +180,7 @@ static enum specd_status emu_matmul(struct kern_ctx *ctx, float *y, size_t ldy, 
 				    size_t ldx, size_t rows, const struct kern_mat *w,
 				    const float *bias)
 {
-	struct emu_backend *be = emu_of(ctx);
+	struct emu_backend *be = emu_launch(ctx);
 	bool ok = true;
 	if (rows == 0)
 		return SPECD_OK;
@@ -194,7 +202,7 @@ static enum specd_status emu_get_rows(struct kern_ctx *ctx, float *y, size_t ldy
 				      const struct kern_mat *table, const uint32_t *ids,
 				      size_t rows)
 {
-	struct emu_backend *be = emu_of(ctx);
+	struct emu_backend *be = emu_launch(ctx);
 	bool ok = true;
 	if (rows == 0)
 		return SPECD_OK;
@@ -213,7 +221,7 @@ static enum specd_status emu_rmsnorm(struct kern_ctx *ctx, float *y, size_t ldy,
 				     const float *x, size_t ldx, size_t rows, size_t n,
 				     const float *w, float eps)
 {
-	struct emu_backend *be = emu_of(ctx);
+	struct emu_backend *be = emu_launch(ctx);
 	bool ok = true;
 	if (rows == 0)
 		return SPECD_OK;
@@ -229,7 +237,7 @@ static enum specd_status emu_rope(struct kern_ctx *ctx, float *x, size_t ldx, si
 				  size_t n_heads, size_t head_dim, const uint32_t *pos,
 				  float freq_base, enum kern_rope_layout layout)
 {
-	struct emu_backend *be = emu_of(ctx);
+	struct emu_backend *be = emu_launch(ctx);
 	bool ok = true;
 	if (rows == 0)
 		return SPECD_OK;
@@ -244,7 +252,7 @@ static enum specd_status emu_rope(struct kern_ctx *ctx, float *x, size_t ldx, si
 /* The cache views are checked at their start only: their extent depends on the mask. */
 static enum specd_status emu_attention(struct kern_ctx *ctx, const struct kern_attn *a)
 {
-	struct emu_backend *be = emu_of(ctx);
+	struct emu_backend *be = emu_launch(ctx);
 	bool ok = true;
 	if (!a)
 		return SPECD_INVAL;
@@ -266,7 +274,7 @@ static enum specd_status emu_attention(struct kern_ctx *ctx, const struct kern_a
 static enum specd_status emu_silu_mul(struct kern_ctx *ctx, float *gate, const float *up,
 				      size_t n)
 {
-	struct emu_backend *be = emu_of(ctx);
+	struct emu_backend *be = emu_launch(ctx);
 	bool ok = true;
 	if (n == 0)
 		return SPECD_OK;
@@ -280,7 +288,7 @@ static enum specd_status emu_silu_mul(struct kern_ctx *ctx, float *gate, const f
 
 static enum specd_status emu_add(struct kern_ctx *ctx, float *y, const float *x, size_t n)
 {
-	struct emu_backend *be = emu_of(ctx);
+	struct emu_backend *be = emu_launch(ctx);
 	bool ok = true;
 	if (n == 0)
 		return SPECD_OK;
@@ -298,7 +306,7 @@ static enum specd_status emu_set_rows(struct kern_ctx *ctx, float *dst, size_t l
 				      const uint32_t *idx, const float *src, size_t ld_src,
 				      size_t rows, size_t n)
 {
-	struct emu_backend *be = emu_of(ctx);
+	struct emu_backend *be = emu_launch(ctx);
 	bool ok = true;
 	if (rows == 0 || n == 0)
 		return SPECD_OK;
@@ -330,7 +338,7 @@ static enum specd_status emu_set_rows(struct kern_ctx *ctx, float *dst, size_t l
 static enum specd_status emu_softmax(struct kern_ctx *ctx, float *x, size_t ldx, size_t rows,
 				     size_t n)
 {
-	struct emu_backend *be = emu_of(ctx);
+	struct emu_backend *be = emu_launch(ctx);
 	bool ok = true;
 	if (rows == 0)
 		return SPECD_OK;
@@ -343,7 +351,7 @@ static enum specd_status emu_softmax(struct kern_ctx *ctx, float *x, size_t ldx,
 static enum specd_status emu_argmax(struct kern_ctx *ctx, uint32_t *out, const float *x,
 				    size_t ldx, size_t rows, size_t n)
 {
-	struct emu_backend *be = emu_of(ctx);
+	struct emu_backend *be = emu_launch(ctx);
 	bool ok = true;
 	if (rows == 0)
 		return SPECD_OK;
@@ -357,7 +365,7 @@ static enum specd_status emu_argmax(struct kern_ctx *ctx, uint32_t *out, const f
  * the CPU op uses one row's worth: a caller that sized it for the CPU is caught here. */
 static enum specd_status emu_sample(struct kern_ctx *ctx, const struct kern_sample_rows *s)
 {
-	struct emu_backend *be = emu_of(ctx);
+	struct emu_backend *be = emu_launch(ctx);
 	bool ok = true;
 	if (!s || s->rows == 0)
 		return be->inner->ops->sample(be->inner, s); /* its checks; touches nothing */
@@ -414,8 +422,9 @@ fail:
 	return st;
 }
 
-uint64_t kern_emu_downloaded(const struct kern_ctx *ctx)
+struct kern_emu_stats kern_emu_stats(const struct kern_ctx *ctx)
 {
-	return ctx && ctx->ops == &emu_ops ? ((const struct emu_backend *)(const void *)ctx)->downloaded
-					   : 0;
+	struct kern_emu_stats none = {0};
+	return ctx && ctx->ops == &emu_ops ? ((const struct emu_backend *)(const void *)ctx)->stats
+					   : none;
 }

@@ -594,11 +594,11 @@ static void run_mixed(struct model *t, const struct sampler_params *sp, uint64_t
 		assert_int_equal(draft_job_create(e, i, &j[i], NULL), SPECD_OK);
 		assert_int_equal(draft_job_start(j[i], p.ids, p.n, &jp, NULL), SPECD_OK);
 	}
-	uint64_t before = kern_emu_downloaded(model_kern(t));
+	uint64_t before = kern_emu_stats(model_kern(t)).downloaded;
 	while (draft_job_stop(j[0]) == DRAFT_STOP_NONE || draft_job_stop(j[1]) == DRAFT_STOP_NONE ||
 	       draft_job_stop(j[2]) == DRAFT_STOP_NONE)
 		assert_int_equal(draft_engine_step(e, j, 3, NULL), SPECD_OK);
-	r->downloaded = kern_emu_downloaded(model_kern(t)) - before;
+	r->downloaded = kern_emu_stats(model_kern(t)).downloaded - before;
 	for (uint32_t i = 0; i < 3; i++) {
 		const int32_t *out = draft_job_output(j[i], &r->n[i]);
 		assert_true(r->n[i] <= CAP);

@@ -1114,6 +1114,40 @@ static void test_emu_model__draws_on_the_device(void **state)
 	kern_destroy(emu);
 }
 
+/* What a forward launches on a device: per layer the attention norm, one Q/K/V
+ * projection (the three matrices are one on a device), one rotation for the query and
+ * key heads, two cache scatters, attention, the output projection, the residual add,
+ * the MLP norm, gate, up, SiLU-mul, down and its residual add: 14; around them the
+ * embedding lookup, one gather of the output rows (a verify's rows are consecutive),
+ * the final norm and the LM head. With and without Q/K/V biases, for one token and
+ * for a verify of five. */
+static void test_emu_model__launches_per_forward(void **state)
+{
+	(void)state;
+	for (int mi = 0; mi < 2; mi++) {
+		struct kern_ctx *emu = NULL;
+		assert_int_equal(kern_emu_create(NULL, &emu), SPECD_OK);
+		struct model *e = load_on(g_paths[mi], emu);
+		uint32_t L = model_hparams(e)->n_layers, V = model_hparams(e)->n_vocab;
+		float *logits = malloc(5 * (size_t)V * sizeof(float));
+		assert_non_null(logits);
+		const uint32_t tok[5] = {1, 7, 9, 11, 13}, slot[5] = {0}, pos[5] = {0, 1, 2, 3, 4};
+		const uint32_t idx[5] = {0, 1, 2, 3, 4};
+		for (uint32_t n = 1; n <= 5; n += 4) {
+			assert_int_equal(kv_truncate(model_kv(e), 0, 0), SPECD_OK);
+			struct model_batch b = {.n_tokens = n, .tokens = tok, .slots = slot,
+						.pos = pos, .n_out = n, .out_idx = idx,
+						.logits = logits};
+			uint64_t before = kern_emu_stats(emu).launches;
+			assert_int_equal(model_forward(e, &b, NULL), SPECD_OK);
+			assert_int_equal(kern_emu_stats(emu).launches - before, 14 * L + 4);
+		}
+		free(logits);
+		model_destroy(e);
+		kern_destroy(emu);
+	}
+}
+
 /* Loading and destroying a model on a small window, again and again: model_destroy
  * gives back every block (the whole window can be allocated afterwards), and a window
  * too small for the model fails the load with SPECD_NOMEM, leaving nothing behind. */
@@ -1177,6 +1211,7 @@ int main(void)
 		cmocka_unit_test(test_emu_model__shards_with_host_and_device_hooks_bitwise_cpu),
 		cmocka_unit_test(test_emu_model__greedy_ids_on_the_device),
 		cmocka_unit_test(test_emu_model__draws_on_the_device),
+		cmocka_unit_test(test_emu_model__launches_per_forward),
 		cmocka_unit_test(test_emu_model__load_destroy_returns_every_block),
 	};
 #undef PAIR_TEST
