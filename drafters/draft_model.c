@@ -21,10 +21,15 @@ struct draft_model {
 	uint32_t max_batch;  /* tokens per catch-up forward */
 	uint32_t *b_tok, *b_slot, *b_pos; /* (max_batch) host */
 	float *logits;       /* (n_vocab) host */
+	/* On a device a greedy draft needs only each row's argmax, taken where the logits
+	 * are (model_batch.ids): the rows are not downloaded. */
+	bool device;
+	uint32_t id;
 	/* Batched proposals (dm_propose_batch): at most group_max sequences per pass, each
-	 * with one logits row per forward. */
+	 * with one logits row (or argmax) per forward. */
 	uint32_t group_max;  /* min(n_slots, max_batch) */
 	float *group_logits; /* (group_max, n_vocab) host */
+	uint32_t *group_ids; /* (group_max) host */
 	uint32_t *g_seq, *g_k, *g_row, *g_out; /* (group_max) host */
 };
 
@@ -40,6 +45,7 @@ static void dm_destroy(void *state)
 	specd_free(d->b_pos);
 	specd_free(d->logits);
 	specd_free(d->group_logits);
+	specd_free(d->group_ids);
 	specd_free(d->g_seq);
 	specd_free(d->g_k);
 	specd_free(d->g_row);
@@ -81,11 +87,14 @@ static enum specd_status dm_create(const struct draft_config *cfg, void **state,
 	d->logits = specd_malloc_array(d->n_vocab, sizeof(float));
 	d->group_max = cfg->n_slots < d->max_batch ? cfg->n_slots : d->max_batch;
 	d->group_logits = specd_malloc_array((size_t)d->group_max * d->n_vocab, sizeof(float));
+	d->group_ids = specd_malloc_array(d->group_max, sizeof(uint32_t));
+	d->device = !kern_host_memory(model_kern(d->model));
 	d->g_seq = specd_malloc_array(d->group_max, sizeof(uint32_t));
 	d->g_k = specd_malloc_array(d->group_max, sizeof(uint32_t));
 	d->g_row = specd_malloc_array(d->group_max, sizeof(uint32_t));
 	d->g_out = specd_malloc_array(d->group_max, sizeof(uint32_t));
-	if (!d->b_tok || !d->b_slot || !d->b_pos || !d->logits || !d->group_logits || !d->g_seq ||
+	if (!d->b_tok || !d->b_slot || !d->b_pos || !d->logits || !d->group_logits ||
+	    !d->group_ids || !d->g_seq ||
 	    !d->g_k || !d->g_row || !d->g_out) {
 		st = specd_errorf(err, SPECD_NOMEM, "draft_model: out of memory");
 		goto fail;
@@ -155,10 +164,14 @@ static size_t dm_memory_bytes(const void *state)
 	return weights + kv_bytes(model_kv(d->model));
 }
 
-/* Feeds tokens[0..n) of the slot from position pos0 in batches; the logits of the
- * last into d->logits. */
+/* What a feed brings back for its last token. */
+enum dm_want { DM_NOTHING, DM_LOGITS, DM_ID };
+
+/* Feeds tokens[0..n) of the slot from position pos0 in batches; for the last token,
+ * what `want` says: its logits into d->logits or its argmax into d->id. */
 static enum specd_status dm_feed(struct draft_model *d, uint32_t slot, const int32_t *tokens,
-				 uint32_t n, uint32_t pos0, struct specd_error *err)
+				 uint32_t n, uint32_t pos0, enum dm_want want,
+				 struct specd_error *err)
 {
 	for (uint32_t s = 0; s < n; s += d->max_batch) {
 		uint32_t c = n - s < d->max_batch ? n - s : d->max_batch;
@@ -171,7 +184,9 @@ static enum specd_status dm_feed(struct draft_model *d, uint32_t slot, const int
 		}
 		struct model_batch b = {
 			.n_tokens = c, .tokens = d->b_tok, .slots = d->b_slot, .pos = d->b_pos,
-			.n_out = s + c == n ? 1 : 0, .out_idx = &last, .logits = d->logits,
+			.n_out = s + c == n && want != DM_NOTHING ? 1 : 0, .out_idx = &last,
+			.logits = want == DM_LOGITS ? d->logits : NULL,
+			.ids = want == DM_ID ? &d->id : NULL,
 		};
 		enum specd_status st = model_forward(d->model, &b, err);
 		if (st != SPECD_OK)
@@ -195,20 +210,22 @@ static enum specd_status dm_reset(void *state, const struct draft_seq *seq,
 		return specd_errorf(err, st, "draft_model: slot %u", seq->slot);
 	if (n == 0 || n > d->n_ctx)
 		return SPECD_OK;
-	return dm_feed(d, seq->slot, seq->tokens, n, 0, err);
+	return dm_feed(d, seq->slot, seq->tokens, n, 0, DM_NOTHING, err);
 }
 
-/* Greedy argmax, or a draw from the transformed row that is then shipped as q: the
- * exactness promise is that the token comes from exactly that q. */
+/* Greedy argmax (of the logits row, or the id taken on the device when logits is
+ * NULL), or a draw from the transformed row that is then shipped as q: the exactness
+ * promise is that the token comes from exactly that q. */
 static enum specd_status dm_draw(struct draft_model *d, const struct draft_seq *seq,
-				 const float *logits, struct draft_proposal *out, uint32_t i,
-				 struct specd_error *err)
+				 const float *logits, uint32_t id, struct draft_proposal *out,
+				 uint32_t i, struct specd_error *err)
 {
 	enum specd_status st;
 	int32_t tok;
 
 	if (out->q_onehot) {
-		tok = sampler_argmax(logits, (int32_t)d->n_vocab);
+		tok = logits ? sampler_argmax(logits, (int32_t)d->n_vocab)
+			     : id < d->n_vocab ? (int32_t)id : -1;
 		st = tok >= 0 ? SPECD_OK : SPECD_INVAL;
 	} else {
 		float *q = out->q + (size_t)i * d->n_vocab;
@@ -261,24 +278,29 @@ static enum specd_status dm_propose(void *state, const struct draft_seq *seq, ui
 
 	if (st != SPECD_OK || k == 0)
 		return st;
-	if ((st = dm_feed(d, seq->slot, seq->tokens + have, n - have, have, err)) != SPECD_OK)
+	enum dm_want want = out->q_onehot && d->device ? DM_ID : DM_LOGITS;
+	const float *logits = want == DM_LOGITS ? d->logits : NULL;
+	if ((st = dm_feed(d, seq->slot, seq->tokens + have, n - have, have, want, err)))
 		return st;
 	for (uint32_t i = 0; i < k; i++) {
-		if ((st = dm_draw(d, seq, d->logits, out, i, err)) != SPECD_OK)
+		if ((st = dm_draw(d, seq, logits, d->id, out, i, err)) != SPECD_OK)
 			return st;
-		if (i + 1 < k && (st = dm_feed(d, seq->slot, &out->tokens[i], 1, n + i, err)) != SPECD_OK)
+		if (i + 1 < k &&
+		    (st = dm_feed(d, seq->slot, &out->tokens[i], 1, n + i, want, err)) != SPECD_OK)
 			return st;
 	}
 	return SPECD_OK;
 }
 
-/* One draft forward over the batch gathered in b_*, one logits row per g_out entry. */
+/* One draft forward over the batch gathered in b_*, one logits row (by_id: argmax)
+ * per g_out entry. */
 static enum specd_status dm_group_forward(struct draft_model *d, uint32_t n_tokens,
-					  uint32_t n_out, struct specd_error *err)
+					  uint32_t n_out, bool by_id, struct specd_error *err)
 {
 	struct model_batch b = {
 		.n_tokens = n_tokens, .tokens = d->b_tok, .slots = d->b_slot, .pos = d->b_pos,
-		.n_out = n_out, .out_idx = d->g_out, .logits = d->group_logits,
+		.n_out = n_out, .out_idx = d->g_out,
+		.logits = by_id ? NULL : d->group_logits, .ids = by_id ? d->group_ids : NULL,
 	};
 	return model_forward(d->model, &b, err);
 }
@@ -294,6 +316,7 @@ static enum specd_status dm_propose_batch(void *state, const struct draft_seq *s
 {
 	struct draft_model *d = state;
 	uint32_t used = 0, m = 0, k_max = 0;
+	bool by_id = d->device; /* every sequence in the group drafts greedily */
 	enum specd_status st;
 
 	for (uint32_t i = 0; i < n; i++) {
@@ -316,12 +339,13 @@ static enum specd_status dm_propose_batch(void *state, const struct draft_seq *s
 		d->g_k[m] = ki;
 		d->g_out[m] = used - 1;
 		d->g_row[m] = m;
+		by_id &= outs[i]->q_onehot;
 		k_max = ki > k_max ? ki : k_max;
 		m++;
 	}
 	if (m == 0)
 		return SPECD_OK;
-	if ((st = dm_group_forward(d, used, m, err)) != SPECD_OK)
+	if ((st = dm_group_forward(d, used, m, by_id, err)) != SPECD_OK)
 		return st;
 	for (uint32_t r = 0; r < k_max; r++) {
 		uint32_t n_out = 0;
@@ -331,7 +355,8 @@ static enum specd_status dm_propose_batch(void *state, const struct draft_seq *s
 			if (r >= d->g_k[g])
 				continue;
 			const float *row = d->group_logits + (size_t)d->g_row[g] * d->n_vocab;
-			if ((st = dm_draw(d, seq, row, out, r, err)) != SPECD_OK)
+			if ((st = dm_draw(d, seq, by_id ? NULL : row, d->group_ids[d->g_row[g]], out,
+					  r, err)) != SPECD_OK)
 				return st;
 			if (r + 1 == d->g_k[g])
 				continue;
@@ -341,7 +366,7 @@ static enum specd_status dm_propose_batch(void *state, const struct draft_seq *s
 			d->g_out[n_out] = n_out;
 			d->g_row[g] = n_out++;
 		}
-		if (n_out && (st = dm_group_forward(d, n_out, n_out, err)) != SPECD_OK)
+		if (n_out && (st = dm_group_forward(d, n_out, n_out, by_id, err)) != SPECD_OK)
 			return st;
 	}
 	return SPECD_OK;
@@ -376,7 +401,7 @@ static enum specd_status dm_warm(void *state, const struct draft_seq *seq,
 
 	if (n > d->n_ctx || have + 1 >= n)
 		return SPECD_OK;
-	return dm_feed(d, seq->slot, seq->tokens + have, n - 1 - have, have, err);
+	return dm_feed(d, seq->slot, seq->tokens + have, n - 1 - have, have, DM_NOTHING, err);
 }
 
 const struct draft_ops draft_model_ops = {

@@ -657,6 +657,73 @@ static void test_engine__sampled_chains_on_a_device_leave_the_logits_there(void 
 	kern_destroy(emu);
 }
 
+/* Two greedy jobs with a draft model, target and draft on one backend: their tokens,
+ * the counts of drafted and accepted tokens, and the bytes the backend downloaded
+ * while stepping (0 expected on a device). */
+static void run_draft_greedy(struct model *t, struct kern_ctx *kern, int32_t (*out)[CAP],
+			     uint32_t *n, struct draft_metrics *m, uint64_t *downloaded)
+{
+	struct prompt p[2] = {{{1, 100, 101, 102}, 4}, {{1, 50, 60, 50, 60, 50}, 6}};
+	struct draft_config dc = {.method = DRAFT_METHOD_DRAFT_MODEL, .k_max = 4, .n_slots = 2,
+				  .n_ctx = kv_n_ctx(model_kv(t)), .target = t,
+				  .draft_path = g_llama_q8, .kern = kern};
+	struct drafter *d = NULL;
+	assert_int_equal(draft_create(&dc, &d, NULL), SPECD_OK);
+	struct draft_engine_config ec = {.target = t, .drafter = d, .spec_tokens = 4};
+	struct draft_job_params jp = {.sampling = k_greedy, .max_tokens = MAX_GEN, .eos = -1};
+	struct draft_engine *e;
+	struct draft_job *j[2];
+	assert_int_equal(draft_engine_create(&ec, &e, NULL), SPECD_OK);
+	for (uint32_t i = 0; i < 2; i++) {
+		assert_int_equal(draft_job_create(e, i, &j[i], NULL), SPECD_OK);
+		assert_int_equal(draft_job_start(j[i], p[i].ids, p[i].n, &jp, NULL), SPECD_OK);
+	}
+	uint64_t before = kern_emu_stats(kern).downloaded;
+	while (draft_job_stop(j[0]) == DRAFT_STOP_NONE || draft_job_stop(j[1]) == DRAFT_STOP_NONE)
+		assert_int_equal(draft_engine_step(e, j, 2, NULL), SPECD_OK);
+	*downloaded = kern_emu_stats(kern).downloaded - before;
+	for (uint32_t i = 0; i < 2; i++) {
+		const int32_t *o = draft_job_output(j[i], &n[i]);
+		memcpy(out[i], o, n[i] * sizeof(int32_t));
+		m[i] = *draft_job_metrics(j[i]);
+		draft_job_destroy(j[i]);
+	}
+	draft_engine_destroy(e);
+	draft_destroy(d);
+}
+
+/* Greedy drafting on a device takes each draft token from the argmax where the draft's
+ * logits are, as the target's verdict is taken from its own: two jobs drafting from a
+ * draft model batched together download nothing, and give the CPU's tokens and counts. */
+static void test_engine__greedy_draft_model_on_a_device_downloads_nothing(void **state)
+{
+	(void)state;
+	struct kern_ctx *cpu = NULL, *emu = NULL;
+	assert_int_equal(kern_cpu_create(NULL, &cpu), SPECD_OK);
+	assert_int_equal(kern_emu_create(NULL, &emu), SPECD_OK);
+	struct model_config mc = {.n_slots = 2, .kern = emu};
+	struct model *c = fx_load(g_llama, 2, 0), *dev = NULL;
+	assert_int_equal(model_load(g_llama, &mc, &dev, NULL), SPECD_OK);
+	static int32_t oc[2][CAP], od[2][CAP];
+	uint32_t nc[2], nd[2];
+	struct draft_metrics mcpu[2], mdev[2];
+	uint64_t down_c, down_d;
+	run_draft_greedy(c, cpu, oc, nc, mcpu, &down_c);
+	run_draft_greedy(dev, emu, od, nd, mdev, &down_d);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(nc[i], nd[i]);
+		assert_memory_equal(oc[i], od[i], nc[i] * sizeof(int32_t));
+		assert_int_equal(mcpu[i].drafted, mdev[i].drafted);
+		assert_int_equal(mcpu[i].accepted, mdev[i].accepted);
+		assert_true(mdev[i].accepted > 0);
+	}
+	assert_int_equal(down_d, 0);
+	model_destroy(dev);
+	model_destroy(c);
+	kern_destroy(cpu);
+	kern_destroy(emu);
+}
+
 /* A batch too small for every job's K + 1: each job drafts its fair share (6 rows, 2
  * jobs: 2 tokens each) and the outputs are still those of plain decoding. */
 static void test_engine__small_batch_lowers_each_jobs_k(void **state)
@@ -938,6 +1005,7 @@ int main(void)
 		cmocka_unit_test(test_engine__two_jobs_share_a_forward),
 		cmocka_unit_test(test_engine__per_job_speculation_and_logprobs),
 		cmocka_unit_test(test_engine__sampled_chains_on_a_device_leave_the_logits_there),
+		cmocka_unit_test(test_engine__greedy_draft_model_on_a_device_downloads_nothing),
 		cmocka_unit_test(test_engine__small_batch_lowers_each_jobs_k),
 		cmocka_unit_test(test_engine__planner_lowers_k_per_job),
 		cmocka_unit_test(test_engine__draft_model_batch_equals_one_by_one),
