@@ -16,6 +16,8 @@
 
 #define EAGLE_BATCH 128 /* the layer's rows per forward: catch-up chunks and trees */
 
+_Static_assert(EAGLE_MAX_WIDTH <= KERN_TOPK_MAX, "a node's candidates are one topk");
+
 struct eagle_slot {
 	uint32_t base;   /* token position of the slot's first entry (its KV row 0) */
 	uint32_t n_done; /* entries built from the target's own states */
@@ -43,7 +45,14 @@ struct eagle {
 	int32_t *b_par;
 	float *b_feat;          /* (EAGLE_BATCH, dim) the state each entry follows */
 	uint32_t max_out;       /* outputs of one forward, at most */
-	float *logits;          /* (max_out, n_vocab) */
+	/* (max_out, n_vocab) on a host backend, which computes the rows there; NULL on a
+	 * device, where the rows stay (model_batch.top_k picks the candidates) */
+	float *logits;
+	/* Each output's n_cand best candidates, their logits and its log-normaliser,
+	 * picked where the logits are: (max_out, EAGLE_MAX_WIDTH), the same, (max_out). */
+	uint32_t n_cand;        /* this propose's: what any node of its tree takes */
+	int32_t *cand;
+	float *cand_val, *cand_lse;
 	float *out_feat;        /* (max_out, dim) the states the layer predicts */
 	/* One tree: */
 	struct eagle_node *pool;
@@ -54,7 +63,6 @@ struct eagle {
 	float *root_feat;       /* (dim) the state predicted at the last history token */
 	uint32_t *order;        /* (pool_cap) scratch for choosing the kept nodes */
 	int32_t *out_of;        /* (pool_cap) a kept node's index in the proposal */
-	int32_t top[EAGLE_MAX_WIDTH];
 };
 
 static void eagle_destroy(void *state)
@@ -72,6 +80,9 @@ static void eagle_destroy(void *state)
 	specd_free(e->b_par);
 	specd_free(e->b_feat);
 	specd_free(e->logits);
+	specd_free(e->cand);
+	specd_free(e->cand_val);
+	specd_free(e->cand_lse);
 	specd_free(e->out_feat);
 	specd_free(e->pool);
 	specd_free(e->exp_node);
@@ -127,7 +138,11 @@ static enum specd_status eagle_create(const struct draft_config *cfg, void **sta
 	e->b_out = specd_malloc_array(EAGLE_BATCH, sizeof(uint32_t));
 	e->b_par = specd_malloc_array(EAGLE_BATCH, sizeof(int32_t));
 	e->b_feat = specd_malloc_array((size_t)EAGLE_BATCH * e->dim, sizeof(float));
-	e->logits = specd_malloc_array((size_t)e->max_out * e->n_vocab, sizeof(float));
+	if (kern_host_memory(model_kern(e->layer)))
+		e->logits = specd_malloc_array((size_t)e->max_out * e->n_vocab, sizeof(float));
+	e->cand = specd_malloc_array((size_t)e->max_out * EAGLE_MAX_WIDTH, sizeof(int32_t));
+	e->cand_val = specd_malloc_array((size_t)e->max_out * EAGLE_MAX_WIDTH, sizeof(float));
+	e->cand_lse = specd_malloc_array(e->max_out, sizeof(float));
 	e->out_feat = specd_malloc_array((size_t)e->max_out * e->dim, sizeof(float));
 	e->pool = specd_malloc_array(e->pool_cap, sizeof(*e->pool));
 	e->exp_node = specd_malloc_array(EAGLE_BATCH, sizeof(uint32_t));
@@ -136,7 +151,8 @@ static enum specd_status eagle_create(const struct draft_config *cfg, void **sta
 	e->order = specd_malloc_array(e->pool_cap, sizeof(uint32_t));
 	e->out_of = specd_malloc_array(e->pool_cap, sizeof(int32_t));
 	if (!e->slots || !e->b_tok || !e->b_slot || !e->b_pos || !e->b_out || !e->b_par ||
-	    !e->b_feat || !e->logits || !e->out_feat || !e->pool || !e->exp_node ||
+	    !e->b_feat || (!e->logits && kern_host_memory(model_kern(e->layer))) || !e->cand ||
+	    !e->cand_val || !e->cand_lse || !e->out_feat || !e->pool || !e->exp_node ||
 	    !e->exp_feat || !e->root_feat || !e->order || !e->out_of) {
 		st = specd_errorf(err, SPECD_NOMEM, "eagle: out of memory");
 		goto fail;
@@ -180,9 +196,20 @@ static enum specd_status eagle_reset(void *state, const struct draft_seq *seq,
 	return SPECD_OK;
 }
 
+/* The batch's outputs each bring back their n_cand candidates (and, on a host
+ * backend, the logits rows they are picked from). */
+static void want_candidates(const struct eagle *e, struct model_batch *b)
+{
+	b->logits = e->logits;
+	b->top_k = e->n_cand;
+	b->top_ids = e->cand;
+	b->top_vals = e->cand_val;
+	b->top_lse = e->cand_lse;
+}
+
 /* Feeds the slot's cache the entries it lacks, positions base + n_done .. n - 1, from
- * the hidden rows; with `root`, the last entry's output (the root of the tree) lands
- * in logits row 0 and root_feat. False in *ok when there is nothing to build on. */
+ * the hidden rows; with `root`, the last entry's output (the root of the tree) brings
+ * candidates row 0 and root_feat. False in *ok when there is nothing to build on. */
 static enum specd_status catch_up(struct eagle *e, const struct draft_seq *seq, bool root,
 				  bool *ok, struct specd_error *err)
 {
@@ -219,8 +246,10 @@ static enum specd_status catch_up(struct eagle *e, const struct draft_seq *seq, 
 		struct model_batch b = {
 			.n_tokens = c, .tokens = e->b_tok, .slots = e->b_slot, .pos = e->b_pos,
 			.features = e->b_feat, .n_out = last, .out_idx = e->b_out,
-			.logits = last ? e->logits : NULL, .hidden = last ? e->root_feat : NULL,
+			.hidden = last ? e->root_feat : NULL,
 		};
+		if (last)
+			want_candidates(e, &b);
 		if ((st = model_forward(e->layer, &b, err)) != SPECD_OK) {
 			s->live = false;
 			return st;
@@ -232,19 +261,6 @@ static enum specd_status catch_up(struct eagle *e, const struct draft_seq *seq, 
 	return SPECD_OK;
 }
 
-/* log(sum(exp(row))): the draft's log-probability of token v is row[v] minus it. */
-static float log_norm(const float *row, uint32_t n)
-{
-	float mx = -INFINITY;
-	double sum = 0.0;
-
-	for (uint32_t v = 0; v < n; v++)
-		mx = row[v] > mx ? row[v] : mx;
-	for (uint32_t v = 0; v < n; v++)
-		sum += exp((double)(row[v] - mx));
-	return mx + (float)log(sum);
-}
-
 static void add_node(struct eagle *e, int32_t token, int32_t parent, uint32_t depth, float score)
 {
 	e->pool[e->n_pool++] = (struct eagle_node){
@@ -252,28 +268,26 @@ static void add_node(struct eagle *e, int32_t token, int32_t parent, uint32_t de
 	};
 }
 
-/* Children of the node whose logits are `row` (pool index parent, -1 the root). */
-static void grow(struct eagle *e, const float *row, int32_t parent, uint32_t k)
+/* Children of the node whose candidates are output `row` of the last forward (pool
+ * index parent, -1 the root). The draft's log-probability of a candidate is its
+ * logit minus the row's log-normaliser. */
+static void grow(struct eagle *e, uint32_t row, int32_t parent, uint32_t k)
 {
 	uint32_t depth = parent < 0 ? 0 : e->pool[parent].depth + 1;
+	const int32_t *top = e->cand + (size_t)row * e->n_cand;
+	const float *val = e->cand_val + (size_t)row * e->n_cand;
 
 	if (e->dynamic) {
 		uint32_t w = e->width < k ? e->width : k;
-		float base = parent < 0 ? 0.0f : e->pool[parent].score, z = log_norm(row, e->n_vocab);
-		draft_top_n(row, e->n_vocab, w, e->top);
-		for (uint32_t r = 0; r < w && e->top[r] >= 0 && e->n_pool < e->pool_cap; r++)
-			add_node(e, e->top[r], parent, depth, base + row[e->top[r]] - z);
+		float base = parent < 0 ? 0.0f : e->pool[parent].score, z = e->cand_lse[row];
+		for (uint32_t r = 0; r < w && top[r] >= 0 && e->n_pool < e->pool_cap; r++)
+			add_node(e, top[r], parent, depth, base + val[r] - z);
 		return;
 	}
 	/* Static: pool index = tree index; the children of `parent` take their ranks. */
-	uint32_t ranks = 0;
-	for (uint32_t i = 0; i < k; i++)
-		if (e->s_parent[i] == parent && e->s_rank[i] + 1 > ranks)
-			ranks = e->s_rank[i] + 1;
-	draft_top_n(row, e->n_vocab, ranks, e->top);
 	for (uint32_t i = 0; i < k; i++)
 		if (e->s_parent[i] == parent)
-			e->pool[i] = (struct eagle_node){.token = e->top[e->s_rank[i]],
+			e->pool[i] = (struct eagle_node){.token = top[e->s_rank[i]],
 							 .parent = parent, .depth = depth, .exp = -1};
 }
 
@@ -332,8 +346,9 @@ static enum specd_status expand(struct eagle *e, const struct draft_seq *seq, ui
 	struct model_batch b = {
 		.n_tokens = e->n_exp, .tokens = e->b_tok, .slots = e->b_slot, .pos = e->b_pos,
 		.parent = e->b_par, .features = e->b_feat, .n_out = e->n_exp - first,
-		.out_idx = e->b_out, .logits = e->logits, .hidden = e->out_feat,
+		.out_idx = e->b_out, .hidden = e->out_feat,
 	};
+	want_candidates(e, &b);
 	if ((st = kv_truncate(model_kv(e->layer), seq->slot, n_done)) != SPECD_OK)
 		return specd_errorf(err, st, "eagle: slot %u", seq->slot);
 	if ((st = model_forward(e->layer, &b, err)) != SPECD_OK)
@@ -341,7 +356,7 @@ static enum specd_status expand(struct eagle *e, const struct draft_seq *seq, ui
 	memcpy(e->exp_feat + (size_t)first * e->dim, e->out_feat,
 	       (size_t)(e->n_exp - first) * e->dim * sizeof(float));
 	for (uint32_t r = first; r < e->n_exp; r++)
-		grow(e, e->logits + (size_t)(r - first) * e->n_vocab, (int32_t)e->exp_node[r], k);
+		grow(e, r - first, (int32_t)e->exp_node[r], k);
 	return SPECD_OK;
 }
 
@@ -383,6 +398,12 @@ static enum specd_status eagle_propose(void *state, const struct draft_seq *seq,
 	out->q_onehot = true;
 	if (k > e->k_max)
 		k = e->k_max;
+	/* A dynamic node takes up to width children, a static one its tree's ranks. */
+	e->n_cand = e->width < k ? e->width : k;
+	for (uint32_t i = 0; !e->dynamic && i < k; i++)
+		e->n_cand = i == 0 || e->s_rank[i] + 1 > e->n_cand ? e->s_rank[i] + 1 : e->n_cand;
+	if (e->n_cand == 0)
+		e->n_cand = 1;
 	if ((st = catch_up(e, seq, true, &ok, err)) != SPECD_OK || !ok || k == 0)
 		return st;
 	if (!out->parent)
@@ -392,7 +413,7 @@ static enum specd_status eagle_propose(void *state, const struct draft_seq *seq,
 	for (uint32_t i = 0; i < e->n_pool; i++) /* static: grown level by level */
 		e->pool[i] = (struct eagle_node){.token = -1, .parent = e->s_parent[i],
 						 .depth = e->s_depth[i], .exp = -1};
-	grow(e, e->logits, -1, k);
+	grow(e, 0, -1, k);
 	/* K nodes reach K levels at most: deeper expansions could never be kept. */
 	uint32_t levels = e->depth < k ? e->depth : k;
 	for (uint32_t d = 0; grew && d + 1 < levels; d++)

@@ -39,13 +39,17 @@ struct medusa {
 	float *xs;              /* (max_rows, dim) backend: each row's residual stream */
 	float *y;               /* (max_rows, dim) backend */
 	float *ones;            /* (max_rows, dim) backend: 1.0f, SiLU(y) = silu_mul(y, ones) */
-	float *dlogits;         /* (max_rows, n_vocab) backend */
-	float *logits;          /* (max_rows, n_vocab) host: dlogits itself on a host backend */
-	/* (max_rows) candidates of each row, best first */
-	int32_t (*top)[MEDUSA_MAX_RANK];
+	float *dlogits;         /* (max_rows, n_vocab) backend: never downloaded */
+	/* (max_rows, top_k) host: each row's candidates, best first, picked where the
+	 * logits are (kern_topk); top_k is the step's largest want, at most
+	 * MEDUSA_MAX_RANK */
+	int32_t *top;
+	uint32_t top_k;
 	/* (n_slots, n_heads) the row of sequence i's head h in this step */
 	uint32_t *row_of;
 };
+
+_Static_assert(MEDUSA_MAX_RANK <= KERN_TOPK_MAX, "a head's candidates are one topk");
 
 /* ---- the static tree ---- */
 
@@ -112,8 +116,6 @@ static void medusa_destroy(void *state)
 	if (m->kern) {
 		for (uint32_t i = 0; i < m->n_copies; i++)
 			kern_free(m->kern, m->copies[i]);
-		if (m->logits != m->dlogits)
-			specd_free(m->logits);
 		kern_free(m->kern, m->xs);
 		kern_free(m->kern, m->y);
 		kern_free(m->kern, m->ones);
@@ -239,7 +241,7 @@ static enum specd_status medusa_create(const struct draft_config *cfg, void **st
 	uint32_t dim = m->heads->dim;
 	m->max_rows = cfg->n_slots * m->heads->n_heads;
 	size_t n_logits = (size_t)m->max_rows * m->heads->n_vocab;
-	m->top = specd_malloc_array(m->max_rows, sizeof(*m->top));
+	m->top = specd_malloc_array((size_t)m->max_rows * MEDUSA_MAX_RANK, sizeof(*m->top));
 	m->row_of = specd_malloc_array(m->max_rows, sizeof(*m->row_of));
 	size_t n_rows = (size_t)m->max_rows * dim;
 	if (!m->top || !m->row_of || backend_floats(m, n_rows, &m->xs) ||
@@ -249,14 +251,11 @@ static enum specd_status medusa_create(const struct draft_config *cfg, void **st
 				  m->max_rows, kern_name(m->kern));
 		goto fail;
 	}
-	m->logits = kern_host_memory(m->kern) ? m->dlogits
-					      : specd_malloc_array(n_logits, sizeof(float));
 	float *one = specd_malloc_array(n_rows, sizeof(float));
 	if (one)
 		for (size_t i = 0; i < n_rows; i++)
 			one[i] = 1.0f;
-	st = one && m->logits ? kern_upload(m->kern, m->ones, one, n_rows * sizeof(float))
-			      : SPECD_NOMEM;
+	st = one ? kern_upload(m->kern, m->ones, one, n_rows * sizeof(float)) : SPECD_NOMEM;
 	specd_free(one);
 	if (st != SPECD_OK) {
 		specd_errorf(err, st, "medusa: cannot set up its buffers: %s",
@@ -313,8 +312,10 @@ static enum specd_status run_blocks(struct medusa *m, uint32_t h, uint32_t r0, u
 }
 
 /* The LM-head products of rows [0, n_rows), ordered by head: one product per run of
- * heads with the same LM head (all of them when they share the target's). The matmul
- * is batch-invariant, so each row is what it would be alone. */
+ * heads with the same LM head (all of them when they share the target's), then every
+ * row's top_k candidates taken where the logits are. The matmul is batch-invariant,
+ * so each row is what it would be alone; a row's first candidates do not depend on
+ * how many are taken. */
 static enum specd_status run_lm(struct medusa *m, const uint32_t *head_end,
 				struct specd_error *err)
 {
@@ -332,11 +333,10 @@ static enum specd_status run_lm(struct medusa *m, const uint32_t *head_end,
 			return specd_errorf(err, st, "medusa: head %u LM head", h);
 		start = end;
 	}
-	if (m->logits == m->dlogits)
-		return SPECD_OK;
-	enum specd_status st = kern_download(m->kern, m->logits, m->dlogits,
-					     (size_t)start * n_vocab * sizeof(float));
-	return st ? specd_errorf(err, st, "medusa: logits download") : SPECD_OK;
+	struct kern_topk_rows t = {.rows = start, .n = n_vocab, .x = m->dlogits, .ldx = n_vocab,
+				   .k = m->top_k, .ids = m->top};
+	enum specd_status st = kern_topk(m->kern, &t);
+	return st ? specd_errorf(err, st, "medusa: candidates of %u rows", start) : SPECD_OK;
 }
 
 static enum specd_status medusa_propose_batch(void *state, const struct draft_seq *seqs,
@@ -358,6 +358,7 @@ static enum specd_status medusa_propose_batch(void *state, const struct draft_se
 	}
 	/* Rows by head, then by sequence: head h's rows are contiguous, so heads with one LM
 	 * head form one run. A sequence without a hidden state yet drafts nothing. */
+	m->top_k = 1;
 	for (uint32_t h = 0; h < n_heads; h++) {
 		uint32_t start = rows;
 		for (uint32_t i = 0; i < n; i++) {
@@ -369,6 +370,7 @@ static enum specd_status medusa_propose_batch(void *state, const struct draft_se
 					      m->heads->dim * sizeof(float))) != SPECD_OK)
 				return specd_errorf(err, st, "medusa: hidden state upload");
 			m->row_of[i * n_heads + h] = rows++;
+			m->top_k = m->want[k][h] > m->top_k ? m->want[k][h] : m->top_k;
 		}
 		if ((st = run_blocks(m, h, start, rows, err)) != SPECD_OK)
 			return st;
@@ -382,15 +384,10 @@ static enum specd_status medusa_propose_batch(void *state, const struct draft_se
 		uint32_t k = k_in[i] < m->k_max ? k_in[i] : m->k_max;
 		if (!draft_seq_last_hidden(&seqs[i], m->heads->dim) || k == 0)
 			continue;
-		const uint8_t *want = m->want[k];
-		for (uint32_t h = 0; h < n_heads && want[h]; h++) {
-			uint32_t r = m->row_of[i * n_heads + h];
-			draft_top_n(m->logits + (size_t)r * m->heads->n_vocab, m->heads->n_vocab, want[h],
-			      m->top[r]);
-		}
 		struct draft_proposal *out = outs[i];
 		for (uint32_t j = 0; j < k; j++) {
-			int32_t t = m->top[m->row_of[i * n_heads + m->depth[j]]][m->rank[j]];
+			uint32_t r = m->row_of[i * n_heads + m->depth[j]];
+			int32_t t = m->top[(size_t)r * m->top_k + m->rank[j]];
 			if (t < 0)
 				return specd_errorf(err, SPECD_INVAL, "medusa: head %u gave no "
 						    "candidate (its logits are NaN)", m->depth[j]);

@@ -174,6 +174,25 @@ struct kern_sample_rows {
 	float *probe_p;           /* (rows) host, or NULL (needs probe) */
 };
 
+/* The k best ids of each row of logits already in the backend's memory: how the tree
+ * drafters (Medusa, EAGLE) pick each node's candidates without the rows leaving a
+ * device. Best first, the lower id first among equals, NaN never taken (the
+ * reference is kernels/sample.h kern_top_n); -1 (and a val of -inf) past the row's
+ * non-NaN values. ids and vals are exact on every backend; lse is
+ * log(sum(exp(row))) as kern_log_norm computes it, a device's within rounding of it
+ * (its own order of sums), NaN when the row holds a NaN. */
+#define KERN_TOPK_MAX 16
+struct kern_topk_rows {
+	size_t rows;
+	size_t n;       /* logits per row, 1 .. INT32_MAX */
+	const float *x; /* (rows, ldx) logits, backend memory; not written */
+	size_t ldx;
+	uint32_t k;     /* 1 .. KERN_TOPK_MAX */
+	int32_t *ids;   /* (rows, k) host */
+	float *vals;    /* (rows, k) host, or NULL: the logits of those ids */
+	float *lse;     /* (rows) host, or NULL */
+};
+
 /* Bytes of scratch kern_sample needs, in every backend (SIZE_MAX if it overflows). */
 static inline size_t kern_sample_work_bytes(size_t rows, size_t n)
 {
@@ -245,6 +264,10 @@ struct kern_ops {
 	 * 65535 rows) or a row with no logit above -inf (what sampler_sample refuses);
 	 * nothing is written then. */
 	enum specd_status (*sample)(struct kern_ctx *ctx, const struct kern_sample_rows *s);
+	/* The k best ids of each row (struct kern_topk_rows). Returns once ids, vals and
+	 * lse are written. Errors: SPECD_INVAL for bad arguments (CUDA also more than
+	 * 65535 rows); nothing is written then. */
+	enum specd_status (*topk)(struct kern_ctx *ctx, const struct kern_topk_rows *t);
 	/* Scatter: row r of src (n floats; rows ld_src apart) becomes row idx[r] of dst
 	 * (rows ld_dst apart), for r < rows: one call writes a batch's keys (or values)
 	 * into a layer's cache, wherever each token's slot and row are. idx is host
@@ -466,6 +489,11 @@ static inline enum specd_status kern_sample(struct kern_ctx *ctx,
 					    const struct kern_sample_rows *s)
 {
 	return ctx->ops->sample(ctx, s);
+}
+
+static inline enum specd_status kern_topk(struct kern_ctx *ctx, const struct kern_topk_rows *t)
+{
+	return ctx->ops->topk(ctx, t);
 }
 
 static inline enum specd_status kern_set_rows(struct kern_ctx *ctx, float *dst, size_t ld_dst,

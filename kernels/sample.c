@@ -1,7 +1,8 @@
 /* The sampler's reference transform and draw (sample.h): what the host sampler
  * (model/sampler.c) and the CPU backend's sample op run, last stage of a decode step.
  * Moved here from model/sampler.c unchanged in its arithmetic, so its tokens are
- * bitwise those it gave before; min-p is the one addition. */
+ * bitwise those it gave before; min-p is the one addition. And the tree drafters'
+ * candidate pick (kern_top_n, kern_log_norm), the topk op's reference. */
 #include "kernels/sample.h"
 
 #include <math.h>
@@ -263,4 +264,42 @@ bool kern_sample_rows_ok(const struct kern_sample_rows *s)
 		if (!(s->u[r] >= 0.0f && s->u[r] < 1.0f))
 			return false;
 	return true;
+}
+
+void kern_top_n(const float *x, size_t n, uint32_t k, int32_t *out)
+{
+	for (uint32_t r = 0; r < k; r++)
+		out[r] = -1;
+	for (size_t v = 0; v < n; v++) {
+		float xv = x[v];
+		if (isnan(xv))
+			continue;
+		uint32_t r = k;
+		while (r > 0 && (out[r - 1] < 0 || xv > x[out[r - 1]]))
+			r--;
+		if (r == k)
+			continue;
+		memmove(out + r + 1, out + r, (k - r - 1) * sizeof(*out));
+		out[r] = (int32_t)v;
+	}
+}
+
+float kern_log_norm(const float *x, size_t n)
+{
+	float mx = -INFINITY;
+	double sum = 0.0;
+
+	for (size_t v = 0; v < n; v++)
+		mx = x[v] > mx ? x[v] : mx;
+	for (size_t v = 0; v < n; v++)
+		sum += exp((double)(x[v] - mx));
+	return mx + (float)log(sum);
+}
+
+bool kern_topk_rows_ok(const struct kern_topk_rows *t)
+{
+	if (!t)
+		return false;
+	return t->rows == 0 || (t->x && t->ids && t->n >= 1 && t->n <= INT32_MAX &&
+				t->ldx >= t->n && t->k >= 1 && t->k <= KERN_TOPK_MAX);
 }

@@ -51,6 +51,18 @@ enum specd_status kern_sample_total(const float *w, size_t n, double *total);
  * nonzero weight. The weights must have passed kern_sample_total. */
 size_t kern_sample_pick(const float *w, size_t n, double target);
 
+/* The k best ids of n logits into out[0..k) (kern.h struct kern_topk_rows: best first,
+ * the lower id among equals, NaN skipped, -1 past the non-NaN values): one pass with
+ * insertion into the short sorted list, so the order is exact. */
+void kern_top_n(const float *x, size_t n, uint32_t k, int32_t *out);
+
+/* log(sum(exp(x))) over n logits: the largest in float, then the sum of
+ * exp(x - largest) in double. A NaN anywhere gives NaN. */
+float kern_log_norm(const float *x, size_t n);
+
+/* The argument checks of every backend's topk op (kern.h). True for 0 rows. */
+bool kern_topk_rows_ok(const struct kern_topk_rows *t);
+
 /* The argument checks of every backend's sample op (kern.h), made on the host before
  * anything runs: parameters in range, the arrays it needs, each u in [0, 1). False
  * for NULL; true for 0 rows, which need nothing. */

@@ -163,6 +163,16 @@ struct model_batch {
 	 * logits: prompt rows whose states a drafter keeps (EAGLE), for which the LM head
 	 * would be wasted. logits is then (n_out - n_hidden_only, n_vocab). */
 	uint32_t n_hidden_only;
+	/* Each logits row's top_k best ids, best first (kern.h struct kern_topk_rows:
+	 * top_ids (n_out - n_hidden_only, top_k) host; top_vals the same, or NULL: their
+	 * logits; top_lse (n_out - n_hidden_only) or NULL: log(sum(exp(row)))), taken
+	 * where the logits are, so a tree drafter on a device backend need not download
+	 * them. top_k 0: none; at most KERN_TOPK_MAX. A host backend needs logits to
+	 * compute into, and a shard refuses them, as for ids. */
+	uint32_t top_k;
+	int32_t *top_ids;
+	float *top_vals;
+	float *top_lse;
 	/* Draws from the logits rows (struct model_draw), device backends only (a host
 	 * caller samples the rows it has); a shard refuses them, as it refuses ids. */
 	uint32_t n_draws;

@@ -35,9 +35,6 @@ static enum specd_status check_draws(const struct model *m, const struct model_b
 		return SPECD_OK;
 	if (!b->draws)
 		return specd_errorf(err, SPECD_INVAL, "forward: %u draws but no list", b->n_draws);
-	if (m->comm && m->comm->size > 1)
-		return specd_errorf(err, SPECD_INVAL, "forward: a shard has part of each logits "
-				    "row and cannot draw from it");
 	if (!m->a.sample_work)
 		return specd_errorf(err, SPECD_INVAL, "forward: draws are for device backends "
 				    "(a host caller samples its logits rows itself)");
@@ -81,12 +78,18 @@ static enum specd_status check_outputs(const struct model *m, const struct model
 	if (b->n_hidden_only > b->n_out)
 		return specd_errorf(err, SPECD_INVAL, "forward: %u hidden-only outputs of %u",
 				    b->n_hidden_only, b->n_out);
-	if (b->ids && m->comm && m->comm->size > 1)
-		return specd_errorf(err, SPECD_INVAL, "forward: a shard gives no greedy ids "
-				    "(model_shard_argmax takes them across shards)");
-	if (b->ids && !b->logits && !m->a.logits)
-		return specd_errorf(err, SPECD_INVAL, "forward: greedy ids on a host backend "
-				    "need the logits rows to compute into");
+	/* Greedy ids, top ids and draws are taken where the logits are, from whole rows:
+	 * a host backend computes them in the caller's logits. */
+	if ((b->ids || b->top_k || b->n_draws) && m->comm && m->comm->size > 1)
+		return specd_errorf(err, SPECD_INVAL, "forward: a shard has part of each logits "
+				    "row: no ids or draws from it (model_shard_argmax takes greedy "
+				    "ids across shards)");
+	if ((b->ids || b->top_k) && !b->logits && !m->a.logits)
+		return specd_errorf(err, SPECD_INVAL, "forward: ids on a host backend need the "
+				    "logits rows to compute into");
+	if (b->top_k && (b->top_k > KERN_TOPK_MAX || !b->top_ids))
+		return specd_errorf(err, SPECD_INVAL, "forward: top %u ids (at most %d, and "
+				    "somewhere to put them)", b->top_k, KERN_TOPK_MAX);
 	if ((st = check_draws(m, b, err)) != SPECD_OK)
 		return st;
 	if (!b->features != !m->fc.data)
@@ -356,7 +359,8 @@ static enum specd_status head(struct model *m, const struct model_batch *b,
 	struct kern_ctx *k = m->kern;
 	size_t dim = m->hp.dim;
 	enum specd_status st;
-	if (b->n_out == 0 || (!b->logits && !b->ids && !b->n_draws && !b->hidden))
+	bool rows_wanted = b->logits || b->ids || b->top_k || b->n_draws;
+	if (b->n_out == 0 || (!rows_wanted && !b->hidden))
 		return SPECD_OK;
 	/* Only the chosen rows go through the final norm and the LM head: the vocabulary
 	 * projection is the largest matmul of a small model. */
@@ -368,7 +372,7 @@ static enum specd_status head(struct model *m, const struct model_batch *b,
 	if (b->hidden && (st = to_host(m, b->hidden, a->out, b->n_out * dim * sizeof(float))))
 		return op_failed(err, st, -1, "hidden output");
 	uint32_t rows = b->n_out - b->n_hidden_only;
-	if ((!b->logits && !b->ids && !b->n_draws) || rows == 0)
+	if (!rows_wanted || rows == 0)
 		return SPECD_OK;
 	/* A host backend writes the caller's rows directly; a device one its own. */
 	float *logits = a->logits ? a->logits : b->logits;
@@ -376,6 +380,11 @@ static enum specd_status head(struct model *m, const struct model_batch *b,
 		return op_failed(err, st, -1, "output");
 	if (b->ids && (st = kern_argmax(k, b->ids, logits, m->n_vocab, rows, m->n_vocab)))
 		return op_failed(err, st, -1, "output argmax");
+	struct kern_topk_rows t = {.rows = rows, .n = m->n_vocab, .x = logits, .ldx = m->n_vocab,
+				   .k = b->top_k, .ids = b->top_ids, .vals = b->top_vals,
+				   .lse = b->top_lse};
+	if (b->top_k && (st = kern_topk(k, &t)))
+		return op_failed(err, st, -1, "output top ids");
 	for (uint32_t i = 0; i < b->n_draws; i++) {
 		struct kern_sample_rows r = draw_rows(m, &b->draws[i], logits);
 		if ((st = kern_sample(k, &r)))

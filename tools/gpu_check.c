@@ -304,6 +304,31 @@ static void check_rows_ops(struct kern_ctx *cpu, struct kern_ctx *gpu)
 	gpu_check_expect(memcmp(ac, ag, sizeof(ac)) == 0, "op", "argmax",
 			 "equal to the CPU (ties, NaN)");
 
+	/* The same rows' 16 best ids: ids and logits exact, log-normalisers within
+	 * rounding (NaN where the row has a NaN), a row alone as in the batch. */
+	enum { TK = KERN_TOPK_MAX };
+	int32_t tc[7 * TK], tg[7 * TK], t1[TK];
+	float vc[7 * TK], vg[7 * TK], lc[7], lg[7], l1;
+	struct kern_topk_rows tr = {.rows = rows, .n = n, .x = c, .ldx = n, .k = TK, .ids = tc,
+				    .vals = vc, .lse = lc};
+	CHECK_OK(kern_topk(cpu, &tr));
+	tr = (struct kern_topk_rows){.rows = rows, .n = n, .x = dy, .ldx = n, .k = TK, .ids = tg,
+				     .vals = vg, .lse = lg};
+	CHECK_OK(kern_topk(gpu, &tr));
+	bool lse_ok = true;
+	for (size_t r = 0; r < rows; r++)
+		lse_ok &= isnan(lc[r]) ? isnan(lg[r])
+				       : fabsf(lg[r] - lc[r]) <= 1e-6f * fmaxf(1.0f, fabsf(lc[r]));
+	gpu_check_expect(memcmp(tc, tg, sizeof(tc)) == 0 && bitwise(vc, vg, 7 * TK), "op", "topk",
+			 "ids and logits equal to the CPU (ties, NaN, -inf)");
+	gpu_check_expect(lse_ok, "op", "topk", "log-normaliser within 1e-6 of the CPU's");
+	tr = (struct kern_topk_rows){.rows = 1, .n = n, .x = dy + 2 * n, .ldx = n, .k = TK,
+				     .ids = t1, .lse = &l1};
+	CHECK_OK(kern_topk(gpu, &tr));
+	gpu_check_expect(memcmp(t1, tg + 2 * TK, sizeof(t1)) == 0 &&
+			 memcmp(&l1, &lg[2], sizeof(l1)) == 0, "inv", "topk",
+			 "row alone == row in batch (bitwise)");
+
 	CHECK_OK(kern_copy(gpu, dy, du, bytes));
 	to_host(gpu, g, dy, bytes);
 	gpu_check_expect(bitwise(g, u, rows * n), "op", "copy", "equal to its source");

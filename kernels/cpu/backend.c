@@ -91,6 +91,7 @@ static const struct kern_ops cpu_ops = {
 	.softmax = cpu_softmax,
 	.argmax = cpu_argmax,
 	.sample = cpu_sample,
+	.topk = cpu_topk,
 	.copy = cpu_copy,
 	.sync = cpu_sync,
 };

@@ -80,5 +80,6 @@ enum specd_status cpu_softmax(struct kern_ctx *ctx, float *x, size_t ldx, size_t
 enum specd_status cpu_argmax(struct kern_ctx *ctx, uint32_t *out, const float *x, size_t ldx,
 			     size_t rows, size_t n);
 enum specd_status cpu_sample(struct kern_ctx *ctx, const struct kern_sample_rows *s);
+enum specd_status cpu_topk(struct kern_ctx *ctx, const struct kern_topk_rows *t);
 
 #endif

@@ -1,6 +1,7 @@
 /* The CPU backend's sample op: each row through the sampler's reference transform
  * and draw (kernels/sample.h), with the caller's uniform, so a row gives exactly
- * sampler_sample's token. The reference every device backend's op is checked against. */
+ * sampler_sample's token. The reference every device backend's op is checked against.
+ * And its topk op, the reference kern_top_n on each row. */
 #include <assert.h>
 #include <math.h>
 
@@ -72,6 +73,23 @@ enum specd_status cpu_sample(struct kern_ctx *ctx, const struct kern_sample_rows
 		sample_row(s, r, probs, scratch, &s->out[r], &pp);
 		if (s->probe_p)
 			s->probe_p[r] = pp;
+	}
+	return SPECD_OK;
+}
+
+enum specd_status cpu_topk(struct kern_ctx *ctx, const struct kern_topk_rows *t)
+{
+	(void)ctx;
+	if (!kern_topk_rows_ok(t))
+		return SPECD_INVAL;
+	for (size_t r = 0; r < t->rows; r++) {
+		const float *x = t->x + r * t->ldx;
+		int32_t *ids = t->ids + r * t->k;
+		kern_top_n(x, t->n, t->k, ids);
+		for (uint32_t i = 0; t->vals && i < t->k; i++)
+			t->vals[r * t->k + i] = ids[i] < 0 ? -INFINITY : x[ids[i]];
+		if (t->lse)
+			t->lse[r] = kern_log_norm(x, t->n);
 	}
 	return SPECD_OK;
 }

@@ -465,6 +465,36 @@ static enum specd_status cuda_argmax(struct kern_ctx *ctx, uint32_t *out, const 
 	return st;
 }
 
+/* The picks come back through one ring region: ids, vals, then lse. */
+static enum specd_status cuda_topk(struct kern_ctx *ctx, const struct kern_topk_rows *t)
+{
+	struct cuda_backend *be = backend_of(ctx);
+	if (!kern_topk_rows_ok(t) || t->rows > MAX_GRID_Y)
+		return SPECD_INVAL;
+	if (t->rows == 0)
+		return SPECD_OK;
+	size_t nk = t->rows * t->k, bytes = 2 * nk * sizeof(float) + t->rows * sizeof(float), off;
+	enum specd_status st = ring_take(be, bytes, &off);
+	if (st != SPECD_OK)
+		return st;
+	unsigned char *host = be->stage_host + off, *dev = be->stage_dev + off;
+	int32_t *dids = (int32_t *)(void *)dev;
+	float *dvals = (float *)(void *)(dev + nk * sizeof(float));
+	float *dlse = t->lse ? (float *)(void *)(dev + 2 * nk * sizeof(float)) : NULL;
+	st = check(cuda_launch_topk(be->stream, dids, dvals, dlse, t->x, t->ldx, t->rows, t->n,
+				    t->k), "topk");
+	if (st == SPECD_OK)
+		st = transfer(ctx, host, dev, bytes, cudaMemcpyDeviceToHost, "topk download");
+	if (st != SPECD_OK)
+		return st;
+	memcpy(t->ids, host, nk * sizeof(int32_t));
+	if (t->vals)
+		memcpy(t->vals, host + nk * sizeof(float), nk * sizeof(float));
+	if (t->lse)
+		memcpy(t->lse, host + 2 * nk * sizeof(float), t->rows * sizeof(float));
+	return SPECD_OK;
+}
+
 /* One ring region holds the row arrays both ways: u and probe up, then the kernel's
  * tokens and probe probabilities down (the pinned half is read only after the copy,
  * and written out only once every row is known good). */
@@ -552,6 +582,7 @@ static const struct kern_ops cuda_ops = {
 	.softmax = cuda_softmax,
 	.argmax = cuda_argmax,
 	.sample = cuda_sample,
+	.topk = cuda_topk,
 	.copy = cuda_copy,
 	.sync = cuda_sync,
 };

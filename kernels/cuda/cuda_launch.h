@@ -58,6 +58,10 @@ cudaError_t cuda_launch_set_rows(cudaStream_t s, float *dst, size_t ld_dst, cons
 cudaError_t cuda_launch_softmax(cudaStream_t s, float *x, size_t ldx, size_t rows, size_t n);
 cudaError_t cuda_launch_argmax(cudaStream_t s, uint32_t *out, const float *x, size_t ldx,
 			       size_t rows, size_t n);
+/* The topk op, one block per row: ids and vals (rows, k) and lse (rows, or NULL), all
+ * device memory. */
+cudaError_t cuda_launch_topk(cudaStream_t s, int32_t *ids, float *vals, float *lse,
+			     const float *x, size_t ldx, size_t rows, size_t n, uint32_t k);
 
 /* Attention with each token's visible rows flattened on the host: token t reads rows
  * 0 .. n_prefix - 1 of its slot, then extra[off .. off + n_extra), in that order. */

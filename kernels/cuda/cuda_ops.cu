@@ -1,5 +1,5 @@
 // The CUDA backend's row and element-wise ops: RMSNorm, RoPE, SiLU-mul, add,
-// softmax, argmax. Reductions run one block per row with a fixed thread count and a
+// softmax, argmax, top-k. Reductions run one block per row with a fixed thread count and a
 // fixed shared-memory tree, so a row's result never depends on the rows beside it.
 // Sums that the CPU keeps in double (RMSNorm's squares, softmax's denominator) are
 // double here too. Also the rank-order reductions of cuda_reduce.h (device all-reduce).
@@ -170,6 +170,86 @@ __global__ void argmax_kernel(uint32_t *out, const float *x, size_t ldx, uint32_
 	}
 }
 
+// (v, i) comes after (pv, pi) in the top-k order: a smaller value, or an equal one at
+// a larger index.
+__device__ __forceinline__ bool after(float v, uint32_t i, float pv, uint32_t pi)
+{
+	return v < pv || (v == pv && i > pi);
+}
+
+// Round r picks the best (value, index) that comes after round r - 1's pick, by the
+// argmax's reduction: k passes over the row, each exact, so the ids and values are
+// the CPU's (kern_top_n). Then log(sum(exp(row))) as kern_log_norm, the sum in
+// double in the block's fixed tree.
+__global__ void topk_kernel(int32_t *ids, float *vals, float *lse, const float *x, size_t ldx,
+			    uint32_t n, uint32_t k)
+{
+	__shared__ float sv[ROW_THREADS];
+	__shared__ uint32_t si[ROW_THREADS];
+	__shared__ double sd[ROW_THREADS];
+	const float *xr = x + blockIdx.x * ldx;
+	int32_t *ir = ids + (size_t)blockIdx.x * k;
+	float *vr = vals + (size_t)blockIdx.x * k;
+	float pv = 0.0f;
+	uint32_t pi = n; // n: nothing picked yet
+	for (uint32_t r = 0; r < k; r++) {
+		float bv = 0.0f;
+		uint32_t bi = n;
+		for (uint32_t i = threadIdx.x; i < n; i += ROW_THREADS) {
+			float v = xr[i];
+			if (isnan(v) || (pi != n && !after(v, i, pv, pi)))
+				continue;
+			if (beats(v, i, bv, bi, n))
+				bv = v, bi = i;
+		}
+		sv[threadIdx.x] = bv;
+		si[threadIdx.x] = bi;
+		__syncthreads();
+		for (int w = ROW_THREADS / 2; w > 0; w >>= 1) {
+			if ((int)threadIdx.x < w &&
+			    beats(sv[threadIdx.x + w], si[threadIdx.x + w], sv[threadIdx.x],
+				  si[threadIdx.x], n)) {
+				sv[threadIdx.x] = sv[threadIdx.x + w];
+				si[threadIdx.x] = si[threadIdx.x + w];
+			}
+			__syncthreads();
+		}
+		pi = si[0];
+		pv = sv[0];
+		__syncthreads(); // every thread has read the pick before the next round
+		if (threadIdx.x == 0) {
+			ir[r] = pi == n ? -1 : (int32_t)pi;
+			vr[r] = pi == n ? -INFINITY : pv;
+		}
+		if (pi == n) { // the row's non-NaN values are used up: the rest stay -1
+			for (uint32_t j = r + 1 + threadIdx.x; j < k; j += ROW_THREADS) {
+				ir[j] = -1;
+				vr[j] = -INFINITY;
+			}
+			break;
+		}
+	}
+	if (!lse)
+		return;
+	float mx = -INFINITY;
+	for (uint32_t i = threadIdx.x; i < n; i += ROW_THREADS)
+		mx = xr[i] > mx ? xr[i] : mx;
+	sv[threadIdx.x] = mx;
+	__syncthreads();
+	for (int w = ROW_THREADS / 2; w > 0; w >>= 1) {
+		if ((int)threadIdx.x < w && sv[threadIdx.x + w] > sv[threadIdx.x])
+			sv[threadIdx.x] = sv[threadIdx.x + w];
+		__syncthreads();
+	}
+	mx = sv[0];
+	double sum = 0.0;
+	for (uint32_t i = threadIdx.x; i < n; i += ROW_THREADS)
+		sum += exp((double)(xr[i] - mx));
+	sum = block_sum(sum, sd);
+	if (threadIdx.x == 0)
+		lse[blockIdx.x] = mx + (float)log(sum);
+}
+
 __global__ void sum_slices_kernel(float *out, const float *slices, size_t n, int n_slices)
 {
 	for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
@@ -248,6 +328,14 @@ extern "C" cudaError_t cuda_launch_softmax(cudaStream_t s, float *x, size_t ldx,
 					   size_t n)
 {
 	softmax_kernel<<<(unsigned)rows, ROW_THREADS, 0, s>>>(x, ldx, n);
+	return cudaGetLastError();
+}
+
+extern "C" cudaError_t cuda_launch_topk(cudaStream_t s, int32_t *ids, float *vals, float *lse,
+					const float *x, size_t ldx, size_t rows, size_t n,
+					uint32_t k)
+{
+	topk_kernel<<<(unsigned)rows, ROW_THREADS, 0, s>>>(ids, vals, lse, x, ldx, (uint32_t)n, k);
 	return cudaGetLastError();
 }
 

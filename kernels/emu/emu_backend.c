@@ -9,6 +9,7 @@
 #include "common/log.h"
 #include "emu_int.h"
 #include "kernels/kern.h"
+#include "kernels/sample.h"
 
 #define EMU_DEFAULT_WINDOW ((size_t)16 << 30)
 
@@ -377,6 +378,21 @@ static enum specd_status emu_sample(struct kern_ctx *ctx, const struct kern_samp
 	return be->inner->ops->sample(be->inner, &h);
 }
 
+static enum specd_status emu_topk(struct kern_ctx *ctx, const struct kern_topk_rows *t)
+{
+	struct emu_backend *be = emu_launch(ctx);
+	bool ok = true;
+	if (!t || !kern_topk_rows_ok(t))
+		return SPECD_INVAL;
+	if (t->rows == 0)
+		return SPECD_OK;
+	struct kern_topk_rows h = *t;
+	h.x = xlat(be, "topk", "x", t->x, span(t->rows, t->ldx, t->n, sizeof(float)), &ok);
+	if (!ok)
+		return SPECD_INVAL;
+	return be->inner->ops->topk(be->inner, &h);
+}
+
 static const struct kern_ops emu_ops = {
 	.name = "emu",
 	.host_memory = false,
@@ -397,6 +413,7 @@ static const struct kern_ops emu_ops = {
 	.softmax = emu_softmax,
 	.argmax = emu_argmax,
 	.sample = emu_sample,
+	.topk = emu_topk,
 	.copy = emu_copy,
 	.sync = emu_sync,
 };

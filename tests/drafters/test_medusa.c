@@ -200,7 +200,8 @@ static void test_medusa__a_batch_proposes_what_single_proposes_do(void **state)
 }
 
 /* On a device backend (the emulated one: heads, buffers and logits in device memory)
- * the heads propose exactly what they do on the CPU: with their own LM heads, and with
+ * the heads propose exactly what they do on the CPU, downloading nothing (each row's
+ * candidates are picked where its logits are, kern_topk): with their own LM heads, and with
  * the target's, either copied from its file (a target on the CPU) or used in place
  * (the target on the same device). */
 static void test_medusa__on_a_device_proposes_what_the_cpu_does(void **state)
@@ -244,8 +245,11 @@ static void test_medusa__on_a_device_proposes_what_the_cpu_does(void **state)
 								  .parent = par[v][i]};
 				outs[i] = &b[v][i];
 			}
+			uint64_t before = kern_emu_stats(emu).downloaded;
 			assert_int_equal(draft_propose_batch(d[v], seqs, k, outs, 2, NULL),
 					 SPECD_OK);
+			/* The candidates are picked on the device: nothing comes back. */
+			assert_int_equal(kern_emu_stats(emu).downloaded, before);
 		}
 		for (int v = 1; v < 3; v++)
 			for (int i = 0; i < 2; i++) {

@@ -210,6 +210,30 @@ static void test_cuda_argmax__ties_and_nan_as_cpu(void **state)
 	kern_free(p->gpu, dx);
 }
 
+static void test_cuda_topk__ids_and_logits_as_cpu(void **state)
+{
+	struct pair *p = *state;
+	if (!p->gpu)
+		skip();
+	float x[3][6] = {{1, 7, 7, 2, 0, -INFINITY},
+			 {NAN, 3, NAN, 3, -1, 4},
+			 {NAN, NAN, NAN, NAN, NAN, NAN}};
+	int32_t c[3 * 4], g[3 * 4];
+	float vc[3 * 4], vg[3 * 4];
+	float *dx = on_gpu(p->gpu, x, sizeof(x));
+	struct kern_topk_rows t = {.rows = 3, .n = 6, .x = &x[0][0], .ldx = 6, .k = 4, .ids = c,
+				   .vals = vc};
+	assert_int_equal(kern_topk(p->cpu, &t), SPECD_OK);
+	t.x = dx, t.ids = g, t.vals = vg;
+	assert_int_equal(kern_topk(p->gpu, &t), SPECD_OK);
+	assert_memory_equal(c, g, sizeof(c));
+	assert_memory_equal(vc, vg, sizeof(vc));
+	assert_int_equal(g[0], 1);
+	assert_int_equal(g[1], 2);
+	assert_int_equal(g[8], -1);
+	kern_free(p->gpu, dx);
+}
+
 /* Greedy on stories260K: each step's token from CUDA equals the CPU's, and the 16
  * positions as one batch give, bitwise, the logits of the step-by-step run. */
 /* The cache scatter: bitwise the CPU's, other rows untouched. */
@@ -281,6 +305,7 @@ int main(void)
 		cmocka_unit_test(test_cuda_matmul__any_row_count_bitwise_equal_and_as_reference),
 		cmocka_unit_test(test_cuda_attention__tree_matches_cpu),
 		cmocka_unit_test(test_cuda_argmax__ties_and_nan_as_cpu),
+		cmocka_unit_test(test_cuda_topk__ids_and_logits_as_cpu),
 		cmocka_unit_test(test_cuda_set_rows__as_cpu),
 		cmocka_unit_test(test_cuda_model__greedy_matches_cpu),
 	};

@@ -19,6 +19,7 @@
 #include <cmocka.h>
 
 #include "kernels/kern.h"
+#include "kernels/sample.h"
 #include "model/kv.h"
 #include "model/llama.h"
 #include "model/sampler.h"
@@ -313,6 +314,40 @@ static void test_emu_argmax__bitwise_cpu_ties_and_nan(void **state)
 	assert_memory_equal(c, e, sizeof(c));
 	assert_int_equal(e[0], 10);
 	assert_int_equal(e[1], 299);
+	dev_free(p->emu, dx);
+	free(x);
+}
+
+/* topk on device rows: ids, vals and lse bitwise the CPU's (ties, a NaN, a row of
+ * NaNs); a host pointer is refused. */
+static void test_emu_topk__bitwise_cpu(void **state)
+{
+	struct pair *p = *state;
+	enum { ROWS = 3, N = 300, LD = 301, K = 7 };
+	float *x = rnd_floats(ROWS * LD);
+	x[0 * LD + 10] = 5.0f, x[0 * LD + 20] = 5.0f;
+	x[1 * LD + 0] = NAN;
+	for (size_t i = 0; i < N; i++)
+		x[2 * LD + i] = NAN;
+	int32_t ic[ROWS * K], ie[ROWS * K];
+	float vc[ROWS * K], ve[ROWS * K], lc[ROWS], le[ROWS];
+	float *dx = dev(p->emu, x, ROWS * LD * sizeof(float));
+	struct kern_topk_rows t = {.rows = ROWS, .n = N, .x = x, .ldx = LD, .k = K, .ids = ic,
+				   .vals = vc, .lse = lc};
+	assert_int_equal(kern_topk(p->cpu, &t), SPECD_OK);
+	t = (struct kern_topk_rows){.rows = ROWS, .n = N, .x = dx, .ldx = LD, .k = K, .ids = ie,
+				    .vals = ve, .lse = le};
+	assert_int_equal(kern_topk(p->emu, &t), SPECD_OK);
+	assert_memory_equal(ic, ie, sizeof(ic));
+	assert_memory_equal(vc, ve, sizeof(vc));
+	assert_memory_equal(lc, le, sizeof(lc));
+	assert_int_equal(ie[0], 10);
+	assert_int_equal(ie[1], 20);
+	assert_int_equal(ie[2 * K], -1);
+	t.x = x;
+	ts_log_capture_begin();
+	assert_int_equal(kern_topk(p->emu, &t), SPECD_INVAL);
+	ts_log_capture_end();
 	dev_free(p->emu, dx);
 	free(x);
 }
@@ -765,6 +800,30 @@ static struct model *load_on(const char *path, struct kern_ctx *kern)
 	return load_shard(path, kern, NULL);
 }
 
+/* Model mi of the suite on a fresh CPU backend and on a fresh emulated device. */
+struct both {
+	struct kern_ctx *cpu, *emu;
+	struct model *c, *e;
+};
+
+static struct both both_load(int mi)
+{
+	struct both b = {0};
+	assert_int_equal(kern_cpu_create(NULL, &b.cpu), SPECD_OK);
+	assert_int_equal(kern_emu_create(NULL, &b.emu), SPECD_OK);
+	b.c = load_on(g_paths[mi], b.cpu);
+	b.e = load_on(g_paths[mi], b.emu);
+	return b;
+}
+
+static void both_free(struct both *b)
+{
+	model_destroy(b->c);
+	model_destroy(b->e);
+	kern_destroy(b->cpu);
+	kern_destroy(b->emu);
+}
+
 /* The same model on the CPU and on the emulated device. */
 struct twin {
 	struct model *c, *e;
@@ -975,10 +1034,9 @@ static void test_emu_model__shards_with_host_and_device_hooks_bitwise_cpu(void *
 static void test_emu_model__greedy_ids_on_the_device(void **state)
 {
 	(void)state;
-	struct kern_ctx *cpu = NULL, *emu = NULL;
-	assert_int_equal(kern_cpu_create(NULL, &cpu), SPECD_OK);
-	assert_int_equal(kern_emu_create(NULL, &emu), SPECD_OK);
-	struct model *c = load_on(g_paths[0], cpu), *e = load_on(g_paths[0], emu);
+	struct both b2 = both_load(0);
+	struct kern_ctx *emu = b2.emu;
+	struct model *c = b2.c, *e = b2.e;
 	uint32_t V = model_hparams(c)->n_vocab;
 	float *logits = malloc(4 * (size_t)V * sizeof(float));
 	assert_non_null(logits);
@@ -1011,20 +1069,17 @@ static void test_emu_model__greedy_ids_on_the_device(void **state)
 	struct model_batch b = {.n_tokens = 1, .tokens = tok, .slots = slot, .pos = one_pos,
 				.n_out = 1, .out_idx = idx, .ids = ids};
 	assert_int_equal(model_forward(c, &b, &err), SPECD_INVAL);
-	assert_non_null(strstr(err.msg, "greedy ids on a host backend"));
+	assert_non_null(strstr(err.msg, "ids on a host backend need the logits rows"));
 	struct model_comm comm = {.allreduce_sum = twin_allreduce, .maxloc = twin_maxloc,
 				  .gather = twin_gather, .rank = 0, .size = 2};
 	comm.user = &comm;
 	struct model *shard = load_shard(g_paths[0], emu, &comm);
 	b.pos = pos;
 	assert_int_equal(model_forward(shard, &b, &err), SPECD_INVAL);
-	assert_non_null(strstr(err.msg, "a shard gives no greedy ids"));
+	assert_non_null(strstr(err.msg, "a shard has part of each logits row"));
 	model_destroy(shard);
 	free(logits);
-	model_destroy(c);
-	model_destroy(e);
-	kern_destroy(cpu);
-	kern_destroy(emu);
+	both_free(&b2);
 }
 
 /* Draws from the logits where they are (model_draw): two draws over a batch's rows
@@ -1034,10 +1089,9 @@ static void test_emu_model__greedy_ids_on_the_device(void **state)
 static void test_emu_model__draws_on_the_device(void **state)
 {
 	(void)state;
-	struct kern_ctx *cpu = NULL, *emu = NULL;
-	assert_int_equal(kern_cpu_create(NULL, &cpu), SPECD_OK);
-	assert_int_equal(kern_emu_create(NULL, &emu), SPECD_OK);
-	struct model *c = load_on(g_paths[1], cpu), *e = load_on(g_paths[1], emu);
+	struct both b2 = both_load(1);
+	struct kern_ctx *cpu = b2.cpu, *emu = b2.emu;
+	struct model *c = b2.c, *e = b2.e;
 	uint32_t V = model_hparams(c)->n_vocab;
 	float *logits = malloc(5 * (size_t)V * sizeof(float));
 	void *work = malloc(kern_sample_work_bytes(5, V));
@@ -1108,10 +1162,64 @@ static void test_emu_model__draws_on_the_device(void **state)
 	model_destroy(shard);
 	free(work);
 	free(logits);
-	model_destroy(c);
-	model_destroy(e);
-	kern_destroy(cpu);
-	kern_destroy(emu);
+	both_free(&b2);
+}
+
+/* Each output's best ids taken where the logits are (model_batch.top_k): the emulated
+ * model's, without its logits, equal the CPU model's with them; a host backend without
+ * logits, a shard, too many ids and nowhere to put them are refused. */
+static void test_emu_model__top_ids_on_the_device(void **state)
+{
+	(void)state;
+	struct both b2 = both_load(0);
+	struct kern_ctx *emu = b2.emu;
+	struct model *c = b2.c, *e = b2.e;
+	uint32_t V = model_hparams(c)->n_vocab;
+	float *logits = malloc(3 * (size_t)V * sizeof(float));
+	assert_non_null(logits);
+	const uint32_t tok[3] = {1, 77, 200}, slot[3] = {0}, pos[3] = {0, 1, 2}, idx[2] = {2, 0};
+	enum { K = 5 };
+	int32_t ic[2 * K], ie[2 * K];
+	float vc[2 * K], ve[2 * K], lc[2], le[2];
+	struct model_batch b = {.n_tokens = 3, .tokens = tok, .slots = slot, .pos = pos,
+				.n_out = 2, .out_idx = idx, .logits = logits, .top_k = K,
+				.top_ids = ic, .top_vals = vc, .top_lse = lc};
+	struct specd_error err;
+	assert_int_equal(model_forward(c, &b, &err), SPECD_OK);
+	b.logits = NULL;
+	b.top_ids = ie, b.top_vals = ve, b.top_lse = le;
+	if (model_forward(e, &b, &err) != SPECD_OK)
+		fail_msg("%s", err.msg);
+	assert_memory_equal(ic, ie, sizeof(ic));
+	assert_memory_equal(vc, ve, sizeof(vc));
+	assert_memory_equal(lc, le, sizeof(lc));
+	int32_t ref[K];
+	kern_top_n(logits + V, V, K, ref); /* output 1 is token 0 */
+	assert_memory_equal(ref, ie + K, sizeof(ref));
+
+	const uint32_t next[1] = {3};
+	struct model_batch one = {.n_tokens = 1, .tokens = tok, .slots = slot, .pos = next,
+				  .n_out = 1, .out_idx = idx + 1, .top_k = K, .top_ids = ie};
+	assert_int_equal(model_forward(c, &one, &err), SPECD_INVAL);
+	assert_non_null(strstr(err.msg, "ids on a host backend need the logits rows"));
+	one.top_k = KERN_TOPK_MAX + 1;
+	assert_int_equal(model_forward(e, &one, &err), SPECD_INVAL);
+	one.top_k = K;
+	one.top_ids = NULL;
+	assert_int_equal(model_forward(e, &one, &err), SPECD_INVAL);
+	assert_non_null(strstr(err.msg, "somewhere to put them"));
+	assert_int_equal(kv_len(model_kv(e), 0), 3);
+	struct model_comm comm = {.allreduce_sum = twin_allreduce, .maxloc = twin_maxloc,
+				  .gather = twin_gather, .rank = 0, .size = 2};
+	comm.user = &comm;
+	struct model *shard = load_shard(g_paths[0], emu, &comm);
+	one.top_ids = ie;
+	one.pos = pos;
+	assert_int_equal(model_forward(shard, &one, &err), SPECD_INVAL);
+	assert_non_null(strstr(err.msg, "a shard has part of each logits row"));
+	model_destroy(shard);
+	free(logits);
+	both_free(&b2);
 }
 
 /* What a forward launches on a device: per layer the attention norm, one Q/K/V
@@ -1200,6 +1308,7 @@ int main(void)
 		PAIR_TEST(test_emu_elementwise__silu_mul_add_softmax_bitwise_cpu),
 		PAIR_TEST(test_emu_argmax__bitwise_cpu_ties_and_nan),
 		PAIR_TEST(test_emu_sample__bitwise_cpu_greedy_and_top_p_with_probe),
+		PAIR_TEST(test_emu_topk__bitwise_cpu),
 		PAIR_TEST(test_emu_copy__bitwise_cpu),
 		PAIR_TEST(test_emu_set_rows__bitwise_cpu_and_refusals),
 		PAIR_TEST(test_emu_ops__host_pointer_or_overrun_refused_output_unchanged),
@@ -1211,6 +1320,7 @@ int main(void)
 		cmocka_unit_test(test_emu_model__shards_with_host_and_device_hooks_bitwise_cpu),
 		cmocka_unit_test(test_emu_model__greedy_ids_on_the_device),
 		cmocka_unit_test(test_emu_model__draws_on_the_device),
+		cmocka_unit_test(test_emu_model__top_ids_on_the_device),
 		cmocka_unit_test(test_emu_model__launches_per_forward),
 		cmocka_unit_test(test_emu_model__load_destroy_returns_every_block),
 	};

@@ -555,6 +555,82 @@ static void test_argmax__first_maximum_and_never_nan(void **state)
 	assert_int_equal(kern_argmax(ctx, out, x, 4, 1, 0), SPECD_INVAL);
 }
 
+/* The rank of (x[a], a) against (x[b], b) in the top-k order: larger first, the
+ * lower id among equals; a NaN after everything. */
+static bool ranks_first(const float *x, uint32_t a, uint32_t b)
+{
+	if (isnan(x[a]) || isnan(x[b]))
+		return !isnan(x[a]) && isnan(x[b]);
+	return x[a] > x[b] || (x[a] == x[b] && a < b);
+}
+
+/* topk: the k best ids of each row against a full sort, with ties, NaNs, -inf and rows
+ * with fewer values than k; vals are the logits, lse is log(sum(exp)) in double within
+ * float rounding; a row alone gives what it gives in a batch. */
+static void test_topk__best_ids_in_order_with_ties_and_nan(void **state)
+{
+	struct kern_ctx *ctx = *state;
+	enum { N = 40, ROWS = 4, K = KERN_TOPK_MAX };
+	float x[ROWS][N];
+	for (uint32_t r = 0; r < ROWS; r++)
+		for (uint32_t i = 0; i < N; i++)
+			x[r][i] = (float)((i * 7 + r * 3) % 11) - 5.0f; /* many ties */
+	x[1][3] = NAN, x[1][17] = NAN, x[1][0] = INFINITY;
+	x[2][5] = -INFINITY;
+	for (uint32_t i = 0; i < N; i++) /* row 3: NaN but for 5 values */
+		x[3][i] = i % 8 == 1 ? (float)i : NAN;
+	int32_t ids[ROWS][K], one[K];
+	float vals[ROWS][K], lse[ROWS], lse1;
+	struct kern_topk_rows t = {.rows = ROWS, .n = N, .x = &x[0][0], .ldx = N, .k = K,
+				   .ids = &ids[0][0], .vals = &vals[0][0], .lse = lse};
+	assert_int_equal(kern_topk(ctx, &t), SPECD_OK);
+	for (uint32_t r = 0; r < ROWS; r++) {
+		uint32_t order[N], non_nan = 0;
+		for (uint32_t i = 0; i < N; i++) {
+			order[i] = i;
+			non_nan += !isnan(x[r][i]);
+		}
+		for (uint32_t a = 1; a < N; a++) { /* insertion sort by the order */
+			for (uint32_t b = a; b > 0; b--) {
+				if (!ranks_first(x[r], order[b], order[b - 1]))
+					break;
+				uint32_t tmp = order[b];
+				order[b] = order[b - 1];
+				order[b - 1] = tmp;
+			}
+		}
+		for (uint32_t i = 0; i < K; i++) {
+			int32_t want = i < non_nan ? (int32_t)order[i] : -1;
+			assert_int_equal(ids[r][i], want);
+			if (want >= 0)
+				assert_memory_equal(&vals[r][i], &x[r][want], sizeof(float));
+			else
+				assert_true(vals[r][i] == -INFINITY);
+		}
+		double mx = -INFINITY, sum = 0;
+		for (uint32_t i = 0; i < N; i++)
+			mx = x[r][i] > mx ? x[r][i] : mx;
+		for (uint32_t i = 0; i < N; i++)
+			sum += exp((double)x[r][i] - mx);
+		if (r == 1 || r == 3)
+			assert_true(isnan(lse[r]));
+		else
+			assert_float_equal(lse[r], mx + log(sum), 1e-5);
+		struct kern_topk_rows alone = {.rows = 1, .n = N, .x = x[r], .ldx = N, .k = K,
+					       .ids = one, .lse = &lse1};
+		assert_int_equal(kern_topk(ctx, &alone), SPECD_OK);
+		assert_memory_equal(one, ids[r], sizeof(one));
+		assert_memory_equal(&lse1, &lse[r], sizeof(float));
+	}
+	t.k = 0;
+	assert_int_equal(kern_topk(ctx, &t), SPECD_INVAL);
+	t.k = K + 1;
+	assert_int_equal(kern_topk(ctx, &t), SPECD_INVAL);
+	t.k = 2;
+	t.ldx = N - 1;
+	assert_int_equal(kern_topk(ctx, &t), SPECD_INVAL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -587,6 +663,8 @@ int main(void)
 						setup_ctx, teardown_ctx),
 		cmocka_unit_test_setup_teardown(test_argmax__first_maximum_and_never_nan, setup_ctx,
 						teardown_ctx),
+		cmocka_unit_test_setup_teardown(test_topk__best_ids_in_order_with_ties_and_nan,
+						setup_ctx, teardown_ctx),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
