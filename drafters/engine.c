@@ -32,11 +32,12 @@ struct draft_engine {
 	float *logits;        /* (max_rows, n_vocab) host */
 	/* On a device, under the exact verifier, a job that wants no log-probabilities
 	 * is verified without its logits rows leaving the device (job_rows_by): a greedy
-	 * one from each row's argmax, a sampling chain from draws taken there. */
+	 * one from each row's argmax, a sampling one whose drafts are not samples from
+	 * tokens drawn there. */
 	uint32_t *ids;        /* (max_rows) host: each verify row's argmax */
 	struct model_draw *draws;    /* (n_slots) host: one a drawn job */
-	float *draw_u, *draw_p;      /* (max_rows) host: by verify row */
-	uint32_t *draw_probe, *draw_out;
+	float *draw_u;               /* (max_rows) host: by verify row */
+	uint32_t *draw_out;
 	bool exact;           /* the verifier is draft_verify */
 	bool device;          /* the target's logits live in device memory */
 	bool want_hidden;     /* the drafter reads the target's final hidden states */
@@ -57,7 +58,7 @@ struct draft_engine {
 };
 
 /* What a job's verdict is reached from: its logits rows on the host, or, on a device,
- * each row's argmax or a draw over its rows (draft_verify_drawn). */
+ * each row's argmax or a token drawn from each row (draft_verify_drawn). */
 enum job_rows { JOB_ROWS_LOGITS, JOB_ROWS_IDS, JOB_ROWS_DRAWN };
 
 struct draft_job {
@@ -118,8 +119,6 @@ void draft_engine_destroy(struct draft_engine *e)
 	specd_free(e->ids);
 	specd_free(e->draws);
 	specd_free(e->draw_u);
-	specd_free(e->draw_p);
-	specd_free(e->draw_probe);
 	specd_free(e->draw_out);
 	specd_free(e->logits);
 	specd_free(e->work);
@@ -180,8 +179,6 @@ enum specd_status draft_engine_create(const struct draft_engine_config *cfg,
 	e->ids = specd_malloc_array(e->max_rows, sizeof(uint32_t));
 	e->draws = specd_malloc_array(e->n_slots, sizeof(*e->draws));
 	e->draw_u = specd_malloc_array(e->max_rows, sizeof(float));
-	e->draw_p = specd_malloc_array(e->max_rows, sizeof(float));
-	e->draw_probe = specd_malloc_array(e->max_rows, sizeof(uint32_t));
 	e->draw_out = specd_malloc_array(e->max_rows, sizeof(uint32_t));
 	e->work = specd_malloc_array(2 * (size_t)e->n_vocab, sizeof(float));
 	e->p_k = specd_malloc_array(e->n_slots, sizeof(*e->p_k));
@@ -192,7 +189,7 @@ enum specd_status draft_engine_create(const struct draft_engine_config *cfg,
 	e->p_job = specd_malloc_array(e->n_slots, sizeof(*e->p_job));
 	if (!e->b_tok || !e->b_slot || !e->b_pos || !e->b_out || !e->b_par ||
 	    (e->want_hidden && !e->hidden) || !e->logits || !e->ids || !e->work ||
-	    !e->draws || !e->draw_u || !e->draw_p || !e->draw_probe || !e->draw_out ||
+	    !e->draws || !e->draw_u || !e->draw_out ||
 	    !e->p_k || !e->p_kk || !e->p_slot || !e->p_seq || !e->p_out || !e->p_job) {
 		draft_engine_destroy(e);
 		return specd_errorf(err, SPECD_NOMEM, "engine: out of memory for %u verify rows "
@@ -578,9 +575,9 @@ static enum specd_status job_verdict(struct draft_job *j, struct draft_verdict *
 
 	switch (j->rows_by) {
 	case JOB_ROWS_IDS:
-		return draft_verify_greedy_rows(&choices, &j->prop, v);
+		return draft_verify_rows(&choices, &j->prop, v);
 	case JOB_ROWS_DRAWN:
-		return draft_verify_drawn(j->target_s, &j->prop, e->draw_out + r, e->draw_p + r, v);
+		return draft_verify_drawn(j->target_s, &j->prop, e->draw_out + r, v);
 	case JOB_ROWS_LOGITS:
 		break;
 	}
@@ -649,17 +646,18 @@ static enum job_rows job_rows_by(const struct draft_engine *e, const struct draf
 		return JOB_ROWS_LOGITS;
 	if (sampler_is_greedy(j->target_s))
 		return JOB_ROWS_IDS;
-	/* A tensor-parallel target's shards each hold part of a row: no draws there. */
+	/* A tensor-parallel target's shards each hold part of a row: no draws there. A
+	 * sampling draft model's proposal (full q) takes the residual rule on the rows. */
 	return !e->ops && draft_verify_can_draw(j->target_s, &j->prop) ? JOB_ROWS_DRAWN
 								     : JOB_ROWS_LOGITS;
 }
 
 /* What the step's forward brings back for its verify rows: the logits rows only when
  * some job needs them. On a device the others stay there: a greedy job's verdict
- * needs each row's argmax, a sampling chain's a draw over its rows, both taken where
- * the logits are. (A CPU writes its rows anyway; there every job reads them.) A
- * tensor-parallel target gives ids or logits, not both: one job that needs logits
- * has every job read them. */
+ * needs each row's argmax, a sampling job's (drafts that are not samples) a token
+ * drawn from each row, both taken where the logits are. (A CPU writes its rows
+ * anyway; there every job reads them.) A tensor-parallel target gives ids or logits,
+ * not both: one job that needs logits has every job read them. */
 static void plan_rows(struct draft_engine *e, struct draft_job *const *jobs, uint32_t n_jobs,
 		      struct model_batch *b)
 {
@@ -686,12 +684,11 @@ static void plan_rows(struct draft_engine *e, struct draft_job *const *jobs, uin
 		if (!j->in_step || j->rows_by != JOB_ROWS_DRAWN)
 			continue;
 		uint32_t r = j->row0;
-		draft_draw_prepare(j->target_s, &j->prop, e->draw_u + r, e->draw_probe + r);
+		draft_draw_prepare(j->target_s, &j->prop, e->draw_u + r);
 		e->draws[b->n_draws++] = (struct model_draw){
 			.row = r, .rows = j->prop.n + 1,
 			.params = sampler_kern_params(j->target_s),
-			.u = e->draw_u + r, .probe = e->draw_probe + r, .exclude_probe = true,
-			.out = e->draw_out + r, .probe_p = e->draw_p + r,
+			.u = e->draw_u + r, .out = e->draw_out + r,
 		};
 	}
 }

@@ -16,10 +16,10 @@
  *
  * On a device target (and the exact verifier) the logits rows leave the device only
  * for a job that needs them: greedy jobs are verified from each row's argmax
- * (model_batch.ids), sampling chains from draws taken where the rows are
+ * (model_batch.ids), sampling ones from a token drawn where each row is
  * (model_batch.draws, verify.h draft_verify_drawn), both giving the same tokens as
- * the rows would. Jobs that want log-probabilities, trees under sampling and a
- * sampling draft model's proposals (full q) read the rows on the host.
+ * the rows would. Jobs that want log-probabilities and a sampling draft model's
+ * proposals (full q) read the rows on the host.
  *
  * Token trees: a drafter may propose a tree (drafter.h) of up to K nodes; the engine
  * verifies all nodes in the same one forward under the tree mask (model_batch.parent)

@@ -1,6 +1,7 @@
-/* Verification of a token tree (verify.h: greedy walk and multi-candidate speculative
- * sampling), after the one target forward that scored every node under the tree mask.
- * Leader only; the engine keeps the accepted path in the KV caches afterwards. */
+/* Verification of a token tree (verify.h: the walk, and the multi-candidate residual
+ * rule for drafts with a full q), after the one target forward that scored every node
+ * under the tree mask. Leader only; the engine keeps the accepted path in the KV
+ * caches afterwards. */
 #include "verify.h"
 
 #include <math.h>
@@ -25,12 +26,12 @@ enum specd_status draft_verify_tree_greedy(const float *logits, uint32_t n_vocab
 
 	if (!logits || n_vocab < 1 || n_vocab > INT32_MAX)
 		return SPECD_INVAL;
-	return draft_verify_tree_greedy_rows(&r, prop, out);
+	return draft_verify_tree_rows(&r, prop, out);
 }
 
-enum specd_status draft_verify_tree_greedy_rows(const struct draft_rows *r,
-						const struct draft_proposal *prop,
-						struct draft_verdict *out)
+enum specd_status draft_verify_tree_rows(const struct draft_rows *r,
+					 const struct draft_proposal *prop,
+					 struct draft_verdict *out)
 {
 	int32_t node = -1, best;
 	uint32_t a = 0;
@@ -57,16 +58,14 @@ enum specd_status draft_verify_tree_greedy_rows(const struct draft_rows *r,
 	return SPECD_OK;
 }
 
-/* p <- max(0, p - z * q) for the rejected candidate `tok` (q NULL: its one-hot); returns
- * the new total. p holds weights whose total is z, so this is norm(max(0, p/z - q))
- * up to the factor. */
-static double residual_update(float *p, double z, const float *q, int32_t tok, uint32_t n_vocab)
+/* p <- max(0, p - z * q) for a rejected candidate; returns the new total. p holds
+ * weights whose total is z, so this is norm(max(0, p/z - q)) up to the factor. */
+static double residual_update(float *p, double z, const float *q, uint32_t n_vocab)
 {
 	double total = 0;
 
 	for (uint32_t j = 0; j < n_vocab; j++) {
-		float qj = q ? q[j] : (j == (uint32_t)tok ? 1.0f : 0.0f);
-		float d = p[j] - (float)(z * qj);
+		float d = p[j] - (float)(z * q[j]);
 
 		p[j] = d > 0 ? d : 0.0f;
 		total += p[j];
@@ -84,7 +83,7 @@ enum specd_status draft_verify_tree_sample(struct sampler *s, const float *logit
 	enum specd_status st;
 
 	if (!s || !logits || !prop || !out || !work || !prop->tree ||
-	    (prop->n && (!prop->tokens || !prop->parent || (!prop->q_onehot && !prop->q))) ||
+	    (prop->n && (!prop->tokens || !prop->parent || !prop->q)) ||
 	    prop->n > DRAFT_MAX_TOKENS)
 		return SPECD_INVAL;
 walk:
@@ -96,9 +95,8 @@ walk:
 	for (int32_t c = next_child(prop, node, 0); c >= 0;
 	     c = next_child(prop, node, (uint32_t)c + 1)) {
 		int32_t tok = prop->tokens[c];
-		const float *q = prop->q_onehot ? NULL : prop->q + (size_t)c * n_vocab;
-		float qt = q ? q[tok] : 1.0f;
-		float uq = sampler_uniform(s) * qt;
+		const float *q = prop->q + (size_t)c * n_vocab;
+		float uq = sampler_uniform(s) * q[tok];
 
 		if ((double)uq * z < (double)p[tok]) {
 			out->path[a++] = (uint32_t)c;
@@ -109,7 +107,7 @@ walk:
 		 * what it approximates, so keep it. */
 		for (uint32_t j = 0; j < n_vocab; j++)
 			keep[j] = p[j];
-		double left = residual_update(p, z, q, tok, n_vocab);
+		double left = residual_update(p, z, q, n_vocab);
 		if (left > 0) {
 			z = left;
 		} else {

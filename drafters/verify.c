@@ -16,6 +16,8 @@ enum specd_status draft_rows_choice(const struct draft_rows *r, uint32_t i, int3
 		return SPECD_OK;
 	}
 	const float *row = r->logits + (size_t)i * r->n_vocab;
+	if (r->draw)
+		return sampler_sample(r->draw, row, best);
 	*best = sampler_argmax(row, (int32_t)r->n_vocab);
 	return *best < 0 || row[*best] == -INFINITY ? SPECD_INVAL : SPECD_OK;
 }
@@ -26,7 +28,7 @@ static bool rows_ok(const struct draft_rows *r)
 }
 
 /* The chain walk: accept while the draft token is the row's choice. */
-static enum specd_status chain_greedy(const struct draft_rows *r, const int32_t *tokens,
+static enum specd_status chain_walk(const struct draft_rows *r, const int32_t *tokens,
 				      uint32_t n, struct draft_verdict *out)
 {
 	uint32_t a = 0;
@@ -53,7 +55,7 @@ enum specd_status draft_verify_greedy(const float *logits, uint32_t n_vocab,
 
 	if (!rows_ok(&r) || !logits || (n && !tokens) || !out || n > DRAFT_MAX_TOKENS)
 		return SPECD_INVAL;
-	return chain_greedy(&r, tokens, n, out);
+	return chain_walk(&r, tokens, n, out);
 }
 
 /* A proposal's tokens are ids of the vocabulary and a tree's parents come earlier. */
@@ -69,28 +71,26 @@ static bool prop_ok(const struct draft_proposal *prop, uint32_t n_vocab)
 	return true;
 }
 
-enum specd_status draft_verify_greedy_rows(const struct draft_rows *r,
-					   const struct draft_proposal *prop,
-					   struct draft_verdict *out)
+enum specd_status draft_verify_rows(const struct draft_rows *r, const struct draft_proposal *prop,
+				    struct draft_verdict *out)
 {
 	if (!rows_ok(r) || !out || !prop_ok(prop, r->n_vocab))
 		return SPECD_INVAL;
 	if (prop->tree)
-		return draft_verify_tree_greedy_rows(r, prop, out);
-	return chain_greedy(r, prop->tokens, prop->n, out);
+		return draft_verify_tree_rows(r, prop, out);
+	return chain_walk(r, prop->tokens, prop->n, out);
 }
 
-/* norm(max(0, p - q)) as weights (sampler_sample_probs normalises); q is the one-hot
- * on `tok` when q is NULL. Rounding can leave it all zero when p and q differ by an ulp
- * only; p itself is then the distribution the residual approximates. */
+/* norm(max(0, p - q)) as weights (sampler_sample_probs normalises). Rounding can leave
+ * it all zero when p and q differ by an ulp only; p itself is then the distribution
+ * the residual approximates. */
 static enum specd_status residual_sample(struct sampler *s, const float *p, const float *q,
-					 int32_t tok, uint32_t n_vocab, float *r, int32_t *out)
+					 uint32_t n_vocab, float *r, int32_t *out)
 {
 	double total = 0;
 
 	for (uint32_t j = 0; j < n_vocab; j++) {
-		float qj = q ? q[j] : (j == (uint32_t)tok ? 1.0f : 0.0f);
-		float d = p[j] - qj;
+		float d = p[j] - q[j];
 
 		r[j] = d > 0 ? d : 0.0f;
 		total += r[j];
@@ -98,6 +98,7 @@ static enum specd_status residual_sample(struct sampler *s, const float *p, cons
 	return sampler_sample_probs(s, total > 0 ? r : p, out);
 }
 
+/* The residual rule on a chain drafted with a full q. */
 static enum specd_status verify_sample(struct sampler *s, const float *logits, uint32_t n_vocab,
 				       const struct draft_proposal *prop, float *work,
 				       struct draft_verdict *out)
@@ -108,18 +109,17 @@ static enum specd_status verify_sample(struct sampler *s, const float *logits, u
 
 	for (uint32_t i = 0; i < prop->n; i++) {
 		int32_t tok = prop->tokens[i];
-		const float *q = prop->q_onehot ? NULL : prop->q + (size_t)i * n_vocab;
+		const float *q = prop->q + (size_t)i * n_vocab;
 
 		if ((st = sampler_probs(s, logits + (size_t)i * n_vocab, p)) != SPECD_OK)
 			return st;
-		float qt = q ? q[tok] : 1.0f;
 		float u = sampler_uniform(s);
 		/* u * q < p, not u < p / q: no division, and p >= q always accepts. */
-		if (u * qt < p[tok]) {
+		if (u * q[tok] < p[tok]) {
 			out->path[i] = i;
 			continue;
 		}
-		if ((st = residual_sample(s, p, q, tok, n_vocab, r, &next)) != SPECD_OK)
+		if ((st = residual_sample(s, p, q, n_vocab, r, &next)) != SPECD_OK)
 			return st;
 		out->n_accepted = i;
 		out->next = next;
@@ -140,11 +140,13 @@ enum specd_status draft_verify(struct sampler *s, const float *logits, uint32_t 
 	if (!s || !logits || !out || (uint32_t)sampler_vocab_size(s) != n_vocab ||
 	    !prop_ok(prop, n_vocab))
 		return SPECD_INVAL;
-	if (sampler_is_greedy(s)) {
-		struct draft_rows r = {.logits = logits, .n_vocab = n_vocab};
-		return draft_verify_greedy_rows(&r, prop, out);
+	/* Greedy, or drafts that are not samples: the walk (verify.h). */
+	if (sampler_is_greedy(s) || prop->n == 0 || prop->q_onehot) {
+		struct draft_rows r = {.logits = logits, .n_vocab = n_vocab,
+				       .draw = sampler_is_greedy(s) ? NULL : s};
+		return draft_verify_rows(&r, prop, out);
 	}
-	if (!work || (prop->n && !prop->q_onehot && !prop->q))
+	if (!work || !prop->q)
 		return SPECD_INVAL;
 	if (prop->tree)
 		return draft_verify_tree_sample(s, logits, n_vocab, prop, work, out);
@@ -153,44 +155,38 @@ enum specd_status draft_verify(struct sampler *s, const float *logits, uint32_t 
 
 bool draft_verify_can_draw(const struct sampler *s, const struct draft_proposal *prop)
 {
-	return s && !sampler_is_greedy(s) && prop && !prop->tree &&
-	       (prop->n == 0 || prop->q_onehot) && prop_ok(prop, (uint32_t)sampler_vocab_size(s));
+	return s && !sampler_is_greedy(s) && prop && (prop->n == 0 || prop->q_onehot) &&
+	       prop_ok(prop, (uint32_t)sampler_vocab_size(s));
 }
 
-void draft_draw_prepare(const struct sampler *s, const struct draft_proposal *prop, float *u,
-			uint32_t *probe)
+void draft_draw_prepare(const struct sampler *s, const struct draft_proposal *prop, float *u)
 {
 	float t[DRAFT_MAX_TOKENS + 1];
-	uint32_t n = prop->n;
+	uint32_t depth[DRAFT_MAX_TOKENS + 1], n = prop->n, deepest = 0;
 
-	sampler_peek_uniforms(s, n + 1, t);
+	/* Row 0 is the root; row 1 + i is node i, one level below its parent (a chain's
+	 * parent is the node before it). */
+	depth[0] = 0;
 	for (uint32_t i = 0; i < n; i++) {
-		u[i] = t[i + 1];
-		probe[i] = (uint32_t)prop->tokens[i];
+		int32_t up = prop->tree ? prop->parent[i] : (int32_t)i - 1;
+		depth[i + 1] = depth[up + 1] + 1;
+		deepest = depth[i + 1] > deepest ? depth[i + 1] : deepest;
 	}
-	u[n] = t[n];
-	probe[n] = UINT32_MAX; /* the bonus row draws from p itself */
+	sampler_peek_uniforms(s, deepest + 1, t);
+	for (uint32_t r = 0; r <= n; r++)
+		u[r] = t[depth[r]];
 }
 
 enum specd_status draft_verify_drawn(struct sampler *s, const struct draft_proposal *prop,
-				     const uint32_t *drawn, const float *probe_p,
-				     struct draft_verdict *out)
+				     const uint32_t *drawn, struct draft_verdict *out)
 {
-	float t[DRAFT_MAX_TOKENS + 1];
-	uint32_t n, i;
-
-	if (!draft_verify_can_draw(s, prop) || !drawn || !probe_p || !out)
+	if (!draft_verify_can_draw(s, prop) || !drawn || !out)
 		return SPECD_INVAL;
-	n = prop->n;
-	sampler_peek_uniforms(s, n + 1, t);
-	/* The chain rule with q = 1 at the drafted token: accept while u_i < p_i(d_i). */
-	for (i = 0; i < n && t[i] < probe_p[i]; i++)
-		out->path[i] = i;
-	if (drawn[i] >= (uint32_t)sampler_vocab_size(s))
-		return SPECD_INVAL;
-	out->n_accepted = i;
-	out->next = (int32_t)drawn[i];
-	/* The tests up to the rejection, then its draw; or n tests and the bonus draw. */
-	sampler_skip(s, i < n ? i + 2 : n + 1);
+	struct draft_rows r = {.ids = drawn, .n_vocab = (uint32_t)sampler_vocab_size(s)};
+	enum specd_status st = draft_verify_rows(&r, prop, out);
+	if (st != SPECD_OK)
+		return st;
+	/* One draw a level the walk reached: the accepted nodes' and the last one's. */
+	sampler_skip(s, out->n_accepted + 1);
 	return SPECD_OK;
 }

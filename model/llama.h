@@ -121,20 +121,15 @@ uint32_t model_max_batch(const struct model *m);
 /* A draw from rows of the batch's logits, taken where they are (kern_sample), so a
  * sampling caller on a device backend need not download them: logits rows
  * [row, row + rows) (indices among the outputs with logits) through the sampler's
- * transform with `params`; row i's token into out[i], drawn with uniform u[i], with
- * probe and exclude_probe as kern.h's struct kern_sample_rows has them (speculative
- * sampling's p(d) and residual draw). Host arrays of `rows`; probe and probe_p may be
- * NULL. */
+ * transform with `params`; row i's token into out[i], drawn with uniform u[i] (host
+ * arrays of `rows`). */
 #define MODEL_MAX_DRAW_ROWS 65 /* rows of one draw: a verify of DRAFT_MAX_TOKENS + 1 */
 struct model_draw {
 	uint32_t row;
 	uint32_t rows; /* 1 .. MODEL_MAX_DRAW_ROWS */
 	struct kern_sample_params params;
 	const float *u;
-	const uint32_t *probe;
-	bool exclude_probe;
 	uint32_t *out;
-	float *probe_p;
 };
 
 struct model_batch {

@@ -19,8 +19,7 @@ static struct kern_sample_rows draw_rows(const struct model *m, const struct mod
 	struct kern_sample_rows r = {
 		.rows = d->rows, .n = m->n_vocab, .ldx = m->n_vocab,
 		.x = x + (size_t)d->row * m->n_vocab, .params = d->params, .u = d->u,
-		.probe = d->probe, .exclude_probe = d->exclude_probe, .work = m->a.sample_work,
-		.out = d->out, .probe_p = d->probe_p,
+		.work = m->a.sample_work, .out = d->out,
 	};
 	return r;
 }

@@ -8,11 +8,11 @@
  * random weights give.
  *
  * Then sampling: plain decoding and each method at the largest K, with a temperature
- * and top-p, twice with one seed: as the engine runs it (a sampled chain's draws
- * taken on the device, its logits rows left there) and with the logits rows brought
- * to the host verifier (an explicit draft_verify turns the device path off). The two
- * must give the same tokens; the ratio of their speeds is what the device draws
- * save. */
+ * and top-p, twice with one seed: as the engine runs it (each row's token drawn on
+ * the device when the drafts are not samples, the logits rows left there) and with
+ * the logits rows brought to the host verifier (an explicit draft_verify turns the
+ * device path off). The two must give the same tokens; the ratio of their speeds is
+ * what the device draws save. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

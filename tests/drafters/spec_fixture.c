@@ -322,12 +322,21 @@ enum specd_status fx_generate(struct model *target, struct drafter *d, uint32_t 
 uint32_t fx_plain_greedy(struct model *target, const int32_t *prompt, uint32_t n_prompt,
 			 uint32_t max_tokens, int32_t *out)
 {
+	return fx_plain_decode(target, prompt, n_prompt, NULL, max_tokens, out);
+}
+
+uint32_t fx_plain_decode(struct model *target, const int32_t *prompt, uint32_t n_prompt,
+			 const struct sampler_params *sp, uint32_t max_tokens, int32_t *out)
+{
 	uint32_t V = model_hparams(target)->n_vocab, n_ctx = kv_n_ctx(model_kv(target));
 	float *logits = malloc((size_t)V * sizeof(float));
 	struct specd_error err;
 	uint32_t n = 0, zero = 0, last = 0;
+	struct sampler *s = NULL;
 
 	assert_non_null(logits);
+	if (sp)
+		assert_int_equal(sampler_create((int32_t)V, sp, &s, NULL), SPECD_OK);
 	assert_int_equal(kv_truncate(model_kv(target), 0, 0), SPECD_OK);
 	for (uint32_t i = 0; i < n_prompt; i++) {
 		uint32_t t = (uint32_t)prompt[i], pos = i;
@@ -336,7 +345,10 @@ uint32_t fx_plain_greedy(struct model *target, const int32_t *prompt, uint32_t n
 		assert_int_equal(model_forward(target, &b, &err), SPECD_OK);
 	}
 	while (n < max_tokens) {
-		out[n] = sampler_argmax(logits, (int32_t)V);
+		if (s)
+			assert_int_equal(sampler_sample(s, logits, &out[n]), SPECD_OK);
+		else
+			out[n] = sampler_argmax(logits, (int32_t)V);
 		n++;
 		uint32_t pos = n_prompt + n - 1;
 		if (n == max_tokens || pos == n_ctx)
@@ -346,6 +358,7 @@ uint32_t fx_plain_greedy(struct model *target, const int32_t *prompt, uint32_t n
 					.n_out = 1, .out_idx = &last, .logits = logits};
 		assert_int_equal(model_forward(target, &b, &err), SPECD_OK);
 	}
+	sampler_destroy(s);
 	free(logits);
 	return n;
 }

@@ -89,6 +89,10 @@ enum specd_status fx_generate(struct model *target, struct drafter *d, uint32_t 
  * Returns the number of tokens (stops at max_tokens or the slot's end; no EOS). */
 uint32_t fx_plain_greedy(struct model *target, const int32_t *prompt, uint32_t n_prompt,
 			 uint32_t max_tokens, int32_t *out);
+/* The same with sampling: each token sampler_sample's draw from its logits with a
+ * sampler made from sp (NULL: greedy), as a request's own sampler draws. */
+uint32_t fx_plain_decode(struct model *target, const int32_t *prompt, uint32_t n_prompt,
+			 const struct sampler_params *sp, uint32_t max_tokens, int32_t *out);
 
 /* A deliberately wrong verifier (the classic mistake: on rejection it draws from p
  * instead of norm(max(0, p - q))), so the distribution tests can show they fail. */

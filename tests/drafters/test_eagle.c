@@ -495,6 +495,45 @@ static void test_eagle__sampling_keeps_the_distribution(void **state)
 	model_destroy(t);
 }
 
+/* Drafts that are not samples are verified by a walk that draws one token a level
+ * from the target (verify.h): each emitted token is the draw plain sampling makes at
+ * its position with the same uniform, so a sampled job with EAGLE's trees, dynamic or
+ * static, gives plain sampling's tokens for the same seed (plain sampling written
+ * without the engine, fx_plain_decode), while accepting drafts. */
+static void test_eagle__sampled_output_is_plain_samplings(void **state)
+{
+	(void)state;
+	static const struct sampler_params sp[] = {
+		{.temperature = 0.8f, .top_p = 0.95f},
+		{.temperature = 1.0f, .top_k = 20, .top_p = 1.0f},
+	};
+	struct draft_eagle_config shapes[] = {{.path = g_ckpt[0], .width = 4, .depth = 5},
+					      {.path = g_ckpt[0], .static_tree = true, .depth = 4}};
+	int32_t plain[GEN], out[GEN];
+	uint32_t n;
+	uint64_t accepted = 0;
+	for (size_t sh = 0; sh < 2; sh++) {
+		struct drafter *d = eagle_ok(g_t, &shapes[sh], 8, 1);
+		for (uint64_t seed = 1; seed <= 6; seed++) {
+			struct fx_job job = {.target = g_t, .prompt = k_prompt, .n_prompt = 6,
+					     .params = {.sampling = sp[seed % 2], .max_tokens = GEN,
+							.eos = -1}};
+			job.params.sampling.seed = seed;
+			struct draft_metrics m;
+			n = fx_plain_decode(g_t, k_prompt, 6, &job.params.sampling, GEN, plain);
+			assert_int_equal(n, GEN);
+			job.d = d;
+			job.k = 8;
+			assert_int_equal(fx_run_job(&job, out, GEN, &n, &m, NULL), SPECD_OK);
+			assert_int_equal(n, GEN);
+			assert_memory_equal(out, plain, sizeof(out));
+			accepted += m.accepted;
+		}
+		draft_destroy(d);
+	}
+	assert_true(accepted > 0);
+}
+
 /* ---- refusals ---- */
 
 static void expect_refusal(const struct draft_eagle_config *ec, uint32_t k,
@@ -712,6 +751,7 @@ int main(void)
 		cmocka_unit_test(test_eagle__catch_up_is_exact),
 		cmocka_unit_test(test_eagle__long_prompts_and_switching_keep_plain_output),
 		cmocka_unit_test(test_eagle__sampling_keeps_the_distribution),
+		cmocka_unit_test(test_eagle__sampled_output_is_plain_samplings),
 		cmocka_unit_test(test_eagle__refuses_checkpoints_that_do_not_fit),
 		cmocka_unit_test(test_eagle__a_pytorch_only_folder_is_to_be_converted),
 		cmocka_unit_test(test_eagle__specd_run_matches_none),

@@ -568,6 +568,48 @@ static void test_engine__per_job_speculation_and_logprobs(void **state)
 	model_destroy(t);
 }
 
+/* Sampling with prompt lookup gives plain sampling's tokens for the same seed (plain
+ * sampling written without the engine, fx_plain_decode): each emitted token is one
+ * draw from the target at its position with the next uniform (verify.h), whatever
+ * was drafted; drafts are accepted now and then. The engine without a drafter gives
+ * them too. */
+static void test_engine__sampled_ngram_output_is_plain_samplings(void **state)
+{
+	(void)state;
+	static const struct sampler_params sp[] = {
+		{.temperature = 0.8f, .top_p = 0.9f},
+		{.temperature = 1.2f, .top_k = 20, .top_p = 1.0f, .min_p = 0.05f},
+		{.temperature = 0.3f, .top_p = 1.0f},
+	};
+	struct model *t = fx_load(g_llama, 1, 0);
+	struct drafter *d = fx_drafter(DRAFT_METHOD_NGRAM, t, 4, 1, NULL, 1);
+	struct prompt p = {{1, 50, 60, 50, 60, 50, 60}, 7};
+	int32_t plain[MAX_GEN], out[MAX_GEN];
+	uint32_t n;
+	uint64_t accepted = 0;
+	for (uint64_t seed = 1; seed <= 9; seed++) {
+		struct fx_job job = {.target = t, .prompt = p.ids, .n_prompt = p.n,
+				     .params = {.sampling = sp[seed % 3], .max_tokens = MAX_GEN,
+						.eos = -1}};
+		job.params.sampling.seed = seed;
+		struct draft_metrics m;
+		n = fx_plain_decode(t, p.ids, p.n, &job.params.sampling, MAX_GEN, plain);
+		assert_int_equal(n, MAX_GEN);
+		for (int with = 0; with < 2; with++) {
+			job.d = with ? d : NULL;
+			job.k = with ? 4 : 0;
+			uint32_t n2;
+			assert_int_equal(fx_run_job(&job, out, MAX_GEN, &n2, &m, NULL), SPECD_OK);
+			assert_int_equal(n2, n);
+			assert_memory_equal(out, plain, n * sizeof(int32_t));
+		}
+		accepted += m.accepted;
+	}
+	assert_true(accepted > 0);
+	draft_destroy(d);
+	model_destroy(t);
+}
+
 /* Three jobs in one engine, all stepped together: a sampling ngram job, a sampling
  * plain one and a greedy ngram one, each with its own seed. */
 struct mixed_run {
@@ -1004,6 +1046,7 @@ int main(void)
 		cmocka_unit_test(test_engine__cuts_at_eos_max_tokens_and_context),
 		cmocka_unit_test(test_engine__two_jobs_share_a_forward),
 		cmocka_unit_test(test_engine__per_job_speculation_and_logprobs),
+		cmocka_unit_test(test_engine__sampled_ngram_output_is_plain_samplings),
 		cmocka_unit_test(test_engine__sampled_chains_on_a_device_leave_the_logits_there),
 		cmocka_unit_test(test_engine__greedy_draft_model_on_a_device_downloads_nothing),
 		cmocka_unit_test(test_engine__small_batch_lowers_each_jobs_k),

@@ -118,7 +118,7 @@ static void test_tree__greedy_matches_brute_force(void **state)
 			ids[r] = (uint32_t)argmax(logits + (size_t)r * V, V);
 		struct draft_rows by_ids = {.ids = ids, .n_vocab = V};
 		struct draft_verdict w;
-		assert_int_equal(draft_verify_greedy_rows(&by_ids, &p, &w), SPECD_OK);
+		assert_int_equal(draft_verify_rows(&by_ids, &p, &w), SPECD_OK);
 		assert_int_equal(w.n_accepted, v.n_accepted);
 		assert_int_equal(w.next, v.next);
 		assert_memory_equal(w.path, v.path, v.n_accepted * sizeof(uint32_t));

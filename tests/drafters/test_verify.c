@@ -64,7 +64,7 @@ static void test_verify__greedy_accepts_the_agreeing_prefix(void **state)
 		struct draft_proposal p = {.n = 4, .tokens = cases[c]};
 		struct draft_verdict w;
 		assert_int_equal(draft_verify_greedy(logits, V, cases[c], 4, &v), SPECD_OK);
-		assert_int_equal(draft_verify_greedy_rows(&by_ids, &p, &w), SPECD_OK);
+		assert_int_equal(draft_verify_rows(&by_ids, &p, &w), SPECD_OK);
 		assert_int_equal(w.n_accepted, v.n_accepted);
 		assert_int_equal(w.next, v.next);
 	}
@@ -72,12 +72,12 @@ static void test_verify__greedy_accepts_the_agreeing_prefix(void **state)
 	const uint32_t bad_ids[5] = {3, 1, V, 0, 2};
 	struct draft_rows bad = {.ids = bad_ids, .n_vocab = V};
 	struct draft_proposal p = {.n = 4, .tokens = all};
-	assert_int_equal(draft_verify_greedy_rows(&bad, &p, &v), SPECD_INVAL);
+	assert_int_equal(draft_verify_rows(&bad, &p, &v), SPECD_INVAL);
 	int32_t out_of_range[1] = {V};
 	struct draft_proposal q = {.n = 1, .tokens = out_of_range};
-	assert_int_equal(draft_verify_greedy_rows(&by_ids, &q, &v), SPECD_INVAL);
+	assert_int_equal(draft_verify_rows(&by_ids, &q, &v), SPECD_INVAL);
 	struct draft_rows empty = {.n_vocab = V};
-	assert_int_equal(draft_verify_greedy_rows(&empty, &p, &v), SPECD_INVAL);
+	assert_int_equal(draft_verify_rows(&empty, &p, &v), SPECD_INVAL);
 }
 
 static void test_verify__rejects_bad_arguments(void **state)
@@ -240,10 +240,29 @@ static uint32_t lcg(uint32_t n)
 	return (uint32_t)(g_lcg >> 33) % n;
 }
 
-/* Random chains (0 to 8 tokens, one-hot q, the drafted token often the row's likeliest)
- * under several transforms: the draws path, with the CPU backend's sample op standing
- * in for a device's, gives draft_verify's verdict every time, and both samplers give
- * the same uniform afterwards (the same number of draws was taken). */
+/* A random proposal of n one-hot tokens: a chain, or a tree whose parents come
+ * earlier; each token often its row's likeliest. */
+static void random_proposal(float *logits, uint32_t n, bool tree, int32_t *tokens,
+			    int32_t *parent, uint32_t vd)
+{
+	for (uint32_t r = 0; r <= n; r++) {
+		uint32_t peak = lcg(vd);
+		for (uint32_t j = 0; j < vd; j++)
+			logits[r * vd + j] = (float)lcg(1000) / 250.0f + (j == peak ? 3.0f : 0);
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		parent[i] = tree ? (int32_t)lcg(i + 1) - 1 : (int32_t)i - 1;
+		/* the likeliest token of the parent's row, or another */
+		const float *row = logits + (size_t)(parent[i] + 1) * vd;
+		tokens[i] = lcg(3) ? sampler_argmax(row, (int32_t)vd) : (int32_t)lcg(vd);
+	}
+}
+
+/* Random chains and trees (0 to 8 nodes, one-hot q, a token often its parent row's
+ * likeliest) under several transforms: the draws path, with the CPU backend's sample
+ * op standing in for a device's, gives draft_verify's verdict and path every time,
+ * and both samplers give the same uniform afterwards (the same number of draws was
+ * taken). Both ends of the walk occur: a rejection, and every level accepted. */
 static void test_verify__drawn_equals_the_host_verifier(void **state)
 {
 	(void)state;
@@ -261,8 +280,8 @@ static void test_verify__drawn_equals_the_host_verifier(void **state)
 	float *work = specd_malloc_array(2 * VD, sizeof(float));
 	void *kwork = specd_malloc_array(1, kern_sample_work_bytes(NMAX + 1, VD));
 	assert_true(logits && work && kwork);
-	int32_t tokens[NMAX];
-	uint32_t rejected = 0, all = 0;
+	int32_t tokens[NMAX], parent[NMAX];
+	uint32_t rejected = 0, all = 0, deep = 0;
 	for (uint32_t c = 0; c < CASES; c++) {
 		struct sampler_params sp = params[c % (sizeof(params) / sizeof(params[0]))];
 		sp.seed = c;
@@ -270,40 +289,39 @@ static void test_verify__drawn_equals_the_host_verifier(void **state)
 		assert_int_equal(sampler_create(VD, &sp, &host, NULL), SPECD_OK);
 		assert_int_equal(sampler_create(VD, &sp, &dev, NULL), SPECD_OK);
 		uint32_t n = lcg(NMAX + 1);
-		for (uint32_t r = 0; r <= n; r++) {
-			uint32_t peak = lcg(VD);
-			for (uint32_t j = 0; j < VD; j++)
-				logits[r * VD + j] = (float)lcg(1000) / 250.0f + (j == peak ? 3.0f : 0);
-			if (r < n)
-				tokens[r] = (int32_t)(lcg(3) ? peak : lcg(VD));
-		}
-		struct draft_proposal prop = {.n = n, .tokens = tokens, .q_onehot = true};
+		bool tree = c % 2;
+		random_proposal(logits, n, tree, tokens, parent, VD);
+		struct draft_proposal prop = {.n = n, .tokens = tokens, .q_onehot = true,
+					      .tree = tree, .parent = parent};
 		struct draft_verdict want, got;
 		assert_int_equal(draft_verify(host, logits, VD, &prop, work, &want), SPECD_OK);
 
-		float u[NMAX + 1], pp[NMAX + 1];
-		uint32_t probe[NMAX + 1], drawn[NMAX + 1];
+		float u[NMAX + 1];
+		uint32_t drawn[NMAX + 1];
 		assert_true(draft_verify_can_draw(dev, &prop));
-		draft_draw_prepare(dev, &prop, u, probe);
+		draft_draw_prepare(dev, &prop, u);
 		struct kern_sample_rows rows = {
 			.rows = n + 1, .n = VD, .x = logits, .ldx = VD,
-			.params = sampler_kern_params(dev), .u = u, .probe = probe,
-			.exclude_probe = true, .work = kwork, .out = drawn, .probe_p = pp,
+			.params = sampler_kern_params(dev), .u = u, .work = kwork, .out = drawn,
 		};
 		assert_int_equal(kern_sample(cpu, &rows), SPECD_OK);
-		assert_int_equal(draft_verify_drawn(dev, &prop, drawn, pp, &got), SPECD_OK);
+		assert_int_equal(draft_verify_drawn(dev, &prop, drawn, &got), SPECD_OK);
 		assert_int_equal(got.n_accepted, want.n_accepted);
 		assert_int_equal(got.next, want.next);
+		if (tree)
+			assert_memory_equal(got.path, want.path,
+					    want.n_accepted * sizeof(uint32_t));
 		assert_true(sampler_uniform(dev) == sampler_uniform(host));
 		rejected += want.n_accepted < n;
 		all += n > 0 && want.n_accepted == n;
+		deep += tree && want.n_accepted >= 2;
 		sampler_destroy(host);
 		sampler_destroy(dev);
 	}
-	assert_true(rejected > CASES / 2 && all > CASES / 100); /* 2566 and 94 here */
+	assert_true(rejected > CASES / 2 && all > CASES / 100 && deep > CASES / 100);
 
-	/* What the draws path does not take: a greedy sampler, a tree, a full q, and a
-	 * drawn token outside the vocabulary. */
+	/* What the draws path does not take: a greedy sampler, a full q, and a drawn token
+	 * outside the vocabulary. */
 	struct sampler *s;
 	struct sampler_params sp = {.temperature = 0.0f, .top_p = 1.0f};
 	assert_int_equal(sampler_create(VD, &sp, &s, NULL), SPECD_OK);
@@ -313,19 +331,14 @@ static void test_verify__drawn_equals_the_host_verifier(void **state)
 	sp.temperature = 1.0f;
 	assert_int_equal(sampler_create(VD, &sp, &s, NULL), SPECD_OK);
 	tokens[0] = 3;
-	int32_t parent[1] = {-1};
-	struct draft_proposal tree = {.n = 1, .tokens = tokens, .q_onehot = true, .tree = true,
-				      .parent = parent};
 	struct draft_proposal full = {.n = 1, .tokens = tokens, .q = work};
 	struct draft_proposal none = {.n = 0};
-	assert_false(draft_verify_can_draw(s, &tree));
 	assert_false(draft_verify_can_draw(s, &full));
 	assert_true(draft_verify_can_draw(s, &none));
 	uint32_t drawn[2] = {VD, VD};
-	float pp[2] = {0.0f, 0.0f};
 	struct draft_verdict v;
-	assert_int_equal(draft_verify_drawn(s, &prop, drawn, pp, &v), SPECD_INVAL);
-	assert_int_equal(draft_verify_drawn(s, &tree, drawn, pp, &v), SPECD_INVAL);
+	assert_int_equal(draft_verify_drawn(s, &prop, drawn, &v), SPECD_INVAL);
+	assert_int_equal(draft_verify_drawn(s, &full, drawn, &v), SPECD_INVAL);
 	sampler_destroy(s);
 	specd_free(logits);
 	specd_free(work);

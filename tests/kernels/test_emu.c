@@ -1082,9 +1082,9 @@ static void test_emu_model__greedy_ids_on_the_device(void **state)
 	both_free(&b2);
 }
 
-/* Draws from the logits where they are (model_draw): two draws over a batch's rows
- * (one with probes and their residuals) give what the CPU's sample op gives on the
- * CPU model's logits; a host backend and a shard refuse draws, and a draw past the
+/* Draws from the logits where they are (model_draw): two draws over a batch's rows,
+ * with different parameters, give what the CPU's sample op gives on the CPU model's
+ * logits; a host backend and a shard refuse draws, and a draw past the
  * rows or with a uniform outside [0, 1) is refused before the cache is touched. */
 static void test_emu_model__draws_on_the_device(void **state)
 {
@@ -1098,21 +1098,18 @@ static void test_emu_model__draws_on_the_device(void **state)
 	assert_true(logits && work);
 	const uint32_t tok[5] = {1, 77, 200, 5, 9}, slot[5] = {0}, pos[5] = {0, 1, 2, 3, 4};
 	const uint32_t idx[5] = {0, 1, 2, 3, 4};
-	uint32_t probe[3] = {0, 200, UINT32_MAX}; /* [0]: row 2's likeliest, below */
 	const float u[5] = {0.1f, 0.5f, 0.99f, 0.0f, 0.7f};
 	const struct kern_sample_params kp = {.temperature = 0.9f, .top_k = 40, .top_p = 0.9f};
+	const struct kern_sample_params kp2 = {.temperature = 1.3f, .top_p = 1.0f, .min_p = 0.01f};
 	uint32_t out_e[5], out_c[5];
-	float pp_e[3], pp_c[3];
 	struct model_draw d[2] = {
 		{.row = 0, .rows = 2, .params = kp, .u = u, .out = out_e},
-		{.row = 2, .rows = 3, .params = kp, .u = u + 2, .probe = probe,
-		 .exclude_probe = true, .out = out_e + 2, .probe_p = pp_e},
+		{.row = 2, .rows = 3, .params = kp2, .u = u + 2, .out = out_e + 2},
 	};
 	struct model_batch b = {.n_tokens = 5, .tokens = tok, .slots = slot, .pos = pos,
 				.n_out = 5, .out_idx = idx, .logits = logits};
 	struct specd_error err;
 	assert_int_equal(model_forward(c, &b, &err), SPECD_OK);
-	probe[0] = (uint32_t)sampler_argmax(logits + 2 * (size_t)V, (int32_t)V);
 	b.logits = NULL;
 	b.n_draws = 2;
 	b.draws = d;
@@ -1121,15 +1118,11 @@ static void test_emu_model__draws_on_the_device(void **state)
 	for (int i = 0; i < 2; i++) {
 		struct kern_sample_rows r = {
 			.rows = d[i].rows, .n = V, .x = logits + (size_t)d[i].row * V, .ldx = V,
-			.params = kp, .u = d[i].u, .probe = d[i].probe,
-			.exclude_probe = d[i].exclude_probe, .work = work, .out = out_c + d[i].row,
-			.probe_p = i ? pp_c : NULL,
+			.params = d[i].params, .u = d[i].u, .work = work, .out = out_c + d[i].row,
 		};
 		assert_int_equal(kern_sample(cpu, &r), SPECD_OK);
 	}
 	assert_memory_equal(out_e, out_c, sizeof(out_e));
-	assert_memory_equal(pp_e, pp_c, sizeof(pp_e));
-	assert_true(pp_e[0] > 0 && pp_e[2] == 0.0f);
 
 	/* Refusals, each before anything is written. */
 	const uint32_t next_pos[1] = {5};
