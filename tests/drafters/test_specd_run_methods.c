@@ -2,7 +2,8 @@
  * drafters/engine.h): greedy text identical to --method none for K in {1, 3, 8}, on
  * stories260K (draft: itself, and a random model given its vocabulary with
  * specd-gen-model --vocab-from) and on a random model up to the end of its context; the
- * metrics on stderr; a seed reproducing a sampled run; and the clear errors of a
+ * metrics on stderr; a seed reproducing a sampled run; sampled ngram text equal to
+ * sampled plain decoding's for the seed; and the clear errors of a
  * missing --draft, a draft with another vocabulary and inverted lookup lengths. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -170,6 +171,40 @@ static void test_specd_run_methods__seed_reproduces_a_sampled_run(void **state)
 	free(b);
 }
 
+/* Sampling with prompt lookup writes, for a seed, the text sampling without a drafter
+ * writes (drafters/verify.h: drafts that are not samples cost no draws), on stories260K
+ * at two temperatures and K 4 and 6, with drafts accepted (a prompt that repeats
+ * itself). */
+static void test_specd_run_methods__sampled_ngram_text_equals_plain(void **state)
+{
+	(void)state;
+	if (!g_have_st)
+		skip();
+	static const char *const prompt = "Lily and Ben went to the park. Lily and Ben went to the";
+	static const char *const temps[] = {"0.5", "0.8"}, *const ks[] = {"4", "6"};
+	for (int i = 0; i < 2; i++) {
+		char *texts[2];
+		for (int m = 0; m < 2; m++) {
+			char *out = NULL;
+			const char *args[] = {"-m", g_st, "-p", prompt, "-n", "48", "--temperature",
+					      temps[i], "--top-p", "0.95", "--seed", "11",
+					      "--method", m ? "ngram" : "none", "--spec-tokens",
+					      ks[i], NULL};
+			assert_int_equal(run(&out, args), 0);
+			texts[m] = text_line(out, prompt);
+			if (m) {
+				const char *acc = strstr(out, ", accepted ");
+				assert_non_null(acc);
+				assert_true(atoi(acc + strlen(", accepted ")) > 0);
+			}
+			free(out);
+		}
+		assert_string_equal(texts[0], texts[1]);
+		free(texts[0]);
+		free(texts[1]);
+	}
+}
+
 static void test_specd_run_methods__clear_errors(void **state)
 {
 	(void)state;
@@ -215,6 +250,7 @@ int main(void)
 		cmocka_unit_test(test_specd_run_methods__greedy_text_equals_plain_on_stories260k),
 		cmocka_unit_test(test_specd_run_methods__greedy_text_equals_plain_to_the_context_end),
 		cmocka_unit_test(test_specd_run_methods__seed_reproduces_a_sampled_run),
+		cmocka_unit_test(test_specd_run_methods__sampled_ngram_text_equals_plain),
 		cmocka_unit_test(test_specd_run_methods__clear_errors),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
