@@ -31,6 +31,8 @@ struct draft_model {
 	float *group_logits; /* (group_max, n_vocab) host */
 	uint32_t *group_ids; /* (group_max) host */
 	uint32_t *g_seq, *g_k, *g_row, *g_out; /* (group_max) host */
+	uint32_t n_slots;
+	uint32_t *alone;     /* (n_slots) host: the sequences that did not fit the group */
 };
 
 static void dm_destroy(void *state)
@@ -50,6 +52,7 @@ static void dm_destroy(void *state)
 	specd_free(d->g_k);
 	specd_free(d->g_row);
 	specd_free(d->g_out);
+	specd_free(d->alone);
 	specd_free(d);
 }
 
@@ -93,8 +96,10 @@ static enum specd_status dm_create(const struct draft_config *cfg, void **state,
 	d->g_k = specd_malloc_array(d->group_max, sizeof(uint32_t));
 	d->g_row = specd_malloc_array(d->group_max, sizeof(uint32_t));
 	d->g_out = specd_malloc_array(d->group_max, sizeof(uint32_t));
+	d->n_slots = cfg->n_slots;
+	d->alone = specd_malloc_array(cfg->n_slots, sizeof(uint32_t));
 	if (!d->b_tok || !d->b_slot || !d->b_pos || !d->logits || !d->group_logits ||
-	    !d->group_ids || !d->g_seq ||
+	    !d->group_ids || !d->g_seq || !d->alone ||
 	    !d->g_k || !d->g_row || !d->g_out) {
 		st = specd_errorf(err, SPECD_NOMEM, "draft_model: out of memory");
 		goto fail;
@@ -309,15 +314,20 @@ static enum specd_status dm_group_forward(struct draft_model *d, uint32_t n_toke
  * then one forward per drafted position carries each still-drafting sequence's last
  * token. The forward is batch-invariant, so each sequence sees the logits it would see
  * alone and draws from its own sampler in the same order: the proposals are those of
- * dm_propose. A sequence that does not fit the group goes alone. */
+ * dm_propose. A sequence that does not fit the group goes alone after it (its feed
+ * uses the batch arrays the group is gathered in). */
 static enum specd_status dm_propose_batch(void *state, const struct draft_seq *seqs,
 					  const uint32_t *k, struct draft_proposal *const *outs,
 					  uint32_t n, struct specd_error *err)
 {
 	struct draft_model *d = state;
-	uint32_t used = 0, m = 0, k_max = 0;
+	uint32_t used = 0, m = 0, k_max = 0, n_alone = 0;
 	bool by_id = d->device; /* every sequence in the group drafts greedily */
 	enum specd_status st;
+
+	if (n > d->n_slots)
+		return specd_errorf(err, SPECD_INVAL, "draft_model: %u sequences, %u slots", n,
+				    d->n_slots);
 
 	for (uint32_t i = 0; i < n; i++) {
 		uint32_t ki, have = 0, ns = seqs[i].n_tokens;
@@ -326,8 +336,7 @@ static enum specd_status dm_propose_batch(void *state, const struct draft_seq *s
 		if (ki == 0)
 			continue;
 		if (m == d->group_max || used + (ns - have) > d->max_batch) {
-			if ((st = dm_propose(state, &seqs[i], k[i], outs[i], err)) != SPECD_OK)
-				return st;
+			d->alone[n_alone++] = i;
 			continue;
 		}
 		for (uint32_t t = have; t < ns; t++, used++) {
@@ -343,9 +352,7 @@ static enum specd_status dm_propose_batch(void *state, const struct draft_seq *s
 		k_max = ki > k_max ? ki : k_max;
 		m++;
 	}
-	if (m == 0)
-		return SPECD_OK;
-	if ((st = dm_group_forward(d, used, m, by_id, err)) != SPECD_OK)
+	if (m && (st = dm_group_forward(d, used, m, by_id, err)) != SPECD_OK)
 		return st;
 	for (uint32_t r = 0; r < k_max; r++) {
 		uint32_t n_out = 0;
@@ -367,6 +374,11 @@ static enum specd_status dm_propose_batch(void *state, const struct draft_seq *s
 			d->g_row[g] = n_out++;
 		}
 		if (n_out && (st = dm_group_forward(d, n_out, n_out, by_id, err)) != SPECD_OK)
+			return st;
+	}
+	for (uint32_t a = 0; a < n_alone; a++) {
+		uint32_t i = d->alone[a];
+		if ((st = dm_propose(state, &seqs[i], k[i], outs[i], err)) != SPECD_OK)
 			return st;
 	}
 	return SPECD_OK;

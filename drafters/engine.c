@@ -159,6 +159,15 @@ enum specd_status draft_engine_create(const struct draft_engine_config *cfg,
 	e->verify = cfg->verify ? cfg->verify : draft_verify;
 	e->exact = !cfg->verify;
 	e->device = !kern_host_memory(model_kern(cfg->target));
+	/* A whole target on a device draws its sampling jobs' tokens where the logits
+	 * are (plan_rows). */
+	if (e->device && e->exact && !e->ops) {
+		enum specd_status st = model_reserve_draws(cfg->target, err);
+		if (st != SPECD_OK) {
+			draft_engine_destroy(e);
+			return st;
+		}
+	}
 	e->n_vocab = model_hparams(cfg->target)->n_vocab;
 	e->n_ctx = kv_n_ctx(model_kv(cfg->target));
 	e->n_slots = kv_n_slots(model_kv(cfg->target));

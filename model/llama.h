@@ -122,7 +122,8 @@ uint32_t model_max_batch(const struct model *m);
  * sampling caller on a device backend need not download them: logits rows
  * [row, row + rows) (indices among the outputs with logits) through the sampler's
  * transform with `params`; row i's token into out[i], drawn with uniform u[i] (host
- * arrays of `rows`). */
+ * arrays of `rows`). The op refuses the whole draw when one of its rows has no logit
+ * above -inf (a broken model), after the batch has run. */
 #define MODEL_MAX_DRAW_ROWS 65 /* rows of one draw: a verify of DRAFT_MAX_TOKENS + 1 */
 struct model_draw {
 	uint32_t row;
@@ -168,8 +169,9 @@ struct model_batch {
 	int32_t *top_ids;
 	float *top_vals;
 	float *top_lse;
-	/* Draws from the logits rows (struct model_draw), device backends only (a host
-	 * caller samples the rows it has); a shard refuses them, as it refuses ids. */
+	/* Draws from the logits rows (struct model_draw), on a device backend after
+	 * model_reserve_draws (a host caller samples the rows it has); a shard refuses
+	 * them, as it refuses ids. */
 	uint32_t n_draws;
 	const struct model_draw *draws;
 };
@@ -183,5 +185,12 @@ struct model_batch {
  * never read before being written again). Compute thread only. */
 enum specd_status model_forward(struct model *m, const struct model_batch *b,
 				struct specd_error *err);
+
+/* Reserves the device scratch model_batch.draws needs (kern_sample_work_bytes for
+ * MODEL_MAX_DRAW_ROWS rows), for a target whose verifier draws where the logits are;
+ * models that never draw (draft models, EAGLE layers) are spared it. Nothing to do
+ * on a host backend or when done before. Errors: SPECD_NOMEM. Compute thread, not
+ * during a forward. */
+enum specd_status model_reserve_draws(struct model *m, struct specd_error *err);
 
 #endif

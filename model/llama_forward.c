@@ -35,8 +35,9 @@ static enum specd_status check_draws(const struct model *m, const struct model_b
 	if (!b->draws)
 		return specd_errorf(err, SPECD_INVAL, "forward: %u draws but no list", b->n_draws);
 	if (!m->a.sample_work)
-		return specd_errorf(err, SPECD_INVAL, "forward: draws are for device backends "
-				    "(a host caller samples its logits rows itself)");
+		return specd_errorf(err, SPECD_INVAL, "forward: draws are for device backends, "
+				    "after model_reserve_draws (a host caller samples its logits "
+				    "rows itself)");
 	for (uint32_t i = 0; i < b->n_draws; i++) {
 		const struct model_draw *d = &b->draws[i];
 		struct kern_sample_rows r = draw_rows(m, d, m->a.logits);

@@ -50,8 +50,9 @@ struct llama_acts {
 	float *cat;      /* (max_batch, 2 dim) EAGLE layers only: [embedding, feature] */
 	float *logits;   /* (max_batch, n_vocab) device backends only: the LM head's
 			  * output before it is downloaded; NULL on a host backend */
-	void *sample_work; /* kern_sample_work_bytes(MODEL_MAX_DRAW_ROWS, n_vocab), whole
-			    * models on device backends only: model_draw's scratch */
+	void *sample_work; /* kern_sample_work_bytes(MODEL_MAX_DRAW_ROWS, n_vocab) of
+			    * device memory after model_reserve_draws, else NULL:
+			    * model_draw's scratch */
 	float *stage;    /* (max_batch, dim) host, device backends with a hook only: the
 			  * all-reduce's buffer (the hook takes host memory) */
 	uint32_t *row;      /* (max_batch) cache row each token writes */

@@ -256,10 +256,6 @@ static enum specd_status alloc_acts(struct model *m, uint32_t n_slots)
 		a->cat = alloc_floats(k, b, 2 * (size_t)m->hp.dim);
 	if (device)
 		a->logits = alloc_floats(k, b, m->n_vocab);
-	if (device && size == 1 &&
-	    kern_alloc(k, kern_sample_work_bytes(MODEL_MAX_DRAW_ROWS, m->n_vocab),
-		       &a->sample_work) != SPECD_OK)
-		return SPECD_NOMEM;
 	if (device && size > 1)
 		a->stage = specd_malloc_array(b * m->hp.dim, sizeof(float));
 	a->row = specd_malloc_array(b, sizeof(uint32_t));
@@ -362,6 +358,17 @@ static enum specd_status upload_vec(struct weight_upload *u, const float **v, si
 	return SPECD_OK;
 }
 
+enum specd_status model_reserve_draws(struct model *m, struct specd_error *err)
+{
+	size_t bytes = kern_sample_work_bytes(MODEL_MAX_DRAW_ROWS, m->n_vocab);
+	if (m->a.sample_work || kern_host_memory(m->kern))
+		return SPECD_OK;
+	if (kern_alloc(m->kern, bytes, &m->a.sample_work) != SPECD_OK)
+		return specd_errorf(err, SPECD_NOMEM, "model: no %zu bytes of %s memory for "
+				    "drawing from the logits", bytes, kern_name(m->kern));
+	return SPECD_OK;
+}
+
 /* The rows of w[0..n) one after another in a host buffer (same type and width), so
  * they upload as one matrix. NULL when out of memory. */
 static void *cat_rows(struct kern_mat *const *w, int n, size_t *rows)
@@ -396,7 +403,7 @@ static enum specd_status upload_qkv(struct weight_upload *u, struct llama_layer 
 	}
 	size_t rows;
 	void *host = cat_rows(w, 3, &rows);
-	float *bias = *b[0] ? specd_malloc_array(rows, sizeof(float)) : NULL;
+	float *bias = host && *b[0] ? specd_malloc_array(rows, sizeof(float)) : NULL;
 	if (!host || (*b[0] && !bias)) {
 		specd_free(host);
 		return upload_failed(u, SPECD_NOMEM, "attn_qkv");

@@ -182,7 +182,11 @@ static void sampled(struct model *target, struct drafter *d, const char *name, u
 	printf("sampled %-11s K=%-2u device draws %7.1f tok/s  host rows %7.1f tok/s  %.2fx  "
 	       "accept %5.1f%%  output %s\n", name, k, td, th, th > 0 ? td / th : 0,
 	       100.0 * draft_metrics_acceptance_rate(&dev->met), same ? "equal" : "DIFFERS");
-	gpu_check_expect(same, "sampled", name, "device draws give the host verifier's tokens");
+	/* kern.h lets a device draw differ from the CPU's where u lies within rounding of a
+	 * boundary of the cumulative distribution: so rare that a difference is reported
+	 * as a failure, to be looked at. */
+	gpu_check_expect(same, "sampled", name, "device draws give the host verifier's tokens "
+			 "(rarely not, at a rounding boundary: look at the draw)");
 }
 
 int gpu_check_methods(struct kern_ctx *k, int argc, char **argv)

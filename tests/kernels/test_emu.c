@@ -1082,9 +1082,9 @@ static void test_emu_model__greedy_ids_on_the_device(void **state)
 	both_free(&b2);
 }
 
-/* Draws from the logits where they are (model_draw): two draws over a batch's rows,
- * with different parameters, give what the CPU's sample op gives on the CPU model's
- * logits; a host backend and a shard refuse draws, and a draw past the
+/* Draws from the logits where they are (model_draw): refused until the model has
+ * reserved their scratch; then two draws over a batch's rows, with different
+ * parameters, give what the CPU's sample op gives on the CPU model's logits; a host backend and a shard refuse draws, and a draw past the
  * rows or with a uniform outside [0, 1) is refused before the cache is touched. */
 static void test_emu_model__draws_on_the_device(void **state)
 {
@@ -1113,6 +1113,12 @@ static void test_emu_model__draws_on_the_device(void **state)
 	b.logits = NULL;
 	b.n_draws = 2;
 	b.draws = d;
+	/* No scratch reserved yet: refused, and nothing written. */
+	assert_int_equal(model_forward(e, &b, &err), SPECD_INVAL);
+	assert_non_null(strstr(err.msg, "after model_reserve_draws"));
+	assert_int_equal(kv_len(model_kv(e), 0), 0);
+	assert_int_equal(model_reserve_draws(e, NULL), SPECD_OK);
+	assert_int_equal(model_reserve_draws(e, NULL), SPECD_OK); /* once is enough */
 	if (model_forward(e, &b, &err) != SPECD_OK)
 		fail_msg("%s", err.msg);
 	for (int i = 0; i < 2; i++) {
