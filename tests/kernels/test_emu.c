@@ -1084,8 +1084,9 @@ static void test_emu_model__greedy_ids_on_the_device(void **state)
 
 /* Draws from the logits where they are (model_draw): refused until the model has
  * reserved their scratch; then two draws over a batch's rows, with different
- * parameters, give what the CPU's sample op gives on the CPU model's logits; a host backend and a shard refuse draws, and a draw past the
- * rows or with a uniform outside [0, 1) is refused before the cache is touched. */
+ * parameters, give what the CPU's sample op gives on the CPU model's logits; a host
+ * backend and a shard refuse draws, and a draw past the rows or with a uniform
+ * outside [0, 1) is refused before the cache is touched. */
 static void test_emu_model__draws_on_the_device(void **state)
 {
 	(void)state;
