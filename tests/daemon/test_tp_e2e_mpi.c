@@ -271,10 +271,12 @@ static void test_tp__cluster_serves_what_specd_run_tp2_prints(void **state)
 }
 
 /* The device code path (weights uploaded, the cache and activations in device memory,
- * logits and hidden states downloaded, shards' sums staged through the host) on the
- * emulated device: every method, T = 1 and 2, the drafter in the leader and on a draft
- * rank of its own device, gives the CPU's plain greedy text; and so does a cluster
- * whose shards and draft rank compute there. */
+ * each row's argmax or sampled token taken there, hidden states downloaded, shards'
+ * sums staged through the host) on the emulated device: every method, T = 1 and 2,
+ * the drafter in the leader and on a draft rank of its own device, gives the CPU's
+ * plain greedy text, and sampled, the CPU's text for the seed (for the methods whose
+ * drafts are not samples, plain sampling's); and so does a cluster whose shards and
+ * draft rank compute there. */
 static void test_tp__the_device_code_path_gives_the_cpus_text(void **state)
 {
 	(void)state;
@@ -291,6 +293,11 @@ static void test_tp__the_device_code_path_gives_the_cpus_text(void **state)
 		{4, 1, false, NULL}, {4, 2, false, NULL}, {3, 1, true, NULL}, {3, 2, true, NULL},
 	};
 	const char *methods[] = {"ngram", "draft_model", "medusa", "eagle"};
+	const char *sampling = "--temperature 0.9 --seed 7";
+	char plain_sampled[256];
+	snprintf(plain_sampled, sizeof(plain_sampled), "--device emulated --method none %s",
+		 sampling);
+	char *plain_text = run_text_with(g_model, PROMPT, plain_sampled, 1);
 	for (size_t m = 0; m < sizeof(methods) / sizeof(methods[0]); m++) {
 		snprintf(method, sizeof(method), "--device emulated --method %s --draft %s "
 			 "--heads %s --eagle %s", methods[m], g_model, heads, eagle);
@@ -304,18 +311,21 @@ static void test_tp__the_device_code_path_gives_the_cpus_text(void **state)
 			fail_msg("%s: emulated device \"%s\", cpu \"%s\"", methods[m], dev, cpu);
 		free(dev);
 		free(cpu);
-		/* Sampling reads the logits rows (greedy steps on a device only their argmax):
-		 * the same seed gives the CPU's text. */
+		/* Sampling draws each row's token on the device (but for the draft model,
+		 * whose q the residual rule reads on the host): the same seed gives the CPU's
+		 * text, and drafts that are not samples give plain sampling's. */
 		char sampled[2200];
-		snprintf(sampled, sizeof(sampled), "%s --temperature 0.9 --seed 7 --spec-tokens 3",
-			 method);
+		snprintf(sampled, sizeof(sampled), "%s %s --spec-tokens 3", method, sampling);
 		char *dev_text = run_text_with(g_model, PROMPT, sampled, 1);
 		char *cpu_text = run_text_with(g_model, PROMPT,
 					       sampled + strlen("--device emulated "), 1);
 		assert_string_equal(dev_text, cpu_text);
+		if (strcmp(methods[m], "draft_model") != 0)
+			assert_string_equal(dev_text, plain_text);
 		free(dev_text);
 		free(cpu_text);
 	}
+	free(plain_text);
 	char yaml[2048];
 	snprintf(yaml, sizeof(yaml),
 		 "target: {model: %s, tensor_parallel: 2, device: emulated}\n"
