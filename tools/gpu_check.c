@@ -963,6 +963,45 @@ static void bench_matmul(struct kern_ctx *gpu, struct kern_ctx *ref, size_t n_in
 	specd_free(wq), specd_free(row), specd_free(x);
 }
 
+/* One token's decode step with the cache holding 128, 512 and 1000 rows (the model is
+ * opened with 1024): the attention kernel reads every visible row with one block a
+ * head, so its share of the step grows with the context; the ratios say how much a
+ * split attention could win back. */
+static enum specd_status bench_context(struct run *r, const uint32_t *ref, uint32_t n)
+{
+	enum { REPS = 10, CHUNK = 64 };
+	static const uint32_t depths[] = {128, 512, 1000};
+	uint32_t fill[CHUNK], len = 0;
+	double t_first = 0;
+	enum specd_status st = kv_truncate(model_kv(r->m), 0, 0);
+	for (uint32_t i = 0; i < CHUNK; i++)
+		fill[i] = ref[i % n];
+	for (size_t d = 0; d < sizeof(depths) / sizeof(depths[0]) && st == SPECD_OK; d++) {
+		while (len < depths[d] && st == SPECD_OK) {
+			uint32_t c = depths[d] - len < CHUNK ? depths[d] - len : CHUNK;
+			st = step(r, fill, c, len, 1);
+			len += c;
+		}
+		double s0 = 0;
+		for (int rep = 0; rep <= REPS && st == SPECD_OK; rep++) {
+			if (rep == 1)
+				s0 = specd_now();
+			st = kv_truncate(model_kv(r->m), 0, len);
+			if (st == SPECD_OK)
+				st = step(r, fill, 1, len, 1);
+		}
+		if (st == SPECD_OK) /* the timed token out again: the next fill starts at len */
+			st = kv_truncate(model_kv(r->m), 0, len);
+		if (st != SPECD_OK)
+			break;
+		double t = (specd_now() - s0) / REPS;
+		t_first = d ? t_first : t;
+		printf("bench decode at context %4u: %.3f ms/step, %.2fx context %u\n", len, t * 1e3,
+		       t / t_first, depths[0]);
+	}
+	return st;
+}
+
 static int run_bench(struct kern_ctx *gpu, struct kern_ctx *ref_kern, const char *path,
 		     uint32_t n)
 {
@@ -1020,6 +1059,8 @@ static int run_bench(struct kern_ctx *gpu, struct kern_ctx *ref_kern, const char
 		printf("bench verify K=%-2u (%2u tokens): %.3f ms/step, %.2fx one token\n", K, K + 1,
 		       t * 1e3, t / t_one);
 	}
+	if (st == SPECD_OK)
+		st = bench_context(&r, ref, n);
 	/* Speculative decoding with a drafter that costs nothing (as ngram nearly does),
 	 * its acceptance set; output checked against plain greedy. */
 	for (uint32_t K = 2; K <= 8 && st == SPECD_OK; K *= 2) {
