@@ -652,8 +652,9 @@ static void run_mixed(struct model *t, const struct sampler_params *sp, uint64_t
 	draft_destroy(d);
 }
 
-/* On a device (the emulated one), sampling chains are verified from draws taken where
- * the logits are (drafters/verify.h draft_verify_drawn): a step that mixes them with
+/* On a device (the emulated one), sampling jobs drafting chains with prompt lookup are
+ * verified from tokens drawn where the logits are (drafters/verify.h
+ * draft_verify_drawn): a step that mixes them with
  * plain sampling and a greedy job downloads no logits at all, and every job's tokens
  * and speculation counts are the CPU's (whose verifier reads the rows) for the same
  * seeds. A job that wants log-probabilities brings its rows back, and still gives
