@@ -1,7 +1,9 @@
-/* The KV cache pool; see kv.h. One block per K and V, laid out [layer][slot][row][f]
- * so one layer of one slot is contiguous and the attention op walks it with two
- * strides. Lengths are the only state: truncation is O(1) and rows past a length are
- * simply rewritten by the next forward. */
+/* The KV cache pool; see kv.h. One block laid out [layer][slot][row][K f | V f]: a
+ * row's key and value side by side, as the forward's Q/K/V projection leaves them
+ * (llama_acts.qkv), so a batch's keys and values go into the cache in one scatter and
+ * a kept row moves in one copy. One layer of one slot is contiguous and the attention
+ * op walks it with two strides. Lengths are the only state: truncation is O(1) and
+ * rows past a length are simply rewritten by the next forward. */
 #include "kv.h"
 
 #include <assert.h>
@@ -12,10 +14,11 @@
 
 struct kv_cache {
 	struct kv_config cfg;
-	size_t slot_floats;  /* n_ctx * row_floats */
+	size_t slot_floats;  /* n_ctx * 2 row_floats */
 	size_t layer_floats; /* n_slots * slot_floats */
-	float *k;            /* (n_layers, n_slots, n_ctx, row_floats) host, or the device's */
-	float *v;            /* same */
+	/* (n_layers, n_slots, n_ctx, 2 row_floats) host, or the device's: each row the
+	 * key then the value */
+	float *kv;
 	struct kern_ctx *dev; /* the device backend holding k and v; NULL: host memory */
 	uint32_t *len;       /* (n_slots) rows committed */
 };
@@ -29,10 +32,10 @@ enum specd_status kv_create(const struct kv_config *cfg, struct kv_cache **out,
 				    cfg->n_layers, cfg->n_slots, cfg->n_ctx, cfg->row_floats);
 	/* A layer's rows are numbered slot x n_ctx + row in 32 bits (model_forward's
 	 * scatter into the cache). */
-	size_t slot_floats = (size_t)cfg->n_ctx * cfg->row_floats;
+	size_t pair = 2 * (size_t)cfg->row_floats, slot_floats = (size_t)cfg->n_ctx * pair;
 	if ((uint64_t)cfg->n_slots * cfg->n_ctx > UINT32_MAX ||
-	    slot_floats / cfg->n_ctx != cfg->row_floats ||
-	    slot_floats > SIZE_MAX / (2 * sizeof(float)) / cfg->n_slots / cfg->n_layers)
+	    slot_floats / cfg->n_ctx != pair ||
+	    slot_floats > SIZE_MAX / sizeof(float) / cfg->n_slots / cfg->n_layers)
 		return specd_errorf(err, SPECD_INVAL, "kv cache: %u slots x %u rows overflow",
 				    cfg->n_slots, cfg->n_ctx);
 	size_t layer_floats = slot_floats * cfg->n_slots;
@@ -46,23 +49,20 @@ enum specd_status kv_create(const struct kv_config *cfg, struct kv_cache **out,
 	kv->layer_floats = layer_floats;
 	enum specd_status st = SPECD_NOMEM;
 	if (cfg->kern && !kern_host_memory(cfg->kern)) {
-		void *k = NULL, *v = NULL;
+		void *p = NULL;
 		kv->dev = cfg->kern;
-		if ((st = kern_alloc(kv->dev, total * sizeof(float), &k)) == SPECD_OK)
-			kv->k = k;
-		if (st == SPECD_OK && (st = kern_alloc(kv->dev, total * sizeof(float), &v)) == SPECD_OK)
-			kv->v = v;
+		if ((st = kern_alloc(kv->dev, total * sizeof(float), &p)) == SPECD_OK)
+			kv->kv = p;
 	} else {
 		/* calloc, not malloc + memset: pages of a large pool are touched only when used. */
-		kv->k = specd_calloc(total, sizeof(float));
-		kv->v = specd_calloc(total, sizeof(float));
+		kv->kv = specd_calloc(total, sizeof(float));
 	}
 	kv->len = specd_calloc(cfg->n_slots, sizeof(uint32_t));
-	if (!kv->k || !kv->v || !kv->len) {
+	if (!kv->kv || !kv->len) {
 		kv_destroy(kv);
 		return specd_errorf(err, st == SPECD_OK ? SPECD_NOMEM : st,
-				    "kv cache: cannot allocate %zu bytes%s",
-				    2 * total * sizeof(float), cfg->kern ? " on the backend" : "");
+				    "kv cache: cannot allocate %zu bytes%s", total * sizeof(float),
+				    cfg->kern ? " on the backend" : "");
 	}
 	*out = kv;
 	return SPECD_OK;
@@ -72,13 +72,10 @@ void kv_destroy(struct kv_cache *kv)
 {
 	if (!kv)
 		return;
-	if (kv->dev) {
-		kern_free(kv->dev, kv->k);
-		kern_free(kv->dev, kv->v);
-	} else {
-		specd_free(kv->k);
-		specd_free(kv->v);
-	}
+	if (kv->dev)
+		kern_free(kv->dev, kv->kv);
+	else
+		specd_free(kv->kv);
 	specd_free(kv->len);
 	specd_free(kv);
 }
@@ -95,7 +92,7 @@ uint32_t kv_n_ctx(const struct kv_cache *kv)
 
 size_t kv_bytes(const struct kv_cache *kv)
 {
-	return 2 * kv->layer_floats * kv->cfg.n_layers * sizeof(float);
+	return kv->layer_floats * kv->cfg.n_layers * sizeof(float);
 }
 
 uint32_t kv_len(const struct kv_cache *kv, uint32_t slot)
@@ -132,17 +129,15 @@ enum specd_status kv_compact(struct kv_cache *kv, uint32_t slot, uint32_t base,
 			return SPECD_INVAL;
 	}
 	/* rows[i] >= base + i (increasing from >= base), so copying in increasing i never
-	 * overwrites a row still to be read. */
-	size_t bytes = kv->cfg.row_floats * sizeof(float);
+	 * overwrites a row still to be read. A row's key and value move together. */
+	size_t bytes = 2 * (size_t)kv->cfg.row_floats * sizeof(float);
 	for (uint32_t l = 0; l < kv->cfg.n_layers; l++) {
 		for (uint32_t i = 0; i < n; i++) {
 			if (rows[i] == base + i)
 				continue;
-			enum specd_status st;
-			if ((st = row_copy(kv, kv_k_row(kv, l, slot, base + i),
-					   kv_k_row(kv, l, slot, rows[i]), bytes)) != SPECD_OK ||
-			    (st = row_copy(kv, kv_v_row(kv, l, slot, base + i),
-					   kv_v_row(kv, l, slot, rows[i]), bytes)) != SPECD_OK)
+			enum specd_status st = row_copy(kv, kv_k_row(kv, l, slot, base + i),
+							kv_k_row(kv, l, slot, rows[i]), bytes);
+			if (st != SPECD_OK)
 				return st;
 		}
 	}
@@ -153,11 +148,12 @@ enum specd_status kv_compact(struct kv_cache *kv, uint32_t slot, uint32_t base,
 struct kern_kv_view kv_layer_view(const struct kv_cache *kv, uint32_t layer)
 {
 	assert(layer < kv->cfg.n_layers);
+	const float *k = kv->kv + layer * kv->layer_floats;
 	struct kern_kv_view view = {
-		.k = kv->k + layer * kv->layer_floats,
-		.v = kv->v + layer * kv->layer_floats,
+		.k = k,
+		.v = k + kv->cfg.row_floats,
 		.slot_stride = kv->slot_floats,
-		.row_stride = kv->cfg.row_floats,
+		.row_stride = 2 * (size_t)kv->cfg.row_floats,
 		.n_rows = kv->cfg.n_ctx,
 	};
 	return view;
@@ -166,15 +162,13 @@ struct kern_kv_view kv_layer_view(const struct kv_cache *kv, uint32_t layer)
 float *kv_k_row(struct kv_cache *kv, uint32_t layer, uint32_t slot, uint32_t row)
 {
 	assert(layer < kv->cfg.n_layers && slot < kv->cfg.n_slots && row < kv->cfg.n_ctx);
-	return kv->k + layer * kv->layer_floats + slot * kv->slot_floats +
-	       (size_t)row * kv->cfg.row_floats;
+	return kv->kv + layer * kv->layer_floats + slot * kv->slot_floats +
+	       (size_t)row * 2 * kv->cfg.row_floats;
 }
 
 float *kv_v_row(struct kv_cache *kv, uint32_t layer, uint32_t slot, uint32_t row)
 {
-	assert(layer < kv->cfg.n_layers && slot < kv->cfg.n_slots && row < kv->cfg.n_ctx);
-	return kv->v + layer * kv->layer_floats + slot * kv->slot_floats +
-	       (size_t)row * kv->cfg.row_floats;
+	return kv_k_row(kv, layer, slot, row) + kv->cfg.row_floats;
 }
 
 void kv_set_len(struct kv_cache *kv, uint32_t slot, uint32_t len)

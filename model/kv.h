@@ -59,7 +59,10 @@ enum specd_status kv_compact(struct kv_cache *kv, uint32_t slot, uint32_t base,
 			     const uint32_t *rows, uint32_t n);
 
 /* For model_forward only: the layer's cache as the attention op reads it, the K and
- * V rows it writes, and the new length of a slot once a batch is done. */
+ * V rows it writes, and the new length of a slot once a batch is done. A row holds
+ * its key (row_floats) then its value: kv_v_row is kv_k_row + row_floats, rows are
+ * 2 row_floats apart, and one scatter of 2 row_floats columns from kv_k_row(l, 0, 0)
+ * writes both. */
 struct kern_kv_view kv_layer_view(const struct kv_cache *kv, uint32_t layer);
 float *kv_k_row(struct kv_cache *kv, uint32_t layer, uint32_t slot, uint32_t row);
 float *kv_v_row(struct kv_cache *kv, uint32_t layer, uint32_t slot, uint32_t row);

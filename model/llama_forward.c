@@ -232,12 +232,11 @@ static enum specd_status attention_block(struct model *m, const struct model_bat
 	if ((st = kern_rope(k, a->q, ld, n, m->n_heads + m->n_kv_heads, hd, b->pos,
 			    m->hp.rope_base, m->rope_layout)))
 		return op_failed(err, st, (int)l, "rope");
-	/* The batch's keys and values into the cache, one scatter each (a launch each on
-	 * a GPU, whatever the batch): the layer's cache is one matrix of rows. */
-	if ((st = kern_set_rows(k, kv_k_row(m->kv, l, 0, 0), m->kv_dim, a->kv_row, a->k, ld, n,
-				m->kv_dim)) ||
-	    (st = kern_set_rows(k, kv_v_row(m->kv, l, 0, 0), m->kv_dim, a->kv_row, a->v, ld, n,
-				m->kv_dim)))
+	/* The batch's keys and values into the cache in one scatter (one launch on a GPU,
+	 * whatever the batch): the layer's cache is one matrix of rows, each a key then a
+	 * value (kv.h), as a->qkv holds them after the query. */
+	if ((st = kern_set_rows(k, kv_k_row(m->kv, l, 0, 0), 2 * (size_t)m->kv_dim, a->kv_row,
+				a->k, ld, n, 2 * (size_t)m->kv_dim)))
 		return op_failed(err, st, (int)l, "kv write");
 	struct kern_attn at = {
 		.n_tokens = n,
