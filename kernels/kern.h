@@ -240,6 +240,12 @@ struct kern_ops {
 	/* y[r, i] = x[r, i] / sqrt(mean_i(x[r, i]^2) + eps) * w[i]; y may equal x. */
 	enum specd_status (*rmsnorm)(struct kern_ctx *ctx, float *y, size_t ldy, const float *x,
 				     size_t ldx, size_t rows, size_t n, const float *w, float eps);
+	/* A residual add and the next norm in one op: x[r, i] += d[r, i], then y[r] the
+	 * rmsnorm of the new x[r] (as rmsnorm computes it): bitwise add then rmsnorm. y
+	 * may equal d (the sublayer's output, used up by the add); x may alias neither. */
+	enum specd_status (*add_rmsnorm)(struct kern_ctx *ctx, float *y, size_t ldy, float *x,
+					 size_t ldx, const float *d, size_t ldd, size_t rows,
+					 size_t n, const float *w, float eps);
 	/* In place: rotates each of the n_heads heads (head_dim floats, contiguous) of row
 	 * r by angles pos[r] * freq_base^(-2j / head_dim), pairs chosen by `layout`. */
 	enum specd_status (*rope)(struct kern_ctx *ctx, float *x, size_t ldx, size_t rows,
@@ -446,6 +452,13 @@ static inline enum specd_status kern_rmsnorm(struct kern_ctx *ctx, float *y, siz
 					     const float *w, float eps)
 {
 	return ctx->ops->rmsnorm(ctx, y, ldy, x, ldx, rows, n, w, eps);
+}
+
+static inline enum specd_status kern_add_rmsnorm(struct kern_ctx *ctx, float *y, size_t ldy,
+						 float *x, size_t ldx, const float *d, size_t ldd,
+						 size_t rows, size_t n, const float *w, float eps)
+{
+	return ctx->ops->add_rmsnorm(ctx, y, ldy, x, ldx, d, ldd, rows, n, w, eps);
 }
 
 static inline enum specd_status kern_rope(struct kern_ctx *ctx, float *x, size_t ldx,

@@ -202,6 +202,29 @@ static enum specd_status to_host(const struct model *m, void *dst, const void *s
 	return kern_download(m->kern, dst, src, bytes);
 }
 
+/* A sublayer's output (in a->xb, summed across shards) into the residual stream, and
+ * the norm that follows it, w (NULL: none), into a->xb: one op where there is a norm
+ * (one launch on a GPU). */
+static enum specd_status residual_then_norm(struct model *m, size_t n, const float *w,
+					    uint32_t l, struct specd_error *err)
+{
+	struct llama_acts *a = &m->a;
+	size_t dim = m->hp.dim;
+	enum specd_status st = w ? kern_add_rmsnorm(m->kern, a->xb, dim, a->x, dim, a->xb, dim, n,
+						     dim, w, m->hp.rms_eps)
+				 : kern_add(m->kern, a->x, a->xb, n * dim);
+	return st ? op_failed(err, st, (int)l, w ? "residual and norm" : "residual") : SPECD_OK;
+}
+
+/* The norm layer l + 1 starts with, when it has one: the MLP's end runs it with its
+ * residual add. */
+static const float *next_attn_norm(const struct model *m, uint32_t l)
+{
+	return l + 1 < m->hp.n_layers ? m->layers[l + 1].attn_norm : NULL;
+}
+
+/* Layer l's attention: its input norm (unless layer l - 1 ran it), the attention, and
+ * the residual add with the MLP's norm after it. */
 static enum specd_status attention_block(struct model *m, const struct model_batch *b,
 					 uint32_t l, struct specd_error *err)
 {
@@ -214,8 +237,10 @@ static enum specd_status attention_block(struct model *m, const struct model_bat
 
 	if (!ly->attn_norm)
 		st = kern_copy(k, a->xb, a->x, n * dim * sizeof(float));
-	else
+	else if (l == 0)
 		st = kern_rmsnorm(k, a->xb, dim, a->x, dim, n, dim, ly->attn_norm, m->hp.rms_eps);
+	else
+		st = SPECD_OK; /* the previous layer's MLP ended with it (next_attn_norm) */
 	if (st)
 		return op_failed(err, st, (int)l, "attn_norm");
 	/* Q, K and V side by side in a->qkv: one matmul where the weights are one matrix
@@ -281,11 +306,11 @@ static enum specd_status attention_block(struct model *m, const struct model_bat
 	if ((st = allreduce(m, a->xb, n * dim)))
 		return specd_errorf(err, st, "forward: layer %u: all-reduce after attention: %s",
 				    l, specd_status_str(st));
-	if ((st = kern_add(k, a->x, a->xb, n * dim)))
-		return op_failed(err, st, (int)l, "residual");
-	return SPECD_OK;
+	return residual_then_norm(m, n, ly->ffn_norm, l, err);
 }
 
+/* Layer l's MLP on its normed input (attention_block's end), then the residual add
+ * with the next layer's input norm after it. */
 static enum specd_status mlp_block(struct model *m, size_t n, uint32_t l,
 				   struct specd_error *err)
 {
@@ -295,8 +320,6 @@ static enum specd_status mlp_block(struct model *m, size_t n, uint32_t l,
 	size_t dim = m->hp.dim, ffn = m->n_ffn;
 	enum specd_status st;
 
-	if ((st = kern_rmsnorm(k, a->xb, dim, a->x, dim, n, dim, ly->ffn_norm, m->hp.rms_eps)))
-		return op_failed(err, st, (int)l, "ffn_norm");
 	if ((st = kern_matmul(k, a->hb, ffn, a->xb, dim, n, &ly->w_gate, NULL)) ||
 	    (st = kern_matmul(k, a->hb2, ffn, a->xb, dim, n, &ly->w_up, NULL)))
 		return op_failed(err, st, (int)l, "ffn_gate/up");
@@ -307,9 +330,7 @@ static enum specd_status mlp_block(struct model *m, size_t n, uint32_t l,
 	if ((st = allreduce(m, a->xb, n * dim)))
 		return specd_errorf(err, st, "forward: layer %u: all-reduce after the MLP: %s", l,
 				    specd_status_str(st));
-	if ((st = kern_add(k, a->x, a->xb, n * dim)))
-		return op_failed(err, st, (int)l, "residual");
-	return SPECD_OK;
+	return residual_then_norm(m, n, next_attn_norm(m, l), l, err);
 }
 
 /* Rows idx[0..n) of src (dim floats each, backend memory) into consecutive rows of

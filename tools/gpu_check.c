@@ -266,6 +266,28 @@ static void check_rows_ops(struct kern_ctx *cpu, struct kern_ctx *gpu)
 	gpu_check_expect(bitwise(g1, g + 3 * n, n), "inv", "rmsnorm",
 	       "row alone == row in batch (bitwise)");
 
+	/* The residual add and the norm in one op: x and y as the CPU's within rounding,
+	 * and bitwise the device's own add then rmsnorm. */
+	float *c2 = specd_malloc_array(rows * n, sizeof(float));
+	float *g2 = specd_malloc_array(rows * n, sizeof(float));
+	float *dz = dev_from(gpu, x, bytes), *du2 = dev_from(gpu, u, bytes);
+	memcpy(c, x, bytes);
+	memcpy(c2, u, bytes);
+	CHECK_OK(kern_add_rmsnorm(cpu, c2, n, c, n, c2, n, rows, n, w, 1e-5f));
+	CHECK_OK(kern_upload(gpu, dx, x, bytes));
+	CHECK_OK(kern_add_rmsnorm(gpu, du2, n, dx, n, du2, n, rows, n, dw, 1e-5f));
+	to_host(gpu, g, dx, bytes);
+	to_host(gpu, g2, du2, bytes);
+	compare("add_rmsnorm x", c, g, rows * n, 1e-6);
+	compare("add_rmsnorm y", c2, g2, rows * n, 1e-6);
+	CHECK_OK(kern_add(gpu, dz, du, rows * n));
+	CHECK_OK(kern_rmsnorm(gpu, dy, n, dz, n, rows, n, dw, 1e-5f));
+	to_host(gpu, g, dy, bytes);
+	gpu_check_expect(bitwise(g, g2, rows * n), "op", "add_rmsnorm",
+			 "equal to add then rmsnorm on the device (bitwise)");
+	kern_free(gpu, dz), kern_free(gpu, du2);
+	specd_free(c2), specd_free(g2);
+
 	memcpy(c, x, bytes);
 	CHECK_OK(kern_silu_mul(cpu, c, u, rows * n));
 	CHECK_OK(kern_upload(gpu, dy, x, bytes));

@@ -90,6 +90,7 @@ static const struct kern_ops cpu_ops = {
 	.set_rows = cpu_set_rows,
 	.softmax = cpu_softmax,
 	.argmax = cpu_argmax,
+	.add_rmsnorm = cpu_add_rmsnorm,
 	.sample = cpu_sample,
 	.topk = cpu_topk,
 	.copy = cpu_copy,

@@ -72,6 +72,9 @@ enum specd_status cpu_rope(struct kern_ctx *ctx, float *x, size_t ldx, size_t ro
 enum specd_status cpu_attention(struct kern_ctx *ctx, const struct kern_attn *a);
 enum specd_status cpu_silu_mul(struct kern_ctx *ctx, float *gate, const float *up, size_t n);
 enum specd_status cpu_add(struct kern_ctx *ctx, float *y, const float *x, size_t n);
+enum specd_status cpu_add_rmsnorm(struct kern_ctx *ctx, float *y, size_t ldy, float *x,
+				  size_t ldx, const float *d, size_t ldd, size_t rows, size_t n,
+				  const float *w, float eps);
 enum specd_status cpu_set_rows(struct kern_ctx *ctx, float *dst, size_t ld_dst,
 			       const uint32_t *idx, const float *src, size_t ld_src, size_t rows,
 			       size_t n);

@@ -305,6 +305,19 @@ static enum specd_status cuda_rmsnorm(struct kern_ctx *ctx, float *y, size_t ldy
 	return check(cuda_launch_rmsnorm(be->stream, y, ldy, x, ldx, rows, n, w, eps), "rmsnorm");
 }
 
+static enum specd_status cuda_add_rmsnorm(struct kern_ctx *ctx, float *y, size_t ldy, float *x,
+					  size_t ldx, const float *d, size_t ldd, size_t rows,
+					  size_t n, const float *w, float eps)
+{
+	struct cuda_backend *be = backend_of(ctx);
+	if (rows == 0)
+		return SPECD_OK;
+	if (!y || !x || !d || !w || n == 0 || ldx < n || ldy < n || ldd < n || rows > MAX_GRID_Y)
+		return SPECD_INVAL;
+	return check(cuda_launch_add_rmsnorm(be->stream, y, ldy, x, ldx, d, ldd, rows, n, w, eps),
+		     "add_rmsnorm");
+}
+
 static enum specd_status cuda_rope(struct kern_ctx *ctx, float *x, size_t ldx, size_t rows,
 				   size_t n_heads, size_t head_dim, const uint32_t *pos,
 				   float freq_base, enum kern_rope_layout layout)
@@ -574,6 +587,7 @@ static const struct kern_ops cuda_ops = {
 	.matmul = cuda_matmul,
 	.get_rows = cuda_get_rows,
 	.rmsnorm = cuda_rmsnorm,
+	.add_rmsnorm = cuda_add_rmsnorm,
 	.rope = cuda_rope,
 	.attention = cuda_attention,
 	.silu_mul = cuda_silu_mul,

@@ -46,6 +46,10 @@ cudaError_t cuda_launch_matmul(cudaStream_t s, float *y, size_t ldy, const float
 			       int reference);
 cudaError_t cuda_launch_get_rows(cudaStream_t s, float *y, size_t ldy,
 				 const struct cuda_wmat *table, const uint32_t *ids, size_t rows);
+/* x[r] += d[r], then y[r] = rmsnorm(x[r]); y may equal d. */
+cudaError_t cuda_launch_add_rmsnorm(cudaStream_t s, float *y, size_t ldy, float *x, size_t ldx,
+				    const float *d, size_t ldd, size_t rows, size_t n,
+				    const float *w, float eps);
 cudaError_t cuda_launch_rmsnorm(cudaStream_t s, float *y, size_t ldy, const float *x, size_t ldx,
 				size_t rows, size_t n, const float *w, float eps);
 cudaError_t cuda_launch_rope(cudaStream_t s, float *x, size_t ldx, size_t rows, size_t n_heads,

@@ -56,6 +56,29 @@ __global__ void rmsnorm_kernel(float *y, size_t ldy, const float *x, size_t ldx,
 		yr[i] = (xr[i] * scale) * w[i];
 }
 
+// rmsnorm_kernel after the residual add, in one pass over the row: thread t adds,
+// squares and later scales its own elements i = t, t + 256, ..., so y may be d (each
+// d[i] is read by the thread that writes y[i], before it does).
+__global__ void add_rmsnorm_kernel(float *y, size_t ldy, float *x, size_t ldx,
+				   const float *d, size_t ldd, size_t n,
+				   const float *__restrict__ w, float eps)
+{
+	__shared__ double sh[ROW_THREADS];
+	float *xr = x + blockIdx.x * ldx;
+	const float *dr = d + blockIdx.x * ldd;
+	float *yr = y + blockIdx.x * ldy;
+	double sum = 0.0;
+	for (size_t i = threadIdx.x; i < n; i += ROW_THREADS) {
+		float v = xr[i] + dr[i];
+		xr[i] = v;
+		sum += (double)v * (double)v;
+	}
+	sum = block_sum(sum, sh);
+	float scale = (float)(1.0 / sqrt(sum / (double)n + (double)eps));
+	for (size_t i = threadIdx.x; i < n; i += ROW_THREADS)
+		yr[i] = (xr[i] * scale) * w[i];
+}
+
 // One thread per (row, pair j, head); angles in double as the CPU computes them.
 __global__ void rope_kernel(float *x, size_t ldx, size_t n_heads, size_t head_dim,
 			    const uint32_t *__restrict__ pos, float freq_base, int halves)
@@ -292,6 +315,15 @@ extern "C" cudaError_t cuda_launch_rmsnorm(cudaStream_t s, float *y, size_t ldy,
 					   float eps)
 {
 	rmsnorm_kernel<<<(unsigned)rows, ROW_THREADS, 0, s>>>(y, ldy, x, ldx, n, w, eps);
+	return cudaGetLastError();
+}
+
+extern "C" cudaError_t cuda_launch_add_rmsnorm(cudaStream_t s, float *y, size_t ldy, float *x,
+					       size_t ldx, const float *d, size_t ldd, size_t rows,
+					       size_t n, const float *w, float eps)
+{
+	add_rmsnorm_kernel<<<(unsigned)rows, ROW_THREADS, 0, s>>>(y, ldy, x, ldx, d, ldd, n, w,
+								   eps);
 	return cudaGetLastError();
 }
 

@@ -234,6 +234,23 @@ static enum specd_status emu_rmsnorm(struct kern_ctx *ctx, float *y, size_t ldy,
 	return be->inner->ops->rmsnorm(be->inner, yh, ldy, xh, ldx, rows, n, wh, eps);
 }
 
+static enum specd_status emu_add_rmsnorm(struct kern_ctx *ctx, float *y, size_t ldy, float *x,
+				       size_t ldx, const float *d, size_t ldd, size_t rows,
+				       size_t n, const float *w, float eps)
+{
+	struct emu_backend *be = emu_launch(ctx);
+	bool ok = true;
+	if (rows == 0)
+		return SPECD_OK;
+	float *yh = xlat(be, "add_rmsnorm", "y", y, span(rows, ldy, n, sizeof(float)), &ok);
+	float *xh = xlat(be, "add_rmsnorm", "x", x, span(rows, ldx, n, sizeof(float)), &ok);
+	const float *dh = xlat(be, "add_rmsnorm", "d", d, span(rows, ldd, n, sizeof(float)), &ok);
+	const float *wh = xlat(be, "add_rmsnorm", "w", w, span(1, 0, n, sizeof(float)), &ok);
+	if (!ok)
+		return SPECD_INVAL;
+	return be->inner->ops->add_rmsnorm(be->inner, yh, ldy, xh, ldx, dh, ldd, rows, n, wh, eps);
+}
+
 static enum specd_status emu_rope(struct kern_ctx *ctx, float *x, size_t ldx, size_t rows,
 				  size_t n_heads, size_t head_dim, const uint32_t *pos,
 				  float freq_base, enum kern_rope_layout layout)
@@ -412,6 +429,7 @@ static const struct kern_ops emu_ops = {
 	.set_rows = emu_set_rows,
 	.softmax = emu_softmax,
 	.argmax = emu_argmax,
+	.add_rmsnorm = emu_add_rmsnorm,
 	.sample = emu_sample,
 	.topk = emu_topk,
 	.copy = emu_copy,

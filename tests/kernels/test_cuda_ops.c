@@ -210,6 +210,34 @@ static void test_cuda_argmax__ties_and_nan_as_cpu(void **state)
 	kern_free(p->gpu, dx);
 }
 
+/* The residual add and the norm in one op: y written over d, as the forward calls it;
+ * x exactly the CPU's sum, y within rounding of the CPU's norm. */
+static void test_cuda_add_rmsnorm__as_cpu(void **state)
+{
+	struct pair *p = *state;
+	if (!p->gpu)
+		skip();
+	enum { ROWS = 3, N = 300 };
+	static float x[ROWS * N], d[ROWS * N], w[N], xg[ROWS * N], yg[ROWS * N];
+	for (int i = 0; i < ROWS * N; i++) {
+		x[i] = (float)((i * 37) % 101) / 50.0f - 1.0f;
+		d[i] = (float)((i * 53) % 97) / 40.0f - 1.2f;
+	}
+	for (int i = 0; i < N; i++)
+		w[i] = 0.5f + (float)(i % 7) / 7.0f;
+	float *dx = on_gpu(p->gpu, x, sizeof(x)), *dd = on_gpu(p->gpu, d, sizeof(d));
+	float *dw = on_gpu(p->gpu, w, sizeof(w));
+	assert_int_equal(kern_add_rmsnorm(p->cpu, d, N, x, N, d, N, ROWS, N, w, 1e-5f), SPECD_OK);
+	assert_int_equal(kern_add_rmsnorm(p->gpu, dd, N, dx, N, dd, N, ROWS, N, dw, 1e-5f),
+			 SPECD_OK);
+	assert_int_equal(kern_download(p->gpu, xg, dx, sizeof(xg)), SPECD_OK);
+	assert_int_equal(kern_download(p->gpu, yg, dd, sizeof(yg)), SPECD_OK);
+	assert_memory_equal(xg, x, sizeof(x));
+	for (int i = 0; i < ROWS * N; i++)
+		assert_float_equal(yg[i], d[i], 1e-6 * (1.0 + fabs(d[i])));
+	kern_free(p->gpu, dx), kern_free(p->gpu, dd), kern_free(p->gpu, dw);
+}
+
 static void test_cuda_topk__ids_and_logits_as_cpu(void **state)
 {
 	struct pair *p = *state;
@@ -306,6 +334,7 @@ int main(void)
 		cmocka_unit_test(test_cuda_attention__tree_matches_cpu),
 		cmocka_unit_test(test_cuda_argmax__ties_and_nan_as_cpu),
 		cmocka_unit_test(test_cuda_topk__ids_and_logits_as_cpu),
+		cmocka_unit_test(test_cuda_add_rmsnorm__as_cpu),
 		cmocka_unit_test(test_cuda_set_rows__as_cpu),
 		cmocka_unit_test(test_cuda_model__greedy_matches_cpu),
 	};

@@ -217,6 +217,25 @@ static void test_emu_rmsnorm__bitwise_cpu(void **state)
 	free(x), free(w), free(y);
 }
 
+static void test_emu_add_rmsnorm__bitwise_cpu(void **state)
+{
+	struct pair *p = *state;
+	enum { ROWS = 3, N = 67, LD = 70 };
+	size_t bytes = ROWS * LD * sizeof(float);
+	float *x = rnd_floats(ROWS * LD), *d = rnd_floats(ROWS * LD), *w = rnd_floats(N);
+	float *dx = dev(p->emu, x, bytes), *dd = dev(p->emu, d, bytes);
+	float *dw = dev(p->emu, w, N * sizeof(float));
+	/* y over d, as the forward calls it */
+	assert_int_equal(kern_add_rmsnorm(p->cpu, d, LD, x, LD, d, LD, ROWS, N, w, 1e-5f),
+			 SPECD_OK);
+	assert_int_equal(kern_add_rmsnorm(p->emu, dd, LD, dx, LD, dd, LD, ROWS, N, dw, 1e-5f),
+			 SPECD_OK);
+	expect_dev(p->emu, dx, x, bytes);
+	expect_dev(p->emu, dd, d, bytes);
+	dev_free(p->emu, dx), dev_free(p->emu, dd), dev_free(p->emu, dw);
+	free(x), free(d), free(w);
+}
+
 static void test_emu_rope__bitwise_cpu_both_layouts(void **state)
 {
 	struct pair *p = *state;
@@ -1222,14 +1241,14 @@ static void test_emu_model__top_ids_on_the_device(void **state)
 	both_free(&b2);
 }
 
-/* What a forward launches on a device: per layer the attention norm, one Q/K/V
- * projection (the three matrices are one on a device), one rotation for the query and
- * key heads, one cache scatter (keys and values side by side), attention, the output
- * projection, the residual add, the MLP norm, gate, up, SiLU-mul, down and its
- * residual add: 13; around them the
- * embedding lookup, one gather of the output rows (a verify's rows are consecutive),
- * the final norm and the LM head. With and without Q/K/V biases, for one token and
- * for a verify of five. */
+/* What a forward launches on a device: per layer one Q/K/V projection (the three
+ * matrices are one on a device), one rotation for the query and key heads, one cache
+ * scatter (keys and values side by side), attention, the output projection, the
+ * residual add with the MLP's norm (one op), gate, up, SiLU-mul, down, and the
+ * residual add with the next layer's norm (the last layer's add alone): 11; around
+ * them the embedding lookup, the first layer's norm, one gather of the output rows (a
+ * verify's rows are consecutive), the final norm and the LM head. With and without
+ * Q/K/V biases, for one token and for a verify of five. */
 static void test_emu_model__launches_per_forward(void **state)
 {
 	(void)state;
@@ -1249,7 +1268,7 @@ static void test_emu_model__launches_per_forward(void **state)
 						.logits = logits};
 			uint64_t before = kern_emu_stats(emu).launches;
 			assert_int_equal(model_forward(e, &b, NULL), SPECD_OK);
-			assert_int_equal(kern_emu_stats(emu).launches - before, 13 * L + 4);
+			assert_int_equal(kern_emu_stats(emu).launches - before, 11 * L + 5);
 		}
 		free(logits);
 		model_destroy(e);
@@ -1304,6 +1323,7 @@ int main(void)
 		PAIR_TEST(test_emu_matmul__bitwise_cpu_every_type_and_row_count),
 		PAIR_TEST(test_emu_get_rows__bitwise_cpu),
 		PAIR_TEST(test_emu_rmsnorm__bitwise_cpu),
+		PAIR_TEST(test_emu_add_rmsnorm__bitwise_cpu),
 		PAIR_TEST(test_emu_rope__bitwise_cpu_both_layouts),
 		PAIR_TEST(test_emu_attention__bitwise_cpu_causal_and_tree),
 		PAIR_TEST(test_emu_elementwise__silu_mul_add_softmax_bitwise_cpu),

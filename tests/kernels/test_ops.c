@@ -214,6 +214,37 @@ static void test_rmsnorm__matches_reference(void **state)
 	free(w);
 }
 
+/* add_rmsnorm is bitwise add then rmsnorm, into a separate y or over d itself; it
+ * refuses a short stride. */
+static void test_add_rmsnorm__is_add_then_rmsnorm(void **state)
+{
+	struct kern_ctx *ctx = *state;
+	const size_t n = 45, rows = 3, ld = 50;
+	float *x = rnd_array(rows * ld), *d = rnd_array(rows * ld), *w = rnd_array(n);
+	float xa[3 * 50], ya[3 * 50], xb[3 * 50], yb[3 * 50], db[3 * 50];
+	memcpy(xa, x, sizeof(xa));
+	for (size_t r = 0; r < rows; r++)
+		assert_int_equal(kern_add(ctx, xa + r * ld, d + r * ld, n), SPECD_OK);
+	assert_int_equal(kern_rmsnorm(ctx, ya, ld, xa, ld, rows, n, w, 1e-5f), SPECD_OK);
+	memcpy(xb, x, sizeof(xb));
+	assert_int_equal(kern_add_rmsnorm(ctx, yb, ld, xb, ld, d, ld, rows, n, w, 1e-5f),
+			 SPECD_OK);
+	memcpy(db, d, sizeof(db));
+	memcpy(xb, x, sizeof(xb));
+	assert_int_equal(kern_add_rmsnorm(ctx, db, ld, xb, ld, db, ld, rows, n, w, 1e-5f),
+			 SPECD_OK);
+	for (size_t r = 0; r < rows; r++) {
+		assert_memory_equal(xb + r * ld, xa + r * ld, n * sizeof(float));
+		assert_memory_equal(yb + r * ld, ya + r * ld, n * sizeof(float));
+		assert_memory_equal(db + r * ld, ya + r * ld, n * sizeof(float));
+	}
+	assert_int_equal(kern_add_rmsnorm(ctx, yb, ld, xb, ld, d, n - 1, rows, n, w, 1e-5f),
+			 SPECD_INVAL);
+	free(x);
+	free(d);
+	free(w);
+}
+
 static void rope_reference(double *x, size_t n_heads, size_t hd, uint32_t pos, double base,
 			   enum kern_rope_layout layout)
 {
@@ -643,6 +674,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_get_rows__dequantises_chosen_rows, setup_ctx,
 						teardown_ctx),
 		cmocka_unit_test_setup_teardown(test_rmsnorm__matches_reference, setup_ctx,
+						teardown_ctx),
+		cmocka_unit_test_setup_teardown(test_add_rmsnorm__is_add_then_rmsnorm, setup_ctx,
 						teardown_ctx),
 		cmocka_unit_test_setup_teardown(test_rope__both_layouts_match_reference, setup_ctx,
 						teardown_ctx),
