@@ -18,17 +18,6 @@ static int32_t next_child(const struct draft_proposal *prop, int32_t node, uint3
 	return -1;
 }
 
-enum specd_status draft_verify_tree_greedy(const float *logits, uint32_t n_vocab,
-					   const struct draft_proposal *prop,
-					   struct draft_verdict *out)
-{
-	struct draft_rows r = {.logits = logits, .n_vocab = n_vocab};
-
-	if (!logits || n_vocab < 1 || n_vocab > INT32_MAX)
-		return SPECD_INVAL;
-	return draft_verify_tree_rows(&r, prop, out);
-}
-
 enum specd_status draft_verify_tree_rows(const struct draft_rows *r,
 					 const struct draft_proposal *prop,
 					 struct draft_verdict *out)

@@ -48,16 +48,6 @@ static enum specd_status chain_walk(const struct draft_rows *r, const int32_t *t
 	return SPECD_OK;
 }
 
-enum specd_status draft_verify_greedy(const float *logits, uint32_t n_vocab,
-				      const int32_t *tokens, uint32_t n, struct draft_verdict *out)
-{
-	struct draft_rows r = {.logits = logits, .n_vocab = n_vocab};
-
-	if (!rows_ok(&r) || !logits || (n && !tokens) || !out || n > DRAFT_MAX_TOKENS)
-		return SPECD_INVAL;
-	return chain_walk(&r, tokens, n, out);
-}
-
 /* A proposal's tokens are ids of the vocabulary and a tree's parents come earlier. */
 static bool prop_ok(const struct draft_proposal *prop, uint32_t n_vocab)
 {
@@ -133,6 +123,12 @@ static enum specd_status verify_sample(struct sampler *s, const float *logits, u
 	return SPECD_OK;
 }
 
+/* Whether the proposal's drafts are samples (a full q): the residual rule's case. */
+static bool drafted_samples(const struct draft_proposal *prop)
+{
+	return prop->n > 0 && !prop->q_onehot;
+}
+
 enum specd_status draft_verify(struct sampler *s, const float *logits, uint32_t n_vocab,
 			       const struct draft_proposal *prop, float *work,
 			       struct draft_verdict *out)
@@ -141,7 +137,7 @@ enum specd_status draft_verify(struct sampler *s, const float *logits, uint32_t 
 	    !prop_ok(prop, n_vocab))
 		return SPECD_INVAL;
 	/* Greedy, or drafts that are not samples: the walk (verify.h). */
-	if (sampler_is_greedy(s) || prop->n == 0 || prop->q_onehot) {
+	if (sampler_is_greedy(s) || !drafted_samples(prop)) {
 		struct draft_rows r = {.logits = logits, .n_vocab = n_vocab,
 				       .draw = sampler_is_greedy(s) ? NULL : s};
 		return draft_verify_rows(&r, prop, out);
@@ -155,8 +151,7 @@ enum specd_status draft_verify(struct sampler *s, const float *logits, uint32_t 
 
 bool draft_verify_can_draw(const struct sampler *s, const struct draft_proposal *prop)
 {
-	return s && !sampler_is_greedy(s) && prop && (prop->n == 0 || prop->q_onehot) &&
-	       prop_ok(prop, (uint32_t)sampler_vocab_size(s));
+	return s && prop && !sampler_is_greedy(s) && !drafted_samples(prop);
 }
 
 void draft_draw_prepare(const struct sampler *s, const struct draft_proposal *prop, float *u)

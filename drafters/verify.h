@@ -65,10 +65,6 @@ typedef enum specd_status draft_verify_fn(struct sampler *s, const float *logits
 /* Greedy when sampler_is_greedy(s), speculative sampling otherwise. */
 draft_verify_fn draft_verify;
 
-/* The greedy rule alone (draws nothing, needs no sampler or work). */
-enum specd_status draft_verify_greedy(const float *logits, uint32_t n_vocab,
-				      const int32_t *tokens, uint32_t n, struct draft_verdict *out);
-
 /* The rows a walk reads (n_vocab floats of logits a row). Row i's choice is ids[i]
  * when ids is set (taken where the logits are: model_batch.ids or model_batch.draws,
  * so the rows need not leave a GPU); else, with draw (a sampler that is not greedy),
@@ -112,13 +108,9 @@ enum specd_status draft_verify_drawn(struct sampler *s, const struct draft_propo
 				     const uint32_t *drawn, struct draft_verdict *out);
 
 /* The tree rules (drafters/tree_verify.c), for a proposal with prop->tree set and its
- * tokens and parents already checked (draft_verify checks them): the greedy walk on
- * logits needs no sampler or work; the residual rule (a full q) draws from s and needs
- * work (2 * n_vocab). Errors as draft_verify. */
-enum specd_status draft_verify_tree_greedy(const float *logits, uint32_t n_vocab,
-					   const struct draft_proposal *prop,
-					   struct draft_verdict *out);
-/* The walk over rows (draft_verify_rows, for a tree). */
+ * tokens and parents already checked (draft_verify checks them): the walk over rows
+ * (draft_verify_rows, for a tree), and the residual rule (a full q), which draws from
+ * s and needs work (2 * n_vocab). Errors as draft_verify. */
 enum specd_status draft_verify_tree_rows(const struct draft_rows *r,
 					 const struct draft_proposal *prop,
 					 struct draft_verdict *out);

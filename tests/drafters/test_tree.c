@@ -107,7 +107,8 @@ static void test_tree__greedy_matches_brute_force(void **state)
 		struct draft_proposal p = {.n = n, .tokens = tok, .q_onehot = true, .tree = true,
 					   .parent = parent};
 		struct draft_verdict v;
-		assert_int_equal(draft_verify_tree_greedy(logits, V, &p, &v), SPECD_OK);
+		struct draft_rows rows = {.logits = logits, .n_vocab = V};
+		assert_int_equal(draft_verify_rows(&rows, &p, &v), SPECD_OK);
 		assert_int_equal(v.n_accepted, best_d);
 		assert_int_equal(v.next, argmax(logits + (size_t)(best + 1) * V, V));
 		for (int32_t x = best, i = (int32_t)best_d - 1; x >= 0; x = parent[x], i--)
