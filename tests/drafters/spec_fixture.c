@@ -363,6 +363,35 @@ uint32_t fx_plain_decode(struct model *target, const int32_t *prompt, uint32_t n
 	return n;
 }
 
+uint64_t fx_expect_plain_sampling(struct model *target, struct drafter *d, uint32_t k,
+				  const int32_t *prompt, uint32_t n_prompt,
+				  const struct sampler_params *sp, uint32_t n_sp, uint32_t n_seeds,
+				  uint32_t max_tokens)
+{
+	int32_t *plain = calloc(max_tokens, sizeof(int32_t));
+	int32_t *out = calloc(max_tokens, sizeof(int32_t));
+	uint64_t accepted = 0;
+	assert_true(plain && out);
+	for (uint32_t seed = 1; seed <= n_seeds; seed++) {
+		struct fx_job job = {.target = target, .d = d, .k = d ? k : 0, .prompt = prompt,
+				     .n_prompt = n_prompt,
+				     .params = {.sampling = sp[seed % n_sp], .max_tokens = max_tokens,
+						.eos = -1}};
+		job.params.sampling.seed = seed;
+		struct draft_metrics m;
+		uint32_t n;
+		assert_int_equal(fx_plain_decode(target, prompt, n_prompt, &job.params.sampling,
+						 max_tokens, plain), max_tokens);
+		assert_int_equal(fx_run_job(&job, out, max_tokens, &n, &m, NULL), SPECD_OK);
+		assert_int_equal(n, max_tokens);
+		assert_memory_equal(out, plain, max_tokens * sizeof(int32_t));
+		accepted += m.accepted;
+	}
+	free(plain);
+	free(out);
+	return accepted;
+}
+
 enum specd_status fx_biased_verify(struct sampler *s, const float *logits, uint32_t n_vocab,
 				   const struct draft_proposal *prop, float *work,
 				   struct draft_verdict *out)

@@ -94,6 +94,15 @@ uint32_t fx_plain_greedy(struct model *target, const int32_t *prompt, uint32_t n
 uint32_t fx_plain_decode(struct model *target, const int32_t *prompt, uint32_t n_prompt,
 			 const struct sampler_params *sp, uint32_t max_tokens, int32_t *out);
 
+/* Sampled jobs of max_tokens (each reaching it) with drafter d at K = k (d NULL: plain)
+ * for seeds 1 .. n_seeds, seed s sampling with sp[s % n_sp]: asserts each output is
+ * fx_plain_decode's for that seed, token for token. Returns the drafts accepted in
+ * all. */
+uint64_t fx_expect_plain_sampling(struct model *target, struct drafter *d, uint32_t k,
+				  const int32_t *prompt, uint32_t n_prompt,
+				  const struct sampler_params *sp, uint32_t n_sp, uint32_t n_seeds,
+				  uint32_t max_tokens);
+
 /* A deliberately wrong verifier (the classic mistake: on rejection it draws from p
  * instead of norm(max(0, p - q))), so the distribution tests can show they fail. */
 enum specd_status fx_biased_verify(struct sampler *s, const float *logits, uint32_t n_vocab,

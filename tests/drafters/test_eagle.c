@@ -509,26 +509,10 @@ static void test_eagle__sampled_output_is_plain_samplings(void **state)
 	};
 	struct draft_eagle_config shapes[] = {{.path = g_ckpt[0], .width = 4, .depth = 5},
 					      {.path = g_ckpt[0], .static_tree = true, .depth = 4}};
-	int32_t plain[GEN], out[GEN];
-	uint32_t n;
 	uint64_t accepted = 0;
 	for (size_t sh = 0; sh < 2; sh++) {
 		struct drafter *d = eagle_ok(g_t, &shapes[sh], 8, 1);
-		for (uint64_t seed = 1; seed <= 6; seed++) {
-			struct fx_job job = {.target = g_t, .prompt = k_prompt, .n_prompt = 6,
-					     .params = {.sampling = sp[seed % 2], .max_tokens = GEN,
-							.eos = -1}};
-			job.params.sampling.seed = seed;
-			struct draft_metrics m;
-			n = fx_plain_decode(g_t, k_prompt, 6, &job.params.sampling, GEN, plain);
-			assert_int_equal(n, GEN);
-			job.d = d;
-			job.k = 8;
-			assert_int_equal(fx_run_job(&job, out, GEN, &n, &m, NULL), SPECD_OK);
-			assert_int_equal(n, GEN);
-			assert_memory_equal(out, plain, sizeof(out));
-			accepted += m.accepted;
-		}
+		accepted += fx_expect_plain_sampling(g_t, d, 8, k_prompt, 6, sp, 2, 6, GEN);
 		draft_destroy(d);
 	}
 	assert_true(accepted > 0);

@@ -584,70 +584,83 @@ static void test_engine__sampled_ngram_output_is_plain_samplings(void **state)
 	struct model *t = fx_load(g_llama, 1, 0);
 	struct drafter *d = fx_drafter(DRAFT_METHOD_NGRAM, t, 4, 1, NULL, 1);
 	struct prompt p = {{1, 50, 60, 50, 60, 50, 60}, 7};
-	int32_t plain[MAX_GEN], out[MAX_GEN];
-	uint32_t n;
-	uint64_t accepted = 0;
-	for (uint64_t seed = 1; seed <= 9; seed++) {
-		struct fx_job job = {.target = t, .prompt = p.ids, .n_prompt = p.n,
-				     .params = {.sampling = sp[seed % 3], .max_tokens = MAX_GEN,
-						.eos = -1}};
-		job.params.sampling.seed = seed;
-		struct draft_metrics m;
-		n = fx_plain_decode(t, p.ids, p.n, &job.params.sampling, MAX_GEN, plain);
-		assert_int_equal(n, MAX_GEN);
-		for (int with = 0; with < 2; with++) {
-			job.d = with ? d : NULL;
-			job.k = with ? 4 : 0;
-			uint32_t n2;
-			assert_int_equal(fx_run_job(&job, out, MAX_GEN, &n2, &m, NULL), SPECD_OK);
-			assert_int_equal(n2, n);
-			assert_memory_equal(out, plain, n * sizeof(int32_t));
-		}
-		accepted += m.accepted;
-	}
+	fx_expect_plain_sampling(t, NULL, 0, p.ids, p.n, sp, 3, 9, MAX_GEN);
+	uint64_t accepted = fx_expect_plain_sampling(t, d, 4, p.ids, p.n, sp, 3, 9, MAX_GEN);
 	assert_true(accepted > 0);
 	draft_destroy(d);
 	model_destroy(t);
 }
 
-/* Three jobs in one engine, all stepped together: a sampling ngram job, a sampling
- * plain one and a greedy ngram one, each with its own seed. */
-struct mixed_run {
-	int32_t out[3][CAP];
-	uint32_t n[3];
-	struct draft_metrics m[3];
-	uint64_t downloaded; /* by the emulated device during the steps */
+/* Jobs stepped together in one engine: outputs, metrics, and what the emulated device
+ * holding the target downloaded meanwhile. */
+#define MAX_JOBS 3
+struct multi_run {
+	int32_t out[MAX_JOBS][CAP];
+	uint32_t n[MAX_JOBS];
+	struct draft_metrics m[MAX_JOBS];
+	uint64_t downloaded;
 };
 
-static void run_mixed(struct model *t, const struct sampler_params *sp, uint64_t seed,
-		      bool logprobs, struct mixed_run *r)
+/* Starts n jobs on e (slot i: prompt p[i], parameters jp[i]), steps them together until
+ * every one has stopped, and records them in r. */
+static void run_jobs(struct draft_engine *e, struct kern_ctx *kern, uint32_t n,
+		     const struct prompt *p, const struct draft_job_params *jp,
+		     struct multi_run *r)
 {
-	struct prompt p = {{1, 50, 60, 50, 60, 50, 60}, 7};
-	struct drafter *d = fx_drafter(DRAFT_METHOD_NGRAM, t, 4, 3, NULL, 1);
-	struct draft_engine_config ec = {.target = t, .drafter = d, .spec_tokens = 4};
-	struct draft_engine *e;
-	struct draft_job *j[3];
-	assert_int_equal(draft_engine_create(&ec, &e, NULL), SPECD_OK);
-	for (uint32_t i = 0; i < 3; i++) {
-		struct draft_job_params jp = {.sampling = i == 2 ? k_greedy : *sp,
-					      .max_tokens = MAX_GEN, .eos = -1, .plain = i == 1,
-					      .logprobs = logprobs && i == 0};
-		jp.sampling.seed = seed + i;
+	struct draft_job *j[MAX_JOBS];
+	assert_true(n <= MAX_JOBS);
+	for (uint32_t i = 0; i < n; i++) {
 		assert_int_equal(draft_job_create(e, i, &j[i], NULL), SPECD_OK);
-		assert_int_equal(draft_job_start(j[i], p.ids, p.n, &jp, NULL), SPECD_OK);
+		assert_int_equal(draft_job_start(j[i], p[i].ids, p[i].n, &jp[i], NULL), SPECD_OK);
 	}
-	uint64_t before = kern_emu_stats(model_kern(t)).downloaded;
-	while (draft_job_stop(j[0]) == DRAFT_STOP_NONE || draft_job_stop(j[1]) == DRAFT_STOP_NONE ||
-	       draft_job_stop(j[2]) == DRAFT_STOP_NONE)
-		assert_int_equal(draft_engine_step(e, j, 3, NULL), SPECD_OK);
-	r->downloaded = kern_emu_stats(model_kern(t)).downloaded - before;
-	for (uint32_t i = 0; i < 3; i++) {
+	uint64_t before = kern_emu_stats(kern).downloaded;
+	for (bool running = true; running;) {
+		running = false;
+		for (uint32_t i = 0; i < n; i++)
+			running |= draft_job_stop(j[i]) == DRAFT_STOP_NONE;
+		if (running)
+			assert_int_equal(draft_engine_step(e, j, n, NULL), SPECD_OK);
+	}
+	r->downloaded = kern_emu_stats(kern).downloaded - before;
+	for (uint32_t i = 0; i < n; i++) {
 		const int32_t *out = draft_job_output(j[i], &r->n[i]);
 		assert_true(r->n[i] <= CAP);
 		memcpy(r->out[i], out, r->n[i] * sizeof(int32_t));
 		r->m[i] = *draft_job_metrics(j[i]);
 		draft_job_destroy(j[i]);
 	}
+}
+
+/* Two runs of n jobs give the same tokens and speculation counts, job by job. */
+static void expect_same_runs(const struct multi_run *a, const struct multi_run *b, uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++) {
+		assert_int_equal(a->n[i], b->n[i]);
+		assert_memory_equal(a->out[i], b->out[i], a->n[i] * sizeof(int32_t));
+		assert_int_equal(a->m[i].drafted, b->m[i].drafted);
+		assert_int_equal(a->m[i].accepted, b->m[i].accepted);
+	}
+}
+
+/* Three jobs in one engine: a sampling ngram job, a sampling plain one and a greedy
+ * ngram one, each with its own seed. */
+static void run_mixed(struct model *t, const struct sampler_params *sp, uint64_t seed,
+		      bool logprobs, struct multi_run *r)
+{
+	struct prompt p[3] = {{{1, 50, 60, 50, 60, 50, 60}, 7}};
+	struct draft_job_params jp[3];
+	struct drafter *d = fx_drafter(DRAFT_METHOD_NGRAM, t, 4, 3, NULL, 1);
+	struct draft_engine_config ec = {.target = t, .drafter = d, .spec_tokens = 4};
+	struct draft_engine *e;
+	assert_int_equal(draft_engine_create(&ec, &e, NULL), SPECD_OK);
+	for (uint32_t i = 0; i < 3; i++) {
+		p[i] = p[0];
+		jp[i] = (struct draft_job_params){.sampling = i == 2 ? k_greedy : *sp,
+						  .max_tokens = MAX_GEN, .eos = -1,
+						  .plain = i == 1, .logprobs = logprobs && i == 0};
+		jp[i].sampling.seed = seed + i;
+	}
+	run_jobs(e, model_kern(t), 3, p, jp, r);
 	draft_engine_destroy(e);
 	draft_destroy(d);
 }
@@ -671,19 +684,14 @@ static void test_engine__sampled_chains_on_a_device_leave_the_logits_there(void 
 	struct model_config mc = {.n_slots = 3, .kern = emu};
 	struct model *c = fx_load(g_llama, 3, 0), *dev = NULL;
 	assert_int_equal(model_load(g_llama, &mc, &dev, NULL), SPECD_OK);
-	static struct mixed_run rc, rd;
+	static struct multi_run rc, rd;
 	uint64_t drafted = 0, accepted = 0;
 	for (size_t pi = 0; pi < sizeof(params) / sizeof(params[0]); pi++) {
 		for (uint64_t seed = 1; seed <= 12; seed += 3) {
 			bool lp = seed == 10;
 			run_mixed(c, &params[pi], seed, lp, &rc);
 			run_mixed(dev, &params[pi], seed, lp, &rd);
-			for (int i = 0; i < 3; i++) {
-				assert_int_equal(rc.n[i], rd.n[i]);
-				assert_memory_equal(rc.out[i], rd.out[i], rc.n[i] * sizeof(int32_t));
-				assert_int_equal(rc.m[i].drafted, rd.m[i].drafted);
-				assert_int_equal(rc.m[i].accepted, rd.m[i].accepted);
-			}
+			expect_same_runs(&rc, &rd, 3);
 			uint64_t row = model_hparams(dev)->n_vocab * sizeof(float);
 			if (lp)
 				assert_true(rd.downloaded >= rd.m[0].steps * row);
@@ -700,37 +708,21 @@ static void test_engine__sampled_chains_on_a_device_leave_the_logits_there(void 
 	kern_destroy(emu);
 }
 
-/* Two greedy jobs with a draft model, target and draft on one backend: their tokens,
- * the counts of drafted and accepted tokens, and the bytes the backend downloaded
- * while stepping (0 expected on a device). */
-static void run_draft_greedy(struct model *t, struct kern_ctx *kern, int32_t (*out)[CAP],
-			     uint32_t *n, struct draft_metrics *m, uint64_t *downloaded)
+/* Two greedy jobs with a draft model, target and draft on one backend. */
+static void run_draft_greedy(struct model *t, struct kern_ctx *kern, struct multi_run *r)
 {
-	struct prompt p[2] = {{{1, 100, 101, 102}, 4}, {{1, 50, 60, 50, 60, 50}, 6}};
+	const struct prompt p[2] = {{{1, 100, 101, 102}, 4}, {{1, 50, 60, 50, 60, 50}, 6}};
+	const struct draft_job_params jp = {.sampling = k_greedy, .max_tokens = MAX_GEN, .eos = -1};
+	const struct draft_job_params jps[2] = {jp, jp};
 	struct draft_config dc = {.method = DRAFT_METHOD_DRAFT_MODEL, .k_max = 4, .n_slots = 2,
 				  .n_ctx = kv_n_ctx(model_kv(t)), .target = t,
 				  .draft_path = g_llama_q8, .kern = kern};
 	struct drafter *d = NULL;
 	assert_int_equal(draft_create(&dc, &d, NULL), SPECD_OK);
 	struct draft_engine_config ec = {.target = t, .drafter = d, .spec_tokens = 4};
-	struct draft_job_params jp = {.sampling = k_greedy, .max_tokens = MAX_GEN, .eos = -1};
 	struct draft_engine *e;
-	struct draft_job *j[2];
 	assert_int_equal(draft_engine_create(&ec, &e, NULL), SPECD_OK);
-	for (uint32_t i = 0; i < 2; i++) {
-		assert_int_equal(draft_job_create(e, i, &j[i], NULL), SPECD_OK);
-		assert_int_equal(draft_job_start(j[i], p[i].ids, p[i].n, &jp, NULL), SPECD_OK);
-	}
-	uint64_t before = kern_emu_stats(kern).downloaded;
-	while (draft_job_stop(j[0]) == DRAFT_STOP_NONE || draft_job_stop(j[1]) == DRAFT_STOP_NONE)
-		assert_int_equal(draft_engine_step(e, j, 2, NULL), SPECD_OK);
-	*downloaded = kern_emu_stats(kern).downloaded - before;
-	for (uint32_t i = 0; i < 2; i++) {
-		const int32_t *o = draft_job_output(j[i], &n[i]);
-		memcpy(out[i], o, n[i] * sizeof(int32_t));
-		m[i] = *draft_job_metrics(j[i]);
-		draft_job_destroy(j[i]);
-	}
+	run_jobs(e, kern, 2, p, jps, r);
 	draft_engine_destroy(e);
 	draft_destroy(d);
 }
@@ -747,20 +739,13 @@ static void test_engine__greedy_draft_model_on_a_device_downloads_nothing(void *
 	struct model_config mc = {.n_slots = 2, .kern = emu};
 	struct model *c = fx_load(g_llama, 2, 0), *dev = NULL;
 	assert_int_equal(model_load(g_llama, &mc, &dev, NULL), SPECD_OK);
-	static int32_t oc[2][CAP], od[2][CAP];
-	uint32_t nc[2], nd[2];
-	struct draft_metrics mcpu[2], mdev[2];
-	uint64_t down_c, down_d;
-	run_draft_greedy(c, cpu, oc, nc, mcpu, &down_c);
-	run_draft_greedy(dev, emu, od, nd, mdev, &down_d);
-	for (int i = 0; i < 2; i++) {
-		assert_int_equal(nc[i], nd[i]);
-		assert_memory_equal(oc[i], od[i], nc[i] * sizeof(int32_t));
-		assert_int_equal(mcpu[i].drafted, mdev[i].drafted);
-		assert_int_equal(mcpu[i].accepted, mdev[i].accepted);
-		assert_true(mdev[i].accepted > 0);
-	}
-	assert_int_equal(down_d, 0);
+	static struct multi_run rc, rd;
+	run_draft_greedy(c, cpu, &rc);
+	run_draft_greedy(dev, emu, &rd);
+	expect_same_runs(&rc, &rd, 2);
+	for (int i = 0; i < 2; i++)
+		assert_true(rd.m[i].accepted > 0);
+	assert_int_equal(rd.downloaded, 0);
 	model_destroy(dev);
 	model_destroy(c);
 	kern_destroy(cpu);
