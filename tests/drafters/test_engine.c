@@ -667,11 +667,10 @@ static void run_mixed(struct model *t, const struct sampler_params *sp, uint64_t
 
 /* On a device (the emulated one), sampling jobs drafting chains with prompt lookup are
  * verified from tokens drawn where the logits are (drafters/verify.h
- * draft_verify_drawn): a step that mixes them with
- * plain sampling and a greedy job downloads no logits at all, and every job's tokens
- * and speculation counts are the CPU's (whose verifier reads the rows) for the same
- * seeds. A job that wants log-probabilities brings its rows back, and still gives
- * the CPU's tokens. */
+ * draft_verify_drawn): a step that mixes them with plain sampling and a greedy job
+ * downloads no logits at all, and every job's tokens and speculation counts are the
+ * CPU's (whose verifier reads the rows) for the same seeds. A job that wants
+ * log-probabilities brings its rows back, and still gives the CPU's tokens. */
 static void test_engine__sampled_chains_on_a_device_leave_the_logits_there(void **state)
 {
 	(void)state;

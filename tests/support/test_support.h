@@ -1,5 +1,8 @@
 /* Shared helpers for the cmocka suites: where the tree and the models are, scratch
- * folders, and capturing log records. Tests only. */
+ * folders, running the built tools, reading files and capturing log records. Tests
+ * only. The helpers assert nothing: each returns what it found or whether it worked,
+ * so the group set-ups (which must return -1, not fail a test) can use them as well
+ * as the tests, which assert on the result. */
 #ifndef SPECD_TEST_SUPPORT_H
 #define SPECD_TEST_SUPPORT_H
 
