@@ -180,7 +180,8 @@ struct kern_sample_rows {
  * reference is kernels/sample.h kern_top_n); -1 (and a val of -inf) past the row's
  * non-NaN values. ids and vals are exact on every backend; lse is
  * log(sum(exp(row))) as kern_log_norm computes it, a device's within rounding of it
- * (its own order of sums), NaN when the row holds a NaN. */
+ * (its own order of sums), NaN when the row holds a NaN or a +inf or nothing above
+ * -inf (the max subtracted from itself). */
 #define KERN_TOPK_MAX 16
 struct kern_topk_rows {
 	size_t rows;
@@ -242,7 +243,9 @@ struct kern_ops {
 				     size_t ldx, size_t rows, size_t n, const float *w, float eps);
 	/* A residual add and the next norm in one op: x[r, i] += d[r, i], then y[r] the
 	 * rmsnorm of the new x[r] (as rmsnorm computes it): bitwise add then rmsnorm. y
-	 * may equal d (the sublayer's output, used up by the add); x may alias neither. */
+	 * may equal d (the sublayer's output, used up by the add) when ldy == ldd, so that
+	 * each element is read before it is written on every backend (SPECD_INVAL
+	 * otherwise); x may alias neither. */
 	enum specd_status (*add_rmsnorm)(struct kern_ctx *ctx, float *y, size_t ldy, float *x,
 					 size_t ldx, const float *d, size_t ldd, size_t rows,
 					 size_t n, const float *w, float eps);
@@ -286,7 +289,19 @@ struct kern_ops {
 	enum specd_status (*copy)(struct kern_ctx *ctx, void *dst, const void *src, size_t bytes);
 	/* Waits until every op issued so far has finished (a no-op on the CPU). */
 	enum specd_status (*sync)(struct kern_ctx *ctx);
+	/* Optional, for the op profiler (kern_prof_create); NULL in a backend whose ops
+	 * are done when they return, which the host clock then times. mark takes the
+	 * next of KERN_MARKS timestamps on the backend's own timeline, the moment every
+	 * op issued before it has finished (CUDA: an event on the stream), numbered from
+	 * 0 since the last mark_clear; SPECD_NOMEM when all are taken. mark_time waits
+	 * for mark id and gives its seconds after mark 0. mark_clear frees every mark. */
+	enum specd_status (*mark)(struct kern_ctx *ctx, uint32_t *id);
+	enum specd_status (*mark_time)(struct kern_ctx *ctx, uint32_t id, double *seconds);
+	void (*mark_clear)(struct kern_ctx *ctx);
 };
+
+/* Timestamps a backend with mark holds between two mark_clear calls. */
+#define KERN_MARKS 4096u
 
 /* The common head of every backend object; a backend's own state follows it. */
 struct kern_ctx {
@@ -362,7 +377,8 @@ enum specd_status kern_cuda_create(const struct kern_cuda_config *cfg, struct ke
  * line naming the op and the argument; nothing is written then), then computes with
  * an inner CPU backend on the bytes behind the window. Results are therefore bitwise
  * those of a CPU backend created with the same cpu config; upload_mat keeps the
- * matrix's type, as the CPU does. Freeing a pointer that starts no live block logs
+ * matrix's type, as the CPU does. Its marks (kern_ops.mark) are the host clock, its
+ * ops having finished when they return, for testing the profiler's device path. Freeing a pointer that starts no live block logs
  * and does nothing; freed memory reads as zero when reallocated and its pages go
  * back to the system. */
 struct kern_emu_config {
@@ -386,6 +402,51 @@ struct kern_emu_stats {
 	uint64_t downloaded;
 };
 struct kern_emu_stats kern_emu_stats(const struct kern_ctx *ctx);
+
+/* The op profiler: where a forward's time goes, op by op, on any backend. */
+enum kern_op {
+	KERN_OP_UPLOAD, KERN_OP_DOWNLOAD, KERN_OP_UPLOAD_MAT, KERN_OP_MATMUL, KERN_OP_GET_ROWS,
+	KERN_OP_RMSNORM, KERN_OP_ADD_RMSNORM, KERN_OP_ROPE, KERN_OP_ATTENTION, KERN_OP_SILU_MUL,
+	KERN_OP_ADD, KERN_OP_SOFTMAX, KERN_OP_ARGMAX, KERN_OP_SAMPLE, KERN_OP_TOPK,
+	KERN_OP_SET_ROWS, KERN_OP_COPY, KERN_OP_SYNC,
+	KERN_OP_COUNT
+};
+
+/* "matmul", "add_rmsnorm", ...: the kern_ops member's name; "?" out of range. */
+const char *kern_op_name(enum kern_op op);
+
+/* What the ops called while profiling was on took, in seconds. */
+struct kern_profile {
+	uint64_t calls[KERN_OP_COUNT];
+	/* On the backend's timeline: from the moment the work issued before the call had
+	 * finished to the moment the call's own had. On a backend without marks, the
+	 * host's time in the call. */
+	double busy[KERN_OP_COUNT];
+	/* On the calling thread: the time the call took to return (on CUDA, what issuing
+	 * the kernels cost the host, unless the op waits; timing included). */
+	double host[KERN_OP_COUNT];
+	/* The backend's timeline from the first call's start to the last call's end: span
+	 * minus the sum of busy is when the backend waited for the host (kernel launches,
+	 * the model's own host code, the host waiting on a download). The waits the
+	 * profiler makes itself to read back full marks are left out. */
+	double span;
+};
+
+/* Wraps `inner`, taking it over: a backend with inner's name, memory and results that
+ * forwards every op to it and, between kern_prof_start and kern_prof_stop, times each
+ * call both ways (struct kern_profile). Off, it costs a branch an op. Backend-specific
+ * queries (kern_cpu_isa_of, kern_emu_stats) see the wrapper, not inner: ask inner.
+ * Errors: SPECD_NOMEM (inner is then destroyed). kern_destroy frees both. Threads: as
+ * inner's. */
+enum specd_status kern_prof_create(struct kern_ctx *inner, struct kern_ctx **out);
+/* Zeroes the profile and starts timing. SPECD_INVAL when ctx is not a profiler. */
+enum specd_status kern_prof_start(struct kern_ctx *ctx);
+/* Waits for the ops issued so far and writes the profile since kern_prof_start
+ * (zeroes before it); timing goes on. Errors: SPECD_INVAL (not a profiler), those of
+ * the inner backend's marks; *out is then the profile without the unread calls. */
+enum specd_status kern_prof_read(struct kern_ctx *ctx, struct kern_profile *out);
+/* Stops timing (the profile stays readable). A no-op on any other backend. */
+void kern_prof_stop(struct kern_ctx *ctx);
 
 /* Frees a backend of any kind; NULL is a no-op. */
 static inline void kern_destroy(struct kern_ctx *ctx)

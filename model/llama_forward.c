@@ -432,17 +432,18 @@ static enum specd_status embed(struct model *m, const struct model_batch *b,
 	enum specd_status st;
 	if (m->fc.data) {
 		/* EAGLE: fc([embedding, feature]), joined in the backend's memory: the
-		 * embeddings in one lookup into the rows' first halves, each feature into its
-		 * row's second half. */
+		 * embeddings in one lookup into the rows' first halves; the features in one
+		 * upload (into x, which fc writes only after) and one scatter into the
+		 * second halves, not an upload (and a device's wait) per token. */
 		if ((st = kern_get_rows(m->kern, m->a.cat, 2 * dim, &m->tok_embd, b->tokens,
 					b->n_tokens)))
 			return op_failed(err, st, -1, "token_embd");
-		for (uint32_t t = 0; t < b->n_tokens; t++) {
-			float *row = m->a.cat + (size_t)t * 2 * dim;
-			if ((st = kern_upload(m->kern, row + dim, b->features + (size_t)t * dim,
-					      dim * sizeof(float))))
-				return op_failed(err, st, -1, "feature upload");
-		}
+		if ((st = kern_upload(m->kern, m->a.x, b->features,
+				      (size_t)b->n_tokens * dim * sizeof(float))))
+			return op_failed(err, st, -1, "feature upload");
+		if ((st = kern_set_rows(m->kern, m->a.cat + dim, 2 * dim, m->a.iota, m->a.x, dim,
+					b->n_tokens, dim)))
+			return op_failed(err, st, -1, "features");
 		if ((st = kern_matmul(m->kern, m->a.x, dim, m->a.cat, 2 * dim, b->n_tokens, &m->fc,
 				      m->fc_bias)))
 			return op_failed(err, st, -1, "fc");

@@ -48,6 +48,8 @@ struct llama_acts {
 	float *out;      /* (max_batch, dim) rows chosen for output, final-normed */
 	float *zeros;    /* (dim) embedding rows of ids outside this shard's vocabulary */
 	float *cat;      /* (max_batch, 2 dim) EAGLE layers only: [embedding, feature] */
+	uint32_t *iota;  /* (max_batch) host, EAGLE layers only: 0, 1, 2, ...: the rows of
+			  * cat the batch's features go to (kern_set_rows) */
 	float *logits;   /* (max_batch, n_vocab) device backends only: the LM head's
 			  * output before it is downloaded; NULL on a host backend */
 	void *sample_work; /* kern_sample_work_bytes(MODEL_MAX_DRAW_ROWS, n_vocab) of

@@ -252,8 +252,12 @@ static enum specd_status alloc_acts(struct model *m, uint32_t n_slots)
 	a->hb2 = alloc_floats(k, b, m->n_ffn);
 	a->out = alloc_floats(k, b, m->hp.dim);
 	a->zeros = alloc_floats(k, 1, m->hp.dim);
-	if (m->fc.data)
+	if (m->fc.data) {
 		a->cat = alloc_floats(k, b, 2 * (size_t)m->hp.dim);
+		a->iota = specd_malloc_array(b, sizeof(uint32_t));
+		for (uint32_t i = 0; a->iota && i < b; i++)
+			a->iota[i] = i;
+	}
 	if (device)
 		a->logits = alloc_floats(k, b, m->n_vocab);
 	if (device && size > 1)
@@ -273,7 +277,7 @@ static enum specd_status alloc_acts(struct model *m, uint32_t n_slots)
 	    !a->out || !a->zeros || (device && !a->logits) || (device && size > 1 && !a->stage) ||
 	    !a->row || !a->kv_row || !a->n_prefix || !a->tree || !a->len || !a->base ||
 	    !a->amax_val || !a->amax_idx || !a->amax_loc || !a->counts || !a->displs ||
-	    (m->fc.data && !a->cat))
+	    (m->fc.data && (!a->cat || !a->iota)))
 		return SPECD_NOMEM;
 	for (uint32_t r = 0; r < size; r++) {
 		uint64_t v0 = (uint64_t)m->hp.n_vocab * r / size;
@@ -293,6 +297,7 @@ static void free_acts(struct kern_ctx *k, struct llama_acts *a)
 	if (k)
 		kern_free(k, a->sample_work);
 	specd_free(a->stage);
+	specd_free(a->iota);
 	specd_free(a->row);
 	specd_free(a->kv_row);
 	specd_free(a->n_prefix);
@@ -369,67 +374,81 @@ enum specd_status model_reserve_draws(struct model *m, struct specd_error *err)
 	return SPECD_OK;
 }
 
-/* The rows of w[0..n) one after another in a host buffer (same type and width), so
- * they upload as one matrix. NULL when out of memory. */
-static void *cat_rows(struct kern_mat *const *w, int n, size_t *rows)
+/* Three weights of dev_weights joined into one new block of the backend's (*out): n[i]
+ * bytes of src[i] one after another. On success the three are freed and the new block
+ * takes their place in dev_weights; on failure nothing changes. */
+static enum specd_status join_weights(struct model *m, const void *const src[3],
+				      const size_t n[3], void **out)
 {
-	size_t rb = kern_dtype_row_bytes(w[0]->type, w[0]->n_in), r = 0;
-	for (int i = 0; i < n; i++)
-		r += w[i]->n_out;
-	unsigned char *buf = specd_malloc_array(r, rb);
-	for (size_t i = 0, at = 0; buf && i < (size_t)n; at += w[i++]->n_out * rb)
-		kern_mat_pack(w[i], buf + at);
-	*rows = r;
-	return buf;
+	struct kern_ctx *k = m->kern;
+	enum specd_status st = kern_alloc(k, n[0] + n[1] + n[2], out);
+	for (size_t i = 0, at = 0; st == SPECD_OK && i < 3; at += n[i++])
+		st = kern_copy(k, (unsigned char *)*out + at, src[i], n[i]);
+	if (st == SPECD_OK)
+		st = kern_sync(k); /* the copies read what is freed next */
+	if (st != SPECD_OK) {
+		kern_free(k, *out);
+		*out = NULL;
+		return st;
+	}
+	for (int i = 0; i < 3; i++) {
+		for (size_t j = m->n_dev_weights; j-- > 0;) {
+			if (m->dev_weights[j] == src[i]) {
+				m->dev_weights[j] = m->dev_weights[--m->n_dev_weights];
+				break;
+			}
+		}
+		kern_free(k, (void *)(uintptr_t)src[i]);
+	}
+	m->dev_weights[m->n_dev_weights++] = *out;
+	return SPECD_OK;
 }
 
-/* wq, wk and wv as one device matrix (llama_layer.wqkv) when they share a type and
- * width and carry biases on all or none; otherwise each on its own. */
+/* wq, wk and wv as one device matrix (llama_layer.wqkv). Each is uploaded as the
+ * backend keeps it; when the three copies then share a type, width and row pitch (as
+ * a Q4_K attn_q and a Q6_K attn_v do once CUDA has dequantised both to f32) and carry
+ * biases on all or none, they are joined in the backend's memory, and the biases with
+ * them. Otherwise each stays on its own. */
 static enum specd_status upload_qkv(struct weight_upload *u, struct llama_layer *ly)
 {
 	struct kern_mat *w[3] = {&ly->wq, &ly->wk, &ly->wv};
 	const float **b[3] = {&ly->bq, &ly->bk, &ly->bv};
 	static const char *const names[3] = {"attn_q", "attn_k", "attn_v"};
-	bool one = true;
+	static const char *const bias_names[3] = {"attn_q.bias", "attn_k.bias", "attn_v.bias"};
 	enum specd_status st;
+	for (int i = 0; i < 3; i++)
+		if ((st = upload_vec(u, b[i], w[i]->n_out, bias_names[i])) ||
+		    (st = upload_mat(u, w[i], names[i])))
+			return st;
+	bool one = true;
 	for (int i = 1; i < 3; i++)
-		one &= w[i]->type == w[0]->type && w[i]->n_in == w[0]->n_in && !*b[i] == !*b[0];
-	if (!one) {
-		for (int i = 0; i < 3; i++)
-			if ((st = upload_vec(u, b[i], w[i]->n_out, names[i])) ||
-			    (st = upload_mat(u, w[i], names[i])))
-				return st;
+		one &= w[i]->type == w[0]->type && w[i]->n_in == w[0]->n_in &&
+		       w[i]->row_bytes == w[0]->row_bytes && !*b[i] == !*b[0];
+	if (!one)
 		return SPECD_OK;
+	const void *mats[3] = {w[0]->data, w[1]->data, w[2]->data};
+	const void *vecs[3] = {*b[0], *b[1], *b[2]};
+	size_t mat_bytes[3], vec_bytes[3], rows = 0;
+	for (int i = 0; i < 3; i++) {
+		mat_bytes[i] = w[i]->n_out * w[i]->row_bytes;
+		vec_bytes[i] = w[i]->n_out * sizeof(float);
+		rows += w[i]->n_out;
 	}
-	size_t rows;
-	void *host = cat_rows(w, 3, &rows);
-	float *bias = host && *b[0] ? specd_malloc_array(rows, sizeof(float)) : NULL;
-	if (!host || (*b[0] && !bias)) {
-		specd_free(host);
-		return upload_failed(u, SPECD_NOMEM, "attn_qkv");
-	}
-	for (size_t i = 0, at = 0; bias && i < 3; at += w[i++]->n_out)
-		memcpy(bias + at, *b[i], w[i]->n_out * sizeof(float));
-	struct kern_mat cat = kern_mat_packed(w[0]->type, w[0]->n_in, rows, host);
+	void *cat = NULL, *bias = NULL;
+	if ((st = join_weights(u->m, mats, mat_bytes, &cat)) != SPECD_OK)
+		return upload_failed(u, st, "attn_qkv");
+	for (size_t i = 0, at = 0; i < 3; at += w[i++]->n_out)
+		w[i]->data = (const unsigned char *)cat + at * w[0]->row_bytes;
+	ly->wqkv = *w[0];
+	ly->wqkv.n_out = rows;
+	ly->wqkv.data = cat;
+	if (!vecs[0])
+		return SPECD_OK;
+	if ((st = join_weights(u->m, vecs, vec_bytes, &bias)) != SPECD_OK)
+		return upload_failed(u, st, "attn_qkv.bias");
 	ly->bqkv = bias;
-	st = upload_mat(u, &cat, "attn_qkv");
-	if (st == SPECD_OK)
-		st = upload_vec(u, &ly->bqkv, rows, "attn_qkv.bias");
-	specd_free(host);
-	specd_free(bias);
-	if (st != SPECD_OK) {
-		ly->bqkv = NULL;
-		return st;
-	}
-	ly->wqkv = cat;
-	for (size_t i = 0, at = 0; i < 3; at += w[i++]->n_out) {
-		size_t n = w[i]->n_out;
-		*w[i] = cat;
-		w[i]->n_out = n;
-		w[i]->data = (const unsigned char *)cat.data + at * cat.row_bytes;
-		if (ly->bqkv)
-			*b[i] = ly->bqkv + at;
-	}
+	for (size_t i = 0, at = 0; i < 3; at += w[i++]->n_out)
+		*b[i] = ly->bqkv + at;
 	return SPECD_OK;
 }
 

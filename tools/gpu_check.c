@@ -243,153 +243,233 @@ static void check_get_rows(struct kern_ctx *cpu, struct kern_ctx *gpu, enum kern
 	specd_free(wf), specd_free(wq), specd_free(yc), specd_free(yg);
 }
 
-static void check_rows_ops(struct kern_ctx *cpu, struct kern_ctx *gpu)
-{
-	size_t rows = 7, n = 1000;
-	size_t bytes = rows * n * sizeof(float);
-	float *x = rnd_floats(rows * n), *w = rnd_floats(n), *u = rnd_floats(rows * n);
-	float *c = specd_malloc_array(rows * n, sizeof(float));
-	float *g = specd_malloc_array(rows * n, sizeof(float));
-	float *g1 = specd_malloc_array(n, sizeof(float));
-	float *dx = dev_from(gpu, x, bytes), *dw = dev_from(gpu, w, n * sizeof(float));
-	float *dy = dev_from(gpu, NULL, bytes), *du = dev_from(gpu, u, bytes);
-	for (size_t i = 0; i < rows * n; i++)
-		x[i] *= 4.0f; /* logits-like spread for softmax */
+/* The row ops' inputs, on both sides: rows x n logits-like x, random u and w. Each
+ * check below returns at its first failed call (CHECK_OK) and the next goes on. */
+struct rows_fixture {
+	struct kern_ctx *cpu, *gpu;
+	size_t rows, n, bytes;
+	float *x, *w, *u;           /* host */
+	float *c, *g, *g1;          /* host scratch: the CPU's result, the device's */
+	float *dx, *dw, *dy, *du;   /* device */
+};
 
-	CHECK_OK(kern_rmsnorm(cpu, c, n, x, n, rows, n, w, 1e-5f));
-	CHECK_OK(kern_upload(gpu, dx, x, bytes));
-	CHECK_OK(kern_rmsnorm(gpu, dy, n, dx, n, rows, n, dw, 1e-5f));
-	to_host(gpu, g, dy, bytes);
+static void check_norms(struct rows_fixture *f)
+{
+	size_t rows = f->rows, n = f->n, bytes = f->bytes;
+	float *c = f->c, *g = f->g;
+	CHECK_OK(kern_rmsnorm(f->cpu, c, n, f->x, n, rows, n, f->w, 1e-5f));
+	CHECK_OK(kern_upload(f->gpu, f->dx, f->x, bytes));
+	CHECK_OK(kern_rmsnorm(f->gpu, f->dy, n, f->dx, n, rows, n, f->dw, 1e-5f));
+	to_host(f->gpu, g, f->dy, bytes);
 	compare("rmsnorm 7x1000", c, g, rows * n, 1e-6);
-	CHECK_OK(kern_rmsnorm(gpu, dy, n, dx + 3 * n, n, 1, n, dw, 1e-5f));
-	to_host(gpu, g1, dy, n * sizeof(float));
-	gpu_check_expect(bitwise(g1, g + 3 * n, n), "inv", "rmsnorm",
-	       "row alone == row in batch (bitwise)");
+	CHECK_OK(kern_rmsnorm(f->gpu, f->dy, n, f->dx + 3 * n, n, 1, n, f->dw, 1e-5f));
+	to_host(f->gpu, f->g1, f->dy, n * sizeof(float));
+	gpu_check_expect(bitwise(f->g1, g + 3 * n, n), "inv", "rmsnorm",
+			 "row alone == row in batch (bitwise)");
 
 	/* The residual add and the norm in one op: x and y as the CPU's within rounding,
 	 * and bitwise the device's own add then rmsnorm. */
 	float *c2 = specd_malloc_array(rows * n, sizeof(float));
 	float *g2 = specd_malloc_array(rows * n, sizeof(float));
-	float *dz = dev_from(gpu, x, bytes), *du2 = dev_from(gpu, u, bytes);
-	memcpy(c, x, bytes);
-	memcpy(c2, u, bytes);
-	CHECK_OK(kern_add_rmsnorm(cpu, c2, n, c, n, c2, n, rows, n, w, 1e-5f));
-	CHECK_OK(kern_upload(gpu, dx, x, bytes));
-	CHECK_OK(kern_add_rmsnorm(gpu, du2, n, dx, n, du2, n, rows, n, dw, 1e-5f));
-	to_host(gpu, g, dx, bytes);
-	to_host(gpu, g2, du2, bytes);
-	compare("add_rmsnorm x", c, g, rows * n, 1e-6);
-	compare("add_rmsnorm y", c2, g2, rows * n, 1e-6);
-	CHECK_OK(kern_add(gpu, dz, du, rows * n));
-	CHECK_OK(kern_rmsnorm(gpu, dy, n, dz, n, rows, n, dw, 1e-5f));
-	to_host(gpu, g, dy, bytes);
-	gpu_check_expect(bitwise(g, g2, rows * n), "op", "add_rmsnorm",
-			 "equal to add then rmsnorm on the device (bitwise)");
-	kern_free(gpu, dz), kern_free(gpu, du2);
+	float *dz = dev_from(f->gpu, f->x, bytes), *du2 = dev_from(f->gpu, f->u, bytes);
+	memcpy(c, f->x, bytes);
+	memcpy(c2, f->u, bytes);
+	enum specd_status st = kern_add_rmsnorm(f->cpu, c2, n, c, n, c2, n, rows, n, f->w, 1e-5f);
+	if (st == SPECD_OK)
+		st = kern_upload(f->gpu, f->dx, f->x, bytes);
+	if (st == SPECD_OK)
+		st = kern_add_rmsnorm(f->gpu, du2, n, f->dx, n, du2, n, rows, n, f->dw, 1e-5f);
+	if (st == SPECD_OK) {
+		to_host(f->gpu, g, f->dx, bytes);
+		to_host(f->gpu, g2, du2, bytes);
+		compare("add_rmsnorm x", c, g, rows * n, 1e-6);
+		compare("add_rmsnorm y", c2, g2, rows * n, 1e-6);
+		st = kern_add(f->gpu, dz, f->du, rows * n);
+	}
+	if (st == SPECD_OK)
+		st = kern_rmsnorm(f->gpu, f->dy, n, dz, n, rows, n, f->dw, 1e-5f);
+	if (st == SPECD_OK) {
+		to_host(f->gpu, g, f->dy, bytes);
+		gpu_check_expect(bitwise(g, g2, rows * n), "op", "add_rmsnorm",
+				 "equal to add then rmsnorm on the device (bitwise)");
+	} else {
+		printf("op call failed: add_rmsnorm: %s\n", specd_status_str(st));
+		failures++;
+	}
+	kern_free(f->gpu, dz), kern_free(f->gpu, du2);
 	specd_free(c2), specd_free(g2);
+}
 
-	memcpy(c, x, bytes);
-	CHECK_OK(kern_silu_mul(cpu, c, u, rows * n));
-	CHECK_OK(kern_upload(gpu, dy, x, bytes));
-	CHECK_OK(kern_silu_mul(gpu, dy, du, rows * n));
-	to_host(gpu, g, dy, bytes);
+static void check_elementwise(struct rows_fixture *f)
+{
+	size_t rows = f->rows, n = f->n, bytes = f->bytes;
+	float *c = f->c, *g = f->g;
+	memcpy(c, f->x, bytes);
+	CHECK_OK(kern_silu_mul(f->cpu, c, f->u, rows * n));
+	CHECK_OK(kern_upload(f->gpu, f->dy, f->x, bytes));
+	CHECK_OK(kern_silu_mul(f->gpu, f->dy, f->du, rows * n));
+	to_host(f->gpu, g, f->dy, bytes);
 	compare("silu_mul", c, g, rows * n, 1e-6);
 
-	memcpy(c, x, bytes);
-	CHECK_OK(kern_add(cpu, c, u, rows * n));
-	CHECK_OK(kern_upload(gpu, dy, x, bytes));
-	CHECK_OK(kern_add(gpu, dy, du, rows * n));
-	to_host(gpu, g, dy, bytes);
+	memcpy(c, f->x, bytes);
+	CHECK_OK(kern_add(f->cpu, c, f->u, rows * n));
+	CHECK_OK(kern_upload(f->gpu, f->dy, f->x, bytes));
+	CHECK_OK(kern_add(f->gpu, f->dy, f->du, rows * n));
+	to_host(f->gpu, g, f->dy, bytes);
 	gpu_check_expect(bitwise(c, g, rows * n), "op", "add", "equal to the CPU (bitwise)");
 
-	memcpy(c, x, bytes);
-	CHECK_OK(kern_softmax(cpu, c, n, rows, n));
-	CHECK_OK(kern_upload(gpu, dy, x, bytes));
-	CHECK_OK(kern_softmax(gpu, dy, n, rows, n));
-	to_host(gpu, g, dy, bytes);
+	memcpy(c, f->x, bytes);
+	CHECK_OK(kern_softmax(f->cpu, c, n, rows, n));
+	CHECK_OK(kern_upload(f->gpu, f->dy, f->x, bytes));
+	CHECK_OK(kern_softmax(f->gpu, f->dy, n, rows, n));
+	to_host(f->gpu, g, f->dy, bytes);
 	compare("softmax 7x1000", c, g, rows * n, 1e-5);
 
-	/* Ties, NaNs and an all-NaN row: argmax must pick exactly what the CPU picks. */
-	memcpy(c, x, bytes);
+	CHECK_OK(kern_copy(f->gpu, f->dy, f->du, bytes));
+	to_host(f->gpu, g, f->dy, bytes);
+	gpu_check_expect(bitwise(g, f->u, rows * n), "op", "copy", "equal to its source");
+}
+
+/* Row r of the topk of rows (k ids, vals, lse) on the device equals what a call of
+ * its own gives, bitwise. */
+static bool topk_row_alone(struct rows_fixture *f, const float *drows, size_t r, uint32_t k,
+			   const int32_t *ids, const float *lse)
+{
+	int32_t t1[KERN_TOPK_MAX];
+	float l1;
+	struct kern_topk_rows tr = {.rows = 1, .n = f->n, .x = drows + r * f->n, .ldx = f->n,
+				    .k = k, .ids = t1, .lse = &l1};
+	if (kern_topk(f->gpu, &tr) != SPECD_OK)
+		return false;
+	return memcmp(t1, ids + r * k, k * sizeof(int32_t)) == 0 &&
+	       memcmp(&l1, &lse[r], sizeof(l1)) == 0;
+}
+
+/* argmax and topk on rows with ties, NaNs, an all-NaN row, an all -inf row and a row
+ * with fewer real values than k: exactly what the CPU picks. */
+static void check_picks(struct rows_fixture *f)
+{
+	size_t rows = f->rows, n = f->n, bytes = f->bytes;
+	float *c = f->c;
+	memcpy(c, f->x, bytes);
 	c[1 * n + 10] = c[1 * n + 20] = 100.0f;
 	c[2 * n + 0] = NAN;
 	c[2 * n + 5] = 50.0f;
 	c[2 * n + 6] = NAN;
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n; i++) {
 		c[3 * n + i] = NAN;
-	for (size_t i = 0; i < n; i++)
 		c[4 * n + i] = -INFINITY;
+		if (i % 199 != 3) /* 6 real values: at 3, 202, ..., 998 */
+			c[6 * n + i] = NAN;
+	}
 	uint32_t ac[7], ag[7];
-	CHECK_OK(kern_argmax(cpu, ac, c, n, rows, n));
-	CHECK_OK(kern_upload(gpu, dy, c, bytes));
-	CHECK_OK(kern_argmax(gpu, ag, dy, n, rows, n));
+	CHECK_OK(kern_argmax(f->cpu, ac, c, n, rows, n));
+	CHECK_OK(kern_upload(f->gpu, f->dy, c, bytes));
+	CHECK_OK(kern_argmax(f->gpu, ag, f->dy, n, rows, n));
 	gpu_check_expect(memcmp(ac, ag, sizeof(ac)) == 0, "op", "argmax",
 			 "equal to the CPU (ties, NaN)");
 
-	/* The same rows' 16 best ids: ids and logits exact, log-normalisers within
-	 * rounding (NaN where the row has a NaN), a row alone as in the batch. */
-	enum { TK = KERN_TOPK_MAX };
-	int32_t tc[7 * TK], tg[7 * TK], t1[TK];
-	float vc[7 * TK], vg[7 * TK], lc[7], lg[7], l1;
-	struct kern_topk_rows tr = {.rows = rows, .n = n, .x = c, .ldx = n, .k = TK, .ids = tc,
-				    .vals = vc, .lse = lc};
-	CHECK_OK(kern_topk(cpu, &tr));
-	tr = (struct kern_topk_rows){.rows = rows, .n = n, .x = dy, .ldx = n, .k = TK, .ids = tg,
-				     .vals = vg, .lse = lg};
-	CHECK_OK(kern_topk(gpu, &tr));
-	bool lse_ok = true;
-	for (size_t r = 0; r < rows; r++)
-		lse_ok &= isnan(lc[r]) ? isnan(lg[r])
-				       : fabsf(lg[r] - lc[r]) <= 1e-6f * fmaxf(1.0f, fabsf(lc[r]));
-	gpu_check_expect(memcmp(tc, tg, sizeof(tc)) == 0 && bitwise(vc, vg, 7 * TK), "op", "topk",
-			 "ids and logits equal to the CPU (ties, NaN, -inf)");
-	gpu_check_expect(lse_ok, "op", "topk", "log-normaliser within 1e-6 of the CPU's");
-	tr = (struct kern_topk_rows){.rows = 1, .n = n, .x = dy + 2 * n, .ldx = n, .k = TK,
-				     .ids = t1, .lse = &l1};
-	CHECK_OK(kern_topk(gpu, &tr));
-	gpu_check_expect(memcmp(t1, tg + 2 * TK, sizeof(t1)) == 0 &&
-			 memcmp(&l1, &lg[2], sizeof(l1)) == 0, "inv", "topk",
-			 "row alone == row in batch (bitwise)");
-
-	CHECK_OK(kern_copy(gpu, dy, du, bytes));
-	to_host(gpu, g, dy, bytes);
-	gpu_check_expect(bitwise(g, u, rows * n), "op", "copy", "equal to its source");
-
-	/* The cache scatter: 3 rows of u (900 of their 1000 floats) to rows 6, 0, 4. */
-	const uint32_t idx[3] = {6, 0, 4};
-	memcpy(c, x, bytes);
-	CHECK_OK(kern_set_rows(cpu, c, n, idx, u, n, 3, 900));
-	CHECK_OK(kern_upload(gpu, dy, x, bytes));
-	CHECK_OK(kern_set_rows(gpu, dy, n, idx, du, n, 3, 900));
-	to_host(gpu, g, dy, bytes);
-	gpu_check_expect(bitwise(c, g, rows * n), "op", "set_rows", "equal to the CPU (bitwise)");
-
-	for (int layout = 0; layout < 2; layout++) {
-		size_t heads = 4, hd = 128, ld = heads * hd;
-		uint32_t pos[7] = {0, 1, 2, 17, 300, 4095, 100000};
-		enum kern_rope_layout lay = layout ? KERN_ROPE_HALVES : KERN_ROPE_ADJACENT;
-		memcpy(c, x, rows * ld * sizeof(float));
-		CHECK_OK(kern_rope(cpu, c, ld, rows, heads, hd, pos, 1e6f, lay));
-		CHECK_OK(kern_upload(gpu, dy, x, rows * ld * sizeof(float)));
-		CHECK_OK(kern_rope(gpu, dy, ld, rows, heads, hd, pos, 1e6f, lay));
-		to_host(gpu, g, dy, rows * ld * sizeof(float));
-		compare(layout ? "rope halves" : "rope adjacent", c, g, rows * ld, 1e-6);
+	/* The same rows' k best ids, for the largest k and a small one: ids and logits
+	 * exact, log-normalisers within rounding (NaN where the row has a NaN), a row
+	 * alone as in the batch. */
+	static const uint32_t ks[2] = {KERN_TOPK_MAX, 3};
+	for (int ki = 0; ki < 2; ki++) {
+		uint32_t k = ks[ki];
+		int32_t tc[7 * KERN_TOPK_MAX], tg[7 * KERN_TOPK_MAX];
+		float vc[7 * KERN_TOPK_MAX], vg[7 * KERN_TOPK_MAX], lc[7], lg[7];
+		struct kern_topk_rows tr = {.rows = rows, .n = n, .x = c, .ldx = n, .k = k,
+					    .ids = tc, .vals = vc, .lse = lc};
+		CHECK_OK(kern_topk(f->cpu, &tr));
+		tr.x = f->dy, tr.ids = tg, tr.vals = vg, tr.lse = lg;
+		CHECK_OK(kern_topk(f->gpu, &tr));
+		bool lse_ok = true;
+		for (size_t r = 0; r < rows; r++)
+			lse_ok &= isnan(lc[r]) ? isnan(lg[r])
+					       : fabsf(lg[r] - lc[r]) <=
+							 1e-6f * fmaxf(1.0f, fabsf(lc[r]));
+		char name[32];
+		snprintf(name, sizeof(name), "topk k=%u", k);
+		gpu_check_expect(memcmp(tc, tg, rows * k * sizeof(int32_t)) == 0 &&
+					 bitwise(vc, vg, rows * k), "op", name,
+				 "ids and logits equal to the CPU (ties, NaN, -inf, short rows)");
+		gpu_check_expect(lse_ok, "op", name, "log-normaliser within 1e-6 of the CPU's");
+		/* Row 5 is plain (its lse a number), row 6 has 6 values. */
+		gpu_check_expect(topk_row_alone(f, f->dy, 5, k, tg, lg) &&
+					 topk_row_alone(f, f->dy, 6, k, tg, lg), "inv", name,
+				 "row alone == row in batch (bitwise)");
 	}
-	kern_free(gpu, dx), kern_free(gpu, dw), kern_free(gpu, dy), kern_free(gpu, du);
-	specd_free(x), specd_free(w), specd_free(u), specd_free(c), specd_free(g), specd_free(g1);
 }
 
-/* Attention over a random cache of 2 slots: a causal batch from both slots, each token
+/* The cache scatter as the forward makes it: 3 rows of 900 floats from a wider
+ * buffer at an offset (the K|V columns of the fused projection) into rows 6, 0, 4 of
+ * a cache of another pitch; and rope over a row stride, the columns past the heads
+ * (V's) left as they were. */
+static void check_scatter_rope(struct rows_fixture *f)
+{
+	size_t rows = f->rows, n = f->n, bytes = f->bytes;
+	float *c = f->c, *g = f->g;
+	const uint32_t idx[3] = {6, 0, 4};
+	memcpy(c, f->x, bytes);
+	CHECK_OK(kern_set_rows(f->cpu, c, 950, idx, f->u + 37, n, 3, 900));
+	CHECK_OK(kern_upload(f->gpu, f->dy, f->x, bytes));
+	CHECK_OK(kern_set_rows(f->gpu, f->dy, 950, idx, f->du + 37, n, 3, 900));
+	to_host(f->gpu, g, f->dy, bytes);
+	gpu_check_expect(bitwise(c, g, rows * n), "op", "set_rows",
+			 "equal to the CPU (bitwise; source and cache pitches differ)");
+
+	for (int layout = 0; layout < 2; layout++) {
+		size_t heads = 4, hd = 128, ld = heads * hd + 64;
+		uint32_t pos[7] = {0, 1, 2, 17, 300, 4095, 100000};
+		enum kern_rope_layout lay = layout ? KERN_ROPE_HALVES : KERN_ROPE_ADJACENT;
+		memcpy(c, f->x, rows * ld * sizeof(float));
+		CHECK_OK(kern_rope(f->cpu, c, ld, rows, heads, hd, pos, 1e6f, lay));
+		CHECK_OK(kern_upload(f->gpu, f->dy, f->x, rows * ld * sizeof(float)));
+		CHECK_OK(kern_rope(f->gpu, f->dy, ld, rows, heads, hd, pos, 1e6f, lay));
+		to_host(f->gpu, g, f->dy, rows * ld * sizeof(float));
+		compare(layout ? "rope halves" : "rope adjacent", c, g, rows * ld, 1e-6);
+		bool kept = true;
+		for (size_t r = 0; r < rows; r++)
+			kept &= bitwise(g + r * ld + heads * hd, f->x + r * ld + heads * hd, 64);
+		gpu_check_expect(kept, "op", layout ? "rope halves" : "rope adjacent",
+				 "columns past the heads untouched (a row stride)");
+	}
+}
+
+static void check_rows_ops(struct kern_ctx *cpu, struct kern_ctx *gpu)
+{
+	struct rows_fixture f = {.cpu = cpu, .gpu = gpu, .rows = 7, .n = 1000};
+	size_t cells = f.rows * f.n;
+	f.bytes = cells * sizeof(float);
+	f.x = rnd_floats(cells), f.w = rnd_floats(f.n), f.u = rnd_floats(cells);
+	f.c = specd_malloc_array(cells, sizeof(float));
+	f.g = specd_malloc_array(cells, sizeof(float));
+	f.g1 = specd_malloc_array(f.n, sizeof(float));
+	f.dx = dev_from(gpu, f.x, f.bytes), f.dw = dev_from(gpu, f.w, f.n * sizeof(float));
+	f.dy = dev_from(gpu, NULL, f.bytes), f.du = dev_from(gpu, f.u, f.bytes);
+	for (size_t i = 0; i < cells; i++)
+		f.x[i] *= 4.0f; /* logits-like spread for softmax */
+	check_norms(&f);
+	check_elementwise(&f);
+	check_picks(&f);
+	check_scatter_rope(&f);
+	kern_free(gpu, f.dx), kern_free(gpu, f.dw), kern_free(gpu, f.dy), kern_free(gpu, f.du);
+	specd_free(f.x), specd_free(f.w), specd_free(f.u);
+	specd_free(f.c), specd_free(f.g), specd_free(f.g1);
+}
+
+/* Attention over a random cache of 2 slots, laid out as model/kv.c lays it out (a row
+ * holds a token's keys, then its values): a causal batch from both slots, each token
  * alone, and a tree whose chain node must equal the same rows seen causally. */
 static void check_attention(struct kern_ctx *cpu, struct kern_ctx *gpu, size_t hd)
 {
 	enum { N_CTX = 64, SLOTS = 2, HEADS = 4, KV_HEADS = 2, NT = 6 };
-	size_t row = KV_HEADS * hd, slot_stride = N_CTX * row, qd = HEADS * hd;
-	size_t cache = SLOTS * slot_stride;
-	float *k = rnd_floats(cache), *v = rnd_floats(cache), *q = rnd_floats(NT * qd);
+	size_t kv_dim = KV_HEADS * hd, row = 2 * kv_dim, slot_stride = N_CTX * row;
+	size_t qd = HEADS * hd, cache = SLOTS * slot_stride;
+	float *kv = rnd_floats(cache), *q = rnd_floats(NT * qd);
+	float *k = kv, *v = kv + kv_dim;
 	float *oc = specd_calloc(NT * qd, sizeof(float)), *og = specd_calloc(NT * qd, sizeof(float));
 	float *o1 = specd_calloc(qd, sizeof(float));
-	float *dk = dev_from(gpu, k, cache * sizeof(float)), *dv = dev_from(gpu, v, cache * sizeof(float));
+	float *dk = dev_from(gpu, kv, cache * sizeof(float)), *dv = dk + kv_dim;
 	float *dq = dev_from(gpu, q, NT * qd * sizeof(float));
 	float *dout = dev_from(gpu, NULL, NT * qd * sizeof(float));
 	uint32_t slot[NT] = {0, 0, 0, 1, 1, 1}, n_prefix[NT] = {20, 21, 22, 1, 2, 40};
@@ -442,8 +522,8 @@ static void check_attention(struct kern_ctx *cpu, struct kern_ctx *gpu, size_t h
 	gpu_check_expect(bitwise(o1, og + qd, qd), "inv", name,
 	       "tree chain == causal rows (bitwise)");
 
-	kern_free(gpu, dk), kern_free(gpu, dv), kern_free(gpu, dq), kern_free(gpu, dout);
-	specd_free(k), specd_free(v), specd_free(q), specd_free(oc), specd_free(og), specd_free(o1);
+	kern_free(gpu, dk), kern_free(gpu, dq), kern_free(gpu, dout);
+	specd_free(kv), specd_free(q), specd_free(oc), specd_free(og), specd_free(o1);
 }
 
 static void run_ops(struct kern_ctx *cpu, struct kern_ctx *gpu, struct kern_ctx *ref)
@@ -985,11 +1065,52 @@ static void bench_matmul(struct kern_ctx *gpu, struct kern_ctx *ref, size_t n_in
 	specd_free(wq), specd_free(row), specd_free(x);
 }
 
+/* Where one step's time goes, from a profile of `steps` steps (kern_prof): the device
+ * timeline's span a step, how much of it the ops kept the device busy (the rest it
+ * waited for the host: launches, the model's host code, downloads), and each op's
+ * calls, busy time and host time. */
+static void print_profile(const char *what, const struct kern_profile *p, uint32_t steps)
+{
+	double busy = 0;
+	for (int op = 0; op < KERN_OP_COUNT; op++)
+		busy += p->busy[op];
+	printf("profile %s: %.3f ms/step on the device, ops busy %.3f ms (%.1f%%), idle %.3f ms\n",
+	       what, p->span / steps * 1e3, busy / steps * 1e3,
+	       p->span > 0 ? 100.0 * busy / p->span : 0.0, (p->span - busy) / steps * 1e3);
+	for (int op = 0; op < KERN_OP_COUNT; op++) {
+		if (!p->calls[op])
+			continue;
+		printf("profile %s   %-11s %6.1f calls/step, busy %8.4f ms/step (%5.1f%%), host "
+		       "%7.2f us/call\n", what, kern_op_name((enum kern_op)op),
+		       (double)p->calls[op] / steps, p->busy[op] / steps * 1e3,
+		       busy > 0 ? 100.0 * p->busy[op] / busy : 0.0,
+		       p->host[op] / (double)p->calls[op] * 1e6);
+	}
+}
+
+/* `reps` decode steps of one token after len cache rows, profiled (the timed runs are
+ * not: the profiler's events cost the host about a microsecond an op). */
+static enum specd_status profile_steps(struct run *r, struct kern_ctx *k, const uint32_t *fill,
+				       uint32_t len, uint32_t reps, struct kern_profile *p)
+{
+	enum specd_status st = kern_prof_start(k);
+	for (uint32_t rep = 0; rep < reps && st == SPECD_OK; rep++) {
+		st = kv_truncate(model_kv(r->m), 0, len);
+		if (st == SPECD_OK)
+			st = step(r, fill, 1, len, 1);
+	}
+	if (st == SPECD_OK)
+		st = kern_prof_read(k, p);
+	kern_prof_stop(k);
+	return st;
+}
+
 /* One token's decode step with the cache holding 128, 512 and 1000 rows (the model is
  * opened with 1024): the attention kernel reads every visible row with one block a
  * head, so its share of the step grows with the context; the ratios say how much a
  * split attention could win back. */
-static enum specd_status bench_context(struct run *r, const uint32_t *ref, uint32_t n)
+static enum specd_status bench_context(struct run *r, struct kern_ctx *k, const uint32_t *ref,
+				       uint32_t n)
 {
 	enum { REPS = 10, CHUNK = 64 };
 	static const uint32_t depths[] = {128, 512, 1000};
@@ -1018,8 +1139,22 @@ static enum specd_status bench_context(struct run *r, const uint32_t *ref, uint3
 			break;
 		double t = (specd_now() - s0) / REPS;
 		t_first = d ? t_first : t;
-		printf("bench decode at context %4u: %.3f ms/step, %.2fx context %u\n", len, t * 1e3,
-		       t / t_first, depths[0]);
+		struct kern_profile p;
+		if ((st = profile_steps(r, k, fill, len, REPS, &p)) != SPECD_OK ||
+		    (st = kv_truncate(model_kv(r->m), 0, len)) != SPECD_OK)
+			break;
+		double busy = 0;
+		for (int op = 0; op < KERN_OP_COUNT; op++)
+			busy += p.busy[op];
+		printf("bench decode at context %4u: %.3f ms/step, %.2fx context %u; attention "
+		       "%.3f ms/step, %.1f%% of the ops' busy time\n", len, t * 1e3, t / t_first,
+		       depths[0], p.busy[KERN_OP_ATTENTION] / REPS * 1e3,
+		       busy > 0 ? 100.0 * p.busy[KERN_OP_ATTENTION] / busy : 0.0);
+		if (d + 1 == sizeof(depths) / sizeof(depths[0])) {
+			char what[32];
+			snprintf(what, sizeof(what), "context %u", len);
+			print_profile(what, &p, REPS);
+		}
 	}
 	return st;
 }
@@ -1054,6 +1189,10 @@ static int run_bench(struct kern_ctx *gpu, struct kern_ctx *ref_kern, const char
 	printf("bench none: %u tokens in %.3f s: %.1f tok/s, %.3f ms/token, %.1f%% of %.1f TB/s HBM\n",
 	       n, t_none, n / t_none, per * 1e3, 100.0 * bytes / per / HBM_BYTES_PER_S,
 	       HBM_BYTES_PER_S / 1e12);
+	struct kern_profile prof;
+	uint32_t at = kv_len(model_kv(r.m), 0);
+	if ((st = profile_steps(&r, gpu, ref, at, 16, &prof)) == SPECD_OK)
+		print_profile("decode", &prof, 16);
 
 	/* One verification step of K+1 tokens against the same weights read. */
 	uint32_t toks[64];
@@ -1082,7 +1221,7 @@ static int run_bench(struct kern_ctx *gpu, struct kern_ctx *ref_kern, const char
 		       t * 1e3, t / t_one);
 	}
 	if (st == SPECD_OK)
-		st = bench_context(&r, ref, n);
+		st = bench_context(&r, gpu, ref, n);
 	/* Speculative decoding with a drafter that costs nothing (as ngram nearly does),
 	 * its acceptance set; output checked against plain greedy. */
 	for (uint32_t K = 2; K <= 8 && st == SPECD_OK; K *= 2) {
@@ -1189,7 +1328,14 @@ int main(int argc, char **argv)
 		if (!on_cpu && !gc.matmul_reference &&
 		    kern_cuda_create(&rc_cfg, &ref, &err) != SPECD_OK)
 			printf("reference backend: %s (matmul figures without it)\n", err.msg);
-		rc = run_bench(gpu, ref, argv[2], n ? (uint32_t)n : 64);
+		/* Wrapped in the op profiler, off but for its own steps. */
+		if (kern_prof_create(gpu, &gpu) != SPECD_OK) {
+			printf("profiler: out of memory FAIL\n");
+			gpu = NULL;
+			rc = EXIT_FAIL;
+		} else {
+			rc = run_bench(gpu, ref, argv[2], n ? (uint32_t)n : 64);
+		}
 		kern_destroy(ref);
 	} else {
 		usage(stderr);

@@ -37,7 +37,8 @@ enum specd_status cpu_add_rmsnorm(struct kern_ctx *ctx, float *y, size_t ldy, fl
 	(void)ctx;
 	if (rows == 0)
 		return SPECD_OK;
-	if (!y || !x || !d || !w || n == 0 || ldx < n || ldy < n || ldd < n)
+	if (!y || !x || !d || !w || n == 0 || ldx < n || ldy < n || ldd < n ||
+	    (y == d && ldy != ldd))
 		return SPECD_INVAL;
 	for (size_t r = 0; r < rows; r++) {
 		float *xr = x + r * ldx;

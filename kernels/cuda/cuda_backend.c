@@ -41,6 +41,8 @@ struct cuda_backend {
 	void *attn_host; /* (attn_cap) host: a batch's flattened visible rows */
 	size_t attn_cap;
 	bool matmul_reference; /* kern_cuda_config.matmul_reference */
+	cudaEvent_t *marks;    /* (KERN_MARKS) the profiler's timestamps, made at its first */
+	uint32_t n_marks, made_marks;
 };
 
 static struct cuda_backend *backend_of(struct kern_ctx *ctx)
@@ -64,8 +66,8 @@ static enum specd_status ring_take(struct cuda_backend *be, size_t bytes, size_t
 {
 	size_t o = (be->stage_used + STAGE_ALIGN - 1) / STAGE_ALIGN * STAGE_ALIGN;
 	if (bytes > be->stage_cap) {
-		LOG_ERROR("cuda: %zu bytes of indices, the stage holds %zu (kern_cuda_config)",
-			  bytes, be->stage_cap);
+		LOG_ERROR("cuda: an op's %zu bytes of host arrays or results, the stage holds %zu "
+			  "(kern_cuda_config.stage_bytes)", bytes, be->stage_cap);
 		return SPECD_INVAL;
 	}
 	if (o + bytes > be->stage_cap) {
@@ -118,6 +120,9 @@ static void cuda_destroy(struct kern_ctx *ctx)
 	cudaFreeHost(be->stage_host);
 	if (be->stream)
 		cudaStreamDestroy(be->stream);
+	for (uint32_t i = 0; i < be->made_marks; i++)
+		cudaEventDestroy(be->marks[i]);
+	specd_free(be->marks);
 	specd_free(be->attn_host);
 	specd_free(be);
 }
@@ -312,7 +317,8 @@ static enum specd_status cuda_add_rmsnorm(struct kern_ctx *ctx, float *y, size_t
 	struct cuda_backend *be = backend_of(ctx);
 	if (rows == 0)
 		return SPECD_OK;
-	if (!y || !x || !d || !w || n == 0 || ldx < n || ldy < n || ldd < n || rows > MAX_GRID_Y)
+	if (!y || !x || !d || !w || n == 0 || ldx < n || ldy < n || ldd < n ||
+	    (y == d && ldy != ldd) || rows > MAX_GRID_Y)
 		return SPECD_INVAL;
 	return check(cuda_launch_add_rmsnorm(be->stream, y, ldy, x, ldx, d, ldd, rows, n, w, eps),
 		     "add_rmsnorm");
@@ -470,9 +476,10 @@ static enum specd_status cuda_argmax(struct kern_ctx *ctx, uint32_t *out, const 
 		return SPECD_INVAL;
 	size_t off;
 	enum specd_status st = ring_take(be, rows * sizeof(uint32_t), &off);
+	if (st != SPECD_OK)
+		return st;
 	dout = (uint32_t *)(void *)(be->stage_dev + off); /* the op's own output */
-	if (st == SPECD_OK)
-		st = check(cuda_launch_argmax(be->stream, dout, x, ldx, rows, n), "argmax");
+	st = check(cuda_launch_argmax(be->stream, dout, x, ldx, rows, n), "argmax");
 	if (st == SPECD_OK)
 		st = cuda_download(ctx, out, dout, rows * sizeof(uint32_t));
 	return st;
@@ -575,6 +582,48 @@ static enum specd_status cuda_sync(struct kern_ctx *ctx)
 	return check(cudaStreamSynchronize(backend_of(ctx)->stream), "sync");
 }
 
+/* The profiler's timestamps: events on the stream, made as first needed and kept. */
+static enum specd_status cuda_mark(struct kern_ctx *ctx, uint32_t *id)
+{
+	struct cuda_backend *be = backend_of(ctx);
+	if (!be->marks && !(be->marks = specd_calloc(KERN_MARKS, sizeof(cudaEvent_t))))
+		return SPECD_NOMEM;
+	if (be->n_marks == KERN_MARKS)
+		return SPECD_NOMEM;
+	if (be->n_marks == be->made_marks) {
+		enum specd_status st = check(cudaEventCreate(&be->marks[be->made_marks]),
+					     "cudaEventCreate");
+		if (st != SPECD_OK)
+			return st;
+		be->made_marks++;
+	}
+	enum specd_status st = check(cudaEventRecord(be->marks[be->n_marks], be->stream),
+				     "cudaEventRecord");
+	if (st == SPECD_OK)
+		*id = be->n_marks++;
+	return st;
+}
+
+static enum specd_status cuda_mark_time(struct kern_ctx *ctx, uint32_t id, double *seconds)
+{
+	struct cuda_backend *be = backend_of(ctx);
+	float ms = 0;
+	if (id >= be->n_marks)
+		return SPECD_INVAL;
+	enum specd_status st = check(cudaEventSynchronize(be->marks[id]), "cudaEventSynchronize");
+	if (st == SPECD_OK)
+		st = check(cudaEventElapsedTime(&ms, be->marks[0], be->marks[id]),
+			   "cudaEventElapsedTime");
+	if (st == SPECD_OK)
+		*seconds = ms * 1e-3;
+	return st;
+}
+
+static void cuda_mark_clear(struct kern_ctx *ctx)
+{
+	backend_of(ctx)->n_marks = 0;
+}
+
 static const struct kern_ops cuda_ops = {
 	.name = "cuda",
 	.host_memory = false,
@@ -599,6 +648,9 @@ static const struct kern_ops cuda_ops = {
 	.topk = cuda_topk,
 	.copy = cuda_copy,
 	.sync = cuda_sync,
+	.mark = cuda_mark,
+	.mark_time = cuda_mark_time,
+	.mark_clear = cuda_mark_clear,
 };
 
 enum specd_status kern_cuda_create(const struct kern_cuda_config *cfg, struct kern_ctx **out,

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/clock.h"
 #include "common/log.h"
 #include "emu_int.h"
 #include "kernels/kern.h"
@@ -18,6 +19,8 @@ struct emu_backend {
 	struct kern_ctx *inner; /* the CPU backend that computes, on storage addresses */
 	struct emu_mem mem;
 	struct kern_emu_stats stats;
+	double *marks; /* (KERN_MARKS) host clock; made at the first mark */
+	uint32_t n_marks;
 };
 
 static struct emu_backend *emu_of(struct kern_ctx *ctx)
@@ -84,6 +87,7 @@ static void emu_destroy(struct kern_ctx *ctx)
 		LOG_DEBUG("emu: destroyed with %zu blocks still allocated", be->mem.n_live);
 	emu_mem_fini(&be->mem);
 	kern_destroy(be->inner);
+	specd_free(be->marks);
 	specd_free(be);
 }
 
@@ -154,6 +158,34 @@ static enum specd_status emu_sync(struct kern_ctx *ctx)
 {
 	(void)ctx;
 	return SPECD_OK;
+}
+
+/* A GPU's event timeline, for testing the profiler's read-back without one: the ops
+ * have finished when they return, so a mark is the host clock at the call. */
+static enum specd_status emu_mark(struct kern_ctx *ctx, uint32_t *id)
+{
+	struct emu_backend *be = emu_of(ctx);
+	if (!be->marks && !(be->marks = specd_malloc_array(KERN_MARKS, sizeof(double))))
+		return SPECD_NOMEM;
+	if (be->n_marks == KERN_MARKS)
+		return SPECD_NOMEM;
+	be->marks[be->n_marks] = specd_now();
+	*id = be->n_marks++;
+	return SPECD_OK;
+}
+
+static enum specd_status emu_mark_time(struct kern_ctx *ctx, uint32_t id, double *seconds)
+{
+	struct emu_backend *be = emu_of(ctx);
+	if (id >= be->n_marks)
+		return SPECD_INVAL;
+	*seconds = be->marks[id] - be->marks[0];
+	return SPECD_OK;
+}
+
+static void emu_mark_clear(struct kern_ctx *ctx)
+{
+	emu_of(ctx)->n_marks = 0;
 }
 
 /* The CPU's semantics (kept type, rows packed), into the window. */
@@ -434,6 +466,9 @@ static const struct kern_ops emu_ops = {
 	.topk = emu_topk,
 	.copy = emu_copy,
 	.sync = emu_sync,
+	.mark = emu_mark,
+	.mark_time = emu_mark_time,
+	.mark_clear = emu_mark_clear,
 };
 
 enum specd_status kern_emu_create(const struct kern_emu_config *cfg, struct kern_ctx **out)

@@ -1276,6 +1276,47 @@ static void test_emu_model__launches_per_forward(void **state)
 	}
 }
 
+/* The op profiler over the emulated device: a forward's profile counts exactly the
+ * launches the device saw (every compute op and copy), one attention a layer, and the
+ * logits' one download; the device timeline's span holds every op's busy time. */
+static void test_emu_model__profile_counts_every_launch(void **state)
+{
+	(void)state;
+	struct kern_ctx *emu = NULL, *prof = NULL;
+	assert_int_equal(kern_emu_create(NULL, &emu), SPECD_OK);
+	assert_int_equal(kern_prof_create(emu, &prof), SPECD_OK);
+	struct model *e = load_on(g_paths[0], prof);
+	uint32_t L = model_hparams(e)->n_layers, V = model_hparams(e)->n_vocab;
+	float *logits = malloc(5 * (size_t)V * sizeof(float));
+	assert_non_null(logits);
+	const uint32_t tok[5] = {1, 7, 9, 11, 13}, slot[5] = {0}, pos[5] = {0, 1, 2, 3, 4};
+	const uint32_t idx[5] = {0, 1, 2, 3, 4};
+	struct model_batch b = {.n_tokens = 5, .tokens = tok, .slots = slot, .pos = pos,
+				.n_out = 5, .out_idx = idx, .logits = logits};
+	uint64_t before = kern_emu_stats(emu).launches;
+	assert_int_equal(kern_prof_start(prof), SPECD_OK);
+	assert_int_equal(model_forward(e, &b, NULL), SPECD_OK);
+	struct kern_profile p;
+	assert_int_equal(kern_prof_read(prof, &p), SPECD_OK);
+	uint64_t launches = 0;
+	double busy = 0;
+	for (int op = 0; op < KERN_OP_COUNT; op++) {
+		bool compute = op != KERN_OP_UPLOAD && op != KERN_OP_DOWNLOAD &&
+			       op != KERN_OP_UPLOAD_MAT && op != KERN_OP_SYNC;
+		launches += compute ? p.calls[op] : 0;
+		busy += p.busy[op];
+	}
+	assert_int_equal(launches, kern_emu_stats(emu).launches - before);
+	assert_int_equal(launches, 11 * L + 5);
+	assert_int_equal(p.calls[KERN_OP_ATTENTION], L);
+	assert_int_equal(p.calls[KERN_OP_DOWNLOAD], 1);
+	assert_true(p.busy[KERN_OP_MATMUL] > 0 && p.span >= busy);
+	kern_prof_stop(prof);
+	free(logits);
+	model_destroy(e);
+	kern_destroy(prof);
+}
+
 /* Loading and destroying a model on a small window, again and again: model_destroy
  * gives back every block (the whole window can be allocated afterwards), and a window
  * too small for the model fails the load with SPECD_NOMEM, leaving nothing behind. */
@@ -1343,6 +1384,7 @@ int main(void)
 		cmocka_unit_test(test_emu_model__draws_on_the_device),
 		cmocka_unit_test(test_emu_model__top_ids_on_the_device),
 		cmocka_unit_test(test_emu_model__launches_per_forward),
+		cmocka_unit_test(test_emu_model__profile_counts_every_launch),
 		cmocka_unit_test(test_emu_model__load_destroy_returns_every_block),
 	};
 #undef PAIR_TEST

@@ -64,6 +64,10 @@ static void test_gpu_check__ops_greedy_and_bench_pass_on_the_emulated_device(voi
 	free(out);
 	out = check((const char *[]){"bench", g_model, "8", NULL});
 	assert_non_null(strstr(out, "bench none:"));
+	/* The op profiler's tables: a decode step's and the deepest context's. */
+	assert_non_null(strstr(out, "profile decode: "));
+	assert_non_null(strstr(out, "profile decode   matmul"));
+	assert_non_null(strstr(out, "profile context 1000   attention"));
 	free(out);
 }
 

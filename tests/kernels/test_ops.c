@@ -215,7 +215,7 @@ static void test_rmsnorm__matches_reference(void **state)
 }
 
 /* add_rmsnorm is bitwise add then rmsnorm, into a separate y or over d itself; it
- * refuses a short stride. */
+ * refuses a short stride, and y over d with another stride. */
 static void test_add_rmsnorm__is_add_then_rmsnorm(void **state)
 {
 	struct kern_ctx *ctx = *state;
@@ -239,6 +239,9 @@ static void test_add_rmsnorm__is_add_then_rmsnorm(void **state)
 		assert_memory_equal(db + r * ld, ya + r * ld, n * sizeof(float));
 	}
 	assert_int_equal(kern_add_rmsnorm(ctx, yb, ld, xb, ld, d, n - 1, rows, n, w, 1e-5f),
+			 SPECD_INVAL);
+	/* Over d with another stride, a row would overwrite what a later row reads. */
+	assert_int_equal(kern_add_rmsnorm(ctx, db, n, xb, ld, db, ld, rows, n, w, 1e-5f),
 			 SPECD_INVAL);
 	free(x);
 	free(d);
