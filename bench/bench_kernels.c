@@ -25,6 +25,7 @@ struct opts {
 	int decode;       /* decode steps per repetition */
 	int curve;        /* largest n of the cost curve */
 	int prefix;       /* context length before the measurements */
+	int profile;      /* decode steps profiled op by op after the timings; 0: none */
 };
 
 static int cmp_double(const void *a, const void *b)
@@ -151,13 +152,14 @@ static int forward(struct model *m, uint32_t n, const uint32_t *toks, float *log
 static int bench_model(const struct opts *o, double bw)
 {
 	struct kern_cpu_config kc = {.n_threads = o->threads, .isa = o->isa};
-	struct kern_ctx *kern = NULL;
-	if (kern_cpu_create(&kc, &kern) != SPECD_OK) {
+	struct kern_ctx *cpu = NULL, *kern = NULL;
+	/* The model runs on the op profiler over the CPU backend: off, but for --profile. */
+	if (kern_cpu_create(&kc, &cpu) != SPECD_OK || kern_prof_create(cpu, &kern) != SPECD_OK) {
 		fprintf(stderr, "specd-bench-kernels: cannot create the CPU backend\n");
 		return 1;
 	}
 	struct model_config mc = {
-		.n_slots = 1, .n_ctx = (uint32_t)(o->prefix + o->decode + o->curve + 8),
+		.n_slots = 1, .n_ctx = (uint32_t)(o->prefix + o->decode + o->profile + o->curve + 8),
 		.max_batch = 16, .kern = kern,
 	};
 	struct model *m = NULL;
@@ -218,7 +220,7 @@ static int bench_model(const struct opts *o, double bw)
 
 	double tps = 1.0 / step, bound = bw / (double)bytes;
 	printf("| %s | %s | %u | %s | %.1f | %.2f | %.1f | %.1f | %.0f%% |\n", o->model,
-	       kern_dtype_name(hp->wtype), o->threads, kern_cpu_isa_of(kern),
+	       kern_dtype_name(hp->wtype), o->threads, kern_cpu_isa_of(cpu),
 	       (double)bytes / 1e6, bw / 1e9, tps, bound, 100.0 * tps / bound);
 	printf("\ncost of a forward over n tokens relative to n = 1 (n = 1 takes %.2f ms):\n\n|",
 	       curve[1] * 1e3);
@@ -231,6 +233,22 @@ static int bench_model(const struct opts *o, double bw)
 	for (int n = 1; n <= o->curve; n++)
 		printf(" %.2f |", curve[n] / curve[1]);
 	printf("\n");
+	if (o->profile) {
+		/* Greedy decode steps again, each op timed: where a token's time goes. */
+		struct kern_profile p;
+		uint32_t tok = toks[0];
+		printf("\n");
+		kern_prof_start(kern);
+		for (int s = 0; s < o->profile; s++) {
+			if (forward(m, 1, &tok, logits))
+				goto out;
+			tok = argmax(logits, V);
+		}
+		kern_prof_read(kern, &p);
+		kern_prof_stop(kern);
+		kv_truncate(model_kv(m), 0, base);
+		kern_prof_print(stdout, "decode", &p, (uint32_t)o->profile);
+	}
 	rc = 0;
 out:
 	free(tok_t);
@@ -310,8 +328,9 @@ static void usage(FILE *to)
 	fprintf(to,
 		"usage: specd-bench-kernels [--model PATH] [--threads N] [--isa scalar|avx2|avx512]\n"
 		"         [--bw-mb 512] [--reps 9] [--decode 16] [--curve 9] [--prefix 32]\n"
-		"         [--matmul N_OUTxN_IN]\n"
-		"Without --model, only the read bandwidth; --matmul times one matmul per type.\n");
+		"         [--matmul N_OUTxN_IN] [--profile STEPS]\n"
+		"Without --model, only the read bandwidth; --matmul times one matmul per type;\n"
+		"--profile STEPS also decodes STEPS tokens with each op timed (kern_prof).\n");
 }
 
 int main(int argc, char **argv)
@@ -352,13 +371,15 @@ int main(int argc, char **argv)
 			}
 		} else if (!strcmp(a, "--prefix"))
 			o.prefix = atoi(v);
+		else if (!strcmp(a, "--profile"))
+			o.profile = atoi(v);
 		else {
 			usage(stderr);
 			return 2;
 		}
 	}
 	if (o.threads < 1 || o.reps < 1 || o.decode < 1 || o.curve < 1 || o.curve > 16 ||
-	    o.prefix < 1 || o.bw_mb < 1) {
+	    o.prefix < 1 || o.bw_mb < 1 || o.profile < 0) {
 		usage(stderr);
 		return 2;
 	}

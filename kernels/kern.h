@@ -30,6 +30,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "common/error.h"
@@ -447,6 +448,11 @@ enum specd_status kern_prof_start(struct kern_ctx *ctx);
 enum specd_status kern_prof_read(struct kern_ctx *ctx, struct kern_profile *out);
 /* Stops timing (the profile stays readable). A no-op on any other backend. */
 void kern_prof_stop(struct kern_ctx *ctx);
+/* Prints p as lines "profile WHAT: ..." to `to`: a step's span on the backend, the ops'
+ * busy time and the idle rest, then per op its calls, busy time and share, and host
+ * time a call; `steps` is how many steps p covers (per-step figures). */
+void kern_prof_print(FILE *to, const char *what, const struct kern_profile *p,
+		     uint32_t steps);
 
 /* Frees a backend of any kind; NULL is a no-op. */
 static inline void kern_destroy(struct kern_ctx *ctx)

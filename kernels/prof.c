@@ -4,6 +4,7 @@
  * their two marks until the marks run out or the profile is read; then each mark's
  * time is read back (a wait) and the calls' busy times are summed. */
 #include <stdint.h>
+#include <stdio.h>
 
 #include "common/alloc.h"
 #include "common/clock.h"
@@ -368,4 +369,23 @@ void kern_prof_stop(struct kern_ctx *ctx)
 	if (st != SPECD_OK)
 		give_up(p, st);
 	p->on = false;
+}
+
+void kern_prof_print(FILE *to, const char *what, const struct kern_profile *p, uint32_t steps)
+{
+	double busy = 0, per = steps ? 1e3 / steps : 0;
+	for (int op = 0; op < KERN_OP_COUNT; op++)
+		busy += p->busy[op];
+	fprintf(to, "profile %s: %.3f ms/step on the backend, ops busy %.3f ms (%.1f%%), idle "
+		"%.3f ms\n", what, p->span * per, busy * per,
+		p->span > 0 ? 100.0 * busy / p->span : 0.0, (p->span - busy) * per);
+	for (int op = 0; op < KERN_OP_COUNT; op++) {
+		if (!p->calls[op])
+			continue;
+		fprintf(to, "profile %s   %-11s %6.1f calls/step, busy %8.4f ms/step (%5.1f%%), "
+			"host %7.2f us/call\n", what, kern_op_name((enum kern_op)op),
+			steps ? (double)p->calls[op] / steps : 0.0, p->busy[op] * per,
+			busy > 0 ? 100.0 * p->busy[op] / busy : 0.0,
+			p->host[op] / (double)p->calls[op] * 1e6);
+	}
 }

@@ -1065,29 +1065,6 @@ static void bench_matmul(struct kern_ctx *gpu, struct kern_ctx *ref, size_t n_in
 	specd_free(wq), specd_free(row), specd_free(x);
 }
 
-/* Where one step's time goes, from a profile of `steps` steps (kern_prof): the device
- * timeline's span a step, how much of it the ops kept the device busy (the rest it
- * waited for the host: launches, the model's host code, downloads), and each op's
- * calls, busy time and host time. */
-static void print_profile(const char *what, const struct kern_profile *p, uint32_t steps)
-{
-	double busy = 0;
-	for (int op = 0; op < KERN_OP_COUNT; op++)
-		busy += p->busy[op];
-	printf("profile %s: %.3f ms/step on the device, ops busy %.3f ms (%.1f%%), idle %.3f ms\n",
-	       what, p->span / steps * 1e3, busy / steps * 1e3,
-	       p->span > 0 ? 100.0 * busy / p->span : 0.0, (p->span - busy) / steps * 1e3);
-	for (int op = 0; op < KERN_OP_COUNT; op++) {
-		if (!p->calls[op])
-			continue;
-		printf("profile %s   %-11s %6.1f calls/step, busy %8.4f ms/step (%5.1f%%), host "
-		       "%7.2f us/call\n", what, kern_op_name((enum kern_op)op),
-		       (double)p->calls[op] / steps, p->busy[op] / steps * 1e3,
-		       busy > 0 ? 100.0 * p->busy[op] / busy : 0.0,
-		       p->host[op] / (double)p->calls[op] * 1e6);
-	}
-}
-
 /* `reps` decode steps of one token after len cache rows, profiled (the timed runs are
  * not: the profiler's events cost the host about a microsecond an op). */
 static enum specd_status profile_steps(struct run *r, struct kern_ctx *k, const uint32_t *fill,
@@ -1153,7 +1130,7 @@ static enum specd_status bench_context(struct run *r, struct kern_ctx *k, const 
 		if (d + 1 == sizeof(depths) / sizeof(depths[0])) {
 			char what[32];
 			snprintf(what, sizeof(what), "context %u", len);
-			print_profile(what, &p, REPS);
+			kern_prof_print(stdout, what, &p, REPS);
 		}
 	}
 	return st;
@@ -1192,7 +1169,7 @@ static int run_bench(struct kern_ctx *gpu, struct kern_ctx *ref_kern, const char
 	struct kern_profile prof;
 	uint32_t at = kv_len(model_kv(r.m), 0);
 	if ((st = profile_steps(&r, gpu, ref, at, 16, &prof)) == SPECD_OK)
-		print_profile("decode", &prof, 16);
+		kern_prof_print(stdout, "decode", &prof, 16);
 
 	/* One verification step of K+1 tokens against the same weights read. */
 	uint32_t toks[64];

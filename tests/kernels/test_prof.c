@@ -2,12 +2,14 @@
  * and keeps its name and memory kind; it counts and times only between start and
  * stop; on a backend with marks (the emulated device's stand in for CUDA events) it
  * reads them back in batches when they run out and at each read, losing no call;
- * the host-clock path (the CPU) times the same calls; and the profile's functions
- * refuse, or ignore, a backend that is not a profiler. */
+ * the host-clock path (the CPU) times the same calls; the printed profile has a line
+ * for each op called; and the profile's functions refuse, or ignore, a backend that
+ * is not a profiler. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -84,6 +86,18 @@ static void test_prof__results_name_and_memory_are_the_inner_backends(void **sta
 		double busy = expect_calls(&p, calls);
 		assert_true(p.busy[KERN_OP_MATMUL] > 0);
 		assert_true(p.span >= busy);
+		/* The printed profile: the summary line, then a line for each op called. */
+		char *text = NULL;
+		size_t len = 0;
+		FILE *to = open_memstream(&text, &len);
+		assert_non_null(to);
+		kern_prof_print(to, "step", &p, 2);
+		fclose(to);
+		assert_non_null(strstr(text, "profile step: "));
+		assert_non_null(strstr(text, "profile step   matmul         0.5 calls/step"));
+		assert_non_null(strstr(text, "profile step   upload_mat "));
+		assert_null(strstr(text, "attention"));
+		free(text);
 		kern_destroy(prof); /* and inner with it */
 		kern_destroy(plain);
 	}
