@@ -3,8 +3,11 @@
  * both trees, many K, widths, depths, dtypes and layers, with deferred prefill or not;
  * every proposal a well-formed tree of the configured shape; catch-up on real hidden
  * rows exact (step by step = all rows at once, also after a gap and while held beside
- * ngram); sampling that keeps the target's distribution (chi-square at alpha = 0.001);
- * checkpoints and settings that do not fit refused with a clear message; specd-run. */
+ * ngram); dynamic trees that are the draft's most probable paths, as a reference built
+ * from the layer's full logits finds them, ties included; sampling that keeps the
+ * target's distribution (chi-square at alpha = 0.001); checkpoints and settings that do
+ * not fit refused with a clear message; specd-run. */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -22,6 +25,8 @@
 #include "drafters/engine.h"
 #include "drafters/medusa.h"
 #include "kernels/kern.h"
+#include "model/eagle.h"
+#include "model/gguf.h"
 #include "model/kv.h"
 #include "model/sampler.h"
 #include "spec_fixture.h"
@@ -415,6 +420,488 @@ static void test_eagle__catch_up_is_exact(void **state)
 	kern_destroy(emu);
 }
 
+/* ---- the dynamic tree's scores ---- */
+
+/* EAGLE-2 ranks a dynamic tree's nodes by their path's log-probability under the
+ * draft: a child scores its parent's score plus log-softmax of the parent's logits at
+ * its token. Output stays exact whatever the scores (verification fixes any draft), so
+ * the suites above cannot see a row normalised by another row's log-normaliser, or
+ * ties broken the other way. Here a reference tree is built from the layer's full
+ * logits rows in double, by the documented rule, and every proposal of a grid must be
+ * it. The layer is loaded a second time for this, and each node's logits come from
+ * its path run as one causal batch, not from the drafter's tree batch. */
+
+#define REF_DIM 48
+#define REF_K_MAX 32
+#define REF_MAX_NODES 80 /* the grid's largest pool (width 4, depth 5): 4 + 4 x 4 x 4 */
+/* A node's logits hang on its path only, so one history's are run once for every
+ * shape, K and rule built on it: some 20 distinct paths (the widest tree's 4 x 4, and
+ * what the wrong rules pick besides). */
+#define REF_MAX_PATHS 64
+/* A case with a decision closer than this (logits or scores) hangs on rounding (the
+ * drafter scores in float, its tree batch may sum in another order): not a test of
+ * the rule, so it is passed over. */
+#define REF_EPS 1e-4
+
+/* How the reference scores and ranks: the documented rule, and the slips a test of it
+ * must tell apart (each checked to change some tree of the grid). */
+enum ref_rule {
+	REF_DOCUMENTED,
+	REF_LOGITS,      /* no normaliser: a child's score adds its raw logit */
+	REF_FIRST_ROW,   /* every node of a level normalised by the level's first row */
+	REF_LATER_PICKS, /* equal scores at a level's cut go to the later node */
+	REF_LATER_KEEPS, /* the same at the final cut */
+	REF_N_RULES
+};
+
+/* An expanded path from the root and what the layer gives at its end. */
+struct ref_path {
+	uint32_t depth, token[EAGLE_MAX_DEPTH];
+	float logits[VOCAB], feat[REF_DIM];
+};
+
+/* The layer of a checkpoint, run by hand on slot 0. */
+struct ref_layer {
+	struct model *m;
+	uint32_t n_done;                    /* history entries in its cache */
+	float root_logits[VOCAB];           /* at the last history token */
+	float root_feat[REF_DIM];           /* the state it predicts there */
+	float feat[REF_MAX_NODES][REF_DIM]; /* each expanded node's predicted state */
+	uint32_t n_paths;                   /* paths run on this history */
+	struct ref_path paths[REF_MAX_PATHS];
+};
+
+/* A reference tree: every node grown, in the drafter's pool order (a level's parents
+ * in pool order, each one's children best first), and which of them are kept. */
+struct ref_tree {
+	uint32_t n;
+	int32_t token[REF_MAX_NODES], parent[REF_MAX_NODES];
+	uint32_t depth[REF_MAX_NODES];
+	double score[REF_MAX_NODES];
+	bool kept[REF_MAX_NODES];
+	uint32_t cut_ties;  /* level or final cuts falling between two equal scores */
+	double min_gap;     /* the closest other decision */
+};
+
+static struct ref_layer *ref_layer_load(struct model *t, const char *path)
+{
+	struct ref_layer *r = calloc(1, sizeof(*r));
+	struct model_config mc = {.n_slots = 1, .n_ctx = CTX + 32, .max_batch = 64};
+	struct specd_error err;
+
+	assert_non_null(r);
+	assert_int_equal(model_hparams(t)->dim, REF_DIM);
+	if (model_load_eagle(path, t, &mc, &r->m, &err) != SPECD_OK)
+		fail_msg("%s: %s", path, err.msg);
+	return r;
+}
+
+static void ref_layer_free(struct ref_layer *r)
+{
+	model_destroy(r->m);
+	free(r);
+}
+
+/* The cache the drafter builds for the first n tokens of h with all their rows: entry
+ * p - 1 is token p after the target's state at p - 1 (p = 1 .. n - 1); the last one's
+ * output is the root. */
+static void ref_history(struct ref_layer *r, const struct history *h, uint32_t n)
+{
+	uint32_t tok[6 + GEN], slot[6 + GEN] = {0}, pos[6 + GEN], last = n - 2;
+	struct specd_error err;
+
+	for (uint32_t p = 1; p < n; p++) {
+		tok[p - 1] = (uint32_t)h->tokens[p];
+		pos[p - 1] = p - 1;
+	}
+	struct model_batch b = {
+		.n_tokens = n - 1, .tokens = tok, .slots = slot, .pos = pos,
+		.features = h->rows, .n_out = 1, .out_idx = &last, .logits = r->root_logits,
+		.hidden = r->root_feat,
+	};
+	assert_int_equal(kv_truncate(model_kv(r->m), 0, 0), SPECD_OK);
+	if (model_forward(r->m, &b, &err) != SPECD_OK)
+		fail_msg("history of %u: %s", n, err.msg);
+	r->n_done = n - 1;
+	r->n_paths = 0;
+}
+
+/* The logits at node i of t, its predicted state into r->feat[i]: its path from the
+ * root as one causal batch after the history, each entry with the state its
+ * predecessor predicted (the root's for the first); run on the first call for that
+ * path since the history, kept in r->paths for the next. */
+static const float *ref_node_logits(struct ref_layer *r, const struct ref_tree *t, uint32_t i)
+{
+	uint32_t path[EAGLE_MAX_DEPTH], tok[EAGLE_MAX_DEPTH], pos[EAGLE_MAX_DEPTH];
+	uint32_t slot[EAGLE_MAX_DEPTH] = {0}, d = t->depth[i];
+	float feat[EAGLE_MAX_DEPTH * REF_DIM];
+	struct ref_path *p = r->paths;
+	struct specd_error err;
+
+	for (int32_t j = (int32_t)i; j >= 0; j = t->parent[j])
+		path[t->depth[j]] = (uint32_t)j;
+	for (uint32_t j = 0; j <= d; j++)
+		tok[j] = (uint32_t)t->token[path[j]];
+	while (p < r->paths + r->n_paths &&
+	       (p->depth != d || memcmp(p->token, tok, (d + 1) * sizeof(*tok))))
+		p++;
+	if (p == r->paths + r->n_paths) {
+		assert_true(r->n_paths++ < REF_MAX_PATHS);
+		p->depth = d;
+		memcpy(p->token, tok, (d + 1) * sizeof(*tok));
+		for (uint32_t j = 0; j <= d; j++) {
+			pos[j] = r->n_done + j;
+			memcpy(feat + (size_t)j * REF_DIM, j ? r->feat[path[j - 1]] : r->root_feat,
+			       sizeof(r->root_feat));
+		}
+		struct model_batch b = {
+			.n_tokens = d + 1, .tokens = tok, .slots = slot, .pos = pos,
+			.features = feat, .n_out = 1, .out_idx = &d, .logits = p->logits,
+			.hidden = p->feat,
+		};
+		assert_int_equal(kv_truncate(model_kv(r->m), 0, r->n_done), SPECD_OK);
+		if (model_forward(r->m, &b, &err) != SPECD_OK)
+			fail_msg("node %u: %s", i, err.msg);
+	}
+	memcpy(r->feat[i], p->feat, sizeof(p->feat));
+	return p->logits;
+}
+
+/* log(sum(exp(row))), in double. */
+static double ref_lse(const float *row)
+{
+	double max = row[0], sum = 0.0;
+
+	for (uint32_t v = 1; v < VOCAB; v++)
+		max = row[v] > max ? row[v] : max;
+	for (uint32_t v = 0; v < VOCAB; v++)
+		sum += exp(row[v] - max);
+	return max + log(sum);
+}
+
+/* Notes a decision between a value taken (hi) and the best passed over (lo): equal at
+ * a `cut` (a level's or the final one) is a tie the rule breaks; any other decision
+ * only counts by how close it was. */
+static void ref_decided(struct ref_tree *t, double hi, double lo, bool cut)
+{
+	if (hi == lo)
+		t->cut_ties += cut;
+	else if (hi - lo < t->min_gap)
+		t->min_gap = hi - lo;
+}
+
+/* Grows the n_cand best tokens of a logits row (the lower id first among equals, as
+ * kern topk) as children of `parent`, each scoring the parent's score plus its logit
+ * minus z. */
+static void ref_grow(struct ref_tree *t, const float *row, int32_t parent, uint32_t n_cand,
+		     double z)
+{
+	double base = parent < 0 ? 0.0 : t->score[parent];
+	uint32_t d = parent < 0 ? 0 : t->depth[parent] + 1;
+	bool taken[VOCAB] = {false};
+	int32_t prev = -1;
+
+	for (uint32_t r = 0; r <= n_cand; r++) {
+		int32_t best = -1;
+		for (int32_t v = 0; v < VOCAB; v++)
+			if (!taken[v] && (best < 0 || row[v] > row[best]))
+				best = v;
+		if (r == n_cand) {
+			/* equal logits go to the lower id in both: not a tie of the rule */
+			if (row[prev] != row[best])
+				ref_decided(t, row[prev], row[best], false);
+			break;
+		}
+		assert_true(t->n < REF_MAX_NODES);
+		taken[best] = true;
+		prev = best;
+		t->token[t->n] = best;
+		t->parent[t->n] = parent;
+		t->depth[t->n] = d;
+		t->score[t->n++] = base + row[best] - z;
+	}
+}
+
+/* Whether node a ranks before node b: the higher score, then the earlier node (the
+ * later with `later`). */
+static bool ref_before(const struct ref_tree *t, uint32_t a, uint32_t b, bool later)
+{
+	if (t->score[a] != t->score[b])
+		return t->score[a] > t->score[b];
+	return later ? a > b : a < b;
+}
+
+/* Ranks idx[0 .. n) best first and returns how many are taken, min(keep, n), noting
+ * the decision at the cut. */
+static uint32_t ref_rank(struct ref_tree *t, uint32_t *idx, uint32_t n, uint32_t keep,
+			 bool later)
+{
+	for (uint32_t a = 1; a < n; a++)
+		for (uint32_t b = a; b > 0 && ref_before(t, idx[b], idx[b - 1], later); b--) {
+			uint32_t x = idx[b];
+			idx[b] = idx[b - 1];
+			idx[b - 1] = x;
+		}
+	if (keep >= n)
+		return n;
+	ref_decided(t, t->score[idx[keep - 1]], t->score[idx[keep]], true);
+	return keep;
+}
+
+/* The tree the drafter should propose at K = k with the history in r's cache: the
+ * root's min(width, k) best tokens; then, for min(depth, k) - 1 levels, the width best
+ * nodes of the last level each grown by its own min(width, k) best; the k best nodes
+ * of all kept. */
+static void ref_tree_build(struct ref_layer *r, uint32_t width, uint32_t depth, uint32_t k,
+			   enum ref_rule rule, struct ref_tree *t)
+{
+	uint32_t n_cand = width < k ? width : k, levels = depth < k ? depth : k;
+	uint32_t idx[REF_MAX_NODES];
+
+	memset(t, 0, sizeof(*t));
+	t->min_gap = INFINITY;
+	ref_grow(t, r->root_logits, -1, n_cand, rule == REF_LOGITS ? 0.0 : ref_lse(r->root_logits));
+	for (uint32_t d = 0; d + 1 < levels; d++) {
+		uint32_t n = 0;
+		for (uint32_t i = 0; i < t->n; i++)
+			if (t->depth[i] == d)
+				idx[n++] = i;
+		n = ref_rank(t, idx, n, width, rule == REF_LATER_PICKS);
+		if (n == 0)
+			break;
+		/* grown in pool order, as the drafter appends them */
+		bool pick[REF_MAX_NODES] = {false};
+		for (uint32_t j = 0; j < n; j++)
+			pick[idx[j]] = true;
+		uint32_t n_pool = t->n;
+		double z0 = NAN;
+		for (uint32_t i = 0; i < n_pool; i++) {
+			if (!pick[i])
+				continue;
+			const float *logits = ref_node_logits(r, t, i);
+			double z = ref_lse(logits);
+			z0 = isnan(z0) ? z : z0;
+			ref_grow(t, logits, (int32_t)i, n_cand,
+				 rule == REF_LOGITS ? 0.0 : rule == REF_FIRST_ROW ? z0 : z);
+		}
+	}
+	for (uint32_t i = 0; i < t->n; i++)
+		idx[i] = i;
+	uint32_t n = ref_rank(t, idx, t->n, k, rule == REF_LATER_KEEPS);
+	for (uint32_t j = 0; j < n; j++)
+		t->kept[idx[j]] = true;
+}
+
+/* The kept nodes of t as a proposal, in pool order (one whose parent is not kept, which
+ * only a wrong rule makes, left out as the drafter would). */
+static void ref_proposal(const struct ref_tree *t, struct prop_buf *b)
+{
+	struct draft_proposal *p = prop_init(b);
+	int32_t out_of[REF_MAX_NODES];
+
+	for (uint32_t i = 0; i < t->n; i++) {
+		int32_t up = t->parent[i];
+		out_of[i] = -1;
+		if (!t->kept[i] || (up >= 0 && out_of[up] < 0))
+			continue;
+		out_of[i] = (int32_t)p->n;
+		p->tokens[p->n] = t->token[i];
+		p->parent[p->n++] = up < 0 ? -1 : out_of[up];
+	}
+	p->tree = true;
+	p->q_onehot = true;
+}
+
+/* Whether a and b hold the same paths from the root, in whatever order (a's parents
+ * before their children, siblings distinct in b). */
+static bool same_tree(const struct draft_proposal *a, const struct draft_proposal *b)
+{
+	int32_t in_b[DRAFT_MAX_TOKENS] = {0};
+
+	if (a->n != b->n)
+		return false;
+	for (uint32_t i = 0; i < a->n; i++) {
+		int32_t up = a->parent[i] < 0 ? -1 : in_b[a->parent[i]];
+		in_b[i] = -1;
+		for (uint32_t j = 0; j < b->n && in_b[i] < 0; j++)
+			if (b->tokens[j] == a->tokens[i] && b->parent[j] == up)
+				in_b[i] = (int32_t)j;
+		if (in_b[i] < 0)
+			return false;
+	}
+	return true;
+}
+
+/* " token<parent" per node, for a failure message. */
+static const char *tree_str(const struct draft_proposal *p, char *buf, size_t size)
+{
+	size_t n = 0;
+
+	buf[0] = '\0';
+	for (uint32_t i = 0; i < p->n && n < size; i++)
+		n += (size_t)snprintf(buf + n, size - n, " %d<%d", (int)p->tokens[i],
+				      (int)p->parent[i]);
+	return buf;
+}
+
+/* Cases of the grid checked, those passed over as too close to call, and of the
+ * checked ones those whose tree a wrong rule changes and those whose reference cuts
+ * between equal scores. */
+struct ref_stats {
+	uint32_t cases, close, changed[REF_N_RULES], cut_ties;
+};
+
+static const struct draft_eagle_config k_dyn_shapes[] = {
+	{.width = 2, .depth = 3}, {.width = 3, .depth = 4}, {.width = 4, .depth = 5},
+	{.width = 5, .depth = 3},
+};
+#define N_DYN_SHAPES (sizeof(k_dyn_shapes) / sizeof(k_dyn_shapes[0]))
+/* K below most widths and depths (the tree cut by K), then up to the whole tree (a
+ * twin expanded at a level shows only if its children are kept). Each case is a
+ * drafter run, most of this suite's time under the sanitizers: these K and three
+ * histories (short to longest) are enough for each slip of the rules to change
+ * several trees, the rarest (another row's normaliser, a level's tie) 5 to 10. */
+static const uint32_t k_dyn_ks[] = {3, 12, 24, 32};
+static const uint32_t k_dyn_lens[] = {12, 27, 46};
+
+/* One case: the drafter's proposal at K = k for the first n tokens of h, all their
+ * rows shown, is the reference tree of r (whose cache holds that history). */
+static void check_tree(struct drafter *d, struct ref_layer *r, const struct history *h,
+		       const struct draft_eagle_config *ec, uint32_t n, uint32_t k,
+		       struct ref_stats *st)
+{
+	struct prop_buf got, want, other;
+	struct ref_tree tree;
+	char s_got[1024], s_want[1024];
+
+	g_rules.k = k;
+	fresh_propose(d, h, n, 0, k, prop_init(&got));
+	assert_well_formed(&got.p, &g_rules);
+	ref_tree_build(r, ec->width, ec->depth, k, REF_DOCUMENTED, &tree);
+	if (tree.min_gap < REF_EPS) {
+		st->close++;
+		return;
+	}
+	ref_proposal(&tree, &want);
+	if (!same_tree(&got.p, &want.p))
+		fail_msg("%s, tree %u x %u, K %u, %u tokens: proposed%s; the draft's path "
+			 "log-probabilities give%s", ec->path, ec->width, ec->depth, k, n,
+			 tree_str(&got.p, s_got, sizeof(s_got)),
+			 tree_str(&want.p, s_want, sizeof(s_want)));
+	st->cases++;
+	st->cut_ties += tree.cut_ties > 0;
+	for (int rule = REF_DOCUMENTED + 1; rule < REF_N_RULES; rule++) {
+		ref_tree_build(r, ec->width, ec->depth, k, rule, &tree);
+		ref_proposal(&tree, &other);
+		st->changed[rule] += !same_tree(&other.p, &want.p);
+	}
+}
+
+/* Every history length x shape x K of the grid on checkpoint `path` for target t (the
+ * shapes inside, so that each history's paths are run once for all). */
+static void check_dynamic_trees(struct model *t, const char *path, const struct history *h,
+				struct ref_stats *st)
+{
+	struct ref_layer *r = ref_layer_load(t, path);
+	struct draft_eagle_config ec[N_DYN_SHAPES];
+	struct drafter *d[N_DYN_SHAPES];
+
+	for (size_t s = 0; s < N_DYN_SHAPES; s++) {
+		ec[s] = k_dyn_shapes[s];
+		ec[s].path = path;
+		d[s] = eagle_ok(t, &ec[s], REF_K_MAX, 1);
+	}
+	for (size_t l = 0; l < sizeof(k_dyn_lens) / sizeof(k_dyn_lens[0]); l++) {
+		ref_history(r, h, k_dyn_lens[l]);
+		for (size_t s = 0; s < N_DYN_SHAPES; s++) {
+			rules_for(&ec[s], REF_K_MAX);
+			for (size_t j = 0; j < sizeof(k_dyn_ks) / sizeof(k_dyn_ks[0]); j++)
+				check_tree(d[s], r, h, &ec[s], k_dyn_lens[l], k_dyn_ks[j], st);
+		}
+	}
+	for (size_t s = 0; s < N_DYN_SHAPES; s++)
+		draft_destroy(d[s]);
+	ref_layer_free(r);
+}
+
+/* Over two checkpoints (one passing the target's state on, one random) and the grid,
+ * each proposal is the tree of the draft's path log-probabilities: each node's logits
+ * normalised by its own row, the width best of each level expanded, the k best kept.
+ * The grid is one where dropping the normaliser, or taking a level's first row's for
+ * all, changes trees. */
+static void test_eagle__dynamic_tree_ranks_paths_by_draft_log_probability(void **state)
+{
+	(void)state;
+	static struct history h;
+	struct ref_stats st = {0};
+
+	history_init(&h);
+	check_dynamic_trees(g_t, g_ckpt[0], &h, &st);
+	check_dynamic_trees(g_t, g_ckpt[3], &h, &st);
+	if (getenv("FX_VERBOSE"))
+		fprintf(stderr, "  %u cases (%u too close); changed by raw logits %u, by the "
+			"first row's normaliser %u\n", st.cases, st.close, st.changed[REF_LOGITS],
+			st.changed[REF_FIRST_ROW]);
+	assert_true(st.close * 8 < st.cases);
+	assert_true(st.changed[REF_LOGITS] > 0);
+	assert_true(st.changed[REF_FIRST_ROW] > 0);
+}
+
+/* A copy of the llama target whose LM head gives token 2j + 1 the row of token 2j:
+ * every logits row ties each such pair, so twin siblings score equal. */
+static void write_twins_target(const char *out)
+{
+	size_t n;
+	char *buf = ts_read_file(g_target, &n);
+	struct gguf_file *f;
+
+	assert_non_null(buf);
+	assert_int_equal(gguf_open_memory(buf, n, &f, NULL), SPECD_OK);
+	const struct gguf_tensor *w = gguf_find_tensor(f, "output.weight");
+	assert_non_null(w);
+	assert_int_equal(w->type, KERN_F32);
+	size_t row = w->ne[0] * sizeof(float);
+	/* the reader's view is read-only; the buffer under it is ours to edit */
+	char *data = buf + ((const char *)w->data - buf);
+	for (uint64_t v = 0; v + 1 < w->ne[1]; v += 2)
+		memcpy(data + (v + 1) * row, data + v * row, row);
+	gguf_close(f);
+	FILE *o = fopen(out, "wb");
+	assert_non_null(o);
+	assert_int_equal(fwrite(buf, 1, n, o), n);
+	assert_int_equal(fclose(o), 0);
+	free(buf);
+}
+
+/* With twin tokens (equal logits in every row, distinct embeddings, so distinct
+ * subtrees) the level and final cuts fall between equal scores: the earlier node wins,
+ * as documented, and the grid is one where the later winning changes trees. */
+static void test_eagle__dynamic_tree_breaks_ties_to_the_earlier_node(void **state)
+{
+	(void)state;
+	static struct history h;
+	struct ref_stats st = {0};
+	char path[700];
+
+	snprintf(path, sizeof(path), "%s/twins.gguf", g_dir);
+	write_twins_target(path);
+	struct model *t = fx_load(path, 1, CTX);
+	history_init(&h);
+	/* the rows this target computes for the same tokens */
+	fx_forward_all(t, h.tokens, h.n - 1, h.rows, NULL);
+	check_dynamic_trees(t, g_ckpt[0], &h, &st);
+	if (getenv("FX_VERBOSE"))
+		fprintf(stderr, "  %u cases (%u too close), %u with a cut between equal scores; "
+			"changed by ties to the later node at a level %u, at the end %u\n",
+			st.cases, st.close, st.cut_ties, st.changed[REF_LATER_PICKS],
+			st.changed[REF_LATER_KEEPS]);
+	assert_true(st.close * 8 < st.cases);
+	assert_true(st.cut_ties > 0);
+	assert_true(st.changed[REF_LATER_PICKS] > 0);
+	assert_true(st.changed[REF_LATER_KEEPS] > 0);
+	model_destroy(t);
+}
+
 /* The online selector's switch, every step: EAGLE, then ngram, ... */
 static void switch_every_step(struct drafter *d, uint32_t step, void *user)
 {
@@ -733,6 +1220,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_eagle__greedy_identical_to_plain),
 		cmocka_unit_test(test_eagle__catch_up_is_exact),
+		cmocka_unit_test(test_eagle__dynamic_tree_ranks_paths_by_draft_log_probability),
+		cmocka_unit_test(test_eagle__dynamic_tree_breaks_ties_to_the_earlier_node),
 		cmocka_unit_test(test_eagle__long_prompts_and_switching_keep_plain_output),
 		cmocka_unit_test(test_eagle__sampling_keeps_the_distribution),
 		cmocka_unit_test(test_eagle__sampled_output_is_plain_samplings),
