@@ -14,7 +14,8 @@
 # budget allows; a generated 60M draft model, random Medusa heads and EAGLE layer):
 # tokens/s, tokens per forward and HBM share, each method's greedy output checked
 # equal to plain decoding's, and sampled runs with the tokens drawn on the device
-# against the host verifier's.
+# against the host verifier's; last, a Q4_K 1B model decoded with its blocks read as
+# stored and dequantised to f32 at load, side by side.
 #
 # usage: bench/gpu-check.sh OUT_DIR [CARRY_DIR]
 #   CARRY_DIR: what bench/gpu-prepare.sh made (deps/ for jansson and PCRE2, models/
@@ -129,7 +130,7 @@ else
 fi
 
 # Small generated models: llama f16 (adjacent RoPE), qwen2 q4_k (halves RoPE, Q/K/V
-# biases, weights dequantised at upload), llama q8_0 with tied output.
+# biases, blocks read as stored), llama q8_0 with tied output.
 small=(
 	"llama-f16 --arch llama --params 60M --type f16 --vocab 32000"
 	"qwen2-q4_k --arch qwen2 --dim 512 --layers 4 --heads 8 --kv-heads 2 --ffn 1536 --type q4_k --vocab 8000"
@@ -165,4 +166,20 @@ for p in $bench_params; do
 	fi
 	rm -f "$file"
 done
+
+# A quantised 1B model (Q4_K, as Q4_K_M files mostly are): decode with the blocks read
+# as stored, then with them dequantised to f32 at load, side by side.
+file=$gen_dir/llama-1B-q4_k.gguf
+if [ $((budget - SECONDS)) -ge 120 ]; then
+	if step gen-1B-q4_k 60 "$genm" -o "$file" --params 1B --type q4_k --vocab 32000 \
+		--ctx 4096; then
+		step greedy-1B-q4_k 40 "$check" greedy "$file" 12
+		step bench-1B-q4_k 45 "$check" bench "$file" 128
+		step bench-1B-q4_k-at-load 45 env SPECD_GPU_CHECK_DEQUANT=1 "$check" bench "$file" 128
+	fi
+	rm -f "$file"
+else
+	log "SKIP 1B q4_k: $((budget - SECONDS))s left"
+	echo "SKIP bench-1B-q4_k (budget)" >>"$sum"
+fi
 finish

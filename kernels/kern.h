@@ -224,9 +224,9 @@ struct kern_ops {
 	enum specd_status (*download)(struct kern_ctx *ctx, void *dst, const void *src,
 				      size_t bytes);
 	/* The backend's own copy of a weight matrix in host memory, in a form its matmul
-	 * and get_rows take: out->type may differ from src->type (CUDA keeps f32, f16 and
-	 * bf16 and dequantises every other type to f32, exactly the CPU's values) and
-	 * out->row_bytes from src's. Free out->data with free. Errors: SPECD_INVAL (a
+	 * and get_rows take: out->type may differ from src->type (CUDA dequantises a type
+	 * its kernels do not read, or every quantised one with dequant_at_load, to f32,
+	 * exactly the CPU's values) and out->row_bytes from src's. Free out->data with free. Errors: SPECD_INVAL (a
 	 * matrix the backend cannot hold), those of alloc. */
 	enum specd_status (*upload_mat)(struct kern_ctx *ctx, const struct kern_mat *src,
 					struct kern_mat *out);
@@ -342,8 +342,10 @@ const char *kern_cpu_isa_of(const struct kern_ctx *ctx);
  * rows once for up to 16 rows of x (decode and verification are bound by that read);
  * each lane sums a fixed stride of the row in f32 and a fixed shuffle tree combines
  * the lanes, so an element's reduction order depends only on n_in (batch-invariant,
- * no split-K). Weights are f32, f16 or bf16 on the device; quantised files are
- * dequantised to f32 by kern_upload_mat (exact, 4-8x the memory of the file). Results
+ * no split-K). Weights keep their file's type on the device: f32, f16, bf16, or
+ * quantised blocks (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) that the matmul
+ * dequantises in registers to exactly kern_dequant_row's values, so its results are
+ * bitwise those over the matrix dequantised to f32 (dequant_at_load). Results
  * agree with the CPU backend within float rounding (different summation orders), and
  * bitwise with themselves whatever the row count.
  *
@@ -357,6 +359,10 @@ struct kern_cuda_config {
 	 * pass), bitwise the same results and slower; for before/after comparisons
 	 * (specd-gpu-check). */
 	bool matmul_reference;
+	/* true: quantised matrices are dequantised to f32 by kern_upload_mat (4-8x the
+	 * memory and the bytes each matmul reads; the same results, bitwise), for
+	 * before/after comparisons of reading the blocks as stored. */
+	bool dequant_at_load;
 };
 
 /* Creates the CUDA backend on cfg->device (cfg may be NULL: device 0). Errors:
@@ -366,6 +372,14 @@ struct kern_cuda_config {
  * with kern_destroy. Compute thread: the backend binds the device to that thread. */
 enum specd_status kern_cuda_create(const struct kern_cuda_config *cfg, struct kern_ctx **out,
 				   struct specd_error *err);
+
+/* The CUDA kernels' dequantiser (kernels/cuda/cuda_dequant.cuh) compiled for the host:
+ * the n weights of one row of quantised type t into out, for testing the device's
+ * reading of blocks against kern_dequant_row without a GPU. Errors: SPECD_UNSUPPORTED
+ * (built without CUDA, or a type the kernels do not read as stored), SPECD_INVAL (n
+ * not a whole number of blocks). Any thread. */
+enum specd_status kern_cuda_dequant_host(enum kern_dtype t, const void *row, size_t n,
+					 float *out);
 
 /* The emulated device backend (kernels/emu/), for testing the device paths of model/
  * (weights uploaded at load, the KV cache and activations in backend memory, logits

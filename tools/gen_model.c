@@ -560,17 +560,19 @@ static uint64_t model_params(const struct opts *o)
 }
 
 /* --params: head_dim 64, ffn about 8/3 dim (a multiple of 64), GQA 4:1 where heads
- * allow, and as many layers as bring the count nearest the target. */
+ * allow, and as many layers as bring the count nearest the target. dim and ffn are
+ * multiples of 256 for the K-quants (their block). */
 static void shape_for_params(struct opts *o)
 {
 	double best = -1;
 	struct opts keep = *o;
-	for (uint64_t dim = 64; dim <= 16384; dim += 64) {
+	uint64_t step = kern_dtype_block(o->type) > 64 ? kern_dtype_block(o->type) : 64;
+	for (uint64_t dim = step; dim <= 16384; dim += step) {
 		struct opts t = *o;
 		t.dim = dim;
 		t.heads = dim / 64;
 		t.kv_heads = t.heads % 4 == 0 ? t.heads / 4 : t.heads;
-		t.ffn = (dim * 8 / 3 + 63) / 64 * 64;
+		t.ffn = (dim * 8 / 3 + step - 1) / step * step;
 		uint64_t max_layers = dim / 32 < 2 ? 2 : dim / 32;
 		t.layers = 1;
 		double base = (double)model_params(&t);

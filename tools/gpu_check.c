@@ -194,12 +194,19 @@ static void check_matmul(struct kern_ctx *cpu, struct kern_ctx *gpu, struct kern
 		gpu_check_expect(bitwise(y1, yg, rows * n_out), "inv", name,
 		       "unaligned x == aligned x (bitwise)");
 	}
-	if (st == SPECD_OK && ref &&
-	    (st = kern_matmul(ref, dyr, n_out, dx, n_in, rows, &dw, b_dev)) == SPECD_OK) {
+	/* The reference backend keeps its own copy: quantised ones dequantised to f32 at
+	 * upload (kern_cuda_config.dequant_at_load), against the blocks read as stored. */
+	struct kern_mat dwr = {0};
+	if (st == SPECD_OK && ref && (st = kern_upload_mat(ref, &w, &dwr)) == SPECD_OK &&
+	    (st = kern_matmul(ref, dyr, n_out, dx, n_in, rows, &dwr, b_dev)) == SPECD_OK) {
 		to_host(ref, y1, dyr, rows * n_out * sizeof(float));
 		gpu_check_expect(bitwise(y1, yg, rows * n_out), "ref", name,
-		       "reference kernel == batched (bitwise)");
+				 dwr.type == w.type ? "reference kernel == batched (bitwise)"
+						    : "reference kernel on f32 dequantised at load "
+						      "== batched on blocks (bitwise)");
 	}
+	if (ref)
+		kern_free(ref, (void *)(uintptr_t)dwr.data);
 	if (st != SPECD_OK) {
 		printf("op %s: %s FAIL\n", name, specd_status_str(st));
 		failures++;
@@ -528,8 +535,9 @@ static void check_attention(struct kern_ctx *cpu, struct kern_ctx *gpu, size_t h
 
 static void run_ops(struct kern_ctx *cpu, struct kern_ctx *gpu, struct kern_ctx *ref)
 {
-	static const enum kern_dtype types[] = {KERN_F32, KERN_F16, KERN_BF16, KERN_Q8_0,
-						KERN_Q4_0, KERN_Q4_K, KERN_Q6_K};
+	static const enum kern_dtype types[] = {KERN_F32,  KERN_F16,  KERN_BF16, KERN_Q8_0,
+						KERN_Q4_0, KERN_Q4_1, KERN_Q5_0, KERN_Q5_1,
+						KERN_Q4_K, KERN_Q5_K, KERN_Q6_K};
 	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
 		check_matmul(cpu, gpu, ref, types[i], 256, 96, 9, false);
 		check_get_rows(cpu, gpu, types[i]);
@@ -1253,12 +1261,16 @@ int main(int argc, char **argv)
 	 * SPECD_GPU_CHECK_CPU=emulated: the emulated device does (kern_emu_create: the
 	 * CPU's results through the device code path, uploads and downloads).
 	 * SPECD_GPU_CHECK_REFERENCE=1: the CUDA backend runs the reference matmul kernel
-	 * (bench figures before/after the batched kernel). */
+	 * (bench figures before/after the batched kernel). SPECD_GPU_CHECK_DEQUANT=1: it
+	 * dequantises quantised weights to f32 at load (figures before/after reading the
+	 * blocks as stored). */
 	const char *stand_in = getenv("SPECD_GPU_CHECK_CPU");
 	const char *use_ref = getenv("SPECD_GPU_CHECK_REFERENCE");
+	const char *dequant = getenv("SPECD_GPU_CHECK_DEQUANT");
 	bool emulated = stand_in && strcmp(stand_in, "emulated") == 0;
 	bool on_cpu = emulated || (stand_in && strcmp(stand_in, "1") == 0);
-	struct kern_cuda_config gc = {.matmul_reference = use_ref && strcmp(use_ref, "1") == 0};
+	struct kern_cuda_config gc = {.matmul_reference = use_ref && strcmp(use_ref, "1") == 0,
+				      .dequant_at_load = dequant && strcmp(dequant, "1") == 0};
 	struct kern_emu_config ec = {{0}, 0};
 	enum specd_status st = emulated ? kern_emu_create(&ec, &gpu)
 			       : on_cpu ? kern_cpu_create(NULL, &gpu)
@@ -1274,14 +1286,17 @@ int main(int argc, char **argv)
 		kern_destroy(gpu);
 		return EXIT_FAIL;
 	}
-	printf("backends: %s%s, cpu (%s, %u threads)\n", kern_name(gpu),
-	       gc.matmul_reference ? " (reference matmul)" : "", kern_cpu_isa_of(cpu), cc.n_threads);
+	printf("backends: %s%s%s, cpu (%s, %u threads)\n", kern_name(gpu),
+	       gc.matmul_reference ? " (reference matmul)" : "",
+	       gc.dequant_at_load ? " (dequantised at load)" : "", kern_cpu_isa_of(cpu),
+	       cc.n_threads);
 	int rc = 0;
 	unsigned long n = argc > 3 ? strtoul(argv[3], NULL, 10) : 0;
 	if (strcmp(argv[1], "ops") == 0) {
-		/* The reference kernel on a second backend: bitwise the batched one's results.
-		 * None beside the emulated device: a second one would not share its memory. */
-		struct kern_cuda_config rc_cfg = {.matmul_reference = true};
+		/* The reference kernel on a second backend, quantised weights dequantised at
+		 * load: bitwise the batched one's results on the blocks as stored. None beside
+		 * the emulated device: a second one would not share its memory. */
+		struct kern_cuda_config rc_cfg = {.matmul_reference = true, .dequant_at_load = true};
 		struct kern_ctx *ref = NULL;
 		st = emulated ? SPECD_OK
 		     : on_cpu ? kern_cpu_create(NULL, &ref) : kern_cuda_create(&rc_cfg, &ref, &err);

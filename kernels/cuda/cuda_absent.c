@@ -33,3 +33,13 @@ enum specd_status kern_cuda_create(const struct kern_cuda_config *cfg, struct ke
 	return specd_errorf(err, SPECD_UNSUPPORTED,
 			    "no CUDA device: built without CUDA (SPECD_CUDA=OFF or no nvcc)");
 }
+
+enum specd_status kern_cuda_dequant_host(enum kern_dtype t, const void *row, size_t n,
+					 float *out)
+{
+	(void)t;
+	(void)row;
+	(void)n;
+	(void)out;
+	return SPECD_UNSUPPORTED;
+}

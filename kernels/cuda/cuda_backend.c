@@ -41,6 +41,7 @@ struct cuda_backend {
 	void *attn_host; /* (attn_cap) host: a batch's flattened visible rows */
 	size_t attn_cap;
 	bool matmul_reference; /* kern_cuda_config.matmul_reference */
+	bool dequant_at_load;  /* kern_cuda_config.dequant_at_load */
 	cudaEvent_t *marks;    /* (KERN_MARKS) the profiler's timestamps, made at its first */
 	uint32_t n_marks, made_marks;
 };
@@ -182,6 +183,27 @@ static enum specd_status cuda_download(struct kern_ctx *ctx, void *dst, const vo
 	return transfer(ctx, dst, src, bytes, cudaMemcpyDeviceToHost, "download");
 }
 
+/* The kernels' name for a weight type; false for one they do not read. */
+static bool wtype_of(enum kern_dtype t, enum cuda_wtype *out)
+{
+	static const struct {
+		enum kern_dtype t;
+		enum cuda_wtype w;
+	} map[] = {
+		{KERN_F32, CUDA_W_F32},   {KERN_F16, CUDA_W_F16},   {KERN_BF16, CUDA_W_BF16},
+		{KERN_Q8_0, CUDA_W_Q8_0}, {KERN_Q4_0, CUDA_W_Q4_0}, {KERN_Q4_1, CUDA_W_Q4_1},
+		{KERN_Q5_0, CUDA_W_Q5_0}, {KERN_Q5_1, CUDA_W_Q5_1}, {KERN_Q4_K, CUDA_W_Q4_K},
+		{KERN_Q5_K, CUDA_W_Q5_K}, {KERN_Q6_K, CUDA_W_Q6_K},
+	};
+	for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
+		if (map[i].t == t) {
+			*out = map[i].w;
+			return true;
+		}
+	}
+	return false;
+}
+
 static bool float_type(enum kern_dtype t)
 {
 	return t == KERN_F32 || t == KERN_F16 || t == KERN_BF16;
@@ -220,7 +242,9 @@ static enum specd_status cuda_upload_mat(struct kern_ctx *ctx, const struct kern
 	size_t rb = kern_dtype_row_bytes(src->type, src->n_in);
 	if (kern_mat_packed_size(src) == 0)
 		return SPECD_INVAL;
-	enum kern_dtype type = float_type(src->type) ? src->type : KERN_F32;
+	enum cuda_wtype wt;
+	bool as_stored = wtype_of(src->type, &wt) && (float_type(src->type) || !be->dequant_at_load);
+	enum kern_dtype type = as_stored ? src->type : KERN_F32;
 	size_t packed = kern_dtype_row_bytes(type, src->n_in);
 	size_t pitch = (packed + MAT_ALIGN - 1) / MAT_ALIGN * MAT_ALIGN;
 	if (src->n_out > SIZE_MAX / pitch)
@@ -248,15 +272,25 @@ static enum specd_status cuda_upload_mat(struct kern_ctx *ctx, const struct kern
 	return SPECD_OK;
 }
 
-/* A matrix as the device kernels read it: a float type with 16-byte rows. */
+enum specd_status kern_cuda_dequant_host(enum kern_dtype t, const void *row, size_t n,
+					 float *out)
+{
+	enum cuda_wtype wt;
+	if (float_type(t) || !wtype_of(t, &wt))
+		return SPECD_UNSUPPORTED;
+	if (!row || !out || n % kern_dtype_block(t))
+		return SPECD_INVAL;
+	return cuda_dequant_row_host(wt, row, n, out) == 0 ? SPECD_OK : SPECD_UNSUPPORTED;
+}
+
+/* A matrix as the device kernels read it: a type they know, 16-byte rows. */
 static bool device_mat(const struct kern_mat *w, struct cuda_wmat *out)
 {
-	if (!w || !w->data || w->n_in == 0 || !float_type(w->type) ||
+	if (!w || !w->data || w->n_in == 0 || !wtype_of(w->type, &out->type) ||
+	    w->n_in % kern_dtype_block(w->type) ||
 	    w->row_bytes < kern_dtype_row_bytes(w->type, w->n_in) || w->row_bytes % MAT_ALIGN ||
 	    (uintptr_t)w->data % MAT_ALIGN)
 		return false;
-	out->type = w->type == KERN_F32 ? CUDA_W_F32 : w->type == KERN_F16 ? CUDA_W_F16
-									    : CUDA_W_BF16;
 	out->n_in = w->n_in;
 	out->n_out = w->n_out;
 	out->row_bytes = w->row_bytes;
@@ -673,6 +707,7 @@ enum specd_status kern_cuda_create(const struct kern_cuda_config *cfg, struct ke
 	be->device = device;
 	be->stage_cap = cfg && cfg->stage_bytes ? cfg->stage_bytes : STAGE_DEFAULT;
 	be->matmul_reference = cfg && cfg->matmul_reference;
+	be->dequant_at_load = cfg && cfg->dequant_at_load;
 	const char *what = "cudaSetDevice";
 	cudaError_t e = cudaSetDevice(device);
 	if (e == cudaSuccess) {

@@ -16,11 +16,21 @@
 extern "C" {
 #endif
 
-/* Weight element types the device kernels read (the rest are dequantised at upload). */
+/* Weight element types the device kernels read: floats, and quantised blocks as the
+ * GGUF file stores them (cuda_dequant.cuh), unless kern_cuda_config.dequant_at_load
+ * makes them f32 at upload. The quantised ones follow the floats. */
 enum cuda_wtype {
 	CUDA_W_F32,
 	CUDA_W_F16,
 	CUDA_W_BF16,
+	CUDA_W_Q8_0,
+	CUDA_W_Q4_0,
+	CUDA_W_Q4_1,
+	CUDA_W_Q5_0,
+	CUDA_W_Q5_1,
+	CUDA_W_Q4_K,
+	CUDA_W_Q5_K,
+	CUDA_W_Q6_K,
 };
 
 /* The reference matmul kernel (cuda_matmul.cu): output features per block (one warp
@@ -32,7 +42,8 @@ enum cuda_wtype {
 #define CUDA_MM_PASS 16
 
 /* A device weight matrix: n_out rows of n_in elements, row_bytes apart; data and
- * row_bytes are multiples of 16 bytes (kern_upload_mat pads them). */
+ * row_bytes are multiples of 16 bytes (kern_upload_mat pads them); a quantised row
+ * holds whole blocks. */
 struct cuda_wmat {
 	enum cuda_wtype type;
 	size_t n_in, n_out, row_bytes;
@@ -46,6 +57,9 @@ cudaError_t cuda_launch_matmul(cudaStream_t s, float *y, size_t ldy, const float
 			       int reference);
 cudaError_t cuda_launch_get_rows(cudaStream_t s, float *y, size_t ldy,
 				 const struct cuda_wmat *table, const uint32_t *ids, size_t rows);
+/* The device's dequantiser run on the host: the n_in weights of one row of a
+ * quantised type into out (host memory). Returns 0, or -1 for a float type. */
+int cuda_dequant_row_host(enum cuda_wtype t, const void *row, size_t n_in, float *out);
 /* x[r] += d[r], then y[r] = rmsnorm(x[r]); y may equal d. */
 cudaError_t cuda_launch_add_rmsnorm(cudaStream_t s, float *y, size_t ldy, float *x, size_t ldx,
 				    const float *d, size_t ldd, size_t rows, size_t n,

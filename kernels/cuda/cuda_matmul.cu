@@ -9,26 +9,37 @@
 // shuffle tree adds the 32 lanes; F, the rows per pass and the loads in flight change
 // only which elements run side by side, never that order. The reference kernel (one
 // warp per feature, CUDA_MM_ROWS rows per pass) sums in exactly the same order, so the
-// two agree bitwise; it also serves x whose rows are not 16-byte aligned.
+// two agree bitwise; it also serves x whose rows are not 16-byte aligned. Quantised
+// weights are read as stored and each chunk dequantised in registers to exactly the
+// values kern_dequant_row gives (cuda_dequant.cuh): the same sums as over the matrix
+// dequantised to f32 at load, from a quarter to an eighth of the bytes.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "cuda_dequant.cuh"
 #include "cuda_launch.h"
 
 namespace {
 
 constexpr int MM_WARPS = 4; // warps per block of the batched kernel
 
-// Weights of one 8-element chunk as loaded: 16 bytes (f16, bf16) or 32 (f32).
-template <int T> struct chunk_raw {
+// Weights of one 8-element chunk as loaded: 16 bytes (f16, bf16) or 32 (f32); a
+// quantised chunk is dequantised as it is loaded. (Separate layouts, so that neither
+// path carries the other's registers.)
+template <int T, bool Q = dq_quantised(T)> struct chunk_raw {
 	uint4 a, b;
+};
+template <int T> struct chunk_raw<T, true> {
+	float q[8];
 };
 
 template <int T> __device__ __forceinline__ chunk_raw<T> load_chunk(const unsigned char *row,
 								    size_t v)
 {
 	chunk_raw<T> c;
-	if constexpr (T == CUDA_W_F32) {
+	if constexpr (dq_quantised(T)) {
+		dq_chunk<T>(row, v, c.q);
+	} else if constexpr (T == CUDA_W_F32) {
 		const uint4 *p = reinterpret_cast<const uint4 *>(row + v * 32);
 		c.a = __ldg(p);
 		c.b = __ldg(p + 1);
@@ -53,7 +64,11 @@ __device__ __forceinline__ float half_hi(unsigned u, bool f16)
 
 template <int T> __device__ __forceinline__ void unpack(const chunk_raw<T> &c, float w[8])
 {
-	if constexpr (T == CUDA_W_F32) {
+	if constexpr (dq_quantised(T)) {
+#pragma unroll
+		for (int j = 0; j < 8; j++)
+			w[j] = c.q[j];
+	} else if constexpr (T == CUDA_W_F32) {
 		w[0] = __uint_as_float(c.a.x), w[1] = __uint_as_float(c.a.y);
 		w[2] = __uint_as_float(c.a.z), w[3] = __uint_as_float(c.a.w);
 		w[4] = __uint_as_float(c.b.x), w[5] = __uint_as_float(c.b.y);
@@ -69,6 +84,11 @@ template <int T> __device__ __forceinline__ void unpack(const chunk_raw<T> &c, f
 
 template <int T> __device__ __forceinline__ float load1(const unsigned char *row, size_t i)
 {
+	if constexpr (dq_quantised(T)) { // a row holds whole blocks: no tail, but get_rows
+		float w[8];
+		dq_chunk<T>(row, i / 8, w);
+		return w[i % 8];
+	}
 	if (T == CUDA_W_F32)
 		return reinterpret_cast<const float *>(row)[i];
 	unsigned short h = reinterpret_cast<const unsigned short *>(row)[i];
@@ -289,11 +309,29 @@ template <int T, int F> void launch_rows_f(const mm_call &c)
 		launch_rows<T, F, 16>(c);
 }
 
+// Quantised types: fewer compiled sizes (each is one more kernel for every type and
+// architecture to build), two features a warp.
+template <int T> void launch_rows_q(const mm_call &c)
+{
+	if (c.nr <= 1)
+		launch_rows<T, 2, 1>(c);
+	else if (c.nr <= 2)
+		launch_rows<T, 2, 2>(c);
+	else if (c.nr <= 4)
+		launch_rows<T, 2, 4>(c);
+	else if (c.nr <= 8)
+		launch_rows<T, 2, 8>(c);
+	else
+		launch_rows<T, 2, 16>(c);
+}
+
 // Features per warp: 4 shares each load of x among more weight rows; matrices with
 // few rows take 2, for more warps in flight. Only the weight's shape decides.
 template <int T> void launch_rows_t(const mm_call &c)
 {
-	if (c.w->n_out >= 4096)
+	if constexpr (dq_quantised(T))
+		launch_rows_q<T>(c);
+	else if (c.w->n_out >= 4096)
 		launch_rows_f<T, 4>(c);
 	else
 		launch_rows_f<T, 2>(c);
@@ -324,23 +362,58 @@ template <int T> void launch_matmul(cudaStream_t s, float *y, size_t ldy, const 
 	}
 }
 
+// Calls F<T>::run(args...) for the weight type t.
+template <template <int> class F, typename... A> void by_type(enum cuda_wtype t, A... a)
+{
+	switch (t) {
+	case CUDA_W_F32: F<CUDA_W_F32>::run(a...); break;
+	case CUDA_W_F16: F<CUDA_W_F16>::run(a...); break;
+	case CUDA_W_BF16: F<CUDA_W_BF16>::run(a...); break;
+	case CUDA_W_Q8_0: F<CUDA_W_Q8_0>::run(a...); break;
+	case CUDA_W_Q4_0: F<CUDA_W_Q4_0>::run(a...); break;
+	case CUDA_W_Q4_1: F<CUDA_W_Q4_1>::run(a...); break;
+	case CUDA_W_Q5_0: F<CUDA_W_Q5_0>::run(a...); break;
+	case CUDA_W_Q5_1: F<CUDA_W_Q5_1>::run(a...); break;
+	case CUDA_W_Q4_K: F<CUDA_W_Q4_K>::run(a...); break;
+	case CUDA_W_Q5_K: F<CUDA_W_Q5_K>::run(a...); break;
+	case CUDA_W_Q6_K: F<CUDA_W_Q6_K>::run(a...); break;
+	}
+}
+
+template <int T> struct matmul_of {
+	static void run(cudaStream_t s, float *y, size_t ldy, const float *x, size_t ldx,
+			size_t rows, const struct cuda_wmat *w, const float *bias, int reference)
+	{
+		launch_matmul<T>(s, y, ldy, x, ldx, rows, w, bias, reference);
+	}
+};
+
+template <int T> struct get_rows_of {
+	static void run(cudaStream_t s, dim3 grid, float *y, size_t ldy, const cuda_wmat *t,
+			const uint32_t *ids)
+	{
+		get_rows_kernel<T><<<grid, 256, 0, s>>>(
+			y, ldy, static_cast<const unsigned char *>(t->data), t->row_bytes, t->n_in,
+			ids);
+	}
+};
+
+template <int T> struct dequant_of {
+	static void run(const unsigned char *row, size_t n_in, float *out)
+	{
+		if constexpr (dq_quantised(T))
+			for (size_t v = 0; v < n_in / 8; v++)
+				dq_chunk<T>(row, v, out + 8 * v);
+	}
+};
+
 } // namespace
 
 extern "C" cudaError_t cuda_launch_matmul(cudaStream_t s, float *y, size_t ldy, const float *x,
 					  size_t ldx, size_t rows, const struct cuda_wmat *w,
 					  const float *bias, int reference)
 {
-	switch (w->type) {
-	case CUDA_W_F32:
-		launch_matmul<CUDA_W_F32>(s, y, ldy, x, ldx, rows, w, bias, reference);
-		break;
-	case CUDA_W_F16:
-		launch_matmul<CUDA_W_F16>(s, y, ldy, x, ldx, rows, w, bias, reference);
-		break;
-	case CUDA_W_BF16:
-		launch_matmul<CUDA_W_BF16>(s, y, ldy, x, ldx, rows, w, bias, reference);
-		break;
-	}
+	by_type<matmul_of>(w->type, s, y, ldy, x, ldx, rows, w, bias, reference);
 	return cudaGetLastError();
 }
 
@@ -350,18 +423,14 @@ extern "C" cudaError_t cuda_launch_get_rows(cudaStream_t s, float *y, size_t ldy
 {
 	unsigned bx = (unsigned)((t->n_in + 255) / 256);
 	dim3 grid(bx > 64 ? 64 : bx, (unsigned)rows);
-	const unsigned char *d = static_cast<const unsigned char *>(t->data);
-	switch (t->type) {
-	case CUDA_W_F32:
-		get_rows_kernel<CUDA_W_F32><<<grid, 256, 0, s>>>(y, ldy, d, t->row_bytes, t->n_in, ids);
-		break;
-	case CUDA_W_F16:
-		get_rows_kernel<CUDA_W_F16><<<grid, 256, 0, s>>>(y, ldy, d, t->row_bytes, t->n_in, ids);
-		break;
-	case CUDA_W_BF16:
-		get_rows_kernel<CUDA_W_BF16><<<grid, 256, 0, s>>>(y, ldy, d, t->row_bytes, t->n_in,
-								  ids);
-		break;
-	}
+	by_type<get_rows_of>(t->type, s, grid, y, ldy, t, ids);
 	return cudaGetLastError();
+}
+
+extern "C" int cuda_dequant_row_host(enum cuda_wtype t, const void *row, size_t n_in, float *out)
+{
+	if (!dq_quantised(t))
+		return -1;
+	by_type<dequant_of>(t, static_cast<const unsigned char *>(row), n_in, out);
+	return 0;
 }
