@@ -71,7 +71,7 @@ static void assert_close(const float *a, const float *b, size_t n, float tol)
 		assert_true(fabsf(a[i] - b[i]) <= tol * (1.0f + fabsf(a[i])));
 }
 
-/* bf16 and Q4_K (dequantised at upload) weights, 9 rows; then each row alone. */
+/* bf16 and Q4_K (its blocks read as stored) weights, 9 rows; then each row alone. */
 static void test_cuda_matmul__matches_cpu_and_is_batch_invariant(void **state)
 {
 	struct pair *p = *state;
