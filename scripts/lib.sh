@@ -5,7 +5,9 @@ SPECD_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD_DIR=${BUILD_DIR:-$SPECD_ROOT/build}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
-say() { printf '==> %s\n' "$*" >&2; }
+# Each step with the seconds since the script began, so a run's log shows where its
+# time went.
+say() { printf '==> [%4ds] %s\n' "$SECONDS" "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 jobs_for_build() {
