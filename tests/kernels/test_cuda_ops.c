@@ -111,6 +111,53 @@ static void test_cuda_matmul__matches_cpu_and_is_batch_invariant(void **state)
 	}
 }
 
+/* Every quantised type the kernels read as stored: 5 rows against a second backend that
+ * dequantises the same matrix to f32 at load, bitwise (the same weights, the same sums
+ * in the same order), and against the CPU within rounding. */
+static void test_cuda_matmul__blocks_as_stored_bitwise_dequantised_at_load(void **state)
+{
+	struct pair *p = *state;
+	if (!p->gpu)
+		skip();
+	static const enum kern_dtype types[] = {KERN_Q8_0, KERN_Q4_0, KERN_Q4_1, KERN_Q5_0,
+						KERN_Q5_1, KERN_Q4_K, KERN_Q5_K, KERN_Q6_K};
+	enum { N_IN = 768, N_OUT = 96, ROWS = 5 };
+	struct kern_cuda_config fc = {.dequant_at_load = true};
+	struct kern_ctx *f32 = NULL;
+	assert_int_equal(kern_cuda_create(&fc, &f32, NULL), SPECD_OK);
+	float *wf = floats((size_t)N_IN * N_OUT, 11), *x = floats((size_t)ROWS * N_IN, 12);
+	float *yc = specd_calloc((size_t)ROWS * N_OUT, sizeof(float));
+	float *yq = specd_calloc((size_t)ROWS * N_OUT, sizeof(float));
+	float *yf = specd_calloc((size_t)ROWS * N_OUT, sizeof(float));
+	float *dx = on_gpu(p->gpu, x, (size_t)ROWS * N_IN * sizeof(float));
+	float *dy = on_gpu(p->gpu, NULL, (size_t)ROWS * N_OUT * sizeof(float));
+	for (size_t ti = 0; ti < sizeof(types) / sizeof(types[0]); ti++) {
+		size_t rb = kern_dtype_row_bytes(types[ti], N_IN);
+		unsigned char *wq = specd_malloc_array(N_OUT, rb);
+		for (size_t o = 0; o < N_OUT; o++)
+			kern_quant_row(types[ti], wf + o * N_IN, wq + o * rb, N_IN);
+		struct kern_mat w = kern_mat_packed(types[ti], N_IN, N_OUT, wq), dq, df;
+		assert_int_equal(kern_upload_mat(p->gpu, &w, &dq), SPECD_OK);
+		assert_int_equal(kern_upload_mat(f32, &w, &df), SPECD_OK);
+		assert_int_equal(dq.type, types[ti]);
+		assert_int_equal(df.type, KERN_F32);
+		assert_int_equal(kern_matmul(p->cpu, yc, N_OUT, x, N_IN, ROWS, &w, NULL), SPECD_OK);
+		assert_int_equal(kern_matmul(p->gpu, dy, N_OUT, dx, N_IN, ROWS, &dq, NULL), SPECD_OK);
+		assert_int_equal(kern_download(p->gpu, yq, dy, sizeof(float) * ROWS * N_OUT),
+				 SPECD_OK);
+		assert_int_equal(kern_matmul(f32, dy, N_OUT, dx, N_IN, ROWS, &df, NULL), SPECD_OK);
+		assert_int_equal(kern_download(f32, yf, dy, sizeof(float) * ROWS * N_OUT), SPECD_OK);
+		assert_memory_equal(yq, yf, sizeof(float) * ROWS * N_OUT);
+		assert_close(yc, yq, (size_t)ROWS * N_OUT, 1e-5f);
+		kern_free(p->gpu, (void *)(uintptr_t)dq.data);
+		kern_free(f32, (void *)(uintptr_t)df.data);
+		specd_free(wq);
+	}
+	kern_free(p->gpu, dx), kern_free(p->gpu, dy);
+	specd_free(wf), specd_free(x), specd_free(yc), specd_free(yq), specd_free(yf);
+	kern_destroy(f32);
+}
+
 /* The batched kernel over every rows-per-pass size (1..16, then two passes) with 4
  * features per warp (n_out >= 4096, the last warp ragged) and a tail past the last
  * 8-element chunk, with a bias: the first n rows as a batch give the bits of the full
@@ -331,6 +378,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_cuda_matmul__matches_cpu_and_is_batch_invariant),
 		cmocka_unit_test(test_cuda_matmul__any_row_count_bitwise_equal_and_as_reference),
+		cmocka_unit_test(test_cuda_matmul__blocks_as_stored_bitwise_dequantised_at_load),
 		cmocka_unit_test(test_cuda_attention__tree_matches_cpu),
 		cmocka_unit_test(test_cuda_argmax__ties_and_nan_as_cpu),
 		cmocka_unit_test(test_cuda_topk__ids_and_logits_as_cpu),
