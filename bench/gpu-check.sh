@@ -13,9 +13,9 @@
 # the real engine with every drafting method on it (and on a larger model when the
 # budget allows; a generated 60M draft model, random Medusa heads and EAGLE layer):
 # tokens/s, tokens per forward and HBM share, each method's greedy output checked
-# equal to plain decoding's, and sampled runs with the tokens drawn on the device
-# against the host verifier's; last, a Q4_K 1B model decoded with its blocks read as
-# stored and dequantised to f32 at load, side by side.
+# equal to plain decoding's, sampled runs with the tokens drawn on the device
+# against the host verifier's, and each method's ops profiled; last, a Q4_K 1B model
+# decoded with its blocks read as stored and dequantised to f32 at load, side by side.
 #
 # usage: bench/gpu-check.sh OUT_DIR [CARRY_DIR]
 #   CARRY_DIR: what bench/gpu-prepare.sh made (deps/ for jansson and PCRE2, models/

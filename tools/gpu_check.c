@@ -1312,7 +1312,14 @@ int main(int argc, char **argv)
 	} else if (strcmp(argv[1], "greedy") == 0) {
 		rc = run_greedy(cpu, gpu, argv[2], n ? (uint32_t)n : 32);
 	} else if (strcmp(argv[1], "methods") == 0) {
-		rc = gpu_check_methods(gpu, argc, argv);
+		/* Wrapped in the op profiler, off but for each method's profiled run. */
+		if (kern_prof_create(gpu, &gpu) != SPECD_OK) {
+			printf("profiler: out of memory FAIL\n");
+			gpu = NULL;
+			rc = EXIT_FAIL;
+		} else {
+			rc = gpu_check_methods(gpu, argc, argv);
+		}
 	} else if (strcmp(argv[1], "bench") == 0) {
 		/* The reference kernel for the matmul figures, unless gpu already runs it. */
 		struct kern_cuda_config rc_cfg = {.matmul_reference = true};

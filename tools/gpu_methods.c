@@ -12,7 +12,11 @@
  * the device when the drafts are not samples, the logits rows left there) and with
  * the logits rows brought to the host verifier (an explicit draft_verify turns the
  * device path off). The two must give the same tokens; the ratio of their speeds is
- * what the device draws save. */
+ * what the device draws save.
+ *
+ * When the backend is wrapped in the op profiler (kern_prof_create), plain decoding
+ * and each method at the largest K run once more with every op timed: where a target
+ * step's time goes, the drafter's own ops included. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,11 +108,20 @@ static int parse_opts(int argc, char **argv, struct methods_opts *o)
 	return (argc - 3) % 2 == 0 && o->n >= 1 && o->n <= 4096 ? 0 : -1;
 }
 
+/* Where the ops of a job's decode go: the backend (a kern_prof wrapper, else none is
+ * taken) and the profile, for run_job. */
+struct methods_prof {
+	struct kern_ctx *kern;
+	struct kern_profile p;
+};
+
 /* Runs one job of o->n tokens with drafter d (NULL: plain) at K = k: greedy when sp
- * is NULL; with host_rows, the verifier reads logits rows on the host. */
+ * is NULL; with host_rows, the verifier reads logits rows on the host; with prof, its
+ * decode (not the prefill) is profiled op by op. */
 static enum specd_status run_job(struct model *target, struct drafter *d, uint32_t k,
 				 const struct methods_opts *o, const struct sampler_params *sp,
-				 bool host_rows, struct methods_run *r, struct specd_error *err)
+				 bool host_rows, struct methods_run *r, struct methods_prof *prof,
+				 struct specd_error *err)
 {
 	struct draft_engine_config ec = {.target = target, .drafter = d, .spec_tokens = d ? k : 0,
 					 .verify = host_rows ? draft_verify : NULL};
@@ -123,11 +136,19 @@ static enum specd_status run_job(struct model *target, struct drafter *d, uint32
 	if ((st = draft_engine_create(&ec, &e, err)) || (st = draft_job_create(e, 0, &j, err)) ||
 	    (st = draft_job_start(j, prompt, PROMPT, &p, err)))
 		goto out;
+	if (prof && kern_prof_start(prof->kern) != SPECD_OK) {
+		st = specd_errorf(err, SPECD_INVAL, "the backend is not profiled");
+		goto out;
+	}
 	double t0 = specd_now();
 	while (draft_job_stop(j) == DRAFT_STOP_NONE)
 		if ((st = draft_job_step(j, err)))
 			goto out;
 	r->decode_s = specd_now() - t0;
+	if (prof && (st = kern_prof_read(prof->kern, &prof->p)) != SPECD_OK) {
+		specd_errorf(err, st, "the profile could not be read");
+		goto out;
+	}
 	const int32_t *toks = draft_job_output(j, &r->n_out);
 	specd_free(r->out);
 	if (!(r->out = specd_malloc_array(r->n_out ? r->n_out : 1, sizeof(int32_t)))) {
@@ -137,9 +158,29 @@ static enum specd_status run_job(struct model *target, struct drafter *d, uint32
 	memcpy(r->out, toks, r->n_out * sizeof(int32_t));
 	r->met = *draft_job_metrics(j);
 out:
+	if (prof)
+		kern_prof_stop(prof->kern);
 	draft_job_destroy(j);
 	draft_engine_destroy(e);
 	return st;
+}
+
+/* One more greedy run of d (NULL: plain) at K = k with every op timed: where a target
+ * step's time goes, the drafter's ops included (kern_prof_print, per target step). */
+static void profiled(struct model *target, struct drafter *d, const char *name, uint32_t k,
+		     const struct methods_opts *o, struct kern_ctx *kern, struct methods_run *r)
+{
+	struct specd_error err;
+	struct methods_prof prof = {.kern = kern};
+	char what[48];
+	specd_error_clear(&err);
+	if (run_job(target, d, k, o, NULL, false, r, &prof, &err) != SPECD_OK) {
+		printf("profile %s K=%u: %s FAIL\n", name, k, err.msg);
+		gpu_check_expect(false, "profile", name, "the profiled job runs");
+		return;
+	}
+	snprintf(what, sizeof(what), "%s K=%u", name, k);
+	kern_prof_print(stdout, what, &prof.p, r->met.steps ? r->met.steps : r->n_out);
 }
 
 /* One method at one K against plain decoding's run; prints a result line. */
@@ -169,8 +210,8 @@ static void sampled(struct model *target, struct drafter *d, const char *name, u
 		    const struct methods_opts *o, struct methods_run *dev, struct methods_run *host)
 {
 	struct specd_error err;
-	if (run_job(target, d, k, o, &k_sampled, false, dev, &err) ||
-	    run_job(target, d, k, o, &k_sampled, true, host, &err)) {
+	if (run_job(target, d, k, o, &k_sampled, false, dev, NULL, &err) ||
+	    run_job(target, d, k, o, &k_sampled, true, host, NULL, &err)) {
 		printf("sampled %-11s K=%u: %s FAIL\n", name, k, err.msg);
 		gpu_check_expect(false, "sampled", name, "the job runs");
 		return;
@@ -217,13 +258,14 @@ int gpu_check_methods(struct kern_ctx *k, int argc, char **argv)
 	int rc = 0;
 	/* A first plain run warms the device (its code, its clocks) before anything is
 	 * timed; the second is the baseline every method is compared with. */
-	if (run_job(target, NULL, 0, &o, NULL, false, &plain, &err) ||
-	    run_job(target, NULL, 0, &o, NULL, false, &plain, &err)) {
+	if (run_job(target, NULL, 0, &o, NULL, false, &plain, NULL, &err) ||
+	    run_job(target, NULL, 0, &o, NULL, false, &plain, NULL, &err)) {
 		printf("methods none: %s FAIL\n", err.msg);
 		rc = GPU_CHECK_EXIT_FAIL;
 		goto out;
 	}
 	report("none", 0, &plain, &plain, target);
+	profiled(target, NULL, "none", 0, &o, k, &r);
 	struct methods_run host = {0};
 	printf("sampled: temperature %.2f, top-p %.2f, seed %llu\n",
 	       (double)k_sampled.temperature, (double)k_sampled.top_p,
@@ -252,13 +294,14 @@ int gpu_check_methods(struct kern_ctx *k, int argc, char **argv)
 			continue;
 		}
 		for (uint32_t i = 0; i < o.n_ks; i++) {
-			if (run_job(target, d, o.ks[i], &o, NULL, false, &r, &err) != SPECD_OK) {
+			if (run_job(target, d, o.ks[i], &o, NULL, false, &r, NULL, &err) != SPECD_OK) {
 				printf("methods %-11s K=%u: %s FAIL\n", name, o.ks[i], err.msg);
 				gpu_check_expect(false, "methods", name, "the job runs");
 				continue;
 			}
 			report(name, o.ks[i], &r, &plain, target);
 		}
+		profiled(target, d, name, k_top, &o, k, &r);
 		sampled(target, d, name, k_top, &o, &r, &host);
 		draft_destroy(d);
 	}

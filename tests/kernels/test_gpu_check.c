@@ -90,7 +90,14 @@ static void test_gpu_check__methods_pass_on_the_emulated_device(void **state)
 		at = strstr(out, line);
 		if (!at || !strstr(at, "output equal"))
 			fail_msg("no passing sampled line for %s:\n%s", methods[m], out);
+		/* Its profiled run at the largest K (plain decoding: K 0). */
+		snprintf(line, sizeof(line), "profile %sK=%s: ", methods[m], m ? "4" : "0");
+		if (!strstr(out, line))
+			fail_msg("no profile for %s:\n%s", methods[m], out);
 	}
+	/* The tree drafters pick candidates on the device: their profiles show topk. */
+	assert_non_null(strstr(out, "profile medusa K=4   topk"));
+	assert_non_null(strstr(out, "profile eagle K=4   topk"));
 	assert_null(strstr(out, "DIFFERS"));
 	free(out);
 	/* A bad argument is a usage error, not a crash. */
