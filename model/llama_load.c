@@ -405,10 +405,10 @@ static enum specd_status join_weights(struct model *m, const void *const src[3],
 }
 
 /* wq, wk and wv as one device matrix (llama_layer.wqkv). Each is uploaded as the
- * backend keeps it; when the three copies then share a type, width and row pitch (as
- * a Q4_K attn_q and a Q6_K attn_v do once CUDA has dequantised both to f32) and carry
- * biases on all or none, they are joined in the backend's memory, and the biases with
- * them. Otherwise each stays on its own. */
+ * backend keeps it; when the three copies then share a type, width and row pitch (the
+ * backend's form decides: a Q4_K attn_q and a Q6_K attn_v agree once CUDA dequantises
+ * both to f32 at load) and carry biases on all or none, they are joined in the
+ * backend's memory, and the biases with them. Otherwise each stays on its own. */
 static enum specd_status upload_qkv(struct weight_upload *u, struct llama_layer *ly)
 {
 	struct kern_mat *w[3] = {&ly->wq, &ly->wk, &ly->wv};
