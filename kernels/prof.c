@@ -46,7 +46,7 @@ struct prof_backend {
 	struct kern_profile acc;
 	double first, last;    /* host clock: the first call's start, the last's end */
 	struct pending pending[PENDING_MAX];
-	uint32_t n_pending, n_marks;
+	uint32_t n_pending;
 };
 
 /* One call being timed. */
@@ -79,7 +79,7 @@ static enum specd_status flush(struct prof_backend *p)
 	 * profiler's own wait, left out of span. */
 	p->acc.span += last;
 	p->inner->ops->mark_clear(p->inner);
-	p->n_pending = p->n_marks = 0;
+	p->n_pending = 0;
 	return st;
 }
 
@@ -89,17 +89,9 @@ static void give_up(struct prof_backend *p, enum specd_status st)
 	LOG_ERROR("profiler: the %s backend's marks failed (%s); profiling stops",
 		  p->ops.name, specd_status_str(st));
 	p->on = false;
-	p->n_pending = p->n_marks = 0;
+	p->n_pending = 0;
 	if (p->marks)
 		p->inner->ops->mark_clear(p->inner);
-}
-
-static enum specd_status take_mark(struct prof_backend *p, uint32_t *id)
-{
-	enum specd_status st = p->inner->ops->mark(p->inner, id);
-	if (st == SPECD_OK)
-		p->n_marks++;
-	return st;
 }
 
 static void begin(struct prof_backend *p, struct timing *t)
@@ -111,7 +103,7 @@ static void begin(struct prof_backend *p, struct timing *t)
 	if (p->marks && p->n_pending == PENDING_MAX)
 		st = flush(p);
 	if (st == SPECD_OK && p->marks)
-		st = take_mark(p, &t->begin);
+		st = p->inner->ops->mark(p->inner, &t->begin);
 	if (st != SPECD_OK) {
 		give_up(p, st);
 		t->on = false;
@@ -130,7 +122,7 @@ static enum specd_status end(struct prof_backend *p, struct timing *t, enum kern
 	if (!t->on)
 		return st;
 	uint32_t mark_end = 0;
-	enum specd_status ms = p->marks ? take_mark(p, &mark_end) : SPECD_OK;
+	enum specd_status ms = p->marks ? p->inner->ops->mark(p->inner, &mark_end) : SPECD_OK;
 	double now = specd_now();
 	if (ms != SPECD_OK) {
 		give_up(p, ms);
@@ -157,8 +149,6 @@ static enum specd_status end(struct prof_backend *p, struct timing *t, enum kern
 static void prof_destroy(struct kern_ctx *ctx)
 {
 	struct prof_backend *p = prof_of(ctx);
-	if (p->marks && p->n_marks)
-		p->inner->ops->mark_clear(p->inner);
 	kern_destroy(p->inner);
 	specd_free(p);
 }
@@ -336,12 +326,12 @@ enum specd_status kern_prof_start(struct kern_ctx *ctx)
 	struct prof_backend *p = profiler(ctx);
 	if (!p)
 		return SPECD_INVAL;
-	if (p->marks && p->n_marks)
+	if (p->marks) /* a stopped profile may leave marks behind */
 		p->inner->ops->mark_clear(p->inner);
 	p->acc = (struct kern_profile){0};
 	p->first = p->last = 0;
 	p->started = false;
-	p->n_pending = p->n_marks = 0;
+	p->n_pending = 0;
 	p->on = true;
 	return SPECD_OK;
 }
