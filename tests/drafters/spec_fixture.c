@@ -228,15 +228,6 @@ bool fx_mpi_init_pair(int *argc, char ***argv)
 	return false;
 }
 
-bool fx_mpi_shared_dir(char *dir, size_t size, int *rank)
-{
-	MPI_Comm_rank(MPI_COMM_WORLD, rank);
-	if (*rank == 0 && !ts_mkdtemp(dir, size))
-		dir[0] = '\0'; /* told to the other ranks, so no one waits for a folder */
-	MPI_Bcast(dir, (int)size, MPI_CHAR, 0, MPI_COMM_WORLD);
-	return dir[0] != '\0';
-}
-
 struct drafter *fx_drafter(enum draft_method method, struct model *target, uint32_t k,
 			   uint32_t n_slots, const char *path, uint32_t lookup_min)
 {

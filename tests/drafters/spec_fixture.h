@@ -46,9 +46,6 @@ void fx_forward_all(struct model *t, const int32_t *tokens, uint32_t n, float *h
 /* MPI_Init_thread (funneled, errors returned) for a test of a leader and a draft rank;
  * false, after MPI_Finalize and a message, when not run under mpirun -np 2. */
 bool fx_mpi_init_pair(int *argc, char ***argv);
-/* A temporary folder made by rank 0 and named to every rank (*rank gets this rank's
- * number); false on every rank, together, when rank 0 could not make it. Collective. */
-bool fx_mpi_shared_dir(char *dir, size_t size, int *rank);
 
 /* A drafter of `method` for target; `path` is the draft model's file (draft_model) or
  * the heads' (medusa). Fails the test on error. */

@@ -26,6 +26,7 @@
 #include "drafters/remote_int.h"
 #include "model/sampler.h"
 #include "spec_fixture.h"
+#include "test_mpi.h"
 #include "test_support.h"
 
 #define N_JOBS 4
@@ -246,7 +247,8 @@ static int teardown_test(void **state)
 static int setup(void **state)
 {
 	(void)state;
-	if (!fx_mpi_shared_dir(g_dir, sizeof(g_dir), &g_rank))
+	MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
+	if (!ts_mpi_shared_dir(g_dir, sizeof(g_dir)))
 		return -1;
 	char *const paths[] = {g_target, g_near, g_far};
 	const char *const names[] = {"target", "near", "far"};
@@ -286,9 +288,7 @@ static int teardown(void **state)
 	(void)state;
 	abort_if_failed();
 	model_destroy(g_t);
-	MPI_Barrier(MPI_COMM_WORLD);
-	if (g_rank == 0)
-		ts_rmtree(g_dir);
+	ts_mpi_remove_shared_dir(g_dir);
 	return 0;
 }
 

@@ -24,6 +24,7 @@
 #include "model/kv.h"
 #include "model/sampler.h"
 #include "spec_fixture.h"
+#include "test_mpi.h"
 #include "test_support.h"
 
 #define N_SEEDS 4000
@@ -73,7 +74,8 @@ static void sample_joint(struct drafter *d, const struct sampler_params *sp, uin
 static int setup(void **state)
 {
 	(void)state;
-	if (!fx_mpi_shared_dir(g_dir, sizeof(g_dir), &g_rank))
+	MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
+	if (!ts_mpi_shared_dir(g_dir, sizeof(g_dir)))
 		return -1;
 	snprintf(g_target, sizeof(g_target), "%s/target.gguf", g_dir);
 	snprintf(g_near, sizeof(g_near), "%s/near.gguf", g_dir);
@@ -129,9 +131,7 @@ static int teardown(void **state)
 {
 	(void)state;
 	model_destroy(g_t);
-	MPI_Barrier(MPI_COMM_WORLD);
-	if (g_rank == 0)
-		ts_rmtree(g_dir);
+	ts_mpi_remove_shared_dir(g_dir);
 	return 0;
 }
 

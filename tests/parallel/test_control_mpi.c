@@ -14,6 +14,7 @@
 #include "common/clock.h"
 #include "parallel/census.h"
 #include "parallel/control.h"
+#include "test_mpi.h"
 
 static int g_rank, g_size;
 
@@ -93,23 +94,12 @@ static void test_census__leader_gathers_every_rank(void **state)
 
 int main(int argc, char **argv)
 {
-	int provided;
-	MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
-	MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
-	MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
-	MPI_Comm_size(MPI_COMM_WORLD, &g_size);
+	ts_mpi_init(&argc, &argv, &g_rank, &g_size);
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_bcast__every_rank_gets_the_bytes),
 		cmocka_unit_test(test_ctrl__followers_receive_leader_messages),
 		cmocka_unit_test(test_ctrl__wait_times_out_when_leader_is_silent),
 		cmocka_unit_test(test_census__leader_gathers_every_rank),
 	};
-	/* Only rank 0 reports to CTest; every rank's failures still fail the exit code. */
-	if (g_rank != 0)
-		cmocka_set_message_output(CM_OUTPUT_SUBUNIT);
-	int failed = cmocka_run_group_tests(tests, NULL, NULL);
-	int any = 0;
-	MPI_Allreduce(&failed, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-	MPI_Finalize();
-	return any ? 1 : 0;
+	return ts_mpi_finish(cmocka_run_group_tests(tests, NULL, NULL));
 }

@@ -27,6 +27,7 @@
 #include "model/llama.h"
 #include "model/shard.h"
 #include "parallel/tp.h"
+#include "test_mpi.h"
 #include "test_support.h"
 
 #define TOL 1e-4 /* relative to the row's largest logit */
@@ -66,10 +67,7 @@ static void gen_model(struct tmodel *t)
 static int setup(void **state)
 {
 	(void)state;
-	if (g_rank == 0 && !ts_mkdtemp(g_dir, sizeof(g_dir)))
-		g_dir[0] = '\0';
-	MPI_Bcast(g_dir, sizeof(g_dir), MPI_CHAR, 0, MPI_COMM_WORLD);
-	if (!g_dir[0])
+	if (!ts_mpi_shared_dir(g_dir, sizeof(g_dir)))
 		return -1;
 	for (size_t i = 0; i < N_GEN; i++) {
 		snprintf(g_models[i].path, sizeof(g_models[i].path), "%s/m%zu.gguf", g_dir, i);
@@ -83,9 +81,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	(void)state;
-	MPI_Barrier(MPI_COMM_WORLD);
-	if (g_rank == 0)
-		ts_rmtree(g_dir);
+	ts_mpi_remove_shared_dir(g_dir);
 	return 0;
 }
 
@@ -416,11 +412,7 @@ static int decode_forever(const char *path, double deadline)
 
 int main(int argc, char **argv)
 {
-	int provided;
-	MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
-	MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
-	MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
-	MPI_Comm_size(MPI_COMM_WORLD, &g_size);
+	ts_mpi_init(&argc, &argv, &g_rank, &g_size);
 	if (argc == 4 && !strcmp(argv[1], "--decode-forever")) {
 		int rc = decode_forever(argv[2], atof(argv[3]));
 		MPI_Finalize();
@@ -433,11 +425,5 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_tp__lockstep_argmax_and_gather),
 		cmocka_unit_test(test_tp__resident_weights_are_about_one_over_T),
 	};
-	if (g_rank != 0)
-		cmocka_set_message_output(CM_OUTPUT_SUBUNIT);
-	int failed = cmocka_run_group_tests(tests, setup, teardown);
-	int any = 0;
-	MPI_Allreduce(&failed, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-	MPI_Finalize();
-	return any ? 1 : 0;
+	return ts_mpi_finish(cmocka_run_group_tests(tests, setup, teardown));
 }
