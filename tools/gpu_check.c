@@ -219,9 +219,10 @@ static void check_matmul(struct kern_ctx *cpu, struct kern_ctx *gpu, struct kern
 	specd_free(yc), specd_free(yg), specd_free(y1);
 }
 
-static void check_get_rows(struct kern_ctx *cpu, struct kern_ctx *gpu, enum kern_dtype type)
+static void check_get_rows(struct kern_ctx *cpu, struct kern_ctx *gpu, enum kern_dtype type,
+			   size_t n_in)
 {
-	size_t n_in = 256, n_out = 100, rows = 5;
+	size_t n_out = 100, rows = 5;
 	size_t rb = kern_dtype_row_bytes(type, n_in);
 	float *wf = rnd_floats(n_in * n_out);
 	unsigned char *wq = specd_malloc_array(n_out, rb);
@@ -233,7 +234,7 @@ static void check_get_rows(struct kern_ctx *cpu, struct kern_ctx *gpu, enum kern
 	struct kern_mat w = kern_mat_packed(type, n_in, n_out, wq), dw;
 	float *dy = dev_from(gpu, NULL, rows * n_in * sizeof(float));
 	char name[64];
-	snprintf(name, sizeof(name), "get_rows %s", kern_dtype_name(type));
+	snprintf(name, sizeof(name), "get_rows %s n_in %zu", kern_dtype_name(type), n_in);
 	if (kern_upload_mat(gpu, &w, &dw) == SPECD_OK) {
 		if (kern_get_rows(cpu, yc, n_in, &w, ids, rows) == SPECD_OK &&
 		    kern_get_rows(gpu, dy, n_in, &dw, ids, rows) == SPECD_OK) {
@@ -540,8 +541,13 @@ static void run_ops(struct kern_ctx *cpu, struct kern_ctx *gpu, struct kern_ctx 
 						KERN_Q4_K, KERN_Q5_K, KERN_Q6_K};
 	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
 		check_matmul(cpu, gpu, ref, types[i], 256, 96, 9, false);
-		check_get_rows(cpu, gpu, types[i]);
+		check_get_rows(cpu, gpu, types[i], 256);
 	}
+	/* a float row's tail past the last chunk, and rows of more chunks than one pass of
+	 * the grid's threads */
+	check_get_rows(cpu, gpu, KERN_F32, 172);
+	check_get_rows(cpu, gpu, KERN_BF16, 4100);
+	check_get_rows(cpu, gpu, KERN_Q4_K, 256 * 70);
 	check_matmul(cpu, gpu, ref, KERN_BF16, 4096, 512, 1, false);
 	check_matmul(cpu, gpu, ref, KERN_F16, 4096, 300, 17, true);
 	check_matmul(cpu, gpu, ref, KERN_F32, 172, 64, 64, true); /* a tail shorter than a vector */

@@ -84,7 +84,7 @@ template <int T> __device__ __forceinline__ void unpack(const chunk_raw<T> &c, f
 
 template <int T> __device__ __forceinline__ float load1(const unsigned char *row, size_t i)
 {
-	if constexpr (dq_quantised(T)) { // a row holds whole blocks: no tail, but get_rows
+	if constexpr (dq_quantised(T)) { // rows hold whole blocks, so no tail comes here
 		float w[8];
 		dq_chunk<T>(row, i / 8, w);
 		return w[i % 8];
@@ -257,15 +257,25 @@ __global__ void __launch_bounds__(CUDA_MM_WARPS * 32)
 	}
 }
 
+// Row ids[r] of the table into row r of y, a chunk of 8 elements per thread (a
+// quantised chunk is dequantised once), then a float row's tail element by element.
 template <int T>
 __global__ void get_rows_kernel(float *y, size_t ldy, const unsigned char *__restrict__ table,
 				size_t row_bytes, size_t n_in, const uint32_t *__restrict__ ids)
 {
-	const size_t r = blockIdx.y;
-	const unsigned char *src = table + (size_t)ids[r] * row_bytes;
-	for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n_in;
-	     i += (size_t)gridDim.x * blockDim.x)
-		y[r * ldy + i] = load1<T>(src, i);
+	const unsigned char *src = table + (size_t)ids[blockIdx.y] * row_bytes;
+	float *out = y + (size_t)blockIdx.y * ldy;
+	const size_t t0 = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+	const size_t step = (size_t)gridDim.x * blockDim.x, nv = n_in / 8;
+	for (size_t v = t0; v < nv; v += step) {
+		float w[8];
+		unpack<T>(load_chunk<T>(src, v), w);
+#pragma unroll
+		for (int j = 0; j < 8; j++)
+			out[v * 8 + j] = w[j];
+	}
+	for (size_t i = nv * 8 + t0; i < n_in; i += step)
+		out[i] = load1<T>(src, i);
 }
 
 struct mm_call {
@@ -421,8 +431,8 @@ extern "C" cudaError_t cuda_launch_get_rows(cudaStream_t s, float *y, size_t ldy
 					    const struct cuda_wmat *t, const uint32_t *ids,
 					    size_t rows)
 {
-	unsigned bx = (unsigned)((t->n_in + 255) / 256);
-	dim3 grid(bx > 64 ? 64 : bx, (unsigned)rows);
+	unsigned bx = (unsigned)((t->n_in / 8 + 255) / 256); // a thread per chunk, up to 64 blocks
+	dim3 grid(bx < 1 ? 1 : bx > 64 ? 64 : bx, (unsigned)rows);
 	by_type<get_rows_of>(t->type, s, grid, y, ldy, t, ids);
 	return cudaGetLastError();
 }
