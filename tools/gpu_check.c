@@ -1079,17 +1079,38 @@ static void bench_matmul(struct kern_ctx *gpu, struct kern_ctx *ref, size_t n_in
 	specd_free(wq), specd_free(row), specd_free(x);
 }
 
+/* `reps` times the same step: the cache cut back to len rows, then n tokens there. */
+static enum specd_status steps_at(struct run *r, const uint32_t *toks, uint32_t n, uint32_t len,
+				  uint32_t n_out, uint32_t reps)
+{
+	enum specd_status st = SPECD_OK;
+	for (uint32_t rep = 0; rep < reps && st == SPECD_OK; rep++) {
+		st = kv_truncate(model_kv(r->m), 0, len);
+		if (st == SPECD_OK)
+			st = step(r, toks, n, len, n_out);
+	}
+	return st;
+}
+
+/* Seconds a step of steps_at takes, over `reps` after one untimed; *st says if all ran. */
+static double time_steps_at(struct run *r, const uint32_t *toks, uint32_t n, uint32_t len,
+			    uint32_t n_out, uint32_t reps, enum specd_status *st)
+{
+	*st = steps_at(r, toks, n, len, n_out, 1);
+	double s0 = specd_now();
+	if (*st == SPECD_OK)
+		*st = steps_at(r, toks, n, len, n_out, reps);
+	return (specd_now() - s0) / reps;
+}
+
 /* `reps` decode steps of one token after len cache rows, profiled (the timed runs are
  * not: the profiler's events cost the host about a microsecond an op). */
 static enum specd_status profile_steps(struct run *r, struct kern_ctx *k, const uint32_t *fill,
 				       uint32_t len, uint32_t reps, struct kern_profile *p)
 {
 	enum specd_status st = kern_prof_start(k);
-	for (uint32_t rep = 0; rep < reps && st == SPECD_OK; rep++) {
-		st = kv_truncate(model_kv(r->m), 0, len);
-		if (st == SPECD_OK)
-			st = step(r, fill, 1, len, 1);
-	}
+	if (st == SPECD_OK)
+		st = steps_at(r, fill, 1, len, 1, reps);
 	if (st == SPECD_OK)
 		st = kern_prof_read(k, p);
 	kern_prof_stop(k);
@@ -1116,19 +1137,11 @@ static enum specd_status bench_context(struct run *r, struct kern_ctx *k, const 
 			st = step(r, fill, c, len, 1);
 			len += c;
 		}
-		double s0 = 0;
-		for (int rep = 0; rep <= REPS && st == SPECD_OK; rep++) {
-			if (rep == 1)
-				s0 = specd_now();
-			st = kv_truncate(model_kv(r->m), 0, len);
-			if (st == SPECD_OK)
-				st = step(r, fill, 1, len, 1);
-		}
+		double t = st == SPECD_OK ? time_steps_at(r, fill, 1, len, 1, REPS, &st) : 0;
 		if (st == SPECD_OK) /* the timed token out again: the next fill starts at len */
 			st = kv_truncate(model_kv(r->m), 0, len);
 		if (st != SPECD_OK)
 			break;
-		double t = (specd_now() - s0) / REPS;
 		t_first = d ? t_first : t;
 		struct kern_profile p;
 		if ((st = profile_steps(r, k, fill, len, REPS, &p)) != SPECD_OK ||
@@ -1193,19 +1206,11 @@ static int run_bench(struct kern_ctx *gpu, struct kern_ctx *ref_kern, const char
 		enum { REPS = 10 };
 		for (uint32_t i = 0; i <= K; i++)
 			toks[i] = ref[i % n];
-		if (base + K + 1 > 1024)
+		if (st != SPECD_OK || base + K + 1 > 1024)
 			break;
-		double s0 = 0;
-		for (int rep = 0; rep <= REPS && st == SPECD_OK; rep++) {
-			if (rep == 1)
-				s0 = specd_now();
-			st = kv_truncate(model_kv(r.m), 0, base);
-			if (st == SPECD_OK)
-				st = step(&r, toks, K + 1, base, K + 1);
-		}
+		double t = time_steps_at(&r, toks, K + 1, base, K + 1, REPS, &st);
 		if (st != SPECD_OK)
 			break;
-		double t = (specd_now() - s0) / REPS;
 		if (K == 0)
 			t_one = t;
 		printf("bench verify K=%-2u (%2u tokens): %.3f ms/step, %.2fx one token\n", K, K + 1,
