@@ -2,8 +2,9 @@
 # The whole test suite from a fresh clone: install what is missing, build (with the
 # CUDA backend when nvcc is there: it must compile and link even without a GPU), run
 # every test but `heavy` and `gpu`, then rebuild under ASan+UBSan and run the unit and
-# MPI tests again, then fuzz the protocol decoding for a bounded time (clang's
-# libFuzzer). Exit status 0 only if all of it passed.
+# MPI tests again, then fuzz what comes from outside (client frames, model files,
+# cluster files) for a bounded time each (clang's libFuzzer). Exit status 0 only if all
+# of it passed.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 "$SPECD_ROOT/scripts/install-deps.sh"
@@ -20,13 +21,31 @@ say "running the unit and MPI tests under ASan+UBSan"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	ctest --test-dir "$SAN_DIR" --output-on-failure -L 'unit|mpi' -LE 'heavy|gpu|slow' -j 2
 FUZZ_DIR=${FUZZ_DIR:-$SPECD_ROOT/build-fuzz}
-BUILD_TARGETS="fuzz_frames fuzz_safetensors" configure_and_build "$FUZZ_DIR" -DCMAKE_C_COMPILER=clang -DSPECD_FUZZ=ON -DSPECD_CUDA=OFF \
+FUZZ_TARGETS="fuzz_frames fuzz_safetensors fuzz_gguf fuzz_config"
+BUILD_TARGETS="$FUZZ_TARGETS" configure_and_build "$FUZZ_DIR" -DCMAKE_C_COMPILER=clang -DSPECD_FUZZ=ON -DSPECD_CUDA=OFF \
 	-DSPECD_SANITIZE=address,undefined -DCMAKE_BUILD_TYPE=RelWithDebInfo
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
-for target in fuzz_frames fuzz_safetensors; do
+
+# Seeds of a target into $2: the committed corpus, tiny generated models (llama and qwen2,
+# SentencePiece and byte-level BPE vocabularies), the shipped cluster files.
+fuzz_seeds() {
+	local gen="$BUILD_DIR/tools/specd-gen-model" small="--dim 16 --layers 1 --heads 2 --kv-heads 1 --ffn 16 --ctx 32"
+	case $1 in
+	fuzz_gguf)
+		"$gen" -o "$2/llama_f32_tied.gguf" $small --vocab 260 --type f32 --tied
+		"$gen" -o "$2/qwen2_q8_0.gguf" --arch qwen2 --dim 32 --layers 2 --heads 2 --kv-heads 1 \
+			--ffn 32 --ctx 32 --vocab 260 --type q8_0
+		"$gen" -o "$2/bpe_f16.gguf" $small --vocab 300 --type f16 --hf "$2/hf"
+		rm -rf "$2/hf" ;;
+	fuzz_config) cp "$SPECD_ROOT"/configs/*.yaml "$2"/ ;;
+	*) cp "$SPECD_ROOT/tests/fuzz/corpus/${1#fuzz_}"/* "$2"/ ;;
+	esac >/dev/null 2>&1 || die "could not make the seeds of $1"
+}
+
+for target in $FUZZ_TARGETS; do
 	say "fuzzing $target for ${FUZZ_SECONDS} s"
 	corpus=$(mktemp -d)
-	cp "$SPECD_ROOT/tests/fuzz/corpus/${target#fuzz_}"/* "$corpus"/
+	fuzz_seeds "$target" "$corpus"
 	"$FUZZ_DIR/tests/fuzz/$target" -max_total_time="$FUZZ_SECONDS" -print_final_stats=1 \
 		"$corpus" 2>"$FUZZ_DIR/$target.log" ||
 		{ tail -50 "$FUZZ_DIR/$target.log"; die "$target found a crash (see above)"; }
