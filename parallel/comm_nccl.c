@@ -66,15 +66,17 @@ static enum specd_status late(struct comm_nccl *c, const char *what, struct spec
 }
 
 /* Waits until the NCCL communicator leaves ncclInProgress (a non-blocking call has been
- * enqueued, or the init is done), within the deadline. */
+ * enqueued, or the init is done), within the deadline, or forever when idle: the first
+ * call that involves a peer connects to it (NCCL's lazy connection) and so stays in
+ * progress until that peer makes the same call, which an idle rank may wait for. */
 static enum specd_status wait_nccl(struct comm_nccl *c, ncclResult_t rc, const char *what,
-				   struct specd_error *err)
+				   bool idle, struct specd_error *err)
 {
 	double t0 = specd_now();
 	while (rc == ncclInProgress) {
-		if (specd_now() - t0 > c->base.deadline_s)
+		if (!idle && specd_now() - t0 > c->base.deadline_s)
 			return late(c, what, err);
-		specd_sleep(NAP_BUSY_S);
+		specd_sleep(idle ? NAP_IDLE_S : NAP_BUSY_S);
 		if (ncclCommGetAsyncError(c->nccl, &rc) != ncclSuccess)
 			break;
 	}
@@ -102,7 +104,7 @@ static enum specd_status wait_stream(struct comm_nccl *c, const char *what, bool
 		}
 		ncclResult_t async = ncclSuccess;
 		if (ncclCommGetAsyncError(c->nccl, &async) != ncclSuccess || async != ncclSuccess)
-			return wait_nccl(c, async, what, err);
+			return wait_nccl(c, async, what, idle, err);
 		if (!idle && specd_now() - t0 > c->base.deadline_s)
 			return late(c, what, err);
 		specd_sleep(idle ? NAP_IDLE_S : NAP_BUSY_S);
@@ -150,7 +152,7 @@ static enum specd_status nccl_allreduce_sum(struct par_comm *base, float *buf, s
 	if ((st = grow(c, (void **)&c->scratch, &c->scratch_n, n, sizeof(float), err)))
 		return st;
 	st = wait_nccl(c, ncclAllGather(buf, c->scratch, n, ncclFloat32, c->nccl, c->stream),
-		       "all-reduce (gather)", err);
+		       "all-reduce (gather)", false, err);
 	if (st != SPECD_OK)
 		return st;
 	cudaError_t e = cuda_launch_sum_slices(c->stream, buf, c->scratch, n, base->size);
@@ -178,7 +180,7 @@ static enum specd_status nccl_maxloc(struct par_comm *base, float *val, int32_t 
 		rc = ncclAllGather(idx, c->iscratch, n, ncclInt32, c->nccl, c->stream);
 	ncclResult_t end = ncclGroupEnd();
 	if ((st = wait_nccl(c, rc == ncclSuccess || rc == ncclInProgress ? end : rc,
-			    "max-loc (gather)", err)))
+			    "max-loc (gather)", false, err)))
 		return st;
 	cudaError_t e = cuda_launch_maxloc_slices(c->stream, val, idx, c->scratch, c->iscratch, n,
 						  base->size);
@@ -196,9 +198,10 @@ static enum specd_status nccl_bcast(struct par_comm *base, void *buf, size_t byt
 		return st;
 	if (!buf || root < 0 || root >= base->size)
 		return specd_errorf(err, SPECD_INVAL, "nccl: broadcast from %d", root);
+	bool waiting = idle && base->rank != root;
 	st = wait_nccl(c, ncclBroadcast(buf, buf, bytes, ncclUint8, root, c->nccl, c->stream),
-		       "broadcast", err);
-	return st != SPECD_OK ? st : wait_stream(c, "broadcast", idle && base->rank != root, err);
+		       "broadcast", waiting, err);
+	return st != SPECD_OK ? st : wait_stream(c, "broadcast", waiting, err);
 }
 
 static enum specd_status nccl_gather(struct par_comm *base, const void *send, void *recv,
@@ -228,7 +231,7 @@ static enum specd_status nccl_gather(struct par_comm *base, const void *send, vo
 	}
 	ncclResult_t end = ncclGroupEnd();
 	if ((st = wait_nccl(c, rc == ncclSuccess || rc == ncclInProgress ? end : rc, "gather",
-			    err)))
+			    false, err)))
 		return st;
 	return wait_stream(c, "gather", false, err);
 }
@@ -245,7 +248,7 @@ static enum specd_status p2p(struct comm_nccl *c, bool is_send, void *buf, size_
 	ncclResult_t rc = is_send ? ncclSend(buf, bytes, ncclUint8, peer, c->nccl, c->stream)
 				  : ncclRecv(buf, bytes, ncclUint8, peer, c->nccl, c->stream);
 	const char *what = is_send ? "send" : "receive";
-	st = wait_nccl(c, rc, what, err);
+	st = wait_nccl(c, rc, what, false, err);
 	return st != SPECD_OK ? st : wait_stream(c, what, false, err);
 }
 
@@ -284,7 +287,7 @@ static void nccl_destroy(struct par_comm *base)
 		/* Finalize flushes what is queued; a broken or late one is aborted. */
 		enum specd_status st = SPECD_UNSUPPORTED;
 		if (!c->broken)
-			st = wait_nccl(c, ncclCommFinalize(c->nccl), "finalize", NULL);
+			st = wait_nccl(c, ncclCommFinalize(c->nccl), "finalize", false, NULL);
 		if (st == SPECD_OK)
 			ncclCommDestroy(c->nccl);
 		else
@@ -423,7 +426,7 @@ enum specd_status par_comm_nccl_create(MPI_Comm comm, int device,
 	}
 	if (rc == ncclInProgress && ncclCommGetAsyncError(c->nccl, &rc) != ncclSuccess)
 		rc = ncclInternalError;
-	if ((st = wait_nccl(c, rc, "init", err)) != SPECD_OK)
+	if ((st = wait_nccl(c, rc, "init", false, err)) != SPECD_OK)
 		goto fail;
 	LOG_INFO("nccl: rank %d of %d on device %d", c->base.rank, c->base.size, device);
 	*out = &c->base;

@@ -41,7 +41,7 @@ struct fake_stream {
 };
 
 /* Tags: the unique id's key plus the kind and a sequence that every rank counts alike. */
-enum { KIND_INIT, KIND_COLL, KIND_P2P };
+enum { KIND_INIT, KIND_COLL, KIND_P2P, KIND_CONNECT };
 
 struct fake_nccl_comm {
 	int rank, size;
@@ -58,6 +58,11 @@ struct fake_nccl_comm {
 	ncclUniqueId *peer_ids;
 	uint64_t coll_seq;
 	uint64_t *send_seq, *recv_seq; /* per peer: NCCL matches send/recv in call order */
+	/* Lazy connection (NCCL's runtime connect): the first call that involves a peer
+	 * stays in progress until that peer makes its own first such call. */
+	bool *connected;
+	unsigned char *conn_in; /* a byte from each peer */
+	struct step conn;       /* the connections being made (2 requests a peer) */
 	char last[200];
 };
 
@@ -433,6 +438,9 @@ static void free_comm(struct fake_nccl_comm *c)
 	}
 	struct step init = {.reqs = c->init_reqs, .is_recv = c->init_recv, .n_reqs = c->n_init};
 	drop(&init);
+	drop(&c->conn);
+	free(c->connected);
+	free(c->conn_in);
 	free(c->peer_ids);
 	free(c->send_seq);
 	free(c->recv_seq);
@@ -514,7 +522,12 @@ ncclResult_t ncclCommInitRankConfig(ncclComm_t *out, int nranks, ncclUniqueId id
 	c->peer_ids = calloc((size_t)nranks, sizeof(*c->peer_ids));
 	c->send_seq = calloc((size_t)nranks, sizeof(*c->send_seq));
 	c->recv_seq = calloc((size_t)nranks, sizeof(*c->recv_seq));
-	if (!c->init_reqs || !c->init_recv || !c->peer_ids || !c->send_seq || !c->recv_seq) {
+	c->connected = calloc((size_t)nranks, sizeof(*c->connected));
+	c->conn_in = calloc((size_t)nranks, 1);
+	c->conn.reqs = malloc(2 * (size_t)nranks * sizeof(*c->conn.reqs));
+	c->conn.is_recv = calloc(2 * (size_t)nranks, sizeof(*c->conn.is_recv));
+	if (!c->init_reqs || !c->init_recv || !c->peer_ids || !c->send_seq || !c->recv_seq ||
+	    !c->connected || !c->conn_in || !c->conn.reqs || !c->conn.is_recv) {
 		c->n_init = 0;
 		free_comm(c);
 		return ncclSystemError;
@@ -537,16 +550,41 @@ ncclResult_t ncclCommGetAsyncError(ncclComm_t c, ncclResult_t *async)
 		return ncclInvalidArgument;
 	if (c->async == ncclInProgress) {
 		g.stats.async_polls++;
+		int done = 1;
 		if (!c->ready)
 			progress_init(c);
-		else
-			c->async = ncclSuccess; /* an enqueued call settles at the next poll */
+		else if (c->conn.n_reqs && MPI_Testall(c->conn.n_reqs, c->conn.reqs, &done,
+						       MPI_STATUSES_IGNORE) != MPI_SUCCESS)
+			c->async = ncclSystemError;
+		if (c->ready && done && c->async == ncclInProgress) {
+			c->conn.n_reqs = 0; /* an enqueued call settles once connected */
+			c->async = ncclSuccess;
+		}
 	} else if (c->async == ncclSuccess && c->fail_later != ncclSuccess) {
 		c->async = c->fail_later;
 		c->fail_later = ncclSuccess;
 	}
 	*async = c->async;
 	return ncclSuccess;
+}
+
+/* Connects this rank to `peer` (-1: every peer) where not yet connected. */
+static bool connect_peers(struct fake_nccl_comm *c, int peer)
+{
+	static const unsigned char hello = 1;
+	int t = tag(c, KIND_CONNECT, 0);
+	for (int p = 0; p < c->size; p++) {
+		if (p == c->rank || c->connected[p] || (peer >= 0 && p != peer))
+			continue;
+		int i = c->conn.n_reqs;
+		if (!post(&c->conn.reqs[i], &c->conn.is_recv[i], true, &c->conn_in[p], 1, p, t) ||
+		    !post(&c->conn.reqs[i + 1], &c->conn.is_recv[i + 1], false,
+			  (void *)(uintptr_t)&hello, 1, p, t))
+			return false;
+		c->conn.n_reqs += 2;
+		c->connected[p] = true;
+	}
+	return true;
 }
 
 /* A call's outcome once its messages are posted: in progress until the next poll
@@ -602,7 +640,7 @@ ncclResult_t ncclAllGather(const void *send, void *recv, size_t count, ncclDataT
 	if (!begin(c, s, count, type, &bytes, &rc))
 		return rc;
 	struct step *st = push(s, STEP_WAIT, c, 2 * (c->size - 1));
-	if (!st)
+	if (!st || !connect_peers(c, -1))
 		return ncclSystemError;
 	unsigned char *r = recv;
 	memmove(r + (size_t)c->rank * bytes, send, bytes);
@@ -632,7 +670,7 @@ ncclResult_t ncclBroadcast(const void *send, void *recv, size_t count, ncclDataT
 		return rc;
 	bool am_root = c->rank == root;
 	struct step *st = push(s, STEP_WAIT, c, am_root ? c->size - 1 : 1);
-	if (!st)
+	if (!st || !connect_peers(c, -1))
 		return ncclSystemError;
 	int t = tag(c, KIND_COLL, c->coll_seq++);
 	if (am_root) {
@@ -661,7 +699,7 @@ static ncclResult_t p2p(bool is_send, void *buf, size_t count, ncclDataType_t ty
 	if (!begin(c, s, count, type, &bytes, &rc))
 		return rc;
 	struct step *st = push(s, STEP_WAIT, c, 1);
-	if (!st)
+	if (!st || !connect_peers(c, peer))
 		return ncclSystemError;
 	uint64_t seq = is_send ? c->send_seq[peer]++ : c->recv_seq[peer]++;
 	if (!post(&st->reqs[0], &st->is_recv[0], !is_send, buf, bytes, peer,

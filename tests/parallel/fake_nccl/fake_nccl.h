@@ -9,7 +9,9 @@
  *   - "device memory" is host memory; a stream is a queue of steps, each waiting on
  *     MPI requests or running a host copy or reduction, moved on by cudaStreamQuery;
  *   - every communicator is non-blocking as comm_nccl.c asks: init and each call
- *     return ncclInProgress and the next ncclCommGetAsyncError settles it;
+ *     return ncclInProgress and a later ncclCommGetAsyncError settles it;
+ *   - connections are lazy, as NCCL's runtime connect makes them: the first call that
+ *     involves a peer stays in progress until that peer makes its own first such call;
  *   - an operation's messages are MPI point-to-point messages on MPI_COMM_WORLD,
  *     tagged from the unique id and a per-communicator sequence, posted when the call
  *     is made (comm_nccl.c's buffers are ready then); ranks with different ids never
