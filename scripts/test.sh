@@ -29,31 +29,34 @@ FUZZ_SECONDS=${FUZZ_SECONDS:-60}
 
 # Seeds of a target into $2: the committed corpus, tiny generated models (llama and qwen2,
 # SentencePiece and byte-level BPE vocabularies, a Hugging Face folder), the shipped
-# cluster files.
+# cluster files. Each command is checked (set -e does not reach into a function called
+# left of ||).
 fuzz_seeds() {
 	local gen="$BUILD_DIR/tools/specd-gen-model"
 	local small="--dim 16 --layers 1 --heads 2 --kv-heads 1 --ffn 16 --ctx 32"
 	case $1 in
 	fuzz_gguf)
-		"$gen" -o "$2/llama_f32_tied.gguf" $small --vocab 260 --type f32 --tied
+		"$gen" -o "$2/llama_f32_tied.gguf" $small --vocab 260 --type f32 --tied &&
 		"$gen" -o "$2/qwen2_q8_0.gguf" --arch qwen2 --dim 32 --layers 2 --heads 2 \
-			--kv-heads 1 --ffn 32 --ctx 32 --vocab 260 --type q8_0
-		"$gen" -o "$2/bpe_f16.gguf" $small --vocab 300 --type f16 --hf "$2/hf"
+			--kv-heads 1 --ffn 32 --ctx 32 --vocab 260 --type q8_0 &&
+		"$gen" -o "$2/bpe_f16.gguf" $small --vocab 300 --type f16 --hf "$2/hf" &&
 		rm -rf "$2/hf" ;;
 	fuzz_hf) # the folder's files joined by NUL bytes (tests/fuzz/fuzz_hf.c)
-		"$gen" -o "$2/twin.gguf" $small --vocab 300 --type f16 --hf "$2/hf"
+		"$gen" -o "$2/twin.gguf" $small --vocab 300 --type f16 --hf "$2/hf" &&
 		(cd "$2/hf" && cat config.json && printf '\0' && cat tokenizer.json &&
 			printf '\0' && cat tokenizer_config.json && printf '\0' &&
-			cat model.safetensors) >"$2/bpe_f16"
+			cat model.safetensors) >"$2/bpe_f16" &&
 		rm -rf "$2/hf" "$2/twin.gguf" ;;
 	fuzz_config) cp "$SPECD_ROOT"/configs/*.yaml "$2"/ ;;
 	*) cp "$SPECD_ROOT/tests/fuzz/corpus/${1#fuzz_}"/* "$2"/ ;;
-	esac >/dev/null 2>&1 || die "could not make the seeds of $1"
+	esac >"$FUZZ_DIR/$1.seeds.log" 2>&1 ||
+		{ cat "$FUZZ_DIR/$1.seeds.log"; die "could not make the seeds of $1"; }
 }
 
 for target in $FUZZ_TARGETS; do
 	say "fuzzing $target for ${FUZZ_SECONDS} s"
 	corpus=$(mktemp -d)
+	trap 'rm -rf "$corpus"' EXIT
 	fuzz_seeds "$target" "$corpus"
 	"$FUZZ_DIR/tests/fuzz/$target" -max_total_time="$FUZZ_SECONDS" -print_final_stats=1 \
 		"$corpus" 2>"$FUZZ_DIR/$target.log" ||

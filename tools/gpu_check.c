@@ -220,15 +220,17 @@ static void check_matmul(struct kern_ctx *cpu, struct kern_ctx *gpu, struct kern
 }
 
 static void check_get_rows(struct kern_ctx *cpu, struct kern_ctx *gpu, enum kern_dtype type,
-			   size_t n_in)
+			   size_t n_in, size_t n_out)
 {
-	size_t n_out = 100, rows = 5;
+	size_t rows = 5;
 	size_t rb = kern_dtype_row_bytes(type, n_in);
 	float *wf = rnd_floats(n_in * n_out);
 	unsigned char *wq = specd_malloc_array(n_out, rb);
 	for (size_t o = 0; o < n_out; o++)
 		kern_quant_row(type, wf + o * n_in, wq + o * rb, n_in);
 	uint32_t ids[5] = {3, 99, 0, 3, 42};
+	for (size_t i = 0; i < rows; i++)
+		ids[i] %= (uint32_t)n_out;
 	float *yc = specd_calloc(rows * n_in, sizeof(float));
 	float *yg = specd_calloc(rows * n_in, sizeof(float));
 	struct kern_mat w = kern_mat_packed(type, n_in, n_out, wq), dw;
@@ -541,13 +543,14 @@ static void run_ops(struct kern_ctx *cpu, struct kern_ctx *gpu, struct kern_ctx 
 						KERN_Q4_K, KERN_Q5_K, KERN_Q6_K};
 	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
 		check_matmul(cpu, gpu, ref, types[i], 256, 96, 9, false);
-		check_get_rows(cpu, gpu, types[i], 256);
+		check_get_rows(cpu, gpu, types[i], 256, 100);
 	}
-	/* a float row's tail past the last chunk, and rows of more chunks than one pass of
-	 * the grid's threads */
-	check_get_rows(cpu, gpu, KERN_F32, 172);
-	check_get_rows(cpu, gpu, KERN_BF16, 4100);
-	check_get_rows(cpu, gpu, KERN_Q4_K, 256 * 70);
+	/* a float row's tail past the last chunk; rows over several blocks; rows of more
+	 * chunks than the grid has threads (64 blocks of 256: 131072 elements a pass) */
+	check_get_rows(cpu, gpu, KERN_F32, 172, 100);
+	check_get_rows(cpu, gpu, KERN_BF16, 4100, 100);
+	check_get_rows(cpu, gpu, KERN_Q4_K, 256 * 70, 100);
+	check_get_rows(cpu, gpu, KERN_F16, 131072 * 2 + 20, 8);
 	check_matmul(cpu, gpu, ref, KERN_BF16, 4096, 512, 1, false);
 	check_matmul(cpu, gpu, ref, KERN_F16, 4096, 300, 17, true);
 	check_matmul(cpu, gpu, ref, KERN_F32, 172, 64, 64, true); /* a tail shorter than a vector */

@@ -23,7 +23,7 @@ struct step {
 	enum step_kind kind;
 	struct fake_nccl_comm *comm; /* WAIT, STUCK: whose (an abort drops them) */
 	MPI_Request *reqs;
-	bool *is_recv;
+	void **sent; /* per request: the copy a send reads from; NULL for a receive */
 	int n_reqs;
 	void *dst; /* COPY, SUM (floats), MAXLOC (values) */
 	const void *src;
@@ -52,9 +52,7 @@ struct fake_nccl_comm {
 	bool ready;     /* init done */
 	double post_at; /* init: when to post this rank's messages */
 	bool posted;
-	MPI_Request *init_reqs;
-	bool *init_recv;
-	int n_init;
+	struct step init; /* its id to and from every peer (2 requests a peer) */
 	ncclUniqueId *peer_ids;
 	uint64_t coll_seq;
 	uint64_t *send_seq, *recv_seq; /* per peer: NCCL matches send/recv in call order */
@@ -77,6 +75,10 @@ static struct {
 	struct fake_nccl_comm *group[MAX_GROUP_COMMS];
 	int n_group;
 	struct fake_stream *streams;
+	/* The copies of sends let go unfinished (an abort): MPI may read them still, so
+	 * they are kept, reachable, for the life of the process. */
+	void **orphans;
+	size_t n_orphans, cap_orphans;
 	struct fake_nccl_stats stats;
 	char last[200];
 } g = {.devices = 1};
@@ -115,21 +117,40 @@ static double now(void)
 
 /* ---- streams ---- */
 
+static void orphan(void *p)
+{
+	if (g.n_orphans == g.cap_orphans) {
+		size_t cap = g.cap_orphans ? 2 * g.cap_orphans : 16;
+		void **q = realloc(g.orphans, cap * sizeof(*q));
+		if (!q)
+			return; /* then it leaks: still better than a buffer freed under MPI */
+		g.orphans = q;
+		g.cap_orphans = cap;
+	}
+	g.orphans[g.n_orphans++] = p;
+}
+
+/* Frees a step; what is still in flight is cancelled (receives) or let go (sends, whose
+ * copies are kept). */
 static void drop(struct step *st)
 {
 	for (int i = 0; i < st->n_reqs; i++) {
-		if (st->reqs[i] == MPI_REQUEST_NULL)
-			continue;
-		if (st->is_recv[i]) {
+		int done = st->reqs[i] == MPI_REQUEST_NULL;
+		if (!done)
+			MPI_Test(&st->reqs[i], &done, MPI_STATUS_IGNORE);
+		if (done) {
+			free(st->sent[i]);
+		} else if (!st->sent[i]) {
 			MPI_Cancel(&st->reqs[i]);
 			MPI_Wait(&st->reqs[i], MPI_STATUS_IGNORE);
 			g.stats.cancelled++;
 		} else {
 			MPI_Request_free(&st->reqs[i]);
+			orphan(st->sent[i]);
 		}
 	}
 	free(st->reqs);
-	free(st->is_recv);
+	free(st->sent);
 	memset(st, 0, sizeof(*st));
 }
 
@@ -170,6 +191,24 @@ static void run(struct step *st)
 	}
 }
 
+/* Room for n requests in st (null until posted: MPI_Testall skips them). */
+static bool step_reqs(struct step *st, int n)
+{
+	st->reqs = malloc((size_t)(n > 0 ? n : 1) * sizeof(*st->reqs));
+	st->sent = calloc((size_t)(n > 0 ? n : 1), sizeof(*st->sent));
+	if (!st->reqs || !st->sent) {
+		free(st->reqs);
+		free(st->sent);
+		st->reqs = NULL;
+		st->sent = NULL;
+		return false;
+	}
+	for (int i = 0; i < n; i++)
+		st->reqs[i] = MPI_REQUEST_NULL;
+	st->n_reqs = n;
+	return true;
+}
+
 /* A new step at the end of s with room for n_reqs requests, or NULL (no memory). */
 static struct step *push(cudaStream_t s, enum step_kind kind, struct fake_nccl_comm *c,
 			 int n_reqs)
@@ -184,18 +223,8 @@ static struct step *push(cudaStream_t s, enum step_kind kind, struct fake_nccl_c
 	}
 	struct step *st = &s->steps[s->n];
 	memset(st, 0, sizeof(*st));
-	if (n_reqs > 0) {
-		st->reqs = malloc((size_t)n_reqs * sizeof(*st->reqs));
-		st->is_recv = calloc((size_t)n_reqs, sizeof(*st->is_recv));
-		if (!st->reqs || !st->is_recv) {
-			free(st->reqs);
-			free(st->is_recv);
-			return NULL;
-		}
-		for (int i = 0; i < n_reqs; i++)
-			st->reqs[i] = MPI_REQUEST_NULL;
-		st->n_reqs = n_reqs; /* null until posted: MPI_Testall skips them */
-	}
+	if (n_reqs > 0 && !step_reqs(st, n_reqs))
+		return NULL;
 	st->kind = kind;
 	st->comm = c;
 	s->n++;
@@ -252,8 +281,10 @@ cudaError_t cudaStreamQuery(cudaStream_t s)
 		run(st);
 		drop(st);
 	}
-	memmove(s->steps, s->steps + done, (s->n - done) * sizeof(*s->steps));
-	s->n -= done;
+	if (done) {
+		memmove(s->steps, s->steps + done, (s->n - done) * sizeof(*s->steps));
+		s->n -= done;
+	}
 	return s->n ? cudaErrorNotReady : cudaSuccess;
 }
 
@@ -415,13 +446,19 @@ static int tag(const struct fake_nccl_comm *c, unsigned kind, uint64_t seq)
 	return 1 + (int)(t % (uint32_t)(ub - 1));
 }
 
-static bool post(MPI_Request *req, bool *is_recv, bool recv, void *buf, size_t bytes, int peer,
-		 int t)
+/* Request i of st: a receive into buf, or a send of a copy of buf's bytes (the fake
+ * posts when a call is made; the copy keeps the bytes the call saw). */
+static bool post(struct step *st, int i, bool recv, void *buf, size_t bytes, int peer, int t)
 {
-	*is_recv = recv;
-	int rc = recv ? MPI_Irecv(buf, (int)bytes, MPI_BYTE, peer, t, MPI_COMM_WORLD, req)
-		      : MPI_Isend(buf, (int)bytes, MPI_BYTE, peer, t, MPI_COMM_WORLD, req);
-	return rc == MPI_SUCCESS;
+	if (recv)
+		return MPI_Irecv(buf, (int)bytes, MPI_BYTE, peer, t, MPI_COMM_WORLD,
+				 &st->reqs[i]) == MPI_SUCCESS;
+	st->sent[i] = malloc(bytes ? bytes : 1);
+	if (!st->sent[i])
+		return false;
+	memcpy(st->sent[i], buf, bytes);
+	return MPI_Isend(st->sent[i], (int)bytes, MPI_BYTE, peer, t, MPI_COMM_WORLD,
+			 &st->reqs[i]) == MPI_SUCCESS;
 }
 
 static void free_comm(struct fake_nccl_comm *c)
@@ -436,8 +473,7 @@ static void free_comm(struct fake_nccl_comm *c)
 		}
 		s->n = keep;
 	}
-	struct step init = {.reqs = c->init_reqs, .is_recv = c->init_recv, .n_reqs = c->n_init};
-	drop(&init);
+	drop(&c->init);
 	drop(&c->conn);
 	free(c->connected);
 	free(c->conn_in);
@@ -458,10 +494,8 @@ static void progress_init(struct fake_nccl_comm *c)
 		for (int p = 0; p < c->size; p++) {
 			if (p == c->rank)
 				continue;
-			if (!post(&c->init_reqs[i], &c->init_recv[i], true, &c->peer_ids[p],
-				  sizeof(c->id), p, t) ||
-			    !post(&c->init_reqs[i + 1], &c->init_recv[i + 1], false, &c->id,
-				  sizeof(c->id), p, t)) {
+			if (!post(&c->init, i, true, &c->peer_ids[p], sizeof(c->id), p, t) ||
+			    !post(&c->init, i + 1, false, &c->id, sizeof(c->id), p, t)) {
 				c->async = ncclSystemError;
 				snprintf(c->last, sizeof(c->last),
 					 "fake: MPI refused init's messages");
@@ -472,12 +506,11 @@ static void progress_init(struct fake_nccl_comm *c)
 		c->posted = true;
 	}
 	int flag = 0;
-	if (c->n_init && MPI_Testall(c->n_init, c->init_reqs, &flag, MPI_STATUSES_IGNORE) !=
-			 MPI_SUCCESS) {
+	if (MPI_Testall(c->init.n_reqs, c->init.reqs, &flag, MPI_STATUSES_IGNORE) != MPI_SUCCESS) {
 		c->async = ncclSystemError;
 		return;
 	}
-	if (c->n_init && !flag)
+	if (!flag)
 		return;
 	for (int p = 0; p < c->size; p++) {
 		if (p != c->rank && memcmp(&c->peer_ids[p], &c->id, sizeof(c->id))) {
@@ -516,24 +549,16 @@ ncclResult_t ncclCommInitRankConfig(ncclComm_t *out, int nranks, ncclUniqueId id
 	c->key = 2166136261u; /* FNV-1a of the id */
 	for (size_t i = 0; i < sizeof(id.internal); i++)
 		c->key = (c->key ^ (unsigned char)id.internal[i]) * 16777619u;
-	c->n_init = 2 * (nranks - 1);
-	c->init_reqs = malloc(((size_t)c->n_init + 1) * sizeof(*c->init_reqs));
-	c->init_recv = calloc((size_t)c->n_init + 1, sizeof(*c->init_recv));
 	c->peer_ids = calloc((size_t)nranks, sizeof(*c->peer_ids));
 	c->send_seq = calloc((size_t)nranks, sizeof(*c->send_seq));
 	c->recv_seq = calloc((size_t)nranks, sizeof(*c->recv_seq));
 	c->connected = calloc((size_t)nranks, sizeof(*c->connected));
 	c->conn_in = calloc((size_t)nranks, 1);
-	c->conn.reqs = malloc(2 * (size_t)nranks * sizeof(*c->conn.reqs));
-	c->conn.is_recv = calloc(2 * (size_t)nranks, sizeof(*c->conn.is_recv));
-	if (!c->init_reqs || !c->init_recv || !c->peer_ids || !c->send_seq || !c->recv_seq ||
-	    !c->connected || !c->conn_in || !c->conn.reqs || !c->conn.is_recv) {
-		c->n_init = 0;
+	if (!step_reqs(&c->init, 2 * (nranks - 1)) || !step_reqs(&c->conn, 2 * (nranks - 1)) ||
+	    !c->peer_ids || !c->send_seq || !c->recv_seq || !c->connected || !c->conn_in) {
 		free_comm(c);
 		return ncclSystemError;
 	}
-	for (int i = 0; i < c->n_init; i++)
-		c->init_reqs[i] = MPI_REQUEST_NULL;
 	c->post_at = now() + g.init_delay;
 	c->async = ncclInProgress;
 	*out = c;
@@ -553,13 +578,11 @@ ncclResult_t ncclCommGetAsyncError(ncclComm_t c, ncclResult_t *async)
 		int done = 1;
 		if (!c->ready)
 			progress_init(c);
-		else if (c->conn.n_reqs && MPI_Testall(c->conn.n_reqs, c->conn.reqs, &done,
-						       MPI_STATUSES_IGNORE) != MPI_SUCCESS)
+		else if (MPI_Testall(c->conn.n_reqs, c->conn.reqs, &done, MPI_STATUSES_IGNORE) !=
+			 MPI_SUCCESS)
 			c->async = ncclSystemError;
-		if (c->ready && done && c->async == ncclInProgress) {
-			c->conn.n_reqs = 0; /* an enqueued call settles once connected */
-			c->async = ncclSuccess;
-		}
+		if (c->ready && done && c->async == ncclInProgress)
+			c->async = ncclSuccess; /* an enqueued call settles once connected */
 	} else if (c->async == ncclSuccess && c->fail_later != ncclSuccess) {
 		c->async = c->fail_later;
 		c->fail_later = ncclSuccess;
@@ -568,21 +591,22 @@ ncclResult_t ncclCommGetAsyncError(ncclComm_t c, ncclResult_t *async)
 	return ncclSuccess;
 }
 
-/* Connects this rank to `peer` (-1: every peer) where not yet connected. */
+/* Connects this rank to `peer` (-1: every peer) where not yet connected: a byte each
+ * way, requests 2 i and 2 i + 1 of conn for the i-th peer connected. */
 static bool connect_peers(struct fake_nccl_comm *c, int peer)
 {
-	static const unsigned char hello = 1;
-	int t = tag(c, KIND_CONNECT, 0);
+	unsigned char hello = 1;
+	int t = tag(c, KIND_CONNECT, 0), i = 0;
+	for (int p = 0; p < c->size; p++)
+		i += p != c->rank && c->connected[p];
 	for (int p = 0; p < c->size; p++) {
 		if (p == c->rank || c->connected[p] || (peer >= 0 && p != peer))
 			continue;
-		int i = c->conn.n_reqs;
-		if (!post(&c->conn.reqs[i], &c->conn.is_recv[i], true, &c->conn_in[p], 1, p, t) ||
-		    !post(&c->conn.reqs[i + 1], &c->conn.is_recv[i + 1], false,
-			  (void *)(uintptr_t)&hello, 1, p, t))
+		if (!post(&c->conn, 2 * i, true, &c->conn_in[p], 1, p, t) ||
+		    !post(&c->conn, 2 * i + 1, false, &hello, 1, p, t))
 			return false;
-		c->conn.n_reqs += 2;
 		c->connected[p] = true;
+		i++;
 	}
 	return true;
 }
@@ -600,9 +624,10 @@ static ncclResult_t settle(struct fake_nccl_comm *c)
 	return ncclInProgress;
 }
 
-/* Checks before a call posts anything; *out is its result when it should not go on. */
+/* Checks before a call posts anything; *out is its result when it should not go on.
+ * peer: the one peer of a send or receive (is_send says which), -1 for a collective. */
 static bool begin(struct fake_nccl_comm *c, cudaStream_t s, size_t count, ncclDataType_t type,
-		  size_t *bytes, ncclResult_t *out)
+		  int peer, bool is_send, size_t *bytes, ncclResult_t *out)
 {
 	size_t es = type == ncclFloat32 || type == ncclInt32 ? 4 : type == ncclUint8 ? 1 : 0;
 	*bytes = count * es;
@@ -615,18 +640,31 @@ static bool begin(struct fake_nccl_comm *c, cudaStream_t s, size_t count, ncclDa
 		*out = ncclInvalidUsage;
 		return false;
 	}
-	if (c->async != ncclSuccess && c->async != ncclInProgress) {
+	if (c->async == ncclInProgress) { /* NCCL: nothing new until the last call settled */
+		snprintf(c->last, sizeof(c->last), "fake: a call while the last is in progress");
+		*out = ncclInvalidUsage;
+		return false;
+	}
+	if (c->async != ncclSuccess) {
 		*out = c->async;
 		return false;
 	}
 	if (g.fail_next != ncclSuccess) {
-		/* Enqueued, but it never completes on the stream, and the error shows at a
-		 * later poll, as a peer lost mid-operation shows. */
+		/* Enqueued (connected, its place in the sequence taken) but it never
+		 * completes on the stream, and the error shows at a later poll, as a peer
+		 * lost mid-operation shows. */
 		c->fail_later = g.fail_next;
 		snprintf(c->last, sizeof(c->last), "fake: injected %s",
 			 ncclGetErrorString(g.fail_next));
 		g.fail_next = ncclSuccess;
-		*out = push(s, STEP_STUCK, c, 0) ? settle(c) : ncclSystemError;
+		if (peer < 0)
+			c->coll_seq++;
+		else if (is_send)
+			c->send_seq[peer]++;
+		else
+			c->recv_seq[peer]++;
+		*out = connect_peers(c, peer) && push(s, STEP_STUCK, c, 0) ? settle(c)
+									 : ncclSystemError;
 		return false;
 	}
 	return true;
@@ -637,7 +675,7 @@ ncclResult_t ncclAllGather(const void *send, void *recv, size_t count, ncclDataT
 {
 	size_t bytes;
 	ncclResult_t rc;
-	if (!begin(c, s, count, type, &bytes, &rc))
+	if (!begin(c, s, count, type, -1, false, &bytes, &rc))
 		return rc;
 	struct step *st = push(s, STEP_WAIT, c, 2 * (c->size - 1));
 	if (!st || !connect_peers(c, -1))
@@ -648,10 +686,8 @@ ncclResult_t ncclAllGather(const void *send, void *recv, size_t count, ncclDataT
 	for (int p = 0; p < c->size; p++) {
 		if (p == c->rank)
 			continue;
-		if (!post(&st->reqs[i], &st->is_recv[i], true, r + (size_t)p * bytes, bytes, p,
-			  t) ||
-		    !post(&st->reqs[i + 1], &st->is_recv[i + 1], false, (void *)(uintptr_t)send,
-			  bytes, p, t))
+		if (!post(st, i, true, r + (size_t)p * bytes, bytes, p, t) ||
+		    !post(st, i + 1, false, (void *)(uintptr_t)send, bytes, p, t))
 			return ncclSystemError;
 		i += 2;
 	}
@@ -666,7 +702,7 @@ ncclResult_t ncclBroadcast(const void *send, void *recv, size_t count, ncclDataT
 	ncclResult_t rc;
 	if (c && (root < 0 || root >= c->size))
 		return ncclInvalidArgument;
-	if (!begin(c, s, count, type, &bytes, &rc))
+	if (!begin(c, s, count, type, -1, false, &bytes, &rc))
 		return rc;
 	bool am_root = c->rank == root;
 	struct step *st = push(s, STEP_WAIT, c, am_root ? c->size - 1 : 1);
@@ -677,12 +713,11 @@ ncclResult_t ncclBroadcast(const void *send, void *recv, size_t count, ncclDataT
 		if (send != recv)
 			memmove(recv, send, bytes);
 		for (int p = 0, i = 0; p < c->size; p++) {
-			if (p != root && !post(&st->reqs[i], &st->is_recv[i], false, recv, bytes,
-					       p, t))
+			if (p != root && !post(st, i, false, recv, bytes, p, t))
 				return ncclSystemError;
 			i += p != root;
 		}
-	} else if (!post(&st->reqs[0], &st->is_recv[0], true, recv, bytes, root, t)) {
+	} else if (!post(st, 0, true, recv, bytes, root, t)) {
 		return ncclSystemError;
 	}
 	g.stats.broadcasts++;
@@ -696,13 +731,13 @@ static ncclResult_t p2p(bool is_send, void *buf, size_t count, ncclDataType_t ty
 	ncclResult_t rc;
 	if (c && (peer < 0 || peer >= c->size))
 		return ncclInvalidArgument;
-	if (!begin(c, s, count, type, &bytes, &rc))
+	if (!begin(c, s, count, type, peer, is_send, &bytes, &rc))
 		return rc;
 	struct step *st = push(s, STEP_WAIT, c, 1);
 	if (!st || !connect_peers(c, peer))
 		return ncclSystemError;
 	uint64_t seq = is_send ? c->send_seq[peer]++ : c->recv_seq[peer]++;
-	if (!post(&st->reqs[0], &st->is_recv[0], !is_send, buf, bytes, peer,
+	if (!post(st, 0, !is_send, buf, bytes, peer,
 		  tag(c, KIND_P2P, seq)))
 		return ncclSystemError;
 	if (is_send)
@@ -749,7 +784,7 @@ ncclResult_t ncclGroupEnd(void)
 
 ncclResult_t ncclCommFinalize(ncclComm_t c)
 {
-	if (!c || !c->ready)
+	if (!c || !c->ready || c->async == ncclInProgress)
 		return ncclInvalidUsage;
 	if (c->async != ncclSuccess)
 		return c->async;
