@@ -3,7 +3,8 @@
  * mpirun -np T: parallel/tp.c opens the NCCL communicator beside the MPI one, the
  * forward hands it its partial sums in place (model_comm.device_memory), and every
  * logit of a prompt and of greedy decoding is bitwise what the MPI path gives (both
- * add the shards in rank order), with every all-reduce of the forward on NCCL. */
+ * add the shards in rank order), with every all-reduce of the forward on NCCL; and a
+ * shard whose NCCL fails mid-forward stops every rank with a clear error. */
 #include <mpi.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -60,10 +61,10 @@ static int teardown(void **state)
 	return 0;
 }
 
-static struct par_tp_model *load(const char *path, bool nccl)
+static struct par_tp_model *load(const char *path, bool nccl, double deadline_s)
 {
 	struct model_config mc = {.n_slots = 1, .n_ctx = 64, .max_batch = 8};
-	struct par_tp_config tc = {.deadline_s = 30, .nccl = nccl};
+	struct par_tp_config tc = {.deadline_s = deadline_s, .nccl = nccl};
 	struct par_tp_model *tp = NULL;
 	struct specd_error err;
 	specd_error_clear(&err);
@@ -115,8 +116,8 @@ static void test_tp_nccl__bitwise_the_mpi_all_reduces(void **state)
 {
 	(void)state;
 	for (size_t m = 0; m < N_MODELS; m++) {
-		struct par_tp_model *over_nccl = load(g_paths[m], true);
-		struct par_tp_model *over_mpi = load(g_paths[m], false);
+		struct par_tp_model *over_nccl = load(g_paths[m], true, 30);
+		struct par_tp_model *over_mpi = load(g_paths[m], false, 30);
 		const struct model_hparams *hp = model_hparams(par_tp_model_get(over_mpi));
 		uint32_t V = hp->n_vocab, rows = N_PROMPT + N_DECODE;
 		float *a = calloc((size_t)rows * V, sizeof(float));
@@ -159,7 +160,7 @@ static void test_tp_nccl__a_rank_without_a_gpu_keeps_mpi(void **state)
 	if (g_rank == g_size - 1)
 		fake_nccl_set_devices(0);
 	struct fake_nccl_stats s0 = fake_nccl_stats();
-	struct par_tp_model *tp = load(g_paths[0], true);
+	struct par_tp_model *tp = load(g_paths[0], true, 30);
 	fake_nccl_set_devices(1);
 	uint32_t V = model_hparams(par_tp_model_get(tp))->n_vocab;
 	float *a = calloc((size_t)(N_PROMPT + N_DECODE) * V, sizeof(float));
@@ -171,12 +172,49 @@ static void test_tp_nccl__a_rank_without_a_gpu_keeps_mpi(void **state)
 	par_tp_model_destroy(tp);
 }
 
+/* A shard whose NCCL fails mid-forward (an asynchronous error, as a lost peer shows):
+ * that rank's par_tp_follow returns SPECD_NCCL with NCCL's words, the leader's step and
+ * the other followers return SPECD_TIMEOUT within the deadline instead of hanging, and
+ * every rank can still tear its model down. */
+static void test_tp_nccl__a_shard_failing_mid_forward_stops_every_rank(void **state)
+{
+	(void)state;
+	/* 3 s: short for the test, long enough for the load's own votes on a busy machine */
+	struct par_tp_model *tp = load(g_paths[1], true, 3);
+	struct specd_error err;
+	specd_error_clear(&err);
+	enum specd_status st;
+	if (g_rank == 0) {
+		uint32_t tokens[2] = {1, 5}, slots[2] = {0, 0}, pos[2] = {0, 1}, idx[1] = {1};
+		uint32_t id = 0;
+		struct model_batch b = {.n_tokens = 2, .tokens = tokens, .slots = slots,
+					.pos = pos, .n_out = 1, .out_idx = idx};
+		st = par_tp_step(tp, &b, PAR_TP_WANT_ARGMAX, &id, &err);
+		assert_int_equal(st, SPECD_TIMEOUT);
+		assert_non_null(strstr(err.msg, "not done after 3.0 s"));
+	} else {
+		if (g_rank == g_size - 1)
+			fake_nccl_fail_next(ncclRemoteError);
+		st = par_tp_follow(tp, &err);
+		if (g_rank == g_size - 1) {
+			assert_int_equal(st, SPECD_NCCL);
+			assert_non_null(strstr(err.msg, "remote process exited"));
+		} else {
+			assert_int_equal(st, SPECD_TIMEOUT);
+		}
+	}
+	printf("[ T=%d ] rank %d: %s: %s\n", g_size, g_rank, specd_status_name(st), err.msg);
+	par_tp_model_destroy(tp);
+	MPI_Barrier(MPI_COMM_WORLD);
+}
+
 int main(int argc, char **argv)
 {
 	ts_mpi_init(&argc, &argv, &g_rank, &g_size);
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_tp_nccl__bitwise_the_mpi_all_reduces),
 		cmocka_unit_test(test_tp_nccl__a_rank_without_a_gpu_keeps_mpi),
+		cmocka_unit_test(test_tp_nccl__a_shard_failing_mid_forward_stops_every_rank),
 	};
 	return ts_mpi_finish(cmocka_run_group_tests(tests, setup, teardown));
 }
