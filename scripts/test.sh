@@ -55,13 +55,16 @@ fuzz_seeds() {
 
 for target in $FUZZ_TARGETS; do
 	say "fuzzing $target for ${FUZZ_SECONDS} s"
+	# The corpus, and a scratch TMPDIR for what a target writes (fuzz_hf's folder),
+	# which a crash (libFuzzer's _Exit) would otherwise leave behind.
 	corpus=$(mktemp -d)
-	trap 'rm -rf "$corpus"' EXIT
+	scratch=$(mktemp -d)
+	trap 'rm -rf "$corpus" "$scratch"' EXIT
 	fuzz_seeds "$target" "$corpus"
-	"$FUZZ_DIR/tests/fuzz/$target" -max_total_time="$FUZZ_SECONDS" -print_final_stats=1 \
-		"$corpus" 2>"$FUZZ_DIR/$target.log" ||
+	TMPDIR="$scratch" "$FUZZ_DIR/tests/fuzz/$target" -max_total_time="$FUZZ_SECONDS" \
+		-print_final_stats=1 "$corpus" 2>"$FUZZ_DIR/$target.log" ||
 		{ tail -50 "$FUZZ_DIR/$target.log"; die "$target found a crash (see above)"; }
 	grep -E '^stat::number_of_executed_units' "$FUZZ_DIR/$target.log" | sed 's/^/    /'
-	rm -rf "$corpus"
+	rm -rf "$corpus" "$scratch"
 done
 say "all tests passed"
