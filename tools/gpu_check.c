@@ -1095,15 +1095,17 @@ static enum specd_status steps_at(struct run *r, const uint32_t *toks, uint32_t 
 	return st;
 }
 
-/* Seconds a step of steps_at takes, over `reps` after one untimed; *st says if all ran. */
-static double time_steps_at(struct run *r, const uint32_t *toks, uint32_t n, uint32_t len,
-			    uint32_t n_out, uint32_t reps, enum specd_status *st)
+/* steps_at timed: *seconds a step, over `reps` after one untimed. */
+static enum specd_status time_steps_at(struct run *r, const uint32_t *toks, uint32_t n,
+				       uint32_t len, uint32_t n_out, uint32_t reps,
+				       double *seconds)
 {
-	*st = steps_at(r, toks, n, len, n_out, 1);
+	enum specd_status st = steps_at(r, toks, n, len, n_out, 1);
 	double s0 = specd_now();
-	if (*st == SPECD_OK)
-		*st = steps_at(r, toks, n, len, n_out, reps);
-	return (specd_now() - s0) / reps;
+	if (st == SPECD_OK)
+		st = steps_at(r, toks, n, len, n_out, reps);
+	*seconds = (specd_now() - s0) / reps;
+	return st;
 }
 
 /* `reps` decode steps of one token after len cache rows, profiled (the timed runs are
@@ -1140,7 +1142,9 @@ static enum specd_status bench_context(struct run *r, struct kern_ctx *k, const 
 			st = step(r, fill, c, len, 1);
 			len += c;
 		}
-		double t = st == SPECD_OK ? time_steps_at(r, fill, 1, len, 1, REPS, &st) : 0;
+		double t = 0;
+		if (st == SPECD_OK)
+			st = time_steps_at(r, fill, 1, len, 1, REPS, &t);
 		if (st == SPECD_OK) /* the timed token out again: the next fill starts at len */
 			st = kv_truncate(model_kv(r->m), 0, len);
 		if (st != SPECD_OK)
@@ -1164,6 +1168,16 @@ static enum specd_status bench_context(struct run *r, struct kern_ctx *k, const 
 		}
 	}
 	return st;
+}
+
+/* gpu wrapped in the op profiler, off but for the command's own profiled runs; NULL
+ * (gpu freed, the failure printed) when there is no memory for it. */
+static struct kern_ctx *with_profiler(struct kern_ctx *gpu)
+{
+	struct kern_ctx *p = NULL;
+	if (kern_prof_create(gpu, &p) != SPECD_OK)
+		printf("profiler: out of memory FAIL\n");
+	return p;
 }
 
 static int run_bench(struct kern_ctx *gpu, struct kern_ctx *ref_kern, const char *path,
@@ -1211,8 +1225,8 @@ static int run_bench(struct kern_ctx *gpu, struct kern_ctx *ref_kern, const char
 			toks[i] = ref[i % n];
 		if (st != SPECD_OK || base + K + 1 > 1024)
 			break;
-		double t = time_steps_at(&r, toks, K + 1, base, K + 1, REPS, &st);
-		if (st != SPECD_OK)
+		double t = 0;
+		if ((st = time_steps_at(&r, toks, K + 1, base, K + 1, REPS, &t)) != SPECD_OK)
 			break;
 		if (K == 0)
 			t_one = t;
@@ -1326,14 +1340,7 @@ int main(int argc, char **argv)
 	} else if (strcmp(argv[1], "greedy") == 0) {
 		rc = run_greedy(cpu, gpu, argv[2], n ? (uint32_t)n : 32);
 	} else if (strcmp(argv[1], "methods") == 0) {
-		/* Wrapped in the op profiler, off but for each method's profiled run. */
-		if (kern_prof_create(gpu, &gpu) != SPECD_OK) {
-			printf("profiler: out of memory FAIL\n");
-			gpu = NULL;
-			rc = EXIT_FAIL;
-		} else {
-			rc = gpu_check_methods(gpu, argc, argv);
-		}
+		rc = (gpu = with_profiler(gpu)) ? gpu_check_methods(gpu, argc, argv) : EXIT_FAIL;
 	} else if (strcmp(argv[1], "bench") == 0) {
 		/* The reference kernel for the matmul figures, unless gpu already runs it. */
 		struct kern_cuda_config rc_cfg = {.matmul_reference = true};
@@ -1341,14 +1348,8 @@ int main(int argc, char **argv)
 		if (!on_cpu && !gc.matmul_reference &&
 		    kern_cuda_create(&rc_cfg, &ref, &err) != SPECD_OK)
 			printf("reference backend: %s (matmul figures without it)\n", err.msg);
-		/* Wrapped in the op profiler, off but for its own steps. */
-		if (kern_prof_create(gpu, &gpu) != SPECD_OK) {
-			printf("profiler: out of memory FAIL\n");
-			gpu = NULL;
-			rc = EXIT_FAIL;
-		} else {
-			rc = run_bench(gpu, ref, argv[2], n ? (uint32_t)n : 64);
-		}
+		gpu = with_profiler(gpu);
+		rc = gpu ? run_bench(gpu, ref, argv[2], n ? (uint32_t)n : 64) : EXIT_FAIL;
 		kern_destroy(ref);
 	} else {
 		usage(stderr);

@@ -33,10 +33,7 @@ static struct par_comm *nccl_create(double deadline)
 	struct par_comm *c = NULL;
 	struct specd_error err;
 	specd_error_clear(&err);
-	enum specd_status st = par_comm_nccl_create(MPI_COMM_WORLD, 0, &cfg, &c, &err);
-	if (st != SPECD_OK)
-		fprintf(stderr, "rank %d: %s\n", g_rank, err.msg);
-	assert_int_equal(st, SPECD_OK);
+	ts_mpi_check(par_comm_nccl_create(MPI_COMM_WORLD, 0, &cfg, &c, &err), &err, "create");
 	return c;
 }
 

@@ -92,10 +92,8 @@ static struct par_tp_model *tp_load(const char *path, uint32_t n_slots)
 	struct par_tp_model *tp = NULL;
 	struct specd_error err;
 	specd_error_clear(&err);
-	enum specd_status st = par_tp_model_load(MPI_COMM_WORLD, path, &mc, &tc, &tp, &err);
-	if (st != SPECD_OK)
-		fprintf(stderr, "rank %d: par_tp_model_load: %s\n", g_rank, err.msg);
-	assert_int_equal(st, SPECD_OK);
+	ts_mpi_check(par_tp_model_load(MPI_COMM_WORLD, path, &mc, &tc, &tp, &err), &err,
+		     "par_tp_model_load");
 	assert_int_equal(par_tp_size(tp), g_size);
 	return tp;
 }
@@ -105,18 +103,8 @@ static struct model *whole_load(const char *path, uint32_t n_slots)
 	struct model_config mc = {.n_slots = n_slots, .n_ctx = N_CTX, .max_batch = 16};
 	struct model *m = NULL;
 	struct specd_error err;
-	enum specd_status st = model_load(path, &mc, &m, &err);
-	if (st != SPECD_OK)
-		fprintf(stderr, "model_load: %s\n", err.msg);
-	assert_int_equal(st, SPECD_OK);
+	ts_mpi_check(model_load(path, &mc, &m, &err), &err, "model_load");
 	return m;
-}
-
-static void check(enum specd_status st, const struct specd_error *err, const char *what)
-{
-	if (st != SPECD_OK)
-		fprintf(stderr, "rank %d: %s: %s\n", g_rank, what, err->msg);
-	assert_int_equal(st, SPECD_OK);
 }
 
 /* Leader: one causal batch of n tokens of slot `slot` at its next positions, whole
@@ -134,8 +122,8 @@ static void tp_run(struct par_tp_model *tp, uint32_t slot, uint32_t n, const uin
 	struct model_batch b = {.n_tokens = n, .tokens = tokens, .slots = slots, .pos = pos,
 				.n_out = n, .out_idx = idx, .logits = logits};
 	struct specd_error err;
-	check(par_tp_step(tp, &b, logits ? PAR_TP_WANT_LOGITS : PAR_TP_WANT_ARGMAX, ids, &err),
-	      &err, "par_tp_step");
+	enum par_tp_want want = logits ? PAR_TP_WANT_LOGITS : PAR_TP_WANT_ARGMAX;
+	ts_mpi_check(par_tp_step(tp, &b, want, ids, &err), &err, "par_tp_step");
 }
 
 static void whole_run(struct model *m, uint32_t n, const uint32_t *tokens, float *logits)
@@ -149,7 +137,7 @@ static void whole_run(struct model *m, uint32_t n, const uint32_t *tokens, float
 	struct model_batch b = {.n_tokens = n, .tokens = tokens, .slots = slots, .pos = pos,
 				.n_out = n, .out_idx = idx, .logits = logits};
 	struct specd_error err;
-	check(model_forward(m, &b, &err), &err, "model_forward");
+	ts_mpi_check(model_forward(m, &b, &err), &err, "model_forward");
 }
 
 static uint32_t argmax_row(const float *x, uint32_t n, float *margin)
@@ -191,7 +179,7 @@ static void compare_decode(const char *path, const char *name)
 	assert_int_equal(s->size, (uint32_t)g_size);
 	if (g_rank != 0) {
 		struct specd_error err;
-		check(par_tp_follow(tp, &err), &err, "par_tp_follow");
+		ts_mpi_check(par_tp_follow(tp, &err), &err, "par_tp_follow");
 		par_tp_model_destroy(tp);
 		return;
 	}
@@ -231,7 +219,7 @@ static void compare_decode(const char *path, const char *name)
 	(void)diverged_at;
 	assert_true(worst <= TOL);
 	struct specd_error err;
-	check(par_tp_stop(tp, &err), &err, "par_tp_stop");
+	ts_mpi_check(par_tp_stop(tp, &err), &err, "par_tp_stop");
 	free(a);
 	free(b);
 	model_destroy(whole);
@@ -267,7 +255,7 @@ static void test_tp__exact_within_one_setup(void **state)
 	struct par_tp_model *tp = tp_load(g_models[0].path, 2);
 	if (g_rank != 0) {
 		struct specd_error err;
-		check(par_tp_follow(tp, &err), &err, "par_tp_follow");
+		ts_mpi_check(par_tp_follow(tp, &err), &err, "par_tp_follow");
 		par_tp_model_destroy(tp);
 		return;
 	}
@@ -290,11 +278,11 @@ static void test_tp__exact_within_one_setup(void **state)
 
 	/* roll back both slots' last token on every shard, re-decode: same logits */
 	struct specd_error err;
-	check(par_tp_truncate(tp, 1, 5, &err), &err, "par_tp_truncate");
+	ts_mpi_check(par_tp_truncate(tp, 1, 5, &err), &err, "par_tp_truncate");
 	tp_run(tp, 1, 1, &next, b, NULL);
 	assert_memory_equal(a, b, (size_t)V * sizeof(float));
 	assert_int_equal(par_tp_truncate(tp, 1, 99, &err), SPECD_INVAL);
-	check(par_tp_stop(tp, &err), &err, "par_tp_stop");
+	ts_mpi_check(par_tp_stop(tp, &err), &err, "par_tp_stop");
 	free(a);
 	free(b);
 	par_tp_model_destroy(tp);
@@ -313,10 +301,10 @@ static void test_tp__lockstep_argmax_and_gather(void **state)
 	struct model_batch b = {.n_tokens = 3, .tokens = tok, .slots = slot, .pos = pos,
 				.n_out = 3, .out_idx = idx, .logits = local};
 	struct specd_error err;
-	check(model_forward(m, &b, &err), &err, "model_forward");
+	ts_mpi_check(model_forward(m, &b, &err), &err, "model_forward");
 	uint32_t ids[3];
-	check(par_tp_argmax(tp, local, 3, ids, &err), &err, "par_tp_argmax");
-	check(par_tp_gather_logits(tp, local, 3, full, &err), &err, "par_tp_gather_logits");
+	ts_mpi_check(par_tp_argmax(tp, local, 3, ids, &err), &err, "par_tp_argmax");
+	ts_mpi_check(par_tp_gather_logits(tp, local, 3, full, &err), &err, "par_tp_gather_logits");
 	uint32_t root_ids[3];
 	memcpy(root_ids, ids, sizeof(ids));
 	MPI_Bcast(root_ids, 3, MPI_UINT32_T, 0, MPI_COMM_WORLD);

@@ -68,18 +68,8 @@ static struct par_tp_model *load(const char *path, bool nccl, double deadline_s)
 	struct par_tp_model *tp = NULL;
 	struct specd_error err;
 	specd_error_clear(&err);
-	enum specd_status st = par_tp_model_load(MPI_COMM_WORLD, path, &mc, &tc, &tp, &err);
-	if (st != SPECD_OK)
-		fprintf(stderr, "rank %d: load: %s\n", g_rank, err.msg);
-	assert_int_equal(st, SPECD_OK);
+	ts_mpi_check(par_tp_model_load(MPI_COMM_WORLD, path, &mc, &tc, &tp, &err), &err, "load");
 	return tp;
-}
-
-static void check(enum specd_status st, const struct specd_error *err, const char *what)
-{
-	if (st != SPECD_OK)
-		fprintf(stderr, "rank %d: %s: %s\n", g_rank, what, err->msg);
-	assert_int_equal(st, SPECD_OK);
 }
 
 /* Leader: the prompt, then greedy decoding, every row's logits into out
@@ -88,7 +78,7 @@ static void drive(struct par_tp_model *tp, float *out, uint32_t V)
 {
 	struct specd_error err;
 	if (g_rank != 0) {
-		check(par_tp_follow(tp, &err), &err, "par_tp_follow");
+		ts_mpi_check(par_tp_follow(tp, &err), &err, "par_tp_follow");
 		return;
 	}
 	uint32_t tokens[N_PROMPT] = {1, 300 % V, 17, 99, 260 % V, 5};
@@ -97,7 +87,7 @@ static void drive(struct par_tp_model *tp, float *out, uint32_t V)
 		pos[i] = idx[i] = i;
 	struct model_batch b = {.n_tokens = N_PROMPT, .tokens = tokens, .slots = slots,
 				.pos = pos, .n_out = N_PROMPT, .out_idx = idx, .logits = out};
-	check(par_tp_step(tp, &b, PAR_TP_WANT_LOGITS, NULL, &err), &err, "prompt");
+	ts_mpi_check(par_tp_step(tp, &b, PAR_TP_WANT_LOGITS, NULL, &err), &err, "prompt");
 	for (uint32_t s = 0; s < N_DECODE; s++) {
 		const float *last = out + (size_t)(N_PROMPT - 1 + s) * V;
 		uint32_t tok = 0;
@@ -107,9 +97,9 @@ static void drive(struct par_tp_model *tp, float *out, uint32_t V)
 		struct model_batch d = {.n_tokens = 1, .tokens = &tok, .slots = &zero, .pos = &p,
 					.n_out = 1, .out_idx = &zero,
 					.logits = out + (size_t)(N_PROMPT + s) * V};
-		check(par_tp_step(tp, &d, PAR_TP_WANT_LOGITS, NULL, &err), &err, "decode");
+		ts_mpi_check(par_tp_step(tp, &d, PAR_TP_WANT_LOGITS, NULL, &err), &err, "decode");
 	}
-	check(par_tp_stop(tp, &err), &err, "par_tp_stop");
+	ts_mpi_check(par_tp_stop(tp, &err), &err, "par_tp_stop");
 }
 
 static void test_tp_nccl__bitwise_the_mpi_all_reduces(void **state)

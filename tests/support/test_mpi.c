@@ -5,6 +5,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <cmocka.h>
 
@@ -19,6 +20,16 @@ void ts_mpi_init(int *argc, char ***argv, int *rank, int *size)
 	MPI_Comm_size(MPI_COMM_WORLD, size);
 	if (*rank != 0)
 		cmocka_set_message_output(CM_OUTPUT_SUBUNIT);
+}
+
+void ts_mpi_check(enum specd_status st, const struct specd_error *err, const char *what)
+{
+	if (st != SPECD_OK) {
+		int rank = -1;
+		MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+		fprintf(stderr, "rank %d: %s: %s\n", rank, what, err->msg);
+	}
+	assert_int_equal(st, SPECD_OK);
 }
 
 int ts_mpi_finish(int failed)

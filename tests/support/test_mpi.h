@@ -15,10 +15,17 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "common/error.h"
+#include "common/status.h"
+
 /* MPI_Init_thread (funneled), MPI_COMM_WORLD's errors returned rather than fatal,
  * this rank's number and the world's size; ranks other than 0 print cmocka's
  * results as subunit, so CTest's log shows one report. */
 void ts_mpi_init(int *argc, char ***argv, int *rank, int *size);
+
+/* Asserts st == SPECD_OK (a cmocka failure otherwise), printing first this rank's
+ * number, what failed and err's message: on other ranks cmocka reports only as subunit. */
+void ts_mpi_check(enum specd_status st, const struct specd_error *err, const char *what);
 
 /* Collective: 1 when `failed` (this rank's failed tests) is non-zero on any rank,
  * else 0, after MPI_Finalize. main's return value. */

@@ -305,9 +305,11 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpy
 cudaError_t cuda_launch_sum_slices(cudaStream_t s, float *out, const float *slices, size_t n,
 				   int n_slices)
 {
-	struct step *st = s && n_slices > 0 ? push(s, STEP_SUM, NULL, 0) : NULL;
+	if (!s || n_slices < 1)
+		return cudaErrorInvalidValue;
+	struct step *st = push(s, STEP_SUM, NULL, 0);
 	if (!st)
-		return s && n_slices > 0 ? cudaErrorMemoryAllocation : cudaErrorInvalidValue;
+		return cudaErrorMemoryAllocation;
 	st->dst = out;
 	st->src = slices;
 	st->n = n;
@@ -319,9 +321,11 @@ cudaError_t cuda_launch_maxloc_slices(cudaStream_t s, float *val, int32_t *idx,
 				      const float *vals, const int32_t *idxs, size_t n,
 				      int n_slices)
 {
-	struct step *st = s && n_slices > 0 ? push(s, STEP_MAXLOC, NULL, 0) : NULL;
+	if (!s || n_slices < 1)
+		return cudaErrorInvalidValue;
+	struct step *st = push(s, STEP_MAXLOC, NULL, 0);
 	if (!st)
-		return s && n_slices > 0 ? cudaErrorMemoryAllocation : cudaErrorInvalidValue;
+		return cudaErrorMemoryAllocation;
 	st->dst = val;
 	st->src = vals;
 	st->idx = idx;
@@ -461,6 +465,14 @@ static bool post(struct step *st, int i, bool recv, void *buf, size_t bytes, int
 			 &st->reqs[i]) == MPI_SUCCESS;
 }
 
+/* Requests i and i + 1 of st: bytes from peer into in, and bytes of out to peer. */
+static bool exchange(struct step *st, int i, void *in, const void *out, size_t bytes, int peer,
+		     int t)
+{
+	return post(st, i, true, in, bytes, peer, t) &&
+	       post(st, i + 1, false, (void *)(uintptr_t)out, bytes, peer, t);
+}
+
 static void free_comm(struct fake_nccl_comm *c)
 {
 	for (struct fake_stream *s = g.streams; s; s = s->next) {
@@ -494,8 +506,7 @@ static void progress_init(struct fake_nccl_comm *c)
 		for (int p = 0; p < c->size; p++) {
 			if (p == c->rank)
 				continue;
-			if (!post(&c->init, i, true, &c->peer_ids[p], sizeof(c->id), p, t) ||
-			    !post(&c->init, i + 1, false, &c->id, sizeof(c->id), p, t)) {
+			if (!exchange(&c->init, i, &c->peer_ids[p], &c->id, sizeof(c->id), p, t)) {
 				c->async = ncclSystemError;
 				snprintf(c->last, sizeof(c->last),
 					 "fake: MPI refused init's messages");
@@ -602,8 +613,7 @@ static bool connect_peers(struct fake_nccl_comm *c, int peer)
 	for (int p = 0; p < c->size; p++) {
 		if (p == c->rank || c->connected[p] || (peer >= 0 && p != peer))
 			continue;
-		if (!post(&c->conn, 2 * i, true, &c->conn_in[p], 1, p, t) ||
-		    !post(&c->conn, 2 * i + 1, false, &hello, 1, p, t))
+		if (!exchange(&c->conn, 2 * i, &c->conn_in[p], &hello, 1, p, t))
 			return false;
 		c->connected[p] = true;
 		i++;
@@ -686,8 +696,7 @@ ncclResult_t ncclAllGather(const void *send, void *recv, size_t count, ncclDataT
 	for (int p = 0; p < c->size; p++) {
 		if (p == c->rank)
 			continue;
-		if (!post(st, i, true, r + (size_t)p * bytes, bytes, p, t) ||
-		    !post(st, i + 1, false, (void *)(uintptr_t)send, bytes, p, t))
+		if (!exchange(st, i, r + (size_t)p * bytes, send, bytes, p, t))
 			return ncclSystemError;
 		i += 2;
 	}
