@@ -265,7 +265,8 @@ struct kern_ops {
 	enum specd_status (*softmax)(struct kern_ctx *ctx, float *x, size_t ldx, size_t rows,
 				     size_t n);
 	/* out[r] (host memory) = index of the largest of row r's n floats (the lowest index
-	 * on ties; NaN never wins). n >= 1. Returns once out is written. */
+	 * on ties; NaN never wins). n >= 1. Returns once out is written. Errors:
+	 * SPECD_INVAL for bad arguments (CUDA also n >= 2^31 or more than 65535 rows). */
 	enum specd_status (*argmax)(struct kern_ctx *ctx, uint32_t *out, const float *x,
 				    size_t ldx, size_t rows, size_t n);
 	/* Draws one token per row (struct kern_sample_rows). Returns once out (and

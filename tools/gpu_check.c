@@ -1,4 +1,4 @@
-/* specd-gpu-check: what bench/gpu-check.sh runs on a GPU machine. `ops` compares every
+/* specd-gpu-check: what bench/gpu-check.sh runs on a GPU machine. `ops` (gpu_ops.c) compares every
  * op of the CUDA backend with the CPU backend on random inputs and checks the CUDA
  * op's batch invariance bitwise; `greedy MODEL` decodes on both backends and compares
  * the tokens, then checks on CUDA that a batch, a token at a time and speculative
@@ -43,7 +43,7 @@ static float rnd(void)
 	return (float)((rng_state >> 40) & 0xffffff) / 8388608.0f - 1.0f;
 }
 
-static float *rnd_floats(size_t n)
+float *gpu_check_rnd_floats(size_t n)
 {
 	float *p = specd_malloc_array(n ? n : 1, sizeof(float));
 	if (!p) {
@@ -57,7 +57,7 @@ static float *rnd_floats(size_t n)
 
 /* ---- device buffers ---- */
 
-static void *dev_from(struct kern_ctx *k, const void *host, size_t bytes)
+void *gpu_check_dev_from(struct kern_ctx *k, const void *host, size_t bytes)
 {
 	void *d = NULL;
 	if (kern_alloc(k, bytes, &d) != SPECD_OK ||
@@ -68,7 +68,12 @@ static void *dev_from(struct kern_ctx *k, const void *host, size_t bytes)
 	return d;
 }
 
-static void to_host(struct kern_ctx *k, void *host, const void *dev, size_t bytes)
+float *gpu_check_dev_floats(struct kern_ctx *k, const float *host, size_t n)
+{
+	return gpu_check_dev_from(k, host, n * sizeof(float));
+}
+
+void gpu_check_to_host(struct kern_ctx *k, void *host, const void *dev, size_t bytes)
 {
 	if (kern_download(k, host, dev, bytes) != SPECD_OK) {
 		fprintf(stderr, "specd-gpu-check: download failed\n");
@@ -78,8 +83,13 @@ static void to_host(struct kern_ctx *k, void *host, const void *dev, size_t byte
 
 /* ---- reporting ---- */
 
-/* CUDA against CPU: the largest difference relative to the largest CPU magnitude. */
-static void compare(const char *what, const float *cpu, const float *gpu, size_t n, double tol)
+void gpu_check_fail(void)
+{
+	failures++;
+}
+
+void gpu_check_compare(const char *what, const float *cpu, const float *gpu, size_t n,
+		       double tol)
 {
 	double max_abs = 0, scale = 0;
 	size_t bad = 0;
@@ -112,460 +122,9 @@ int gpu_check_failures(void)
 	return failures;
 }
 
-static bool bitwise(const float *a, const float *b, size_t n)
+bool gpu_check_bitwise(const float *a, const float *b, size_t n)
 {
 	return memcmp(a, b, n * sizeof(float)) == 0;
-}
-
-#define CHECK_OK(call)                                                                     \
-	do {                                                                               \
-		enum specd_status st_ = (call);                                            \
-		if (st_ != SPECD_OK) {                                                     \
-			printf("op call failed: %s: %s\n", #call, specd_status_str(st_)); \
-			failures++;                                                        \
-			return;                                                            \
-		}                                                                          \
-	} while (0)
-
-/* ---- ops ---- */
-
-/* Allocates on k and fills from host (NULL: zeroed), exiting on failure. */
-static float *dev_floats(struct kern_ctx *k, const float *host, size_t n)
-{
-	return dev_from(k, host, n * sizeof(float));
-}
-
-/* The matmul against the CPU, then its batch invariance, bitwise: every row alone,
- * the last n rows as a batch for every n (each rows-per-pass variant of the kernel),
- * x with an unaligned row pitch (the reference kernel's path), and the reference
- * kernel (ref, a second backend; may be NULL) on the whole batch. */
-static void check_matmul(struct kern_ctx *cpu, struct kern_ctx *gpu, struct kern_ctx *ref,
-			 enum kern_dtype type, size_t n_in, size_t n_out, size_t rows,
-			 bool with_bias)
-{
-	char name[96];
-	snprintf(name, sizeof(name), "matmul %s %zux%zu rows %zu%s", kern_dtype_name(type), n_out,
-		 n_in, rows, with_bias ? " +bias" : "");
-	size_t rb = kern_dtype_row_bytes(type, n_in), ldu = n_in + 1;
-	float *wf = rnd_floats(n_in * n_out), *x = rnd_floats(rows * n_in);
-	float *bias = rnd_floats(n_out);
-	float *xu = specd_calloc(rows * ldu, sizeof(float));
-	unsigned char *wq = specd_malloc_array(n_out, rb);
-	float *yc = specd_calloc(rows * n_out, sizeof(float));
-	float *yg = specd_calloc(rows * n_out, sizeof(float));
-	float *y1 = specd_calloc(rows * n_out, sizeof(float));
-	for (size_t o = 0; o < n_out; o++)
-		kern_quant_row(type, wf + o * n_in, wq + o * rb, n_in);
-	for (size_t r = 0; r < rows; r++)
-		memcpy(xu + r * ldu + 1, x + r * n_in, n_in * sizeof(float));
-	struct kern_mat w = kern_mat_packed(type, n_in, n_out, wq), dw = {0};
-	enum specd_status st = kern_upload_mat(gpu, &w, &dw);
-	float *dx = dev_floats(gpu, x, rows * n_in), *dxu = dev_floats(gpu, xu, rows * ldu);
-	float *dy = dev_floats(gpu, NULL, rows * n_out), *db = dev_floats(gpu, bias, n_out);
-	float *dyr = ref ? dev_floats(ref, NULL, rows * n_out) : NULL;
-	const float *b_host = with_bias ? bias : NULL, *b_dev = with_bias ? db : NULL;
-	bool alone = true, any_n = true;
-	if (st == SPECD_OK && (st = kern_matmul(cpu, yc, n_out, x, n_in, rows, &w, b_host)) ==
-				      SPECD_OK &&
-	    (st = kern_matmul(gpu, dy, n_out, dx, n_in, rows, &dw, b_dev)) == SPECD_OK) {
-		to_host(gpu, yg, dy, rows * n_out * sizeof(float));
-		compare(name, yc, yg, rows * n_out, 1e-5);
-		/* Each row alone must give the bits it got in the batch. */
-		for (size_t r = 0; r < rows && st == SPECD_OK; r++) {
-			st = kern_matmul(gpu, dy, n_out, dx + r * n_in, n_in, 1, &dw, b_dev);
-			to_host(gpu, y1, dy, n_out * sizeof(float));
-			alone = alone && bitwise(y1, yg + r * n_out, n_out);
-		}
-		gpu_check_expect(alone, "inv", name, "row alone == row in batch (bitwise)");
-		/* The last n rows as one batch, for every n. */
-		for (size_t n = 2; n <= rows && st == SPECD_OK; n++) {
-			size_t r0 = rows - n;
-			st = kern_matmul(gpu, dy, n_out, dx + r0 * n_in, n_in, n, &dw, b_dev);
-			to_host(gpu, y1, dy, n * n_out * sizeof(float));
-			any_n = any_n && bitwise(y1, yg + r0 * n_out, n * n_out);
-		}
-		if (rows > 1)
-			gpu_check_expect(any_n, "inv", name,
-					 "any row count == full batch (bitwise)");
-	}
-	if (st == SPECD_OK &&
-	    (st = kern_matmul(gpu, dy, n_out, dxu + 1, ldu, rows, &dw, b_dev)) == SPECD_OK) {
-		to_host(gpu, y1, dy, rows * n_out * sizeof(float));
-		gpu_check_expect(bitwise(y1, yg, rows * n_out), "inv", name,
-		       "unaligned x == aligned x (bitwise)");
-	}
-	/* The reference backend keeps its own copy: quantised ones dequantised to f32 at
-	 * upload (kern_cuda_config.dequant_at_load), against the blocks read as stored. */
-	struct kern_mat dwr = {0};
-	if (st == SPECD_OK && ref && (st = kern_upload_mat(ref, &w, &dwr)) == SPECD_OK &&
-	    (st = kern_matmul(ref, dyr, n_out, dx, n_in, rows, &dwr, b_dev)) == SPECD_OK) {
-		to_host(ref, y1, dyr, rows * n_out * sizeof(float));
-		gpu_check_expect(bitwise(y1, yg, rows * n_out), "ref", name,
-				 dwr.type == w.type ? "reference kernel == batched (bitwise)"
-						    : "reference kernel on f32 dequantised at load "
-						      "== batched on blocks (bitwise)");
-	}
-	if (ref)
-		kern_free(ref, (void *)(uintptr_t)dwr.data);
-	if (st != SPECD_OK) {
-		printf("op %s: %s FAIL\n", name, specd_status_str(st));
-		failures++;
-	}
-	kern_free(gpu, (void *)(uintptr_t)dw.data);
-	kern_free(gpu, dx), kern_free(gpu, dxu), kern_free(gpu, dy), kern_free(gpu, db);
-	if (ref)
-		kern_free(ref, dyr);
-	specd_free(wf), specd_free(x), specd_free(xu), specd_free(bias), specd_free(wq);
-	specd_free(yc), specd_free(yg), specd_free(y1);
-}
-
-static void check_get_rows(struct kern_ctx *cpu, struct kern_ctx *gpu, enum kern_dtype type,
-			   size_t n_in, size_t n_out)
-{
-	size_t rows = 5;
-	size_t rb = kern_dtype_row_bytes(type, n_in);
-	float *wf = rnd_floats(n_in * n_out);
-	unsigned char *wq = specd_malloc_array(n_out, rb);
-	for (size_t o = 0; o < n_out; o++)
-		kern_quant_row(type, wf + o * n_in, wq + o * rb, n_in);
-	uint32_t ids[5] = {3, 99, 0, 3, 42};
-	for (size_t i = 0; i < rows; i++)
-		ids[i] %= (uint32_t)n_out;
-	float *yc = specd_calloc(rows * n_in, sizeof(float));
-	float *yg = specd_calloc(rows * n_in, sizeof(float));
-	struct kern_mat w = kern_mat_packed(type, n_in, n_out, wq), dw;
-	float *dy = dev_from(gpu, NULL, rows * n_in * sizeof(float));
-	char name[64];
-	snprintf(name, sizeof(name), "get_rows %s n_in %zu", kern_dtype_name(type), n_in);
-	if (kern_upload_mat(gpu, &w, &dw) == SPECD_OK) {
-		if (kern_get_rows(cpu, yc, n_in, &w, ids, rows) == SPECD_OK &&
-		    kern_get_rows(gpu, dy, n_in, &dw, ids, rows) == SPECD_OK) {
-			to_host(gpu, yg, dy, rows * n_in * sizeof(float));
-			gpu_check_expect(bitwise(yc, yg, rows * n_in), "op", name,
-			       "equal to the CPU (bitwise)");
-		} else {
-			printf("op %s FAIL (call)\n", name);
-			failures++;
-		}
-		kern_free(gpu, (void *)(uintptr_t)dw.data);
-	}
-	kern_free(gpu, dy);
-	specd_free(wf), specd_free(wq), specd_free(yc), specd_free(yg);
-}
-
-/* The row ops' inputs, on both sides: rows x n logits-like x, random u and w. Each
- * check below returns at its first failed call (CHECK_OK) and the next goes on. */
-struct rows_fixture {
-	struct kern_ctx *cpu, *gpu;
-	size_t rows, n, bytes;
-	float *x, *w, *u;           /* host */
-	float *c, *g, *g1;          /* host scratch: the CPU's result, the device's */
-	float *dx, *dw, *dy, *du;   /* device */
-};
-
-static void check_norms(struct rows_fixture *f)
-{
-	size_t rows = f->rows, n = f->n, bytes = f->bytes;
-	float *c = f->c, *g = f->g;
-	CHECK_OK(kern_rmsnorm(f->cpu, c, n, f->x, n, rows, n, f->w, 1e-5f));
-	CHECK_OK(kern_upload(f->gpu, f->dx, f->x, bytes));
-	CHECK_OK(kern_rmsnorm(f->gpu, f->dy, n, f->dx, n, rows, n, f->dw, 1e-5f));
-	to_host(f->gpu, g, f->dy, bytes);
-	compare("rmsnorm 7x1000", c, g, rows * n, 1e-6);
-	CHECK_OK(kern_rmsnorm(f->gpu, f->dy, n, f->dx + 3 * n, n, 1, n, f->dw, 1e-5f));
-	to_host(f->gpu, f->g1, f->dy, n * sizeof(float));
-	gpu_check_expect(bitwise(f->g1, g + 3 * n, n), "inv", "rmsnorm",
-			 "row alone == row in batch (bitwise)");
-
-	/* The residual add and the norm in one op: x and y as the CPU's within rounding,
-	 * and bitwise the device's own add then rmsnorm. */
-	float *c2 = specd_malloc_array(rows * n, sizeof(float));
-	float *g2 = specd_malloc_array(rows * n, sizeof(float));
-	float *dz = dev_from(f->gpu, f->x, bytes), *du2 = dev_from(f->gpu, f->u, bytes);
-	memcpy(c, f->x, bytes);
-	memcpy(c2, f->u, bytes);
-	enum specd_status st = kern_add_rmsnorm(f->cpu, c2, n, c, n, c2, n, rows, n, f->w, 1e-5f);
-	if (st == SPECD_OK)
-		st = kern_upload(f->gpu, f->dx, f->x, bytes);
-	if (st == SPECD_OK)
-		st = kern_add_rmsnorm(f->gpu, du2, n, f->dx, n, du2, n, rows, n, f->dw, 1e-5f);
-	if (st == SPECD_OK) {
-		to_host(f->gpu, g, f->dx, bytes);
-		to_host(f->gpu, g2, du2, bytes);
-		compare("add_rmsnorm x", c, g, rows * n, 1e-6);
-		compare("add_rmsnorm y", c2, g2, rows * n, 1e-6);
-		st = kern_add(f->gpu, dz, f->du, rows * n);
-	}
-	if (st == SPECD_OK)
-		st = kern_rmsnorm(f->gpu, f->dy, n, dz, n, rows, n, f->dw, 1e-5f);
-	if (st == SPECD_OK) {
-		to_host(f->gpu, g, f->dy, bytes);
-		gpu_check_expect(bitwise(g, g2, rows * n), "op", "add_rmsnorm",
-				 "equal to add then rmsnorm on the device (bitwise)");
-	} else {
-		printf("op call failed: add_rmsnorm: %s\n", specd_status_str(st));
-		failures++;
-	}
-	kern_free(f->gpu, dz), kern_free(f->gpu, du2);
-	specd_free(c2), specd_free(g2);
-}
-
-static void check_elementwise(struct rows_fixture *f)
-{
-	size_t rows = f->rows, n = f->n, bytes = f->bytes;
-	float *c = f->c, *g = f->g;
-	memcpy(c, f->x, bytes);
-	CHECK_OK(kern_silu_mul(f->cpu, c, f->u, rows * n));
-	CHECK_OK(kern_upload(f->gpu, f->dy, f->x, bytes));
-	CHECK_OK(kern_silu_mul(f->gpu, f->dy, f->du, rows * n));
-	to_host(f->gpu, g, f->dy, bytes);
-	compare("silu_mul", c, g, rows * n, 1e-6);
-
-	memcpy(c, f->x, bytes);
-	CHECK_OK(kern_add(f->cpu, c, f->u, rows * n));
-	CHECK_OK(kern_upload(f->gpu, f->dy, f->x, bytes));
-	CHECK_OK(kern_add(f->gpu, f->dy, f->du, rows * n));
-	to_host(f->gpu, g, f->dy, bytes);
-	gpu_check_expect(bitwise(c, g, rows * n), "op", "add", "equal to the CPU (bitwise)");
-
-	memcpy(c, f->x, bytes);
-	CHECK_OK(kern_softmax(f->cpu, c, n, rows, n));
-	CHECK_OK(kern_upload(f->gpu, f->dy, f->x, bytes));
-	CHECK_OK(kern_softmax(f->gpu, f->dy, n, rows, n));
-	to_host(f->gpu, g, f->dy, bytes);
-	compare("softmax 7x1000", c, g, rows * n, 1e-5);
-
-	CHECK_OK(kern_copy(f->gpu, f->dy, f->du, bytes));
-	to_host(f->gpu, g, f->dy, bytes);
-	gpu_check_expect(bitwise(g, f->u, rows * n), "op", "copy", "equal to its source");
-}
-
-/* Row r of the topk of rows (k ids, vals, lse) on the device equals what a call of
- * its own gives, bitwise. */
-static bool topk_row_alone(struct rows_fixture *f, const float *drows, size_t r, uint32_t k,
-			   const int32_t *ids, const float *lse)
-{
-	int32_t t1[KERN_TOPK_MAX];
-	float l1;
-	struct kern_topk_rows tr = {.rows = 1, .n = f->n, .x = drows + r * f->n, .ldx = f->n,
-				    .k = k, .ids = t1, .lse = &l1};
-	if (kern_topk(f->gpu, &tr) != SPECD_OK)
-		return false;
-	return memcmp(t1, ids + r * k, k * sizeof(int32_t)) == 0 &&
-	       memcmp(&l1, &lse[r], sizeof(l1)) == 0;
-}
-
-/* argmax and topk on rows with ties, NaNs, an all-NaN row, an all -inf row and a row
- * with fewer real values than k: exactly what the CPU picks. */
-static void check_picks(struct rows_fixture *f)
-{
-	size_t rows = f->rows, n = f->n, bytes = f->bytes;
-	float *c = f->c;
-	memcpy(c, f->x, bytes);
-	c[1 * n + 10] = c[1 * n + 20] = 100.0f;
-	c[2 * n + 0] = NAN;
-	c[2 * n + 5] = 50.0f;
-	c[2 * n + 6] = NAN;
-	for (size_t i = 0; i < n; i++) {
-		c[3 * n + i] = NAN;
-		c[4 * n + i] = -INFINITY;
-		if (i % 199 != 3) /* 6 real values: at 3, 202, ..., 998 */
-			c[6 * n + i] = NAN;
-	}
-	uint32_t ac[7], ag[7];
-	CHECK_OK(kern_argmax(f->cpu, ac, c, n, rows, n));
-	CHECK_OK(kern_upload(f->gpu, f->dy, c, bytes));
-	CHECK_OK(kern_argmax(f->gpu, ag, f->dy, n, rows, n));
-	gpu_check_expect(memcmp(ac, ag, sizeof(ac)) == 0, "op", "argmax",
-			 "equal to the CPU (ties, NaN)");
-
-	/* The same rows' k best ids, for the largest k and a small one: ids and logits
-	 * exact, log-normalisers within rounding (NaN where the row has a NaN), a row
-	 * alone as in the batch. */
-	static const uint32_t ks[2] = {KERN_TOPK_MAX, 3};
-	for (int ki = 0; ki < 2; ki++) {
-		uint32_t k = ks[ki];
-		int32_t tc[7 * KERN_TOPK_MAX], tg[7 * KERN_TOPK_MAX];
-		float vc[7 * KERN_TOPK_MAX], vg[7 * KERN_TOPK_MAX], lc[7], lg[7];
-		struct kern_topk_rows tr = {.rows = rows, .n = n, .x = c, .ldx = n, .k = k,
-					    .ids = tc, .vals = vc, .lse = lc};
-		CHECK_OK(kern_topk(f->cpu, &tr));
-		tr.x = f->dy, tr.ids = tg, tr.vals = vg, tr.lse = lg;
-		CHECK_OK(kern_topk(f->gpu, &tr));
-		bool lse_ok = true;
-		for (size_t r = 0; r < rows; r++)
-			lse_ok &= isnan(lc[r]) ? isnan(lg[r])
-					       : fabsf(lg[r] - lc[r]) <=
-							 1e-6f * fmaxf(1.0f, fabsf(lc[r]));
-		char name[32];
-		snprintf(name, sizeof(name), "topk k=%u", k);
-		gpu_check_expect(memcmp(tc, tg, rows * k * sizeof(int32_t)) == 0 &&
-					 bitwise(vc, vg, rows * k), "op", name,
-				 "ids and logits equal to the CPU (ties, NaN, -inf, short rows)");
-		gpu_check_expect(lse_ok, "op", name, "log-normaliser within 1e-6 of the CPU's");
-		/* Row 5 is plain (its lse a number), row 6 has 6 values. */
-		gpu_check_expect(topk_row_alone(f, f->dy, 5, k, tg, lg) &&
-					 topk_row_alone(f, f->dy, 6, k, tg, lg), "inv", name,
-				 "row alone == row in batch (bitwise)");
-	}
-}
-
-/* The cache scatter as the forward makes it: 3 rows of 900 floats from a wider
- * buffer at an offset (the K|V columns of the fused projection) into rows 6, 0, 4 of
- * a cache of another pitch; and rope over a row stride, the columns past the heads
- * (V's) left as they were. */
-static void check_scatter_rope(struct rows_fixture *f)
-{
-	size_t rows = f->rows, n = f->n, bytes = f->bytes;
-	float *c = f->c, *g = f->g;
-	const uint32_t idx[3] = {6, 0, 4};
-	memcpy(c, f->x, bytes);
-	CHECK_OK(kern_set_rows(f->cpu, c, 950, idx, f->u + 37, n, 3, 900));
-	CHECK_OK(kern_upload(f->gpu, f->dy, f->x, bytes));
-	CHECK_OK(kern_set_rows(f->gpu, f->dy, 950, idx, f->du + 37, n, 3, 900));
-	to_host(f->gpu, g, f->dy, bytes);
-	gpu_check_expect(bitwise(c, g, rows * n), "op", "set_rows",
-			 "equal to the CPU (bitwise; source and cache pitches differ)");
-
-	for (int layout = 0; layout < 2; layout++) {
-		size_t heads = 4, hd = 128, ld = heads * hd + 64;
-		uint32_t pos[7] = {0, 1, 2, 17, 300, 4095, 100000};
-		enum kern_rope_layout lay = layout ? KERN_ROPE_HALVES : KERN_ROPE_ADJACENT;
-		memcpy(c, f->x, rows * ld * sizeof(float));
-		CHECK_OK(kern_rope(f->cpu, c, ld, rows, heads, hd, pos, 1e6f, lay));
-		CHECK_OK(kern_upload(f->gpu, f->dy, f->x, rows * ld * sizeof(float)));
-		CHECK_OK(kern_rope(f->gpu, f->dy, ld, rows, heads, hd, pos, 1e6f, lay));
-		to_host(f->gpu, g, f->dy, rows * ld * sizeof(float));
-		compare(layout ? "rope halves" : "rope adjacent", c, g, rows * ld, 1e-6);
-		bool kept = true;
-		for (size_t r = 0; r < rows; r++)
-			kept &= bitwise(g + r * ld + heads * hd, f->x + r * ld + heads * hd, 64);
-		gpu_check_expect(kept, "op", layout ? "rope halves" : "rope adjacent",
-				 "columns past the heads untouched (a row stride)");
-	}
-}
-
-static void check_rows_ops(struct kern_ctx *cpu, struct kern_ctx *gpu)
-{
-	struct rows_fixture f = {.cpu = cpu, .gpu = gpu, .rows = 7, .n = 1000};
-	size_t cells = f.rows * f.n;
-	f.bytes = cells * sizeof(float);
-	f.x = rnd_floats(cells), f.w = rnd_floats(f.n), f.u = rnd_floats(cells);
-	f.c = specd_malloc_array(cells, sizeof(float));
-	f.g = specd_malloc_array(cells, sizeof(float));
-	f.g1 = specd_malloc_array(f.n, sizeof(float));
-	f.dx = dev_from(gpu, f.x, f.bytes), f.dw = dev_from(gpu, f.w, f.n * sizeof(float));
-	f.dy = dev_from(gpu, NULL, f.bytes), f.du = dev_from(gpu, f.u, f.bytes);
-	for (size_t i = 0; i < cells; i++)
-		f.x[i] *= 4.0f; /* logits-like spread for softmax */
-	check_norms(&f);
-	check_elementwise(&f);
-	check_picks(&f);
-	check_scatter_rope(&f);
-	kern_free(gpu, f.dx), kern_free(gpu, f.dw), kern_free(gpu, f.dy), kern_free(gpu, f.du);
-	specd_free(f.x), specd_free(f.w), specd_free(f.u);
-	specd_free(f.c), specd_free(f.g), specd_free(f.g1);
-}
-
-/* Attention over a random cache of 2 slots, laid out as model/kv.c lays it out (a row
- * holds a token's keys, then its values): a causal batch from both slots, each token
- * alone, and a tree whose chain node must equal the same rows seen causally. */
-static void check_attention(struct kern_ctx *cpu, struct kern_ctx *gpu, size_t hd)
-{
-	enum { N_CTX = 64, SLOTS = 2, HEADS = 4, KV_HEADS = 2, NT = 6 };
-	size_t kv_dim = KV_HEADS * hd, row = 2 * kv_dim, slot_stride = N_CTX * row;
-	size_t qd = HEADS * hd, cache = SLOTS * slot_stride;
-	float *kv = rnd_floats(cache), *q = rnd_floats(NT * qd);
-	float *k = kv, *v = kv + kv_dim;
-	float *oc = specd_calloc(NT * qd, sizeof(float)), *og = specd_calloc(NT * qd, sizeof(float));
-	float *o1 = specd_calloc(qd, sizeof(float));
-	float *dk = dev_from(gpu, kv, cache * sizeof(float)), *dv = dk + kv_dim;
-	float *dq = dev_from(gpu, q, NT * qd * sizeof(float));
-	float *dout = dev_from(gpu, NULL, NT * qd * sizeof(float));
-	uint32_t slot[NT] = {0, 0, 0, 1, 1, 1}, n_prefix[NT] = {20, 21, 22, 1, 2, 40};
-	struct kern_attn a = {
-		.n_tokens = NT, .n_heads = HEADS, .n_kv_heads = KV_HEADS, .head_dim = hd,
-		.scale = 1.0f / sqrtf((float)hd), .q = q, .ldq = qd, .out = oc, .ldo = qd,
-		.kv = {.k = k, .v = v, .slot_stride = slot_stride, .row_stride = row, .n_rows = N_CTX},
-		.mask = {.slot = slot, .n_prefix = n_prefix},
-	};
-	struct kern_attn ag = a;
-	ag.q = dq, ag.out = dout, ag.kv.k = dk, ag.kv.v = dv;
-	char name[64];
-	snprintf(name, sizeof(name), "attention causal hd %zu", hd);
-	CHECK_OK(kern_attention(cpu, &a));
-	CHECK_OK(kern_attention(gpu, &ag));
-	to_host(gpu, og, dout, NT * qd * sizeof(float));
-	compare(name, oc, og, NT * qd, 1e-5);
-	bool inv = true;
-	for (size_t t = 0; t < NT; t++) {
-		struct kern_attn one = ag;
-		one.n_tokens = 1, one.q = dq + t * qd;
-		one.mask.slot = &slot[t], one.mask.n_prefix = &n_prefix[t];
-		CHECK_OK(kern_attention(gpu, &one));
-		to_host(gpu, o1, dout, qd * sizeof(float));
-		inv = inv && bitwise(o1, og + t * qd, qd);
-	}
-	gpu_check_expect(inv, "inv", name, "token alone == token in batch (bitwise)");
-
-	/* Tree over slot 0 with 10 committed rows: 0 root; 1, 2 children of 0; 3 child of 1. */
-	uint32_t tslot[4] = {0, 0, 0, 0}, tpre[4] = {10, 10, 10, 10}, trow[4] = {10, 11, 12, 13};
-	uint64_t bits[4] = {0x1, 0x3, 0x5, 0xb};
-	struct kern_attn t = a;
-	t.n_tokens = 4;
-	t.mask = (struct kern_attn_mask){.slot = tslot, .n_prefix = tpre, .row = trow, .tree = bits,
-					 .tree_words = 1};
-	struct kern_attn tg = t;
-	tg.q = dq, tg.out = dout, tg.kv.k = dk, tg.kv.v = dv;
-	snprintf(name, sizeof(name), "attention tree hd %zu", hd);
-	CHECK_OK(kern_attention(cpu, &t));
-	CHECK_OK(kern_attention(gpu, &tg));
-	to_host(gpu, og, dout, 4 * qd * sizeof(float));
-	compare(name, oc, og, 4 * qd, 1e-5);
-	/* Node 1 sees rows 0..11, as a causal token at row 11 does. */
-	struct kern_attn chain = ag;
-	uint32_t pre12 = 12;
-	chain.n_tokens = 1, chain.q = dq + qd;
-	chain.mask.slot = tslot, chain.mask.n_prefix = &pre12;
-	CHECK_OK(kern_attention(gpu, &chain));
-	to_host(gpu, o1, dout, qd * sizeof(float));
-	gpu_check_expect(bitwise(o1, og + qd, qd), "inv", name,
-	       "tree chain == causal rows (bitwise)");
-
-	kern_free(gpu, dk), kern_free(gpu, dq), kern_free(gpu, dout);
-	specd_free(kv), specd_free(q), specd_free(oc), specd_free(og), specd_free(o1);
-}
-
-static void run_ops(struct kern_ctx *cpu, struct kern_ctx *gpu, struct kern_ctx *ref)
-{
-	static const enum kern_dtype types[] = {KERN_F32,  KERN_F16,  KERN_BF16, KERN_Q8_0,
-						KERN_Q4_0, KERN_Q4_1, KERN_Q5_0, KERN_Q5_1,
-						KERN_Q4_K, KERN_Q5_K, KERN_Q6_K};
-	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
-		check_matmul(cpu, gpu, ref, types[i], 256, 96, 9, false);
-		check_get_rows(cpu, gpu, types[i], 256, 100);
-	}
-	/* a float row's tail past the last chunk; rows over several blocks; rows of more
-	 * chunks than the grid has threads (64 blocks of 256: 131072 elements a pass) */
-	check_get_rows(cpu, gpu, KERN_F32, 172, 100);
-	check_get_rows(cpu, gpu, KERN_BF16, 4100, 100);
-	check_get_rows(cpu, gpu, KERN_Q4_K, 256 * 70, 100);
-	check_get_rows(cpu, gpu, KERN_F16, 131072 * 2 + 20, 8);
-	check_matmul(cpu, gpu, ref, KERN_BF16, 4096, 512, 1, false);
-	check_matmul(cpu, gpu, ref, KERN_F16, 4096, 300, 17, true);
-	check_matmul(cpu, gpu, ref, KERN_F32, 172, 64, 64, true); /* a tail shorter than a vector */
-	check_matmul(cpu, gpu, ref, KERN_BF16, 11008, 64, 5, false);
-	/* 4 features per warp (n_out >= 4096) with a ragged last warp, every rows-per-pass
-	 * variant (1..16, then two passes), chunks in flight plus their remainder, a tail. */
-	check_matmul(cpu, gpu, ref, KERN_BF16, 1004, 4101, 33, false);
-	check_matmul(cpu, gpu, ref, KERN_F16, 2056, 4099, 20, true);
-	check_matmul(cpu, gpu, ref, KERN_F32, 520, 4097, 18, true);
-	check_matmul(cpu, gpu, ref, KERN_BF16, 7168, 1793, 17, false);
-	check_rows_ops(cpu, gpu);
-	check_attention(cpu, gpu, 8);
-	check_attention(cpu, gpu, 64);
-	check_attention(cpu, gpu, 128);
-	check_attention(cpu, gpu, 256);
 }
 
 /* ---- sampling ---- */
@@ -659,7 +218,7 @@ static void sample_time(struct kern_ctx *cpu, struct kern_ctx *gpu, struct kern_
 	host.x = hx;
 	t0 = specd_now();
 	for (int rep = 0; rep < HOST_REPS; rep++) {
-		to_host(gpu, hx, dev.x, dev.rows * dev.ldx * sizeof(float));
+		gpu_check_to_host(gpu, hx, dev.x, dev.rows * dev.ldx * sizeof(float));
 		if (kern_sample(cpu, &host) != SPECD_OK)
 			failures++;
 	}
@@ -762,16 +321,17 @@ static int run_sample(struct kern_ctx *cpu, struct kern_ctx *gpu)
 	static const size_t vocabs[] = {32000, 151936};
 	for (size_t v = 0; v < sizeof(vocabs) / sizeof(vocabs[0]); v++) {
 		size_t n = vocabs[v], cells = SAMPLE_ROWS * n;
-		float *x = rnd_floats(cells), *probs = rnd_floats(cells), *hx = rnd_floats(cells);
-		float *resid = rnd_floats(n);
+		float *x = gpu_check_rnd_floats(cells), *probs = gpu_check_rnd_floats(cells);
+		float *hx = gpu_check_rnd_floats(cells);
+		float *resid = gpu_check_rnd_floats(n);
 		void *hwork = specd_malloc_array(1, kern_sample_work_bytes(SAMPLE_ROWS, n));
 		if (!hwork) {
 			fprintf(stderr, "specd-gpu-check: out of memory\n");
 			exit(EXIT_USAGE);
 		}
 		sample_rows_fill(x, SAMPLE_ROWS, n);
-		float *dx = dev_floats(gpu, x, cells);
-		void *dwork = dev_from(gpu, NULL, kern_sample_work_bytes(SAMPLE_ROWS, n));
+		float *dx = gpu_check_dev_floats(gpu, x, cells);
+		void *dwork = gpu_check_dev_from(gpu, NULL, kern_sample_work_bytes(SAMPLE_ROWS, n));
 		for (size_t i = 0; i < sizeof(sample_settings) / sizeof(sample_settings[0]); i++)
 			check_sample_setting(cpu, gpu, &sample_settings[i], x, dx, n, dwork, hwork,
 					     probs, resid, hx);
@@ -946,7 +506,7 @@ static int run_greedy(struct kern_ctx *cpu, struct kern_ctx *gpu, const char *pa
 		if (tc[i] != tg[i])
 			first = i;
 	uint32_t cmp = first < n ? first + 1 : n; /* logits agree up to the first split */
-	compare("greedy logits cuda vs cpu", lc, lg, (size_t)cmp * V, 1e-3);
+	gpu_check_compare("greedy logits cuda vs cpu", lc, lg, (size_t)cmp * V, 1e-3);
 	printf("greedy tokens: %u of %u equal (cpu %.1f tok/s, cuda %.1f tok/s)\n",
 	       first, n, n / (t1 - t0), n / (t2 - t1));
 	if (first < n) {
@@ -977,8 +537,8 @@ static int run_greedy(struct kern_ctx *cpu, struct kern_ctx *gpu, const char *pa
 		printf("batch forward: %s FAIL\n", rg.err.msg);
 		failures++;
 	} else {
-		gpu_check_expect(bitwise(rg.logits, lg, (size_t)n * V), "inv", "forward cuda",
-		       "one batch == token by token (bitwise)");
+		gpu_check_expect(gpu_check_bitwise(rg.logits, lg, (size_t)n * V), "inv",
+				 "forward cuda", "one batch == token by token (bitwise)");
 	}
 	/* Speculative verification on CUDA gives the plain greedy output exactly. */
 	for (uint32_t K = 2; K <= 8; K *= 2) {
@@ -991,7 +551,7 @@ static int run_greedy(struct kern_ctx *cpu, struct kern_ctx *gpu, const char *pa
 			failures++;
 		} else {
 			gpu_check_expect(memcmp(ts, tg, n * sizeof(uint32_t)) == 0, "spec", what,
-			       "output == plain greedy");
+					 "output == plain greedy");
 		}
 	}
 	specd_free(tc), specd_free(tg), specd_free(ts), specd_free(lc), specd_free(lg);
@@ -1035,7 +595,7 @@ static void bench_matmul(struct kern_ctx *gpu, struct kern_ctx *ref, size_t n_in
 	enum { MAX_ROWS = 17 };
 	size_t rb = kern_dtype_row_bytes(KERN_BF16, n_in);
 	unsigned char *wq = specd_malloc_array(n_out, rb);
-	float *row = rnd_floats(n_in), *x = rnd_floats(MAX_ROWS * n_in);
+	float *row = gpu_check_rnd_floats(n_in), *x = gpu_check_rnd_floats(MAX_ROWS * n_in);
 	if (!wq) {
 		printf("bench matmul: out of memory FAIL\n");
 		failures++;
@@ -1053,9 +613,9 @@ static void bench_matmul(struct kern_ctx *gpu, struct kern_ctx *ref, size_t n_in
 		specd_free(wq), specd_free(row), specd_free(x);
 		return;
 	}
-	float *dx = dev_floats(gpu, x, MAX_ROWS * n_in);
-	float *dy = dev_floats(gpu, NULL, MAX_ROWS * n_out);
-	float *dyr = ref ? dev_floats(ref, NULL, MAX_ROWS * n_out) : NULL;
+	float *dx = gpu_check_dev_floats(gpu, x, MAX_ROWS * n_in);
+	float *dy = gpu_check_dev_floats(gpu, NULL, MAX_ROWS * n_out);
+	float *dyr = ref ? gpu_check_dev_floats(ref, NULL, MAX_ROWS * n_out) : NULL;
 	double bytes = (double)n_out * rb, t_one = 0;
 	for (size_t i = 0; i < sizeof(rows_list) / sizeof(rows_list[0]); i++) {
 		size_t rows = rows_list[i];
@@ -1325,14 +885,19 @@ int main(int argc, char **argv)
 		 * load: bitwise the batched one's results on the blocks as stored. None beside
 		 * the emulated device: a second one would not share its memory. */
 		struct kern_cuda_config rc_cfg = {.matmul_reference = true, .dequant_at_load = true};
-		struct kern_ctx *ref = NULL;
+		struct kern_cuda_config small_cfg = gc;
+		struct kern_ctx *ref = NULL, *small = NULL;
+		small_cfg.stage_bytes = GPU_CHECK_SMALL_STAGE;
 		st = emulated ? SPECD_OK
 		     : on_cpu ? kern_cpu_create(NULL, &ref) : kern_cuda_create(&rc_cfg, &ref, &err);
+		if (st == SPECD_OK && !on_cpu)
+			st = kern_cuda_create(&small_cfg, &small, &err);
 		if (st != SPECD_OK) {
-			printf("reference backend: %s FAIL\n", err.msg);
+			printf("second backend: %s FAIL\n", err.msg);
 			failures++;
 		}
-		run_ops(cpu, gpu, ref);
+		gpu_check_ops(cpu, gpu, ref, small);
+		kern_destroy(small);
 		kern_destroy(ref);
 		rc = failures ? EXIT_FAIL : 0;
 	} else if (strcmp(argv[1], "sample") == 0) {

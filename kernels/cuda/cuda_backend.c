@@ -132,6 +132,10 @@ static enum specd_status cuda_alloc(struct kern_ctx *ctx, size_t bytes, void **o
 {
 	struct cuda_backend *be = backend_of(ctx);
 	void *p = NULL;
+	if (bytes > SIZE_MAX - (STAGE_ALIGN - 1)) { /* kern_sample_work_bytes' SIZE_MAX */
+		LOG_ERROR("cuda: cannot allocate %zu bytes on device %d", bytes, be->device);
+		return SPECD_NOMEM;
+	}
 	size_t n = (bytes + STAGE_ALIGN - 1) / STAGE_ALIGN * STAGE_ALIGN;
 	cudaError_t e = cudaMalloc(&p, n ? n : STAGE_ALIGN);
 	if (e == cudaErrorMemoryAllocation) {
@@ -506,8 +510,8 @@ static enum specd_status cuda_argmax(struct kern_ctx *ctx, uint32_t *out, const 
 	uint32_t *dout;
 	if (rows == 0)
 		return SPECD_OK;
-	if (!out || !x || n == 0 || n > UINT32_MAX || ldx < n || rows > MAX_GRID_Y)
-		return SPECD_INVAL;
+	if (!out || !x || n == 0 || n > INT32_MAX || ldx < n || rows > MAX_GRID_Y)
+		return SPECD_INVAL; /* n: the kernel's 32-bit index must not wrap */
 	size_t off;
 	enum specd_status st = ring_take(be, rows * sizeof(uint32_t), &off);
 	if (st != SPECD_OK)
@@ -555,10 +559,10 @@ static enum specd_status cuda_topk(struct kern_ctx *ctx, const struct kern_topk_
 static enum specd_status cuda_sample(struct kern_ctx *ctx, const struct kern_sample_rows *s)
 {
 	struct cuda_backend *be = backend_of(ctx);
+	if (s && s->rows == 0)
+		return SPECD_OK; /* as the CPU: nothing to do, whatever the rest says */
 	if (!kern_sample_rows_ok(s) || s->rows > MAX_GRID_Y || s->n >= (1u << 31))
 		return SPECD_INVAL;
-	if (s->rows == 0)
-		return SPECD_OK;
 	const struct kern_sample_params *p = &s->params;
 	bool greedy = kern_sample_is_greedy(p);
 	size_t rb = s->rows * sizeof(uint32_t), off;
