@@ -81,14 +81,17 @@ static size_t held_back(const struct textstream *ts, const char *s, size_t len)
 	return hold;
 }
 
-/* Appends s[0..n) to out with every invalid sequence replaced by U+FFFD. */
+/* Appends s[0..n) to out with every invalid sequence replaced by U+FFFD, and U+0000
+ * too: a piece goes out as a protobuf-c string, which ends at the first NUL byte, so
+ * a NUL (a model can emit one through the byte-fallback token <0x00>) would cut the
+ * rest of the piece off. The step's token ids still say exactly what was generated. */
 static enum specd_status append_sanitised(struct specd_buf *out, const char *s, size_t n)
 {
 	static const char replacement[] = "\xef\xbf\xbd";
 	const unsigned char *u = (const unsigned char *)s;
 	enum specd_status st = SPECD_OK;
 	for (size_t i = 0; i < n && st == SPECD_OK;) {
-		size_t k = utf8_char_len(u + i, n - i, NULL);
+		size_t k = u[i] ? utf8_char_len(u + i, n - i, NULL) : 0;
 		if (k == 0) {
 			st = specd_buf_append(out, replacement, 3);
 			i++;

@@ -2,7 +2,8 @@
  * only what (1) ends on a UTF-8 character boundary and (2) cannot be the start of a
  * stop string, so a stop string is matched across token boundaries and text past it
  * is never sent (DESIGN.md §7). Invalid byte sequences (a model can emit stray bytes
- * through byte-fallback tokens) are sent as U+FFFD, so every piece is valid UTF-8.
+ * through byte-fallback tokens) and NUL bytes are sent as U+FFFD, so every piece is
+ * valid UTF-8 and survives as a C string (protobuf-c's `string`).
  *
  * Caller-owned struct; compute thread only. */
 #ifndef SPECD_DAEMON_TEXTSTREAM_H

@@ -108,6 +108,22 @@ static void test_textstream__invalid_bytes_become_replacement(void **state)
 	assert_string_equal(got, "a\xef\xbf\xbd" "b\xef\xbf\xbd\xef\xbf\xbd");
 }
 
+/* A NUL byte would end the piece early as a protobuf-c string: it is sent as U+FFFD,
+ * the bytes after it kept. */
+static void test_textstream__nul_byte_becomes_replacement(void **state)
+{
+	(void)state;
+	struct textstream ts;
+	size_t len;
+	assert_int_equal(textstream_init(&ts, NULL, 0), SPECD_OK);
+	assert_int_equal(textstream_push(&ts, "a\0b", 3), SPECD_OK);
+	assert_int_equal(textstream_push(&ts, "\0", 1), SPECD_OK);
+	assert_int_equal(textstream_take(&ts, true, &len), SPECD_OK);
+	assert_int_equal(len, 8);
+	assert_memory_equal(ts.out.data, "a\xef\xbf\xbd" "b\xef\xbf\xbd", 8);
+	textstream_fini(&ts);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -117,6 +133,7 @@ int main(void)
 		cmocka_unit_test(test_textstream__partial_stop_prefix_is_released_when_it_fails),
 		cmocka_unit_test(test_textstream__earliest_of_several_stops_wins),
 		cmocka_unit_test(test_textstream__invalid_bytes_become_replacement),
+		cmocka_unit_test(test_textstream__nul_byte_becomes_replacement),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
