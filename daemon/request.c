@@ -25,13 +25,14 @@ enum specd_status req_validate(const Specd__V1__GenerateRequest *r,
 				    REQ_MAX_ID_BYTES);
 	if (!text_ok(r->prompt))
 		return specd_errorf(err, SPECD_INVAL, "prompt is not valid UTF-8");
-	/* A token is at least one byte of text, so this bounds work before tokenizing. */
-	if (r->prompt && strlen(r->prompt) > (size_t)limits->prompt_tokens * 64)
+	size_t max_bytes = (size_t)limits->prompt_tokens * REQ_MAX_BYTES_PER_TOKEN;
+	if (r->prompt && strlen(r->prompt) > max_bytes)
 		return specd_errorf(err, SPECD_INVAL, "prompt of %zu bytes is over the limit of "
 				    "%u tokens", strlen(r->prompt), limits->prompt_tokens);
 	if (r->n_prompt_tokens > limits->prompt_tokens)
 		return specd_errorf(err, SPECD_INVAL, "%zu prompt tokens, over the limit of %u",
 				    r->n_prompt_tokens, limits->prompt_tokens);
+	size_t chat_bytes = 0;
 	for (size_t i = 0; i < r->n_messages; i++) {
 		const Specd__V1__ChatMessage *m = r->messages[i];
 		if (!m->role || (strcmp(m->role, "system") && strcmp(m->role, "user") &&
@@ -41,7 +42,11 @@ enum specd_status req_validate(const Specd__V1__GenerateRequest *r,
 		if (!text_ok(m->content))
 			return specd_errorf(err, SPECD_INVAL, "messages[%zu].content is not valid "
 					    "UTF-8", i);
+		chat_bytes += m->content ? strlen(m->content) : 0;
 	}
+	if (chat_bytes > max_bytes)
+		return specd_errorf(err, SPECD_INVAL, "messages of %zu bytes are over the limit "
+				    "of %u tokens", chat_bytes, limits->prompt_tokens);
 	if (r->has_max_tokens && (r->max_tokens < 1 || r->max_tokens > limits->max_tokens))
 		return specd_errorf(err, SPECD_INVAL, "max_tokens %u is outside 1..%u", r->max_tokens,
 				    limits->max_tokens);
