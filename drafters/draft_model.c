@@ -33,6 +33,11 @@ struct draft_model {
 	uint32_t *g_seq, *g_k, *g_row, *g_out; /* (group_max) host */
 	uint32_t n_slots;
 	uint32_t *alone;     /* (n_slots) host: the sequences that did not fit the group */
+	/* (n_slots, n_ctx) host: the token each slot's KV row was computed from. A row
+	 * survives a commit only where it matches the sequence: rows drafted ahead of a
+	 * commit (the draft rank's pipelining), then abandoned for another method's
+	 * proposal, would otherwise stay behind as a wrong context. */
+	uint32_t *row_tok;
 };
 
 static void dm_destroy(void *state)
@@ -53,6 +58,7 @@ static void dm_destroy(void *state)
 	specd_free(d->g_row);
 	specd_free(d->g_out);
 	specd_free(d->alone);
+	specd_free(d->row_tok);
 	specd_free(d);
 }
 
@@ -98,8 +104,9 @@ static enum specd_status dm_create(const struct draft_config *cfg, void **state,
 	d->g_out = specd_malloc_array(d->group_max, sizeof(uint32_t));
 	d->n_slots = cfg->n_slots;
 	d->alone = specd_malloc_array(cfg->n_slots, sizeof(uint32_t));
+	d->row_tok = specd_malloc_array((size_t)cfg->n_slots * d->n_ctx, sizeof(uint32_t));
 	if (!d->b_tok || !d->b_slot || !d->b_pos || !d->logits || !d->group_logits ||
-	    !d->group_ids || !d->g_seq || !d->alone ||
+	    !d->group_ids || !d->g_seq || !d->alone || !d->row_tok ||
 	    !d->g_k || !d->g_row || !d->g_out) {
 		st = specd_errorf(err, SPECD_NOMEM, "draft_model: out of memory");
 		goto fail;
@@ -166,7 +173,38 @@ static size_t dm_memory_bytes(const void *state)
 	/* The tensors, not the mapping: a Hugging Face view maps only its metadata. */
 	for (uint64_t i = 0; i < gguf_tensor_count(f); i++)
 		weights += (size_t)gguf_tensor_at(f, i)->nbytes;
-	return weights + kv_bytes(model_kv(d->model));
+	return weights + kv_bytes(model_kv(d->model)) +
+	       (size_t)d->n_slots * d->n_ctx * sizeof(uint32_t);
+}
+
+/* The draft forward over b, noting the token behind each KV row it writes. */
+static enum specd_status dm_forward(struct draft_model *d, const struct model_batch *b,
+				    struct specd_error *err)
+{
+	for (uint32_t i = 0; i < b->n_tokens; i++)
+		if (b->pos[i] < d->n_ctx)
+			d->row_tok[(size_t)b->slots[i] * d->n_ctx + b->pos[i]] = b->tokens[i];
+	return model_forward(d->model, b, err);
+}
+
+/* Keeps of seq's slot only the rows that hold seq's tokens, and at most all but its
+ * last (the state a commit leaves); *have (may be NULL) gets what is kept. */
+static enum specd_status dm_keep_matching(struct draft_model *d, const struct draft_seq *seq,
+					  uint32_t *have, struct specd_error *err)
+{
+	struct kv_cache *kv = model_kv(d->model);
+	uint32_t len = kv_len(kv, seq->slot), keep = 0;
+	uint32_t limit = len < seq->n_tokens - 1 ? len : seq->n_tokens - 1;
+	const uint32_t *rows = d->row_tok + (size_t)seq->slot * d->n_ctx;
+	enum specd_status st;
+
+	while (keep < limit && rows[keep] == (uint32_t)seq->tokens[keep])
+		keep++;
+	if (keep < len && (st = kv_truncate(kv, seq->slot, keep)) != SPECD_OK)
+		return specd_errorf(err, st, "draft_model: slot %u", seq->slot);
+	if (have)
+		*have = keep;
+	return SPECD_OK;
 }
 
 /* What a feed brings back for its last token. */
@@ -193,7 +231,7 @@ static enum specd_status dm_feed(struct draft_model *d, uint32_t slot, const int
 			.logits = want == DM_LOGITS ? d->logits : NULL,
 			.ids = want == DM_ID ? &d->id : NULL,
 		};
-		enum specd_status st = model_forward(d->model, &b, err);
+		enum specd_status st = dm_forward(d, &b, err);
 		if (st != SPECD_OK)
 			return st;
 	}
@@ -252,8 +290,7 @@ static enum specd_status dm_prepare(struct draft_model *d, const struct draft_se
 				    uint32_t k, struct draft_proposal *out, uint32_t *k_out,
 				    uint32_t *have_out, struct specd_error *err)
 {
-	struct kv_cache *kv = model_kv(d->model);
-	uint32_t n = seq->n_tokens, have = kv_len(kv, seq->slot);
+	uint32_t n = seq->n_tokens, have = 0;
 	enum specd_status st;
 
 	out->n = 0;
@@ -264,11 +301,8 @@ static enum specd_status dm_prepare(struct draft_model *d, const struct draft_se
 	/* After catching up the slot holds n rows and each token but the last adds one. */
 	if (n > d->n_ctx)
 		return SPECD_OK;
-	if (have >= n) { /* never after commit; keep the invariant "the last is unfed" */
-		if ((st = kv_truncate(kv, seq->slot, n - 1)) != SPECD_OK)
-			return specd_errorf(err, st, "draft_model: slot %u", seq->slot);
-		have = n - 1;
-	}
+	if ((st = dm_keep_matching(d, seq, &have, err)) != SPECD_OK)
+		return st;
 	*k_out = k < d->n_ctx - n + 1 ? k : d->n_ctx - n + 1;
 	*have_out = have;
 	return SPECD_OK;
@@ -307,7 +341,7 @@ static enum specd_status dm_group_forward(struct draft_model *d, uint32_t n_toke
 		.n_out = n_out, .out_idx = d->g_out,
 		.logits = by_id ? NULL : d->group_logits, .ids = by_id ? d->group_ids : NULL,
 	};
-	return model_forward(d->model, &b, err);
+	return dm_forward(d, &b, err);
 }
 
 /* All sequences step through their drafts together: one forward feeds every catch-up,
@@ -384,23 +418,15 @@ static enum specd_status dm_propose_batch(void *state, const struct draft_seq *s
 	return SPECD_OK;
 }
 
-/* What the slot holds is a prefix of (old sequence + proposal); of it, the old
- * sequence and the accepted tokens survive: all but the new sequence's last token. */
+/* What the slot holds is usually a prefix of (old sequence + its own proposal), of
+ * which the old sequence and the accepted tokens survive; rows computed from tokens
+ * the sequence does not hold (another method's step verified instead) go too. */
 static enum specd_status dm_commit(void *state, const struct draft_seq *seq,
 				   uint32_t n_accepted, int32_t next, struct specd_error *err)
 {
-	struct draft_model *d = state;
-	struct kv_cache *kv = model_kv(d->model);
-	uint32_t keep = seq->n_tokens - 1, have = kv_len(kv, seq->slot);
-	enum specd_status st;
-
 	(void)n_accepted;
 	(void)next;
-	if (have <= keep)
-		return SPECD_OK;
-	if ((st = kv_truncate(kv, seq->slot, keep)) != SPECD_OK)
-		return specd_errorf(err, st, "draft_model: slot %u", seq->slot);
-	return SPECD_OK;
+	return dm_keep_matching(state, seq, NULL, err);
 }
 
 /* Feeds what the slot lacks but the last token (the state a commit leaves), so the
@@ -409,10 +435,13 @@ static enum specd_status dm_warm(void *state, const struct draft_seq *seq,
 				 struct specd_error *err)
 {
 	struct draft_model *d = state;
-	uint32_t n = seq->n_tokens, have = kv_len(model_kv(d->model), seq->slot);
+	uint32_t n = seq->n_tokens, have = 0;
+	enum specd_status st;
 
-	if (n > d->n_ctx || have + 1 >= n)
+	if (n > d->n_ctx)
 		return SPECD_OK;
+	if ((st = dm_keep_matching(d, seq, &have, err)) != SPECD_OK || have + 1 >= n)
+		return st;
 	return dm_feed(d, seq->slot, seq->tokens + have, n - 1 - have, have, DM_NOTHING, err);
 }
 

@@ -3,7 +3,8 @@
  * method x K in {1, 3, 8} x several prompts, on random llama and qwen2 models and on
  * stories260K (with a random draft sharing its vocabulary, and itself as draft). Also:
  * rollback when all, none and some proposals are rejected (a scripted drafter, and a
- * verifier that refuses correct tokens so the draft model must roll back), the cuts at
+ * verifier that refuses correct tokens so the draft model must roll back; rows it drafted
+ * that another method's step left out of the sequence), the cuts at
  * EOS, max tokens and the end of the context, two jobs in one forward, the metrics, and
  * a draft model with another vocabulary refused. */
 #include <setjmp.h>
@@ -397,6 +398,42 @@ static void test_engine__draft_model_rolls_back_its_cache(void **state)
 	assert_int_equal(g_mismatch, 0);
 	assert_true(m.steps >= n / 2);
 	assert_true(m.accepted < m.drafted);
+	draft_destroy(d);
+	model_destroy(t);
+}
+
+/* Rows a draft model computed past a commit (the draft rank drafts ahead of the
+ * leader's verdict) that the committed sequence does not hold, because another
+ * method's proposal was verified instead, are dropped: the next proposal is the one a
+ * fresh draft model makes for that sequence. */
+static void test_engine__draft_model_drops_rows_the_sequence_does_not_hold(void **state)
+{
+	(void)state;
+	enum { K = 8, N0 = 5 };
+	struct model *t = fx_load(g_llama, 1, 0);
+	struct drafter *d = fx_drafter(DRAFT_METHOD_DRAFT_MODEL, t, K, 1, g_llama, 0);
+	struct drafter *fresh = fx_drafter(DRAFT_METHOD_DRAFT_MODEL, t, K, 1, g_llama, 0);
+	int32_t toks[N0 + K] = {1, 50, 60, 70, 80}, a[K], b[K], c[K];
+	struct draft_seq seq = {.slot = 0, .tokens = toks, .n_tokens = N0};
+	struct draft_proposal pa = {.tokens = a}, pb = {.tokens = b}, pc = {.tokens = c};
+	struct specd_error err;
+
+	specd_error_clear(&err);
+	assert_int_equal(draft_reset(d, &seq, &err), SPECD_OK);
+	assert_int_equal(draft_propose(d, &seq, K, &pa, &err), SPECD_OK);
+	assert_int_equal(pa.n, K);
+	/* Another method's three tokens, none the draft's, accepted; then the bonus. */
+	for (uint32_t i = 0; i < 3; i++)
+		toks[N0 + i] = (a[i] + 1 + (int32_t)i) % 300;
+	toks[N0 + 3] = 7;
+	seq.n_tokens = N0 + 4;
+	assert_int_equal(draft_commit(d, &seq, 3, 7, &err), SPECD_OK);
+	assert_int_equal(draft_propose(d, &seq, K, &pb, &err), SPECD_OK);
+	assert_int_equal(draft_reset(fresh, &seq, &err), SPECD_OK);
+	assert_int_equal(draft_propose(fresh, &seq, K, &pc, &err), SPECD_OK);
+	assert_int_equal(pb.n, pc.n);
+	assert_memory_equal(b, c, pc.n * sizeof(int32_t));
+	draft_destroy(fresh);
 	draft_destroy(d);
 	model_destroy(t);
 }
@@ -1036,6 +1073,7 @@ int main(void)
 		cmocka_unit_test(test_engine__greedy_matches_plain_on_stories260k),
 		cmocka_unit_test(test_engine__rolls_back_all_none_and_some_rejections),
 		cmocka_unit_test(test_engine__draft_model_rolls_back_its_cache),
+		cmocka_unit_test(test_engine__draft_model_drops_rows_the_sequence_does_not_hold),
 		cmocka_unit_test(test_engine__cuts_at_eos_max_tokens_and_context),
 		cmocka_unit_test(test_engine__two_jobs_share_a_forward),
 		cmocka_unit_test(test_engine__per_job_speculation_and_logprobs),
