@@ -61,3 +61,21 @@ void specd_buf_consume(struct specd_buf *b, size_t n)
 	memmove(b->data, b->data + n, b->len - n);
 	b->len -= n;
 }
+
+void specd_buf_advance(struct specd_buf *b, size_t *head, size_t n)
+{
+	size_t h = *head + n;
+	if (h >= b->len) {
+		b->len = 0;
+		*head = 0;
+		return;
+	}
+	/* Moving only when the read part outweighs the rest bounds the bytes moved by the
+	 * bytes read: each byte read pays for at most one byte moved. */
+	if (h >= b->len - h) {
+		memmove(b->data, b->data + h, b->len - h);
+		b->len -= h;
+		h = 0;
+	}
+	*head = h;
+}

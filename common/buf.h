@@ -25,7 +25,13 @@ enum specd_status specd_buf_reserve(struct specd_buf *b, size_t more);
 enum specd_status specd_buf_append(struct specd_buf *b, const void *data, size_t n);
 /* Appends a NUL after the bytes without counting it in len (for text). */
 enum specd_status specd_buf_terminate(struct specd_buf *b);
-/* Drops the first n bytes (n <= len), moving the rest to the front. */
+/* Drops the first n bytes (n <= len), moving the rest to the front. Each call moves
+ * the whole rest: to take a buffer apart piece by piece, use specd_buf_advance. */
 void specd_buf_consume(struct specd_buf *b, size_t n);
+/* For a buffer read from the front at *head (data[*head..len) still unread): marks n
+ * more bytes read (n <= len - *head). The unread rest moves to the front only once the
+ * read part is at least as long as it (and the buffer empties, *head 0, when all is
+ * read), so reading a buffer in many small pieces costs time linear in its length. */
+void specd_buf_advance(struct specd_buf *b, size_t *head, size_t n);
 
 #endif

@@ -650,6 +650,14 @@ static void handle_cancel(struct sched *s, struct srv_cmd *c)
 		     &resp.base, true);
 }
 
+static uint32_t running(const struct sched *s)
+{
+	uint32_t n = 0;
+	for (uint32_t i = 0; i < s->cfg.n_slots; i++)
+		n += s->jobs[i].active;
+	return n;
+}
+
 static void handle(struct sched *s, struct srv_cmd *c)
 {
 	switch (c->kind) {
@@ -667,18 +675,14 @@ static void handle(struct sched *s, struct srv_cmd *c)
 		}
 		break;
 	case SRV_CMD_DRAIN:
+		/* Every call the loop passed on came before this command, so the queue
+		 * already holds each job the drain must finish. */
+		LOG_INFO("stopping: no new jobs; finishing %u running and %u queued",
+			 running(s), s->n_queued);
 		s->draining = true;
 		break;
 	}
 	srv_cmd_free(c);
-}
-
-static uint32_t running(const struct sched *s)
-{
-	uint32_t n = 0;
-	for (uint32_t i = 0; i < s->cfg.n_slots; i++)
-		n += s->jobs[i].active;
-	return n;
 }
 
 enum specd_status sched_run(struct sched *s, sched_stop_fn *stop, void *user)
@@ -691,12 +695,11 @@ enum specd_status sched_run(struct sched *s, sched_stop_fn *stop, void *user)
 			handle(s, (struct srv_cmd *)it);
 			it = mbox_take(in);
 		}
-		if (!s->draining && stop && stop(user)) {
-			LOG_INFO("stopping: no new jobs; finishing %u running and %u queued",
-				 running(s), s->n_queued);
-			s->draining = true;
+		/* A signal drains through the loop, as a Shutdown call does: stopping here
+		 * could leave behind a Generate the loop is passing on right now. The loop
+		 * answers with SRV_CMD_DRAIN behind it. */
+		if (!s->draining && stop && stop(user))
 			srv_begin_drain(s->cfg.srv);
-		}
 		admit(s);
 		step(s);
 		struct adapt_report ar;

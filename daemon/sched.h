@@ -53,9 +53,10 @@ void sched_destroy(struct sched *s);
 /* Callback polled between steps: true when the process was asked to stop (a signal). */
 typedef bool sched_stop_fn(void *user);
 
-/* Runs until a drain has finished: a Shutdown call or `stop` returning true makes the
- * server refuse new jobs; running and queued ones finish; then it returns SPECD_OK.
- * Compute thread only. */
+/* Runs until a drain has finished: a Shutdown call, or `stop` returning true (which
+ * asks the server for the same drain: srv_begin_drain), makes the server refuse new
+ * jobs and post SRV_CMD_DRAIN behind every call it passed on; every job taken before
+ * that command finishes; then it returns SPECD_OK. Compute thread only. */
 enum specd_status sched_run(struct sched *s, sched_stop_fn *stop, void *user);
 
 /* srv_status_fn: packs the StatusResponse (cluster, ranks, the decision and its

@@ -6,7 +6,12 @@
  *
  * Threads: srv_create, srv_start, srv_stop and srv_destroy from the main thread; the
  * compute thread takes commands from srv_commands() and posts replies with srv_post;
- * srv_begin_drain from any thread. Only the loop thread touches sockets. */
+ * srv_begin_drain from any thread. Only the loop thread touches sockets.
+ *
+ * Every Generate and Cancel call read gets exactly one last reply: from the compute
+ * thread while it takes commands, from the loop (UNAVAILABLE) once srv_stop is called.
+ * One client cannot stall the others: each loop turn serves a connection at most
+ * SRV_TURN_FRAMES frames and SRV_TURN_BYTES bytes (server.c). */
 #ifndef SPECD_DAEMON_SERVER_H
 #define SPECD_DAEMON_SERVER_H
 
@@ -24,7 +29,9 @@ enum srv_cmd_kind {
 	SRV_CMD_GENERATE,    /* a validated Generate call */
 	SRV_CMD_CANCEL,      /* a Cancel call (the compute thread replies) */
 	SRV_CMD_CONN_CLOSED, /* a client went away: cancel its jobs */
-	SRV_CMD_DRAIN,       /* Shutdown: finish running jobs, then stop */
+	SRV_CMD_DRAIN,       /* Shutdown or a signal: finish every job taken so far (the
+			      * loop posts it behind every call it passed on and refuses
+			      * new Generate calls from then on), then stop */
 };
 
 /* Loop thread -> compute thread. Free with srv_cmd_free. */
@@ -41,6 +48,7 @@ void srv_cmd_free(struct srv_cmd *c);
 struct srv_reply {
 	struct mbox_item link;
 	uint64_t conn_id, call_id;
+	bool end;           /* the call's last reply (the connection owes it no more) */
 	bool ends_generate; /* the last reply of a Generate call (the job slot frees) */
 	size_t len;
 	uint8_t frame[];
@@ -78,10 +86,16 @@ enum specd_status srv_start(struct srv *s);
 struct mbox *srv_commands(struct srv *s);
 /* Hands a reply to the loop thread (ownership passes). */
 void srv_post(struct srv *s, struct srv_reply *r);
-/* From now on new Generate calls get UNAVAILABLE. Any thread. */
+/* Starts a drain as a Shutdown call does: the loop refuses new Generate calls with
+ * UNAVAILABLE from then on and posts SRV_CMD_DRAIN behind every call it already passed
+ * on, so the compute thread, which stops only after that command, answers them all.
+ * Only wakes the loop (one eventfd write), so it returns at once; any thread, and
+ * async-signal-safe. */
 void srv_begin_drain(struct srv *s);
-/* Writes out what is queued (for at most flush_s seconds), closes every connection and
- * the listener, and joins the loop thread. */
+/* Call once the compute thread takes no more commands (sched_run returned). Stops
+ * accepting; answers the Generate and Cancel calls still waiting in srv_commands(), and
+ * those read from now on, with UNAVAILABLE; writes out what is queued (for at most
+ * flush_s seconds); closes every connection and the listener; joins the loop thread. */
 void srv_stop(struct srv *s, double flush_s);
 void srv_destroy(struct srv *s);
 /* Where the server listens, for logs ("127.0.0.1:7070", "unix:/run/specd.sock"). */

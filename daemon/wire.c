@@ -25,7 +25,7 @@ enum specd_status wire_reader_push(struct wire_reader *r, const void *data, size
 	const uint8_t *p = data;
 	/* A refused frame's bytes are skipped only once everything before it has been
 	 * handed out, which wire_reader_next guarantees by setting skip only then. */
-	if (r->skip && r->buf.len == r->consumed) {
+	if (r->skip && r->buf.len == r->head + r->consumed) {
 		size_t drop = n < r->skip ? n : (size_t)r->skip;
 		r->skip -= drop;
 		p += drop;
@@ -37,21 +37,24 @@ enum specd_status wire_reader_push(struct wire_reader *r, const void *data, size
 enum specd_status wire_reader_next(struct wire_reader *r, enum wire_event *ev,
 				   const uint8_t **frame, uint32_t *len)
 {
-	specd_buf_consume(&r->buf, r->consumed);
+	specd_buf_advance(&r->buf, &r->head, r->consumed);
 	r->consumed = 0;
 	*ev = WIRE_NEED_MORE;
+	size_t have = r->buf.len - r->head;
 	if (r->skip) {
 		/* Bytes of a refused frame that arrived in the same push as it. */
-		size_t drop = r->buf.len < r->skip ? r->buf.len : (size_t)r->skip;
-		specd_buf_consume(&r->buf, drop);
+		size_t drop = have < r->skip ? have : (size_t)r->skip;
+		specd_buf_advance(&r->buf, &r->head, drop);
 		r->skip -= drop;
 		if (r->skip)
 			return SPECD_OK;
+		have = r->buf.len - r->head;
 	}
-	if (r->buf.len < WIRE_PREFIX_BYTES)
+	if (have < WIRE_PREFIX_BYTES)
 		return SPECD_OK;
-	uint8_t flag = r->buf.data[0];
-	uint32_t n = be32(r->buf.data + 1);
+	const uint8_t *at = r->buf.data + r->head;
+	uint8_t flag = at[0];
+	uint32_t n = be32(at + 1);
 	if (flag > WIRE_FLAG_COMPRESSED)
 		return SPECD_PROTO;
 	if (flag == WIRE_FLAG_COMPRESSED || n > r->max_frame) {
@@ -59,16 +62,16 @@ enum specd_status wire_reader_next(struct wire_reader *r, enum wire_event *ev,
 		*len = n;
 		r->consumed = WIRE_PREFIX_BYTES;
 		r->skip = n;
-		size_t here = r->buf.len - WIRE_PREFIX_BYTES;
+		size_t here = have - WIRE_PREFIX_BYTES;
 		size_t drop = here < n ? here : n;
 		r->consumed += drop;
 		r->skip -= drop;
 		return SPECD_OK;
 	}
-	if (r->buf.len - WIRE_PREFIX_BYTES < n)
+	if (have - WIRE_PREFIX_BYTES < n)
 		return SPECD_OK;
 	*ev = WIRE_FRAME;
-	*frame = r->buf.data + WIRE_PREFIX_BYTES;
+	*frame = at + WIRE_PREFIX_BYTES;
 	*len = n;
 	r->consumed = WIRE_PREFIX_BYTES + (size_t)n;
 	return SPECD_OK;

@@ -26,8 +26,10 @@ enum wire_event {
 
 struct wire_reader {
 	uint32_t max_frame;   /* largest frame body accepted (limits.frame_bytes) */
-	struct specd_buf buf; /* received, not yet consumed */
-	size_t consumed;      /* bytes of buf handed out by the last call */
+	struct specd_buf buf; /* received; buf.data[head..len) not yet handed out */
+	size_t head;          /* read offset: frames are handed out in place, and the
+			       * rest moves down only now and then (specd_buf_advance) */
+	size_t consumed;      /* bytes at head handed out by the last call */
 	uint64_t skip;        /* bytes still to discard of a refused frame */
 };
 
@@ -40,7 +42,8 @@ enum specd_status wire_reader_push(struct wire_reader *r, const void *data, size
 
 /* The next event. With WIRE_FRAME, *frame points into the reader and stays valid until
  * the next call. SPECD_PROTO for a flag byte other than 0 or 1: the byte stream cannot be
- * trusted any more and the connection should be closed. */
+ * trusted any more and the connection should be closed. Handing out n frames one by
+ * one costs time linear in their bytes, however small they are. */
 enum specd_status wire_reader_next(struct wire_reader *r, enum wire_event *ev,
 				   const uint8_t **frame, uint32_t *len);
 

@@ -1,5 +1,5 @@
 /* common/: status strings, errors, logging sink and levels, allocation helpers and
- * their failure injection. */
+ * their failure injection, the byte buffer. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "common/alloc.h"
+#include "common/buf.h"
 #include "common/clock.h"
 #include "common/error.h"
 #include "common/log.h"
@@ -152,6 +153,41 @@ static void test_clock__monotonic_and_sleeps(void **state)
 	assert_true(specd_now() - t0 >= 0.0019);
 }
 
+/* Reading a buffer from the front in pieces leaves the unread bytes where they are until
+ * the read part outweighs them, so each piece costs its own length, not the rest's. */
+static void test_buf__advance_moves_rest_only_when_outweighed(void **state)
+{
+	(void)state;
+	struct specd_buf b;
+	specd_buf_init(&b);
+	uint8_t bytes[100];
+	for (int i = 0; i < 100; i++)
+		bytes[i] = (uint8_t)i;
+	assert_int_equal(specd_buf_append(&b, bytes, sizeof(bytes)), SPECD_OK);
+	size_t head = 0;
+	specd_buf_advance(&b, &head, 10);
+	assert_int_equal(head, 10);
+	assert_int_equal(b.len, 100);
+	specd_buf_advance(&b, &head, 39);
+	assert_int_equal(head, 49); /* 49 read, 51 unread: still in place */
+	assert_int_equal(b.data[head], 49);
+	specd_buf_advance(&b, &head, 1);
+	assert_int_equal(head, 0); /* 50 read, 50 unread: moved to the front */
+	assert_int_equal(b.len, 50);
+	assert_int_equal(b.data[0], 50);
+	/* Byte by byte, every byte read is the next one and nothing is lost. */
+	for (int i = 50; i < 99; i++) {
+		assert_int_equal(b.data[head], i);
+		specd_buf_advance(&b, &head, 1);
+	}
+	assert_int_equal(b.len - head, 1);
+	assert_int_equal(b.data[head], 99);
+	specd_buf_advance(&b, &head, 1);
+	assert_int_equal(b.len, 0); /* all read: empty again */
+	assert_int_equal(head, 0);
+	specd_buf_fini(&b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -164,6 +200,7 @@ int main(void)
 		cmocka_unit_test(test_alloc__aligned),
 		cmocka_unit_test(test_alloc__failure_injection_counts),
 		cmocka_unit_test(test_clock__monotonic_and_sleeps),
+		cmocka_unit_test(test_buf__advance_moves_rest_only_when_outweighed),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

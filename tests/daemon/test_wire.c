@@ -1,5 +1,6 @@
 /* daemon/wire: frames split anywhere, refused frames skipped without losing the
- * connection, envelopes round-tripped, garbage refused. */
+ * connection, many frames in one read handed out in place, envelopes round-tripped,
+ * garbage refused. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -137,6 +138,45 @@ static void test_reader__bad_flag_and_huge_length(void **state)
 	wire_reader_fini(&r);
 }
 
+/* Many small frames in one read are handed out where they lie: the bytes behind a frame
+ * are not moved down after each one (which made a read of n frames cost n^2). */
+static void test_reader__many_frames_handed_out_in_place(void **state)
+{
+	(void)state;
+	enum { N = 64 };
+	struct specd_buf stream;
+	specd_buf_init(&stream);
+	for (uint64_t i = 1; i <= N; i++)
+		pack_health(i, &stream);
+	struct wire_reader r;
+	wire_reader_init(&r, 1024);
+	assert_int_equal(wire_reader_push(&r, stream.data, stream.len), SPECD_OK);
+	const uint8_t *prev_end = NULL;
+	for (uint64_t i = 1; i <= N; i++) {
+		enum wire_event ev;
+		const uint8_t *frame = NULL;
+		uint32_t len = 0;
+		assert_int_equal(wire_reader_next(&r, &ev, &frame, &len), SPECD_OK);
+		assert_int_equal(ev, WIRE_FRAME);
+		/* In place until half is read: each frame follows the one before. */
+		if (prev_end && i <= N / 2)
+			assert_ptr_equal(frame, prev_end + WIRE_PREFIX_BYTES);
+		prev_end = frame + len;
+		Specd__V1__Envelope *env = NULL;
+		assert_int_equal(wire_unpack(frame, len, &env), SPECD_OK);
+		assert_int_equal(env->call_id, i);
+		specd__v1__envelope__free_unpacked(env, NULL);
+	}
+	enum wire_event ev;
+	const uint8_t *frame = NULL;
+	uint32_t len = 0;
+	assert_int_equal(wire_reader_next(&r, &ev, &frame, &len), SPECD_OK);
+	assert_int_equal(ev, WIRE_NEED_MORE);
+	assert_int_equal(r.buf.len, 0); /* all handed out: the buffer is empty again */
+	wire_reader_fini(&r);
+	specd_buf_fini(&stream);
+}
+
 static void test_envelope__round_trip_and_garbage(void **state)
 {
 	(void)state;
@@ -189,6 +229,7 @@ int main(void)
 		cmocka_unit_test(test_reader__oversized_frame_is_skipped_and_next_served),
 		cmocka_unit_test(test_reader__compressed_frame_refused_and_skipped),
 		cmocka_unit_test(test_reader__bad_flag_and_huge_length),
+		cmocka_unit_test(test_reader__many_frames_handed_out_in_place),
 		cmocka_unit_test(test_envelope__round_trip_and_garbage),
 		cmocka_unit_test(test_codes__status_mapping),
 	};
