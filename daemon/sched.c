@@ -494,14 +494,18 @@ static void job_emit(struct sched *s, struct sjob *j)
 	uint32_t n_out = 0;
 	const int32_t *out = draft_job_output(j->dj, &n_out);
 	const struct draft_metrics *m = draft_job_metrics(j->dj);
-	uint32_t fresh = n_out - j->sent;
+	/* A step may bring several tokens; the one whose text completes a stop string is
+	 * the last sent, so what a client gets does not depend on the method or K. */
 	for (uint32_t i = j->sent; i < n_out && !j->text.stopped; i++) {
 		const char *piece = NULL;
 		size_t plen = 0;
 		if (tok_token_text(s->cfg.tok, j->prev, out[i], &piece, &plen) == SPECD_OK)
 			textstream_push(&j->text, piece, plen);
 		j->prev = out[i];
+		if (textstream_stop_pending(&j->text))
+			n_out = i + 1;
 	}
+	uint32_t fresh = n_out - j->sent;
 	size_t len = 0;
 	bool have_text = textstream_take(&j->text, false, &len) == SPECD_OK && len;
 	Specd__V1__GenerateResponse resp = SPECD__V1__GENERATE_RESPONSE__INIT;
@@ -541,8 +545,11 @@ static void job_emit(struct sched *s, struct sjob *j)
 	}
 	if (have_text)
 		resp.text = (char *)j->text.out.data;
+	/* Drafted tokens come before the step's bonus: of nt tokens sent, at most nt were
+	 * drafts (fewer after a stop string cut the step). */
+	uint64_t accepted = m->accepted - j->accepted_sent;
 	resp.has_accepted = 1;
-	resp.accepted = (uint32_t)(m->accepted - j->accepted_sent);
+	resp.accepted = (uint32_t)(accepted < nt ? accepted : nt);
 	j->accepted_sent = m->accepted;
 	j->sent = n_out;
 	if (fresh && !j->t_first)

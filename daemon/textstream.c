@@ -64,6 +64,12 @@ static size_t find_stop(const struct textstream *ts, const char *s, size_t len)
 	return best;
 }
 
+bool textstream_stop_pending(const struct textstream *ts)
+{
+	return !ts->stopped &&
+	       find_stop(ts, (const char *)ts->pending.data, ts->pending.len) < ts->pending.len;
+}
+
 /* The length of the longest suffix of s[0..len) that is a proper prefix of a stop
  * string: those bytes must wait for the next token. */
 static size_t held_back(const struct textstream *ts, const char *s, size_t len)

@@ -31,6 +31,11 @@ void textstream_fini(struct textstream *ts);
 /* Adds a token's text. After a stop matched, bytes are ignored. SPECD_NOMEM. */
 enum specd_status textstream_push(struct textstream *ts, const char *bytes, size_t n);
 
+/* True when the text pushed and not yet taken holds a whole stop string: the token
+ * just pushed is the last one to send (a speculative step can bring several; those
+ * past it must not go out, as plain decoding would never have made them). */
+bool textstream_stop_pending(const struct textstream *ts);
+
 /* Moves what is ready into ts->out (replacing its previous contents) and returns its
  * length; at_end flushes everything left (an unfinished character becomes U+FFFD).
  * SPECD_NOMEM leaves the pending text in place. */

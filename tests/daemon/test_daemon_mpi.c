@@ -141,6 +141,7 @@ struct gen_result {
 	Specd__V1__FinishReason finish;
 	Specd__V1__Code code;
 	uint64_t drafted;
+	uint32_t generated;        /* from the stats */
 	uint32_t spec_tokens;      /* from the stats */
 	char method[32];
 	float logprob[512];        /* each token's, when asked for */
@@ -197,6 +198,7 @@ static void generate_collect(struct client *c, uint64_t call, struct gen_result 
 			out->finish = r->finish_reason;
 			if (r->stats) {
 				out->drafted = r->stats->drafted;
+				out->generated = r->stats->generated_tokens;
 				out->spec_tokens = r->stats->spec_tokens;
 				snprintf(out->method, sizeof(out->method), "%s",
 					 r->stats->method ? r->stats->method : "");
@@ -291,6 +293,53 @@ static void test_generate__stop_string_cuts_text(void **state)
 	assert_null(strstr(r->text, "Lily"));
 	assert_string_equal(r->text, ", there was a little girl named ");
 	free(r);
+}
+
+/* A Generate request for prompt with its own speculation (method NULL: the cluster's). */
+static void spec_request(Specd__V1__GenerateRequest *req, Specd__V1__Speculation *sp,
+			 char *prompt, uint32_t max_tokens, char *method)
+{
+	*req = (Specd__V1__GenerateRequest)SPECD__V1__GENERATE_REQUEST__INIT;
+	*sp = (Specd__V1__Speculation)SPECD__V1__SPECULATION__INIT;
+	req->prompt = prompt;
+	req->has_max_tokens = 1;
+	req->max_tokens = max_tokens;
+	sp->method = method;
+	req->speculation = sp;
+}
+
+/* A stop string completed inside a speculative step (ngram K 4 accepts runs of this
+ * repetitive prompt): the tokens past the one that completed it are not sent, so the
+ * tokens, their count and the text are plain decoding's (speculation none). */
+static void test_generate__stop_inside_a_step_sends_plain_decodings_tokens(void **state)
+{
+	(void)state;
+	char p[] = "Lily said, \"I want to play with the ball. I want to play with the ball. "
+		   "I want to play with the ball.", stop[] = "ball", none[] = "none";
+	char *stops[1] = {stop};
+	struct gen_result *r[2];
+	for (int i = 0; i < 2; i++) {
+		Specd__V1__GenerateRequest req;
+		Specd__V1__Speculation sp;
+		spec_request(&req, &sp, p, 120, i ? none : NULL);
+		req.n_stop = 1;
+		req.stop = stops;
+		struct client c;
+		connect_client(&c, TOKEN);
+		r[i] = calloc(1, sizeof(*r[i]));
+		generate_req(&c, &req, r[i]);
+		client_close(&c);
+		assert_int_equal(r[i]->code, SPECD__V1__CODE__OK);
+		assert_int_equal(r[i]->finish, SPECD__V1__FINISH_REASON__STOP);
+	}
+	assert_true(r[0]->drafted > 0);
+	assert_int_equal(r[0]->generated, r[0]->n_tokens);
+	assert_int_equal(r[1]->generated, r[1]->n_tokens);
+	assert_int_equal(r[0]->n_tokens, r[1]->n_tokens);
+	assert_memory_equal(r[0]->tokens, r[1]->tokens, r[1]->n_tokens * sizeof(uint32_t));
+	assert_string_equal(r[0]->text, r[1]->text);
+	free(r[0]);
+	free(r[1]);
 }
 
 /* Sends raw bytes on a fresh connection and returns the first reply's code, or -1
@@ -418,17 +467,13 @@ static void test_generate__speculation_override_and_logprobs(void **state)
 		{NULL, 0, 0, 4}, {none, 0, 0, 0}, {ngram, 1, 2, 2}, {NULL, 1, 1, 1},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		Specd__V1__GenerateRequest req = SPECD__V1__GENERATE_REQUEST__INIT;
-		Specd__V1__Speculation sp = SPECD__V1__SPECULATION__INIT;
-		req.prompt = p;
-		req.has_max_tokens = 1;
-		req.max_tokens = 48;
+		Specd__V1__GenerateRequest req;
+		Specd__V1__Speculation sp;
+		spec_request(&req, &sp, p, 48, cases[i].method);
 		req.has_logprobs = 1;
 		req.logprobs = 2;
-		sp.method = cases[i].method;
 		sp.has_spec_tokens = cases[i].has_k;
 		sp.spec_tokens = cases[i].k;
-		req.speculation = &sp;
 		struct client c;
 		connect_client(&c, TOKEN);
 		struct gen_result *r = calloc(1, sizeof(*r));
@@ -701,6 +746,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_generate__greedy_equals_plain_decoding),
 		cmocka_unit_test(test_generate__stop_string_cuts_text),
+		cmocka_unit_test(test_generate__stop_inside_a_step_sends_plain_decodings_tokens),
 		cmocka_unit_test(test_hostile__frames_each_answered_and_next_client_served),
 		cmocka_unit_test(test_hostile__requests_refused_with_reasons),
 		cmocka_unit_test(test_generate__speculation_override_and_logprobs),

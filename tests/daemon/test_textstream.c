@@ -124,6 +124,28 @@ static void test_textstream__nul_byte_becomes_replacement(void **state)
 	textstream_fini(&ts);
 }
 
+/* The token whose text completes a stop string is known as it is pushed, so the
+ * tokens after it in the same step can be held back. */
+static void test_textstream__stop_pending_from_the_completing_token(void **state)
+{
+	(void)state;
+	const char *stops[] = {"ball"};
+	struct textstream ts;
+	size_t len;
+	assert_int_equal(textstream_init(&ts, stops, 1), SPECD_OK);
+	assert_int_equal(textstream_push(&ts, "the b", 5), SPECD_OK);
+	assert_false(textstream_stop_pending(&ts));
+	assert_int_equal(textstream_take(&ts, false, &len), SPECD_OK); /* "the " out, "b" held */
+	assert_int_equal(textstream_push(&ts, "al", 2), SPECD_OK);
+	assert_false(textstream_stop_pending(&ts));
+	assert_int_equal(textstream_push(&ts, "l.", 2), SPECD_OK);
+	assert_true(textstream_stop_pending(&ts));
+	assert_int_equal(textstream_take(&ts, false, &len), SPECD_OK);
+	assert_true(ts.stopped);
+	assert_false(textstream_stop_pending(&ts)); /* it has been acted on */
+	textstream_fini(&ts);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -134,6 +156,7 @@ int main(void)
 		cmocka_unit_test(test_textstream__earliest_of_several_stops_wins),
 		cmocka_unit_test(test_textstream__invalid_bytes_become_replacement),
 		cmocka_unit_test(test_textstream__nul_byte_becomes_replacement),
+		cmocka_unit_test(test_textstream__stop_pending_from_the_completing_token),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
