@@ -27,7 +27,9 @@
 
 struct sjob {
 	bool active;
-	bool cancelled;
+	/* Not FINISH_UNSPECIFIED: the job ends at the next step with this reason (a
+	 * Cancel, its client gone, a forced stop). */
+	Specd__V1__FinishReason end_now;
 	uint64_t conn_id, call_id;
 	char request_id[REQ_MAX_ID_BYTES + 1];
 	struct draft_job *dj;   /* the engine's job on this slot, made once */
@@ -48,6 +50,8 @@ struct sched {
 	struct mbox_item *queue_head, *queue_tail; /* Generate commands waiting for a slot */
 	uint32_t n_queued;
 	bool draining;
+	bool stop_asked; /* a signal asked for a drain already */
+	bool stop_now;   /* asked twice: every job ends at its next step, none waits */
 	double t_created;
 	char *chat_system;  /* the template's default system prompt; NULL: no chat template */
 	const char *chat_why; /* why chat is not available, when chat_system is NULL */
@@ -194,10 +198,10 @@ static struct srv_cmd *queue_pop_fair(struct sched *s)
 	return (struct srv_cmd *)it;
 }
 
-/* Removes queued calls that match (conn_id, and call_id unless 0, or request_id), each
- * answered as cancelled. Returns how many. */
+/* Removes queued calls that match (conn_id, and call_id unless 0, or request_id; every
+ * one when conn_id is 0), each answered as finished for `why`. Returns how many. */
 static uint32_t queue_cancel(struct sched *s, uint64_t conn_id, uint64_t call_id,
-			     const char *request_id)
+			     const char *request_id, Specd__V1__FinishReason why)
 {
 	uint32_t n = 0;
 	struct mbox_item **pp = &s->queue_head, *last = NULL;
@@ -205,7 +209,8 @@ static uint32_t queue_cancel(struct sched *s, uint64_t conn_id, uint64_t call_id
 		struct srv_cmd *c = (struct srv_cmd *)*pp;
 		bool match = request_id ? (c->generate->request_id &&
 					   strcmp(c->generate->request_id, request_id) == 0)
-					: (c->conn_id == conn_id && (!call_id || c->call_id == call_id));
+					: !conn_id || (c->conn_id == conn_id &&
+						       (!call_id || c->call_id == call_id));
 		if (!match) {
 			last = *pp;
 			pp = &(*pp)->next;
@@ -215,7 +220,7 @@ static uint32_t queue_cancel(struct sched *s, uint64_t conn_id, uint64_t call_id
 		s->n_queued--;
 		Specd__V1__GenerateResponse resp = SPECD__V1__GENERATE_RESPONSE__INIT;
 		resp.has_finish_reason = 1;
-		resp.finish_reason = SPECD__V1__FINISH_REASON__CANCELLED_BY_CLIENT;
+		resp.finish_reason = why;
 		post(s, c->conn_id, c->call_id, SPECD__V1__METHOD__GENERATE, SPECD__V1__CODE__OK,
 		     NULL, &resp.base, true);
 		srv_cmd_free(c);
@@ -379,7 +384,7 @@ static enum specd_status job_start(struct sched *s, struct sjob *j, const struct
 	if ((st = textstream_init(&j->text, stops, r->n_stop)) != SPECD_OK)
 		return specd_errorf(err, st, "out of memory");
 	j->active = true;
-	j->cancelled = false;
+	j->end_now = SPECD__V1__FINISH_REASON__FINISH_UNSPECIFIED;
 	j->conn_id = c->conn_id;
 	j->call_id = c->call_id;
 	snprintf(j->request_id, sizeof(j->request_id), "%s", r->request_id ? r->request_id : "");
@@ -590,8 +595,10 @@ static void step(struct sched *s)
 		struct sjob *j = &s->jobs[i];
 		if (!j->active)
 			continue;
-		if (j->cancelled) {
-			job_finish(s, j, SPECD__V1__FINISH_REASON__CANCELLED_BY_CLIENT);
+		if (s->stop_now && !j->end_now)
+			j->end_now = SPECD__V1__FINISH_REASON__SERVER_SHUTDOWN;
+		if (j->end_now) {
+			job_finish(s, j, j->end_now);
 			continue;
 		}
 		s->step_jobs[n++] = j->dj;
@@ -632,13 +639,14 @@ static void handle_cancel(struct sched *s, struct srv_cmd *c)
 	uint64_t call = r->has_call_id ? r->call_id : 0;
 	uint32_t n = 0;
 	if (rid || call) {
-		n += queue_cancel(s, c->conn_id, call, rid);
+		n += queue_cancel(s, c->conn_id, call, rid,
+				  SPECD__V1__FINISH_REASON__CANCELLED_BY_CLIENT);
 		for (uint32_t i = 0; i < s->cfg.n_slots; i++) {
 			struct sjob *j = &s->jobs[i];
 			bool match = rid ? strcmp(j->request_id, rid) == 0
 					 : j->conn_id == c->conn_id && j->call_id == call;
-			if (j->active && !j->cancelled && match) {
-				j->cancelled = true;
+			if (j->active && !j->end_now && match) {
+				j->end_now = SPECD__V1__FINISH_REASON__CANCELLED_BY_CLIENT;
 				n++;
 			}
 		}
@@ -675,10 +683,11 @@ static void handle(struct sched *s, struct srv_cmd *c)
 		handle_cancel(s, c);
 		break;
 	case SRV_CMD_CONN_CLOSED:
-		queue_cancel(s, c->conn_id, 0, NULL);
+		queue_cancel(s, c->conn_id, 0, NULL, SPECD__V1__FINISH_REASON__CANCELLED_BY_CLIENT);
 		for (uint32_t i = 0; i < s->cfg.n_slots; i++) {
-			if (s->jobs[i].active && s->jobs[i].conn_id == c->conn_id)
-				s->jobs[i].cancelled = true;
+			struct sjob *j = &s->jobs[i];
+			if (j->active && j->conn_id == c->conn_id && !j->end_now)
+				j->end_now = SPECD__V1__FINISH_REASON__CANCELLED_BY_CLIENT;
 		}
 		break;
 	case SRV_CMD_DRAIN:
@@ -704,9 +713,20 @@ enum specd_status sched_run(struct sched *s, sched_stop_fn *stop, void *user)
 		}
 		/* A signal drains through the loop, as a Shutdown call does: stopping here
 		 * could leave behind a Generate the loop is passing on right now. The loop
-		 * answers with SRV_CMD_DRAIN behind it. */
-		if (!s->draining && stop && stop(user))
-			srv_begin_drain(s->cfg.srv);
+		 * answers with SRV_CMD_DRAIN behind it. A second signal (or one during a
+		 * Shutdown's drain) does not wait for max_tokens: every job ends now. */
+		if (stop && stop(user)) {
+			if ((s->stop_asked || s->draining) && !s->stop_now) {
+				LOG_WARN("stopping now: ending %u running and %u queued job(s) "
+					 "unfinished", running(s), s->n_queued);
+				s->stop_now = true;
+			}
+			if (!s->stop_asked && !s->draining)
+				srv_begin_drain(s->cfg.srv);
+			s->stop_asked = true;
+		}
+		if (s->stop_now && s->n_queued) /* also calls passed on before the drain */
+			queue_cancel(s, 0, 0, NULL, SPECD__V1__FINISH_REASON__SERVER_SHUTDOWN);
 		admit(s);
 		step(s);
 		struct adapt_report ar;

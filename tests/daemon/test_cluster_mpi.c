@@ -1,6 +1,7 @@
 /* specd under mpirun, end to end: the role table, SIGTERM to the leader ending every
- * rank with exit 0, idle ranks not spinning, and a world-size mismatch giving one
- * message and a non-zero exit on every rank (never a hang). */
+ * rank with exit 0 (a drain waits for a running job; a second signal ends it at once),
+ * idle ranks not spinning, and a world-size mismatch giving one message and a non-zero
+ * exit on every rank (never a hang). */
 #include <errno.h>
 #include <poll.h>
 #include <setjmp.h>
@@ -17,6 +18,7 @@
 
 #include <cmocka.h>
 
+#include "daemon/client.h"
 #include "test_support.h"
 
 static char g_dir[256], g_specd[512], g_mpirun[256], g_model[512];
@@ -271,6 +273,96 @@ static void test_cluster__sigterm_to_leader_stops_every_rank_cleanly(void **stat
 	assert_non_null(strstr(r->out, "excluded: not configured (speculation.draft_model.model"));
 }
 
+/* The next reply of Generate call `call` (false when none comes within timeout_s):
+ * its token count, and its finish reason when it is the last (else -1). */
+static bool next_reply(struct client *c, uint64_t call, double timeout_s, size_t *n_tokens,
+		       int *finish)
+{
+	Specd__V1__Envelope *env = NULL;
+	struct specd_error err;
+	if (client_recv(c, &env, timeout_s, &err) != SPECD_OK)
+		return false;
+	assert_int_equal(env->call_id, call);
+	assert_true(!env->has_code || env->code == SPECD__V1__CODE__OK);
+	bool end = env->has_end && env->end;
+	Specd__V1__GenerateResponse *r = specd__v1__generate_response__unpack(
+		NULL, env->payload.len, env->payload.data);
+	specd__v1__envelope__free_unpacked(env, NULL);
+	assert_non_null(r);
+	*n_tokens = r->n_tokens;
+	*finish = end ? (int)r->finish_reason : -1;
+	specd__v1__generate_response__free_unpacked(r, NULL);
+	return true;
+}
+
+/* SIGTERM drains: the running job goes on. A second SIGTERM does not wait for it: its
+ * stream ends with SERVER_SHUTDOWN well short of max_tokens, and every rank exits 0. The
+ * model is a random one slow enough (100 MB of f32 weights a token) that the job is
+ * still running when both signals come. */
+static void test_cluster__second_sigterm_ends_a_running_job_at_once(void **state)
+{
+	(void)state;
+	enum { MAX_TOKENS = 3000 };
+	char model[512], cluster[512], text[1536], sock[400], addr[420];
+	snprintf(model, sizeof(model), "%s/slow.gguf", g_dir);
+	const char *gen[] = {"--dim", "512", "--layers", "8", "--heads", "8", "--kv-heads", "8",
+			     "--ffn", "1376", "--vocab", "512", "--ctx", "4096", "--type", "f32",
+			     NULL};
+	assert_int_equal(ts_gen_model(model, gen), 0);
+	snprintf(sock, sizeof(sock), "%s/slow.sock", g_dir);
+	snprintf(addr, sizeof(addr), "unix:%s", sock);
+	snprintf(text, sizeof(text),
+		 "cluster: {name: slow, log_level: info}\n"
+		 "server: {listen: '%s', limits: {max_tokens: %d}}\n"
+		 "target: {model: %s, tensor_parallel: 1}\ndraft: {placement: leader}\n"
+		 "speculation: {method: none}\n", addr, MAX_TOKENS, model);
+	assert_true(ts_write_file(g_dir, "slow.yaml", text, cluster, sizeof(cluster)));
+	struct running *r = running_new();
+	start(r, 1, cluster); /* plain decoding: the leader alone */
+	assert_true(read_until(r, "specd: serving on", 1, 120.0) ||
+		    (print_message("%s", r->out), false));
+	int leader = pid_of_rank(r->out, 0);
+	assert_true(leader > 0);
+
+	struct client c;
+	struct specd_error err;
+	if (client_open(&c, addr, NULL, &err) != SPECD_OK)
+		fail_msg("connect %s: %s", addr, err.msg);
+	Specd__V1__GenerateRequest req = SPECD__V1__GENERATE_REQUEST__INIT;
+	char prompt[] = "Once upon a time";
+	req.prompt = prompt;
+	req.has_max_tokens = 1;
+	req.max_tokens = MAX_TOKENS;
+	uint64_t call;
+	assert_int_equal(client_send(&c, SPECD__V1__METHOD__GENERATE, &req.base, &call, &err),
+			 SPECD_OK);
+	size_t got = 0, n = 0;
+	int finish_reason = -1;
+	assert_true(next_reply(&c, call, 60.0, &n, &finish_reason)); /* running */
+	got += n;
+	assert_int_equal(kill(leader, SIGTERM), 0);
+	/* Draining: the job goes on for the next half second. */
+	double until = now_s() + 0.5;
+	while (finish_reason < 0 && now_s() < until && next_reply(&c, call, 10.0, &n,
+								   &finish_reason))
+		got += n;
+	assert_int_equal(finish_reason, -1);
+	size_t at_second = got;
+	assert_int_equal(kill(leader, SIGTERM), 0);
+	while (finish_reason < 0 && next_reply(&c, call, 30.0, &n, &finish_reason))
+		got += n;
+	client_close(&c);
+	assert_int_equal(finish_reason, SPECD__V1__FINISH_REASON__SERVER_SHUTDOWN);
+	assert_true(got < MAX_TOKENS);
+	print_message("tokens: %zu when the second signal came, %zu in all\n", at_second, got);
+	int rc = finish(r, 60.0);
+	if (rc != 0 || count(r->out, "stopped cleanly") != 1)
+		print_message("%s", r->out);
+	assert_int_equal(rc, 0);
+	assert_int_equal(count(r->out, "stopped cleanly"), 1);
+	assert_non_null(strstr(r->out, "stopping now: ending 1 running"));
+}
+
 static void test_cluster__leader_placement_runs_on_two_ranks(void **state)
 {
 	(void)state;
@@ -397,6 +489,8 @@ int main(void)
 		cmocka_unit_test(test_cli__help_version_and_bad_arguments),
 		cmocka_unit_test(test_check_config__valid_and_unknown_key),
 		cmocka_unit_test_teardown(test_cluster__sigterm_to_leader_stops_every_rank_cleanly,
+					  running_end),
+		cmocka_unit_test_teardown(test_cluster__second_sigterm_ends_a_running_job_at_once,
 					  running_end),
 		cmocka_unit_test_teardown(test_cluster__leader_placement_runs_on_two_ranks,
 					  running_end),
