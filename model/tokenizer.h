@@ -20,8 +20,9 @@
  * lowest merge rank (tokenizer.ggml.merges) is merged, leftmost on ties, until none
  * merges. No Unicode normalisation (Qwen's Hugging Face tokenizer applies NFC first:
  * text that is not NFC may tokenize differently there). Invalid UTF-8 bytes form their
- * own splits. As for SPM, tok_encode never produces control tokens from text;
- * tok_encode_special does.
+ * own splits; a byte the vocabulary has no symbol for is dropped (or, only when the
+ * unknown id is an UNKNOWN token, becomes it). As for SPM, tok_encode never produces
+ * control tokens from text; tok_encode_special does.
  *
  * Threads: a struct tok is immutable after creation; any thread may encode and decode
  * with it concurrently. */

@@ -424,8 +424,14 @@ static void bpe_word(const struct tok *t, const unsigned char *s, size_t len,
 		bpe_try(b, w, w->prev[l], &nh);
 		bpe_try(b, w, l, &nh);
 	}
+	/* A byte the vocabulary has no symbol for is dropped, as Hugging Face's BPE without
+	 * an unknown token and llama.cpp do; only a real UNKNOWN token stands in for it.
+	 * (SmolLM2 lacks bytes such as 0x04 and 0xf1, and its unknown id is the control
+	 * token <|endoftext|>, which text must never produce.) */
+	bool unk_ok = t->unk >= 0 && t->unk < t->n && t->types[t->unk] == TOK_TYPE_UNKNOWN;
 	for (int32_t i = 0; i >= 0 && i < m; i = w->next[i])
-		bpe_emit(ids, cap, n, w->sym[i] >= 0 ? w->sym[i] : t->unk);
+		if (w->sym[i] >= 0 || unk_ok)
+			bpe_emit(ids, cap, n, w->sym[i] >= 0 ? w->sym[i] : t->unk);
 }
 
 enum specd_status tok_bpe_encode(const struct tok *t, const char *text, size_t len,

@@ -128,6 +128,20 @@ static void test_bpe_tiny__bytes_map_to_the_gpt2_alphabet(void **state)
 	tok_destroy(t);
 }
 
+/* A byte with no symbol in the vocabulary (0x04 here, as in SmolLM2's) is dropped: the
+ * unknown id is a control token, which text must never produce. */
+static void test_bpe_tiny__byte_without_a_symbol_is_dropped(void **state)
+{
+	(void)state;
+	struct tok *t = tiny_create("gpt2");
+	int32_t ids[16];
+
+	assert_int_equal(enc(t, "a\x04" "b\x04", false, ids, 16), 2);
+	assert_int_equal(ids[0], 1);
+	assert_int_equal(ids[1], 2);
+	tok_destroy(t);
+}
+
 static void test_bpe_tiny__special_tokens_split_out_only_on_request(void **state)
 {
 	(void)state;
@@ -443,6 +457,7 @@ int main(void)
 		cmocka_unit_test(test_bpe_tiny__special_tokens_split_out_only_on_request),
 		cmocka_unit_test(test_bpe_tiny__long_word),
 		cmocka_unit_test(test_bpe_tiny__rejects_unknown_pre_tokenizer),
+		cmocka_unit_test(test_bpe_tiny__byte_without_a_symbol_is_dropped),
 		cmocka_unit_test(test_bpe_tiny__nomem_paths_clean_up),
 		cmocka_unit_test(test_chat__formats_chatml_with_default_system),
 		cmocka_unit_test_setup_teardown(test_bpe_real__matches_hugging_face_ids,
