@@ -53,8 +53,9 @@ struct sched {
 	bool stop_asked; /* a signal asked for a drain already */
 	bool stop_now;   /* asked twice: every job ends at its next step, none waits */
 	double t_created;
-	char *chat_system;  /* the template's default system prompt; NULL: no chat template */
-	const char *chat_why; /* why chat is not available, when chat_system is NULL */
+	bool chat_ok;       /* the model has a ChatML template: chat requests are served */
+	char *chat_system;  /* its default system prompt; NULL: it has none */
+	const char *chat_why; /* why chat is not available, when !chat_ok */
 
 	/* What Status reports, written by the compute thread under the lock. */
 	pthread_mutex_t lock;
@@ -92,12 +93,10 @@ enum specd_status sched_create(const struct sched_config *cfg, struct sched **ou
 	if (!s->st_adapt.active)
 		LOG_INFO("online selector off: %s", s->st_adapt.why_off);
 	/* Chat requests need the model's ChatML template and its default system prompt. */
-	char sys[1024];
-	size_t sys_len = 0;
 	struct specd_error cerr;
-	if (cfg->file && chat_default_system(cfg->file, sys, sizeof(sys), &sys_len, &cerr) == SPECD_OK)
-		s->chat_system = specd_strdup(sys);
-	else
+	s->chat_ok = cfg->file && chat_default_system(cfg->file, &s->chat_system, &cerr) ==
+					  SPECD_OK;
+	if (!s->chat_ok)
 		s->chat_why = "this model has no ChatML chat template; send prompt";
 	for (uint32_t i = 0; i < cfg->n_slots; i++) {
 		enum specd_status st = draft_job_create(cfg->engine, i, &s->jobs[i].dj, err);
@@ -248,7 +247,7 @@ static enum specd_status prompt_ids(struct sched *s, const Specd__V1__GenerateRe
 {
 	const struct tok *t = s->cfg.tok;
 	if (r->n_messages) {
-		if (!s->chat_system)
+		if (!s->chat_ok)
 			return specd_errorf(err, SPECD_UNSUPPORTED, "%s", s->chat_why);
 		struct chat_msg *msgs = specd_calloc(r->n_messages, sizeof(*msgs));
 		if (!msgs)

@@ -542,23 +542,9 @@ static enum specd_status run_start_job(struct run *r, const struct run_opts *o,
 static enum specd_status chat_ids(struct run *r, const char *prompt, int32_t **ids, size_t *n)
 {
 	struct specd_error err;
-	char sys[1024];
-	size_t sys_len = 0;
-	if (chat_default_system(r->rt.file, sys, sizeof(sys), &sys_len, &err) != SPECD_OK) {
+	enum specd_status st = chat_user_prompt(r->rt.tok, r->rt.file, prompt, ids, n, &err);
+	if (st != SPECD_OK)
 		fprintf(stderr, "specd-run: --chat: %s\n", err.msg);
-		return SPECD_UNSUPPORTED;
-	}
-	struct chat_msg m = {.role = "user", .content = prompt};
-	size_t cap = chat_format_bound(&m, 1, sys);
-	*ids = specd_malloc_array(cap ? cap : 1, sizeof(int32_t));
-	if (!*ids)
-		return SPECD_NOMEM;
-	enum specd_status st = chat_format(r->rt.tok, &m, 1, sys, true, *ids, cap, n, &err);
-	if (st != SPECD_OK) {
-		fprintf(stderr, "specd-run: --chat: %s\n", err.msg);
-		specd_free(*ids);
-		*ids = NULL;
-	}
 	return st;
 }
 

@@ -41,12 +41,14 @@ static size_t chat_unescape(const char *s, size_t len, char *out)
 	return n;
 }
 
-enum specd_status chat_default_system(const struct gguf_file *f, char *buf, size_t cap,
-				      size_t *len_out, struct specd_error *err)
+enum specd_status chat_default_system(const struct gguf_file *f, char **out,
+				      struct specd_error *err)
 {
 	static const char head[] = CHAT_START "system";
 	struct gguf_str tpl;
 	const char *p, *end;
+
+	*out = NULL;
 
 	if (!gguf_get_str(f, "tokenizer.chat_template", &tpl))
 		return specd_errorf(err, SPECD_UNSUPPORTED, "chat: the file has no chat template");
@@ -54,37 +56,65 @@ enum specd_status chat_default_system(const struct gguf_file *f, char *buf, size
 	end = tpl.ptr + tpl.len;
 	if (!chat_find(p, tpl.len, CHAT_END, strlen(CHAT_END)))
 		return specd_errorf(err, SPECD_UNSUPPORTED, "chat: the template is not ChatML");
-	/* The default is the literal text of a "<|im_start|>system\n...<|im_end|>" string;
-	 * one with an expression in it (' + messages[0]...) is the explicit-system branch. */
+	/* The default is a Jinja string literal that opens with "<|im_start|>system\n" and
+	 * holds the whole turn up to <|im_end|>; where the literal closes first, an
+	 * expression follows (' + messages[0]...): that is the explicit-system branch. The
+	 * text may hold the other quote character and escapes ("You're ..."). */
 	while ((p = chat_find(p, (size_t)(end - p), head, sizeof(head) - 1)) != NULL) {
-		const char *s = p + sizeof(head) - 1, *e;
+		const char *s = p + sizeof(head) - 1, *e, *close = NULL;
+		char q = p > tpl.ptr ? p[-1] : 0;
 
 		p = s;
+		if (q != '\'' && q != '"')
+			continue;
 		if (s < end && *s == '\n')
 			s++;
 		else if (end - s >= 2 && s[0] == '\\' && s[1] == 'n')
 			s += 2;
 		else
 			continue;
-		e = chat_find(s, (size_t)(end - s), CHAT_END, strlen(CHAT_END));
-		if (!e || memchr(s, '\'', (size_t)(e - s)) || memchr(s, '"', (size_t)(e - s)) ||
-		    memchr(s, '{', (size_t)(e - s)))
+		for (const char *c = s; c < end && !close; c++) {
+			if (*c == '\\')
+				c++; /* an escaped character never closes the literal */
+			else if (*c == q)
+				close = c;
+		}
+		e = close ? chat_find(s, (size_t)(close - s), CHAT_END, strlen(CHAT_END)) : NULL;
+		if (!e)
 			continue;
 		size_t need = chat_unescape(s, (size_t)(e - s), NULL);
-		*len_out = need;
-		if (!buf || cap <= need)
-			return SPECD_INVAL;
-		chat_unescape(s, (size_t)(e - s), buf);
-		buf[need] = '\0';
+		if (!(*out = specd_malloc_array(need + 1, 1)))
+			return specd_errorf(err, SPECD_NOMEM, "chat: out of memory");
+		chat_unescape(s, (size_t)(e - s), *out);
+		(*out)[need] = '\0';
 		return SPECD_OK;
 	}
-	if (cap == 0 || !buf) {
-		*len_out = 0;
-		return SPECD_INVAL;
+	return SPECD_OK; /* a ChatML template without a default system prompt */
+}
+
+enum specd_status chat_user_prompt(const struct tok *t, const struct gguf_file *f,
+				   const char *content, int32_t **ids, size_t *n,
+				   struct specd_error *err)
+{
+	char *sys = NULL;
+	enum specd_status st = chat_default_system(f, &sys, err);
+	struct chat_msg m = {.role = "user", .content = content};
+	size_t cap = chat_format_bound(&m, 1, sys);
+
+	*ids = NULL;
+	if (st != SPECD_OK)
+		return st;
+	if (!(*ids = specd_malloc_array(cap ? cap : 1, sizeof(int32_t)))) {
+		specd_free(sys);
+		return specd_errorf(err, SPECD_NOMEM, "chat: out of memory");
 	}
-	buf[0] = '\0';
-	*len_out = 0;
-	return SPECD_OK;
+	st = chat_format(t, &m, 1, sys, true, *ids, cap, n, err);
+	specd_free(sys);
+	if (st != SPECD_OK) {
+		specd_free(*ids);
+		*ids = NULL;
+	}
+	return st;
 }
 
 size_t chat_format_bound(const struct chat_msg *msgs, size_t n, const char *default_system)

@@ -26,14 +26,21 @@ struct chat_msg {
 };
 
 /* The system prompt the file's template (tokenizer.chat_template) inserts when a
- * conversation has none, as a NUL-terminated copy in buf: "You are a helpful AI
- * assistant named SmolLM, trained by Hugging Face" for SmolLM2, "You are Qwen, created
- * by Alibaba Cloud. You are a helpful assistant." for Qwen2.5. *len_out excludes the NUL.
- * Errors: SPECD_UNSUPPORTED (no template, or not ChatML), SPECD_INVAL (cap too small;
- * *len_out is then set to the length needed, the one error that writes it). A ChatML
- * template with no default system prompt gives "" and SPECD_OK. */
-enum specd_status chat_default_system(const struct gguf_file *f, char *buf, size_t cap,
-				      size_t *len_out, struct specd_error *err);
+ * conversation has none: "You are a helpful AI assistant named SmolLM, trained by
+ * Hugging Face" for SmolLM2, "You are Qwen, created by Alibaba Cloud. You are a helpful
+ * assistant." for Qwen2.5. *out gets a NUL-terminated copy (free with specd_free), or
+ * NULL when the ChatML template has none (then no system turn is added). Errors:
+ * SPECD_UNSUPPORTED (no template, or not ChatML), SPECD_NOMEM; *out is NULL then. */
+enum specd_status chat_default_system(const struct gguf_file *f, char **out,
+				      struct specd_error *err);
+
+/* One user message as the file's template renders it for a reply: its default system
+ * prompt (if it has one), the message, the assistant header. *ids gets a malloc'd
+ * array (free with specd_free) of *n ids. Errors: those of chat_default_system and
+ * chat_format; *ids is NULL then. */
+enum specd_status chat_user_prompt(const struct tok *t, const struct gguf_file *f,
+				   const char *content, int32_t **ids, size_t *n,
+				   struct specd_error *err);
 
 /* Token ids of the ChatML rendering of msgs[0..n). When msgs[0] is not a system
  * message and default_system is not NULL, a system message with it comes first (as the

@@ -159,23 +159,6 @@ static enum specd_status prompts_read(const char *path, struct prompts *p, struc
 	return SPECD_OK;
 }
 
-/* The line as the user message of the model's ChatML template, with its default
- * system prompt and the assistant header (as specd-run --chat does). */
-static enum specd_status chat_ids(const struct dump *d, const char *line, int32_t **ids,
-				  size_t *n, struct specd_error *err)
-{
-	char sys[1024];
-	size_t sys_len = 0;
-	enum specd_status st = chat_default_system(d->file, sys, sizeof(sys), &sys_len, err);
-	if (st != SPECD_OK)
-		return st;
-	struct chat_msg msg = {.role = "user", .content = line};
-	size_t cap = chat_format_bound(&msg, 1, sys);
-	if (!(*ids = specd_malloc_array(cap ? cap : 1, sizeof(int32_t))))
-		return specd_errorf(err, SPECD_NOMEM, "out of memory");
-	return chat_format(d->tok, &msg, 1, sys, true, *ids, cap, n, err);
-}
-
 static enum specd_status prompts_tokenize(struct dump *d, struct prompts *p,
 					  struct specd_error *err)
 {
@@ -185,7 +168,8 @@ static enum specd_status prompts_tokenize(struct dump *d, struct prompts *p,
 	for (size_t i = 0; i < p->n; i++) {
 		enum specd_status st;
 		if (d->o->chat) {
-			st = chat_ids(d, p->line[i], &p->ids[i], &p->n_ids[i], err);
+			st = chat_user_prompt(d->tok, d->file, p->line[i], &p->ids[i], &p->n_ids[i],
+					      err);
 		} else {
 			size_t len = strlen(p->line[i]);
 			bool bos = tok_add_bos(d->tok);

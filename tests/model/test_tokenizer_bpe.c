@@ -261,6 +261,59 @@ static void test_chat__formats_chatml_with_default_system(void **state)
 	tok_destroy(t);
 }
 
+/* chat_default_system on a file holding only `template`: *out as it returns it. */
+static enum specd_status template_default(const char *template, char **out)
+{
+	struct gguf_writer *w = NULL;
+	struct gguf_file *f = NULL;
+	struct specd_error err;
+	void *img = NULL;
+	size_t size = 0;
+	assert_int_equal(gguf_writer_create(&w), SPECD_OK);
+	assert_int_equal(gguf_writer_set_str(w, "tokenizer.chat_template", template), SPECD_OK);
+	assert_int_equal(gguf_writer_image(w, 3, &img, &size), SPECD_OK);
+	assert_int_equal(gguf_open_memory(img, size, &f, &err), SPECD_OK);
+	enum specd_status st = chat_default_system(f, out, &err);
+	gguf_close(f);
+	specd_free(img);
+	gguf_writer_destroy(w);
+	return st;
+}
+
+/* The default system prompt is the literal that holds a whole system turn, whatever
+ * quote it uses and whatever the other quote inside it; a template without one adds
+ * no system turn (NULL), not an empty one. */
+static void test_chat__default_system_read_from_the_template(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *template, *want;
+	} cases[] = {
+		{"{{ '<|im_start|>system\\nYou are kind.<|im_end|>\\n' }}", "You are kind."},
+		{"{{ \"<|im_start|>system\\nYou're a \\\"helper\\\".<|im_end|>\\n\" }}",
+		 "You're a \"helper\"."},
+		/* the explicit-system branch only: the literal closes before <|im_end|> */
+		{"{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + "
+		 "'<|im_end|>\\n' }}{% endfor %}", NULL},
+		{"{{ '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}", NULL},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *sys = (char *)1;
+		assert_int_equal(template_default(cases[i].template, &sys), SPECD_OK);
+		if (cases[i].want) {
+			assert_non_null(sys);
+			assert_string_equal(sys, cases[i].want);
+		} else {
+			assert_null(sys);
+		}
+		specd_free(sys);
+	}
+	char *sys = (char *)1;
+	assert_int_equal(template_default("{{ bos_token }}{{ messages }}", &sys),
+			 SPECD_UNSUPPORTED); /* not ChatML */
+	assert_null(sys);
+}
+
 /* ---- the real vocabularies ---- */
 
 struct real_vocab {
@@ -423,11 +476,11 @@ static void test_bpe_real__chat_matches_template(void **state)
 		skip();
 	yaml_document_t *d = &r->doc;
 	yaml_node_t *chats = ts_fx_get(d, yaml_document_get_root_node(d), "chat");
-	char sys[256];
-	size_t sl = 0;
+	char *sys = NULL;
 	struct specd_error err;
 
-	assert_int_equal(chat_default_system(r->f, sys, sizeof(sys), &sl, &err), SPECD_OK);
+	assert_int_equal(chat_default_system(r->f, &sys, &err), SPECD_OK);
+	assert_non_null(sys);
 	assert_string_equal(sys, r->v->system);
 	for (size_t i = 0; i < ts_fx_len(chats); i++) {
 		yaml_node_t *c = ts_fx_at(d, chats, i), *msgs = ts_fx_get(d, c, "messages");
@@ -446,6 +499,7 @@ static void test_bpe_real__chat_matches_template(void **state)
 		assert_int_equal(ng, nw);
 		assert_memory_equal(got, want, nw * sizeof(int32_t));
 	}
+	specd_free(sys);
 }
 
 int main(void)
@@ -460,6 +514,7 @@ int main(void)
 		cmocka_unit_test(test_bpe_tiny__byte_without_a_symbol_is_dropped),
 		cmocka_unit_test(test_bpe_tiny__nomem_paths_clean_up),
 		cmocka_unit_test(test_chat__formats_chatml_with_default_system),
+		cmocka_unit_test(test_chat__default_system_read_from_the_template),
 		cmocka_unit_test_setup_teardown(test_bpe_real__matches_hugging_face_ids,
 						setup_smollm, teardown_vocab),
 		cmocka_unit_test_setup_teardown(test_bpe_real__chat_matches_template, setup_smollm,
