@@ -42,7 +42,8 @@ enum specd_status req_validate(const Specd__V1__GenerateRequest *r,
 		if (!text_ok(m->content))
 			return specd_errorf(err, SPECD_INVAL, "messages[%zu].content is not valid "
 					    "UTF-8", i);
-		chat_bytes += m->content ? strlen(m->content) : 0;
+		/* A turn's markers and role count too: many empty messages are work. */
+		chat_bytes += (m->content ? strlen(m->content) : 0) + REQ_CHAT_TURN_BYTES;
 	}
 	if (chat_bytes > max_bytes)
 		return specd_errorf(err, SPECD_INVAL, "messages of %zu bytes are over the limit "

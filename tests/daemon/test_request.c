@@ -82,8 +82,9 @@ static void test_request__valid_requests_pass(void **state)
 	q.r.has_max_tokens = true, q.r.max_tokens = limits.max_tokens;
 	q.spec.method = (char[]){"ngram"};
 	expect(&q, NULL);
-	/* A chat whose content together is exactly at the byte bound. */
-	char *half = repeat('a', limits.prompt_tokens * REQ_MAX_BYTES_PER_TOKEN / 2);
+	/* A chat whose turns together are exactly at the byte bound. */
+	char *half = repeat('a', limits.prompt_tokens * REQ_MAX_BYTES_PER_TOKEN / 2 -
+				      REQ_CHAT_TURN_BYTES);
 	req_init(&q);
 	q.r.prompt = NULL;
 	q.msg[0].role = (char[]){"system"}, q.msg[0].content = half;
@@ -181,7 +182,18 @@ static void test_request__text_over_the_byte_bound_is_refused_before_tokenizing(
 	q.msg[0].role = (char[]){"system"}, q.msg[0].content = half;
 	q.msg[1].role = (char[]){"user"}, q.msg[1].content = over + bound / 2; /* half + 1 */
 	q.r.n_messages = 2, q.r.messages = q.msgs;
-	expect(&q, "messages of 1025 bytes are over the limit of 16 tokens");
+	expect(&q, "messages of 1057 bytes are over the limit of 16 tokens");
+	/* Empty turns count too: a frame of many empty messages is refused before it is
+	 * turned into ids. */
+	enum { N_EMPTY = PROMPT_TOKENS * REQ_MAX_BYTES_PER_TOKEN / REQ_CHAT_TURN_BYTES + 1 };
+	Specd__V1__ChatMessage empty[N_EMPTY], *emptyp[N_EMPTY];
+	for (size_t i = 0; i < N_EMPTY; i++) {
+		empty[i] = (Specd__V1__ChatMessage)SPECD__V1__CHAT_MESSAGE__INIT;
+		empty[i].role = q.msg[1].role;
+		emptyp[i] = &empty[i];
+	}
+	q.r.n_messages = N_EMPTY, q.r.messages = emptyp;
+	expect(&q, "messages of 1040 bytes are over the limit of 16 tokens");
 	free(half);
 	free(over);
 }
