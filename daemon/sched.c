@@ -325,9 +325,13 @@ static enum specd_status job_start(struct sched *s, struct sjob *j, const struct
 				   struct specd_error *err)
 {
 	const Specd__V1__GenerateRequest *r = c->generate;
+	const int32_t *extra_eos = NULL;
+	uint32_t n_extra_eos = tok_end_ids(s->cfg.tok, &extra_eos);
 	struct draft_job_params p = {
 		.sampling = {.temperature = 0.0f, .top_k = 0, .top_p = 1.0f},
 		.eos = tok_eos(s->cfg.tok),
+		.extra_eos = extra_eos,
+		.n_extra_eos = n_extra_eos,
 		.logprobs = r->has_logprobs,
 		.defer_prefill = true,
 		.top_logprobs = r->has_logprobs ? r->logprobs : 0,

@@ -526,8 +526,11 @@ static enum specd_status run_start_job(struct run *r, const struct run_opts *o,
 				       const int32_t *ids, uint32_t n, const struct sampler_params *sp)
 {
 	struct specd_error err;
+	const int32_t *extra_eos = NULL;
+	uint32_t n_extra_eos = tok_end_ids(r->rt.tok, &extra_eos);
 	struct draft_job_params jp = {
 		.sampling = *sp, .max_tokens = (uint32_t)o->max_tokens, .eos = tok_eos(r->rt.tok),
+		.extra_eos = extra_eos, .n_extra_eos = n_extra_eos,
 	};
 	enum specd_status st;
 	if ((st = draft_job_create(r->rt.engine, 0, &r->job, &err)) != SPECD_OK ||

@@ -70,7 +70,8 @@ struct draft_job {
 	uint32_t n_tokens, n_prompt;
 	uint32_t n_out;       /* output tokens, after the cut at EOS / max tokens */
 	uint32_t max_tokens;
-	int32_t eos;
+	int32_t eos[1 + DRAFT_MAX_EXTRA_EOS]; /* the ids that end the sequence */
+	uint32_t n_eos;
 	struct sampler *target_s, *draft_s;
 	struct draft_proposal prop; /* tokens (k), q (k, n_vocab), parent (k) host */
 	int32_t *acc;         /* (k) host: the accepted tokens, in order */
@@ -394,7 +395,11 @@ enum specd_status draft_job_start(struct draft_job *j, const int32_t *prompt, ui
 	memcpy(j->tokens, prompt, n_prompt * sizeof(*prompt));
 	j->n_tokens = j->n_prompt = n_prompt;
 	j->max_tokens = p->max_tokens;
-	j->eos = p->eos;
+	j->n_eos = 0;
+	if (p->eos >= 0)
+		j->eos[j->n_eos++] = p->eos;
+	for (uint32_t i = 0; i < p->n_extra_eos && i < DRAFT_MAX_EXTRA_EOS; i++)
+		j->eos[j->n_eos++] = p->extra_eos[i];
 	j->m.n_prompt = n_prompt;
 	if ((st = target_truncate(e, j->slot, 0, err)) != SPECD_OK)
 		return st;
@@ -423,6 +428,14 @@ enum specd_status draft_job_start(struct draft_job *j, const int32_t *prompt, ui
 	return SPECD_OK;
 }
 
+static bool job_ends_with(const struct draft_job *j, int32_t t)
+{
+	for (uint32_t i = 0; i < j->n_eos; i++)
+		if (t == j->eos[i])
+			return true;
+	return false;
+}
+
 /* Appends the step's accepted tokens and `next` to the history and cuts the output at
  * EOS or max tokens; token i was drawn against logits row rows[i]. */
 static void job_emit(struct draft_job *j, const int32_t *acc, uint32_t n_acc, int32_t next,
@@ -436,7 +449,7 @@ static void job_emit(struct draft_job *j, const int32_t *acc, uint32_t n_acc, in
 		j->tokens[j->n_tokens++] = t;
 		if (j->stop != DRAFT_STOP_NONE)
 			continue; /* past the cut: kept in the history only, for the KV bookkeeping */
-		if (t == j->eos) {
+		if (job_ends_with(j, t)) {
 			j->stop = DRAFT_STOP_EOS;
 			continue;
 		}

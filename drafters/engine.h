@@ -101,6 +101,11 @@ struct draft_job_params {
 	struct sampler_params sampling;
 	uint32_t max_tokens;     /* 0: nothing is generated */
 	int32_t eos;             /* the end-of-sequence id; < 0: none */
+	/* More ids that end the sequence as eos does (tok_end_ids: a chat model's
+	 * <|endoftext|> beside its <|im_end|>); at most DRAFT_MAX_EXTRA_EOS are kept. */
+#define DRAFT_MAX_EXTRA_EOS 4
+	const int32_t *extra_eos;
+	uint32_t n_extra_eos;
 	/* Speculation for this job: plain decoding (the drafter is neither told nor
 	 * asked), or spec_tokens drafted per step, 1 .. the engine's K (0: the engine's K).
 	 * Neither changes the output (greedy: bitwise; sampling: in distribution). */

@@ -175,6 +175,27 @@ static bool tok_is_special_type(uint8_t type)
 	return type == TOK_TYPE_CONTROL || type == TOK_TYPE_USER_DEFINED;
 }
 
+/* The control tokens besides eos that end a generation (tok_end_ids). */
+static void tok_collect_end_ids(struct tok *t)
+{
+	static const char *const ends[] = {"<|endoftext|>", "<|im_end|>", "<|eot_id|>",
+					   "<|eom_id|>", "<|end_of_text|>", "<end_of_turn>",
+					   "<|end|>"};
+	for (int32_t k = 0; k < t->n_special && t->n_end_ids < TOK_MAX_END_IDS; k++) {
+		int32_t id = t->special[k];
+		const char *piece = t->arena + t->piece_off[id];
+		if (id == t->eos || t->types[id] != TOK_TYPE_CONTROL)
+			continue;
+		for (size_t e = 0; e < sizeof(ends) / sizeof(ends[0]); e++) {
+			size_t len = strlen(ends[e]);
+			if (t->piece_len[id] == len && memcmp(piece, ends[e], len) == 0) {
+				t->end_ids[t->n_end_ids++] = id;
+				break;
+			}
+		}
+	}
+}
+
 /* Lists the special pieces longest first (insertion sort: there are few). */
 static enum specd_status tok_collect_special(struct tok *t)
 {
@@ -281,6 +302,7 @@ enum specd_status tok_build(const struct tok_spm_vocab *v, bool bpe, struct tok 
 	}
 	if (tok_collect_special(t) != SPECD_OK)
 		goto nomem;
+	tok_collect_end_ids(t);
 	*out = t;
 	return SPECD_OK;
 nomem:
@@ -318,6 +340,21 @@ int32_t tok_bos(const struct tok *t)
 int32_t tok_eos(const struct tok *t)
 {
 	return t->eos;
+}
+
+uint32_t tok_end_ids(const struct tok *t, const int32_t **ids)
+{
+	if (ids)
+		*ids = t->end_ids;
+	return t->n_end_ids;
+}
+
+bool tok_is_end(const struct tok *t, int32_t id)
+{
+	for (uint32_t i = 0; i < t->n_end_ids; i++)
+		if (id == t->end_ids[i])
+			return true;
+	return id == t->eos;
 }
 
 int32_t tok_unk(const struct tok *t)

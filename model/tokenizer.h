@@ -121,6 +121,15 @@ void tok_destroy(struct tok *t);
 int32_t tok_vocab_size(const struct tok *t);
 int32_t tok_bos(const struct tok *t);
 int32_t tok_eos(const struct tok *t);
+#define TOK_MAX_END_IDS 4
+/* The ids besides tok_eos that end a generation, as llama.cpp's end-of-generation set:
+ * control tokens spelled <|endoftext|>, <|im_end|>, <|eot_id|>, <|eom_id|>,
+ * <|end_of_text|>, <end_of_turn> or <|end|> (Qwen2.5-Instruct names <|im_end|> its EOS
+ * but may also end with <|endoftext|>; SmolLM2 likewise). *ids (may be NULL) points
+ * into t; returns how many, at most TOK_MAX_END_IDS. */
+uint32_t tok_end_ids(const struct tok *t, const int32_t **ids);
+/* id is tok_eos or one of tok_end_ids. */
+bool tok_is_end(const struct tok *t, int32_t id);
 int32_t tok_unk(const struct tok *t);
 /* Whether the model wants BOS in front of a prompt (tokenizer.ggml.add_bos_token). */
 bool tok_add_bos(const struct tok *t);

@@ -30,6 +30,8 @@ struct tok {
 	int32_t *slots;       /* open-addressing table of mergeable ids, -1 empty */
 	size_t slot_mask;     /* slots has slot_mask + 1 entries, a power of two */
 	int32_t bos, eos, unk;
+	int32_t end_ids[TOK_MAX_END_IDS]; /* tok_end_ids */
+	uint32_t n_end_ids;
 	bool add_bos;
 	bool add_space_prefix;
 	int32_t *special;     /* CONTROL and USER_DEFINED ids with a non-empty piece, longest

@@ -558,14 +558,13 @@ static enum specd_status dump_prompt(struct dump *d, const int32_t *ids, size_t 
 			return st;
 	}
 	const float *last = d->logits + (size_t)(c - 1) * V;
-	int32_t eos = tok_eos(d->tok);
 	for (unsigned long g = 0; g < d->o->tokens; g++) {
 		int32_t next = d->ix.next[d->ix.n - 1];
 		if (g_stop)
 			return specd_errorf(err, SPECD_CANCELLED, "interrupted");
 		if (d->sampler && (st = sampler_sample(d->sampler, last, &next)) != SPECD_OK)
 			return specd_errorf(err, st, "cannot sample a token");
-		if (next == eos || kv_len(kv, 0) >= d->n_ctx)
+		if (tok_is_end(d->tok, next) || kv_len(kv, 0) >= d->n_ctx)
 			break;
 		d->b_tok[0] = (uint32_t)next;
 		if ((st = forward_record(d, 1, kv_len(kv, 0), err)) != SPECD_OK)

@@ -464,6 +464,18 @@ static void test_engine__cuts_at_eos_max_tokens_and_context(void **state)
 	assert_int_equal(stop, DRAFT_STOP_EOS);
 	assert_int_equal(n, first);
 	assert_memory_equal(got, ref, n * sizeof(int32_t));
+	/* The same id as one of the extra end ids (a chat model's <|endoftext|> beside its
+	 * EOS), the EOS one greedy decoding never produces. */
+	int32_t extra[2] = {(int32_t)model_hparams(t)->n_vocab + 5, eos};
+	struct fx_job job = {
+		.target = t, .d = d, .k = 8, .prompt = p.ids, .n_prompt = p.n,
+		.params = {.sampling = k_greedy, .max_tokens = MAX_GEN, .eos = -1,
+			   .extra_eos = extra, .n_extra_eos = 2},
+	};
+	assert_int_equal(fx_run_job(&job, got, CAP, &n, NULL, &stop), SPECD_OK);
+	assert_int_equal(stop, DRAFT_STOP_EOS);
+	assert_int_equal(n, first);
+	assert_memory_equal(got, ref, n * sizeof(int32_t));
 	/* max_tokens 0: nothing. */
 	assert_int_equal(fx_generate(t, d, 8, NULL, p.ids, p.n, &k_greedy, 0, -1, got, CAP, &n,
 				     NULL, &stop), SPECD_OK);

@@ -142,6 +142,23 @@ static void test_bpe_tiny__byte_without_a_symbol_is_dropped(void **state)
 	tok_destroy(t);
 }
 
+/* The control tokens spelled like end-of-generation tokens end a generation beside the
+ * EOS: <|end|> here; <|im_start|> and normal tokens do not. */
+static void test_bpe_tiny__end_ids_beside_the_eos(void **state)
+{
+	(void)state;
+	struct tok *t = tiny_create("gpt2");
+	const int32_t *ids = NULL;
+
+	assert_int_equal(tok_end_ids(t, &ids), 1);
+	assert_int_equal(ids[0], 0);
+	assert_true(tok_is_end(t, 0));
+	assert_true(tok_is_end(t, 13)); /* the EOS, <|im_end|> */
+	assert_false(tok_is_end(t, 12));
+	assert_false(tok_is_end(t, 1));
+	tok_destroy(t);
+}
+
 static void test_bpe_tiny__special_tokens_split_out_only_on_request(void **state)
 {
 	(void)state;
@@ -512,6 +529,7 @@ int main(void)
 		cmocka_unit_test(test_bpe_tiny__long_word),
 		cmocka_unit_test(test_bpe_tiny__rejects_unknown_pre_tokenizer),
 		cmocka_unit_test(test_bpe_tiny__byte_without_a_symbol_is_dropped),
+		cmocka_unit_test(test_bpe_tiny__end_ids_beside_the_eos),
 		cmocka_unit_test(test_bpe_tiny__nomem_paths_clean_up),
 		cmocka_unit_test(test_chat__formats_chatml_with_default_system),
 		cmocka_unit_test(test_chat__default_system_read_from_the_template),
