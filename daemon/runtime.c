@@ -29,13 +29,16 @@ static uint32_t trained_context(const struct gguf_file *f)
 }
 
 /* The engine's view of a tensor-parallel target: every forward and truncation runs on
- * all shards. A communicator failure (a stalled shard) cannot be recovered from with a
- * collective half done: say why, then end the whole job. */
+ * all shards. A failure once the shards were told of an operation (a stalled shard, an
+ * NCCL or device error, the leader's own forward failing mid-way) cannot be recovered
+ * from with a collective half done: say why, then end the whole job. On a shard any
+ * failure is such a one; on the leader, par_tp_broken says. */
 static enum specd_status tp_failed(struct par_tp_model *tp, enum specd_status st,
-				   const struct specd_error *err)
+				   const struct specd_error *err, bool shard)
 {
-	if (st == SPECD_TIMEOUT || st == SPECD_MPI) {
-		LOG_ERROR("tensor-parallel target failed, ending the job: %s", err ? err->msg : "");
+	if (st != SPECD_OK && (shard || par_tp_broken(tp))) {
+		LOG_ERROR("tensor-parallel %s failed, ending the job: %s",
+			  shard ? "shard" : "target", err ? err->msg : "");
 		par_tp_abort(tp, 3);
 	}
 	return st;
@@ -47,19 +50,20 @@ static enum specd_status tp_forward(void *user, const struct model_batch *b,
 	enum par_tp_want want = !b->n_out ? PAR_TP_WANT_NONE
 				: b->ids ? PAR_TP_WANT_ARGMAX
 				: b->logits ? PAR_TP_WANT_LOGITS : PAR_TP_WANT_NONE;
-	return tp_failed(user, par_tp_step(user, b, want, b->ids, err), err);
+	return tp_failed(user, par_tp_step(user, b, want, b->ids, err), err, false);
 }
 
 static enum specd_status tp_truncate(void *user, uint32_t slot, uint32_t len,
 				     struct specd_error *err)
 {
-	return tp_failed(user, par_tp_truncate(user, slot, len, err), err);
+	return tp_failed(user, par_tp_truncate(user, slot, len, err), err, false);
 }
 
 static enum specd_status tp_compact(void *user, uint32_t slot, uint32_t base,
 				    const uint32_t *rows, uint32_t n, struct specd_error *err)
 {
-	return tp_failed(user, par_tp_compact(user, slot, base, rows, n, err), err);
+	return tp_failed(user, par_tp_compact(user, slot, base, rows, n, err), err,
+			 false);
 }
 
 static const struct draft_target_ops tp_target_ops = {
@@ -71,7 +75,7 @@ static const struct draft_target_ops tp_target_ops = {
 enum specd_status runtime_follow(struct runtime *rt, struct specd_error *err)
 {
 	enum specd_status st = par_tp_follow(rt->tp, err);
-	return tp_failed(rt->tp, st, err);
+	return tp_failed(rt->tp, st, err, true);
 }
 
 void runtime_close(struct runtime *rt)
@@ -129,13 +133,28 @@ enum specd_status runtime_open(const struct runtime_config *cfg, struct runtime 
 {
 	memset(rt, 0, sizeof(*rt));
 	double t0 = specd_now();
+	int tp_size = 1, tp_rank = 0;
+	if (cfg->tp) {
+		MPI_Comm_size(cfg->tp_comm, &tp_size);
+		MPI_Comm_rank(cfg->tp_comm, &tp_rank);
+	}
+	/* A GPU's shards sum over NCCL, on the device. */
+	struct par_tp_config tc = {.deadline_s = cfg->tp_deadline_s,
+				   .nccl = cfg->device == CFG_DEVICE_CUDA,
+				   .device = cfg->device_index};
 	enum specd_status st = model_file_open(cfg->model_path, &rt->file, err);
-	if (st != SPECD_OK)
+	if (st == SPECD_OK)
+		st = tok_load_gguf(rt->file, &rt->tok, err);
+	if (st == SPECD_OK)
+		st = runtime_backend_create(cfg, &rt->kern, err);
+	if (st != SPECD_OK) {
+		/* The other shards are about to load: they must hear of this, not wait for
+		 * this rank in the load's collective set-up. */
+		struct specd_error mine = {.code = st}, vote;
+		if (tp_size > 1)
+			par_tp_model_load_failed(cfg->tp_comm, &tc, err ? err : &mine, &vote);
 		goto fail;
-	if ((st = tok_load_gguf(rt->file, &rt->tok, err)) != SPECD_OK)
-		goto fail;
-	if ((st = runtime_backend_create(cfg, &rt->kern, err)) != SPECD_OK)
-		goto fail;
+	}
 	bool spec = cfg->method != DRAFT_METHOD_NONE;
 	/* A verify batch holds K + 1 tokens of each running sequence. */
 	uint32_t n_slots = cfg->n_slots ? cfg->n_slots : 1;
@@ -152,16 +171,7 @@ enum specd_status runtime_open(const struct runtime_config *cfg, struct runtime 
 		.max_batch = batch > MODEL_DEFAULT_MAX_BATCH || cfg->batch_tokens ? batch : 0,
 		.kern = rt->kern,
 	};
-	int tp_size = 1, tp_rank = 0;
-	if (cfg->tp) {
-		MPI_Comm_size(cfg->tp_comm, &tp_size);
-		MPI_Comm_rank(cfg->tp_comm, &tp_rank);
-	}
 	if (tp_size > 1) {
-		/* A GPU's shards sum over NCCL, on the device. */
-		struct par_tp_config tc = {.deadline_s = cfg->tp_deadline_s,
-					   .nccl = cfg->device == CFG_DEVICE_CUDA,
-					   .device = cfg->device_index};
 		if ((st = par_tp_model_load_gguf(cfg->tp_comm, rt->file, &mc, &tc, &rt->tp, err)) !=
 		    SPECD_OK)
 			goto fail;

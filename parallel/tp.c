@@ -41,6 +41,7 @@ struct par_tp_model {
 	uint32_t *ids;          /* (max_batch) a follower's greedy ids (unused there) */
 	size_t *bcounts, *bdispls; /* (size) gather in bytes */
 	struct specd_error comm_err; /* the communicator's last error, for the step's message */
+	bool broken; /* an operation failed after the followers heard of it (par_tp_broken) */
 };
 
 static enum specd_status hook_allreduce(float *buf, size_t n, void *user)
@@ -78,6 +79,20 @@ static enum specd_status with_comm(struct par_tp_model *tp, enum specd_status st
 		specd_errorf(err, st, "%s: %s", head, tp->comm_err.msg);
 	}
 	return st;
+}
+
+/* The status of an operation whose header the followers may already have: a failure
+ * from there on leaves the shards out of step for good. */
+static enum specd_status after_hdr(struct par_tp_model *tp, enum specd_status st)
+{
+	if (st != SPECD_OK && tp->comm->size > 1)
+		tp->broken = true;
+	return st;
+}
+
+bool par_tp_broken(const struct par_tp_model *tp)
+{
+	return tp && tp->broken;
 }
 
 void par_tp_model_destroy(struct par_tp_model *tp)
@@ -216,6 +231,13 @@ enum specd_status par_tp_model_load_gguf(MPI_Comm comm, const struct gguf_file *
 	return load(comm, f, cfg, tcfg, NULL, out, err);
 }
 
+enum specd_status par_tp_model_load_failed(MPI_Comm comm, const struct par_tp_config *tcfg,
+					   const struct specd_error *why, struct specd_error *err)
+{
+	struct par_tp_model *tp = NULL;
+	return load(comm, NULL, NULL, tcfg, why, &tp, err);
+}
+
 enum specd_status par_tp_model_load(MPI_Comm comm, const char *path,
 				    const struct model_config *cfg,
 				    const struct par_tp_config *tcfg,
@@ -344,10 +366,10 @@ enum specd_status par_tp_step(struct par_tp_model *tp, const struct model_batch 
 		if ((st = par_comm_bcast(tp->comm, &h, sizeof(h), 0, err)) != SPECD_OK ||
 		    (st = par_comm_bcast(tp->comm, w, (4 * (size_t)n + b->n_out) * sizeof(uint32_t),
 					 0, err)) != SPECD_OK)
-			return st;
+			return after_hdr(tp, st);
 	}
 	st = run_forward(tp, b, want, ids, b->logits, err);
-	return with_comm(tp, st, err);
+	return after_hdr(tp, with_comm(tp, st, err));
 }
 
 static enum specd_status send_hdr(struct par_tp_model *tp, const struct tp_hdr *h,
@@ -371,9 +393,10 @@ enum specd_status par_tp_truncate(struct par_tp_model *tp, uint32_t slot, uint32
 				    slot >= kv_n_slots(kv) ? "no such slot" : "longer than it is");
 	struct tp_hdr h = {.op = TP_OP_TRUNCATE, .slot = slot, .arg = len};
 	if ((st = send_hdr(tp, &h, err)) != SPECD_OK)
-		return st;
+		return after_hdr(tp, st);
 	if ((st = kv_truncate(kv, slot, len)) != SPECD_OK)
-		return specd_errorf(err, st, "truncate slot %u to %u rows failed", slot, len);
+		return after_hdr(tp, specd_errorf(err, st, "truncate slot %u to %u rows failed",
+						  slot, len));
 	return SPECD_OK;
 }
 
@@ -396,14 +419,14 @@ enum specd_status par_tp_compact(struct par_tp_model *tp, uint32_t slot, uint32_
 	}
 	struct tp_hdr h = {.op = TP_OP_COMPACT, .n_tokens = n, .slot = slot, .arg = base};
 	if ((st = send_hdr(tp, &h, err)) != SPECD_OK)
-		return st;
+		return after_hdr(tp, st);
 	if (tp->comm->size > 1 && n) {
 		memcpy(tp->msg, rows, n * sizeof(uint32_t));
 		if ((st = par_comm_bcast(tp->comm, tp->msg, n * sizeof(uint32_t), 0, err)))
-			return st;
+			return after_hdr(tp, st);
 	}
 	if ((st = kv_compact(kv, slot, base, rows, n)) != SPECD_OK)
-		return specd_errorf(err, st, "compact slot %u failed", slot);
+		return after_hdr(tp, specd_errorf(err, st, "compact slot %u failed", slot));
 	return SPECD_OK;
 }
 

@@ -59,6 +59,19 @@ enum specd_status par_tp_model_load_gguf(MPI_Comm comm, const struct gguf_file *
 					 const struct par_tp_config *tcfg,
 					 struct par_tp_model **out, struct specd_error *err);
 
+/* For a rank that failed before it could load (its file, tokenizer or backend): takes
+ * the part in par_tp_model_load_gguf's collective set-up and vote that a failed load
+ * takes, so that the other ranks fail naming this one rather than wait for it. Collective
+ * over comm; returns why's status, with why's message in err. */
+enum specd_status par_tp_model_load_failed(MPI_Comm comm, const struct par_tp_config *tcfg,
+					   const struct specd_error *why, struct specd_error *err);
+
+/* True once a step, truncate or compact failed after the followers heard of it (a
+ * communicator's failure, or the leader's own forward failing mid-way): the shards are
+ * out of step for good and par_tp_abort is all that is left. A call refused before
+ * (bad arguments, SPECD_INVAL) does not count. Leader only. */
+bool par_tp_broken(const struct par_tp_model *tp);
+
 /* Frees the shard, its communicator and its file when it opened it. NULL is a no-op.
  * Not collective. */
 void par_tp_model_destroy(struct par_tp_model *tp);

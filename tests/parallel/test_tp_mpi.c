@@ -354,6 +354,36 @@ static void test_tp__resident_weights_are_about_one_over_T(void **state)
 	}
 }
 
+/* A rank that fails before its load (its file, tokenizer or backend: the daemon's
+ * runtime_open) still takes part in the load's set-up and vote: every other rank
+ * fails naming it instead of waiting for it in a collective. */
+static void test_tp__a_rank_failing_before_its_load_fails_every_rank(void **state)
+{
+	(void)state;
+	struct model_config mc = {.n_slots = 1, .n_ctx = N_CTX, .max_batch = 16};
+	struct par_tp_config tc = {.deadline_s = 60};
+	struct par_tp_model *tp = NULL;
+	struct specd_error err, why = {.code = SPECD_IO};
+	snprintf(why.msg, sizeof(why.msg), "cannot open the model here");
+	specd_error_clear(&err);
+	int last = g_size - 1;
+	enum specd_status st =
+		g_rank == last
+			? par_tp_model_load_failed(MPI_COMM_WORLD, &tc, &why, &err)
+			: par_tp_model_load(MPI_COMM_WORLD, g_models[2].path, &mc, &tc, &tp, &err);
+	if (g_rank == last) {
+		assert_int_equal(st, SPECD_IO);
+		assert_non_null(strstr(err.msg, "cannot open the model here"));
+	} else {
+		char want[64];
+		snprintf(want, sizeof(want), "rank %d could not load its shard", last);
+		assert_int_equal(st, SPECD_INVAL);
+		if (!strstr(err.msg, want))
+			fail_msg("rank %d: '%s' does not name rank %d", g_rank, err.msg, last);
+	}
+	assert_null(tp);
+}
+
 /* ---- helper mode for test_tp_stall ---- */
 
 static int decode_forever(const char *path, double deadline)
@@ -412,6 +442,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_tp__exact_within_one_setup),
 		cmocka_unit_test(test_tp__lockstep_argmax_and_gather),
 		cmocka_unit_test(test_tp__resident_weights_are_about_one_over_T),
+		cmocka_unit_test(test_tp__a_rank_failing_before_its_load_fails_every_rank),
 	};
 	return ts_mpi_finish(cmocka_run_group_tests(tests, setup, teardown));
 }

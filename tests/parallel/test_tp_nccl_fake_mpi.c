@@ -162,6 +162,17 @@ static void test_tp_nccl__a_rank_without_a_gpu_keeps_mpi(void **state)
 	par_tp_model_destroy(tp);
 }
 
+/* The leader's greedy step over tokens 1, 5 of slot 0 at positions 0 and second_pos. */
+static enum specd_status two_token_step(struct par_tp_model *tp, uint32_t second_pos,
+					struct specd_error *err)
+{
+	uint32_t tokens[2] = {1, 5}, slots[2] = {0, 0}, pos[2] = {0, second_pos}, idx[1] = {1};
+	uint32_t id = 0;
+	struct model_batch b = {.n_tokens = 2, .tokens = tokens, .slots = slots, .pos = pos,
+				.n_out = 1, .out_idx = idx};
+	return par_tp_step(tp, &b, PAR_TP_WANT_ARGMAX, &id, err);
+}
+
 /* A shard whose NCCL fails mid-forward (an asynchronous error, as a lost peer shows):
  * that rank's par_tp_follow returns SPECD_NCCL with NCCL's words, the leader's step and
  * the other followers return SPECD_TIMEOUT within the deadline instead of hanging, and
@@ -175,11 +186,7 @@ static void test_tp_nccl__a_shard_failing_mid_forward_stops_every_rank(void **st
 	specd_error_clear(&err);
 	enum specd_status st;
 	if (g_rank == 0) {
-		uint32_t tokens[2] = {1, 5}, slots[2] = {0, 0}, pos[2] = {0, 1}, idx[1] = {1};
-		uint32_t id = 0;
-		struct model_batch b = {.n_tokens = 2, .tokens = tokens, .slots = slots,
-					.pos = pos, .n_out = 1, .out_idx = idx};
-		st = par_tp_step(tp, &b, PAR_TP_WANT_ARGMAX, &id, &err);
+		st = two_token_step(tp, 1, &err);
 		assert_int_equal(st, SPECD_TIMEOUT);
 		assert_non_null(strstr(err.msg, "not done after 3.0 s"));
 	} else {
@@ -198,6 +205,33 @@ static void test_tp_nccl__a_shard_failing_mid_forward_stops_every_rank(void **st
 	MPI_Barrier(MPI_COMM_WORLD);
 }
 
+/* The leader's own NCCL failing mid-forward: its step returns SPECD_NCCL and says the
+ * shards are out of step (par_tp_broken: the daemon then ends the job), the followers
+ * time out. A step refused before the followers hear of it leaves them in step. */
+static void test_tp_nccl__the_leaders_failure_mid_forward_breaks_the_group(void **state)
+{
+	(void)state;
+	struct par_tp_model *tp = load(g_paths[1], true, 3);
+	struct specd_error err;
+	specd_error_clear(&err);
+	enum specd_status st;
+	if (g_rank == 0) {
+		/* Position 7 after 0: refused by the leader's check alone. */
+		assert_int_equal(two_token_step(tp, 7, &err), SPECD_INVAL);
+		assert_false(par_tp_broken(tp));
+		fake_nccl_fail_next(ncclRemoteError);
+		st = two_token_step(tp, 1, &err);
+		assert_int_equal(st, SPECD_NCCL);
+		assert_true(par_tp_broken(tp));
+	} else {
+		st = par_tp_follow(tp, &err);
+		assert_int_equal(st, SPECD_TIMEOUT);
+	}
+	printf("[ T=%d ] rank %d: %s: %s\n", g_size, g_rank, specd_status_name(st), err.msg);
+	par_tp_model_destroy(tp);
+	MPI_Barrier(MPI_COMM_WORLD);
+}
+
 int main(int argc, char **argv)
 {
 	ts_mpi_init(&argc, &argv, &g_rank, &g_size);
@@ -205,6 +239,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_tp_nccl__bitwise_the_mpi_all_reduces),
 		cmocka_unit_test(test_tp_nccl__a_rank_without_a_gpu_keeps_mpi),
 		cmocka_unit_test(test_tp_nccl__a_shard_failing_mid_forward_stops_every_rank),
+		cmocka_unit_test(test_tp_nccl__the_leaders_failure_mid_forward_breaks_the_group),
 	};
 	return ts_mpi_finish(cmocka_run_group_tests(tests, setup, teardown));
 }
