@@ -45,6 +45,7 @@ struct cfg_limits {
 	uint32_t prompt_tokens; /* longest prompt, in tokens */
 	uint32_t max_tokens;    /* largest max_tokens a request may ask for */
 	uint32_t jobs;          /* concurrent jobs */
+	uint32_t jobs_per_connection; /* of them, one connection's at most; 0: jobs */
 	uint32_t connections;   /* concurrent client connections */
 };
 

@@ -65,6 +65,12 @@ const struct cfg_key cfg_schema[] = {
 	{.path = "server.limits.jobs", .type = CFG_TYPE_INT, .store = CFG_STORE_U32,
 	 .offset = OFF(limits.jobs), .def = "64", .imin = 1, .imax = 65536,
 	 .doc = "Jobs queued or running at once; past it a call gets a busy error."},
+	{.path = "server.limits.jobs_per_connection", .type = CFG_TYPE_INT,
+	 .store = CFG_STORE_U32, .offset = OFF(limits.jobs_per_connection), .def = "0",
+	 .imin = 0, .imax = 65536,
+	 .doc = "Jobs one client connection may have queued or running at once, so that one "
+		"client cannot take every place in `jobs`; past it that connection's call "
+		"gets a busy error. 0: `jobs`."},
 	{.path = "server.limits.connections", .type = CFG_TYPE_INT, .store = CFG_STORE_U32,
 	 .offset = OFF(limits.connections), .def = "128", .imin = 1, .imax = 65536,
 	 .doc = "Client connections open at once."},

@@ -54,6 +54,7 @@ struct conn {
 	size_t out_head;
 	uint32_t open_calls;   /* Generate and Cancel calls whose last reply the compute
 				* thread still owes */
+	uint32_t open_generates; /* of them, Generate calls (limits.jobs_per_connection) */
 	uint32_t events;       /* the epoll mask registered now */
 	uint64_t turn;         /* the loop turn that last served it */
 	double close_by;       /* condemned: closed then, written or not */
@@ -519,6 +520,17 @@ static bool begin_drain(struct srv *s)
 	return true;
 }
 
+/* A call the compute thread owed has had its last reply; c is NULL once it is gone. */
+static void call_ended(struct srv *s, struct conn *c, bool generate)
+{
+	if (generate)
+		s->open_generates--;
+	if (c && c->open_calls)
+		c->open_calls--;
+	if (c && generate && c->open_generates)
+		c->open_generates--;
+}
+
 /* srv_stop: the compute thread takes no more commands, so the calls still waiting for
  * it would never be answered. Each gets UNAVAILABLE instead (as every Generate and
  * Cancel read from now on does: handle_generate, handle_cancel). */
@@ -530,10 +542,7 @@ static void refuse_waiting_calls(struct srv *s)
 		bool generate = cmd->kind == SRV_CMD_GENERATE;
 		if (generate || cmd->kind == SRV_CMD_CANCEL) {
 			struct conn *c = conn_find(s, cmd->conn_id);
-			if (generate)
-				s->open_generates--;
-			if (c && c->open_calls)
-				c->open_calls--;
+			call_ended(s, c, generate);
 			Specd__V1__Method m = generate ? SPECD__V1__METHOD__GENERATE
 						       : SPECD__V1__METHOD__CANCEL;
 			if (c)
@@ -554,6 +563,14 @@ static void handle_generate(struct srv *s, struct conn *c, const Specd__V1__Enve
 		char msg[96];
 		snprintf(msg, sizeof(msg), "too many jobs (limits.jobs is %u); try again later",
 			 s->cfg.limits.jobs);
+		reply(s, c, env->call_id, m, SPECD__V1__CODE__RESOURCE_EXHAUSTED, msg, NULL);
+		return;
+	}
+	uint32_t per = s->cfg.limits.jobs_per_connection;
+	if (per && c->open_generates >= per) {
+		char msg[128];
+		snprintf(msg, sizeof(msg), "this connection has %u jobs open "
+			 "(limits.jobs_per_connection); try again when one ends", per);
 		reply(s, c, env->call_id, m, SPECD__V1__CODE__RESOURCE_EXHAUSTED, msg, NULL);
 		return;
 	}
@@ -584,6 +601,7 @@ static void handle_generate(struct srv *s, struct conn *c, const Specd__V1__Enve
 	cmd->call_id = env->call_id;
 	cmd->generate = req;
 	c->open_calls++;
+	c->open_generates++;
 	s->open_generates++;
 	mbox_put(s->commands, &cmd->link);
 }
@@ -788,10 +806,8 @@ static void deliver_replies(struct srv *s)
 	while ((it = mbox_take(s->replies))) {
 		struct srv_reply *r = (struct srv_reply *)it;
 		struct conn *c = conn_find(s, r->conn_id);
-		if (r->ends_generate)
-			s->open_generates--;
-		if (r->end && c && c->open_calls)
-			c->open_calls--;
+		if (r->end)
+			call_ended(s, c, r->ends_generate);
 		if (c)
 			conn_queue(s, c, r->frame, r->len);
 		specd_free(r);

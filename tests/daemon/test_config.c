@@ -69,6 +69,7 @@ static void test_defaults__apply_when_sections_omitted(void **state)
 	assert_int_equal(c->limits.prompt_tokens, 8192);
 	assert_int_equal(c->limits.max_tokens, 4096);
 	assert_int_equal(c->limits.jobs, 64);
+	assert_int_equal(c->limits.jobs_per_connection, 0);
 	assert_int_equal(c->limits.connections, 128);
 	assert_string_equal(c->target_model, "/m/x.gguf");
 	assert_int_equal(c->tensor_parallel, 1);
@@ -117,6 +118,7 @@ static const char full_yaml[] =
 	"    prompt_tokens: 1000\n"
 	"    max_tokens: 2000\n"
 	"    jobs: 3\n"
+	"    jobs_per_connection: 2\n"
 	"    connections: 4\n"
 	"target:\n"
 	"  model: /models/t.gguf\n"
@@ -178,6 +180,7 @@ static void test_full__every_key_parsed(void **state)
 	assert_int_equal(c->limits.prompt_tokens, 1000);
 	assert_int_equal(c->limits.max_tokens, 2000);
 	assert_int_equal(c->limits.jobs, 3);
+	assert_int_equal(c->limits.jobs_per_connection, 2);
 	assert_int_equal(c->limits.connections, 4);
 	assert_string_equal(c->target_model, "/models/t.gguf");
 	assert_int_equal(c->tensor_parallel, 4);

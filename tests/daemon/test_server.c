@@ -2,7 +2,8 @@
  * broken stream is read no more and closed; a flood of tiny frames cannot stall another
  * client; running out of descriptors pauses accepting instead of spinning; a half-closed
  * client still gets its Cancel reply; a drain (a signal's path) is ordered behind every
- * call already passed on; calls the compute thread will never take get UNAVAILABLE. */
+ * call already passed on; calls the compute thread will never take get UNAVAILABLE; one
+ * connection holds at most limits.jobs_per_connection jobs. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -243,7 +244,7 @@ static bool status_answered(const void *n)
 static struct cfg_limits test_limits(void)
 {
 	struct cfg_limits l = {.frame_bytes = 65536, .prompt_tokens = 64, .max_tokens = 128,
-			       .jobs = 8, .connections = 16};
+			       .jobs = 8, .jobs_per_connection = 3, .connections = 16};
 	return l;
 }
 
@@ -627,6 +628,28 @@ static void test_drain__ordered_behind_calls_passed_on(void **state)
 	expect_reply(c, SPECD__V1__METHOD__GENERATE, SPECD__V1__CODE__OK);
 }
 
+/* limits.jobs_per_connection: a connection's fourth open Generate is refused while the
+ * others' are still taken, and its own are again once one of its calls has ended. */
+static void test_jobs__one_connection_cannot_take_every_place(void **state)
+{
+	(void)state;
+	fake_set(true, true); /* the fake takes calls, holds their replies */
+	struct client *a = connect_client(0), *b = connect_client(1);
+	for (int i = 0; i < 3; i++)
+		send_generate(a);
+	assert_true(fake_wait_seen(3));
+	send_generate(a);
+	expect_reply(a, SPECD__V1__METHOD__GENERATE, SPECD__V1__CODE__RESOURCE_EXHAUSTED);
+	send_generate(b);
+	assert_true(fake_wait_seen(4)); /* b's was passed on */
+	fake_release();
+	for (int i = 0; i < 3; i++)
+		expect_reply(a, SPECD__V1__METHOD__GENERATE, SPECD__V1__CODE__OK);
+	expect_reply(b, SPECD__V1__METHOD__GENERATE, SPECD__V1__CODE__OK);
+	send_generate(a);
+	expect_reply(a, SPECD__V1__METHOD__GENERATE, SPECD__V1__CODE__OK);
+}
+
 static void *stopper_main(void *arg)
 {
 	(void)arg;
@@ -678,6 +701,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_drain__ordered_behind_calls_passed_on,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stop__waiting_and_later_calls_get_unavailable,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_jobs__one_connection_cannot_take_every_place,
 						setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
