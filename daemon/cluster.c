@@ -5,6 +5,7 @@
 
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/alloc.h"
@@ -115,6 +116,12 @@ static enum specd_status probe_links(struct cluster *c)
 		st = par_probe_allreduce(c->target_comm, PROBE_DEADLINE_S, &c->tp_probe, &err);
 	if (st != SPECD_OK) {
 		LOG_ERROR("%s", err.msg);
+		/* The silent rank may yet wake up into the probe's pending transfer, and the
+		 * agreement that follows would wait for it for ever: end the job instead. */
+		if (st == SPECD_TIMEOUT) {
+			LOG_ERROR("a link probe timed out: ending the job");
+			MPI_Abort(MPI_COMM_WORLD, EXIT_FAILURE);
+		}
 		return st;
 	}
 	if (c->rank == 0 && c->draft_probe.measured)

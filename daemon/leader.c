@@ -442,16 +442,23 @@ static struct runtime_config stack_config(const struct cluster *c, enum draft_me
 
 /* Every shard's resident weight bytes to the leader's census (for Status and the log):
  * measured after loading, since that is when slices were mapped or copied. Collective
- * over the target group. */
+ * over the target group. The shards come here as soon as they have loaded, the leader
+ * only once the draft rank has made its drafter (minutes, for a big draft model on a
+ * slow disk): they wait without spinning (DESIGN.md §10), and for as long as it takes,
+ * like every rank waiting for the leader. */
 static void gather_resident(struct cluster *c, const struct runtime *rt)
 {
 	uint64_t mine = model_resident_bytes(rt->model);
 	int t = c->layout.tensor_parallel;
 	uint64_t all[64] = {0};
-	if (c->have_target_comm && t > 1 && t <= 64)
-		PAR_MPI(MPI_Gather(&mine, 1, MPI_UINT64_T, all, 1, MPI_UINT64_T, 0, c->target_comm));
-	else
+	MPI_Request req;
+	if (c->have_target_comm && t > 1 && t <= 64) {
+		if (PAR_MPI(MPI_Igather(&mine, 1, MPI_UINT64_T, all, 1, MPI_UINT64_T, 0,
+					c->target_comm, &req)) == SPECD_OK)
+			par_wait_request(&req, MPI_STATUS_IGNORE, -1);
+	} else {
 		all[0] = mine;
+	}
 	if (c->rank != 0)
 		return;
 	for (int r = 0; r < t && r < 64; r++) {

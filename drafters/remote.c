@@ -5,6 +5,7 @@
 
 #include <assert.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "common/alloc.h"
@@ -29,6 +30,18 @@ const char *draft_q_transport_name(enum draft_q_transport t)
 
 /* ---- the link ---- */
 
+enum specd_status rd_check_build(uint32_t version, uint32_t req_bytes, uint32_t rep_bytes,
+				 const char *peer, const char *self, struct specd_error *err)
+{
+	if (version == RD_VERSION && req_bytes == sizeof(struct rd_req) &&
+	    rep_bytes == sizeof(struct rd_rep))
+		return SPECD_OK;
+	return specd_errorf(err, SPECD_PROTO, "%s speaks draft protocol %u (requests of %u "
+			    "bytes, answers of %u), %s %u (%zu, %zu): run the same specd build "
+			    "on every rank", peer, version, req_bytes, rep_bytes, self, RD_VERSION,
+			    sizeof(struct rd_req), sizeof(struct rd_rep));
+}
+
 enum specd_status draft_link_create(MPI_Comm world, const struct draft_link_config *cfg,
 				    struct draft_link **out, struct specd_error *err)
 {
@@ -40,6 +53,9 @@ enum specd_status draft_link_create(MPI_Comm world, const struct draft_link_conf
 	if (!cfg || cfg->leader < 0 || cfg->draft < 0 || cfg->leader == cfg->draft)
 		return specd_errorf(err, SPECD_INVAL, "draft link: leader rank %d, draft rank %d",
 				    cfg ? cfg->leader : -1, cfg ? cfg->draft : -1);
+	if (cfg->hello_deadline_s < 0)
+		return specd_errorf(err, SPECD_INVAL, "draft link: hello deadline %g s",
+				    cfg->hello_deadline_s);
 	MPI_Comm_rank(world, &me);
 	if (me != cfg->leader && me != cfg->draft)
 		return specd_errorf(err, SPECD_INVAL, "draft link: rank %d is neither the leader "
@@ -61,6 +77,11 @@ enum specd_status draft_link_create(MPI_Comm world, const struct draft_link_conf
 	struct par_comm_config pc = {.deadline_s = cfg->deadline_s};
 	if ((st = par_comm_mpi_create(l->pair, &pc, &l->comm, err)) != SPECD_OK)
 		goto fail;
+	l->deadline_s = l->comm->deadline_s;
+	l->hello_deadline_s = cfg->hello_deadline_s > 0 ? cfg->hello_deadline_s
+							: DRAFT_HELLO_DEADLINE_S;
+	if (l->hello_deadline_s < l->deadline_s)
+		l->hello_deadline_s = l->deadline_s;
 	MPI_Group_free(&two);
 	MPI_Group_free(&all);
 	*out = l;
@@ -158,19 +179,25 @@ static uint32_t rows_to_ship(const struct remote *r, const struct draft_seq *seq
  * waits here for the one create in progress (creation runs on the MPI thread). */
 static _Thread_local const struct draft_remote_config *pending;
 
-/* The outcome of a message on the link: its error, or for a missed deadline none at
- * all: the draft rank is stalled (or gone), and everything after this is plain
- * decoding, which is exact whatever the drafter did before. */
-static enum specd_status link_result(struct remote *r, enum specd_status st,
-				     const struct specd_error *why, struct specd_error *err)
+/* The link is lost: a message on it missed its deadline (the draft rank is stalled or
+ * gone), failed in MPI, or came back in a shape the leader refuses. Either way the
+ * leader no longer knows which of the draft rank's messages are still on their way (q
+ * rows after a refused reply, the rest of a batch's after a failed one), and a later
+ * receive could take them for its own: a sampled step would then test p/q against
+ * another step's q. So the leader never receives on the link again, rather than guess
+ * what to drain: from here on every proposal is empty and every commit ignored, so
+ * the engine decodes plainly, which is exact whatever the drafter did before. The
+ * draft rank's unanswered sends end at its own deadline; draft_link_destroy's stop
+ * still reaches it. Returns SPECD_OK: the step goes on without the drafter. */
+static enum specd_status link_lost(struct remote *r, enum specd_status st,
+				   const struct specd_error *why, struct specd_error *err)
 {
-	if (st == SPECD_OK)
-		return SPECD_OK;
-	if (st != SPECD_TIMEOUT)
-		return specd_errorf(err, st, "draft rank %d: %s", r->link->draft_world, why->msg);
-	if (!r->link->stats.dead)
+	if (!r->link->stats.dead && st == SPECD_TIMEOUT)
 		LOG_WARN("draft rank %d stalled: falling back to plain decoding (%s)",
 			 r->link->draft_world, why->msg);
+	else if (!r->link->stats.dead)
+		LOG_ERROR("draft rank %d: %s (%s): the link is out of step: falling back to "
+			  "plain decoding", r->link->draft_world, why->msg, specd_status_str(st));
 	r->link->stats.dead = true;
 	specd_error_clear(err);
 	return SPECD_OK;
@@ -183,6 +210,23 @@ static enum specd_status rd_reply(struct remote *r, struct specd_error *err)
 	if (st != SPECD_OK)
 		return st;
 	r->rep.msg[RD_MSG_BYTES - 1] = '\0';
+	return SPECD_OK;
+}
+
+/* The hello's answer: a draft rank of this protocol and build (checked first: another
+ * build's status and message may not be where this one looks), and its drafter made. */
+static enum specd_status hello_check(const struct remote *r, struct specd_error *err)
+{
+	const struct rd_rep *rep = &r->rep;
+	char peer[32];
+
+	snprintf(peer, sizeof(peer), "draft rank %d", r->link->draft_world);
+	if (rd_check_build(rep->version, rep->req_bytes, rep->rep_bytes, peer, "this leader",
+			   err) != SPECD_OK)
+		return SPECD_PROTO;
+	if (rep->status != SPECD_OK)
+		return specd_errorf(err, (enum specd_status)rep->status, "draft rank %d: %s",
+				    r->link->draft_world, rep->msg);
 	return SPECD_OK;
 }
 
@@ -218,8 +262,8 @@ static enum specd_status rd_create(const struct draft_config *cfg, void **state,
 		return specd_errorf(err, SPECD_INVAL, "remote drafter: the context length is "
 				    "needed to size the draft rank's histories");
 	if (rc->link->stats.dead)
-		return specd_errorf(err, SPECD_TIMEOUT, "remote drafter: draft rank %d stalled "
-				    "earlier", rc->link->draft_world);
+		return specd_errorf(err, SPECD_TIMEOUT, "remote drafter: the link to draft rank "
+				    "%d was lost earlier", rc->link->draft_world);
 	/* A sequence the draft rank can hold has at most n_ctx + k_max + 2 tokens (its
 	 * room, remote_server.c); every one of a batch may be new. */
 	uint64_t words = (uint64_t)cfg->n_slots *
@@ -262,6 +306,9 @@ static enum specd_status rd_create(const struct draft_config *cfg, void **state,
 	r->hid_rows = hid_rows;
 	r->req = (struct rd_req){
 		.op = RD_HELLO,
+		.version = RD_VERSION,
+		.req_bytes = sizeof(struct rd_req),
+		.rep_bytes = sizeof(struct rd_rep),
 		.flags = (rc->pipeline ? RD_HELLO_PIPELINE : 0) | (rc->warm ? RD_HELLO_WARM : 0),
 		.method = (int32_t)cfg->method,
 		.also = cfg->also,
@@ -275,16 +322,22 @@ static enum specd_status rd_create(const struct draft_config *cfg, void **state,
 		.dim = dim,
 	};
 	specd_error_clear(&e);
-	if ((st = link_send(r->link, &r->req, NULL, 0, NULL, &e)) != SPECD_OK ||
-	    (st = rd_reply(r, &e)) != SPECD_OK) {
-		specd_errorf(err, st, "draft rank %d: %s", r->link->draft_world, e.msg);
+	/* The answer comes once the draft rank has made its drafter: a draft model or an
+	 * EAGLE checkpoint read from disk and copied to its device takes longer than any
+	 * message. */
+	par_comm_set_deadline(r->link->comm, r->link->hello_deadline_s);
+	st = link_send(r->link, &r->req, NULL, 0, NULL, &e);
+	if (st == SPECD_OK)
+		st = rd_reply(r, &e);
+	par_comm_set_deadline(r->link->comm, r->link->deadline_s);
+	if (st != SPECD_OK) {
+		/* MPI refuses an answer longer than ours: another build's, most likely. */
+		specd_errorf(err, st, "draft rank %d: %s%s", r->link->draft_world, e.msg,
+			     st == SPECD_MPI ? " (a draft rank of another specd build?)" : "");
 		goto fail;
 	}
-	if (r->rep.status != SPECD_OK) {
-		st = specd_errorf(err, (enum specd_status)r->rep.status, "draft rank %d: %s",
-				  r->link->draft_world, r->rep.msg);
+	if ((st = hello_check(r, err)) != SPECD_OK)
 		goto fail;
-	}
 	r->memory_bytes = r->rep.memory_bytes;
 	if (rc->local_ngram && mask & 1u << DRAFT_METHOD_NGRAM) {
 		struct draft_config one = *cfg;
@@ -316,10 +369,12 @@ static size_t rd_memory_bytes(const void *state)
 }
 
 /* A request for seq's slot with the tokens the draft rank has not seen yet (and
- * r->req.n_hidden hidden rows from `hidden`). */
+ * r->req.n_hidden hidden rows from `hidden`). A failed send loses the link: SPECD_OK
+ * then, with the link dead (callers check). */
 static enum specd_status rd_send(struct remote *r, enum rd_op op, const struct draft_seq *seq,
 				 const float *hidden, struct specd_error *err)
 {
+	struct specd_error e;
 	uint32_t from = r->told[seq->slot];
 	if (from > seq->n_tokens)
 		return specd_errorf(err, SPECD_INTERNAL, "remote drafter: slot %u shrank from %u "
@@ -328,12 +383,14 @@ static enum specd_status rd_send(struct remote *r, enum rd_op op, const struct d
 	r->req.slot = seq->slot;
 	r->req.n_total = seq->n_tokens;
 	r->req.n_new = seq->n_tokens - from;
+	specd_error_clear(&e);
 	enum specd_status st = link_send(r->link, &r->req, hidden,
 					 (size_t)r->req.n_hidden * r->dim * sizeof(float),
-					 seq->tokens + from, err);
-	if (st == SPECD_OK)
-		r->told[seq->slot] = seq->n_tokens;
-	return st;
+					 seq->tokens + from, &e);
+	if (st != SPECD_OK)
+		return link_lost(r, st, &e, err);
+	r->told[seq->slot] = seq->n_tokens;
+	return SPECD_OK;
 }
 
 static enum specd_status rd_reset(void *state, const struct draft_seq *seq,
@@ -342,7 +399,6 @@ static enum specd_status rd_reset(void *state, const struct draft_seq *seq,
 	struct remote *r = state;
 	static const struct sampler_params greedy = {.temperature = 0.0f, .top_p = 1.0f};
 	const struct sampler_params *sp = seq->sampler ? sampler_get_params(seq->sampler) : &greedy;
-	struct specd_error e;
 
 	if (r->link->stats.dead)
 		return SPECD_OK;
@@ -353,35 +409,33 @@ static enum specd_status rd_reset(void *state, const struct draft_seq *seq,
 	r->req.top_p = sp->top_p;
 	r->req.min_p = sp->min_p;
 	r->req.seed = sp->seed;
-	specd_error_clear(&e);
-	return link_result(r, rd_send(r, RD_RESET, seq, NULL, &e), &e, err);
+	return rd_send(r, RD_RESET, seq, NULL, err);
 }
 
 /* Checks one answered proposal of at most k tokens (a tree's parents, or NULL for a
- * chain) before it reaches the engine. */
+ * chain) before it reaches the engine. A refusal loses the link (link_lost, which names
+ * the draft rank). */
 static enum specd_status prop_check(const struct remote *r, uint32_t n, uint32_t q_rows,
 				    uint32_t k, const int32_t *tokens, const int32_t *parent,
 				    const struct draft_proposal *out, struct specd_error *err)
 {
 	if (n > k || (q_rows && q_rows != n))
-		return specd_errorf(err, SPECD_PROTO, "draft rank %d: %u tokens and %u q rows "
-				    "for a proposal of at most %u", r->link->draft_world, n, q_rows,
-				    k);
+		return specd_errorf(err, SPECD_PROTO, "%u tokens and %u q rows for a proposal "
+				    "of at most %u", n, q_rows, k);
 	for (uint32_t i = 0; i < n; i++)
 		if (tokens[i] < 0 || (uint32_t)tokens[i] >= r->n_vocab)
-			return specd_errorf(err, SPECD_PROTO, "draft rank %d: proposed id %d; "
-					    "the vocabulary has %u", r->link->draft_world,
-					    (int)tokens[i], r->n_vocab);
+			return specd_errorf(err, SPECD_PROTO, "proposed id %d; the vocabulary "
+					    "has %u", (int)tokens[i], r->n_vocab);
 	if (q_rows && !out->q)
-		return specd_errorf(err, SPECD_INVAL, "remote drafter: sampling needs a q buffer");
-	if (parent && !out->parent)
-		return specd_errorf(err, SPECD_INVAL, "remote drafter: a token tree needs a parent "
+		return specd_errorf(err, SPECD_INVAL, "q rows came for a proposal without a q "
 				    "buffer");
+	if (parent && !out->parent)
+		return specd_errorf(err, SPECD_INVAL, "a token tree came for a proposal without a "
+				    "parent buffer");
 	for (uint32_t i = 0; parent && i < n; i++)
 		if (parent[i] < -1 || parent[i] >= (int32_t)i)
-			return specd_errorf(err, SPECD_PROTO, "draft rank %d: node %u of a "
-					    "tree has parent %d", r->link->draft_world, i,
-					    (int)parent[i]);
+			return specd_errorf(err, SPECD_PROTO, "node %u of a tree has parent %d",
+					    i, (int)parent[i]);
 	return SPECD_OK;
 }
 
@@ -418,37 +472,35 @@ static enum specd_status rd_propose(void *state, const struct draft_seq *seq, ui
 	const float *hidden;
 	r->req.n_hidden = rows_to_ship(r, seq, &hidden);
 	r->req.dim = r->dim;
-	specd_error_clear(&e);
-	if ((st = rd_send(r, RD_PROPOSE, seq, hidden, &e)) != SPECD_OK)
-		goto link_failed;
+	if ((st = rd_send(r, RD_PROPOSE, seq, hidden, err)) != SPECD_OK || r->link->stats.dead)
+		return st;
 	r->link->stats.requests++;
+	specd_error_clear(&e);
 	if ((st = rd_reply(r, &e)) != SPECD_OK)
-		goto link_failed;
+		return link_lost(r, st, &e, err);
 	const struct rd_rep *rep = &r->rep;
-	if (rep->status != SPECD_OK)
+	/* The draft rank's own error comes alone, so the stream stays in step. */
+	if (rep->status != SPECD_OK && rep->q_rows == 0)
 		return specd_errorf(err, (enum specd_status)rep->status, "draft rank %d: %s",
 				    r->link->draft_world, rep->msg);
 	const int32_t *parent = rep->flags & RD_REP_TREE ? rep->parent : NULL;
-	if ((st = prop_check(r, rep->n, rep->q_rows, k, rep->tokens, parent, out, err)) !=
-	    SPECD_OK)
-		return st;
-	if (rep->q_rows) {
+	if (rep->status != SPECD_OK)
+		st = specd_errorf(&e, SPECD_PROTO, "an error answer announcing %u q rows",
+				  rep->q_rows);
+	else
+		st = prop_check(r, rep->n, rep->q_rows, k, rep->tokens, parent, out, &e);
+	if (st == SPECD_OK && rep->q_rows)
 		st = par_comm_recv(r->link->comm, out->q,
 				   (size_t)rep->q_rows * r->n_vocab * sizeof(float), RD_DRAFT,
 				   RD_TAG_Q, &e);
-		if (st != SPECD_OK)
-			goto link_failed;
-	}
+	if (st != SPECD_OK)
+		return link_lost(r, st, &e, err);
 	prop_take(out, rep->n, rep->q_rows, rep->tokens, parent);
 	r->link->stats.proposals++;
 	if (rep->flags & RD_REP_PIPELINED)
 		r->link->stats.pipelined++;
 	r->link->stats.t_wait += specd_now() - t0;
 	return SPECD_OK;
-link_failed:
-	out->n = 0;
-	out->q_onehot = true;
-	return link_result(r, st, &e, err);
 }
 
 /* The batch request's body in r->body: one struct rd_batch_seq per sequence, then the
@@ -540,43 +592,40 @@ static enum specd_status rd_propose_batch(void *state, const struct draft_seq *s
 	specd_error_clear(&e);
 	if ((st = link_send(r->link, &r->req, r->hid, (size_t)n_hid * r->dim * sizeof(float),
 			    r->body, &e)) != SPECD_OK)
-		goto link_failed;
+		return link_lost(r, st, &e, err);
 	for (uint32_t i = 0; i < n; i++)
 		r->told[seqs[i].slot] = seqs[i].n_tokens;
 	r->link->stats.requests++;
 	r->link->stats.batches++;
 	/* An error comes as the struct rd_rep alone: shorter than the room, which MPI
-	 * allows. */
+	 * allows (par_comm_recv does not say how much came: the header's counts are all
+	 * there is to check). */
 	size_t bytes = sizeof(struct rd_rep) + n * sizeof(struct rd_batch_prop) +
 		       2 * (size_t)room * sizeof(int32_t);
 	assert(bytes <= r->rbuf_bytes);
 	if ((st = par_comm_recv(r->link->comm, r->rbuf, bytes, RD_DRAFT, RD_TAG_REPLY, &e)) !=
 	    SPECD_OK)
-		goto link_failed;
+		return link_lost(r, st, &e, err);
 	struct rd_rep *head = (struct rd_rep *)(void *)r->rbuf;
 	const struct rd_batch_prop *bp = (const struct rd_batch_prop *)(void *)(head + 1);
 	const int32_t *tok = (const int32_t *)(const void *)(bp + n), *par = tok + room;
 	head->msg[RD_MSG_BYTES - 1] = '\0';
+	/* The draft rank's own error comes alone, so the stream stays in step. */
 	if (head->status != SPECD_OK)
 		return specd_errorf(err, (enum specd_status)head->status, "draft rank %d: %s",
 				    r->link->draft_world, head->msg);
 	if (head->n != n)
-		return specd_errorf(err, SPECD_PROTO, "draft rank %d: %u proposals for a batch "
-				    "of %u", r->link->draft_world, head->n, n);
-	for (uint32_t i = 0, at = 0; i < n; at += k[i++])
-		if ((st = prop_check(r, bp[i].n, bp[i].q_rows, k[i], tok + at,
-				     bp[i].flags & RD_REP_TREE ? par + at : NULL, outs[i], err)) !=
-		    SPECD_OK)
-			return st;
-	for (uint32_t i = 0; i < n; i++) {
-		if (!bp[i].q_rows)
-			continue;
-		st = par_comm_recv(r->link->comm, outs[i]->q,
-				   (size_t)bp[i].q_rows * r->n_vocab * sizeof(float), RD_DRAFT,
-				   RD_TAG_Q, &e);
-		if (st != SPECD_OK)
-			goto link_failed;
-	}
+		st = specd_errorf(&e, SPECD_PROTO, "%u proposals for a batch of %u", head->n, n);
+	for (uint32_t i = 0, at = 0; i < n && st == SPECD_OK; at += k[i++])
+		st = prop_check(r, bp[i].n, bp[i].q_rows, k[i], tok + at,
+				bp[i].flags & RD_REP_TREE ? par + at : NULL, outs[i], &e);
+	for (uint32_t i = 0; i < n && st == SPECD_OK; i++)
+		if (bp[i].q_rows)
+			st = par_comm_recv(r->link->comm, outs[i]->q,
+					   (size_t)bp[i].q_rows * r->n_vocab * sizeof(float),
+					   RD_DRAFT, RD_TAG_Q, &e);
+	if (st != SPECD_OK)
+		return link_lost(r, st, &e, err);
 	for (uint32_t i = 0, at = 0; i < n; at += k[i++]) {
 		prop_take(outs[i], bp[i].n, bp[i].q_rows, tok + at,
 			  bp[i].flags & RD_REP_TREE ? par + at : NULL);
@@ -586,12 +635,6 @@ static enum specd_status rd_propose_batch(void *state, const struct draft_seq *s
 	r->link->stats.proposals += n;
 	r->link->stats.t_wait += specd_now() - t0;
 	return SPECD_OK;
-link_failed:
-	for (uint32_t i = 0; i < n; i++) {
-		outs[i]->n = 0;
-		outs[i]->q_onehot = true;
-	}
-	return link_result(r, st, &e, err);
 }
 
 static uint32_t rd_methods(const void *state)
@@ -615,15 +658,13 @@ static enum specd_status rd_commit(void *state, const struct draft_seq *seq,
 				   uint32_t n_accepted, int32_t next, struct specd_error *err)
 {
 	struct remote *r = state;
-	struct specd_error e;
 
 	if (r->link->stats.dead)
 		return SPECD_OK;
 	memset(&r->req, 0, sizeof(r->req));
 	r->req.n_accepted = n_accepted;
 	r->req.next = next;
-	specd_error_clear(&e);
-	return link_result(r, rd_send(r, RD_COMMIT, seq, NULL, &e), &e, err);
+	return rd_send(r, RD_COMMIT, seq, NULL, err);
 }
 
 /* wants_hidden as the method's own drafter: the leader then ships the target's hidden

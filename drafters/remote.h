@@ -32,9 +32,19 @@
  * Failure: a draft rank that misses a deadline is taken for stalled. The remote
  * drafter logs "draft rank N stalled: falling back to plain decoding" once, proposes
  * nothing from then on (for no job of a batch either) and ignores commits, so every
- * job continues, exactly, as plain decoding. A malformed request (a count, slot or K
- * out of range) is answered with SPECD_PROTO or SPECD_INVAL and its message; the draft
+ * job continues, exactly, as plain decoding. Any other failure of a message on the
+ * link (an MPI error) and any reply the leader refuses (a token out of the vocabulary,
+ * more tokens or q rows than asked for, a batch answer for other sequences) loses the
+ * link the same way, logged as an error: what the draft rank sent after it (q rows)
+ * may still be queued, and the leader never receives on the link again, so no later
+ * proposal can take stale rows for its own. An error the draft rank answers itself
+ * keeps the link: a malformed request (a count, slot or K out of range) is answered
+ * with SPECD_PROTO or SPECD_INVAL and its message, which the propose returns; the draft
  * rank serves on.
+ *
+ * Versions: the hello carries the protocol's version and the leader's message sizes,
+ * and its answer the draft rank's; a draft rank of another build is refused at start-up
+ * with both versions named.
  *
  * Threads: the thread that owns MPI, on the leader and on the draft rank. */
 #ifndef SPECD_DRAFTERS_REMOTE_H
@@ -62,10 +72,18 @@ enum draft_q_transport {
 /* "full", "topk"; "?" outside the enum. */
 const char *draft_q_transport_name(enum draft_q_transport t);
 
+/* How long the leader waits for the hello's answer by default: the draft rank creates
+ * its drafter first, which loads a draft model or EAGLE checkpoint (perhaps from a slow
+ * disk) and copies it to a GPU. */
+#define DRAFT_HELLO_DEADLINE_S 600.0
+
 struct draft_link_config {
 	int leader;        /* world rank of the leader (0) */
 	int draft;         /* world rank of the draft rank (T) */
 	double deadline_s; /* per message on the leader; 0: PAR_COMM_DEFAULT_DEADLINE_S */
+	/* the hello (draft_remote_create); 0: DRAFT_HELLO_DEADLINE_S; never shorter than
+	 * deadline_s */
+	double hello_deadline_s;
 };
 
 /* What the leader has seen of the draft rank, for reports and tests. */
@@ -112,8 +130,9 @@ struct draft_remote_config {
  * slots and context. The draft rank creates the real drafter and checks it against
  * its own view of the target; its answer is this call's. Errors: SPECD_UNSUPPORTED (a
  * transport other than full), the draft rank's (SPECD_INVAL for a draft model that
- * does not fit the target, ..., with its message), SPECD_TIMEOUT / SPECD_MPI (the link).
- * *out only on success; destroy it with draft_destroy. */
+ * does not fit the target, ..., with its message), SPECD_PROTO (a draft rank of another
+ * protocol version or build), SPECD_TIMEOUT / SPECD_MPI (the link; the answer may take
+ * the link's hello_deadline_s). *out only on success; destroy it with draft_destroy. */
 enum specd_status draft_remote_create(const struct draft_remote_config *rc,
 				      const struct draft_config *cfg, struct drafter **out,
 				      struct specd_error *err);

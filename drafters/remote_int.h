@@ -2,7 +2,8 @@
  * the draft rank's server (remote_server.c), and the link both sides hold. Requests
  * travel leader -> draft rank as broadcasts over the pair (the draft rank waits for the
  * next one idle: no deadline, no spinning); replies travel back point to point, under
- * the leader's deadline. Fixed-size structs, sent as bytes between ranks of one build. */
+ * the leader's deadline. Fixed-size structs, sent as bytes between ranks of one build:
+ * the hello checks that they are (RD_VERSION). */
 #ifndef SPECD_DRAFTERS_REMOTE_INT_H
 #define SPECD_DRAFTERS_REMOTE_INT_H
 
@@ -11,6 +12,12 @@
 #include "drafter.h"
 #include "parallel/comm.h"
 #include "remote.h"
+
+/* The draft protocol's version: bumped whenever a message's layout or meaning changes.
+ * The hello carries it with the leader's sizeof(struct rd_req) and sizeof(struct
+ * rd_rep), its answer the draft rank's, so ranks of different builds refuse each other
+ * with a message saying so instead of misreading each other's bytes. */
+#define RD_VERSION 2
 
 #define RD_INLINE 72      /* new tokens carried in the request itself; more follow it */
 #define RD_MSG_BYTES SPECD_ERROR_MSG_MAX /* an error message in a reply */
@@ -39,6 +46,10 @@ enum { RD_TAG_REPLY = 11, RD_TAG_Q = 12 }; /* point-to-point tags of replies */
 
 struct rd_req {
 	int32_t op;          /* enum rd_op */
+	/* hello: RD_VERSION and the leader's struct sizes; first, so that a rank of another
+	 * layout still finds them */
+	uint32_t version;
+	uint32_t req_bytes, rep_bytes;
 	uint32_t slot;
 	uint32_t n_total;    /* the slot's sequence length once the new tokens are in */
 	uint32_t n_new;      /* new tokens: in tokens[] up to RD_INLINE, else a second message;
@@ -71,13 +82,17 @@ struct rd_req {
 
 struct rd_rep {
 	int32_t status;      /* enum specd_status of the request on the draft rank */
+	/* hello: the draft rank's RD_VERSION and struct sizes, as rd_req's; they and the
+	 * message come first, so that a refusal reaches a leader of another layout */
+	uint32_t version;
+	uint32_t req_bytes, rep_bytes;
+	char msg[RD_MSG_BYTES];
 	uint32_t n;          /* proposed tokens; propose batch: sequences that follow */
 	uint32_t q_rows;     /* q rows that follow (RD_TAG_Q); 0: one-hot */
 	uint32_t flags;
 	uint64_t memory_bytes; /* hello: the drafter's */
 	int32_t tokens[DRAFT_MAX_TOKENS];
 	int32_t parent[DRAFT_MAX_TOKENS]; /* with RD_REP_TREE (draft_proposal.parent) */
-	char msg[RD_MSG_BYTES];
 };
 
 /* A batched propose's body, as 32-bit words: n_seqs of these, then each sequence's
@@ -105,6 +120,12 @@ struct rd_batch_prop {
 /* Words of a batch body before the tokens. */
 #define RD_BATCH_SEQ_WORDS (sizeof(struct rd_batch_seq) / sizeof(int32_t))
 
+/* A hello's (or its answer's) version and struct sizes against this build's: SPECD_OK,
+ * or SPECD_PROTO with err naming both sides (`peer` and `self`: "the leader", "this
+ * rank", ...). Both sides, remote.c. */
+enum specd_status rd_check_build(uint32_t version, uint32_t req_bytes, uint32_t rep_bytes,
+				 const char *peer, const char *self, struct specd_error *err);
+
 /* The pair's ranks: the leader is 0, the draft rank 1. */
 enum { RD_LEADER = 0, RD_DRAFT = 1 };
 
@@ -113,6 +134,8 @@ struct draft_link {
 	struct par_comm *comm;  /* over pair, with the deadline */
 	bool leader;            /* this side */
 	int draft_world;        /* for messages */
+	double deadline_s;      /* per message (the communicator's) */
+	double hello_deadline_s; /* the hello's answer: the draft rank loads its drafter */
 	struct draft_link_stats stats;
 };
 

@@ -133,11 +133,13 @@ static enum specd_status send_q(struct server *s, const float *q, uint32_t q_row
 			     RD_LEADER, RD_TAG_Q, err);
 }
 
-static enum specd_status reply(struct server *s, const float *q, uint32_t q_rows)
+/* s->rep, its first `bytes` (all of it but for a hello's refusal), then q_rows q rows
+ * from q. */
+static enum specd_status reply(struct server *s, size_t bytes, const float *q, uint32_t q_rows)
 {
 	struct specd_error err;
 	s->rep.q_rows = q_rows;
-	enum specd_status st = par_comm_send(s->link->comm, &s->rep, sizeof(s->rep), RD_LEADER,
+	enum specd_status st = par_comm_send(s->link->comm, &s->rep, bytes, RD_LEADER,
 					     RD_TAG_REPLY, &err);
 	if (st == SPECD_OK && q_rows)
 		st = send_q(s, q, q_rows, &err);
@@ -152,7 +154,7 @@ static void reply_error(struct server *s, enum specd_status st, const char *msg)
 	memset(&s->rep, 0, sizeof(s->rep));
 	s->rep.status = st;
 	snprintf(s->rep.msg, sizeof(s->rep.msg), "%s", msg);
-	reply(s, NULL, 0);
+	reply(s, sizeof(s->rep), NULL, 0);
 }
 
 static enum specd_status hello(struct server *s, struct specd_error *err)
@@ -162,6 +164,10 @@ static enum specd_status hello(struct server *s, struct specd_error *err)
 	enum specd_status st;
 
 	slots_free(s);
+	/* First: nothing else in a request of another layout is where this build looks. */
+	if ((st = rd_check_build(r->version, r->req_bytes, r->rep_bytes, "the leader",
+				 "this rank", err)) != SPECD_OK)
+		return st;
 	if (s->sc->broken != SPECD_OK)
 		return specd_errorf(err, s->sc->broken, "%s",
 				    s->sc->broken_msg ? s->sc->broken_msg : "not ready");
@@ -177,10 +183,12 @@ static enum specd_status hello(struct server *s, struct specd_error *err)
 	if (r->n_vocab != tv)
 		return specd_errorf(err, SPECD_INVAL, "the leader's target has %u tokens, this "
 				    "rank's %u: not the same model", r->n_vocab, tv);
-	uint32_t mask = r->also | 1u << (unsigned)m;
-	if ((unsigned)m >= DRAFT_METHOD_COUNT || mask >> DRAFT_METHOD_COUNT)
+	/* The method's range first: it comes off the wire, and a shift by 32 or more is
+	 * undefined. */
+	if ((unsigned)m >= DRAFT_METHOD_COUNT || r->also >> DRAFT_METHOD_COUNT)
 		return specd_errorf(err, SPECD_INVAL, "method %d and 0x%x to hold", (int)m,
 				    r->also);
+	uint32_t mask = r->also | 1u << (unsigned)m;
 	bool hidden = false;
 	for (int i = 0; i < DRAFT_METHOD_COUNT; i++) {
 		const struct draft_ops *ops = draft_ops_for((enum draft_method)i);
@@ -609,7 +617,7 @@ static void on_propose(struct server *s)
 		memcpy(s->rep.parent, sl->prop.parent, a->n_sent * sizeof(int32_t));
 	}
 	bool q = !a->from_spec && !sl->prop.q_onehot && a->n_sent > 0;
-	if (reply(s, q ? sl->prop.q : NULL, q ? a->n_sent : 0) != SPECD_OK)
+	if (reply(s, sizeof(s->rep), q ? sl->prop.q : NULL, q ? a->n_sent : 0) != SPECD_OK)
 		return;
 	draft_ahead(s, 1);
 	warm_held(s, 1);
@@ -789,6 +797,7 @@ enum specd_status draft_serve(struct draft_link *link, const struct draft_server
 	enum specd_status first = SPECD_OK, st;
 	struct specd_error e;
 	char first_msg[sizeof(e.msg)] = "";
+	size_t hello_bytes;
 
 	if (!link || link->leader || !sc || (!sc->target && sc->broken == SPECD_OK))
 		return specd_errorf(err, SPECD_INVAL, "draft server: not the draft rank's link, "
@@ -812,6 +821,9 @@ enum specd_status draft_serve(struct draft_link *link, const struct draft_server
 			st = hello(&s, &e);
 			memset(&s.rep, 0, sizeof(s.rep));
 			s.rep.status = st;
+			s.rep.version = RD_VERSION;
+			s.rep.req_bytes = sizeof(struct rd_req);
+			s.rep.rep_bytes = sizeof(struct rd_rep);
 			if (st != SPECD_OK) {
 				LOG_ERROR("cannot make the drafter the leader asked for: %s", e.msg);
 				snprintf(s.rep.msg, sizeof(s.rep.msg), "%s", e.msg);
@@ -825,7 +837,13 @@ enum specd_status draft_serve(struct draft_link *link, const struct draft_server
 					 draft_method_name(draft_method_of(s.d)), s.k_max, s.n_slots,
 					 s.n_slots == 1 ? "" : "s", s.pipeline ? ", pipelined" : "");
 			}
-			reply(&s, NULL, 0);
+			/* A leader of another layout gets no more than its answer holds:
+			 * MPI would refuse the refusal as too long (and Open MPI 4.1 write
+			 * it past the leader's buffer first). */
+			hello_bytes = s.req.rep_bytes;
+			if (!hello_bytes || hello_bytes > sizeof(s.rep))
+				hello_bytes = sizeof(s.rep);
+			reply(&s, hello_bytes, NULL, 0);
 			break;
 		case RD_RESET:
 			on_reset(&s);

@@ -22,7 +22,14 @@ static const uint64_t pingpong_sizes[PAR_PROBE_SIZES] = {
 	8, 64, 512, 4096, 32768, 262144, 2097152, PROBE_MAX_BYTES,
 };
 
-/* Waits for req until deadline (absolute, specd_now's clock); on timeout cancels it. */
+/* Buffers a timed-out transfer may still use: MPI gives no way to take back a
+ * collective (MPI_Cancel and MPI_Request_free are erroneous on one), and a cancelled
+ * send may still be read when a late peer matches it. They are parked here rather
+ * than freed under MPI's feet; the job ends after a timeout (probe.h). */
+static void *g_abandoned[3]; /* the ping-pong's buffer; the all-reduce's send, recv */
+
+/* Waits for req until deadline (absolute, specd_now's clock); on timeout cancels it
+ * (its buffer stays: g_abandoned). */
 static enum specd_status spin_wait(MPI_Request *req, double deadline, int peer,
 				   struct specd_error *err)
 {
@@ -81,10 +88,12 @@ enum specd_status par_probe_pingpong(MPI_Comm comm, int a, int b, double budget_
 				    b, rank);
 	bool driver = rank == a;
 	int peer = driver ? b : a;
-	char *buf = specd_malloc_array(PROBE_MAX_BYTES, 1);
+	/* The messages and, past them, the header: both may outlive a timeout. */
+	char *buf = specd_malloc_array(PROBE_MAX_BYTES + 2 * sizeof(uint64_t), 1);
 	if (!buf)
 		return specd_errorf(err, SPECD_NOMEM, "link probe: out of memory");
 	memset(buf, 0, PROBE_MAX_BYTES);
+	uint64_t *hdr = (uint64_t *)(void *)(buf + PROBE_MAX_BYTES);
 	struct par_link_probe p;
 	memset(&p, 0, sizeof(p));
 	double start = specd_now();
@@ -92,7 +101,7 @@ enum specd_status par_probe_pingpong(MPI_Comm comm, int a, int b, double budget_
 	for (uint32_t i = 0;; i++) {
 		/* The driver says the next size and its repetitions (size 0: done), so both
 		 * sides stop together. */
-		uint64_t hdr[2] = {0, 0};
+		hdr[0] = hdr[1] = 0;
 		if (driver && i < PAR_PROBE_SIZES && !last) {
 			if (i < 2 || specd_now() - start < budget_s) {
 				hdr[0] = pingpong_sizes[i];
@@ -104,7 +113,7 @@ enum specd_status par_probe_pingpong(MPI_Comm comm, int a, int b, double budget_
 			}
 		}
 		double deadline = specd_now() + deadline_s;
-		st = xfer(driver, hdr, sizeof(hdr), peer, TAG_PROBE_HDR, comm, deadline, err);
+		st = xfer(driver, hdr, 2 * sizeof(*hdr), peer, TAG_PROBE_HDR, comm, deadline, err);
 		uint64_t size = hdr[0];
 		if (st != SPECD_OK || size == 0 || size > PROBE_MAX_BYTES || hdr[1] < 1 || hdr[1] > 5)
 			break;
@@ -125,7 +134,10 @@ enum specd_status par_probe_pingpong(MPI_Comm comm, int a, int b, double budget_
 		p.seconds[p.n] = best / 2;
 		p.n++;
 	}
-	specd_free(buf);
+	if (st == SPECD_TIMEOUT)
+		g_abandoned[0] = buf;
+	else
+		specd_free(buf);
 	if (st != SPECD_OK)
 		return st;
 	fit(&p);
@@ -150,7 +162,7 @@ enum specd_status par_probe_allreduce(MPI_Comm comm, double deadline_s,
 	}
 	for (uint32_t i = 0; i < n_sizes && st == SPECD_OK; i++) {
 		double best = 0;
-		for (int r = 0; r < 3; r++) {
+		for (int r = 0; r < 3 && st == SPECD_OK; r++) {
 			MPI_Request req;
 			double t0 = specd_now();
 			st = PAR_MPI(MPI_Iallreduce(send, recv, (int)(sizes[i] / sizeof(float)),
@@ -159,19 +171,21 @@ enum specd_status par_probe_allreduce(MPI_Comm comm, double deadline_s,
 				specd_errorf(err, st, "all-reduce probe: MPI_Iallreduce failed");
 				break;
 			}
-			/* A collective cannot be cancelled: on timeout the request is left. */
 			double deadline = t0 + deadline_s;
 			int done = 0;
 			while (st == SPECD_OK && !done) {
 				st = PAR_MPI(MPI_Test(&req, &done, MPI_STATUS_IGNORE));
 				if (st == SPECD_OK && !done && specd_now() > deadline)
 					st = specd_errorf(err, SPECD_TIMEOUT, "all-reduce probe: a "
-							  "rank of the target group did not join");
+							  "rank of the target group did not join "
+							  "within %.1f s", deadline_s);
 			}
 			double t = specd_now() - t0;
 			if (r == 0 || t < best)
 				best = t;
 		}
+		if (st != SPECD_OK)
+			break;
 		p.bytes[p.n] = sizes[i];
 		p.seconds[p.n] = best;
 		p.n++;
@@ -187,7 +201,14 @@ enum specd_status par_probe_allreduce(MPI_Comm comm, double deadline_s,
 	fit(&p);
 	*out = p;
 done:
-	specd_free(send);
-	specd_free(recv);
+	/* A timed-out all-reduce stays pending (it cannot be cancelled) and may still read
+	 * send and write recv: the communicator is broken, and its buffers stay. */
+	if (st == SPECD_TIMEOUT) {
+		g_abandoned[1] = send;
+		g_abandoned[2] = recv;
+	} else {
+		specd_free(send);
+		specd_free(recv);
+	}
 	return st;
 }

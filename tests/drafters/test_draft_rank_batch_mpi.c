@@ -672,6 +672,10 @@ static void serve_but_stall_batches(struct draft_link *l)
 		if (req.op != RD_HELLO && req.op != RD_PROPOSE)
 			continue;
 		memset(&rep, 0, sizeof(rep));
+		if (req.op == RD_HELLO)
+			rep = (struct rd_rep){.version = RD_VERSION,
+					      .req_bytes = sizeof(struct rd_req),
+					      .rep_bytes = sizeof(struct rd_rep)};
 		assert_int_equal(par_comm_send(l->comm, &rep, sizeof(rep), RD_LEADER, RD_TAG_REPLY,
 					       NULL), SPECD_OK);
 	}
