@@ -152,7 +152,10 @@ static inline enum specd_status par_comm_gather(struct par_comm *c, const void *
 	return c->ops->gather(c, send, recv, counts, displs, root, err);
 }
 
-/* Point to point, tag >= 0; the receive must name the exact size sent. */
+/* Point to point, tag >= 0. The receive takes a message of at most `bytes` (a shorter
+ * one fills the start of buf); a longer one is taken elsewhere and refused with
+ * SPECD_PROTO, nothing of it written to buf (the MPI communicator matches a message and
+ * reads its size before receiving it). */
 static inline enum specd_status par_comm_send(struct par_comm *c, const void *buf,
 					      size_t bytes, int dst, int tag,
 					      struct specd_error *err)

@@ -153,23 +153,45 @@ static enum specd_status blame(struct comm_mpi *c, int peer, double waited,
 	return SPECD_TIMEOUT;
 }
 
-/* Waits for req: polls while the peers finish the same step, then sleeps with a
- * doubling nap. With a deadline, checks liveness
- * half-way and gives up at the deadline; peer is the rank waited on, or -1 for all. */
-static enum specd_status wait_req(struct comm_mpi *c, MPI_Request *req, int peer, bool idle,
-				  struct specd_error *err)
+/* What a wait polls: a request to complete, or (recv's first half) a message from
+ * peer with tag to arrive, matched (MPI_Improbe) so that its size is known before any
+ * byte of it is written. */
+struct waited {
+	MPI_Request *req;
+	int tag;
+	MPI_Message *msg;
+	MPI_Status *status;
+};
+
+static int poll_once(struct comm_mpi *c, const struct waited *w, int peer, int *done,
+		     const char **call)
+{
+	if (w->req) {
+		*call = "MPI_Test";
+		return MPI_Test(w->req, done, MPI_STATUS_IGNORE);
+	}
+	*call = "MPI_Improbe";
+	return MPI_Improbe(peer, w->tag, c->data, done, w->msg, w->status);
+}
+
+/* Waits for w: polls while the peers finish the same step, then sleeps with a
+ * doubling nap. With a deadline, checks liveness half-way and gives up at the
+ * deadline; peer is the rank waited on, or -1 for all. */
+static enum specd_status wait_for(struct comm_mpi *c, const struct waited *w, int peer,
+				  bool idle, struct specd_error *err)
 {
 	double t0 = specd_now(), deadline = c->base.deadline_s, nap = NAP_MIN_S;
 	bool pinged = false;
 	for (;;) {
 		int done = 0;
-		int rc = MPI_Test(req, &done, MPI_STATUS_IGNORE);
+		const char *call = "";
+		int rc = poll_once(c, w, peer, &done, &call);
 		if (rc != MPI_SUCCESS) {
-			par_mpi_check(rc, "MPI_Test", __FILE__, __LINE__);
+			par_mpi_check(rc, call, __FILE__, __LINE__);
 			enum op op = c->op;
 			c->op = OP_NONE;
-			return specd_errorf(err, SPECD_MPI, "%s #%llu: MPI_Test failed",
-					    op_names[op], (unsigned long long)c->seq);
+			return specd_errorf(err, SPECD_MPI, "%s #%llu: %s failed", op_names[op],
+					    (unsigned long long)c->seq, call);
 		}
 		if (done) {
 			c->op = OP_NONE;
@@ -191,6 +213,13 @@ static enum specd_status wait_req(struct comm_mpi *c, MPI_Request *req, int peer
 		double cap = idle ? NAP_MAX_S : BUSY_NAP_MAX_S;
 		nap = nap * 2 < cap ? nap * 2 : cap;
 	}
+}
+
+static enum specd_status wait_req(struct comm_mpi *c, MPI_Request *req, int peer, bool idle,
+				  struct specd_error *err)
+{
+	const struct waited w = {.req = req};
+	return wait_for(c, &w, peer, idle, err);
 }
 
 static enum specd_status start(struct comm_mpi *c, enum op op, int rc, const char *call,
@@ -345,6 +374,49 @@ static enum specd_status mpi_gather(struct par_comm *base, const void *send, voi
 	return st;
 }
 
+/* A receive of at most `bytes`: the message is matched first and its size read, since
+ * Open MPI (4.1 here) writes a longer message past the buffer before it reports the
+ * truncation. A longer one is taken into a buffer of its own and refused with
+ * SPECD_PROTO; a shorter one fills the start of buf (the rest is left as it was). */
+static enum specd_status recv_matched(struct comm_mpi *c, void *buf, size_t bytes, int peer,
+				      int tag, struct specd_error *err)
+{
+	MPI_Message msg = MPI_MESSAGE_NULL;
+	MPI_Status status;
+	MPI_Request req;
+	int count = 0;
+	const struct waited w = {.tag = tag, .msg = &msg, .status = &status};
+	unsigned long long seq = ++c->seq;
+	c->op = OP_RECV;
+	enum specd_status st = wait_for(c, &w, peer, false, err);
+	if (st != SPECD_OK)
+		return st; /* nothing was posted: nothing to withdraw */
+	if (PAR_MPI(MPI_Get_count(&status, MPI_BYTE, &count)) != SPECD_OK || count < 0)
+		return specd_errorf(err, SPECD_MPI, "receive #%llu from rank %d: the message's "
+				    "size is unknown", seq, c->world[peer]);
+	bool too_long = (size_t)count > bytes;
+	void *into = too_long ? specd_malloc_array((size_t)count, 1) : buf;
+	if (!into)
+		return specd_errorf(err, SPECD_NOMEM, "receive #%llu from rank %d: a message of "
+				    "%d bytes, out of memory for it", seq, c->world[peer], count);
+	c->op = OP_RECV;
+	if (PAR_MPI(MPI_Imrecv(into, count, MPI_BYTE, &msg, &req)) != SPECD_OK) {
+		c->op = OP_NONE;
+		st = specd_errorf(err, SPECD_MPI, "receive #%llu: MPI_Imrecv failed", seq);
+	} else {
+		st = wait_req(c, &req, peer, false, err);
+	}
+	/* A matched receive cannot be withdrawn: after a timeout MPI may still write into,
+	 * so the refused message's buffer is then left to it. */
+	if (too_long && st != SPECD_TIMEOUT)
+		specd_free(into);
+	if (st == SPECD_OK && too_long)
+		st = specd_errorf(err, SPECD_PROTO, "receive #%llu from rank %d (tag %d): a message "
+				  "of %d bytes where at most %zu were expected", seq,
+				  c->world[peer], tag, count, bytes);
+	return st;
+}
+
 static enum specd_status p2p(struct comm_mpi *c, bool is_send, void *buf, size_t bytes,
 			     int peer, int tag, struct specd_error *err)
 {
@@ -355,13 +427,10 @@ static enum specd_status p2p(struct comm_mpi *c, bool is_send, void *buf, size_t
 				    "on rank %d of %d", what, bytes, peer, tag, c->base.rank,
 				    c->base.size);
 	MPI_Request req;
-	enum specd_status st =
-		is_send ? start(c, OP_SEND,
-				MPI_Isend(buf, (int)bytes, MPI_BYTE, peer, tag, c->data, &req),
-				"MPI_Isend", err)
-			: start(c, OP_RECV,
-				MPI_Irecv(buf, (int)bytes, MPI_BYTE, peer, tag, c->data, &req),
-				"MPI_Irecv", err);
+	if (!is_send)
+		return recv_matched(c, buf, bytes, peer, tag, err);
+	enum specd_status st = start(c, OP_SEND, MPI_Isend(buf, (int)bytes, MPI_BYTE, peer, tag,
+							   c->data, &req), "MPI_Isend", err);
 	if (st == SPECD_OK)
 		st = wait_req(c, &req, peer, false, err);
 	if (st == SPECD_TIMEOUT) {

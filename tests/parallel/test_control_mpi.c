@@ -1,5 +1,6 @@
 /* parallel/control under mpirun: byte broadcast, control messages, a wait that times
- * out instead of hanging, and census gathering. Run with 3 ranks. */
+ * out instead of hanging, and census gathering; and the MPI communicator's point-to-point
+ * receive refusing a message longer than its buffer. Run with 3 ranks. */
 #include <mpi.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,6 +14,7 @@
 #include "common/alloc.h"
 #include "common/clock.h"
 #include "parallel/census.h"
+#include "parallel/comm.h"
 #include "parallel/control.h"
 #include "test_mpi.h"
 
@@ -92,6 +94,46 @@ static void test_census__leader_gathers_every_rank(void **state)
 	specd_free(all);
 }
 
+/* A message longer than the receive's buffer is refused (SPECD_PROTO) with nothing of
+ * it written there or past it (Open MPI would write past the buffer, above its eager
+ * size, before reporting the truncation); a shorter one fills the buffer's start; the
+ * pair goes on working. */
+static void test_p2p__a_longer_message_is_refused_without_overrun(void **state)
+{
+	(void)state;
+	enum { BIG = 8192 };
+	struct par_comm_config cc = {.deadline_s = 30};
+	struct par_comm *c = NULL;
+	struct specd_error err;
+	specd_error_clear(&err);
+	assert_int_equal(par_comm_mpi_create(MPI_COMM_WORLD, &cc, &c, &err), SPECD_OK);
+	if (g_rank == 1) {
+		static uint8_t big[BIG];
+		uint8_t two[2] = {1, 2};
+		uint32_t v = 42;
+		memset(big, 0xab, sizeof(big));
+		assert_int_equal(par_comm_send(c, big, sizeof(big), 0, 7, &err), SPECD_OK);
+		assert_int_equal(par_comm_send(c, two, sizeof(two), 0, 8, &err), SPECD_OK);
+		assert_int_equal(par_comm_send(c, &v, sizeof(v), 0, 9, &err), SPECD_OK);
+	} else if (g_rank == 0) {
+		static uint8_t r[16 + BIG]; /* the buffer, then what an overrun would hit */
+		uint8_t four[4] = {9, 9, 9, 9};
+		uint32_t v = 0;
+		assert_int_equal(par_comm_recv(c, r, 16, 1, 7, &err), SPECD_PROTO);
+		assert_non_null(strstr(err.msg, "8192 bytes where at most 16"));
+		for (size_t i = 0; i < sizeof(r); i++)
+			assert_int_equal(r[i], 0);
+		assert_int_equal(par_comm_recv(c, four, sizeof(four), 1, 8, &err), SPECD_OK);
+		assert_int_equal(four[0], 1);
+		assert_int_equal(four[1], 2);
+		assert_int_equal(four[2], 9);
+		assert_int_equal(par_comm_recv(c, &v, sizeof(v), 1, 9, &err), SPECD_OK);
+		assert_int_equal(v, 42);
+	}
+	par_comm_destroy(c);
+	MPI_Barrier(MPI_COMM_WORLD);
+}
+
 int main(int argc, char **argv)
 {
 	ts_mpi_init(&argc, &argv, &g_rank, &g_size);
@@ -100,6 +142,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_ctrl__followers_receive_leader_messages),
 		cmocka_unit_test(test_ctrl__wait_times_out_when_leader_is_silent),
 		cmocka_unit_test(test_census__leader_gathers_every_rank),
+		cmocka_unit_test(test_p2p__a_longer_message_is_refused_without_overrun),
 	};
 	return ts_mpi_finish(cmocka_run_group_tests(tests, NULL, NULL));
 }
