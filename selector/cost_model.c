@@ -6,9 +6,10 @@
 #include "selector.h"
 
 /* What drafters/remote_int.h sends per step today: a propose request and a commit
- * (struct rd_req, broadcast) and one reply (struct rd_rep), before any q rows. */
-#define LINK_REQUEST_BYTES 384.0
-#define LINK_REPLY_BYTES 792.0
+ * (struct rd_req, broadcast) and one reply (struct rd_rep), before any q rows. sizeof of
+ * each as of RD_VERSION 2 (x86-64). */
+#define LINK_REQUEST_BYTES 408.0
+#define LINK_REPLY_BYTES 1064.0
 
 const char *sel_transport_name(enum sel_transport t)
 {
