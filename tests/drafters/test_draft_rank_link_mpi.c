@@ -65,13 +65,10 @@ static int setup(void **state)
 	if (!ts_mpi_shared_dir(g_dir, sizeof(g_dir)))
 		return -1;
 	snprintf(g_target, sizeof(g_target), "%s/target.gguf", g_dir);
-	if (g_rank == 0) {
-		const char *t[] = {"--dim", "32", "--layers", "1", "--heads", "2", "--kv-heads",
-				   "1", "--ffn", "64", "--vocab", "300", "--ctx", "64", "--seed",
-				   "41", NULL};
-		fx_gen_model(g_target, t);
-	}
-	MPI_Barrier(MPI_COMM_WORLD);
+	const char *t[] = {"--dim", "32", "--layers", "1", "--heads", "2", "--kv-heads", "1",
+			   "--ffn", "64", "--vocab", "300", "--ctx", "64", "--seed", "41", NULL};
+	if (!ts_mpi_gen_model(g_target, t))
+		return -1;
 	g_t = fx_load(g_target, N_SLOTS, CTX);
 	return 0;
 }

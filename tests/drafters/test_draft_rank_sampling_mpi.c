@@ -80,21 +80,17 @@ static int setup(void **state)
 	snprintf(g_target, sizeof(g_target), "%s/target.gguf", g_dir);
 	snprintf(g_near, sizeof(g_near), "%s/near.gguf", g_dir);
 	snprintf(g_far, sizeof(g_far), "%s/far.gguf", g_dir);
-	if (g_rank == 0) {
-		const char *target[] = {"--dim", "32", "--layers", "2", "--heads", "2",
-					"--kv-heads", "1", "--ffn", "64", "--vocab", "260", "--ctx",
-					"16", "--seed", "21", NULL};
-		const char *near[] = {"--dim", "32", "--layers", "2", "--heads", "2", "--kv-heads",
-				      "1", "--ffn", "64", "--vocab", "260", "--ctx", "16", "--seed",
-				      "21", "--type", "q4_0", NULL};
-		const char *far[] = {"--dim", "32", "--layers", "1", "--heads", "2", "--kv-heads",
-				     "1", "--ffn", "32", "--vocab", "260", "--ctx", "16", "--seed",
-				     "22", NULL};
-		fx_gen_model(g_target, target);
-		fx_gen_model(g_near, near);
-		fx_gen_model(g_far, far);
-	}
-	MPI_Barrier(MPI_COMM_WORLD);
+	const char *target[] = {"--dim", "32", "--layers", "2", "--heads", "2", "--kv-heads",
+				"1", "--ffn", "64", "--vocab", "260", "--ctx", "16", "--seed", "21",
+				NULL};
+	const char *near[] = {"--dim", "32", "--layers", "2", "--heads", "2", "--kv-heads", "1",
+			      "--ffn", "64", "--vocab", "260", "--ctx", "16", "--seed", "21",
+			      "--type", "q4_0", NULL};
+	const char *far[] = {"--dim", "32", "--layers", "1", "--heads", "2", "--kv-heads", "1",
+			     "--ffn", "32", "--vocab", "260", "--ctx", "16", "--seed", "22", NULL};
+	if (!ts_mpi_gen_model(g_target, target) || !ts_mpi_gen_model(g_near, near) ||
+	    !ts_mpi_gen_model(g_far, far))
+		return -1;
 	g_t = fx_load(g_target, 1, 16);
 	if (g_rank != 0)
 		return 0;

@@ -59,11 +59,6 @@ static struct tmodel g_models[] = {
 };
 #define N_GEN (sizeof(g_models) / sizeof(g_models[0]))
 
-static void gen_model(struct tmodel *t)
-{
-	assert_int_equal(ts_gen_model(t->path, t->args), 0);
-}
-
 static int setup(void **state)
 {
 	(void)state;
@@ -71,10 +66,9 @@ static int setup(void **state)
 		return -1;
 	for (size_t i = 0; i < N_GEN; i++) {
 		snprintf(g_models[i].path, sizeof(g_models[i].path), "%s/m%zu.gguf", g_dir, i);
-		if (g_rank == 0)
-			gen_model(&g_models[i]);
+		if (!ts_mpi_gen_model(g_models[i].path, g_models[i].args))
+			return -1;
 	}
-	MPI_Barrier(MPI_COMM_WORLD);
 	return 0;
 }
 

@@ -44,14 +44,12 @@ static int setup(void **state)
 	(void)state;
 	if (!ts_mpi_shared_dir(g_dir, sizeof(g_dir)))
 		return -1;
-	int ok = 1;
 	for (size_t i = 0; i < N_MODELS; i++) {
 		snprintf(g_paths[i], sizeof(g_paths[i]), "%s/m%zu.gguf", g_dir, i);
-		if (g_rank == 0 && ts_gen_model(g_paths[i], g_args[i]) != 0)
-			ok = 0;
+		if (!ts_mpi_gen_model(g_paths[i], g_args[i]))
+			return -1;
 	}
-	MPI_Bcast(&ok, 1, MPI_INT, 0, MPI_COMM_WORLD);
-	return ok ? 0 : -1;
+	return 0;
 }
 
 static int teardown(void **state)
@@ -173,63 +171,50 @@ static enum specd_status two_token_step(struct par_tp_model *tp, uint32_t second
 	return par_tp_step(tp, &b, PAR_TP_WANT_ARGMAX, &id, err);
 }
 
-/* A shard whose NCCL fails mid-forward (an asynchronous error, as a lost peer shows):
- * that rank's par_tp_follow returns SPECD_NCCL with NCCL's words, the leader's step and
- * the other followers return SPECD_TIMEOUT within the deadline instead of hanging, and
- * every rank can still tear its model down. */
-static void test_tp_nccl__a_shard_failing_mid_forward_stops_every_rank(void **state)
+/* One forward whose NCCL fails on rank `failing` (an asynchronous error, as a lost peer
+ * shows): that rank's call returns SPECD_NCCL with NCCL's words, every other rank's
+ * SPECD_TIMEOUT within the deadline instead of hanging; the leader's step says the
+ * shards are out of step (par_tp_broken: the daemon then ends the job), and every rank
+ * can still tear its model down. Before it, a step refused by the leader's own check
+ * (position 7 after 0) leaves them in step. */
+static void fail_mid_forward(int failing)
 {
-	(void)state;
 	/* 3 s: short for the test, long enough for the load's own votes on a busy machine */
 	struct par_tp_model *tp = load(g_paths[1], true, 3);
 	struct specd_error err;
 	specd_error_clear(&err);
 	enum specd_status st;
 	if (g_rank == 0) {
-		st = two_token_step(tp, 1, &err);
-		assert_int_equal(st, SPECD_TIMEOUT);
-		assert_non_null(strstr(err.msg, "not done after 3.0 s"));
-	} else {
-		if (g_rank == g_size - 1)
-			fake_nccl_fail_next(ncclRemoteError);
-		st = par_tp_follow(tp, &err);
-		if (g_rank == g_size - 1) {
-			assert_int_equal(st, SPECD_NCCL);
-			assert_non_null(strstr(err.msg, "remote process exited"));
-		} else {
-			assert_int_equal(st, SPECD_TIMEOUT);
-		}
+		assert_int_equal(two_token_step(tp, 7, &err), SPECD_INVAL);
+		assert_false(par_tp_broken(tp));
 	}
+	if (g_rank == failing)
+		fake_nccl_fail_next(ncclRemoteError);
+	st = g_rank == 0 ? two_token_step(tp, 1, &err) : par_tp_follow(tp, &err);
 	printf("[ T=%d ] rank %d: %s: %s\n", g_size, g_rank, specd_status_name(st), err.msg);
+	if (g_rank == failing) {
+		assert_int_equal(st, SPECD_NCCL);
+		assert_non_null(strstr(err.msg, "remote process exited"));
+	} else {
+		assert_int_equal(st, SPECD_TIMEOUT);
+		assert_true(g_rank != 0 || strstr(err.msg, "not done after 3.0 s"));
+	}
+	if (g_rank == 0)
+		assert_true(par_tp_broken(tp));
 	par_tp_model_destroy(tp);
 	MPI_Barrier(MPI_COMM_WORLD);
 }
 
-/* The leader's own NCCL failing mid-forward: its step returns SPECD_NCCL and says the
- * shards are out of step (par_tp_broken: the daemon then ends the job), the followers
- * time out. A step refused before the followers hear of it leaves them in step. */
+static void test_tp_nccl__a_shard_failing_mid_forward_stops_every_rank(void **state)
+{
+	(void)state;
+	fail_mid_forward(g_size - 1);
+}
+
 static void test_tp_nccl__the_leaders_failure_mid_forward_breaks_the_group(void **state)
 {
 	(void)state;
-	struct par_tp_model *tp = load(g_paths[1], true, 3);
-	struct specd_error err;
-	specd_error_clear(&err);
-	enum specd_status st;
-	if (g_rank == 0) {
-		/* Position 7 after 0: refused by the leader's check alone. */
-		assert_int_equal(two_token_step(tp, 7, &err), SPECD_INVAL);
-		assert_false(par_tp_broken(tp));
-		fake_nccl_fail_next(ncclRemoteError);
-		st = two_token_step(tp, 1, &err);
-		assert_int_equal(st, SPECD_NCCL);
-		assert_true(par_tp_broken(tp));
-	} else {
-		st = par_tp_follow(tp, &err);
-		assert_int_equal(st, SPECD_TIMEOUT);
-	}
-	printf("[ T=%d ] rank %d: %s: %s\n", g_size, g_rank, specd_status_name(st), err.msg);
-	par_tp_model_destroy(tp);
-	MPI_Barrier(MPI_COMM_WORLD);
+	fail_mid_forward(0);
 }
 
 int main(int argc, char **argv)

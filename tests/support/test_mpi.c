@@ -50,6 +50,16 @@ bool ts_mpi_shared_dir(char *dir, size_t size)
 	return dir[0] != '\0';
 }
 
+bool ts_mpi_gen_model(const char *out, const char *const *args)
+{
+	int rank = 0, ok = 1;
+	MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+	if (rank == 0)
+		ok = ts_gen_model(out, args) == 0;
+	MPI_Bcast(&ok, 1, MPI_INT, 0, MPI_COMM_WORLD);
+	return ok != 0;
+}
+
 void ts_mpi_remove_shared_dir(const char *dir)
 {
 	int rank = 0;

@@ -35,6 +35,9 @@ int ts_mpi_finish(int failed);
  * rank, together, when rank 0 could not make it (no rank waits for a folder that
  * never comes). Collective. */
 bool ts_mpi_shared_dir(char *dir, size_t size);
+/* specd-gen-model run by rank 0 into `out` (in that folder, so every rank sees it);
+ * true on every rank, together, once it has been made. Collective. */
+bool ts_mpi_gen_model(const char *out, const char *const *args);
 /* Removes that folder once every rank is done with it. Collective. */
 void ts_mpi_remove_shared_dir(const char *dir);
 
