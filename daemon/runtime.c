@@ -31,14 +31,13 @@ static uint32_t trained_context(const struct gguf_file *f)
 /* The engine's view of a tensor-parallel target: every forward and truncation runs on
  * all shards. A failure once the shards were told of an operation (a stalled shard, an
  * NCCL or device error, the leader's own forward failing mid-way) cannot be recovered
- * from with a collective half done: say why, then end the whole job. On a shard any
- * failure is such a one; on the leader, par_tp_broken says. */
+ * from with a collective half done (par_tp_broken says): say why, then end the whole
+ * job. */
 static enum specd_status tp_failed(struct par_tp_model *tp, enum specd_status st,
-				   const struct specd_error *err, bool shard)
+				   const struct specd_error *err)
 {
-	if (st != SPECD_OK && (shard || par_tp_broken(tp))) {
-		LOG_ERROR("tensor-parallel %s failed, ending the job: %s",
-			  shard ? "shard" : "target", err ? err->msg : "");
+	if (st != SPECD_OK && par_tp_broken(tp)) {
+		LOG_ERROR("tensor-parallel target failed, ending the job: %s", err ? err->msg : "");
 		par_tp_abort(tp, 3);
 	}
 	return st;
@@ -50,20 +49,19 @@ static enum specd_status tp_forward(void *user, const struct model_batch *b,
 	enum par_tp_want want = !b->n_out ? PAR_TP_WANT_NONE
 				: b->ids ? PAR_TP_WANT_ARGMAX
 				: b->logits ? PAR_TP_WANT_LOGITS : PAR_TP_WANT_NONE;
-	return tp_failed(user, par_tp_step(user, b, want, b->ids, err), err, false);
+	return tp_failed(user, par_tp_step(user, b, want, b->ids, err), err);
 }
 
 static enum specd_status tp_truncate(void *user, uint32_t slot, uint32_t len,
 				     struct specd_error *err)
 {
-	return tp_failed(user, par_tp_truncate(user, slot, len, err), err, false);
+	return tp_failed(user, par_tp_truncate(user, slot, len, err), err);
 }
 
 static enum specd_status tp_compact(void *user, uint32_t slot, uint32_t base,
 				    const uint32_t *rows, uint32_t n, struct specd_error *err)
 {
-	return tp_failed(user, par_tp_compact(user, slot, base, rows, n, err), err,
-			 false);
+	return tp_failed(user, par_tp_compact(user, slot, base, rows, n, err), err);
 }
 
 static const struct draft_target_ops tp_target_ops = {
@@ -75,7 +73,7 @@ static const struct draft_target_ops tp_target_ops = {
 enum specd_status runtime_follow(struct runtime *rt, struct specd_error *err)
 {
 	enum specd_status st = par_tp_follow(rt->tp, err);
-	return tp_failed(rt->tp, st, err, true);
+	return tp_failed(rt->tp, st, err);
 }
 
 void runtime_close(struct runtime *rt)

@@ -468,10 +468,8 @@ static enum specd_status follow_forward(struct par_tp_model *tp, const struct tp
 	return with_comm(tp, st, err);
 }
 
-enum specd_status par_tp_follow(struct par_tp_model *tp, struct specd_error *err)
+static enum specd_status follow(struct par_tp_model *tp, struct specd_error *err)
 {
-	if (tp->comm->rank == 0)
-		return specd_errorf(err, SPECD_INVAL, "par_tp_follow: not on the leader");
 	struct kv_cache *kv = model_kv(tp->model);
 	for (;;) {
 		struct tp_hdr h;
@@ -509,6 +507,14 @@ enum specd_status par_tp_follow(struct par_tp_model *tp, struct specd_error *err
 		if (st != SPECD_OK)
 			return st;
 	}
+}
+
+enum specd_status par_tp_follow(struct par_tp_model *tp, struct specd_error *err)
+{
+	if (tp->comm->rank == 0)
+		return specd_errorf(err, SPECD_INVAL, "par_tp_follow: not on the leader");
+	/* A shard leaves the loop only at the leader's stop: anything else is out of step. */
+	return after_hdr(tp, follow(tp, err));
 }
 
 void par_tp_abort(struct par_tp_model *tp, int code)

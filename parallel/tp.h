@@ -67,9 +67,9 @@ enum specd_status par_tp_model_load_failed(MPI_Comm comm, const struct par_tp_co
 					   const struct specd_error *why, struct specd_error *err);
 
 /* True once a step, truncate or compact failed after the followers heard of it (a
- * communicator's failure, or the leader's own forward failing mid-way): the shards are
- * out of step for good and par_tp_abort is all that is left. A call refused before
- * (bad arguments, SPECD_INVAL) does not count. Leader only. */
+ * communicator's failure, or the leader's own forward failing mid-way), or on a shard
+ * once par_tp_follow failed: the shards are out of step for good and par_tp_abort is
+ * all that is left. A call refused before (bad arguments, SPECD_INVAL) does not count. */
 bool par_tp_broken(const struct par_tp_model *tp);
 
 /* Frees the shard, its communicator and its file when it opened it. NULL is a no-op.
