@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "drafters/method.h"
+#include "model/chat.h"
 #include "utf8.h"
 
 static bool text_ok(const char *s)
@@ -43,7 +44,7 @@ enum specd_status req_validate(const Specd__V1__GenerateRequest *r,
 			return specd_errorf(err, SPECD_INVAL, "messages[%zu].content is not valid "
 					    "UTF-8", i);
 		/* A turn's markers and role count too: many empty messages are work. */
-		chat_bytes += (m->content ? strlen(m->content) : 0) + REQ_CHAT_TURN_BYTES;
+		chat_bytes += (m->content ? strlen(m->content) : 0) + CHAT_TURN_BYTES;
 	}
 	if (chat_bytes > max_bytes)
 		return specd_errorf(err, SPECD_INVAL, "messages of %zu bytes are over the limit "

@@ -16,14 +16,12 @@
 #define REQ_MAX_ID_BYTES 128
 #define REQ_MAX_SPEC_TOKENS 32
 #define REQ_DEFAULT_MAX_TOKENS 256
-/* Prompt text (or chat messages' content, together) of more bytes than this times
+/* Prompt text (or chat turns together, each its content and CHAT_TURN_BYTES) of more
+ * bytes than this times
  * limits.prompt_tokens is refused before tokenizing, which runs on the compute thread
  * and would stall every job for a huge text: real text averages 3-5 bytes a token,
  * and only runs of whitespace make single tokens of tens of bytes. */
 #define REQ_MAX_BYTES_PER_TOKEN 64
-/* What a chat turn costs besides its content, in the byte bound above: its markers,
- * role and newlines (chat_format_bound allows as much). */
-#define REQ_CHAT_TURN_BYTES 16
 
 /* SPECD_INVAL with a message naming the field when the request breaks a rule. */
 enum specd_status req_validate(const Specd__V1__GenerateRequest *r,

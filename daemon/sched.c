@@ -51,7 +51,8 @@ struct sched {
 	uint32_t n_queued;
 	bool draining;
 	bool stop_asked; /* a signal asked for a drain already */
-	bool stop_now;   /* asked twice: every job ends at its next step, none waits */
+	bool stop_now;   /* asked twice: the running jobs end at their next step, the queued
+			  * ones at once, and none is admitted from then on */
 	double t_created;
 	bool chat_ok;       /* the model has a ChatML template: chat requests are served */
 	char *chat_system;  /* its default system prompt; NULL: it has none */
@@ -598,8 +599,6 @@ static void step(struct sched *s)
 		struct sjob *j = &s->jobs[i];
 		if (!j->active)
 			continue;
-		if (s->stop_now && !j->end_now)
-			j->end_now = SPECD__V1__FINISH_REASON__SERVER_SHUTDOWN;
 		if (j->end_now) {
 			job_finish(s, j, j->end_now);
 			continue;
@@ -723,6 +722,10 @@ enum specd_status sched_run(struct sched *s, sched_stop_fn *stop, void *user)
 				LOG_WARN("stopping now: ending %u running and %u queued job(s) "
 					 "unfinished", running(s), s->n_queued);
 				s->stop_now = true;
+				for (uint32_t i = 0; i < s->cfg.n_slots; i++)
+					if (s->jobs[i].active && !s->jobs[i].end_now)
+						s->jobs[i].end_now =
+							SPECD__V1__FINISH_REASON__SERVER_SHUTDOWN;
 			}
 			if (!s->stop_asked && !s->draining)
 				srv_begin_drain(s->cfg.srv);

@@ -1,6 +1,7 @@
 /* Streamed text with stop strings; see textstream.h. */
 #include "textstream.h"
 
+#include <stdint.h>
 #include <string.h>
 
 #include "common/alloc.h"
@@ -13,6 +14,7 @@ enum specd_status textstream_init(struct textstream *ts, const char *const *stop
 	memset(ts, 0, sizeof(*ts));
 	specd_buf_init(&ts->pending);
 	specd_buf_init(&ts->out);
+	ts->stop_at = SIZE_MAX;
 	if (n_stops == 0)
 		return SPECD_OK;
 	ts->stops = specd_calloc(n_stops, sizeof(char *));
@@ -26,6 +28,8 @@ enum specd_status textstream_init(struct textstream *ts, const char *const *stop
 			textstream_fini(ts);
 			return SPECD_NOMEM;
 		}
+		size_t k = strlen(stops[i]);
+		ts->longest = k > ts->longest ? k : ts->longest;
 		ts->n_stops++;
 	}
 	return SPECD_OK;
@@ -41,20 +45,14 @@ void textstream_fini(struct textstream *ts)
 	memset(ts, 0, sizeof(*ts));
 }
 
-enum specd_status textstream_push(struct textstream *ts, const char *bytes, size_t n)
-{
-	if (ts->stopped)
-		return SPECD_OK;
-	return specd_buf_append(&ts->pending, bytes, n);
-}
-
-/* The earliest position where a whole stop string starts, or len when none does. */
-static size_t find_stop(const struct textstream *ts, const char *s, size_t len)
+/* The earliest position from `from` on where a whole stop string starts, or len when
+ * none does. */
+static size_t find_stop(const struct textstream *ts, const char *s, size_t from, size_t len)
 {
 	size_t best = len;
 	for (size_t i = 0; i < ts->n_stops; i++) {
 		size_t k = strlen(ts->stops[i]);
-		for (size_t at = 0; at + k <= len && at < best; at++) {
+		for (size_t at = from; at + k <= len && at < best; at++) {
 			if (memcmp(s + at, ts->stops[i], k) == 0) {
 				best = at;
 				break;
@@ -64,10 +62,26 @@ static size_t find_stop(const struct textstream *ts, const char *s, size_t len)
 	return best;
 }
 
+enum specd_status textstream_push(struct textstream *ts, const char *bytes, size_t n)
+{
+	if (ts->stopped || ts->stop_at != SIZE_MAX)
+		return SPECD_OK; /* text past a stop string is never sent */
+	size_t old = ts->pending.len;
+	enum specd_status st = specd_buf_append(&ts->pending, bytes, n);
+	if (st != SPECD_OK || ts->n_stops == 0)
+		return st;
+	/* A stop string this push completes ends in its bytes, so starts at most
+	 * longest - 1 bytes before them; one that ended earlier was found then. */
+	size_t from = old > ts->longest - 1 ? old - (ts->longest - 1) : 0;
+	size_t at = find_stop(ts, (const char *)ts->pending.data, from, ts->pending.len);
+	if (at < ts->pending.len)
+		ts->stop_at = at;
+	return SPECD_OK;
+}
+
 bool textstream_stop_pending(const struct textstream *ts)
 {
-	return !ts->stopped &&
-	       find_stop(ts, (const char *)ts->pending.data, ts->pending.len) < ts->pending.len;
+	return !ts->stopped && ts->stop_at != SIZE_MAX;
 }
 
 /* The length of the longest suffix of s[0..len) that is a proper prefix of a stop
@@ -113,7 +127,7 @@ enum specd_status textstream_take(struct textstream *ts, bool at_end, size_t *le
 {
 	const char *s = (const char *)ts->pending.data;
 	size_t n = ts->pending.len, ready;
-	size_t stop = ts->stopped ? n : find_stop(ts, s, n);
+	size_t stop = ts->stopped || ts->stop_at == SIZE_MAX ? n : ts->stop_at;
 	if (stop < n) {
 		ready = stop;
 	} else if (at_end) {

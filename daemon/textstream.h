@@ -20,6 +20,9 @@ struct textstream {
 	struct specd_buf out;     /* the last ready piece (valid UTF-8) */
 	char **stops;             /* owned copies */
 	size_t n_stops;
+	size_t longest;           /* the longest stop string's length */
+	size_t stop_at;           /* where in pending the first whole stop string starts,
+				   * found as the token completing it is pushed; or SIZE_MAX */
 	bool stopped;             /* a stop string matched: nothing more is accepted */
 };
 
@@ -28,12 +31,13 @@ enum specd_status textstream_init(struct textstream *ts, const char *const *stop
 				  size_t n_stops);
 void textstream_fini(struct textstream *ts);
 
-/* Adds a token's text. After a stop matched, bytes are ignored. SPECD_NOMEM. */
+/* Adds a token's text, looking for a stop string it completes (only where one could end:
+ * in its bytes). After a stop matched, bytes are ignored. SPECD_NOMEM. */
 enum specd_status textstream_push(struct textstream *ts, const char *bytes, size_t n);
 
 /* True when the text pushed and not yet taken holds a whole stop string: the token
  * just pushed is the last one to send (a speculative step can bring several; those
- * past it must not go out, as plain decoding would never have made them). */
+ * past it must not go out, as plain decoding would never have made them). O(1). */
 bool textstream_stop_pending(const struct textstream *ts);
 
 /* Moves what is ready into ts->out (replacing its previous contents) and returns its

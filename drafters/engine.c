@@ -70,8 +70,9 @@ struct draft_job {
 	uint32_t n_tokens, n_prompt;
 	uint32_t n_out;       /* output tokens, after the cut at EOS / max tokens */
 	uint32_t max_tokens;
-	int32_t eos[1 + DRAFT_MAX_EXTRA_EOS]; /* the ids that end the sequence */
-	uint32_t n_eos;
+	int32_t eos;
+	const int32_t *extra_eos; /* (n_extra_eos) draft_job_params': outlives the job */
+	uint32_t n_extra_eos;
 	struct sampler *target_s, *draft_s;
 	struct draft_proposal prop; /* tokens (k), q (k, n_vocab), parent (k) host */
 	int32_t *acc;         /* (k) host: the accepted tokens, in order */
@@ -395,11 +396,9 @@ enum specd_status draft_job_start(struct draft_job *j, const int32_t *prompt, ui
 	memcpy(j->tokens, prompt, n_prompt * sizeof(*prompt));
 	j->n_tokens = j->n_prompt = n_prompt;
 	j->max_tokens = p->max_tokens;
-	j->n_eos = 0;
-	if (p->eos >= 0)
-		j->eos[j->n_eos++] = p->eos;
-	for (uint32_t i = 0; i < p->n_extra_eos && i < DRAFT_MAX_EXTRA_EOS; i++)
-		j->eos[j->n_eos++] = p->extra_eos[i];
+	j->eos = p->eos;
+	j->extra_eos = p->n_extra_eos ? p->extra_eos : NULL;
+	j->n_extra_eos = j->extra_eos ? p->n_extra_eos : 0;
 	j->m.n_prompt = n_prompt;
 	if ((st = target_truncate(e, j->slot, 0, err)) != SPECD_OK)
 		return st;
@@ -430,10 +429,10 @@ enum specd_status draft_job_start(struct draft_job *j, const int32_t *prompt, ui
 
 static bool job_ends_with(const struct draft_job *j, int32_t t)
 {
-	for (uint32_t i = 0; i < j->n_eos; i++)
-		if (t == j->eos[i])
+	for (uint32_t i = 0; i < j->n_extra_eos; i++)
+		if (t == j->extra_eos[i])
 			return true;
-	return false;
+	return t == j->eos;
 }
 
 /* Appends the step's accepted tokens and `next` to the history and cuts the output at

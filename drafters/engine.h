@@ -102,8 +102,8 @@ struct draft_job_params {
 	uint32_t max_tokens;     /* 0: nothing is generated */
 	int32_t eos;             /* the end-of-sequence id; < 0: none */
 	/* More ids that end the sequence as eos does (tok_end_ids: a chat model's
-	 * <|endoftext|> beside its <|im_end|>); at most DRAFT_MAX_EXTRA_EOS are kept. */
-#define DRAFT_MAX_EXTRA_EOS 4
+	 * <|endoftext|> beside its <|im_end|>); read during the job, so they must outlive
+	 * it (the tokenizer's do). */
 	const int32_t *extra_eos;
 	uint32_t n_extra_eos;
 	/* Speculation for this job: plain decoding (the drafter is neither told nor

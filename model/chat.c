@@ -119,12 +119,12 @@ enum specd_status chat_user_prompt(const struct tok *t, const struct gguf_file *
 
 size_t chat_format_bound(const struct chat_msg *msgs, size_t n, const char *default_system)
 {
-	size_t bytes = default_system ? strlen(default_system) + 16 : 0;
+	size_t bytes = default_system ? strlen(default_system) + CHAT_TURN_BYTES : 0;
 
 	for (size_t i = 0; i < n; i++)
 		bytes += (msgs[i].role ? strlen(msgs[i].role) : 0) +
-			 (msgs[i].content ? strlen(msgs[i].content) : 0) + 16;
-	bytes += 16; /* the assistant header */
+			 (msgs[i].content ? strlen(msgs[i].content) : 0) + CHAT_TURN_BYTES;
+	bytes += CHAT_TURN_BYTES; /* the assistant header */
 	return tok_encode_bound(bytes, false);
 }
 

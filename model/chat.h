@@ -56,6 +56,10 @@ enum specd_status chat_format(const struct tok *t, const struct chat_msg *msgs, 
 			      const char *default_system, bool add_assistant, int32_t *ids,
 			      size_t cap, size_t *n_out, struct specd_error *err);
 
+/* What a turn adds to its role and content at most: markers, newlines (the bound below
+ * counts it per message, and the daemon's byte bound on chat requests too). */
+#define CHAT_TURN_BYTES 16
+
 /* An upper bound on chat_format's ids for these messages (cheap; for sizing). */
 size_t chat_format_bound(const struct chat_msg *msgs, size_t n, const char *default_system);
 

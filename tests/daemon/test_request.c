@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "daemon/request.h"
+#include "model/chat.h"
 
 enum { PROMPT_TOKENS = 16 };
 
@@ -84,7 +85,7 @@ static void test_request__valid_requests_pass(void **state)
 	expect(&q, NULL);
 	/* A chat whose turns together are exactly at the byte bound. */
 	char *half = repeat('a', limits.prompt_tokens * REQ_MAX_BYTES_PER_TOKEN / 2 -
-				      REQ_CHAT_TURN_BYTES);
+				      CHAT_TURN_BYTES);
 	req_init(&q);
 	q.r.prompt = NULL;
 	q.msg[0].role = (char[]){"system"}, q.msg[0].content = half;
@@ -185,7 +186,7 @@ static void test_request__text_over_the_byte_bound_is_refused_before_tokenizing(
 	expect(&q, "messages of 1057 bytes are over the limit of 16 tokens");
 	/* Empty turns count too: a frame of many empty messages is refused before it is
 	 * turned into ids. */
-	enum { N_EMPTY = PROMPT_TOKENS * REQ_MAX_BYTES_PER_TOKEN / REQ_CHAT_TURN_BYTES + 1 };
+	enum { N_EMPTY = PROMPT_TOKENS * REQ_MAX_BYTES_PER_TOKEN / CHAT_TURN_BYTES + 1 };
 	Specd__V1__ChatMessage empty[N_EMPTY], *emptyp[N_EMPTY];
 	for (size_t i = 0; i < N_EMPTY; i++) {
 		empty[i] = (Specd__V1__ChatMessage)SPECD__V1__CHAT_MESSAGE__INIT;
