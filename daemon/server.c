@@ -815,10 +815,12 @@ static void deliver_replies(struct srv *s)
 }
 
 /* What no socket event announces: connections with frames left from their share of an
- * earlier turn, and condemned ones whose time to write their error is up. */
-static void serve_pending(struct srv *s)
+ * earlier turn, and condemned ones whose time to write their error is up. Returns when
+ * the next of these is due: 0 (frames wait), a condemned connection's close_by, or -1
+ * (none). */
+static double serve_pending(struct srv *s)
 {
-	double now = specd_now();
+	double now = specd_now(), wake = -1;
 	for (size_t i = 0; i < s->n_conns; i++) {
 		struct conn *c = s->conns[i];
 		if (c->dead)
@@ -827,27 +829,24 @@ static void serve_pending(struct srv *s)
 			conn_close(s, c, "its error reply was not read in time");
 		else if (c->backlog && c->turn != s->turn)
 			conn_serve(s, c);
+		if (c->dead)
+			continue;
+		double due = c->backlog ? 0 : c->close_after_out ? c->close_by : -1;
+		if (due >= 0 && (wake < 0 || due < wake))
+			wake = due;
 	}
+	return wake;
 }
 
-/* How long epoll may sleep: not at all while some connection has frames waiting, else
- * until the next deadline (a condemned connection's, accepting again, a stop's poll). */
-static int loop_timeout_ms(const struct srv *s)
+/* How long epoll may sleep: until conn_wake (serve_pending's), accepting again, or a
+ * stop's next poll, whichever comes first; -1: until an event. */
+static int loop_timeout_ms(const struct srv *s, double conn_wake)
 {
-	double now = specd_now(), wake = -1;
-	if (s->stopping)
+	double now = specd_now(), wake = conn_wake;
+	if (s->stopping && (wake < 0 || now + SRV_STOP_POLL_S < wake))
 		wake = now + SRV_STOP_POLL_S;
 	if (s->accept_retry_at > 0 && (wake < 0 || s->accept_retry_at < wake))
 		wake = s->accept_retry_at;
-	for (size_t i = 0; i < s->n_conns; i++) {
-		const struct conn *c = s->conns[i];
-		if (c->dead)
-			continue;
-		if (c->backlog)
-			return 0;
-		if (c->close_after_out && (wake < 0 || c->close_by < wake))
-			wake = c->close_by;
-	}
 	if (wake < 0)
 		return -1;
 	double ms = (wake - now) * 1000.0 + 1.0; /* rounded up: never wake just before */
@@ -859,9 +858,9 @@ static void *loop_main(void *arg)
 	struct srv *s = arg;
 	log_set_request(0);
 	struct epoll_event evs[64];
-	double stop_at = 0;
+	double stop_at = 0, conn_wake = -1;
 	for (;;) {
-		int n = epoll_wait(s->epfd, evs, 64, loop_timeout_ms(s));
+		int n = epoll_wait(s->epfd, evs, 64, loop_timeout_ms(s, conn_wake));
 		if (n < 0 && errno != EINTR) {
 			LOG_ERROR("epoll_wait: %s", strerror(errno));
 			break;
@@ -904,7 +903,7 @@ static void *loop_main(void *arg)
 			    (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP)))
 				conn_serve(s, c);
 		}
-		serve_pending(s);
+		conn_wake = serve_pending(s);
 		reap(s);
 		if (s->stopping) {
 			deliver_replies(s);
