@@ -28,6 +28,11 @@ const char *draft_q_transport_name(enum draft_q_transport t)
 	return "?";
 }
 
+size_t draft_link_step_bytes(void)
+{
+	return 2 * sizeof(struct rd_req) + sizeof(struct rd_rep);
+}
+
 /* ---- the link ---- */
 
 enum specd_status rd_check_build(uint32_t version, uint32_t req_bytes, uint32_t rep_bytes,
@@ -77,11 +82,10 @@ enum specd_status draft_link_create(MPI_Comm world, const struct draft_link_conf
 	struct par_comm_config pc = {.deadline_s = cfg->deadline_s};
 	if ((st = par_comm_mpi_create(l->pair, &pc, &l->comm, err)) != SPECD_OK)
 		goto fail;
-	l->deadline_s = l->comm->deadline_s;
 	l->hello_deadline_s = cfg->hello_deadline_s > 0 ? cfg->hello_deadline_s
 							: DRAFT_HELLO_DEADLINE_S;
-	if (l->hello_deadline_s < l->deadline_s)
-		l->hello_deadline_s = l->deadline_s;
+	if (l->hello_deadline_s < l->comm->deadline_s)
+		l->hello_deadline_s = l->comm->deadline_s;
 	MPI_Group_free(&two);
 	MPI_Group_free(&all);
 	*out = l;
@@ -325,11 +329,12 @@ static enum specd_status rd_create(const struct draft_config *cfg, void **state,
 	/* The answer comes once the draft rank has made its drafter: a draft model or an
 	 * EAGLE checkpoint read from disk and copied to its device takes longer than any
 	 * message. */
+	double per_message = r->link->comm->deadline_s;
 	par_comm_set_deadline(r->link->comm, r->link->hello_deadline_s);
 	st = link_send(r->link, &r->req, NULL, 0, NULL, &e);
 	if (st == SPECD_OK)
 		st = rd_reply(r, &e);
-	par_comm_set_deadline(r->link->comm, r->link->deadline_s);
+	par_comm_set_deadline(r->link->comm, per_message);
 	if (st != SPECD_OK) {
 		/* MPI refuses an answer longer than ours: another build's, most likely. */
 		specd_errorf(err, st, "draft rank %d: %s%s", r->link->draft_world, e.msg,

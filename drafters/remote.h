@@ -52,6 +52,7 @@
 
 #include <mpi.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "common/error.h"
@@ -71,6 +72,10 @@ enum draft_q_transport {
 
 /* "full", "topk"; "?" outside the enum. */
 const char *draft_q_transport_name(enum draft_q_transport t);
+
+/* Bytes one step sends on the link before any q rows: a propose request and a commit
+ * (each a request) and the reply (for the selector's cost model). Any thread. */
+size_t draft_link_step_bytes(void);
 
 /* How long the leader waits for the hello's answer by default: the draft rank creates
  * its drafter first, which loads a draft model or EAGLE checkpoint (perhaps from a slow

@@ -134,7 +134,6 @@ struct draft_link {
 	struct par_comm *comm;  /* over pair, with the deadline */
 	bool leader;            /* this side */
 	int draft_world;        /* for messages */
-	double deadline_s;      /* per message (the communicator's) */
 	double hello_deadline_s; /* the hello's answer: the draft rank loads its drafter */
 	struct draft_link_stats stats;
 };

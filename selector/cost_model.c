@@ -3,13 +3,9 @@
  * (drafters/engine.c, drafters/remote.c). Pure arithmetic on struct sel_inputs. */
 #include <math.h>
 
+#include "drafters/remote.h"
 #include "selector.h"
 
-/* What drafters/remote_int.h sends per step today: a propose request and a commit
- * (struct rd_req, broadcast) and one reply (struct rd_rep), before any q rows. sizeof of
- * each as of RD_VERSION 2 (x86-64). */
-#define LINK_REQUEST_BYTES 408.0
-#define LINK_REPLY_BYTES 1064.0
 
 const char *sel_transport_name(enum sel_transport t)
 {
@@ -59,7 +55,7 @@ double sel_link_bytes(const struct sel_inputs *in, enum draft_method m, uint32_t
 {
 	if (!sel_crosses_link(in, m) || k == 0)
 		return 0.0;
-	double bytes = 2.0 * LINK_REQUEST_BYTES + LINK_REPLY_BYTES;
+	double bytes = (double)draft_link_step_bytes();
 	if (in->sampling && sel_method_samples_q(m)) {
 		if (t == SEL_TRANSPORT_FULL)
 			bytes += (double)k * in->n_vocab * sizeof(float);

@@ -354,23 +354,9 @@ static void test_link__a_refused_batch_loses_it_for_every_sequence(void **state)
 /* Rank 0: one sampled job to its end with drafter d (NULL: plain sampling). */
 static uint32_t sample_job(struct drafter *d, int32_t *out)
 {
-	struct draft_engine_config ec = {.target = g_t, .drafter = d, .spec_tokens = K};
-	struct draft_engine *e;
-	struct draft_job *j;
-	struct draft_job_params jp = {.sampling = k_sampled, .max_tokens = MAX_OUT, .eos = -1,
-				      .spec_tokens = d ? K : 0};
-	struct specd_error err;
-	assert_int_equal(draft_engine_create(&ec, &e, NULL), SPECD_OK);
-	assert_int_equal(draft_job_create(e, 0, &j, NULL), SPECD_OK);
-	assert_int_equal(draft_job_start(j, k_prompt, 8, &jp, NULL), SPECD_OK);
-	while (draft_job_stop(j) == DRAFT_STOP_NONE)
-		if (draft_job_step(j, &err) != SPECD_OK)
-			fail_msg("step: %s", err.msg);
-	uint32_t n;
-	const int32_t *o = draft_job_output(j, &n);
-	memcpy(out, o, n * sizeof(int32_t));
-	draft_job_destroy(j);
-	draft_engine_destroy(e);
+	uint32_t n = 0;
+	assert_int_equal(fx_generate(g_t, d, K, NULL, k_prompt, 8, &k_sampled, MAX_OUT, -1, out,
+				     MAX_OUT, &n, NULL, NULL), SPECD_OK);
 	return n;
 }
 
