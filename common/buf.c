@@ -79,3 +79,9 @@ void specd_buf_advance(struct specd_buf *b, size_t *head, size_t n)
 	}
 	*head = h;
 }
+
+void specd_buf_trim(struct specd_buf *b, size_t keep)
+{
+	if (b->len == 0 && b->cap > keep)
+		specd_buf_fini(b);
+}

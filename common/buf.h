@@ -33,5 +33,8 @@ void specd_buf_consume(struct specd_buf *b, size_t n);
  * read part is at least as long as it (and the buffer empties, *head 0, when all is
  * read), so reading a buffer in many small pieces costs time linear in its length. */
 void specd_buf_advance(struct specd_buf *b, size_t *head, size_t n);
+/* An empty buffer that grew past `keep` bytes gives its memory back (a connection's
+ * queue after one large frame must not hold megabytes for the rest of its life). */
+void specd_buf_trim(struct specd_buf *b, size_t keep);
 
 #endif

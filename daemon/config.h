@@ -47,6 +47,10 @@ struct cfg_limits {
 	uint32_t jobs;          /* concurrent jobs */
 	uint32_t jobs_per_connection; /* of them, one connection's at most; 0: jobs */
 	uint32_t connections;   /* concurrent client connections */
+	double idle_seconds;    /* a connection owing and owed nothing, or not reading
+				 * its replies, is closed after this long; 0: never */
+	double frame_seconds;   /* a frame must arrive whole this long after its first
+				 * byte; 0: no limit */
 };
 
 struct cfg_cluster {

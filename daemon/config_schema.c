@@ -74,6 +74,20 @@ const struct cfg_key cfg_schema[] = {
 	{.path = "server.limits.connections", .type = CFG_TYPE_INT, .store = CFG_STORE_U32,
 	 .offset = OFF(limits.connections), .def = "128", .imin = 1, .imax = 65536,
 	 .doc = "Client connections open at once."},
+	{.path = "server.limits.idle_seconds", .type = CFG_TYPE_FLOAT,
+	 .store = CFG_STORE_DOUBLE, .offset = OFF(limits.idle_seconds), .def = "300",
+	 .fmin = 0, .fmax = 1e6,
+	 .doc = "A connection is closed after this many seconds in which nothing passed "
+		"either way while it had no call open, so idle clients do not hold the places "
+		"in `connections`; or in which it read none of the replies waiting for it "
+		"(its jobs are then cancelled). A job that is queued or streams slowly keeps "
+		"its connection open. 0: never."},
+	{.path = "server.limits.frame_seconds", .type = CFG_TYPE_FLOAT,
+	 .store = CFG_STORE_DOUBLE, .offset = OFF(limits.frame_seconds), .def = "60",
+	 .fmin = 0, .fmax = 1e6,
+	 .doc = "A frame must arrive whole within this many seconds of its first byte; a "
+		"slower one gets `DEADLINE_EXCEEDED` and the connection is closed. Raise it "
+		"with `frame_bytes` for large prompts over slow links. 0: no limit."},
 
 	{.path = "target.model", .type = CFG_TYPE_PATH, .store = CFG_STORE_STR,
 	 .offset = OFF(target_model), .flags = CFG_KEY_REQUIRED,

@@ -45,6 +45,9 @@
 #define SRV_FD_RESERVE 128
 /* While stopping, how often the loop checks whether everything is written. */
 #define SRV_STOP_POLL_S 0.02
+/* A connection's input and output buffers give back memory past this once empty: one
+ * large frame or a burst of replies must not hold megabytes for the connection's life. */
+#define SRV_KEEP_BYTES (4u * SRV_READ_CHUNK)
 
 struct conn {
 	uint64_t id;
@@ -58,6 +61,9 @@ struct conn {
 	uint32_t events;       /* the epoll mask registered now */
 	uint64_t turn;         /* the loop turn that last served it */
 	double close_by;       /* condemned: closed then, written or not */
+	double active_at;      /* a byte last passed either way (or it was accepted) */
+	double out_since;      /* out not empty: since then the client has read nothing */
+	double frame_since;    /* a frame half received: when it began (0: none) */
 	bool read_closed;      /* the client half-closed: it still gets its replies */
 	bool close_after_out;  /* condemned: nothing more is read; closed once out is
 				* written (a broken stream, a refused connection) */
@@ -361,6 +367,7 @@ static void conn_flush(struct srv *s, struct conn *c)
 				 MSG_NOSIGNAL);
 		if (n > 0) {
 			specd_buf_advance(&c->out, &c->out_head, (size_t)n);
+			c->active_at = c->out_since = specd_now();
 			continue;
 		}
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -370,6 +377,8 @@ static void conn_flush(struct srv *s, struct conn *c)
 		conn_close(s, c, "write failed");
 		return;
 	}
+	if (c->out.len == 0)
+		specd_buf_trim(&c->out, SRV_KEEP_BYTES);
 	if (!c->dead && c->out.len == 0 && (c->close_after_out || conn_done(c)))
 		conn_close(s, c, c->close_after_out ? "refused" : "client done");
 	if (!c->dead)
@@ -389,6 +398,8 @@ static void conn_queue(struct srv *s, struct conn *c, const uint8_t *frame, size
 		conn_close(s, c, "out of memory for replies");
 		return;
 	}
+	if (was_empty)
+		c->out_since = specd_now();
 	/* With bytes already waiting, the socket is full and EPOLLOUT is armed: the loop
 	 * writes when it drains, rather than trying (and failing) once per reply. */
 	if (was_empty)
@@ -467,6 +478,7 @@ static void accept_all(struct srv *s)
 		}
 		c->id = s->next_conn_id++;
 		c->fd = fd;
+		c->active_at = specd_now();
 		wire_reader_init(&c->rd, (uint32_t)s->cfg.limits.frame_bytes);
 		specd_buf_init(&c->out);
 		c->events = EPOLLIN | EPOLLRDHUP;
@@ -767,6 +779,7 @@ static bool conn_frames(struct srv *s, struct conn *c, uint32_t *budget)
 static void conn_serve(struct srv *s, struct conn *c)
 {
 	c->turn = s->turn;
+	double now = specd_now();
 	uint32_t budget = SRV_TURN_FRAMES;
 	size_t bytes = 0;
 	bool drained = false;
@@ -793,7 +806,17 @@ static void conn_serve(struct srv *s, struct conn *c)
 			return;
 		}
 		bytes += (size_t)n;
+		c->active_at = now;
 		drained = (size_t)n < sizeof(chunk); /* its frames are still handled */
+	}
+	if (!c->dead && !c->close_after_out) {
+		/* A frame half received starts the frame_seconds clock; one handed out this
+		 * turn restarts it for whatever follows (which began no earlier). */
+		if (c->backlog || !wire_reader_mid_frame(&c->rd))
+			c->frame_since = 0;
+		else if (c->frame_since == 0 || budget < SRV_TURN_FRAMES)
+			c->frame_since = now;
+		specd_buf_trim(&c->rd.buf, SRV_KEEP_BYTES);
 	}
 	if (!c->dead && c->read_closed)
 		conn_flush(s, c); /* closes it now if nothing is owed */
@@ -814,10 +837,58 @@ static void deliver_replies(struct srv *s)
 	}
 }
 
+/* The earlier of two due times, -1 meaning none. */
+static double earlier(double a, double b)
+{
+	return a < 0 ? b : b < 0 || a < b ? a : b;
+}
+
+/* A connection's deadlines (server.limits): when it is next due for one, -1 for none;
+ * with now past it, it is condemned or closed instead. A client that has a call open
+ * and reads its replies is never cut off, however long its job takes. */
+static double conn_deadline(struct srv *s, struct conn *c, double now)
+{
+	if (c->close_after_out) {
+		if (now >= c->close_by)
+			conn_close(s, c, "its error reply was not read in time");
+		return c->close_by;
+	}
+	double idle = s->cfg.limits.idle_seconds, frame = s->cfg.limits.frame_seconds;
+	double due = -1;
+	char msg[128];
+	if (frame > 0 && c->frame_since > 0) {
+		due = c->frame_since + frame;
+		if (now >= due) {
+			snprintf(msg, sizeof(msg), "a frame was not whole %g s after its first byte "
+				 "(limits.frame_seconds)", frame);
+			conn_condemn(s, c, SPECD__V1__CODE__DEADLINE_EXCEEDED, msg);
+			return c->close_by;
+		}
+	}
+	if (idle <= 0)
+		return due;
+	if (c->out.len) {
+		/* Replies wait and the socket takes no more: the client reads nothing. */
+		double stalled = c->out_since + idle;
+		if (now >= stalled) {
+			conn_close(s, c, "the client read none of its replies for limits.idle_seconds");
+			return -1;
+		}
+		due = earlier(due, stalled);
+	} else if (c->open_calls == 0 && c->frame_since == 0 && !c->backlog) {
+		double quiet = c->active_at + idle;
+		if (now >= quiet) {
+			conn_close(s, c, "idle for limits.idle_seconds");
+			return -1;
+		}
+		due = earlier(due, quiet);
+	}
+	return due;
+}
+
 /* What no socket event announces: connections with frames left from their share of an
- * earlier turn, and condemned ones whose time to write their error is up. Returns when
- * the next of these is due: 0 (frames wait), a condemned connection's close_by, or -1
- * (none). */
+ * earlier turn, and deadlines (conn_deadline). Returns when the next of these is due: 0
+ * (frames wait), a deadline, or -1 (none). */
 static double serve_pending(struct srv *s)
 {
 	double now = specd_now(), wake = -1;
@@ -825,15 +896,11 @@ static double serve_pending(struct srv *s)
 		struct conn *c = s->conns[i];
 		if (c->dead)
 			continue;
-		if (c->close_after_out && now >= c->close_by)
-			conn_close(s, c, "its error reply was not read in time");
-		else if (c->backlog && c->turn != s->turn)
+		if (c->backlog && c->turn != s->turn)
 			conn_serve(s, c);
-		if (c->dead)
-			continue;
-		double due = c->backlog ? 0 : c->close_after_out ? c->close_by : -1;
-		if (due >= 0 && (wake < 0 || due < wake))
-			wake = due;
+		double due = c->dead ? -1 : c->backlog ? 0 : conn_deadline(s, c, now);
+		if (!c->dead)
+			wake = earlier(wake, due);
 	}
 	return wake;
 }
@@ -843,10 +910,10 @@ static double serve_pending(struct srv *s)
 static int loop_timeout_ms(const struct srv *s, double conn_wake)
 {
 	double now = specd_now(), wake = conn_wake;
-	if (s->stopping && (wake < 0 || now + SRV_STOP_POLL_S < wake))
-		wake = now + SRV_STOP_POLL_S;
-	if (s->accept_retry_at > 0 && (wake < 0 || s->accept_retry_at < wake))
-		wake = s->accept_retry_at;
+	if (s->stopping)
+		wake = earlier(wake, now + SRV_STOP_POLL_S);
+	if (s->accept_retry_at > 0)
+		wake = earlier(wake, s->accept_retry_at);
 	if (wake < 0)
 		return -1;
 	double ms = (wake - now) * 1000.0 + 1.0; /* rounded up: never wake just before */

@@ -77,6 +77,11 @@ enum specd_status wire_reader_next(struct wire_reader *r, enum wire_event *ev,
 	return SPECD_OK;
 }
 
+bool wire_reader_mid_frame(const struct wire_reader *r)
+{
+	return r->skip || r->buf.len > r->head + r->consumed;
+}
+
 enum specd_status wire_pack(const Specd__V1__Envelope *env, struct specd_buf *out)
 {
 	size_t n = specd__v1__envelope__get_packed_size(env);

@@ -8,6 +8,7 @@
 #ifndef SPECD_DAEMON_WIRE_H
 #define SPECD_DAEMON_WIRE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "common/buf.h"
@@ -46,6 +47,11 @@ enum specd_status wire_reader_push(struct wire_reader *r, const void *data, size
  * one costs time linear in their bytes, however small they are. */
 enum specd_status wire_reader_next(struct wire_reader *r, enum wire_event *ev,
 				   const uint8_t **frame, uint32_t *len);
+
+/* True while part of a frame is buffered and the rest is still to come (bytes of a
+ * refused frame still to skip count too): the client is in the middle of sending one.
+ * Meaningful after wire_reader_next answered WIRE_NEED_MORE. */
+bool wire_reader_mid_frame(const struct wire_reader *r);
 
 /* Appends env as one frame to out. SPECD_NOMEM; SPECD_INVAL when the envelope exceeds
  * the 4 GiB a frame can announce. */

@@ -188,6 +188,29 @@ static void test_buf__advance_moves_rest_only_when_outweighed(void **state)
 	specd_buf_fini(&b);
 }
 
+/* Only an empty buffer past the size kept gives its memory back. */
+static void test_buf__trim_frees_only_empty_and_large(void **state)
+{
+	(void)state;
+	struct specd_buf b;
+	specd_buf_init(&b);
+	uint8_t bytes[4096] = {0};
+	assert_int_equal(specd_buf_append(&b, bytes, sizeof(bytes)), SPECD_OK);
+	specd_buf_trim(&b, 1024); /* not empty: kept */
+	assert_non_null(b.data);
+	assert_int_equal(b.len, sizeof(bytes));
+	size_t head = 0;
+	specd_buf_advance(&b, &head, sizeof(bytes));
+	specd_buf_trim(&b, 1u << 20); /* empty but small: kept for reuse */
+	assert_non_null(b.data);
+	specd_buf_trim(&b, 1024); /* empty and large: freed, and usable again */
+	assert_null(b.data);
+	assert_int_equal(b.cap, 0);
+	assert_int_equal(specd_buf_append(&b, bytes, 10), SPECD_OK);
+	assert_int_equal(b.len, 10);
+	specd_buf_fini(&b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -201,6 +224,7 @@ int main(void)
 		cmocka_unit_test(test_alloc__failure_injection_counts),
 		cmocka_unit_test(test_clock__monotonic_and_sleeps),
 		cmocka_unit_test(test_buf__advance_moves_rest_only_when_outweighed),
+		cmocka_unit_test(test_buf__trim_frees_only_empty_and_large),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

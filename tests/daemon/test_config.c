@@ -71,6 +71,8 @@ static void test_defaults__apply_when_sections_omitted(void **state)
 	assert_int_equal(c->limits.jobs, 64);
 	assert_int_equal(c->limits.jobs_per_connection, 0);
 	assert_int_equal(c->limits.connections, 128);
+	assert_true(c->limits.idle_seconds == 300);
+	assert_true(c->limits.frame_seconds == 60);
 	assert_string_equal(c->target_model, "/m/x.gguf");
 	assert_int_equal(c->tensor_parallel, 1);
 	assert_int_equal(c->target_device, CFG_DEVICE_CPU);
@@ -120,6 +122,8 @@ static const char full_yaml[] =
 	"    jobs: 3\n"
 	"    jobs_per_connection: 2\n"
 	"    connections: 4\n"
+	"    idle_seconds: 12.5\n"
+	"    frame_seconds: 0\n"
 	"target:\n"
 	"  model: /models/t.gguf\n"
 	"  tensor_parallel: 4\n"
@@ -182,6 +186,8 @@ static void test_full__every_key_parsed(void **state)
 	assert_int_equal(c->limits.jobs, 3);
 	assert_int_equal(c->limits.jobs_per_connection, 2);
 	assert_int_equal(c->limits.connections, 4);
+	assert_true(c->limits.idle_seconds == 12.5);
+	assert_true(c->limits.frame_seconds == 0);
 	assert_string_equal(c->target_model, "/models/t.gguf");
 	assert_int_equal(c->tensor_parallel, 4);
 	assert_int_equal(c->target_device, CFG_DEVICE_CUDA);

@@ -3,7 +3,8 @@
  * client; running out of descriptors pauses accepting instead of spinning; a half-closed
  * client still gets its Cancel reply; a drain (a signal's path) is ordered behind every
  * call already passed on; calls the compute thread will never take get UNAVAILABLE; one
- * connection holds at most limits.jobs_per_connection jobs. */
+ * connection holds at most limits.jobs_per_connection jobs; idle and slow clients are cut
+ * off after limits.idle_seconds and limits.frame_seconds. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -248,9 +249,8 @@ static struct cfg_limits test_limits(void)
 	return l;
 }
 
-static int setup(void **state)
+static int setup_with(struct cfg_limits limits)
 {
-	(void)state;
 	for (int i = 0; i < MAX_CLIENTS; i++)
 		g_cl[i].fd = -1;
 	g_stopper_running = false;
@@ -260,7 +260,7 @@ static int setup(void **state)
 	memset(&g_status, 0, sizeof(g_status));
 	pthread_mutex_init(&g_status.mu, NULL);
 	pthread_cond_init(&g_status.cv, NULL);
-	struct srv_config sc = {.listen = g_addr, .limits = test_limits(),
+	struct srv_config sc = {.listen = g_addr, .limits = limits,
 				.status = status_provider, .status_user = &g_status};
 	struct specd_error err;
 	if (srv_create(&sc, &g_srv, &err) != SPECD_OK) {
@@ -274,6 +274,26 @@ static int setup(void **state)
 	if (pthread_create(&g_fake.thread, NULL, fake_main, &g_fake) != 0)
 		return -1;
 	return srv_start(g_srv) == SPECD_OK ? 0 : -1;
+}
+
+static int setup(void **state)
+{
+	(void)state;
+	return setup_with(test_limits());
+}
+
+/* limits.idle_seconds and limits.frame_seconds, short enough for a test and long
+ * against the pauses of the clients that must not be cut off (TICK_S). */
+#define TIMEOUT_S 1.0
+#define TICK_S 0.05
+
+static int setup_deadlines(void **state)
+{
+	(void)state;
+	struct cfg_limits l = test_limits();
+	l.idle_seconds = TIMEOUT_S;
+	l.frame_seconds = TIMEOUT_S;
+	return setup_with(l);
 }
 
 static int teardown(void **state)
@@ -650,6 +670,72 @@ static void test_jobs__one_connection_cannot_take_every_place(void **state)
 	expect_reply(a, SPECD__V1__METHOD__GENERATE, SPECD__V1__CODE__OK);
 }
 
+/* limits.idle_seconds: a connection with no call open that sends nothing is closed; one
+ * whose Generate is still owed, or that keeps calling, stays open however long. */
+static void test_idle__quiet_connection_closed_busy_ones_kept(void **state)
+{
+	(void)state;
+	fake_set(true, true);
+	struct client *quiet = connect_client(0), *owed = connect_client(1),
+		      *chatty = connect_client(2);
+	assert_true(health_serving(quiet));
+	send_generate(owed);
+	assert_true(fake_wait_seen(1));
+	double end = specd_now() + 3 * TIMEOUT_S;
+	while (specd_now() < end) {
+		assert_true(health_serving(chatty));
+		specd_sleep(TICK_S);
+	}
+	assert_true(closed_by_server(quiet));
+	fake_release();
+	expect_reply(owed, SPECD__V1__METHOD__GENERATE, SPECD__V1__CODE__OK);
+	assert_true(health_serving(chatty));
+}
+
+/* limits.idle_seconds also bounds how long replies may wait unread: a client that reads
+ * none of its replies is cut off rather than holding them (and its jobs) for ever. */
+static void test_idle__client_not_reading_is_cut_off(void **state)
+{
+	(void)state;
+	struct client *x = connect_client(0);
+	pile_up_replies(x, 100); /* more than the socket buffers take */
+	specd_sleep(2 * TIMEOUT_S);
+	assert_true(closed_by_server(x));
+}
+
+/* limits.frame_seconds: a frame trickled in byte by byte, each byte well inside the
+ * idle time, is refused with DEADLINE_EXCEEDED once the frame's time is up; a frame
+ * sent in two parts in time is served. */
+static void test_frame__slow_frame_refused(void **state)
+{
+	(void)state;
+	Specd__V1__Envelope env = SPECD__V1__ENVELOPE__INIT;
+	env.has_call_id = env.has_method = 1;
+	env.call_id = 1;
+	env.method = SPECD__V1__METHOD__HEALTH;
+	struct specd_buf f;
+	specd_buf_init(&f);
+	assert_int_equal(wire_pack(&env, &f), SPECD_OK);
+	struct client *ok = connect_client(0), *slow = connect_client(1);
+	send_all(ok->fd, f.data, 3);
+	specd_sleep(TICK_S);
+	send_all(ok->fd, f.data + 3, f.len - 3);
+	expect_reply(ok, SPECD__V1__METHOD__HEALTH, SPECD__V1__CODE__OK);
+	double end = specd_now() + 3 * TIMEOUT_S;
+	for (size_t i = 0; i + 1 < f.len && specd_now() < end; i++) {
+		struct pollfd p = {.fd = slow->fd, .events = POLLIN};
+		if (poll(&p, 1, 0) == 1)
+			break; /* the refusal came */
+		send_all(slow->fd, f.data + i, 1);
+		specd_sleep(TIMEOUT_S / 4);
+	}
+	specd_buf_fini(&f);
+	expect_reply(slow, SPECD__V1__METHOD__METHOD_UNSPECIFIED,
+		     SPECD__V1__CODE__DEADLINE_EXCEEDED);
+	assert_true(closed_by_server(slow));
+	assert_true(health_serving(connect_client(2)));
+}
+
 static void *stopper_main(void *arg)
 {
 	(void)arg;
@@ -704,6 +790,12 @@ int main(void)
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_jobs__one_connection_cannot_take_every_place,
 						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_idle__quiet_connection_closed_busy_ones_kept,
+						setup_deadlines, teardown),
+		cmocka_unit_test_setup_teardown(test_idle__client_not_reading_is_cut_off,
+						setup_deadlines, teardown),
+		cmocka_unit_test_setup_teardown(test_frame__slow_frame_refused,
+						setup_deadlines, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
