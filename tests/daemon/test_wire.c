@@ -97,6 +97,35 @@ static void test_reader__oversized_frame_is_skipped_and_next_served(void **state
 	specd_buf_fini(&stream);
 }
 
+/* mid_frame (the server's frame_seconds clock): true from a frame's first byte until it
+ * is handed out, and while a refused frame's bytes are still to come. */
+static void test_reader__mid_frame_from_first_byte_to_whole(void **state)
+{
+	(void)state;
+	struct specd_buf stream;
+	specd_buf_init(&stream);
+	pack_health(5, &stream);
+	uint8_t big[5 + 10] = {0, 0, 0, 0, 100}; /* announces 100 of a limit of 50 */
+	assert_int_equal(specd_buf_append(&stream, big, sizeof(big)), SPECD_OK);
+	size_t health = stream.len - sizeof(big);
+	struct wire_reader r;
+	wire_reader_init(&r, 50);
+	uint64_t ev[4];
+	assert_false(wire_reader_mid_frame(&r));
+	assert_int_equal(feed(&r, stream.data, 1, 1, ev, 4), 0);
+	assert_true(wire_reader_mid_frame(&r));
+	assert_int_equal(feed(&r, stream.data + 1, health - 1, health, ev, 4), 1);
+	assert_false(wire_reader_mid_frame(&r));
+	assert_int_equal(feed(&r, stream.data + health, sizeof(big), 64, ev, 4), 1);
+	assert_int_equal(ev[0], 1000000 + 100);
+	assert_true(wire_reader_mid_frame(&r)); /* 90 bytes of it still to skip */
+	uint8_t rest[90] = {0};
+	assert_int_equal(feed(&r, rest, sizeof(rest), 64, ev, 4), 0);
+	assert_false(wire_reader_mid_frame(&r));
+	wire_reader_fini(&r);
+	specd_buf_fini(&stream);
+}
+
 static void test_reader__compressed_frame_refused_and_skipped(void **state)
 {
 	(void)state;
@@ -227,6 +256,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_reader__frames_split_at_every_size),
 		cmocka_unit_test(test_reader__oversized_frame_is_skipped_and_next_served),
+		cmocka_unit_test(test_reader__mid_frame_from_first_byte_to_whole),
 		cmocka_unit_test(test_reader__compressed_frame_refused_and_skipped),
 		cmocka_unit_test(test_reader__bad_flag_and_huge_length),
 		cmocka_unit_test(test_reader__many_frames_handed_out_in_place),
