@@ -67,7 +67,7 @@ enum specd_status adapt_create(const struct adapt_config *cfg, struct adapt **ou
 	why_off(a, cfg);
 	if (a->active) {
 		struct sel_online_config oc = {
-			.method = cfg->method, .transport = cfg->transport, .k_max = cfg->k,
+			.method = cfg->method, .k_max = cfg->k,
 			.methods = cfg->methods,
 			.k_start = cfg->k_start <= cfg->k ? cfg->k_start : cfg->k,
 			.interval = cfg->interval, .hysteresis = cfg->hysteresis,
@@ -140,7 +140,7 @@ static void plan(void *self, const uint32_t *slots, uint32_t *k, uint32_t n)
 		a->plan[i].cap = k[i];
 		sel_online_job_rates(o, a->cfg.in, &a->slot_acc[slots[i]], k[i], a->plan[i].rate);
 	}
-	sel_plan_batch(a->cfg.in, m, a->cfg.transport, a->plan, n, a->plan_k);
+	sel_plan_batch(a->cfg.in, m, sel_method_transport(a->cfg.in, m), a->plan, n, a->plan_k);
 	for (uint32_t i = 0; i < n; i++) {
 		if (a->plan_k[i] < k[i])
 			a->lowered++;

@@ -33,7 +33,6 @@ struct adapt_config {
 	 * (borrowed; NULL: the caller drafts with adapt_report's method itself). */
 	uint32_t methods;
 	struct drafter *drafter;
-	enum sel_transport transport;
 	uint32_t k;                   /* the engine's K: the most the cluster's K can be */
 	uint32_t k_start;             /* the start-up decision's K (<= k) */
 	bool k_fixed;                 /* speculation.num_speculative_tokens is set */

@@ -569,6 +569,11 @@ enum specd_status leader_serve(struct cluster *c)
 	specd_error_clear(&err);
 	struct runtime rt;
 	enum specd_status st = runtime_open(&rc, &rt, &err);
+	bool hidden = st == SPECD_OK && rt.drafter && draft_wants_hidden(rt.drafter);
+	/* The draft rank drafts ahead only while no method it holds reads the target's
+	 * hidden states: the online selector costs the steps as they will run. */
+	if (hidden)
+		c->sel_in.pipeline = false;
 	if (st == SPECD_OK) {
 		for (int m = 0; m < DRAFT_METHOD_COUNT; m++)
 			if (rc.also & 1u << m)
@@ -579,8 +584,7 @@ enum specd_status leader_serve(struct cluster *c)
 			 cfg->tensor_parallel == 1 ? "" : "s", draft_method_name(method), k_start,
 			 why,
 			 !link ? "in the leader"
-			 : cfg->pipeline && !(rt.drafter && draft_wants_hidden(rt.drafter))
-				 ? "on the draft rank, pipelined"
+			 : cfg->pipeline && !hidden ? "on the draft rank, pipelined"
 				 : "on the draft rank");
 		if (k > k_start)
 			LOG_INFO("stack sized for K up to %u: the online selector may raise K past %u",
@@ -615,7 +619,7 @@ enum specd_status leader_serve(struct cluster *c)
 		.spec_tokens = k,
 		.cluster = c,
 		.adapt = {
-			.in = &c->sel_in, .method = method, .transport = c->decision.transport,
+			.in = &c->sel_in, .method = method,
 			.methods = rc.also, .drafter = rt.drafter,
 			.k = k, .k_start = k_start, .k_fixed = !cfg->spec_tokens_auto,
 			.enabled = cfg->adapt,

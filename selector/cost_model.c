@@ -45,6 +45,11 @@ bool sel_method_samples_q(enum draft_method m)
 	return m == DRAFT_METHOD_DRAFT_MODEL;
 }
 
+bool sel_method_wants_hidden(enum draft_method m)
+{
+	return m == DRAFT_METHOD_EAGLE || m == DRAFT_METHOD_MEDUSA;
+}
+
 bool sel_crosses_link(const struct sel_inputs *in, enum draft_method m)
 {
 	return in->dedicated_draft && !(m == DRAFT_METHOD_NGRAM && in->ngram_in_leader);
@@ -94,7 +99,7 @@ double sel_verify_time(const struct sel_inputs *in, uint32_t n)
 		n = 1;
 	if (n <= top && in->t_verify_s[n] > 0)
 		return in->t_verify_s[n];
-	/* Between measured sizes: linear; past the last: the last slope. */
+	/* Between measured sizes: linear; past the last: the last slope, never falling. */
 	uint32_t lo = 0, hi = 0;
 	for (uint32_t i = 1; i <= top && i <= SEL_K_MAX + 1; i++) {
 		if (in->t_verify_s[i] <= 0)
@@ -113,6 +118,10 @@ double sel_verify_time(const struct sel_inputs *in, uint32_t n)
 			if (in->t_verify_s[i] > 0)
 				prev = i;
 		double slope = prev ? (in->t_verify_s[lo] - in->t_verify_s[prev]) / (lo - prev) : 0;
+		/* Noise can make the last measured size look faster than the one before; a
+		 * falling slope carried forward would reach zero or below (a free forward). */
+		if (slope < 0)
+			slope = 0;
 		return in->t_verify_s[lo] + slope * (double)(n - lo);
 	}
 	return hi ? in->t_verify_s[hi] : 0.0;
@@ -126,7 +135,8 @@ double sel_step_time(const struct sel_inputs *in, enum draft_method m, uint32_t 
 		return sel_verify_time(in, 1);
 	const struct sel_method_in *mi = &in->methods[m];
 	double link = link_time(in, m, k, t, a);
-	if (!(sel_crosses_link(in, m) && in->pipeline && !in->sampling))
+	if (!(sel_crosses_link(in, m) && in->pipeline && !in->sampling &&
+	      !sel_method_wants_hidden(m)))
 		return draft_time(mi, k) + link + verify;
 	/* Pipelined (drafters/remote.c): after answering, the draft rank drafts K + 1
 	 * more assuming all K are kept and the bonus is its own guess, while the leader

@@ -126,9 +126,7 @@ static int n_transports(const struct sel_inputs *in, enum draft_method m)
 	return in->sampling && sel_method_samples_q(m) && in->dedicated_draft ? SEL_TRANSPORT_COUNT : 1;
 }
 
-/* The transport a method uses when nothing chooses between them: full q rows when it
- * samples and the runtime ships them, else token ids. */
-static enum sel_transport default_transport(const struct sel_inputs *in, enum draft_method m)
+enum sel_transport sel_method_transport(const struct sel_inputs *in, enum draft_method m)
 {
 	if (in->sampling && sel_method_samples_q(m) &&
 	    (!in->dedicated_draft || in->transport_built[SEL_TRANSPORT_FULL]))
@@ -164,7 +162,7 @@ static void decide_by_rule(const struct sel_inputs *in, struct sel_decision *d)
 	struct sel_rule_choice rule = rule_choice(in);
 	d->method = in->method_forced ? in->method : rule.method;
 	d->k = rule_k(in, d->method);
-	d->transport = default_transport(in, d->method);
+	d->transport = sel_method_transport(in, d->method);
 	if (in->method_forced)
 		add_reason(d, "speculation.method forces %s", draft_method_name(d->method));
 	else
@@ -176,7 +174,7 @@ static void decide_by_rule(const struct sel_inputs *in, struct sel_decision *d)
 		struct sel_candidate *c = add_row(d);
 		c->method = (enum draft_method)m;
 		c->k = rule_k(in, c->method);
-		c->transport = default_transport(in, c->method);
+		c->transport = sel_method_transport(in, c->method);
 		ruled_out(in, c->method, c->excluded);
 	}
 }
@@ -189,8 +187,10 @@ static void forced_exclusions(const struct sel_inputs *in, struct sel_decision *
 		add_reason(d, "speculation.num_speculative_tokens forces K %u", in->k_forced);
 }
 
-/* Measured: every allowed (method, transport) row with its best K; the choice. */
-static void decide_measured(const struct sel_inputs *in, struct sel_decision *d)
+/* Measured: every allowed (method, transport) row with its best K; the choice.
+ * SPECD_INVAL when no row is left (a forced method with no transport it can run). */
+static enum specd_status decide_measured(const struct sel_inputs *in, struct sel_decision *d,
+					 struct specd_error *err)
 {
 	d->measured = true;
 	d->plain_tokens_per_s = 1.0 / sel_verify_time(in, 1);
@@ -210,7 +210,7 @@ static void decide_measured(const struct sel_inputs *in, struct sel_decision *d)
 			out = false;
 		}
 		for (int t = 0; t < n_transports(in, m); t++) {
-			enum sel_transport tr = n_transports(in, m) == 1 ? default_transport(in, m)
+			enum sel_transport tr = n_transports(in, m) == 1 ? sel_method_transport(in, m)
 									 : (enum sel_transport)t;
 			struct sel_candidate *c = add_row(d);
 			if (!c)
@@ -240,6 +240,10 @@ static void decide_measured(const struct sel_inputs *in, struct sel_decision *d)
 			reach = c;
 	}
 	const struct sel_candidate *pick = reach ? reach : best;
+	if (!pick)
+		return specd_errorf(err, SPECD_INVAL, "selector: the forced %s has no row left "
+				    "(%s)", draft_method_name(in->method),
+				    d->n_candidates ? d->candidates[0].excluded : "no candidates");
 	for (uint32_t i = 0; i < d->n_candidates; i++) {
 		const struct sel_candidate *c = &d->candidates[i];
 		if (!c->excluded[0] && c != pick && (!second || c->tokens_per_s > second->tokens_per_s))
@@ -301,9 +305,10 @@ static void decide_measured(const struct sel_inputs *in, struct sel_decision *d)
 	/* The baseline to beat. */
 	struct sel_rule_choice rule = rule_choice(in);
 	struct sel_candidate r = sel_predict(in, rule.method, rule_k(in, rule.method),
-					 default_transport(in, rule.method));
+					 sel_method_transport(in, rule.method));
 	add_reason(d, "the origin rule table would run %s K %u: %.1f tokens/s predicted (%s)",
 		   draft_method_name(rule.method), r.k, r.tokens_per_s, rule.reason);
+	return SPECD_OK;
 }
 
 enum specd_status sel_decide(const struct sel_inputs *in, struct sel_decision *out,
@@ -325,10 +330,13 @@ enum specd_status sel_decide(const struct sel_inputs *in, struct sel_decision *o
 				    "draft link is not measured");
 	static struct sel_decision empty;
 	struct sel_decision d = empty;
-	if (in->calibrated)
-		decide_measured(in, &d);
-	else
+	if (in->calibrated) {
+		enum specd_status st = decide_measured(in, &d, err);
+		if (st != SPECD_OK)
+			return st;
+	} else {
 		decide_by_rule(in, &d);
+	}
 	*out = d;
 	return SPECD_OK;
 }

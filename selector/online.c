@@ -268,6 +268,12 @@ static bool pick_probe(struct sel_online *o, bool unsure)
 	return false;
 }
 
+/* Method m drafting K as the runtime would run it (its own transport). */
+static double tokens_per_s(const struct sel_inputs *in, enum draft_method m, uint32_t k)
+{
+	return sel_predict(in, m, k, sel_method_transport(in, m)).tokens_per_s;
+}
+
 bool sel_online_step(struct sel_online *o, const struct sel_inputs *in)
 {
 	o->probe_now = false; /* a probe step, if this was one, is done */
@@ -291,30 +297,32 @@ bool sel_online_step(struct sel_online *o, const struct sel_inputs *in)
 	o->acceptance = acc[o->method];
 
 	/* The best (method, K); K 0 is plain decoding whatever the method, so it keeps
-	 * the running one. */
+	 * the running one. A held method not running competes only once its probes have
+	 * brought min_evidence proposals: its prior alone cannot win it the cluster. */
 	enum draft_method best_m = o->method;
 	uint32_t best_k = 0;
-	double best = sel_predict(&now, o->method, 0, o->cfg.transport).tokens_per_s;
+	double best = tokens_per_s(&now, o->method, 0);
 	for (int m = 0; m < DRAFT_METHOD_COUNT; m++) {
 		if (!(mask & 1u << m))
 			continue;
+		bool eligible = m == (int)o->method ||
+				sel_accept_evidence(&o->cluster[m]) >= o->cfg.min_evidence;
 		double top = 0;
 		for (uint32_t k = 1; k <= o->cfg.k_max; k++) {
-			double tps = sel_predict(&now, (enum draft_method)m, k, o->cfg.transport)
-					     .tokens_per_s;
+			double tps = tokens_per_s(&now, (enum draft_method)m, k);
 			if (tps > top) {
 				top = tps;
 				if (m != (int)o->method)
 					o->k_last[m] = k; /* what a probe of it would draft */
 			}
-			if (tps > best) {
+			if (eligible && tps > best) {
 				best = tps;
 				best_m = (enum draft_method)m;
 				best_k = k;
 			}
 		}
 	}
-	double cur = sel_predict(&now, o->method, o->k, o->cfg.transport).tokens_per_s;
+	double cur = tokens_per_s(&now, o->method, o->k);
 	double evidence = sel_accept_evidence(&o->cluster[o->method]);
 	bool moved = false;
 	/* Too little evidence keeps a running choice; a stopped method has nothing new to
@@ -332,8 +340,8 @@ bool sel_online_step(struct sel_online *o, const struct sel_inputs *in)
 			clamp_rate(acc[best_m] - std_error(o, best_m, acc[best_m]));
 		cautious.methods[o->method].acceptance =
 			clamp_rate(acc[o->method] + std_error(o, o->method, acc[o->method]));
-		double lo = sel_predict(&cautious, best_m, best_k, o->cfg.transport).tokens_per_s;
-		double hi = sel_predict(&cautious, o->method, o->k, o->cfg.transport).tokens_per_s;
+		double lo = tokens_per_s(&cautious, best_m, best_k);
+		double hi = tokens_per_s(&cautious, o->method, o->k);
 		wins = lo > hi * (1.0 + o->cfg.hysteresis);
 	}
 	if (enough && differs && wins) {

@@ -77,7 +77,6 @@ struct sel_online_config {
 	enum draft_method method;   /* the method the engine starts with (not none) */
 	uint32_t methods;           /* the methods it holds and may switch between (bit
 				       1u << m each; `method` is added); 0: `method` only */
-	enum sel_transport transport;
 	uint32_t k_max;             /* the engine's K: the most the cluster's K can be */
 	uint32_t k_start;           /* the start-up decision's K */
 	uint32_t interval;          /* steps between re-decisions; >= 1 */

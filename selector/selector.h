@@ -119,6 +119,17 @@ double sel_acceptance_prior(enum draft_method m);
  * deterministically, so their q is one-hot and never ships. */
 bool sel_method_samples_q(enum draft_method m);
 
+/* True for methods that draft from the target's hidden states (EAGLE, Medusa): the
+ * next step's input is known only once the leader has verified this one, so the draft
+ * rank never drafts ahead with them (drafters/remote_server.c), nor with any method
+ * while one of them is held beside it. */
+bool sel_method_wants_hidden(enum draft_method m);
+
+/* The transport method m runs with: whole q rows when it samples q, the workload
+ * samples and the runtime ships them; else token ids. The start-up decision costs its
+ * other rows with other transports; the online selector costs every method with this. */
+enum sel_transport sel_method_transport(const struct sel_inputs *in, enum draft_method m);
+
 /* E(a, K) = (1 - a^(K+1)) / (1 - a): tokens a step emits on average (K + 1 at a = 1). */
 double sel_expected_tokens(double a, uint32_t k);
 

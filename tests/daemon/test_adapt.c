@@ -29,7 +29,7 @@ static int setup(void **state)
 static struct adapt_config config(void)
 {
 	return (struct adapt_config){
-		.in = &g_in, .method = DRAFT_METHOD_NGRAM, .transport = SEL_TRANSPORT_GREEDY,
+		.in = &g_in, .method = DRAFT_METHOD_NGRAM,
 		.k = 6, .k_start = 6, .enabled = true, .interval = 8, .hysteresis = 0.05, .n_slots = 2,
 	};
 }

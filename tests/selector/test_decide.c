@@ -418,6 +418,58 @@ static void test_decide__bad_inputs_are_refused(void **state)
 	assert_int_equal(d.n_reasons, 0x5a5a5a5a); /* untouched on failure */
 }
 
+/* Drafting ahead on the draft rank (pipeline) is costed only for methods that can do it:
+ * EAGLE and Medusa wait for the target's hidden states, so they never draft ahead. */
+static void test_cost__no_pipelining_on_hidden_states(void **state)
+{
+	(void)state;
+	struct sel_inputs in = base();
+	sel_fx_method(&in, DRAFT_METHOD_EAGLE, 0.5e-3, 6e-3);
+	struct sel_inputs piped = in;
+	piped.pipeline = true;
+	double a = 0.7;
+	for (uint32_t k = 1; k <= 4; k++) {
+		assert_true(sel_step_time(&piped, DRAFT_METHOD_DRAFT_MODEL, k, SEL_TRANSPORT_GREEDY,
+					  a) <
+			    sel_step_time(&in, DRAFT_METHOD_DRAFT_MODEL, k, SEL_TRANSPORT_GREEDY,
+					  a));
+		assert_float_equal(sel_step_time(&piped, DRAFT_METHOD_EAGLE, k,
+						 SEL_TRANSPORT_GREEDY, a),
+				   sel_step_time(&in, DRAFT_METHOD_EAGLE, k, SEL_TRANSPORT_GREEDY, a),
+				   1e-15);
+	}
+}
+
+/* Past the last size timed, a forward never gets cheaper: noise that made the last
+ * size look faster than the one before is not carried forward to zero and below. */
+static void test_cost__verify_time_never_falls_past_the_last_timed(void **state)
+{
+	(void)state;
+	struct sel_inputs in = base(); /* t[1..9] = 20 ms + 1 ms a row */
+	in.t_verify_s[9] = in.t_verify_s[8] - 0.002;
+	double last = in.t_verify_s[9];
+	assert_float_equal(sel_verify_time(&in, 9), last, 1e-15);
+	assert_true(sel_verify_time(&in, 10) >= last);
+	assert_true(sel_verify_time(&in, 300) >= last);
+}
+
+/* A forced method with no transport the runtime can ship is an error, not a crash. */
+static void test_decide__forced_method_without_a_transport(void **state)
+{
+	(void)state;
+	struct sel_inputs in = base();
+	in.sampling = true;
+	in.method_forced = true;
+	in.method = DRAFT_METHOD_DRAFT_MODEL;
+	for (int t = 0; t < SEL_TRANSPORT_COUNT; t++)
+		in.transport_built[t] = false;
+	struct sel_decision d;
+	struct specd_error err;
+	specd_error_clear(&err);
+	assert_int_equal(sel_decide(&in, &d, &err), SPECD_INVAL);
+	assert_non_null(strstr(err.msg, "the forced draft_model has no row left"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -425,6 +477,9 @@ int main(void)
 		cmocka_unit_test(test_cost__verify_time_interpolates_missing_sizes),
 		cmocka_unit_test(test_cost__tp_scaling_adds_two_allreduces_a_layer),
 		cmocka_unit_test(test_cost__link_bytes_by_transport),
+		cmocka_unit_test(test_cost__no_pipelining_on_hidden_states),
+		cmocka_unit_test(test_cost__verify_time_never_falls_past_the_last_timed),
+		cmocka_unit_test(test_decide__forced_method_without_a_transport),
 		cmocka_unit_test(test_cost__prompt_lookup_in_the_leader_crosses_no_link),
 		cmocka_unit_test(test_decide__fast_link_picks_the_draft_model),
 		cmocka_unit_test(test_decide__nothing_measured_uses_the_rule_table),

@@ -28,7 +28,7 @@ static struct sel_inputs leader_draft(void)
 static struct sel_online_config online_cfg(uint32_t k_start)
 {
 	return (struct sel_online_config){
-		.method = DRAFT_METHOD_DRAFT_MODEL, .transport = SEL_TRANSPORT_GREEDY,
+		.method = DRAFT_METHOD_DRAFT_MODEL,
 		.k_max = 8, .k_start = k_start, .interval = 16, .hysteresis = 0.05,
 		.decay = 0.98, .prior_weight = 8, .job_prior_weight = 2, .min_evidence = 16,
 		.probe_every = 4,
@@ -390,6 +390,84 @@ static void test_online__a_held_method_that_is_not_running_is_probed(void **stat
 	assert_true(o.cluster[DRAFT_METHOD_NGRAM].hits[0] > 40); /* 50 at decay 0.98 */
 }
 
+/* Sampling jobs with a draft rank across a 400 Mb/s link: prompt lookup runs (no q), the
+ * draft model is held. The draft model ships whole q rows of a 128k vocabulary when it
+ * runs, which costs more than its better acceptance buys: the online selector must cost
+ * it so, and stay with prompt lookup (it used to cost it with prompt lookup's token
+ * ids only, and move). */
+static void test_online__a_held_method_is_costed_with_its_own_transport(void **state)
+{
+	(void)state;
+	struct sel_inputs in = sel_fx_inputs(8, 0.020, 0.001, 4096);
+	in.n_vocab = 128256;
+	in.sampling = true;
+	in.dedicated_draft = true;
+	in.ngram_in_leader = true;
+	in.transport_built[SEL_TRANSPORT_FULL] = true;
+	in.link = (struct sel_link){.measured = true, .latency_s = 50e-6, .bandwidth = 50e6};
+	sel_fx_method(&in, DRAFT_METHOD_NGRAM, 0.02e-3, 0.01e-3);
+	sel_fx_method(&in, DRAFT_METHOD_DRAFT_MODEL, 0.2e-3, 1e-3);
+	double rates[DRAFT_METHOD_COUNT] = {[DRAFT_METHOD_NGRAM] = 0.45,
+					   [DRAFT_METHOD_DRAFT_MODEL] = 0.8};
+	assert_int_equal(sel_method_transport(&in, DRAFT_METHOD_NGRAM), SEL_TRANSPORT_GREEDY);
+	assert_int_equal(sel_method_transport(&in, DRAFT_METHOD_DRAFT_MODEL), SEL_TRANSPORT_FULL);
+	/* The premise: on token ids the draft model would win clearly; on q rows it loses. */
+	double ng, dm_ids = 0, dm_q = 0;
+	best_k_of(&in, DRAFT_METHOD_NGRAM, 0.45, &ng);
+	struct sel_inputs now = in;
+	now.methods[DRAFT_METHOD_DRAFT_MODEL].acceptance = 0.8;
+	for (uint32_t k = 1; k <= in.k_max; k++) {
+		double ids = sel_predict(&now, DRAFT_METHOD_DRAFT_MODEL, k, SEL_TRANSPORT_GREEDY)
+				     .tokens_per_s;
+		double q = sel_predict(&now, DRAFT_METHOD_DRAFT_MODEL, k, SEL_TRANSPORT_FULL)
+				   .tokens_per_s;
+		dm_ids = ids > dm_ids ? ids : dm_ids;
+		dm_q = q > dm_q ? q : dm_q;
+	}
+	print_message("prompt lookup %.1f, draft model %.1f on ids, %.1f on q rows tokens/s\n",
+		      ng, dm_ids, dm_q);
+	assert_true(dm_ids > 1.1 * ng && ng > 1.1 * dm_q);
+
+	struct sel_online o;
+	struct sel_online_config cfg = online_cfg(2);
+	cfg.method = DRAFT_METHOD_NGRAM;
+	cfg.methods = 1u << DRAFT_METHOD_DRAFT_MODEL;
+	struct specd_error err;
+	assert_int_equal(sel_online_init(&o, &cfg, &err), SPECD_OK);
+	run_methods(&o, &in, rates, 3000);
+	assert_int_equal(o.method, DRAFT_METHOD_NGRAM);
+	assert_int_equal(o.changes == 0 || strstr(o.last_change, "draft_model") == NULL, 1);
+}
+
+/* A held method's prior alone cannot win it the cluster: at the first re-decision the
+ * draft model (prior 0.7, far better than prompt lookup's measured 0.2) has no
+ * proposals of its own yet, so it is probed, not switched to. */
+static void test_online__a_held_method_needs_evidence_to_take_over(void **state)
+{
+	(void)state;
+	struct sel_online o;
+	struct sel_inputs in = two_methods(&o);
+	double ng, dm;
+	best_k_of(&in, DRAFT_METHOD_NGRAM, 0.18, &ng);
+	best_k_of(&in, DRAFT_METHOD_DRAFT_MODEL, sel_acceptance_prior(DRAFT_METHOD_DRAFT_MODEL),
+		  &dm);
+	assert_true(dm > 1.3 * ng); /* the prior predicts a clear win */
+	/* 16 sequences a step, so prompt lookup's own estimate is sure of itself */
+	for (uint32_t step = 0; step < o.cfg.interval; step++) {
+		for (uint32_t j = 0; j < 16; j++)
+			sel_online_observe(&o, DRAFT_METHOD_NGRAM, 3, (step + j) % 5 == 0);
+		sel_online_step(&o, &in);
+	}
+	assert_int_equal(o.decisions, 1);
+	assert_int_equal(o.method, DRAFT_METHOD_NGRAM);
+	assert_true(o.probe_now);
+	/* and once its probes show it is right nowhere, it never takes over */
+	double rates[DRAFT_METHOD_COUNT] = {[DRAFT_METHOD_NGRAM] = 0.18,
+					   [DRAFT_METHOD_DRAFT_MODEL] = 0.0};
+	run_methods(&o, &in, rates, 40 * o.cfg.interval);
+	assert_int_equal(o.method, DRAFT_METHOD_NGRAM);
+}
+
 static struct sel_plan_job plan_job(uint32_t cap, double a)
 {
 	struct sel_plan_job j = {.cap = cap};
@@ -512,6 +590,8 @@ int main(void)
 		cmocka_unit_test(test_online__converges_to_the_right_method_and_k),
 		cmocka_unit_test(test_online__close_methods_do_not_flap),
 		cmocka_unit_test(test_online__a_held_method_that_is_not_running_is_probed),
+		cmocka_unit_test(test_online__a_held_method_is_costed_with_its_own_transport),
+		cmocka_unit_test(test_online__a_held_method_needs_evidence_to_take_over),
 		cmocka_unit_test(test_plan__one_sequence_takes_the_predicted_k),
 		cmocka_unit_test(test_plan__large_batch_turns_speculation_off),
 		cmocka_unit_test(test_plan__drafts_go_where_they_are_accepted),
