@@ -39,7 +39,9 @@ struct sjob {
 	uint64_t accepted_sent; /* metrics->accepted at the last post */
 	int32_t prev;           /* the last token, for tok_token_text */
 	uint64_t seed;
-	double t_start, t_first;
+	double t_arrived; /* the call was read: time to first token counts the queue */
+	double t_start;   /* it took its slot: tokens/s counts from here */
+	double t_first;
 };
 
 struct sched {
@@ -398,6 +400,7 @@ static enum specd_status job_start(struct sched *s, struct sjob *j, const struct
 	j->prev = last; /* the first output token's text follows the prompt's last */
 	j->seed = p.sampling.seed;
 	j->t_start = specd_now();
+	j->t_arrived = c->t_arrived > 0 && c->t_arrived <= j->t_start ? c->t_arrived : j->t_start;
 	j->t_first = 0;
 	return SPECD_OK;
 }
@@ -457,7 +460,7 @@ static void job_finish(struct sched *s, struct sjob *j, Specd__V1__FinishReason 
 	double now = specd_now();
 	st.has_tokens_per_second = st.has_time_to_first_token_s = 1;
 	st.tokens_per_second = now > j->t_start ? j->sent / (now - j->t_start) : 0;
-	st.time_to_first_token_s = j->t_first ? j->t_first - j->t_start : 0;
+	st.time_to_first_token_s = j->t_first ? j->t_first - j->t_arrived : 0;
 	st.has_draft_seconds = st.has_verify_seconds = st.has_seed = 1;
 	st.draft_seconds = m->t_draft;
 	st.verify_seconds = m->t_verify;

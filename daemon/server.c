@@ -611,6 +611,7 @@ static void handle_generate(struct srv *s, struct conn *c, const Specd__V1__Enve
 	cmd->kind = SRV_CMD_GENERATE;
 	cmd->conn_id = c->id;
 	cmd->call_id = env->call_id;
+	cmd->t_arrived = specd_now();
 	cmd->generate = req;
 	c->open_calls++;
 	c->open_generates++;

@@ -39,6 +39,7 @@ struct srv_cmd {
 	struct mbox_item link;
 	enum srv_cmd_kind kind;
 	uint64_t conn_id, call_id;
+	double t_arrived; /* SRV_CMD_GENERATE: when the loop read it (specd_now) */
 	Specd__V1__GenerateRequest *generate; /* SRV_CMD_GENERATE: owned */
 	Specd__V1__CancelRequest *cancel;     /* SRV_CMD_CANCEL: owned */
 };

@@ -275,8 +275,11 @@ static void test_cluster__sigterm_to_leader_stops_every_rank_cleanly(void **stat
 
 /* The next reply of Generate call `call` (false when none comes within timeout_s):
  * its token count, and its finish reason when it is the last (else -1). */
-static bool next_reply(struct client *c, uint64_t call, double timeout_s, size_t *n_tokens,
-		       int *finish)
+/* The next reply of Generate call `call`: its token count, and its finish reason (-1
+ * before the last reply). With `stats`, the last reply's time to first token and its
+ * time running (generated tokens / tokens per second) go to stats[0] and stats[1]. */
+static bool next_reply_stats(struct client *c, uint64_t call, double timeout_s,
+			     size_t *n_tokens, int *finish, double *stats)
 {
 	Specd__V1__Envelope *env = NULL;
 	struct specd_error err;
@@ -291,14 +294,52 @@ static bool next_reply(struct client *c, uint64_t call, double timeout_s, size_t
 	assert_non_null(r);
 	*n_tokens = r->n_tokens;
 	*finish = end ? (int)r->finish_reason : -1;
+	if (end && stats && r->stats) {
+		stats[0] = r->stats->time_to_first_token_s;
+		stats[1] = r->stats->tokens_per_second > 0
+				   ? r->stats->generated_tokens / r->stats->tokens_per_second
+				   : 0;
+	}
 	specd__v1__generate_response__free_unpacked(r, NULL);
 	return true;
+}
+
+static bool next_reply(struct client *c, uint64_t call, double timeout_s, size_t *n_tokens,
+		       int *finish)
+{
+	return next_reply_stats(c, call, timeout_s, n_tokens, finish, NULL);
+}
+
+/* Sends a Generate of `prompt` for max_tokens on c; returns its call id. */
+static uint64_t send_generate(struct client *c, const char *prompt, uint32_t max_tokens)
+{
+	Specd__V1__GenerateRequest req = SPECD__V1__GENERATE_REQUEST__INIT;
+	char text[64];
+	snprintf(text, sizeof(text), "%s", prompt);
+	req.prompt = text;
+	req.has_max_tokens = 1;
+	req.max_tokens = max_tokens;
+	uint64_t call;
+	struct specd_error err;
+	assert_int_equal(client_send(c, SPECD__V1__METHOD__GENERATE, &req.base, &call, &err),
+			 SPECD_OK);
+	return call;
+}
+
+/* Reads call's replies to the end; stats as next_reply_stats. */
+static void finish_call(struct client *c, uint64_t call, double *stats)
+{
+	size_t n = 0;
+	int finish = -1;
+	while (finish < 0)
+		assert_true(next_reply_stats(c, call, 60.0, &n, &finish, stats));
 }
 
 /* SIGTERM drains: the running job goes on. A second SIGTERM does not wait for it: its
  * stream ends with SERVER_SHUTDOWN well short of max_tokens, and every rank exits 0. The
  * model is a random one slow enough (100 MB of f32 weights a token) that the job is
- * still running when both signals come. */
+ * still running when both signals come. First, with one slot, a job queued behind
+ * another counts its wait in its time to first token. */
 static void test_cluster__second_sigterm_ends_a_running_job_at_once(void **state)
 {
 	(void)state;
@@ -314,7 +355,7 @@ static void test_cluster__second_sigterm_ends_a_running_job_at_once(void **state
 	snprintf(text, sizeof(text),
 		 "cluster: {name: slow, log_level: info}\n"
 		 "server: {listen: '%s', limits: {max_tokens: %d}}\n"
-		 "target: {model: %s, tensor_parallel: 1}\ndraft: {placement: leader}\n"
+		 "target: {model: %s, tensor_parallel: 1, slots: 1}\ndraft: {placement: leader}\n"
 		 "speculation: {method: none}\n", addr, MAX_TOKENS, model);
 	assert_true(ts_write_file(g_dir, "slow.yaml", text, cluster, sizeof(cluster)));
 	struct running *r = running_new();
@@ -324,18 +365,23 @@ static void test_cluster__second_sigterm_ends_a_running_job_at_once(void **state
 	int leader = pid_of_rank(r->out, 0);
 	assert_true(leader > 0);
 
-	struct client c;
+	struct client c, q;
 	struct specd_error err;
-	if (client_open(&c, addr, NULL, &err) != SPECD_OK)
+	if (client_open(&c, addr, NULL, &err) != SPECD_OK ||
+	    client_open(&q, addr, NULL, &err) != SPECD_OK)
 		fail_msg("connect %s: %s", addr, err.msg);
-	Specd__V1__GenerateRequest req = SPECD__V1__GENERATE_REQUEST__INIT;
-	char prompt[] = "Once upon a time";
-	req.prompt = prompt;
-	req.has_max_tokens = 1;
-	req.max_tokens = MAX_TOKENS;
-	uint64_t call;
-	assert_int_equal(client_send(&c, SPECD__V1__METHOD__GENERATE, &req.base, &call, &err),
-			 SPECD_OK);
+	double first[2] = {0, 0}, queued[2] = {0, 0};
+	uint64_t a = send_generate(&c, "Once upon a time", 12);
+	uint64_t b = send_generate(&q, "Once upon a time", 1);
+	finish_call(&c, a, first);
+	finish_call(&q, b, queued);
+	client_close(&q);
+	print_message("the first job ran %.3f s; the one queued behind it reports %.3f s to its "
+		      "first token\n", first[1], queued[0]);
+	assert_true(first[1] > 0);
+	assert_true(queued[0] >= 0.5 * first[1]);
+
+	uint64_t call = send_generate(&c, "Once upon a time", MAX_TOKENS);
 	size_t got = 0, n = 0;
 	int finish_reason = -1;
 	assert_true(next_reply(&c, call, 60.0, &n, &finish_reason)); /* running */
