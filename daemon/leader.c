@@ -10,7 +10,9 @@
 #include "common/log.h"
 #include "drafters/remote.h"
 #include "model/kv.h"
+#include "model/gguf.h"
 #include "model/llama.h"
+#include "model/model_file.h"
 #include "model/shard.h"
 #include "parallel/control.h"
 #include "parallel/mpi_check.h"
@@ -173,6 +175,41 @@ static bool receive_draft_cal(const struct cluster *c, struct draft_cal *cal)
 	return cal->status == SPECD_OK;
 }
 
+/* The file holding method m's weights; NULL for prompt lookup, or when not configured. */
+static const char *weights_of(const struct cfg_cluster *cfg, enum draft_method m)
+{
+	switch (m) {
+	case DRAFT_METHOD_DRAFT_MODEL: return cfg->draft_model;
+	case DRAFT_METHOD_EAGLE: return cfg->eagle_heads;
+	case DRAFT_METHOD_MEDUSA: return cfg->medusa_heads;
+	default: return NULL;
+	}
+}
+
+/* The target's weights, vocabulary and width from its file's header (no weights are
+ * read): what the selector counts against memory must not depend on whether it
+ * measures or the rule table decides. False when the file does not open (the load
+ * reports why). */
+static bool target_shape(const char *path, uint64_t *bytes, uint32_t *n_vocab, uint32_t *dim)
+{
+	struct gguf_file *f = NULL;
+	struct specd_error err;
+	if (model_file_open(path, &f, &err) != SPECD_OK)
+		return false;
+	uint64_t sum = 0;
+	for (uint64_t i = 0; i < gguf_tensor_count(f); i++)
+		sum += gguf_tensor_at(f, i)->nbytes;
+	const struct gguf_tensor *emb = gguf_find_tensor(f, "token_embd.weight");
+	bool ok = emb && emb->n_dims == 2 && emb->ne[0] <= UINT32_MAX && emb->ne[1] <= UINT32_MAX;
+	if (ok) {
+		*bytes = sum;
+		*dim = (uint32_t)emb->ne[0];
+		*n_vocab = (uint32_t)emb->ne[1];
+	}
+	gguf_close(f);
+	return ok;
+}
+
 /* The constraints, placement and model support: everything but measurements. */
 static void base_inputs(const struct cluster *c, struct sel_inputs *in)
 {
@@ -201,17 +238,26 @@ static void base_inputs(const struct cluster *c, struct sel_inputs *in)
 		.latency_s = c->draft_probe.latency_s,
 		.bandwidth = c->draft_probe.bandwidth,
 	};
-	const char *weights[DRAFT_METHOD_COUNT] = {
-		[DRAFT_METHOD_DRAFT_MODEL] = cfg->draft_model,
-		[DRAFT_METHOD_EAGLE] = cfg->eagle_heads,
-		[DRAFT_METHOD_MEDUSA] = cfg->medusa_heads,
-	};
 	for (int m = DRAFT_METHOD_NGRAM; m < DRAFT_METHOD_COUNT; m++) {
 		struct sel_method_in *mi = &in->methods[m];
+		const char *weights = weights_of(cfg, (enum draft_method)m);
 		mi->built = draft_ops_for((enum draft_method)m) != NULL;
-		mi->configured = m == DRAFT_METHOD_NGRAM || weights[m] != NULL;
-		mi->memory_bytes = file_bytes(weights[m]);
+		mi->configured = m == DRAFT_METHOD_NGRAM || weights != NULL;
+		mi->memory_bytes = file_bytes(weights);
 	}
+	uint64_t target_bytes = 0;
+	if (!target_shape(cfg->target_model, &target_bytes, &in->n_vocab, &in->dim))
+		return;
+	/* A drafter in the leader shares its memory with the leader's target shard. */
+	if (!c->layout.dedicated_draft) {
+		uint64_t shard = target_bytes / (uint64_t)cfg->tensor_parallel;
+		in->draft_memory_free = in->draft_memory_free > shard ? in->draft_memory_free - shard
+								      : 0;
+	}
+	/* EAGLE's draft layer needs the target's embedding and LM head beside it (16-bit). */
+	if (in->methods[DRAFT_METHOD_EAGLE].configured)
+		in->methods[DRAFT_METHOD_EAGLE].memory_bytes +=
+			2ull * in->n_vocab * in->dim * sizeof(uint16_t);
 }
 
 /* The leader's measurements: the target's forward times (rescaled to the target
@@ -254,9 +300,6 @@ static bool leader_calibrate(const struct cluster *c, struct sel_inputs *in)
 		calibrate_drafters(c, &rt, measured);
 		have = true;
 		runtime_close(&rt);
-		/* The drafter shares the leader with the target's weights. */
-		uint64_t shard = target_bytes / (uint64_t)cfg->tensor_parallel;
-		in->draft_memory_free = in->draft_memory_free > shard ? in->draft_memory_free - shard : 0;
 	}
 	for (int m = DRAFT_METHOD_NGRAM; have && m < DRAFT_METHOD_COUNT; m++) {
 		struct sel_method_in *mi = &in->methods[m];
@@ -266,8 +309,11 @@ static bool leader_calibrate(const struct cluster *c, struct sel_inputs *in)
 		mi->timed = true;
 		mi->t_draft_fixed_s = measured[m].t_draft_fixed_s;
 		mi->t_draft_token_s = measured[m].t_draft_token_s;
-		if (measured[m].memory_bytes > mi->memory_bytes)
-			mi->memory_bytes = measured[m].memory_bytes;
+		/* What the drafter holds once made (its cache too) over its file: on top of
+		 * what base_inputs counted beside the file (EAGLE's target embedding). */
+		uint64_t file = file_bytes(weights_of(cfg, (enum draft_method)m));
+		if (measured[m].memory_bytes > file)
+			mi->memory_bytes += measured[m].memory_bytes - file;
 	}
 	/* Not timed: a step of a draft model costs what its weights cost to read, as the
 	 * target's does; heads one layer's worth. */
@@ -277,10 +323,6 @@ static bool leader_calibrate(const struct cluster *c, struct sel_inputs *in)
 		if (!mi->timed)
 			mi->t_draft_token_s = per_byte * (double)mi->memory_bytes;
 	}
-	/* EAGLE's draft layer needs the target's embedding and LM head beside it. */
-	if (in->methods[DRAFT_METHOD_EAGLE].configured)
-		in->methods[DRAFT_METHOD_EAGLE].memory_bytes +=
-			2ull * hp->n_vocab * hp->dim * sizeof(uint16_t);
 	sel_scale_for_tp(in, (uint32_t)cfg->tensor_parallel, hp->n_layers,
 			 &(struct sel_link){.measured = c->tp_probe.measured,
 					    .latency_s = c->tp_probe.latency_s,

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -409,6 +410,44 @@ static void test_cluster__second_sigterm_ends_a_running_job_at_once(void **state
 	assert_non_null(strstr(r->out, "stopping now: ending 1 running"));
 }
 
+/* With speculation.measure false the origin rule table decides, on the same memory
+ * figures as the cost model: EAGLE counts the target's embedding and LM head beside its
+ * checkpoint (stories260K: 2 x 512 x 64 16-bit values, 128 KiB), so a cap 64 KiB over
+ * the checkpoint rules it out, where target_speedup 3 would have the table pick it. */
+static void test_cluster__rule_table_counts_eagle_with_the_target_embedding(void **state)
+{
+	(void)state;
+	char eagle[320], inner[400], cluster[512], text[1536];
+	snprintf(eagle, sizeof(eagle), "%s/eagle", g_dir);
+	assert_int_equal(ts_gen("specd-gen-heads", eagle,
+				(const char *[]){"--eagle", "-m", g_model, NULL}), 0);
+	snprintf(inner, sizeof(inner), "%s/model.safetensors", eagle);
+	struct stat sb;
+	assert_int_equal(stat(inner, &sb), 0);
+	snprintf(text, sizeof(text),
+		 "cluster: {name: rule, log_level: info}\n"
+		 "server: {listen: 'unix:%s/rule.sock'}\n"
+		 "target: {model: %s}\ndraft: {placement: leader}\n"
+		 "speculation: {measure: false, eagle: {heads: %s}}\n"
+		 "constraints: {target_speedup: 3, max_draft_memory: %lldB}\n",
+		 g_dir, g_model, eagle, (long long)sb.st_size + 65536);
+	assert_true(ts_write_file(g_dir, "rule.yaml", text, cluster, sizeof(cluster)));
+	struct running *r = running_new();
+	start(r, 1, cluster);
+	assert_true(read_until(r, "specd: serving on", 1, 120.0) ||
+		    (print_message("%s", r->out), false));
+	const char *serving = strstr(r->out, "specd: serving on");
+	bool eagle_runs = strstr(serving, "(method eagle") != NULL;
+	bool capped = strstr(r->out, "constraints.max_draft_memory") != NULL;
+	assert_int_equal(kill(pid_of_rank(r->out, 0), SIGTERM), 0);
+	int rc = finish(r, 30.0);
+	if (eagle_runs || !capped)
+		print_message("%s", r->out);
+	assert_false(eagle_runs);
+	assert_true(capped);
+	assert_int_equal(rc, 0);
+}
+
 static void test_cluster__leader_placement_runs_on_two_ranks(void **state)
 {
 	(void)state;
@@ -537,6 +576,8 @@ int main(void)
 		cmocka_unit_test_teardown(test_cluster__sigterm_to_leader_stops_every_rank_cleanly,
 					  running_end),
 		cmocka_unit_test_teardown(test_cluster__second_sigterm_ends_a_running_job_at_once,
+					  running_end),
+		cmocka_unit_test_teardown(test_cluster__rule_table_counts_eagle_with_the_target_embedding,
 					  running_end),
 		cmocka_unit_test_teardown(test_cluster__leader_placement_runs_on_two_ranks,
 					  running_end),
