@@ -84,7 +84,8 @@ struct srv {
 	pthread_t thread;
 	bool started;
 	double flush_s;
-	struct conn **conns;   /* limits.connections + 1 entries (the +1 to refuse one) */
+	struct conn **conns;   /* limits.connections + 1 entries (the +1 to refuse one),
+				* in rising id order */
 	size_t n_conns;
 	uint64_t next_conn_id;
 	uint64_t turn;         /* loop turns so far */
@@ -269,13 +270,19 @@ void srv_begin_drain(struct srv *s)
 
 /* ---- connections ---- */
 
+/* conns is in id order (accept appends rising ids, reap keeps the order), so a
+ * connection is found by bisection: every socket event and reply looks one up. */
 static struct conn *conn_find(struct srv *s, uint64_t id)
 {
-	for (size_t i = 0; i < s->n_conns; i++) {
-		if (s->conns[i]->id == id)
-			return s->conns[i];
+	size_t lo = 0, hi = s->n_conns;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (s->conns[mid]->id < id)
+			lo = mid + 1;
+		else
+			hi = mid;
 	}
-	return NULL;
+	return lo < s->n_conns && s->conns[lo]->id == id ? s->conns[lo] : NULL;
 }
 
 static void conn_update_events(struct srv *s, struct conn *c)
@@ -335,19 +342,19 @@ static void listen_update(struct srv *s)
 
 static void reap(struct srv *s)
 {
-	bool freed = false;
-	for (size_t i = 0; i < s->n_conns;) {
+	size_t kept = 0;
+	for (size_t i = 0; i < s->n_conns; i++) {
 		struct conn *c = s->conns[i];
 		if (!c->dead) {
-			i++;
+			s->conns[kept++] = c; /* in order: conn_find bisects */
 			continue;
 		}
 		wire_reader_fini(&c->rd);
 		specd_buf_fini(&c->out);
 		specd_free(c);
-		s->conns[i] = s->conns[--s->n_conns];
-		freed = true;
 	}
+	bool freed = kept < s->n_conns;
+	s->n_conns = kept;
 	if (freed)
 		s->accept_retry_at = 0; /* a descriptor came back: accepting may work again */
 	listen_update(s);

@@ -32,7 +32,7 @@
 #define DEADLINE_S 30.0
 #define MAX_SEEN 8192
 #define MAX_HELD 64
-#define MAX_CLIENTS 4
+#define MAX_CLIENTS 6
 #define BIG_STATUS_BYTES 32768
 
 /* The compute thread's stand-in: takes commands, records them and answers Generate and
@@ -736,6 +736,34 @@ static void test_frame__slow_frame_refused(void **state)
 	assert_true(health_serving(connect_client(2)));
 }
 
+/* Connections are looked up by id (by bisection: the table stays in id order as
+ * connections close): with some closed in between, every other one still gets its own
+ * replies, those from the loop and those from the compute thread. */
+static void test_conns__each_found_after_others_close(void **state)
+{
+	(void)state;
+	for (int i = 0; i < MAX_CLIENTS; i++)
+		connect_client(i);
+	for (int i = 0; i < MAX_CLIENTS; i++)
+		assert_true(health_serving(&g_cl[i])); /* all accepted */
+	client_close(&g_cl[1]);
+	client_close(&g_cl[4]);
+	for (int round = 0; round < 2; round++) {
+		for (int i = 0; i < MAX_CLIENTS; i++) {
+			if (g_cl[i].fd < 0)
+				continue;
+			send_generate(&g_cl[i]);
+			expect_reply(&g_cl[i], SPECD__V1__METHOD__GENERATE, SPECD__V1__CODE__OK);
+			assert_true(health_serving(&g_cl[i]));
+		}
+		/* the first (oldest id) goes, two come with the newest ids */
+		client_close(&g_cl[0]);
+		connect_client(0);
+		if (round == 0)
+			connect_client(1);
+	}
+}
+
 static void *stopper_main(void *arg)
 {
 	(void)arg;
@@ -796,6 +824,8 @@ int main(void)
 						setup_deadlines, teardown),
 		cmocka_unit_test_setup_teardown(test_frame__slow_frame_refused,
 						setup_deadlines, teardown),
+		cmocka_unit_test_setup_teardown(test_conns__each_found_after_others_close, setup,
+						teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
