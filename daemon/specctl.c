@@ -2,9 +2,11 @@
  * protocol of docs/protocol.md and prints the reply: streamed text for generate (stats
  * at the end on stderr, or one JSON object with --json), the cluster for status.
  *
- * Exit codes: 0 done, 1 the server answered with an error, 2 bad usage, 3 cannot
- * connect, 4 the connection broke or the server spoke nonsense. */
+ * Exit codes: 0 done, 1 the server answered with an error or a job did not complete
+ * (it ended with ERROR or SERVER_SHUTDOWN), 2 bad usage, 3 cannot connect, 4 the
+ * connection broke or the server spoke nonsense. */
 #include <errno.h>
+#include <inttypes.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdarg.h>
@@ -14,7 +16,9 @@
 #include <string.h>
 
 #include "client.h"
+#include "common/parse_int.h"
 #include "common/version.h"
+#include "netaddr.h"
 #include "request.h"
 
 enum {
@@ -52,8 +56,9 @@ static void usage(FILE *f)
 		"  health            exit 0 when the cluster is serving\n"
 		"  shutdown          drains running jobs, then every rank exits\n"
 		"\n"
-		"exit codes: 0 done, 1 the server answered with an error, 2 bad usage,\n"
-		"3 cannot connect, 4 the connection broke\n",
+		"exit codes: 0 done, 1 the server answered with an error or the job did not\n"
+		"complete (it ended with ERROR or SERVER_SHUTDOWN; CANCELLED_BY_CLIENT is 0),\n"
+		"2 bad usage, 3 cannot connect, 4 the connection broke\n",
 		DEFAULT_ADDR);
 }
 
@@ -62,9 +67,9 @@ struct gen_opts {
 	const char *chat, *system; /* a chat request: the user's message, a system prompt */
 	const char *stops[REQ_MAX_STOPS];
 	size_t n_stops;
-	long max_tokens, top_k, spec_tokens, logprobs;
+	int64_t max_tokens, top_k, spec_tokens, logprobs;
 	double temperature, top_p, min_p;
-	unsigned long long seed;
+	uint64_t seed;
 	int has_max_tokens, has_temperature, has_top_k, has_top_p, has_min_p, has_seed;
 	int has_spec_tokens;
 	int has_logprobs;
@@ -97,6 +102,18 @@ static int parse_num(const char *flag, const char *v, double lo, double hi, doub
 	return 0;
 }
 
+/* Counts and sizes: whole numbers only, so "--top-k 0.9" is refused rather than taken
+ * as 0 (off). */
+static int parse_int(const char *flag, const char *v, int64_t lo, int64_t hi, int64_t *out)
+{
+	if (specd_parse_i64(v, lo, hi, out) != SPECD_OK) {
+		fprintf(stderr, "specctl: %s expects an integer in %" PRId64 "..%" PRId64
+			", got '%s'\n", flag, lo, hi, v);
+		return -1;
+	}
+	return 0;
+}
+
 static int parse_generate(int argc, char **argv, struct gen_opts *o)
 {
 	memset(o, 0, sizeof(*o));
@@ -125,9 +142,8 @@ static int parse_generate(int argc, char **argv, struct gen_opts *o)
 				return bad_usage("at most %d --stop strings", REQ_MAX_STOPS);
 			o->stops[o->n_stops++] = v;
 		} else if (strcmp(a, "--max-tokens") == 0 || strcmp(a, "-n") == 0) {
-			if (parse_num(a, v, 0, 1e9, &x))
+			if (parse_int(a, v, 1, 1000000000, &o->max_tokens))
 				return EXIT_USAGE;
-			o->max_tokens = (long)x;
 			o->has_max_tokens = 1;
 		} else if (strcmp(a, "--temperature") == 0) {
 			if (parse_num(a, v, 0, 100, &x))
@@ -135,9 +151,8 @@ static int parse_generate(int argc, char **argv, struct gen_opts *o)
 			o->temperature = x;
 			o->has_temperature = 1;
 		} else if (strcmp(a, "--top-k") == 0) {
-			if (parse_num(a, v, 0, 1e9, &x))
+			if (parse_int(a, v, 0, 1000000000, &o->top_k))
 				return EXIT_USAGE;
-			o->top_k = (long)x;
 			o->has_top_k = 1;
 		} else if (strcmp(a, "--top-p") == 0) {
 			if (parse_num(a, v, 0, 1, &x))
@@ -150,21 +165,17 @@ static int parse_generate(int argc, char **argv, struct gen_opts *o)
 			o->min_p = x;
 			o->has_min_p = 1;
 		} else if (strcmp(a, "--seed") == 0) {
-			char *end = NULL;
-			errno = 0;
-			o->seed = strtoull(v, &end, 10);
-			if (!v[0] || *end || errno)
-				return bad_usage("--seed expects an unsigned integer, got '%s'", v);
+			if (specd_parse_u64(v, UINT64_MAX, &o->seed) != SPECD_OK)
+				return bad_usage("--seed expects an integer in 0..%" PRIu64
+						 ", got '%s'", UINT64_MAX, v);
 			o->has_seed = 1;
 		} else if (strcmp(a, "--spec-tokens") == 0) {
-			if (parse_num(a, v, 1, REQ_MAX_SPEC_TOKENS, &x))
+			if (parse_int(a, v, 1, REQ_MAX_SPEC_TOKENS, &o->spec_tokens))
 				return EXIT_USAGE;
-			o->spec_tokens = (long)x;
 			o->has_spec_tokens = 1;
 		} else if (strcmp(a, "--logprobs") == 0) {
-			if (parse_num(a, v, 0, REQ_MAX_LOGPROBS, &x))
+			if (parse_int(a, v, 0, REQ_MAX_LOGPROBS, &o->logprobs))
 				return EXIT_USAGE;
-			o->logprobs = (long)x;
 			o->has_logprobs = 1;
 		} else {
 			return bad_usage("unknown generate option '%s'", a);
@@ -196,12 +207,50 @@ static const char *finish_name(Specd__V1__FinishReason r)
 	return v ? v->name : "?";
 }
 
+/* The exit status of a job that ended so: ERROR and SERVER_SHUTDOWN cut it short
+ * against the caller's will (1); a cancel is what someone asked for (0). */
+static int finish_exit(Specd__V1__FinishReason r)
+{
+	if (r == SPECD__V1__FINISH_REASON__ERROR || r == SPECD__V1__FINISH_REASON__SERVER_SHUTDOWN)
+		return EXIT_SERVER;
+	return EXIT_OK;
+}
+
+/* jansson's integers are signed, so a seed past 2^63 - 1 would print negative:
+ * stats_json leaves this string as the seed, and print_json writes the unsigned number
+ * in its place. Only a real member can match the dumped form: quotes inside a string
+ * value are escaped, so text cannot imitate `"seed": "`. */
+#define SEED_MARK "\001seed\001"
+#define SEED_MARK_DUMPED "\"seed\": \"\\u0001seed\\u0001\""
+
+/* One JSON object on stdout, indented, with `seed` (when it has a seed member) as an
+ * unsigned integer. */
+static void print_json(const json_t *out, uint64_t seed)
+{
+	char *text = json_dumps(out, JSON_INDENT(2));
+	if (!text) {
+		fprintf(stderr, "specctl: out of memory\n");
+		return;
+	}
+	const char *mark = strstr(text, SEED_MARK_DUMPED);
+	if (mark) {
+		size_t key = strlen("\"seed\": ");
+		fwrite(text, 1, (size_t)(mark - text) + key, stdout);
+		printf("%" PRIu64, seed);
+		fputs(mark + strlen(SEED_MARK_DUMPED), stdout);
+	} else {
+		fputs(text, stdout);
+	}
+	fputc('\n', stdout);
+	free(text);
+}
+
 static json_t *stats_json(const Specd__V1__Stats *s)
 {
 	json_t *per = json_array();
 	for (size_t i = 0; i < s->n_acceptance_per_position; i++)
 		json_array_append_new(per, json_real(s->acceptance_per_position[i]));
-	return json_pack("{s:i, s:i, s:s, s:i, s:I, s:I, s:f, s:o, s:f, s:f, s:f, s:f, s:I}",
+	return json_pack("{s:i, s:i, s:s, s:i, s:I, s:I, s:f, s:o, s:f, s:f, s:f, s:f, s:s}",
 			 "prompt_tokens", (int)s->prompt_tokens, "generated_tokens",
 			 (int)s->generated_tokens, "method", s->method ? s->method : "",
 			 "spec_tokens", (int)s->spec_tokens, "drafted", (json_int_t)s->drafted,
@@ -209,7 +258,7 @@ static json_t *stats_json(const Specd__V1__Stats *s)
 			 s->mean_accepted_length, "acceptance_per_position", per,
 			 "tokens_per_second", s->tokens_per_second, "time_to_first_token_s",
 			 s->time_to_first_token_s, "draft_seconds", s->draft_seconds,
-			 "verify_seconds", s->verify_seconds, "seed", (json_int_t)s->seed);
+			 "verify_seconds", s->verify_seconds, "seed", SEED_MARK);
 }
 
 static json_t *logprobs_json(const Specd__V1__Logprobs *l)
@@ -234,6 +283,14 @@ static void print_stats(const Specd__V1__Stats *s, Specd__V1__FinishReason why)
 			(unsigned long long)s->accepted, (unsigned long long)s->drafted,
 			100.0 * (double)s->accepted / (double)s->drafted, s->mean_accepted_length);
 	fprintf(stderr, " | %s]\n", finish_name(why));
+}
+
+/* The end of a job that sent no Stats (cancelled, or ended by a shutdown, while still
+ * queued): said all the same, in the stats line's place. */
+static void print_finish(size_t tokens, Specd__V1__FinishReason why)
+{
+	fprintf(stderr, "\n[%zu token%s received | %s]\n", tokens, tokens == 1 ? "" : "s",
+		finish_name(why));
 }
 
 static int cmd_generate(struct client *c, const struct gen_opts *opts)
@@ -351,6 +408,7 @@ static int cmd_generate(struct client *c, const struct gen_opts *opts)
 		}
 		if (end) {
 			Specd__V1__FinishReason why = r->has_finish_reason ? r->finish_reason : 0;
+			rc = finish_exit(why);
 			if (o.json) {
 				specd_buf_terminate(&text);
 				json_t *out = json_pack("{s:s, s:o, s:s}", "text",
@@ -361,11 +419,12 @@ static int cmd_generate(struct client *c, const struct gen_opts *opts)
 					json_object_set(out, "logprobs", logprobs);
 				if (r->stats)
 					json_object_set_new(out, "stats", stats_json(r->stats));
-				json_dumpf(out, stdout, JSON_INDENT(2));
-				fputc('\n', stdout);
+				print_json(out, r->stats ? r->stats->seed : 0);
 				json_decref(out);
 			} else if (r->stats) {
 				print_stats(r->stats, why);
+			} else {
+				print_finish(json_array_size(tokens), why);
 			}
 			specd__v1__generate_response__free_unpacked(r, NULL);
 			break;
@@ -637,8 +696,7 @@ static int cmd_status(struct client *c, bool json)
 			json_object_set_new(out, "recent", stats_json(r->recent));
 		if (r->adaptation)
 			json_object_set_new(out, "adaptation", adaptation_json(r->adaptation));
-		json_dumpf(out, stdout, JSON_INDENT(2));
-		fputc('\n', stdout);
+		print_json(out, r->recent ? r->recent->seed : 0);
 		json_decref(out);
 	} else {
 		printf("cluster '%s' (specd %s), up %.0f s\n", r->cluster ? r->cluster : "?",
@@ -717,6 +775,7 @@ int main(int argc, char **argv)
 {
 	const char *addr = getenv("SPECD_ADDR");
 	const char *token = getenv("SPECD_AUTH_TOKEN");
+	const char *addr_from = "$SPECD_ADDR"; /* where addr came from, for messages */
 	int i = 1;
 	for (; i < argc && argv[i][0] == '-'; i++) {
 		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
@@ -727,12 +786,15 @@ int main(int argc, char **argv)
 			printf("specctl %s\n", SPECD_VERSION);
 			return EXIT_OK;
 		}
-		if ((strcmp(argv[i], "--addr") == 0 || strcmp(argv[i], "--token") == 0) &&
-		    i + 1 < argc) {
-			if (argv[i][2] == 'a')
+		if (strcmp(argv[i], "--addr") == 0 || strcmp(argv[i], "--token") == 0) {
+			if (i + 1 >= argc)
+				return bad_usage("%s needs a value", argv[i]);
+			if (argv[i][2] == 'a') {
 				addr = argv[++i];
-			else
+				addr_from = "--addr";
+			} else {
 				token = argv[++i];
+			}
 			continue;
 		}
 		return bad_usage("unknown option '%s'", argv[i]);
@@ -764,11 +826,17 @@ int main(int argc, char **argv)
 	} else {
 		return bad_usage("unknown command '%s'", cmd);
 	}
-	struct client c;
 	struct specd_error err;
 	specd_error_clear(&err);
-	if (client_open(&c, addr && *addr ? addr : DEFAULT_ADDR, token && *token ? token : NULL,
-			&err) != SPECD_OK) {
+	if (!addr || !*addr) {
+		addr = DEFAULT_ADDR;
+		addr_from = "the default address";
+	}
+	struct netaddr parsed;
+	if (netaddr_parse(addr, &parsed, &err) != SPECD_OK)
+		return bad_usage("%s: %s", addr_from, err.msg);
+	struct client c;
+	if (client_open(&c, addr, token && *token ? token : NULL, &err) != SPECD_OK) {
 		fprintf(stderr, "specctl: %s\n", err.msg);
 		return EXIT_CONNECT;
 	}

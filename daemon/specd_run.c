@@ -20,6 +20,7 @@
 #include "common/alloc.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/parse_int.h"
 #include "common/version.h"
 #include "drafters/drafter.h"
 #include "drafters/engine.h"
@@ -131,19 +132,23 @@ static void usage(FILE *f)
 		"tokens/s and the speculation metrics (drafted, accepted, acceptance by\n"
 		"position, system efficiency, time in draft and verify) to stderr. Output is\n"
 		"the same for every method: identical at temperature 0, the same distribution\n"
-		"when sampling. Log level: SPECD_LOG_LEVEL=error|warn|info|debug.\n", f);
+		"when sampling. An option the run would not use is refused (exit 2): a method's\n"
+		"own options with another method, --pipeline and --draft-deadline without\n"
+		"--placement rank, --gpu without --device cuda, generation options with\n"
+		"--perplexity; --draft, --heads, --eagle and --spec-tokens with a method that\n"
+		"does not read them only draw a note. Log level:\n"
+		"SPECD_LOG_LEVEL=error|warn|info|debug.\n", f);
 }
 
 /* ---- flags ---- */
 
+/* Digits only (common/parse_int.h): no sign, space, fraction or trailing junk. */
 static bool parse_long(const char *text, long min, long max, long *out)
 {
-	char *end;
-	errno = 0;
-	long v = strtol(text, &end, 10);
-	if (errno || end == text || *end || v < min || v > max)
+	int64_t v;
+	if (specd_parse_i64(text, min, max, &v) != SPECD_OK)
 		return false;
-	*out = v;
+	*out = (long)v;
 	return true;
 }
 
@@ -160,15 +165,7 @@ static bool parse_float(const char *text, float *out)
 
 static bool parse_u64(const char *text, uint64_t *out)
 {
-	char *end;
-	errno = 0;
-	if (*text == '-')
-		return false;
-	unsigned long long v = strtoull(text, &end, 10);
-	if (errno || end == text || *end)
-		return false;
-	*out = v;
-	return true;
+	return specd_parse_u64(text, UINT64_MAX, out) == SPECD_OK;
 }
 
 /* The GPU of --device cuda: --gpu, or the rank's index on its node (one GPU a rank). */
@@ -183,9 +180,119 @@ static int bad_value(const char *flag, const char *value, const char *want)
 	return EXIT_USAGE;
 }
 
+/* The flags that take a value ("--flag VALUE" or "--flag=VALUE"). */
+static const char *const value_flags[] = {
+	"-m", "--model", "-p", "--prompt", "-n", "--max-tokens", "--temperature",
+	"--top-k", "--top-p", "--seed", "--threads", "--method", "--spec-tokens",
+	"--draft", "--heads", "--tp", "--perplexity", "--prompt-lookup-min",
+	"--prompt-lookup-max", "--placement", "--pipeline", "--draft-deadline",
+	"--eagle", "--eagle-tree", "--eagle-width", "--eagle-depth", "--device",
+	"--gpu"};
+
+#define N_VALUE_FLAGS (sizeof(value_flags) / sizeof(value_flags[0]))
+
+static int value_flag_index(const char *flag)
+{
+	for (size_t k = 0; k < N_VALUE_FLAGS; k++)
+		if (strcmp(flag, value_flags[k]) == 0)
+			return (int)k;
+	return -1;
+}
+
+/* Whether the command line gave `flag` (spelled as in value_flags). */
+static bool given(const bool *seen, const char *flag)
+{
+	int k = value_flag_index(flag);
+	return k >= 0 && seen[k];
+}
+
+/* Refuses options the run would not use, each naming what it goes with, rather than
+ * ignoring them: -1 to go on, or EXIT_USAGE. The drafters' files (--draft, --heads,
+ * --eagle) and --spec-tokens only draw a note: scripts pass every file and choose with
+ * --method (tests/daemon/test_tp_e2e_mpi.c), or keep K when they switch to none. */
+static int check_combinations(const struct run_opts *o, const bool *seen)
+{
+	char method[64], placement[64], device[64];
+	snprintf(method, sizeof(method), "--method %s", draft_method_name(o->method));
+	snprintf(placement, sizeof(placement), "--placement %s", o->draft_rank ? "rank" : "leader");
+	snprintf(device, sizeof(device), "--device %s", cfg_device_name(o->device));
+	const struct {
+		const char *flag;
+		bool applies;
+		const char *goes_with, *here;
+	} only[] = {
+		{"--eagle-tree", o->method == DRAFT_METHOD_EAGLE, "--method eagle", method},
+		{"--eagle-width", o->method == DRAFT_METHOD_EAGLE, "--method eagle", method},
+		{"--eagle-depth", o->method == DRAFT_METHOD_EAGLE, "--method eagle", method},
+		{"--prompt-lookup-min", o->method == DRAFT_METHOD_NGRAM, "--method ngram", method},
+		{"--prompt-lookup-max", o->method == DRAFT_METHOD_NGRAM, "--method ngram", method},
+		{"--pipeline", o->draft_rank, "--placement rank", placement},
+		{"--draft-deadline", o->draft_rank, "--placement rank", placement},
+		{"--gpu", o->device == CFG_DEVICE_CUDA, "--device cuda", device},
+	};
+	for (size_t i = 0; i < sizeof(only) / sizeof(only[0]); i++) {
+		if (given(seen, only[i].flag) && !only[i].applies) {
+			fprintf(stderr, "specd-run: %s goes with %s, not %s\n", only[i].flag,
+				only[i].goes_with, only[i].here);
+			return EXIT_USAGE;
+		}
+	}
+	if (o->draft_rank && o->method == DRAFT_METHOD_NONE) {
+		fprintf(stderr, "specd-run: --placement rank needs a speculation method: "
+				"--method none drafts nothing\n");
+		return EXIT_USAGE;
+	}
+	if (o->perplexity) {
+		/* Scoring a file generates nothing: no sampling, no drafter (and no prompt,
+		 * refused before). */
+		const char *gen[] = {"-n", "--max-tokens", "--temperature", "--top-k", "--top-p",
+				     "--seed", "--spec-tokens"};
+		const char *bad = o->chat ? "--chat" : NULL;
+		for (size_t i = 0; !bad && i < sizeof(gen) / sizeof(gen[0]); i++)
+			if (given(seen, gen[i]))
+				bad = gen[i];
+		if (!bad && o->method != DRAFT_METHOD_NONE)
+			bad = method;
+		if (bad) {
+			fprintf(stderr, "specd-run: %s does not go with --perplexity (it scores a "
+					"file and generates nothing)\n", bad);
+			return EXIT_USAGE;
+		}
+	}
+	/* The ngram drafter's lengths, as drafters/ngram.c takes them: 2 and 5 by default,
+	 * a larger minimum alone raising the maximum with it. Checked here rather than
+	 * once the model is loaded. */
+	long lo = o->lookup_min ? o->lookup_min : 2;
+	long hi = o->lookup_max ? o->lookup_max : (lo > 5 ? lo : 5);
+	if (lo > hi) {
+		if (o->lookup_min)
+			fprintf(stderr, "specd-run: --prompt-lookup-min %ld is greater than "
+					"--prompt-lookup-max %ld\n", lo, hi);
+		else
+			fprintf(stderr, "specd-run: --prompt-lookup-max %ld is less than the "
+					"default --prompt-lookup-min 2\n", hi);
+		return EXIT_USAGE;
+	}
+	const struct {
+		const char *flag;
+		bool used;
+	} files[] = {
+		{"--draft", o->method == DRAFT_METHOD_DRAFT_MODEL},
+		{"--heads", o->method == DRAFT_METHOD_MEDUSA},
+		{"--eagle", o->method == DRAFT_METHOD_EAGLE},
+		{"--spec-tokens", o->method != DRAFT_METHOD_NONE},
+	};
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
+		if (given(seen, files[i].flag) && !files[i].used)
+			fprintf(stderr, "specd-run: note: %s has no effect with %s\n",
+				files[i].flag, method);
+	return -1;
+}
+
 /* Returns -1 to go on, or the exit status (0 after --help/--version). */
 static int parse_args(int argc, char **argv, struct run_opts *o)
 {
+	bool seen[N_VALUE_FLAGS] = {false};
 	*o = (struct run_opts){
 		.max_tokens = 128,
 		.sp = {.temperature = 0.0f, .top_k = 0, .top_p = 1.0f},
@@ -220,20 +327,12 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 		} else {
 			snprintf(flag, sizeof(flag), "%s", a);
 		}
-		static const char *const known[] = {
-			"-m", "--model", "-p", "--prompt", "-n", "--max-tokens", "--temperature",
-			"--top-k", "--top-p", "--seed", "--threads", "--method", "--spec-tokens",
-			"--draft", "--heads", "--tp", "--perplexity", "--prompt-lookup-min",
-			"--prompt-lookup-max", "--placement", "--pipeline", "--draft-deadline",
-			"--eagle", "--eagle-tree", "--eagle-width", "--eagle-depth", "--device",
-			"--gpu"};
-		bool is_known = false;
-		for (size_t k = 0; k < sizeof(known) / sizeof(known[0]); k++)
-			is_known |= strcmp(flag, known[k]) == 0;
-		if (!is_known) {
+		int known = value_flag_index(flag);
+		if (known < 0) {
 			fprintf(stderr, "specd-run: unknown argument '%s' (see --help)\n", a);
 			return EXIT_USAGE;
 		}
+		seen[known] = true;
 		if (!v) {
 			if (i + 1 >= argc) {
 				fprintf(stderr, "specd-run: %s needs a value\n", flag);
@@ -337,26 +436,20 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 				"folder)\n");
 		return EXIT_USAGE;
 	}
-	if (o->lookup_min && o->lookup_max && o->lookup_min > o->lookup_max) {
-		fprintf(stderr, "specd-run: --prompt-lookup-min %ld is greater than "
-				"--prompt-lookup-max %ld\n", o->lookup_min, o->lookup_max);
-		return EXIT_USAGE;
-	}
 	if ((o->tp != 1 || o->draft_rank) && o->perplexity) {
 		fprintf(stderr, "specd-run: --perplexity runs in one process (no --tp, no "
 				"--placement rank)\n");
 		return EXIT_USAGE;
 	}
-	if (o->method == DRAFT_METHOD_NONE && (o->draft || o->heads || o->eagle.path ||
-						 o->spec_tokens))
-		fprintf(stderr, "specd-run: note: --spec-tokens, --draft, --heads and --eagle "
-				"have no effect with --method none\n");
-	if (!o->spec_tokens)
-		o->spec_tokens = DEFAULT_SPEC_TOKENS;
 	if (o->perplexity && o->prompt) {
 		fprintf(stderr, "specd-run: --perplexity and --prompt exclude each other\n");
 		return EXIT_USAGE;
 	}
+	int rc = check_combinations(o, seen);
+	if (rc >= 0)
+		return rc;
+	if (!o->spec_tokens)
+		o->spec_tokens = DEFAULT_SPEC_TOKENS;
 	return -1;
 }
 

@@ -1,7 +1,8 @@
 /* specd-run end to end: greedy text and perplexity on stories260K as the numpy
  * fixture has them (tests/fixtures/stories260K.json), reproducible sampling, stopping
  * at the context, and the clear errors of bad flags, a missing model and a prompt
- * longer than the context. Runs the program with ts_run (stdout and stderr merged). */
+ * longer than the context, options the run would not use refused at the command line.
+ * Runs the program with ts_run (stdout and stderr merged). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -203,6 +204,79 @@ static void test_specd_run__clear_errors(void **state)
 	}
 }
 
+/* Values that are no integer, and options the run would not use, end at the command line
+ * (exit 2, the message naming both sides), before the model is loaded. */
+static void test_specd_run__refuses_options_that_do_not_apply(void **state)
+{
+	(void)state;
+	struct {
+		const char *want;
+		const char *args[8];
+	} cases[] = {
+		{"--seed ' -1'", {"--seed", " -1", NULL}},
+		{"--seed '-1'", {"--seed", "-1", NULL}},
+		{"--seed '18446744073709551616'", {"--seed", "18446744073709551616", NULL}},
+		{"--top-k ' 5'", {"--top-k", " 5", NULL}},
+		{"--max-tokens '+5'", {"--max-tokens", "+5", NULL}},
+		{"--max-tokens '2.7'", {"--max-tokens", "2.7", NULL}},
+		{"--prompt-lookup-max 1 is less than the default --prompt-lookup-min 2",
+		 {"--method", "ngram", "--prompt-lookup-max", "1", NULL}},
+		{"--prompt-lookup-min goes with --method ngram, not --method draft_model",
+		 {"--method", "draft_model", "--draft", "d.gguf", "--prompt-lookup-min", "2",
+		  NULL}},
+		{"--prompt-lookup-max goes with --method ngram, not --method none",
+		 {"--prompt-lookup-max", "4", NULL}},
+		{"--eagle-width goes with --method eagle, not --method ngram",
+		 {"--method", "ngram", "--eagle-width", "2", NULL}},
+		{"--eagle-tree goes with --method eagle, not --method medusa",
+		 {"--method", "medusa", "--heads", "h", "--eagle-tree", "static", NULL}},
+		{"--eagle-depth goes with --method eagle, not --method none",
+		 {"--eagle-depth", "3", NULL}},
+		{"--pipeline goes with --placement rank, not --placement leader",
+		 {"--method", "ngram", "--pipeline", "off", NULL}},
+		{"--draft-deadline goes with --placement rank, not --placement leader",
+		 {"--method", "ngram", "--placement", "leader", "--draft-deadline", "2", NULL}},
+		{"--placement rank needs a speculation method", {"--placement", "rank", NULL}},
+		{"--gpu goes with --device cuda, not --device cpu", {"--gpu", "0", NULL}},
+		{"--gpu goes with --device cuda, not --device emulated",
+		 {"--device", "emulated", "--gpu", "1", NULL}},
+		{"--chat does not go with --perplexity", {"--perplexity", "f.txt", "--chat", NULL}},
+		{"-n does not go with --perplexity", {"--perplexity", "f.txt", "-n", "3", NULL}},
+		{"--seed does not go with --perplexity",
+		 {"--perplexity", "f.txt", "--seed", "3", NULL}},
+		{"--method ngram does not go with --perplexity",
+		 {"--perplexity", "f.txt", "--method", "ngram", NULL}},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const char *args[12] = {"-m", g_small};
+		for (int j = 0; cases[i].args[j]; j++)
+			args[2 + j] = cases[i].args[j];
+		char *out = NULL;
+		int rc = run(&out, args);
+		if (rc != 2 || !strstr(out, cases[i].want))
+			fail_msg("case %zu: exit %d, expected 2 and '%s':\n%s", i, rc,
+				 cases[i].want, out);
+		free(out);
+	}
+	/* A drafter's file another method does not read is a note (scripts hand every
+	 * file and pick with --method); so is K with --method none. Both still run. */
+	char *out = NULL;
+	const char *heads[] = {"-m", g_small, "-p", "hi", "-n", "3", "--method", "ngram",
+			       "--heads", "h.safetensors", NULL};
+	assert_int_equal(run(&out, heads), 0);
+	expect(out, "note: --heads has no effect with --method ngram");
+	free(out);
+	const char *k[] = {"-m", g_small, "-p", "hi", "-n", "3", "--spec-tokens", "3", NULL};
+	assert_int_equal(run(&out, k), 0);
+	expect(out, "note: --spec-tokens has no effect with --method none");
+	free(out);
+	/* A larger minimum alone raises the default maximum with it, as the drafter does. */
+	const char *min_only[] = {"-m", g_small, "-p", "hi", "-n", "3", "--method", "ngram",
+				  "--prompt-lookup-min", "7", NULL};
+	assert_int_equal(run(&out, min_only), 0);
+	free(out);
+}
+
 static void test_specd_run__help_and_version(void **state)
 {
 	(void)state;
@@ -228,6 +302,7 @@ int main(void)
 		cmocka_unit_test(test_specd_run__seeded_sampling_is_reproducible),
 		cmocka_unit_test(test_specd_run__stops_when_the_context_is_full),
 		cmocka_unit_test(test_specd_run__clear_errors),
+		cmocka_unit_test(test_specd_run__refuses_options_that_do_not_apply),
 		cmocka_unit_test(test_specd_run__help_and_version),
 	};
 	return cmocka_run_group_tests(tests, setup_all, teardown_all);
