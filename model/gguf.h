@@ -132,6 +132,9 @@ bool gguf_get_arr_str(const struct gguf_file *f, const char *key, uint64_t i,
 uint64_t gguf_tensor_count(const struct gguf_file *f);
 const struct gguf_tensor *gguf_tensor_at(const struct gguf_file *f, uint64_t i);
 const struct gguf_tensor *gguf_find_tensor(const struct gguf_file *f, const char *name);
+/* The i with gguf_tensor_at(f, i) == t, for a t obtained from f (the loader marks
+ * what it has taken by it). */
+uint64_t gguf_tensor_index(const struct gguf_file *f, const struct gguf_tensor *t);
 
 /* Writer. Keys keep the order they were first set in; setting a key again replaces its
  * value in place. Strings are copied; tensor data is copied at add time (the caller's

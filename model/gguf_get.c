@@ -249,6 +249,11 @@ const struct gguf_tensor *gguf_tensor_at(const struct gguf_file *f, uint64_t i)
 	return i < f->n_tensors ? &f->tensors[i] : NULL;
 }
 
+uint64_t gguf_tensor_index(const struct gguf_file *f, const struct gguf_tensor *t)
+{
+	return (uint64_t)(t - f->tensors);
+}
+
 const struct gguf_tensor *gguf_find_tensor(const struct gguf_file *f, const char *name)
 {
 	uint64_t i = gguf_index_find(f, name, false);

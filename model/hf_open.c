@@ -208,6 +208,61 @@ struct hf_model_info {
 	uint32_t vocab_size; /* 0 when config.json has none */
 };
 
+/* transformers' default RoPE (rope_parameters in transformers 5) reads
+ * partial_rotary_factor from any config; the kernels rotate the whole head. */
+static enum specd_status cfg_partial_rotary(const struct hf_cfg *c, const json_t *obj,
+					    const char *key)
+{
+	const json_t *v = json_object_get(obj, "partial_rotary_factor");
+
+	if (!v || json_is_null(v))
+		return SPECD_OK;
+	if (!json_is_number(v))
+		return specd_errorf(c->err, SPECD_INVAL, "%s: key '%s' is not a number", c->path, key);
+	if (json_number_value(v) != 1.0)
+		return specd_errorf(c->err, SPECD_UNSUPPORTED,
+				    "%s: key '%s' is %g; partial rotary embedding is not supported",
+				    c->path, key, json_number_value(v));
+	return SPECD_OK;
+}
+
+/* Keys that change what the model computes beyond the hyper-parameters. transformers
+ * reads attention_bias and mlp_bias for llama only (Qwen2 has q/k/v biases and
+ * nothing else whatever its config says); the loader takes q/k/v biases, not o_proj's
+ * (which attention_bias adds) nor the MLP's. */
+static enum specd_status cfg_features(const struct hf_cfg *c)
+{
+	const json_t *v;
+	enum specd_status st;
+	bool llama = strcmp(c->arch, model_arch_name(MODEL_ARCH_LLAMA)) == 0;
+
+	if (llama && json_is_true(json_object_get(c->root, "attention_bias")))
+		return specd_errorf(c->err, SPECD_UNSUPPORTED,
+				    "%s: key 'attention_bias' is true; a bias on the attention "
+				    "output (o_proj) is not supported", c->path);
+	if (llama && json_is_true(json_object_get(c->root, "mlp_bias")))
+		return specd_errorf(c->err, SPECD_UNSUPPORTED,
+				    "%s: key 'mlp_bias' is true; MLP biases are not supported", c->path);
+	/* swish is transformers' other name for silu (ACT2FN). */
+	v = json_object_get(c->root, "hidden_act");
+	if (v && !json_is_null(v)) {
+		const char *act = json_string_value(v);
+		if (!act)
+			return specd_errorf(c->err, SPECD_INVAL, "%s: key 'hidden_act' is not a string",
+					    c->path);
+		if (strcmp(act, "silu") != 0 && strcmp(act, "swish") != 0)
+			return specd_errorf(c->err, SPECD_UNSUPPORTED,
+					    "%s: key 'hidden_act' is '%.32s'; activations other than "
+					    "silu are not supported", c->path, act);
+	}
+	if ((st = cfg_partial_rotary(c, c->root, "partial_rotary_factor")) != SPECD_OK)
+		return st;
+	v = json_object_get(c->root, "rope_parameters");
+	if (json_is_object(v))
+		return cfg_partial_rotary(c, v, "rope_parameters.partial_rotary_factor");
+	return SPECD_OK;
+}
+
 static enum specd_status cfg_keys(struct hf_cfg *c, struct hf_model_info *info)
 {
 	const json_t *v;
@@ -223,6 +278,8 @@ static enum specd_status cfg_keys(struct hf_cfg *c, struct hf_model_info *info)
 		return specd_errorf(c->err, SPECD_UNSUPPORTED,
 				    "%s: key 'use_sliding_window' is true; sliding-window attention is not supported",
 				    c->path);
+	if ((st = cfg_features(c)) != SPECD_OK)
+		return st;
 	v = json_object_get(c->root, "tie_word_embeddings");
 	if (v && !json_is_boolean(v))
 		return specd_errorf(c->err, SPECD_INVAL, "%s: key 'tie_word_embeddings' is not a bool",
@@ -329,6 +386,12 @@ static enum specd_status tensor_data(struct hf_load *ld, const struct safetensor
 	return gguf_view_own(ld->f, copy, 0);
 }
 
+static bool ends_with(const char *s, const char *tail)
+{
+	size_t n = strlen(s), k = strlen(tail);
+	return n >= k && strcmp(s + n - k, tail) == 0;
+}
+
 static enum specd_status add_tensor(struct hf_load *ld, const char *file,
 				    const struct safetensors_tensor *t, const uint8_t *base)
 {
@@ -338,11 +401,26 @@ static enum specd_status add_tensor(struct hf_load *ld, const char *file,
 	enum kern_dtype type;
 	enum specd_status st;
 
-	if (!model_file_gguf_name(t->name, name, sizeof(name)) ||
-	    (ld->tied && strcmp(name, "output.weight") == 0)) {
-		ld->skipped++; /* rotary_emb.inv_freq, a tied lm_head: nothing the loader reads */
+	if (!model_file_gguf_name(t->name, name, sizeof(name))) {
+		/* A buffer transformers recomputes from rope_theta; anything else is a
+		 * weight of a feature the loader lacks, which must not be dropped quietly. */
+		if (ends_with(t->name, ".rotary_emb.inv_freq")) {
+			ld->skipped++;
+			return SPECD_OK;
+		}
+		return specd_errorf(ld->err, SPECD_UNSUPPORTED,
+				    "%s/%s: tensor '%s' is not supported (not a weight of the llama "
+				    "or qwen2 architecture)", ld->dir, file, t->name);
+	}
+	if (ld->tied && strcmp(name, "output.weight") == 0) {
+		ld->skipped++; /* a tied lm_head: the loader reads the embedding */
 		return SPECD_OK;
 	}
+	if (ends_with(name, ".bias") && !ends_with(name, ".attn_q.bias") &&
+	    !ends_with(name, ".attn_k.bias") && !ends_with(name, ".attn_v.bias"))
+		return specd_errorf(ld->err, SPECD_UNSUPPORTED,
+				    "%s/%s: tensor '%s': a bias there is not supported (q_proj, "
+				    "k_proj and v_proj take biases)", ld->dir, file, t->name);
 	for (uint32_t d = 0; d < t->n_dims; d++)
 		ne[d] = t->shape[t->n_dims - 1 - d];
 	if ((st = tensor_data(ld, t, base + t->offset, &data, &type)) != SPECD_OK)
@@ -453,7 +531,7 @@ static enum specd_status load_tensors(struct hf_load *ld)
 	if (st != SPECD_OK)
 		return st;
 	if (ld->skipped)
-		LOG_DEBUG("%s: %zu tensors not used (rotary_emb.inv_freq, tied lm_head, ...)", ld->dir,
+		LOG_DEBUG("%s: %zu tensors not used (rotary_emb.inv_freq, a tied lm_head)", ld->dir,
 			  ld->skipped);
 	if (!ld->tied && !gguf_find_tensor(ld->f, "output.weight") &&
 	    gguf_find_tensor(ld->f, "token_embd.weight"))

@@ -2,7 +2,9 @@
  * name and checked against them (an error names the tensor, the shape found and the
  * one expected), weights used in place from the mapping, cut to this shard's part
  * when a tensor-parallel hook is given (llama_shard.c), then the KV pool and the
- * activations allocated once for max_batch tokens. */
+ * activations allocated once for max_batch tokens. A key or tensor asking for what
+ * the forward pass does not compute (RoPE scaling, partial rotary, a tensor nothing
+ * reads) is refused by name: such a file would load and quietly write other text. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
@@ -19,6 +21,7 @@
 struct loader {
 	const struct gguf_file *f;
 	const char *arch; /* key prefix */
+	uint8_t *used;    /* (gguf_tensor_count) 1 once tensor() has handed it out */
 	struct specd_error *err;
 };
 
@@ -61,6 +64,7 @@ static enum specd_status tensor(const struct loader *ld, const char *name, uint6
 		}
 		return specd_errorf(ld->err, SPECD_INVAL, "tensor %s: missing", name);
 	}
+	ld->used[gguf_tensor_index(ld->f, t)] = 1;
 	if (t->ne[0] != ne0 || t->ne[1] != ne1 || t->ne[2] != 1 || t->ne[3] != 1) {
 		char found[96];
 		if (t->ne[2] != 1 || t->ne[3] != 1)
@@ -190,6 +194,120 @@ static enum specd_status read_hparams(const struct loader *ld, struct model_hpar
 				    "non-negative and positive", ld->arch, (double)hp->rms_eps,
 				    (double)hp->rope_base);
 	return SPECD_OK;
+}
+
+/* `<arch>.suffix` into key[0..cap), for messages and lookups. */
+static const char *arch_key(const struct loader *ld, const char *suffix, char *key, size_t cap)
+{
+	snprintf(key, cap, "%s.%s", ld->arch, suffix);
+	return key;
+}
+
+/* RoPE as the kernels compute it: over the whole head, angle pos * base^(-2i/d),
+ * nothing scaled. llama.cpp reads the scaling as the type (linear when the key is
+ * absent) and a factor from rope.scaling.factor, else rope.scale_linear, where 0 and
+ * 1 scale nothing, and type "none" never scales; so do we, and refuse the rest. */
+static enum specd_status check_rope_scaling(const struct loader *ld)
+{
+	char type_key[128], factor_key[128], linear_key[128];
+	const char *factor_from = NULL;
+	struct gguf_str type = {.ptr = "linear", .len = 6};
+	float factor = 0.0f;
+
+	arch_key(ld, "rope.scaling.type", type_key, sizeof(type_key));
+	arch_key(ld, "rope.scaling.factor", factor_key, sizeof(factor_key));
+	arch_key(ld, "rope.scale_linear", linear_key, sizeof(linear_key));
+	if (gguf_has_key(ld->f, type_key) && !gguf_get_str(ld->f, type_key, &type))
+		return specd_errorf(ld->err, SPECD_INVAL, "%s: not a string", type_key);
+	if (gguf_has_key(ld->f, factor_key))
+		factor_from = factor_key;
+	else if (gguf_has_key(ld->f, linear_key))
+		factor_from = linear_key;
+	if (factor_from && !gguf_get_f32(ld->f, factor_from, &factor))
+		return specd_errorf(ld->err, SPECD_INVAL, "%s: not a float", factor_from);
+	if ((type.len == 4 && memcmp(type.ptr, "none", 4) == 0) || factor == 0.0f ||
+	    factor == 1.0f)
+		return SPECD_OK;
+	return specd_errorf(ld->err, SPECD_UNSUPPORTED,
+			    "rope scaling '%.*s' by %g (%s%s%s) is not supported (only unscaled "
+			    "RoPE is: type none, or factor 1)",
+			    (int)(type.len > 32 ? 32 : type.len), type.ptr, (double)factor,
+			    gguf_has_key(ld->f, type_key) ? type_key : "",
+			    gguf_has_key(ld->f, type_key) ? ", " : "", factor_from);
+}
+
+/* Keys that would change the output of the llama and qwen2 graphs beyond what
+ * read_hparams takes: partial rotary, a value head of another size, experts, scaled
+ * RoPE; and the tensor of RoPE frequency factors (Llama 3.1's scaling), accepted only
+ * when every factor is exactly 1: it then divides each frequency by 1, nothing. */
+static enum specd_status check_features(const struct loader *ld, const struct model_hparams *hp)
+{
+	char key[128];
+	uint32_t v;
+	enum specd_status st;
+
+	arch_key(ld, "rope.dimension_count", key, sizeof(key));
+	if (gguf_has_key(ld->f, key)) {
+		if ((st = key_u32(ld, "rope.dimension_count", true, &v)) != SPECD_OK)
+			return st;
+		if (v != hp->head_dim)
+			return specd_errorf(ld->err, SPECD_UNSUPPORTED,
+					    "%s %u with a head size of %u: partial rotary embedding "
+					    "is not supported (RoPE over the whole head is)", key, v,
+					    hp->head_dim);
+	}
+	arch_key(ld, "attention.value_length", key, sizeof(key));
+	if (gguf_has_key(ld->f, key)) {
+		if ((st = key_u32(ld, "attention.value_length", true, &v)) != SPECD_OK)
+			return st;
+		if (v != hp->head_dim)
+			return specd_errorf(ld->err, SPECD_UNSUPPORTED,
+					    "%s %u with a key head size of %u: value heads of "
+					    "another size are not supported", key, v, hp->head_dim);
+	}
+	arch_key(ld, "expert_count", key, sizeof(key));
+	v = 0;
+	if (gguf_has_key(ld->f, key) && (st = key_u32(ld, "expert_count", true, &v)) != SPECD_OK)
+		return st;
+	if (v > 0)
+		return specd_errorf(ld->err, SPECD_UNSUPPORTED, "%s %u: mixture-of-experts models "
+				    "are not supported", key, v);
+	if ((st = check_rope_scaling(ld)) != SPECD_OK)
+		return st;
+
+	const float *factors = NULL;
+	if ((st = vec_f32(ld, "rope_freqs.weight", hp->head_dim / 2, false, &factors)) != SPECD_OK)
+		return st;
+	for (uint32_t i = 0; factors && i < hp->head_dim / 2; i++)
+		if (factors[i] != 1.0f)
+			return specd_errorf(ld->err, SPECD_UNSUPPORTED,
+					    "tensor rope_freqs.weight: RoPE frequency factors (Llama "
+					    "3.1-style rope scaling) are not supported; factor %u is %g "
+					    "(only all 1, which changes nothing, is accepted)", i,
+					    (double)factors[i]);
+	return SPECD_OK;
+}
+
+/* Every tensor of the file must have been taken by the loader: one nothing reads
+ * (an output bias, a norm's bias, a new architecture's extra weight) means a
+ * feature the forward pass lacks, so the file is refused, naming the first in file
+ * order, as llama.cpp refuses a wrong number of tensors. */
+static enum specd_status check_all_used(const struct loader *ld)
+{
+	uint64_t n = gguf_tensor_count(ld->f), unused = 0, first = 0;
+
+	for (uint64_t i = n; i-- > 0;) {
+		if (!ld->used[i]) {
+			unused++;
+			first = i;
+		}
+	}
+	if (unused == 0)
+		return SPECD_OK;
+	return specd_errorf(ld->err, SPECD_UNSUPPORTED,
+			    "tensor %s: not supported: nothing in a %s model reads it (%" PRIu64
+			    " of the file's %" PRIu64 " tensors unused)",
+			    gguf_tensor_at(ld->f, first)->name, ld->arch, unused, n);
 }
 
 static enum specd_status load_layer(const struct loader *ld, const struct model *m,
@@ -564,6 +682,12 @@ enum specd_status model_load_gguf(const struct gguf_file *f, const struct model_
 	if (!m)
 		return specd_errorf(err, SPECD_NOMEM, "model: out of memory");
 	struct loader ld = {.f = f, .arch = arch_name, .err = err};
+	/* One more than needed, so that a file without tensors still gets a buffer. */
+	ld.used = specd_calloc(gguf_tensor_count(f) + 1, 1);
+	if (!ld.used) {
+		st = specd_errorf(err, SPECD_NOMEM, "model: out of memory");
+		goto fail;
+	}
 	m->file = f;
 	m->comm = cfg->comm;
 	m->hp.arch = arch;
@@ -571,7 +695,8 @@ enum specd_status model_load_gguf(const struct gguf_file *f, const struct model_
 									   : KERN_ROPE_ADJACENT;
 	if ((st = read_rope_layout(f, &m->rope_layout, err)) != SPECD_OK)
 		goto fail;
-	if ((st = read_hparams(&ld, &m->hp)) != SPECD_OK)
+	if ((st = read_hparams(&ld, &m->hp)) != SPECD_OK ||
+	    (st = check_features(&ld, &m->hp)) != SPECD_OK)
 		goto fail;
 	struct model_hparams *hp = &m->hp;
 	m->q_dim = hp->n_heads * hp->head_dim;
@@ -606,6 +731,10 @@ enum specd_status model_load_gguf(const struct gguf_file *f, const struct model_
 		if ((st = load_layer(&ld, m, l, &m->layers[l])) != SPECD_OK)
 			goto fail;
 	}
+	if ((st = check_all_used(&ld)) != SPECD_OK)
+		goto fail;
+	specd_free(ld.used);
+	ld.used = NULL;
 	hp->wtype = m->layers[0].wq.type;
 	m->n_heads = hp->n_heads;
 	m->n_kv_heads = hp->n_kv_heads;
@@ -648,6 +777,7 @@ enum specd_status model_load_gguf(const struct gguf_file *f, const struct model_
 	*out = m;
 	return SPECD_OK;
 fail:
+	specd_free(ld.used);
 	model_destroy(m);
 	return st;
 }

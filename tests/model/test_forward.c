@@ -646,7 +646,22 @@ static void test_forward__calls_the_comm_hook_twice_per_layer(void **state)
 
 /* ---- malformed files, written with the GGUF writer ---- */
 
-enum bad_kind { BAD_NONE, BAD_SHAPE, BAD_MISSING, BAD_ARCH, BAD_NORM_TYPE, BAD_KEY };
+enum bad_kind {
+	BAD_NONE, BAD_SHAPE, BAD_MISSING, BAD_ARCH, BAD_NORM_TYPE, BAD_KEY,
+	/* Features the forward pass lacks, which must be refused rather than ignored. */
+	BAD_ROPE_FREQS,    /* Llama 3.1's rope_freqs.weight, factors not all 1 */
+	BAD_ROPE_LINEAR,   /* rope.scaling.type linear, factor 2 */
+	BAD_ROPE_YARN,     /* rope.scaling.type yarn, factor 4 */
+	BAD_SCALE_LINEAR,  /* the older rope.scale_linear alone (llama.cpp: linear) */
+	BAD_PARTIAL_ROPE,  /* rope.dimension_count 4 of a head of 8 */
+	BAD_VALUE_LENGTH,  /* attention.value_length 4 of a key head of 8 */
+	BAD_EXPERTS,       /* expert_count 8 */
+	BAD_OUTPUT_BIAS,   /* blk.0.attn_output.bias: a tensor nothing reads */
+	BAD_FFN_BIAS,      /* blk.1.ffn_down.bias */
+	BAD_EXTRA_BLOCK,   /* blk.2.attn_norm.weight in a model of 2 blocks */
+	/* Variants that change nothing and load. */
+	OK_ROPE_FREQS_ONES, OK_SCALING_NONE, OK_SCALING_UNIT, OK_ROPE_DIMS,
+};
 
 static void write_small_model(const char *path, enum bad_kind bad)
 {
@@ -662,6 +677,21 @@ static void write_small_model(const char *path, enum bad_kind bad)
 	gguf_writer_set_u32(w, "llama.attention.head_count_kv", 2);
 	if (bad != BAD_KEY)
 		gguf_writer_set_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
+	if (bad == BAD_ROPE_LINEAR || bad == BAD_ROPE_YARN || bad == OK_SCALING_NONE ||
+	    bad == OK_SCALING_UNIT) {
+		gguf_writer_set_str(w, "llama.rope.scaling.type", bad == BAD_ROPE_LINEAR ? "linear"
+				    : bad == OK_SCALING_NONE ? "none" : "yarn");
+		gguf_writer_set_f32(w, "llama.rope.scaling.factor", bad == BAD_ROPE_LINEAR ? 2.0f
+				    : bad == OK_SCALING_UNIT ? 1.0f : 4.0f);
+	}
+	if (bad == BAD_SCALE_LINEAR)
+		gguf_writer_set_f32(w, "llama.rope.scale_linear", 4.0f);
+	if (bad == BAD_PARTIAL_ROPE || bad == OK_ROPE_DIMS)
+		gguf_writer_set_u32(w, "llama.rope.dimension_count", bad == OK_ROPE_DIMS ? 8 : 4);
+	if (bad == BAD_VALUE_LENGTH)
+		gguf_writer_set_u32(w, "llama.attention.value_length", 4);
+	if (bad == BAD_EXPERTS)
+		gguf_writer_set_u32(w, "llama.expert_count", 8);
 	float *data = calloc(vocab * dim + ffn * dim, sizeof(float));
 	for (size_t i = 0; i < vocab * dim + ffn * dim; i++)
 		data[i] = (float)((i * 7919) % 13) * 0.01f - 0.06f;
@@ -705,6 +735,18 @@ static void write_small_model(const char *path, enum bad_kind bad)
 		ADD(n, ffn, dim);
 	}
 	ADD("output_norm.weight", dim, 1);
+	if (bad == BAD_ROPE_FREQS || bad == OK_ROPE_FREQS_ONES) {
+		const float factors[4] = {1.0f, 1.0f, bad == BAD_ROPE_FREQS ? 0.25f : 1.0f, 1.0f};
+		uint64_t ne[1] = {hd / 2};
+		assert_int_equal(gguf_writer_add_tensor(w, "rope_freqs.weight", KERN_F32, 1, ne,
+							factors), SPECD_OK);
+	}
+	if (bad == BAD_OUTPUT_BIAS)
+		ADD("blk.0.attn_output.bias", dim, 1);
+	if (bad == BAD_FFN_BIAS)
+		ADD("blk.1.ffn_down.bias", dim, 1);
+	if (bad == BAD_EXTRA_BLOCK)
+		ADD("blk.2.attn_norm.weight", dim, 1);
 #undef ADD
 	struct specd_error err;
 	assert_int_equal(gguf_writer_write(w, path, 3, &err), SPECD_OK);
@@ -718,14 +760,14 @@ static void test_load__errors_name_the_tensor_or_key(void **state)
 	struct {
 		enum bad_kind kind;
 		enum specd_status st;
-		const char *msg;
+		const char *msg, *msg2;
 	} cases[] = {
 		{BAD_SHAPE, SPECD_INVAL,
-		 "tensor blk.1.ffn_up.weight: shape [32, 32], expected [32, 64]"},
-		{BAD_MISSING, SPECD_INVAL, "tensor blk.0.attn_k.weight: missing"},
-		{BAD_ARCH, SPECD_UNSUPPORTED, "general.architecture 'gpt2'"},
-		{BAD_NORM_TYPE, SPECD_UNSUPPORTED, "blk.0.attn_norm.weight: type f16"},
-		{BAD_KEY, SPECD_INVAL, "llama.attention.layer_norm_rms_epsilon: missing"},
+		 "tensor blk.1.ffn_up.weight: shape [32, 32], expected [32, 64]", NULL},
+		{BAD_MISSING, SPECD_INVAL, "tensor blk.0.attn_k.weight: missing", NULL},
+		{BAD_ARCH, SPECD_UNSUPPORTED, "general.architecture 'gpt2'", NULL},
+		{BAD_NORM_TYPE, SPECD_UNSUPPORTED, "blk.0.attn_norm.weight: type f16", NULL},
+		{BAD_KEY, SPECD_INVAL, "llama.attention.layer_norm_rms_epsilon: missing", NULL},
 	};
 	char path[600];
 	snprintf(path, sizeof(path), "%s/bad.gguf", g_dir);
@@ -737,6 +779,8 @@ static void test_load__errors_name_the_tensor_or_key(void **state)
 		assert_null(m);
 		if (!strstr(err.msg, cases[i].msg))
 			fail_msg("error '%s' lacks '%s'", err.msg, cases[i].msg);
+		if (cases[i].msg2 && !strstr(err.msg, cases[i].msg2))
+			fail_msg("error '%s' lacks '%s'", err.msg, cases[i].msg2);
 		assert_non_null(strstr(err.msg, path)); /* and names the file */
 	}
 	/* The well-formed one loads, tied to token_embd. */
@@ -750,6 +794,68 @@ static void test_load__errors_name_the_tensor_or_key(void **state)
 	assert_int_equal(kv_n_ctx(model_kv(m)), 16); /* context_length by default */
 	model_destroy(m);
 	assert_int_equal(model_load("/nonexistent/x.gguf", NULL, &m, &err), SPECD_IO);
+}
+
+/* Keys and tensors that change the output, which the forward pass does not compute,
+ * are refused naming the key or tensor: before, such files loaded and quietly wrote
+ * other text. Unscaled variants (type none, factor 1, every frequency factor 1, a
+ * rotary dimension of the whole head) load. */
+static void test_load__refuses_what_the_forward_would_ignore(void **state)
+{
+	(void)state;
+	struct {
+		enum bad_kind kind;
+		const char *msg, *msg2;
+	} cases[] = {
+		{BAD_ROPE_FREQS, "tensor rope_freqs.weight: RoPE frequency factors",
+		 "not supported; factor 2 is 0.25"},
+		{BAD_ROPE_LINEAR, "rope scaling 'linear' by 2 (llama.rope.scaling.type, "
+		 "llama.rope.scaling.factor) is not supported", NULL},
+		{BAD_ROPE_YARN, "rope scaling 'yarn' by 4", "not supported"},
+		{BAD_SCALE_LINEAR, "rope scaling 'linear' by 4 (llama.rope.scale_linear) is not "
+		 "supported", NULL},
+		{BAD_PARTIAL_ROPE, "llama.rope.dimension_count 4 with a head size of 8",
+		 "partial rotary embedding is not supported"},
+		{BAD_VALUE_LENGTH, "llama.attention.value_length 4", "not supported"},
+		{BAD_EXPERTS, "llama.expert_count 8", "not supported"},
+		{BAD_OUTPUT_BIAS, "tensor blk.0.attn_output.bias: not supported",
+		 "(1 of the file's 21 tensors unused)"},
+		{BAD_FFN_BIAS, "tensor blk.1.ffn_down.bias: not supported", NULL},
+		{BAD_EXTRA_BLOCK, "tensor blk.2.attn_norm.weight: not supported", NULL},
+	};
+	enum bad_kind fine[] = {OK_ROPE_FREQS_ONES, OK_SCALING_NONE, OK_SCALING_UNIT,
+				OK_ROPE_DIMS};
+	char path[600];
+	struct model *m = NULL;
+	struct specd_error err;
+	snprintf(path, sizeof(path), "%s/unsupported.gguf", g_dir);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		write_small_model(path, cases[i].kind);
+		enum specd_status st = model_load(path, NULL, &m, &err);
+		if (st != SPECD_UNSUPPORTED)
+			fail_msg("case %zu: %s: %s", i, specd_status_str(st),
+				 st == SPECD_OK ? "loaded" : err.msg);
+		assert_null(m);
+		if (!strstr(err.msg, cases[i].msg))
+			fail_msg("error '%s' lacks '%s'", err.msg, cases[i].msg);
+		if (cases[i].msg2 && !strstr(err.msg, cases[i].msg2))
+			fail_msg("error '%s' lacks '%s'", err.msg, cases[i].msg2);
+	}
+	for (size_t i = 0; i < sizeof(fine) / sizeof(fine[0]); i++) {
+		write_small_model(path, fine[i]);
+		enum specd_status st = model_load(path, NULL, &m, &err);
+		if (st != SPECD_OK)
+			fail_msg("variant %zu: %s", i, err.msg);
+		model_destroy(m);
+		m = NULL;
+	}
+	/* Every model the generator writes uses each of its tensors. */
+	const char *const gens[] = {g_llama, g_qwen, g_q4};
+	for (size_t i = 0; i < 3; i++) {
+		assert_int_equal(model_load(gens[i], NULL, &m, &err), SPECD_OK);
+		model_destroy(m);
+		m = NULL;
+	}
 }
 
 static void test_load__fails_cleanly_on_every_allocation(void **state)
@@ -977,6 +1083,7 @@ int main(void)
 		cmocka_unit_test(test_forward__rejects_bad_batches_without_touching_the_cache),
 		cmocka_unit_test(test_forward__calls_the_comm_hook_twice_per_layer),
 		cmocka_unit_test(test_load__errors_name_the_tensor_or_key),
+		cmocka_unit_test(test_load__refuses_what_the_forward_would_ignore),
 		cmocka_unit_test(test_load__fails_cleanly_on_every_allocation),
 		cmocka_unit_test(test_stories260k__greedy_matches_fixture),
 		cmocka_unit_test(test_stories260k__logits_and_perplexity_match_fixture),

@@ -357,6 +357,64 @@ static void rope_scaling(json_t *c)
 	json_object_set_new(c, "rope_scaling", json_pack("{s:s,s:f}", "type", "linear", "factor", 2.0));
 }
 
+static void attention_bias(json_t *c)
+{
+	json_object_set_new(c, "attention_bias", json_true());
+}
+
+static void mlp_bias(json_t *c)
+{
+	json_object_set_new(c, "mlp_bias", json_true());
+}
+
+static void gelu(json_t *c)
+{
+	json_object_set_new(c, "hidden_act", json_string("gelu"));
+}
+
+static void swish(json_t *c)
+{
+	json_object_set_new(c, "hidden_act", json_string("swish"));
+}
+
+static void partial_rotary(json_t *c)
+{
+	json_object_set_new(c, "partial_rotary_factor", json_real(0.5));
+}
+
+/* Appends an f32 vector of n zeros named `name` to dir/model.safetensors: a tensor
+ * the generator never writes (an o_proj bias, a q_norm), its data after the rest. */
+static void append_tensor(const char *dir, const char *name, size_t n)
+{
+	char path[800];
+	size_t len;
+	snprintf(path, sizeof(path), "%s/model.safetensors", dir);
+	uint8_t *p = (uint8_t *)slurp(path, &len);
+	uint64_t hl = 0;
+	for (int i = 7; i >= 0; i--)
+		hl = hl << 8 | p[i];
+	json_t *root = json_loadb((const char *)p + 8, (size_t)hl, 0, NULL);
+	assert_non_null(root);
+	size_t data = len - 8 - hl;
+	json_object_set_new(root, name, json_pack("{s:s,s:[I],s:[I,I]}", "dtype", "F32", "shape",
+						  (json_int_t)n, "data_offsets", (json_int_t)data,
+						  (json_int_t)(data + 4 * n)));
+	char *text = json_dumps(root, JSON_COMPACT);
+	size_t tl = strlen(text), nl = (tl + 7) / 8 * 8;
+	uint8_t *q = calloc(1, 8 + nl + data + 4 * n);
+	assert_non_null(q);
+	for (int i = 0; i < 8; i++)
+		q[i] = (uint8_t)((uint64_t)nl >> (8 * i));
+	memcpy(q + 8, text, tl);
+	memset(q + 8 + tl, ' ', nl - tl);
+	memcpy(q + 8 + nl, p + 8 + hl, data);
+	spit(path, q, 8 + nl + data + 4 * n);
+	free(q);
+	free(text);
+	free(p);
+	json_decref(root);
+}
+
 static void wider(json_t *c)
 {
 	json_object_set_new(c, "intermediate_size", json_integer(256));
@@ -438,6 +496,61 @@ static void test_hf__config_errors_name_file_and_key(void **state)
 	snprintf(path, sizeof(path), "%s/config.json", dir);
 	unlink(path);
 	expect_open_error(dir, SPECD_IO, "config.json", "cannot open", NULL);
+}
+
+/* config.json keys and tensors that change the output beyond what the loader computes
+ * are refused at open, naming the file and the key or tensor: before, they were
+ * accepted and ignored. What changes nothing opens. */
+static void test_hf__refuses_what_the_forward_would_ignore(void **state)
+{
+	(void)state;
+	char dir[700];
+
+	copy_folder("llama", dir, sizeof(dir));
+	edit_json(dir, "config.json", attention_bias);
+	expect_open_error(dir, SPECD_UNSUPPORTED, "config.json", "key 'attention_bias' is true",
+			  "(o_proj) is not supported", NULL);
+
+	copy_folder("llama", dir, sizeof(dir));
+	edit_json(dir, "config.json", mlp_bias);
+	expect_open_error(dir, SPECD_UNSUPPORTED, "config.json", "key 'mlp_bias' is true",
+			  "MLP biases are not supported", NULL);
+
+	copy_folder("llama", dir, sizeof(dir));
+	edit_json(dir, "config.json", gelu);
+	expect_open_error(dir, SPECD_UNSUPPORTED, "config.json", "key 'hidden_act' is 'gelu'",
+			  "other than silu are not supported", NULL);
+
+	copy_folder("llama", dir, sizeof(dir));
+	edit_json(dir, "config.json", partial_rotary);
+	expect_open_error(dir, SPECD_UNSUPPORTED, "config.json", "'partial_rotary_factor' is 0.5",
+			  "partial rotary embedding is not supported", NULL);
+
+	/* A bias where the loader reads none, and a tensor of no known part. */
+	copy_folder("llama", dir, sizeof(dir));
+	append_tensor(dir, "model.layers.1.self_attn.o_proj.bias", 64);
+	expect_open_error(dir, SPECD_UNSUPPORTED, "model.safetensors",
+			  "'model.layers.1.self_attn.o_proj.bias'", "bias there is not supported", NULL);
+	copy_folder("llama", dir, sizeof(dir));
+	append_tensor(dir, "model.layers.0.mlp.down_proj.bias", 64);
+	expect_open_error(dir, SPECD_UNSUPPORTED, "'model.layers.0.mlp.down_proj.bias'",
+			  "bias there is not supported", NULL);
+	copy_folder("llama", dir, sizeof(dir));
+	append_tensor(dir, "model.layers.0.self_attn.q_norm.weight", 16);
+	expect_open_error(dir, SPECD_UNSUPPORTED, "model.safetensors",
+			  "'model.layers.0.self_attn.q_norm.weight' is not supported", NULL);
+
+	/* Changing nothing: Qwen2 has its q/k/v biases whatever attention_bias says (and
+	 * transformers reads mlp_bias for llama only), swish is silu, and rotary_emb.inv_freq
+	 * is a buffer transformers recomputes from rope_theta. */
+	copy_folder("qwen", dir, sizeof(dir));
+	edit_json(dir, "config.json", attention_bias);
+	edit_json(dir, "config.json", mlp_bias);
+	edit_json(dir, "config.json", swish);
+	compare("case", "qwen", 0.0f);
+	copy_folder("llama", dir, sizeof(dir));
+	append_tensor(dir, "model.layers.0.self_attn.rotary_emb.inv_freq", 8);
+	compare("case", "llama", 0.0f);
 }
 
 static void test_hf__tokenizer_errors_and_merge_forms(void **state)
@@ -557,6 +670,7 @@ int main(void)
 		cmocka_unit_test(test_hf__sharded_bitwise_equals_single_file),
 		cmocka_unit_test(test_hf__view_has_gguf_names_and_halves_rope),
 		cmocka_unit_test(test_hf__config_errors_name_file_and_key),
+		cmocka_unit_test(test_hf__refuses_what_the_forward_would_ignore),
 		cmocka_unit_test(test_hf__tokenizer_errors_and_merge_forms),
 		cmocka_unit_test(test_hf__safetensors_errors_name_file_and_tensor),
 		cmocka_unit_test(test_hf__missing_shard_and_index_errors),
