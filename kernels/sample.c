@@ -70,6 +70,29 @@ bool kern_sample_argmax(const float *x, size_t n, size_t *best)
 	return true;
 }
 
+void kern_sample_scale_row(const struct kern_sample_params *p, const float *x, size_t n,
+			   struct kern_sample_scale *s)
+{
+	float fmax = -INFINITY, xmax = -INFINITY;
+	bool finite = false;
+
+	for (size_t i = 0; i < n; i++) {
+		if (isnan(x[i]))
+			continue;
+		xmax = x[i] > xmax ? x[i] : xmax;
+		if (isfinite(x[i]) && (!finite || x[i] > fmax)) {
+			fmax = x[i];
+			finite = true;
+		}
+	}
+	s->inv_t = 1.0f / p->temperature;
+	/* Only the largest finite logit can overflow to +inf (the rest lie below it)
+	 * or, when negative, take every finite logit to -inf with it; a smaller one
+	 * overflowing to -inf gets e = 0, which exp(z - zmax) rounds to anyway. */
+	s->limit = finite && (isinf(s->inv_t) || isinf(fmax * s->inv_t));
+	s->xmax = xmax;
+}
+
 size_t kern_sample_scratch_bytes(size_t n)
 {
 	return n * sizeof(struct sample_cand);
@@ -103,7 +126,8 @@ enum specd_status kern_sample_probs(const struct kern_sample_params *p, const fl
 				    size_t n, float *probs, void *scratch)
 {
 	struct sample_cand *c = scratch;
-	float inv_t, zmax = -INFINITY;
+	struct kern_sample_scale sc;
+	float zmax = -INFINITY;
 	double sum = 0.0, kept_sum = 0.0;
 	size_t k = p->top_k > 0 && p->top_k < n ? p->top_k : n;
 	size_t m = 0;
@@ -112,9 +136,9 @@ enum specd_status kern_sample_probs(const struct kern_sample_params *p, const fl
 	if (kern_sample_is_greedy(p))
 		return greedy_probs(logits, n, probs);
 
-	inv_t = 1.0f / p->temperature;
+	kern_sample_scale_row(p, logits, n, &sc);
 	for (size_t i = 0; i < n; i++) {
-		float z = isnan(logits[i]) ? -INFINITY : logits[i] * inv_t;
+		float z = kern_sample_z(&sc, logits[i]);
 
 		probs[i] = z;
 		if (z > zmax)
@@ -133,11 +157,9 @@ enum specd_status kern_sample_probs(const struct kern_sample_params *p, const fl
 	if (k < n) {
 		/* Keep the k best in a heap whose root is the worst of them: O(n log k). */
 		for (size_t i = 0; i < n; i++) {
-			struct sample_cand x = { .z = logits[i] * inv_t, .e = probs[i],
+			struct sample_cand x = { .z = kern_sample_z(&sc, logits[i]), .e = probs[i],
 						 .id = (uint32_t)i };
 
-			if (isnan(logits[i]))
-				x.z = -INFINITY;
 			if (m < k) {
 				c[m++] = x;
 				if (m == k)
@@ -157,7 +179,7 @@ enum specd_status kern_sample_probs(const struct kern_sample_params *p, const fl
 
 		for (size_t i = 0; i < n; i++) {
 			if (probs[i] >= floor_e) {
-				c[m].z = isnan(logits[i]) ? -INFINITY : logits[i] * inv_t;
+				c[m].z = kern_sample_z(&sc, logits[i]);
 				c[m].e = probs[i];
 				c[m].id = (uint32_t)i;
 				m++;

@@ -6,6 +6,7 @@
 #ifndef SPECD_KERNELS_SAMPLE_H
 #define SPECD_KERNELS_SAMPLE_H
 
+#include <math.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -25,6 +26,34 @@ static inline bool kern_sample_is_greedy(const struct kern_sample_params *p)
 static inline bool kern_sample_ranks_before(float za, uint32_t ia, float zb, uint32_t ib)
 {
 	return za > zb || (za == zb && ia < ib);
+}
+
+/* How a row's logits x become the transform's z = x / T (kern_sample_z). When 1/T,
+ * or the largest finite logit times 1/T, overflows (a tiny or subnormal temperature),
+ * x / T would make distinct logits equal infinities, or 0 * inf a NaN; such a row
+ * takes the limit T -> 0+ of (x - max) / T instead: 0 at the row's largest logit and
+ * -inf elsewhere, so its distribution is the one-hot at the argmax (shared equally
+ * among tied maxima, as +inf logits share it at any temperature). A row whose z are
+ * all representable is computed as x * (1/T), unchanged. The CUDA op
+ * (kernels/cuda/cuda_sample.cu) makes the same choice per row. */
+struct kern_sample_scale {
+	float inv_t; /* 1 / temperature, +inf for a subnormal one */
+	bool limit;  /* the row takes the T -> 0+ limit */
+	float xmax;  /* limit only: the row's largest non-NaN logit */
+};
+
+/* The scale of row x[0..n) under non-greedy parameters p. */
+void kern_sample_scale_row(const struct kern_sample_params *p, const float *x, size_t n,
+			   struct kern_sample_scale *s);
+
+/* A logit's z under s; NaN is -inf. */
+static inline float kern_sample_z(const struct kern_sample_scale *s, float x)
+{
+	if (isnan(x))
+		return -INFINITY;
+	if (s->limit)
+		return x == s->xmax ? 0.0f : -INFINITY;
+	return x * s->inv_t;
 }
 
 /* The index of the largest of n values, the lowest on ties, NaN ignored, into *best;

@@ -145,6 +145,8 @@ static const struct sample_setting {
 	 {.temperature = 0.6f, .top_k = 100, .top_p = 0.8f, .min_p = 0.02f}},
 	{"T 1 k 5000 p 0.95 min_p 0.05",
 	 {.temperature = 1.0f, .top_k = 5000, .top_p = 0.95f, .min_p = 0.05f}},
+	/* 1/T overflows: the T -> 0+ limit (kernels/sample.h), the argmax or its ties */
+	{"T 1e-40 (the limit)", {.temperature = 1e-40f, .top_p = 1.0f}},
 };
 
 /* Rows of four kinds, by r % 4: flat (a wide nucleus), peaked like a model's (a few

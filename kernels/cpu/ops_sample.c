@@ -9,13 +9,15 @@
 #include "kernels/sample.h"
 
 /* Whether the row has a logit the transform can use (sampler_sample refuses it
- * otherwise): above -inf, and still so after dividing by the temperature. */
+ * otherwise): above -inf, and still so once scaled by the temperature. */
 static bool row_has_mass(const struct kern_sample_params *p, const float *x, size_t n)
 {
-	float inv_t = kern_sample_is_greedy(p) ? 1.0f : 1.0f / p->temperature;
+	struct kern_sample_scale sc = {.inv_t = 1.0f};
 
+	if (!kern_sample_is_greedy(p))
+		kern_sample_scale_row(p, x, n, &sc);
 	for (size_t i = 0; i < n; i++)
-		if (!isnan(x[i]) && x[i] * inv_t > -INFINITY)
+		if (kern_sample_z(&sc, x[i]) > -INFINITY)
 			return true;
 	return false;
 }

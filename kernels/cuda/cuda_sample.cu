@@ -47,13 +47,20 @@ struct row {
 	float *e;        // (n) the unnormalised probabilities, in the caller's work
 	uint32_t n;
 	float inv_t;
+	bool limit;      // x * inv_t overflows: the T -> 0+ limit (kernels/sample.h)
+	float xmax;      // limit only: the row's largest non-NaN logit
 	uint32_t lo, hi; // this thread's run of ids for the in-order passes
 };
 
+// kern_sample_z of kernels/sample.h.
 __device__ __forceinline__ float z_at(const row &rw, uint32_t i)
 {
 	float x = rw.x[i];
-	return isnan(x) ? -INFINITY : x * rw.inv_t;
+	if (isnan(x))
+		return -INFINITY;
+	if (rw.limit)
+		return x == rw.xmax ? 0.0f : -INFINITY;
+	return x * rw.inv_t;
 }
 
 // Per-thread values v[0..W) summed over the block in a fixed tree; every thread gets
@@ -293,6 +300,8 @@ __global__ void __launch_bounds__(NT) sample_kernel(cuda_sample_args a)
 	rw.e = a.e ? a.e + r * a.n : nullptr;
 	rw.n = n;
 	rw.inv_t = a.inv_t;
+	rw.limit = false;
+	rw.xmax = -INFINITY;
 	rw.lo = min(n, threadIdx.x * chunk);
 	rw.hi = min(n, rw.lo + chunk);
 	const uint32_t probe = a.probe && a.probe[r] < n ? a.probe[r] : NONE;
@@ -306,6 +315,22 @@ __global__ void __launch_bounds__(NT) sample_kernel(cuda_sample_args a)
 		}
 		return;
 	}
+
+	// kern_sample_scale_row: the largest logit, and the largest finite one, decide
+	// whether the row takes the T -> 0+ limit (a temperature so small that x * inv_t
+	// overflows).
+	float xmax = -INFINITY, fmax = -INFINITY;
+	for (uint32_t i = threadIdx.x; i < n; i += NT) {
+		float x = rw.x[i];
+		if (isnan(x))
+			continue;
+		xmax = fmaxf(xmax, x);
+		if (isfinite(x))
+			fmax = fmaxf(fmax, x);
+	}
+	rw.xmax = block_pick<float, true>(xmax, (float *)shd);
+	fmax = block_pick<float, true>(fmax, (float *)shd);
+	rw.limit = fmax > -INFINITY && (isinf(rw.inv_t) || isinf(fmax * rw.inv_t));
 
 	// softmax(z - max z) unnormalised: e in double exp, a +inf z taking all the mass.
 	float zmax = -INFINITY;

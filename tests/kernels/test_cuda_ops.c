@@ -309,6 +309,58 @@ static void test_cuda_topk__ids_and_logits_as_cpu(void **state)
 	kern_free(p->gpu, dx);
 }
 
+/* A temperature so small that logit / T overflows: the sample op takes the limit
+ * T -> 0+ per row as the CPU does (kernels/sample.h), token for token and with the
+ * probe's probability, under each cut; and a normal temperature on the same rows. */
+static void test_cuda_sample__tiny_temperature_as_cpu(void **state)
+{
+	enum { N = 4, ROWS = 5 };
+	struct pair *p = *state;
+	if (!p->gpu)
+		skip();
+	const float x[ROWS][N] = {
+		{20.0f, 15.0f, 0.0f, -1.0f},     {0.0f, -1.0f, -2.0f, -INFINITY},
+		{-3e38f, NAN, -3.1e38f, -1e38f}, {15.0f, 20.0f, 20.0f, NAN},
+		{20.0f, INFINITY, 15.0f, -1.0f},
+	};
+	const uint32_t probe[ROWS] = {0, 1, 3, 2, 0};
+	const float temps[] = {1e-40f, 1e-38f, 1.0f};
+	const struct kern_sample_params cuts[] = {
+		{.top_p = 1.0f}, {.top_k = 2, .top_p = 1.0f}, {.top_p = 0.5f},
+		{.top_k = 3, .top_p = 0.9f, .min_p = 0.1f},
+	};
+	float u[ROWS], wc[ROWS * N * 4], pc[ROWS], pg[ROWS];
+	uint32_t c[ROWS], g[ROWS];
+	float *dx = on_gpu(p->gpu, x, sizeof(x));
+	void *work = on_gpu(p->gpu, NULL, kern_sample_work_bytes(ROWS, N));
+	assert_true(kern_sample_work_bytes(ROWS, N) <= sizeof(wc));
+	for (size_t t = 0; t < sizeof(temps) / sizeof(temps[0]); t++) {
+		for (size_t k = 0; k < sizeof(cuts) / sizeof(cuts[0]); k++) {
+			struct kern_sample_rows s = {
+				.rows = ROWS, .n = N, .x = &x[0][0], .ldx = N, .params = cuts[k],
+				.u = u, .probe = probe, .work = wc, .out = c, .probe_p = pc,
+			};
+			s.params.temperature = temps[t];
+			for (int d = 0; d < 16; d++) {
+				for (int r = 0; r < ROWS; r++)
+					u[r] = ((float)((d * 3 + r) % 16) + 0.5f) / 16.0f;
+				s.x = &x[0][0], s.work = wc, s.out = c, s.probe_p = pc;
+				assert_int_equal(kern_sample(p->cpu, &s), SPECD_OK);
+				s.x = dx, s.work = work, s.out = g, s.probe_p = pg;
+				assert_int_equal(kern_sample(p->gpu, &s), SPECD_OK);
+				assert_memory_equal(c, g, sizeof(c));
+				if (temps[t] < 1.0f) {
+					assert_int_equal(g[0], 0);
+					assert_int_equal(g[1], 0);
+					assert_memory_equal(pc, pg, sizeof(pc));
+				}
+			}
+		}
+	}
+	kern_free(p->gpu, dx);
+	kern_free(p->gpu, work);
+}
+
 /* Greedy on stories260K: each step's token from CUDA equals the CPU's, and the 16
  * positions as one batch give, bitwise, the logits of the step-by-step run. */
 /* The cache scatter: bitwise the CPU's, other rows untouched. */
@@ -382,6 +434,7 @@ int main(void)
 		cmocka_unit_test(test_cuda_attention__tree_matches_cpu),
 		cmocka_unit_test(test_cuda_argmax__ties_and_nan_as_cpu),
 		cmocka_unit_test(test_cuda_topk__ids_and_logits_as_cpu),
+		cmocka_unit_test(test_cuda_sample__tiny_temperature_as_cpu),
 		cmocka_unit_test(test_cuda_add_rmsnorm__as_cpu),
 		cmocka_unit_test(test_cuda_set_rows__as_cpu),
 		cmocka_unit_test(test_cuda_model__greedy_matches_cpu),

@@ -301,6 +301,72 @@ static void test_sample__greedy_needs_no_draw_or_work(void **state)
 	assert_int_equal(out[0], 1);
 }
 
+/* A temperature that makes logit / T overflow takes the limit T -> 0+ (kernels/sample.h)
+ * in the op as in sampler_sample, whatever the cuts: the argmax always ({20, 15, ...}
+ * no longer ties at +inf, {0, -1, -2} is no longer dead), tied maxima sharing, a +inf
+ * logit still taking everything, the probe's probability that of the limit. */
+static void test_sample__tiny_temperature_is_the_argmax_limit(void **state)
+{
+	enum { N = 4, ROWS = 5, TIED = 3 };
+	struct kern_ctx *ctx = *state;
+	const float x[ROWS][N] = {
+		{20.0f, 15.0f, 0.0f, -1.0f},     {0.0f, -1.0f, -2.0f, -INFINITY},
+		{-3e38f, NAN, -3.1e38f, -1e38f}, {15.0f, 20.0f, 20.0f, NAN},
+		{20.0f, INFINITY, 15.0f, -1.0f},
+	};
+	const uint32_t want[ROWS] = {0, 0, 3, 1, 1}; /* row TIED: 1 or 2, by u */
+	const uint32_t probe[ROWS] = {0, 1, 3, 2, 0};
+	const float temps[] = {1e-40f, 1e-38f};
+	const struct kern_sample_params cuts[] = {
+		{.top_p = 1.0f}, {.top_k = 2, .top_p = 1.0f}, {.top_p = 0.5f},
+		{.top_p = 1.0f, .min_p = 0.9f}, {.top_k = 3, .top_p = 0.9f, .min_p = 0.1f},
+	};
+	float work[ROWS * N * 4], u[ROWS], pp[ROWS];
+	uint32_t out[ROWS];
+
+	assert_true(kern_sample_work_bytes(ROWS, N) <= sizeof(work));
+	for (size_t t = 0; t < sizeof(temps) / sizeof(temps[0]); t++) {
+		for (size_t c = 0; c < sizeof(cuts) / sizeof(cuts[0]); c++) {
+			struct sampler_params sp = {.temperature = temps[t],
+						    .top_k = (int32_t)cuts[c].top_k,
+						    .top_p = cuts[c].top_p, .min_p = cuts[c].min_p};
+			struct kern_sample_rows s = {
+				.rows = ROWS, .n = N, .x = &x[0][0], .ldx = N,
+				.params = kern_params(&sp), .u = u, .probe = probe, .work = work,
+				.out = out, .probe_p = pp,
+			};
+			/* top_p 0.5 keeps the first of the two tied maxima alone. */
+			bool shared = cuts[c].top_p != 0.5f;
+			bool seen[N] = {false};
+			struct sampler *ref = NULL;
+
+			assert_int_equal(sampler_create(N, &sp, &ref, NULL), SPECD_OK);
+			for (int d = 0; d < 64; d++) {
+				for (int r = 0; r < ROWS; r++)
+					u[r] = (float)((d * 5 + r) % 64) / 64.0f;
+				assert_int_equal(kern_sample(ctx, &s), SPECD_OK);
+				for (int r = 0; r < ROWS; r++) {
+					int32_t tok = -1;
+
+					assert_int_equal(sampler_sample(ref, x[r], &tok), SPECD_OK);
+					if (r == TIED) {
+						seen[out[r]] = true;
+						assert_true(out[r] == 1 || (shared && out[r] == 2));
+						assert_true(tok == 1 || (shared && tok == 2));
+						assert_true(pp[r] == (shared ? 0.5f : 0.0f));
+						continue;
+					}
+					assert_int_equal(out[r], want[r]);
+					assert_int_equal(tok, (int32_t)want[r]);
+					assert_true(pp[r] == (probe[r] == want[r] ? 1.0f : 0.0f));
+				}
+			}
+			assert_true(seen[1] && seen[2] == shared);
+			sampler_destroy(ref);
+		}
+	}
+}
+
 static void test_sample__refuses_bad_arguments_and_dead_rows(void **state)
 {
 	struct kern_ctx *ctx = *state;
@@ -339,11 +405,13 @@ static void test_sample__refuses_bad_arguments_and_dead_rows(void **state)
 	good.params.temperature = 0.0f;
 	assert_int_equal(kern_sample(ctx, &good), SPECD_INVAL);
 	assert_true(out[0] == 77 && out[1] == 77);
-	/* Finite logits that a small temperature scales to -inf are dead too, as for
-	 * sampler_sample. */
+	/* A finite logit is alive however small the temperature: one that T scales
+	 * past -inf takes the limit T -> 0+ (kernels/sample.h), as in sampler_sample. */
 	x[4] = -3e38f;
 	good.params.temperature = 0.01f;
-	assert_int_equal(kern_sample(ctx, &good), SPECD_INVAL);
+	assert_int_equal(kern_sample(ctx, &good), SPECD_OK);
+	assert_int_equal(out[1], 0);
+	out[1] = 77;
 	good.params.temperature = 1.0f;
 	assert_int_equal(kern_sample(ctx, &good), SPECD_OK);
 	assert_int_equal(out[1], 0);
@@ -360,6 +428,7 @@ int main(void)
 		cmocka_unit_test(test_sample__probe_and_residual_are_the_verifiers),
 		cmocka_unit_test(test_sample__min_p_keeps_tokens_within_ratio_of_best),
 		cmocka_unit_test(test_sample__greedy_needs_no_draw_or_work),
+		cmocka_unit_test(test_sample__tiny_temperature_is_the_argmax_limit),
 		cmocka_unit_test(test_sample__refuses_bad_arguments_and_dead_rows),
 	};
 

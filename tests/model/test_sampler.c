@@ -380,6 +380,41 @@ static void test_sampler_temperature__sharpens_and_flattens(void **state)
 	assert_true(prev_max < 0.35f); /* T = 8 is close to uniform */
 }
 
+/* A temperature so small that logit / T overflows (1e-40 is subnormal: 1 / T is
+ * +inf; at 1e-38, 20 / T is): the limit T -> 0+, the argmax, never a tie of
+ * infinities nor an error; and tied maxima share as at any small T. */
+static void test_sampler_temperature__tiny_is_the_argmax_limit(void **state)
+{
+	const float peaked[4] = { 20.0f, 15.0f, 0.0f, -1.0f };
+	const float nonpos[3] = { 0.0f, -1.0f, -2.0f };
+	const float tied[3] = { 5.0f, 5.0f, 0.0f };
+	const float temps[] = { 1e-40f, 1e-38f };
+	float probs[4];
+	int32_t t;
+
+	(void)state;
+	for (size_t j = 0; j < sizeof(temps) / sizeof(temps[0]); j++) {
+		struct sampler *s4 = make(4, temps[j], 0, 1.0f, 7), *s3 = make(3, temps[j], 0, 1.0f, 7);
+
+		assert_false(sampler_is_greedy(s4)); /* still sampling: draws stay in step */
+		assert_int_equal(sampler_probs(s4, peaked, probs), SPECD_OK);
+		assert_true(probs[0] == 1.0f && probs[1] == 0.0f && probs[2] == 0.0f &&
+			    probs[3] == 0.0f);
+		assert_int_equal(sampler_probs(s3, nonpos, probs), SPECD_OK);
+		assert_true(probs[0] == 1.0f && probs[1] == 0.0f && probs[2] == 0.0f);
+		assert_int_equal(sampler_probs(s3, tied, probs), SPECD_OK);
+		assert_true(probs[0] == 0.5f && probs[1] == 0.5f && probs[2] == 0.0f);
+		for (int d = 0; d < 200; d++) {
+			assert_int_equal(sampler_sample(s4, peaked, &t), SPECD_OK);
+			assert_int_equal(t, 0);
+			assert_int_equal(sampler_sample(s3, nonpos, &t), SPECD_OK);
+			assert_int_equal(t, 0);
+		}
+		sampler_destroy(s4);
+		sampler_destroy(s3);
+	}
+}
+
 static void test_sampler_params__rejects_bad_values(void **state)
 {
 	const struct sampler_params bad[] = {
@@ -529,6 +564,7 @@ int main(void)
 		cmocka_unit_test(test_sampler_top_p__keeps_smallest_prefix_reaching_p),
 		cmocka_unit_test(test_sampler_top_k_then_p__p_measured_within_k),
 		cmocka_unit_test(test_sampler_temperature__sharpens_and_flattens),
+		cmocka_unit_test(test_sampler_temperature__tiny_is_the_argmax_limit),
 		cmocka_unit_test(test_sampler_params__rejects_bad_values),
 		cmocka_unit_test(test_sampler_logits__nan_and_inf),
 		cmocka_unit_test(test_sampler_sample__allocates_nothing),
