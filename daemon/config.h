@@ -144,6 +144,8 @@ const char *cfg_device_name(enum cfg_device d);
 bool cfg_device_parse(const char *name, enum cfg_device *out);
 const char *cfg_placement_name(enum cfg_placement p);
 const char *cfg_dtype_name(enum cfg_dtype t);
+/* The type a name stands for ("auto", "f32", "f16", "bf16"); false for any other. */
+bool cfg_dtype_parse(const char *name, enum cfg_dtype *out);
 
 /* Writes docs/config.md's contents (Markdown generated from the schema table) to f.
  * Returns SPECD_IO when writing fails. */

@@ -103,7 +103,10 @@ const struct cfg_key cfg_schema[] = {
 		"kept apart, uploads and downloads), for testing that path without a GPU."},
 	{.path = "target.dtype", .type = CFG_TYPE_ENUM, .store = CFG_STORE_INT,
 	 .offset = OFF(target_dtype), .def = "auto", .names = dtype_names,
-	 .doc = "Type unquantized weights are held in; `auto` keeps the file's types."},
+	 .doc = "Type the unquantised weight matrices are held in: `f32`, `f16` or `bf16` "
+		"converts them once at load, each rank its own shard (quantised matrices and "
+		"norms stay as the file has them; output is lossless with respect to the model "
+		"as held); `auto` keeps the file's types."},
 	{.path = "target.threads", .type = CFG_TYPE_INT, .store = CFG_STORE_INT,
 	 .offset = OFF(target_threads), .def = "1", .imin = 1, .imax = 256,
 	 .doc = "CPU threads per target rank."},
@@ -223,14 +226,29 @@ const char *cfg_device_name(enum cfg_device d)
 	return device_names[d];
 }
 
+/* The index of name in a NULL-ended names table; -1 when it is not there. */
+static int name_index(const char *const *names, const char *name)
+{
+	for (int i = 0; name && names[i]; i++)
+		if (strcmp(name, names[i]) == 0)
+			return i;
+	return -1;
+}
+
 bool cfg_device_parse(const char *name, enum cfg_device *out)
 {
-	for (int i = 0; name && device_names[i]; i++)
-		if (strcmp(name, device_names[i]) == 0) {
-			*out = (enum cfg_device)i;
-			return true;
-		}
-	return false;
+	int i = name_index(device_names, name);
+	if (i >= 0)
+		*out = (enum cfg_device)i;
+	return i >= 0;
+}
+
+bool cfg_dtype_parse(const char *name, enum cfg_dtype *out)
+{
+	int i = name_index(dtype_names, name);
+	if (i >= 0)
+		*out = (enum cfg_dtype)i;
+	return i >= 0;
 }
 
 const char *cfg_placement_name(enum cfg_placement p)

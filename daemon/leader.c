@@ -83,6 +83,7 @@ static enum specd_status open_scratch(const struct cluster *c, enum cfg_device d
 	struct runtime_config rc = {
 		.model_path = c->cfg->target_model,
 		.device = dev,
+		.dtype = c->cfg->target_dtype, /* timed as it will serve */
 		.device_index = c->device_index,
 		.threads = threads,
 		.n_slots = 1,
@@ -186,19 +187,25 @@ static const char *weights_of(const struct cfg_cluster *cfg, enum draft_method m
 	}
 }
 
-/* The target's weights, vocabulary and width from its file's header (no weights are
- * read): what the selector counts against memory must not depend on whether it
- * measures or the rule table decides. False when the file does not open (the load
- * reports why). */
-static bool target_shape(const char *path, uint64_t *bytes, uint32_t *n_vocab, uint32_t *dim)
+/* The target's weights (as target.dtype holds its unquantised matrices), vocabulary
+ * and width from its file's header (no weights are read): what the selector counts
+ * against memory must not depend on whether it measures or the rule table decides.
+ * False when the file does not open (the load reports why). */
+static bool target_shape(const char *path, enum cfg_dtype dtype, uint64_t *bytes,
+			 uint32_t *n_vocab, uint32_t *dim)
 {
+	size_t held = dtype == CFG_DTYPE_F32 ? 4 : dtype == CFG_DTYPE_AUTO ? 0 : 2;
 	struct gguf_file *f = NULL;
 	struct specd_error err;
 	if (model_file_open(path, &f, &err) != SPECD_OK)
 		return false;
 	uint64_t sum = 0;
-	for (uint64_t i = 0; i < gguf_tensor_count(f); i++)
-		sum += gguf_tensor_at(f, i)->nbytes;
+	for (uint64_t i = 0; i < gguf_tensor_count(f); i++) {
+		const struct gguf_tensor *t = gguf_tensor_at(f, i);
+		bool converted = held && t->n_dims == 2 &&
+				 (t->type == KERN_F32 || t->type == KERN_F16 || t->type == KERN_BF16);
+		sum += converted ? t->n_elements * held : t->nbytes;
+	}
 	const struct gguf_tensor *emb = gguf_find_tensor(f, "token_embd.weight");
 	bool ok = emb && emb->n_dims == 2 && emb->ne[0] <= UINT32_MAX && emb->ne[1] <= UINT32_MAX;
 	if (ok) {
@@ -246,7 +253,8 @@ static void base_inputs(const struct cluster *c, struct sel_inputs *in)
 		mi->memory_bytes = file_bytes(weights);
 	}
 	uint64_t target_bytes = 0;
-	if (!target_shape(cfg->target_model, &target_bytes, &in->n_vocab, &in->dim))
+	if (!target_shape(cfg->target_model, cfg->target_dtype, &target_bytes, &in->n_vocab,
+			  &in->dim))
 		return;
 	/* A drafter in the leader shares its memory with the leader's target shard. */
 	if (!c->layout.dedicated_draft) {
@@ -460,6 +468,7 @@ static struct runtime_config stack_config(const struct cluster *c, enum draft_me
 	struct runtime_config rc = {
 		.model_path = cfg->target_model,
 		.device = cfg->target_device,
+		.dtype = cfg->target_dtype,
 		.device_index = c->device_index,
 		.threads = (uint32_t)cfg->target_threads,
 		.n_slots = (uint32_t)cfg->target_slots,
@@ -621,9 +630,11 @@ enum specd_status leader_serve(struct cluster *c)
 			if (rc.also & 1u << m)
 				LOG_INFO("drafter also holds %s: the online selector may switch "
 					 "to it", draft_method_name((enum draft_method)m));
-		LOG_INFO("model %s loaded in %.2f s (%d shard%s); method %s, K %u (%s); drafter %s",
-			 cfg->target_model, rt.load_s, cfg->tensor_parallel,
-			 cfg->tensor_parallel == 1 ? "" : "s", draft_method_name(method), k_start,
+		LOG_INFO("model %s loaded in %.2f s (%d shard%s, %s weights); method %s, K %u (%s); "
+			 "drafter %s", cfg->target_model, rt.load_s, cfg->tensor_parallel,
+			 cfg->tensor_parallel == 1 ? "" : "s",
+			 kern_dtype_name(model_hparams(rt.model)->wtype), draft_method_name(method),
+			 k_start,
 			 why,
 			 !link ? "in the leader"
 			 : cfg->pipeline && !hidden ? "on the draft rank, pipelined"

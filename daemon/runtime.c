@@ -168,6 +168,10 @@ enum specd_status runtime_open(const struct runtime_config *cfg, struct runtime 
 		.n_ctx = n_ctx,
 		.max_batch = batch > MODEL_DEFAULT_MAX_BATCH || cfg->batch_tokens ? batch : 0,
 		.kern = rt->kern,
+		.convert = cfg->dtype != CFG_DTYPE_AUTO,
+		.weight_type = cfg->dtype == CFG_DTYPE_F16    ? KERN_F16
+			       : cfg->dtype == CFG_DTYPE_BF16 ? KERN_BF16
+							      : KERN_F32,
 	};
 	if (tp_size > 1) {
 		if ((st = par_tp_model_load_gguf(cfg->tp_comm, rt->file, &mc, &tc, &rt->tp, err)) !=

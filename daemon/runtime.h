@@ -32,6 +32,7 @@ struct runtime_config {
 	 * layers run there too. */
 	enum cfg_device device;
 	int device_index;          /* CFG_DEVICE_CUDA: which GPU */
+	enum cfg_dtype dtype;      /* the target's unquantised weights held as; auto: the file's */
 	uint32_t threads;          /* CPU threads of the backend; 0: 1 */
 	uint32_t n_slots;          /* sequences at once; 0: 1 */
 	uint32_t max_ctx;          /* KV rows per slot at most; 0: the model's context */

@@ -50,6 +50,7 @@ struct run_opts {
 	bool seed_given;
 	long threads;
 	enum cfg_device device;     /* --device */
+	enum cfg_dtype dtype;       /* --dtype */
 	long gpu;                   /* --gpu; -1: the rank's local index */
 	enum draft_method method;
 	long spec_tokens;
@@ -85,6 +86,8 @@ static void usage(FILE *f)
 		"                         memory kept apart, uploads and downloads; for tests)\n"
 		"  --gpu N                with --device cuda: the GPU (default: the rank's\n"
 		"                         index on its node, so ranks take one GPU each)\n"
+		"  --dtype T              auto (the file's types, the default), f32, f16 or\n"
+		"                         bf16: the type unquantised weights are held in\n"
 		"  --method M             speculation method: none (the default: plain\n"
 		"                         decoding), ngram (prompt lookup), draft_model or\n"
 		"                         medusa (heads on the target's hidden state, a token\n"
@@ -187,7 +190,7 @@ static const char *const value_flags[] = {
 	"--draft", "--heads", "--tp", "--perplexity", "--prompt-lookup-min",
 	"--prompt-lookup-max", "--placement", "--pipeline", "--draft-deadline",
 	"--eagle", "--eagle-tree", "--eagle-width", "--eagle-depth", "--device",
-	"--gpu"};
+	"--gpu", "--dtype"};
 
 #define N_VALUE_FLAGS (sizeof(value_flags) / sizeof(value_flags[0]))
 
@@ -370,6 +373,9 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 		} else if (!strcmp(flag, "--device")) {
 			if (!cfg_device_parse(v, &o->device))
 				return bad_value(flag, v, "cpu, cuda or emulated");
+		} else if (!strcmp(flag, "--dtype")) {
+			if (!cfg_dtype_parse(v, &o->dtype))
+				return bad_value(flag, v, "auto, f32, f16 or bf16");
 		} else if (!strcmp(flag, "--gpu")) {
 			if (!parse_long(v, 0, 1023, &o->gpu))
 				return bad_value(flag, v, "a GPU index from 0 to 1023");
@@ -485,6 +491,7 @@ static enum specd_status run_open(struct run *r, const struct run_opts *o, uint3
 		.model_path = o->model,
 		.device = o->device,
 		.device_index = gpu_of(o),
+		.dtype = o->dtype,
 		.threads = (uint32_t)o->threads,
 		.n_slots = 1,
 		.max_ctx = max_ctx,
@@ -762,6 +769,7 @@ static int serve_draft(const struct run_opts *o, struct run *r)
 		.model_path = o->model,
 		.device = o->device,
 		.device_index = gpu_of(o),
+		.dtype = o->dtype,
 		.threads = (uint32_t)o->threads,
 		.draft_path = o->draft,
 		.heads_path = o->heads,

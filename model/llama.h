@@ -56,6 +56,11 @@ struct model_config {
 	 * size T > 1 this rank loads shard `rank` of T (model/shard.h: heads, FFN columns
 	 * and vocabulary rows split, the rest replicated). */
 	const struct model_comm *comm;
+	/* With convert, the unquantised weight matrices (f32, f16, bf16) are held as
+	 * weight_type (one of those three), converted once at load (target.dtype);
+	 * quantised matrices and the f32 norms stay as the file has them. */
+	bool convert;
+	enum kern_dtype weight_type;
 };
 
 struct gguf_file;

@@ -104,6 +104,7 @@ struct model {
 	struct kern_ctx *kern;
 	const struct model_comm *comm; /* NULL or borrowed; size 1 runs whole */
 	void *copies; /* the shard's own weight buffer (O and down column slices) */
+	void *converted; /* the matrices held in model_config.weight_type (llama_convert.c) */
 	/* A device backend's copies of every weight (kern_upload_mat / kern_upload),
 	 * made once at load; the matrices and vectors below then point into them. */
 	void **dev_weights;
@@ -136,6 +137,13 @@ enum specd_status llama_alloc_state(struct model *m, const struct model_config *
  * are (an EAGLE layer's, borrowed from a target already on the device). Errors: the
  * backend's (SPECD_NOMEM, SPECD_INVAL, SPECD_CUDA), named. */
 enum specd_status llama_upload_weights(struct model *m, bool embeddings, struct specd_error *err);
+
+/* llama_convert.c: holds every unquantised weight matrix (f32, f16, bf16) of the
+ * shard as `to` (one of those three) in m->converted; quantised ones are left as they
+ * are. Updates hp.wtype and the shard's resident bytes. SPECD_INVAL for another `to`,
+ * SPECD_NOMEM. */
+enum specd_status llama_convert_weights(struct model *m, enum kern_dtype to,
+					struct specd_error *err);
 
 /* llama_shard.c: cuts the whole-model matrices the loader found down to shard `rank`
  * of `size` (size 1: the whole model, nothing copied) and fills m->shard and the

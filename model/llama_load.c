@@ -743,6 +743,8 @@ enum specd_status model_load_gguf(const struct gguf_file *f, const struct model_
 	if ((st = llama_shard_apply(m, cfg->comm ? cfg->comm->rank : 0,
 				    cfg->comm ? cfg->comm->size : 1, err)) != SPECD_OK)
 		goto fail;
+	if (cfg->convert && (st = llama_convert_weights(m, cfg->weight_type, err)) != SPECD_OK)
+		goto fail;
 
 	if (cfg->kern) {
 		m->kern = cfg->kern;
@@ -754,8 +756,13 @@ enum specd_status model_load_gguf(const struct gguf_file *f, const struct model_
 		m->kern = m->owned_kern;
 	}
 
-	if (!kern_host_memory(m->kern) && (st = llama_upload_weights(m, true, err)) != SPECD_OK)
-		goto fail;
+	if (!kern_host_memory(m->kern)) {
+		if ((st = llama_upload_weights(m, true, err)) != SPECD_OK)
+			goto fail;
+		/* The device holds its copies now: the converted host ones are not read. */
+		specd_free(m->converted);
+		m->converted = NULL;
+	}
 
 	if ((st = llama_alloc_state(m, cfg, err)) != SPECD_OK)
 		goto fail;
@@ -814,6 +821,7 @@ void model_destroy(struct model *m)
 	specd_free(m->layers);
 	specd_free(m->groups);
 	specd_free(m->copies);
+	specd_free(m->converted);
 	kern_destroy(m->owned_kern);
 	gguf_close(m->owned_file);
 	safetensors_file_close(m->st);

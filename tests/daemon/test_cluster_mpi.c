@@ -413,7 +413,8 @@ static void test_cluster__second_sigterm_ends_a_running_job_at_once(void **state
 /* With speculation.measure false the origin rule table decides, on the same memory
  * figures as the cost model: EAGLE counts the target's embedding and LM head beside its
  * checkpoint (stories260K: 2 x 512 x 64 16-bit values, 128 KiB), so a cap 64 KiB over
- * the checkpoint rules it out, where target_speedup 3 would have the table pick it. */
+ * the checkpoint rules it out, where target_speedup 3 would have the table pick it.
+ * The target is held as bf16 (target.dtype), which the load says. */
 static void test_cluster__rule_table_counts_eagle_with_the_target_embedding(void **state)
 {
 	(void)state;
@@ -427,7 +428,7 @@ static void test_cluster__rule_table_counts_eagle_with_the_target_embedding(void
 	snprintf(text, sizeof(text),
 		 "cluster: {name: rule, log_level: info}\n"
 		 "server: {listen: 'unix:%s/rule.sock'}\n"
-		 "target: {model: %s}\ndraft: {placement: leader}\n"
+		 "target: {model: %s, dtype: bf16}\ndraft: {placement: leader}\n"
 		 "speculation: {measure: false, eagle: {heads: %s}}\n"
 		 "constraints: {target_speedup: 3, max_draft_memory: %lldB}\n",
 		 g_dir, g_model, eagle, (long long)sb.st_size + 65536);
@@ -439,12 +440,14 @@ static void test_cluster__rule_table_counts_eagle_with_the_target_embedding(void
 	const char *serving = strstr(r->out, "specd: serving on");
 	bool eagle_runs = strstr(serving, "(method eagle") != NULL;
 	bool capped = strstr(r->out, "constraints.max_draft_memory") != NULL;
+	bool bf16 = strstr(r->out, "(1 shard, bf16 weights)") != NULL; /* target.dtype */
 	assert_int_equal(kill(pid_of_rank(r->out, 0), SIGTERM), 0);
 	int rc = finish(r, 30.0);
-	if (eagle_runs || !capped)
+	if (eagle_runs || !capped || !bf16)
 		print_message("%s", r->out);
 	assert_false(eagle_runs);
 	assert_true(capped);
+	assert_true(bf16);
 	assert_int_equal(rc, 0);
 }
 

@@ -277,6 +277,40 @@ static void test_specd_run__refuses_options_that_do_not_apply(void **state)
 	free(out);
 }
 
+/* --dtype f16 holds the f32 model's weights as f16: its greedy text is that of the
+ * same weights written as f16 (generated with the same seed), and the load line says
+ * so; a type weights cannot be held in is a usage error. */
+static void test_specd_run__dtype_holds_weights_as_asked(void **state)
+{
+	(void)state;
+	char f16[700], gen[600];
+	snprintf(f16, sizeof(f16), "%s/small_f16.gguf", g_dir);
+	snprintf(gen, sizeof(gen), "%s/tools/specd-gen-model", ts_binary_dir());
+	const char *gargs[] = {gen, "-o", f16, "--ctx", "32", "--vocab", "300", "--seed", "3",
+			       "--type", "f16", NULL};
+	char *out = NULL, *conv = NULL, *file = NULL;
+	assert_int_equal(ts_run(gargs, &out, 60), 0);
+	free(out);
+	const char *a[] = {"-m", g_small, "-p", "hello", "-n", "16", "--dtype", "f16", NULL};
+	const char *b[] = {"-m", f16, "-p", "hello", "-n", "16", NULL};
+	assert_int_equal(run(&conv, a), 0);
+	assert_int_equal(run(&file, b), 0);
+	expect(conv, ", f16; loaded");
+	/* The text: from the line after the load line to the prompt statistics. */
+	const char *tc = strchr(strstr(conv, "loaded in"), '\n');
+	const char *tf = strchr(strstr(file, "loaded in"), '\n');
+	size_t nc = (size_t)(strstr(tc, "specd-run: prompt") - tc);
+	size_t nf = (size_t)(strstr(tf, "specd-run: prompt") - tf);
+	assert_int_equal(nc, nf);
+	assert_memory_equal(tc, tf, nc);
+	free(conv);
+	free(file);
+	const char *bad[] = {"-m", g_small, "-p", "x", "--dtype", "q8_0", NULL};
+	assert_int_equal(run(&out, bad), 2);
+	expect(out, "--dtype 'q8_0': expected auto, f32, f16 or bf16");
+	free(out);
+}
+
 static void test_specd_run__help_and_version(void **state)
 {
 	(void)state;
@@ -303,6 +337,7 @@ int main(void)
 		cmocka_unit_test(test_specd_run__stops_when_the_context_is_full),
 		cmocka_unit_test(test_specd_run__clear_errors),
 		cmocka_unit_test(test_specd_run__refuses_options_that_do_not_apply),
+		cmocka_unit_test(test_specd_run__dtype_holds_weights_as_asked),
 		cmocka_unit_test(test_specd_run__help_and_version),
 	};
 	return cmocka_run_group_tests(tests, setup_all, teardown_all);

@@ -22,6 +22,7 @@
 #include "model/gguf.h"
 #include "model/kv.h"
 #include "model/llama.h"
+#include "model/shard.h"
 #include "test_support.h"
 
 static char g_dir[512];
@@ -1068,6 +1069,63 @@ static void test_stories260k__logits_and_perplexity_match_fixture(void **state)
 	model_destroy(m);
 }
 
+/* The logits of a 6-token prompt are bitwise the same from both models; frees both. */
+static void expect_same_logits(struct model *a, struct model *b, size_t n_vocab)
+{
+	const uint32_t toks[6] = {1, 17, 42, 99, 5, 250};
+	const uint32_t slots[6] = {0};
+	const uint32_t pos[6] = {0, 1, 2, 3, 4, 5};
+	float *la = calloc(6 * n_vocab, sizeof(float)), *lb = calloc(6 * n_vocab, sizeof(float));
+	assert_true(la && lb);
+	run(a, 6, toks, slots, pos, la);
+	run(b, 6, toks, slots, pos, lb);
+	assert_memory_equal(la, lb, 6 * n_vocab * sizeof(float));
+	free(la);
+	free(lb);
+	model_destroy(a);
+	model_destroy(b);
+}
+
+/* model_config.convert (target.dtype): f32 weights held as f16 or bf16 compute bit for
+ * bit what the same weights written in that type compute (specd-gen-model rounds its
+ * f32 values as the conversion does); quantised matrices stay as they are. */
+static void test_load__dtype_holds_weights_as_asked(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *name;
+		enum kern_dtype type;
+	} types[] = {{"f16", KERN_F16}, {"bf16", KERN_BF16}};
+	for (size_t t = 0; t < sizeof(types) / sizeof(types[0]); t++) {
+		char path[700];
+		snprintf(path, sizeof(path), "%s/llama_%s.gguf", g_dir, types[t].name);
+		const char *args[] = {"--dim", "64", "--layers", "2", "--heads", "4",
+				      "--kv-heads", "2", "--ffn", "96", "--vocab", "300", "--ctx",
+				      "64", "--type", types[t].name, "--seed", "7", NULL};
+		gen_model(path, args);
+		struct model_config cfg = {.n_slots = 1, .n_ctx = 48, .max_batch = 16,
+					   .convert = true, .weight_type = types[t].type};
+		struct model *conv = NULL, *file = load(path, 1);
+		struct specd_error err;
+		assert_int_equal(model_load(g_llama, &cfg, &conv, &err), SPECD_OK);
+		assert_int_equal(model_hparams(conv)->wtype, types[t].type);
+		assert_true(model_resident_bytes(conv) == model_resident_bytes(file));
+		expect_same_logits(conv, file, 300);
+	}
+	/* A quantised model: nothing to hold otherwise, the same logits. */
+	struct model_config cfg = {.n_slots = 1, .n_ctx = 48, .max_batch = 16, .convert = true,
+				   .weight_type = KERN_BF16};
+	struct model *conv = NULL, *plain = load(g_q4, 1);
+	struct specd_error err;
+	assert_int_equal(model_load(g_q4, &cfg, &conv, &err), SPECD_OK);
+	assert_int_equal(model_hparams(conv)->wtype, KERN_Q4_1);
+	expect_same_logits(conv, plain, 270);
+	/* Quantised types are no type to hold weights in. */
+	cfg.weight_type = KERN_Q8_0;
+	assert_int_equal(model_load(g_llama, &cfg, &conv, &err), SPECD_INVAL);
+	assert_non_null(strstr(err.msg, "f32, f16 or bf16"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1084,6 +1142,7 @@ int main(void)
 		cmocka_unit_test(test_forward__calls_the_comm_hook_twice_per_layer),
 		cmocka_unit_test(test_load__errors_name_the_tensor_or_key),
 		cmocka_unit_test(test_load__refuses_what_the_forward_would_ignore),
+		cmocka_unit_test(test_load__dtype_holds_weights_as_asked),
 		cmocka_unit_test(test_load__fails_cleanly_on_every_allocation),
 		cmocka_unit_test(test_stories260k__greedy_matches_fixture),
 		cmocka_unit_test(test_stories260k__logits_and_perplexity_match_fixture),
