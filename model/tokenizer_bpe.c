@@ -2,6 +2,7 @@
  * expressions (PCRE2) split a prompt, each split's bytes become symbols of GPT-2's
  * printable byte alphabet, and merges apply by rank. Builds on the vocabulary of
  * tokenizer.c; tok_encode and tok_load_gguf reach this file through tokenizer_int.h. */
+#define _GNU_SOURCE /* memmem */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 #include <stdio.h>
@@ -194,6 +195,67 @@ static enum specd_status bpe_add_merges(struct tok *t, struct tok_bpe *b,
 	return SPECD_OK;
 }
 
+/* Unicode's White_Space: what Hugging Face's tokenizers (Oniguruma), Rust's regex and
+ * llama.cpp mean by \s. PCRE2 (10.42) under PCRE2_UCP adds U+180E MONGOLIAN VOWEL
+ * SEPARATOR, kept in its \h for Perl's sake though it left White_Space in Unicode 6.3,
+ * so a pattern's \s and \S are spelt out with these items before it is compiled. */
+#define RE_SPACE_ITEMS "\\t-\\r\\x{85}\\p{Z}"
+
+char *tok_bpe_pattern(const char *re, size_t n, size_t *out_len)
+{
+	static const char items[] = RE_SPACE_ITEMS;
+	size_t cap = n * (sizeof(items) + 3) + 1, o = 0;
+	char *out = n < SIZE_MAX / (sizeof(items) + 4) ? specd_malloc_array(cap, 1) : NULL;
+	bool in_class = false;
+
+	if (!out)
+		return NULL;
+	for (size_t i = 0; i < n; i++) {
+		char c = re[i];
+		if (c == '\\' && i + 1 < n && re[i + 1] == 'Q') {
+			/* \Q...\E: quoted text, copied as it is */
+			size_t j = i + 2;
+			while (j < n && !(re[j] == '\\' && j + 1 < n && re[j + 1] == 'E'))
+				j++;
+			j = j < n ? j + 2 : n;
+			memcpy(out + o, re + i, j - i);
+			o += j - i;
+			i = j - 1;
+		} else if (c == '\\' && i + 1 < n && (re[i + 1] == 's' ||
+							(re[i + 1] == 'S' && !in_class))) {
+			/* inside a class the items join it; \S there stays (it cannot be
+			 * spelt as items, and no tokenizer's pattern uses it) */
+			const char *open = in_class ? "" : re[i + 1] == 's' ? "[" : "[^";
+			o += (size_t)sprintf(out + o, "%s%s%s", open, items, in_class ? "" : "]");
+			i++;
+		} else if (c == '\\' && i + 1 < n) {
+			out[o++] = c;
+			out[o++] = re[++i];
+		} else if (c == '[' && !in_class) {
+			in_class = true;
+			out[o++] = c;
+			if (i + 1 < n && re[i + 1] == '^')
+				out[o++] = re[++i];
+			if (i + 1 < n && re[i + 1] == ']')
+				out[o++] = re[++i]; /* a ']' first is a member */
+		} else if (c == '[' && in_class && i + 1 < n && re[i + 1] == ':') {
+			/* a POSIX class, [:alpha:], inside a class */
+			const char *end = memmem(re + i + 2, n - i - 2, ":]", 2);
+			size_t j = end ? (size_t)(end - re) + 2 : n;
+			memcpy(out + o, re + i, j - i);
+			o += j - i;
+			i = j - 1;
+		} else {
+			if (c == ']' && in_class)
+				in_class = false;
+			out[o++] = c;
+		}
+	}
+	out[o] = '\0';
+	*out_len = o;
+	return out;
+}
+
 static enum specd_status bpe_compile(struct tok_bpe *b, const char *const *re,
 				     const size_t *lens, size_t n, struct specd_error *err)
 {
@@ -201,14 +263,20 @@ static enum specd_status bpe_compile(struct tok_bpe *b, const char *const *re,
 		int code;
 		PCRE2_SIZE off;
 		PCRE2_UCHAR msg[160];
+		size_t len = 0;
+		char *pat = tok_bpe_pattern(re[i], lens ? lens[i] : strlen(re[i]), &len);
 
-		b->re[i] = pcre2_compile((PCRE2_SPTR)re[i], lens ? lens[i] : PCRE2_ZERO_TERMINATED,
+		if (!pat)
+			return specd_errorf(err, SPECD_NOMEM, "tokenizer: out of memory");
+		b->re[i] = pcre2_compile((PCRE2_SPTR)pat, len,
 					 PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &code,
 					 &off, NULL);
+		specd_free(pat);
 		if (!b->re[i]) {
 			pcre2_get_error_message(code, msg, sizeof(msg));
 			return specd_errorf(err, SPECD_INVAL,
-					    "tokenizer: pre-tokenizer %s regex %zu: %s at %zu",
+					    "tokenizer: pre-tokenizer %s regex %zu: %s at %zu (of "
+					    "the regex with \\s spelt out)",
 					    b->pre, i, (const char *)msg, (size_t)off);
 		}
 		b->n_re = (int)i + 1;

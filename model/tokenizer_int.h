@@ -50,6 +50,10 @@ enum specd_status tok_build(const struct tok_spm_vocab *v, bool bpe, struct tok 
 size_t tok_bpe_piece_text(const char *p, size_t len, char *dst);
 enum specd_status tok_bpe_encode(const struct tok *t, const char *text, size_t len,
 				 int32_t *ids, size_t cap, size_t *n);
+/* A pre-tokenizer regex (re[0..n)) as tokenizer_bpe.c compiles it: each \s, and \S
+ * outside a character class, spelt out as Unicode's White_Space (PCRE2's would also
+ * match U+180E). Malloc'd, NUL-ended, its length in *out_len; NULL without memory. */
+char *tok_bpe_pattern(const char *re, size_t n, size_t *out_len);
 void tok_bpe_destroy(struct tok_bpe *b);
 const char *tok_bpe_pre_name(const struct tok_bpe *b);
 

@@ -16,6 +16,7 @@
 #include "model/chat.h"
 #include "model/gguf.h"
 #include "model/tokenizer.h"
+#include "model/tokenizer_int.h"
 #include "test_fixture.h"
 #include "test_support.h"
 
@@ -144,6 +145,67 @@ static void test_bpe_tiny__byte_without_a_symbol_is_dropped(void **state)
 
 /* The control tokens spelled like end-of-generation tokens end a generation beside the
  * EOS: <|end|> here; <|im_start|> and normal tokens do not. */
+/* \s means Unicode's White_Space, as in Hugging Face's tokenizers and llama.cpp: the
+ * patterns are compiled with it spelt out, since PCRE2's \s also takes U+180E. */
+static void expect_pattern(const char *re, const char *want)
+{
+	size_t len = 0;
+	char *got = tok_bpe_pattern(re, strlen(re), &len);
+	assert_non_null(got);
+	assert_int_equal(len, strlen(got));
+	assert_string_equal(got, want);
+	specd_free(got);
+}
+
+#define WS "\\t-\\r\\x{85}\\p{Z}"
+
+static void test_bpe_tiny__white_space_spelt_out(void **state)
+{
+	(void)state;
+	expect_pattern("\\s+(?!\\S)|\\s+", "[" WS "]+(?![^" WS "])|[" WS "]+");
+	expect_pattern(" ?[^\\s\\p{L}\\p{N}]+", " ?[^" WS "\\p{L}\\p{N}]+");
+	expect_pattern("\\\\s\\Q\\s\\E\\s", "\\\\s\\Q\\s\\E[" WS "]");
+	expect_pattern("[]\\s][[:alpha:]\\s]x", "[]" WS "][[:alpha:]" WS "]x");
+	expect_pattern("[\\S]\\x{5B}\\s", "[\\S]\\x{5B}[" WS "]");
+}
+
+/* " " + U+180E before a letter is one GPT-2 piece (U+180E is neither space nor letter)
+ * and merges whole; with PCRE2's own \s it split into " " and U+180E. */
+static void test_bpe_tiny__space_before_u180e_is_one_piece(void **state)
+{
+	(void)state;
+	char sp[2], b0[2], b1[2], b2[2], m1[8], m2[16], m3[24], r1[16], r2[24], r3[32];
+	size_t n_sp = tok_bpe_byte_piece(' ', sp), n0 = tok_bpe_byte_piece(0xe1, b0),
+	       n1 = tok_bpe_byte_piece(0xa0, b1), n2 = tok_bpe_byte_piece(0x8e, b2);
+	snprintf(m1, sizeof(m1), "%.*s%.*s", (int)n_sp, sp, (int)n0, b0);
+	snprintf(m2, sizeof(m2), "%s%.*s", m1, (int)n1, b1);
+	snprintf(m3, sizeof(m3), "%s%.*s", m2, (int)n2, b2);
+	snprintf(r1, sizeof(r1), "%.*s %.*s", (int)n_sp, sp, (int)n0, b0);
+	snprintf(r2, sizeof(r2), "%s %.*s", m1, (int)n1, b1);
+	snprintf(r3, sizeof(r3), "%s %.*s", m2, (int)n2, b2);
+	char p0[4], p1[4], p2[4], p3[4];
+	snprintf(p0, sizeof(p0), "%.*s", (int)n_sp, sp);
+	snprintf(p1, sizeof(p1), "%.*s", (int)n0, b0);
+	snprintf(p2, sizeof(p2), "%.*s", (int)n1, b1);
+	snprintf(p3, sizeof(p3), "%.*s", (int)n2, b2);
+	const char *pieces[] = {"<|end|>", p0, p1, p2, p3, m1, m2, m3};
+	const char *merges[] = {r1, r2, r3};
+	struct tok_bpe_vocab v = {.n = 8, .pieces = pieces, .n_merges = 3, .merges = merges,
+				  .pre = "gpt2", .bos = 0, .eos = 0, .unk = 0};
+	struct tok *t = NULL;
+	struct specd_error err;
+	assert_int_equal(tok_create_bpe(&v, &t, &err), SPECD_OK);
+	int32_t ids[8];
+	/* (the "z" after it, which has no symbol here, is dropped) */
+	assert_int_equal(enc(t, " \xe1\xa0\x8ez", false, ids, 8), 1);
+	assert_int_equal(ids[0], 7);
+	/* after U+3000, a space by any definition (its bytes have no symbols here, so
+	 * they are dropped), the space goes with U+180E as before */
+	assert_int_equal(enc(t, "\xe3\x80\x80 \xe1\xa0\x8ez", false, ids, 8), 1);
+	assert_int_equal(ids[0], 7);
+	tok_destroy(t);
+}
+
 static void test_bpe_tiny__end_ids_beside_the_eos(void **state)
 {
 	(void)state;
@@ -529,6 +591,8 @@ int main(void)
 		cmocka_unit_test(test_bpe_tiny__long_word),
 		cmocka_unit_test(test_bpe_tiny__rejects_unknown_pre_tokenizer),
 		cmocka_unit_test(test_bpe_tiny__byte_without_a_symbol_is_dropped),
+		cmocka_unit_test(test_bpe_tiny__white_space_spelt_out),
+		cmocka_unit_test(test_bpe_tiny__space_before_u180e_is_one_piece),
 		cmocka_unit_test(test_bpe_tiny__end_ids_beside_the_eos),
 		cmocka_unit_test(test_bpe_tiny__nomem_paths_clean_up),
 		cmocka_unit_test(test_chat__formats_chatml_with_default_system),
