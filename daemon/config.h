@@ -92,7 +92,10 @@ struct cfg_cluster {
 	bool adapt;               /* re-decide K while serving (daemon/adapt.h) */
 	int adapt_interval;       /* steps between re-decisions of the cluster's K */
 	double adapt_hysteresis;  /* how much faster a new K must be predicted */
+	/* ngram's n-gram lengths; 0 with the _auto flag: the drafter's defaults (2 and 5),
+	 * or the origin rule table's when it decides */
 	int prompt_lookup_min, prompt_lookup_max;
+	bool lookup_min_auto, lookup_max_auto;
 	char *draft_model;   /* NULL when not configured */
 	char *eagle_heads;   /* the EAGLE checkpoint folder; NULL when not configured */
 	int eagle_tree;      /* 0: dynamic (EAGLE-2), 1: static */

@@ -179,12 +179,19 @@ const struct cfg_key cfg_schema[] = {
 	 .offset = OFF(pipeline), .def = "true",
 	 .doc = "Draft step t+1 while step t verifies (needs `draft.placement: rank`; "
 		"ignored otherwise). Greedy jobs only: sampling jobs are drafted on request."},
-	{.path = "speculation.ngram.prompt_lookup_min", .type = CFG_TYPE_INT,
-	 .store = CFG_STORE_INT, .offset = OFF(prompt_lookup_min), .def = "2", .imin = 1,
-	 .imax = 32, .doc = "Shortest n-gram matched against the context."},
-	{.path = "speculation.ngram.prompt_lookup_max", .type = CFG_TYPE_INT,
-	 .store = CFG_STORE_INT, .offset = OFF(prompt_lookup_max), .def = "5", .imin = 1,
-	 .imax = 32, .doc = "Longest n-gram matched (at least `prompt_lookup_min`)."},
+	{.path = "speculation.ngram.prompt_lookup_min", .type = CFG_TYPE_INT_AUTO,
+	 .store = CFG_STORE_INT, .offset = OFF(prompt_lookup_min),
+	 .auto_offset = OFF(lookup_min_auto), .flags = CFG_KEY_AUTO, .def = "auto", .imin = 1,
+	 .imax = 32,
+	 .doc = "Shortest n-gram matched against the context; `auto`: 2, or what the origin "
+		"rule table says when it decides (`measure: false`)."},
+	{.path = "speculation.ngram.prompt_lookup_max", .type = CFG_TYPE_INT_AUTO,
+	 .store = CFG_STORE_INT, .offset = OFF(prompt_lookup_max),
+	 .auto_offset = OFF(lookup_max_auto), .flags = CFG_KEY_AUTO, .def = "auto", .imin = 1,
+	 .imax = 32,
+	 .doc = "Longest n-gram matched (at least `prompt_lookup_min`); `auto`: 5 (or "
+		"`prompt_lookup_min` when that is more), or what the origin rule table says "
+		"when it decides (4 by its default rule)."},
 	{.path = "speculation.draft_model.model", .type = CFG_TYPE_PATH,
 	 .store = CFG_STORE_STR, .offset = OFF(draft_model),
 	 .doc = "Draft model sharing the target's vocabulary; needed by `method: draft_model`."},

@@ -12,9 +12,11 @@
 #include <sys/un.h>
 
 #include "common/alloc.h"
+#include "drafters/drafter.h"
 
 const char *const cfg_rule_docs[] = {
-	"`speculation.ngram.prompt_lookup_min` must not exceed `prompt_lookup_max`.",
+	"`speculation.ngram.prompt_lookup_min` must not exceed `prompt_lookup_max` (nor its "
+	"default 2 a `prompt_lookup_max` given alone).",
 	"`method: draft_model` needs `speculation.draft_model.model`; `method: eagle` needs "
 	"`speculation.eagle.heads`; `method: medusa` needs `speculation.medusa.heads`.",
 	"`constraints.low_memory: true` cannot be combined with a forced method that loads "
@@ -56,6 +58,18 @@ fail(const struct vctx *v, int line, const char *fmt, ...)
 static enum specd_status check_ngram(const struct vctx *v)
 {
 	const struct cfg_cluster *c = v->cfg;
+	/* A maximum left auto follows a larger minimum (drafters/ngram.c); a minimum left
+	 * auto is 2, which a given maximum must reach. */
+	if (c->lookup_max_auto)
+		return SPECD_OK;
+	if (c->lookup_min_auto) {
+		if (c->prompt_lookup_max >= DRAFT_NGRAM_MIN)
+			return SPECD_OK;
+		return fail(v, line_of(v, "speculation.ngram.prompt_lookup_max"),
+			    "'speculation.ngram.prompt_lookup_max' (%d) is less than the default "
+			    "'prompt_lookup_min' (%d): set 'prompt_lookup_min' too",
+			    c->prompt_lookup_max, DRAFT_NGRAM_MIN);
+	}
 	if (c->prompt_lookup_min <= c->prompt_lookup_max)
 		return SPECD_OK;
 	int line = line_of(v, "speculation.ngram.prompt_lookup_min");

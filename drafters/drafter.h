@@ -41,6 +41,10 @@ struct draft_eagle_config {
 	uint32_t width, depth;
 };
 
+/* Prompt lookup's n-gram lengths when none are given. */
+#define DRAFT_NGRAM_MIN 2
+#define DRAFT_NGRAM_MAX 5
+
 struct draft_config {
 	enum draft_method method;
 	uint32_t k_max;      /* most tokens one propose returns: 1 .. DRAFT_MAX_TOKENS */
@@ -49,8 +53,9 @@ struct draft_config {
 	/* The target, borrowed: supports() compares against it; it must outlive the
 	 * drafter. */
 	const struct model *target;
-	/* ngram: the n-gram lengths tried, longest first; 0: the defaults 2 and 5 (the
-	 * cluster file's speculation.ngram.*). */
+	/* ngram: the n-gram lengths tried, longest first; 0: the defaults
+	 * DRAFT_NGRAM_MIN and DRAFT_NGRAM_MAX, or the minimum when only it is given and
+	 * larger (the cluster file's speculation.ngram.*). */
 	uint32_t prompt_lookup_min, prompt_lookup_max;
 	/* draft_model: the GGUF file, and the backend to run it on (borrowed; NULL: the
 	 * draft model creates its own CPU backend). */

@@ -14,8 +14,8 @@ struct ngram {
 static enum specd_status ngram_create(const struct draft_config *cfg, void **state,
 				      struct specd_error *err)
 {
-	uint32_t lo = cfg->prompt_lookup_min ? cfg->prompt_lookup_min : 2;
-	uint32_t hi = cfg->prompt_lookup_max ? cfg->prompt_lookup_max : 5;
+	uint32_t lo = cfg->prompt_lookup_min ? cfg->prompt_lookup_min : DRAFT_NGRAM_MIN;
+	uint32_t hi = cfg->prompt_lookup_max ? cfg->prompt_lookup_max : DRAFT_NGRAM_MAX;
 	struct ngram *g;
 
 	if (!cfg->prompt_lookup_max && lo > hi)

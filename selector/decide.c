@@ -162,6 +162,10 @@ static void decide_by_rule(const struct sel_inputs *in, struct sel_decision *d)
 	struct sel_rule_choice rule = rule_choice(in);
 	d->method = in->method_forced ? in->method : rule.method;
 	d->k = rule_k(in, d->method);
+	if (d->method == rule.method) {
+		d->lookup_min = (uint32_t)rule.prompt_lookup_min;
+		d->lookup_max = (uint32_t)rule.prompt_lookup_max;
+	}
 	d->transport = sel_method_transport(in, d->method);
 	if (in->method_forced)
 		add_reason(d, "speculation.method forces %s", draft_method_name(d->method));
@@ -170,6 +174,10 @@ static void decide_by_rule(const struct sel_inputs *in, struct sel_decision *d)
 			   rule.reason);
 	if (in->k_forced && d->k)
 		add_reason(d, "speculation.num_speculative_tokens forces K %u", d->k);
+	if (d->lookup_max)
+		add_reason(d, "prompt lookup matches n-grams of %u to %u tokens, as the rule says "
+			   "(unless speculation.ngram sets them)",
+			   d->lookup_min ? d->lookup_min : 2, d->lookup_max);
 	for (int m = 0; m < DRAFT_METHOD_COUNT; m++) {
 		struct sel_candidate *c = add_row(d);
 		c->method = (enum draft_method)m;

@@ -101,6 +101,9 @@ struct sel_decision {
 	uint32_t k;                 /* 0 for none */
 	enum sel_transport transport;
 	bool measured;              /* false: the origin rule table decided */
+	/* ngram's n-gram lengths the rule table asks for (0: none; the cluster file's,
+	 * when it gives them, win) */
+	uint32_t lookup_min, lookup_max;
 	double tokens_per_s;        /* predicted for the choice (0 when not measured) */
 	double plain_tokens_per_s;  /* predicted plain decoding */
 	double speedup;

@@ -414,8 +414,9 @@ static void test_cluster__second_sigterm_ends_a_running_job_at_once(void **state
  * figures as the cost model: EAGLE counts the target's embedding and LM head beside its
  * checkpoint (stories260K: 2 x 512 x 64 16-bit values, 128 KiB), so a cap 64 KiB over
  * the checkpoint rules it out, where target_speedup 3 would have the table pick it.
- * The target is held as bf16 (target.dtype), which the load says. */
-static void test_cluster__rule_table_counts_eagle_with_the_target_embedding(void **state)
+ * The table's default rule then runs prompt lookup with n-grams up to 4, as the origin
+ * says. The target is held as bf16 (target.dtype), which the load says. */
+static void test_cluster__rule_table_with_the_same_memory_and_its_own_ngram(void **state)
 {
 	(void)state;
 	char eagle[320], inner[400], cluster[512], text[1536];
@@ -441,13 +442,17 @@ static void test_cluster__rule_table_counts_eagle_with_the_target_embedding(void
 	bool eagle_runs = strstr(serving, "(method eagle") != NULL;
 	bool capped = strstr(r->out, "constraints.max_draft_memory") != NULL;
 	bool bf16 = strstr(r->out, "(1 shard, bf16 weights)") != NULL; /* target.dtype */
+	/* the table's default rule: prompt lookup, n-grams up to 4 */
+	bool ngram4 = strstr(serving, "(method ngram") &&
+		      strstr(r->out, "n-grams of 2 to 4 tokens, as the rule says");
 	assert_int_equal(kill(pid_of_rank(r->out, 0), SIGTERM), 0);
 	int rc = finish(r, 30.0);
-	if (eagle_runs || !capped || !bf16)
+	if (eagle_runs || !capped || !bf16 || !ngram4)
 		print_message("%s", r->out);
 	assert_false(eagle_runs);
 	assert_true(capped);
 	assert_true(bf16);
+	assert_true(ngram4);
 	assert_int_equal(rc, 0);
 }
 
@@ -580,7 +585,7 @@ int main(void)
 					  running_end),
 		cmocka_unit_test_teardown(test_cluster__second_sigterm_ends_a_running_job_at_once,
 					  running_end),
-		cmocka_unit_test_teardown(test_cluster__rule_table_counts_eagle_with_the_target_embedding,
+		cmocka_unit_test_teardown(test_cluster__rule_table_with_the_same_memory_and_its_own_ngram,
 					  running_end),
 		cmocka_unit_test_teardown(test_cluster__leader_placement_runs_on_two_ranks,
 					  running_end),

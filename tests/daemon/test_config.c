@@ -94,8 +94,9 @@ static void test_defaults__apply_when_sections_omitted(void **state)
 	assert_true(c->adapt);
 	assert_int_equal(c->adapt_interval, 64);
 	assert_float_equal(c->adapt_hysteresis, 0.05, 1e-12);
-	assert_int_equal(c->prompt_lookup_min, 2);
-	assert_int_equal(c->prompt_lookup_max, 5);
+	assert_true(c->lookup_min_auto && c->lookup_max_auto); /* the drafter's, or the rule's */
+	assert_int_equal(c->prompt_lookup_min, 0);
+	assert_int_equal(c->prompt_lookup_max, 0);
 	assert_null(c->draft_model);
 	assert_null(c->eagle_heads);
 	assert_int_equal(c->eagle_tree, 0);
@@ -210,6 +211,7 @@ static void test_full__every_key_parsed(void **state)
 	assert_false(c->adapt);
 	assert_int_equal(c->adapt_interval, 32);
 	assert_float_equal(c->adapt_hysteresis, 0.1, 1e-12);
+	assert_false(c->lookup_min_auto || c->lookup_max_auto);
 	assert_int_equal(c->prompt_lookup_min, 3);
 	assert_int_equal(c->prompt_lookup_max, 3);
 	assert_string_equal(c->draft_model, "/models/d.gguf");
@@ -473,8 +475,8 @@ static const struct bad_case bad_cases[] = {
 	 "bad.yaml:5: 'speculation.ngram.prompt_lookup_min' (6) is greater than "
 	 "'speculation.ngram.prompt_lookup_max' (5)"},
 	{M "speculation:\n  ngram:\n    prompt_lookup_max: 1\n",
-	 "bad.yaml:5: 'speculation.ngram.prompt_lookup_min' (2) is greater than "
-	 "'speculation.ngram.prompt_lookup_max' (1)"},
+	 "bad.yaml:5: 'speculation.ngram.prompt_lookup_max' (1) is less than the default "
+	 "'prompt_lookup_min' (2): set 'prompt_lookup_min' too"},
 	{M "speculation:\n  method: draft_model\n",
 	 "bad.yaml:4: 'speculation.method' is draft_model, which needs "
 	 "'speculation.draft_model.model'"},

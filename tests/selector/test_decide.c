@@ -167,11 +167,30 @@ static void test_decide__nothing_measured_uses_the_rule_table(void **state)
 	assert_int_equal(d.method, DRAFT_METHOD_NGRAM);
 	assert_int_equal(d.k, 5);
 	reason(&d, "nothing measured yet: the origin rule table decides (default)");
-	/* the table's draft-model rule, when the floor is above 2 */
+	/* its default rule's prompt lookup: n-grams up to 4 (the minimum left as it is) */
+	assert_int_equal(d.lookup_min, 0);
+	assert_int_equal(d.lookup_max, 4);
+	reason(&d, "n-grams of 2 to 4 tokens, as the rule says");
+	/* its low-memory rule: 2 to 5 */
+	in.low_memory = true;
+	d = decide(&in);
+	assert_int_equal(d.method, DRAFT_METHOD_NGRAM);
+	assert_int_equal(d.lookup_min, 2);
+	assert_int_equal(d.lookup_max, 5);
+	in.low_memory = false;
+	/* the table's draft-model rule, when the floor is above 2: no n-gram lengths */
 	in.target_speedup = 2.2;
 	d = decide(&in);
 	assert_int_equal(d.method, DRAFT_METHOD_DRAFT_MODEL);
+	assert_int_equal(d.lookup_max, 0);
 	reason(&d, "target_speedup > 2 and a draft model is available");
+	/* ngram forced where the rule picks the draft model: the rule says no lengths */
+	in.method_forced = true;
+	in.method = DRAFT_METHOD_NGRAM;
+	d = decide(&in);
+	assert_int_equal(d.method, DRAFT_METHOD_NGRAM);
+	assert_int_equal(d.lookup_max, 0);
+	in.method_forced = false;
 	/* K is clamped to what the cluster allows */
 	in.k_max = 3;
 	assert_int_equal(decide(&in).k, 3);
