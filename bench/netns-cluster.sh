@@ -104,6 +104,9 @@ create() {
 	# CAP_NET_ADMIN), not a bug: say so and exit 77.
 	local why
 	why=$(ip netns add "${NS[0]}" 2>&1) || cannot "ip netns add ${NS[0]}: $why"
+	# Entering one can still be refused (a chroot whose / is no mount point: "mount
+	# --make-rslave /" fails): that is the machine's limit too.
+	why=$(ip netns exec "${NS[0]}" true 2>&1) || cannot "ip netns exec ${NS[0]}: $why"
 	ip netns add "${NS[1]}"
 	why=$(ip link add "${DEV[0]}" netns "${NS[0]}" type veth peer name "${DEV[1]}" \
 		netns "${NS[1]}" 2>&1) || cannot "ip link add ... type veth: $why"

@@ -57,8 +57,12 @@ static void test_draft_rank__stalled_rank_falls_back_to_plain_decoding(void **st
 	snprintf(g_target, sizeof(g_target), "%s/target.gguf", g_dir);
 	snprintf(g_draft, sizeof(g_draft), "%s/draft.gguf", g_dir);
 	snprintf(g_run, sizeof(g_run), "%s/daemon/specd-run", ts_binary_dir());
-	const char *t[] = {"--dim", "192", "--layers", "4", "--heads", "6", "--kv-heads", "3",
-			   "--ffn", "512", "--vocab", "600", "--ctx", "1024", "--type", "q8_0",
+	/* A target slow enough (about 25 MB of weights a token) that the job lasts
+	 * seconds past the moment the harness stops the draft rank, even when this
+	 * harness is starved of CPU on a busy machine: a job that ends first shows no
+	 * stall at all. */
+	const char *t[] = {"--dim", "512", "--layers", "8", "--heads", "8", "--kv-heads", "4",
+			   "--ffn", "1376", "--vocab", "600", "--ctx", "1024", "--type", "q8_0",
 			   "--seed", "9", NULL};
 	fx_gen_model(g_target, t);
 	const char *d[] = {"--vocab-from", g_target, "--dim", "64", "--layers", "2", "--heads",
