@@ -81,7 +81,9 @@ extern const char *const cfg_rule_docs[];
 
 /* Schema lookups (config_schema.c). `prefix` is a section path ("" for the top level,
  * "speculation.ngram"); `name` a key text of `len` bytes. Returns the index of the
- * leaf key prefix.name, or -1; sets *is_section when prefix.name is a section. */
+ * leaf key prefix.name, or -1; sets *is_section when prefix.name is a section. A name
+ * with dots matches too ("limits.jobs" below "server"): the parser refuses such a key
+ * once it is known, so that it cannot set a key beside its nested spelling. */
 long cfg_schema_find(const char *prefix, const char *name, size_t len, bool *is_section);
 /* The known child of `prefix` nearest to name (edit distance), or NULL when none
  * is close enough to suggest. Points into the schema. Writes its length. */

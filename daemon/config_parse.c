@@ -1,6 +1,7 @@
-/* Reading the cluster file: bytes -> libyaml document -> a walk of its mappings
- * against the schema (config_schema.c) -> struct cfg_cluster, then required keys and
- * cross-field rules. Every error is "FILE:LINE: message" naming the key. */
+/* Reading the cluster file: bytes -> a pass over libyaml's events (encoding, flow depth,
+ * tags) -> libyaml document -> a walk of its mappings against the schema
+ * (config_schema.c) -> struct cfg_cluster, then required keys and cross-field rules.
+ * Every error is "FILE:LINE: message" naming the key. */
 #include "config_int.h"
 
 #include <errno.h>
@@ -16,6 +17,17 @@
  * is unknown anyway (its display is cut by cfg_show). */
 #define PATH_BUF 160
 
+/* The first node written with a YAML tag (the event pass finds it; the document keeps
+ * no trace of a tag that names the default type, such as !!str): the walk refuses it
+ * by the key it belongs to, or afterwards by its line alone. */
+struct tagged {
+	bool found;
+	size_t at;             /* the node's start offset, as the document records it */
+	yaml_node_type_t type; /* and its kind (a block mapping starts where its first key does) */
+	int line;
+	char shown[64]; /* the tag as written: "!!binary", "!foo" */
+};
+
 struct walk {
 	const char *name; /* the file, for messages */
 	struct cfg_cluster *cfg;
@@ -24,6 +36,7 @@ struct walk {
 	size_t node_count;
 	int *line_of;     /* per schema key: the line that set it, 0: default */
 	int *parent_line; /* per schema key: line of its innermost section present */
+	struct tagged tag;
 	struct specd_error *err;
 };
 
@@ -109,6 +122,49 @@ static void mark_section(struct walk *w, const char *path, int line)
 static enum specd_status walk_mapping(struct walk *w, const yaml_node_t *map,
 				      const char *prefix);
 
+static bool is_tagged(const struct walk *w, const yaml_node_t *n)
+{
+	return w->tag.found && n->start_mark.index == w->tag.at && n->type == w->tag.type;
+}
+
+/* "a: {b: {c: ...}}" for the dotted key text "a.b.c" (already made printable). */
+static void nested_form(const char *dotted, char *buf, size_t size)
+{
+	size_t o = 0;
+	int open = 0;
+	buf[0] = '\0';
+	for (const char *p = dotted; o < size;) {
+		size_t n = strcspn(p, ".");
+		bool last = p[n] != '.';
+		o += (size_t)snprintf(buf + o, size - o, "%.*s: %s", (int)n, p, last ? "..." : "{");
+		if (last)
+			break;
+		open++;
+		p += n + 1;
+	}
+	while (open-- > 0 && o + 1 < size) {
+		buf[o++] = '}';
+		buf[o] = '\0';
+	}
+}
+
+/* A key written with dots ("cluster.name: x") names a key of the schema, but YAML
+ * makes it a key of its own, which would slip past the duplicate check beside a nested
+ * "cluster: {name: y}": refused, with the nested form to write instead. */
+static enum specd_status dotted_key(struct walk *w, const char *prefix, const char *text,
+				    size_t len, int line)
+{
+	char shown[64], nested[160];
+	cfg_show(text, len, shown, sizeof(shown));
+	nested_form(shown, nested, sizeof(nested));
+	if (*prefix)
+		return failf(w->err, w->name, line,
+			     "dotted key '%s' in '%s' is not supported: write it nested (%s)",
+			     shown, prefix, nested);
+	return failf(w->err, w->name, line,
+		     "dotted key '%s' is not supported: write it nested (%s)", shown, nested);
+}
+
 static enum specd_status walk_leaf(struct walk *w, long idx, const yaml_node_t *val,
 				   const char *full, int line)
 {
@@ -150,6 +206,10 @@ static enum specd_status walk_pair(struct walk *w, const yaml_node_t *map, size_
 	if (!visit(w, p->key) || !visit(w, p->value))
 		return failf(w->err, w->name, line, "'%s' uses a YAML alias; aliases are not supported",
 			     full);
+	if (is_tagged(w, key) || is_tagged(w, val))
+		return failf(w->err, w->name, w->tag.line,
+			     "'%s' has the YAML tag '%s'; tags are not supported", full,
+			     w->tag.shown);
 	if (key->type != YAML_SCALAR_NODE)
 		return failf(w->err, w->name, line, "a key%s%s must be a scalar, not %s",
 			     *prefix ? " in " : "", prefix, kind(key));
@@ -168,6 +228,8 @@ static enum specd_status walk_pair(struct walk *w, const yaml_node_t *map, size_
 
 	bool is_section = false;
 	long idx = cfg_schema_find(prefix, text, len, &is_section);
+	if ((idx >= 0 || is_section) && memchr(text, '.', len))
+		return dotted_key(w, prefix, text, len, line);
 	if (idx >= 0)
 		return walk_leaf(w, idx, val, full, line);
 	if (!is_section) {
@@ -253,38 +315,99 @@ static enum specd_status check_required(struct walk *w)
 	return SPECD_OK;
 }
 
-/* libyaml's scanner keeps one simple-key slot per flow level and scans them all for
- * every token, so deep [ [ [ ... costs quadratic time. A light pre-scan (quotes and
- * comments skipped) refuses more than CFG_MAX_FLOW_DEPTH levels before libyaml runs;
- * real cluster files nest one or two. Returns the offending line, or 0. */
-static int flow_too_deep(const char *text, size_t len)
+/* The tag as written: libyaml expands "!!x" to "tag:yaml.org,2002:x". */
+static void show_tag(const char *tag, char *buf, size_t size)
 {
-	int depth = 0, line = 1;
-	char prev = '\n';
-	for (size_t i = 0; i < len; prev = text[i], i++) {
-		char c = text[i];
-		bool after_space = prev == ' ' || prev == '\t' || prev == '\n' || prev == '\r';
-		if (c == '\n') {
-			line++;
-		} else if (c == '#' && after_space) {
-			while (i + 1 < len && text[i + 1] != '\n')
-				i++;
-		} else if ((c == '"' || c == '\'') && (after_space || strchr("[{,:", prev))) {
-			for (i++; i < len && text[i] != c; i++) {
-				line += text[i] == '\n';
-				if (c == '"' && text[i] == '\\' && i + 1 < len)
-					line += text[++i] == '\n';
-			}
-			if (i >= len)
-				break;
-		} else if (c == '[' || c == '{') {
-			if (++depth > CFG_MAX_FLOW_DEPTH)
-				return line;
-		} else if ((c == ']' || c == '}') && depth > 0) {
-			depth--;
-		}
+	static const char yaml_prefix[] = "tag:yaml.org,2002:";
+	char shown[56];
+	size_t n = strlen(yaml_prefix);
+	if (strncmp(tag, yaml_prefix, n) == 0) {
+		cfg_show(tag + n, strlen(tag + n), shown, sizeof(shown));
+		snprintf(buf, size, "!!%s", shown);
+	} else {
+		cfg_show(tag, strlen(tag), shown, sizeof(shown));
+		snprintf(buf, size, tag[0] == '!' ? "%s" : "!<%s>", shown);
 	}
-	return 0;
+}
+
+/* One pass over libyaml's events before the document is built, for what the document
+ * hides or what building it would cost:
+ * - the encoding libyaml detected (a UTF-16 byte-order mark), where only UTF-8 is read;
+ * - flow depth: libyaml's scanner keeps one simple-key slot per flow level and scans
+ *   them all for every token, so deep [ [ [ ... costs quadratic time. Counting the
+ *   collections as the parser opens them stops at CFG_MAX_FLOW_DEPTH + 1, before the
+ *   scanner has gone much deeper (its lookahead ends where a simple key would pass
+ *   1024 characters), and it is exact: no guessing where quotes or comments start;
+ * - the first explicit tag (recorded in w->tag; the walk names its key).
+ * Real cluster files nest one or two flow levels. */
+static enum specd_status scan_events(struct walk *w, const char *text, size_t len)
+{
+	yaml_parser_t parser;
+	yaml_event_t ev;
+	enum specd_status st = SPECD_OK;
+	int flow = 0;
+	bool end = false;
+
+	if (!yaml_parser_initialize(&parser))
+		return nomem(w->err, w->name);
+	yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+	while (st == SPECD_OK && !end) {
+		if (!yaml_parser_parse(&parser, &ev)) {
+			st = yaml_failure(&parser, text, len, w->name, w->err);
+			break;
+		}
+		int line = (int)ev.start_mark.line + 1;
+		const yaml_char_t *tag = NULL;
+		yaml_node_type_t type = YAML_NO_NODE;
+		bool flow_start = false;
+		switch (ev.type) {
+		case YAML_STREAM_START_EVENT:
+			if (ev.data.stream_start.encoding != YAML_UTF8_ENCODING)
+				st = failf(w->err, w->name, 1,
+					   "the file is UTF-16 (it starts with a UTF-16 byte-order "
+					   "mark); a cluster file is UTF-8");
+			break;
+		case YAML_STREAM_END_EVENT:
+			end = true;
+			break;
+		case YAML_SCALAR_EVENT:
+			tag = ev.data.scalar.tag;
+			type = YAML_SCALAR_NODE;
+			break;
+		case YAML_SEQUENCE_START_EVENT:
+			tag = ev.data.sequence_start.tag;
+			type = YAML_SEQUENCE_NODE;
+			flow_start = ev.data.sequence_start.style == YAML_FLOW_SEQUENCE_STYLE;
+			break;
+		case YAML_MAPPING_START_EVENT:
+			tag = ev.data.mapping_start.tag;
+			type = YAML_MAPPING_NODE;
+			flow_start = ev.data.mapping_start.style == YAML_FLOW_MAPPING_STYLE;
+			break;
+		case YAML_SEQUENCE_END_EVENT:
+		case YAML_MAPPING_END_EVENT:
+			/* a block collection never opens inside a flow one, so while any flow
+			 * one is open, the one closing is flow */
+			if (flow > 0)
+				flow--;
+			break;
+		default:
+			break;
+		}
+		if (flow_start && ++flow > CFG_MAX_FLOW_DEPTH)
+			st = failf(w->err, w->name, line, "[ ] and { } nest deeper than %d levels",
+				   CFG_MAX_FLOW_DEPTH);
+		if (tag && !w->tag.found) {
+			w->tag.found = true;
+			w->tag.at = ev.start_mark.index;
+			w->tag.type = type;
+			w->tag.line = line;
+			show_tag((const char *)tag, w->tag.shown, sizeof(w->tag.shown));
+		}
+		yaml_event_delete(&ev);
+	}
+	yaml_parser_delete(&parser);
+	return st;
 }
 
 /* Loads the one document, rejecting a second; walks it. */
@@ -295,10 +418,9 @@ static enum specd_status parse_yaml(struct walk *w, const char *text, size_t len
 	bool have_doc = false;
 	enum specd_status st;
 
-	int deep = flow_too_deep(text, len);
-	if (deep)
-		return failf(w->err, w->name, deep, "[ ] and { } nest deeper than %d levels",
-			     CFG_MAX_FLOW_DEPTH);
+	st = scan_events(w, text, len);
+	if (st != SPECD_OK)
+		return st;
 	if (!yaml_parser_initialize(&parser))
 		return nomem(w->err, w->name);
 	yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
@@ -340,6 +462,9 @@ static enum specd_status parse_yaml(struct walk *w, const char *text, size_t len
 	}
 	w->seen[1] = 1; /* the root (index 1): an alias back to it is a cycle */
 	st = walk_mapping(w, root, "");
+	if (st == SPECD_OK && w->tag.found) /* on the root, or where the walk did not go */
+		st = failf(w->err, w->name, w->tag.line,
+			   "YAML tags such as '%s' are not supported", w->tag.shown);
 	specd_free(w->seen);
 	w->seen = NULL;
 	w->doc = NULL;

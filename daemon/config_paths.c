@@ -74,10 +74,27 @@ enum specd_status cfg_expand_env(const char *text, size_t len, char **out, char 
 			n++;
 		const char *rest = name + n;
 		bool has_default = rest + 1 < close && rest[0] == ':' && rest[1] == '-';
+		int shown = (int)(close - (text + i) + 1); /* the reference, for messages */
+		if (shown > 64)
+			shown = 64;
 		if (n == 0 || n > 128 || (rest != close && !has_default)) {
-			int shown = (int)(close - (text + i) + 1);
 			snprintf(why, why_size, "has a bad variable reference '%.*s' (write ${NAME} "
-				 "or ${NAME:-default})", shown > 64 ? 64 : shown, text + i);
+				 "or ${NAME:-default})", shown, text + i);
+			goto bad;
+		}
+		/* A default ends at the first '}', so "${A:-${B}}" would give "${B" or "}" left
+		 * over: nesting is refused, not guessed at. */
+		for (const char *p = rest; has_default && p + 1 < close; p++) {
+			if (p[0] == '$' && p[1] == '{') {
+				snprintf(why, why_size, "has '${' inside the default of '%.*s' "
+					 "(a default is literal text; nesting is not supported)",
+					 shown, text + i);
+				goto bad;
+			}
+		}
+		if (close + 1 < text + len && close[1] == '}') {
+			snprintf(why, why_size, "has a stray '}' right after '%.*s' (nesting is "
+				 "not supported)", shown, text + i);
 			goto bad;
 		}
 		char var[129];

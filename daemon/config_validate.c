@@ -1,9 +1,12 @@
 /* Rules of the cluster file that span keys (the schema checks one value at a time):
- * n-gram bounds, a forced method's weights, the listen address and its token, and
- * with CFG_CHECK_PATHS that every path names something. Runs after defaults. */
+ * n-gram bounds, a forced method's weights, K against a static EAGLE tree, the listen
+ * address and its token, and with CFG_CHECK_PATHS that every path names something.
+ * Runs after defaults. */
 #include "config_int.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -13,6 +16,10 @@
 
 #include "common/alloc.h"
 #include "drafters/drafter.h"
+#include "drafters/medusa.h"
+
+#define CFG_STR_(x) #x
+#define CFG_STR(x) CFG_STR_(x)
 
 const char *const cfg_rule_docs[] = {
 	"`speculation.ngram.prompt_lookup_min` must not exceed `prompt_lookup_max` (nor its "
@@ -21,10 +28,16 @@ const char *const cfg_rule_docs[] = {
 	"`speculation.eagle.heads`; `method: medusa` needs `speculation.medusa.heads`.",
 	"`constraints.low_memory: true` cannot be combined with a forced method that loads "
 	"extra weights (draft_model, eagle, medusa).",
+	"With `speculation.eagle.tree: static`, wherever EAGLE may run (`method: eagle`, or "
+	"`auto` with `eagle.heads` set), K (`num_speculative_tokens`, or "
+	"`max_speculative_tokens` when that is `auto`) must fit the static tree of "
+	"`eagle.depth` levels, whose nodes have at most " CFG_STR(MEDUSA_MAX_RANK) " children "
+	"(depth 1 holds " CFG_STR(MEDUSA_MAX_RANK) " nodes).",
 	"`server.listen` is `HOST:PORT`, `[IPv6]:PORT` or `unix:PATH`; the port is 1..65535 "
 	"and a socket path at most 107 bytes after resolution.",
-	"A TCP `server.listen` on a host other than `localhost`, `127.x.x.x` or `::1` needs "
-	"`server.auth_token` (a unix socket does not).",
+	"A TCP `server.listen` on a host other than `localhost` or a loopback address "
+	"(`127.x.x.x` or `::1`, written as numbers) needs `server.auth_token` (a unix socket "
+	"does not).",
 	"With path checking on (rank 0, `specd --check-config`), every path that is set must "
 	"name an existing file or folder.",
 	NULL,
@@ -116,19 +129,63 @@ static enum specd_status check_method(const struct vctx *v)
 	return SPECD_OK;
 }
 
+static bool tree_fits(uint32_t k, uint32_t depth)
+{
+	int32_t parent[DRAFT_MAX_TOKENS];
+	uint32_t level[DRAFT_MAX_TOKENS], rank[DRAFT_MAX_TOKENS];
+	return k >= 1 && k <= DRAFT_MAX_TOKENS &&
+	       draft_medusa_tree(k, depth, parent, level, rank) == SPECD_OK;
+}
+
+/* The static EAGLE tree is draft_medusa_tree(K, depth) (drafters/eagle.c): a K it cannot
+ * build fails the drafter at load, minutes after --check-config said yes. */
+static enum specd_status check_eagle_tree(const struct vctx *v)
+{
+	const struct cfg_cluster *c = v->cfg;
+	bool eagle = c->method_auto ? c->eagle_heads != NULL : c->method == DRAFT_METHOD_EAGLE;
+	if (!eagle || c->eagle_tree != 1)
+		return SPECD_OK;
+	const char *key = c->spec_tokens_auto ? "speculation.max_speculative_tokens"
+					      : "speculation.num_speculative_tokens";
+	uint32_t k = (uint32_t)(c->spec_tokens_auto ? c->max_speculative_tokens
+						    : c->num_speculative_tokens);
+	uint32_t depth = (uint32_t)c->eagle_depth;
+	if (tree_fits(k, depth))
+		return SPECD_OK;
+	/* the largest K that fits, for the message: a tree's prefixes are trees too */
+	uint32_t most = k - 1;
+	while (most > 0 && !tree_fits(most, depth))
+		most--;
+	int line = line_of(v, key);
+	if (!line)
+		line = line_of(v, "speculation.eagle.depth");
+	if (!line)
+		line = line_of(v, "speculation.eagle.tree");
+	return fail(v, line,
+		    "'%s' (%u) does not fit the static EAGLE tree of 'speculation.eagle.depth' "
+		    "%u (at most %u nodes): lower it or deepen the tree",
+		    key, k, depth, most);
+}
+
+/* Loopback: the name localhost, or an address written as numbers in 127.0.0.0/8 or ::1.
+ * Anything else inet_pton does not read ("127.999.999.999", "127.0.0.1.",
+ * "127.example.com") is a name the resolver would look up, so it is not loopback. */
 static bool is_loopback(const char *host, size_t n)
 {
+	char buf[INET6_ADDRSTRLEN + 1];
+	struct in_addr v4;
+	struct in6_addr v6;
 	if (n == 9 && strncasecmp(host, "localhost", 9) == 0)
 		return true;
-	if (n == 3 && strncmp(host, "::1", 3) == 0)
-		return true;
-	/* 127.0.0.0/8, written as an address: "127.example.com" is a name, not loopback */
-	if (n <= 4 || strncmp(host, "127.", 4) != 0)
+	if (n >= sizeof(buf))
 		return false;
-	for (size_t i = 4; i < n; i++)
-		if (host[i] != '.' && (host[i] < '0' || host[i] > '9'))
-			return false;
-	return true;
+	memcpy(buf, host, n);
+	buf[n] = '\0';
+	if (inet_pton(AF_INET, buf, &v4) == 1)
+		return ntohl(v4.s_addr) >> 24 == 127;
+	if (inet_pton(AF_INET6, buf, &v6) == 1)
+		return IN6_IS_ADDR_LOOPBACK(&v6);
+	return false;
 }
 
 /* TCP form: HOST:PORT or [V6]:PORT. */
@@ -234,6 +291,8 @@ enum specd_status cfg_validate(struct cfg_cluster *cfg, const int *lines, const 
 	enum specd_status st = check_ngram(&v);
 	if (st == SPECD_OK)
 		st = check_method(&v);
+	if (st == SPECD_OK)
+		st = check_eagle_tree(&v);
 	if (st == SPECD_OK)
 		st = check_listen(&v, cfg);
 	if (st == SPECD_OK && (flags & CFG_CHECK_PATHS))

@@ -59,10 +59,12 @@ static const struct size_unit size_units[] = {
 	{"MiB", UINT64_C(1) << 20},
 	{"GiB", UINT64_C(1) << 30},
 	{"TiB", UINT64_C(1) << 40},
+	{"PiB", UINT64_C(1) << 50},
 	{"KB", UINT64_C(1000)},
 	{"MB", UINT64_C(1000000)},
 	{"GB", UINT64_C(1000000000)},
 	{"TB", UINT64_C(1000000000000)},
+	{"PB", UINT64_C(1000000000000000)},
 };
 
 /* "4096", "64KiB", "4 MiB", "2GB": digits, optional spaces, optional unit. */

@@ -348,6 +348,8 @@ static void test_sizes__units_and_plain_bytes(void **state)
 		{"7MB", 7000000},
 		{"3GB", 3000000000ull},
 		{"1TB", 1000000000000ull},
+		{"1PiB", 1ull << 50}, /* the documented maximum, in its own unit */
+		{"1 PB", 1000000000000000ull},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		char text[200];
@@ -504,6 +506,81 @@ static const struct bad_case bad_cases[] = {
 	 "bad.yaml:4: 'server.listen' port 70000 is outside 1..65535"},
 	{M "server:\n  listen: localhost:0\n",
 	 "bad.yaml:4: 'server.listen' port 0 is outside 1..65535"},
+	/* keys written with dots would escape the duplicate check: refused */
+	{M "cluster: {name: first}\ncluster.name: second\n",
+	 "bad.yaml:4: dotted key 'cluster.name' is not supported: write it nested (cluster: "
+	 "{name: ...})"},
+	{M "speculation: {method: ngram}\nspeculation.method: none\n",
+	 "bad.yaml:4: dotted key 'speculation.method' is not supported: write it nested "
+	 "(speculation: {method: ...})"},
+	{"target.model: /m\n",
+	 "bad.yaml:1: dotted key 'target.model' is not supported: write it nested (target: "
+	 "{model: ...})"},
+	{M "speculation:\n  ngram.prompt_lookup_min: 3\n",
+	 "bad.yaml:4: dotted key 'ngram.prompt_lookup_min' in 'speculation' is not supported: "
+	 "write it nested (ngram: {prompt_lookup_min: ...})"},
+	{M "server.limits:\n  jobs: 3\n",
+	 "bad.yaml:3: dotted key 'server.limits' is not supported: write it nested (server: "
+	 "{limits: ...})"},
+	{M "cluster.color: x\n", "bad.yaml:3: unknown key 'cluster.color'"},
+	/* a ${ inside a default, or a } left over, would give a wrong value silently */
+	{M "cluster:\n  name: \"${SPECD_TEST_SET:-${SPECD_TEST_UNSET}}\"\n",
+	 "bad.yaml:4: 'cluster.name' has '${' inside the default of "
+	 "'${SPECD_TEST_SET:-${SPECD_TEST_UNSET}' (a default is literal text; nesting is not "
+	 "supported)"},
+	{M "cluster:\n  name: \"${SPECD_TEST_UNSET:-${SPECD_TEST_SET}}\"\n",
+	 "bad.yaml:4: 'cluster.name' has '${' inside the default of "
+	 "'${SPECD_TEST_UNSET:-${SPECD_TEST_SET}' (a default is literal text; nesting is not "
+	 "supported)"},
+	{M "cluster:\n  name: \"${SPECD_TEST_UNSET:-{x}}\"\n",
+	 "bad.yaml:4: 'cluster.name' has a stray '}' right after '${SPECD_TEST_UNSET:-{x}' "
+	 "(nesting is not supported)"},
+	{"target:\n  model: /m/${SPECD_TEST_SET}}/t.gguf\n",
+	 "bad.yaml:2: 'target.model' has a stray '}' right after '${SPECD_TEST_SET}' (nesting "
+	 "is not supported)"},
+	/* YAML tags: every explicit one, even those naming what the value is anyway */
+	{M "server:\n  auth_token: !!binary aGVsbG8=\n",
+	 "bad.yaml:4: 'server.auth_token' has the YAML tag '!!binary'; tags are not supported"},
+	{M "  threads: !!null 4\n",
+	 "bad.yaml:3: 'target.threads' has the YAML tag '!!null'; tags are not supported"},
+	{"target:\n  model: !foo m.gguf\n",
+	 "bad.yaml:2: 'target.model' has the YAML tag '!foo'; tags are not supported"},
+	{M "speculation:\n  method: !!str ngram\n",
+	 "bad.yaml:4: 'speculation.method' has the YAML tag '!!str'; tags are not supported"},
+	{M "cluster:\n  name: ! x\n",
+	 "bad.yaml:4: 'cluster.name' has the YAML tag '!'; tags are not supported"},
+	{M "cluster:\n  name: !<tag:example.com,2000:x> y\n",
+	 "bad.yaml:4: 'cluster.name' has the YAML tag '!<tag:example.com,2000:x>'; tags are "
+	 "not supported"},
+	{M "cluster:\n  !!str name: x\n",
+	 "bad.yaml:4: 'cluster.name' has the YAML tag '!!str'; tags are not supported"},
+	{M "draft: !!map {threads: 2}\n",
+	 "bad.yaml:3: 'draft' has the YAML tag '!!map'; tags are not supported"},
+	{"--- !!map\ntarget:\n  model: /m\n",
+	 "bad.yaml:1: YAML tags such as '!!map' are not supported"},
+	/* a static EAGLE tree must hold K */
+	{M "speculation:\n  method: eagle\n  num_speculative_tokens: 20\n"
+	   "  eagle: {heads: /h, tree: static, depth: 1}\n",
+	 "bad.yaml:5: 'speculation.num_speculative_tokens' (20) does not fit the static EAGLE "
+	 "tree of 'speculation.eagle.depth' 1 (at most 10 nodes): lower it or deepen the tree"},
+	{M "speculation:\n  max_speculative_tokens: 11\n"
+	   "  eagle:\n    heads: /h\n    tree: static\n    depth: 1\n",
+	 "bad.yaml:4: 'speculation.max_speculative_tokens' (11) does not fit the static EAGLE "
+	 "tree of 'speculation.eagle.depth' 1 (at most 10 nodes): lower it or deepen the tree"},
+	/* loopback is decided on the address, not on how the text starts */
+	{M "server:\n  listen: 127.999.999.999:80\n",
+	 "bad.yaml:4: 'server.listen' is 127.999.999.999:80, which is not loopback: set "
+	 "'server.auth_token'"},
+	{M "server:\n  listen: 127.0.0.1.:80\n",
+	 "bad.yaml:4: 'server.listen' is 127.0.0.1.:80, which is not loopback: set "
+	 "'server.auth_token'"},
+	{M "server:\n  listen: \"[::2]:80\"\n",
+	 "bad.yaml:4: 'server.listen' is [::2]:80, which is not loopback: set "
+	 "'server.auth_token'"},
+	{M "constraints:\n  max_draft_memory: 1025PiB\n",
+	 "bad.yaml:4: 'constraints.max_draft_memory' is 1025PiB, outside 0B..1PiB"},
+	{M "constraints:\n  max_draft_memory: 16384PiB\n", /* 2^64: overflows */
+	 "bad.yaml:4: 'constraints.max_draft_memory' is 16384PiB, outside 0B..1PiB"},
 	{M "server:\n  listen: unix:/" /* 120 bytes of path */
 	   "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 	   "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n",
@@ -514,6 +591,7 @@ static void test_bad__each_names_file_line_and_key(void **state)
 {
 	(void)state;
 	unsetenv("SPECD_TEST_UNSET");
+	setenv("SPECD_TEST_SET", "val", 1);
 	for (size_t i = 0; i < sizeof(bad_cases) / sizeof(bad_cases[0]); i++) {
 		struct cfg_cluster *c = (struct cfg_cluster *)&c; /* must stay untouched */
 		struct cfg_cluster *const sentinel = c;
@@ -533,7 +611,8 @@ static void test_bad__listen_forms_that_pass(void **state)
 {
 	(void)state;
 	static const char *const ok[] = {"127.0.0.1:1", "localhost:65535", "[::1]:7070",
-					 "127.1.2.3:80"};
+					 "127.1.2.3:80", "127.255.255.254:80",
+					 "[0:0:0:0:0:0:0:1]:7070", "LocalHost:80"};
 	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
 		char text[200];
 		snprintf(text, sizeof(text), M "server:\n  listen: \"%s\"\n", ok[i]);
@@ -544,6 +623,56 @@ static void test_bad__listen_forms_that_pass(void **state)
 	struct cfg_cluster *c = parse_ok(M "server:\n  listen: \"[2001:db8::1]:7070\"\n"
 					   "  auth_token: t\n", "l.yaml", 0);
 	assert_string_equal(c->listen, "[2001:db8::1]:7070");
+	cfg_destroy(c);
+}
+
+static void test_bad__static_eagle_trees_that_pass(void **state)
+{
+	(void)state;
+	static const char *const ok[] = {
+		/* K = 10 fills depth 1 */
+		"speculation:\n  method: eagle\n  num_speculative_tokens: 10\n"
+		"  eagle: {heads: /h, tree: static, depth: 1}\n",
+		/* the default max_speculative_tokens (8) under auto */
+		"speculation:\n  eagle: {heads: /h, tree: static, depth: 1}\n",
+		"speculation:\n  method: eagle\n  num_speculative_tokens: 32\n"
+		"  eagle: {heads: /h, tree: static, depth: 2}\n",
+		/* a dynamic tree, or EAGLE never run, builds no static tree */
+		"speculation:\n  method: eagle\n  num_speculative_tokens: 20\n"
+		"  eagle: {heads: /h, tree: dynamic, depth: 1}\n",
+		"speculation:\n  method: ngram\n  num_speculative_tokens: 20\n"
+		"  eagle: {heads: /h, tree: static, depth: 1}\n",
+		"speculation:\n  max_speculative_tokens: 20\n  eagle: {tree: static, depth: 1}\n",
+	};
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		char text[400];
+		snprintf(text, sizeof(text), M "%s", ok[i]);
+		cfg_destroy(parse_ok(text, "e.yaml", 0));
+	}
+}
+
+/* A UTF-16 file (libyaml reads its byte-order mark and converts it) is refused: the
+ * format is UTF-8. */
+static void test_bad__utf16_file_refused(void **state)
+{
+	(void)state;
+	static const char utf8[] = "target: {model: /m}\n";
+	char buf[2 * sizeof(utf8) + 2];
+	size_t n = 0;
+	buf[n++] = (char)0xff; /* UTF-16LE byte-order mark */
+	buf[n++] = (char)0xfe;
+	for (size_t i = 0; utf8[i]; i++) {
+		buf[n++] = utf8[i];
+		buf[n++] = '\0';
+	}
+	struct cfg_cluster *c = NULL;
+	struct specd_error err = {0};
+	assert_int_equal(cfg_parse_buffer(buf, n, "u.yaml", 0, &c, &err), SPECD_CONFIG);
+	assert_null(c);
+	assert_string_equal(err.msg, "u.yaml:1: the file is UTF-16 (it starts with a UTF-16 "
+				     "byte-order mark); a cluster file is UTF-8");
+	/* a UTF-8 byte-order mark is fine */
+	c = parse_ok("\xef\xbb\xbftarget: {model: /m}\n", "u.yaml", 0);
 	cfg_destroy(c);
 }
 
@@ -809,6 +938,45 @@ static void test_hostile__never_crashes(void **state)
 	free(buf);
 }
 
+/* A quote inside a plain scalar, a block scalar or a comment opens nothing: the brackets
+ * after it still count against the flow depth (libyaml's time is quadratic in it; a
+ * pre-scan that took such a quote for a string let 1 MiB of them through). */
+static void test_hostile__quote_in_plain_scalar_hides_no_brackets(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *before, *after;
+	} quoted[] = {
+		{"x: don 't\ny: ", "\n"},   /* block: the "quote" ran to the end of the file */
+		{"{x: don 't, y: ", "}\n"}, /* flow */
+		{"x: |\n  '\ny: ", "\n"},   /* a quote starting a line of a block scalar */
+		{"x: a\"b\ny: ", "\n"},     /* a double quote inside a plain scalar */
+		{"# it's\ny: ", "\n"},      /* and inside a comment */
+	};
+	char *buf = malloc(9000);
+	assert_non_null(buf);
+	for (size_t q = 0; q < sizeof(quoted) / sizeof(quoted[0]); q++) {
+		size_t o = (size_t)snprintf(buf, 64, "%s", quoted[q].before);
+		memset(buf + o, '[', 4000);
+		memset(buf + o + 4000, ']', 4000);
+		o += 8000;
+		o += (size_t)snprintf(buf + o, 8, "%s", quoted[q].after);
+		int line = 1;
+		for (const char *p = quoted[q].before; *p; p++)
+			line += *p == '\n';
+		char want[64];
+		snprintf(want, sizeof(want), "h.yaml:%d: [ ] and { } nest deeper than 64 levels",
+			 line);
+		struct specd_error err = {0};
+		struct cfg_cluster *c = NULL;
+		assert_int_equal(cfg_parse_buffer(buf, o, "h.yaml", 0, &c, &err), SPECD_CONFIG);
+		assert_null(c);
+		if (strcmp(err.msg, want) != 0)
+			fail_msg("case %zu: \"%s\", want \"%s\"", q, err.msg, want);
+	}
+	free(buf);
+}
+
 /* ---- schema, shipped files, generated docs ---- */
 
 static void test_schema__consistent_with_enums_and_sections(void **state)
@@ -928,12 +1096,15 @@ int main(void)
 		cmocka_unit_test(test_sizes__units_and_plain_bytes),
 		cmocka_unit_test(test_bad__each_names_file_line_and_key),
 		cmocka_unit_test(test_bad__listen_forms_that_pass),
+		cmocka_unit_test(test_bad__static_eagle_trees_that_pass),
+		cmocka_unit_test(test_bad__utf16_file_refused),
 		cmocka_unit_test(test_check_paths__missing_model_named),
 		cmocka_unit_test(test_load__unreadable_file_says_why),
 		cmocka_unit_test(test_buffer__equals_file),
 		cmocka_unit_test(test_world_size__counts_draft_rank),
 		cmocka_unit_test(test_nomem__every_allocation_fails_cleanly),
 		cmocka_unit_test(test_hostile__never_crashes),
+		cmocka_unit_test(test_hostile__quote_in_plain_scalar_hides_no_brackets),
 		cmocka_unit_test(test_schema__consistent_with_enums_and_sections),
 		cmocka_unit_test(test_examples__shipped_configs_parse),
 		cmocka_unit_test(test_doc__committed_reference_is_current),
