@@ -820,7 +820,9 @@ static void conn_serve(struct srv *s, struct conn *c)
 	if (!c->dead && !c->close_after_out) {
 		/* A frame half received starts the frame_seconds clock; one handed out this
 		 * turn restarts it for whatever follows (which began no earlier). */
-		if (c->backlog || !wire_reader_mid_frame(&c->rd))
+		/* After the end of the client's stream a frame can never complete: no
+		 * clock for it (the client still gets the replies it is owed). */
+		if (c->read_closed || c->backlog || !wire_reader_mid_frame(&c->rd))
 			c->frame_since = 0;
 		else if (c->frame_since == 0 || budget < SRV_TURN_FRAMES)
 			c->frame_since = now;
@@ -883,7 +885,8 @@ static double conn_deadline(struct srv *s, struct conn *c, double now)
 			return -1;
 		}
 		due = earlier(due, stalled);
-	} else if (c->open_calls == 0 && c->frame_since == 0 && !c->backlog) {
+	} else if (c->open_calls == 0 && (frame <= 0 || c->frame_since == 0) && !c->backlog) {
+		/* a frame begun holds the connection only while frame_seconds bounds it */
 		double quiet = c->active_at + idle;
 		if (now >= quiet) {
 			conn_close(s, c, "idle for limits.idle_seconds");

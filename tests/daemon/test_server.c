@@ -296,6 +296,15 @@ static int setup_deadlines(void **state)
 	return setup_with(l);
 }
 
+/* limits.idle_seconds alone: frame_seconds 0, no limit on a frame. */
+static int setup_idle_only(void **state)
+{
+	(void)state;
+	struct cfg_limits l = test_limits();
+	l.idle_seconds = TIMEOUT_S;
+	return setup_with(l);
+}
+
 static int teardown(void **state)
 {
 	(void)state;
@@ -764,6 +773,36 @@ static void test_conns__each_found_after_others_close(void **state)
 	}
 }
 
+/* With frame_seconds 0, a frame begun and then abandoned does not hold the connection
+ * past idle_seconds (a slow client must keep sending to keep it). */
+static void test_idle__abandoned_frame_without_frame_limit(void **state)
+{
+	(void)state;
+	struct client *c = connect_client(0);
+	const uint8_t first = 0;
+	send_all(c->fd, &first, 1);
+	specd_sleep(2 * TIMEOUT_S);
+	assert_true(closed_by_server(c));
+}
+
+/* A client that half-closes in the middle of a frame still gets the reply to the
+ * Generate it sent before: the frame that can never complete starts no deadline. */
+static void test_frame__half_close_mid_frame_keeps_owed_replies(void **state)
+{
+	(void)state;
+	fake_set(true, true);
+	struct client *c = connect_client(0);
+	send_generate(c);
+	assert_true(fake_wait_seen(1));
+	const uint8_t part[] = {0, 0, 0, 0, 9, 8};
+	send_all(c->fd, part, sizeof(part));
+	assert_int_equal(shutdown(c->fd, SHUT_WR), 0);
+	specd_sleep(2 * TIMEOUT_S);
+	fake_release();
+	expect_reply(c, SPECD__V1__METHOD__GENERATE, SPECD__V1__CODE__OK);
+	assert_true(closed_by_server(c));
+}
+
 static void *stopper_main(void *arg)
 {
 	(void)arg;
@@ -823,6 +862,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_idle__client_not_reading_is_cut_off,
 						setup_deadlines, teardown),
 		cmocka_unit_test_setup_teardown(test_frame__slow_frame_refused,
+						setup_deadlines, teardown),
+		cmocka_unit_test_setup_teardown(test_idle__abandoned_frame_without_frame_limit,
+						setup_idle_only, teardown),
+		cmocka_unit_test_setup_teardown(test_frame__half_close_mid_frame_keeps_owed_replies,
 						setup_deadlines, teardown),
 		cmocka_unit_test_setup_teardown(test_conns__each_found_after_others_close, setup,
 						teardown),
