@@ -476,11 +476,6 @@ static struct runtime_config stack_config(const struct cluster *c, enum draft_me
 		.batch_tokens = (uint32_t)cfg->target_batch_tokens,
 		.method = method,
 		.spec_tokens = k,
-		/* auto: the rule table's lengths when it decided, else the drafter's */
-		.prompt_lookup_min = cfg->lookup_min_auto ? c->decision.lookup_min
-							  : (uint32_t)cfg->prompt_lookup_min,
-		.prompt_lookup_max = cfg->lookup_max_auto ? c->decision.lookup_max
-							  : (uint32_t)cfg->prompt_lookup_max,
 		.draft_path = cfg->draft_model,
 		.heads_path = cfg->medusa_heads,
 		.eagle = eagle_of(cfg),
@@ -491,6 +486,10 @@ static struct runtime_config stack_config(const struct cluster *c, enum draft_me
 		.draft_link = link,
 		.pipeline = cfg->pipeline,
 	};
+	/* auto (0): the rule table's lengths when it decided, else the drafter's */
+	sel_lookup_lengths(&c->decision, cfg->lookup_min_auto ? 0 : (uint32_t)cfg->prompt_lookup_min,
+			   cfg->lookup_max_auto ? 0 : (uint32_t)cfg->prompt_lookup_max,
+			   &rc.prompt_lookup_min, &rc.prompt_lookup_max);
 	return rc;
 }
 

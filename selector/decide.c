@@ -319,6 +319,17 @@ static enum specd_status decide_measured(const struct sel_inputs *in, struct sel
 	return SPECD_OK;
 }
 
+void sel_lookup_lengths(const struct sel_decision *d, uint32_t given_min, uint32_t given_max,
+			uint32_t *min, uint32_t *max)
+{
+	*min = given_min ? given_min : d->lookup_min;
+	*max = given_max ? given_max : d->lookup_max;
+	if (!given_max && *max && *min > *max)
+		*max = *min; /* a given minimum over the rule's maximum */
+	if (!given_min && *min && *max && *min > *max)
+		*min = *max; /* the rule's minimum over a given maximum */
+}
+
 enum specd_status sel_decide(const struct sel_inputs *in, struct sel_decision *out,
 			     struct specd_error *err)
 {

@@ -113,6 +113,13 @@ struct sel_decision {
 	struct sel_candidate candidates[SEL_MAX_CANDIDATES];
 };
 
+/* Prompt lookup's n-gram lengths for the drafter (0: its default): those given
+ * (given_min, given_max; 0 when the cluster file leaves them auto), else the decision's
+ * (the rule table's). A length taken from the decision never contradicts one given: the
+ * given one wins, as it does over the drafter's own defaults. Any thread. */
+void sel_lookup_lengths(const struct sel_decision *d, uint32_t given_min, uint32_t given_max,
+			uint32_t *min, uint32_t *max);
+
 /* The prior per-token acceptance of a method before any is measured (the origin
  * document's ranges, low end): ngram 0.5, draft_model 0.7, eagle 0.8, medusa 0.6. */
 double sel_acceptance_prior(enum draft_method m);

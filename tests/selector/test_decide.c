@@ -489,6 +489,38 @@ static void test_decide__forced_method_without_a_transport(void **state)
 	assert_non_null(strstr(err.msg, "the forced draft_model has no row left"));
 }
 
+/* The rule's n-gram lengths fill only what the cluster file leaves auto, and never
+ * contradict what it gives. */
+static void test_decide__lookup_lengths_given_win(void **state)
+{
+	(void)state;
+	struct sel_decision d;
+	memset(&d, 0, sizeof(d));
+	d.lookup_max = 4; /* the default rule: up to 4, the minimum the drafter's */
+	uint32_t lo, hi;
+	sel_lookup_lengths(&d, 0, 0, &lo, &hi);
+	assert_int_equal(lo, 0);
+	assert_int_equal(hi, 4);
+	sel_lookup_lengths(&d, 3, 0, &lo, &hi);
+	assert_int_equal(lo, 3);
+	assert_int_equal(hi, 4);
+	sel_lookup_lengths(&d, 5, 0, &lo, &hi); /* a given 5 over the rule's 4 */
+	assert_int_equal(lo, 5);
+	assert_int_equal(hi, 5);
+	sel_lookup_lengths(&d, 0, 7, &lo, &hi);
+	assert_int_equal(lo, 0);
+	assert_int_equal(hi, 7);
+	d.lookup_min = 2; /* the low-memory rule: 2 to 5 */
+	d.lookup_max = 5;
+	sel_lookup_lengths(&d, 0, 1, &lo, &hi); /* a given 1 under the rule's 2 */
+	assert_int_equal(lo, 1);
+	assert_int_equal(hi, 1);
+	memset(&d, 0, sizeof(d)); /* measured: the drafter's defaults */
+	sel_lookup_lengths(&d, 0, 0, &lo, &hi);
+	assert_int_equal(lo, 0);
+	assert_int_equal(hi, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -499,6 +531,7 @@ int main(void)
 		cmocka_unit_test(test_cost__no_pipelining_on_hidden_states),
 		cmocka_unit_test(test_cost__verify_time_never_falls_past_the_last_timed),
 		cmocka_unit_test(test_decide__forced_method_without_a_transport),
+		cmocka_unit_test(test_decide__lookup_lengths_given_win),
 		cmocka_unit_test(test_cost__prompt_lookup_in_the_leader_crosses_no_link),
 		cmocka_unit_test(test_decide__fast_link_picks_the_draft_model),
 		cmocka_unit_test(test_decide__nothing_measured_uses_the_rule_table),
