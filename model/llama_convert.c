@@ -30,6 +30,18 @@ static size_t matrices(struct model *m, struct kern_mat **out)
 	return n;
 }
 
+/* Whether any of the n matrices still reads from [base, base + bytes). */
+static bool points_into(struct kern_mat *const *w, size_t n, const void *base, size_t bytes)
+{
+	const uint8_t *lo = base, *hi = lo + bytes;
+	for (size_t i = 0; i < n; i++) {
+		const uint8_t *p = w[i]->data;
+		if (p >= lo && p < hi)
+			return true;
+	}
+	return false;
+}
+
 #define ALIGN 64 /* each matrix starts on a cache line, as the kernels' loads like */
 
 enum specd_status llama_convert_weights(struct model *m, enum kern_dtype to,
@@ -82,6 +94,12 @@ enum specd_status llama_convert_weights(struct model *m, enum kern_dtype to,
 	if (m->output.data == embd_was)
 		m->output = m->tok_embd; /* tied: the converted embedding */
 	m->converted = buf;
+	/* The shard's own column slices (llama_shard.c) are dead once nothing points into
+	 * them: freed, and the resident count already left them out with `before`. */
+	if (m->copies && !points_into(w, n, m->copies, m->shard.copied_bytes)) {
+		specd_free(m->copies);
+		m->copies = NULL;
+	}
 	m->shard.resident_bytes = m->shard.resident_bytes - before + total;
 	m->hp.wtype = m->layers[0].wq.type;
 	specd_free(row);

@@ -1069,6 +1069,26 @@ static void test_stories260k__logits_and_perplexity_match_fixture(void **state)
 	model_destroy(m);
 }
 
+static enum specd_status unused_maxloc(float *val, int32_t *idx, size_t n, void *user)
+{
+	(void)val;
+	(void)idx;
+	(void)n;
+	(void)user;
+	return SPECD_INVAL; /* a load calls no collective */
+}
+
+static enum specd_status unused_gather(const float *send, float *recv, const size_t *counts,
+				       const size_t *displs, void *user)
+{
+	(void)send;
+	(void)recv;
+	(void)counts;
+	(void)displs;
+	(void)user;
+	return SPECD_INVAL;
+}
+
 /* The logits of a 6-token prompt are bitwise the same from both models; frees both. */
 static void expect_same_logits(struct model *a, struct model *b, size_t n_vocab)
 {
@@ -1120,6 +1140,23 @@ static void test_load__dtype_holds_weights_as_asked(void **state)
 	assert_int_equal(model_load(g_q4, &cfg, &conv, &err), SPECD_OK);
 	assert_int_equal(model_hparams(conv)->wtype, KERN_Q4_1);
 	expect_same_logits(conv, plain, 270);
+	/* A shard (1 of 2) converts only its own slices, the copied column slices of O and
+	 * down included: it holds what the same shard of the f16 file holds. */
+	struct model_comm comm = {.allreduce_sum = count_allreduce, .maxloc = unused_maxloc,
+				  .gather = unused_gather, .rank = 1, .size = 2};
+	char f16[700];
+	snprintf(f16, sizeof(f16), "%s/llama_f16.gguf", g_dir);
+	struct model_config shard = {.n_slots = 1, .n_ctx = 48, .max_batch = 16, .comm = &comm,
+				     .convert = true, .weight_type = KERN_F16};
+	struct model *a_shard = NULL, *b_shard = NULL;
+	assert_int_equal(model_load(g_llama, &shard, &a_shard, &err), SPECD_OK);
+	shard.convert = false;
+	assert_int_equal(model_load(f16, &shard, &b_shard, &err), SPECD_OK);
+	assert_int_equal(model_hparams(a_shard)->wtype, KERN_F16);
+	assert_true(model_resident_bytes(a_shard) == model_resident_bytes(b_shard));
+	model_destroy(a_shard);
+	model_destroy(b_shard);
+
 	/* Quantised types are no type to hold weights in. */
 	cfg.weight_type = KERN_Q8_0;
 	assert_int_equal(model_load(g_llama, &cfg, &conv, &err), SPECD_INVAL);
