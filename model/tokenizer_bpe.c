@@ -231,6 +231,16 @@ char *tok_bpe_pattern(const char *re, size_t n, size_t *out_len)
 		} else if (c == '\\' && i + 1 < n) {
 			out[o++] = c;
 			out[o++] = re[++i];
+			if (re[i] == 'c' && i + 1 < n)
+				out[o++] = re[++i]; /* \cX: X is the escape's, even a '[' */
+		} else if (!in_class && c == '(' && i + 2 < n && re[i + 1] == '?' &&
+			   re[i + 2] == '#') {
+			/* a comment, (?#...): copied as it is, up to its ')' */
+			const char *end = memchr(re + i, ')', n - i);
+			size_t j = end ? (size_t)(end - re) + 1 : n;
+			memcpy(out + o, re + i, j - i);
+			o += j - i;
+			i = j - 1;
 		} else if (c == '[' && !in_class) {
 			in_class = true;
 			out[o++] = c;

@@ -167,6 +167,9 @@ static void test_bpe_tiny__white_space_spelt_out(void **state)
 	expect_pattern("\\\\s\\Q\\s\\E\\s", "\\\\s\\Q\\s\\E[" WS "]");
 	expect_pattern("[]\\s][[:alpha:]\\s]x", "[]" WS "][[:alpha:]" WS "]x");
 	expect_pattern("[\\S]\\x{5B}\\s", "[\\S]\\x{5B}[" WS "]");
+	/* a '[' that opens no class: the argument of \c, inside a comment */
+	expect_pattern("\\c[\\s+", "\\c[[" WS "]+");
+	expect_pattern("(?#[)\\s", "(?#[)[" WS "]");
 }
 
 /* " " + U+180E before a letter is one GPT-2 piece (U+180E is neither space nor letter)
