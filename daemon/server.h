@@ -11,7 +11,10 @@
  * Every Generate and Cancel call read gets exactly one last reply: from the compute
  * thread while it takes commands, from the loop (UNAVAILABLE) once srv_stop is called.
  * One client cannot stall the others: each loop turn serves a connection at most
- * SRV_TURN_FRAMES frames and SRV_TURN_BYTES bytes (server.c). */
+ * SRV_TURN_FRAMES frames and SRV_TURN_BYTES bytes (server.c); nor hold a place for
+ * ever: a connection idle with no call open, or reading none of its replies, for
+ * limits.idle_seconds, or with a frame not whole limits.frame_seconds after its first
+ * byte, is closed (a client waiting on its own calls, and reading, never is). */
 #ifndef SPECD_DAEMON_SERVER_H
 #define SPECD_DAEMON_SERVER_H
 
