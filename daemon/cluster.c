@@ -22,7 +22,7 @@
 static enum specd_status agree(enum specd_status mine)
 {
 	int bad = mine != SPECD_OK, any = 0;
-	if (PAR_MPI(MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD)) != SPECD_OK)
+	if (par_allreduce_wait(&bad, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD) != SPECD_OK)
 		return SPECD_MPI;
 	if (mine != SPECD_OK)
 		return mine;
@@ -47,7 +47,9 @@ enum specd_status cluster_load_config(struct cluster *c, const char *path)
 		if (outcome != SPECD_OK)
 			fprintf(stderr, "specd: %s\n", err.msg);
 	}
-	st = PAR_MPI(MPI_Bcast(&outcome, 1, MPI_INT32_T, 0, MPI_COMM_WORLD));
+	/* The others wait here while rank 0 reads the file (from slow storage, or a pipe):
+	 * sleeping, not spinning. */
+	st = par_bcast_wait(&outcome, 1, MPI_INT32_T, 0, MPI_COMM_WORLD);
 	if (st != SPECD_OK || outcome != SPECD_OK) {
 		specd_free(text);
 		return st != SPECD_OK ? st : (enum specd_status)outcome;

@@ -2,13 +2,17 @@
 #include "signals.h"
 
 #include <signal.h>
+#include <stdatomic.h>
 #include <string.h>
 
-static volatile sig_atomic_t g_signal;
+/* Lock-free, so the handler may store to it: a signal between sig_take's read and its
+ * clear must not be lost, so the take is one atomic exchange. */
+static atomic_int g_signal;
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "the signal flag must be lock-free");
 
 static void on_signal(int sig)
 {
-	g_signal = sig;
+	atomic_store(&g_signal, sig);
 }
 
 int sig_install(void)
@@ -25,7 +29,5 @@ int sig_install(void)
 
 int sig_take(void)
 {
-	int s = g_signal;
-	g_signal = 0;
-	return s;
+	return atomic_exchange(&g_signal, 0);
 }

@@ -7,6 +7,7 @@
 #include <sys/sysinfo.h>
 #include <unistd.h>
 
+#include "control.h"
 #include "mpi_check.h"
 
 /* MemAvailable from /proc/meminfo: what the kernel says can be had without
@@ -99,6 +100,5 @@ enum specd_status par_census_gather(MPI_Comm comm, const struct par_rank_info *m
 				    struct par_rank_info *all)
 {
 	/* Plain bytes: every rank runs the same binary on the same architecture. */
-	return PAR_MPI(MPI_Gather(mine, (int)sizeof(*mine), MPI_BYTE, all, (int)sizeof(*mine),
-				  MPI_BYTE, 0, comm));
+	return par_gather_wait(mine, (int)sizeof(*mine), MPI_BYTE, all, 0, comm);
 }

@@ -33,6 +33,36 @@ enum specd_status par_wait_request(MPI_Request *req, MPI_Status *status, double 
 	}
 }
 
+/* Posted by the caller: waits for it without spinning. */
+static enum specd_status wait_posted(enum specd_status posted, MPI_Request *req)
+{
+	return posted != SPECD_OK ? posted : par_wait_request(req, MPI_STATUS_IGNORE, -1);
+}
+
+enum specd_status par_bcast_wait(void *buf, int count, MPI_Datatype type, int root,
+				 MPI_Comm comm)
+{
+	MPI_Request req;
+	return wait_posted(PAR_MPI(MPI_Ibcast(buf, count, type, root, comm, &req)), &req);
+}
+
+enum specd_status par_allreduce_wait(const void *send, void *recv, int count,
+				     MPI_Datatype type, MPI_Op op, MPI_Comm comm)
+{
+	MPI_Request req;
+	return wait_posted(PAR_MPI(MPI_Iallreduce(send, recv, count, type, op, comm, &req)),
+			   &req);
+}
+
+enum specd_status par_gather_wait(const void *send, int count, MPI_Datatype type, void *recv,
+				  int root, MPI_Comm comm)
+{
+	MPI_Request req;
+	return wait_posted(PAR_MPI(MPI_Igather(send, count, type, recv, count, type, root, comm,
+					       &req)),
+			   &req);
+}
+
 enum specd_status par_ctrl_send_all(MPI_Comm comm, const struct par_ctrl_msg *msg)
 {
 	int size = 0;
@@ -70,7 +100,7 @@ enum specd_status par_bcast_bytes(MPI_Comm comm, int root, char **buf, uint64_t 
 	uint64_t n = rank == root ? *len : 0;
 	if (rank == root && n > BCAST_MAX_BYTES)
 		n = UINT64_MAX; /* tell the others to give up too */
-	st = PAR_MPI(MPI_Bcast(&n, 1, MPI_UINT64_T, root, comm));
+	st = par_bcast_wait(&n, 1, MPI_UINT64_T, root, comm);
 	if (st != SPECD_OK)
 		return st;
 	if (n == UINT64_MAX) {
@@ -84,7 +114,7 @@ enum specd_status par_bcast_bytes(MPI_Comm comm, int root, char **buf, uint64_t 
 	static char scratch[BCAST_CHUNK];
 	for (uint64_t off = 0; st == SPECD_OK && off < n;) {
 		int chunk = n - off > BCAST_CHUNK ? BCAST_CHUNK : (int)(n - off);
-		st = PAR_MPI(MPI_Bcast(data ? data + off : scratch, chunk, MPI_BYTE, root, comm));
+		st = par_bcast_wait(data ? data + off : scratch, chunk, MPI_BYTE, root, comm);
 		off += (uint64_t)chunk;
 	}
 	if (rank == root)

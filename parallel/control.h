@@ -37,6 +37,18 @@ enum specd_status par_ctrl_wait(MPI_Comm comm, struct par_ctrl_msg *out, double 
  * decides (cancel, or keep waiting). status may be MPI_STATUS_IGNORE. */
 enum specd_status par_wait_request(MPI_Request *req, MPI_Status *status, double timeout_s);
 
+/* MPI_Bcast, MPI_Allreduce and MPI_Gather without spinning: posted non-blocking, then
+ * waited for with par_wait_request's sleeping back-off and no deadline. For start-up
+ * and other one-off agreements, where a rank may wait long for a slow one (rank 0
+ * reading the cluster file, a stopped rank) and must not burn a core meanwhile (Open
+ * MPI's blocking collectives poll; DESIGN.md §10). SPECD_MPI on failure. */
+enum specd_status par_bcast_wait(void *buf, int count, MPI_Datatype type, int root,
+				 MPI_Comm comm);
+enum specd_status par_allreduce_wait(const void *send, void *recv, int count,
+				     MPI_Datatype type, MPI_Op op, MPI_Comm comm);
+enum specd_status par_gather_wait(const void *send, int count, MPI_Datatype type, void *recv,
+				  int root, MPI_Comm comm);
+
 /* Broadcasts a byte string from root: root passes *buf and *len, every other rank gets
  * a malloc'd copy (NUL-terminated, free with specd_free) in *buf and its length in
  * *len. Limited to 64 MiB: it carries configuration, not tensors. SPECD_MPI,

@@ -2,7 +2,9 @@
  * rank with exit 0 (a drain waits for a running job; a second signal ends it at once),
  * idle ranks not spinning, and a world-size mismatch giving one message and a non-zero
  * exit on every rank (never a hang). */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -19,6 +21,7 @@
 
 #include <cmocka.h>
 
+#include "common/clock.h"
 #include "daemon/client.h"
 #include "test_support.h"
 
@@ -456,6 +459,84 @@ static void test_cluster__rule_table_with_the_same_memory_and_its_own_ngram(void
 	assert_int_equal(rc, 0);
 }
 
+/* The pids of the processes whose command line holds `needle` (up to cap). */
+static int pids_running(const char *needle, int *pids, int cap)
+{
+	int n = 0;
+	DIR *d = opendir("/proc");
+	assert_non_null(d);
+	struct dirent *e;
+	while ((e = readdir(d)) && n < cap) {
+		int pid = atoi(e->d_name);
+		if (pid <= 0)
+			continue;
+		char path[64], cmd[4096];
+		snprintf(path, sizeof(path), "/proc/%d/cmdline", pid);
+		FILE *f = fopen(path, "r");
+		if (!f)
+			continue;
+		size_t k = fread(cmd, 1, sizeof(cmd) - 1, f);
+		fclose(f);
+		for (size_t i = 0; i < k; i++)
+			cmd[i] = cmd[i] ? cmd[i] : ' ';
+		cmd[k] = '\0';
+		if (strstr(cmd, needle) && strstr(cmd, "daemon/specd ") && !strstr(cmd, "mpirun") &&
+		    !strstr(cmd, "mpiexec"))
+			pids[n++] = pid;
+	}
+	closedir(d);
+	return n;
+}
+
+/* While rank 0 is still reading the cluster file (here a pipe nothing has written to
+ * yet), the other ranks wait for it asleep, not spinning in a blocking broadcast; once
+ * the file comes, the cluster starts as usual. */
+static void test_cluster__ranks_wait_for_a_slow_cluster_file_asleep(void **state)
+{
+	(void)state;
+	char fifo[400], real[512];
+	snprintf(fifo, sizeof(fifo), "%s/slow-file.yaml", g_dir);
+	assert_int_equal(mkfifo(fifo, 0600), 0);
+	write_cluster("slow-real.yaml", 2, "rank", real, sizeof(real));
+	struct running *r = running_new();
+	start(r, 3, fifo);
+	int pids[8], n = 0;
+	for (int i = 0; i < 200 && n < 3; i++) {
+		specd_sleep(0.05);
+		n = pids_running(fifo, pids, 8);
+	}
+	assert_int_equal(n, 3);
+	specd_sleep(0.5); /* all in their wait */
+	double before[3], after[3];
+	for (int i = 0; i < 3; i++)
+		before[i] = cpu_seconds(pids[i]);
+	specd_sleep(1.5);
+	for (int i = 0; i < 3; i++)
+		after[i] = cpu_seconds(pids[i]);
+	/* the file arrives: rank 0 reads it and the cluster comes up */
+	char *text = NULL;
+	FILE *src = fopen(real, "r");
+	assert_non_null(src);
+	text = calloc(1, 4096);
+	size_t len = fread(text, 1, 4095, src);
+	fclose(src);
+	int fd = open(fifo, O_WRONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, text, len), (ssize_t)len);
+	close(fd);
+	free(text);
+	assert_true(read_until(r, "specd: serving on", 1, 120.0) ||
+		    (print_message("%s", r->out), false));
+	assert_int_equal(kill(pid_of_rank(r->out, 0), SIGTERM), 0);
+	assert_int_equal(finish(r, 30.0), 0);
+	for (int i = 0; i < 3; i++) {
+		assert_true(before[i] >= 0 && after[i] >= 0);
+		if (after[i] - before[i] > 0.25)
+			fail_msg("pid %d used %.2f s of CPU in 1.5 s waiting for the cluster file",
+				 pids[i], after[i] - before[i]);
+	}
+}
+
 static void test_cluster__leader_placement_runs_on_two_ranks(void **state)
 {
 	(void)state;
@@ -586,6 +667,8 @@ int main(void)
 		cmocka_unit_test_teardown(test_cluster__second_sigterm_ends_a_running_job_at_once,
 					  running_end),
 		cmocka_unit_test_teardown(test_cluster__rule_table_with_the_same_memory_and_its_own_ngram,
+					  running_end),
+		cmocka_unit_test_teardown(test_cluster__ranks_wait_for_a_slow_cluster_file_asleep,
 					  running_end),
 		cmocka_unit_test_teardown(test_cluster__leader_placement_runs_on_two_ranks,
 					  running_end),
