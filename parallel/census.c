@@ -27,6 +27,78 @@ static uint64_t mem_available(void)
 	return (uint64_t)kib * 1024;
 }
 
+/* One number from dir/name; false when absent, unreadable or "max" (no limit). */
+static bool read_u64(const char *dir, const char *name, uint64_t *v)
+{
+	char path[4200];
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return false;
+	unsigned long long x = 0;
+	bool ok = fscanf(f, "%llu", &x) == 1;
+	fclose(f);
+	*v = x;
+	return ok;
+}
+
+/* Whether the comma-separated list holds `word`. */
+static bool has_word(const char *list, const char *word)
+{
+	size_t n = strlen(word);
+	for (const char *p = list; *p;) {
+		size_t k = strcspn(p, ",");
+		if (k == n && strncmp(p, word, n) == 0)
+			return true;
+		p += k + (p[k] == ',');
+	}
+	return false;
+}
+
+void par_cgroup_memory_cap(const char *proc_cgroup, const char *root, uint64_t *total,
+			   uint64_t *free)
+{
+	FILE *f = fopen(proc_cgroup, "r");
+	if (!f)
+		return;
+	char line[2048];
+	while (fgets(line, sizeof(line), f)) {
+		line[strcspn(line, "\n")] = '\0';
+		/* "ID:CONTROLLERS:PATH"; v2 is "0::PATH" */
+		char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+		if (!c2)
+			continue;
+		*c2 = '\0';
+		bool v2 = c1[1] == '\0';
+		if (!v2 && !has_word(c1 + 1, "memory"))
+			continue;
+		char dir[4096];
+		int base = snprintf(dir, sizeof(dir), "%s%s", root, v2 ? "" : "/memory");
+		if (base < 0 || (size_t)base >= sizeof(dir) ||
+		    snprintf(dir + base, sizeof(dir) - (size_t)base, "%s", c2 + 1) >=
+			    (int)(sizeof(dir) - (size_t)base))
+			continue;
+		const char *lim_name = v2 ? "memory.max" : "memory.limit_in_bytes";
+		const char *use_name = v2 ? "memory.current" : "memory.usage_in_bytes";
+		/* The group and each ancestor up to the root of the hierarchy. */
+		for (;;) {
+			uint64_t lim, use;
+			if (read_u64(dir, lim_name, &lim)) {
+				uint64_t room = lim;
+				if (read_u64(dir, use_name, &use))
+					room = use < lim ? lim - use : 0;
+				*total = lim < *total ? lim : *total;
+				*free = room < *free ? room : *free;
+			}
+			char *slash = strrchr(dir + base, '/');
+			if (!slash)
+				break;
+			*slash = '\0';
+		}
+	}
+	fclose(f);
+}
+
 int32_t par_local_rank(void)
 {
 	static const char *const vars[] = {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID",
@@ -84,6 +156,8 @@ enum specd_status par_census_local(struct par_rank_info *out, int rank)
 		return SPECD_IO;
 	info.host_mem_total = (uint64_t)si.totalram * si.mem_unit;
 	info.host_mem_free = mem_available();
+	par_cgroup_memory_cap("/proc/self/cgroup", "/sys/fs/cgroup", &info.host_mem_total,
+			      &info.host_mem_free);
 	FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
 	if (f) {
 		if (fgets(info.machine, sizeof(info.machine), f))

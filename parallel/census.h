@@ -36,6 +36,15 @@ int32_t par_local_rank(void);
  * SPECD_IO when the host facts cannot be read. Any thread. */
 enum specd_status par_census_local(struct par_rank_info *out, int rank);
 
+/* Caps *total and *free (bytes) by the memory cgroups this process is in, read from
+ * proc_cgroup (/proc/self/cgroup) under the cgroup file system at root (/sys/fs/cgroup):
+ * cgroup v2's memory.max and memory.current, v1's memory.limit_in_bytes and
+ * memory.usage_in_bytes, of its own group and every ancestor. Inside a container or a
+ * Slurm job the host's figures (sysinfo, MemAvailable) are not what the rank may use.
+ * Files it cannot read cap nothing. Any thread. */
+void par_cgroup_memory_cap(const char *proc_cgroup, const char *root, uint64_t *total,
+			   uint64_t *free);
+
 /* Whether two of ranks[0 .. n) compute on the same GPU: the same machine (boot id, or
  * node name when it is unknown) and the same "cuda:N" device. Then *a < *b are the
  * first such pair. NCCL refuses two ranks of one communicator on one GPU, so the

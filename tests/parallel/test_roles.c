@@ -1,15 +1,18 @@
-/* parallel/roles: world-size checks and who does what. */
+/* parallel/roles and census: world-size checks, who does what, and what a rank may use
+ * (a GPU of its own, its cgroup's memory). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
 
 #include "parallel/census.h"
 #include "parallel/roles.h"
+#include "test_support.h"
 
 static void test_layout__dedicated_draft_rank_is_last(void **state)
 {
@@ -83,10 +86,71 @@ static void test_census__shards_sharing_a_gpu_are_found(void **state)
 	assert_false(par_census_shared_gpu(r, 3, &a, &b)); /* CPU ranks share nothing */
 }
 
+/* Writes text to dir/name, making dir (and its parents) first. */
+static void put(const char *dir, const char *name, const char *text)
+{
+	char cmd[1200], path[1200];
+	snprintf(cmd, sizeof(cmd), "mkdir -p '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+}
+
+/* Inside a memory cgroup the census reports what the group allows, not the host's
+ * memory: v2 (a limit on an ancestor counts too; "max" is none) and v1. */
+static void test_census__memory_capped_by_the_cgroup(void **state)
+{
+	(void)state;
+	char tmp[256], root[400], dir[600], proc[400];
+	assert_true(ts_mkdtemp(tmp, sizeof(tmp)));
+	snprintf(root, sizeof(root), "%s/cg", tmp);
+	snprintf(proc, sizeof(proc), "%s/proc-cgroup", tmp);
+
+	/* v2: job/step; the job is limited to 8 GiB with 6 GiB used, the step has no limit */
+	snprintf(dir, sizeof(dir), "%s/job", root);
+	put(dir, "memory.max", "8589934592\n");
+	put(dir, "memory.current", "6442450944\n");
+	snprintf(dir, sizeof(dir), "%s/job/step", root);
+	put(dir, "memory.max", "max\n");
+	put(dir, "memory.current", "1073741824\n");
+	put(tmp, "proc-cgroup", "0::/job/step\n");
+	uint64_t total = 64ull << 30, free = 40ull << 30;
+	par_cgroup_memory_cap(proc, root, &total, &free);
+	assert_true(total == 8ull << 30);
+	assert_true(free == 2ull << 30);
+
+	/* v1: the memory controller's own hierarchy, named among others */
+	snprintf(dir, sizeof(dir), "%s/memory/slurm/job1", root);
+	put(dir, "memory.limit_in_bytes", "536870912\n");
+	put(dir, "memory.usage_in_bytes", "134217728\n");
+	put(tmp, "proc-cgroup", "5:cpuacct,cpu:/\n4:memory:/slurm/job1\n0::/\n");
+	total = 64ull << 30;
+	free = 40ull << 30;
+	par_cgroup_memory_cap(proc, root, &total, &free);
+	assert_true(total == 512ull << 20);
+	assert_true(free == 384ull << 20);
+
+	/* no limit anywhere, or nothing readable: the host's figures stay */
+	put(tmp, "proc-cgroup", "0::/job/none\n");
+	snprintf(dir, sizeof(dir), "%s/job", root);
+	put(dir, "memory.max", "max\n");
+	total = 64ull << 30;
+	free = 40ull << 30;
+	par_cgroup_memory_cap(proc, root, &total, &free);
+	par_cgroup_memory_cap("/nonexistent/cgroup", root, &total, &free);
+	assert_true(total == 64ull << 30);
+	assert_true(free == 40ull << 30);
+	ts_rmtree(tmp);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_census__shards_sharing_a_gpu_are_found),
+		cmocka_unit_test(test_census__memory_capped_by_the_cgroup),
 		cmocka_unit_test(test_layout__dedicated_draft_rank_is_last),
 		cmocka_unit_test(test_layout__leader_placement_has_no_draft_rank),
 		cmocka_unit_test(test_layout__mismatch_names_both_sizes),
