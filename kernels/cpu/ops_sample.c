@@ -9,15 +9,13 @@
 #include "kernels/sample.h"
 
 /* Whether the row has a logit the transform can use (sampler_sample refuses it
- * otherwise): above -inf, and still so once scaled by the temperature. */
-static bool row_has_mass(const struct kern_sample_params *p, const float *x, size_t n)
+ * otherwise): one above -inf (NaN compares false). The temperature cannot take it away:
+ * where x / T would overflow, the row takes the T -> 0+ limit, whose argmax keeps its
+ * mass (kernels/sample.h). So the first usable logit ends the scan. */
+static bool row_has_mass(const float *x, size_t n)
 {
-	struct kern_sample_scale sc = {.inv_t = 1.0f};
-
-	if (!kern_sample_is_greedy(p))
-		kern_sample_scale_row(p, x, n, &sc);
 	for (size_t i = 0; i < n; i++)
-		if (kern_sample_z(&sc, x[i]) > -INFINITY)
+		if (x[i] > -INFINITY)
 			return true;
 	return false;
 }
@@ -61,7 +59,7 @@ enum specd_status cpu_sample(struct kern_ctx *ctx, const struct kern_sample_rows
 	if (s->rows == 0)
 		return SPECD_OK;
 	for (size_t r = 0; r < s->rows; r++)
-		if (!row_has_mass(&s->params, s->x + r * s->ldx, s->n))
+		if (!row_has_mass(s->x + r * s->ldx, s->n))
 			return SPECD_INVAL;
 	/* work: probs, then the transform's scratch (kern_sample_work_bytes allows 16
 	 * bytes per logit). */
