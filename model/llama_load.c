@@ -243,35 +243,31 @@ static enum specd_status check_rope_scaling(const struct loader *ld)
 static enum specd_status check_features(const struct loader *ld, const struct model_hparams *hp)
 {
 	char key[128];
-	uint32_t v;
+	/* Absent keys leave what the graphs compute: RoPE over the whole head, values
+	 * the size of keys, no experts. */
+	uint32_t rope_dim = hp->head_dim, value_len = hp->head_dim, experts = 0;
 	enum specd_status st;
 
-	arch_key(ld, "rope.dimension_count", key, sizeof(key));
-	if (gguf_has_key(ld->f, key)) {
-		if ((st = key_u32(ld, "rope.dimension_count", true, &v)) != SPECD_OK)
-			return st;
-		if (v != hp->head_dim)
-			return specd_errorf(ld->err, SPECD_UNSUPPORTED,
-					    "%s %u with a head size of %u: partial rotary embedding "
-					    "is not supported (RoPE over the whole head is)", key, v,
-					    hp->head_dim);
-	}
-	arch_key(ld, "attention.value_length", key, sizeof(key));
-	if (gguf_has_key(ld->f, key)) {
-		if ((st = key_u32(ld, "attention.value_length", true, &v)) != SPECD_OK)
-			return st;
-		if (v != hp->head_dim)
-			return specd_errorf(ld->err, SPECD_UNSUPPORTED,
-					    "%s %u with a key head size of %u: value heads of "
-					    "another size are not supported", key, v, hp->head_dim);
-	}
-	arch_key(ld, "expert_count", key, sizeof(key));
-	v = 0;
-	if (gguf_has_key(ld->f, key) && (st = key_u32(ld, "expert_count", true, &v)) != SPECD_OK)
+	if ((st = key_u32(ld, "rope.dimension_count", false, &rope_dim)) != SPECD_OK ||
+	    (st = key_u32(ld, "attention.value_length", false, &value_len)) != SPECD_OK ||
+	    (st = key_u32(ld, "expert_count", false, &experts)) != SPECD_OK)
 		return st;
-	if (v > 0)
-		return specd_errorf(ld->err, SPECD_UNSUPPORTED, "%s %u: mixture-of-experts models "
-				    "are not supported", key, v);
+	if (rope_dim != hp->head_dim)
+		return specd_errorf(ld->err, SPECD_UNSUPPORTED,
+				    "%s %u with a head size of %u: partial rotary embedding is not "
+				    "supported (RoPE over the whole head is)",
+				    arch_key(ld, "rope.dimension_count", key, sizeof(key)), rope_dim,
+				    hp->head_dim);
+	if (value_len != hp->head_dim)
+		return specd_errorf(ld->err, SPECD_UNSUPPORTED,
+				    "%s %u with a key head size of %u: value heads of another size "
+				    "are not supported",
+				    arch_key(ld, "attention.value_length", key, sizeof(key)),
+				    value_len, hp->head_dim);
+	if (experts > 0)
+		return specd_errorf(ld->err, SPECD_UNSUPPORTED,
+				    "%s %u: mixture-of-experts models are not supported",
+				    arch_key(ld, "expert_count", key, sizeof(key)), experts);
 	if ((st = check_rope_scaling(ld)) != SPECD_OK)
 		return st;
 
