@@ -291,10 +291,9 @@ static bool leader_calibrate(const struct cluster *c, struct sel_inputs *in)
 		}
 		return false;
 	}
-	/* A copy: rt (and its model) closes below, before the figures are used. */
-	const struct model_hparams hp_copy = *model_hparams(rt.model), *hp = &hp_copy;
-	in->n_vocab = hp->n_vocab;
-	in->dim = hp->dim;
+	/* Read now: rt (and its model) closes below. The vocabulary and width came from
+	 * the file's header (base_inputs). */
+	uint32_t n_layers = model_hparams(rt.model)->n_layers;
 	uint64_t target_bytes = model_resident_bytes(rt.model);
 	struct sel_method_in measured[DRAFT_METHOD_COUNT];
 	memset(measured, 0, sizeof(measured));
@@ -331,7 +330,7 @@ static bool leader_calibrate(const struct cluster *c, struct sel_inputs *in)
 		if (!mi->timed)
 			mi->t_draft_token_s = per_byte * (double)mi->memory_bytes;
 	}
-	sel_scale_for_tp(in, (uint32_t)cfg->tensor_parallel, hp->n_layers,
+	sel_scale_for_tp(in, (uint32_t)cfg->tensor_parallel, n_layers,
 			 &(struct sel_link){.measured = c->tp_probe.measured,
 					    .latency_s = c->tp_probe.latency_s,
 					    .bandwidth = c->tp_probe.bandwidth});
