@@ -438,11 +438,6 @@ cmd_decide() {
 		sleep 0.1
 	done
 	[ "$served" -eq 1 ] || { cat "$LOG" >&2; die "the cluster did not start serving"; }
-	# The census, the measured links, the calibration and the decision, without the
-	# log records' time and place.
-	awk '/^rank +node/ { on = 1 } /^[0-9][0-9]:[0-9][0-9]:/ { on = 0 } on' "$LOG"
-	grep -E 'link leader<->draft|all-reduce:|calibration|selector:' "$LOG" |
-		sed -E 's/^[0-9:.]+ +[a-z]+ +r[0-9]+ [a-z]+ req=- [a-z_]+\.c:[0-9]+: //' || true
 	local addr
 	addr=$(sed -n 's/^specd: serving on \([^ ]*\).*/\1/p' "$LOG" | head -1)
 	say "specctl status"
@@ -452,6 +447,14 @@ cmd_decide() {
 	wait "$MPIRUN_PID" || rc=$?
 	MPIRUN_PID=""
 	[ "$rc" -eq 0 ] || { cat "$LOG" >&2; die "mpirun exited $rc"; }
+	# The census, the measured links, the calibration and the decision, without the
+	# log records' time and place. Read once mpirun is done: the records are the ranks'
+	# stderr, which mpirun forwards apart from the "serving on" line on stdout, so they
+	# may reach the log after it.
+	say "the cluster's census, links and decision"
+	awk '/^rank +node/ { on = 1 } /^[0-9][0-9]:[0-9][0-9]:/ { on = 0 } on' "$LOG"
+	grep -E 'link leader<->draft|all-reduce:|calibration|selector:' "$LOG" |
+		sed -E 's/^[0-9:.]+ +[a-z]+ +r[0-9]+ [a-z]+ req=- [a-z_]+\.c:[0-9]+: //' || true
 	say "every rank stopped cleanly; mpirun exited 0"
 }
 
