@@ -508,7 +508,21 @@ static void test_cluster__ranks_wait_for_a_slow_cluster_file_asleep(void **state
 		n = pids_running(fifo, pids, 8);
 	}
 	assert_int_equal(n, 3);
-	specd_sleep(0.5); /* all in their wait */
+	/* All in their wait: start-up (MPI_Init, the loader) spends CPU a loaded machine may
+	 * still be giving it, so the measure starts once a quarter second passes with each
+	 * rank idle. Ranks that spin never pass; after 10 s they are measured anyway. */
+	double last[3];
+	for (int i = 0; i < 3; i++)
+		last[i] = cpu_seconds(pids[i]);
+	for (int tries = 0, quiet = 0; !quiet && tries < 40; tries++) {
+		specd_sleep(0.25);
+		quiet = 1;
+		for (int i = 0; i < 3; i++) {
+			double t = cpu_seconds(pids[i]);
+			quiet &= t - last[i] < 0.01;
+			last[i] = t;
+		}
+	}
 	double before[3], after[3];
 	for (int i = 0; i < 3; i++)
 		before[i] = cpu_seconds(pids[i]);
