@@ -2,7 +2,10 @@
  * converter writes them, for a Hugging Face folder's view (hf_open.c): the vocabulary
  * with added tokens at their ids, token types, merges in either of the two forms
  * tokenizers writes, special ids and the chat template from tokenizer_config.json,
- * and the pre-tokenizer's regexes (MODEL_KEY_PRE_REGEX) taken from the file itself. */
+ * the pre-tokenizer's regexes (MODEL_KEY_PRE_REGEX) taken from the file itself, the
+ * BPE model's ignore_merges (MODEL_KEY_IGNORE_MERGES), and the BOS a TemplateProcessing
+ * post_processor puts before the text (Llama 3) where tokenizer_config.json says
+ * nothing of add_bos_token. */
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -307,13 +310,48 @@ static enum specd_status chat_template(const char *dir, const json_t *tcfg, stru
 	return st;
 }
 
+/* The token a TemplateProcessing post_processor (alone, or in a Sequence as Llama 3's
+ * is) puts before a single text, in *id (-1: none). What a template appends after the
+ * text (an EOS) is left out: a prompt is text to continue, not a finished one. */
+static enum specd_status template_bos(struct hf_tok *t, const json_t *pp, int depth,
+				      int32_t *id)
+{
+	const char *type = json_string_value(json_object_get(pp, "type"));
+	enum specd_status st = SPECD_OK;
+
+	if (type && strcmp(type, "Sequence") == 0 && depth < 4) {
+		const json_t *list = json_object_get(pp, "processors");
+		for (size_t i = 0; i < json_array_size(list) && st == SPECD_OK && *id < 0; i++)
+			st = template_bos(t, json_array_get(list, i), depth + 1, id);
+		return st;
+	}
+	if (!type || strcmp(type, "TemplateProcessing") != 0)
+		return SPECD_OK;
+	const json_t *first = json_array_get(json_object_get(pp, "single"), 0);
+	const char *name = json_string_value(
+		json_object_get(json_object_get(first, "SpecialToken"), "id"));
+	if (!name)
+		return SPECD_OK; /* the text comes first */
+	const json_t *ids = json_object_get(
+		json_object_get(json_object_get(pp, "special_tokens"), name), "ids");
+	size_t v;
+	if (json_array_size(ids) != 1 || !token_id(json_array_get(ids, 0), t->n, &v))
+		return specd_errorf(t->err, SPECD_UNSUPPORTED,
+				    "%s: post_processor puts '%.40s' before the text, which is not "
+				    "one token id below %zu in its special_tokens", t->path, name,
+				    t->n);
+	*id = (int32_t)v;
+	return SPECD_OK;
+}
+
 static enum specd_status write_keys(struct hf_tok *t, const char *dir, const json_t *config,
-				    struct gguf_writer *w)
+				    const json_t *root, struct gguf_writer *w)
 {
 	char tcfg_path[4096];
 	json_t *tcfg = NULL;
 	struct specd_error e;
 	enum specd_status st;
+	int32_t bos = -1;
 
 	/* tokenizer_config.json is optional; a malformed one is still an error. Its
 	 * numbers are never ids, and model_max_length is often 1e30 written as an
@@ -335,9 +373,19 @@ static enum specd_status write_keys(struct hf_tok *t, const char *dir, const jso
 	    (st = special_id(t, tcfg, tcfg_path, config, "unk", "tokenizer.ggml.unknown_token_id", w)) ||
 	    (st = chat_template(dir, tcfg, w)))
 		goto out;
+	/* tokenizer_config.json's add_bos_token wins, as transformers' Llama tokenizers
+	 * rebuild the post_processor from it; else the template decides. */
 	if (json_is_boolean(json_object_get(tcfg, "add_bos_token")))
 		st = gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token",
 					  json_is_true(json_object_get(tcfg, "add_bos_token")));
+	else if ((st = template_bos(t, json_object_get(root, "post_processor"), 0, &bos)) ==
+			 SPECD_OK && bos >= 0 &&
+		 (st = gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)bos)) ==
+			 SPECD_OK)
+		st = gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", true);
+	if (st == SPECD_OK && json_is_true(json_object_get(json_object_get(root, "model"),
+							   "ignore_merges")))
+		st = gguf_writer_set_bool(w, MODEL_KEY_IGNORE_MERGES, true);
 out:
 	json_decref(tcfg);
 	return st;
@@ -377,6 +425,20 @@ enum specd_status hf_tokenizer_keys(const char *dir, const json_t *config, uint3
 				  type ? type : "?");
 		goto out;
 	}
+	/* Options of the BPE model that change ids and that no byte-level model sets. */
+	const char *opt = json_is_true(json_object_get(model, "byte_fallback")) ? "byte_fallback"
+			  : json_number_value(json_object_get(model, "dropout")) > 0 ? "dropout"
+			  : json_string_length(json_object_get(model, "continuing_subword_prefix"))
+				  ? "continuing_subword_prefix"
+			  : json_string_length(json_object_get(model, "end_of_word_suffix"))
+				  ? "end_of_word_suffix"
+				  : NULL;
+	if (opt) {
+		st = specd_errorf(err, SPECD_UNSUPPORTED,
+				  "%s: the BPE model sets '%s', which is not supported (byte-level "
+				  "BPE without it is)", path, opt);
+		goto out;
+	}
 	/* NFC is not applied, as for GGUF files (tokenizer.h); anything else changes text. */
 	if (norm && !json_is_null(norm) && (!norm_type || strcmp(norm_type, "NFC") != 0)) {
 		st = specd_errorf(err, SPECD_UNSUPPORTED,
@@ -401,7 +463,7 @@ enum specd_status hf_tokenizer_keys(const char *dir, const json_t *config, uint3
 	}
 	if ((st = vocab_count(&t, vocab_size)) == SPECD_OK && (st = vocab_fill(&t)) == SPECD_OK &&
 	    (st = merges_read(&t, model)) == SPECD_OK)
-		st = write_keys(&t, dir, config, w);
+		st = write_keys(&t, dir, config, root, w);
 out:
 	hf_tok_fini(&t);
 	json_decref(root);

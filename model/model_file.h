@@ -36,6 +36,7 @@
 
 #define MODEL_KEY_ROPE_LAYOUT "specd.rope.layout"
 #define MODEL_KEY_PRE_REGEX "specd.tokenizer.pre_regex"
+#define MODEL_KEY_IGNORE_MERGES "specd.tokenizer.ignore_merges" /* bool: tok_bpe_vocab's */
 
 struct gguf_file;
 

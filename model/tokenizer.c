@@ -214,6 +214,7 @@ static enum specd_status tok_collect_special(struct tok *t)
 		if (!tok_is_special_type(t->types[i]) || t->piece_len[i] == 0)
 			continue;
 		k = t->n_special++;
+		t->n_user_defined += t->types[i] == TOK_TYPE_USER_DEFINED;
 		while (k > 0 && t->piece_len[t->special[k - 1]] < t->piece_len[i]) {
 			t->special[k] = t->special[k - 1];
 			k--;
@@ -390,8 +391,9 @@ int32_t tok_special_id(const struct tok *t, const char *text)
 	return -1;
 }
 
-/* The longest special piece starting at s[0..len), or -1. */
-static int32_t tok_special_at(const struct tok *t, const char *s, size_t len)
+/* The longest special piece starting at s[0..len), or -1: CONTROL and USER_DEFINED
+ * ones when control, else USER_DEFINED ones only. */
+static int32_t tok_special_at(const struct tok *t, const char *s, size_t len, bool control)
 {
 	unsigned char c = (unsigned char)s[0];
 
@@ -401,7 +403,8 @@ static int32_t tok_special_at(const struct tok *t, const char *s, size_t len)
 		int32_t id = t->special[k];
 		size_t pl = t->piece_len[id];
 
-		if (pl <= len && memcmp(t->arena + t->piece_off[id], s, pl) == 0)
+		if ((control || t->types[id] == TOK_TYPE_USER_DEFINED) && pl <= len &&
+		    memcmp(t->arena + t->piece_off[id], s, pl) == 0)
 			return id;
 	}
 	return -1;
@@ -410,18 +413,27 @@ static int32_t tok_special_at(const struct tok *t, const char *s, size_t len)
 enum specd_status tok_encode_special(const struct tok *t, const char *text, size_t len,
 				     bool add_bos, int32_t *ids, size_t cap, size_t *n_out)
 {
+	return tok_encode_parts(t, text, len, add_bos, true, ids, cap, n_out);
+}
+
+enum specd_status tok_encode_parts(const struct tok *t, const char *text, size_t len,
+				   bool add_bos, bool control, int32_t *ids, size_t cap,
+				   size_t *n_out)
+{
 	size_t n = 0, start = 0, got;
 	enum specd_status st;
 
 	if ((len > 0 && !text) || (cap > 0 && !ids))
 		return SPECD_INVAL;
+	if (len > ((size_t)1 << 30))
+		return SPECD_INVAL; /* as tok_encode_text, before scanning a gigabyte */
 	if (add_bos) {
 		if (cap > 0)
 			ids[0] = t->bos;
 		n = 1;
 	}
 	for (size_t i = 0; i <= len; i++) {
-		int32_t id = i < len ? tok_special_at(t, text + i, len - i) : -1;
+		int32_t id = i < len ? tok_special_at(t, text + i, len - i, control) : -1;
 
 		if (id < 0 && i < len)
 			continue;
@@ -429,8 +441,8 @@ enum specd_status tok_encode_special(const struct tok *t, const char *text, size
 			/* tok_encode reports the count it needs when ids run out; keep counting
 			 * past the end so the caller learns the total. */
 			got = 0;
-			st = tok_encode(t, text + start, i - start, false, n < cap ? ids + n : NULL,
-					n < cap ? cap - n : 0, &got);
+			st = tok_encode_text(t, text + start, i - start, false,
+					     n < cap ? ids + n : NULL, n < cap ? cap - n : 0, &got);
 			if (st != SPECD_OK && !(st == SPECD_INVAL && got > (n < cap ? cap - n : 0)))
 				return st;
 			n += got;

@@ -18,8 +18,11 @@
  * tokenizer.ggml.pre: "qwen2", "smollm", "gpt2"/"default", "llama-bpe"), each split is
  * mapped byte by byte to GPT-2's printable byte alphabet, and the adjacent pair with the
  * lowest merge rank (tokenizer.ggml.merges) is merged, leftmost on ties, until none
- * merges. No Unicode normalisation (Qwen's Hugging Face tokenizer applies NFC first:
- * text that is not NFC may tokenize differently there). Invalid UTF-8 bytes form their
+ * merges (with ignore_merges, a split that is a NORMAL piece whole is that piece first).
+ * USER_DEFINED pieces (added tokens that are not special, as Qwen2.5's "<tool_call>")
+ * are split out of the text before all that, as Hugging Face and llama.cpp do; CONTROL
+ * ones stay text. No Unicode normalisation (Qwen's Hugging Face tokenizer applies NFC
+ * first: text that is not NFC may tokenize differently there). Invalid UTF-8 bytes form their
  * own splits; a byte the vocabulary has no symbol for is dropped (or, only when the
  * unknown id is an UNKNOWN token, becomes it). As for SPM, tok_encode never produces
  * control tokens from text; tok_encode_special does.
@@ -89,6 +92,9 @@ struct tok_bpe_vocab {
 	size_t n_pre_regex;
 	int32_t bos, eos, unk;      /* ids, each < n */
 	bool add_bos;
+	bool ignore_merges;         /* a split spelling a NORMAL piece whole is that piece,
+				     * whatever the merges make of it (Hugging Face's BPE
+				     * option; Llama 3 sets it) */
 };
 
 /* Builds a BPE tokenizer (copies everything it needs; merges whose parts or result are
@@ -107,7 +113,9 @@ struct gguf_file;
 /* The vocabulary of a GGUF file: tokenizer.ggml.model "llama" gives SPM, "gpt2" BPE
  * (with tokenizer.ggml.merges and .pre, or the regexes of MODEL_KEY_PRE_REGEX, which a
  * Hugging Face folder's view carries: model_file.h). bos/eos/unk default to 1/2/0; add_bos_token
- * defaults to true for SPM and false for BPE, add_space_prefix to true (SPM only). The
+ * defaults to true for SPM and false for BPE, add_space_prefix to true (SPM only). As
+ * llama.cpp does for Llama 3, the BPE pre-tokenizers "llama-bpe" and "llama3" default
+ * add_bos_token to true and set ignore_merges; MODEL_KEY_IGNORE_MERGES sets it too. The
  * file may be closed afterwards. Errors: SPECD_UNSUPPORTED (another tokenizer model,
  * an unknown pre-tokenizer), SPECD_INVAL (a key missing or of the wrong type, array
  * lengths that disagree, and everything tok_create_* rejects; the message names the

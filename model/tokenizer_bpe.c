@@ -21,15 +21,24 @@
 static const struct bpe_pre {
 	const char *name;
 	const char *re[3];
+	bool llama3; /* llama.cpp's Llama 3 type: BOS by default, ignore_merges */
 } bpe_pres[] = {
-	{"gpt2", {TOK_RE_GPT2}},
-	{"default", {TOK_RE_GPT2}},
+	{"gpt2", {TOK_RE_GPT2}, false},
+	{"default", {TOK_RE_GPT2}, false},
 	/* SmolLM's tokenizer.json: Digits(individual_digits) then ByteLevel's GPT-2 regex. */
-	{"smollm", {"\\p{N}", TOK_RE_GPT2}},
-	{"qwen2", {RE_QWEN2_HEAD "\\p{N}" RE_QWEN2_TAIL}},
-	{"llama-bpe", {RE_QWEN2_HEAD "\\p{N}{1,3}" RE_QWEN2_TAIL}},
-	{"llama3", {RE_QWEN2_HEAD "\\p{N}{1,3}" RE_QWEN2_TAIL}},
+	{"smollm", {"\\p{N}", TOK_RE_GPT2}, false},
+	{"qwen2", {RE_QWEN2_HEAD "\\p{N}" RE_QWEN2_TAIL}, false},
+	{"llama-bpe", {RE_QWEN2_HEAD "\\p{N}{1,3}" RE_QWEN2_TAIL}, true},
+	{"llama3", {RE_QWEN2_HEAD "\\p{N}{1,3}" RE_QWEN2_TAIL}, true},
 };
+
+bool tok_bpe_pre_llama3(const char *name)
+{
+	for (size_t i = 0; i < sizeof(bpe_pres) / sizeof(bpe_pres[0]); i++)
+		if (strcmp(name, bpe_pres[i].name) == 0)
+			return bpe_pres[i].llama3;
+	return false;
+}
 
 struct bpe_merge {
 	uint64_t key; /* (left + 1) << 32 | (right + 1); 0: empty slot */
@@ -44,6 +53,9 @@ struct tok_bpe {
 	struct bpe_merge *merges; /* open addressing, mask + 1 slots */
 	size_t mask;
 	int32_t byte_sym[256];    /* byte -> the id of its one-character piece, -1 if none */
+	bool ignore_merges;
+	char byte_piece[256][2];  /* byte -> its character of the alphabet, in UTF-8 */
+	uint8_t byte_piece_len[256];
 };
 
 struct bpe_range {
@@ -335,11 +347,11 @@ enum specd_status tok_create_bpe(const struct tok_bpe_vocab *v, struct tok **out
 	}
 	t->bpe = b;
 	snprintf(b->pre, sizeof(b->pre), "%s", pre_name);
+	b->ignore_merges = v->ignore_merges;
 	for (unsigned c = 0; c < 256; c++) {
-		char u[2];
-		size_t ul = tok_bpe_byte_piece((unsigned char)c, u);
-
-		b->byte_sym[c] = tok_lookup(t, u, ul);
+		b->byte_piece_len[c] = (uint8_t)tok_bpe_byte_piece((unsigned char)c,
+								   b->byte_piece[c]);
+		b->byte_sym[c] = tok_lookup(t, b->byte_piece[c], b->byte_piece_len[c]);
 	}
 	if ((st = v->n_pre_regex ? bpe_compile(b, v->pre_regex, v->pre_regex_lens,
 						 v->n_pre_regex, err)
@@ -458,6 +470,7 @@ static struct bpe_cand bpe_pop(struct bpe_cand *heap, size_t *n)
 struct bpe_ws {
 	int32_t *sym, *next, *prev; /* (len) symbol ids and the list of live symbols */
 	struct bpe_cand *heap;      /* (3 len): the first pairs, then two per merge */
+	char *spelt;                /* (2 len) a split in the byte alphabet (ignore_merges) */
 };
 
 static void bpe_try(const struct tok_bpe *b, const struct bpe_ws *w, int32_t l, size_t *nh)
@@ -480,6 +493,18 @@ static void bpe_word(const struct tok *t, const unsigned char *s, size_t len,
 	int32_t m = (int32_t)len;
 	size_t nh = 0;
 
+	if (b->ignore_merges) {
+		size_t sl = 0;
+		for (size_t i = 0; i < len; i++) {
+			memcpy(w->spelt + sl, b->byte_piece[s[i]], b->byte_piece_len[s[i]]);
+			sl += b->byte_piece_len[s[i]];
+		}
+		int32_t id = tok_lookup(t, w->spelt, sl);
+		if (id >= 0 && t->types[id] == TOK_TYPE_NORMAL) {
+			bpe_emit(ids, cap, n, id);
+			return;
+		}
+	}
 	for (int32_t i = 0; i < m; i++) {
 		w->sym[i] = b->byte_sym[s[i]];
 		w->prev[i] = i - 1;
@@ -524,9 +549,9 @@ enum specd_status tok_bpe_encode(const struct tok *t, const char *text, size_t l
 	enum specd_status st = SPECD_OK;
 
 	/* Every split holds at least one byte, so len ranges per list suffice; a split's
-	 * merge heap holds its first pairs plus two per merge. */
+	 * merge heap holds its first pairs plus two per merge; a byte spells one or two. */
 	ws = specd_malloc_array(len, 2 * sizeof(struct bpe_range) + 3 * sizeof(int32_t) +
-					     3 * sizeof(struct bpe_cand));
+					     3 * sizeof(struct bpe_cand) + 2);
 	md = pcre2_match_data_create(1, NULL);
 	if (!ws || !md) {
 		st = SPECD_NOMEM;
@@ -538,6 +563,7 @@ enum specd_status tok_bpe_encode(const struct tok *t, const char *text, size_t l
 	w.sym = (int32_t *)(nxt + len);
 	w.next = w.sym + len;
 	w.prev = w.next + len;
+	w.spelt = (char *)(w.prev + len);
 	cur[0] = (struct bpe_range){0, (uint32_t)len};
 	for (int k = 0; k < b->n_re; k++) {
 		n_nxt = 0;

@@ -100,6 +100,14 @@ static void tok_emit(int32_t *ids, size_t cap, size_t *n, int32_t id)
 enum specd_status tok_encode(const struct tok *t, const char *text, size_t len, bool add_bos,
 			     int32_t *ids, size_t cap, size_t *n_out)
 {
+	if (t->bpe && t->n_user_defined > 0)
+		return tok_encode_parts(t, text, len, add_bos, false, ids, cap, n_out);
+	return tok_encode_text(t, text, len, add_bos, ids, cap, n_out);
+}
+
+enum specd_status tok_encode_text(const struct tok *t, const char *text, size_t len,
+				  bool add_bos, int32_t *ids, size_t cap, size_t *n_out)
+{
 	const unsigned char *in = (const unsigned char *)text;
 	size_t n_spaces = 0, n_chars = 0, norm_len, n_heap = 0, n = 0;
 	char *norm = NULL;

@@ -7,6 +7,7 @@
 #include "common/alloc.h"
 #include "model/gguf.h"
 #include "model/model_file.h"
+#include "tokenizer_int.h"
 
 #define KEY_MODEL "tokenizer.ggml.model"
 #define KEY_TOKENS "tokenizer.ggml.tokens"
@@ -116,6 +117,7 @@ static enum specd_status tok_load_bpe(const struct gguf_file *f, uint64_t n, str
 		pre_name[pre.len] = '\0';
 	}
 	v.pre = pre_name;
+	v.add_bos = v.ignore_merges = tok_bpe_pre_llama3(pre_name);
 	st = tok_gguf_id(f, "tokenizer.ggml.bos_token_id", 1, &v.bos, err);
 	if (st == SPECD_OK)
 		st = tok_gguf_id(f, "tokenizer.ggml.eos_token_id", 2, &v.eos, err);
@@ -123,6 +125,8 @@ static enum specd_status tok_load_bpe(const struct gguf_file *f, uint64_t n, str
 		st = tok_gguf_id(f, "tokenizer.ggml.unknown_token_id", 0, &v.unk, err);
 	if (st == SPECD_OK)
 		st = tok_gguf_flag(f, "tokenizer.ggml.add_bos_token", &v.add_bos, err);
+	if (st == SPECD_OK)
+		st = tok_gguf_flag(f, MODEL_KEY_IGNORE_MERGES, &v.ignore_merges, err);
 	if (st == SPECD_OK)
 		st = tok_gguf_arr(f, KEY_TYPES, GGUF_TYPE_I32, n, &types, err);
 	if (st == SPECD_OK)

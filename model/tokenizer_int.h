@@ -37,6 +37,7 @@ struct tok {
 	int32_t *special;     /* CONTROL and USER_DEFINED ids with a non-empty piece, longest
 			       * piece first, for tok_encode_special */
 	int32_t n_special;
+	int32_t n_user_defined; /* of them USER_DEFINED */
 	uint8_t special_first[32]; /* bitmap of the first bytes of those pieces */
 	struct tok_bpe *bpe;  /* NULL for SPM; tokenizer_bpe.c owns the layout */
 };
@@ -56,6 +57,19 @@ enum specd_status tok_bpe_encode(const struct tok *t, const char *text, size_t l
 char *tok_bpe_pattern(const char *re, size_t n, size_t *out_len);
 void tok_bpe_destroy(struct tok_bpe *b);
 const char *tok_bpe_pre_name(const struct tok_bpe *b);
+/* Whether the pre-tokenizer `name` is llama.cpp's Llama 3 one (tok_load_gguf). */
+bool tok_bpe_pre_llama3(const char *name);
+
+/* tok_encode without splitting out USER_DEFINED pieces (tokenizer_encode.c). */
+enum specd_status tok_encode_text(const struct tok *t, const char *text, size_t len,
+				  bool add_bos, int32_t *ids, size_t cap, size_t *n_out);
+/* Encodes text with the special pieces in it as their ids, CONTROL and USER_DEFINED
+ * ones when control, else USER_DEFINED ones only (the longest at each place), and each
+ * stretch between them by tok_encode_text (tokenizer.c; tok_encode_special and BPE's
+ * tok_encode). Errors as tok_encode. */
+enum specd_status tok_encode_parts(const struct tok *t, const char *text, size_t len,
+				   bool add_bos, bool control, int32_t *ids, size_t cap,
+				   size_t *n_out);
 
 /* The id of the mergeable piece spelled by s[0..len), or -1. */
 int32_t tok_lookup(const struct tok *t, const char *s, size_t len);

@@ -437,6 +437,58 @@ static void merges_as_pairs(json_t *t)
 	}
 }
 
+/* Llama 3's shape: ignore_merges, and the BOS put first by a TemplateProcessing inside
+ * a Sequence post_processor (here <|im_start|>, 518). "abc" becomes a piece (in place
+ * of "Ġs", 274, whose merge goes) that the merges never make: they make [ab, c]. */
+static void llama3_tokenizer(json_t *t)
+{
+	json_t *model = json_object_get(t, "model"), *vocab = json_object_get(model, "vocab");
+	json_t *merges = json_object_get(model, "merges");
+	json_object_set_new(model, "ignore_merges", json_true());
+	json_object_del(vocab, "\xc4\xa0s");
+	json_object_set_new(vocab, "abc", json_integer(274));
+	for (size_t i = 0; i < json_array_size(merges); i++)
+		if (strcmp(json_string_value(json_array_get(merges, i)), "\xc4\xa0 s") == 0)
+			json_array_remove(merges, i);
+	json_t *pp = json_loads(
+		"{\"type\": \"Sequence\", \"processors\": [{\"type\": \"ByteLevel\"}, {\"type\": "
+		"\"TemplateProcessing\", \"single\": [{\"SpecialToken\": {\"id\": \"<|im_start|>\", "
+		"\"type_id\": 0}}, {\"Sequence\": {\"id\": \"A\", \"type_id\": 0}}, {\"SpecialToken\": "
+		"{\"id\": \"<|im_end|>\", \"type_id\": 0}}], \"special_tokens\": {\"<|im_start|>\": "
+		"{\"id\": \"<|im_start|>\", \"ids\": [518], \"tokens\": [\"<|im_start|>\"]}}}]}",
+		0, NULL);
+	assert_non_null(pp);
+	json_object_set_new(t, "post_processor", pp);
+}
+
+static void merges_not_ignored(json_t *t)
+{
+	json_object_set_new(json_object_get(t, "model"), "ignore_merges", json_false());
+}
+
+static void no_add_bos(json_t *c)
+{
+	json_object_del(c, "add_bos_token");
+}
+
+static void add_bos_false(json_t *c)
+{
+	json_object_set_new(c, "add_bos_token", json_false());
+}
+
+static void byte_fallback(json_t *t)
+{
+	json_object_set_new(json_object_get(t, "model"), "byte_fallback", json_true());
+}
+
+/* A template whose special token has no id in its special_tokens. */
+static void template_without_ids(json_t *t)
+{
+	json_t *tp = json_array_get(json_object_get(json_object_get(t, "post_processor"),
+						    "processors"), 1);
+	json_object_set_new(tp, "special_tokens", json_object());
+}
+
 static void dtype_f64(json_t *h)
 {
 	json_object_set_new(entry(h, "model.norm.weight"), "dtype", json_string("F64"));
@@ -572,6 +624,58 @@ static void test_hf__tokenizer_errors_and_merge_forms(void **state)
 	compare("case", "llama", 0.0f);
 }
 
+/* dir's tokenizer as the view hands it over; "abc" encoded into ids (count returned). */
+static size_t encode_abc(const char *dir, bool *add_bos, int32_t *bos, int32_t *ids)
+{
+	struct gguf_file *f = NULL;
+	struct tok *t = NULL;
+	struct specd_error err;
+	size_t n = 0;
+	assert_int_equal(model_file_open(dir, &f, &err), SPECD_OK);
+	assert_int_equal(tok_load_gguf(f, &t, &err), SPECD_OK);
+	gguf_close(f);
+	*add_bos = tok_add_bos(t);
+	*bos = tok_bos(t);
+	assert_int_equal(tok_encode(t, "abc", 3, false, ids, 8, &n), SPECD_OK);
+	tok_destroy(t);
+	return n;
+}
+
+/* Llama 3's tokenizer.json: the template's BOS where tokenizer_config.json is silent
+ * (its add_bos_token wins where it speaks), and ignore_merges; the EOS the template
+ * appends is not added to a prompt. BPE options that change ids are refused. */
+static void test_hf__llama3_template_bos_and_ignore_merges(void **state)
+{
+	(void)state;
+	char dir[700];
+	int32_t ids[8], bos;
+	bool add_bos;
+	copy_folder("llama", dir, sizeof(dir));
+	edit_json(dir, "tokenizer.json", llama3_tokenizer);
+	edit_json(dir, "tokenizer_config.json", no_add_bos);
+	assert_int_equal(encode_abc(dir, &add_bos, &bos, ids), 1);
+	assert_int_equal(ids[0], 274);
+	assert_true(add_bos);
+	assert_int_equal(bos, 518);
+
+	edit_json(dir, "tokenizer_config.json", add_bos_false);
+	edit_json(dir, "tokenizer.json", merges_not_ignored);
+	assert_int_equal(encode_abc(dir, &add_bos, &bos, ids), 2);
+	assert_int_equal(ids[0], 283); /* "ab" */
+	assert_int_equal(ids[1], 99);  /* "c" */
+	assert_false(add_bos);
+
+	copy_folder("llama", dir, sizeof(dir));
+	edit_json(dir, "tokenizer.json", llama3_tokenizer);
+	edit_json(dir, "tokenizer.json", template_without_ids);
+	edit_json(dir, "tokenizer_config.json", no_add_bos);
+	expect_open_error(dir, SPECD_UNSUPPORTED, "tokenizer.json", "'<|im_start|>'", NULL);
+
+	copy_folder("llama", dir, sizeof(dir));
+	edit_json(dir, "tokenizer.json", byte_fallback);
+	expect_open_error(dir, SPECD_UNSUPPORTED, "tokenizer.json", "'byte_fallback'", NULL);
+}
+
 static void test_hf__safetensors_errors_name_file_and_tensor(void **state)
 {
 	(void)state;
@@ -672,6 +776,7 @@ int main(void)
 		cmocka_unit_test(test_hf__config_errors_name_file_and_key),
 		cmocka_unit_test(test_hf__refuses_what_the_forward_would_ignore),
 		cmocka_unit_test(test_hf__tokenizer_errors_and_merge_forms),
+		cmocka_unit_test(test_hf__llama3_template_bos_and_ignore_merges),
 		cmocka_unit_test(test_hf__safetensors_errors_name_file_and_tensor),
 		cmocka_unit_test(test_hf__missing_shard_and_index_errors),
 		cmocka_unit_test(test_hf__mismatched_shapes_fail_at_load),

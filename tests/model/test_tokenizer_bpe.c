@@ -15,6 +15,7 @@
 #include "common/alloc.h"
 #include "model/chat.h"
 #include "model/gguf.h"
+#include "model/model_file.h"
 #include "model/tokenizer.h"
 #include "model/tokenizer_int.h"
 #include "test_fixture.h"
@@ -26,16 +27,16 @@ static const char *const tiny_pieces[] = {
 	"<|end|>", "a", "b", "c", "\xc4\xa0" /* Ġ */, "\xc4\x8a" /* Ċ */, "1", "2",
 	"ab", "bc", "abc", "\xc4\xa0" "a", "<|im_start|>", "<|im_end|>", "user", "u", "s", "e",
 	"r", "us", "er", "user", "\xc3\xa9" /* é: byte 0xe9 */, "\xc3\x83" /* Ã: byte 0xc3 */,
-	"\xc2\xa9" /* ©: byte 0xa9 */,
+	"\xc2\xa9" /* ©: byte 0xa9 */, "<ab>" /* 25: an added token that is not special */,
 };
 static const int32_t tiny_types[] = {3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 3, 3, 1, 1, 1, 1,
-				     1, 1, 1, 1, 1, 1, 1};
+				     1, 1, 1, 1, 1, 1, 1, 4};
 /* rank = index: "b c" before "a b", so "abc" -> a + bc, then no "a bc" merge. */
 static const char *const tiny_merges[] = {
 	"b c", "a b", "\xc4\xa0 a", "u s", "e r", "us er", "ab c",
 };
 
-static struct tok *tiny_create(const char *pre)
+static struct tok *tiny_create_with(const char *pre, bool ignore_merges)
 {
 	struct tok_bpe_vocab v = {
 		.n = sizeof(tiny_pieces) / sizeof(tiny_pieces[0]),
@@ -45,11 +46,17 @@ static struct tok *tiny_create(const char *pre)
 		.merges = tiny_merges,
 		.pre = pre,
 		.bos = 0, .eos = 13, .unk = 0,
+		.ignore_merges = ignore_merges,
 	};
 	struct tok *t = NULL;
 	struct specd_error err;
 	assert_int_equal(tok_create_bpe(&v, &t, &err), SPECD_OK);
 	return t;
+}
+
+static struct tok *tiny_create(const char *pre)
+{
+	return tiny_create_with(pre, false);
 }
 
 static size_t enc(const struct tok *t, const char *s, bool special, int32_t *ids, size_t cap)
@@ -79,6 +86,122 @@ static void test_bpe_tiny__merges_by_rank(void **state)
 	assert_int_equal(ids[0], 14); /* the first of the two "user" pieces */
 	assert_true(tok_is_bpe(t));
 	assert_string_equal(tok_pre_name(t), "gpt2");
+	tok_destroy(t);
+}
+
+/* ignore_merges (Llama 3): a split the vocabulary spells whole is that piece, where the
+ * merges make [a, bc] of "abc"; a split that is no piece still merges. */
+static void test_bpe_tiny__ignore_merges_takes_whole_pieces(void **state)
+{
+	(void)state;
+	struct tok *t = tiny_create_with("llama-bpe", true);
+	int32_t ids[16];
+
+	assert_int_equal(enc(t, "abc", false, ids, 16), 1);
+	assert_int_equal(ids[0], 10);
+	assert_int_equal(enc(t, "abca", false, ids, 16), 3); /* no "abca": b+c, a+b... */
+	assert_int_equal(ids[0], 1);
+	assert_int_equal(ids[1], 9);
+	assert_int_equal(ids[2], 1);
+	/* " a" is "Ġa" whole, as its merge would make it */
+	assert_int_equal(enc(t, " a", false, ids, 16), 1);
+	assert_int_equal(ids[0], 11);
+	tok_destroy(t);
+}
+
+/* Added tokens that are not special (USER_DEFINED) are split out of any text, as Hugging
+ * Face and llama.cpp do; control tokens only on request. */
+static void test_bpe_tiny__user_defined_pieces_split_out_of_text(void **state)
+{
+	(void)state;
+	struct tok *t = tiny_create("gpt2");
+	int32_t ids[16];
+	size_t need = 0;
+
+	assert_int_equal(enc(t, "a<ab>b", false, ids, 16), 3);
+	assert_int_equal(ids[0], 1);
+	assert_int_equal(ids[1], 25);
+	assert_int_equal(ids[2], 2);
+	assert_int_equal(enc(t, "<ab><ab>", false, ids, 16), 2);
+	assert_int_equal(ids[0], 25);
+	assert_int_equal(ids[1], 25);
+	/* beside a control token's text, which stays text (no 12 among the ids) */
+	size_t n = enc(t, "<|im_start|><ab>", false, ids, 16);
+	assert_true(n > 2);
+	assert_int_equal(ids[n - 1], 25);
+	for (size_t i = 0; i < n; i++)
+		assert_int_not_equal(ids[i], 12);
+	/* BOS first; too small a buffer reports the size needed */
+	assert_int_equal(tok_encode(t, "ab<ab>ab", 8, true, ids, 2, &need), SPECD_INVAL);
+	assert_int_equal(need, 4);
+	assert_int_equal(tok_encode(t, "ab<ab>ab", 8, true, ids, 16, &need), SPECD_OK);
+	assert_int_equal(need, 4);
+	assert_int_equal(ids[0], 0);
+	assert_int_equal(ids[2], 25);
+	tok_destroy(t);
+}
+
+/* A GGUF vocabulary of llama.cpp's Llama 3 pre-tokenizer: BOS by default and
+ * ignore_merges, as llama.cpp loads it; add_bos_token still says otherwise, and the
+ * Hugging Face view's key sets ignore_merges for any pre-tokenizer. */
+static struct tok *tiny_gguf(const char *pre, int add_bos, bool ignore_key)
+{
+	struct gguf_writer *w = NULL;
+	size_t n = sizeof(tiny_pieces) / sizeof(tiny_pieces[0]);
+	assert_int_equal(gguf_writer_create(&w), SPECD_OK);
+	assert_int_equal(gguf_writer_set_str(w, "tokenizer.ggml.model", "gpt2"), SPECD_OK);
+	assert_int_equal(gguf_writer_set_str(w, "tokenizer.ggml.pre", pre), SPECD_OK);
+	assert_int_equal(gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", tiny_pieces, n),
+			 SPECD_OK);
+	assert_int_equal(gguf_writer_set_arr(w, "tokenizer.ggml.token_type", GGUF_TYPE_I32,
+					     tiny_types, n), SPECD_OK);
+	assert_int_equal(gguf_writer_set_arr_str(w, "tokenizer.ggml.merges", tiny_merges,
+						 sizeof(tiny_merges) / sizeof(tiny_merges[0])),
+			 SPECD_OK);
+	assert_int_equal(gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", 12), SPECD_OK);
+	if (add_bos >= 0)
+		assert_int_equal(gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", add_bos),
+				 SPECD_OK);
+	if (ignore_key)
+		assert_int_equal(gguf_writer_set_bool(w, MODEL_KEY_IGNORE_MERGES, true), SPECD_OK);
+	void *image = NULL;
+	size_t size = 0;
+	assert_int_equal(gguf_writer_image(w, 3, &image, &size), SPECD_OK);
+	gguf_writer_destroy(w);
+	struct gguf_file *f = NULL;
+	struct tok *t = NULL;
+	struct specd_error err;
+	assert_int_equal(gguf_open_memory(image, size, &f, &err), SPECD_OK);
+	assert_int_equal(tok_load_gguf(f, &t, &err), SPECD_OK);
+	gguf_close(f);
+	specd_free(image);
+	return t;
+}
+
+static void test_bpe_gguf__llama3_pre_adds_bos_and_ignores_merges(void **state)
+{
+	(void)state;
+	int32_t ids[16];
+	struct tok *t = tiny_gguf("llama-bpe", -1, false);
+	assert_true(tok_add_bos(t));
+	assert_int_equal(tok_bos(t), 12);
+	assert_int_equal(enc(t, "abc", false, ids, 16), 1);
+	assert_int_equal(ids[0], 10);
+	tok_destroy(t);
+
+	t = tiny_gguf("llama3", 0, false); /* the file's flag wins */
+	assert_false(tok_add_bos(t));
+	assert_int_equal(enc(t, "abc", false, ids, 16), 1);
+	tok_destroy(t);
+
+	t = tiny_gguf("qwen2", -1, false); /* others: no BOS, merges as ranked */
+	assert_false(tok_add_bos(t));
+	assert_int_equal(enc(t, "abc", false, ids, 16), 2);
+	tok_destroy(t);
+
+	t = tiny_gguf("qwen2", -1, true); /* MODEL_KEY_IGNORE_MERGES */
+	assert_int_equal(enc(t, "abc", false, ids, 16), 1);
+	assert_int_equal(ids[0], 10);
 	tok_destroy(t);
 }
 
@@ -588,6 +711,9 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_bpe_tiny__merges_by_rank),
+		cmocka_unit_test(test_bpe_tiny__ignore_merges_takes_whole_pieces),
+		cmocka_unit_test(test_bpe_tiny__user_defined_pieces_split_out_of_text),
+		cmocka_unit_test(test_bpe_gguf__llama3_pre_adds_bos_and_ignores_merges),
 		cmocka_unit_test(test_bpe_tiny__pre_tokenizer_splits_words),
 		cmocka_unit_test(test_bpe_tiny__bytes_map_to_the_gpt2_alphabet),
 		cmocka_unit_test(test_bpe_tiny__special_tokens_split_out_only_on_request),
