@@ -96,6 +96,7 @@ struct srv {
 	bool listen_paused; /* not accepting: at the limit, backing off, or stopping */
 	bool draining;      /* loop thread: new Generate calls get UNAVAILABLE */
 	bool stopping;      /* loop thread: srv_stop was called */
+	double t_created;   /* Health's uptime_s counts from here */
 };
 
 void srv_cmd_free(struct srv_cmd *c)
@@ -201,6 +202,7 @@ enum specd_status srv_create(const struct srv_config *cfg, struct srv **out,
 	s->cfg = *cfg;
 	s->listen_fd = s->epfd = s->stop_fd = s->drain_fd = -1;
 	s->next_conn_id = 1;
+	s->t_created = specd_now();
 	enum specd_status st = netaddr_parse(cfg->listen, &s->addr, err);
 	if (st != SPECD_OK)
 		goto fail;
@@ -704,8 +706,9 @@ static void handle_envelope(struct srv *s, struct conn *c, const Specd__V1__Enve
 		return;
 	case SPECD__V1__METHOD__HEALTH: {
 		Specd__V1__HealthResponse h = SPECD__V1__HEALTH_RESPONSE__INIT;
-		h.has_serving = 1;
+		h.has_serving = h.has_uptime_s = 1;
 		h.serving = !s->draining && !s->stopping;
+		h.uptime_s = specd_now() - s->t_created;
 		reply(s, c, env->call_id, m, SPECD__V1__CODE__OK, NULL, &h.base);
 		return;
 	}

@@ -751,8 +751,12 @@ static int cmd_health(struct client *c)
 			    &specd__v1__health_response__descriptor, &msg);
 	if (rc != EXIT_OK)
 		return rc;
-	bool serving = ((Specd__V1__HealthResponse *)msg)->serving;
-	printf("%s\n", serving ? "serving" : "not serving (shutting down)");
+	const Specd__V1__HealthResponse *h = (const Specd__V1__HealthResponse *)msg;
+	bool serving = h->serving;
+	printf("%s", serving ? "serving" : "not serving (shutting down)");
+	if (h->has_uptime_s)
+		printf(", up %.0f s", h->uptime_s);
+	printf("\n");
 	protobuf_c_message_free_unpacked(msg, NULL);
 	return serving ? EXIT_OK : EXIT_SERVER;
 }

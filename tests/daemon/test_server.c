@@ -382,6 +382,8 @@ static bool health_serving(struct client *c)
 	Specd__V1__HealthResponse *h2 = specd__v1__health_response__unpack(
 		NULL, env->payload.len, env->payload.data);
 	assert_non_null(h2);
+	assert_true(h2->has_serving && h2->has_uptime_s);
+	assert_true(h2->uptime_s >= 0 && h2->uptime_s < 3600);
 	bool serving = h2->serving;
 	specd__v1__health_response__free_unpacked(h2, NULL);
 	specd__v1__envelope__free_unpacked(env, NULL);

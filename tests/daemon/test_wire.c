@@ -22,6 +22,39 @@ static void pack_health(uint64_t call_id, struct specd_buf *out)
 	assert_int_equal(wire_pack(&env, out), SPECD_OK);
 }
 
+/* docs/protocol.md's worked example: the Health call and its reply, byte for byte. */
+static void test_pack__the_protocol_docs_worked_health_example(void **state)
+{
+	(void)state;
+	static const uint8_t call[] = {0x00, 0x00, 0x00, 0x00, 0x04, 0x08, 0x01, 0x10, 0x04};
+	static const uint8_t reply[] = {0x00, 0x00, 0x00, 0x00, 0x13, 0x08, 0x01, 0x10, 0x04,
+					0x1a, 0x0b, 0x08, 0x01, 0x11, 0x00, 0x00, 0x00, 0x00,
+					0x00, 0x00, 0x29, 0x40, 0x38, 0x01};
+	struct specd_buf b;
+	specd_buf_init(&b);
+	pack_health(1, &b);
+	assert_int_equal(b.len, sizeof(call));
+	assert_memory_equal(b.data, call, sizeof(call));
+
+	Specd__V1__HealthResponse h = SPECD__V1__HEALTH_RESPONSE__INIT;
+	h.has_serving = h.has_uptime_s = 1;
+	h.serving = 1;
+	h.uptime_s = 12.5;
+	uint8_t payload[16];
+	Specd__V1__Envelope env = SPECD__V1__ENVELOPE__INIT;
+	env.has_call_id = env.has_method = env.has_payload = env.has_end = 1;
+	env.call_id = 1;
+	env.method = SPECD__V1__METHOD__HEALTH;
+	env.payload.data = payload;
+	env.payload.len = specd__v1__health_response__pack(&h, payload);
+	env.end = 1;
+	b.len = 0;
+	assert_int_equal(wire_pack(&env, &b), SPECD_OK);
+	assert_int_equal(b.len, sizeof(reply));
+	assert_memory_equal(b.data, reply, sizeof(reply));
+	specd_buf_fini(&b);
+}
+
 /* Feeds `n` bytes in pieces of `step` and collects the call ids of whole frames and the
  * refusals, in order: call id for a frame, 1000000 + len for a refusal. */
 static size_t feed(struct wire_reader *r, const uint8_t *bytes, size_t n, size_t step,
@@ -254,6 +287,7 @@ static void test_codes__status_mapping(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_pack__the_protocol_docs_worked_health_example),
 		cmocka_unit_test(test_reader__frames_split_at_every_size),
 		cmocka_unit_test(test_reader__oversized_frame_is_skipped_and_next_served),
 		cmocka_unit_test(test_reader__mid_frame_from_first_byte_to_whole),
