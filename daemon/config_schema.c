@@ -132,7 +132,7 @@ const struct cfg_key cfg_schema[] = {
 	{.path = "draft.device", .type = CFG_TYPE_ENUM, .store = CFG_STORE_INT,
 	 .offset = OFF(draft_device), .def = "cpu", .names = device_names,
 	 .doc = "Where the draft rank's drafters compute (`cpu`, `cuda`, `emulated`, as "
-		"target.device). Medusa heads and EAGLE layers run on the CPU beside a GPU."},
+		"target.device); Medusa heads and EAGLE layers are copied to that device too."},
 	{.path = "draft.threads", .type = CFG_TYPE_INT, .store = CFG_STORE_INT,
 	 .offset = OFF(draft_threads), .def = "1", .imin = 1, .imax = 256,
 	 .doc = "CPU threads of the drafter."},

@@ -67,11 +67,12 @@ struct run_opts {
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: specd-run -m MODEL.gguf [-p PROMPT] [options]\n"
-		"       specd-run -m MODEL.gguf --perplexity FILE\n"
+		"usage: specd-run -m MODEL [-p PROMPT] [options]\n"
+		"       specd-run -m MODEL --perplexity FILE\n"
 		"       specd-run --help | --version\n"
 		"\n"
-		"  -m, --model FILE       the model (GGUF: llama or qwen2)\n"
+		"  -m, --model PATH       the model: a GGUF file or a Hugging Face folder\n"
+		"                         (llama or qwen2)\n"
 		"  -p, --prompt TEXT      the prompt (default: empty, generation starts at BOS)\n"
 		"  -n, --max-tokens N     tokens to generate at most (default 128); generation\n"
 		"                         also stops at the end-of-sequence token or when the\n"
