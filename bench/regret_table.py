@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """The regret table of bench/run-regret.sh: reads its runs.tsv and prints Markdown.
 
-For each scenario (link x prompt) every run's speed-up is its decode tokens/s over plain
-decoding's, interpolated in time between the plain runs that bracket it on the same
-cluster; a choice's speed-up is the median over its rounds (the range is shown). The best
+For each scenario (link x prompt) every run's speed-up is its tokens/s (the job's Stats,
+prefill included) over plain decoding's, interpolated in time between the plain runs that
+bracket it on the same cluster; a choice's speed-up is the median over its rounds (the range is shown). The best
 fixed choice is the sweep's (method, K) with the highest median speed-up (plain decoding
 included); regret = 1 - speed-up / the best's.
 

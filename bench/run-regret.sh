@@ -6,9 +6,9 @@
 #     for the 1.5B Qwen2.5-Coder), K in the -k list;
 #   - the selector: method and K auto (calibrated at start-up, then the online selector);
 #   - the origin rule table: `speculation.measure: false`;
-# and reports each one's decode tokens/s as a speed-up over plain decoding, the best
-# fixed choice, and the selector's and the rule table's regret against it
-# (1 - their tokens/s / the best's). docs/performance.md quotes it.
+# and reports each one's tokens/s (Stats: from the job taking its slot) as a speed-up over
+# plain decoding, the best fixed choice, and the selector's and the rule table's regret
+# against it (1 - their tokens/s / the best's). docs/performance.md quotes it.
 #
 #   bench/run-regret.sh BUILD_DIR OUT_DIR [-n TOKENS] [-k "K..."] [--prompts "NAME..."]
 #       [--links "NAME=RATE/DELAY..."] [--interval STEPS] [--setups "SETUP..."] [-r ROUNDS]

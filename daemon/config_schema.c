@@ -184,14 +184,16 @@ const struct cfg_key cfg_schema[] = {
 	 .auto_offset = OFF(lookup_min_auto), .flags = CFG_KEY_AUTO, .def = "auto", .imin = 1,
 	 .imax = 32,
 	 .doc = "Shortest n-gram matched against the context; `auto`: 2, or what the origin "
-		"rule table says when it decides (`measure: false`)."},
+		"rule table says when it decides (nothing is measured: `measure: false`, or "
+		"`method` and `num_speculative_tokens` both given) and would run prompt lookup "
+		"too."},
 	{.path = "speculation.ngram.prompt_lookup_max", .type = CFG_TYPE_INT_AUTO,
 	 .store = CFG_STORE_INT, .offset = OFF(prompt_lookup_max),
 	 .auto_offset = OFF(lookup_max_auto), .flags = CFG_KEY_AUTO, .def = "auto", .imin = 1,
 	 .imax = 32,
 	 .doc = "Longest n-gram matched (at least `prompt_lookup_min`); `auto`: 5 (or "
 		"`prompt_lookup_min` when that is more), or what the origin rule table says "
-		"when it decides (4 by its default rule)."},
+		"when it decides, as for `prompt_lookup_min` (4 by its default rule)."},
 	{.path = "speculation.draft_model.model", .type = CFG_TYPE_PATH,
 	 .store = CFG_STORE_STR, .offset = OFF(draft_model),
 	 .doc = "Draft model sharing the target's vocabulary; needed by `method: draft_model`."},
