@@ -425,20 +425,6 @@ enum specd_status hf_tokenizer_keys(const char *dir, const json_t *config, uint3
 				  type ? type : "?");
 		goto out;
 	}
-	/* Options of the BPE model that change ids and that no byte-level model sets. */
-	const char *opt = json_is_true(json_object_get(model, "byte_fallback")) ? "byte_fallback"
-			  : json_number_value(json_object_get(model, "dropout")) > 0 ? "dropout"
-			  : json_string_length(json_object_get(model, "continuing_subword_prefix"))
-				  ? "continuing_subword_prefix"
-			  : json_string_length(json_object_get(model, "end_of_word_suffix"))
-				  ? "end_of_word_suffix"
-				  : NULL;
-	if (opt) {
-		st = specd_errorf(err, SPECD_UNSUPPORTED,
-				  "%s: the BPE model sets '%s', which is not supported (byte-level "
-				  "BPE without it is)", path, opt);
-		goto out;
-	}
 	/* NFC is not applied, as for GGUF files (tokenizer.h); anything else changes text. */
 	if (norm && !json_is_null(norm) && (!norm_type || strcmp(norm_type, "NFC") != 0)) {
 		st = specd_errorf(err, SPECD_UNSUPPORTED,
@@ -459,6 +445,22 @@ enum specd_status hf_tokenizer_keys(const char *dir, const json_t *config, uint3
 				  "%s: the pre_tokenizer has no ByteLevel step: only byte-level BPE "
 				  "(GPT-2 style) tokenizers are supported, not SentencePiece-style "
 				  "(Metaspace) ones; convert the model to GGUF", path);
+		goto out;
+	}
+	/* Options of the BPE model that change ids and that no byte-level model sets (after
+	 * the ByteLevel check: SentencePiece-style files set byte_fallback, and are refused
+	 * for what they are). */
+	const char *opt = json_is_true(json_object_get(model, "byte_fallback")) ? "byte_fallback"
+			  : json_number_value(json_object_get(model, "dropout")) > 0 ? "dropout"
+			  : json_string_length(json_object_get(model, "continuing_subword_prefix"))
+				  ? "continuing_subword_prefix"
+			  : json_string_length(json_object_get(model, "end_of_word_suffix"))
+				  ? "end_of_word_suffix"
+				  : NULL;
+	if (opt) {
+		st = specd_errorf(err, SPECD_UNSUPPORTED,
+				  "%s: the BPE model sets '%s', which is not supported (byte-level "
+				  "BPE without it is)", path, opt);
 		goto out;
 	}
 	if ((st = vocab_count(&t, vocab_size)) == SPECD_OK && (st = vocab_fill(&t)) == SPECD_OK &&

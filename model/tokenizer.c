@@ -214,7 +214,6 @@ static enum specd_status tok_collect_special(struct tok *t)
 		if (!tok_is_special_type(t->types[i]) || t->piece_len[i] == 0)
 			continue;
 		k = t->n_special++;
-		t->n_user_defined += t->types[i] == TOK_TYPE_USER_DEFINED;
 		while (k > 0 && t->piece_len[t->special[k - 1]] < t->piece_len[i]) {
 			t->special[k] = t->special[k - 1];
 			k--;
@@ -222,6 +221,23 @@ static enum specd_status tok_collect_special(struct tok *t)
 		t->special[k] = i;
 		unsigned char c = (unsigned char)t->arena[t->piece_off[i]];
 		t->special_first[c / 8] |= (uint8_t)(1u << (c % 8));
+	}
+	/* The USER_DEFINED ones apart, so that a prompt's scan never walks control pieces
+	 * (Llama 3 has 256 of them, all starting with '<'). */
+	for (int32_t k = 0; k < n; k++)
+		t->n_user_defined += t->types[t->special[k]] == TOK_TYPE_USER_DEFINED;
+	if (t->n_user_defined == 0)
+		return SPECD_OK;
+	t->user_defined = specd_malloc_array((size_t)t->n_user_defined, sizeof(*t->user_defined));
+	if (!t->user_defined)
+		return SPECD_NOMEM;
+	for (int32_t k = 0, u = 0; k < n; k++) {
+		int32_t id = t->special[k];
+		if (t->types[id] != TOK_TYPE_USER_DEFINED)
+			continue;
+		t->user_defined[u++] = id;
+		unsigned char c = (unsigned char)t->arena[t->piece_off[id]];
+		t->user_defined_first[c / 8] |= (uint8_t)(1u << (c % 8));
 	}
 	return SPECD_OK;
 }
@@ -324,6 +340,7 @@ void tok_destroy(struct tok *t)
 	specd_free(t->types);
 	specd_free(t->slots);
 	specd_free(t->special);
+	specd_free(t->user_defined);
 	tok_bpe_destroy(t->bpe);
 	specd_free(t);
 }
@@ -396,15 +413,17 @@ int32_t tok_special_id(const struct tok *t, const char *text)
 static int32_t tok_special_at(const struct tok *t, const char *s, size_t len, bool control)
 {
 	unsigned char c = (unsigned char)s[0];
+	const uint8_t *first = control ? t->special_first : t->user_defined_first;
+	const int32_t *list = control ? t->special : t->user_defined;
+	int32_t n = control ? t->n_special : t->n_user_defined;
 
-	if (!(t->special_first[c / 8] & (1u << (c % 8))))
+	if (!(first[c / 8] & (1u << (c % 8))))
 		return -1;
-	for (int32_t k = 0; k < t->n_special; k++) {
-		int32_t id = t->special[k];
+	for (int32_t k = 0; k < n; k++) {
+		int32_t id = list[k];
 		size_t pl = t->piece_len[id];
 
-		if ((control || t->types[id] == TOK_TYPE_USER_DEFINED) && pl <= len &&
-		    memcmp(t->arena + t->piece_off[id], s, pl) == 0)
+		if (pl <= len && memcmp(t->arena + t->piece_off[id], s, pl) == 0)
 			return id;
 	}
 	return -1;

@@ -20,11 +20,13 @@
  * lowest merge rank (tokenizer.ggml.merges) is merged, leftmost on ties, until none
  * merges (with ignore_merges, a split that is a NORMAL piece whole is that piece first).
  * USER_DEFINED pieces (added tokens that are not special, as Qwen2.5's "<tool_call>")
- * are split out of the text before all that, as Hugging Face and llama.cpp do; CONTROL
- * ones stay text. No Unicode normalisation (Qwen's Hugging Face tokenizer applies NFC
- * first: text that is not NFC may tokenize differently there). Invalid UTF-8 bytes form their
- * own splits; a byte the vocabulary has no symbol for is dropped (or, only when the
- * unknown id is an UNKNOWN token, becomes it). As for SPM, tok_encode never produces
+ * are split out of the text before all that, as Hugging Face and llama.cpp do (the
+ * longest at each place; an added token's lstrip, rstrip and single_word, and Hugging
+ * Face's matching of non-normalized ones first, are not applied); CONTROL ones stay
+ * text. No Unicode normalisation (Qwen's Hugging Face tokenizer applies NFC first: text
+ * that is not NFC may tokenize differently there). Invalid UTF-8 bytes form their own
+ * splits; a byte the vocabulary has no symbol for is dropped (or, only when the unknown
+ * id is an UNKNOWN token, becomes it). As for SPM, tok_encode never produces
  * control tokens from text; tok_encode_special does.
  *
  * Threads: a struct tok is immutable after creation; any thread may encode and decode

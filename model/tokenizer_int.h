@@ -37,8 +37,11 @@ struct tok {
 	int32_t *special;     /* CONTROL and USER_DEFINED ids with a non-empty piece, longest
 			       * piece first, for tok_encode_special */
 	int32_t n_special;
-	int32_t n_user_defined; /* of them USER_DEFINED */
 	uint8_t special_first[32]; /* bitmap of the first bytes of those pieces */
+	int32_t *user_defined; /* the USER_DEFINED ones among them, in the same order: what
+				* tok_encode splits out of text (BPE) */
+	int32_t n_user_defined;
+	uint8_t user_defined_first[32];
 	struct tok_bpe *bpe;  /* NULL for SPM; tokenizer_bpe.c owns the layout */
 };
 

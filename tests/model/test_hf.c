@@ -617,6 +617,9 @@ static void test_hf__tokenizer_errors_and_merge_forms(void **state)
 	copy_folder("llama", dir, sizeof(dir));
 	edit_json(dir, "tokenizer.json", metaspace);
 	expect_open_error(dir, SPECD_UNSUPPORTED, "tokenizer.json", "Metaspace", NULL);
+	/* as SentencePiece-style files are: refused for that, not for byte_fallback */
+	edit_json(dir, "tokenizer.json", byte_fallback);
+	expect_open_error(dir, SPECD_UNSUPPORTED, "tokenizer.json", "Metaspace", NULL);
 
 	/* The [a, b] form gives exactly the "a b" form's tokenizer. */
 	copy_folder("llama", dir, sizeof(dir));

@@ -574,9 +574,9 @@ static void test_tok_stories__long_input(void **state)
 	struct stories *s = *state;
 	const char *unit = "Once upon a time, there was a little girl named Lily. ";
 	size_t ul = strlen(unit), reps = 4000, len = ul * reps;
-	char *text = malloc(len);
 
 	NEED_STORIES(s);
+	char *text = malloc(len);
 	assert_non_null(text);
 	for (size_t i = 0; i < reps; i++)
 		memcpy(text + i * ul, unit, ul);
