@@ -375,13 +375,13 @@ static enum specd_status write_keys(struct hf_tok *t, const char *dir, const jso
 		goto out;
 	/* tokenizer_config.json's add_bos_token wins, as transformers' Llama tokenizers
 	 * rebuild the post_processor from it; else the template decides. */
-	if (json_is_boolean(json_object_get(tcfg, "add_bos_token")))
-		st = gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token",
-					  json_is_true(json_object_get(tcfg, "add_bos_token")));
-	else if ((st = template_bos(t, json_object_get(root, "post_processor"), 0, &bos)) ==
-			 SPECD_OK && bos >= 0 &&
-		 (st = gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)bos)) ==
-			 SPECD_OK)
+	const json_t *add_bos = json_object_get(tcfg, "add_bos_token");
+	if (json_is_boolean(add_bos))
+		st = gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", json_is_true(add_bos));
+	else
+		st = template_bos(t, json_object_get(root, "post_processor"), 0, &bos);
+	if (st == SPECD_OK && bos >= 0 &&
+	    (st = gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)bos)) == SPECD_OK)
 		st = gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", true);
 	if (st == SPECD_OK && json_is_true(json_object_get(json_object_get(root, "model"),
 							   "ignore_merges")))

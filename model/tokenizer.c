@@ -206,7 +206,8 @@ static enum specd_status tok_collect_special(struct tok *t)
 	if (n == 0)
 		return SPECD_OK;
 	t->special = specd_malloc_array((size_t)n, sizeof(*t->special));
-	if (!t->special)
+	t->user_defined = specd_malloc_array((size_t)n, sizeof(*t->user_defined));
+	if (!t->special || !t->user_defined)
 		return SPECD_NOMEM;
 	for (int32_t i = 0; i < t->n; i++) {
 		int32_t k;
@@ -222,20 +223,13 @@ static enum specd_status tok_collect_special(struct tok *t)
 		unsigned char c = (unsigned char)t->arena[t->piece_off[i]];
 		t->special_first[c / 8] |= (uint8_t)(1u << (c % 8));
 	}
-	/* The USER_DEFINED ones apart, so that a prompt's scan never walks control pieces
-	 * (Llama 3 has 256 of them, all starting with '<'). */
-	for (int32_t k = 0; k < n; k++)
-		t->n_user_defined += t->types[t->special[k]] == TOK_TYPE_USER_DEFINED;
-	if (t->n_user_defined == 0)
-		return SPECD_OK;
-	t->user_defined = specd_malloc_array((size_t)t->n_user_defined, sizeof(*t->user_defined));
-	if (!t->user_defined)
-		return SPECD_NOMEM;
-	for (int32_t k = 0, u = 0; k < n; k++) {
+	/* The USER_DEFINED ones apart, in the same order, so that a prompt's scan never
+	 * walks control pieces (Llama 3 has 256 of them, all starting with '<'). */
+	for (int32_t k = 0; k < n; k++) {
 		int32_t id = t->special[k];
 		if (t->types[id] != TOK_TYPE_USER_DEFINED)
 			continue;
-		t->user_defined[u++] = id;
+		t->user_defined[t->n_user_defined++] = id;
 		unsigned char c = (unsigned char)t->arena[t->piece_off[id]];
 		t->user_defined_first[c / 8] |= (uint8_t)(1u << (c % 8));
 	}

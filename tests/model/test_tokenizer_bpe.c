@@ -89,23 +89,24 @@ static void test_bpe_tiny__merges_by_rank(void **state)
 	tok_destroy(t);
 }
 
+/* tok_encode of s (no BOS) must give exactly want[0..n). */
+static void expect_ids(const struct tok *t, const char *s, const int32_t *want, size_t n)
+{
+	int32_t ids[16];
+	assert_int_equal(enc(t, s, false, ids, 16), n);
+	assert_memory_equal(ids, want, n * sizeof(*want));
+}
+
 /* ignore_merges (Llama 3): a split the vocabulary spells whole is that piece, where the
  * merges make [a, bc] of "abc"; a split that is no piece still merges. */
 static void test_bpe_tiny__ignore_merges_takes_whole_pieces(void **state)
 {
 	(void)state;
 	struct tok *t = tiny_create_with("llama-bpe", true);
-	int32_t ids[16];
 
-	assert_int_equal(enc(t, "abc", false, ids, 16), 1);
-	assert_int_equal(ids[0], 10);
-	assert_int_equal(enc(t, "abca", false, ids, 16), 3); /* no "abca": b+c, a+b... */
-	assert_int_equal(ids[0], 1);
-	assert_int_equal(ids[1], 9);
-	assert_int_equal(ids[2], 1);
-	/* " a" is "Ġa" whole, as its merge would make it */
-	assert_int_equal(enc(t, " a", false, ids, 16), 1);
-	assert_int_equal(ids[0], 11);
+	expect_ids(t, "abc", (const int32_t[]){10}, 1);
+	expect_ids(t, "abca", (const int32_t[]){1, 9, 1}, 3); /* no "abca": b+c, then none */
+	expect_ids(t, " a", (const int32_t[]){11}, 1); /* "Ġa" whole, as its merge makes it */
 	tok_destroy(t);
 }
 
@@ -118,13 +119,8 @@ static void test_bpe_tiny__user_defined_pieces_split_out_of_text(void **state)
 	int32_t ids[16];
 	size_t need = 0;
 
-	assert_int_equal(enc(t, "a<ab>b", false, ids, 16), 3);
-	assert_int_equal(ids[0], 1);
-	assert_int_equal(ids[1], 25);
-	assert_int_equal(ids[2], 2);
-	assert_int_equal(enc(t, "<ab><ab>", false, ids, 16), 2);
-	assert_int_equal(ids[0], 25);
-	assert_int_equal(ids[1], 25);
+	expect_ids(t, "a<ab>b", (const int32_t[]){1, 25, 2}, 3);
+	expect_ids(t, "<ab><ab>", (const int32_t[]){25, 25}, 2);
 	/* beside a control token's text, which stays text (no 12 among the ids) */
 	size_t n = enc(t, "<|im_start|><ab>", false, ids, 16);
 	assert_true(n > 2);
@@ -181,27 +177,25 @@ static struct tok *tiny_gguf(const char *pre, int add_bos, bool ignore_key)
 static void test_bpe_gguf__llama3_pre_adds_bos_and_ignores_merges(void **state)
 {
 	(void)state;
-	int32_t ids[16];
+	static const int32_t whole[] = {10}, merged[] = {1, 9};
 	struct tok *t = tiny_gguf("llama-bpe", -1, false);
 	assert_true(tok_add_bos(t));
 	assert_int_equal(tok_bos(t), 12);
-	assert_int_equal(enc(t, "abc", false, ids, 16), 1);
-	assert_int_equal(ids[0], 10);
+	expect_ids(t, "abc", whole, 1);
 	tok_destroy(t);
 
 	t = tiny_gguf("llama3", 0, false); /* the file's flag wins */
 	assert_false(tok_add_bos(t));
-	assert_int_equal(enc(t, "abc", false, ids, 16), 1);
+	expect_ids(t, "abc", whole, 1);
 	tok_destroy(t);
 
 	t = tiny_gguf("qwen2", -1, false); /* others: no BOS, merges as ranked */
 	assert_false(tok_add_bos(t));
-	assert_int_equal(enc(t, "abc", false, ids, 16), 2);
+	expect_ids(t, "abc", merged, 2);
 	tok_destroy(t);
 
 	t = tiny_gguf("qwen2", -1, true); /* MODEL_KEY_IGNORE_MERGES */
-	assert_int_equal(enc(t, "abc", false, ids, 16), 1);
-	assert_int_equal(ids[0], 10);
+	expect_ids(t, "abc", whole, 1);
 	tok_destroy(t);
 }
 
