@@ -321,6 +321,99 @@ void kern_dequant_row(enum kern_dtype t, const void *src, float *dst, size_t n)
 	}
 }
 
+bool kern_group_ints(enum kern_dtype t, const void *block, unsigned g, int8_t q[KERN_QK],
+		     float mul[2], float *off)
+{
+	const uint8_t *s = block;
+	*off = 0.0f;
+	switch (t) {
+	case KERN_F32:
+	case KERN_F16:
+	case KERN_BF16: return false;
+	case KERN_Q8_0:
+		mul[0] = kern_f16_to_f32(rd16(s));
+		memcpy(q, s + 2, KERN_QK);
+		break;
+	case KERN_Q4_0:
+	case KERN_Q4_1:
+	case KERN_Q5_0:
+	case KERN_Q5_1: {
+		/* Q5_x: Q4_x's nibbles plus a fifth bit per weight in the u32 qh before them */
+		bool has_min = t == KERN_Q4_1 || t == KERN_Q5_1;
+		bool five = t == KERN_Q5_0 || t == KERN_Q5_1;
+		mul[0] = kern_f16_to_f32(rd16(s));
+		if (has_min)
+			*off = kern_f16_to_f32(rd16(s + 2));
+		const uint8_t *p = s + (has_min ? 4 : 2);
+		uint32_t qh = five ? rd32(p) : 0;
+		const uint8_t *qs = p + (five ? 4 : 0);
+		int bias = has_min ? 0 : five ? 16 : 8;
+		for (int j = 0; j < KERN_QK / 2; j++) {
+			q[j] = (int8_t)(((qs[j] & 0x0f) | (int)((qh >> j) & 1) << 4) - bias);
+			q[j + 16] = (int8_t)(((qs[j] >> 4) | (int)((qh >> (j + 16)) & 1) << 4) - bias);
+		}
+		break;
+	}
+	case KERN_Q4_K:
+	case KERN_Q5_K: {
+		bool five = t == KERN_Q5_K;
+		int sc, m;
+		kq_scale_min(s + 4, (int)g, &sc, &m);
+		mul[0] = kern_f16_to_f32(rd16(s)) * (float)sc;
+		*off = -(kern_f16_to_f32(rd16(s + 2)) * (float)m);
+		const uint8_t *qs = s + (five ? 48 : 16) + 32 * (g / 2);
+		for (int l = 0; l < 32; l++) {
+			int v = g & 1 ? qs[l] >> 4 : qs[l] & 0x0f;
+			if (five)
+				v |= ((s[16 + l] >> g) & 1) << 4;
+			q[l] = (int8_t)v;
+		}
+		break;
+	}
+	case KERN_Q6_K: {
+		unsigned half = g / 4, i = g % 4;
+		const uint8_t *ql = s + 64 * half + 32 * (i & 1), *qh = s + 128 + 32 * half;
+		const int8_t *sc = (const int8_t *)(s + 192) + 8 * half + 2 * i;
+		float d = kern_f16_to_f32(rd16(s + 208));
+		mul[0] = d * (float)sc[0];
+		mul[1] = d * (float)sc[1];
+		for (int l = 0; l < 32; l++) {
+			int lo = i >= 2 ? ql[l] >> 4 : ql[l] & 0x0f;
+			q[l] = (int8_t)((lo | ((qh[l] >> (2 * i)) & 3) << 4) - 32);
+		}
+		return true;
+	}
+	}
+	mul[1] = mul[0];
+	return true;
+}
+
+bool kern_kblock_scales(enum kern_dtype t, const void *block, int16_t sc[16], float *d,
+			float mins[8])
+{
+	const uint8_t *s = block;
+	memset(sc, 0, 16 * sizeof(sc[0]));
+	for (int i = 0; i < 8; i++)
+		mins[i] = 0.0f;
+	if (t == KERN_Q6_K) {
+		for (int i = 0; i < 16; i++)
+			sc[i] = (int8_t)s[192 + i];
+		*d = kern_f16_to_f32(rd16(s + 208));
+		return true;
+	}
+	if (t != KERN_Q4_K && t != KERN_Q5_K)
+		return false;
+	float dmin = kern_f16_to_f32(rd16(s + 2));
+	for (int i = 0; i < 8; i++) {
+		int scale, m;
+		kq_scale_min(s + 4, i, &scale, &m);
+		sc[i] = (int16_t)scale;
+		mins[i] = -(dmin * (float)m);
+	}
+	*d = kern_f16_to_f32(rd16(s));
+	return true;
+}
+
 static void wr32(uint8_t *p, uint32_t v)
 {
 	for (int i = 0; i < 4; i++)

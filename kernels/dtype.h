@@ -64,6 +64,21 @@ uint16_t kern_f32_to_bf16(float f);
  * for the K-quants it is a plain one (per-sub-block min/max, no search for the
  * error-minimising scale), good for generated test models, not for real ones. */
 void kern_dequant_row(enum kern_dtype t, const void *src, float *dst, size_t n);
+
+/* Group g (weights 32g..32g+31) of one block of a quantised type t (g < 8 for the
+ * K-quants, 0 otherwise) as the integers its dequantisation multiplies: weight i is
+ * mul[i / 16] * q[i] + *off, which for every type is the float kern_dequant_row gives
+ * (Q6_K: mul = d * sc of each 16; Q4_K/Q5_K: mul = d * sc, off = -(dmin * m); Q4_1/Q5_1:
+ * mul = d, off = m; the rest: off = 0, offsets such as Q4_0's -8 folded into q).
+ * Returns false for a float type (nothing written). */
+bool kern_group_ints(enum kern_dtype t, const void *block, unsigned g, int8_t q[KERN_QK],
+		     float mul[2], float *off);
+/* The integer scales of one K-quant super-block (Q4_K, Q5_K, Q6_K): sc[i] of sub-block
+ * i (Q4_K/Q5_K: 8 of 32 weights, sc[8..15] zero; Q6_K: 16 of 16), *d the f16 super-scale
+ * and mins[i] = -(dmin * m_i) (Q6_K: zeros), so that with kern_group_ints' q a weight
+ * is d * sc * q + mins, as kern_dequant_row computes it. False for other types. */
+bool kern_kblock_scales(enum kern_dtype t, const void *block, int16_t sc[16], float *d,
+			float mins[8]);
 void kern_quant_row(enum kern_dtype t, const float *src, void *dst, size_t n);
 
 #endif

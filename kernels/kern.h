@@ -318,24 +318,55 @@ struct kern_ctx {
  * Instruction sets: the inner loops come in scalar (the reference), AVX2+FMA+F16C and
  * AVX-512 versions, chosen at create as the best the CPU has, capped by SPECD_ISA and
  * by `isa`. Batch invariance holds bitwise within one ISA: a row's result is the same
- * whatever the number of rows and threads it is computed with. Results differ between
- * ISAs (each sums in its own fixed order), by float rounding only; weights are
- * dequantised to exactly the reference's values and activations stay f32 in every
- * ISA. Two processes, or two backends, agree bitwise when they use the same ISA. */
+ * whatever the number of rows and threads it is computed with. With f32 activations
+ * (below) results differ between ISAs (each sums in its own fixed order), by float
+ * rounding only: weights are dequantised to exactly the reference's values. With 8-bit
+ * activations every ISA gives the same bits. Two processes, or two backends, agree
+ * bitwise when they use the same ISA and activations. */
+/* How a CPU matmul on quantised weights (Q8_0, Q4_x, Q5_x, Q4_K, Q5_K, Q6_K) reads its
+ * activations; float weights (f32, f16, bf16) always take them as f32.
+ *   KERN_ACT_F32: as f32, against weights dequantised to exactly the reference's
+ *     floats: results equal the reference up to float rounding (the default).
+ *   KERN_ACT_Q8: each row's activations rounded to 8 bits in groups of 32 (to the
+ *     nearest multiple of max|x| / 127 of the group, as llama.cpp's Q8_0, so each
+ *     moves by at most 1/254 of its group's largest), multiplied with the weights'
+ *     integers in integer arithmetic and scaled once per group: on Qwen2.5-1.5B
+ *     Q4_K_M about 1.5x the f32 path's decode speed (docs/performance.md), logits
+ *     within llama.cpp's own distance from the float64 reference. Every ISA computes
+ *     the same integers and the same float operations in the same order, so scalar,
+ *     AVX2 and AVX-512 agree bitwise, and batch invariance holds as above. Rounding is
+ *     not continuous: where two setups feed a matmul inputs that differ by float
+ *     rounding (T = 1 vs T = 2 shards), now and then an activation rounds to the next
+ *     grid step and that row's logits move by about 1e-2, where f32 keeps them within
+ *     about 1e-6 (tests/parallel/test_tp_mpi.c). */
+enum kern_act {
+	KERN_ACT_F32 = 0,
+	KERN_ACT_Q8,
+};
+
+/* "f32", "q8"; NULL for a value out of range. */
+const char *kern_act_name(enum kern_act act);
+/* The value named name ("f32", "q8"). Errors: SPECD_INVAL (another name). */
+enum specd_status kern_act_parse(const char *name, enum kern_act *out);
+
 struct kern_cpu_config {
 	unsigned n_threads; /* 0 or 1: the calling thread only */
 	/* "scalar", "avx2" or "avx512": use no ISA above this one; NULL: no cap. */
 	const char *isa;
+	enum kern_act act; /* activations of quantised matmuls; 0: KERN_ACT_F32 */
 };
 
 /* Creates the CPU backend. cfg may be NULL (defaults). Errors: SPECD_NOMEM,
- * SPECD_INVAL (an unknown isa name), SPECD_INTERNAL (a thread could not be started).
+ * SPECD_INVAL (an unknown isa name or act), SPECD_INTERNAL (a thread could not be started).
  * *out is written only on success; free it with kern_destroy. */
 enum specd_status kern_cpu_create(const struct kern_cpu_config *cfg, struct kern_ctx **out);
 
 /* The instruction set a CPU backend computes with ("scalar", "avx2", "avx512"), or
  * NULL when ctx is another kind of backend. */
 const char *kern_cpu_isa_of(const struct kern_ctx *ctx);
+/* How a CPU backend's quantised matmuls read activations ("f32", "q8"), or NULL when
+ * ctx is another kind of backend. */
+const char *kern_cpu_act_of(const struct kern_ctx *ctx);
 
 /* The CUDA backend (kernels/cuda/): one device, one stream, ops issued
  * asynchronously on it (kern_sync and kern_download wait). Matmul is the backend's

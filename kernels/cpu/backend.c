@@ -11,6 +11,7 @@ static void cpu_destroy(struct kern_ctx *ctx)
 {
 	struct cpu_backend *be = cpu_backend_of(ctx);
 	cpu_pool_destroy(be->pool);
+	specd_free(be->q8_buf);
 	specd_free(be); /* base is the first member, so ctx is the allocation */
 }
 
@@ -127,18 +128,23 @@ enum specd_status kern_cpu_create(const struct kern_cpu_config *cfg, struct kern
 		if (cap < isa)
 			isa = cap;
 	}
+	enum kern_act act = cfg ? cfg->act : KERN_ACT_F32;
+	if (!kern_act_name(act))
+		return SPECD_INVAL;
 	struct cpu_backend *be = specd_calloc(1, sizeof(*be));
 	if (!be)
 		return SPECD_NOMEM;
 	be->base.ops = &cpu_ops;
 	be->k = kernels_for(isa);
+	be->act = act;
 	unsigned n_threads = cfg && cfg->n_threads > 1 ? cfg->n_threads : 1;
 	enum specd_status st = cpu_pool_create(n_threads, &be->pool);
 	if (st != SPECD_OK) {
 		specd_free(be);
 		return st;
 	}
-	LOG_DEBUG("cpu backend: %s, %u threads", kern_isa_name(be->k->isa), n_threads);
+	LOG_DEBUG("cpu backend: %s, %u threads, %s activations", kern_isa_name(be->k->isa),
+		  n_threads, kern_act_name(act));
 	*out = &be->base;
 	return SPECD_OK;
 }
@@ -149,4 +155,30 @@ const char *kern_cpu_isa_of(const struct kern_ctx *ctx)
 		return NULL;
 	const struct cpu_backend *be = (const struct cpu_backend *)(const void *)ctx;
 	return kern_isa_name(be->k->isa);
+}
+
+const char *kern_cpu_act_of(const struct kern_ctx *ctx)
+{
+	if (!ctx || ctx->ops != &cpu_ops)
+		return NULL;
+	const struct cpu_backend *be = (const struct cpu_backend *)(const void *)ctx;
+	return kern_act_name(be->act);
+}
+
+static const char *const act_names[] = {[KERN_ACT_F32] = "f32", [KERN_ACT_Q8] = "q8"};
+
+const char *kern_act_name(enum kern_act act)
+{
+	return (unsigned)act < sizeof(act_names) / sizeof(act_names[0]) ? act_names[act] : NULL;
+}
+
+enum specd_status kern_act_parse(const char *name, enum kern_act *out)
+{
+	for (unsigned i = 0; name && i < sizeof(act_names) / sizeof(act_names[0]); i++) {
+		if (strcmp(name, act_names[i]) == 0) {
+			*out = (enum kern_act)i;
+			return SPECD_OK;
+		}
+	}
+	return SPECD_INVAL;
 }

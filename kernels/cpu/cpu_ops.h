@@ -19,6 +19,19 @@
  * of this many, so every output element is computed by exactly one thread. */
 #define CPU_MATMUL_SPLIT 16
 
+/* A matmul's rows of activations quantised for KERN_ACT_Q8 (kern.h): each group of 32
+ * values x[32g..32g+31] of row r becomes q[r * ldq + 32g + i] = round(x / d) in
+ * -127..127 with d[r * ng + g] = max|x| / 127 (NaN when the group holds a NaN), and
+ * s[r * ng + g] = d * (the sum of the group's q), which the weights' offsets multiply.
+ * A row's groups depend on that row alone, so batch invariance survives quantising. */
+struct cpu_q8_rows {
+	const int8_t *q;
+	const float *d;
+	const float *s;
+	size_t ldq; /* bytes between rows of q: n_in rounded up to 64 */
+	size_t ng;  /* groups per row: n_in / 32 */
+};
+
 /* One matmul call as the ISA kernels see it (arguments already checked). */
 struct cpu_matmul_job {
 	float *y;
@@ -28,7 +41,52 @@ struct cpu_matmul_job {
 	size_t rows;
 	const struct kern_mat *w;
 	const float *bias;
+	const struct cpu_q8_rows *xq; /* non-NULL: quantised weights read these instead of x */
 };
+
+/* The KERN_ACT_Q8 arithmetic of one output and row, which every ISA follows exactly so
+ * that all agree bitwise. Eight float lanes accumulate; for each group of 32 weights
+ * (kern_group_ints' q; x its activations' q8 integers, d their scale, s = d * sum x)
+ * lane l first takes the exact integer sum of q * x over weights 4l..4l+3, then:
+ *   - blocks of 32 (Q8_0, Q4_x, Q5_x): lane l += float(sum) * (mul * d) by one FMA;
+ *     where the type has an offset, lane 0 then takes one FMA of off * s (the other
+ *     lanes off * 0);
+ *   - K-quants (kern_kblock_scales): the sum times its sub-block's integer scale sc,
+ *     exactly, goes into a block-local lane t_l += float(sum * sc) * d by one FMA;
+ *     after the block's 8 groups lane l += t_l * (the block's d) by one FMA, then
+ *     (Q4_K/Q5_K) lane l += mins[l] * s of the block's group l by one FMA.
+ * At the end the lanes are added as cpu_q8_hsum does, then the bias. */
+#define CPU_Q8_LANES 8
+
+static inline bool cpu_q8_kquant(enum kern_dtype t)
+{
+	return t == KERN_Q4_K || t == KERN_Q5_K || t == KERN_Q6_K;
+}
+
+/* Types whose group integers can be negative (the products take the sign trick). */
+static inline bool cpu_q8_signed(enum kern_dtype t)
+{
+	return t == KERN_Q8_0 || t == KERN_Q4_0 || t == KERN_Q5_0 || t == KERN_Q6_K;
+}
+
+/* Types whose weights add an offset per group (kern_group_ints' off). */
+static inline bool cpu_q8_has_off(enum kern_dtype t)
+{
+	return t == KERN_Q4_1 || t == KERN_Q5_1 || t == KERN_Q4_K || t == KERN_Q5_K;
+}
+
+/* The fixed order the eight lanes are summed in: (l, l + 4) pairs, then (0, 2), (1, 3). */
+static inline float cpu_q8_hsum(const float a[CPU_Q8_LANES])
+{
+	float t0 = a[0] + a[4], t1 = a[1] + a[5], t2 = a[2] + a[6], t3 = a[3] + a[7];
+	return (t0 + t2) + (t1 + t3);
+}
+
+/* Quantises rows of x (n_in a multiple of 32) into q8, whose q, d and s point into
+ * caller storage of cpu_q8_bytes(rows, n_in) bytes at 64-byte alignment. */
+size_t cpu_q8_bytes(size_t rows, size_t n_in);
+void cpu_q8_quantize(const float *x, size_t ldx, size_t rows, size_t n_in, void *buf,
+		     struct cpu_q8_rows *q8);
 
 /* The per-ISA inner loops. Within one ISA each is a pure function of its arguments
  * (no dependence on how calls are grouped), which batch invariance rests on. */
@@ -52,6 +110,11 @@ struct cpu_backend {
 	struct kern_ctx base; /* first: ops receive &base */
 	const struct cpu_isa_kernels *k;
 	struct cpu_pool *pool;
+	enum kern_act act;
+	/* KERN_ACT_Q8: the quantised activations of the matmul running now, grown to the
+	 * largest call so far (the one allocation an op may make). */
+	void *q8_buf;
+	size_t q8_cap;
 };
 
 static inline struct cpu_backend *cpu_backend_of(struct kern_ctx *ctx)

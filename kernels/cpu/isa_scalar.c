@@ -2,6 +2,7 @@
  * time in increasing index order. Every other ISA and backend is tested against these;
  * simd_avx2.c and simd_avx512.c are their vector counterparts. */
 #include <assert.h>
+#include <math.h>
 #include <string.h>
 
 #include "cpu_ops.h"
@@ -38,8 +39,105 @@ static const float *row_chunk(enum kern_dtype t, const unsigned char *row, size_
 	return buf;
 }
 
+/* Exact sum of q[i] * x[i] over weights 4l..4l+3 of a group. */
+static int32_t q8_lane(const int8_t *q, const int8_t *x, int l)
+{
+	int32_t sum = 0;
+	for (int i = 4 * l; i < 4 * l + 4; i++)
+		sum += q[i] * x[i];
+	return sum;
+}
+
+/* One output's row under KERN_ACT_Q8 for a K-quant, rows r0..r0+nr-1 into acc. */
+static void scalar_q8_kquant(const struct cpu_matmul_job *j, const unsigned char *row,
+			     size_t r0, size_t nr, float acc[][CPU_Q8_LANES])
+{
+	const struct kern_mat *w = j->w;
+	const struct cpu_q8_rows *xq = j->xq;
+	const size_t bytes = kern_dtype_block_bytes(w->type), gpb = KERN_QK_K / KERN_QK;
+	for (size_t b = 0; b < w->n_in / KERN_QK_K; b++) {
+		const unsigned char *blk = row + b * bytes;
+		int8_t q[KERN_QK_K / KERN_QK][KERN_QK];
+		int16_t sc[16];
+		float dw, mins[8], mul[2], off;
+		kern_kblock_scales(w->type, blk, sc, &dw, mins);
+		for (unsigned g = 0; g < gpb; g++)
+			kern_group_ints(w->type, blk, g, q[g], mul, &off);
+		for (size_t r = 0; r < nr; r++) {
+			float t[CPU_Q8_LANES] = {0};
+			for (size_t g = 0; g < gpb; g++) {
+				size_t gi = b * gpb + g;
+				const int8_t *x = xq->q + (r0 + r) * xq->ldq + gi * KERN_QK;
+				float d = xq->d[(r0 + r) * xq->ng + gi];
+				for (int l = 0; l < CPU_Q8_LANES; l++) {
+					int32_t s = w->type == KERN_Q6_K ? sc[2 * g + (size_t)l / 4] : sc[g];
+					t[l] = fmaf((float)(q8_lane(q[g], x, l) * s), d, t[l]);
+				}
+			}
+			const float *s = xq->s + (r0 + r) * xq->ng + b * gpb;
+			for (int l = 0; l < CPU_Q8_LANES; l++) {
+				acc[r][l] = fmaf(t[l], dw, acc[r][l]);
+				if (w->type != KERN_Q6_K)
+					acc[r][l] = fmaf(mins[l], s[l], acc[r][l]);
+			}
+		}
+	}
+}
+
+/* One output's row under KERN_ACT_Q8 for a type of 32-weight blocks, rows r0..r0+nr-1
+ * into acc. */
+static void scalar_q8_blocks(const struct cpu_matmul_job *j, const unsigned char *row,
+			     size_t r0, size_t nr, float acc[][CPU_Q8_LANES])
+{
+	const struct kern_mat *w = j->w;
+	const struct cpu_q8_rows *xq = j->xq;
+	const size_t bytes = kern_dtype_block_bytes(w->type);
+	const bool has_off = cpu_q8_has_off(w->type);
+	for (size_t gi = 0; gi < xq->ng; gi++) {
+		int8_t q[KERN_QK];
+		float mul[2], off;
+		kern_group_ints(w->type, row + gi * bytes, 0, q, mul, &off);
+		for (size_t r = 0; r < nr; r++) {
+			const int8_t *x = xq->q + (r0 + r) * xq->ldq + gi * KERN_QK;
+			float d = xq->d[(r0 + r) * xq->ng + gi], s = xq->s[(r0 + r) * xq->ng + gi];
+			for (int l = 0; l < CPU_Q8_LANES; l++)
+				acc[r][l] = fmaf((float)q8_lane(q, x, l), mul[l / 4] * d, acc[r][l]);
+			for (int l = 0; has_off && l < CPU_Q8_LANES; l++)
+				acc[r][l] = fmaf(off, l == 0 ? s : 0.0f, acc[r][l]);
+		}
+	}
+}
+
+/* KERN_ACT_Q8 (cpu_ops.h spells out the arithmetic every ISA follows): one output at
+ * a time, each block's integers unpacked once for all rows. fmaf is the FMA the
+ * vector loops issue, so the results are theirs bit for bit. */
+static void scalar_q8_range(const struct cpu_matmul_job *j, size_t o_begin, size_t o_end)
+{
+	const struct kern_mat *w = j->w;
+	float acc[CPU_MATMUL_ROW_CHUNK][CPU_Q8_LANES];
+	for (size_t r0 = 0; r0 < j->rows; r0 += CPU_MATMUL_ROW_CHUNK) {
+		size_t nr = j->rows - r0 < CPU_MATMUL_ROW_CHUNK ? j->rows - r0 : CPU_MATMUL_ROW_CHUNK;
+		for (size_t o = o_begin; o < o_end; o++) {
+			const unsigned char *row = (const unsigned char *)w->data + o * w->row_bytes;
+			memset(acc, 0, nr * sizeof(acc[0]));
+			if (cpu_q8_kquant(w->type))
+				scalar_q8_kquant(j, row, r0, nr, acc);
+			else
+				scalar_q8_blocks(j, row, r0, nr, acc);
+			for (size_t r = 0; r < nr; r++) {
+				float v = cpu_q8_hsum(acc[r]);
+				j->y[(r0 + r) * j->ldy + o] = j->bias ? v + j->bias[o] : v;
+			}
+		}
+	}
+}
+
 static void scalar_matmul_range(const struct cpu_matmul_job *j, size_t o_begin, size_t o_end)
 {
+	if (j->xq) {
+		scalar_q8_range(j, o_begin, o_end);
+		return;
+	}
 	const struct kern_mat *w = j->w;
 	const unsigned char *base = w->data;
 	size_t chunk = chunk_len(w->type);

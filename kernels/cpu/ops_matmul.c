@@ -2,10 +2,12 @@
  * stay in their file type. The pool's threads split the output features in fixed
  * units (CPU_MATMUL_SPLIT) and each runs the ISA's inner loop over all rows for its
  * features, so the weights are read once per call however many rows, and no element's
- * result depends on the thread count. Nothing here allocates. */
+ * result depends on the thread count. Nothing here allocates, but for KERN_ACT_Q8's
+ * quantised activations, whose buffer grows to the largest call and then stays. */
 #include <stdbool.h>
 #include <string.h>
 
+#include "common/alloc.h"
 #include "cpu_ops.h"
 
 /* Below this many multiply-adds a call runs on the calling thread alone: waking the
@@ -51,6 +53,20 @@ enum specd_status cpu_matmul(struct kern_ctx *ctx, float *y, size_t ldy, const f
 	struct cpu_matmul_job job = {
 		.y = y, .ldy = ldy, .x = x, .ldx = ldx, .rows = rows, .w = w, .bias = bias,
 	};
+	struct cpu_q8_rows q8;
+	if (be->act == KERN_ACT_Q8 && kern_dtype_block(w->type) > 1) {
+		size_t bytes = cpu_q8_bytes(rows, w->n_in);
+		if (bytes > be->q8_cap) {
+			void *buf = specd_aligned_alloc(64, bytes);
+			if (!buf)
+				return SPECD_NOMEM;
+			specd_free(be->q8_buf);
+			be->q8_buf = buf;
+			be->q8_cap = bytes;
+		}
+		cpu_q8_quantize(x, ldx, rows, w->n_in, be->q8_buf, &q8);
+		job.xq = &q8;
+	}
 	if (w->n_in * w->n_out * rows < MATMUL_PARALLEL_MIN || cpu_pool_size(be->pool) == 1) {
 		be->k->matmul_range(&job, 0, w->n_out);
 		return SPECD_OK;

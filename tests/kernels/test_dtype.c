@@ -129,6 +129,50 @@ static void test_quant__q4_0_layout_low_then_high_nibbles(void **state)
 	}
 }
 
+/* kern_group_ints gives, for random bytes of every quantised type (every bit pattern
+ * of nibbles, high bits and scales), integers and multipliers whose product is the
+ * dequantiser's float for each weight: mul * q, plus off where the type has one. */
+static void test_group_ints__are_what_dequantisation_multiplies(void **state)
+{
+	(void)state;
+	static const enum kern_dtype types[] = {KERN_Q8_0, KERN_Q4_0, KERN_Q4_1, KERN_Q5_0,
+						KERN_Q5_1, KERN_Q4_K, KERN_Q5_K, KERN_Q6_K};
+	uint32_t seed = 12345;
+	for (size_t ti = 0; ti < sizeof(types) / sizeof(types[0]); ti++) {
+		enum kern_dtype t = types[ti];
+		bool has_off = t == KERN_Q4_1 || t == KERN_Q5_1 || t == KERN_Q4_K || t == KERN_Q5_K;
+		size_t block = kern_dtype_block(t), bytes = kern_dtype_block_bytes(t);
+		unsigned char raw[256];
+		float deq[KERN_QK_K];
+		for (int trial = 0; trial < 200; trial++) {
+			for (size_t i = 0; i < bytes; i++) {
+				seed = seed * 1664525u + 1013904223u;
+				raw[i] = (unsigned char)(seed >> 24);
+			}
+			kern_dequant_row(t, raw, deq, block);
+			for (unsigned g = 0; g < block / KERN_QK; g++) {
+				int8_t q[KERN_QK];
+				float mul[2], off;
+				assert_true(kern_group_ints(t, raw, g, q, mul, &off));
+				if (!has_off)
+					assert_true(off == 0.0f);
+				for (int i = 0; i < KERN_QK; i++) {
+					float w = mul[i / 16] * (float)q[i];
+					if (has_off)
+						w += off;
+					float ref = deq[g * KERN_QK + (unsigned)i];
+					if (!(w == ref || (isnan(w) && isnan(ref))))
+						fail_msg("%s group %u weight %d: %g, dequantised %g",
+							 kern_dtype_name(t), g, i, (double)w, (double)ref);
+				}
+			}
+		}
+	}
+	int8_t q[KERN_QK];
+	float mul[2], off;
+	assert_false(kern_group_ints(KERN_F16, q, 0, q, mul, &off));
+}
+
 static void test_cpu__isa_cap_from_environment(void **state)
 {
 	(void)state;
@@ -146,6 +190,7 @@ int main(void)
 		cmocka_unit_test(test_bf16__rounds_to_nearest_even),
 		cmocka_unit_test(test_quant__round_trip_within_bound),
 		cmocka_unit_test(test_quant__q4_0_layout_low_then_high_nibbles),
+		cmocka_unit_test(test_group_ints__are_what_dequantisation_multiplies),
 		cmocka_unit_test(test_cpu__isa_cap_from_environment),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -31,6 +31,15 @@
 #include "test_support.h"
 
 #define TOL 1e-4 /* relative to the row's largest logit */
+/* Under KERN_ACT_Q8 the shards' inputs differ from the whole model's by rounding, and
+ * now and then that moves an activation across a rounding boundary of its 8-bit grid:
+ * that row's logits move by about a quantisation step. Such rows must stay rare and
+ * small, where heads end on whole groups of 32 (head_dim a multiple of 32, as in every
+ * real model); where a shard's heads end inside a group (head_dim 16), its group holds
+ * only its own heads' values and gets its own scale: every row is then off by about
+ * the quantisation's accuracy. */
+#define TOL_Q8 5e-2
+#define Q8_OFF_ROWS_MAX 0.25 /* of all rows compared */
 #define N_CTX 64
 
 static int g_rank, g_size;
@@ -79,9 +88,11 @@ static int teardown(void **state)
 	return 0;
 }
 
-static struct par_tp_model *tp_load(const char *path, uint32_t n_slots)
+/* kern: the backend to run on (borrowed), or NULL for the model's own f32 CPU one. */
+static struct par_tp_model *tp_load_on(const char *path, uint32_t n_slots, struct kern_ctx *kern)
 {
-	struct model_config mc = {.n_slots = n_slots, .n_ctx = N_CTX, .max_batch = 16};
+	struct model_config mc = {.n_slots = n_slots, .n_ctx = N_CTX, .max_batch = 16,
+				  .kern = kern};
 	struct par_tp_config tc = {.deadline_s = 60};
 	struct par_tp_model *tp = NULL;
 	struct specd_error err;
@@ -92,9 +103,15 @@ static struct par_tp_model *tp_load(const char *path, uint32_t n_slots)
 	return tp;
 }
 
-static struct model *whole_load(const char *path, uint32_t n_slots)
+static struct par_tp_model *tp_load(const char *path, uint32_t n_slots)
 {
-	struct model_config mc = {.n_slots = n_slots, .n_ctx = N_CTX, .max_batch = 16};
+	return tp_load_on(path, n_slots, NULL);
+}
+
+static struct model *whole_load(const char *path, uint32_t n_slots, struct kern_ctx *kern)
+{
+	struct model_config mc = {.n_slots = n_slots, .n_ctx = N_CTX, .max_batch = 16,
+				  .kern = kern};
 	struct model *m = NULL;
 	struct specd_error err;
 	ts_mpi_check(model_load(path, &mc, &m, &err), &err, "model_load");
@@ -162,11 +179,16 @@ static double row_diff(const float *a, const float *b, uint32_t n, double *scale
 }
 
 /* Prompt then greedy decoding, on the shards (driven by rank 0) and on the whole model
- * on rank 0: logits within TOL, tokens equal up to the first position whose top-2 margin
- * is below the tolerance. */
-static void compare_decode(const char *path, const char *name)
+ * on rank 0, every one on a CPU backend whose quantised matmuls read activations as
+ * act says: logits within TOL (under KERN_ACT_Q8, all but a few rows, and those within
+ * TOL_Q8), tokens equal up to the first position whose top-2 margin is below the
+ * tolerance. */
+static void compare_decode_act(const char *path, const char *name, enum kern_act act)
 {
-	struct par_tp_model *tp = tp_load(path, 1);
+	struct kern_cpu_config kc = {.act = act};
+	struct kern_ctx *kern = NULL, *kern_whole = NULL;
+	assert_int_equal(kern_cpu_create(&kc, &kern), SPECD_OK);
+	struct par_tp_model *tp = tp_load_on(path, 1, kern);
 	const struct model_hparams *hp = model_hparams(par_tp_model_get(tp));
 	uint32_t V = hp->n_vocab;
 	const struct model_shard *s = model_shard(par_tp_model_get(tp));
@@ -175,17 +197,23 @@ static void compare_decode(const char *path, const char *name)
 		struct specd_error err;
 		ts_mpi_check(par_tp_follow(tp, &err), &err, "par_tp_follow");
 		par_tp_model_destroy(tp);
+		kern_destroy(kern);
 		return;
 	}
-	struct model *whole = whole_load(path, 1);
+	assert_int_equal(kern_cpu_create(&kc, &kern_whole), SPECD_OK);
+	struct model *whole = whole_load(path, 1, kern_whole);
 	float *a = malloc(16 * (size_t)V * sizeof(float)), *b = malloc(16 * (size_t)V * sizeof(float));
 	uint32_t prompt[6] = {1, 300 % V, 17, 99, 260, 5};
 	tp_run(tp, 0, 6, prompt, a, NULL);
 	whole_run(whole, 6, prompt, b);
+	const double tol = act == KERN_ACT_Q8 ? TOL_Q8 : TOL;
 	double worst = 0, scale;
+	int rows = 0, off_rows = 0;
 	for (uint32_t i = 0; i < 6; i++) {
 		double d = row_diff(a + (size_t)i * V, b + (size_t)i * V, V, &scale);
 		worst = d > worst ? d : worst;
+		rows++;
+		off_rows += d > TOL;
 	}
 	bool agree = true;
 	int steps = 0, diverged_at = -1;
@@ -195,7 +223,7 @@ static void compare_decode(const char *path, const char *name)
 	for (int step = 0; step < 24; step++) {
 		if (ta != tb) {
 			/* Allowed only where the whole model's top two are within tolerance. */
-			assert_true(margin <= TOL * scale * 4);
+			assert_true(margin <= tol * scale * 4);
 			agree = false;
 			diverged_at = step;
 			break;
@@ -204,20 +232,34 @@ static void compare_decode(const char *path, const char *name)
 		whole_run(whole, 1, &tb, b);
 		double d = row_diff(a, b, V, &scale);
 		worst = d > worst ? d : worst;
+		rows++;
+		off_rows += d > TOL;
 		ta = argmax_row(a, V, &margin);
 		tb = argmax_row(b, V, &margin);
 		steps++;
 	}
-	printf("[ T=%d ] %s: %d greedy steps %s, max logit difference %.2e of the row's largest\n",
-	       g_size, name, steps, agree ? "identical" : "then a near-tie", worst);
+	printf("[ T=%d ] %s, %s activations: %d greedy steps %s, max logit difference %.2e of "
+	       "the row's largest, %d of %d rows beyond %.0e\n", g_size, name, kern_act_name(act),
+	       steps, agree ? "identical" : "then a near-tie", worst, off_rows, rows, TOL);
 	(void)diverged_at;
-	assert_true(worst <= TOL);
+	assert_true(worst <= tol);
+	if (act == KERN_ACT_F32)
+		assert_int_equal(off_rows, 0);
+	else if (hp->head_dim % 32 == 0) /* else heads may end inside a group: TOL_Q8 only */
+		assert_true(off_rows <= Q8_OFF_ROWS_MAX * rows);
 	struct specd_error err;
 	ts_mpi_check(par_tp_stop(tp, &err), &err, "par_tp_stop");
 	free(a);
 	free(b);
 	model_destroy(whole);
 	par_tp_model_destroy(tp);
+	kern_destroy(kern_whole);
+	kern_destroy(kern);
+}
+
+static void compare_decode(const char *path, const char *name)
+{
+	compare_decode_act(path, name, KERN_ACT_F32);
 }
 
 static void test_tp__generated_models_match_the_whole_model(void **state)
@@ -225,6 +267,9 @@ static void test_tp__generated_models_match_the_whole_model(void **state)
 	(void)state;
 	for (size_t i = 0; i < N_GEN; i++)
 		compare_decode(g_models[i].path, g_models[i].name);
+	/* The quantised ones again with 8-bit activations. */
+	compare_decode_act(g_models[0].path, g_models[0].name, KERN_ACT_Q8);
+	compare_decode_act(g_models[1].path, g_models[1].name, KERN_ACT_Q8);
 }
 
 static void test_tp__stories260K_matches_the_whole_model(void **state)
