@@ -20,6 +20,7 @@ struct opts {
 	const char *model;
 	unsigned threads;
 	const char *isa;
+	enum kern_act act; /* quantised matmuls' activations; f32, as the tables were made */
 	size_t bw_mb;     /* bandwidth buffer, MiB */
 	int reps;         /* repetitions of each measurement */
 	int decode;       /* decode steps per repetition */
@@ -151,7 +152,7 @@ static int forward(struct model *m, uint32_t n, const uint32_t *toks, float *log
 
 static int bench_model(const struct opts *o, double bw)
 {
-	struct kern_cpu_config kc = {.n_threads = o->threads, .isa = o->isa};
+	struct kern_cpu_config kc = {.n_threads = o->threads, .isa = o->isa, .act = o->act};
 	struct kern_ctx *cpu = NULL, *kern = NULL;
 	/* The model runs on the op profiler over the CPU backend: off, but for --profile. */
 	if (kern_cpu_create(&kc, &cpu) != SPECD_OK || kern_prof_create(cpu, &kern) != SPECD_OK) {
@@ -219,8 +220,8 @@ static int bench_model(const struct opts *o, double bw)
 		curve[n] = median(curve_t + (size_t)n * (size_t)reps, reps);
 
 	double tps = 1.0 / step, bound = bw / (double)bytes;
-	printf("| %s | %s | %u | %s | %.1f | %.2f | %.1f | %.1f | %.0f%% |\n", o->model,
-	       kern_dtype_name(hp->wtype), o->threads, kern_cpu_isa_of(cpu),
+	printf("| %s | %s | %u | %s | %s | %.1f | %.2f | %.1f | %.1f | %.0f%% |\n", o->model,
+	       kern_dtype_name(hp->wtype), o->threads, kern_cpu_isa_of(cpu), kern_cpu_act_of(cpu),
 	       (double)bytes / 1e6, bw / 1e9, tps, bound, 100.0 * tps / bound);
 	printf("\ncost of a forward over n tokens relative to n = 1 (n = 1 takes %.2f ms):\n\n|",
 	       curve[1] * 1e3);
@@ -268,7 +269,7 @@ static int bench_matmul(const struct opts *o, size_t n_in, size_t n_out)
 {
 	static const enum kern_dtype types[] = {KERN_F32, KERN_F16, KERN_BF16, KERN_Q8_0,
 						KERN_Q4_0, KERN_Q4_1};
-	struct kern_cpu_config kc = {.n_threads = o->threads, .isa = o->isa};
+	struct kern_cpu_config kc = {.n_threads = o->threads, .isa = o->isa, .act = o->act};
 	struct kern_ctx *kern = NULL;
 	if (kern_cpu_create(&kc, &kern) != SPECD_OK)
 		return 1;
@@ -279,8 +280,9 @@ static int bench_matmul(const struct opts *o, size_t n_in, size_t n_out)
 		x[i] = (float)((i * 7919) % 1000) / 1000.0f - 0.5f;
 	for (size_t i = 0; i < n_in; i++)
 		row[i] = (float)((i * 104729) % 1000) / 1000.0f - 0.5f;
-	printf("matmul %zu x %zu, %u threads, %s: ms per call by rows (and relative to 1 row)\n\n",
-	       n_out, n_in, o->threads, kern_cpu_isa_of(kern));
+	printf("matmul %zu x %zu, %u threads, %s, %s activations: ms per call by rows (and "
+	       "relative to 1 row)\n\n", n_out, n_in, o->threads, kern_cpu_isa_of(kern),
+	       kern_cpu_act_of(kern));
 	printf("| type | GB/s at 1 row |");
 	for (int n = 1; n <= o->curve; n++)
 		printf(" %d |", n);
@@ -327,17 +329,19 @@ static void usage(FILE *to)
 {
 	fprintf(to,
 		"usage: specd-bench-kernels [--model PATH] [--threads N] [--isa scalar|avx2|avx512]\n"
-		"         [--bw-mb 512] [--reps 9] [--decode 16] [--curve 9] [--prefix 32]\n"
-		"         [--matmul N_OUTxN_IN] [--profile STEPS]\n"
+		"         [--activations f32|q8] [--bw-mb 512] [--reps 9] [--decode 16] [--curve 9]\n"
+		"         [--prefix 32] [--matmul N_OUTxN_IN] [--profile STEPS]\n"
 		"Without --model, only the read bandwidth; --matmul times one matmul per type;\n"
-		"--profile STEPS also decodes STEPS tokens with each op timed (kern_prof).\n");
+		"--profile STEPS also decodes STEPS tokens with each op timed (kern_prof).\n"
+		"--activations: how matmuls on quantised weights read activations (kern.h):\n"
+		"f32 (the default, as docs/performance.md's tables were made) or q8.\n");
 }
 
 int main(int argc, char **argv)
 {
 	size_t mm_out = 0, mm_in = 0;
-	struct opts o = {.threads = 1, .bw_mb = 512, .reps = 9, .decode = 16, .curve = 9,
-			 .prefix = 32};
+	struct opts o = {.threads = 1, .act = KERN_ACT_F32, .bw_mb = 512, .reps = 9, .decode = 16,
+			 .curve = 9, .prefix = 32};
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -355,7 +359,13 @@ int main(int argc, char **argv)
 			o.threads = (unsigned)atoi(v);
 		else if (!strcmp(a, "--isa"))
 			o.isa = v;
-		else if (!strcmp(a, "--bw-mb"))
+		else if (!strcmp(a, "--activations")) {
+			if (kern_act_parse(v, &o.act) != SPECD_OK) {
+				fprintf(stderr, "specd-bench-kernels: --activations '%s': expected "
+						"f32 or q8\n", v);
+				return 2;
+			}
+		} else if (!strcmp(a, "--bw-mb"))
 			o.bw_mb = (size_t)atol(v);
 		else if (!strcmp(a, "--reps"))
 			o.reps = atoi(v);
@@ -390,7 +400,7 @@ int main(int argc, char **argv)
 		printf("read bandwidth, %u threads: %.2f GB/s\n", o.threads, bw / 1e9);
 		return 0;
 	}
-	printf("| model | type | threads | isa | weight MB/token | read GB/s | tokens/s | bound "
-	       "tokens/s | of bound |\n|---|---|---|---|---|---|---|---|---|\n");
+	printf("| model | type | threads | isa | activations | weight MB/token | read GB/s | "
+	       "tokens/s | bound tokens/s | of bound |\n|---|---|---|---|---|---|---|---|---|---|\n");
 	return bench_model(&o, bw);
 }

@@ -16,6 +16,7 @@
 
 #include "common/error.h"
 #include "drafters/method.h"
+#include "kernels/kern.h"
 
 /* Where a rank computes (target.device, draft.device; daemon/runtime.h opens it). */
 enum cfg_device {
@@ -71,6 +72,7 @@ struct cfg_cluster {
 	enum cfg_device target_device;
 	enum cfg_dtype target_dtype;
 	int target_threads;
+	enum kern_act target_activations; /* quantised matmuls' activations (cpu, emulated) */
 	int target_slots;   /* sequences in the KV cache at once */
 	int target_context; /* KV rows per sequence; 0: the model's own context */
 	int target_batch_tokens; /* tokens per target forward at most; 0: slots x (K + 1) */
@@ -79,6 +81,7 @@ struct cfg_cluster {
 	enum cfg_placement draft_placement;
 	enum cfg_device draft_device;
 	int draft_threads;
+	enum kern_act draft_activations;  /* as target_activations, on the draft rank */
 
 	/* speculation */
 	bool method_auto; /* method: auto (the selector decides) */

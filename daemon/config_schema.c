@@ -10,9 +10,10 @@
 #define OFF(field) offsetof(struct cfg_cluster, field)
 
 static const char *const log_level_names[] = {"error", "warn", "info", "debug", NULL};
-/* Indexes match enum cfg_device, cfg_dtype, cfg_placement and draft_method. */
+/* Indexes match enum cfg_device, cfg_dtype, kern_act, cfg_placement and draft_method. */
 static const char *const device_names[] = {"cpu", "cuda", "emulated", NULL};
 static const char *const dtype_names[] = {"auto", "f32", "f16", "bf16", NULL};
+static const char *const act_names[] = {"f32", "q8", NULL};
 static const char *const placement_names[] = {"rank", "leader", NULL};
 static const char *const method_names[] = {"none",  "ngram",  "draft_model",
 					   "eagle", "medusa", NULL};
@@ -20,6 +21,7 @@ static const char *const eagle_tree_names[] = {"dynamic", "static", NULL};
 
 _Static_assert(sizeof(enum cfg_device) == sizeof(int), "enums are stored as int");
 _Static_assert(sizeof(enum cfg_dtype) == sizeof(int), "enums are stored as int");
+_Static_assert(sizeof(enum kern_act) == sizeof(int), "enums are stored as int");
 _Static_assert(sizeof(enum cfg_placement) == sizeof(int), "enums are stored as int");
 _Static_assert(sizeof(enum draft_method) == sizeof(int), "enums are stored as int");
 
@@ -110,6 +112,17 @@ const struct cfg_key cfg_schema[] = {
 	{.path = "target.threads", .type = CFG_TYPE_INT, .store = CFG_STORE_INT,
 	 .offset = OFF(target_threads), .def = "1", .imin = 1, .imax = 256,
 	 .doc = "CPU threads per target rank."},
+	{.path = "target.activations", .type = CFG_TYPE_ENUM, .store = CFG_STORE_INT,
+	 .offset = OFF(target_activations), .def = "q8", .names = act_names,
+	 .doc = "How each target rank's matmuls on quantised weights (Q8_0, Q4_x, Q5_x, "
+		"K-quants) read their activations: `q8` quantises each row to 8 bits per group "
+		"of 32 and multiplies in integers, as llama.cpp does (each activation "
+		"moves by at most 1/254 of its group's largest; faster decoding, "
+		"docs/performance.md); `f32` keeps them "
+		"f32, exact to rounding. For `cpu` and `emulated` (which computes on the CPU); "
+		"float weights (f32, f16, bf16) are unaffected and `cuda` ignores it. Output is "
+		"lossless either way: every row is computed the same way whatever the batch, so "
+		"greedy speculative output equals plain decoding with the same setting."},
 	{.path = "target.slots", .type = CFG_TYPE_INT, .store = CFG_STORE_INT,
 	 .offset = OFF(target_slots), .def = "4", .imin = 1, .imax = 1024,
 	 .doc = "Sequences held in the KV cache at once: jobs that run together; the rest "
@@ -136,6 +149,11 @@ const struct cfg_key cfg_schema[] = {
 	{.path = "draft.threads", .type = CFG_TYPE_INT, .store = CFG_STORE_INT,
 	 .offset = OFF(draft_threads), .def = "1", .imin = 1, .imax = 256,
 	 .doc = "CPU threads of the drafter."},
+	{.path = "draft.activations", .type = CFG_TYPE_ENUM, .store = CFG_STORE_INT,
+	 .offset = OFF(draft_activations), .def = "q8", .names = act_names,
+	 .doc = "As `target.activations` (`q8`: llama.cpp's speed; `f32`: exact), for the draft "
+		"rank's drafters; with `placement: leader` the drafter computes on the leader's "
+		"target backend, so `target.activations` applies."},
 
 	{.path = "speculation.method", .type = CFG_TYPE_ENUM, .store = CFG_STORE_INT,
 	 .offset = OFF(method), .auto_offset = OFF(method_auto), .flags = CFG_KEY_AUTO,

@@ -74,10 +74,12 @@ static bool will_measure(const struct cfg_cluster *cfg)
 	return cfg->measure && (cfg->method_auto || cfg->spec_tokens_auto);
 }
 
-/* A local, whole target with one small slot on this rank's device: enough for timed
- * forwards of up to k_max + 1 tokens and for checking drafters against it. */
+/* A local, whole target with one small slot on this rank's device (and its threads and
+ * activations: timed as it will serve): enough for timed forwards of up to k_max + 1
+ * tokens and for checking drafters against it. */
 static enum specd_status open_scratch(const struct cluster *c, enum cfg_device dev,
-				      uint32_t threads, struct runtime *rt, struct specd_error *err)
+				      uint32_t threads, enum kern_act act, struct runtime *rt,
+				      struct specd_error *err)
 {
 	uint32_t k = k_max_of(c->cfg);
 	struct runtime_config rc = {
@@ -86,6 +88,7 @@ static enum specd_status open_scratch(const struct cluster *c, enum cfg_device d
 		.dtype = c->cfg->target_dtype, /* timed as it will serve */
 		.device_index = c->device_index,
 		.threads = threads,
+		.act = act,
 		.n_slots = 1,
 		.max_ctx = 64 + 2 * (k + 1),
 		.batch_tokens = k + 1,
@@ -145,8 +148,8 @@ static void draft_rank_calibrate(const struct cluster *c)
 	struct runtime rt;
 	struct specd_error err;
 	specd_error_clear(&err);
-	cal.status = open_scratch(c, c->cfg->draft_device, (uint32_t)c->cfg->draft_threads, &rt,
-				  &err);
+	cal.status = open_scratch(c, c->cfg->draft_device, (uint32_t)c->cfg->draft_threads,
+				  c->cfg->draft_activations, &rt, &err);
 	if (cal.status == SPECD_OK) {
 		calibrate_drafters(c, &rt, cal.methods);
 		runtime_close(&rt);
@@ -279,7 +282,7 @@ static bool leader_calibrate(const struct cluster *c, struct sel_inputs *in)
 	specd_error_clear(&err);
 	double t0 = specd_now();
 	enum specd_status st = open_scratch(c, cfg->target_device, (uint32_t)cfg->target_threads,
-						&rt, &err);
+					    cfg->target_activations, &rt, &err);
 	if (st == SPECD_OK)
 		st = sel_calibrate_target(rt.model, 0, in->k_max, CAL_BUDGET_S, in->t_verify_s, &err);
 	if (st != SPECD_OK) {
@@ -459,7 +462,7 @@ static enum specd_status select_method(struct cluster *c, enum draft_method *met
 }
 
 /* What every target rank opens: the same file and shape, so the shards agree. The
- * draft rank opens the same config with its own device and thread count. */
+ * draft rank opens the same config with its own device, thread count and activations. */
 static struct runtime_config stack_config(const struct cluster *c, enum draft_method method,
 					  uint32_t k, struct draft_link *link)
 {
@@ -470,6 +473,7 @@ static struct runtime_config stack_config(const struct cluster *c, enum draft_me
 		.dtype = cfg->target_dtype,
 		.device_index = c->device_index,
 		.threads = (uint32_t)cfg->target_threads,
+		.act = cfg->target_activations, /* a drafter in the leader computes here too */
 		.n_slots = (uint32_t)cfg->target_slots,
 		.max_ctx = (uint32_t)cfg->target_context,
 		.batch_tokens = (uint32_t)cfg->target_batch_tokens,
@@ -576,6 +580,7 @@ enum specd_status leader_draft(struct cluster *c)
 		return st;
 	struct runtime_config rc = stack_config(c, method, k, NULL);
 	rc.threads = (uint32_t)c->cfg->draft_threads;
+	rc.act = c->cfg->draft_activations;
 	rc.device = c->cfg->draft_device;
 	struct specd_error err;
 	specd_error_clear(&err);
@@ -631,10 +636,16 @@ enum specd_status leader_serve(struct cluster *c)
 			if (rc.also & 1u << m)
 				LOG_INFO("drafter also holds %s: the online selector may switch "
 					 "to it", draft_method_name((enum draft_method)m));
-		LOG_INFO("model %s loaded in %.2f s (%d shard%s, %s weights); method %s, K %u (%s); "
-			 "drafter %s", cfg->target_model, rt.load_s, cfg->tensor_parallel,
+		/* target.activations as the backend took it; a GPU has no such setting */
+		const char *act = kern_cpu_act_of(rt.kern);
+		char acts[32] = "";
+		if (act)
+			snprintf(acts, sizeof(acts), ", %s activations", act);
+		LOG_INFO("model %s loaded in %.2f s (%d shard%s, %s weights%s); method %s, K %u "
+			 "(%s); drafter %s", cfg->target_model, rt.load_s, cfg->tensor_parallel,
 			 cfg->tensor_parallel == 1 ? "" : "s",
-			 kern_dtype_name(model_hparams(rt.model)->wtype), draft_method_name(method),
+			 kern_dtype_name(model_hparams(rt.model)->wtype), acts,
+			 draft_method_name(method),
 			 k_start,
 			 why,
 			 !link ? "in the leader"

@@ -98,7 +98,8 @@ void runtime_close(struct runtime *rt)
 enum specd_status runtime_backend_create(const struct runtime_config *cfg, struct kern_ctx **out,
 					 struct specd_error *err)
 {
-	struct kern_cpu_config kc = {.n_threads = cfg->threads ? cfg->threads : 1};
+	struct kern_cpu_config kc = {.n_threads = cfg->threads ? cfg->threads : 1,
+				     .act = cfg->act};
 	enum specd_status st;
 	switch (cfg->device) {
 	case CFG_DEVICE_CPU:

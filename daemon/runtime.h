@@ -16,6 +16,7 @@
 #include "config.h"
 #include "drafters/drafter.h"
 #include "drafters/method.h"
+#include "kernels/kern.h"
 
 struct gguf_file;
 struct tok;
@@ -34,6 +35,9 @@ struct runtime_config {
 	int device_index;          /* CFG_DEVICE_CUDA: which GPU */
 	enum cfg_dtype dtype;      /* the target's unquantised weights held as; auto: the file's */
 	uint32_t threads;          /* CPU threads of the backend; 0: 1 */
+	/* cpu and emulated: how matmuls on quantised weights read activations
+	 * (kern_cpu_config.act); cuda ignores it. 0: KERN_ACT_F32. */
+	enum kern_act act;
 	uint32_t n_slots;          /* sequences at once; 0: 1 */
 	uint32_t max_ctx;          /* KV rows per slot at most; 0: the model's context */
 	uint32_t batch_tokens;     /* tokens per forward at most (raised to K + 1); 0: n_slots x (K + 1) */
@@ -85,17 +89,17 @@ enum specd_status runtime_follow(struct runtime *rt, struct specd_error *err);
 /* The dedicated draft rank: opens what checking a drafter against the target needs
  * (the target's file and a model over it without KV rows on the CPU: its pages are
  * mapped, not read, whatever the device) and the drafters' backend (cfg->device,
- * device_index, threads), then serves the leader's drafting requests (draft_serve)
- * until it destroys its link. Uses cfg->model_path, device, device_index, threads,
+ * device_index, threads, act), then serves the leader's drafting requests (draft_serve)
+ * until it destroys its link. Uses cfg->model_path, device, device_index, threads, act,
  * draft_path, heads_path and eagle. Errors: opening the target's, and
  * draft_serve's (the leader's drafter could not be made here: both ranks fail). */
 enum specd_status runtime_serve_draft(const struct runtime_config *cfg, struct draft_link *link,
 				      struct specd_error *err);
 
-/* Creates the backend cfg asks for (device, device_index, threads) into *out. Errors:
+/* Creates the backend cfg asks for (device, device_index, threads, act) into *out. Errors:
  * SPECD_UNSUPPORTED (cuda in a build without CUDA, or no GPU: err says which),
- * SPECD_INVAL (no such GPU), SPECD_CUDA, SPECD_NOMEM, SPECD_INTERNAL; err says which
- * backend failed. */
+ * SPECD_INVAL (no such GPU, or act out of range), SPECD_CUDA, SPECD_NOMEM,
+ * SPECD_INTERNAL; err says which backend failed. */
 enum specd_status runtime_backend_create(const struct runtime_config *cfg, struct kern_ctx **out,
 					 struct specd_error *err);
 

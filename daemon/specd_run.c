@@ -49,6 +49,7 @@ struct run_opts {
 	struct sampler_params sp;
 	bool seed_given;
 	long threads;
+	enum kern_act act;          /* --activations */
 	enum cfg_device device;     /* --device */
 	enum cfg_dtype dtype;       /* --dtype */
 	long gpu;                   /* --gpu; -1: the rank's local index */
@@ -82,6 +83,11 @@ static void usage(FILE *f)
 		"  --top-p P              sample from the smallest set of mass P (1: off)\n"
 		"  --seed S               the sampling seed (default: from the clock, printed)\n"
 		"  --threads N            compute threads (default 1)\n"
+		"  --activations A        how the CPU reads activations in matmuls on quantised\n"
+		"                         weights: q8 (the default: 8 bits per group of 32, as\n"
+		"                         llama.cpp; faster) or f32 (exact to rounding).\n"
+		"                         Float weights are unaffected, --device cuda\n"
+		"                         ignores it; output is lossless either way\n"
 		"  --device D             cpu (the default), cuda (one GPU per rank) or\n"
 		"                         emulated (the CPU through the GPU's code path:\n"
 		"                         memory kept apart, uploads and downloads; for tests)\n"
@@ -191,7 +197,7 @@ static const char *const value_flags[] = {
 	"--draft", "--heads", "--tp", "--perplexity", "--prompt-lookup-min",
 	"--prompt-lookup-max", "--placement", "--pipeline", "--draft-deadline",
 	"--eagle", "--eagle-tree", "--eagle-width", "--eagle-depth", "--device",
-	"--gpu", "--dtype"};
+	"--gpu", "--dtype", "--activations"};
 
 #define N_VALUE_FLAGS (sizeof(value_flags) / sizeof(value_flags[0]))
 
@@ -301,6 +307,7 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 		.max_tokens = 128,
 		.sp = {.temperature = 0.0f, .top_k = 0, .top_p = 1.0f},
 		.threads = 1,
+		.act = KERN_ACT_Q8,
 		.gpu = -1,
 		.method = DRAFT_METHOD_NONE,
 		.tp = 1,
@@ -371,6 +378,9 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 		} else if (!strcmp(flag, "--threads")) {
 			if (!parse_long(v, 1, 1024, &o->threads))
 				return bad_value(flag, v, "a count from 1 to 1024");
+		} else if (!strcmp(flag, "--activations")) {
+			if (kern_act_parse(v, &o->act) != SPECD_OK)
+				return bad_value(flag, v, "f32 or q8");
 		} else if (!strcmp(flag, "--device")) {
 			if (!cfg_device_parse(v, &o->device))
 				return bad_value(flag, v, "cpu, cuda or emulated");
@@ -494,6 +504,7 @@ static enum specd_status run_open(struct run *r, const struct run_opts *o, uint3
 		.device_index = gpu_of(o),
 		.dtype = o->dtype,
 		.threads = (uint32_t)o->threads,
+		.act = o->act,
 		.n_slots = 1,
 		.max_ctx = max_ctx,
 		.method = o->method,
@@ -532,8 +543,11 @@ static void describe(const struct run *r, const struct run_opts *o)
 		o->model, model_arch_name(hp->arch), hp->n_layers, hp->dim, hp->n_heads,
 		hp->n_kv_heads, hp->n_vocab, kern_dtype_name(hp->wtype), r->rt.load_s,
 		cfg_device_name(o->device));
+	const char *act = kern_cpu_act_of(r->rt.kern);
 	if (o->device == CFG_DEVICE_CUDA)
 		fprintf(stderr, " (GPU %d)", gpu_of(o));
+	else if (act) /* as the backend reports it */
+		fprintf(stderr, " (%s activations)", act);
 	if (o->tp > 1)
 		fprintf(stderr, "; %ld shards, %.1f MiB of weights on this one", o->tp,
 			(double)model_resident_bytes(r->rt.model) / (1024.0 * 1024.0));
@@ -772,6 +786,7 @@ static int serve_draft(const struct run_opts *o, struct run *r)
 		.device_index = gpu_of(o),
 		.dtype = o->dtype,
 		.threads = (uint32_t)o->threads,
+		.act = o->act,
 		.draft_path = o->draft,
 		.heads_path = o->heads,
 		.eagle = o->eagle,

@@ -411,6 +411,8 @@ static void test_cluster__second_sigterm_ends_a_running_job_at_once(void **state
 	assert_int_equal(rc, 0);
 	assert_int_equal(count(r->out, "stopped cleanly"), 1);
 	assert_non_null(strstr(r->out, "stopping now: ending 1 running"));
+	/* the file sets no target.activations: the backend took the default */
+	assert_non_null(strstr(r->out, "(1 shard, f32 weights, q8 activations)"));
 }
 
 /* With speculation.measure false the origin rule table decides, on the same memory
@@ -418,7 +420,8 @@ static void test_cluster__second_sigterm_ends_a_running_job_at_once(void **state
  * checkpoint (stories260K: 2 x 512 x 64 16-bit values, 128 KiB), so a cap 64 KiB over
  * the checkpoint rules it out, where target_speedup 3 would have the table pick it.
  * The table's default rule then runs prompt lookup with n-grams up to 4, as the origin
- * says. The target is held as bf16 (target.dtype), which the load says. */
+ * says. The target is held as bf16 (target.dtype) and its quantised matmuls (none here)
+ * read f32 activations (target.activations), which the load says. */
 static void test_cluster__rule_table_with_the_same_memory_and_its_own_ngram(void **state)
 {
 	(void)state;
@@ -432,7 +435,7 @@ static void test_cluster__rule_table_with_the_same_memory_and_its_own_ngram(void
 	snprintf(text, sizeof(text),
 		 "cluster: {name: rule, log_level: info}\n"
 		 "server: {listen: 'unix:%s/rule.sock'}\n"
-		 "target: {model: %s, dtype: bf16}\ndraft: {placement: leader}\n"
+		 "target: {model: %s, dtype: bf16, activations: f32}\ndraft: {placement: leader}\n"
 		 "speculation: {measure: false, eagle: {heads: %s}}\n"
 		 "constraints: {target_speedup: 3, max_draft_memory: %lldB}\n",
 		 g_dir, g_model, eagle, (long long)sb.st_size + 65536);
@@ -448,7 +451,8 @@ static void test_cluster__rule_table_with_the_same_memory_and_its_own_ngram(void
 	const char *serving = strstr(r->out, "specd: serving on");
 	bool eagle_runs = strstr(serving, "(method eagle") != NULL;
 	bool capped = strstr(r->out, "constraints.max_draft_memory") != NULL;
-	bool bf16 = strstr(r->out, "(1 shard, bf16 weights)") != NULL; /* target.dtype */
+	/* target.dtype, and target.activations as the CPU backend took it */
+	bool bf16 = strstr(r->out, "(1 shard, bf16 weights, f32 activations)") != NULL;
 	/* the table's default rule: prompt lookup, n-grams up to 4 */
 	bool ngram4 = strstr(serving, "(method ngram") &&
 		      strstr(r->out, "n-grams of 2 to 4 tokens, as the rule says");

@@ -78,12 +78,14 @@ static void test_defaults__apply_when_sections_omitted(void **state)
 	assert_int_equal(c->target_device, CFG_DEVICE_CPU);
 	assert_int_equal(c->target_dtype, CFG_DTYPE_AUTO);
 	assert_int_equal(c->target_threads, 1);
+	assert_int_equal(c->target_activations, KERN_ACT_Q8); /* speed, as llama.cpp */
 	assert_int_equal(c->target_slots, 4);
 	assert_int_equal(c->target_context, 4096);
 	assert_int_equal(c->target_batch_tokens, 0);
 	assert_int_equal(c->draft_placement, CFG_PLACEMENT_RANK);
 	assert_int_equal(c->draft_device, CFG_DEVICE_CPU);
 	assert_int_equal(c->draft_threads, 1);
+	assert_int_equal(c->draft_activations, KERN_ACT_Q8);
 	assert_true(c->method_auto);
 	assert_true(c->spec_tokens_auto);
 	assert_int_equal(c->num_speculative_tokens, 0);
@@ -131,6 +133,7 @@ static const char full_yaml[] =
 	"  device: cuda\n"
 	"  dtype: bf16\n"
 	"  threads: 8\n"
+	"  activations: f32\n"
 	"  slots: 16\n"
 	"  context: 1024\n"
 	"  batch_tokens: 48\n"
@@ -138,6 +141,7 @@ static const char full_yaml[] =
 	"  placement: leader\n"
 	"  device: cuda\n"
 	"  threads: 2\n"
+	"  activations: f32\n"
 	"speculation:\n"
 	"  method: draft_model\n"
 	"  num_speculative_tokens: 7\n"
@@ -194,12 +198,14 @@ static void test_full__every_key_parsed(void **state)
 	assert_int_equal(c->target_device, CFG_DEVICE_CUDA);
 	assert_int_equal(c->target_dtype, CFG_DTYPE_BF16);
 	assert_int_equal(c->target_threads, 8);
+	assert_int_equal(c->target_activations, KERN_ACT_F32);
 	assert_int_equal(c->target_slots, 16);
 	assert_int_equal(c->target_context, 1024);
 	assert_int_equal(c->target_batch_tokens, 48);
 	assert_int_equal(c->draft_placement, CFG_PLACEMENT_LEADER);
 	assert_int_equal(c->draft_device, CFG_DEVICE_CUDA);
 	assert_int_equal(c->draft_threads, 2);
+	assert_int_equal(c->draft_activations, KERN_ACT_F32);
 	assert_false(c->method_auto);
 	assert_int_equal(c->method, DRAFT_METHOD_DRAFT_MODEL);
 	assert_false(c->spec_tokens_auto);
@@ -250,6 +256,26 @@ static void test_null__means_default(void **state)
 	assert_int_equal(c->target_threads, 1);
 	assert_null(c->auth_token);
 	assert_int_equal(c->draft_placement, CFG_PLACEMENT_RANK);
+	cfg_destroy(c);
+}
+
+/* target.activations and draft.activations are two keys: each section's own value,
+ * the other keeping the default (q8). */
+static void test_activations__each_section_its_own(void **state)
+{
+	(void)state;
+	struct cfg_cluster *c = parse_ok("target: {model: /m, activations: f32}\n", "a.yaml", 0);
+	assert_int_equal(c->target_activations, KERN_ACT_F32);
+	assert_int_equal(c->draft_activations, KERN_ACT_Q8);
+	cfg_destroy(c);
+	c = parse_ok("target: {model: /m}\ndraft: {activations: f32}\n", "a.yaml", 0);
+	assert_int_equal(c->target_activations, KERN_ACT_Q8);
+	assert_int_equal(c->draft_activations, KERN_ACT_F32);
+	cfg_destroy(c);
+	c = parse_ok("target: {model: /m, activations: q8}\ndraft: {activations: q8}\n",
+		     "a.yaml", 0);
+	assert_int_equal(c->target_activations, KERN_ACT_Q8);
+	assert_int_equal(c->draft_activations, KERN_ACT_Q8);
 	cfg_destroy(c);
 }
 
@@ -422,6 +448,10 @@ static const struct bad_case bad_cases[] = {
 	 "bad.yaml:4: 'constraints.max_draft_memory' is 99999999999TiB, outside 0B..1PiB"},
 	{M "  device: gpu\n",
 	 "bad.yaml:3: 'target.device' has unknown value 'gpu' (allowed: cpu, cuda, emulated)"},
+	{M "  activations: int4\n",
+	 "bad.yaml:3: 'target.activations' has unknown value 'int4' (allowed: f32, q8)"},
+	{M "draft:\n  activations: Q8\n",
+	 "bad.yaml:4: 'draft.activations' has unknown value 'Q8' (allowed: f32, q8)"},
 	{M "cluster:\n  log_level: verbose\n",
 	 "bad.yaml:4: 'cluster.log_level' has unknown value 'verbose' (allowed: error, warn, "
 	 "info, debug)"},
@@ -987,6 +1017,15 @@ static void test_schema__consistent_with_enums_and_sections(void **state)
 	for (int i = 0; i < DRAFT_METHOD_COUNT; i++)
 		assert_string_equal(cfg_schema[m].names[i], draft_method_name((enum draft_method)i));
 	assert_null(cfg_schema[m].names[DRAFT_METHOD_COUNT]);
+	/* activations: the names are kern_act's, index for index, in both sections */
+	const char *const acts[] = {"target.activations", "draft.activations"};
+	for (size_t a = 0; a < 2; a++) {
+		long i = cfg_schema_index(acts[a]);
+		assert_true(i >= 0);
+		for (int v = KERN_ACT_F32; v <= KERN_ACT_Q8; v++)
+			assert_string_equal(cfg_schema[i].names[v], kern_act_name((enum kern_act)v));
+		assert_null(cfg_schema[i].names[KERN_ACT_Q8 + 1]);
+	}
 	for (size_t i = 0; i < cfg_schema_count; i++) {
 		const struct cfg_key *k = &cfg_schema[i];
 		bool found = false;
@@ -1091,6 +1130,7 @@ int main(void)
 		cmocka_unit_test(test_full__every_key_parsed),
 		cmocka_unit_test(test_full__flow_style_and_quotes_parse_alike),
 		cmocka_unit_test(test_null__means_default),
+		cmocka_unit_test(test_activations__each_section_its_own),
 		cmocka_unit_test(test_paths__relative_resolve_against_file_folder),
 		cmocka_unit_test(test_env__vars_defaults_and_tilde_expand),
 		cmocka_unit_test(test_sizes__units_and_plain_bytes),

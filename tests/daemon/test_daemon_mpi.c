@@ -234,10 +234,12 @@ static void generate(struct client *c, const char *prompt, uint32_t max_tokens,
 	generate_req(c, &req, out);
 }
 
-/* Plain greedy decoding in this process (method none): the reference. */
+/* Plain greedy decoding in this process (method none): the reference, reading
+ * activations as the suite's cluster file leaves them (target.activations: q8). */
 static size_t reference_greedy(const char *prompt, uint32_t n, uint32_t *out)
 {
-	struct runtime_config rc = {.model_path = g_model, .method = DRAFT_METHOD_NONE};
+	struct runtime_config rc = {.model_path = g_model, .act = KERN_ACT_Q8,
+				    .method = DRAFT_METHOD_NONE};
 	struct runtime rt;
 	struct specd_error err;
 	assert_int_equal(runtime_open(&rc, &rt, &err), SPECD_OK);

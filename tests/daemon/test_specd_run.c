@@ -1,8 +1,8 @@
 /* specd-run end to end: greedy text and perplexity on stories260K as the numpy
  * fixture has them (tests/fixtures/stories260K.json), reproducible sampling, stopping
  * at the context, and the clear errors of bad flags, a missing model and a prompt
- * longer than the context, options the run would not use refused at the command line.
- * Runs the program with ts_run (stdout and stderr merged). */
+ * longer than the context, options the run would not use refused at the command line,
+ * --activations reaching the CPU backend. Runs the program with ts_run (stdout and stderr merged). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -37,6 +37,18 @@ static void expect(const char *text, const char *want)
 {
 	if (!strstr(text, want))
 		fail_msg("output lacks '%s':\n%s", want, text);
+}
+
+/* Two runs' generated text is the same: from the line after the load line to the
+ * prompt statistics. */
+static void expect_same_text(const char *a, const char *b)
+{
+	const char *ta = strchr(strstr(a, "loaded in"), '\n');
+	const char *tb = strchr(strstr(b, "loaded in"), '\n');
+	size_t na = (size_t)(strstr(ta, "specd-run: prompt") - ta);
+	size_t nb = (size_t)(strstr(tb, "specd-run: prompt") - tb);
+	assert_int_equal(na, nb);
+	assert_memory_equal(ta, tb, na);
 }
 
 static int setup_all(void **state)
@@ -178,6 +190,9 @@ static void test_specd_run__clear_errors(void **state)
 		{2, "--method 'fast'", {"-m", g_small, "--method", "fast", NULL}},
 		{2, "--device 'tpu': expected cpu, cuda or emulated",
 		 {"-m", g_small, "--device", "tpu", NULL}},
+		{2, "--activations 'int4': expected f32 or q8",
+		 {"-m", g_small, "--activations", "int4", NULL}},
+		{2, "--activations needs a value", {"-m", g_small, "--activations", NULL}},
 		{2, "--gpu '-1'", {"-m", g_small, "--gpu", "-1", NULL}},
 		{2, "--tp 2 but mpirun started 1 rank", {"-m", g_small, "--tp=2", NULL}},
 		{2, "--chat: chat: the file has no chat template", {"-m", g_small, "--chat", "-p", "hi", NULL}},
@@ -296,19 +311,35 @@ static void test_specd_run__dtype_holds_weights_as_asked(void **state)
 	assert_int_equal(run(&conv, a), 0);
 	assert_int_equal(run(&file, b), 0);
 	expect(conv, ", f16; loaded");
-	/* The text: from the line after the load line to the prompt statistics. */
-	const char *tc = strchr(strstr(conv, "loaded in"), '\n');
-	const char *tf = strchr(strstr(file, "loaded in"), '\n');
-	size_t nc = (size_t)(strstr(tc, "specd-run: prompt") - tc);
-	size_t nf = (size_t)(strstr(tf, "specd-run: prompt") - tf);
-	assert_int_equal(nc, nf);
-	assert_memory_equal(tc, tf, nc);
+	expect_same_text(conv, file);
 	free(conv);
 	free(file);
 	const char *bad[] = {"-m", g_small, "-p", "x", "--dtype", "q8_0", NULL};
 	assert_int_equal(run(&out, bad), 2);
 	expect(out, "--dtype 'q8_0': expected auto, f32, f16 or bf16");
 	free(out);
+}
+
+/* --activations reaches the CPU backend (the load line says what the backend took; q8
+ * by default, as the cluster file's default). The generated model's weights are f32,
+ * which no setting affects: the text is the same either way. */
+static void test_specd_run__activations_reach_the_backend(void **state)
+{
+	(void)state;
+	char *def = NULL, *f32 = NULL, *q8 = NULL;
+	const char *a[] = {"-m", g_small, "-p", "hello", "-n", "12", NULL};
+	const char *b[] = {"-m", g_small, "-p", "hello", "-n", "12", "--activations", "f32", NULL};
+	const char *c[] = {"-m", g_small, "-p", "hello", "-n", "12", "--activations=q8", NULL};
+	assert_int_equal(run(&def, a), 0);
+	assert_int_equal(run(&f32, b), 0);
+	assert_int_equal(run(&q8, c), 0);
+	expect(def, "on cpu (q8 activations)");
+	expect(f32, "on cpu (f32 activations)");
+	expect(q8, "on cpu (q8 activations)");
+	expect_same_text(def, f32);
+	free(def);
+	free(f32);
+	free(q8);
 }
 
 static void test_specd_run__help_and_version(void **state)
@@ -319,7 +350,8 @@ static void test_specd_run__help_and_version(void **state)
 	assert_int_equal(run(&out, help), 0);
 	const char *flags[] = {"--model", "--prompt", "--max-tokens", "--temperature", "--top-k",
 			       "--top-p", "--seed", "--threads", "--method", "--spec-tokens",
-			       "--draft", "--heads", "--tp", "--perplexity", "--version"};
+			       "--draft", "--heads", "--tp", "--perplexity", "--activations",
+			       "--version"};
 	for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++)
 		expect(out, flags[i]);
 	free(out);
@@ -338,6 +370,7 @@ int main(void)
 		cmocka_unit_test(test_specd_run__clear_errors),
 		cmocka_unit_test(test_specd_run__refuses_options_that_do_not_apply),
 		cmocka_unit_test(test_specd_run__dtype_holds_weights_as_asked),
+		cmocka_unit_test(test_specd_run__activations_reach_the_backend),
 		cmocka_unit_test(test_specd_run__help_and_version),
 	};
 	return cmocka_run_group_tests(tests, setup_all, teardown_all);
