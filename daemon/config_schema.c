@@ -115,11 +115,11 @@ const struct cfg_key cfg_schema[] = {
 	{.path = "target.activations", .type = CFG_TYPE_ENUM, .store = CFG_STORE_INT,
 	 .offset = OFF(target_activations), .def = "q8", .names = act_names,
 	 .doc = "How each target rank's matmuls on quantised weights (Q8_0, Q4_x, Q5_x, "
-		"K-quants) read their activations: `q8` quantises each row to 8 bits per group "
-		"of 32 and multiplies in integers, as llama.cpp does (each activation "
-		"moves by at most 1/254 of its group's largest; faster decoding, "
-		"docs/performance.md); `f32` keeps them "
-		"f32, exact to rounding. For `cpu` and `emulated` (which computes on the CPU); "
+		"K-quants) read their activations: `q8` quantises each row to 8 bits (one scale "
+		"per 32 values, or per 256 for K-quants; each activation moves by at most 1/254 "
+		"of the largest it shares a scale with) and multiplies in integers, as llama.cpp "
+		"does, for faster decoding (docs/performance.md); `f32` keeps them f32, exact to "
+		"rounding. For `cpu` and `emulated` (which computes on the CPU); "
 		"float weights (f32, f16, bf16) are unaffected and `cuda` ignores it. Output is "
 		"lossless either way: every row is computed the same way whatever the batch, so "
 		"greedy speculative output equals plain decoding with the same setting."},

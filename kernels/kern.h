@@ -327,18 +327,21 @@ struct kern_ctx {
  * activations; float weights (f32, f16, bf16) always take them as f32.
  *   KERN_ACT_F32: as f32, against weights dequantised to exactly the reference's
  *     floats: results equal the reference up to float rounding (the default).
- *   KERN_ACT_Q8: each row's activations rounded to 8 bits in groups of 32 (to the
- *     nearest multiple of max|x| / 127 of the group, as llama.cpp's Q8_0, so each
- *     moves by at most 1/254 of its group's largest), multiplied with the weights'
- *     integers in integer arithmetic and scaled once per group: on Qwen2.5-1.5B
- *     Q4_K_M about 1.5x the f32 path's decode speed (docs/performance.md), logits
- *     within llama.cpp's own distance from the float64 reference. Every ISA computes
- *     the same integers and the same float operations in the same order, so scalar,
- *     AVX2 and AVX-512 agree bitwise, and batch invariance holds as above. Rounding is
- *     not continuous: where two setups feed a matmul inputs that differ by float
- *     rounding (T = 1 vs T = 2 shards), now and then an activation rounds to the next
- *     grid step and that row's logits move by about 1e-2, where f32 keeps them within
- *     about 1e-6 (tests/parallel/test_tp_mpi.c). */
+ *   KERN_ACT_Q8: each row's activations rounded to 8 bits (to the nearest multiple of
+ *     max|x| / 127 of their span: 32 values for blocks of 32, as llama.cpp's Q8_0; 256
+ *     for the K-quants, as its Q8_K; so each moves by at most 1/254 of its span's
+ *     largest), multiplied with the weights' integers in integer arithmetic and scaled
+ *     once per block: faster decoding (docs/performance.md), logits closer to the
+ *     float64 reference than llama.cpp's on the models tested (test_real_models.c).
+ *     Every ISA computes the same integers and the same float operations in the same
+ *     order, so scalar, AVX2 and AVX-512 agree bitwise, and batch invariance holds as
+ *     above. Rounding is not continuous: where two setups feed a matmul inputs that
+ *     differ by float rounding (T = 1 vs T = 2 shards), now and then an activation
+ *     rounds to the next grid step and that row's logits move by about 1e-2, where f32
+ *     keeps them within about 1e-6 (tests/parallel/test_tp_mpi.c); and where a shard's
+ *     slice of a row ends inside a span (its heads end inside a block of the O
+ *     projection, which it then reads with zeros for the other shard's columns), its
+ *     span has its own scale and every row is off by about the rounding's size. */
 enum kern_act {
 	KERN_ACT_F32 = 0,
 	KERN_ACT_Q8,

@@ -21,9 +21,11 @@
 
 /* A matmul's rows of activations quantised for KERN_ACT_Q8 (kern.h): each group of 32
  * values x[32g..32g+31] of row r becomes q[r * ldq + 32g + i] = round(x / d) in
- * -127..127 with d[r * ng + g] = max|x| / 127 (NaN when the group holds a NaN), and
- * s[r * ng + g] = d * (the sum of the group's q), which the weights' offsets multiply.
- * A row's groups depend on that row alone, so batch invariance survives quantising. */
+ * -127..127 with d[r * ng + g] = max|x| / 127 over the group's span (NaN when the span
+ * holds a NaN): the group itself, or for K-quant weights the 256 values of a super-block
+ * (its 8 groups share one d, as llama.cpp's Q8_K); and s[r * ng + g] = d * (the sum of
+ * the group's q), which the weights' offsets multiply. A row's groups depend on that row
+ * alone, so batch invariance survives quantising. */
 struct cpu_q8_rows {
 	const int8_t *q;
 	const float *d;
@@ -51,10 +53,11 @@ struct cpu_matmul_job {
  *   - blocks of 32 (Q8_0, Q4_x, Q5_x): lane l += float(sum) * (mul * d) by one FMA;
  *     where the type has an offset, lane 0 then takes one FMA of off * s (the other
  *     lanes off * 0);
- *   - K-quants (kern_kblock_scales): the sum times its sub-block's integer scale sc,
- *     exactly, goes into a block-local lane t_l += float(sum * sc) * d by one FMA;
- *     after the block's 8 groups lane l += t_l * (the block's d) by one FMA, then
- *     (Q4_K/Q5_K) lane l += mins[l] * s of the block's group l by one FMA.
+ *   - K-quants (kern_kblock_scales; one activation d per super-block): the sum times
+ *     its sub-block's integer scale sc is added, exactly, into a block-local int32 lane
+ *     t_l; after the block's 8 groups lane l += float(t_l) * (the block's d * the
+ *     activations' d) by one FMA, then (Q4_K/Q5_K) lane l += mins[l] * s of the
+ *     block's group l by one FMA.
  * At the end the lanes are added as cpu_q8_hsum does, then the bias. */
 #define CPU_Q8_LANES 8
 
@@ -82,11 +85,12 @@ static inline float cpu_q8_hsum(const float a[CPU_Q8_LANES])
 	return (t0 + t2) + (t1 + t3);
 }
 
-/* Quantises rows of x (n_in a multiple of 32) into q8, whose q, d and s point into
- * caller storage of cpu_q8_bytes(rows, n_in) bytes at 64-byte alignment. */
+/* Quantises rows of x (n_in a multiple of span, span 32 or 256: the values sharing one
+ * scale) into q8, whose q, d and s point into caller storage of cpu_q8_bytes(rows,
+ * n_in) bytes at 64-byte alignment. */
 size_t cpu_q8_bytes(size_t rows, size_t n_in);
-void cpu_q8_quantize(const float *x, size_t ldx, size_t rows, size_t n_in, void *buf,
-		     struct cpu_q8_rows *q8);
+void cpu_q8_quantize(const float *x, size_t ldx, size_t rows, size_t n_in, size_t span,
+		     void *buf, struct cpu_q8_rows *q8);
 
 /* The per-ISA inner loops. Within one ISA each is a pure function of its arguments
  * (no dependence on how calls are grouped), which batch invariance rests on. */

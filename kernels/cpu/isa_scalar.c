@@ -64,19 +64,19 @@ static void scalar_q8_kquant(const struct cpu_matmul_job *j, const unsigned char
 		for (unsigned g = 0; g < gpb; g++)
 			kern_group_ints(w->type, blk, g, q[g], mul, &off);
 		for (size_t r = 0; r < nr; r++) {
-			float t[CPU_Q8_LANES] = {0};
+			int32_t t[CPU_Q8_LANES] = {0};
 			for (size_t g = 0; g < gpb; g++) {
-				size_t gi = b * gpb + g;
-				const int8_t *x = xq->q + (r0 + r) * xq->ldq + gi * KERN_QK;
-				float d = xq->d[(r0 + r) * xq->ng + gi];
+				const int8_t *x = xq->q + (r0 + r) * xq->ldq + (b * gpb + g) * KERN_QK;
 				for (int l = 0; l < CPU_Q8_LANES; l++) {
 					int32_t s = w->type == KERN_Q6_K ? sc[2 * g + (size_t)l / 4] : sc[g];
-					t[l] = fmaf((float)(q8_lane(q[g], x, l) * s), d, t[l]);
+					t[l] += q8_lane(q[g], x, l) * s;
 				}
 			}
+			/* one activation scale per super-block: its first group's */
+			const float d = dw * xq->d[(r0 + r) * xq->ng + b * gpb];
 			const float *s = xq->s + (r0 + r) * xq->ng + b * gpb;
 			for (int l = 0; l < CPU_Q8_LANES; l++) {
-				acc[r][l] = fmaf(t[l], dw, acc[r][l]);
+				acc[r][l] = fmaf((float)t[l], d, acc[r][l]);
 				if (w->type != KERN_Q6_K)
 					acc[r][l] = fmaf(mins[l], s[l], acc[r][l]);
 			}

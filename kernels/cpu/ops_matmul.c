@@ -64,7 +64,7 @@ enum specd_status cpu_matmul(struct kern_ctx *ctx, float *y, size_t ldy, const f
 			be->q8_buf = buf;
 			be->q8_cap = bytes;
 		}
-		cpu_q8_quantize(x, ldx, rows, w->n_in, be->q8_buf, &q8);
+		cpu_q8_quantize(x, ldx, rows, w->n_in, kern_dtype_block(w->type), be->q8_buf, &q8);
 		job.xq = &q8;
 	}
 	if (w->n_in * w->n_out * rows < MATMUL_PARALLEL_MIN || cpu_pool_size(be->pool) == 1) {

@@ -9,7 +9,8 @@
  * multiplies an unsigned byte by a signed one, so a signed q gives its magnitude and
  * its sign moves to x; |q| <= 128 and |x| <= 127 keep each pair's sum inside int16,
  * and madd's multiplier (a K-quant's sub-block scale, |sc| <= 128) keeps the lane
- * inside 2^24, so its conversion to float is exact. */
+ * inside 2^24, so a group's conversion to float is exact; a K-quant super-block's 8
+ * groups summed stay inside 2^27, converted once, rounded as the scalar's is. */
 
 /* cpu_q8_hsum's order. */
 static SIMD_INLINE float q8_hsum(__m256 v)
@@ -19,16 +20,16 @@ static SIMD_INLINE float q8_hsum(__m256 v)
 	return _mm_cvtss_f32(_mm_add_ss(u, _mm_movehdup_ps(u)));
 }
 
-/* Weights and activations of one group as cpu_ops.h's eight float lanes: the integer
- * sums, each times the integer scale of its sub-block (K-quants) or 1, converted. */
-static SIMD_INLINE __m256 q8_group(enum kern_dtype t, __m256i q, const int8_t *x, __m256i sc)
+/* Weights and activations of one group as cpu_ops.h's eight int32 lanes: the integer
+ * sums, each times the integer scale of its sub-block (K-quants) or 1. */
+static SIMD_INLINE __m256i q8_group(enum kern_dtype t, __m256i q, const int8_t *x, __m256i sc)
 {
 	__m256i a = q, b = ld256((const unsigned char *)x);
 	if (cpu_q8_signed(t)) {
 		a = _mm256_sign_epi8(q, q);
 		b = _mm256_sign_epi8(b, q);
 	}
-	return _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(a, b), sc));
+	return _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), sc);
 }
 
 /* A tile's weight rows and zeroed accumulators. */
@@ -125,12 +126,12 @@ static SIMD_INLINE void tile_q8k(enum kern_dtype t, const int no, const int nr,
 			for (int r = 0; r < nr; r++) {
 				const size_t xg = (r0 + r) * xq->ng + b * 8;
 				const int8_t *x = xq->q + (r0 + r) * xq->ldq + b * KERN_QK_K;
-				__m256 tb = _mm256_setzero_ps();
+				__m256i tb = _mm256_setzero_si256();
 #pragma GCC unroll 8
 				for (int g = 0; g < 8; g++)
-					tb = _mm256_fmadd_ps(q8_group(t, q[g], x + g * KERN_QK, ks.sc[g]),
-							     _mm256_set1_ps(xq->d[xg + (size_t)g]), tb);
-				acc[r][o] = _mm256_fmadd_ps(tb, _mm256_set1_ps(ks.d), acc[r][o]);
+					tb = _mm256_add_epi32(tb, q8_group(t, q[g], x + g * KERN_QK, ks.sc[g]));
+				acc[r][o] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(tb),
+							    _mm256_set1_ps(ks.d * xq->d[xg]), acc[r][o]);
 				if (t != KERN_Q6_K)
 					acc[r][o] = _mm256_fmadd_ps(ks.mins, _mm256_loadu_ps(xq->s + xg),
 								    acc[r][o]);
@@ -166,7 +167,8 @@ static SIMD_INLINE void tile_q8(enum kern_dtype t, const int no, const int nr,
 #pragma GCC unroll 4
 			for (int r = 0; r < nr; r++) {
 				size_t xg = (r0 + r) * xq->ng + g;
-				__m256 sum = q8_group(t, q, xq->q + (r0 + r) * xq->ldq + g * KERN_QK, ones);
+				__m256 sum = _mm256_cvtepi32_ps(
+					q8_group(t, q, xq->q + (r0 + r) * xq->ldq + g * KERN_QK, ones));
 				acc[r][o] = _mm256_fmadd_ps(sum, _mm256_mul_ps(mul, _mm256_set1_ps(xq->d[xg])),
 							    acc[r][o]);
 				if (cpu_q8_has_off(t))

@@ -160,10 +160,11 @@ static void test_q8__isas_agree_bitwise_and_rows_are_invariant(void **state)
 	assert_true(isas >= 1);
 }
 
-/* Rounding x to the grid d = max|x| / 127 of its group moves each x by at most d / 2,
- * so a result is within sum over groups of d / 2 * sum |w| (plus float rounding) of
- * the exact product with the dequantised weights; the f32 path is within rounding of
- * it, and the two must differ somewhere (else the mode was not taken). */
+/* Rounding x to the grid d = max|x| / 127 of its span (its group of 32, or for K-quant
+ * weights its super-block of 256) moves each x by at most d / 2, so a result is within
+ * sum over groups of d / 2 * sum |w| (plus float rounding) of the exact product with the
+ * dequantised weights; the f32 path is within rounding of it, and the two must differ
+ * somewhere (else the mode was not taken). */
 static void test_q8__within_the_quantisation_bound_of_exact(void **state)
 {
 	(void)state;
@@ -186,9 +187,10 @@ static void test_q8__within_the_quantisation_bound_of_exact(void **state)
 			for (size_t o = 0; o < n_out; o++) {
 				const float *xr = x + r * n_in, *wr = qm.deq + o * n_in;
 				double exact = 0.0, bound = 0.0, mag = 0.0;
-				for (size_t g = 0; g < n_in / 32; g++) {
+				const size_t span = kern_dtype_block(t);
+				for (size_t g = 0; g < n_in / span; g++) {
 					double amax = 0.0, wsum = 0.0;
-					for (size_t i = 32 * g; i < 32 * g + 32; i++) {
+					for (size_t i = span * g; i < span * g + span; i++) {
 						exact += (double)xr[i] * wr[i];
 						mag += fabs((double)xr[i] * wr[i]);
 						amax = fmax(amax, fabs((double)xr[i]));
