@@ -48,7 +48,8 @@ static SIMD_INLINE void tile_open_q8(const int no, const int nr, const struct ke
 	}
 }
 
-static SIMD_INLINE void tile_store_q8(const int no, const int nr, const struct cpu_matmul_job *jb,
+static SIMD_INLINE void tile_store_q8(const int no, const int nr,
+				      const struct cpu_matmul_job *jb,
 				      size_t o0, size_t r0, __m256 acc[TILE_MAX_ROWS][TILE_MAX_OUT])
 {
 #pragma GCC unroll 4
@@ -70,7 +71,8 @@ struct kscales {
 	__m256 mins;
 };
 
-static SIMD_INLINE void kscales_open(enum kern_dtype t, const unsigned char *p, struct kscales *k)
+static SIMD_INLINE void kscales_open(enum kern_dtype t, const unsigned char *p,
+				     struct kscales *k)
 {
 	if (t == KERN_Q6_K) {
 		const int8_t *sc = (const int8_t *)(const void *)(p + 192);
