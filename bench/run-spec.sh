@@ -8,7 +8,7 @@
 #   bench/run-spec.sh BUILD_DIR OUT_DIR [-n TOKENS] [-r ROUNDS] [-k "K..."]
 #       [-m "METHOD..."] [--rank-k "K... | best"] [--none-every N] [--prompts DIR]
 #       [--target NAME] [--draft NAME] [--heads FILE] [--medusa-k "K..."]
-#       [--eagle DIR] [--eagle-k "K..."]
+#       [--eagle DIR] [--eagle-k "K..."] [--activations f32|q8]
 #
 #   -n TOKENS       new tokens per run (default 32)
 #   -r ROUNDS       rounds (default 1); every round runs every setup on every prompt
@@ -22,6 +22,7 @@
 #   --medusa-k "K..." medusa's tree sizes (default "4 8 16 32")
 #   --eagle DIR     eagle's checkpoint folder (tools/train-eagle, specd-gen-heads --eagle)
 #   --eagle-k "K..." eagle's tree sizes (default "4 8 16"; dynamic tree, width 4, depth 5)
+#   --activations A specd-run's --activations for every run (default: specd-run's, q8)
 #   --rank-k "..."  K values for the draft rank, pipelining off and on; "best" is the
 #                   draft_model K with the highest speedup in the first phase
 #                   (default "4 best")
@@ -40,7 +41,7 @@
 # and spec-bench.png.
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 
-usage() { sed -n '7,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '7,30p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 [ $# -ge 2 ] || usage
 build=$(cd "$1" && pwd) || die "no build folder $1"
@@ -59,6 +60,7 @@ heads=
 medusa_ks="4 8 16 32"
 eagle=
 eagle_ks="4 8 16"
+activations=
 while [ $# -gt 0 ]; do
 	case $1 in
 	-n) tokens=$2 ;;
@@ -74,6 +76,7 @@ while [ $# -gt 0 ]; do
 	--medusa-k) medusa_ks=$2 ;;
 	--eagle) eagle=$2 ;;
 	--eagle-k) eagle_ks=$2 ;;
+	--activations) activations=$2 ;;
 	*) usage ;;
 	esac
 	shift 2 || usage
@@ -129,6 +132,7 @@ run_setup() {
 	args=(-m "$target" --chat -p "$(cat "$prompts/$p.txt")" -n "$tokens" --threads 1
 		--method "$method")
 	[ "$method" = none ] || args+=(--spec-tokens "$k")
+	[ -z "$activations" ] || args+=(--activations "$activations")
 	[ "$method" != draft_model ] || args+=(--draft "$draft")
 	[ "$method" != medusa ] || args+=(--heads "$heads")
 	[ "$method" != eagle ] || args+=(--eagle "$eagle")
