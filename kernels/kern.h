@@ -18,11 +18,14 @@
  * backend whose ops_host_memory is set computes on host memory, so callers may use a
  * file's mapping in place and pass their own buffers.
  * Activations are row-major; `ld*` arguments are the stride between rows, in
- * elements. Ops never allocate: a backend reserves what it needs when it is created.
+ * elements. Ops never allocate: a backend reserves what it needs when it is created;
+ * the one exception is the CPU matmul under KERN_ACT_Q8, whose buffer for the
+ * quantised activations grows to the largest call it has seen (once per new size).
  *
  * Errors: every op returns SPECD_OK or SPECD_INVAL for arguments it cannot run with
  * (a head size above KERN_MAX_HEAD_DIM, a row shorter than its stride, a visible row
- * past the cache); it writes no output then. Threads: one kern_ctx is used by one
+ * past the cache), and that CPU matmul SPECD_NOMEM when its buffer cannot grow; it
+ * writes no output then. Threads: one kern_ctx is used by one
  * thread at a time (the compute thread); distinct contexts are independent. */
 #ifndef SPECD_KERNELS_KERN_H
 #define SPECD_KERNELS_KERN_H
@@ -321,27 +324,30 @@ struct kern_ctx {
  * whatever the number of rows and threads it is computed with. With f32 activations
  * (below) results differ between ISAs (each sums in its own fixed order), by float
  * rounding only: weights are dequantised to exactly the reference's values. With 8-bit
- * activations every ISA gives the same bits. Two processes, or two backends, agree
- * bitwise when they use the same ISA and activations. */
+ * activations every ISA gives the same bits (NaN aside, below). Two processes, or two
+ * backends, agree bitwise when they use the same ISA and activations. */
 /* How a CPU matmul on quantised weights (Q8_0, Q4_x, Q5_x, Q4_K, Q5_K, Q6_K) reads its
  * activations; float weights (f32, f16, bf16) always take them as f32.
  *   KERN_ACT_F32: as f32, against weights dequantised to exactly the reference's
  *     floats: results equal the reference up to float rounding (the default).
- *   KERN_ACT_Q8: each row's activations rounded to 8 bits (to the nearest multiple of
- *     max|x| / 127 of their span: 32 values for blocks of 32, as llama.cpp's Q8_0; 256
- *     for the K-quants, as its Q8_K; so each moves by at most 1/254 of its span's
- *     largest), multiplied with the weights' integers in integer arithmetic and scaled
- *     once per block: faster decoding (docs/performance.md), logits closer to the
- *     float64 reference than llama.cpp's on the models tested (test_real_models.c).
- *     Every ISA computes the same integers and the same float operations in the same
- *     order, so scalar, AVX2 and AVX-512 agree bitwise, and batch invariance holds as
- *     above. Rounding is not continuous: where two setups feed a matmul inputs that
- *     differ by float rounding (T = 1 vs T = 2 shards), now and then an activation
- *     rounds to the next grid step and that row's logits move by about 1e-2, where f32
- *     keeps them within about 1e-6 (tests/parallel/test_tp_mpi.c); and where a shard's
- *     slice of a row ends inside a span (its heads end inside a block of the O
- *     projection, which it then reads with zeros for the other shard's columns), its
- *     span has its own scale and every row is off by about the rounding's size. */
+ *   KERN_ACT_Q8: each row's activations rounded to 8 bits, to the nearest multiple of
+ *     m / 127 where m is the largest magnitude of their span (32 values for blocks of
+ *     32, as llama.cpp's Q8_0; 256 for the K-quants, as its Q8_K), so each moves by at
+ *     most m / 254 (while m >= about 1.5e-36, where m / 127 is still a normal float);
+ *     then multiplied with the weights' integers in integer arithmetic and scaled once
+ *     per block: faster decoding (docs/performance.md), logits closer to the float64
+ *     reference than llama.cpp's on the models tested (test_real_models.c). Every ISA
+ *     computes the same integers and the same float operations in the same order, so
+ *     scalar, AVX2 and AVX-512 agree bitwise, and batch invariance holds as above (a
+ *     NaN result only up to its sign and payload, which x86 takes from whichever NaN
+ *     operand comes first). Rounding is not continuous: where two setups feed a matmul
+ *     inputs that differ by float rounding (T = 1 vs T = 2 shards), now and then an
+ *     activation rounds to the next grid step and that row's logits move by about
+ *     1e-2, where f32 keeps them within about 1e-6 (tests/parallel/test_tp_mpi.c); and
+ *     where a shard's slice of a row ends inside a span (its heads end inside a block
+ *     of the O projection, which it then reads with zeros for the other shard's
+ *     columns), its span has its own scale and every row is off by about the
+ *     rounding's size. */
 enum kern_act {
 	KERN_ACT_F32 = 0,
 	KERN_ACT_Q8,

@@ -17,40 +17,45 @@ size_t cpu_q8_bytes(size_t rows, size_t n_in)
 	return rows * q8_ldq(n_in) + 2 * rows * (n_in / KERN_QK) * sizeof(float);
 }
 
+/* One span of n values (32 or 256) into q, its groups' d and s. */
+static void quantize_span(const float *x, size_t n, int8_t *q, float *d, float *s)
+{
+	float amax = 0.0f;
+	bool nan = false;
+	for (size_t i = 0; i < n; i++) {
+		float a = fabsf(x[i]);
+		nan |= isnan(a);
+		amax = a > amax ? a : amax;
+	}
+	/* |x| <= amax, so |x * 127 / amax| rounds into -127..127: the products stay inside
+	 * the int16 pairs the vector loops sum them in. In double, so that 127 / amax
+	 * stays finite for the smallest amax (in float it overflows below ~3.7e-37). A NaN,
+	 * or an inf (whose span is all zeros times an infinite scale), reaches the output
+	 * as NaN, as it would through f32. */
+	double id = amax > 0.0f && isfinite(amax) && !nan ? 127.0 / (double)amax : 0.0;
+	float dg = nan ? NAN : amax / 127.0f;
+	for (size_t g = 0; g < n / KERN_QK; g++) {
+		int sum = 0;
+		for (size_t i = g * KERN_QK; i < (g + 1) * KERN_QK; i++) {
+			int v = id != 0.0 ? (int)lrint((double)x[i] * id) : 0;
+			q[i] = (int8_t)v;
+			sum += v;
+		}
+		d[g] = dg;
+		s[g] = dg * (float)sum;
+	}
+}
+
 void cpu_q8_quantize(const float *x, size_t ldx, size_t rows, size_t n_in, size_t span,
 		     void *buf, struct cpu_q8_rows *q8)
 {
-	size_t ldq = q8_ldq(n_in), ng = n_in / KERN_QK, per = span / KERN_QK;
+	size_t ldq = q8_ldq(n_in), ng = n_in / KERN_QK;
 	int8_t *q = buf;
 	float *d = (float *)(void *)(q + rows * ldq), *s = d + rows * ng;
 	for (size_t r = 0; r < rows; r++) {
-		for (size_t g = 0; g < ng; g++) {
-			const float *xg = x + r * ldx + g * KERN_QK;
-			int8_t *qg = q + r * ldq + g * KERN_QK;
-			/* The scale's span: this group's, or its span's when several share one. */
-			const float *xs = x + r * ldx + g / per * span;
-			float amax = 0.0f;
-			bool nan = false;
-			for (size_t i = 0; i < span; i++) {
-				float a = fabsf(xs[i]);
-				nan |= isnan(a);
-				amax = a > amax ? a : amax;
-			}
-			/* |x| <= amax, so |x * 127 / amax| rounds into -127..127: the products
-			 * stay inside the int16 pairs the vector loops sum them in. A NaN (or an
-			 * inf, whose group is all zeros times an infinite scale) reaches the
-			 * output as NaN, as it would through f32. */
-			float id = amax > 0.0f && isfinite(amax) && !nan ? 127.0f / amax : 0.0f;
-			int sum = 0;
-			for (int i = 0; i < KERN_QK; i++) {
-				int v = id != 0.0f ? (int)lrintf(xg[i] * id) : 0;
-				qg[i] = (int8_t)v;
-				sum += v;
-			}
-			float dg = nan ? NAN : amax / 127.0f;
-			d[r * ng + g] = dg;
-			s[r * ng + g] = dg * (float)sum;
-		}
+		for (size_t i = 0; i < n_in; i += span)
+			quantize_span(x + r * ldx + i, span, q + r * ldq + i, d + r * ng + i / KERN_QK,
+				      s + r * ng + i / KERN_QK);
 	}
 	*q8 = (struct cpu_q8_rows){.q = q, .d = d, .s = s, .ldq = ldq, .ng = ng};
 }

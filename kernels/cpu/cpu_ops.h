@@ -20,12 +20,14 @@
 #define CPU_MATMUL_SPLIT 16
 
 /* A matmul's rows of activations quantised for KERN_ACT_Q8 (kern.h): each group of 32
- * values x[32g..32g+31] of row r becomes q[r * ldq + 32g + i] = round(x / d) in
- * -127..127 with d[r * ng + g] = max|x| / 127 over the group's span (NaN when the span
- * holds a NaN): the group itself, or for K-quant weights the 256 values of a super-block
- * (its 8 groups share one d, as llama.cpp's Q8_K); and s[r * ng + g] = d * (the sum of
- * the group's q), which the weights' offsets multiply. A row's groups depend on that row
- * alone, so batch invariance survives quantising. */
+ * values x[32g..32g+31] of row r becomes q[r * ldq + 32g + i] = x * (127 / m) rounded
+ * to the nearest integer (ties to even, in double), in -127..127, where m = max|x| over
+ * the group's span: the group itself, or for K-quant weights the 256 values of a
+ * super-block (its 8 groups share one scale, as llama.cpp's Q8_K); d[r * ng + g] = m /
+ * 127 (NaN when the span holds a NaN, inf when it holds an inf); and s[r * ng + g] = d *
+ * (the sum of the group's q), which the weights' offsets multiply (inf, and the output
+ * NaN, once the group's values pass about 1e37 in magnitude). A row's groups depend on
+ * that row alone, so batch invariance survives quantising. */
 struct cpu_q8_rows {
 	const int8_t *q;
 	const float *d;

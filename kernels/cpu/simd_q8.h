@@ -9,8 +9,8 @@
  * multiplies an unsigned byte by a signed one, so a signed q gives its magnitude and
  * its sign moves to x; |q| <= 128 and |x| <= 127 keep each pair's sum inside int16,
  * and madd's multiplier (a K-quant's sub-block scale, |sc| <= 128) keeps the lane
- * inside 2^24, so a group's conversion to float is exact; a K-quant super-block's 8
- * groups summed stay inside 2^27, converted once, rounded as the scalar's is. */
+ * inside 2^24, and so does a K-quant super-block's 8 groups summed (Q6_K at most 8 x 4
+ * x 32 x 127 x 128 = 16646144 < 2^24): every conversion to float is exact. */
 
 /* cpu_q8_hsum's order. */
 static SIMD_INLINE float q8_hsum(__m256 v)
