@@ -167,30 +167,6 @@ static uint32_t rd32(const uint8_t *p)
 	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-/* Q5_0 (has_min false) and Q5_1 blocks. */
-static void dequant_q5(const uint8_t *s, float *dst, size_t n, bool has_min)
-{
-	size_t bytes = has_min ? 24 : 22;
-	for (size_t b = 0; b < n / KERN_QK; b++, s += bytes, dst += KERN_QK) {
-		float d = kern_f16_to_f32(rd16(s));
-		float m = has_min ? kern_f16_to_f32(rd16(s + 2)) : 0.0f;
-		const uint8_t *p = s + (has_min ? 4 : 2);
-		uint32_t qh = rd32(p);
-		const uint8_t *qs = p + 4;
-		for (int j = 0; j < KERN_QK / 2; j++) {
-			int lo = (qs[j] & 0x0f) | (int)((qh >> j) & 1) << 4;
-			int hi = (qs[j] >> 4) | (int)((qh >> (j + 16)) & 1) << 4;
-			if (has_min) {
-				dst[j] = d * (float)lo + m;
-				dst[j + 16] = d * (float)hi + m;
-			} else {
-				dst[j] = d * (float)(lo - 16);
-				dst[j + 16] = d * (float)(hi - 16);
-			}
-		}
-	}
-}
-
 /* Scale and min of sub-block j (0..7) from the 12 packed bytes of Q4_K/Q5_K: bytes
  * 0..7 hold the 6-bit scale (0..3) and min (4..7) of sub-blocks 0..3 in their low
  * bits; sub-blocks 4..7 keep their low 4 bits in bytes 8..11 and their top 2 bits in
@@ -212,112 +188,6 @@ static void kq_scale_min_pack(uint8_t *q, const uint8_t sc[8], const uint8_t m[8
 		q[j] = (uint8_t)(sc[j] | (sc[j + 4] >> 4) << 6);
 		q[j + 4] = (uint8_t)(m[j] | (m[j + 4] >> 4) << 6);
 		q[j + 8] = (uint8_t)((sc[j + 4] & 0x0f) | (m[j + 4] & 0x0f) << 4);
-	}
-}
-
-/* Q4_K (qh NULL: 4-bit) and Q5_K super-blocks. */
-static void dequant_q45_k(const uint8_t *s, float *dst, size_t n, bool five)
-{
-	size_t bytes = five ? 176 : 144;
-	for (size_t b = 0; b < n / KERN_QK_K; b++, s += bytes) {
-		float d = kern_f16_to_f32(rd16(s));
-		float dmin = kern_f16_to_f32(rd16(s + 2));
-		const uint8_t *scales = s + 4;
-		const uint8_t *qh = five ? s + 16 : NULL;
-		const uint8_t *qs = s + (five ? 48 : 16);
-		for (int k = 0; k < 4; k++, qs += 32, dst += 64) {
-			int sc0, m0, sc1, m1;
-			kq_scale_min(scales, 2 * k, &sc0, &m0);
-			kq_scale_min(scales, 2 * k + 1, &sc1, &m1);
-			float d0 = d * (float)sc0, mm0 = dmin * (float)m0;
-			float d1 = d * (float)sc1, mm1 = dmin * (float)m1;
-			for (int l = 0; l < 32; l++) {
-				int lo = qs[l] & 0x0f, hi = qs[l] >> 4;
-				if (five) {
-					lo |= ((qh[l] >> (2 * k)) & 1) << 4;
-					hi |= ((qh[l] >> (2 * k + 1)) & 1) << 4;
-				}
-				dst[l] = d0 * (float)lo - mm0;
-				dst[l + 32] = d1 * (float)hi - mm1;
-			}
-		}
-	}
-}
-
-static void dequant_q6_k(const uint8_t *s, float *dst, size_t n)
-{
-	for (size_t b = 0; b < n / KERN_QK_K; b++, s += 210) {
-		const uint8_t *ql = s, *qh = s + 128;
-		const int8_t *sc = (const int8_t *)(s + 192);
-		float d = kern_f16_to_f32(rd16(s + 208));
-		for (int half = 0; half < 2; half++, ql += 64, qh += 32, sc += 8, dst += 128) {
-			for (int l = 0; l < 32; l++) {
-				int is = l / 16;
-				int q0 = ((ql[l] & 0x0f) | ((qh[l] >> 0) & 3) << 4) - 32;
-				int q1 = ((ql[l + 32] & 0x0f) | ((qh[l] >> 2) & 3) << 4) - 32;
-				int q2 = ((ql[l] >> 4) | ((qh[l] >> 4) & 3) << 4) - 32;
-				int q3 = ((ql[l + 32] >> 4) | ((qh[l] >> 6) & 3) << 4) - 32;
-				dst[l] = d * (float)sc[is + 0] * (float)q0;
-				dst[l + 32] = d * (float)sc[is + 2] * (float)q1;
-				dst[l + 64] = d * (float)sc[is + 4] * (float)q2;
-				dst[l + 96] = d * (float)sc[is + 6] * (float)q3;
-			}
-		}
-	}
-}
-
-void kern_dequant_row(enum kern_dtype t, const void *src, float *dst, size_t n)
-{
-	const uint8_t *s = src;
-	switch (t) {
-	case KERN_F32:
-		memcpy(dst, src, n * sizeof(float));
-		return;
-	case KERN_F16:
-		for (size_t i = 0; i < n; i++)
-			dst[i] = kern_f16_to_f32(rd16(s + 2 * i));
-		return;
-	case KERN_BF16:
-		for (size_t i = 0; i < n; i++)
-			dst[i] = kern_bf16_to_f32(rd16(s + 2 * i));
-		return;
-	case KERN_Q8_0:
-		for (size_t b = 0; b < n / KERN_QK; b++, s += 34) {
-			float d = kern_f16_to_f32(rd16(s));
-			for (int j = 0; j < KERN_QK; j++)
-				dst[b * KERN_QK + j] = d * (float)(int8_t)s[2 + j];
-		}
-		return;
-	case KERN_Q4_0:
-		for (size_t b = 0; b < n / KERN_QK; b++, s += 18) {
-			float d = kern_f16_to_f32(rd16(s));
-			for (int j = 0; j < KERN_QK / 2; j++) {
-				dst[b * KERN_QK + j] = d * (float)((s[2 + j] & 0x0f) - 8);
-				dst[b * KERN_QK + j + 16] = d * (float)((s[2 + j] >> 4) - 8);
-			}
-		}
-		return;
-	case KERN_Q4_1:
-		for (size_t b = 0; b < n / KERN_QK; b++, s += 20) {
-			float d = kern_f16_to_f32(rd16(s));
-			float m = kern_f16_to_f32(rd16(s + 2));
-			for (int j = 0; j < KERN_QK / 2; j++) {
-				dst[b * KERN_QK + j] = d * (float)(s[4 + j] & 0x0f) + m;
-				dst[b * KERN_QK + j + 16] = d * (float)(s[4 + j] >> 4) + m;
-			}
-		}
-		return;
-	case KERN_Q5_0:
-	case KERN_Q5_1:
-		dequant_q5(s, dst, n, t == KERN_Q5_1);
-		return;
-	case KERN_Q4_K:
-	case KERN_Q5_K:
-		dequant_q45_k(s, dst, n, t == KERN_Q5_K);
-		return;
-	case KERN_Q6_K:
-		dequant_q6_k(s, dst, n);
-		return;
 	}
 }
 
@@ -386,6 +256,41 @@ bool kern_group_ints(enum kern_dtype t, const void *block, unsigned g, int8_t q[
 	}
 	mul[1] = mul[0];
 	return true;
+}
+
+void kern_dequant_row(enum kern_dtype t, const void *src, float *dst, size_t n)
+{
+	const uint8_t *s = src;
+	switch (t) {
+	case KERN_F32:
+		memcpy(dst, src, n * sizeof(float));
+		return;
+	case KERN_F16:
+		for (size_t i = 0; i < n; i++)
+			dst[i] = kern_f16_to_f32(rd16(s + 2 * i));
+		return;
+	case KERN_BF16:
+		for (size_t i = 0; i < n; i++)
+			dst[i] = kern_bf16_to_f32(rd16(s + 2 * i));
+		return;
+	default: {
+		/* Quantised: each group of 32 as the integers it multiplies; the float the
+		 * reference computes is mul * q (+ off, where the type has one). */
+		bool has_off = kern_dtype_has_offset(t);
+		size_t block = kern_dtype_block(t), bytes = kern_dtype_block_bytes(t);
+		for (size_t b = 0; b < n / block; b++, s += bytes) {
+			for (unsigned g = 0; g < block / KERN_QK; g++, dst += KERN_QK) {
+				int8_t q[KERN_QK];
+				float mul[2], off;
+				kern_group_ints(t, s, g, q, mul, &off);
+				for (int i = 0; i < KERN_QK; i++)
+					dst[i] = has_off ? mul[i / 16] * (float)q[i] + off
+							 : mul[i / 16] * (float)q[i];
+			}
+		}
+		return;
+	}
+	}
 }
 
 bool kern_kblock_scales(enum kern_dtype t, const void *block, int16_t sc[16], float *d,

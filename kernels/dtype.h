@@ -65,12 +65,20 @@ uint16_t kern_f32_to_bf16(float f);
  * error-minimising scale), good for generated test models, not for real ones. */
 void kern_dequant_row(enum kern_dtype t, const void *src, float *dst, size_t n);
 
+/* True for the quantised types whose weights add an offset per group (Q4_1, Q5_1:
+ * m; Q4_K, Q5_K: -dmin * m): kern_group_ints' off. */
+static inline bool kern_dtype_has_offset(enum kern_dtype t)
+{
+	return t == KERN_Q4_1 || t == KERN_Q5_1 || t == KERN_Q4_K || t == KERN_Q5_K;
+}
+
 /* Group g (weights 32g..32g+31) of one block of a quantised type t (g < 8 for the
  * K-quants, 0 otherwise) as the integers its dequantisation multiplies: weight i is
  * mul[i / 16] * q[i] + *off, which for every type is the float kern_dequant_row gives
  * (Q6_K: mul = d * sc of each 16; Q4_K/Q5_K: mul = d * sc, off = -(dmin * m); Q4_1/Q5_1:
  * mul = d, off = m; the rest: off = 0, offsets such as Q4_0's -8 folded into q).
- * Returns false for a float type (nothing written). */
+ * kern_dequant_row is this, group by group. Returns false for a float type (nothing
+ * written). */
 bool kern_group_ints(enum kern_dtype t, const void *block, unsigned g, int8_t q[KERN_QK],
 		     float mul[2], float *off);
 /* The integer scales of one K-quant super-block (Q4_K, Q5_K, Q6_K): sc[i] of sub-block

@@ -74,11 +74,6 @@ static inline bool cpu_q8_signed(enum kern_dtype t)
 	return t == KERN_Q8_0 || t == KERN_Q4_0 || t == KERN_Q5_0 || t == KERN_Q6_K;
 }
 
-/* Types whose weights add an offset per group (kern_group_ints' off). */
-static inline bool cpu_q8_has_off(enum kern_dtype t)
-{
-	return t == KERN_Q4_1 || t == KERN_Q5_1 || t == KERN_Q4_K || t == KERN_Q5_K;
-}
 
 /* The fixed order the eight lanes are summed in: (l, l + 4) pairs, then (0, 2), (1, 3). */
 static inline float cpu_q8_hsum(const float a[CPU_Q8_LANES])

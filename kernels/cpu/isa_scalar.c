@@ -92,7 +92,7 @@ static void scalar_q8_blocks(const struct cpu_matmul_job *j, const unsigned char
 	const struct kern_mat *w = j->w;
 	const struct cpu_q8_rows *xq = j->xq;
 	const size_t bytes = kern_dtype_block_bytes(w->type);
-	const bool has_off = cpu_q8_has_off(w->type);
+	const bool has_off = kern_dtype_has_offset(w->type);
 	for (size_t gi = 0; gi < xq->ng; gi++) {
 		int8_t q[KERN_QK];
 		float mul[2], off;

@@ -196,6 +196,19 @@ static SIMD_INLINE void scale_u8x8(float *out, __m128i b, float s)
 	_mm256_storeu_ps(out, _mm256_mul_ps(_mm256_set1_ps(s), f));
 }
 
+/* A Q4_K/Q5_K super-block's 8 six-bit scales and mins, a byte each, in little-endian
+ * words: sc[0] = scales 0..3, sc[1] = 4..7, m likewise. The 12 bytes at p + 4 as three
+ * words: a = bytes 0..3 (scales 0..3 and the top bits of scales 4..7), b = 4..7 (mins
+ * 0..3, top bits of mins 4..7), c = 8..11 (low nibble: scales 4..7, high: mins 4..7). */
+static SIMD_INLINE void kq_scale_bytes(const unsigned char *p, uint32_t sc[2], uint32_t m[2])
+{
+	uint32_t a = rd32(p + 4), b = rd32(p + 8), c = rd32(p + 12);
+	sc[0] = a & 0x3f3f3f3fu;
+	sc[1] = (c & 0x0f0f0f0fu) | ((a >> 6) & 0x03030303u) << 4;
+	m[0] = b & 0x3f3f3f3fu;
+	m[1] = ((c >> 4) & 0x0f0f0f0fu) | ((b >> 6) & 0x03030303u) << 4;
+}
+
 static SIMD_INLINE void bblock_open(enum kern_dtype t, const unsigned char *p,
 				    struct bblock *bb)
 {
@@ -211,16 +224,11 @@ static SIMD_INLINE void bblock_open(enum kern_dtype t, const unsigned char *p,
 		break;
 	case KERN_Q4_K:
 	case KERN_Q5_K: {
-		/* The 12 scale bytes as three words: a = bytes 0..3 (scales 0..3 and the
-		 * top bits of scales 4..7), b = 4..7 (mins 0..3, top bits of mins 4..7),
-		 * c = 8..11 (low nibble: scales 4..7, high nibble: mins 4..7). */
-		uint32_t a = rd32(p + 4), b = rd32(p + 8), c = rd32(p + 12);
-		uint32_t sc_lo = a & 0x3f3f3f3fu, m_lo = b & 0x3f3f3f3fu;
-		uint32_t sc_hi = (c & 0x0f0f0f0fu) | ((a >> 6) & 0x03030303u) << 4;
-		uint32_t m_hi = ((c >> 4) & 0x0f0f0f0fu) | ((b >> 6) & 0x03030303u) << 4;
-		scale_u8x8(bb->mul, _mm_set_epi32(0, 0, (int)sc_hi, (int)sc_lo),
+		uint32_t sc[2], m[2];
+		kq_scale_bytes(p, sc, m);
+		scale_u8x8(bb->mul, _mm_set_epi32(0, 0, (int)sc[1], (int)sc[0]),
 			   f16_scalar(rd16(p)));
-		scale_u8x8(bb->off, _mm_set_epi32(0, 0, (int)m_hi, (int)m_lo),
+		scale_u8x8(bb->off, _mm_set_epi32(0, 0, (int)m[1], (int)m[0]),
 			   -f16_scalar(rd16(p + 2)));
 		break;
 	}

@@ -84,11 +84,8 @@ static SIMD_INLINE void kscales_open(enum kern_dtype t, const unsigned char *p,
 		k->mins = _mm256_setzero_ps();
 		return;
 	}
-	/* The 12 scale bytes as bblock_open reads them. */
-	uint32_t a = rd32(p + 4), b = rd32(p + 8), c = rd32(p + 12);
-	uint32_t sc_w[2] = {a & 0x3f3f3f3fu, (c & 0x0f0f0f0fu) | ((a >> 6) & 0x03030303u) << 4};
-	uint32_t m_lo = b & 0x3f3f3f3fu;
-	uint32_t m_hi = ((c >> 4) & 0x0f0f0f0fu) | ((b >> 6) & 0x03030303u) << 4;
+	uint32_t sc_w[2], m[2];
+	kq_scale_bytes(p, sc_w, m);
 	unsigned char sc[8];
 	memcpy(sc, sc_w, sizeof(sc));
 #pragma GCC unroll 8
@@ -96,7 +93,7 @@ static SIMD_INLINE void kscales_open(enum kern_dtype t, const unsigned char *p,
 		k->sc[g] = _mm256_set1_epi16(sc[g]);
 	k->d = f16_scalar(rd16(p));
 	float mins[8];
-	scale_u8x8(mins, _mm_set_epi32(0, 0, (int)m_hi, (int)m_lo), -f16_scalar(rd16(p + 2)));
+	scale_u8x8(mins, _mm_set_epi32(0, 0, (int)m[1], (int)m[0]), -f16_scalar(rd16(p + 2)));
 	k->mins = _mm256_loadu_ps(mins);
 }
 
@@ -173,7 +170,7 @@ static SIMD_INLINE void tile_q8(enum kern_dtype t, const int no, const int nr,
 					q8_group(t, q, xq->q + (r0 + r) * xq->ldq + g * KERN_QK, ones));
 				acc[r][o] = _mm256_fmadd_ps(sum, _mm256_mul_ps(mul, _mm256_set1_ps(xq->d[xg])),
 							    acc[r][o]);
-				if (cpu_q8_has_off(t))
+				if (kern_dtype_has_offset(t))
 					acc[r][o] = _mm256_fmadd_ps(
 						_mm256_set1_ps(bb.off[0]),
 						_mm256_zextps128_ps256(_mm_set_ss(xq->s[xg])), acc[r][o]);
