@@ -21,6 +21,7 @@
 #include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/pool.h"
 #include "kernels/kern.h"
+#include "kern_test.h"
 
 static const enum kern_dtype all_types[] = {KERN_F32,  KERN_F16,  KERN_BF16, KERN_Q8_0,
 					    KERN_Q4_0, KERN_Q4_1, KERN_Q5_0, KERN_Q5_1,
@@ -29,70 +30,10 @@ static const enum kern_dtype all_types[] = {KERN_F32,  KERN_F16,  KERN_BF16, KER
 static const char *const isa_names[] = {"scalar", "avx2", "avx512"};
 #define N_ISAS 3
 
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-
-static float rnd(void) /* uniform in [-1, 1) */
-{
-	rng_state ^= rng_state << 13;
-	rng_state ^= rng_state >> 7;
-	rng_state ^= rng_state << 17;
-	return (float)((double)(rng_state >> 11) * 0x1p-53 * 2.0 - 1.0);
-}
-
-static float *rnd_array(size_t n)
-{
-	float *a = malloc(n * sizeof(float));
-	assert_non_null(a);
-	for (size_t i = 0; i < n; i++)
-		a[i] = rnd();
-	return a;
-}
-
-/* A backend for ISA index i and n threads, or NULL when this CPU (or SPECD_ISA) does
- * not offer that ISA: the cap would give a lower one, tested under its own name. */
+/* A backend for ISA index i and n threads, or NULL when this CPU lacks that ISA. */
 static struct kern_ctx *make_ctx(int isa, unsigned threads)
 {
-	struct kern_cpu_config cfg = {.n_threads = threads, .isa = isa_names[isa]};
-	struct kern_ctx *ctx = NULL;
-	assert_int_equal(kern_cpu_create(&cfg, &ctx), SPECD_OK);
-	if (strcmp(kern_cpu_isa_of(ctx), isa_names[isa]) != 0) {
-		kern_destroy(ctx);
-		return NULL;
-	}
-	return ctx;
-}
-
-struct test_mat {
-	struct kern_mat m;
-	unsigned char *bytes;
-	float *deq; /* (n_out, n_in) */
-};
-
-static void test_mat_make(struct test_mat *tm, enum kern_dtype t, size_t n_in, size_t n_out,
-			  size_t pad)
-{
-	size_t rb = kern_dtype_row_bytes(t, n_in) + pad;
-	tm->bytes = calloc(n_out, rb);
-	tm->deq = malloc(n_in * n_out * sizeof(float));
-	float *src = malloc(n_in * sizeof(float));
-	assert_non_null(tm->bytes);
-	assert_non_null(tm->deq);
-	assert_non_null(src);
-	for (size_t o = 0; o < n_out; o++) {
-		for (size_t i = 0; i < n_in; i++)
-			src[i] = rnd();
-		kern_quant_row(t, src, tm->bytes + o * rb, n_in);
-		kern_dequant_row(t, tm->bytes + o * rb, tm->deq + o * n_in, n_in);
-	}
-	free(src);
-	tm->m = (struct kern_mat){.type = t, .n_in = n_in, .n_out = n_out, .row_bytes = rb,
-				  .data = tm->bytes};
-}
-
-static void test_mat_free(struct test_mat *tm)
-{
-	free(tm->bytes);
-	free(tm->deq);
+	return ktest_cpu(isa_names[isa], threads, KERN_ACT_F32);
 }
 
 struct shape {
@@ -134,10 +75,10 @@ static void check_matmul_invariance(int isa, enum kern_dtype t, struct shape s)
 		kern_destroy(two);
 		return;
 	}
-	struct test_mat tm;
+	struct ktest_mat tm;
 	size_t ldx = s.n_in + 5, ldy = s.n_out + 3;
-	test_mat_make(&tm, t, s.n_in, s.n_out, kern_dtype_block(t) > 1 ? 0 : 2);
-	float *x = rnd_array(MAX_ROWS * ldx), *bias = rnd_array(s.n_out);
+	ktest_mat_make(&tm, t, s.n_in, s.n_out, kern_dtype_block(t) > 1 ? 0 : 2);
+	float *x = ktest_rnd_array(MAX_ROWS * ldx), *bias = ktest_rnd_array(s.n_out);
 	float *alone = malloc(MAX_ROWS * ldy * sizeof(float));
 	float *y = malloc(MAX_ROWS * ldy * sizeof(float));
 	assert_non_null(alone);
@@ -165,7 +106,7 @@ static void check_matmul_invariance(int isa, enum kern_dtype t, struct shape s)
 	free(bias);
 	free(alone);
 	free(y);
-	test_mat_free(&tm);
+	ktest_mat_free(&tm);
 	kern_destroy(one);
 	kern_destroy(two);
 }
@@ -200,9 +141,9 @@ static void test_matmul__simd_matches_scalar_within_rounding(void **state)
 			size_t block = kern_dtype_block(t);
 			size_t n_in = block == KERN_QK_K ? 768 : block > 1 ? 160 : 45;
 			size_t n_out = 37, rows = 11;
-			struct test_mat tm;
-			test_mat_make(&tm, t, n_in, n_out, 0);
-			float *x = rnd_array(rows * n_in), *bias = rnd_array(n_out);
+			struct ktest_mat tm;
+			ktest_mat_make(&tm, t, n_in, n_out, 0);
+			float *x = ktest_rnd_array(rows * n_in), *bias = ktest_rnd_array(n_out);
 			float *y = malloc(rows * n_out * sizeof(float));
 			float *yr = malloc(rows * n_out * sizeof(float));
 			assert_int_equal(kern_matmul(ctx, y, n_out, x, n_in, rows, &tm.m, bias), SPECD_OK);
@@ -224,7 +165,7 @@ static void test_matmul__simd_matches_scalar_within_rounding(void **state)
 			free(bias);
 			free(y);
 			free(yr);
-			test_mat_free(&tm);
+			ktest_mat_free(&tm);
 		}
 		kern_destroy(ctx);
 	}
@@ -247,8 +188,8 @@ static void test_matmul__dequantises_exactly_as_reference(void **state)
 			enum kern_dtype t = all_types[ti];
 			size_t block = kern_dtype_block(t);
 			size_t n_in = block == KERN_QK_K ? 512 : 64, n_out = 19;
-			struct test_mat tm;
-			test_mat_make(&tm, t, n_in, n_out, 0);
+			struct ktest_mat tm;
+			ktest_mat_make(&tm, t, n_in, n_out, 0);
 			float *x = calloc(n_in * n_in, sizeof(float));
 			float *y = malloc(n_in * n_out * sizeof(float));
 			assert_non_null(x);
@@ -268,7 +209,7 @@ static void test_matmul__dequantises_exactly_as_reference(void **state)
 			}
 			free(x);
 			free(y);
-			test_mat_free(&tm);
+			ktest_mat_free(&tm);
 		}
 		kern_destroy(ctx);
 	}
@@ -287,8 +228,8 @@ static void cache_make(struct test_cache *c, size_t n_slots, size_t n_rows, size
 	c->n_slots = n_slots;
 	c->n_rows = n_rows;
 	c->row_floats = n_kv * hd;
-	c->k = rnd_array(n_slots * n_rows * c->row_floats);
-	c->v = rnd_array(n_slots * n_rows * c->row_floats);
+	c->k = ktest_rnd_array(n_slots * n_rows * c->row_floats);
+	c->v = ktest_rnd_array(n_slots * n_rows * c->row_floats);
 }
 
 static struct kern_kv_view cache_view(const struct test_cache *c)
@@ -315,7 +256,7 @@ static void test_attention__bitwise_invariant_and_close_to_scalar(void **state)
 			const size_t hd = head_dims[hi], n_heads = 6, n_kv = 2, ld = n_heads * hd;
 			struct test_cache c;
 			cache_make(&c, 3, 40, n_kv, hd);
-			float *q = rnd_array(16 * ld), *alone = malloc(16 * ld * sizeof(float));
+			float *q = ktest_rnd_array(16 * ld), *alone = malloc(16 * ld * sizeof(float));
 			float *all = malloc(16 * ld * sizeof(float)), *sc = malloc(16 * ld * sizeof(float));
 			uint32_t slot[16], n_prefix[16];
 			for (size_t t = 0; t < 16; t++) {
@@ -451,12 +392,12 @@ static void test_ops__allocate_nothing_with_threads(void **state)
 	struct kern_ctx *ctx = NULL;
 	struct kern_cpu_config cfg = {.n_threads = 2};
 	assert_int_equal(kern_cpu_create(&cfg, &ctx), SPECD_OK);
-	struct test_mat tm;
-	test_mat_make(&tm, KERN_Q8_0, 512, 100, 0);
-	float *x = rnd_array(9 * 512), *y = malloc(9 * 100 * sizeof(float));
+	struct ktest_mat tm;
+	ktest_mat_make(&tm, KERN_Q8_0, 512, 100, 0);
+	float *x = ktest_rnd_array(9 * 512), *y = malloc(9 * 100 * sizeof(float));
 	struct test_cache c;
 	cache_make(&c, 1, 16, 2, 64);
-	float *q = rnd_array(4 * 256), *out = malloc(4 * 256 * sizeof(float));
+	float *q = ktest_rnd_array(4 * 256), *out = malloc(4 * 256 * sizeof(float));
 	uint32_t slot[4] = {0}, n_prefix[4] = {13, 14, 15, 16};
 	struct kern_attn a = {.n_tokens = 4, .n_heads = 4, .n_kv_heads = 2, .head_dim = 64,
 			      .scale = 0.125f, .q = q, .ldq = 256, .out = out, .ldo = 256,
@@ -472,7 +413,7 @@ static void test_ops__allocate_nothing_with_threads(void **state)
 	free(out);
 	free(c.k);
 	free(c.v);
-	test_mat_free(&tm);
+	ktest_mat_free(&tm);
 	kern_destroy(ctx);
 }
 

@@ -15,6 +15,7 @@
 
 #include "common/alloc.h"
 #include "kernels/kern.h"
+#include "kern_test.h"
 
 static const enum kern_dtype q_types[] = {KERN_Q8_0, KERN_Q4_0, KERN_Q4_1, KERN_Q5_0,
 					  KERN_Q5_1, KERN_Q4_K, KERN_Q5_K, KERN_Q6_K};
@@ -23,16 +24,6 @@ static const char *const isa_names[] = {"scalar", "avx2", "avx512"};
 #define N_ISAS 3
 #define MAX_ROWS 70
 
-static uint64_t rng_state = 0x2545f4914f6cdd1dull;
-
-static float rnd(void) /* uniform in [-1, 1) */
-{
-	rng_state ^= rng_state << 13;
-	rng_state ^= rng_state >> 7;
-	rng_state ^= rng_state << 17;
-	return (float)((double)(rng_state >> 11) * 0x1p-53 * 2.0 - 1.0);
-}
-
 /* Activations shaped like a model's: mostly small, a few large ones per row, so that
  * groups have different scales. */
 static float *act_array(size_t n)
@@ -40,54 +31,14 @@ static float *act_array(size_t n)
 	float *a = malloc(n * sizeof(float));
 	assert_non_null(a);
 	for (size_t i = 0; i < n; i++)
-		a[i] = rnd() * (i % 37 == 5 ? 20.0f : 1.0f);
+		a[i] = ktest_rnd() * (i % 37 == 5 ? 20.0f : 1.0f);
 	return a;
 }
 
-/* A q8 backend for ISA i and n threads, or NULL where this CPU lacks the ISA. */
+/* A backend for ISA index i and n threads, or NULL where this CPU lacks the ISA. */
 static struct kern_ctx *q8_ctx(int isa, unsigned threads, enum kern_act act)
 {
-	struct kern_cpu_config cfg = {.n_threads = threads, .isa = isa_names[isa], .act = act};
-	struct kern_ctx *ctx = NULL;
-	assert_int_equal(kern_cpu_create(&cfg, &ctx), SPECD_OK);
-	if (strcmp(kern_cpu_isa_of(ctx), isa_names[isa]) != 0) {
-		kern_destroy(ctx);
-		return NULL;
-	}
-	assert_string_equal(kern_cpu_act_of(ctx), kern_act_name(act));
-	return ctx;
-}
-
-struct qmat {
-	struct kern_mat m;
-	unsigned char *bytes;
-	float *deq; /* (n_out, n_in) */
-};
-
-static void qmat_make(struct qmat *qm, enum kern_dtype t, size_t n_in, size_t n_out)
-{
-	size_t rb = kern_dtype_row_bytes(t, n_in);
-	qm->bytes = calloc(n_out, rb);
-	qm->deq = malloc(n_in * n_out * sizeof(float));
-	float *src = malloc(n_in * sizeof(float));
-	assert_non_null(qm->bytes);
-	assert_non_null(qm->deq);
-	assert_non_null(src);
-	for (size_t o = 0; o < n_out; o++) {
-		for (size_t i = 0; i < n_in; i++)
-			src[i] = rnd();
-		kern_quant_row(t, src, qm->bytes + o * rb, n_in);
-		kern_dequant_row(t, qm->bytes + o * rb, qm->deq + o * n_in, n_in);
-	}
-	free(src);
-	qm->m = (struct kern_mat){.type = t, .n_in = n_in, .n_out = n_out, .row_bytes = rb,
-				  .data = qm->bytes};
-}
-
-static void qmat_free(struct qmat *qm)
-{
-	free(qm->bytes);
-	free(qm->deq);
+	return ktest_cpu(isa_names[isa], threads, act);
 }
 
 static size_t n_in_of(enum kern_dtype t, int k)
@@ -116,8 +67,8 @@ static void test_q8__isas_agree_bitwise_and_rows_are_invariant(void **state)
 				enum kern_dtype t = q_types[ti];
 				size_t n_in = n_in_of(t, k), n_out = n_outs[k];
 				size_t ldx = n_in + 5, ldy = n_out + 3;
-				struct qmat qm;
-				qmat_make(&qm, t, n_in, n_out);
+				struct ktest_mat qm;
+				ktest_mat_make(&qm, t, n_in, n_out, 0);
 				float *x = act_array(MAX_ROWS * ldx), *bias = act_array(n_out);
 				float *alone = malloc(MAX_ROWS * ldy * sizeof(float));
 				float *y = malloc(MAX_ROWS * ldy * sizeof(float));
@@ -150,7 +101,7 @@ static void test_q8__isas_agree_bitwise_and_rows_are_invariant(void **state)
 				free(bias);
 				free(alone);
 				free(y);
-				qmat_free(&qm);
+				ktest_mat_free(&qm);
 			}
 		}
 		kern_destroy(ctx[0]);
@@ -172,8 +123,8 @@ static void test_q8__within_the_quantisation_bound_of_exact(void **state)
 	for (size_t ti = 0; ti < N_QTYPES; ti++) {
 		enum kern_dtype t = q_types[ti];
 		size_t n_in = n_in_of(t, 2), n_out = 37, rows = 9;
-		struct qmat qm;
-		qmat_make(&qm, t, n_in, n_out);
+		struct ktest_mat qm;
+		ktest_mat_make(&qm, t, n_in, n_out, 0);
 		float *x = act_array(rows * n_in);
 		float *yq = malloc(rows * n_out * sizeof(float));
 		float *yf = malloc(rows * n_out * sizeof(float));
@@ -214,7 +165,7 @@ static void test_q8__within_the_quantisation_bound_of_exact(void **state)
 		free(x);
 		free(yq);
 		free(yf);
-		qmat_free(&qm);
+		ktest_mat_free(&qm);
 	}
 	kern_destroy(q8);
 	kern_destroy(f32);
@@ -234,8 +185,8 @@ static void test_q8__non_finite_stays_in_its_row(void **state)
 		for (size_t ti = 0; ti < N_QTYPES; ti++) {
 			enum kern_dtype t = q_types[ti];
 			size_t n_in = n_in_of(t, 1), n_out = 13, rows = 5;
-			struct qmat qm;
-			qmat_make(&qm, t, n_in, n_out);
+			struct ktest_mat qm;
+			ktest_mat_make(&qm, t, n_in, n_out, 0);
 			for (size_t b = 0; b < sizeof(bad) / sizeof(bad[0]); b++) {
 				float *x = act_array(rows * n_in);
 				float *y = malloc(rows * n_out * sizeof(float));
@@ -260,7 +211,7 @@ static void test_q8__non_finite_stays_in_its_row(void **state)
 				free(x);
 				free(y);
 			}
-			qmat_free(&qm);
+			ktest_mat_free(&qm);
 		}
 		kern_destroy(ctx);
 	}
@@ -279,8 +230,8 @@ static void test_q8__tiny_and_huge_activations(void **state)
 	for (size_t ti = 0; ti < N_QTYPES; ti++) {
 		enum kern_dtype t = q_types[ti];
 		size_t n_in = n_in_of(t, 0);
-		struct qmat qm;
-		qmat_make(&qm, t, n_in, 1);
+		struct ktest_mat qm;
+		ktest_mat_make(&qm, t, n_in, 1, 0);
 		float *x = malloc(n_in * sizeof(float));
 		assert_non_null(x);
 		for (size_t si = 0; si < sizeof(scales) / sizeof(scales[0]); si++) {
@@ -303,7 +254,7 @@ static void test_q8__tiny_and_huge_activations(void **state)
 					 scales[si]);
 		}
 		free(x);
-		qmat_free(&qm);
+		ktest_mat_free(&qm);
 	}
 	kern_destroy(ctx);
 }
@@ -314,8 +265,8 @@ static void test_q8__allocates_only_to_grow(void **state)
 {
 	(void)state;
 	struct kern_ctx *ctx = q8_ctx(0, 2, KERN_ACT_Q8);
-	struct qmat qm;
-	qmat_make(&qm, KERN_Q4_K, 512, 100);
+	struct ktest_mat qm;
+	ktest_mat_make(&qm, KERN_Q4_K, 512, 100, 0);
 	float *x = act_array(9 * 512), *y = malloc(9 * 100 * sizeof(float));
 	assert_non_null(y);
 	assert_int_equal(kern_matmul(ctx, y, 100, x, 512, 9, &qm.m, NULL), SPECD_OK);
@@ -325,7 +276,7 @@ static void test_q8__allocates_only_to_grow(void **state)
 	assert_int_equal(specd_alloc_count(), 0);
 	free(x);
 	free(y);
-	qmat_free(&qm);
+	ktest_mat_free(&qm);
 	kern_destroy(ctx);
 }
 
@@ -348,6 +299,7 @@ static void test_q8__names_parse_and_refuse(void **state)
 
 int main(void)
 {
+	ktest_seed(0x2545f4914f6cdd1dull);
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_q8__isas_agree_bitwise_and_rows_are_invariant),
 		cmocka_unit_test(test_q8__within_the_quantisation_bound_of_exact),

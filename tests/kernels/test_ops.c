@@ -13,36 +13,18 @@
 #include <cmocka.h>
 
 #include "kernels/kern.h"
+#include "kern_test.h"
 
 static const enum kern_dtype all_types[] = {KERN_F32, KERN_F16, KERN_BF16,
 					    KERN_Q8_0, KERN_Q4_0, KERN_Q4_1};
 #define N_TYPES (sizeof(all_types) / sizeof(all_types[0]))
-
-static uint64_t rng_state;
-
-static float rnd(void) /* uniform in [-1, 1) */
-{
-	rng_state ^= rng_state << 13;
-	rng_state ^= rng_state >> 7;
-	rng_state ^= rng_state << 17;
-	return (float)((double)(rng_state >> 11) * 0x1p-53 * 2.0 - 1.0);
-}
-
-static float *rnd_array(size_t n)
-{
-	float *a = malloc(n * sizeof(float));
-	assert_non_null(a);
-	for (size_t i = 0; i < n; i++)
-		a[i] = rnd();
-	return a;
-}
 
 static int setup_ctx(void **state)
 {
 	struct kern_ctx *ctx = NULL;
 	if (kern_cpu_create(NULL, &ctx) != SPECD_OK)
 		return -1;
-	rng_state = 0x9e3779b97f4a7c15ull;
+	ktest_seed(0x9e3779b97f4a7c15ull);
 	*state = ctx;
 	return 0;
 }
@@ -55,38 +37,6 @@ static int teardown_ctx(void **state)
 
 /* A random n_out x n_in matrix of type t, each row padded to row_bytes >= packed size,
  * and the same weights dequantised to float (what the op must multiply by). */
-struct test_mat {
-	struct kern_mat m;
-	unsigned char *bytes;
-	float *deq; /* (n_out, n_in) */
-};
-
-static void test_mat_make(struct test_mat *tm, enum kern_dtype t, size_t n_in, size_t n_out,
-			  size_t pad)
-{
-	size_t rb = kern_dtype_row_bytes(t, n_in) + pad;
-	tm->bytes = calloc(n_out, rb);
-	tm->deq = malloc(n_in * n_out * sizeof(float));
-	assert_non_null(tm->bytes);
-	assert_non_null(tm->deq);
-	float *src = rnd_array(n_in);
-	for (size_t o = 0; o < n_out; o++) {
-		for (size_t i = 0; i < n_in; i++)
-			src[i] = rnd();
-		kern_quant_row(t, src, tm->bytes + o * rb, n_in);
-		kern_dequant_row(t, tm->bytes + o * rb, tm->deq + o * n_in, n_in);
-	}
-	free(src);
-	tm->m = (struct kern_mat){
-		.type = t, .n_in = n_in, .n_out = n_out, .row_bytes = rb, .data = tm->bytes};
-}
-
-static void test_mat_free(struct test_mat *tm)
-{
-	free(tm->bytes);
-	free(tm->deq);
-}
-
 static void test_matmul__matches_reference_for_every_type(void **state)
 {
 	struct kern_ctx *ctx = *state;
@@ -96,10 +46,10 @@ static void test_matmul__matches_reference_for_every_type(void **state)
 		/* Odd shapes: an n_in that is no multiple of the float chunk where the type
 		 * allows it, an odd n_out, padded rows and strided activations. */
 		size_t n_in = quant ? 96 : 37, n_out = 13, rows = 5, ldx = n_in + 3, ldy = n_out + 2;
-		struct test_mat tm;
-		test_mat_make(&tm, t, n_in, n_out, quant ? kern_dtype_block_bytes(t) : 6);
-		float *x = rnd_array(rows * ldx);
-		float *bias = rnd_array(n_out);
+		struct ktest_mat tm;
+		ktest_mat_make(&tm, t, n_in, n_out, quant ? kern_dtype_block_bytes(t) : 6);
+		float *x = ktest_rnd_array(rows * ldx);
+		float *bias = ktest_rnd_array(n_out);
 		float *y = malloc(rows * ldy * sizeof(float));
 		assert_int_equal(kern_matmul(ctx, y, ldy, x, ldx, rows, &tm.m, bias), SPECD_OK);
 		for (size_t r = 0; r < rows; r++) {
@@ -122,7 +72,7 @@ static void test_matmul__matches_reference_for_every_type(void **state)
 		free(x);
 		free(bias);
 		free(y);
-		test_mat_free(&tm);
+		ktest_mat_free(&tm);
 	}
 }
 
@@ -133,9 +83,9 @@ static void test_matmul__row_is_bitwise_independent_of_row_count(void **state)
 	/* 1..16 as the issue asks, and 70 to cross CPU_MATMUL_ROW_CHUNK. */
 	const size_t counts[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 70};
 	for (size_t ti = 0; ti < N_TYPES; ti++) {
-		struct test_mat tm;
-		test_mat_make(&tm, all_types[ti], n_in, n_out, 0);
-		float *x = rnd_array(70 * n_in);
+		struct ktest_mat tm;
+		ktest_mat_make(&tm, all_types[ti], n_in, n_out, 0);
+		float *x = ktest_rnd_array(70 * n_in);
 		float *alone = malloc(70 * n_out * sizeof(float));
 		float *y = malloc(70 * n_out * sizeof(float));
 		for (size_t r = 0; r < 70; r++)
@@ -150,7 +100,7 @@ static void test_matmul__row_is_bitwise_independent_of_row_count(void **state)
 		free(x);
 		free(alone);
 		free(y);
-		test_mat_free(&tm);
+		ktest_mat_free(&tm);
 	}
 }
 
@@ -176,8 +126,8 @@ static void test_get_rows__dequantises_chosen_rows(void **state)
 {
 	struct kern_ctx *ctx = *state;
 	for (size_t ti = 0; ti < N_TYPES; ti++) {
-		struct test_mat tm;
-		test_mat_make(&tm, all_types[ti], 64, 9, 4);
+		struct ktest_mat tm;
+		ktest_mat_make(&tm, all_types[ti], 64, 9, 4);
 		uint32_t ids[] = {8, 0, 3, 3};
 		float y[4 * 70];
 		assert_int_equal(kern_get_rows(ctx, y, 70, &tm.m, ids, 4), SPECD_OK);
@@ -185,7 +135,7 @@ static void test_get_rows__dequantises_chosen_rows(void **state)
 			assert_memory_equal(y + r * 70, tm.deq + ids[r] * 64, 64 * sizeof(float));
 		uint32_t bad[] = {1, 9};
 		assert_int_equal(kern_get_rows(ctx, y, 70, &tm.m, bad, 2), SPECD_INVAL);
-		test_mat_free(&tm);
+		ktest_mat_free(&tm);
 	}
 }
 
@@ -193,7 +143,7 @@ static void test_rmsnorm__matches_reference(void **state)
 {
 	struct kern_ctx *ctx = *state;
 	const size_t n = 45, rows = 3, ld = 50;
-	float *x = rnd_array(rows * ld), *w = rnd_array(n);
+	float *x = ktest_rnd_array(rows * ld), *w = ktest_rnd_array(n);
 	float y[3 * 50];
 	assert_int_equal(kern_rmsnorm(ctx, y, ld, x, ld, rows, n, w, 1e-5f), SPECD_OK);
 	for (size_t r = 0; r < rows; r++) {
@@ -220,7 +170,7 @@ static void test_add_rmsnorm__is_add_then_rmsnorm(void **state)
 {
 	struct kern_ctx *ctx = *state;
 	const size_t n = 45, rows = 3, ld = 50;
-	float *x = rnd_array(rows * ld), *d = rnd_array(rows * ld), *w = rnd_array(n);
+	float *x = ktest_rnd_array(rows * ld), *d = ktest_rnd_array(rows * ld), *w = ktest_rnd_array(n);
 	float xa[3 * 50], ya[3 * 50], xb[3 * 50], yb[3 * 50], db[3 * 50];
 	memcpy(xa, x, sizeof(xa));
 	for (size_t r = 0; r < rows; r++)
@@ -271,7 +221,7 @@ static void test_rope__both_layouts_match_reference(void **state)
 	const uint32_t pos[] = {0, 1, 17, 500};
 	enum kern_rope_layout layouts[] = {KERN_ROPE_ADJACENT, KERN_ROPE_HALVES};
 	for (int li = 0; li < 2; li++) {
-		float *x = rnd_array(rows * ld);
+		float *x = ktest_rnd_array(rows * ld);
 		float orig[4 * 32];
 		memcpy(orig, x, sizeof(orig));
 		assert_int_equal(kern_rope(ctx, x, ld, rows, n_heads, hd, pos, 10000.0f,
@@ -312,8 +262,8 @@ static void cache_make(struct test_cache *c, size_t slots, size_t n_rows, size_t
 		       size_t hd)
 {
 	*c = (struct test_cache){.n_kv = n_kv, .hd = hd, .n_rows = n_rows, .slots = slots};
-	c->k = rnd_array(slots * n_rows * n_kv * hd);
-	c->v = rnd_array(slots * n_rows * n_kv * hd);
+	c->k = ktest_rnd_array(slots * n_rows * n_kv * hd);
+	c->v = ktest_rnd_array(slots * n_rows * n_kv * hd);
 }
 
 static struct kern_kv_view cache_view(const struct test_cache *c)
@@ -360,7 +310,7 @@ static void test_attention__causal_gqa_matches_reference(void **state)
 	const size_t n_heads = 4, n_kv = 2, hd = 8, n_tok = 6, ld = n_heads * hd;
 	struct test_cache c;
 	cache_make(&c, 2, 20, n_kv, hd);
-	float *q = rnd_array(n_tok * ld);
+	float *q = ktest_rnd_array(n_tok * ld);
 	float out[6 * 32];
 	uint32_t slot[] = {0, 0, 0, 1, 1, 0};
 	uint32_t n_prefix[] = {1, 2, 3, 7, 8, 19}; /* causal: pos + 1 */
@@ -390,7 +340,7 @@ static void test_attention__row_is_bitwise_independent_of_row_count(void **state
 	const size_t n_heads = 4, n_kv = 1, hd = 16, ld = n_heads * hd;
 	struct test_cache c;
 	cache_make(&c, 3, 40, n_kv, hd);
-	float *q = rnd_array(16 * ld);
+	float *q = ktest_rnd_array(16 * ld);
 	float alone[16 * 64], all[16 * 64];
 	uint32_t slot[16], n_prefix[16];
 	for (size_t t = 0; t < 16; t++) {
@@ -436,7 +386,7 @@ static void test_attention__tree_mask_equals_causal_path(void **state)
 		memcpy(k1 + (3 + i) * rs, c.k + path[i] * rs, rs * sizeof(float));
 		memcpy(v1 + (3 + i) * rs, c.v + path[i] * rs, rs * sizeof(float));
 	}
-	float *q = rnd_array(4 * ld);
+	float *q = ktest_rnd_array(4 * ld);
 	uint32_t slot[] = {0, 0, 0, 0}, n_prefix[] = {3, 3, 3, 3}, row[] = {3, 4, 5, 6};
 	uint64_t tree[] = {0x1, 0x3, 0x5, 0xd}; /* ancestors and self */
 	float out[4 * 16];
@@ -559,7 +509,7 @@ static void test_softmax__rows_sum_to_one_and_match_reference(void **state)
 	const size_t n = 11, ld = 13;
 	float x[2 * 13];
 	for (size_t i = 0; i < 2 * ld; i++)
-		x[i] = 20.0f * rnd();
+		x[i] = 20.0f * ktest_rnd();
 	float orig[2 * 13];
 	memcpy(orig, x, sizeof(x));
 	assert_int_equal(kern_softmax(ctx, x, ld, 2, n), SPECD_OK);
