@@ -267,8 +267,9 @@ out:
  * weights 64 MiB or more in total so they come from memory, as in a forward). */
 static int bench_matmul(const struct opts *o, size_t n_in, size_t n_out)
 {
-	static const enum kern_dtype types[] = {KERN_F32, KERN_F16, KERN_BF16, KERN_Q8_0,
-						KERN_Q4_0, KERN_Q4_1};
+	static const enum kern_dtype types[] = {KERN_F32,  KERN_F16,  KERN_BF16, KERN_Q8_0,
+						KERN_Q4_0, KERN_Q4_1, KERN_Q4_K, KERN_Q5_K,
+						KERN_Q6_K};
 	struct kern_cpu_config kc = {.n_threads = o->threads, .isa = o->isa, .act = o->act};
 	struct kern_ctx *kern = NULL;
 	if (kern_cpu_create(&kc, &kern) != SPECD_OK)
@@ -291,6 +292,8 @@ static int bench_matmul(const struct opts *o, size_t n_in, size_t n_out)
 		printf("---|");
 	printf("\n");
 	for (size_t ti = 0; ti < sizeof(types) / sizeof(types[0]); ti++) {
+		if (n_in % kern_dtype_block(types[ti]))
+			continue; /* K-quants need n_in a multiple of 256 */
 		size_t rb = kern_dtype_row_bytes(types[ti], n_in), bytes = rb * n_out;
 		size_t copies = (64u << 20) / bytes + 1;
 		unsigned char *w = malloc(copies * bytes);

@@ -26,12 +26,14 @@
  * super-block (its 8 groups share one scale, as llama.cpp's Q8_K); d[r * ng + g] = m /
  * 127 (NaN when the span holds a NaN, inf when it holds an inf); and s[r * ng + g] = d *
  * (the sum of the group's q), which the weights' offsets multiply (inf, and the output
- * NaN, once the group's values pass about 1e37 in magnitude). A row's groups depend on
- * that row alone, so batch invariance survives quantising. */
+ * NaN, once the group's values pass about 1e37 in magnitude); bs[r * 2 * ng + j] is the
+ * exact sum of the q of values 16j..16j+15 (Q6_K's offset multiplies it). A row's groups
+ * depend on that row alone, so batch invariance survives quantising. */
 struct cpu_q8_rows {
 	const int8_t *q;
 	const float *d;
 	const float *s;
+	const int16_t *bs;
 	size_t ldq; /* bytes between rows of q: n_in rounded up to 64 */
 	size_t ng;  /* groups per row: n_in / 32 */
 };
@@ -57,9 +59,13 @@ struct cpu_matmul_job {
  *     lanes off * 0);
  *   - K-quants (kern_kblock_scales; one activation d per super-block): the sum times
  *     its sub-block's integer scale sc is added, exactly, into a block-local int32 lane
- *     t_l; after the block's 8 groups lane l += float(t_l) * (the block's d * the
- *     activations' d) by one FMA, then (Q4_K/Q5_K) lane l += mins[l] * s of the
- *     block's group l by one FMA.
+ *     t_l. Q6_K's sums take its stored integers u = q + 32 (0..63, so no sign needs
+ *     moving), and after the block's 8 groups t_l -= 32 * (sc_2l * bs_2l + sc_2l+1 *
+ *     bs_2l+1) over the block's 16-value sums bs (group l's share of the offset, as
+ *     llama.cpp's Q6_K dot takes it), exactly. Then lane l += float(t_l) * (the
+ *     block's d * the activations' d) by one FMA (t_l may pass 2^24 for Q6_K; the
+ *     conversion then rounds to nearest, as everywhere), then (Q4_K/Q5_K) lane l +=
+ *     mins[l] * s of the block's group l by one FMA.
  * At the end the lanes are added as cpu_q8_hsum does, then the bias. */
 #define CPU_Q8_LANES 8
 
@@ -68,10 +74,11 @@ static inline bool cpu_q8_kquant(enum kern_dtype t)
 	return t == KERN_Q4_K || t == KERN_Q5_K || t == KERN_Q6_K;
 }
 
-/* Types whose group integers can be negative (the products take the sign trick). */
+/* Types whose multiplied integers can be negative (the products take the sign trick);
+ * Q6_K multiplies its unsigned stored integers and takes the offset apart. */
 static inline bool cpu_q8_signed(enum kern_dtype t)
 {
-	return t == KERN_Q8_0 || t == KERN_Q4_0 || t == KERN_Q5_0 || t == KERN_Q6_K;
+	return t == KERN_Q8_0 || t == KERN_Q4_0 || t == KERN_Q5_0;
 }
 
 
@@ -83,7 +90,7 @@ static inline float cpu_q8_hsum(const float a[CPU_Q8_LANES])
 }
 
 /* Quantises rows of x (n_in a multiple of span, span 32 or 256: the values sharing one
- * scale) into q8, whose q, d and s point into caller storage of cpu_q8_bytes(rows,
+ * scale) into q8, whose q, d, s and bs point into caller storage of cpu_q8_bytes(rows,
  * n_in) bytes at 64-byte alignment. */
 size_t cpu_q8_bytes(size_t rows, size_t n_in);
 void cpu_q8_quantize(const float *x, size_t ldx, size_t rows, size_t n_in, size_t span,

@@ -39,12 +39,13 @@ static const float *row_chunk(enum kern_dtype t, const unsigned char *row, size_
 	return buf;
 }
 
-/* Exact sum of q[i] * x[i] over weights 4l..4l+3 of a group. */
-static int32_t q8_lane(const int8_t *q, const int8_t *x, int l)
+/* Exact sum of (q[i] + u) * x[i] over weights 4l..4l+3 of a group (u: 32 where Q6_K
+ * multiplies its stored integers, else 0). */
+static int32_t q8_lane(const int8_t *q, int u, const int8_t *x, int l)
 {
 	int32_t sum = 0;
 	for (int i = 4 * l; i < 4 * l + 4; i++)
-		sum += q[i] * x[i];
+		sum += (q[i] + u) * x[i];
 	return sum;
 }
 
@@ -55,6 +56,7 @@ static void scalar_q8_kquant(const struct cpu_matmul_job *j, const unsigned char
 	const struct kern_mat *w = j->w;
 	const struct cpu_q8_rows *xq = j->xq;
 	const size_t bytes = kern_dtype_block_bytes(w->type), gpb = KERN_QK_K / KERN_QK;
+	const bool q6 = w->type == KERN_Q6_K;
 	for (size_t b = 0; b < w->n_in / KERN_QK_K; b++) {
 		const unsigned char *blk = row + b * bytes;
 		int8_t q[KERN_QK_K / KERN_QK][KERN_QK];
@@ -68,16 +70,20 @@ static void scalar_q8_kquant(const struct cpu_matmul_job *j, const unsigned char
 			for (size_t g = 0; g < gpb; g++) {
 				const int8_t *x = xq->q + (r0 + r) * xq->ldq + (b * gpb + g) * KERN_QK;
 				for (int l = 0; l < CPU_Q8_LANES; l++) {
-					int32_t s = w->type == KERN_Q6_K ? sc[2 * g + (size_t)l / 4] : sc[g];
-					t[l] += q8_lane(q[g], x, l) * s;
+					int32_t s = q6 ? sc[2 * g + (size_t)l / 4] : sc[g];
+					t[l] += q8_lane(q[g], q6 ? 32 : 0, x, l) * s;
 				}
 			}
+			/* Q6_K's offset: -32 times each 16's scale times its activations' sum */
+			const int16_t *bs = xq->bs + (r0 + r) * 2 * xq->ng + b * 2 * gpb;
+			for (int l = 0; q6 && l < CPU_Q8_LANES; l++)
+				t[l] -= 32 * (sc[2 * l] * bs[2 * l] + sc[2 * l + 1] * bs[2 * l + 1]);
 			/* one activation scale per super-block: its first group's */
 			const float d = dw * xq->d[(r0 + r) * xq->ng + b * gpb];
 			const float *s = xq->s + (r0 + r) * xq->ng + b * gpb;
 			for (int l = 0; l < CPU_Q8_LANES; l++) {
 				acc[r][l] = fmaf((float)t[l], d, acc[r][l]);
-				if (w->type != KERN_Q6_K)
+				if (!q6)
 					acc[r][l] = fmaf(mins[l], s[l], acc[r][l]);
 			}
 		}
@@ -101,7 +107,7 @@ static void scalar_q8_blocks(const struct cpu_matmul_job *j, const unsigned char
 			const int8_t *x = xq->q + (r0 + r) * xq->ldq + gi * KERN_QK;
 			float d = xq->d[(r0 + r) * xq->ng + gi], s = xq->s[(r0 + r) * xq->ng + gi];
 			for (int l = 0; l < CPU_Q8_LANES; l++)
-				acc[r][l] = fmaf((float)q8_lane(q, x, l), mul[l / 4] * d, acc[r][l]);
+				acc[r][l] = fmaf((float)q8_lane(q, 0, x, l), mul[l / 4] * d, acc[r][l]);
 			for (int l = 0; has_off && l < CPU_Q8_LANES; l++)
 				acc[r][l] = fmaf(off, l == 0 ? s : 0.0f, acc[r][l]);
 		}

@@ -196,17 +196,22 @@ static SIMD_INLINE void scale_u8x8(float *out, __m128i b, float s)
 	_mm256_storeu_ps(out, _mm256_mul_ps(_mm256_set1_ps(s), f));
 }
 
-/* A Q4_K/Q5_K super-block's 8 six-bit scales and mins, a byte each, in little-endian
- * words: sc[0] = scales 0..3, sc[1] = 4..7, m likewise. The 12 bytes at p + 4 as three
- * words: a = bytes 0..3 (scales 0..3 and the top bits of scales 4..7), b = 4..7 (mins
- * 0..3, top bits of mins 4..7), c = 8..11 (low nibble: scales 4..7, high: mins 4..7). */
-static SIMD_INLINE void kq_scale_bytes(const unsigned char *p, uint32_t sc[2], uint32_t m[2])
+/* A Q4_K/Q5_K super-block's 8 six-bit scales and 8 mins as bytes 0..7 and 8..15 of
+ * one vector. The 12 bytes at p + 4, read as words a, b, c: a = bytes 0..3 (scales
+ * 0..3 and, in bits 6-7, the top bits of scales 4..7), b = 4..7 (the same for the
+ * mins), c = 8..11 (low nibbles: scales 4..7; high: mins 4..7). Word-wise:
+ * [a, b] & 0x3f.. gives scales and mins 0..3; [c, c >> 4] & 0x0f.. with the top bits
+ * of [a, b] gives 4..7. (The 16-byte load ends inside the block.) */
+static SIMD_INLINE __m128i kq_scale_vec(const unsigned char *p)
 {
-	uint32_t a = rd32(p + 4), b = rd32(p + 8), c = rd32(p + 12);
-	sc[0] = a & 0x3f3f3f3fu;
-	sc[1] = (c & 0x0f0f0f0fu) | ((a >> 6) & 0x03030303u) << 4;
-	m[0] = b & 0x3f3f3f3fu;
-	m[1] = ((c >> 4) & 0x0f0f0f0fu) | ((b >> 6) & 0x03030303u) << 4;
+	const __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(p + 4));
+	const __m128i c = _mm_srlv_epi32(_mm_shuffle_epi32(v, _MM_SHUFFLE(2, 2, 2, 2)),
+					 _mm_set_epi32(0, 0, 4, 0));
+	const __m128i lo = _mm_and_si128(v, _mm_set1_epi8(0x3f));
+	const __m128i top = _mm_and_si128(_mm_srli_epi32(v, 6), _mm_set1_epi8(0x03));
+	const __m128i hi = _mm_or_si128(_mm_and_si128(c, _mm_set1_epi8(0x0f)),
+					_mm_slli_epi32(top, 4));
+	return _mm_unpacklo_epi32(lo, hi); /* sc 0..3, sc 4..7, m 0..3, m 4..7 */
 }
 
 static SIMD_INLINE void bblock_open(enum kern_dtype t, const unsigned char *p,
@@ -224,12 +229,9 @@ static SIMD_INLINE void bblock_open(enum kern_dtype t, const unsigned char *p,
 		break;
 	case KERN_Q4_K:
 	case KERN_Q5_K: {
-		uint32_t sc[2], m[2];
-		kq_scale_bytes(p, sc, m);
-		scale_u8x8(bb->mul, _mm_set_epi32(0, 0, (int)sc[1], (int)sc[0]),
-			   f16_scalar(rd16(p)));
-		scale_u8x8(bb->off, _mm_set_epi32(0, 0, (int)m[1], (int)m[0]),
-			   -f16_scalar(rd16(p + 2)));
+		const __m128i scm = kq_scale_vec(p);
+		scale_u8x8(bb->mul, scm, f16_scalar(rd16(p)));
+		scale_u8x8(bb->off, _mm_unpackhi_epi64(scm, scm), -f16_scalar(rd16(p + 2)));
 		break;
 	}
 	default: { /* Q6_K: 16 int8 scales at 192, f16 d at 208 */
@@ -249,6 +251,21 @@ static SIMD_INLINE void bblock_open(enum kern_dtype t, const unsigned char *p,
 static SIMD_INLINE __m256i srl8(__m256i v, int c)
 {
 	return _mm256_srl_epi16(v, _mm_cvtsi32_si128(c));
+}
+
+/* Group g of a Q6_K block as its 32 stored 6-bit integers (0..63; the weight is d *
+ * sc * (u - 32)). Group g = 4 * half + i, as dtype.h describes; g is a constant after
+ * unrolling, so the shifts are too. */
+static SIMD_INLINE __m256i q6k_group_u(const unsigned char *p, int g)
+{
+	const int half = g / 4, i = g % 4;
+	const __m256i ql = ld256(p + 64 * half + 32 * (i & 1));
+	const __m256i q = _mm256_and_si256(i >= 2 ? _mm256_srli_epi16(ql, 4) : ql,
+					   _mm256_set1_epi8(0x0f));
+	/* bits 2i, 2i + 1 of qh[l] become bits 4, 5 */
+	__m256i qh = ld256(p + 128 + 32 * half);
+	qh = i < 2 ? _mm256_slli_epi16(qh, 4 - 2 * i) : i == 3 ? _mm256_srli_epi16(qh, 2) : qh;
+	return _mm256_or_si256(q, _mm256_and_si256(qh, _mm256_set1_epi8(0x30)));
 }
 
 /* Group g (weights 32g..32g+31 of the block) as 32 signed bytes: the integer each
@@ -296,17 +313,8 @@ static SIMD_INLINE __m256i bblock_group(enum kern_dtype t, const struct bblock *
 		}
 		return q;
 	}
-	default: { /* Q6_K: group g = 4 * half + i, as dtype.h describes */
-		int half = g / 4, i = g % 4;
-		__m256i ql = ld256(p + 64 * half + 32 * (i & 1));
-		__m256i q = _mm256_and_si256(i >= 2 ? _mm256_srli_epi16(ql, 4) : ql, low4);
-		/* bits 2i, 2i + 1 of qh[l] become bits 4, 5 (i is a constant here) */
-		__m256i qh = ld256(p + 128 + 32 * half);
-		qh = i < 2 ? _mm256_slli_epi16(qh, 4 - 2 * i)
-			   : i == 3 ? _mm256_srli_epi16(qh, 2) : qh;
-		q = _mm256_or_si256(q, _mm256_and_si256(qh, _mm256_set1_epi8(0x30)));
-		return _mm256_sub_epi8(q, _mm256_set1_epi8(32));
-	}
+	default: /* Q6_K */
+		return _mm256_sub_epi8(q6k_group_u(p, g), _mm256_set1_epi8(32));
 	}
 }
 

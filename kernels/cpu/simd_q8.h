@@ -8,9 +8,12 @@
 /* Lane l (0..7) of a group is the exact sum of q[i] * x[i], i in 4l..4l+3: maddubs
  * multiplies an unsigned byte by a signed one, so a signed q gives its magnitude and
  * its sign moves to x; |q| <= 128 and |x| <= 127 keep each pair's sum inside int16,
- * and madd's multiplier (a K-quant's sub-block scale, |sc| <= 128) keeps the lane
- * inside 2^24, and so does a K-quant super-block's 8 groups summed (Q6_K at most 8 x 4
- * x 32 x 127 x 128 = 16646144 < 2^24): every conversion to float is exact. */
+ * and madd's multiplier (a K-quant's sub-block scale, |sc| <= 128) keeps the lane far
+ * inside int32, and so does a K-quant super-block's 8 groups summed (Q6_K's unsigned
+ * integers at most 8 x 4 x 63 x 127 x 128 = 32774144, and its offset, subtracted
+ * after, at most 8 x 32 x 2 x 16 x 127 x 128 < 2^24 per lane). The conversions to float
+ * are exact below 2^24 (every type but Q6_K stays there) and round to nearest above,
+ * the same on every ISA. */
 
 /* cpu_q8_hsum's order. */
 static SIMD_INLINE float q8_hsum(__m256 v)
@@ -63,10 +66,13 @@ static SIMD_INLINE void tile_store_q8(const int no, const int nr,
 	}
 }
 
-/* A K-quant super-block's integer scales as madd multipliers, one per group (Q6_K:
- * lanes 0..3 and 4..7 each their 16 weights' scale), its d and (Q4_K/Q5_K) its mins. */
+/* A K-quant super-block's integer scales as 16-bit lanes, its d and (Q4_K/Q5_K) its
+ * mins. s16[h] holds 8 scales, the same in both 128-bit halves (Q4_K/Q5_K: s16[0] the
+ * block's 8; Q6_K: s16[0] scales 0..7 of its sixteen, s16[1] 8..15), so that one byte
+ * shuffle per group gives madd its multipliers. */
 struct kscales {
-	__m256i sc[8];
+	__m256i s16[2];
+	__m256i all16; /* Q6_K: its 16 scales in order, for the offset */
 	float d;
 	__m256 mins;
 };
@@ -75,26 +81,34 @@ static SIMD_INLINE void kscales_open(enum kern_dtype t, const unsigned char *p,
 				     struct kscales *k)
 {
 	if (t == KERN_Q6_K) {
-		const int8_t *sc = (const int8_t *)(const void *)(p + 192);
-#pragma GCC unroll 8
-		for (int g = 0; g < 8; g++)
-			k->sc[g] = _mm256_set_m128i(_mm_set1_epi16(sc[2 * g + 1]),
-						    _mm_set1_epi16(sc[2 * g]));
+		const __m128i sc = _mm_loadu_si128((const __m128i *)(const void *)(p + 192));
+		k->all16 = _mm256_cvtepi8_epi16(sc);
+		k->s16[0] = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(sc));
+		k->s16[1] = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(_mm_unpackhi_epi64(sc, sc)));
 		k->d = f16_scalar(rd16(p + 208));
 		k->mins = _mm256_setzero_ps();
 		return;
 	}
-	uint32_t sc_w[2], m[2];
-	kq_scale_bytes(p, sc_w, m);
-	unsigned char sc[8];
-	memcpy(sc, sc_w, sizeof(sc));
-#pragma GCC unroll 8
-	for (int g = 0; g < 8; g++)
-		k->sc[g] = _mm256_set1_epi16(sc[g]);
+	const __m128i scm = kq_scale_vec(p);
+	k->s16[0] = k->s16[1] = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(scm));
 	k->d = f16_scalar(rd16(p));
 	float mins[8];
-	scale_u8x8(mins, _mm_set_epi32(0, 0, (int)m[1], (int)m[0]), -f16_scalar(rd16(p + 2)));
+	scale_u8x8(mins, _mm_unpackhi_epi64(scm, scm), -f16_scalar(rd16(p + 2)));
 	k->mins = _mm256_loadu_ps(mins);
+}
+
+/* Group g's madd multipliers: every lane its sub-block's scale (Q6_K: lanes 0..3 the
+ * scale of weights 0..15, lanes 4..7 that of 16..31). g is a constant after unrolling,
+ * so the shuffle's control is too. */
+static SIMD_INLINE __m256i kscale_group(enum kern_dtype t, const struct kscales *k, int g)
+{
+	if (t == KERN_Q6_K) {
+		const int j = 2 * (g % 4); /* the low half's scale within s16[g / 4] */
+		return _mm256_shuffle_epi8(k->s16[g / 4],
+					   _mm256_set_m128i(_mm_set1_epi16((short)(0x0100 * (2 * j + 3) + 2 * j + 2)),
+							    _mm_set1_epi16((short)(0x0100 * (2 * j + 1) + 2 * j))));
+	}
+	return _mm256_shuffle_epi8(k->s16[0], _mm256_set1_epi16((short)(0x0100 * (2 * g + 1) + 2 * g)));
 }
 
 /* y for outputs [o0, o0 + no) and rows [r0, r0 + nr) of a K-quant under KERN_ACT_Q8:
@@ -120,7 +134,7 @@ static SIMD_INLINE void tile_q8k(enum kern_dtype t, const int no, const int nr,
 			__m256i q[8];
 #pragma GCC unroll 8
 			for (int g = 0; g < 8; g++)
-				q[g] = bblock_group(t, &bb, g);
+				q[g] = t == KERN_Q6_K ? q6k_group_u(bb.p, g) : bblock_group(t, &bb, g);
 #pragma GCC unroll 4
 			for (int r = 0; r < nr; r++) {
 				const size_t xg = (r0 + r) * xq->ng + b * 8;
@@ -128,7 +142,13 @@ static SIMD_INLINE void tile_q8k(enum kern_dtype t, const int no, const int nr,
 				__m256i tb = _mm256_setzero_si256();
 #pragma GCC unroll 8
 				for (int g = 0; g < 8; g++)
-					tb = _mm256_add_epi32(tb, q8_group(t, q[g], x + g * KERN_QK, ks.sc[g]));
+					tb = _mm256_add_epi32(tb, q8_group(t, q[g], x + g * KERN_QK,
+										 kscale_group(t, &ks, g)));
+				if (t == KERN_Q6_K) { /* the offset: lane l, group l's 16s */
+					const __m256i bs = ld256((const unsigned char *)(xq->bs + 2 * xg));
+					tb = _mm256_sub_epi32(tb, _mm256_slli_epi32(
+									 _mm256_madd_epi16(ks.all16, bs), 5));
+				}
 				acc[r][o] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(tb),
 							    _mm256_set1_ps(ks.d * xq->d[xg]), acc[r][o]);
 				if (t != KERN_Q6_K)
@@ -190,24 +210,42 @@ static SIMD_INLINE void tiles_q8(enum kern_dtype t, const int no, const int nr,
 		tile_q8(t, 1, nr, jb, o, r0);
 }
 
-/* range_body's loop under KERN_ACT_Q8: the same walk over output groups and rows. */
+/* range_body's loop under KERN_ACT_Q8: the same walk over output groups and rows.
+ * prefetch_ahead reads a tile's rows ahead as one stream, which is their true order
+ * only while the tile's rows fit in its distance; past that each row is a stream of
+ * its own, read a few hundred bytes at a time, and the hardware follows them late
+ * (docs/performance.md: 1536 rows of 8960 Q6_K weights read 4 side by side ran at 60 %
+ * of the speed of reading them one after another). Such rows go one output at a time:
+ * the weights are then read in order, and each group's unpacking still serves every
+ * row of the tile. The tile shape changes no element's arithmetic. */
 static SIMD_INLINE void range_body_q8(enum kern_dtype t, const struct cpu_matmul_job *jb,
 				      size_t o_begin, size_t o_end)
 {
+	const bool one_out = 4 * jb->w->row_bytes > PREFETCH_AHEAD;
 	for (size_t o0 = o_begin; o0 < o_end; o0 += TILE_MAX_OUT) {
 		size_t o1 = o_end - o0 < TILE_MAX_OUT ? o_end : o0 + TILE_MAX_OUT;
 		size_t r0 = 0;
 		while (r0 < jb->rows) {
 			size_t left = jb->rows - r0;
 			int nr = left >= 4 ? 4 : (int)left;
-			if (nr == 4)
+			if (one_out) {
+				if (nr == 4)
+					tiles_q8(t, 1, 4, jb, o0, o1, r0);
+				else if (nr == 3)
+					tiles_q8(t, 1, 3, jb, o0, o1, r0);
+				else if (nr == 2)
+					tiles_q8(t, 1, 2, jb, o0, o1, r0);
+				else
+					tiles_q8(t, 1, 1, jb, o0, o1, r0);
+			} else if (nr == 4) {
 				tiles_q8(t, 2, 4, jb, o0, o1, r0);
-			else if (nr == 3)
+			} else if (nr == 3) {
 				tiles_q8(t, 2, 3, jb, o0, o1, r0);
-			else if (nr == 2)
+			} else if (nr == 2) {
 				tiles_q8(t, 4, 2, jb, o0, o1, r0);
-			else
+			} else {
 				tiles_q8(t, 4, 1, jb, o0, o1, r0);
+			}
 			r0 += (size_t)nr;
 		}
 	}
