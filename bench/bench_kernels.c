@@ -10,11 +10,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/alloc.h"
 #include "common/clock.h"
 #include "kernels/kern.h"
 #include "model/gguf.h"
 #include "model/kv.h"
 #include "model/llama.h"
+#include "model/shard.h"
 
 struct opts {
 	const char *model;
@@ -27,6 +29,7 @@ struct opts {
 	int curve;        /* largest n of the cost curve */
 	int prefix;       /* context length before the measurements */
 	int profile;      /* decode steps profiled op by op after the timings; 0: none */
+	bool huge;        /* weights copied into huge pages (model_config.huge_pages) */
 };
 
 static int cmp_double(const void *a, const void *b)
@@ -67,10 +70,12 @@ static void *bw_sum(void *arg)
 }
 
 /* Bytes per second read by `threads` threads each summing its slice; the median of reps. */
-static double bandwidth(size_t mb, unsigned threads, int reps)
+/* The read rate over an mb MiB buffer in the pages the weights are in (huge: the
+ * 2 MiB pages of --huge-pages on), so that the bound compares like with like. */
+static double bandwidth(size_t mb, unsigned threads, int reps, bool huge)
 {
-	size_t words = mb * 1024 * 1024 / sizeof(uint64_t);
-	uint64_t *buf = malloc(words * sizeof(uint64_t));
+	size_t words = mb * 1024 * 1024 / sizeof(uint64_t), bytes = words * sizeof(uint64_t);
+	uint64_t *buf = huge ? specd_huge_alloc(bytes) : malloc(bytes);
 	if (!buf)
 		return 0;
 	for (size_t i = 0; i < words; i++)
@@ -96,7 +101,10 @@ static double bandwidth(size_t mb, unsigned threads, int reps)
 	}
 	double med = median(t, reps);
 	free(t);
-	free(buf);
+	if (huge)
+		specd_huge_free(buf, bytes);
+	else
+		free(buf);
 	if (check == 1) /* keeps the sums alive */
 		fprintf(stderr, "?\n");
 	return (double)(words * sizeof(uint64_t)) / med;
@@ -161,7 +169,7 @@ static int bench_model(const struct opts *o, double bw)
 	}
 	struct model_config mc = {
 		.n_slots = 1, .n_ctx = (uint32_t)(o->prefix + o->decode + o->profile + o->curve + 8),
-		.max_batch = 16, .kern = kern,
+		.max_batch = 16, .kern = kern, .huge_pages = o->huge,
 	};
 	struct model *m = NULL;
 	struct specd_error err;
@@ -220,9 +228,9 @@ static int bench_model(const struct opts *o, double bw)
 		curve[n] = median(curve_t + (size_t)n * (size_t)reps, reps);
 
 	double tps = 1.0 / step, bound = bw / (double)bytes;
-	printf("| %s | %s | %u | %s | %s | %.1f | %.2f | %.1f | %.1f | %.0f%% |\n", o->model,
+	printf("| %s | %s | %u | %s | %s | %s | %.1f | %.2f | %.1f | %.1f | %.0f%% |\n", o->model,
 	       kern_dtype_name(hp->wtype), o->threads, kern_cpu_isa_of(cpu), kern_cpu_act_of(cpu),
-	       (double)bytes / 1e6, bw / 1e9, tps, bound, 100.0 * tps / bound);
+	       model_huge_bytes(m) ? "huge" : "file", (double)bytes / 1e6, bw / 1e9, tps, bound, 100.0 * tps / bound);
 	printf("\ncost of a forward over n tokens relative to n = 1 (n = 1 takes %.2f ms):\n\n|",
 	       curve[1] * 1e3);
 	for (int n = 1; n <= o->curve; n++)
@@ -333,11 +341,13 @@ static void usage(FILE *to)
 	fprintf(to,
 		"usage: specd-bench-kernels [--model PATH] [--threads N] [--isa scalar|avx2|avx512]\n"
 		"         [--activations f32|q8] [--bw-mb 512] [--reps 9] [--decode 16] [--curve 9]\n"
-		"         [--prefix 32] [--matmul N_OUTxN_IN] [--profile STEPS]\n"
+		"         [--prefix 32] [--matmul N_OUTxN_IN] [--profile STEPS] [--huge-pages off|on]\n"
 		"Without --model, only the read bandwidth; --matmul times one matmul per type;\n"
 		"--profile STEPS also decodes STEPS tokens with each op timed (kern_prof).\n"
 		"--activations: how matmuls on quantised weights read activations (kern.h):\n"
-		"f32 (the default, as docs/performance.md's tables were made) or q8.\n");
+		"f32 (the default, as docs/performance.md's tables were made) or q8.\n"
+		"--huge-pages on: the weights copied into huge pages at load (target.huge_pages);\n"
+		"off (the default, as the tables were made): read from the file's mapping.\n");
 }
 
 int main(int argc, char **argv)
@@ -368,6 +378,13 @@ int main(int argc, char **argv)
 						"f32 or q8\n", v);
 				return 2;
 			}
+		} else if (!strcmp(a, "--huge-pages")) {
+			if (strcmp(v, "on") && strcmp(v, "off")) {
+				fprintf(stderr, "specd-bench-kernels: --huge-pages '%s': expected on "
+						"or off\n", v);
+				return 2;
+			}
+			o.huge = !strcmp(v, "on");
 		} else if (!strcmp(a, "--bw-mb"))
 			o.bw_mb = (size_t)atol(v);
 		else if (!strcmp(a, "--reps"))
@@ -398,12 +415,13 @@ int main(int argc, char **argv)
 	}
 	if (mm_out)
 		return bench_matmul(&o, mm_in, mm_out);
-	double bw = bandwidth(o.bw_mb, o.threads, 2 * o.reps + 1);
+	double bw = bandwidth(o.bw_mb, o.threads, 2 * o.reps + 1, o.huge);
 	if (!o.model) {
 		printf("read bandwidth, %u threads: %.2f GB/s\n", o.threads, bw / 1e9);
 		return 0;
 	}
-	printf("| model | type | threads | isa | activations | weight MB/token | read GB/s | "
-	       "tokens/s | bound tokens/s | of bound |\n|---|---|---|---|---|---|---|---|---|---|\n");
+	printf("| model | type | threads | isa | activations | pages | weight MB/token | read GB/s "
+	       "| tokens/s | bound tokens/s | of bound |\n"
+	       "|---|---|---|---|---|---|---|---|---|---|---|\n");
 	return bench_model(&o, bw);
 }

@@ -41,6 +41,14 @@ enum cfg_dtype {
 	CFG_DTYPE_BF16,
 };
 
+/* target.huge_pages, draft.huge_pages: the weights copied into huge pages at load
+ * (model_config.huge_pages). */
+enum cfg_huge_pages {
+	CFG_HUGE_AUTO = 0, /* on when the kernel offers them (specd_huge_pages_offered) */
+	CFG_HUGE_ON,
+	CFG_HUGE_OFF,
+};
+
 struct cfg_limits {
 	uint64_t frame_bytes;   /* largest frame accepted from a client */
 	uint32_t prompt_tokens; /* longest prompt, in tokens */
@@ -73,6 +81,7 @@ struct cfg_cluster {
 	enum cfg_dtype target_dtype;
 	int target_threads;
 	enum kern_act target_activations; /* quantised matmuls' activations (cpu, emulated) */
+	enum cfg_huge_pages target_huge_pages;
 	int target_slots;   /* sequences in the KV cache at once */
 	int target_context; /* KV rows per sequence; 0: the model's own context */
 	int target_batch_tokens; /* tokens per target forward at most; 0: slots x (K + 1) */
@@ -82,6 +91,7 @@ struct cfg_cluster {
 	enum cfg_device draft_device;
 	int draft_threads;
 	enum kern_act draft_activations;  /* as target_activations, on the draft rank */
+	enum cfg_huge_pages draft_huge_pages; /* as target_huge_pages, for a draft model */
 
 	/* speculation */
 	bool method_auto; /* method: auto (the selector decides) */
@@ -149,6 +159,10 @@ const char *cfg_device_name(enum cfg_device d);
 /* The device a name stands for (the cluster file's names); false for any other. */
 bool cfg_device_parse(const char *name, enum cfg_device *out);
 const char *cfg_placement_name(enum cfg_placement p);
+/* Whether weights go into huge pages under h (auto: whether the kernel offers them). */
+bool cfg_huge_pages_wanted(enum cfg_huge_pages h);
+/* auto, on, off; false (nothing written) otherwise. */
+bool cfg_huge_pages_parse(const char *name, enum cfg_huge_pages *out);
 const char *cfg_dtype_name(enum cfg_dtype t);
 /* The type a name stands for ("auto", "f32", "f16", "bf16"); false for any other. */
 bool cfg_dtype_parse(const char *name, enum cfg_dtype *out);

@@ -1,6 +1,7 @@
 /* The one schema of the cluster file: every key with its type, default, range, field
  * and meaning. config_parse.c walks YAML against it, config_values.c converts values
  * by it, config_doc.c prints docs/config.md from it; nothing else lists keys. */
+#include "common/alloc.h"
 #include "config_int.h"
 
 #include <inttypes.h>
@@ -10,17 +11,20 @@
 #define OFF(field) offsetof(struct cfg_cluster, field)
 
 static const char *const log_level_names[] = {"error", "warn", "info", "debug", NULL};
-/* Indexes match enum cfg_device, cfg_dtype, kern_act, cfg_placement and draft_method. */
+/* Indexes match enum cfg_device, cfg_dtype, kern_act, cfg_placement, cfg_huge_pages and
+ * draft_method. */
 static const char *const device_names[] = {"cpu", "cuda", "emulated", NULL};
 static const char *const dtype_names[] = {"auto", "f32", "f16", "bf16", NULL};
 static const char *const act_names[] = {"f32", "q8", NULL};
 static const char *const placement_names[] = {"rank", "leader", NULL};
+static const char *const huge_names[] = {"auto", "on", "off", NULL};
 static const char *const method_names[] = {"none",  "ngram",  "draft_model",
 					   "eagle", "medusa", NULL};
 static const char *const eagle_tree_names[] = {"dynamic", "static", NULL};
 
 _Static_assert(sizeof(enum cfg_device) == sizeof(int), "enums are stored as int");
 _Static_assert(sizeof(enum cfg_dtype) == sizeof(int), "enums are stored as int");
+_Static_assert(sizeof(enum cfg_huge_pages) == sizeof(int), "enums are stored as int");
 _Static_assert(sizeof(enum kern_act) == sizeof(int), "enums are stored as int");
 _Static_assert(sizeof(enum cfg_placement) == sizeof(int), "enums are stored as int");
 _Static_assert(sizeof(enum draft_method) == sizeof(int), "enums are stored as int");
@@ -123,6 +127,17 @@ const struct cfg_key cfg_schema[] = {
 		"float weights (f32, f16, bf16) are unaffected and `cuda` ignores it. Output is "
 		"lossless either way: every row is computed the same way whatever the batch, so "
 		"greedy speculative output equals plain decoding with the same setting."},
+	{.path = "target.huge_pages", .type = CFG_TYPE_ENUM, .store = CFG_STORE_INT,
+	 .offset = OFF(target_huge_pages), .def = "auto", .names = huge_names,
+	 .doc = "`on`: each CPU rank copies its shard's weight matrices once at load into "
+		"transparent huge pages (2 MiB) and reads them there: decoding reads every "
+		"weight once a token, and from the file's 4 KiB pages that costs a TLB miss "
+		"per page (docs/performance.md measures the gain). The copy "
+		"takes a read of the weights at load and is private to the process, where the "
+		"file's pages are shared with the page cache. `off`: read the file in place. "
+		"`auto`: `on` when the kernel offers huge pages "
+		"(/sys/kernel/mm/transparent_hugepage/enabled is `always` or `madvise`). "
+		"`cuda` copies the weights to the GPU and ignores it."},
 	{.path = "target.slots", .type = CFG_TYPE_INT, .store = CFG_STORE_INT,
 	 .offset = OFF(target_slots), .def = "4", .imin = 1, .imax = 1024,
 	 .doc = "Sequences held in the KV cache at once: jobs that run together; the rest "
@@ -154,6 +169,9 @@ const struct cfg_key cfg_schema[] = {
 	 .doc = "As `target.activations` (`q8`: llama.cpp's speed; `f32`: exact), for the draft "
 		"rank's drafters; with `placement: leader` the drafter computes on the leader's "
 		"target backend, so `target.activations` applies."},
+	{.path = "draft.huge_pages", .type = CFG_TYPE_ENUM, .store = CFG_STORE_INT,
+	 .offset = OFF(draft_huge_pages), .def = "auto", .names = huge_names,
+	 .doc = "As `target.huge_pages`, for the draft model (`draft_model`) on a CPU."},
 
 	{.path = "speculation.method", .type = CFG_TYPE_ENUM, .store = CFG_STORE_INT,
 	 .offset = OFF(method), .auto_offset = OFF(method_auto), .flags = CFG_KEY_AUTO,
@@ -283,6 +301,19 @@ const char *cfg_placement_name(enum cfg_placement p)
 	if ((unsigned)p >= sizeof(placement_names) / sizeof(placement_names[0]) - 1)
 		return "?";
 	return placement_names[p];
+}
+
+bool cfg_huge_pages_parse(const char *name, enum cfg_huge_pages *out)
+{
+	int i = name_index(huge_names, name);
+	if (i >= 0)
+		*out = (enum cfg_huge_pages)i;
+	return i >= 0;
+}
+
+bool cfg_huge_pages_wanted(enum cfg_huge_pages h)
+{
+	return h == CFG_HUGE_ON || (h == CFG_HUGE_AUTO && specd_huge_pages_offered());
 }
 
 const char *cfg_dtype_name(enum cfg_dtype t)

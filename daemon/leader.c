@@ -474,6 +474,7 @@ static struct runtime_config stack_config(const struct cluster *c, enum draft_me
 		.device_index = c->device_index,
 		.threads = (uint32_t)cfg->target_threads,
 		.act = cfg->target_activations, /* a drafter in the leader computes here too */
+		.huge_pages = cfg_huge_pages_wanted(cfg->target_huge_pages),
 		.n_slots = (uint32_t)cfg->target_slots,
 		.max_ctx = (uint32_t)cfg->target_context,
 		.batch_tokens = (uint32_t)cfg->target_batch_tokens,
@@ -581,6 +582,7 @@ enum specd_status leader_draft(struct cluster *c)
 	struct runtime_config rc = stack_config(c, method, k, NULL);
 	rc.threads = (uint32_t)c->cfg->draft_threads;
 	rc.act = c->cfg->draft_activations;
+	rc.huge_pages = cfg_huge_pages_wanted(c->cfg->draft_huge_pages);
 	rc.device = c->cfg->draft_device;
 	struct specd_error err;
 	specd_error_clear(&err);
@@ -638,9 +640,10 @@ enum specd_status leader_serve(struct cluster *c)
 					 "to it", draft_method_name((enum draft_method)m));
 		/* target.activations as the backend took it; a GPU has no such setting */
 		const char *act = kern_cpu_act_of(rt.kern);
-		char acts[32] = "";
+		char acts[64] = "";
 		if (act)
-			snprintf(acts, sizeof(acts), ", %s activations", act);
+			snprintf(acts, sizeof(acts), ", %s activations%s", act,
+				 model_huge_bytes(rt.model) ? ", in huge pages" : "");
 		LOG_INFO("model %s loaded in %.2f s (%d shard%s, %s weights%s); method %s, K %u "
 			 "(%s); drafter %s", cfg->target_model, rt.load_s, cfg->tensor_parallel,
 			 cfg->tensor_parallel == 1 ? "" : "s",

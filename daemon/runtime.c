@@ -173,6 +173,7 @@ enum specd_status runtime_open(const struct runtime_config *cfg, struct runtime 
 		.weight_type = cfg->dtype == CFG_DTYPE_F16    ? KERN_F16
 			       : cfg->dtype == CFG_DTYPE_BF16 ? KERN_BF16
 							      : KERN_F32,
+		.huge_pages = cfg->huge_pages,
 	};
 	if (tp_size > 1) {
 		if ((st = par_tp_model_load_gguf(cfg->tp_comm, rt->file, &mc, &tc, &rt->tp, err)) !=
@@ -204,6 +205,7 @@ enum specd_status runtime_open(const struct runtime_config *cfg, struct runtime 
 			.prompt_lookup_max = cfg->prompt_lookup_max,
 			.draft_path = cfg->draft_path,
 			.kern = rt->kern,
+			.huge_pages = cfg->huge_pages,
 			.heads_path = cfg->heads_path,
 			.eagle = cfg->eagle,
 			.also = cfg->also,
@@ -268,6 +270,7 @@ enum specd_status runtime_serve_draft(const struct runtime_config *cfg, struct d
 		.heads_path = cfg->heads_path,
 		.eagle = cfg->eagle,
 		.kern = kern,
+		.huge_pages = cfg->huge_pages,
 		.broken = st,
 		.broken_msg = why.msg,
 	};

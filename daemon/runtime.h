@@ -38,6 +38,9 @@ struct runtime_config {
 	/* cpu and emulated: how matmuls on quantised weights read activations
 	 * (kern_cpu_config.act); cuda ignores it. 0: KERN_ACT_F32. */
 	enum kern_act act;
+	/* Host backends: the target's (and a draft model's) weight matrices copied into
+	 * huge pages at load (model_config.huge_pages; decided by cfg_huge_pages_wanted). */
+	bool huge_pages;
 	uint32_t n_slots;          /* sequences at once; 0: 1 */
 	uint32_t max_ctx;          /* KV rows per slot at most; 0: the model's context */
 	uint32_t batch_tokens;     /* tokens per forward at most (raised to K + 1); 0: n_slots x (K + 1) */

@@ -50,6 +50,7 @@ struct run_opts {
 	bool seed_given;
 	long threads;
 	enum kern_act act;          /* --activations */
+	enum cfg_huge_pages huge;   /* --huge-pages */
 	enum cfg_device device;     /* --device */
 	enum cfg_dtype dtype;       /* --dtype */
 	long gpu;                   /* --gpu; -1: the rank's local index */
@@ -89,6 +90,10 @@ static void usage(FILE *f)
 		"                         (exact to rounding).\n"
 		"                         Float weights are unaffected, --device cuda\n"
 		"                         ignores it; output is lossless either way\n"
+		"  --huge-pages H         auto (the default), on or off: copy the weights\n"
+		"                         into huge pages at load for faster decoding on the\n"
+		"                         CPU (target.huge_pages); auto: when the kernel\n"
+		"                         offers them\n"
 		"  --device D             cpu (the default), cuda (one GPU per rank) or\n"
 		"                         emulated (the CPU through the GPU's code path:\n"
 		"                         memory kept apart, uploads and downloads; for tests)\n"
@@ -198,7 +203,7 @@ static const char *const value_flags[] = {
 	"--draft", "--heads", "--tp", "--perplexity", "--prompt-lookup-min",
 	"--prompt-lookup-max", "--placement", "--pipeline", "--draft-deadline",
 	"--eagle", "--eagle-tree", "--eagle-width", "--eagle-depth", "--device",
-	"--gpu", "--dtype", "--activations"};
+	"--gpu", "--dtype", "--activations", "--huge-pages"};
 
 #define N_VALUE_FLAGS (sizeof(value_flags) / sizeof(value_flags[0]))
 
@@ -382,6 +387,9 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 		} else if (!strcmp(flag, "--activations")) {
 			if (kern_act_parse(v, &o->act) != SPECD_OK)
 				return bad_value(flag, v, "f32 or q8");
+		} else if (!strcmp(flag, "--huge-pages")) {
+			if (!cfg_huge_pages_parse(v, &o->huge))
+				return bad_value(flag, v, "auto, on or off");
 		} else if (!strcmp(flag, "--device")) {
 			if (!cfg_device_parse(v, &o->device))
 				return bad_value(flag, v, "cpu, cuda or emulated");
@@ -506,6 +514,7 @@ static enum specd_status run_open(struct run *r, const struct run_opts *o, uint3
 		.dtype = o->dtype,
 		.threads = (uint32_t)o->threads,
 		.act = o->act,
+		.huge_pages = cfg_huge_pages_wanted(o->huge),
 		.n_slots = 1,
 		.max_ctx = max_ctx,
 		.method = o->method,
@@ -548,7 +557,8 @@ static void describe(const struct run *r, const struct run_opts *o)
 	if (o->device == CFG_DEVICE_CUDA)
 		fprintf(stderr, " (GPU %d)", gpu_of(o));
 	else if (act) /* as the backend reports it */
-		fprintf(stderr, " (%s activations)", act);
+		fprintf(stderr, " (%s activations%s)", act,
+			model_huge_bytes(r->rt.model) ? ", weights in huge pages" : "");
 	if (o->tp > 1)
 		fprintf(stderr, "; %ld shards, %.1f MiB of weights on this one", o->tp,
 			(double)model_resident_bytes(r->rt.model) / (1024.0 * 1024.0));
@@ -788,6 +798,7 @@ static int serve_draft(const struct run_opts *o, struct run *r)
 		.dtype = o->dtype,
 		.threads = (uint32_t)o->threads,
 		.act = o->act,
+		.huge_pages = cfg_huge_pages_wanted(o->huge),
 		.draft_path = o->draft,
 		.heads_path = o->heads,
 		.eagle = o->eagle,

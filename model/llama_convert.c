@@ -13,8 +13,8 @@ static bool is_float(enum kern_dtype t)
 	return t == KERN_F32 || t == KERN_F16 || t == KERN_BF16;
 }
 
-/* Every weight matrix of the model, the tied LM head once. */
-static size_t matrices(struct model *m, struct kern_mat **out)
+/* llama_int.h: shared with llama_huge.c. */
+size_t llama_matrices(struct model *m, struct kern_mat **out)
 {
 	size_t n = 0;
 	out[n++] = &m->tok_embd;
@@ -30,8 +30,7 @@ static size_t matrices(struct model *m, struct kern_mat **out)
 	return n;
 }
 
-/* Whether any of the n matrices still reads from [base, base + bytes). */
-static bool points_into(struct kern_mat *const *w, size_t n, const void *base, size_t bytes)
+bool llama_points_into(struct kern_mat *const *w, size_t n, const void *base, size_t bytes)
 {
 	const uint8_t *lo = base, *hi = lo + bytes;
 	for (size_t i = 0; i < n; i++) {
@@ -50,11 +49,10 @@ enum specd_status llama_convert_weights(struct model *m, enum kern_dtype to,
 	if (!is_float(to))
 		return specd_errorf(err, SPECD_INVAL, "model: weights can be held as f32, f16 "
 				    "or bf16, not %s", kern_dtype_name(to));
-	size_t cap = 2 + 7 * (size_t)m->hp.n_layers;
-	struct kern_mat **w = specd_malloc_array(cap, sizeof(*w));
+	struct kern_mat **w = specd_malloc_array(LLAMA_MAX_MATRICES(m->hp.n_layers), sizeof(*w));
 	if (!w)
 		return specd_errorf(err, SPECD_NOMEM, "model: out of memory");
-	size_t n = matrices(m, w), total = 0, widest = 0, before = 0;
+	size_t n = llama_matrices(m, w), total = 0, widest = 0, before = 0;
 	for (size_t i = 0; i < n; i++) {
 		if (!is_float(w[i]->type) || w[i]->type == to)
 			continue;
@@ -94,9 +92,10 @@ enum specd_status llama_convert_weights(struct model *m, enum kern_dtype to,
 	if (m->output.data == embd_was)
 		m->output = m->tok_embd; /* tied: the converted embedding */
 	m->converted = buf;
+	m->converted_bytes = total;
 	/* The shard's own column slices (llama_shard.c) are dead once nothing points into
 	 * them: freed, and the resident count already left them out with `before`. */
-	if (m->copies && !points_into(w, n, m->copies, m->shard.copied_bytes)) {
+	if (m->copies && !llama_points_into(w, n, m->copies, m->shard.copied_bytes)) {
 		specd_free(m->copies);
 		m->copies = NULL;
 	}

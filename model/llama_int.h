@@ -105,6 +105,9 @@ struct model {
 	const struct model_comm *comm; /* NULL or borrowed; size 1 runs whole */
 	void *copies; /* the shard's own weight buffer (O and down column slices) */
 	void *converted; /* the matrices held in model_config.weight_type (llama_convert.c) */
+	size_t converted_bytes;
+	void *huge;       /* the matrices in huge pages (llama_huge.c), huge_bytes long */
+	size_t huge_bytes;
 	/* A device backend's copies of every weight (kern_upload_mat / kern_upload),
 	 * made once at load; the matrices and vectors below then point into them. */
 	void **dev_weights;
@@ -144,6 +147,21 @@ enum specd_status llama_upload_weights(struct model *m, bool embeddings, struct 
  * SPECD_NOMEM. */
 enum specd_status llama_convert_weights(struct model *m, enum kern_dtype to,
 					struct specd_error *err);
+
+/* llama_convert.c, for llama_huge.c too: every weight matrix of the model into out
+ * (LLAMA_MAX_MATRICES(n_layers) of room), the tied LM head once (it is tok_embd);
+ * returns how many. llama_points_into: whether any of the n still reads from [base,
+ * base + bytes). */
+#define LLAMA_MAX_MATRICES(n_layers) (2 + 7 * (size_t)(n_layers))
+size_t llama_matrices(struct model *m, struct kern_mat **out);
+bool llama_points_into(struct kern_mat *const *w, size_t n, const void *base, size_t bytes);
+
+/* llama_huge.c: copies the shard's weight matrices once into one block of huge pages
+ * (model_config.huge_pages) and points the model at it; the shard's column copies and
+ * converted matrices are freed once nothing reads them. An untied embedding table
+ * stays where it is (a token reads one row of it). Host backends only. SPECD_NOMEM,
+ * named, with the way out. */
+enum specd_status llama_weights_to_huge_pages(struct model *m, struct specd_error *err);
 
 /* llama_shard.c: cuts the whole-model matrices the loader found down to shard `rank`
  * of `size` (size 1: the whole model, nothing copied) and fills m->shard and the

@@ -758,6 +758,8 @@ enum specd_status model_load_gguf(const struct gguf_file *f, const struct model_
 		/* The device holds its copies now: the converted host ones are not read. */
 		specd_free(m->converted);
 		m->converted = NULL;
+	} else if (cfg->huge_pages && (st = llama_weights_to_huge_pages(m, err)) != SPECD_OK) {
+		goto fail;
 	}
 
 	if ((st = llama_alloc_state(m, cfg, err)) != SPECD_OK)
@@ -818,6 +820,7 @@ void model_destroy(struct model *m)
 	specd_free(m->groups);
 	specd_free(m->copies);
 	specd_free(m->converted);
+	specd_huge_free(m->huge, m->huge_bytes);
 	kern_destroy(m->owned_kern);
 	gguf_close(m->owned_file);
 	safetensors_file_close(m->st);

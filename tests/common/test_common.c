@@ -124,6 +124,29 @@ static void test_alloc__aligned(void **state)
 	assert_null(specd_aligned_alloc(48, 100)); /* not a power of two */
 }
 
+static void test_alloc__huge_is_aligned_zeroed_and_writable(void **state)
+{
+	(void)state;
+	size_t sizes[] = {1, (size_t)2 << 20, ((size_t)5 << 20) + 123};
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		unsigned char *p = specd_huge_alloc(sizes[i]);
+		assert_non_null(p);
+		assert_int_equal((uintptr_t)p % ((uintptr_t)2 << 20), 0);
+		assert_int_equal(p[0], 0);
+		assert_int_equal(p[sizes[i] - 1], 0);
+		memset(p, 0xab, sizes[i]);
+		assert_int_equal(p[sizes[i] - 1], 0xab);
+		specd_huge_free(p, sizes[i]);
+	}
+	assert_null(specd_huge_alloc(0));
+	assert_null(specd_huge_alloc(SIZE_MAX - 1));
+	specd_huge_free(NULL, 1); /* no-op */
+	specd_alloc_fail_after(1);
+	assert_null(specd_huge_alloc(4096));
+	specd_alloc_fail_reset();
+	(void)specd_huge_pages_offered(); /* either answer; it must not fail */
+}
+
 static void test_alloc__failure_injection_counts(void **state)
 {
 	(void)state;
@@ -221,6 +244,7 @@ int main(void)
 		cmocka_unit_test(test_log__level_names_parse),
 		cmocka_unit_test(test_alloc__overflow_is_refused),
 		cmocka_unit_test(test_alloc__aligned),
+		cmocka_unit_test(test_alloc__huge_is_aligned_zeroed_and_writable),
 		cmocka_unit_test(test_alloc__failure_injection_counts),
 		cmocka_unit_test(test_clock__monotonic_and_sleeps),
 		cmocka_unit_test(test_buf__advance_moves_rest_only_when_outweighed),

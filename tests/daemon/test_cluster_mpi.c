@@ -21,6 +21,7 @@
 
 #include <cmocka.h>
 
+#include "common/alloc.h"
 #include "common/clock.h"
 #include "daemon/client.h"
 #include "test_support.h"
@@ -411,8 +412,11 @@ static void test_cluster__second_sigterm_ends_a_running_job_at_once(void **state
 	assert_int_equal(rc, 0);
 	assert_int_equal(count(r->out, "stopped cleanly"), 1);
 	assert_non_null(strstr(r->out, "stopping now: ending 1 running"));
-	/* the file sets no target.activations: the backend took the default */
-	assert_non_null(strstr(r->out, "(1 shard, f32 weights, q8 activations)"));
+	/* the file sets no target.activations nor huge_pages: the defaults, q8 and auto
+	 * (huge pages when the kernel offers them) */
+	assert_non_null(strstr(r->out, "(1 shard, f32 weights, q8 activations"));
+	assert_true((strstr(r->out, "q8 activations, in huge pages)") != NULL) ==
+		    specd_huge_pages_offered());
 }
 
 /* With speculation.measure false the origin rule table decides, on the same memory
@@ -452,7 +456,7 @@ static void test_cluster__rule_table_with_the_same_memory_and_its_own_ngram(void
 	bool eagle_runs = strstr(serving, "(method eagle") != NULL;
 	bool capped = strstr(r->out, "constraints.max_draft_memory") != NULL;
 	/* target.dtype, and target.activations as the CPU backend took it */
-	bool bf16 = strstr(r->out, "(1 shard, bf16 weights, f32 activations)") != NULL;
+	bool bf16 = strstr(r->out, "(1 shard, bf16 weights, f32 activations") != NULL;
 	/* the table's default rule: prompt lookup, n-grams up to 4 */
 	bool ngram4 = strstr(serving, "(method ngram") &&
 		      strstr(r->out, "n-grams of 2 to 4 tokens, as the rule says");

@@ -86,6 +86,8 @@ static void test_defaults__apply_when_sections_omitted(void **state)
 	assert_int_equal(c->draft_device, CFG_DEVICE_CPU);
 	assert_int_equal(c->draft_threads, 1);
 	assert_int_equal(c->draft_activations, KERN_ACT_Q8);
+	assert_int_equal(c->target_huge_pages, CFG_HUGE_AUTO);
+	assert_int_equal(c->draft_huge_pages, CFG_HUGE_AUTO);
 	assert_true(c->method_auto);
 	assert_true(c->spec_tokens_auto);
 	assert_int_equal(c->num_speculative_tokens, 0);
@@ -134,6 +136,7 @@ static const char full_yaml[] =
 	"  dtype: bf16\n"
 	"  threads: 8\n"
 	"  activations: f32\n"
+	"  huge_pages: off\n"
 	"  slots: 16\n"
 	"  context: 1024\n"
 	"  batch_tokens: 48\n"
@@ -142,6 +145,7 @@ static const char full_yaml[] =
 	"  device: cuda\n"
 	"  threads: 2\n"
 	"  activations: f32\n"
+	"  huge_pages: on\n"
 	"speculation:\n"
 	"  method: draft_model\n"
 	"  num_speculative_tokens: 7\n"
@@ -199,6 +203,7 @@ static void test_full__every_key_parsed(void **state)
 	assert_int_equal(c->target_dtype, CFG_DTYPE_BF16);
 	assert_int_equal(c->target_threads, 8);
 	assert_int_equal(c->target_activations, KERN_ACT_F32);
+	assert_int_equal(c->target_huge_pages, CFG_HUGE_OFF);
 	assert_int_equal(c->target_slots, 16);
 	assert_int_equal(c->target_context, 1024);
 	assert_int_equal(c->target_batch_tokens, 48);
@@ -206,6 +211,7 @@ static void test_full__every_key_parsed(void **state)
 	assert_int_equal(c->draft_device, CFG_DEVICE_CUDA);
 	assert_int_equal(c->draft_threads, 2);
 	assert_int_equal(c->draft_activations, KERN_ACT_F32);
+	assert_int_equal(c->draft_huge_pages, CFG_HUGE_ON);
 	assert_false(c->method_auto);
 	assert_int_equal(c->method, DRAFT_METHOD_DRAFT_MODEL);
 	assert_false(c->spec_tokens_auto);
@@ -277,6 +283,26 @@ static void test_activations__each_section_its_own(void **state)
 	assert_int_equal(c->target_activations, KERN_ACT_Q8);
 	assert_int_equal(c->draft_activations, KERN_ACT_Q8);
 	cfg_destroy(c);
+}
+
+/* target.huge_pages and draft.huge_pages: auto, on or off, each section its own;
+ * what auto means is the kernel's setting, and on and off mean what they say. */
+static void test_huge_pages__parse_and_decide(void **state)
+{
+	(void)state;
+	struct cfg_cluster *c = parse_ok("target: {model: /m, huge_pages: off}\n"
+					 "draft: {huge_pages: on}\n", "h.yaml", 0);
+	assert_int_equal(c->target_huge_pages, CFG_HUGE_OFF);
+	assert_int_equal(c->draft_huge_pages, CFG_HUGE_ON);
+	assert_false(cfg_huge_pages_wanted(c->target_huge_pages));
+	assert_true(cfg_huge_pages_wanted(c->draft_huge_pages));
+	assert_true(cfg_huge_pages_wanted(CFG_HUGE_AUTO) == specd_huge_pages_offered());
+	cfg_destroy(c);
+	enum cfg_huge_pages h = CFG_HUGE_ON;
+	assert_false(cfg_huge_pages_parse("yes", &h));
+	assert_int_equal(h, CFG_HUGE_ON);
+	assert_true(cfg_huge_pages_parse("auto", &h));
+	assert_int_equal(h, CFG_HUGE_AUTO);
 }
 
 /* ---- paths, environment, sizes ---- */
@@ -452,6 +478,8 @@ static const struct bad_case bad_cases[] = {
 	 "bad.yaml:3: 'target.activations' has unknown value 'int4' (allowed: f32, q8)"},
 	{M "draft:\n  activations: Q8\n",
 	 "bad.yaml:4: 'draft.activations' has unknown value 'Q8' (allowed: f32, q8)"},
+	{M "  huge_pages: yes\n",
+	 "bad.yaml:3: 'target.huge_pages' has unknown value 'yes' (allowed: auto, on, off)"},
 	{M "cluster:\n  log_level: verbose\n",
 	 "bad.yaml:4: 'cluster.log_level' has unknown value 'verbose' (allowed: error, warn, "
 	 "info, debug)"},
@@ -1131,6 +1159,7 @@ int main(void)
 		cmocka_unit_test(test_full__flow_style_and_quotes_parse_alike),
 		cmocka_unit_test(test_null__means_default),
 		cmocka_unit_test(test_activations__each_section_its_own),
+		cmocka_unit_test(test_huge_pages__parse_and_decide),
 		cmocka_unit_test(test_paths__relative_resolve_against_file_folder),
 		cmocka_unit_test(test_env__vars_defaults_and_tilde_expand),
 		cmocka_unit_test(test_sizes__units_and_plain_bytes),

@@ -333,13 +333,35 @@ static void test_specd_run__activations_reach_the_backend(void **state)
 	assert_int_equal(run(&def, a), 0);
 	assert_int_equal(run(&f32, b), 0);
 	assert_int_equal(run(&q8, c), 0);
-	expect(def, "on cpu (q8 activations)");
-	expect(f32, "on cpu (f32 activations)");
-	expect(q8, "on cpu (q8 activations)");
+	expect(def, "on cpu (q8 activations");
+	expect(f32, "on cpu (f32 activations");
+	expect(q8, "on cpu (q8 activations");
 	expect_same_text(def, f32);
 	free(def);
 	free(f32);
 	free(q8);
+}
+
+/* --huge-pages reaches the model (the load line says where the weights are) and
+ * changes no token. */
+static void test_specd_run__huge_pages_reach_the_model(void **state)
+{
+	(void)state;
+	char *on = NULL, *off = NULL;
+	const char *a[] = {"-m", g_small, "-p", "hello", "-n", "12", "--huge-pages", "on", NULL};
+	const char *b[] = {"-m", g_small, "-p", "hello", "-n", "12", "--huge-pages", "off", NULL};
+	const char *bad[] = {"-m", g_small, "-p", "hello", "--huge-pages", "maybe", NULL};
+	assert_int_equal(run(&on, a), 0);
+	assert_int_equal(run(&off, b), 0);
+	expect(on, "activations, weights in huge pages)");
+	assert_null(strstr(off, "huge pages"));
+	expect_same_text(on, off);
+	free(on);
+	free(off);
+	char *err = NULL;
+	assert_int_equal(run(&err, bad), 2);
+	expect(err, "auto, on or off");
+	free(err);
 }
 
 static void test_specd_run__help_and_version(void **state)
@@ -351,7 +373,7 @@ static void test_specd_run__help_and_version(void **state)
 	const char *flags[] = {"--model", "--prompt", "--max-tokens", "--temperature", "--top-k",
 			       "--top-p", "--seed", "--threads", "--method", "--spec-tokens",
 			       "--draft", "--heads", "--tp", "--perplexity", "--activations",
-			       "--version"};
+			       "--huge-pages", "--version"};
 	for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++)
 		expect(out, flags[i]);
 	free(out);
@@ -371,6 +393,7 @@ int main(void)
 		cmocka_unit_test(test_specd_run__refuses_options_that_do_not_apply),
 		cmocka_unit_test(test_specd_run__dtype_holds_weights_as_asked),
 		cmocka_unit_test(test_specd_run__activations_reach_the_backend),
+		cmocka_unit_test(test_specd_run__huge_pages_reach_the_model),
 		cmocka_unit_test(test_specd_run__help_and_version),
 	};
 	return cmocka_run_group_tests(tests, setup_all, teardown_all);

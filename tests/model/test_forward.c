@@ -865,7 +865,8 @@ static void test_load__fails_cleanly_on_every_allocation(void **state)
 	for (long n = 1;; n++) {
 		struct model *m = NULL;
 		struct specd_error err;
-		struct model_config cfg = {.n_ctx = 16, .max_batch = 4};
+		/* huge_pages: its block is one more allocation that can fail */
+		struct model_config cfg = {.n_ctx = 16, .max_batch = 4, .huge_pages = true};
 		specd_alloc_fail_after(n);
 		enum specd_status st = model_load(g_q4, &cfg, &m, &err);
 		specd_alloc_fail_reset();
@@ -1163,6 +1164,46 @@ static void test_load__dtype_holds_weights_as_asked(void **state)
 	assert_non_null(strstr(err.msg, "f32, f16 or bf16"));
 }
 
+/* model_config.huge_pages: the matrices copied into huge pages compute exactly what
+ * they compute from the file, for a whole model (untied and tied), a quantised one,
+ * and a shard whose O and down slices are copies and whose weights were converted. */
+static void test_load__huge_pages_change_no_logit(void **state)
+{
+	(void)state;
+	char tied[700];
+	snprintf(tied, sizeof(tied), "%s/llama_tied.gguf", g_dir);
+	const char *args[] = {"--dim", "64", "--layers", "2", "--heads", "4", "--kv-heads", "2",
+			      "--ffn", "96", "--vocab", "300", "--ctx", "64", "--type", "q8_0",
+			      "--tied", "--seed", "3", NULL};
+	gen_model(tied, args);
+	const struct {
+		const char *path;
+		size_t n_vocab;
+	} files[] = {{g_llama, 300}, {g_q4, 270}, {tied, 300}};
+	struct specd_error err;
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		struct model_config cfg = {.n_slots = 1, .n_ctx = 48, .max_batch = 16,
+					   .huge_pages = true};
+		struct model *huge = NULL, *file = load(files[i].path, 1);
+		assert_int_equal(model_load(files[i].path, &cfg, &huge, &err), SPECD_OK);
+		assert_true(model_huge_bytes(huge) > 0);
+		assert_int_equal(model_huge_bytes(file), 0);
+		expect_same_logits(huge, file, files[i].n_vocab);
+	}
+	struct comm_count cc = {0};
+	struct model_comm comm = {.allreduce_sum = count_allreduce, .maxloc = unused_maxloc,
+				  .gather = unused_gather, .user = &cc, .rank = 1, .size = 2};
+	struct model_config shard = {.n_slots = 1, .n_ctx = 48, .max_batch = 16, .comm = &comm,
+				     .convert = true, .weight_type = KERN_F16};
+	struct model *a = NULL, *b = NULL;
+	assert_int_equal(model_load(g_llama, &shard, &a, &err), SPECD_OK);
+	shard.huge_pages = true;
+	assert_int_equal(model_load(g_llama, &shard, &b, &err), SPECD_OK);
+	assert_true(model_huge_bytes(b) > 0);
+	assert_true(model_resident_bytes(a) == model_resident_bytes(b));
+	expect_same_logits(a, b, 150);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1180,6 +1221,7 @@ int main(void)
 		cmocka_unit_test(test_load__errors_name_the_tensor_or_key),
 		cmocka_unit_test(test_load__refuses_what_the_forward_would_ignore),
 		cmocka_unit_test(test_load__dtype_holds_weights_as_asked),
+		cmocka_unit_test(test_load__huge_pages_change_no_logit),
 		cmocka_unit_test(test_load__fails_cleanly_on_every_allocation),
 		cmocka_unit_test(test_stories260k__greedy_matches_fixture),
 		cmocka_unit_test(test_stories260k__logits_and_perplexity_match_fixture),
