@@ -18,9 +18,10 @@
  * backend whose ops_host_memory is set computes on host memory, so callers may use a
  * file's mapping in place and pass their own buffers.
  * Activations are row-major; `ld*` arguments are the stride between rows, in
- * elements. Ops never allocate: a backend reserves what it needs when it is created;
- * the one exception is the CPU matmul under KERN_ACT_Q8, whose buffer for the
- * quantised activations grows to the largest call it has seen (once per new size).
+ * elements. Ops never allocate: a backend reserves what it needs when it is created,
+ * and what depends on the shapes a caller will use with kern_reserve (the CPU matmul's
+ * buffer for its quantised activations under KERN_ACT_Q8); a call larger than was
+ * reserved grows that buffer (once per new size).
  *
  * Errors: every op returns SPECD_OK or SPECD_INVAL for arguments it cannot run with
  * (a head size above KERN_MAX_HEAD_DIM, a row shorter than its stride, a visible row
@@ -294,6 +295,11 @@ struct kern_ops {
 	enum specd_status (*copy)(struct kern_ctx *ctx, void *dst, const void *src, size_t bytes);
 	/* Waits until every op issued so far has finished (a no-op on the CPU). */
 	enum specd_status (*sync)(struct kern_ctx *ctx);
+	/* Optional (NULL: nothing to set aside): reserves what ops on up to `rows` rows of
+	 * up to `n_in` values need beyond what the backend holds from create, so that
+	 * they allocate nothing (the CPU matmul's quantised activations under
+	 * KERN_ACT_Q8). Only grows. Errors: SPECD_NOMEM. */
+	enum specd_status (*reserve)(struct kern_ctx *ctx, size_t rows, size_t n_in);
 	/* Optional, for the op profiler (kern_prof_create); NULL in a backend whose ops
 	 * are done when they return, which the host clock then times. mark takes the
 	 * next of KERN_MARKS timestamps on the backend's own timeline, the moment every
@@ -647,6 +653,11 @@ static inline enum specd_status kern_copy(struct kern_ctx *ctx, void *dst, const
 static inline enum specd_status kern_sync(struct kern_ctx *ctx)
 {
 	return ctx->ops->sync(ctx);
+}
+
+static inline enum specd_status kern_reserve(struct kern_ctx *ctx, size_t rows, size_t n_in)
+{
+	return ctx->ops->reserve ? ctx->ops->reserve(ctx, rows, n_in) : SPECD_OK;
 }
 
 #endif

@@ -274,6 +274,12 @@ static enum specd_status prof_sync(struct kern_ctx *ctx)
 	TIMED(KERN_OP_SYNC, kern_sync(p->inner));
 }
 
+/* Not timed: set-up, not an op. */
+static enum specd_status prof_reserve(struct kern_ctx *ctx, size_t rows, size_t n_in)
+{
+	return kern_reserve(prof_of(ctx)->inner, rows, n_in);
+}
+
 /* name and host_memory are inner's, filled in at create. */
 static const struct kern_ops prof_ops = {
 	.destroy = prof_destroy,
@@ -297,6 +303,7 @@ static const struct kern_ops prof_ops = {
 	.set_rows = prof_set_rows,
 	.copy = prof_copy,
 	.sync = prof_sync,
+	.reserve = prof_reserve,
 };
 
 enum specd_status kern_prof_create(struct kern_ctx *inner, struct kern_ctx **out)

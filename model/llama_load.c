@@ -628,6 +628,19 @@ enum specd_status llama_alloc_state(struct model *m, const struct model_config *
 	if ((st = alloc_acts(m, n_slots)) != SPECD_OK)
 		return specd_errorf(err, st, "model: cannot allocate activations for %u tokens",
 				    m->max_batch);
+	/* What the backend's matmuls need for a whole batch (kern_reserve), so that no
+	 * forward allocates: the widest input any matrix takes. */
+	struct kern_mat **w = specd_malloc_array(LLAMA_MAX_MATRICES(m->hp.n_layers), sizeof(*w));
+	if (!w)
+		return specd_errorf(err, SPECD_NOMEM, "model: out of memory");
+	size_t n = llama_matrices(m, w), widest = m->fc.n_in;
+	for (size_t i = 0; i < n; i++)
+		widest = w[i]->n_in > widest ? w[i]->n_in : widest;
+	specd_free(w);
+	if ((st = kern_reserve(m->kern, m->max_batch, widest)) != SPECD_OK)
+		return specd_errorf(err, st, "model: %s cannot reserve its matmuls' memory for "
+				    "%u tokens of %zu values", kern_name(m->kern), m->max_batch,
+				    widest);
 	return SPECD_OK;
 }
 

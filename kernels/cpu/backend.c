@@ -96,6 +96,7 @@ static const struct kern_ops cpu_ops = {
 	.topk = cpu_topk,
 	.copy = cpu_copy,
 	.sync = cpu_sync,
+	.reserve = cpu_reserve,
 };
 
 static const struct cpu_isa_kernels *kernels_for(enum kern_isa isa)

@@ -119,8 +119,8 @@ struct cpu_backend {
 	const struct cpu_isa_kernels *k;
 	struct cpu_pool *pool;
 	enum kern_act act;
-	/* KERN_ACT_Q8: the quantised activations of the matmul running now, grown to the
-	 * largest call so far (the one allocation an op may make). */
+	/* KERN_ACT_Q8: the quantised activations of the matmul running now, as large as
+	 * kern_reserve asked or the largest call so far (the one allocation an op may make). */
 	void *q8_buf;
 	size_t q8_cap;
 };
@@ -130,6 +130,7 @@ static inline struct cpu_backend *cpu_backend_of(struct kern_ctx *ctx)
 	return (struct cpu_backend *)(void *)ctx;
 }
 
+enum specd_status cpu_reserve(struct kern_ctx *ctx, size_t rows, size_t n_in);
 enum specd_status cpu_matmul(struct kern_ctx *ctx, float *y, size_t ldy, const float *x,
 			     size_t ldx, size_t rows, const struct kern_mat *w,
 			     const float *bias);

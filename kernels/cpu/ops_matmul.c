@@ -3,7 +3,8 @@
  * units (CPU_MATMUL_SPLIT) and each runs the ISA's inner loop over all rows for its
  * features, so the weights are read once per call however many rows, and no element's
  * result depends on the thread count. Nothing here allocates, but for KERN_ACT_Q8's
- * quantised activations, whose buffer grows to the largest call and then stays. */
+ * quantised activations, whose buffer cpu_reserve sets aside at load and a larger call
+ * grows. */
 #include <stdbool.h>
 #include <string.h>
 
@@ -40,6 +41,21 @@ static void matmul_share_run(void *arg, unsigned index, unsigned n)
 		s->k->matmul_range(s->job, o0, o1);
 }
 
+enum specd_status cpu_reserve(struct kern_ctx *ctx, size_t rows, size_t n_in)
+{
+	struct cpu_backend *be = cpu_backend_of(ctx);
+	size_t bytes = cpu_q8_bytes(rows, n_in);
+	if (be->act != KERN_ACT_Q8 || bytes <= be->q8_cap)
+		return SPECD_OK;
+	void *buf = specd_aligned_alloc(64, bytes);
+	if (!buf)
+		return SPECD_NOMEM;
+	specd_free(be->q8_buf);
+	be->q8_buf = buf;
+	be->q8_cap = bytes;
+	return SPECD_OK;
+}
+
 enum specd_status cpu_matmul(struct kern_ctx *ctx, float *y, size_t ldy, const float *x,
 			     size_t ldx, size_t rows, const struct kern_mat *w,
 			     const float *bias)
@@ -55,15 +71,9 @@ enum specd_status cpu_matmul(struct kern_ctx *ctx, float *y, size_t ldy, const f
 	};
 	struct cpu_q8_rows q8;
 	if (be->act == KERN_ACT_Q8 && kern_dtype_block(w->type) > 1) {
-		size_t bytes = cpu_q8_bytes(rows, w->n_in);
-		if (bytes > be->q8_cap) {
-			void *buf = specd_aligned_alloc(64, bytes);
-			if (!buf)
-				return SPECD_NOMEM;
-			specd_free(be->q8_buf);
-			be->q8_buf = buf;
-			be->q8_cap = bytes;
-		}
+		enum specd_status st = cpu_reserve(ctx, rows, w->n_in);
+		if (st != SPECD_OK)
+			return st;
 		cpu_q8_quantize(x, ldx, rows, w->n_in, kern_dtype_block(w->type), be->q8_buf, &q8);
 		job.xq = &q8;
 	}

@@ -160,6 +160,11 @@ static enum specd_status emu_sync(struct kern_ctx *ctx)
 	return SPECD_OK;
 }
 
+static enum specd_status emu_reserve(struct kern_ctx *ctx, size_t rows, size_t n_in)
+{
+	return kern_reserve(emu_of(ctx)->inner, rows, n_in);
+}
+
 /* A GPU's event timeline, for testing the profiler's read-back without one: the ops
  * have finished when they return, so a mark is the host clock at the call. */
 static enum specd_status emu_mark(struct kern_ctx *ctx, uint32_t *id)
@@ -466,6 +471,7 @@ static const struct kern_ops emu_ops = {
 	.topk = emu_topk,
 	.copy = emu_copy,
 	.sync = emu_sync,
+	.reserve = emu_reserve,
 	.mark = emu_mark,
 	.mark_time = emu_mark_time,
 	.mark_clear = emu_mark_clear,

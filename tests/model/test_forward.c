@@ -516,6 +516,18 @@ static void test_forward__outputs_in_any_order(void **state)
 	model_destroy(m);
 }
 
+/* Runs b with every allocation failing: it must succeed without making any. */
+static void expect_forward_allocates_nothing(struct model *m, struct model_batch *b)
+{
+	struct specd_error err;
+	specd_alloc_fail_after(1); /* any allocation from here on fails */
+	enum specd_status st = model_forward(m, b, &err);
+	long count = specd_alloc_count();
+	specd_alloc_fail_reset();
+	assert_int_equal(st, SPECD_OK);
+	assert_int_equal(count, 0);
+}
+
 static void test_forward__makes_no_allocation_after_load(void **state)
 {
 	(void)state;
@@ -524,19 +536,48 @@ static void test_forward__makes_no_allocation_after_load(void **state)
 	float *logits = malloc(4 * V * sizeof(float));
 	uint32_t tok[] = {1, 2, 3, 4}, slot[] = {0, 0, 1, 0}, pos[] = {0, 1, 0, 2};
 	run(m, 4, tok, slot, pos, logits); /* warm-up */
-	specd_alloc_fail_after(1);          /* any allocation from here on fails */
 	uint32_t t2[] = {5, 6}, s2[] = {0, 1}, p2[] = {3, 1};
 	uint32_t idx[] = {0, 1};
 	struct model_batch b = {.n_tokens = 2, .tokens = t2, .slots = s2, .pos = p2,
 				.n_out = 2, .out_idx = idx, .logits = logits};
-	struct specd_error err;
-	enum specd_status st = model_forward(m, &b, &err);
-	long count = specd_alloc_count();
-	specd_alloc_fail_reset();
-	assert_int_equal(st, SPECD_OK);
-	assert_int_equal(count, 0);
+	expect_forward_allocates_nothing(m, &b);
 	free(logits);
 	model_destroy(m);
+}
+
+/* The same on a CPU backend with 8-bit activations, whose matmuls need a buffer for
+ * the quantised rows: the load reserved it for a whole batch, so even the first and
+ * largest forward allocates nothing; and a load whose reservation fails says so. */
+static void test_forward__q8_backend_reserves_at_load(void **state)
+{
+	(void)state;
+	struct kern_cpu_config kc = {.n_threads = 1, .act = KERN_ACT_Q8};
+	struct kern_ctx *kern = NULL;
+	assert_int_equal(kern_cpu_create(&kc, &kern), SPECD_OK);
+	struct model_config cfg = {.n_slots = 1, .n_ctx = 48, .max_batch = 16, .kern = kern};
+	struct model *m = NULL;
+	struct specd_error err;
+	assert_int_equal(model_load(g_q4, &cfg, &m, &err), SPECD_OK);
+	uint32_t V = model_hparams(m)->n_vocab, tok[16], slot[16] = {0}, pos[16], idx[16];
+	for (uint32_t i = 0; i < 16; i++)
+		tok[i] = i + 1, pos[i] = i, idx[i] = i;
+	float *logits = malloc(16 * V * sizeof(float));
+	struct model_batch b = {.n_tokens = 16, .tokens = tok, .slots = slot, .pos = pos,
+				.n_out = 16, .out_idx = idx, .logits = logits};
+	expect_forward_allocates_nothing(m, &b);
+	free(logits);
+	model_destroy(m);
+	/* Every allocation of the load in turn fails cleanly, the reservation's included. */
+	for (long n = 1;; n++) {
+		specd_alloc_fail_after(n);
+		enum specd_status st = model_load(g_q4, &cfg, &m, &err);
+		specd_alloc_fail_reset();
+		if (st == SPECD_OK)
+			break;
+		assert_int_equal(st, SPECD_NOMEM);
+	}
+	model_destroy(m);
+	kern_destroy(kern);
 }
 
 static void test_forward__rejects_bad_batches_without_touching_the_cache(void **state)
@@ -1216,6 +1257,7 @@ int main(void)
 		cmocka_unit_test(test_forward__hidden_outputs_are_consistent),
 		cmocka_unit_test(test_forward__outputs_in_any_order),
 		cmocka_unit_test(test_forward__makes_no_allocation_after_load),
+		cmocka_unit_test(test_forward__q8_backend_reserves_at_load),
 		cmocka_unit_test(test_forward__rejects_bad_batches_without_touching_the_cache),
 		cmocka_unit_test(test_forward__calls_the_comm_hook_twice_per_layer),
 		cmocka_unit_test(test_load__errors_name_the_tensor_or_key),
