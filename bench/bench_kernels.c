@@ -29,7 +29,7 @@ struct opts {
 	int curve;        /* largest n of the cost curve */
 	int prefix;       /* context length before the measurements */
 	int profile;      /* decode steps profiled op by op after the timings; 0: none */
-	bool huge;        /* weights copied into huge pages (model_config.huge_pages) */
+	bool huge;        /* weights copied into huge pages (model_config.huge_pages_max) */
 };
 
 static int cmp_double(const void *a, const void *b)
@@ -169,7 +169,7 @@ static int bench_model(const struct opts *o, double bw)
 	}
 	struct model_config mc = {
 		.n_slots = 1, .n_ctx = (uint32_t)(o->prefix + o->decode + o->profile + o->curve + 8),
-		.max_batch = 16, .kern = kern, .huge_pages = o->huge,
+		.max_batch = 16, .kern = kern, .huge_pages_max = o->huge ? SIZE_MAX : 0,
 	};
 	struct model *m = NULL;
 	struct specd_error err;

@@ -42,7 +42,7 @@ enum cfg_dtype {
 };
 
 /* target.huge_pages, draft.huge_pages: the weights copied into huge pages at load
- * (model_config.huge_pages). */
+ * (model_config.huge_pages_max; within a budget of free memory, runtime.c). */
 enum cfg_huge_pages {
 	CFG_HUGE_AUTO = 0, /* on when the kernel offers them (specd_huge_pages_offered) */
 	CFG_HUGE_ON,

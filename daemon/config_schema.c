@@ -134,7 +134,10 @@ const struct cfg_key cfg_schema[] = {
 		"weight once a token, and from the file's 4 KiB pages that costs a TLB miss "
 		"per page (docs/performance.md measures the gain). The copy "
 		"takes a read of the weights at load and is private to the process, where the "
-		"file's pages are shared with the page cache. `off`: read the file in place. "
+		"file's pages are shared with the page cache, so a rank copies only when the "
+		"copy fits in half its share of the machine's available memory (MemAvailable "
+		"and its cgroup's limit, over the ranks on the machine); else the log warns "
+		"and it reads the file in place. `off`: read the file in place. "
 		"`auto`: `on` when the kernel offers huge pages "
 		"(/sys/kernel/mm/transparent_hugepage/enabled is `always` or `madvise`). "
 		"`cuda` copies the weights to the GPU and ignores it."},

@@ -14,6 +14,7 @@
 #include "model/model_file.h"
 #include "model/llama.h"
 #include "model/tokenizer.h"
+#include "parallel/census.h"
 #include "parallel/tp.h"
 
 /* The model's trained context from `<arch>.context_length`, or 0 when absent. */
@@ -127,6 +128,18 @@ enum specd_status runtime_backend_create(const struct runtime_config *cfg, struc
 	return specd_errorf(err, SPECD_INVAL, "unknown device %d", (int)cfg->device);
 }
 
+/* model_config.huge_pages_max for cfg: 0 without huge pages; else half of the memory
+ * this rank may still take (MemAvailable, capped by its cgroups: par_census_local)
+ * over the ranks on its machine, which may all be copying their weights at once. The
+ * copy speeds decoding up; it must never be what runs a machine out of memory. */
+static size_t huge_budget(const struct runtime_config *cfg)
+{
+	struct par_rank_info me;
+	if (!cfg->huge_pages || par_census_local(&me, 0) != SPECD_OK)
+		return 0;
+	return (size_t)(me.host_mem_free / 2 / (uint64_t)par_local_size());
+}
+
 enum specd_status runtime_open(const struct runtime_config *cfg, struct runtime *rt,
 			       struct specd_error *err)
 {
@@ -173,7 +186,7 @@ enum specd_status runtime_open(const struct runtime_config *cfg, struct runtime 
 		.weight_type = cfg->dtype == CFG_DTYPE_F16    ? KERN_F16
 			       : cfg->dtype == CFG_DTYPE_BF16 ? KERN_BF16
 							      : KERN_F32,
-		.huge_pages = cfg->huge_pages,
+		.huge_pages_max = huge_budget(cfg),
 	};
 	if (tp_size > 1) {
 		if ((st = par_tp_model_load_gguf(cfg->tp_comm, rt->file, &mc, &tc, &rt->tp, err)) !=
@@ -205,7 +218,7 @@ enum specd_status runtime_open(const struct runtime_config *cfg, struct runtime 
 			.prompt_lookup_max = cfg->prompt_lookup_max,
 			.draft_path = cfg->draft_path,
 			.kern = rt->kern,
-			.huge_pages = cfg->huge_pages,
+			.huge_pages_max = huge_budget(cfg),
 			.heads_path = cfg->heads_path,
 			.eagle = cfg->eagle,
 			.also = cfg->also,
@@ -270,7 +283,7 @@ enum specd_status runtime_serve_draft(const struct runtime_config *cfg, struct d
 		.heads_path = cfg->heads_path,
 		.eagle = cfg->eagle,
 		.kern = kern,
-		.huge_pages = cfg->huge_pages,
+		.huge_pages_max = huge_budget(cfg),
 		.broken = st,
 		.broken_msg = why.msg,
 	};

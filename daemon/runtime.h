@@ -39,7 +39,8 @@ struct runtime_config {
 	 * (kern_cpu_config.act); cuda ignores it. 0: KERN_ACT_F32. */
 	enum kern_act act;
 	/* Host backends: the target's (and a draft model's) weight matrices copied into
-	 * huge pages at load (model_config.huge_pages; decided by cfg_huge_pages_wanted). */
+	 * huge pages at load (decided by cfg_huge_pages_wanted), within this rank's share
+	 * of the machine's free memory (model_config.huge_pages_max). */
 	bool huge_pages;
 	uint32_t n_slots;          /* sequences at once; 0: 1 */
 	uint32_t max_ctx;          /* KV rows per slot at most; 0: the model's context */

@@ -81,7 +81,7 @@ static enum specd_status dm_create(const struct draft_config *cfg, void **state,
 		.n_slots = cfg->n_slots,
 		.n_ctx = want,
 		.kern = cfg->kern,
-		.huge_pages = cfg->huge_pages,
+		.huge_pages_max = cfg->huge_pages_max,
 	};
 	st = model_load(cfg->draft_path, &mc, &d->model, &e);
 	if (st != SPECD_OK) {

@@ -61,7 +61,7 @@ struct draft_config {
 	 * draft model creates its own CPU backend). */
 	const char *draft_path;
 	struct kern_ctx *kern;
-	bool huge_pages; /* the draft model's weights in huge pages (model_config) */
+	size_t huge_pages_max; /* the draft model's model_config.huge_pages_max (0: none) */
 	/* medusa: the heads' safetensors file (drafters/medusa.h; borrowed for create). */
 	const char *heads_path;
 	struct draft_eagle_config eagle;

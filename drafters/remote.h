@@ -152,7 +152,7 @@ struct draft_server_config {
 	struct draft_eagle_config eagle; /* eagle: the checkpoint folder as this rank sees
 					  * it, and the tree (the cluster file's) */
 	struct kern_ctx *kern;   /* the draft model's backend, borrowed; NULL: its own */
-	bool huge_pages;         /* the draft model's weights in huge pages (draft_config) */
+	size_t huge_pages_max;   /* the draft model's, as draft_config's */
 	/* Not SPECD_OK: this rank could not get ready (its target file is missing, ...);
 	 * every hello is refused with this status and `broken_msg`, so the leader fails
 	 * with the reason instead of waiting. target may then be NULL. */

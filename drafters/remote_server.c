@@ -215,7 +215,7 @@ static enum specd_status hello(struct server *s, struct specd_error *err)
 		.prompt_lookup_min = r->lookup_min,
 		.prompt_lookup_max = r->lookup_max,
 		.draft_path = s->sc->draft_path,
-		.huge_pages = s->sc->huge_pages,
+		.huge_pages_max = s->sc->huge_pages_max,
 		.kern = s->sc->kern,
 		.heads_path = s->sc->heads_path,
 		.eagle = s->sc->eagle,

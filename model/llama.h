@@ -61,12 +61,14 @@ struct model_config {
 	 * quantised matrices and the f32 norms stay as the file has them. */
 	bool convert;
 	enum kern_dtype weight_type;
-	/* On a host backend, copy the shard's weight matrices once at load into one block
-	 * of transparent huge pages (specd_huge_alloc) rather than reading them from the
-	 * file's mapping: faster decoding for a copy of the weights at load, in memory
-	 * private to the process (target.huge_pages; docs/performance.md). A device
-	 * backend copies the weights to the device anyway and ignores it. */
-	bool huge_pages;
+	/* Not 0: on a host backend, copy the shard's weight matrices once at load into one
+	 * block of transparent huge pages (specd_huge_alloc) rather than reading them from
+	 * the file's mapping: faster decoding for a copy of the weights at load, in memory
+	 * private to the process (target.huge_pages; docs/performance.md); but only when
+	 * the copy takes at most this many bytes (SIZE_MAX: any), else the weights stay in
+	 * the mapping and the log warns: the copy is worth running out of memory for. 0:
+	 * no copy. A device backend copies the weights to the device anyway and ignores it. */
+	size_t huge_pages_max;
 };
 
 struct gguf_file;

@@ -1,12 +1,14 @@
-/* model_config.huge_pages (target.huge_pages, draft.huge_pages): the shard's weight
+/* model_config.huge_pages_max (target.huge_pages, draft.huge_pages): the shard's weight
  * matrices copied once at load into one block of transparent huge pages
  * (specd_huge_alloc). Decoding reads every matrix once per token. Read in place from
  * the file's mapping, that is one TLB entry per 4 KiB page: some 250,000 page walks a
  * token for a 1 GB model, and the hardware prefetcher stops at each page's end. From
  * 2 MiB pages it is 500 (docs/performance.md measures the difference). The copy costs
  * a read of the weights at load and makes them private to the process, where the
- * mapping shares the page cache. The embedding table stays in the mapping unless it is
- * also the LM head: a token reads one row of it. */
+ * mapping shares the page cache, so it is made only within a budget of free memory
+ * (the daemon gives each rank half of the machine's available memory over its ranks
+ * there, runtime.c). The embedding table stays in the mapping unless it is also the LM
+ * head: a token reads one row of it. */
 #include "llama_int.h"
 
 #include "common/alloc.h"
@@ -22,7 +24,8 @@ static size_t packed_bytes(const struct kern_mat *w)
 	return (b + ALIGN - 1) / ALIGN * ALIGN;
 }
 
-enum specd_status llama_weights_to_huge_pages(struct model *m, struct specd_error *err)
+enum specd_status llama_weights_to_huge_pages(struct model *m, size_t max,
+					      struct specd_error *err)
 {
 	struct kern_mat **w = specd_malloc_array(LLAMA_MAX_MATRICES(m->hp.n_layers), sizeof(*w));
 	if (!w)
@@ -33,6 +36,14 @@ enum specd_status llama_weights_to_huge_pages(struct model *m, struct specd_erro
 		first = 1; /* w[0] is tok_embd: only looked up */
 	for (size_t i = first; i < n; i++)
 		total += packed_bytes(w[i]);
+	if (total > max) {
+		specd_free(w);
+		LOG_WARN("model: the weights stay in the file's mapping: their copy in huge pages "
+			 "(%.1f MiB) would pass this rank's share of the free memory (%.1f MiB); "
+			 "set huge_pages: off to read them there without this warning",
+			 (double)total / (1 << 20), (double)max / (1 << 20));
+		return SPECD_OK;
+	}
 	double t0 = specd_now();
 	unsigned char *buf = specd_huge_alloc(total);
 	if (!buf) {

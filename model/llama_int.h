@@ -157,11 +157,13 @@ size_t llama_matrices(struct model *m, struct kern_mat **out);
 bool llama_points_into(struct kern_mat *const *w, size_t n, const void *base, size_t bytes);
 
 /* llama_huge.c: copies the shard's weight matrices once into one block of huge pages
- * (model_config.huge_pages) and points the model at it; the shard's column copies and
- * converted matrices are freed once nothing reads them. An untied embedding table
- * stays where it is (a token reads one row of it). Host backends only. SPECD_NOMEM,
- * named, with the way out. */
-enum specd_status llama_weights_to_huge_pages(struct model *m, struct specd_error *err);
+ * (model_config.huge_pages_max) and points the model at it, when the copy takes at
+ * most max bytes (else nothing changes but a warning in the log); the shard's column
+ * copies and converted matrices are freed once nothing reads them. An untied
+ * embedding table stays where it is (a token reads one row of it). Host backends
+ * only. SPECD_NOMEM, named, with the way out. */
+enum specd_status llama_weights_to_huge_pages(struct model *m, size_t max,
+					      struct specd_error *err);
 
 /* llama_shard.c: cuts the whole-model matrices the loader found down to shard `rank`
  * of `size` (size 1: the whole model, nothing copied) and fills m->shard and the

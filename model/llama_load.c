@@ -771,7 +771,8 @@ enum specd_status model_load_gguf(const struct gguf_file *f, const struct model_
 		/* The device holds its copies now: the converted host ones are not read. */
 		specd_free(m->converted);
 		m->converted = NULL;
-	} else if (cfg->huge_pages && (st = llama_weights_to_huge_pages(m, err)) != SPECD_OK) {
+	} else if (cfg->huge_pages_max &&
+		   (st = llama_weights_to_huge_pages(m, cfg->huge_pages_max, err)) != SPECD_OK) {
 		goto fail;
 	}
 

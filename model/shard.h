@@ -49,7 +49,7 @@ const struct model_shard *model_shard(const struct model *m);
 
 /* Weight bytes this shard keeps resident: references into the mapping plus copies. */
 size_t model_resident_bytes(const struct model *m);
-/* Bytes of weight matrices held in huge pages (model_config.huge_pages); 0: none. */
+/* Bytes of weight matrices held in huge pages (model_config.huge_pages_max); 0: none. */
 size_t model_huge_bytes(const struct model *m);
 
 /* Checks a batch as model_forward would, without running it (a leader checks before

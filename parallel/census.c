@@ -111,6 +111,19 @@ int32_t par_local_rank(void)
 	return 0;
 }
 
+int32_t par_local_size(void)
+{
+	static const char *const vars[] = {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS",
+					   "SLURM_NTASKS_PER_NODE"};
+	for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++) {
+		const char *v = getenv(vars[i]);
+		int n = v && *v ? atoi(v) : 0; /* Slurm may say "2(x3)": 2 a node */
+		if (n > 0)
+			return (int32_t)n;
+	}
+	return 1;
+}
+
 /* The "cuda:N" of a device string ("cuda:N NAME"), its length; 0 for another device. */
 static size_t gpu_id_len(const char *device)
 {

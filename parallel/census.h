@@ -30,6 +30,9 @@ struct par_rank_info {
 /* This process's index among the ranks on its node, from the launcher's environment
  * (Open MPI, MPICH, Slurm); 0 when none says. Any thread. */
 int32_t par_local_rank(void);
+/* How many ranks share this process's node, from the launcher's environment (Open
+ * MPI, MPICH, Slurm); 1 when none says. Any thread. */
+int32_t par_local_size(void);
 
 /* Fills the host part of *out for this process (rank, pid, node, cores, memory,
  * local_rank from the launcher's environment); role and device are the caller's.

@@ -906,8 +906,8 @@ static void test_load__fails_cleanly_on_every_allocation(void **state)
 	for (long n = 1;; n++) {
 		struct model *m = NULL;
 		struct specd_error err;
-		/* huge_pages: its block is one more allocation that can fail */
-		struct model_config cfg = {.n_ctx = 16, .max_batch = 4, .huge_pages = true};
+		/* huge_pages_max: its block is one more allocation that can fail */
+		struct model_config cfg = {.n_ctx = 16, .max_batch = 4, .huge_pages_max = SIZE_MAX};
 		specd_alloc_fail_after(n);
 		enum specd_status st = model_load(g_q4, &cfg, &m, &err);
 		specd_alloc_fail_reset();
@@ -1205,7 +1205,7 @@ static void test_load__dtype_holds_weights_as_asked(void **state)
 	assert_non_null(strstr(err.msg, "f32, f16 or bf16"));
 }
 
-/* model_config.huge_pages: the matrices copied into huge pages compute exactly what
+/* model_config.huge_pages_max: the matrices copied into huge pages compute exactly what
  * they compute from the file, for a whole model (untied and tied), a quantised one,
  * and a shard whose O and down slices are copies and whose weights were converted. */
 static void test_load__huge_pages_change_no_logit(void **state)
@@ -1224,7 +1224,7 @@ static void test_load__huge_pages_change_no_logit(void **state)
 	struct specd_error err;
 	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
 		struct model_config cfg = {.n_slots = 1, .n_ctx = 48, .max_batch = 16,
-					   .huge_pages = true};
+					   .huge_pages_max = SIZE_MAX};
 		struct model *huge = NULL, *file = load(files[i].path, 1);
 		assert_int_equal(model_load(files[i].path, &cfg, &huge, &err), SPECD_OK);
 		assert_true(model_huge_bytes(huge) > 0);
@@ -1238,11 +1238,18 @@ static void test_load__huge_pages_change_no_logit(void **state)
 				     .convert = true, .weight_type = KERN_F16};
 	struct model *a = NULL, *b = NULL;
 	assert_int_equal(model_load(g_llama, &shard, &a, &err), SPECD_OK);
-	shard.huge_pages = true;
+	shard.huge_pages_max = SIZE_MAX;
 	assert_int_equal(model_load(g_llama, &shard, &b, &err), SPECD_OK);
 	assert_true(model_huge_bytes(b) > 0);
 	assert_true(model_resident_bytes(a) == model_resident_bytes(b));
 	expect_same_logits(a, b, 150);
+	/* A copy larger than huge_pages_max is not made: the model loads from the mapping. */
+	struct model_config small = {.n_slots = 1, .n_ctx = 48, .max_batch = 16,
+				     .huge_pages_max = 1024};
+	struct model *m = NULL;
+	assert_int_equal(model_load(g_llama, &small, &m, &err), SPECD_OK);
+	assert_int_equal(model_huge_bytes(m), 0);
+	model_destroy(m);
 }
 
 int main(void)

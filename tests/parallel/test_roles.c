@@ -101,6 +101,35 @@ static void put(const char *dir, const char *name, const char *text)
 
 /* Inside a memory cgroup the census reports what the group allows, not the host's
  * memory: v2 (a limit on an ancestor counts too; "max" is none) and v1. */
+/* The ranks on this node, as the launcher says (Open MPI first), 1 when none does:
+ * each rank's share of the machine's memory (runtime.c's huge-page budget). */
+static void test_census__local_size_from_the_launcher(void **state)
+{
+	(void)state;
+	const char *vars[] = {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS",
+			      "SLURM_NTASKS_PER_NODE"};
+	char *saved[3];
+	for (int i = 0; i < 3; i++) {
+		const char *v = getenv(vars[i]);
+		saved[i] = v ? strdup(v) : NULL;
+		unsetenv(vars[i]);
+	}
+	assert_int_equal(par_local_size(), 1);
+	setenv("SLURM_NTASKS_PER_NODE", "2(x3)", 1);
+	assert_int_equal(par_local_size(), 2);
+	setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "3", 1);
+	assert_int_equal(par_local_size(), 3);
+	setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "0", 1); /* nonsense: the next one says */
+	assert_int_equal(par_local_size(), 2);
+	for (int i = 0; i < 3; i++) {
+		if (saved[i])
+			setenv(vars[i], saved[i], 1);
+		else
+			unsetenv(vars[i]);
+		free(saved[i]);
+	}
+}
+
 static void test_census__memory_capped_by_the_cgroup(void **state)
 {
 	(void)state;
@@ -151,6 +180,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_census__shards_sharing_a_gpu_are_found),
 		cmocka_unit_test(test_census__memory_capped_by_the_cgroup),
+		cmocka_unit_test(test_census__local_size_from_the_launcher),
 		cmocka_unit_test(test_layout__dedicated_draft_rank_is_last),
 		cmocka_unit_test(test_layout__leader_placement_has_no_draft_rank),
 		cmocka_unit_test(test_layout__mismatch_names_both_sizes),
