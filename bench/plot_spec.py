@@ -198,14 +198,19 @@ def label(a):
     return a["method"] if a["method"] != "draft_model" else "draft_model (in the leader)"
 
 
+def threads_text(meta):
+    n = meta.get("threads", 1)
+    return "one compute thread per process" if n == 1 else f"{n} compute threads per process"
+
+
 def fmt(x, spec, none="—"):
     return none if x is None else format(x, spec)
 
 
 def write_markdown(path, meta, prompts, setups, agg):
     lines = [f"Speculative decoding on {meta['target']} (draft {meta['draft']}), greedy, "
-             f"{meta['tokens']} new tokens per run, {meta['rounds']} round(s), one compute "
-             f"thread per process; {meta['when']}.", "",
+             f"{meta['tokens']} new tokens per run, {meta['rounds']} round(s), "
+             f"{threads_text(meta)}; {meta['when']}.", "",
              "Speedup over `none` (decode tokens/s ratio, measured side by side; per prompt "
              "the median over rounds, overall the geometric mean over prompts), acceptance "
              "(accepted / drafted), mean acceptance length (tokens per verify step) and "
@@ -317,7 +322,7 @@ def write_plot(path, meta, prompts, agg):
     fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=len(handles),
                fontsize=9)
     fig.suptitle(f"Speculative decoding, {meta['target']} (draft {meta['draft']}), "
-                 f"greedy, 1 thread per process, {meta['when']}", fontsize=10)
+                 f"greedy, {threads_text(meta)}, {meta['when']}", fontsize=10)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=90)
 
@@ -328,6 +333,7 @@ def main():
     ap.add_argument("--best-k", metavar="METHOD", help="print METHOD's best K and stop")
     ap.add_argument("--command", default="", help="the command line, for the record")
     ap.add_argument("--tokens", type=int, default=0, help="new tokens per run")
+    ap.add_argument("--threads", type=int, default=1, help="compute threads per process")
     ap.add_argument("--target", default="Qwen2.5-Coder-1.5B-Instruct Q4_K_M",
                     help="the target, as the tables name it")
     ap.add_argument("--draft", default="Qwen2.5-Coder-0.5B-Instruct Q4_K_M",
@@ -342,7 +348,7 @@ def main():
         return 0
     t0, t1 = min(r["start"] for r in runs), max(r["end"] for r in runs)
     when = datetime.datetime.fromtimestamp(t0, datetime.timezone.utc)
-    meta = {"command": a.command, "tokens": a.tokens,
+    meta = {"command": a.command, "tokens": a.tokens, "threads": a.threads,
             "rounds": max(r["round"] for r in runs),
             "target": a.target, "draft": a.draft,
             "when": when.strftime("%Y-%m-%d %H:%M UTC"),

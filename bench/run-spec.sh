@@ -3,12 +3,13 @@
 # default the Qwen2.5-Coder 0.5B drafting for the 1.5B), medusa (given heads) and eagle
 # (a given EAGLE checkpoint folder, dynamic tree) for each
 # K, and of a dedicated draft rank with pipelining off and on, over the fixed prompts in
-# bench/prompts/, greedy, one compute thread per process. docs/performance.md quotes it.
+# bench/prompts/, greedy, one compute thread per process (--threads). docs/performance.md
+# quotes it.
 #
 #   bench/run-spec.sh BUILD_DIR OUT_DIR [-n TOKENS] [-r ROUNDS] [-k "K..."]
 #       [-m "METHOD..."] [--rank-k "K... | best"] [--none-every N] [--prompts DIR]
 #       [--target NAME] [--draft NAME] [--heads FILE] [--medusa-k "K..."]
-#       [--eagle DIR] [--eagle-k "K..."] [--activations f32|q8]
+#       [--eagle DIR] [--eagle-k "K..."] [--activations f32|q8] [--threads N]
 #
 #   -n TOKENS       new tokens per run (default 32)
 #   -r ROUNDS       rounds (default 1); every round runs every setup on every prompt
@@ -23,6 +24,7 @@
 #   --eagle DIR     eagle's checkpoint folder (tools/train-eagle, specd-gen-heads --eagle)
 #   --eagle-k "K..." eagle's tree sizes (default "4 8 16"; dynamic tree, width 4, depth 5)
 #   --activations A specd-run's --activations for every run (default: specd-run's, q8)
+#   --threads N     compute threads of every process (default 1)
 #   --rank-k "..."  K values for the draft rank, pipelining off and on; "best" is the
 #                   draft_model K with the highest speedup in the first phase
 #                   (default "4 best")
@@ -41,7 +43,7 @@
 # and spec-bench.png.
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 
-usage() { sed -n '7,30p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '9,32p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 [ $# -ge 2 ] || usage
 build=$(cd "$1" && pwd) || die "no build folder $1"
@@ -61,6 +63,7 @@ medusa_ks="4 8 16 32"
 eagle=
 eagle_ks="4 8 16"
 activations=
+threads=1
 while [ $# -gt 0 ]; do
 	case $1 in
 	-n) tokens=$2 ;;
@@ -77,6 +80,7 @@ while [ $# -gt 0 ]; do
 	--eagle) eagle=$2 ;;
 	--eagle-k) eagle_ks=$2 ;;
 	--activations) activations=$2 ;;
+	--threads) threads=$2 ;;
 	*) usage ;;
 	esac
 	shift 2 || usage
@@ -129,7 +133,7 @@ run_setup() {
 		pipeline=${pipeline#rank-} ;;
 	*) die "unknown setup $setup" ;;
 	esac
-	args=(-m "$target" --chat -p "$(cat "$prompts/$p.txt")" -n "$tokens" --threads 1
+	args=(-m "$target" --chat -p "$(cat "$prompts/$p.txt")" -n "$tokens" --threads "$threads"
 		--method "$method")
 	[ "$method" = none ] || args+=(--spec-tokens "$k")
 	[ -z "$activations" ] || args+=(--activations "$activations")
@@ -215,10 +219,12 @@ fi
 say "load: $(cut -d' ' -f1-3 /proc/loadavg)"
 cmdline="bench/run-spec.sh BUILD_DIR OUT_DIR -n $tokens -r $rounds -k \"$ks\" -m \"$methods\""
 cmdline+=" --rank-k \"$rank_ks\" --none-every $none_every --target $target_name"
+[ "$threads" = 1 ] || cmdline+=" --threads $threads"
+[ -z "$activations" ] || cmdline+=" --activations $activations"
 ! has_method draft_model || cmdline+=" --draft $(basename "$draft_name")"
 ! has_method medusa || cmdline+=" --heads $(basename "$heads") --medusa-k \"$medusa_ks\""
 ! has_method eagle || cmdline+=" --eagle $(basename "$eagle") --eagle-k \"$eagle_ks\""
-python3 "$SPECD_ROOT/bench/plot_spec.py" --command "$cmdline" --tokens "$tokens" \
+python3 "$SPECD_ROOT/bench/plot_spec.py" --command "$cmdline" --tokens "$tokens" --threads "$threads" \
 	--target "$(basename "$target")" --draft "${draft:+$(basename "$draft")}" "$out" ||
 	die "plot_spec.py failed"
 say "wrote $out/spec-bench.json, $out/spec-bench.md, $out/spec-bench.png"
