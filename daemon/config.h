@@ -79,7 +79,8 @@ struct cfg_cluster {
 	int tensor_parallel;
 	enum cfg_device target_device;
 	enum cfg_dtype target_dtype;
-	int target_threads;
+	bool target_threads_auto; /* target.threads: auto (threads_of in leader.c) */
+	int target_threads;       /* 0 when auto */
 	enum kern_act target_activations; /* quantised matmuls' activations (cpu, emulated) */
 	enum cfg_huge_pages target_huge_pages;
 	int target_slots;   /* sequences in the KV cache at once */
@@ -89,7 +90,8 @@ struct cfg_cluster {
 	/* draft */
 	enum cfg_placement draft_placement;
 	enum cfg_device draft_device;
-	int draft_threads;
+	bool draft_threads_auto;
+	int draft_threads;        /* 0 when auto */
 	enum kern_act draft_activations;  /* as target_activations, on the draft rank */
 	enum cfg_huge_pages draft_huge_pages; /* as target_huge_pages, for a draft model */
 

@@ -113,9 +113,13 @@ const struct cfg_key cfg_schema[] = {
 		"converts them once at load, each rank its own shard (quantised matrices and "
 		"norms stay as the file has them; output is lossless with respect to the model "
 		"as held); `auto` keeps the file's types."},
-	{.path = "target.threads", .type = CFG_TYPE_INT, .store = CFG_STORE_INT,
-	 .offset = OFF(target_threads), .def = "1", .imin = 1, .imax = 256,
-	 .doc = "CPU threads per target rank."},
+	{.path = "target.threads", .type = CFG_TYPE_INT_AUTO, .store = CFG_STORE_INT,
+	 .offset = OFF(target_threads), .auto_offset = OFF(target_threads_auto),
+	 .flags = CFG_KEY_AUTO, .def = "auto", .imin = 1, .imax = 256,
+	 .doc = "CPU threads per target rank; `auto`: the machine's online cores shared "
+		"evenly among the ranks on it (at least 1), as the launcher counts them "
+		"(Open MPI, MPICH or Slurm; one rank when none says). The extra rows of a "
+		"verify step are compute, which more threads divide (docs/performance.md)."},
 	{.path = "target.activations", .type = CFG_TYPE_ENUM, .store = CFG_STORE_INT,
 	 .offset = OFF(target_activations), .def = "q8", .names = act_names,
 	 .doc = "How each target rank's matmuls on quantised weights (Q8_0, Q4_x, Q5_x, "
@@ -164,9 +168,10 @@ const struct cfg_key cfg_schema[] = {
 	 .offset = OFF(draft_device), .def = "cpu", .names = device_names,
 	 .doc = "Where the draft rank's drafters compute (`cpu`, `cuda`, `emulated`, as "
 		"target.device); Medusa heads and EAGLE layers are copied to that device too."},
-	{.path = "draft.threads", .type = CFG_TYPE_INT, .store = CFG_STORE_INT,
-	 .offset = OFF(draft_threads), .def = "1", .imin = 1, .imax = 256,
-	 .doc = "CPU threads of the drafter."},
+	{.path = "draft.threads", .type = CFG_TYPE_INT_AUTO, .store = CFG_STORE_INT,
+	 .offset = OFF(draft_threads), .auto_offset = OFF(draft_threads_auto),
+	 .flags = CFG_KEY_AUTO, .def = "auto", .imin = 1, .imax = 256,
+	 .doc = "CPU threads of the drafter; `auto` as `target.threads`."},
 	{.path = "draft.activations", .type = CFG_TYPE_ENUM, .store = CFG_STORE_INT,
 	 .offset = OFF(draft_activations), .def = "q8", .names = act_names,
 	 .doc = "As `target.activations` (`q8`: llama.cpp's speed; `f32`: exact), for the draft "

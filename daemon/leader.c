@@ -14,6 +14,7 @@
 #include "model/llama.h"
 #include "model/model_file.h"
 #include "model/shard.h"
+#include "parallel/census.h"
 #include "parallel/control.h"
 #include "parallel/mpi_check.h"
 #include "runtime.h"
@@ -72,6 +73,26 @@ static uint32_t k_max_of(const struct cfg_cluster *cfg)
 static bool will_measure(const struct cfg_cluster *cfg)
 {
 	return cfg->measure && (cfg->method_auto || cfg->spec_tokens_auto);
+}
+
+/* target.threads / draft.threads as a count: the value, or for auto this machine's
+ * online cores (the census) shared evenly among the ranks on it, at least 1. */
+static uint32_t threads_of(const struct cluster *c, int threads, bool is_auto)
+{
+	if (!is_auto)
+		return (uint32_t)threads;
+	int32_t n = c->self.cores / par_local_size();
+	return n > 1 ? (uint32_t)n : 1;
+}
+
+static uint32_t target_threads(const struct cluster *c)
+{
+	return threads_of(c, c->cfg->target_threads, c->cfg->target_threads_auto);
+}
+
+static uint32_t draft_threads(const struct cluster *c)
+{
+	return threads_of(c, c->cfg->draft_threads, c->cfg->draft_threads_auto);
 }
 
 /* A local, whole target with one small slot on this rank's device (and its threads and
@@ -148,7 +169,7 @@ static void draft_rank_calibrate(const struct cluster *c)
 	struct runtime rt;
 	struct specd_error err;
 	specd_error_clear(&err);
-	cal.status = open_scratch(c, c->cfg->draft_device, (uint32_t)c->cfg->draft_threads,
+	cal.status = open_scratch(c, c->cfg->draft_device, draft_threads(c),
 				  c->cfg->draft_activations, &rt, &err);
 	if (cal.status == SPECD_OK) {
 		calibrate_drafters(c, &rt, cal.methods);
@@ -281,7 +302,7 @@ static bool leader_calibrate(const struct cluster *c, struct sel_inputs *in)
 	struct specd_error err;
 	specd_error_clear(&err);
 	double t0 = specd_now();
-	enum specd_status st = open_scratch(c, cfg->target_device, (uint32_t)cfg->target_threads,
+	enum specd_status st = open_scratch(c, cfg->target_device, target_threads(c),
 					    cfg->target_activations, &rt, &err);
 	if (st == SPECD_OK)
 		st = sel_calibrate_target(rt.model, 0, in->k_max, CAL_BUDGET_S, in->t_verify_s, &err);
@@ -472,7 +493,7 @@ static struct runtime_config stack_config(const struct cluster *c, enum draft_me
 		.device = cfg->target_device,
 		.dtype = cfg->target_dtype,
 		.device_index = c->device_index,
-		.threads = (uint32_t)cfg->target_threads,
+		.threads = target_threads(c),
 		.act = cfg->target_activations, /* a drafter in the leader computes here too */
 		.huge_pages = cfg_huge_pages_wanted(cfg->target_huge_pages),
 		.n_slots = (uint32_t)cfg->target_slots,
@@ -580,7 +601,7 @@ enum specd_status leader_draft(struct cluster *c)
 	if (st != SPECD_OK)
 		return st;
 	struct runtime_config rc = stack_config(c, method, k, NULL);
-	rc.threads = (uint32_t)c->cfg->draft_threads;
+	rc.threads = draft_threads(c);
 	rc.act = c->cfg->draft_activations;
 	rc.huge_pages = cfg_huge_pages_wanted(c->cfg->draft_huge_pages);
 	rc.device = c->cfg->draft_device;
@@ -641,9 +662,14 @@ enum specd_status leader_serve(struct cluster *c)
 		/* target.activations as the backend took it; a GPU has no such setting */
 		const char *act = kern_cpu_act_of(rt.kern);
 		char acts[64] = "";
-		if (act)
+		if (act) {
 			snprintf(acts, sizeof(acts), ", %s activations%s", act,
 				 model_huge_bytes(rt.model) ? ", in huge pages" : "");
+			LOG_INFO("%u compute thread%s per target rank (target.threads%s)",
+				 rc.threads, rc.threads == 1 ? "" : "s",
+				 cfg->target_threads_auto ? ": auto, the cores over the ranks "
+							    "on this machine" : "");
+		}
 		LOG_INFO("model %s loaded in %.2f s (%d shard%s, %s weights%s); method %s, K %u "
 			 "(%s); drafter %s", cfg->target_model, rt.load_s, cfg->tensor_parallel,
 			 cfg->tensor_parallel == 1 ? "" : "s",

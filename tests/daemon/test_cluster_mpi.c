@@ -417,6 +417,12 @@ static void test_cluster__second_sigterm_ends_a_running_job_at_once(void **state
 	assert_non_null(strstr(r->out, "(1 shard, f32 weights, q8 activations"));
 	assert_true((strstr(r->out, "q8 activations, in huge pages)") != NULL) ==
 		    specd_huge_pages_offered());
+	/* nor target.threads: auto, all of the machine's cores for its one rank */
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	char threads[96];
+	snprintf(threads, sizeof(threads), "%ld compute thread%s per target rank (target.threads: "
+		 "auto", cores > 1 ? cores : 1, cores > 1 ? "s" : "");
+	assert_non_null(strstr(r->out, threads));
 }
 
 /* With speculation.measure false the origin rule table decides, on the same memory

@@ -77,14 +77,16 @@ static void test_defaults__apply_when_sections_omitted(void **state)
 	assert_int_equal(c->tensor_parallel, 1);
 	assert_int_equal(c->target_device, CFG_DEVICE_CPU);
 	assert_int_equal(c->target_dtype, CFG_DTYPE_AUTO);
-	assert_int_equal(c->target_threads, 1);
+	assert_true(c->target_threads_auto); /* the cores over the ranks on the machine */
+	assert_int_equal(c->target_threads, 0);
 	assert_int_equal(c->target_activations, KERN_ACT_Q8); /* speed, as llama.cpp */
 	assert_int_equal(c->target_slots, 4);
 	assert_int_equal(c->target_context, 4096);
 	assert_int_equal(c->target_batch_tokens, 0);
 	assert_int_equal(c->draft_placement, CFG_PLACEMENT_RANK);
 	assert_int_equal(c->draft_device, CFG_DEVICE_CPU);
-	assert_int_equal(c->draft_threads, 1);
+	assert_true(c->draft_threads_auto);
+	assert_int_equal(c->draft_threads, 0);
 	assert_int_equal(c->draft_activations, KERN_ACT_Q8);
 	assert_int_equal(c->target_huge_pages, CFG_HUGE_AUTO);
 	assert_int_equal(c->draft_huge_pages, CFG_HUGE_AUTO);
@@ -201,6 +203,7 @@ static void test_full__every_key_parsed(void **state)
 	assert_int_equal(c->tensor_parallel, 4);
 	assert_int_equal(c->target_device, CFG_DEVICE_CUDA);
 	assert_int_equal(c->target_dtype, CFG_DTYPE_BF16);
+	assert_false(c->target_threads_auto);
 	assert_int_equal(c->target_threads, 8);
 	assert_int_equal(c->target_activations, KERN_ACT_F32);
 	assert_int_equal(c->target_huge_pages, CFG_HUGE_OFF);
@@ -209,6 +212,7 @@ static void test_full__every_key_parsed(void **state)
 	assert_int_equal(c->target_batch_tokens, 48);
 	assert_int_equal(c->draft_placement, CFG_PLACEMENT_LEADER);
 	assert_int_equal(c->draft_device, CFG_DEVICE_CUDA);
+	assert_false(c->draft_threads_auto);
 	assert_int_equal(c->draft_threads, 2);
 	assert_int_equal(c->draft_activations, KERN_ACT_F32);
 	assert_int_equal(c->draft_huge_pages, CFG_HUGE_ON);
@@ -259,7 +263,7 @@ static void test_null__means_default(void **state)
 	struct cfg_cluster *c = parse_ok("target:\n  model: /m\n  threads:\n"
 					 "server:\n  auth_token: ~\ndraft:\n",
 					 "n.yaml", 0);
-	assert_int_equal(c->target_threads, 1);
+	assert_true(c->target_threads_auto);
 	assert_null(c->auth_token);
 	assert_int_equal(c->draft_placement, CFG_PLACEMENT_RANK);
 	cfg_destroy(c);
@@ -448,9 +452,9 @@ static const struct bad_case bad_cases[] = {
 	{M "draft: rank\n", "bad.yaml:3: 'draft' expects a mapping of keys, not a scalar"},
 	{M "speculation:\n  ngram: [1, 2]\n",
 	 "bad.yaml:4: 'speculation.ngram' expects a mapping of keys, not a sequence"},
-	{M "  threads: abc\n", "bad.yaml:3: 'target.threads' expects an integer, got 'abc'"},
-	{M "  threads: 0x10\n", "bad.yaml:3: 'target.threads' expects an integer, got '0x10'"},
-	{M "  threads: 2.5\n", "bad.yaml:3: 'target.threads' expects an integer, got '2.5'"},
+	{M "  threads: abc\n", "bad.yaml:3: 'target.threads' expects auto or an integer, got 'abc'"},
+	{M "  threads: 0x10\n", "bad.yaml:3: 'target.threads' expects auto or an integer, got '0x10'"},
+	{M "  threads: 2.5\n", "bad.yaml:3: 'target.threads' expects auto or an integer, got '2.5'"},
 	{M "speculation:\n  pipeline: yes?\n",
 	 "bad.yaml:4: 'speculation.pipeline' expects true or false, got 'yes?'"},
 	{M "constraints:\n  low_memory: yes\n",
