@@ -75,24 +75,15 @@ static bool will_measure(const struct cfg_cluster *cfg)
 	return cfg->measure && (cfg->method_auto || cfg->spec_tokens_auto);
 }
 
-/* target.threads / draft.threads as a count: the value, or for auto this machine's
- * online cores (the census) shared evenly among the ranks on it, at least 1. */
-static uint32_t threads_of(const struct cluster *c, int threads, bool is_auto)
-{
-	if (!is_auto)
-		return (uint32_t)threads;
-	int32_t n = c->self.cores / par_local_size();
-	return n > 1 ? (uint32_t)n : 1;
-}
-
+/* target.threads / draft.threads as a count (auto: par_auto_threads). */
 static uint32_t target_threads(const struct cluster *c)
 {
-	return threads_of(c, c->cfg->target_threads, c->cfg->target_threads_auto);
+	return c->cfg->target_threads_auto ? par_auto_threads() : (uint32_t)c->cfg->target_threads;
 }
 
 static uint32_t draft_threads(const struct cluster *c)
 {
-	return threads_of(c, c->cfg->draft_threads, c->cfg->draft_threads_auto);
+	return c->cfg->draft_threads_auto ? par_auto_threads() : (uint32_t)c->cfg->draft_threads;
 }
 
 /* A local, whole target with one small slot on this rank's device (and its threads and

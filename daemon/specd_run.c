@@ -48,7 +48,7 @@ struct run_opts {
 	long max_tokens;
 	struct sampler_params sp;
 	bool seed_given;
-	long threads;
+	long threads;               /* --threads; 0: auto (auto_threads) */
 	enum kern_act act;          /* --activations */
 	enum cfg_huge_pages huge;   /* --huge-pages */
 	enum cfg_device device;     /* --device */
@@ -83,7 +83,8 @@ static void usage(FILE *f)
 		"  --top-k K              sample from the K most likely tokens (0: off)\n"
 		"  --top-p P              sample from the smallest set of mass P (1: off)\n"
 		"  --seed S               the sampling seed (default: from the clock, printed)\n"
-		"  --threads N            compute threads (default 1)\n"
+		"  --threads N|auto       compute threads (default auto: the machine's cores,\n"
+		"                         shared among the ranks on it under mpirun)\n"
 		"  --activations A        how the CPU reads activations in matmuls on quantised\n"
 		"                         weights: q8 (the default: 8 bits, scaled per 32\n"
 		"                         or per 256 values as llama.cpp does; faster) or f32\n"
@@ -182,6 +183,12 @@ static bool parse_float(const char *text, float *out)
 static bool parse_u64(const char *text, uint64_t *out)
 {
 	return specd_parse_u64(text, UINT64_MAX, out) == SPECD_OK;
+}
+
+/* --threads as a count (auto: par_auto_threads, as target.threads' auto). */
+static uint32_t threads_of(const struct run_opts *o)
+{
+	return o->threads > 0 ? (uint32_t)o->threads : par_auto_threads();
 }
 
 /* The GPU of --device cuda: --gpu, or the rank's index on its node (one GPU a rank). */
@@ -312,7 +319,7 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 	*o = (struct run_opts){
 		.max_tokens = 128,
 		.sp = {.temperature = 0.0f, .top_k = 0, .top_p = 1.0f},
-		.threads = 1,
+		.threads = 0,
 		.act = KERN_ACT_Q8,
 		.gpu = -1,
 		.method = DRAFT_METHOD_NONE,
@@ -382,8 +389,10 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 				return bad_value(flag, v, "an unsigned integer");
 			o->seed_given = true;
 		} else if (!strcmp(flag, "--threads")) {
-			if (!parse_long(v, 1, 1024, &o->threads))
-				return bad_value(flag, v, "a count from 1 to 1024");
+			if (strcmp(v, "auto") == 0)
+				o->threads = 0;
+			else if (!parse_long(v, 1, 1024, &o->threads))
+				return bad_value(flag, v, "auto or a count from 1 to 1024");
 		} else if (!strcmp(flag, "--activations")) {
 			if (kern_act_parse(v, &o->act) != SPECD_OK)
 				return bad_value(flag, v, "f32 or q8");
@@ -512,7 +521,7 @@ static enum specd_status run_open(struct run *r, const struct run_opts *o, uint3
 		.device = o->device,
 		.device_index = gpu_of(o),
 		.dtype = o->dtype,
-		.threads = (uint32_t)o->threads,
+		.threads = threads_of(o),
 		.act = o->act,
 		.huge_pages = cfg_huge_pages_wanted(o->huge),
 		.n_slots = 1,
@@ -557,8 +566,9 @@ static void describe(const struct run *r, const struct run_opts *o)
 	if (o->device == CFG_DEVICE_CUDA)
 		fprintf(stderr, " (GPU %d)", gpu_of(o));
 	else if (act) /* as the backend reports it */
-		fprintf(stderr, " (%s activations%s)", act,
-			model_huge_bytes(r->rt.model) ? ", weights in huge pages" : "");
+		fprintf(stderr, " (%s activations%s, %u thread%s)", act,
+			model_huge_bytes(r->rt.model) ? ", weights in huge pages" : "", threads_of(o),
+			threads_of(o) == 1 ? "" : "s");
 	if (o->tp > 1)
 		fprintf(stderr, "; %ld shards, %.1f MiB of weights on this one", o->tp,
 			(double)model_resident_bytes(r->rt.model) / (1024.0 * 1024.0));
@@ -796,7 +806,7 @@ static int serve_draft(const struct run_opts *o, struct run *r)
 		.device = o->device,
 		.device_index = gpu_of(o),
 		.dtype = o->dtype,
-		.threads = (uint32_t)o->threads,
+		.threads = threads_of(o),
 		.act = o->act,
 		.huge_pages = cfg_huge_pages_wanted(o->huge),
 		.draft_path = o->draft,

@@ -124,6 +124,12 @@ int32_t par_local_size(void)
 	return 1;
 }
 
+uint32_t par_auto_threads(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN) / par_local_size();
+	return n > 1 ? (uint32_t)n : 1;
+}
+
 /* The "cuda:N" of a device string ("cuda:N NAME"), its length; 0 for another device. */
 static size_t gpu_id_len(const char *device)
 {

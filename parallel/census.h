@@ -33,6 +33,10 @@ int32_t par_local_rank(void);
 /* How many ranks share this process's node, from the launcher's environment (Open
  * MPI, MPICH, Slurm); 1 when none says. Any thread. */
 int32_t par_local_size(void);
+/* Compute threads for one rank when the count is left to us (target.threads: auto,
+ * specd-run --threads auto): this machine's online cores shared evenly among the ranks
+ * on it (par_local_size), at least 1. Any thread. */
+uint32_t par_auto_threads(void);
 
 /* Fills the host part of *out for this process (rank, pid, node, cores, memory,
  * local_rank from the launcher's environment); role and device are the caller's.

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -193,6 +194,7 @@ static void test_specd_run__clear_errors(void **state)
 		{2, "--activations 'int4': expected f32 or q8",
 		 {"-m", g_small, "--activations", "int4", NULL}},
 		{2, "--activations needs a value", {"-m", g_small, "--activations", NULL}},
+		{2, "--threads 'all': expected auto or a count", {"-m", g_small, "--threads", "all", NULL}},
 		{2, "--gpu '-1'", {"-m", g_small, "--gpu", "-1", NULL}},
 		{2, "--tp 2 but mpirun started 1 rank", {"-m", g_small, "--tp=2", NULL}},
 		{2, "--chat: chat: the file has no chat template", {"-m", g_small, "--chat", "-p", "hi", NULL}},
@@ -336,6 +338,12 @@ static void test_specd_run__activations_reach_the_backend(void **state)
 	expect(def, "on cpu (q8 activations");
 	expect(f32, "on cpu (f32 activations");
 	expect(q8, "on cpu (q8 activations");
+	/* --threads: the default auto takes the machine's cores (one process here) */
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	char want[64];
+	snprintf(want, sizeof(want), ", %ld thread%s)", cores > 1 ? cores : 1, cores > 1 ? "s" : "");
+	expect(def, want);
+	expect(f32, want);
 	expect_same_text(def, f32);
 	free(def);
 	free(f32);
@@ -353,7 +361,7 @@ static void test_specd_run__huge_pages_reach_the_model(void **state)
 	const char *bad[] = {"-m", g_small, "-p", "hello", "--huge-pages", "maybe", NULL};
 	assert_int_equal(run(&on, a), 0);
 	assert_int_equal(run(&off, b), 0);
-	expect(on, "activations, weights in huge pages)");
+	expect(on, "activations, weights in huge pages, ");
 	assert_null(strstr(off, "huge pages"));
 	expect_same_text(on, off);
 	free(on);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -102,7 +103,8 @@ static void put(const char *dir, const char *name, const char *text)
 /* Inside a memory cgroup the census reports what the group allows, not the host's
  * memory: v2 (a limit on an ancestor counts too; "max" is none) and v1. */
 /* The ranks on this node, as the launcher says (Open MPI first), 1 when none does:
- * each rank's share of the machine's memory (runtime.c's huge-page budget). */
+ * each rank's share of the machine's memory (runtime.c's huge-page budget) and cores
+ * (par_auto_threads). */
 static void test_census__local_size_from_the_launcher(void **state)
 {
 	(void)state;
@@ -115,6 +117,11 @@ static void test_census__local_size_from_the_launcher(void **state)
 		unsetenv(vars[i]);
 	}
 	assert_int_equal(par_local_size(), 1);
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	assert_int_equal(par_auto_threads(), cores > 1 ? cores : 1); /* one rank: every core */
+	setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "100000", 1);
+	assert_int_equal(par_auto_threads(), 1); /* more ranks than cores: at least 1 */
+	unsetenv("OMPI_COMM_WORLD_LOCAL_SIZE");
 	setenv("SLURM_NTASKS_PER_NODE", "2(x3)", 1);
 	assert_int_equal(par_local_size(), 2);
 	setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "3", 1);
