@@ -22,7 +22,8 @@ mpirun="mpirun --allow-run-as-root --oversubscribe --bind-to none"
 i=0
 while [ $i -lt "$rounds" ]; do
 	for d in "$draft" "$target"; do
-	common="-m $target -p hello -n $tokens --method draft_model --draft $d --spec-tokens $k"
+	# one thread a process, as the tables were made (specd-run's default is auto)
+	common="-m $target -p hello -n $tokens --method draft_model --draft $d --spec-tokens $k --threads 1"
 	for setup in leader "rank off" "rank on"; do
 		case $setup in
 		leader) log=$(SPECD_LOG_LEVEL=warn $run $common 2>&1 >/dev/null) ;;
