@@ -30,7 +30,8 @@ size_t llama_matrices(struct model *m, struct kern_mat **out)
 	return n;
 }
 
-bool llama_points_into(struct kern_mat *const *w, size_t n, const void *base, size_t bytes)
+/* Whether any of the n matrices still reads from [base, base + bytes). */
+static bool points_into(struct kern_mat *const *w, size_t n, const void *base, size_t bytes)
 {
 	const uint8_t *lo = base, *hi = lo + bytes;
 	for (size_t i = 0; i < n; i++) {
@@ -41,7 +42,24 @@ bool llama_points_into(struct kern_mat *const *w, size_t n, const void *base, si
 	return false;
 }
 
+void llama_free_unread(struct model *m, struct kern_mat *const *w, size_t n)
+{
+	if (m->copies && !points_into(w, n, m->copies, m->shard.copied_bytes)) {
+		specd_free(m->copies);
+		m->copies = NULL;
+	}
+	if (m->converted && !points_into(w, n, m->converted, m->converted_bytes)) {
+		specd_free(m->converted);
+		m->converted = NULL;
+	}
+}
+
 #define ALIGN 64 /* each matrix starts on a cache line, as the kernels' loads like */
+
+size_t llama_packed_bytes(enum kern_dtype t, size_t n_in, size_t n_out)
+{
+	return (kern_dtype_row_bytes(t, n_in) * n_out + ALIGN - 1) / ALIGN * ALIGN;
+}
 
 enum specd_status llama_convert_weights(struct model *m, enum kern_dtype to,
 					struct specd_error *err)
@@ -56,8 +74,7 @@ enum specd_status llama_convert_weights(struct model *m, enum kern_dtype to,
 	for (size_t i = 0; i < n; i++) {
 		if (!is_float(w[i]->type) || w[i]->type == to)
 			continue;
-		size_t rb = kern_dtype_row_bytes(to, w[i]->n_in);
-		total += (rb * w[i]->n_out + ALIGN - 1) / ALIGN * ALIGN;
+		total += llama_packed_bytes(to, w[i]->n_in, w[i]->n_out);
 		before += kern_dtype_row_bytes(w[i]->type, w[i]->n_in) * w[i]->n_out;
 		widest = w[i]->n_in > widest ? w[i]->n_in : widest;
 	}
@@ -87,7 +104,7 @@ enum specd_status llama_convert_weights(struct model *m, enum kern_dtype to,
 			kern_quant_row(to, row, at + o * rb, src->n_in);
 		}
 		*src = kern_mat_packed(to, src->n_in, src->n_out, at);
-		at += (rb * src->n_out + ALIGN - 1) / ALIGN * ALIGN;
+		at += llama_packed_bytes(to, src->n_in, src->n_out);
 	}
 	if (m->output.data == embd_was)
 		m->output = m->tok_embd; /* tied: the converted embedding */
@@ -95,10 +112,7 @@ enum specd_status llama_convert_weights(struct model *m, enum kern_dtype to,
 	m->converted_bytes = total;
 	/* The shard's own column slices (llama_shard.c) are dead once nothing points into
 	 * them: freed, and the resident count already left them out with `before`. */
-	if (m->copies && !llama_points_into(w, n, m->copies, m->shard.copied_bytes)) {
-		specd_free(m->copies);
-		m->copies = NULL;
-	}
+	llama_free_unread(m, w, n);
 	m->shard.resident_bytes = m->shard.resident_bytes - before + total;
 	m->hp.wtype = m->layers[0].wq.type;
 	specd_free(row);

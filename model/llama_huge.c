@@ -16,14 +16,6 @@
 #include "common/log.h"
 #include "model/shard.h"
 
-#define ALIGN 64 /* each matrix starts on a cache line */
-
-static size_t packed_bytes(const struct kern_mat *w)
-{
-	size_t b = kern_dtype_row_bytes(w->type, w->n_in) * w->n_out;
-	return (b + ALIGN - 1) / ALIGN * ALIGN;
-}
-
 enum specd_status llama_weights_to_huge_pages(struct model *m, size_t max,
 					      struct specd_error *err)
 {
@@ -35,7 +27,7 @@ enum specd_status llama_weights_to_huge_pages(struct model *m, size_t max,
 	if (!tied)
 		first = 1; /* w[0] is tok_embd: only looked up */
 	for (size_t i = first; i < n; i++)
-		total += packed_bytes(w[i]);
+		total += llama_packed_bytes(w[i]->type, w[i]->n_in, w[i]->n_out);
 	if (total > max) {
 		specd_free(w);
 		LOG_WARN("model: the weights stay in the file's mapping: their copy in huge pages "
@@ -59,20 +51,13 @@ enum specd_status llama_weights_to_huge_pages(struct model *m, size_t max,
 		for (size_t o = 0; o < src->n_out; o++)
 			memcpy(at + o * rb, (const unsigned char *)src->data + o * src->row_bytes, rb);
 		*src = kern_mat_packed(src->type, src->n_in, src->n_out, at);
-		at += packed_bytes(src);
+		at += llama_packed_bytes(src->type, src->n_in, src->n_out);
 	}
 	if (tied)
 		m->output = m->tok_embd;
-	/* The shard's column slices and converted matrices were all copied: nothing reads
-	 * them now. */
-	if (m->copies && !llama_points_into(w, n, m->copies, m->shard.copied_bytes)) {
-		specd_free(m->copies);
-		m->copies = NULL;
-	}
-	if (m->converted && !llama_points_into(w, n, m->converted, m->converted_bytes)) {
-		specd_free(m->converted);
-		m->converted = NULL;
-	}
+	/* The shard's column slices and converted matrices were copied too (but an untied
+	 * embedding table's). */
+	llama_free_unread(m, w, n);
 	specd_free(w);
 	m->huge = buf;
 	m->huge_bytes = total;

@@ -148,13 +148,19 @@ enum specd_status llama_upload_weights(struct model *m, bool embeddings, struct 
 enum specd_status llama_convert_weights(struct model *m, enum kern_dtype to,
 					struct specd_error *err);
 
-/* llama_convert.c, for llama_huge.c too: every weight matrix of the model into out
- * (LLAMA_MAX_MATRICES(n_layers) of room), the tied LM head once (it is tok_embd);
- * returns how many. llama_points_into: whether any of the n still reads from [base,
- * base + bytes). */
+/* llama_convert.c, for llama_huge.c too, the two places that move weight matrices into
+ * a block of their own:
+ * - llama_matrices: every weight matrix of the model into out
+ *   (LLAMA_MAX_MATRICES(n_layers) of room), the tied LM head once (it is tok_embd);
+ *   returns how many.
+ * - llama_packed_bytes: the room one n_out x n_in matrix of type t takes in such a
+ *   block, packed rows, rounded up so that the next starts on a cache line.
+ * - llama_free_unread: frees the shard's column copies and the converted matrices once
+ *   none of the n matrices reads from them. */
 #define LLAMA_MAX_MATRICES(n_layers) (2 + 7 * (size_t)(n_layers))
 size_t llama_matrices(struct model *m, struct kern_mat **out);
-bool llama_points_into(struct kern_mat *const *w, size_t n, const void *base, size_t bytes);
+size_t llama_packed_bytes(enum kern_dtype t, size_t n_in, size_t n_out);
+void llama_free_unread(struct model *m, struct kern_mat *const *w, size_t n);
 
 /* llama_huge.c: copies the shard's weight matrices once into one block of huge pages
  * (model_config.huge_pages_max) and points the model at it, when the copy takes at
