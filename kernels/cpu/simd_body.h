@@ -268,9 +268,16 @@ static SIMD_INLINE __m256i q6k_group_u(const unsigned char *p, int g)
 	return _mm256_or_si256(q, _mm256_and_si256(qh, _mm256_set1_epi8(0x30)));
 }
 
-/* Group g (weights 32g..32g+31 of the block) as 32 signed bytes: the integer each
- * weight's reference dequantisation multiplies (offset of Q5_0 and Q6_K included). */
-static SIMD_INLINE __m256i bblock_group(enum kern_dtype t, const struct bblock *bb, int g)
+/* What a type's stored integers are offset by: its reference dequantises d * (q - it)
+ * (Q4_0 8, Q5_0 16, Q6_K 32; 0 for the rest, Q8_0's being signed already). */
+static SIMD_INLINE int stored_offset(enum kern_dtype t)
+{
+	return t == KERN_Q4_0 ? 8 : t == KERN_Q5_0 ? 16 : t == KERN_Q6_K ? 32 : 0;
+}
+
+/* Group g (weights 32g..32g+31 of the block) as its 32 stored integers: unsigned but
+ * for Q8_0's, the offset not yet taken off (bblock_group takes it). */
+static SIMD_INLINE __m256i bblock_stored(enum kern_dtype t, const struct bblock *bb, int g)
 {
 	const __m256i low4 = _mm256_set1_epi8(0x0f);
 	const unsigned char *p = bb->p;
@@ -280,8 +287,7 @@ static SIMD_INLINE __m256i bblock_group(enum kern_dtype t, const struct bblock *
 	case KERN_Q4_1: {
 		__m128i qs = _mm_loadu_si128((const __m128i *)(const void *)(p + (t == KERN_Q4_1 ? 4 : 2)));
 		/* weights 0..15: low nibbles; 16..31: high nibbles */
-		__m256i q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(qs, 4), qs), low4);
-		return t == KERN_Q4_0 ? _mm256_sub_epi8(q, _mm256_set1_epi8(8)) : q;
+		return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(qs, 4), qs), low4);
 	}
 	case KERN_Q5_0:
 	case KERN_Q5_1: {
@@ -298,8 +304,7 @@ static SIMD_INLINE __m256i bblock_group(enum kern_dtype t, const struct bblock *
 		const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
 		qh = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit),
 				      _mm256_set1_epi8(0x10));
-		q = _mm256_or_si256(q, qh);
-		return t == KERN_Q5_0 ? _mm256_sub_epi8(q, _mm256_set1_epi8(16)) : q;
+		return _mm256_or_si256(q, qh);
 	}
 	case KERN_Q4_K:
 	case KERN_Q5_K: {
@@ -314,8 +319,17 @@ static SIMD_INLINE __m256i bblock_group(enum kern_dtype t, const struct bblock *
 		return q;
 	}
 	default: /* Q6_K */
-		return _mm256_sub_epi8(q6k_group_u(p, g), _mm256_set1_epi8(32));
+		return q6k_group_u(p, g);
 	}
+}
+
+/* Group g as 32 signed bytes: the integer each weight's reference dequantisation
+ * multiplies (the stored integers less stored_offset). */
+static SIMD_INLINE __m256i bblock_group(enum kern_dtype t, const struct bblock *bb, int g)
+{
+	const __m256i q = bblock_stored(t, bb, g);
+	return stored_offset(t) ? _mm256_sub_epi8(q, _mm256_set1_epi8((char)stored_offset(t)))
+				: q;
 }
 
 /* Weights [32g + j * VL, 32g + (j + 1) * VL) of the block as the reference's floats.

@@ -1,8 +1,9 @@
 /* KERN_ACT_Q8's vector loops (kern.h; the arithmetic is spelled out in cpu_ops.h and
  * kept bit for bit by isa_scalar.c's scalar_q8_range). Included by simd_body.h, whose
- * block readers (bblock_open, bblock_group) unpack each group of 32 weights into one
- * vector of signed bytes; the products with the row's 8-bit activations are summed in
- * 256-bit integer lanes on both ISAs (AVX-512 runs the same AVX2 instructions), so the
+ * block readers (bblock_open, bblock_group; bblock_stored for the K-quants, whose
+ * stored integers are unsigned, Q6_K taking its offset apart) unpack each group of 32
+ * weights into one vector of bytes; the products with the row's 8-bit activations are
+ * summed in 256-bit integer lanes on both ISAs (AVX-512 runs the same AVX2 instructions), so the
  * ISAs agree bitwise and an element's arithmetic never depends on the tile. */
 
 /* Lane l (0..7) of a group is the exact sum of q[i] * x[i], i in 4l..4l+3: maddubs
@@ -135,7 +136,7 @@ static SIMD_INLINE void tile_q8k(enum kern_dtype t, const int no, const int nr,
 			__m256i q[8];
 #pragma GCC unroll 8
 			for (int g = 0; g < 8; g++)
-				q[g] = t == KERN_Q6_K ? q6k_group_u(bb.p, g) : bblock_group(t, &bb, g);
+				q[g] = bblock_stored(t, &bb, g); /* Q6_K's offset: below */
 #pragma GCC unroll 4
 			for (int r = 0; r < nr; r++) {
 				const size_t xg = (r0 + r) * xq->ng + b * 8;
