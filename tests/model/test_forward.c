@@ -1148,6 +1148,17 @@ static void expect_same_logits(struct model *a, struct model *b, size_t n_vocab)
 	model_destroy(b);
 }
 
+/* Shard 1 of 2 (comm counts its allreduce calls into cc) holding its f32 weights as
+ * f16, O's and down's column slices copied: the shard the dtype and huge-page tests
+ * load. */
+static struct model_config f16_shard(struct model_comm *comm, struct comm_count *cc)
+{
+	*comm = (struct model_comm){.allreduce_sum = count_allreduce, .maxloc = unused_maxloc,
+				    .gather = unused_gather, .user = cc, .rank = 1, .size = 2};
+	return (struct model_config){.n_slots = 1, .n_ctx = 48, .max_batch = 16, .comm = comm,
+				     .convert = true, .weight_type = KERN_F16};
+}
+
 /* model_config.convert (target.dtype): f32 weights held as f16 or bf16 compute bit for
  * bit what the same weights written in that type compute (specd-gen-model rounds its
  * f32 values as the conversion does); quantised matrices stay as they are. */
@@ -1184,12 +1195,11 @@ static void test_load__dtype_holds_weights_as_asked(void **state)
 	expect_same_logits(conv, plain, 270);
 	/* A shard (1 of 2) converts only its own slices, the copied column slices of O and
 	 * down included: it holds what the same shard of the f16 file holds. */
-	struct model_comm comm = {.allreduce_sum = count_allreduce, .maxloc = unused_maxloc,
-				  .gather = unused_gather, .rank = 1, .size = 2};
+	struct model_comm comm;
+	struct comm_count cc = {0};
 	char f16[700];
 	snprintf(f16, sizeof(f16), "%s/llama_f16.gguf", g_dir);
-	struct model_config shard = {.n_slots = 1, .n_ctx = 48, .max_batch = 16, .comm = &comm,
-				     .convert = true, .weight_type = KERN_F16};
+	struct model_config shard = f16_shard(&comm, &cc);
 	struct model *a_shard = NULL, *b_shard = NULL;
 	assert_int_equal(model_load(g_llama, &shard, &a_shard, &err), SPECD_OK);
 	shard.convert = false;
@@ -1232,10 +1242,8 @@ static void test_load__huge_pages_change_no_logit(void **state)
 		expect_same_logits(huge, file, files[i].n_vocab);
 	}
 	struct comm_count cc = {0};
-	struct model_comm comm = {.allreduce_sum = count_allreduce, .maxloc = unused_maxloc,
-				  .gather = unused_gather, .user = &cc, .rank = 1, .size = 2};
-	struct model_config shard = {.n_slots = 1, .n_ctx = 48, .max_batch = 16, .comm = &comm,
-				     .convert = true, .weight_type = KERN_F16};
+	struct model_comm comm;
+	struct model_config shard = f16_shard(&comm, &cc);
 	struct model *a = NULL, *b = NULL;
 	assert_int_equal(model_load(g_llama, &shard, &a, &err), SPECD_OK);
 	shard.huge_pages_max = SIZE_MAX;
